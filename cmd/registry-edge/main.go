@@ -1,0 +1,114 @@
+// Command registry-edge is a pull-through OCI registry mirror for sites on
+// slow or unreliable uplinks.
+//
+//	registry-edge [serve] [--config FILE] [--listen ADDR] [--storage DIR] [--upstream URL]
+//	registry-edge check-config FILE
+//	registry-edge version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/registry-edge/registry-edge/internal/config"
+	"github.com/registry-edge/registry-edge/internal/version"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `usage:
+  registry-edge [serve] [flags]      run the mirror (default: embedded config)
+  registry-edge check-config FILE    validate a config file
+  registry-edge version              print the version
+`
+
+// errUsage marks a command-line mistake (exit code 2).
+var errUsage = errors.New("usage")
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serveCmd(ctx, args, stderr)
+	case "check-config":
+		err = checkConfigCmd(args, stdout, stderr)
+	case "version":
+		fmt.Fprintf(stdout, "registry-edge %s\n", version.String())
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "registry-edge: unknown command %q\n%s", cmd, usage)
+		return 2
+	}
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "registry-edge: %v\n", err)
+		if errors.Is(err, errUsage) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("%w: check-config takes exactly one FILE", errUsage)
+	}
+	if _, err := config.LoadFile(fs.Arg(0)); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", fs.Arg(0))
+	return nil
+}
+
+func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "YAML config `file` (default: the embedded default config)")
+	listen := fs.String("listen", "", "listen `address`, overrides listen")
+	storage := fs.String("storage", "", "storage `directory`, overrides storage.root")
+	upstreamURL := fs.String("upstream", "", "mirror only this registry `URL`, overrides upstreams")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	cfg := config.Default()
+	if *cfgPath != "" {
+		var err error
+		if cfg, err = config.LoadFile(*cfgPath); err != nil {
+			return err
+		}
+	}
+	if err := cfg.Override(*listen, *storage, *upstreamURL); err != nil {
+		return err
+	}
+	return serve(ctx, cfg, stderr)
+}

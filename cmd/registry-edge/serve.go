@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/config"
+	"github.com/registry-edge/registry-edge/internal/httpserve"
+	"github.com/registry-edge/registry-edge/internal/logging"
+	"github.com/registry-edge/registry-edge/internal/meta"
+	"github.com/registry-edge/registry-edge/internal/metrics"
+	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/upstream"
+	"github.com/registry-edge/registry-edge/internal/version"
+)
+
+// shutdownGrace bounds how long a stop waits for requests and fills.
+const shutdownGrace = 30 * time.Second
+
+func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
+	log := logging.New(stderr, cfg.Log.Level.Level(), cfg.Log.Format == config.LogFormatJSON)
+
+	store, err := blobstore.NewFS(cfg.Storage.Root, cfg.Storage.TempMaxAge.D())
+	if err != nil {
+		return err
+	}
+	db, err := meta.Open(filepath.Join(cfg.Storage.Root, "meta.db"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	m := metrics.New()
+	remotes := make([]*proxy.Remote, 0, len(cfg.Upstreams))
+	for i, u := range cfg.Upstreams {
+		secret, err := u.Auth.Secret()
+		if err != nil {
+			return fmt.Errorf("upstreams[%d].auth: %w", i, err)
+		}
+		c, err := upstream.New(upstream.Options{
+			URL:                   u.URL,
+			RegistryName:          u.Registry,
+			Username:              u.Auth.Username,
+			Password:              secret,
+			DockerConfig:          u.Auth.DockerConfig,
+			InsecureSkipVerify:    u.TLS.InsecureSkipVerify,
+			CAFile:                u.TLS.CAFile,
+			ConnectTimeout:        u.Timeouts.Connect.D(),
+			ResponseHeaderTimeout: u.Timeouts.ResponseHeader.D(),
+			RetryMax:              u.Retry.Max,
+			RetryMinWait:          u.Retry.MinWait.D(),
+			RetryMaxWait:          u.Retry.MaxWait.D(),
+			MaxRetryAfter:         u.Retry.MaxRetryAfter.D(),
+			UserAgent:             "registry-edge/" + version.String(),
+			Logger:                log.With(slog.String("upstream", u.Registry)),
+		})
+		if err != nil {
+			return fmt.Errorf("upstreams[%d]: %w", i, err)
+		}
+		remotes = append(remotes, &proxy.Remote{Name: u.Registry, Library: u.Library(), Client: c})
+	}
+	router, err := proxy.NewRouter(remotes, cfg.DefaultUpstream())
+	if err != nil {
+		return err
+	}
+	p := proxy.New(store, db, router, proxy.Options{
+		TagTTL:            cfg.Cache.TagTTL.D(),
+		RevalidateTimeout: cfg.Cache.RevalidateTimeout.D(),
+		FillTimeout:       cfg.Storage.FillTimeout.D(),
+		MaxManifestSize:   int64(cfg.Cache.MaxManifestSize),
+		TagNotFound:       string(cfg.Cache.TagNotFound),
+		Logger:            log,
+		Metrics:           m,
+	})
+	handler := httpserve.New(p, httpserve.Options{Logger: log, Metrics: m, AccessLog: cfg.Log.AccessLog})
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	upstreams := make([]string, len(remotes))
+	for i, r := range remotes {
+		upstreams[i] = r.Name
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, "registry-edge started", slog.String("version", version.String()),
+		slog.String("listen", ln.Addr().String()), slog.String("storage", cfg.Storage.Root),
+		slog.Any("upstreams", upstreams), slog.String("default_upstream", remotes[cfg.DefaultUpstream()].Name))
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.LogAttrs(context.Background(), slog.LevelInfo, "shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if err := p.Wait(sctx); err != nil {
+		log.LogAttrs(context.Background(), slog.LevelWarn, "fills still running at shutdown; they will be retried on demand")
+	}
+	return nil
+}

@@ -1,0 +1,282 @@
+package blobstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/verify"
+)
+
+// FS is a Store on a local filesystem. Layout under the root:
+//
+//	blobs/<alg>/<first two hex>/<hex>   committed content, read-only files
+//	ingest/<alg>-<hex>.<random>         content being written
+type FS struct {
+	root   string
+	blobs  string
+	ingest string
+}
+
+var (
+	_ Store    = (*FS)(nil)
+	_ Walker   = (*FS)(nil)
+	_ Ingester = (*FS)(nil)
+)
+
+// NewFS opens (creating if needed) a store under root and removes ingest
+// files older than tempMaxAge, which a crash may have left behind. Ingest
+// files are never visible as content, so removing them is always safe; the
+// age limit only spares ingests of a process still running on the same root.
+func NewFS(root string, tempMaxAge time.Duration) (*FS, error) {
+	s := &FS{root: root, blobs: filepath.Join(root, "blobs"), ingest: filepath.Join(root, "ingest")}
+	for _, dir := range []string{s.blobs, s.ingest} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("blob store %s: %w", root, err)
+		}
+	}
+	if err := s.cleanIngest(time.Now().Add(-tempMaxAge)); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *FS) cleanIngest(olderThan time.Time) error {
+	entries, err := os.ReadDir(s.ingest)
+	if err != nil {
+		return fmt.Errorf("blob store clean ingest: %w", err)
+	}
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		if info.ModTime().Before(olderThan) {
+			_ = os.RemoveAll(filepath.Join(s.ingest, e.Name()))
+		}
+	}
+	return nil
+}
+
+func (s *FS) path(d digest.Digest) (string, error) {
+	if err := d.Validate(); err != nil {
+		return "", fmt.Errorf("digest %q: %w", d, errdef.ErrInvalid)
+	}
+	hex := d.Encoded()
+	return filepath.Join(s.blobs, string(d.Algorithm()), hex[:2], hex), nil
+}
+
+// Stat implements Reader.
+func (s *FS) Stat(_ context.Context, d digest.Digest) (Info, error) {
+	p, err := s.path(d)
+	if err != nil {
+		return Info{}, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return Info{}, notFound(d, err)
+	}
+	return Info{Digest: d, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// Open implements Reader.
+func (s *FS) Open(_ context.Context, d digest.Digest) (io.ReadSeekCloser, error) {
+	p, err := s.path(d)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, notFound(d, err)
+	}
+	return f, nil
+}
+
+func notFound(d digest.Digest, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("blob %s: %w", d, errdef.ErrNotFound)
+	}
+	return fmt.Errorf("blob %s: %w", d, err)
+}
+
+// Put implements Store.
+func (s *FS) Put(ctx context.Context, want ocispec.Descriptor, r io.Reader) error {
+	if _, err := s.Stat(ctx, want.Digest); err == nil {
+		return nil
+	}
+	ing, err := s.Ingest(ctx, want.Digest)
+	if err != nil {
+		return err
+	}
+	defer ing.Cancel()
+	if want.Size >= 0 {
+		r = io.LimitReader(r, want.Size+1)
+	}
+	if _, err := io.Copy(ing, r); err != nil {
+		return fmt.Errorf("blob %s: write: %w", want.Digest, err)
+	}
+	return ing.Commit(ctx, want.Size)
+}
+
+// Delete implements Store.
+func (s *FS) Delete(_ context.Context, d digest.Digest) error {
+	p, err := s.path(d)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil {
+		return notFound(d, err)
+	}
+	return nil
+}
+
+// Walk implements Walker.
+func (s *FS) Walk(ctx context.Context, fn func(Info) error) error {
+	return filepath.WalkDir(s.blobs, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if e.IsDir() {
+			return nil
+		}
+		rel, err := filepath.Rel(s.blobs, p)
+		if err != nil {
+			return err
+		}
+		parts := strings.Split(filepath.ToSlash(rel), "/")
+		if len(parts) != 3 {
+			return nil
+		}
+		d := digest.NewDigestFromEncoded(digest.Algorithm(parts[0]), parts[2])
+		if d.Validate() != nil {
+			return nil
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return nil
+		}
+		return fn(Info{Digest: d, Size: fi.Size(), ModTime: fi.ModTime()})
+	})
+}
+
+// Ingest implements Ingester.
+func (s *FS) Ingest(_ context.Context, d digest.Digest) (Ingest, error) {
+	dg, err := verify.NewDigester(d)
+	if err != nil {
+		return nil, err
+	}
+	final, err := s.path(d)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(s.ingest, string(d.Algorithm())+"-"+d.Encoded()+".*")
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: create ingest: %w", d, err)
+	}
+	return &fsIngest{d: d, f: f, final: final, dg: dg}, nil
+}
+
+type fsIngest struct {
+	d     digest.Digest
+	f     *os.File
+	final string
+	dg    *verify.Digester
+
+	mu      sync.Mutex
+	written int64
+	closed  bool
+}
+
+func (w *fsIngest) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.dg.Write(p[:n])
+	w.mu.Lock()
+	w.written += int64(n)
+	w.mu.Unlock()
+	return n, err
+}
+
+func (w *fsIngest) Written() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.written
+}
+
+func (w *fsIngest) OpenReader() (io.ReadSeekCloser, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		// Committed meanwhile: the content is at its final path.
+		f, err := os.Open(w.final)
+		if err != nil {
+			return nil, notFound(w.d, err)
+		}
+		return f, nil
+	}
+	return os.Open(w.f.Name())
+}
+
+func (w *fsIngest) Commit(_ context.Context, size int64) error {
+	if err := w.dg.Verify(size); err != nil {
+		w.Cancel()
+		return err
+	}
+	if err := w.f.Sync(); err != nil {
+		w.Cancel()
+		return fmt.Errorf("blob %s: sync: %w", w.d, err)
+	}
+	if err := w.f.Chmod(0o444); err != nil {
+		w.Cancel()
+		return fmt.Errorf("blob %s: chmod: %w", w.d, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(w.final), 0o755); err != nil {
+		w.Cancel()
+		return fmt.Errorf("blob %s: %w", w.d, err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := os.Rename(w.f.Name(), w.final); err != nil {
+		w.f.Close()
+		os.Remove(w.f.Name())
+		w.closed = true
+		return fmt.Errorf("blob %s: commit: %w", w.d, err)
+	}
+	w.closed = true
+	w.f.Close()
+	syncDir(filepath.Dir(w.final))
+	return nil
+}
+
+func (w *fsIngest) Cancel() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	w.f.Close()
+	return os.Remove(w.f.Name())
+}
+
+// syncDir makes a rename durable. Errors are ignored: some filesystems do
+// not support fsync on directories, and the content itself is already synced.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}

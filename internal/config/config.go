@@ -1,0 +1,374 @@
+// Package config defines the registry-edge configuration: the Config types
+// with their YAML schema, Default, a strict Load and Validate. It is the only
+// package that reads configuration; every other package takes the typed
+// values it needs through its constructor.
+//
+// The reference for every key is docs/config.md, and
+// config/registry-edge.example.yaml is a commented example that a test keeps
+// loadable and in step with Default.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+// maxConfigSize bounds the input of Load. A real configuration is a few KiB;
+// the bound keeps a wrong path (a log file, /dev/zero) from eating memory.
+const maxConfigSize = 1 << 20
+
+// Config is the whole registry-edge configuration. Obtain one from Default,
+// Load or LoadFile; a Config built by hand must pass Validate before use.
+type Config struct {
+	// Listen is the TCP address the registry API is served on, host:port.
+	Listen string `yaml:"listen"`
+	// Storage configures the local content store.
+	Storage Storage `yaml:"storage"`
+	// Cache configures how mutable references (tags) are cached.
+	Cache Cache `yaml:"cache"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+	// Upstreams lists the registries this edge mirrors. In YAML the list
+	// replaces the default list as a whole; keys left out of an entry take
+	// their defaults.
+	Upstreams []Upstream `yaml:"upstreams"`
+}
+
+// Storage configures the local content store.
+type Storage struct {
+	// Root is the directory holding blobs, manifests and temporary files. A
+	// relative path is relative to the working directory.
+	Root string `yaml:"root"`
+	// FillTimeout bounds one upstream blob fill, from the first request to
+	// the commit, independent of the client that triggered it.
+	FillTimeout Duration `yaml:"fillTimeout"`
+	// TempMaxAge is the age above which a temporary file under Root is
+	// considered orphaned (by a crash) and removed at start-up.
+	TempMaxAge Duration `yaml:"tempMaxAge"`
+}
+
+// Cache configures how tags are cached. Content addressed by digest never
+// expires through these settings.
+type Cache struct {
+	// TagTTL is how long a cached tag answers with zero upstream requests.
+	// After that it is revalidated with a HEAD. Zero revalidates every time.
+	TagTTL Duration `yaml:"tagTTL"`
+	// RevalidateTimeout bounds the HEAD that revalidates a stale tag; when it
+	// runs out or fails, the cached tag is served (stale-if-error).
+	RevalidateTimeout Duration `yaml:"revalidateTimeout"`
+	// TagNotFound is what to do when the upstream answers 404 for a tag that
+	// is cached.
+	TagNotFound TagNotFoundPolicy `yaml:"tagNotFound"`
+	// MaxManifestSize is the largest manifest accepted from an upstream.
+	MaxManifestSize ByteSize `yaml:"maxManifestSize"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is the minimum level logged.
+	Level Level `yaml:"level"`
+	// Format selects text or JSON output.
+	Format LogFormat `yaml:"format"`
+	// AccessLog enables one info line per request.
+	AccessLog bool `yaml:"accessLog"`
+}
+
+// Upstream is one registry this edge mirrors.
+type Upstream struct {
+	// Registry is the registry host name the mirror answers for, as it
+	// appears in image references: "docker.io", "ghcr.io",
+	// "central.example.com:5000". Requests are routed here by a path prefix
+	// (/v2/ghcr.io/org/app/...) or by containerd's ?ns=ghcr.io.
+	Registry string `yaml:"registry"`
+	// URL is the endpoint the registry API is reached at, such as
+	// https://registry-1.docker.io, without path, query or credentials.
+	URL string `yaml:"url"`
+	// Default marks the upstream for requests with no prefix and no ?ns=.
+	// When no upstream is marked, the first one is the default.
+	Default bool `yaml:"default"`
+	// DockerHubLibrary, when true, prefixes single-component repository
+	// names with "library/" (alpine → library/alpine). Nil means true for
+	// docker.io and false otherwise; use Library.
+	DockerHubLibrary *bool `yaml:"dockerHubLibrary,omitempty"`
+	// Auth holds the credentials for this upstream.
+	Auth Auth `yaml:"auth,omitempty"`
+	// TLS configures certificate verification for an https URL.
+	TLS TLS `yaml:"tls,omitempty"`
+	// Timeouts bounds the connection phases of each upstream request.
+	Timeouts Timeouts `yaml:"timeouts"`
+	// Retry configures retries of idempotent upstream requests.
+	Retry Retry `yaml:"retry"`
+}
+
+// TLS configures certificate verification for an upstream.
+type TLS struct {
+	// InsecureSkipVerify disables certificate verification. For tests only.
+	InsecureSkipVerify bool `yaml:"insecureSkipVerify,omitempty"`
+	// CAFile is a PEM bundle of extra roots, added to the system pool.
+	CAFile string `yaml:"caFile,omitempty"`
+}
+
+// Timeouts bounds the connection phases of each upstream request. A body
+// transfer is bounded by Storage.FillTimeout, not by these.
+type Timeouts struct {
+	// Connect bounds the TCP connect and TLS handshake.
+	Connect Duration `yaml:"connect"`
+	// ResponseHeader bounds the wait for response headers once the request
+	// is sent.
+	ResponseHeader Duration `yaml:"responseHeader"`
+}
+
+// Retry configures retries of idempotent upstream requests (on connection
+// errors, 429 and 5xx), with exponential backoff and jitter between MinWait
+// and MaxWait.
+type Retry struct {
+	// Max is the number of retries after the first attempt; 0 disables.
+	Max int `yaml:"max"`
+	// MinWait is the first backoff.
+	MinWait Duration `yaml:"minWait"`
+	// MaxWait caps the backoff.
+	MaxWait Duration `yaml:"maxWait"`
+	// MaxRetryAfter is the longest Retry-After the client waits for; a
+	// longer one fails the request at once instead of stalling it.
+	MaxRetryAfter Duration `yaml:"maxRetryAfter"`
+}
+
+// Library reports whether single-component repository names are prefixed
+// with "library/": DockerHubLibrary if set, else whether Registry is
+// docker.io.
+func (u Upstream) Library() bool {
+	if u.DockerHubLibrary != nil {
+		return *u.DockerHubLibrary
+	}
+	return strings.EqualFold(u.Registry, dockerHub)
+}
+
+// UnmarshalYAML starts each list entry from the default timeouts and retry
+// settings, so that keys left out take their defaults while explicit zeros
+// (retry.max: 0) are kept. It implements yaml.v3's obsolete Unmarshaler form
+// on purpose: unlike yaml.Node.Decode, its callback keeps the decoder's
+// KnownFields setting, so unknown keys inside an entry are still errors.
+func (u *Upstream) UnmarshalYAML(unmarshal func(any) error) error {
+	type upstream Upstream // no methods: stops the recursion
+	v := upstream(newUpstream("", ""))
+	if err := unmarshal(&v); err != nil {
+		return err
+	}
+	*u = Upstream(v)
+	return nil
+}
+
+// Default returns the built-in configuration: listen on :5000, store under
+// ./data, and mirror Docker Hub as the default upstream.
+func Default() Config {
+	up := newUpstream(dockerHub, "https://registry-1.docker.io")
+	up.Default = true
+	return Config{
+		Listen: ":5000",
+		Storage: Storage{
+			Root:        "data",
+			FillTimeout: Duration(30 * time.Minute),
+			TempMaxAge:  Duration(24 * time.Hour),
+		},
+		Cache: Cache{
+			TagTTL:            Duration(5 * time.Minute),
+			RevalidateTimeout: Duration(3 * time.Second),
+			TagNotFound:       TagNotFoundServeCached,
+			// The distribution spec asks registries to accept manifests of
+			// at least 4 MiB and allows rejecting larger ones:
+			// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-manifests
+			MaxManifestSize: 4 * MiB,
+		},
+		Log: Log{
+			Level:     LevelInfo,
+			Format:    LogFormatText,
+			AccessLog: true,
+		},
+		Upstreams: []Upstream{up},
+	}
+}
+
+// newUpstream returns an upstream with the default timeouts and retry
+// settings.
+func newUpstream(registry, rawURL string) Upstream {
+	return Upstream{
+		Registry: registry,
+		URL:      rawURL,
+		Timeouts: Timeouts{
+			Connect:        Duration(5 * time.Second),
+			ResponseHeader: Duration(30 * time.Second),
+		},
+		Retry: Retry{
+			Max:           3,
+			MinWait:       Duration(200 * time.Millisecond),
+			MaxWait:       Duration(5 * time.Second),
+			MaxRetryAfter: Duration(10 * time.Second),
+		},
+	}
+}
+
+// Load reads a YAML configuration from r: it starts from Default, decodes r
+// strictly over it (an unknown key is an error naming the key and its line),
+// applies the per-upstream defaults and validates the result. Empty input
+// yields Default. Errors other than I/O errors wrap errdef.ErrInvalid;
+// validation errors are joined field-path errors (see Validate).
+func Load(r io.Reader) (Config, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxConfigSize+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	if len(b) > maxConfigSize {
+		return Config{}, fmt.Errorf("read config: larger than %s: %w", ByteSize(maxConfigSize), errdef.ErrInvalid)
+	}
+	c := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return Default(), nil
+		}
+		return Config{}, invalid(fmt.Errorf("decode config: %w", err))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err == nil {
+			err = fmt.Errorf("line %d: more than one YAML document", extra.Line)
+		}
+		return Config{}, invalid(fmt.Errorf("decode config: %w", err))
+	}
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// LoadFile is Load on the named file; every error names the path.
+func LoadFile(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("load config: %w", err)
+	}
+	defer f.Close()
+	c, err := Load(f)
+	if err != nil {
+		return Config{}, fmt.Errorf("load config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// applyDefaults normalises what Load decoded. Per-upstream defaults are
+// applied during the decode itself (see Upstream.UnmarshalYAML), because
+// only there is an unset key distinguishable from an explicit zero.
+func (c *Config) applyDefaults() {
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		u.Registry = strings.ToLower(u.Registry)
+		if p, err := url.Parse(u.URL); err == nil && p.Path == "/" && p.RawQuery == "" && p.Fragment == "" {
+			u.URL = strings.TrimSuffix(u.URL, "/")
+		}
+	}
+}
+
+// Override applies the registry-edge command-line flags --listen, --storage
+// and --upstream over c; empty values leave c unchanged. An upstream URL
+// replaces the upstream list with a single default upstream, with default
+// timeouts and retry and no auth, whose Registry is the URL's host[:port]
+// ("docker.io" for Docker Hub's hosts). The result is validated; on error c
+// is left unchanged.
+func (c *Config) Override(listen, storageRoot, upstreamURL string) error {
+	n := *c
+	n.Upstreams = slices.Clone(c.Upstreams)
+	if listen != "" {
+		n.Listen = listen
+	}
+	if storageRoot != "" {
+		n.Storage.Root = storageRoot
+	}
+	if upstreamURL != "" {
+		u, msg := parseUpstreamURL(upstreamURL)
+		if msg != "" {
+			return fieldErr("upstream override", msg)
+		}
+		registry := strings.ToLower(u.Host)
+		if isDockerHubHost(u.Host) {
+			registry = dockerHub
+		}
+		if msg := checkRegistry(registry); msg != "" {
+			return fieldErr("upstream override", fmt.Sprintf("host %q cannot name a registry: %s; use a config file to set upstreams[].registry", registry, msg))
+		}
+		up := newUpstream(registry, upstreamURL)
+		up.Default = true
+		n.Upstreams = []Upstream{up}
+	}
+	n.applyDefaults()
+	if err := n.Validate(); err != nil {
+		return err
+	}
+	*c = n
+	return nil
+}
+
+// DefaultUpstream returns the index of the upstream that serves requests
+// with no registry prefix and no ?ns=: the one marked Default, else the
+// first. It returns -1 when there are no upstreams.
+func (c Config) DefaultUpstream() int {
+	if len(c.Upstreams) == 0 {
+		return -1
+	}
+	for i, u := range c.Upstreams {
+		if u.Default {
+			return i
+		}
+	}
+	return 0
+}
+
+// UpstreamIndex returns the index of the upstream whose Registry equals
+// registry, ignoring case, or -1. It is the lookup for a path prefix or a
+// ?ns= value.
+func (c Config) UpstreamIndex(registry string) int {
+	for i, u := range c.Upstreams {
+		if strings.EqualFold(u.Registry, registry) {
+			return i
+		}
+	}
+	return -1
+}
+
+// FieldError is one problem Validate found, at a field path such as
+// "upstreams[1].url". It wraps errdef.ErrInvalid.
+type FieldError struct {
+	// Path is the YAML path of the field, with list indexes.
+	Path string
+	// Msg says what is wrong.
+	Msg string
+}
+
+// Error returns "path: msg".
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+// Unwrap returns errdef.ErrInvalid.
+func (e *FieldError) Unwrap() error { return errdef.ErrInvalid }
+
+func fieldErr(path, msg string) error { return &FieldError{Path: path, Msg: msg} }
+
+// invalidError marks a decode error as errdef.ErrInvalid without changing
+// its message.
+type invalidError struct{ err error }
+
+func (e invalidError) Error() string   { return e.err.Error() }
+func (e invalidError) Unwrap() []error { return []error{e.err, errdef.ErrInvalid} }
+
+func invalid(err error) error { return invalidError{err} }

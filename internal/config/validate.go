@@ -1,0 +1,261 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Limits enforced by Validate.
+const (
+	// MinManifestSize is the smallest accepted cache.maxManifestSize; a real
+	// image index or manifest is rarely below 1 KiB, so a smaller limit is a
+	// unit mistake ("4" meant as 4 MiB).
+	MinManifestSize = KiB
+	// MaxManifestSize is the largest accepted cache.maxManifestSize.
+	// Manifests are held in memory while being verified; 64 MiB is 16 times
+	// the 4 MiB the distribution spec requires registries to accept.
+	MaxManifestSize = 64 * MiB
+	// MaxRetries is the largest accepted retry.max; more retries only delay
+	// the error a client sees past its own timeout.
+	MaxRetries = 10
+)
+
+// Validate checks c and returns every problem found, joined with
+// errors.Join, each a *FieldError such as
+//
+//	upstreams[1].url: scheme must be http or https
+//
+// It does not touch the file system: paths such as tls.caFile and
+// auth.passwordFile are checked when they are used.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, fieldErr(path, fmt.Sprintf(format, args...)))
+	}
+
+	if msg := checkListen(c.Listen); msg != "" {
+		add("listen", "%s", msg)
+	}
+
+	if strings.TrimSpace(c.Storage.Root) == "" {
+		add("storage.root", "required")
+	}
+	positive(add, "storage.fillTimeout", c.Storage.FillTimeout)
+	positive(add, "storage.tempMaxAge", c.Storage.TempMaxAge)
+	if c.Storage.FillTimeout > 0 && c.Storage.TempMaxAge > 0 && c.Storage.TempMaxAge < c.Storage.FillTimeout {
+		// A younger temp file may belong to a fill still running in another
+		// process sharing the root.
+		add("storage.tempMaxAge", "must be at least storage.fillTimeout (%s)", c.Storage.FillTimeout)
+	}
+
+	nonNegative(add, "cache.tagTTL", c.Cache.TagTTL)
+	positive(add, "cache.revalidateTimeout", c.Cache.RevalidateTimeout)
+	if !validEnum(c.Cache.TagNotFound, TagNotFoundServeCached, TagNotFoundNotFound) {
+		add("cache.tagNotFound", "must be one of %s, %s", TagNotFoundServeCached, TagNotFoundNotFound)
+	}
+	if c.Cache.MaxManifestSize < MinManifestSize || c.Cache.MaxManifestSize > MaxManifestSize {
+		add("cache.maxManifestSize", "must be between %s and %s", MinManifestSize, MaxManifestSize)
+	}
+
+	if !c.Log.Level.valid() {
+		add("log.level", "must be one of debug, info, warn, error")
+	}
+	if !validEnum(c.Log.Format, LogFormatText, LogFormatJSON) {
+		add("log.format", "must be one of %s, %s", LogFormatText, LogFormatJSON)
+	}
+
+	if len(c.Upstreams) == 0 {
+		add("upstreams", "at least one upstream is required")
+	}
+	seen := map[string]int{}
+	firstDefault := -1
+	for i, u := range c.Upstreams {
+		p := fmt.Sprintf("upstreams[%d]", i)
+		errs = append(errs, u.validate(p)...)
+		key := strings.ToLower(u.Registry)
+		if j, ok := seen[key]; ok && key != "" {
+			add(p+".registry", "duplicate of upstreams[%d].registry %q", j, c.Upstreams[j].Registry)
+		} else {
+			seen[key] = i
+		}
+		if u.Default {
+			if firstDefault >= 0 {
+				add(p+".default", "only one upstream may be the default, and upstreams[%d] already is", firstDefault)
+			} else {
+				firstDefault = i
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (u Upstream) validate(p string) []error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, fieldErr(path, fmt.Sprintf(format, args...)))
+	}
+	if msg := checkRegistry(u.Registry); msg != "" {
+		add(p+".registry", "%s", msg)
+	}
+	parsed, msg := parseUpstreamURL(u.URL)
+	if msg != "" {
+		add(p+".url", "%s", msg)
+	}
+	errs = append(errs, u.Auth.validate(p+".auth")...)
+	if u.TLS.InsecureSkipVerify && u.TLS.CAFile != "" {
+		add(p+".tls", "insecureSkipVerify and caFile are mutually exclusive")
+	}
+	if parsed != nil && parsed.Scheme == "http" && (u.TLS != TLS{}) {
+		add(p+".tls", "set, but url uses http")
+	}
+	positive(add, p+".timeouts.connect", u.Timeouts.Connect)
+	positive(add, p+".timeouts.responseHeader", u.Timeouts.ResponseHeader)
+	if u.Retry.Max < 0 || u.Retry.Max > MaxRetries {
+		add(p+".retry.max", "must be between 0 and %d", MaxRetries)
+	}
+	positive(add, p+".retry.minWait", u.Retry.MinWait)
+	positive(add, p+".retry.maxWait", u.Retry.MaxWait)
+	if u.Retry.MinWait > 0 && u.Retry.MaxWait > 0 && u.Retry.MaxWait < u.Retry.MinWait {
+		add(p+".retry.maxWait", "must be at least retry.minWait (%s)", u.Retry.MinWait)
+	}
+	nonNegative(add, p+".retry.maxRetryAfter", u.Retry.MaxRetryAfter)
+	return errs
+}
+
+type addFunc func(path, format string, args ...any)
+
+func positive(add addFunc, path string, d Duration) {
+	if d <= 0 {
+		add(path, "must be greater than 0, got %s", d)
+	}
+}
+
+func nonNegative(add addFunc, path string, d Duration) {
+	if d < 0 {
+		add(path, "must not be negative, got %s", d)
+	}
+}
+
+// checkListen returns what is wrong with a listen address, or "".
+func checkListen(s string) string {
+	if s == "" {
+		return "required"
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Sprintf("want host:port such as :5000 or 127.0.0.1:5000, got %q", s)
+	}
+	if msg := checkPort(port, true); msg != "" {
+		return msg
+	}
+	if host != "" && net.ParseIP(host) == nil && !isHostname(host) {
+		return fmt.Sprintf("invalid host %q", host)
+	}
+	return ""
+}
+
+// checkRegistry returns what is wrong with an upstream registry name, or "".
+// Like Docker's reference parser, it requires a '.' or a ':port' or the name
+// localhost, which is what tells /v2/<registry>/<repo> apart from a
+// repository whose first component is a namespace.
+func checkRegistry(s string) string {
+	if s == "" {
+		return "required"
+	}
+	if strings.Contains(s, "://") || strings.ContainsAny(s, "/?#@") {
+		return fmt.Sprintf("want a host[:port] such as ghcr.io or registry.example.com:5000, without scheme or path, got %q", s)
+	}
+	host, port := s, ""
+	if i := strings.LastIndexByte(s, ':'); i >= 0 && !strings.HasSuffix(s, "]") {
+		host, port = s[:i], s[i+1:]
+		if msg := checkPort(port, false); msg != "" {
+			return msg
+		}
+	}
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		if ip := net.ParseIP(host[1 : len(host)-1]); ip == nil || ip.To4() != nil {
+			return fmt.Sprintf("invalid IPv6 address %q", host)
+		}
+		return ""
+	}
+	if !isHostname(host) {
+		return fmt.Sprintf("invalid host %q", host)
+	}
+	if port == "" && !strings.Contains(host, ".") && !strings.EqualFold(host, "localhost") {
+		return fmt.Sprintf("%q needs a '.', a ':port', or to be localhost, to be told apart from a repository namespace", s)
+	}
+	return ""
+}
+
+// parseUpstreamURL parses an upstream endpoint URL and returns what is wrong
+// with it, or "". The messages never repeat the URL, which may carry a
+// password.
+func parseUpstreamURL(s string) (*url.URL, string) {
+	if s == "" {
+		return nil, "required"
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // ue.URL is the raw input
+		}
+		return nil, fmt.Sprintf("invalid URL: %v", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return u, "scheme must be http or https"
+	}
+	if u.User != nil {
+		return u, "credentials in the URL are not allowed; use auth.username with auth.passwordFile"
+	}
+	if u.Host == "" {
+		return u, "host is required"
+	}
+	if u.Opaque != "" || (u.Path != "" && u.Path != "/") {
+		return u, "path is not supported: the registry API is always at /v2/"
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		return u, "query is not allowed"
+	}
+	if u.Fragment != "" || strings.Contains(s, "#") {
+		return u, "fragment is not allowed"
+	}
+	if p := u.Port(); p != "" {
+		if msg := checkPort(p, false); msg != "" {
+			return u, msg
+		}
+	}
+	return u, ""
+}
+
+// checkPort returns what is wrong with a numeric port, or "".
+func checkPort(s string, allowZero bool) string {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || (n == 0 && !allowZero) {
+		return fmt.Sprintf("invalid port %q", s)
+	}
+	return ""
+}
+
+// isHostname reports whether s is a DNS name or IPv4 address made of
+// letters, digits, '-' and '.', with no empty label.
+func isHostname(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,282 @@
+package httpserve
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/ociapi"
+	"github.com/registry-edge/registry-edge/internal/proxy"
+)
+
+func (s *Server) dispatch(w *recorder, r *http.Request, rt ociapi.Route, acc *access) error {
+	read := r.Method == http.MethodGet || r.Method == http.MethodHead
+	switch rt.Kind {
+	case ociapi.KindBase:
+		if !read {
+			return unsupported("method not allowed")
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "2")
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = io.WriteString(w, "{}")
+		}
+		return nil
+	case ociapi.KindBlobUpload:
+		return unsupported("pushing is not supported by this read-only mirror")
+	case ociapi.KindCatalog:
+		return ociapi.NewError(http.StatusNotFound, ociapi.CodeUnsupported, "catalog listing is not supported by this mirror")
+	}
+	if !read {
+		if r.Method == http.MethodDelete {
+			return unsupported("deleting is not supported by this read-only mirror")
+		}
+		return unsupported("pushing is not supported by this read-only mirror")
+	}
+	t, err := s.p.Router().Route(rt.Name, r.URL.Query().Get("ns"))
+	if err != nil {
+		return err
+	}
+	switch rt.Kind {
+	case ociapi.KindManifest:
+		return s.manifest(w, r, rt, t, acc)
+	case ociapi.KindBlob:
+		return s.blob(w, r, rt, t, acc)
+	case ociapi.KindTags:
+		return s.tags(w, r, rt, t, acc)
+	case ociapi.KindReferrers:
+		return s.referrers(w, r, rt, t, acc)
+	}
+	return ociapi.NewError(http.StatusNotFound, ociapi.CodeUnsupported, "unknown registry API endpoint")
+}
+
+func unsupported(msg string) error {
+	return ociapi.NewError(http.StatusMethodNotAllowed, ociapi.CodeUnsupported, msg)
+}
+
+// manifest serves GET/HEAD /v2/<name>/manifests/<reference>.
+// https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#pulling-manifests
+func (s *Server) manifest(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *access) error {
+	res, err := s.p.Manifest(r.Context(), t, rt.Reference)
+	if err != nil {
+		return err
+	}
+	acc.cache = res.Cache
+	if !ociapi.Accepts(r.Header.Values("Accept"), res.Descriptor.MediaType) {
+		return ociapi.NewError(http.StatusNotFound, ociapi.CodeManifestUnknown,
+			"manifest is of media type "+res.Descriptor.MediaType+", which the request's Accept header excludes")
+	}
+	h := w.Header()
+	h.Set("Content-Type", res.Descriptor.MediaType)
+	h.Set("Content-Length", strconv.Itoa(len(res.Body)))
+	h.Set(ociapi.HeaderContentDigest, res.Descriptor.Digest.String())
+	h.Set("ETag", `"`+res.Descriptor.Digest.String()+`"`)
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(res.Body)
+	}
+	return nil
+}
+
+// blob serves GET/HEAD /v2/<name>/blobs/<digest>, with single-range Range
+// requests.
+// https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#pulling-blobs
+func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *access) error {
+	h := w.Header()
+	if r.Method == http.MethodHead {
+		size, cache, err := s.p.StatBlob(r.Context(), t, rt.Digest)
+		if err != nil {
+			return err
+		}
+		acc.cache = cache
+		setBlobHeaders(h, rt)
+		h.Set("Content-Length", strconv.FormatInt(size, 10))
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	res, err := s.p.Blob(r.Context(), t, rt.Digest)
+	if err != nil {
+		return err
+	}
+	defer res.Content.Close()
+	acc.cache = res.Cache
+
+	start, length, partial := int64(0), res.Size, false
+	if spec := r.Header.Get("Range"); spec != "" && res.Size >= 0 {
+		var rerr error
+		start, length, partial, rerr = parseRange(spec, res.Size)
+		if rerr != nil {
+			h.Set("Content-Range", "bytes */"+strconv.FormatInt(res.Size, 10))
+			return rerr
+		}
+	}
+	setBlobHeaders(h, rt)
+	if partial {
+		if _, err := res.Content.Seek(start, io.SeekStart); err != nil {
+			return err
+		}
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, res.Size))
+		h.Set("Content-Length", strconv.FormatInt(length, 10))
+		w.WriteHeader(http.StatusPartialContent)
+	} else {
+		if length >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(length, 10))
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	var n int64
+	if length >= 0 {
+		n, err = io.CopyN(w, res.Content, length)
+	} else {
+		n, err = io.Copy(w, res.Content)
+	}
+	if err != nil || (length >= 0 && n != length) {
+		// The fill failed or the client left: never end the body cleanly.
+		if err == nil {
+			err = fmt.Errorf("blob %s: short copy: %w", rt.Digest, errdef.ErrSizeMismatch)
+		}
+		acc.err = err
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+func setBlobHeaders(h http.Header, rt ociapi.Route) {
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Accept-Ranges", "bytes")
+	h.Set(ociapi.HeaderContentDigest, rt.Digest.String())
+	h.Set("ETag", `"`+rt.Digest.String()+`"`)
+	h.Set("Cache-Control", "max-age=31536000, immutable")
+}
+
+// parseRange parses a Range header for content of size bytes. It serves
+// a single range (RFC 9110 section 14.2); a header with several ranges is
+// ignored and the whole content is sent, which the RFC permits. A
+// malformed or unsatisfiable range is an error (416).
+func parseRange(spec string, size int64) (start, length int64, partial bool, err error) {
+	bad := ociapi.NewError(http.StatusRequestedRangeNotSatisfiable, ociapi.CodeRangeNotSatisfiable, "invalid or unsatisfiable range")
+	units, set, ok := strings.Cut(spec, "=")
+	if !ok || strings.TrimSpace(units) != "bytes" {
+		return 0, 0, false, bad
+	}
+	if strings.Contains(set, ",") {
+		return 0, size, false, nil
+	}
+	first, last, ok := strings.Cut(strings.TrimSpace(set), "-")
+	if !ok {
+		return 0, 0, false, bad
+	}
+	switch {
+	case first == "" && last == "":
+		return 0, 0, false, bad
+	case first == "":
+		// Suffix: the last n bytes.
+		n, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || n <= 0 || size == 0 {
+			return 0, 0, false, bad
+		}
+		if n > size {
+			n = size
+		}
+		return size - n, n, true, nil
+	default:
+		a, err := strconv.ParseInt(first, 10, 64)
+		if err != nil || a < 0 || a >= size {
+			return 0, 0, false, bad
+		}
+		b := size - 1
+		if last != "" {
+			b, err = strconv.ParseInt(last, 10, 64)
+			if err != nil || b < a {
+				return 0, 0, false, bad
+			}
+			if b >= size {
+				b = size - 1
+			}
+		}
+		return a, b - a + 1, true, nil
+	}
+}
+
+// tags serves GET /v2/<name>/tags/list with n and last pagination.
+// https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#content-discovery
+func (s *Server) tags(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *access) error {
+	q := r.URL.Query()
+	n := 0
+	if v := q.Get("n"); v != "" {
+		var err error
+		n, err = strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return ociapi.NewError(http.StatusBadRequest, "PAGINATION_NUMBER_INVALID", "n must be a non-negative integer")
+		}
+	}
+	last := q.Get("last")
+	if last != "" && !ociapi.ValidTag(last) {
+		return ociapi.NewError(http.StatusBadRequest, "PAGINATION_NUMBER_INVALID", "last must be a tag")
+	}
+	var page proxy.TagPage
+	if q.Has("n") && n == 0 {
+		page = proxy.TagPage{Tags: []string{}}
+	} else {
+		var err error
+		page, err = s.p.Tags(r.Context(), t, n, last)
+		if err != nil {
+			return err
+		}
+	}
+	acc.cache = page.Cache
+	body, err := json.Marshal(struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}{rt.Name, page.Tags})
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	if page.Next != "" {
+		v := url.Values{}
+		if n > 0 {
+			v.Set("n", strconv.Itoa(n))
+		}
+		v.Set("last", page.Next)
+		if ns := q.Get("ns"); ns != "" {
+			v.Set("ns", ns)
+		}
+		h.Set("Link", fmt.Sprintf(`</v2/%s/tags/list?%s>; rel="next"`, rt.Name, v.Encode()))
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(body)
+	}
+	return nil
+}
+
+// referrers serves GET /v2/<name>/referrers/<digest>?artifactType=.
+// https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#listing-referrers
+func (s *Server) referrers(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *access) error {
+	at := r.URL.Query().Get("artifactType")
+	body, cache, err := s.p.Referrers(r.Context(), t, rt.Digest, at)
+	if err != nil {
+		return err
+	}
+	acc.cache = cache
+	h := w.Header()
+	if at != "" {
+		h.Set(ociapi.HeaderFiltersApplied, "artifactType")
+	}
+	h.Set("Content-Type", ociapi.MediaTypeOCIIndex)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(body)
+	}
+	return nil
+}

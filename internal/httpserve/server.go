@@ -1,0 +1,238 @@
+// Package httpserve is the HTTP face of registry-edge: the read-only
+// distribution-spec API over a proxy.Proxy, plus /metrics, /healthz and
+// /readyz. Handlers return errors; one adapter renders every error as the
+// spec's envelope.
+package httpserve
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/registry-edge/registry-edge/internal/metrics"
+	"github.com/registry-edge/registry-edge/internal/ociapi"
+	"github.com/registry-edge/registry-edge/internal/proxy"
+)
+
+// Options configures the handler.
+type Options struct {
+	Logger    *slog.Logger
+	Metrics   *metrics.Metrics
+	AccessLog bool
+	// Ready reports whether the server can take traffic (for /readyz); nil
+	// means always.
+	Ready func() error
+}
+
+// Server is the HTTP handler of registry-edge.
+type Server struct {
+	p    *proxy.Proxy
+	opts Options
+	log  *slog.Logger
+	m    *metrics.Metrics
+	prom http.Handler
+}
+
+// New returns the handler serving p.
+func New(p *proxy.Proxy, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New()
+	}
+	return &Server{
+		p: p, opts: opts, log: opts.Logger, m: opts.Metrics,
+		prom: promhttp.HandlerFor(opts.Metrics.Registry, promhttp.HandlerOpts{}),
+	}
+}
+
+// ServeHTTP dispatches by path. /v2 paths are parsed by ociapi.ParseRoute
+// rather than http.ServeMux, which would clean (and redirect) paths and
+// cannot match repository names that contain slashes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/"):
+		s.serveRegistry(w, r)
+	case r.URL.Path == "/metrics":
+		s.prom.ServeHTTP(w, r)
+	case r.URL.Path == "/healthz":
+		writeText(w, http.StatusOK, "ok\n")
+	case r.URL.Path == "/readyz":
+		if s.opts.Ready != nil {
+			if err := s.opts.Ready(); err != nil {
+				writeText(w, http.StatusServiceUnavailable, "not ready\n")
+				return
+			}
+		}
+		writeText(w, http.StatusOK, "ready\n")
+	default:
+		ociapi.WriteError(w, r, ociapi.NewError(http.StatusNotFound, ociapi.CodeUnsupported, "not found"))
+	}
+}
+
+func writeText(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body)
+}
+
+// access is what one request did, for the access log and metrics.
+type access struct {
+	route ociapi.Route
+	cache string
+	err   error
+}
+
+func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	acc := &access{}
+	rec.Header().Set(ociapi.HeaderAPIVersion, "registry/2.0")
+
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				s.finish(r, rec, acc, start)
+				panic(v)
+			}
+			s.log.LogAttrs(r.Context(), slog.LevelError, "panic serving request", slog.Any("panic", v))
+			if !rec.wroteHeader {
+				ociapi.WriteError(rec, r, ociapi.FromError(errors.New("panic"), acc.route.Kind))
+			}
+		}
+		s.finish(r, rec, acc, start)
+	}()
+
+	rt, err := ociapi.ParseRoute(r.URL.Path)
+	if err == nil {
+		acc.route = rt
+		err = s.dispatch(rec, r, rt, acc)
+	}
+	if err != nil {
+		acc.err = err
+		oe := ociapi.FromError(err, rt.Kind)
+		if rec.wroteHeader {
+			// Headers (and maybe part of the body) are out: the only honest
+			// signal left is to break the connection.
+			panic(http.ErrAbortHandler)
+		}
+		ociapi.WriteError(rec, r, oe)
+	}
+}
+
+func (s *Server) finish(r *http.Request, rec *recorder, acc *access, start time.Time) {
+	d := time.Since(start)
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	kind := acc.route.Kind.String()
+	s.m.Requests.WithLabelValues(kind, r.Method, strconv.Itoa(status)).Inc()
+	s.m.RequestDuration.WithLabelValues(kind).Observe(d.Seconds())
+	s.m.BytesServed.WithLabelValues(kind).Add(float64(rec.written))
+	if acc.cache != "" {
+		s.m.Cache.WithLabelValues(kind, acc.cache).Inc()
+	}
+	if !s.opts.AccessLog && acc.err == nil {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 10)
+	attrs = append(attrs,
+		slog.String("method", r.Method),
+		slog.String("repo", acc.route.Name),
+	)
+	if acc.route.Reference != "" {
+		if acc.route.IsDigest() {
+			attrs = append(attrs, slog.String("digest", acc.route.Reference))
+		} else {
+			attrs = append(attrs, slog.String("ref", acc.route.Reference))
+		}
+	}
+	attrs = append(attrs,
+		slog.Int("status", status),
+		slog.Int64("bytes", rec.written),
+		slog.Duration("duration", d),
+	)
+	if acc.cache != "" {
+		attrs = append(attrs, slog.String("cache", acc.cache))
+	}
+	if ns := r.URL.Query().Get("ns"); ns != "" {
+		attrs = append(attrs, slog.String("ns", ociapi.Sanitize(ns)))
+	}
+	attrs = append(attrs, slog.String("remote", remoteHost(r)), slog.String("request_id", requestID()))
+	level := slog.LevelInfo
+	if acc.err != nil {
+		attrs = append(attrs, slog.Any("err", acc.err))
+		if status >= 500 {
+			level = slog.LevelWarn
+		}
+	}
+	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func requestID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// recorder captures the status and byte count of a response. It keeps
+// io.ReaderFrom so that serving a stored blob still uses sendfile.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	written     int64
+	wroteHeader bool
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.written += int64(n)
+	return n, err
+}
+
+func (w *recorder) ReadFrom(src io.Reader) (int64, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := io.Copy(w.ResponseWriter, src)
+	w.written += n
+	return n, err
+}
+
+func (w *recorder) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }

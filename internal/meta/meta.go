@@ -1,0 +1,206 @@
+// Package meta keeps the mirror's metadata: which tag points at which
+// manifest (and when that was learnt), the media type of stored manifests,
+// which repositories are known to hold which content, and cached referrers
+// lists. It uses bbolt, an embedded B+tree with copy-on-write pages and an
+// fsync per write transaction, so a crash never leaves it half-written.
+//
+// Content itself lives in the blob store; this package stores only small
+// records keyed by digest or name.
+package meta
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+var (
+	bucketTags      = []byte("tags")      // <registry>/<repo>:<tag> -> TagEntry
+	bucketManifests = []byte("manifests") // <digest> -> Manifest
+	bucketLinks     = []byte("links")     // <registry>/<repo>@<digest> -> empty
+	bucketReferrers = []byte("referrers") // <registry>/<repo>@<digest> -> Referrers
+)
+
+// DB is the metadata store.
+type DB struct {
+	db *bolt.DB
+}
+
+// Open opens or creates the metadata database at path.
+func Open(path string) (*DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open metadata %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketTags, bucketManifests, bucketLinks, bucketReferrers} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open metadata %s: %w", path, err)
+	}
+	return &DB{db: db}, nil
+}
+
+// Close closes the database.
+func (m *DB) Close() error { return m.db.Close() }
+
+// Repo names a repository of one upstream registry.
+type Repo struct {
+	Registry string // upstream registry name, e.g. "docker.io"
+	Name     string // repository name at that registry, e.g. "library/alpine"
+}
+
+func (r Repo) String() string { return r.Registry + "/" + r.Name }
+
+// TagEntry is what a tag pointed at when it was last checked upstream.
+type TagEntry struct {
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType"`
+	Size      int64         `json:"size"`
+	FetchedAt time.Time     `json:"fetchedAt"`
+}
+
+// Manifest records a stored manifest's media type.
+type Manifest struct {
+	MediaType string `json:"mediaType"`
+	Size      int64  `json:"size"`
+}
+
+// Referrers records a cached referrers list (an image index stored in the
+// blob store under Digest).
+type Referrers struct {
+	Digest    digest.Digest `json:"digest"`
+	FetchedAt time.Time     `json:"fetchedAt"`
+}
+
+func tagKey(r Repo, tag string) []byte       { return []byte(r.String() + ":" + tag) }
+func linkKey(r Repo, d digest.Digest) []byte { return []byte(r.String() + "@" + d.String()) }
+
+func get(db *bolt.DB, bucket, key []byte, v any) error {
+	return db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket).Get(key)
+		if b == nil {
+			return errdef.ErrNotFound
+		}
+		return json.Unmarshal(b, v)
+	})
+}
+
+func put(db *bolt.DB, bucket, key []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put(key, b) })
+}
+
+// Tag returns the cached entry of a tag, or an error wrapping errdef.ErrNotFound.
+func (m *DB) Tag(_ context.Context, r Repo, tag string) (TagEntry, error) {
+	var e TagEntry
+	if err := get(m.db, bucketTags, tagKey(r, tag), &e); err != nil {
+		return e, fmt.Errorf("tag %s:%s: %w", r, tag, err)
+	}
+	return e, nil
+}
+
+// PutTag records where a tag points.
+func (m *DB) PutTag(_ context.Context, r Repo, tag string, e TagEntry) error {
+	return put(m.db, bucketTags, tagKey(r, tag), e)
+}
+
+// DeleteTag forgets a tag.
+func (m *DB) DeleteTag(_ context.Context, r Repo, tag string) error {
+	return m.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketTags).Delete(tagKey(r, tag)) })
+}
+
+// Tags lists the cached tags of a repository in lexical order.
+func (m *DB) Tags(_ context.Context, r Repo) ([]string, error) {
+	prefix := []byte(r.String() + ":")
+	var tags []string
+	err := m.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketTags).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			tag := string(k[len(prefix):])
+			if !strings.ContainsAny(tag, ":/") {
+				tags = append(tags, tag)
+			}
+		}
+		return nil
+	})
+	sort.Strings(tags)
+	return tags, err
+}
+
+// Manifest returns the record of a stored manifest.
+func (m *DB) Manifest(_ context.Context, d digest.Digest) (Manifest, error) {
+	var e Manifest
+	if err := get(m.db, bucketManifests, []byte(d), &e); err != nil {
+		return e, fmt.Errorf("manifest %s: %w", d, err)
+	}
+	return e, nil
+}
+
+// PutManifest records a stored manifest and links it to r, in one transaction.
+func (m *DB) PutManifest(_ context.Context, r Repo, d digest.Digest, e Manifest) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return m.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketManifests).Put([]byte(d), b); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketLinks).Put(linkKey(r, d), nil)
+	})
+}
+
+// Linked reports whether content d is known to belong to repository r at
+// its upstream. Content is stored once by digest, but it is only served
+// under a repository the upstream has confirmed holds it, so that a client
+// cannot read another repository's (possibly private) content by digest.
+func (m *DB) Linked(_ context.Context, r Repo, d digest.Digest) (bool, error) {
+	var ok bool
+	err := m.db.View(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketLinks).Get(linkKey(r, d)) != nil
+		return nil
+	})
+	return ok, err
+}
+
+// Link records that repository r holds content d.
+func (m *DB) Link(_ context.Context, r Repo, d digest.Digest) error {
+	return m.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketLinks).Put(linkKey(r, d), nil) })
+}
+
+// Referrers returns the cached referrers record of subject d in r.
+func (m *DB) Referrers(_ context.Context, r Repo, d digest.Digest) (Referrers, error) {
+	var e Referrers
+	if err := get(m.db, bucketReferrers, linkKey(r, d), &e); err != nil {
+		return e, fmt.Errorf("referrers %s@%s: %w", r, d, err)
+	}
+	return e, nil
+}
+
+// PutReferrers records a cached referrers list.
+func (m *DB) PutReferrers(_ context.Context, r Repo, d digest.Digest, e Referrers) error {
+	return put(m.db, bucketReferrers, linkKey(r, d), e)
+}
+
+// IsNotFound reports whether err means a missing record.
+func IsNotFound(err error) bool { return errors.Is(err, errdef.ErrNotFound) }

@@ -1,0 +1,81 @@
+// Package metrics builds the Prometheus collectors of registry-edge and
+// registers them explicitly on a registry owned by the caller (no init()
+// registration, no global registry). Names are documented in
+// docs/metrics.md.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds every collector.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	// Requests counts downstream requests by endpoint kind, method and status.
+	Requests *prometheus.CounterVec
+	// Cache counts cache outcomes by endpoint kind and result (hit, miss, fill, stale).
+	Cache *prometheus.CounterVec
+	// BytesServed counts body bytes sent to clients, by endpoint kind.
+	BytesServed *prometheus.CounterVec
+	// UpstreamBytes counts blob bytes received from each upstream.
+	UpstreamBytes *prometheus.CounterVec
+	// UpstreamRequests counts requests the mirror made to each upstream, by operation.
+	UpstreamRequests *prometheus.CounterVec
+	// FillDuration observes how long blob fills took, by result.
+	FillDuration *prometheus.HistogramVec
+	// FillsInFlight is the number of blob fills running now.
+	FillsInFlight prometheus.Gauge
+	// FillFailures counts failed fills by reason.
+	FillFailures *prometheus.CounterVec
+	// StaleServed counts tags served from cache because the upstream could not confirm them.
+	StaleServed *prometheus.CounterVec
+	// RequestDuration observes request latency by endpoint kind.
+	RequestDuration *prometheus.HistogramVec
+}
+
+// New builds and registers the collectors on a new registry, together with
+// the Go runtime and process collectors.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "registry_edge_http_requests_total", Help: "Downstream HTTP requests by endpoint, method and status code.",
+		}, []string{"endpoint", "method", "code"}),
+		Cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "registry_edge_cache_requests_total", Help: "Cache outcomes by endpoint and result (hit, miss, fill, stale).",
+		}, []string{"endpoint", "result"}),
+		BytesServed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "registry_edge_served_bytes_total", Help: "Response body bytes sent to clients, by endpoint.",
+		}, []string{"endpoint"}),
+		UpstreamBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "registry_edge_upstream_fetched_bytes_total", Help: "Blob and manifest bytes received from each upstream registry.",
+		}, []string{"upstream"}),
+		UpstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "registry_edge_upstream_requests_total", Help: "Operations the mirror sent to each upstream registry, by operation and result.",
+		}, []string{"upstream", "op", "result"}),
+		FillDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "registry_edge_fill_duration_seconds", Help: "Duration of blob fills from upstream, by result.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
+		}, []string{"result"}),
+		FillsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "registry_edge_fills_in_flight", Help: "Blob fills from upstream running now.",
+		}),
+		FillFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "registry_edge_fill_failures_total", Help: "Failed blob fills by reason (verify, upstream, io).",
+		}, []string{"reason"}),
+		StaleServed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "registry_edge_stale_tags_served_total", Help: "Tags answered from cache without upstream confirmation, by upstream.",
+		}, []string{"upstream"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "registry_edge_http_request_duration_seconds", Help: "Downstream request duration by endpoint.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"endpoint"}),
+	}
+	reg.MustRegister(m.Requests, m.Cache, m.BytesServed, m.UpstreamBytes, m.UpstreamRequests,
+		m.FillDuration, m.FillsInFlight, m.FillFailures, m.StaleServed, m.RequestDuration,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

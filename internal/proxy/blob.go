@@ -1,0 +1,103 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+// BlobResult is a blob ready to serve.
+type BlobResult struct {
+	// Size is the blob's size, or -1 if the upstream did not say.
+	Size int64
+	// Content reads the blob. For a stored blob it is an *os.File; for a
+	// blob being filled it waits for bytes as they arrive, and a failed fill
+	// makes it return an error (never a clean EOF of a wrong body).
+	Content io.ReadSeekCloser
+	Cache   string
+}
+
+// Blob returns blob d of t, from the store or through a fill. The caller
+// must close Content.
+func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult, error) {
+	if res, err := p.localBlob(ctx, t, d); err == nil || !errors.Is(err, errdef.ErrNotFound) {
+		return res, err
+	}
+	f, created, err := p.joinFill(ctx, t, d)
+	if err != nil {
+		return BlobResult{}, err
+	}
+	r, err := f.newReader(ctx)
+	if err != nil {
+		return BlobResult{}, err
+	}
+	cache := CacheFill
+	if created {
+		cache = CacheMiss
+	}
+	return BlobResult{Size: r.size, Content: r, Cache: cache}, nil
+}
+
+// StatBlob returns the size of blob d of t without fetching it.
+func (p *Proxy) StatBlob(ctx context.Context, t Target, d digest.Digest) (int64, string, error) {
+	if info, err := p.store.Stat(ctx, d); err == nil {
+		if err := p.ensureLinked(ctx, t, d); err != nil {
+			return 0, "", err
+		}
+		return info.Size, CacheHit, nil
+	}
+	p.mu.Lock()
+	f := p.fills[d]
+	p.mu.Unlock()
+	if f != nil && f.target.Repo == t.Repo {
+		if size, err := f.waitSize(ctx); err == nil && size >= 0 {
+			return size, CacheFill, nil
+		}
+	}
+	size, err := t.Remote.Client.StatBlob(ctx, t.Repo.Name, d)
+	p.countUpstream(t, "stat", err)
+	if err != nil {
+		return 0, "", err
+	}
+	return size, CacheMiss, nil
+}
+
+func (p *Proxy) localBlob(ctx context.Context, t Target, d digest.Digest) (BlobResult, error) {
+	info, err := p.store.Stat(ctx, d)
+	if err != nil {
+		return BlobResult{}, err
+	}
+	if err := p.ensureLinked(ctx, t, d); err != nil {
+		return BlobResult{}, err
+	}
+	rc, err := p.store.Open(ctx, d)
+	if err != nil {
+		return BlobResult{}, err
+	}
+	return BlobResult{Size: info.Size, Content: rc, Cache: CacheHit}, nil
+}
+
+// ensureLinked checks that t's repository may read stored content d: it was
+// fetched through that repository, or the upstream confirms the repository
+// holds it. Without this, any client could read content of another
+// (possibly private) repository by naming its digest.
+func (p *Proxy) ensureLinked(ctx context.Context, t Target, d digest.Digest) error {
+	ok, err := p.db.Linked(ctx, t.Repo, d)
+	if err != nil || ok {
+		return err
+	}
+	_, err = t.Remote.Client.StatBlob(ctx, t.Repo.Name, d)
+	p.countUpstream(t, "stat", err)
+	if err != nil {
+		if errors.Is(err, errdef.ErrNotFound) {
+			return fmt.Errorf("blob %s in %s: %w", d, t.Repo, errdef.ErrNotFound)
+		}
+		return err
+	}
+	return p.db.Link(ctx, t.Repo, d)
+}

@@ -1,0 +1,256 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/meta"
+	"github.com/registry-edge/registry-edge/internal/ociapi"
+	"github.com/registry-edge/registry-edge/internal/upstream"
+)
+
+// ManifestResult is a manifest ready to serve.
+type ManifestResult struct {
+	Descriptor ocispec.Descriptor
+	Body       []byte
+	Cache      string
+}
+
+// Manifest returns the manifest ref (a tag or a digest) of t.
+func (p *Proxy) Manifest(ctx context.Context, t Target, ref string) (ManifestResult, error) {
+	if d, err := digest.Parse(ref); err == nil {
+		return p.manifestByDigest(ctx, t, d)
+	}
+	return p.manifestByTag(ctx, t, ref)
+}
+
+func (p *Proxy) manifestByDigest(ctx context.Context, t Target, d digest.Digest) (ManifestResult, error) {
+	if res, err := p.localManifest(ctx, t, d); err == nil {
+		return res, nil
+	} else if !errors.Is(err, errdef.ErrNotFound) {
+		return ManifestResult{}, err
+	}
+	m, err := p.fetchManifest(ctx, t, d.String())
+	if err != nil {
+		return ManifestResult{}, err
+	}
+	return ManifestResult{Descriptor: m.Descriptor, Body: m.Body, Cache: CacheMiss}, nil
+}
+
+// localManifest serves a stored manifest if t's repository is known to
+// hold it. Content stored for another repository is confirmed with one
+// upstream HEAD before it is linked to this one.
+func (p *Proxy) localManifest(ctx context.Context, t Target, d digest.Digest) (ManifestResult, error) {
+	rec, err := p.db.Manifest(ctx, d)
+	if err != nil {
+		return ManifestResult{}, err
+	}
+	body, err := p.readStored(ctx, d, rec.Size)
+	if err != nil {
+		return ManifestResult{}, err
+	}
+	cache := CacheHit
+	linked, err := p.db.Linked(ctx, t.Repo, d)
+	if err != nil {
+		return ManifestResult{}, err
+	}
+	if !linked {
+		_, err := t.Remote.Client.Resolve(ctx, t.Repo.Name, d.String(), ociapi.ManifestMediaTypes)
+		p.countUpstream(t, "resolve", err)
+		if err != nil && !errors.Is(err, errdef.ErrUnsupported) {
+			return ManifestResult{}, err
+		}
+		if errors.Is(err, errdef.ErrUnsupported) {
+			// The upstream gave no digest on HEAD: fetch instead.
+			return ManifestResult{}, fmt.Errorf("manifest %s: %w", d, errdef.ErrNotFound)
+		}
+		if err := p.db.Link(ctx, t.Repo, d); err != nil {
+			return ManifestResult{}, err
+		}
+		cache = CacheMiss
+	}
+	return ManifestResult{
+		Descriptor: ocispec.Descriptor{MediaType: rec.MediaType, Digest: d, Size: int64(len(body))},
+		Body:       body,
+		Cache:      cache,
+	}, nil
+}
+
+func (p *Proxy) readStored(ctx context.Context, d digest.Digest, size int64) ([]byte, error) {
+	if size > p.opts.MaxManifestSize {
+		return nil, fmt.Errorf("manifest %s: %w", d, errdef.ErrTooLarge)
+	}
+	f, err := p.store.Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, p.opts.MaxManifestSize+1))
+}
+
+// fetchManifest fetches ref from upstream (one request for concurrent
+// callers), verifies and stores it, and links it to t's repository.
+func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstream.Manifest, error) {
+	key := t.Repo.String() + "@" + ref
+	v, err, _ := p.manifests.Do(key, func() (any, error) {
+		// Detached from the first caller, so that its disconnect does not
+		// fail the other callers sharing this fetch.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.FillTimeout)
+		defer cancel()
+		m, err := t.Remote.Client.Manifest(ctx, t.Repo.Name, ref, ociapi.ManifestMediaTypes, p.opts.MaxManifestSize)
+		p.countUpstream(t, "manifest", err)
+		if err != nil {
+			return upstream.Manifest{}, err
+		}
+		p.m.UpstreamBytes.WithLabelValues(t.Remote.Name).Add(float64(len(m.Body)))
+		m.Descriptor.MediaType = manifestMediaType(m.Descriptor.MediaType, m.Body)
+		if m.Descriptor.MediaType == "" {
+			return upstream.Manifest{}, fmt.Errorf("manifest %s: unknown media type: %w", ref, errdef.ErrInvalid)
+		}
+		// Put verifies the digest and size once more before commit.
+		if err := p.store.Put(ctx, m.Descriptor, bytes.NewReader(m.Body)); err != nil {
+			return upstream.Manifest{}, err
+		}
+		if err := p.db.PutManifest(ctx, t.Repo, m.Descriptor.Digest, meta.Manifest{MediaType: m.Descriptor.MediaType, Size: m.Descriptor.Size}); err != nil {
+			return upstream.Manifest{}, err
+		}
+		return m, nil
+	})
+	if err != nil {
+		return upstream.Manifest{}, err
+	}
+	return v.(upstream.Manifest), nil
+}
+
+func (p *Proxy) manifestByTag(ctx context.Context, t Target, tag string) (ManifestResult, error) {
+	e, err := p.db.Tag(ctx, t.Repo, tag)
+	if err != nil {
+		if !errors.Is(err, errdef.ErrNotFound) {
+			return ManifestResult{}, err
+		}
+		return p.fetchTag(ctx, t, tag)
+	}
+	if p.now().Sub(e.FetchedAt) < p.opts.TagTTL {
+		if res, err := p.localManifest(ctx, t, e.Digest); err == nil {
+			return res, nil
+		}
+		// The manifest is gone from the store: fetch it again.
+		return p.fetchTag(ctx, t, tag)
+	}
+	return p.revalidateTag(ctx, t, tag, e)
+}
+
+// fetchTag resolves a tag with one upstream GET and caches the result.
+func (p *Proxy) fetchTag(ctx context.Context, t Target, tag string) (ManifestResult, error) {
+	m, err := p.fetchManifest(ctx, t, tag)
+	if err != nil {
+		return ManifestResult{}, err
+	}
+	e := meta.TagEntry{Digest: m.Descriptor.Digest, MediaType: m.Descriptor.MediaType, Size: m.Descriptor.Size, FetchedAt: p.now()}
+	if err := p.db.PutTag(ctx, t.Repo, tag, e); err != nil {
+		return ManifestResult{}, err
+	}
+	return ManifestResult{Descriptor: m.Descriptor, Body: m.Body, Cache: CacheMiss}, nil
+}
+
+// revalidateTag asks the upstream, within RevalidateTimeout, whether a stale
+// tag still points at the cached digest. If the upstream cannot answer, the
+// cached digest is served (stale-if-error).
+func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.TagEntry) (ManifestResult, error) {
+	rctx, cancel := context.WithTimeout(ctx, p.opts.RevalidateTimeout)
+	desc, err := t.Remote.Client.Resolve(rctx, t.Repo.Name, tag, ociapi.ManifestMediaTypes)
+	cancel()
+	p.countUpstream(t, "resolve", err)
+	switch {
+	case err == nil && desc.Digest == e.Digest:
+		e.FetchedAt = p.now()
+		if err := p.db.PutTag(ctx, t.Repo, tag, e); err != nil {
+			return ManifestResult{}, err
+		}
+		res, lerr := p.localManifest(ctx, t, e.Digest)
+		if lerr != nil {
+			return p.fetchTag(ctx, t, tag)
+		}
+		res.Cache = CacheHit
+		return res, nil
+	case err == nil:
+		// The tag moved: fetch the new manifest by digest.
+		m, ferr := p.fetchManifest(ctx, t, desc.Digest.String())
+		if ferr != nil {
+			return p.serveStale(ctx, t, tag, e, ferr)
+		}
+		ne := meta.TagEntry{Digest: m.Descriptor.Digest, MediaType: m.Descriptor.MediaType, Size: m.Descriptor.Size, FetchedAt: p.now()}
+		if err := p.db.PutTag(ctx, t.Repo, tag, ne); err != nil {
+			return ManifestResult{}, err
+		}
+		return ManifestResult{Descriptor: m.Descriptor, Body: m.Body, Cache: CacheMiss}, nil
+	case errors.Is(err, errdef.ErrUnsupported):
+		// No digest on HEAD: one GET by tag instead.
+		res, ferr := p.fetchTag(ctx, t, tag)
+		if ferr != nil && !errors.Is(ferr, errdef.ErrNotFound) {
+			return p.serveStale(ctx, t, tag, e, ferr)
+		}
+		return res, ferr
+	case errors.Is(err, errdef.ErrNotFound):
+		if p.opts.TagNotFound == TagNotFoundForget {
+			if derr := p.db.DeleteTag(ctx, t.Repo, tag); derr != nil {
+				return ManifestResult{}, derr
+			}
+			return ManifestResult{}, err
+		}
+		return p.serveStale(ctx, t, tag, e, err)
+	default:
+		return p.serveStale(ctx, t, tag, e, err)
+	}
+}
+
+func (p *Proxy) serveStale(ctx context.Context, t Target, tag string, e meta.TagEntry, cause error) (ManifestResult, error) {
+	res, err := p.localManifest(ctx, t, e.Digest)
+	if err != nil {
+		return ManifestResult{}, cause
+	}
+	res.Cache = CacheStale
+	p.m.StaleServed.WithLabelValues(t.Remote.Name).Inc()
+	p.log.LogAttrs(ctx, slog.LevelWarn, "serving stale tag",
+		slog.String("upstream", t.Remote.Name), slog.String("repo", t.Repo.Name), slog.String("ref", tag),
+		slog.String("digest", e.Digest.String()), slog.Time("fetched_at", e.FetchedAt), slog.Any("err", cause))
+	return res, nil
+}
+
+// manifestMediaType returns the media type of a manifest: the upstream's
+// Content-Type when it names a manifest type, else the document's own
+// mediaType field, else a guess from its shape (OCI allows the field to be
+// absent).
+func manifestMediaType(contentType string, body []byte) string {
+	for _, mt := range ociapi.ManifestMediaTypes {
+		if contentType == mt {
+			return mt
+		}
+	}
+	var doc struct {
+		MediaType string          `json:"mediaType"`
+		Manifests json.RawMessage `json:"manifests"`
+		Config    json.RawMessage `json:"config"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return ""
+	}
+	switch {
+	case doc.MediaType != "":
+		return doc.MediaType
+	case doc.Manifests != nil:
+		return ociapi.MediaTypeOCIIndex
+	case doc.Config != nil:
+		return ociapi.MediaTypeOCIManifest
+	}
+	return ""
+}

@@ -1,0 +1,149 @@
+// Package proxy is the pull-through orchestration of registry-edge: a local
+// hit is served from the store; a miss is fetched from the upstream once per
+// digest (concurrent requests share one fill), verified, committed and
+// served while it arrives; when the upstream is down, what is cached keeps
+// being served.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/meta"
+	"github.com/registry-edge/registry-edge/internal/metrics"
+	"github.com/registry-edge/registry-edge/internal/upstream"
+)
+
+// Upstream is what the proxy needs from an origin registry;
+// *upstream.Client implements it, and tests substitute fakes.
+type Upstream interface {
+	Manifest(ctx context.Context, repo, ref string, accept []string, maxSize int64) (upstream.Manifest, error)
+	Resolve(ctx context.Context, repo, ref string, accept []string) (ocispec.Descriptor, error)
+	Blob(ctx context.Context, repo string, d digest.Digest, offset int64) (*upstream.BlobResponse, error)
+	StatBlob(ctx context.Context, repo string, d digest.Digest) (int64, error)
+	Tags(ctx context.Context, repo string, n int, last string) (upstream.TagPage, error)
+	Referrers(ctx context.Context, repo string, d digest.Digest) (upstream.Manifest, error)
+}
+
+var _ Upstream = (*upstream.Client)(nil)
+
+// Store is the content store the proxy fills.
+type Store interface {
+	blobstore.Store
+	blobstore.Ingester
+}
+
+// Cache outcomes, used in logs and metrics.
+const (
+	CacheHit   = "hit"   // served from the store, no upstream request
+	CacheMiss  = "miss"  // fetched from the upstream by this request
+	CacheFill  = "fill"  // joined a fill another request started
+	CacheStale = "stale" // served from the store because the upstream could not confirm it
+)
+
+// TagNotFound policies: what to do when the upstream answers 404 for a tag
+// that is cached.
+const (
+	TagNotFoundServeCached = "serve-cached"
+	TagNotFoundForget      = "not-found"
+)
+
+// Options configures a Proxy.
+type Options struct {
+	// TagTTL is how long a cached tag is answered without asking upstream.
+	TagTTL time.Duration
+	// RevalidateTimeout bounds the request that revalidates a stale tag.
+	RevalidateTimeout time.Duration
+	// FillTimeout bounds one blob fill.
+	FillTimeout time.Duration
+	// MaxManifestSize is the largest manifest accepted from upstream.
+	MaxManifestSize int64
+	// TagNotFound is TagNotFoundServeCached (default) or TagNotFoundForget.
+	TagNotFound string
+	Logger      *slog.Logger
+	Metrics     *metrics.Metrics
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Proxy serves manifests, blobs, tags and referrers through the cache.
+type Proxy struct {
+	store  Store
+	db     *meta.DB
+	router *Router
+	opts   Options
+	log    *slog.Logger
+	m      *metrics.Metrics
+	now    func() time.Time
+
+	manifests singleflight.Group
+
+	mu    sync.Mutex
+	fills map[digest.Digest]*fill
+	wg    sync.WaitGroup
+}
+
+// New returns a Proxy.
+func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.TagNotFound == "" {
+		opts.TagNotFound = TagNotFoundServeCached
+	}
+	if opts.MaxManifestSize <= 0 {
+		opts.MaxManifestSize = 4 << 20
+	}
+	if opts.FillTimeout <= 0 {
+		opts.FillTimeout = 30 * time.Minute
+	}
+	if opts.RevalidateTimeout <= 0 {
+		opts.RevalidateTimeout = 3 * time.Second
+	}
+	return &Proxy{
+		store: store, db: db, router: router, opts: opts,
+		log: opts.Logger, m: opts.Metrics, now: opts.Now,
+		fills: map[digest.Digest]*fill{},
+	}
+}
+
+// Router returns the proxy's router.
+func (p *Proxy) Router() *Router { return p.router }
+
+// Wait blocks until every running fill has ended or ctx is done. Fills are
+// not tied to client connections, so a graceful shutdown waits here.
+func (p *Proxy) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Proxy) countUpstream(t Target, op string, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	p.m.UpstreamRequests.WithLabelValues(t.Remote.Name, op, result).Inc()
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

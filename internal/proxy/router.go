@@ -1,0 +1,87 @@
+package proxy
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/meta"
+	"github.com/registry-edge/registry-edge/internal/ociapi"
+)
+
+// Remote is one upstream registry as the router knows it.
+type Remote struct {
+	// Name is the registry host name the mirror answers for ("docker.io").
+	Name string
+	// Library adds Docker Hub's "library/" to single-component names.
+	Library bool
+	// Client talks to the registry.
+	Client Upstream
+}
+
+// Target is where a request goes: an upstream and the repository name at it.
+type Target struct {
+	Remote *Remote
+	Repo   meta.Repo
+}
+
+// Router picks the upstream of a request: by a registry-name prefix of the
+// repository (/v2/ghcr.io/org/app/...), by containerd's ?ns= query parameter
+// (sent to mirrors declared in hosts.toml), or the default upstream.
+type Router struct {
+	remotes []*Remote
+	byName  map[string]*Remote
+	def     *Remote
+}
+
+// dockerHubAliases are the names containerd and Docker use for Docker Hub.
+var dockerHubAliases = []string{"docker.io", "registry-1.docker.io", "index.docker.io"}
+
+// NewRouter returns a router over remotes; def indexes the default one.
+func NewRouter(remotes []*Remote, def int) (*Router, error) {
+	if len(remotes) == 0 {
+		return nil, fmt.Errorf("router: no upstreams: %w", errdef.ErrInvalid)
+	}
+	if def < 0 || def >= len(remotes) {
+		return nil, fmt.Errorf("router: default upstream %d out of range: %w", def, errdef.ErrInvalid)
+	}
+	r := &Router{remotes: remotes, byName: map[string]*Remote{}, def: remotes[def]}
+	for _, rm := range remotes {
+		name := strings.ToLower(rm.Name)
+		r.byName[name] = rm
+		if name == "docker.io" {
+			for _, a := range dockerHubAliases {
+				if _, ok := r.byName[a]; !ok {
+					r.byName[a] = rm
+				}
+			}
+		}
+	}
+	return r, nil
+}
+
+// Remotes returns the configured upstreams.
+func (r *Router) Remotes() []*Remote { return r.remotes }
+
+// Route resolves a client's repository name and ns parameter.
+func (r *Router) Route(name, ns string) (Target, error) {
+	rm := r.def
+	repo := name
+	if first, rest, ok := strings.Cut(name, "/"); ok {
+		if p, found := r.byName[first]; found {
+			rm, repo = p, rest
+			ns = ""
+		}
+	}
+	if ns != "" {
+		p, found := r.byName[strings.ToLower(ns)]
+		if !found {
+			return Target{}, ociapi.NewError(404, ociapi.CodeNameUnknown, "no upstream configured for registry "+ociapi.Sanitize(ns))
+		}
+		rm = p
+	}
+	if rm.Library && !strings.Contains(repo, "/") {
+		repo = "library/" + repo
+	}
+	return Target{Remote: rm, Repo: meta.Repo{Registry: rm.Name, Name: repo}}, nil
+}
