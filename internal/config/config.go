@@ -243,7 +243,11 @@ func Load(r io.Reader) (Config, error) {
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err == nil {
-			err = fmt.Errorf("line %d: more than one YAML document", extra.Line)
+			line := extra.Line
+			if len(extra.Content) > 0 {
+				line = extra.Content[0].Line
+			}
+			err = fmt.Errorf("line %d: more than one YAML document", line)
 		}
 		return Config{}, invalid(fmt.Errorf("decode config: %w", err))
 	}

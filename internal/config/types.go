@@ -135,6 +135,11 @@ func parseByteSize(s string) (ByteSize, error) {
 	if mult == 0 {
 		return 0, fmt.Errorf("invalid size %q: unknown unit %q (want B, kB, MB, GB, TB, PB, KiB, MiB, GiB, TiB or PiB)", s, unit)
 	}
+	if len(num) > 40 {
+		// 19 digits reach the int64 limit; longer input is either too large
+		// or spurious precision, and big.Rat is slow on megabytes of digits.
+		return 0, fmt.Errorf("invalid size %.20q...: too large", s)
+	}
 	r, ok := new(big.Rat).SetString(num) // num is digits with at most one inner dot
 	if !ok {
 		return 0, fmt.Errorf("invalid size %q", s)

@@ -30,8 +30,9 @@ type Fault func(w http.ResponseWriter, r *http.Request, n int) bool
 type Registry struct {
 	mu        sync.Mutex
 	blobs     map[digest.Digest][]byte
-	manifests map[string]map[string]manifest  // repo -> tag or digest -> manifest
-	referrers map[string][]ocispec.Descriptor // repo@digest -> descriptors
+	repoBlobs map[string]map[digest.Digest]bool // blobs a repository holds
+	manifests map[string]map[string]manifest    // repo -> tag or digest -> manifest
+	referrers map[string][]ocispec.Descriptor   // repo@digest -> descriptors
 	faults    []Fault
 	counts    map[string]int // "METHOD path" -> count
 	// NoReferrersAPI makes the referrers endpoint answer 404.
@@ -47,6 +48,7 @@ type manifest struct {
 func New() *Registry {
 	return &Registry{
 		blobs:     map[digest.Digest][]byte{},
+		repoBlobs: map[string]map[digest.Digest]bool{},
 		manifests: map[string]map[string]manifest{},
 		referrers: map[string][]ocispec.Descriptor{},
 		counts:    map[string]int{},
@@ -60,6 +62,16 @@ func (g *Registry) AddBlob(b []byte) ocispec.Descriptor {
 	g.blobs[d] = b
 	g.mu.Unlock()
 	return ocispec.Descriptor{MediaType: "application/vnd.oci.image.layer.v1.tar+gzip", Digest: d, Size: int64(len(b))}
+}
+
+// LinkBlob makes repo hold blob d (Image does this for its blobs).
+func (g *Registry) LinkBlob(repo string, d digest.Digest) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.repoBlobs[repo] == nil {
+		g.repoBlobs[repo] = map[digest.Digest]bool{}
+	}
+	g.repoBlobs[repo][d] = true
 }
 
 // AddManifest stores a manifest under repo by digest and, if tag is not
@@ -99,9 +111,12 @@ func (g *Registry) AddReferrer(repo string, subject digest.Digest, desc ocispec.
 func (g *Registry) Image(repo, tag string, layers ...[]byte) (ocispec.Descriptor, []ocispec.Descriptor) {
 	cfg := g.AddBlob([]byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`))
 	cfg.MediaType = ocispec.MediaTypeImageConfig
+	g.LinkBlob(repo, cfg.Digest)
 	var descs []ocispec.Descriptor
 	for _, l := range layers {
-		descs = append(descs, g.AddBlob(l))
+		d := g.AddBlob(l)
+		g.LinkBlob(repo, d.Digest)
+		descs = append(descs, d)
 	}
 	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: descs}
 	m.SchemaVersion = 2
@@ -183,7 +198,7 @@ func (g *Registry) serve(w http.ResponseWriter, r *http.Request) {
 	case seg[n-2] == "manifests":
 		g.serveManifest(w, r, strings.Join(seg[:n-2], "/"), seg[n-1])
 	case seg[n-2] == "blobs":
-		g.serveBlob(w, r, digest.Digest(seg[n-1]))
+		g.serveBlob(w, r, strings.Join(seg[:n-2], "/"), digest.Digest(seg[n-1]))
 	case seg[n-2] == "tags" && seg[n-1] == "list":
 		g.serveTags(w, r, strings.Join(seg[:n-2], "/"))
 	case seg[n-2] == "referrers":
@@ -216,9 +231,10 @@ func (g *Registry) serveManifest(w http.ResponseWriter, r *http.Request, repo, r
 	}
 }
 
-func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Digest) {
+func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest) {
 	g.mu.Lock()
 	b, ok := g.blobs[d]
+	ok = ok && g.repoBlobs[repo][d]
 	g.mu.Unlock()
 	if !ok {
 		writeErr(w, http.StatusNotFound, "BLOB_UNKNOWN")

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func runCmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	code, out, _ := runCmd(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "registry-edge ") {
+		t.Errorf("version = %d %q", code, out)
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	t.Parallel()
+	code, out, errOut := runCmd(t, "check-config", "../../config/registry-edge.example.yaml")
+	if code != 0 || !strings.Contains(out, "ok") {
+		t.Fatalf("check-config example = %d %q %q", code, out, errOut)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("upstreams:\n  - registry: a.io\n    url: ftp://a.io\n"), 0o644)
+	code, _, errOut = runCmd(t, "check-config", bad)
+	if code != 1 || !strings.Contains(errOut, "upstreams[0].url") || strings.Count(strings.TrimSpace(errOut), "\n") > 3 {
+		t.Errorf("check-config bad = %d %q, want exit 1 naming upstreams[0].url", code, errOut)
+	}
+	unknown := filepath.Join(t.TempDir(), "unknown.yaml")
+	os.WriteFile(unknown, []byte("listen: ':1'\nlisen: x\n"), 0o644)
+	if code, _, errOut = runCmd(t, "check-config", unknown); code != 1 || !strings.Contains(errOut, "lisen") {
+		t.Errorf("check-config unknown key = %d %q", code, errOut)
+	}
+	if code, _, _ = runCmd(t, "check-config"); code != 2 {
+		t.Errorf("check-config without FILE exit = %d, want 2", code)
+	}
+	if code, _, errOut = runCmd(t, "check-config", "/does/not/exist.yaml"); code != 1 || !strings.Contains(errOut, "/does/not/exist.yaml") {
+		t.Errorf("check-config missing file = %d %q", code, errOut)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	if code, _, errOut := runCmd(t, "frobnicate"); code != 2 || !strings.Contains(errOut, "unknown command") {
+		t.Errorf("unknown command = %d %q", code, errOut)
+	}
+	if code, _, _ := runCmd(t, "serve", "--no-such-flag"); code != 2 {
+		t.Errorf("unknown flag exit = %d, want 2", code)
+	}
+	if code, _, errOut := runCmd(t, "serve", "--upstream", "ftp://x"); code != 1 || !strings.Contains(errOut, "url") {
+		t.Errorf("bad --upstream = %d %q", code, errOut)
+	}
+}
+
+func TestServeWithFlagsAndShutdown(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"--listen", addr, "--storage", dir, "--upstream", "http://127.0.0.1:1"}, new(bytes.Buffer), &stderr)
+	}()
+	var resp *http.Response
+	for i := 0; i < 100; i++ {
+		if resp, err = http.Get("http://" + addr + "/v2/"); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("mirror did not come up: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("GET /v2/ = %d", resp.StatusCode)
+	}
+	// The upstream on port 1 refuses connections: uncached content is a fast 503.
+	resp, err = http.Get("http://" + addr + "/v2/app/manifests/v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("manifest with upstream down = %d, want 503", resp.StatusCode)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "meta.db")); err != nil {
+		t.Errorf("--storage not used: %v", err)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("serve exit = %d after shutdown; stderr:\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "registry-edge started") || !strings.Contains(stderr.String(), "127.0.0.1:1") {
+		t.Errorf("start-up log line missing or lacks the upstream:\n%s", stderr.String())
+	}
+}

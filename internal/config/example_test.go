@@ -1,0 +1,188 @@
+package config
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.yaml.in/yaml/v3"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
+const (
+	examplePath       = "../../config/registry-edge.example.yaml"
+	docsPath          = "../../docs/config.md"
+	defaultGoldenPath = "testdata/default.golden"
+)
+
+// render encodes c as YAML the way a human would write it.
+func render(c Config) (string, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return "", err
+	}
+	if err := enc.Close(); err != nil {
+		return "", err
+	}
+	return buf.String(), nil
+}
+
+// TestExample keeps config/registry-edge.example.yaml loadable and equal to
+// Default except for its documented difference: a second upstream, ghcr.io,
+// with passwordFile auth and a longer maxRetryAfter.
+func TestExample(t *testing.T) {
+	t.Parallel()
+	got, err := LoadFile(examplePath)
+	if err != nil {
+		t.Fatalf("LoadFile(example) error = %v", err)
+	}
+	want := Default()
+	ghcr := newUpstream("ghcr.io", "https://ghcr.io")
+	ghcr.Auth = Auth{Username: "mirror-bot", PasswordFile: "/run/secrets/ghcr-token"}
+	ghcr.Retry.MaxRetryAfter = Duration(30 * time.Second)
+	want.Upstreams = append(want.Upstreams, ghcr)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("example differs from Default() beyond the ghcr.io upstream (-want +got):\n%s", diff)
+	}
+
+	// Round trip: rendering the loaded example and loading it again is lossless.
+	out, err := render(got)
+	if err != nil {
+		t.Fatalf("render(example) error = %v", err)
+	}
+	again, err := Load(strings.NewReader(out))
+	if err != nil {
+		t.Fatalf("Load(render(example)) error = %v\n%s", err, out)
+	}
+	if diff := cmp.Diff(got, again); diff != "" {
+		t.Errorf("example round trip mismatch (-loaded +reloaded):\n%s", diff)
+	}
+}
+
+// TestDefaultGolden pins the rendering of Default(); run with -update after
+// an intended change, and update the example and docs/config.md with it.
+func TestDefaultGolden(t *testing.T) {
+	t.Parallel()
+	got, err := render(Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *update {
+		if err := os.WriteFile(defaultGoldenPath, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(defaultGoldenPath)
+	if err != nil {
+		t.Fatalf("read golden (run go test -update): %v", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("render(Default()) mismatch (-golden +got), run go test -update if intended:\n%s", diff)
+	}
+	c, err := Load(strings.NewReader(got))
+	if err != nil {
+		t.Fatalf("Load(golden) error = %v", err)
+	}
+	if diff := cmp.Diff(Default(), c); diff != "" {
+		t.Errorf("Load(render(Default())) mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// keyPaths lists every YAML key path of t: "storage.root",
+// "upstreams[].auth.passwordFile", ...
+func keyPaths(t reflect.Type, prefix string) []string {
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		p := prefix + name
+		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		switch {
+		case ft.Kind() == reflect.Struct:
+			out = append(out, keyPaths(ft, p+".")...)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			out = append(out, keyPaths(ft.Elem(), p+"[].")...)
+		default:
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// TestEveryKeyIsDocumented fails when a field is added without showing it in
+// the example (as a key or a commented-out key) and in docs/config.md.
+func TestEveryKeyIsDocumented(t *testing.T) {
+	t.Parallel()
+	example, err := os.ReadFile(examplePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := os.ReadFile(docsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := keyPaths(reflect.TypeFor[Config](), "")
+	if len(paths) < 25 {
+		t.Fatalf("keyPaths(Config) = %d paths, want at least 25: %v", len(paths), paths)
+	}
+	for _, p := range paths {
+		leaf := p[strings.LastIndexAny(p, ".]")+1:]
+		if !hasKeyLine(example, leaf) {
+			t.Errorf("%s: key %q does not appear in %s", p, leaf, examplePath)
+		}
+		if !bytes.Contains(docs, []byte("`"+p+"`")) {
+			t.Errorf("%s: not documented in %s (want `%s`)", p, docsPath, p)
+		}
+	}
+}
+
+// hasKeyLine reports whether some line of yamlText, once leading spaces,
+// comment marks and list dashes are removed, starts with "key:".
+func hasKeyLine(yamlText []byte, key string) bool {
+	for line := range strings.Lines(string(yamlText)) {
+		if strings.HasPrefix(strings.TrimLeft(line, " #-"), key+":") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestDocsYAMLBlocksLoad keeps the YAML snippets in docs/config.md valid.
+func TestDocsYAMLBlocksLoad(t *testing.T) {
+	t.Parallel()
+	docs, err := os.ReadFile(docsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := 0
+	rest := string(docs)
+	for {
+		_, after, ok := strings.Cut(rest, "```yaml\n")
+		if !ok {
+			break
+		}
+		block, tail, _ := strings.Cut(after, "```")
+		rest = tail
+		blocks++
+		if _, err := Load(strings.NewReader(block)); err != nil {
+			t.Errorf("docs yaml block %d: Load() error = %v\n%s", blocks, err, block)
+		}
+	}
+	if blocks == 0 {
+		t.Errorf("no yaml blocks found in %s", docsPath)
+	}
+}

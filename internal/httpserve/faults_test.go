@@ -1,0 +1,305 @@
+package httpserve_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
+)
+
+// A failed fill must fail the client's transfer and commit nothing.
+func TestBrokenBlobFromUpstream(t *testing.T) {
+	t.Parallel()
+	layer := fakeupstream.Random(t, 200_000)
+	corrupt := append([]byte{}, layer...)
+	corrupt[len(corrupt)/2] ^= 0xff
+	tests := []struct {
+		name  string
+		fault func() fakeupstream.Fault
+	}{
+		{"wrong digest", func() fakeupstream.Fault { return fakeupstream.Body(corrupt, len(corrupt), false) }},
+		{"truncated body", func() fakeupstream.Fault { return fakeupstream.Body(layer[:len(layer)/3], len(layer), false) }},
+		{"connection reset mid-blob", func() fakeupstream.Fault { return fakeupstream.Body(layer[:len(layer)/2], len(layer), true) }},
+		{"longer than announced", func() fakeupstream.Fault {
+			return fakeupstream.Body(append(append([]byte{}, layer...), 'x'), len(layer), false)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m := newMirror(t)
+			_, layers := m.fake.Image("app", "v1", layer)
+			m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), tt.fault()))
+			before := m.storedBlobs()
+			resp, body, err := m.do(http.MethodGet, blobPath("app", layers[0].Digest))
+			switch {
+			case err == nil && resp.StatusCode == http.StatusOK:
+				t.Fatalf("GET of a broken blob ended cleanly with %d bytes (equal to the real blob: %v)", len(body), bytes.Equal(body, layer))
+			case err == nil && resp.StatusCode < 500:
+				t.Fatalf("GET of a broken blob answered %d, want a failed transfer or 5xx", resp.StatusCode)
+			}
+			m.waitFills()
+			if got := m.storedBlobs(); got != before {
+				t.Errorf("store holds %d blobs after a broken fill, want %d", got, before)
+			}
+			if left := m.ingestFiles(); len(left) != 0 {
+				t.Errorf("ingest files left behind: %v", left)
+			}
+			if got := metricValue(t, m.metrics, "registry_edge_fill_failures_total"); got != 1 {
+				t.Errorf("fill failures metric = %v, want 1", got)
+			}
+			// Once the upstream is healthy again, the blob is fetched anew and verified.
+			m.fake.ClearFaults()
+			resp, body = m.get(http.MethodGet, blobPath("app", layers[0].Digest))
+			if resp.StatusCode != 200 || !bytes.Equal(body, layer) {
+				t.Fatalf("GET after recovery: %d, equal=%v", resp.StatusCode, bytes.Equal(body, layer))
+			}
+		})
+	}
+}
+
+func TestWrongManifestFromUpstream(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	mdesc, _ := m.fake.Image("app", "v1", []byte("x"))
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, "/manifests/"+mdesc.Digest.String(), func(w http.ResponseWriter, r *http.Request, n int) bool {
+		w.Header().Set("Content-Type", ocispec.MediaTypeImageManifest)
+		io.WriteString(w, `{"schemaVersion":2,"tampered":true}`)
+		return true
+	}))
+	resp, body := m.get(http.MethodGet, manifestPath("app", mdesc.Digest.String()))
+	if resp.StatusCode < 500 {
+		t.Fatalf("tampered manifest by digest: %d %s, want 5xx", resp.StatusCode, body)
+	}
+	if got := m.storedBlobs(); got != 0 {
+		t.Errorf("store holds %d blobs, want 0", got)
+	}
+}
+
+func TestOversizeManifestIsRejected(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	big := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"pad":"` + strings.Repeat("a", 4<<20) + `"}}`)
+	m.fake.AddManifest("app", "huge", ocispec.MediaTypeImageManifest, big)
+	resp, body := m.get(http.MethodGet, manifestPath("app", "huge"))
+	if resp.StatusCode < 400 {
+		t.Fatalf("oversize manifest: %d", resp.StatusCode)
+	}
+	m.wantCode(resp, body, resp.StatusCode, "MANIFEST_INVALID")
+	if got := m.storedBlobs(); got != 0 {
+		t.Errorf("store holds %d blobs after an oversize manifest, want 0", got)
+	}
+}
+
+func TestRetries(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		fault fakeupstream.Fault
+	}{
+		{"429 with Retry-After", fakeupstream.Status(http.StatusTooManyRequests, "1", 1)},
+		{"503 twice", fakeupstream.Status(http.StatusServiceUnavailable, "", 2)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m := newMirror(t)
+			layer := []byte("retry me")
+			_, layers := m.fake.Image("app", "v1", layer)
+			m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), tt.fault))
+			resp, body := m.get(http.MethodGet, blobPath("app", layers[0].Digest))
+			if resp.StatusCode != 200 || !bytes.Equal(body, layer) {
+				t.Fatalf("GET after retryable errors: %d %s", resp.StatusCode, body)
+			}
+			if n := m.fake.Count(http.MethodGet, blobPath("app", layers[0].Digest)); n < 2 {
+				t.Errorf("upstream GETs = %d, want the failure(s) plus one success", n)
+			}
+		})
+	}
+}
+
+func TestRateLimitWithLongRetryAfterIsPassedOn(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	_, layers := m.fake.Image("app", "v1", []byte("x"))
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Status(http.StatusTooManyRequests, "3600", 0)))
+	resp, body := m.get(http.MethodGet, blobPath("app", layers[0].Digest))
+	m.wantCode(resp, body, http.StatusTooManyRequests, "TOOMANYREQUESTS")
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("no Retry-After passed on to the client")
+	}
+}
+
+// Concurrent cold misses of one blob cause exactly one upstream fetch, and
+// every client, including one that joins mid-fill, gets the verified bytes,
+// the first ones before the upstream has sent the whole blob.
+func TestConcurrentColdMissesShareOneFill(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 1<<20)
+	_, layers := m.fake.Image("app", "v1", layer)
+	started, release := make(chan struct{}), make(chan struct{})
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Gate(layer, started, release)))
+
+	// The first client receives the first half while the upstream is held.
+	resp, err := http.Get(m.srv.URL + blobPath("app", layers[0].Digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	<-started
+	head := make([]byte, 1000)
+	if _, err := io.ReadFull(resp.Body, head); err != nil || !bytes.Equal(head, layer[:1000]) {
+		t.Fatalf("first bytes before the upstream finished: %v", err)
+	}
+
+	const clients = 16
+	var wg sync.WaitGroup
+	bodies := make([][]byte, clients)
+	errs := make([]error, clients)
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, bodies[i], errs[i] = m.do(http.MethodGet, blobPath("app", layers[0].Digest))
+		}()
+	}
+	// A client that leaves mid-fill does not stop the fill.
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.srv.URL+blobPath("app", layers[0].Digest), nil)
+	if leaver, err := http.DefaultClient.Do(req); err == nil {
+		io.ReadFull(leaver.Body, make([]byte, 10))
+		cancel()
+		leaver.Body.Close()
+	} else {
+		cancel()
+	}
+	close(release)
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(append(head, rest...), layer) {
+		t.Fatalf("first client: %v, equal=%v", err, bytes.Equal(append(head, rest...), layer))
+	}
+	wg.Wait()
+	for i := range bodies {
+		if errs[i] != nil || !bytes.Equal(bodies[i], layer) {
+			t.Errorf("client %d: %v, %d bytes, equal=%v", i, errs[i], len(bodies[i]), bytes.Equal(bodies[i], layer))
+		}
+	}
+	m.waitFills()
+	if n := m.fake.Count(http.MethodGet, blobPath("app", layers[0].Digest)); n != 1 {
+		t.Errorf("upstream GETs of the blob = %d, want 1", n)
+	}
+	if _, err := m.store.Stat(context.Background(), layers[0].Digest); err != nil {
+		t.Errorf("blob not committed: %v", err)
+	}
+}
+
+// A client that disconnects before anyone else asked still leaves a
+// committed blob behind: the fill belongs to the mirror.
+func TestClientLeavingDoesNotStopFill(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 512<<10)
+	_, layers := m.fake.Image("app", "v1", layer)
+	started, release := make(chan struct{}), make(chan struct{})
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Gate(layer, started, release)))
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.srv.URL+blobPath("app", layers[0].Digest), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	io.ReadFull(resp.Body, make([]byte, 100))
+	cancel()
+	resp.Body.Close()
+	close(release)
+	m.waitFills()
+	if _, err := m.store.Stat(context.Background(), layers[0].Digest); err != nil {
+		t.Fatalf("blob not committed after its only client left: %v", err)
+	}
+	before := m.fake.Total()
+	resp2, body := m.get(http.MethodGet, blobPath("app", layers[0].Digest))
+	if resp2.StatusCode != 200 || !bytes.Equal(body, layer) || m.fake.Total() != before {
+		t.Errorf("GET after the fill: %d, equal=%v, upstream requests %d", resp2.StatusCode, bytes.Equal(body, layer), m.fake.Total()-before)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	d := digest.FromString("x").String()
+	tests := []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{"GET", "/v2/UPPER/manifests/latest", 400, "NAME_INVALID"},
+		{"GET", "/v2/a..b/manifests/latest", 400, "NAME_INVALID"},
+		{"GET", "/v2/../../etc/passwd/manifests/latest", 400, "NAME_INVALID"},
+		{"GET", "/v2/%2e%2e/%2e%2e/etc/manifests/latest", 400, "NAME_INVALID"},
+		{"GET", "/v2/app/blobs/sha256:1234", 400, "DIGEST_INVALID"},
+		{"GET", "/v2/app/blobs/sha256:../../../../etc/passwd", 400, "DIGEST_INVALID"},
+		{"HEAD", "/v2/app/blobs/notadigest", 400, ""},
+		{"GET", "/v2/app/manifests/bad$tag", 400, "MANIFEST_INVALID"},
+		{"PUT", "/v2/app/manifests/latest", 405, "UNSUPPORTED"},
+		{"DELETE", "/v2/app/manifests/" + d, 405, "UNSUPPORTED"},
+		{"DELETE", "/v2/app/blobs/" + d, 405, "UNSUPPORTED"},
+		{"POST", "/v2/app/blobs/uploads/", 405, "UNSUPPORTED"},
+		{"PATCH", "/v2/app/blobs/uploads/some-session", 405, "UNSUPPORTED"},
+		{"PUT", "/v2/app/blobs/uploads/some-session?digest=" + d, 405, "UNSUPPORTED"},
+		{"GET", "/v2/app/unknown/endpoint", 404, "UNSUPPORTED"},
+		{"GET", "/v2/app/manifests/missing", 404, "MANIFEST_UNKNOWN"},
+		{"GET", "/v2/app/blobs/" + d, 404, "BLOB_UNKNOWN"},
+	}
+	for _, tt := range tests {
+		resp, body, err := m.do(tt.method, tt.path)
+		if err != nil {
+			t.Fatalf("%s %s: %v", tt.method, tt.path, err)
+		}
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s %s: status %d, want %d (%s)", tt.method, tt.path, resp.StatusCode, tt.status, body)
+			continue
+		}
+		if tt.code != "" && !strings.Contains(string(body), `"code":"`+tt.code+`"`) {
+			t.Errorf("%s %s: body %s, want code %s", tt.method, tt.path, body, tt.code)
+		}
+	}
+	if got := m.storedBlobs(); got != 0 {
+		t.Errorf("bad input left %d blobs in the store", got)
+	}
+	if left := m.ingestFiles(); len(left) != 0 {
+		t.Errorf("bad input left ingest files: %v", left)
+	}
+}
+
+func TestBaseAndHealth(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	resp, body := m.get(http.MethodGet, "/v2/")
+	if resp.StatusCode != 200 || resp.Header.Get("Docker-Distribution-API-Version") != "registry/2.0" || string(body) != "{}" {
+		t.Errorf("GET /v2/: %d %q %s", resp.StatusCode, resp.Header.Get("Docker-Distribution-API-Version"), body)
+	}
+	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		if resp, _ := m.get(http.MethodGet, p); resp.StatusCode != 200 {
+			t.Errorf("GET %s: %d", p, resp.StatusCode)
+		}
+	}
+	_, body = m.get(http.MethodGet, "/metrics")
+	for _, name := range []string{"registry_edge_http_requests_total", "registry_edge_fills_in_flight"} {
+		if !bytes.Contains(body, []byte(name)) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+}
+
+var _ = errors.Is

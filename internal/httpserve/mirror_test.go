@@ -1,0 +1,221 @@
+package httpserve_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/httpserve"
+	"github.com/registry-edge/registry-edge/internal/meta"
+	"github.com/registry-edge/registry-edge/internal/metrics"
+	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
+	"github.com/registry-edge/registry-edge/internal/upstream"
+)
+
+// mirror is a registry-edge under test in front of a fake upstream.
+type mirror struct {
+	t        *testing.T
+	fake     *fakeupstream.Registry
+	upstream *httptest.Server
+	srv      *httptest.Server
+	root     string
+	store    *blobstore.FS
+	clock    *clock
+	metrics  *metrics.Metrics
+}
+
+type clock struct{ now time.Time }
+
+func (c *clock) Now() time.Time { return c.now }
+
+type proxyOptions = proxy.Options
+
+type mirrorOpt func(*proxy.Options)
+
+func newMirror(t *testing.T, opts ...mirrorOpt) *mirror {
+	t.Helper()
+	fake := fakeupstream.New()
+	up := httptest.NewServer(fake)
+	t.Cleanup(up.Close)
+	root := t.TempDir()
+	store, err := blobstore.NewFS(root, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := meta.Open(filepath.Join(root, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	client, err := upstream.New(upstream.Options{
+		URL: up.URL, RegistryName: "central.test",
+		ConnectTimeout: time.Second, ResponseHeaderTimeout: 10 * time.Second,
+		RetryMax: 3, RetryMinWait: time.Millisecond, RetryMaxWait: 5 * time.Millisecond, MaxRetryAfter: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := proxy.NewRouter([]*proxy.Remote{{Name: "central.test", Client: client}}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := metrics.New()
+	po := proxy.Options{TagTTL: time.Minute, RevalidateTimeout: 2 * time.Second, FillTimeout: time.Minute, Metrics: m, Now: clk.Now}
+	for _, o := range opts {
+		o(&po)
+	}
+	p := proxy.New(store, db, router, po)
+	srv := httptest.NewServer(httpserve.New(p, httpserve.Options{Metrics: m}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		p.Wait(ctx)
+	})
+	return &mirror{t: t, fake: fake, upstream: up, srv: srv, root: root, store: store, clock: clk, metrics: m}
+}
+
+// do sends a request to the mirror and returns status, headers and body
+// (the body error, if any, is returned too).
+func (m *mirror) do(method, path string, hdr ...string) (*http.Response, []byte, error) {
+	m.t.Helper()
+	req, err := http.NewRequest(method, m.srv.URL+path, nil)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
+// get is do for requests that must succeed at the transport level.
+func (m *mirror) get(method, path string, hdr ...string) (*http.Response, []byte) {
+	m.t.Helper()
+	resp, body, err := m.do(method, path, hdr...)
+	if err != nil {
+		m.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp, body
+}
+
+func (m *mirror) wantCode(resp *http.Response, body []byte, status int, code string) {
+	m.t.Helper()
+	if resp.StatusCode != status {
+		m.t.Fatalf("status = %d, want %d (body %s)", resp.StatusCode, status, body)
+	}
+	if code == "" {
+		return
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		m.t.Errorf("error Content-Type = %q, want application/json", ct)
+	}
+	var env struct {
+		Errors []struct{ Code, Message string }
+	}
+	if resp.Request.Method != http.MethodHead {
+		if err := json.Unmarshal(body, &env); err != nil || len(env.Errors) == 0 {
+			m.t.Fatalf("error body %q is not an OCI error envelope: %v", body, err)
+		}
+		if env.Errors[0].Code != code {
+			m.t.Errorf("error code = %s, want %s (message %q)", env.Errors[0].Code, code, env.Errors[0].Message)
+		}
+	}
+}
+
+// storedBlobs counts committed blobs; ingestFiles counts partial files.
+func (m *mirror) storedBlobs() int {
+	m.t.Helper()
+	n := 0
+	if err := m.store.Walk(context.Background(), func(blobstore.Info) error { n++; return nil }); err != nil {
+		m.t.Fatal(err)
+	}
+	return n
+}
+
+func (m *mirror) ingestFiles() []string {
+	m.t.Helper()
+	entries, err := os.ReadDir(filepath.Join(m.root, "ingest"))
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// waitIdle waits until no fill is running (fills outlive requests).
+func (m *mirror) waitFills() {
+	m.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if metricValue(m.t, m.metrics, "registry_edge_fills_in_flight") == 0 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	m.t.Fatal("fills still running after 10s")
+}
+
+func metricValue(t *testing.T, m *metrics.Metrics, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, mm := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range mm.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue metric
+				}
+			}
+			switch {
+			case mm.Counter != nil:
+				total += mm.Counter.GetValue()
+			case mm.Gauge != nil:
+				total += mm.Gauge.GetValue()
+			}
+		}
+	}
+	return total
+}
+
+func blobPath(repo string, d interface{ String() string }) string {
+	return "/v2/" + repo + "/blobs/" + d.String()
+}
+
+func manifestPath(repo, ref string) string { return "/v2/" + repo + "/manifests/" + ref }
+
+var _ = bytes.Equal
+var _ = strings.Contains

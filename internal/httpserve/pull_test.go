@@ -1,0 +1,311 @@
+package httpserve_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
+)
+
+func TestPullThroughThenHit(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 100_000)
+	mdesc, layers := m.fake.Image("team/app", "v1", layer)
+
+	resp, body := m.get(http.MethodGet, manifestPath("team/app", "v1"))
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET manifest by tag: %d %s", resp.StatusCode, body)
+	}
+	if got := digest.FromBytes(body); got != mdesc.Digest {
+		t.Errorf("manifest digest = %s, want %s", got, mdesc.Digest)
+	}
+	if got := resp.Header.Get("Docker-Content-Digest"); got != mdesc.Digest.String() {
+		t.Errorf("Docker-Content-Digest = %q, want %s", got, mdesc.Digest)
+	}
+	if got := resp.Header.Get("Content-Type"); got != ocispec.MediaTypeImageManifest {
+		t.Errorf("Content-Type = %q", got)
+	}
+	resp, body = m.get(http.MethodGet, blobPath("team/app", layers[0].Digest))
+	if resp.StatusCode != 200 || !bytes.Equal(body, layer) {
+		t.Fatalf("GET blob: status %d, %d bytes, equal=%v", resp.StatusCode, len(body), bytes.Equal(body, layer))
+	}
+	m.waitFills()
+
+	before := m.fake.Total()
+	for i := 0; i < 3; i++ {
+		if resp, _ := m.get(http.MethodGet, manifestPath("team/app", "v1")); resp.StatusCode != 200 {
+			t.Fatalf("cached GET manifest by tag: %d", resp.StatusCode)
+		}
+		if resp, _ := m.get(http.MethodGet, manifestPath("team/app", mdesc.Digest.String())); resp.StatusCode != 200 {
+			t.Fatalf("cached GET manifest by digest: %d", resp.StatusCode)
+		}
+		resp, body := m.get(http.MethodGet, blobPath("team/app", layers[0].Digest))
+		if resp.StatusCode != 200 || !bytes.Equal(body, layer) {
+			t.Fatalf("cached GET blob: %d", resp.StatusCode)
+		}
+		resp, _ = m.get(http.MethodHead, blobPath("team/app", layers[0].Digest))
+		if resp.StatusCode != 200 || resp.ContentLength != int64(len(layer)) {
+			t.Fatalf("cached HEAD blob: %d, length %d", resp.StatusCode, resp.ContentLength)
+		}
+	}
+	if after := m.fake.Total(); after != before {
+		t.Errorf("cached requests within the tag TTL made %d upstream requests, want 0", after-before)
+	}
+}
+
+func TestStaleTagRevalidatesAndFollowsMove(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	v1, _ := m.fake.Image("app", "latest", []byte("one"))
+	if resp, _ := m.get(http.MethodGet, manifestPath("app", "latest")); resp.StatusCode != 200 {
+		t.Fatal(resp.StatusCode)
+	}
+	m.clock.now = m.clock.now.Add(2 * time.Minute) // past the TTL
+	heads := m.fake.Count(http.MethodHead, "/v2/app/manifests/latest")
+	resp, body := m.get(http.MethodGet, manifestPath("app", "latest"))
+	if resp.StatusCode != 200 || digest.FromBytes(body) != v1.Digest {
+		t.Fatalf("revalidated GET: %d %s", resp.StatusCode, digest.FromBytes(body))
+	}
+	if got := m.fake.Count(http.MethodHead, "/v2/app/manifests/latest") - heads; got != 1 {
+		t.Errorf("revalidation made %d HEAD requests, want 1", got)
+	}
+
+	v2, _ := m.fake.Image("app", "latest", []byte("two"))
+	m.clock.now = m.clock.now.Add(2 * time.Minute)
+	resp, body = m.get(http.MethodGet, manifestPath("app", "latest"))
+	if resp.StatusCode != 200 || digest.FromBytes(body) != v2.Digest {
+		t.Fatalf("moved tag: got %s, want %s", digest.FromBytes(body), v2.Digest)
+	}
+}
+
+func TestUpstreamDownServesCachedContent(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := []byte("cached layer content")
+	mdesc, layers := m.fake.Image("app", "v1", layer)
+	m.get(http.MethodGet, manifestPath("app", "v1"))
+	m.get(http.MethodGet, blobPath("app", layers[0].Digest))
+	m.waitFills()
+	m.clock.now = m.clock.now.Add(time.Hour) // the tag is stale
+	m.upstream.Close()                       // connection refused from now on
+
+	resp, body := m.get(http.MethodGet, manifestPath("app", "v1"))
+	if resp.StatusCode != 200 || digest.FromBytes(body) != mdesc.Digest {
+		t.Fatalf("stale tag with upstream down: %d %s", resp.StatusCode, body)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_stale_tags_served_total"); got != 1 {
+		t.Errorf("stale tags served metric = %v, want 1", got)
+	}
+	if resp, _ := m.get(http.MethodGet, manifestPath("app", mdesc.Digest.String())); resp.StatusCode != 200 {
+		t.Errorf("manifest by digest with upstream down: %d", resp.StatusCode)
+	}
+	if resp, body := m.get(http.MethodGet, blobPath("app", layers[0].Digest)); resp.StatusCode != 200 || !bytes.Equal(body, layer) {
+		t.Errorf("blob with upstream down: %d", resp.StatusCode)
+	}
+	// Uncached content fails fast with a 503-class error, not a 404.
+	resp, body = m.get(http.MethodGet, manifestPath("app", "v2"))
+	m.wantCode(resp, body, http.StatusServiceUnavailable, "UNAVAILABLE")
+	resp, body = m.get(http.MethodGet, blobPath("app", digest.FromString("missing")))
+	m.wantCode(resp, body, http.StatusServiceUnavailable, "UNAVAILABLE")
+}
+
+func TestUpstream503ForCachedTagServesStale(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	mdesc, _ := m.fake.Image("app", "v1", []byte("x"))
+	m.get(http.MethodGet, manifestPath("app", "v1"))
+	m.clock.now = m.clock.now.Add(time.Hour)
+	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	resp, body := m.get(http.MethodGet, manifestPath("app", "v1"))
+	if resp.StatusCode != 200 || digest.FromBytes(body) != mdesc.Digest {
+		t.Fatalf("stale tag with upstream 503: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestTagNotFoundPolicy(t *testing.T) {
+	t.Parallel()
+	for _, policy := range []string{"serve-cached", "not-found"} {
+		t.Run(policy, func(t *testing.T) {
+			t.Parallel()
+			m := newMirror(t, func(o *proxyOptions) { o.TagNotFound = policy })
+			m.fake.Image("app", "gone", []byte("x"))
+			m.get(http.MethodGet, manifestPath("app", "gone"))
+			m.fake.DeleteTag("app", "gone")
+			m.clock.now = m.clock.now.Add(time.Hour)
+			resp, body := m.get(http.MethodGet, manifestPath("app", "gone"))
+			if policy == "serve-cached" {
+				if resp.StatusCode != 200 {
+					t.Fatalf("serve-cached: %d %s", resp.StatusCode, body)
+				}
+				return
+			}
+			m.wantCode(resp, body, http.StatusNotFound, "MANIFEST_UNKNOWN")
+		})
+	}
+}
+
+func TestMultiArchIndexServedByteForByte(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	a, _ := m.fake.Image("multi", "", []byte("amd"))
+	b, _ := m.fake.Image("multi", "", []byte("arm"))
+	// Unusual formatting and key order must survive: the digest covers the bytes.
+	idx := fmt.Sprintf("{\n  \"schemaVersion\": 2,\n  \"mediaType\": %q,\n  \"manifests\": [\n    {\"mediaType\": %q, \"size\": %d, \"digest\": %q, \"platform\": {\"os\": \"linux\", \"architecture\": \"amd64\"}},\n    {\"digest\": %q, \"mediaType\": %q, \"size\": %d, \"platform\": {\"architecture\": \"arm64\", \"os\": \"linux\"}}\n  ]\n}\n",
+		ocispec.MediaTypeImageIndex, a.MediaType, a.Size, a.Digest, b.Digest, b.MediaType, b.Size)
+	want := m.fake.AddManifest("multi", "v1", ocispec.MediaTypeImageIndex, []byte(idx))
+	resp, body := m.get(http.MethodGet, manifestPath("multi", "v1"), "Accept", ocispec.MediaTypeImageIndex+", "+ocispec.MediaTypeImageManifest)
+	if resp.StatusCode != 200 || string(body) != idx {
+		t.Fatalf("index: %d, bytes equal = %v", resp.StatusCode, string(body) == idx)
+	}
+	if resp.Header.Get("Docker-Content-Digest") != want.Digest.String() || resp.Header.Get("Content-Type") != ocispec.MediaTypeImageIndex {
+		t.Errorf("index headers = %v", resp.Header)
+	}
+	// A client that accepts only Docker manifests does not get the OCI index.
+	resp, body = m.get(http.MethodGet, manifestPath("multi", "v1"), "Accept", "application/vnd.docker.distribution.manifest.v2+json")
+	m.wantCode(resp, body, http.StatusNotFound, "MANIFEST_UNKNOWN")
+	// HEAD answers the same headers without a body.
+	resp, body = m.get(http.MethodHead, manifestPath("multi", "v1"))
+	if resp.StatusCode != 200 || len(body) != 0 || resp.ContentLength != int64(len(idx)) {
+		t.Errorf("HEAD index: %d, body %d bytes, length %d", resp.StatusCode, len(body), resp.ContentLength)
+	}
+}
+
+func TestDockerSchema2Manifest(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"` + digest.FromString("{}").String() + `"},"layers":[]}`)
+	want := m.fake.AddManifest("docker", "v1", "application/vnd.docker.distribution.manifest.v2+json", body)
+	resp, got := m.get(http.MethodGet, manifestPath("docker", "v1"), "Accept", "application/vnd.docker.distribution.manifest.v2+json")
+	if resp.StatusCode != 200 || !bytes.Equal(got, body) || resp.Header.Get("Content-Type") != want.MediaType {
+		t.Fatalf("docker manifest: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}
+
+func TestBlobRange(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 10_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	p := blobPath("app", layers[0].Digest)
+	for _, cached := range []bool{false, true} {
+		resp, body := m.get(http.MethodGet, p, "Range", "bytes=100-199")
+		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, layer[100:200]) {
+			t.Fatalf("cached=%v: Range 100-199: %d, %d bytes", cached, resp.StatusCode, len(body))
+		}
+		if got := resp.Header.Get("Content-Range"); got != "bytes 100-199/10000" {
+			t.Errorf("Content-Range = %q", got)
+		}
+		m.waitFills()
+	}
+	tests := []struct {
+		spec  string
+		start int
+		end   int // exclusive
+	}{
+		{"bytes=9000-", 9000, 10000},
+		{"bytes=-500", 9500, 10000},
+		{"bytes=9990-20000", 9990, 10000},
+		{"bytes=0-0", 0, 1},
+	}
+	for _, tt := range tests {
+		resp, body := m.get(http.MethodGet, p, "Range", tt.spec)
+		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, layer[tt.start:tt.end]) {
+			t.Errorf("Range %s: %d, %d bytes", tt.spec, resp.StatusCode, len(body))
+		}
+	}
+	resp, _ := m.get(http.MethodGet, p)
+	if resp.Header.Get("Accept-Ranges") != "bytes" {
+		t.Errorf("Accept-Ranges = %q", resp.Header.Get("Accept-Ranges"))
+	}
+	for _, bad := range []string{"bytes=abc", "bytes=5-1", "bytes=10000-", "bytes=-0", "items=0-1", "bytes=", "bytes=-"} {
+		resp, body := m.get(http.MethodGet, p, "Range", bad)
+		m.wantCode(resp, body, http.StatusRequestedRangeNotSatisfiable, "RANGE_NOT_SATISFIABLE")
+		if got := resp.Header.Get("Content-Range"); got != "bytes */10000" {
+			t.Errorf("Range %q: Content-Range = %q, want bytes */10000", bad, got)
+		}
+	}
+}
+
+func TestTagsListPagination(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	for _, tag := range []string{"a", "b", "c", "d"} {
+		m.fake.Image("app", tag, []byte(tag))
+	}
+	type list struct {
+		Name string
+		Tags []string
+	}
+	resp, body := m.get(http.MethodGet, "/v2/app/tags/list?n=2&last=a")
+	var l list
+	if err := json.Unmarshal(body, &l); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("tags list: %d %s", resp.StatusCode, body)
+	}
+	if fmt.Sprint(l.Tags) != "[b c]" || l.Name != "app" {
+		t.Errorf("tags = %v name %q, want [b c] app", l.Tags, l.Name)
+	}
+	if got := resp.Header.Get("Link"); got != `</v2/app/tags/list?last=c&n=2>; rel="next"` {
+		t.Errorf("Link = %q", got)
+	}
+	// With the upstream down, the tags the mirror knows are listed.
+	m.get(http.MethodGet, manifestPath("app", "a"))
+	m.get(http.MethodGet, manifestPath("app", "c"))
+	m.upstream.Close()
+	resp, body = m.get(http.MethodGet, "/v2/app/tags/list")
+	if err := json.Unmarshal(body, &l); err != nil || resp.StatusCode != 200 || fmt.Sprint(l.Tags) != "[a c]" {
+		t.Errorf("offline tags list: %d %s", resp.StatusCode, body)
+	}
+	resp, body = m.get(http.MethodGet, "/v2/app/tags/list?n=1")
+	if err := json.Unmarshal(body, &l); err != nil || fmt.Sprint(l.Tags) != "[a]" || resp.Header.Get("Link") == "" {
+		t.Errorf("offline paginated tags list: %s, Link %q", body, resp.Header.Get("Link"))
+	}
+	resp, body = m.get(http.MethodGet, "/v2/app/tags/list?n=-1")
+	m.wantCode(resp, body, http.StatusBadRequest, "PAGINATION_NUMBER_INVALID")
+}
+
+func TestReferrersWithArtifactTypeFilter(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	subject, _ := m.fake.Image("app", "v1", []byte("x"))
+	sig := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("sig"), Size: 10, ArtifactType: "application/vnd.dev.cosign.artifact.sig.v1+json"}
+	sbom := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("sbom"), Size: 10, ArtifactType: "application/spdx+json"}
+	m.fake.AddReferrer("app", subject.Digest, sig)
+	m.fake.AddReferrer("app", subject.Digest, sbom)
+
+	var idx ocispec.Index
+	resp, body := m.get(http.MethodGet, "/v2/app/referrers/"+subject.Digest.String())
+	if err := json.Unmarshal(body, &idx); err != nil || resp.StatusCode != 200 || len(idx.Manifests) != 2 {
+		t.Fatalf("referrers: %d %s", resp.StatusCode, body)
+	}
+	if resp.Header.Get("Content-Type") != ocispec.MediaTypeImageIndex {
+		t.Errorf("Content-Type = %q", resp.Header.Get("Content-Type"))
+	}
+	resp, body = m.get(http.MethodGet, "/v2/app/referrers/"+subject.Digest.String()+"?artifactType=application/spdx%2Bjson")
+	if err := json.Unmarshal(body, &idx); err != nil || len(idx.Manifests) != 1 || idx.Manifests[0].Digest != sbom.Digest {
+		t.Fatalf("filtered referrers: %s", body)
+	}
+	if resp.Header.Get("OCI-Filters-Applied") != "artifactType" {
+		t.Errorf("OCI-Filters-Applied = %q", resp.Header.Get("OCI-Filters-Applied"))
+	}
+}
+
+func TestCrossRepositoryBlobNeedsUpstreamConfirmation(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	secret := []byte("private layer")
+	_, layers := m.fake.Image("private/app", "v1", secret)
+	m.get(http.MethodGet, blobPath("private/app", layers[0].Digest))
+	m.waitFills()
+	// "other" does not hold the blob upstream: the mirror must not hand it out.
+	m.fake.AddManifest("other", "v1", ocispec.MediaTypeImageManifest, []byte(`{"schemaVersion":2}`))
+	resp, body := m.get(http.MethodGet, blobPath("other", layers[0].Digest))
+	m.wantCode(resp, body, http.StatusNotFound, "BLOB_UNKNOWN")
+}
