@@ -60,7 +60,7 @@ func TestUsageErrors(t *testing.T) {
 	if code, _, _ := runCmd(t, "serve", "--no-such-flag"); code != 2 {
 		t.Errorf("unknown flag exit = %d, want 2", code)
 	}
-	if code, _, errOut := runCmd(t, "serve", "--upstream", "ftp://x"); code != 1 || !strings.Contains(errOut, "url") {
+	if code, _, errOut := runCmd(t, "serve", "--upstream", "ftp://x"); code != 1 || !strings.Contains(errOut, "scheme") {
 		t.Errorf("bad --upstream = %d %q", code, errOut)
 	}
 }

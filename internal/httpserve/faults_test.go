@@ -248,7 +248,7 @@ func TestBadInput(t *testing.T) {
 		{"GET", "/v2/../../etc/passwd/manifests/latest", 400, "NAME_INVALID"},
 		{"GET", "/v2/%2e%2e/%2e%2e/etc/manifests/latest", 400, "NAME_INVALID"},
 		{"GET", "/v2/app/blobs/sha256:1234", 400, "DIGEST_INVALID"},
-		{"GET", "/v2/app/blobs/sha256:../../../../etc/passwd", 400, "DIGEST_INVALID"},
+		{"GET", "/v2/app/blobs/sha256:../../../../etc/passwd", 400, "NAME_INVALID"},
 		{"HEAD", "/v2/app/blobs/notadigest", 400, ""},
 		{"GET", "/v2/app/manifests/bad$tag", 400, "MANIFEST_INVALID"},
 		{"PUT", "/v2/app/manifests/latest", 405, "UNSUPPORTED"},

@@ -162,7 +162,9 @@ func message(err error, fallback string) string {
 func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
 	h := w.Header()
 	h.Del("Content-Length")
-	h.Del("Content-Range")
+	if e.Status != http.StatusRequestedRangeNotSatisfiable {
+		h.Del("Content-Range") // a 416 keeps "bytes */size" (RFC 9110 section 15.5.17)
+	}
 	h.Del("Docker-Content-Digest")
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")

@@ -114,6 +114,11 @@ func ParseRoute(path string) (Route, error) {
 		return Route{Kind: KindCatalog}, nil
 	}
 	seg := strings.Split(rest, "/")
+	for _, c := range seg {
+		if c == ".." || c == "." {
+			return Route{}, NewError(http.StatusBadRequest, CodeNameInvalid, "invalid repository name")
+		}
+	}
 	n := len(seg)
 	var rt Route
 	switch {

@@ -1,0 +1,67 @@
+package e2e
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestPodman pulls central's images with podman configured, through
+// CONTAINERS_REGISTRIES_CONF, to use registry-edge as the mirror of central.
+// It checks the pulled digests, that the mirror served the pulls and that
+// podman never went to central itself. Storage is private (--root,
+// --runroot, vfs driver), so the test leaves the host's podman untouched.
+func TestPodman(t *testing.T) {
+	t.Parallel()
+	podman := need(t, "podman")
+	needRoot(t, "rootless podman needs subuid/subgid mappings this test does not set up")
+	c := startCentral(t)
+	cor := seedCorpus(t, c)
+	m := startMirror(t, c.addr, mirrorOptions{})
+	policy := writePolicy(t)
+	conf := writeRegistriesConf(t, c.addr, m.addr)
+	// An empty containers.conf keeps the host's settings out.
+	containersConf := filepath.Join(t.TempDir(), "containers.conf")
+	writeFile(t, containersConf, "")
+	dir := t.TempDir()
+	env := []string{"CONTAINERS_REGISTRIES_CONF=" + conf, "CONTAINERS_CONF=" + containersConf}
+	pm := func(args ...string) string {
+		t.Helper()
+		base := []string{
+			"--root", filepath.Join(dir, "root"), "--runroot", filepath.Join(dir, "runroot"),
+			"--tmpdir", filepath.Join(dir, "tmp"), "--storage-driver", "vfs",
+			"--cgroup-manager", "cgroupfs", "--events-backend", "file",
+		}
+		return run(t, env, podman, append(base, args...)...)
+	}
+	t.Cleanup(func() {
+		// vfs layers are plain directories, but podman may have mounted
+		// its storage: let it clean up before t.TempDir removal.
+		_, _ = runErr(env, podman, "--root", filepath.Join(dir, "root"), "--runroot", filepath.Join(dir, "runroot"),
+			"--tmpdir", filepath.Join(dir, "tmp"), "--storage-driver", "vfs", "system", "reset", "--force")
+	})
+
+	cmark, mmark := len(c.accessLog()), m.requestCount()
+	for _, p := range []pushed{cor.small, cor.docker, cor.multi} {
+		pm("pull", "--quiet", "--signature-policy", policy, p.ref(c.addr))
+		var info []struct {
+			Digest      string
+			RepoDigests []string
+		}
+		if err := json.Unmarshal([]byte(pm("image", "inspect", p.ref(c.addr))), &info); err != nil || len(info) != 1 {
+			t.Fatalf("podman image inspect %s: %v", p.ref(c.addr), err)
+		}
+		want := c.addr + "/" + p.repo + "@" + p.digest
+		if info[0].Digest != p.digest && !slices.Contains(info[0].RepoDigests, want) {
+			t.Errorf("podman image %s: Digest %s, RepoDigests %v; want %s", p.ref(c.addr), info[0].Digest, info[0].RepoDigests, p.digest)
+		}
+		if servedRepo(m.requests(mmark), p.repo) == 0 {
+			t.Errorf("the mirror's access log shows no request for %s: podman did not use the mirror", p.repo)
+		}
+	}
+	if direct := c.requestsBy(cmark, "containers/"); len(direct) > 0 {
+		t.Errorf("podman went to central directly despite the mirror:\n%s", strings.Join(direct, "\n"))
+	}
+}

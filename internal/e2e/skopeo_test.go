@@ -1,0 +1,132 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestSkopeo copies images out of the mirror with skopeo (containers/image)
+// and checks digests and manifests against central. It also uses the mirror
+// the way containers/image clients are configured in the field: a
+// registries.conf [[registry.mirror]] for the central registry.
+func TestSkopeo(t *testing.T) {
+	t.Parallel()
+	skopeo := need(t, "skopeo")
+	c := startCentral(t)
+	cor := seedCorpus(t, c)
+	m := startMirror(t, c.addr, mirrorOptions{})
+	policy := writePolicy(t)
+	sk := func(args ...string) string {
+		t.Helper()
+		return run(t, nil, skopeo, append([]string{"--policy", policy}, args...)...)
+	}
+
+	t.Run("inspect-raw", func(t *testing.T) {
+		for _, p := range []pushed{cor.small, cor.docker, cor.multi} {
+			raw := sk("inspect", "--tls-verify=false", "--raw", "docker://"+p.ref(m.addr))
+			if raw != string(p.raw) {
+				t.Errorf("skopeo inspect --raw %s through the mirror differs from what central holds:\n got %s\nwant %s", p.repo, raw, p.raw)
+			}
+			var info struct{ Digest string }
+			if err := json.Unmarshal([]byte(sk("inspect", "--tls-verify=false", "docker://"+p.ref(m.addr))), &info); err != nil {
+				t.Fatal(err)
+			}
+			if info.Digest != p.digest {
+				t.Errorf("skopeo inspect %s: Digest %s, want %s", p.repo, info.Digest, p.digest)
+			}
+		}
+	})
+
+	t.Run("copy-oci", func(t *testing.T) {
+		// An OCI image and an OCI index (--all) go into an OCI layout unchanged.
+		for _, p := range []pushed{cor.small, cor.multi} {
+			dir := filepath.Join(t.TempDir(), "oci")
+			sk("copy", "--all", "--src-tls-verify=false", "docker://"+p.ref(m.addr), "oci:"+dir+":"+p.tag)
+			readLayout(t, dir).checkImage(t, p)
+		}
+	})
+
+	t.Run("copy-dir", func(t *testing.T) {
+		// A Docker schema2 image is kept as it is in a dir: destination
+		// (an oci: destination would convert it).
+		dir := filepath.Join(t.TempDir(), "dir")
+		sk("copy", "--src-tls-verify=false", "docker://"+cor.docker.ref(m.addr), "dir:"+dir)
+		b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != string(cor.docker.raw) {
+			t.Errorf("skopeo copy dir: manifest differs from central's:\n got %s\nwant %s", b, cor.docker.raw)
+		}
+		for _, d := range cor.docker.blobs {
+			if got := fileDigest(t, filepath.Join(dir, strings.TrimPrefix(d, "sha256:"))); got != d {
+				t.Errorf("skopeo copy dir: blob %s hashes to %s", d, got)
+			}
+		}
+	})
+
+	t.Run("registries-conf-mirror", func(t *testing.T) {
+		// skopeo 1.9 ignores CONTAINERS_REGISTRIES_CONF; --registries-conf works.
+		conf := writeRegistriesConf(t, c.addr, m.addr)
+		cmark, mmark := len(c.accessLog()), m.requestCount()
+		dir := filepath.Join(t.TempDir(), "dir")
+		sk("--registries-conf", conf, "copy", "docker://"+cor.small.ref(c.addr), "dir:"+dir)
+		b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bytesDigest(b); got != cor.small.digest {
+			t.Errorf("skopeo copy via registries.conf mirror: manifest digest %s, want %s", got, cor.small.digest)
+		}
+		if served := servedRepo(m.requests(mmark), cor.small.repo); served == 0 {
+			t.Errorf("the mirror's access log shows no request for %s: the pull did not go through the mirror", cor.small.repo)
+		}
+		if direct := c.requestsBy(cmark, "skopeo"); len(direct) > 0 {
+			t.Errorf("skopeo went to central directly despite the mirror:\n%s", strings.Join(direct, "\n"))
+		}
+	})
+}
+
+// writePolicy writes a containers-policy.json(5) that accepts anything, so
+// that the tests do not depend on /etc/containers/policy.json.
+func writePolicy(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "policy.json")
+	writeFile(t, p, `{"default":[{"type":"insecureAcceptAnything"}]}`+"\n")
+	return p
+}
+
+// writeRegistriesConf writes a containers-registries.conf(5) in which pulls
+// of central's images go to the mirror first (plain HTTP for both).
+func writeRegistriesConf(t *testing.T, central, mirror string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "registries.conf")
+	writeFile(t, p, fmt.Sprintf(`unqualified-search-registries = []
+short-name-mode = "disabled"
+
+[[registry]]
+prefix = %[1]q
+location = %[1]q
+insecure = true
+
+[[registry.mirror]]
+location = %[2]q
+insecure = true
+`, central, mirror))
+	return p
+}
+
+// servedRepo counts successful (2xx) access-log entries for repo.
+func servedRepo(entries []logEntry, repo string) int {
+	n := 0
+	for _, e := range entries {
+		if e["repo"] == repo && strings.HasPrefix(e["status"], "2") {
+			n++
+		}
+	}
+	return n
+}

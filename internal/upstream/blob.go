@@ -1,0 +1,130 @@
+package upstream
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+// BlobResponse is a blob body being received from upstream. The caller
+// must close Body and verify what it reads: the client does not hash blobs.
+type BlobResponse struct {
+	// Body streams the blob from byte Offset on.
+	Body io.ReadCloser
+	// Offset is the position of Body's first byte within the blob. It is 0
+	// when the upstream ignored the requested range and sent the whole blob.
+	Offset int64
+	// Size is the total size of the blob, -1 if the upstream did not say.
+	Size int64
+	// ETag is the upstream's ETag header, if any.
+	ETag string
+}
+
+// Blob fetches blob d of repo from byte offset on:
+// GET /v2/<repo>/blobs/<d>, following redirects to object storage or a CDN
+// (without the registry's Authorization header). With offset > 0 it sends
+// "Range: bytes=<offset>-" and accepts a 206 only with a Content-Range that
+// starts at offset and runs to the end of the blob; a 200 means the
+// upstream sent the whole blob (Offset 0). Retries happen only before Body
+// is returned.
+func (c *Client) Blob(ctx context.Context, repo string, d digest.Digest, offset int64) (*BlobResponse, error) {
+	op := opInfo{name: "blob", repo: repo, ref: d.String()}
+	if err := checkRepo(repo); err != nil {
+		return nil, c.fail(op, err)
+	}
+	if err := d.Validate(); err != nil {
+		return nil, c.fail(op, fmt.Errorf("digest: %w", errdef.ErrInvalid))
+	}
+	if offset < 0 {
+		return nil, c.fail(op, fmt.Errorf("offset %d: %w", offset, errdef.ErrInvalid))
+	}
+	r := request{method: http.MethodGet, path: repo + "/blobs/" + d.String()}
+	if offset > 0 {
+		r.header = http.Header{"Range": {"bytes=" + strconv.FormatInt(offset, 10) + "-"}}
+	}
+	resp, err := c.do(ctx, op, r)
+	if err != nil {
+		return nil, err
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return &BlobResponse{Body: resp.Body, Offset: 0, Size: resp.ContentLength, ETag: resp.Header.Get("ETag")}, nil
+	case http.StatusPartialContent:
+		start, end, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		switch {
+		case !ok, start != offset,
+			total >= 0 && end != total-1,
+			resp.ContentLength >= 0 && resp.ContentLength != end-start+1:
+			drain(resp.Body)
+			return nil, c.fail(op, fmt.Errorf("206 with Content-Range %q for offset %d: %w",
+				truncate(resp.Header.Get("Content-Range"), 80), offset, errdef.ErrUnavailable))
+		}
+		return &BlobResponse{Body: resp.Body, Offset: start, Size: total, ETag: resp.Header.Get("ETag")}, nil
+	default:
+		return nil, c.statusError(op, resp)
+	}
+}
+
+// parseContentRange parses "bytes <start>-<end>/<total|*>" (RFC 9110
+// section 14.4). total is -1 when unknown.
+func parseContentRange(v string) (start, end, total int64, ok bool) {
+	rest, found := strings.CutPrefix(strings.TrimSpace(v), "bytes ")
+	if !found {
+		return 0, 0, 0, false
+	}
+	rng, size, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, 0, false
+	}
+	s, e, found := strings.Cut(rng, "-")
+	if !found {
+		return 0, 0, 0, false
+	}
+	var err error
+	if start, err = strconv.ParseInt(s, 10, 64); err != nil || start < 0 {
+		return 0, 0, 0, false
+	}
+	if end, err = strconv.ParseInt(e, 10, 64); err != nil || end < start {
+		return 0, 0, 0, false
+	}
+	if size == "*" {
+		return start, end, -1, true
+	}
+	if total, err = strconv.ParseInt(size, 10, 64); err != nil || total <= end {
+		return 0, 0, 0, false
+	}
+	return start, end, total, true
+}
+
+// StatBlob returns the size of blob d in repo: HEAD /v2/<repo>/blobs/<d>.
+// The size is -1 if the upstream sent no Content-Length. A
+// Docker-Content-Digest of d's algorithm that differs from d is
+// errdef.ErrDigestMismatch.
+func (c *Client) StatBlob(ctx context.Context, repo string, d digest.Digest) (int64, error) {
+	op := opInfo{name: "stat blob", repo: repo, ref: d.String()}
+	if err := checkRepo(repo); err != nil {
+		return 0, c.fail(op, err)
+	}
+	if err := d.Validate(); err != nil {
+		return 0, c.fail(op, fmt.Errorf("digest: %w", errdef.ErrInvalid))
+	}
+	resp, err := c.do(ctx, op, request{method: http.MethodHead, path: repo + "/blobs/" + d.String()})
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, c.statusError(op, resp)
+	}
+	drain(resp.Body)
+	if h, err := digest.Parse(resp.Header.Get(HeaderContentDigest)); err == nil && h.Algorithm() == d.Algorithm() && h != d {
+		return 0, c.fail(op, fmt.Errorf("upstream says %s: %w", h, errdef.ErrDigestMismatch))
+	}
+	return resp.ContentLength, nil
+}

@@ -1,0 +1,278 @@
+package upstream
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"regexp"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+// HeaderContentDigest is the response header in which registries state a
+// manifest's or blob's digest.
+const HeaderContentDigest = "Docker-Content-Digest"
+
+// maxReferrersSize bounds a referrers index (and its tag-schema fallback);
+// the distribution-spec suggests manifests stay below 4 MiB.
+const maxReferrersSize = 4 << 20
+
+// Manifest is a manifest fetched from upstream. Descriptor.MediaType is the
+// upstream's Content-Type (without parameters; "" if it sent none),
+// Descriptor.Digest is computed over Body (sha256, or the algorithm of the
+// requested digest) and Descriptor.Size is len(Body).
+type Manifest struct {
+	Descriptor ocispec.Descriptor
+	Body       []byte
+}
+
+// Validation of names and references before they are put into a URL path,
+// so that no caller can make the client request another path.
+//
+// References:
+//   - https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#pulling-manifests
+var (
+	repoRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
+
+func checkRepo(repo string) error {
+	if len(repo) > 255 || !repoRE.MatchString(repo) {
+		return fmt.Errorf("repository name %q: %w", truncate(repo, 64), errdef.ErrInvalid)
+	}
+	return nil
+}
+
+// parseRef returns the digest of ref if it is one; a tag returns "".
+func parseRef(ref string) (digest.Digest, error) {
+	if tagRE.MatchString(ref) {
+		return "", nil
+	}
+	d, err := digest.Parse(ref)
+	if err != nil {
+		return "", fmt.Errorf("reference %q: %w", truncate(ref, 80), errdef.ErrInvalid)
+	}
+	return d, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// computeDigest hashes b with alg. Only sha256 and sha512 are supported.
+func computeDigest(alg digest.Algorithm, b []byte) (digest.Digest, error) {
+	switch alg {
+	case digest.SHA256:
+		sum := sha256.Sum256(b)
+		return digest.NewDigestFromBytes(alg, sum[:]), nil
+	case digest.SHA512:
+		sum := sha512.Sum512(b)
+		return digest.NewDigestFromBytes(alg, sum[:]), nil
+	}
+	return "", fmt.Errorf("digest algorithm %q: %w", truncate(string(alg), 32), errdef.ErrUnsupported)
+}
+
+// mediaType returns the media type of a Content-Type header without
+// parameters, "" if there is none.
+func mediaType(contentType string) string {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return ""
+	}
+	return mt
+}
+
+// Manifest fetches the manifest ref (a tag or a digest) of repo:
+// GET /v2/<repo>/manifests/<ref>. A body larger than maxSize bytes is an
+// error wrapping errdef.ErrTooLarge (at most maxSize+1 bytes are read). If
+// ref is a digest the body must hash to it, and if the upstream sent a
+// Docker-Content-Digest of the same algorithm, the body must hash to that
+// too (errdef.ErrDigestMismatch).
+func (c *Client) Manifest(ctx context.Context, repo, ref string, accept []string, maxSize int64) (Manifest, error) {
+	op := opInfo{name: "manifest", repo: repo, ref: ref}
+	return c.manifest(ctx, op, repo, ref, accept, maxSize)
+}
+
+func (c *Client) manifest(ctx context.Context, op opInfo, repo, ref string, accept []string, maxSize int64) (Manifest, error) {
+	if err := checkRepo(repo); err != nil {
+		return Manifest{}, c.fail(op, err)
+	}
+	want, err := parseRef(ref)
+	if err != nil {
+		return Manifest{}, c.fail(op, err)
+	}
+	if maxSize <= 0 {
+		return Manifest{}, c.fail(op, fmt.Errorf("max size %d: %w", maxSize, errdef.ErrInvalid))
+	}
+	alg := digest.Canonical
+	if want != "" {
+		alg = want.Algorithm()
+	}
+	resp, err := c.do(ctx, op, request{method: http.MethodGet, path: repo + "/manifests/" + ref, accept: accept})
+	if err != nil {
+		return Manifest{}, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return Manifest{}, c.statusError(op, resp)
+	}
+	defer drain(resp.Body)
+	if resp.ContentLength > maxSize {
+		return Manifest{}, c.fail(op, fmt.Errorf("content-length %d exceeds %d: %w", resp.ContentLength, maxSize, errdef.ErrTooLarge))
+	}
+	body, err := readAll(resp.Body, maxSize)
+	if err != nil {
+		if errors.Is(err, errdef.ErrTooLarge) {
+			return Manifest{}, c.fail(op, err)
+		}
+		return Manifest{}, c.fail(op, fmt.Errorf("read body: %w: %w", errdef.ErrUnavailable, redactError(err)))
+	}
+	got, err := computeDigest(alg, body)
+	if err != nil {
+		return Manifest{}, c.fail(op, err)
+	}
+	if want != "" && got != want {
+		return Manifest{}, c.fail(op, fmt.Errorf("body hashes to %s: %w", got, errdef.ErrDigestMismatch))
+	}
+	if h, err := digest.Parse(resp.Header.Get(HeaderContentDigest)); err == nil && h.Algorithm() == alg && h != got {
+		return Manifest{}, c.fail(op, fmt.Errorf("body hashes to %s, upstream says %s: %w", got, h, errdef.ErrDigestMismatch))
+	}
+	return Manifest{
+		Descriptor: ocispec.Descriptor{MediaType: mediaType(resp.Header.Get("Content-Type")), Digest: got, Size: int64(len(body))},
+		Body:       body,
+	}, nil
+}
+
+// Resolve asks for the descriptor of manifest ref without its body:
+// HEAD /v2/<repo>/manifests/<ref>. The digest comes from
+// Docker-Content-Digest; an upstream that omits it yields an error wrapping
+// errdef.ErrUnsupported, so that the caller falls back to Manifest. Size is
+// the Content-Length, -1 if the upstream did not send one. If ref is a
+// digest, a different Docker-Content-Digest is errdef.ErrDigestMismatch.
+func (c *Client) Resolve(ctx context.Context, repo, ref string, accept []string) (ocispec.Descriptor, error) {
+	op := opInfo{name: "resolve", repo: repo, ref: ref}
+	if err := checkRepo(repo); err != nil {
+		return ocispec.Descriptor{}, c.fail(op, err)
+	}
+	want, err := parseRef(ref)
+	if err != nil {
+		return ocispec.Descriptor{}, c.fail(op, err)
+	}
+	resp, err := c.do(ctx, op, request{method: http.MethodHead, path: repo + "/manifests/" + ref, accept: accept})
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return ocispec.Descriptor{}, c.statusError(op, resp)
+	}
+	drain(resp.Body)
+	d, err := digest.Parse(resp.Header.Get(HeaderContentDigest))
+	if err != nil {
+		return ocispec.Descriptor{}, c.fail(op, fmt.Errorf("no valid %s on HEAD: %w", HeaderContentDigest, errdef.ErrUnsupported))
+	}
+	if want != "" && d != want {
+		return ocispec.Descriptor{}, c.fail(op, fmt.Errorf("upstream says %s: %w", d, errdef.ErrDigestMismatch))
+	}
+	return ocispec.Descriptor{MediaType: mediaType(resp.Header.Get("Content-Type")), Digest: d, Size: resp.ContentLength}, nil
+}
+
+// emptyIndex is the answer for a subject without referrers.
+const emptyIndex = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`
+
+// Referrers returns the referrers of manifest d as the raw image index the
+// upstream sent (GET /v2/<repo>/referrers/<d>, unfiltered). An upstream
+// without the referrers API (404 or 405) is asked for the OCI 1.1 tag
+// schema fallback, the index tagged "<alg>-<hex>"; if that is absent too, or
+// is not an OCI image index, the result is an empty index, not an error.
+//
+// References:
+//   - https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#listing-referrers
+//   - https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#referrers-tag-schema
+func (c *Client) Referrers(ctx context.Context, repo string, d digest.Digest) (Manifest, error) {
+	op := opInfo{name: "referrers", repo: repo, ref: d.String()}
+	if err := checkRepo(repo); err != nil {
+		return Manifest{}, c.fail(op, err)
+	}
+	if err := d.Validate(); err != nil {
+		return Manifest{}, c.fail(op, fmt.Errorf("digest: %w", errdef.ErrInvalid))
+	}
+	accept := []string{ocispec.MediaTypeImageIndex}
+	resp, err := c.do(ctx, op, request{method: http.MethodGet, path: repo + "/referrers/" + d.String(), accept: accept})
+	if err != nil {
+		return Manifest{}, err
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		defer drain(resp.Body)
+		body, err := readAll(resp.Body, maxReferrersSize)
+		if err != nil {
+			if errors.Is(err, errdef.ErrTooLarge) {
+				return Manifest{}, c.fail(op, err)
+			}
+			return Manifest{}, c.fail(op, fmt.Errorf("read body: %w: %w", errdef.ErrUnavailable, redactError(err)))
+		}
+		mt := mediaType(resp.Header.Get("Content-Type"))
+		if mt == "" {
+			mt = ocispec.MediaTypeImageIndex
+		}
+		return newManifest(mt, body), nil
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		drain(resp.Body)
+	default:
+		return Manifest{}, c.statusError(op, resp)
+	}
+
+	tag := d.Algorithm().String() + "-" + d.Encoded()
+	op = opInfo{name: "referrers tag", repo: repo, ref: tag}
+	m, err := c.manifest(ctx, op, repo, tag, accept, maxReferrersSize)
+	switch {
+	case errors.Is(err, errdef.ErrNotFound):
+		return newManifest(ocispec.MediaTypeImageIndex, []byte(emptyIndex)), nil
+	case err != nil:
+		return Manifest{}, err
+	case !isIndex(m):
+		c.log.LogAttrs(ctx, slog.LevelDebug, "referrers tag is not an image index",
+			slog.String("upstream", c.registry), slog.String("repo", repo), slog.String("ref", tag))
+		return newManifest(ocispec.MediaTypeImageIndex, []byte(emptyIndex)), nil
+	}
+	m.Descriptor.MediaType = ocispec.MediaTypeImageIndex
+	return m, nil
+}
+
+// isIndex reports whether m is an OCI image index by its Content-Type or,
+// failing that, by its own mediaType field.
+func isIndex(m Manifest) bool {
+	var doc struct {
+		SchemaVersion int    `json:"schemaVersion"`
+		MediaType     string `json:"mediaType"`
+	}
+	if err := json.Unmarshal(m.Body, &doc); err != nil || doc.SchemaVersion != 2 {
+		return false
+	}
+	switch m.Descriptor.MediaType {
+	case ocispec.MediaTypeImageIndex:
+		return doc.MediaType == "" || doc.MediaType == ocispec.MediaTypeImageIndex
+	case "", "application/json", "application/octet-stream":
+		return doc.MediaType == ocispec.MediaTypeImageIndex
+	}
+	return false
+}
+
+func newManifest(mt string, body []byte) Manifest {
+	sum := sha256.Sum256(body)
+	return Manifest{
+		Descriptor: ocispec.Descriptor{MediaType: mt, Digest: digest.NewDigestFromBytes(digest.SHA256, sum[:]), Size: int64(len(body))},
+		Body:       body,
+	}
+}

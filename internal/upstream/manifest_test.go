@@ -1,0 +1,340 @@
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+const testManifestType = "application/vnd.oci.image.manifest.v1+json"
+
+var testManifest = []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`)
+
+// manifestHandler serves body at /v2/library/alpine/manifests/{latest,<digest>}.
+func manifestHandler(body []byte, cnt *counter) http.HandlerFunc {
+	d := digest.FromBytes(body)
+	return func(w http.ResponseWriter, r *http.Request) {
+		cnt.add(r)
+		switch r.URL.Path {
+		case "/v2/library/alpine/manifests/latest", "/v2/library/alpine/manifests/" + d.String():
+		default:
+			writeError(w, http.StatusNotFound, "MANIFEST_UNKNOWN", "manifest unknown")
+			return
+		}
+		w.Header().Set("Content-Type", testManifestType)
+		w.Header().Set("Docker-Content-Digest", d.String())
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(body)
+		}
+	}
+}
+
+func TestManifest(t *testing.T) {
+	t.Parallel()
+	var cnt counter
+	srv := newServer(t, manifestHandler(testManifest, &cnt))
+	c := newTestClient(t, srv.URL)
+	want := Manifest{
+		Descriptor: ocispec.Descriptor{MediaType: testManifestType, Digest: digest.FromBytes(testManifest), Size: int64(len(testManifest))},
+		Body:       testManifest,
+	}
+	for _, ref := range []string{"latest", digest.FromBytes(testManifest).String()} {
+		got, err := c.Manifest(context.Background(), "library/alpine", ref, []string{testManifestType}, 1<<20)
+		if err != nil {
+			t.Fatalf("Manifest(%q) error = %v", ref, err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Manifest(%q) mismatch (-want +got):\n%s", ref, diff)
+		}
+	}
+}
+
+func TestManifestSendsAccept(t *testing.T) {
+	t.Parallel()
+	var accept atomic.Value
+	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		accept.Store(r.Header.Get("Accept"))
+		w.Header().Set("Content-Type", testManifestType+"; charset=utf-8")
+		_, _ = w.Write(testManifest)
+	}))
+	c := newTestClient(t, srv.URL)
+	m, err := c.Manifest(context.Background(), "a/b", "v1", []string{"x/a", "x/b"}, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := accept.Load(); got != "x/a, x/b" {
+		t.Errorf("Accept = %q, want %q", got, "x/a, x/b")
+	}
+	if m.Descriptor.MediaType != testManifestType {
+		t.Errorf("MediaType = %q, want %q (parameters dropped)", m.Descriptor.MediaType, testManifestType)
+	}
+}
+
+func TestManifestDigestMismatch(t *testing.T) {
+	t.Parallel()
+	other := []byte(`{"schemaVersion":2}`)
+	tests := []struct {
+		name   string
+		ref    string
+		header string // Docker-Content-Digest sent
+	}{
+		{"by digest", digest.FromBytes(other).String(), ""},
+		{"by sha512 digest", digest.SHA512.FromBytes(other).String(), ""},
+		{"tag with wrong Docker-Content-Digest", "latest", digest.FromBytes(other).String()},
+		{"digest with wrong Docker-Content-Digest", digest.FromBytes(testManifest).String(), digest.FromBytes(other).String()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tt.header != "" {
+					w.Header().Set("Docker-Content-Digest", tt.header)
+				}
+				w.Header().Set("Content-Type", testManifestType)
+				_, _ = w.Write(testManifest)
+			}))
+			c := newTestClient(t, srv.URL)
+			_, err := c.Manifest(context.Background(), "library/alpine", tt.ref, nil, 1<<20)
+			if !errors.Is(err, errdef.ErrDigestMismatch) {
+				t.Fatalf("Manifest() error = %v, want ErrDigestMismatch", err)
+			}
+			asError(t, err)
+		})
+	}
+}
+
+func TestManifestOtherAlgorithmHeaderIgnored(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Docker-Content-Digest", digest.SHA512.FromBytes(testManifest).String())
+		_, _ = w.Write(testManifest)
+	}))
+	c := newTestClient(t, srv.URL)
+	m, err := c.Manifest(context.Background(), "library/alpine", "latest", nil, 1<<20)
+	if err != nil {
+		t.Fatalf("Manifest() error = %v", err)
+	}
+	if m.Descriptor.Digest != digest.FromBytes(testManifest) {
+		t.Errorf("Digest = %s, want sha256 of the body", m.Descriptor.Digest)
+	}
+}
+
+func TestManifestTooLarge(t *testing.T) {
+	t.Parallel()
+	const maxSize = 1024
+	const total = 256 << 20
+	tests := []struct {
+		name          string
+		contentLength bool
+	}{
+		{"announced by Content-Length", true},
+		{"chunked", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			done := make(chan int64, 1)
+			srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tt.contentLength {
+					w.Header().Set("Content-Length", strconv.Itoa(total))
+				}
+				chunk := bytes.Repeat([]byte{'x'}, 32<<10)
+				var written int64
+				for written < total {
+					n, err := w.Write(chunk)
+					written += int64(n)
+					if err != nil {
+						break
+					}
+				}
+				done <- written
+			}))
+			c := newTestClient(t, srv.URL)
+			_, err := c.Manifest(context.Background(), "library/alpine", "latest", nil, maxSize)
+			if !errors.Is(err, errdef.ErrTooLarge) {
+				t.Fatalf("Manifest() error = %v, want ErrTooLarge", err)
+			}
+			if written := <-done; written >= total {
+				t.Errorf("server wrote the whole %d-byte body; the client should have stopped reading", written)
+			}
+		})
+	}
+}
+
+func TestManifestInvalidInput(t *testing.T) {
+	t.Parallel()
+	var cnt counter
+	srv := newServer(t, manifestHandler(testManifest, &cnt))
+	c := newTestClient(t, srv.URL)
+	tests := []struct{ repo, ref string }{
+		{"../etc", "latest"},
+		{"library/alpine", "../../x"},
+		{"library/alpine", "sha256:abc"},
+		{"Library/Alpine", "latest"},
+		{"library/alpine", "latest?x=1"},
+	}
+	for _, tt := range tests {
+		_, err := c.Manifest(context.Background(), tt.repo, tt.ref, nil, 1<<20)
+		if !errors.Is(err, errdef.ErrInvalid) {
+			t.Errorf("Manifest(%q, %q) error = %v, want ErrInvalid", tt.repo, tt.ref, err)
+		}
+	}
+	if n := cnt.total(); n != 0 {
+		t.Errorf("%d requests sent for invalid input, want 0", n)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	t.Parallel()
+	d := digest.FromBytes(testManifest)
+	tests := []struct {
+		name    string
+		ref     string
+		headers map[string]string
+		want    ocispec.Descriptor
+		wantErr error
+	}{
+		{
+			name:    "tag",
+			ref:     "latest",
+			headers: map[string]string{"Docker-Content-Digest": d.String(), "Content-Type": testManifestType, "Content-Length": strconv.Itoa(len(testManifest))},
+			want:    ocispec.Descriptor{MediaType: testManifestType, Digest: d, Size: int64(len(testManifest))},
+		},
+		{
+			name:    "no Docker-Content-Digest",
+			ref:     "latest",
+			headers: map[string]string{"Content-Type": testManifestType},
+			wantErr: errdef.ErrUnsupported,
+		},
+		{
+			name:    "digest ref with another digest",
+			ref:     digest.FromString("other").String(),
+			headers: map[string]string{"Docker-Content-Digest": d.String()},
+			wantErr: errdef.ErrDigestMismatch,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodHead {
+					t.Errorf("method = %s, want HEAD", r.Method)
+				}
+				for k, v := range tt.headers {
+					w.Header().Set(k, v)
+				}
+			}))
+			c := newTestClient(t, srv.URL)
+			got, err := c.Resolve(context.Background(), "library/alpine", tt.ref, nil)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Resolve() error = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Resolve() error = %v", err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Resolve() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestReferrers(t *testing.T) {
+	t.Parallel()
+	subject := digest.FromBytes(testManifest)
+	apiIndex := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2,"artifactType":"application/x.sig"}]}`)
+	tagIndex := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2,"artifactType":"application/x.sbom"}]}`)
+	tagPath := "/v2/app/manifests/sha256-" + subject.Encoded()
+	tests := []struct {
+		name      string
+		api       int // status of the referrers endpoint
+		tag       []byte
+		tagType   string
+		want      []byte
+		wantCalls []string
+	}{
+		{"referrers API", http.StatusOK, nil, "", apiIndex, []string{"GET /v2/app/referrers/" + subject.String()}},
+		{"tag schema fallback after 404", http.StatusNotFound, tagIndex, ocispec.MediaTypeImageIndex, tagIndex,
+			[]string{"GET /v2/app/referrers/" + subject.String(), "GET " + tagPath}},
+		{"tag schema fallback after 405", http.StatusMethodNotAllowed, tagIndex, ocispec.MediaTypeImageIndex, tagIndex,
+			[]string{"GET /v2/app/referrers/" + subject.String(), "GET " + tagPath}},
+		{"neither", http.StatusNotFound, nil, "", []byte(emptyIndex),
+			[]string{"GET /v2/app/referrers/" + subject.String(), "GET " + tagPath}},
+		{"tag is not an index", http.StatusNotFound, testManifest, testManifestType, []byte(emptyIndex),
+			[]string{"GET /v2/app/referrers/" + subject.String(), "GET " + tagPath}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var cnt counter
+			srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				cnt.add(r)
+				switch r.URL.Path {
+				case "/v2/app/referrers/" + subject.String():
+					if tt.api != http.StatusOK {
+						writeError(w, tt.api, "UNSUPPORTED", "no")
+						return
+					}
+					w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+					_, _ = w.Write(apiIndex)
+				case tagPath:
+					if tt.tag == nil {
+						writeError(w, http.StatusNotFound, "MANIFEST_UNKNOWN", "manifest unknown")
+						return
+					}
+					w.Header().Set("Content-Type", tt.tagType)
+					_, _ = w.Write(tt.tag)
+				default:
+					t.Errorf("unexpected request %s %s", r.Method, r.URL.Path)
+					w.WriteHeader(http.StatusTeapot)
+				}
+			}))
+			c := newTestClient(t, srv.URL)
+			got, err := c.Referrers(context.Background(), "app", subject)
+			if err != nil {
+				t.Fatalf("Referrers() error = %v", err)
+			}
+			want := Manifest{
+				Descriptor: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: digest.FromBytes(tt.want), Size: int64(len(tt.want))},
+				Body:       tt.want,
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("Referrers() mismatch (-want +got):\n%s", diff)
+			}
+			for _, call := range tt.wantCalls {
+				if n := cnt.get(call); n != 1 {
+					t.Errorf("%s: %d requests, want 1", call, n)
+				}
+			}
+			if n := cnt.total(); n != len(tt.wantCalls) {
+				t.Errorf("%d requests, want %d", n, len(tt.wantCalls))
+			}
+		})
+	}
+}
+
+func TestReferrersUpstreamError(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusForbidden, "DENIED", "no")
+	}))
+	c := newTestClient(t, srv.URL)
+	_, err := c.Referrers(context.Background(), "app", digest.FromString("x"))
+	if !errors.Is(err, errdef.ErrDenied) {
+		t.Errorf("Referrers() error = %v, want ErrDenied", err)
+	}
+}

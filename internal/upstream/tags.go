@@ -1,0 +1,163 @@
+package upstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+// maxTagsBody bounds a tag list page. 4 MiB holds ~100k tags of typical
+// length; registries page long lists (Docker Hub and ECR cap n at 1000).
+const maxTagsBody = 4 << 20
+
+// TagPage is one page of a repository's tag list.
+type TagPage struct {
+	// Name is the repository name the upstream reported.
+	Name string
+	// Tags are the tags of this page, in the upstream's order.
+	Tags []string
+	// Next is the "last" value for the next page, taken from the Link
+	// header's rel="next" target; "" when there is no next page.
+	Next string
+}
+
+// Tags lists up to n tags of repo after last: GET /v2/<repo>/tags/list with
+// n and last omitted when zero. The body is limited to 4 MiB
+// (errdef.ErrTooLarge).
+//
+// References:
+//   - https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#listing-tags
+func (c *Client) Tags(ctx context.Context, repo string, n int, last string) (TagPage, error) {
+	op := opInfo{name: "tags", repo: repo}
+	if err := checkRepo(repo); err != nil {
+		return TagPage{}, c.fail(op, err)
+	}
+	if n < 0 {
+		return TagPage{}, c.fail(op, fmt.Errorf("n %d: %w", n, errdef.ErrInvalid))
+	}
+	q := url.Values{}
+	if n > 0 {
+		q.Set("n", strconv.Itoa(n))
+	}
+	if last != "" {
+		q.Set("last", last)
+	}
+	resp, err := c.do(ctx, op, request{method: http.MethodGet, path: repo + "/tags/list", query: q, accept: []string{"application/json"}})
+	if err != nil {
+		return TagPage{}, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return TagPage{}, c.statusError(op, resp)
+	}
+	defer drain(resp.Body)
+	body, err := readAll(resp.Body, maxTagsBody)
+	if err != nil {
+		if errors.Is(err, errdef.ErrTooLarge) {
+			return TagPage{}, c.fail(op, err)
+		}
+		return TagPage{}, c.fail(op, fmt.Errorf("read body: %w: %w", errdef.ErrUnavailable, redactError(err)))
+	}
+	var doc struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return TagPage{}, c.fail(op, fmt.Errorf("tag list is not JSON: %w", errdef.ErrUnavailable))
+	}
+	page := TagPage{Name: doc.Name, Tags: doc.Tags}
+	if next := parseLinkNext(resp.Header.Values("Link")); next != "" {
+		if u, err := url.Parse(next); err == nil {
+			page.Next = u.Query().Get("last")
+		}
+	}
+	return page, nil
+}
+
+// parseLinkNext returns the target URI of the first rel="next" link in the
+// Link header values (RFC 8288), "" if there is none. The relation type may
+// be one of several ("next last"), quoted or not, in any case.
+//
+//	Link: </v2/library/alpine/tags/list?n=2&last=b>; rel="next"
+func parseLinkNext(values []string) string {
+	for _, v := range values {
+		for v != "" {
+			open := strings.IndexByte(v, '<')
+			if open < 0 {
+				break
+			}
+			end := strings.IndexByte(v[open:], '>')
+			if end < 0 {
+				break
+			}
+			target := v[open+1 : open+end]
+			rest := v[open+end+1:]
+			params, tail := splitLinkParams(rest)
+			if relNext(params) {
+				return strings.TrimSpace(target)
+			}
+			v = tail
+		}
+	}
+	return ""
+}
+
+// splitLinkParams returns the parameter part of one link-value (up to the
+// next comma outside a quoted string) and what follows it.
+func splitLinkParams(s string) (params, tail string) {
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\' && quoted:
+			i++
+		case c == '"':
+			quoted = !quoted
+		case c == ',' && !quoted:
+			return s[:i], s[i+1:]
+		}
+	}
+	return s, ""
+}
+
+// relNext reports whether link params ("; rel=next; type=...") include the
+// relation type "next".
+func relNext(params string) bool {
+	for _, p := range strings.Split(params, ";") {
+		name, val, ok := strings.Cut(p, "=")
+		if !ok || !strings.EqualFold(strings.TrimSpace(name), "rel") {
+			continue
+		}
+		val = strings.Trim(strings.TrimSpace(val), `"`)
+		for _, rel := range strings.Fields(val) {
+			if strings.EqualFold(rel, "next") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Ping checks that the registry answers the API version check, GET /v2/.
+// A 401 challenge counts as reachable; credentials are not exchanged, but
+// the challenge is remembered for later requests.
+//
+// References:
+//   - https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#determining-support
+func (c *Client) Ping(ctx context.Context) error {
+	op := opInfo{name: "ping"}
+	resp, err := c.do(ctx, op, request{method: http.MethodGet, path: "", noAuth: true})
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
+		drain(resp.Body)
+		return nil
+	}
+	return c.statusError(op, resp)
+}
