@@ -14,6 +14,7 @@ package upstream
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -73,7 +74,7 @@ type Options struct {
 	// [RetryMinWait, min(RetryMaxWait, RetryMinWait·2^n)]; a Retry-After
 	// on 429/503 replaces it when it is at most MaxRetryAfter, and a longer
 	// one ends the request at once with Error.RetryAfter set.
-	RetryMax                                 int
+	RetryMax                                  int
 	RetryMinWait, RetryMaxWait, MaxRetryAfter time.Duration
 	// UserAgent is sent with every request (default "registry-edge").
 	UserAgent string
@@ -166,6 +167,9 @@ func New(o Options) (*Client, error) {
 		minWait:       o.RetryMinWait,
 		maxWait:       o.RetryMaxWait,
 		maxRetryAfter: o.MaxRetryAfter,
+	}
+	if creds.basic() {
+		c.secrets = append(c.secrets, base64.StdEncoding.EncodeToString([]byte(creds.username+":"+creds.password)))
 	}
 	for _, s := range []string{creds.password, creds.identityToken, creds.registryToken} {
 		if len(s) >= 4 { // shorter strings would scrub ordinary words

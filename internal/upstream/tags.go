@@ -97,6 +97,9 @@ func parseLinkNext(values []string) string {
 				break
 			}
 			target := v[open+1 : open+end]
+			if i := strings.LastIndexByte(target, '<'); i >= 0 {
+				target = target[i+1:] // "<<x>": the URI is what the last '<' opens
+			}
 			rest := v[open+end+1:]
 			params, tail := splitLinkParams(rest)
 			if relNext(params) {

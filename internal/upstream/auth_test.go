@@ -1,0 +1,594 @@
+package upstream
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+// tokenRegistry is a registry that accepts only bearer tokens issued by its
+// token server, like Docker Hub.
+type tokenRegistry struct {
+	t        *testing.T
+	registry *counter
+	tokens   *counter
+	user     string // required basic credentials at the token server, if set
+	pass     string
+	refresh  string // accepted OAuth2 refresh token, if set
+	ttl      int    // expires_in
+
+	mu     sync.Mutex
+	valid  map[string]string // token → scope
+	scopes []string          // scopes requested, in order
+	issued int
+	reg    string // registry URL
+	realm  string // token server URL
+}
+
+func newTokenRegistry(t *testing.T, user, pass string) *tokenRegistry {
+	tr := &tokenRegistry{t: t, registry: &counter{}, tokens: &counter{}, user: user, pass: pass, ttl: 300, valid: map[string]string{}}
+	tokenSrv := newServer(t, http.HandlerFunc(tr.serveToken))
+	regSrv := newServer(t, http.HandlerFunc(tr.serveRegistry))
+	tr.realm, tr.reg = tokenSrv.URL+"/token", regSrv.URL
+	return tr
+}
+
+func (tr *tokenRegistry) serveToken(w http.ResponseWriter, r *http.Request) {
+	tr.tokens.add(r)
+	var scope string
+	switch r.Method {
+	case http.MethodPost:
+		if err := r.ParseForm(); err != nil || tr.refresh == "" || r.PostForm.Get("grant_type") != "refresh_token" ||
+			r.PostForm.Get("refresh_token") != tr.refresh {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"details":"bad refresh token"}`))
+			return
+		}
+		scope = r.PostForm.Get("scope")
+	default:
+		if r.URL.Query().Get("service") != "test-registry" {
+			tr.t.Errorf("token request service = %q", r.URL.Query().Get("service"))
+		}
+		if tr.user != "" {
+			u, p, ok := r.BasicAuth()
+			if !ok || u != tr.user || p != tr.pass {
+				w.WriteHeader(http.StatusUnauthorized)
+				// Some token servers echo what they got; the client must scrub it.
+				_, _ = fmt.Fprintf(w, `{"details":"incorrect username or password %s"}`, p)
+				return
+			}
+		}
+		scope = r.URL.Query().Get("scope")
+	}
+	tr.mu.Lock()
+	tr.issued++
+	tok := fmt.Sprintf("tok-%d-%s", tr.issued, strings.Repeat("s", 8))
+	tr.valid[tok] = scope
+	tr.scopes = append(tr.scopes, scope)
+	tr.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"token": tok, "expires_in": tr.ttl})
+}
+
+func (tr *tokenRegistry) serveRegistry(w http.ResponseWriter, r *http.Request) {
+	tr.registry.add(r)
+	repo := strings.TrimPrefix(r.URL.Path, "/v2/")
+	repo, _, _ = strings.Cut(repo, "/manifests/")
+	scope := "repository:" + repo + ":pull"
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	tr.mu.Lock()
+	got, valid := tr.valid[tok]
+	tr.mu.Unlock()
+	if !ok || !valid || got != scope {
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm=%q,service="test-registry",scope=%q`, tr.realm, scope))
+		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
+		return
+	}
+	w.Header().Set("Content-Type", testManifestType)
+	_, _ = w.Write(testManifest)
+}
+
+// revoke invalidates every issued token, as a token server rotating its
+// key would.
+func (tr *tokenRegistry) revoke() {
+	tr.mu.Lock()
+	clear(tr.valid)
+	tr.mu.Unlock()
+}
+
+func (tr *tokenRegistry) requestedScopes() []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return append([]string(nil), tr.scopes...)
+}
+
+func TestBearerTokenFlow(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		user, pass string
+	}{
+		{"anonymous", "", ""},
+		{"with credentials", "alice", "pa55word-secret"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tr := newTokenRegistry(t, tt.user, tt.pass)
+			c := newTestClient(t, tr.reg, func(o *Options) { o.Username, o.Password = tt.user, tt.pass })
+			ctx := context.Background()
+			const n = 5
+			for i := range n {
+				if _, err := c.Manifest(ctx, "library/alpine", "latest", nil, 1<<20); err != nil {
+					t.Fatalf("Manifest() #%d error = %v", i, err)
+				}
+			}
+			if got := tr.tokens.total(); got != 1 {
+				t.Errorf("token server hit %d times for %d requests, want 1", got, n)
+			}
+			// One 401 to learn the challenge, then n authenticated requests.
+			if got := tr.registry.total(); got != n+1 {
+				t.Errorf("registry hit %d times, want %d", got, n+1)
+			}
+			// Another repository needs its own scope, fetched pre-emptively.
+			if _, err := c.Manifest(ctx, "library/busybox", "latest", nil, 1<<20); err != nil {
+				t.Fatalf("Manifest(busybox) error = %v", err)
+			}
+			want := []string{"repository:library/alpine:pull", "repository:library/busybox:pull"}
+			if diff := cmp.Diff(want, tr.requestedScopes()); diff != "" {
+				t.Errorf("requested scopes mismatch (-want +got):\n%s", diff)
+			}
+			if got := tr.registry.total(); got != n+2 {
+				t.Errorf("registry hit %d times, want %d (no 401 once the challenge is known)", got, n+2)
+			}
+		})
+	}
+}
+
+func TestBearerConcurrentColdRequestsShareOneToken(t *testing.T) {
+	t.Parallel()
+	tr := newTokenRegistry(t, "", "")
+	c := newTestClient(t, tr.reg)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Go(func() {
+			_, err := c.Manifest(context.Background(), "library/alpine", "latest", nil, 1<<20)
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("Manifest() error = %v", err)
+		}
+	}
+	if got := tr.tokens.total(); got != 1 {
+		t.Errorf("token server hit %d times, want 1", got)
+	}
+}
+
+func TestBearerTokenRefreshedAfter401(t *testing.T) {
+	t.Parallel()
+	tr := newTokenRegistry(t, "", "")
+	c := newTestClient(t, tr.reg)
+	ctx := context.Background()
+	if _, err := c.Manifest(ctx, "library/alpine", "latest", nil, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	tr.revoke()
+	if _, err := c.Manifest(ctx, "library/alpine", "latest", nil, 1<<20); err != nil {
+		t.Fatalf("Manifest() after revocation error = %v", err)
+	}
+	if got := tr.tokens.total(); got != 2 {
+		t.Errorf("token server hit %d times, want 2", got)
+	}
+	if _, err := c.Manifest(ctx, "library/alpine", "latest", nil, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if got := tr.tokens.total(); got != 2 {
+		t.Errorf("token server hit %d times after refresh, want still 2", got)
+	}
+}
+
+func TestBearerTokenExpiry(t *testing.T) {
+	t.Parallel()
+	tr := newTokenRegistry(t, "", "")
+	tr.ttl = 60
+	c := newTestClient(t, tr.reg)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	c.auth.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	ctx := context.Background()
+	get := func() {
+		t.Helper()
+		if _, err := c.Manifest(ctx, "library/alpine", "latest", nil, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get()
+	advance(50 * time.Second) // within 90% of 60s
+	get()
+	if got := tr.tokens.total(); got != 1 {
+		t.Errorf("token server hit %d times before expiry, want 1", got)
+	}
+	advance(5 * time.Second) // 55s: past the safety margin
+	get()
+	if got := tr.tokens.total(); got != 2 {
+		t.Errorf("token server hit %d times after expiry, want 2", got)
+	}
+	// The expired token was replaced before use: one 401 in all (the first).
+	if got := tr.registry.total(); got != 4 {
+		t.Errorf("registry hit %d times, want 4", got)
+	}
+}
+
+func TestBearerBadCredentials(t *testing.T) {
+	t.Parallel()
+	const secret = "wrong-pa55word-secret"
+	tr := newTokenRegistry(t, "alice", "right-password")
+	logs := &syncBuffer{}
+	c := newTestClient(t, tr.reg, func(o *Options) {
+		o.Username, o.Password = "alice", secret
+		o.Logger = debugLogger(logs)
+	})
+	_, err := c.Manifest(context.Background(), "library/alpine", "latest", nil, 1<<20)
+	if !errors.Is(err, errdef.ErrUnauthorized) {
+		t.Fatalf("Manifest() error = %v, want ErrUnauthorized", err)
+	}
+	e := asError(t, err)
+	if e.Status != http.StatusUnauthorized {
+		t.Errorf("Status = %d, want 401", e.Status)
+	}
+	if got := tr.tokens.total(); got != 1 {
+		t.Errorf("token server hit %d times, want 1 (401 is not retried)", got)
+	}
+	assertNoSecret(t, "error", fmt.Sprintf("%v %+v %#v", err, err, e), secret)
+	assertNoSecret(t, "logs", logs.String(), secret)
+}
+
+func TestIdentityToken(t *testing.T) {
+	t.Parallel()
+	const refresh = "refresh-token-secret"
+	tr := newTokenRegistry(t, "", "")
+	tr.refresh = refresh
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	host := strings.TrimPrefix(tr.reg, "http://")
+	body := fmt.Sprintf(`{"auths":{%q:{"auth":%q,"identitytoken":%q}}}`, host,
+		base64.StdEncoding.EncodeToString([]byte("<token>:")), refresh)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := newTestClient(t, tr.reg, func(o *Options) { o.DockerConfig = cfg })
+	if _, err := c.Manifest(context.Background(), "library/alpine", "latest", nil, 1<<20); err != nil {
+		t.Fatalf("Manifest() error = %v", err)
+	}
+	if got := tr.tokens.get("POST /token"); got != 1 {
+		t.Errorf("OAuth2 token requests = %d, want 1", got)
+	}
+}
+
+// basicRegistry requires HTTP basic credentials.
+func basicRegistry(t *testing.T, user, pass string, cnt *counter) string {
+	t.Helper()
+	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cnt.add(r)
+		u, p, ok := r.BasicAuth()
+		if !ok || u != user || p != pass {
+			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+			writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
+			return
+		}
+		_, _ = w.Write(testManifest)
+	}))
+	return srv.URL
+}
+
+func TestBasicAuth(t *testing.T) {
+	t.Parallel()
+	var cnt counter
+	regURL := basicRegistry(t, "bob", "s3cret-basic", &cnt)
+	c := newTestClient(t, regURL, func(o *Options) { o.Username, o.Password = "bob", "s3cret-basic" })
+	for range 3 {
+		if _, err := c.Manifest(context.Background(), "a/b", "latest", nil, 1<<20); err != nil {
+			t.Fatalf("Manifest() error = %v", err)
+		}
+	}
+	if got := cnt.total(); got != 4 {
+		t.Errorf("registry hit %d times, want 4 (one 401, then pre-emptive basic auth)", got)
+	}
+}
+
+func TestBasicAuthWrongPassword(t *testing.T) {
+	t.Parallel()
+	var cnt counter
+	regURL := basicRegistry(t, "bob", "right", &cnt)
+	c := newTestClient(t, regURL, func(o *Options) { o.Username, o.Password = "bob", "wrong-secret" })
+	_, err := c.Manifest(context.Background(), "a/b", "latest", nil, 1<<20)
+	if !errors.Is(err, errdef.ErrUnauthorized) {
+		t.Fatalf("Manifest() error = %v, want ErrUnauthorized", err)
+	}
+	if got := cnt.total(); got != 2 {
+		t.Errorf("registry hit %d times, want 2", got)
+	}
+	assertNoSecret(t, "error", err.Error(), "wrong-secret")
+}
+
+func TestDockerConfigCredentials(t *testing.T) {
+	t.Parallel()
+	var cnt counter
+	regURL := basicRegistry(t, "carol", "from-config", &cnt)
+	host := strings.TrimPrefix(regURL, "http://")
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	body := fmt.Sprintf(`{"auths":{"https://%s/v1/":{"auth":%q}}}`, host,
+		base64.StdEncoding.EncodeToString([]byte("carol:from-config")))
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := newTestClient(t, regURL, func(o *Options) { o.DockerConfig = cfg })
+	if _, err := c.Manifest(context.Background(), "a/b", "latest", nil, 1<<20); err != nil {
+		t.Fatalf("Manifest() error = %v", err)
+	}
+}
+
+func TestParseDockerConfig(t *testing.T) {
+	t.Parallel()
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	hub := configHosts("registry-1.docker.io", "docker.io")
+	tests := []struct {
+		name    string
+		config  string
+		hosts   []string
+		want    credentials
+		wantErr error
+	}{
+		{"docker hub key", `{"auths":{"https://index.docker.io/v1/":{"auth":"` + b64("u:p:with:colons") + `"}}}`,
+			hub, credentials{username: "u", password: "p:with:colons"}, nil},
+		{"username and password fields", `{"auths":{"ghcr.io":{"username":"u","password":"p"}}}`,
+			[]string{"ghcr.io"}, credentials{username: "u", password: "p"}, nil},
+		{"scheme and case", `{"auths":{"HTTPS://GHCR.IO":{"auth":"` + b64("u:p") + `"}}}`,
+			[]string{"ghcr.io"}, credentials{username: "u", password: "p"}, nil},
+		{"identity token", `{"auths":{"ghcr.io":{"auth":"` + b64("<token>:") + `","identitytoken":"rt"}}}`,
+			[]string{"ghcr.io"}, credentials{identityToken: "rt"}, nil},
+		{"registry token", `{"auths":{"ghcr.io":{"registrytoken":"bt"}}}`,
+			[]string{"ghcr.io"}, credentials{registryToken: "bt"}, nil},
+		{"no entry", `{"auths":{"quay.io":{"auth":"` + b64("u:p") + `"}}}`, []string{"ghcr.io"}, credentials{}, errdef.ErrNotFound},
+		{"creds store", `{"auths":{"ghcr.io":{}},"credsStore":"desktop"}`, []string{"ghcr.io"}, credentials{}, errdef.ErrUnsupported},
+		{"cred helper", `{"credHelpers":{"ghcr.io":"gh"}}`, []string{"ghcr.io"}, credentials{}, errdef.ErrUnsupported},
+		{"bad base64", `{"auths":{"ghcr.io":{"auth":"%%%"}}}`, []string{"ghcr.io"}, credentials{}, errdef.ErrInvalid},
+		{"not JSON", `auths`, []string{"ghcr.io"}, credentials{}, errdef.ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := parseDockerConfig([]byte(tt.config), tt.hosts)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("parseDockerConfig() error = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseDockerConfig() error = %v", err)
+			}
+			if got != tt.want {
+				t.Errorf("parseDockerConfig() = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRedirectDropsAuthorization checks that a blob redirect to another
+// host (object storage) carries no credentials, while the registry got them.
+func TestRedirectDropsAuthorization(t *testing.T) {
+	t.Parallel()
+	blob := randomBytes(t, 1000)
+	d := digest.FromBytes(blob)
+	var storageAuth, storageRange []string
+	var mu sync.Mutex
+	storage := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		storageAuth = append(storageAuth, r.Header.Get("Authorization"))
+		storageRange = append(storageRange, r.Header.Get("Range"))
+		mu.Unlock()
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(string(blob)))
+	}))
+	var cnt counter
+	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cnt.add(r)
+		if u, p, ok := r.BasicAuth(); !ok || u != "dave" || p != "redirect-secret" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		http.Redirect(w, r, storage.URL+"/bucket/"+d.Encoded()+"?X-Amz-Signature=sig", http.StatusTemporaryRedirect)
+	}))
+	c := newTestClient(t, srv.URL, func(o *Options) { o.Username, o.Password = "dave", "redirect-secret" })
+	for _, offset := range []int64{0, 400} {
+		resp, err := c.Blob(context.Background(), "a/b", d, offset)
+		if err != nil {
+			t.Fatalf("Blob(offset %d) error = %v", offset, err)
+		}
+		got := make([]byte, 0, len(blob))
+		buf := make([]byte, 512)
+		for {
+			n, err := resp.Body.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		resp.Body.Close()
+		if string(got) != string(blob[offset:]) || resp.Offset != offset || resp.Size != int64(len(blob)) {
+			t.Errorf("Blob(offset %d) = %d bytes, Offset %d, Size %d; want %d bytes, Offset %d, Size %d",
+				offset, len(got), resp.Offset, resp.Size, len(blob)-int(offset), offset, len(blob))
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff([]string{"", ""}, storageAuth); diff != "" {
+		t.Errorf("Authorization at the storage host (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"", "bytes=400-"}, storageRange); diff != "" {
+		t.Errorf("Range at the storage host (-want +got):\n%s", diff)
+	}
+}
+
+// TestNoSecretsInErrors drives failures in which a secret could leak into an
+// error string and checks that none does.
+func TestNoSecretsInErrors(t *testing.T) {
+	t.Parallel()
+	const password = "hunter2-password"
+	const signature = "s1gnature-value"
+	dead := closedURL(t)
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+	}{
+		{"message echoes the Authorization header", func(w http.ResponseWriter, r *http.Request) {
+			if _, _, ok := r.BasicAuth(); !ok {
+				w.Header().Set("WWW-Authenticate", `Basic realm="x"`)
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			u, p, _ := r.BasicAuth()
+			writeError(w, http.StatusForbidden, "DENIED", "user "+u+" with password "+p+" and header "+r.Header.Get("Authorization")+" denied")
+		}},
+		{"redirect to a dead signed URL", func(w http.ResponseWriter, r *http.Request) {
+			if _, _, ok := r.BasicAuth(); !ok {
+				w.Header().Set("WWW-Authenticate", `Basic realm="x"`)
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			http.Redirect(w, r, dead+"/b?X-Amz-Signature="+signature+"&token="+signature, http.StatusFound)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newServer(t, tt.handler)
+			logs := &syncBuffer{}
+			c := newTestClient(t, srv.URL, func(o *Options) {
+				o.Username, o.Password = "eve", password
+				o.Logger = debugLogger(logs)
+			})
+			basic := base64.StdEncoding.EncodeToString([]byte("eve:" + password))
+			_, err := c.Blob(context.Background(), "a/b", digest.FromString("x"), 0)
+			if err == nil {
+				t.Fatal("Blob() error = nil, want an error")
+			}
+			e := asError(t, err)
+			for _, s := range []string{err.Error(), fmt.Sprintf("%+v", err), fmt.Sprintf("%#v", e)} {
+				assertNoSecret(t, "error", s, password, signature, basic)
+			}
+			assertNoSecret(t, "logs", logs.String(), password, signature, basic)
+		})
+	}
+}
+
+func TestNoTokenInErrors(t *testing.T) {
+	t.Parallel()
+	tr := newTokenRegistry(t, "", "")
+	var issued string
+	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm=%q,service="test-registry"`, tr.realm))
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		issued = tok
+		writeError(w, http.StatusNotFound, "BLOB_UNKNOWN", "no blob for token "+tok)
+	}))
+	c := newTestClient(t, srv.URL)
+	_, err := c.Blob(context.Background(), "a/b", digest.FromString("x"), 0)
+	if !errors.Is(err, errdef.ErrNotFound) {
+		t.Fatalf("Blob() error = %v, want ErrNotFound", err)
+	}
+	if issued == "" {
+		t.Fatal("no token was presented")
+	}
+	assertNoSecret(t, "error", err.Error(), issued)
+}
+
+func TestParseChallenges(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   []string
+		want []challenge
+	}{
+		{[]string{`Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"`},
+			[]challenge{{"bearer", map[string]string{"realm": "https://auth.docker.io/token", "service": "registry.docker.io", "scope": "repository:library/alpine:pull"}}}},
+		{[]string{`Basic realm="Registry Realm"`}, []challenge{{"basic", map[string]string{"realm": "Registry Realm"}}}},
+		{[]string{`Basic realm="a", Bearer realm="https://t/x", service=reg`},
+			[]challenge{{"basic", map[string]string{"realm": "a"}}, {"bearer", map[string]string{"realm": "https://t/x", "service": "reg"}}}},
+		{[]string{`Negotiate`, `BEARER Realm = "q\"uoted", ERROR=insufficient_scope`},
+			[]challenge{{"negotiate", map[string]string{}}, {"bearer", map[string]string{"realm": `q"uoted`, "error": "insufficient_scope"}}}},
+		{[]string{`Basic, Bearer realm="r"`}, []challenge{{"basic", map[string]string{}}, {"bearer", map[string]string{"realm": "r"}}}},
+		{[]string{`Bearer realm="unterminated`}, []challenge{{"bearer", map[string]string{"realm": "unterminated"}}}},
+		{[]string{``, ` , ,`}, nil},
+	}
+	for _, tt := range tests {
+		got := parseChallenges(tt.in)
+		if diff := cmp.Diff(tt.want, got, cmp.AllowUnexported(challenge{})); diff != "" {
+			t.Errorf("parseChallenges(%q) mismatch (-want +got):\n%s", tt.in, diff)
+		}
+	}
+}
+
+func TestRealmOverPlainHTTPRefusedForHTTPSRegistry(t *testing.T) {
+	t.Parallel()
+	at := newAuthTransport(http.DefaultTransport, mustParseURL(t, "https://registry.example"), credentials{username: "u", password: "p"}, "ua", slog.New(slog.DiscardHandler))
+	_, err := at.fetchToken(context.Background(), challenge{scheme: "bearer", params: map[string]string{"realm": "http://auth.example/token"}}, "s")
+	if !errors.Is(err, errPolicy) {
+		t.Errorf("fetchToken() error = %v, want a policy refusal", err)
+	}
+}
+
+func mustParseURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func TestTokenServerErrorIsRetried(t *testing.T) {
+	t.Parallel()
+	tr := newTokenRegistry(t, "", "")
+	var failed counter
+	flaky := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if failed.add(r) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		tr.serveToken(w, r)
+	}))
+	tr.realm = flaky.URL + "/token"
+	c := newTestClient(t, tr.reg)
+	if _, err := c.Manifest(context.Background(), "library/alpine", "latest", nil, 1<<20); err != nil {
+		t.Fatalf("Manifest() error = %v", err)
+	}
+	if got := failed.total(); got != 2 {
+		t.Errorf("token requests = %d, want 2", got)
+	}
+}

@@ -1,0 +1,183 @@
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+func TestBlob(t *testing.T) {
+	t.Parallel()
+	blob := randomBytes(t, 10000)
+	d := digest.FromBytes(blob)
+	serveContent := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"`+d.String()+`"`)
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(blob))
+	}
+	ignoreRange := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		_, _ = w.Write(blob)
+	}
+	wrongRange := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Range", "bytes 0-9999/10000")
+		w.WriteHeader(http.StatusPartialContent)
+		_, _ = w.Write(blob)
+	}
+	partialRange := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Range", "bytes 100-199/10000")
+		w.WriteHeader(http.StatusPartialContent)
+		_, _ = w.Write(blob[100:200])
+	}
+	tests := []struct {
+		name       string
+		handler    http.HandlerFunc
+		offset     int64
+		wantOffset int64
+		wantSize   int64
+		wantETag   string
+		wantErr    error
+	}{
+		{"whole blob", serveContent, 0, 0, 10000, `"` + d.String() + `"`, nil},
+		{"from an offset", serveContent, 4000, 4000, 10000, `"` + d.String() + `"`, nil},
+		{"server ignores Range", ignoreRange, 4000, 0, 10000, "", nil},
+		{"offset past the end", serveContent, 20000, 0, 0, "", errdef.ErrRangeNotSatisfiable},
+		{"206 from the wrong start", wrongRange, 4000, 0, 0, "", errdef.ErrUnavailable},
+		{"206 not to the end", partialRange, 100, 0, 0, "", errdef.ErrUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newServer(t, tt.handler)
+			c := newTestClient(t, srv.URL)
+			resp, err := c.Blob(context.Background(), "library/alpine", d, tt.offset)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Blob() error = %v, want %v", err, tt.wantErr)
+				}
+				asError(t, err)
+				return
+			}
+			if err != nil {
+				t.Fatalf("Blob() error = %v", err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatalf("read body: %v", err)
+			}
+			if !bytes.Equal(body, blob[tt.wantOffset:]) {
+				t.Errorf("body = %d bytes, want blob[%d:] (%d bytes)", len(body), tt.wantOffset, len(blob)-int(tt.wantOffset))
+			}
+			got := [3]any{resp.Offset, resp.Size, resp.ETag}
+			want := [3]any{tt.wantOffset, tt.wantSize, tt.wantETag}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("Blob() Offset, Size, ETag mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestBlobNoRetryAfterBody checks that a body failing mid-stream is handed
+// to the caller as a read error, not retried behind its back.
+func TestBlobNoRetryAfterBody(t *testing.T) {
+	t.Parallel()
+	var cnt counter
+	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cnt.add(r)
+		w.Header().Set("Content-Length", "1000")
+		_, _ = w.Write(make([]byte, 100))
+		// Returning with fewer bytes than announced aborts the connection.
+	}))
+	c := newTestClient(t, srv.URL)
+	resp, err := c.Blob(context.Background(), "a", digest.FromString("x"), 0)
+	if err != nil {
+		t.Fatalf("Blob() error = %v", err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Error("reading a truncated body succeeded, want an error")
+	}
+	if n := cnt.total(); n != 1 {
+		t.Errorf("%d requests, want 1", n)
+	}
+}
+
+func TestStatBlob(t *testing.T) {
+	t.Parallel()
+	d := digest.FromString("blob")
+	tests := []struct {
+		name    string
+		header  map[string]string
+		status  int
+		want    int64
+		wantErr error
+	}{
+		{"size", map[string]string{"Content-Length": "42", "Docker-Content-Digest": d.String()}, 200, 42, nil},
+		{"no size", nil, 200, -1, nil},
+		{"wrong digest", map[string]string{"Content-Length": "42", "Docker-Content-Digest": digest.FromString("other").String()}, 200, 0, errdef.ErrDigestMismatch},
+		{"not found", nil, 404, 0, errdef.ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodHead {
+					t.Errorf("method = %s, want HEAD", r.Method)
+				}
+				for k, v := range tt.header {
+					w.Header().Set(k, v)
+				}
+				if tt.header == nil {
+					// Stop net/http from adding a Content-Length.
+					w.Header().Set("Transfer-Encoding", "chunked")
+				}
+				w.WriteHeader(tt.status)
+			}))
+			c := newTestClient(t, srv.URL)
+			got, err := c.StatBlob(context.Background(), "a", d)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("StatBlob() error = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("StatBlob() = %d, %v, want %d, nil", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseContentRange(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in                string
+		start, end, total int64
+		ok                bool
+	}{
+		{"bytes 0-99/100", 0, 99, 100, true},
+		{"bytes 10-99/*", 10, 99, -1, true},
+		{"bytes 10-99/99", 0, 0, 0, false},
+		{"bytes 10-9/100", 0, 0, 0, false},
+		{"bytes */100", 0, 0, 0, false},
+		{"items 0-1/2", 0, 0, 0, false},
+		{"bytes -1-5/10", 0, 0, 0, false},
+		{"", 0, 0, 0, false},
+	}
+	for _, tt := range tests {
+		s, e, tot, ok := parseContentRange(tt.in)
+		if s != tt.start || e != tt.end || tot != tt.total || ok != tt.ok {
+			t.Errorf("parseContentRange(%q) = %d, %d, %d, %v, want %d, %d, %d, %v", tt.in, s, e, tot, ok, tt.start, tt.end, tt.total, tt.ok)
+		}
+	}
+}
