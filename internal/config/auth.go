@@ -1,7 +1,6 @@
 package config
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -43,7 +42,7 @@ type Auth struct {
 func (a Auth) IsZero() bool { return a == Auth{} }
 
 // Secret returns Password, or the trimmed content of PasswordFile, or "" when
-// neither is set. It does not consult DockerConfig; see Credentials.
+// neither is set. It does not consult DockerConfig: the upstream client reads that file.
 func (a Auth) Secret() (string, error) {
 	if a.PasswordFile == "" {
 		return a.Password, nil
@@ -53,19 +52,6 @@ func (a Auth) Secret() (string, error) {
 		return "", fmt.Errorf("read passwordFile: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
-}
-
-// Credentials returns the username and secret to present to registry (the
-// upstream's Registry name): from Username and Secret, or from the
-// DockerConfig entry for registry. Both are empty when a is zero, which
-// means anonymous access. A DockerConfig without an entry for registry is an
-// error wrapping errdef.ErrNotFound.
-func (a Auth) Credentials(registry string) (username, secret string, err error) {
-	if a.DockerConfig == "" {
-		secret, err := a.Secret()
-		return a.Username, secret, err
-	}
-	return dockerConfigCredentials(a.DockerConfig, registry)
 }
 
 // String renders a with Password replaced by "REDACTED".
@@ -166,80 +152,6 @@ func readSmallFile(path string) ([]byte, error) {
 	return b, nil
 }
 
-// dockerConfigFile is the subset of ~/.docker/config.json that Credentials
-// understands.
-type dockerConfigFile struct {
-	Auths map[string]struct {
-		Auth          string `json:"auth"`
-		Username      string `json:"username"`
-		Password      string `json:"password"`
-		IdentityToken string `json:"identitytoken"`
-	} `json:"auths"`
-	CredsStore  string            `json:"credsStore"`
-	CredHelpers map[string]string `json:"credHelpers"`
-}
-
-func dockerConfigCredentials(path, registry string) (string, string, error) {
-	b, err := readSmallFile(path)
-	if err != nil {
-		return "", "", fmt.Errorf("read dockerConfig: %w", err)
-	}
-	var dc dockerConfigFile
-	if err := json.Unmarshal(b, &dc); err != nil {
-		return "", "", fmt.Errorf("dockerConfig %s: %w: %w", path, errdef.ErrInvalid, err)
-	}
-	want := normalizeRegistryKey(registry)
-	for key, e := range dc.Auths {
-		if normalizeRegistryKey(key) != want {
-			continue
-		}
-		if e.IdentityToken != "" {
-			return "", "", fmt.Errorf("dockerConfig %s: entry %q: identitytoken is not supported: %w", path, key, errdef.ErrUnsupported)
-		}
-		if e.Auth != "" {
-			raw, err := base64.StdEncoding.DecodeString(e.Auth)
-			if err != nil {
-				return "", "", fmt.Errorf("dockerConfig %s: entry %q: auth is not base64: %w", path, key, errdef.ErrInvalid)
-			}
-			user, pass, ok := strings.Cut(string(raw), ":")
-			if !ok {
-				return "", "", fmt.Errorf("dockerConfig %s: entry %q: auth is not user:password: %w", path, key, errdef.ErrInvalid)
-			}
-			return user, pass, nil
-		}
-		if e.Username != "" {
-			return e.Username, e.Password, nil
-		}
-	}
-	helper := dc.CredsStore != ""
-	for key := range dc.CredHelpers {
-		helper = helper || normalizeRegistryKey(key) == want
-	}
-	if helper {
-		return "", "", fmt.Errorf("dockerConfig %s: no inline credentials for %s and credential helpers are not supported: %w", path, registry, errdef.ErrUnsupported)
-	}
-	return "", "", fmt.Errorf("dockerConfig %s: no credentials for %s: %w", path, registry, errdef.ErrNotFound)
-}
-
-// normalizeRegistryKey reduces a config.json "auths" key or a registry name
-// to a comparable host[:port]: "https://index.docker.io/v1/" and
-// "registry-1.docker.io" both become "docker.io", as docker login writes
-// Docker Hub credentials under the former.
-func normalizeRegistryKey(s string) string {
-	s = strings.ToLower(strings.TrimSpace(s))
-	s = strings.TrimPrefix(s, "https://")
-	s = strings.TrimPrefix(s, "http://")
-	s, _, _ = strings.Cut(s, "/")
-	if isDockerHubHost(s) {
-		return dockerHub
-	}
-	return s
-}
-
-// dockerHub is the registry name of Docker Hub, as containerd's ?ns= and
-// image references spell it.
-const dockerHub = "docker.io"
-
 // isDockerHubHost reports whether host is one of the names Docker Hub's
 // registry API is reached under.
 func isDockerHubHost(host string) bool {
@@ -249,3 +161,7 @@ func isDockerHubHost(host string) bool {
 	}
 	return false
 }
+
+// dockerHub is the registry name of Docker Hub, as containerd's ?ns= and
+// image references spell it.
+const dockerHub = "docker.io"

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,7 +13,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/registry-edge/registry-edge/internal/errdef"
 )
 
 const testPassword = "s3cr3t-Pa55w0rd"
@@ -129,65 +127,6 @@ func TestAuthSecret(t *testing.T) {
 			}
 			if err != nil || got != tt.want {
 				t.Errorf("Auth.Secret() = %q, %v, want %q", got, err, tt.want)
-			}
-		})
-	}
-}
-
-func TestAuthCredentials(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	docker := write("config.json", `{
-  "auths": {
-    "https://index.docker.io/v1/": {"auth": "aHViOmh1YnB3"},
-    "ghcr.io": {"username": "gh", "password": "ghpw"},
-    "https://quay.io": {"auth": "cXVheTpwdzpwYXJ0"},
-    "token.example.com": {"identitytoken": "x"},
-    "bad.example.com": {"auth": "!!"}
-  },
-  "credHelpers": {"123.dkr.ecr.us-east-1.amazonaws.com": "ecr-login"}
-}`)
-	token := write("token", "filepw\n")
-	notJSON := write("notjson", "{")
-
-	tests := []struct {
-		name               string
-		a                  Auth
-		registry           string
-		wantUser, wantPass string
-		wantErr            error
-	}{
-		{"anonymous", Auth{}, "docker.io", "", "", nil},
-		{"password file", Auth{Username: "u", PasswordFile: token}, "x.io", "u", "filepw", nil},
-		{"docker hub key", Auth{DockerConfig: docker}, "docker.io", "hub", "hubpw", nil},
-		{"username and password", Auth{DockerConfig: docker}, "GHCR.io", "gh", "ghpw", nil},
-		{"scheme key and colon in password", Auth{DockerConfig: docker}, "quay.io", "quay", "pw:part", nil},
-		{"no entry", Auth{DockerConfig: docker}, "gcr.io", "", "", errdef.ErrNotFound},
-		{"identity token", Auth{DockerConfig: docker}, "token.example.com", "", "", errdef.ErrUnsupported},
-		{"cred helper", Auth{DockerConfig: docker}, "123.dkr.ecr.us-east-1.amazonaws.com", "", "", errdef.ErrUnsupported},
-		{"bad base64", Auth{DockerConfig: docker}, "bad.example.com", "", "", errdef.ErrInvalid},
-		{"not json", Auth{DockerConfig: notJSON}, "docker.io", "", "", errdef.ErrInvalid},
-		{"missing file", Auth{DockerConfig: filepath.Join(dir, "nope")}, "docker.io", "", "", os.ErrNotExist},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			user, pass, err := tt.a.Credentials(tt.registry)
-			if tt.wantErr != nil {
-				if !errors.Is(err, tt.wantErr) {
-					t.Fatalf("Auth.Credentials(%q) error = %v, want %v", tt.registry, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil || user != tt.wantUser || pass != tt.wantPass {
-				t.Errorf("Auth.Credentials(%q) = %q, %q, %v, want %q, %q", tt.registry, user, pass, err, tt.wantUser, tt.wantPass)
 			}
 		})
 	}
