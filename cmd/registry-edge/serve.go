@@ -26,7 +26,9 @@ import (
 const shutdownGrace = 30 * time.Second
 
 func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
-	log := logging.New(stderr, cfg.Log.Level.Level(), cfg.Log.Format == config.LogFormatJSON)
+	logOut := logging.NewBufferedWriter(stderr, 100*time.Millisecond)
+	defer logOut.Close()
+	log := logging.New(logOut, cfg.Log.Level.Level(), cfg.Log.Format == config.LogFormatJSON)
 
 	store, err := blobstore.NewFS(cfg.Storage.Root, cfg.Storage.TempMaxAge.D())
 	if err != nil {

@@ -131,7 +131,11 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 		w.WriteHeader(http.StatusOK)
 	}
 	var n int64
-	if length >= 0 {
+	if res.Bytes != nil {
+		// In memory: one Write lets headers and body leave together.
+		_, err = w.Write(res.Bytes[start : start+length])
+		n = length
+	} else if length >= 0 {
 		n, err = io.CopyN(w, res.Content, length)
 	} else {
 		n, err = io.Copy(w, res.Content)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,7 +20,9 @@ type BlobResult struct {
 	// blob being filled it waits for bytes as they arrive, and a failed fill
 	// makes it return an error (never a clean EOF of a wrong body).
 	Content io.ReadSeekCloser
-	Cache   string
+	// Bytes is the whole blob when it is held in memory (small blobs).
+	Bytes []byte
+	Cache string
 }
 
 // Blob returns blob d of t, from the store or through a fill. The caller
@@ -45,6 +48,12 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 
 // StatBlob returns the size of blob d of t without fetching it.
 func (p *Proxy) StatBlob(ctx context.Context, t Target, d digest.Digest) (int64, string, error) {
+	if b, ok := p.hot.get(d); ok {
+		if err := p.ensureLinked(ctx, t, d); err != nil {
+			return 0, "", err
+		}
+		return int64(len(b)), CacheHit, nil
+	}
 	if info, err := p.store.Stat(ctx, d); err == nil {
 		if err := p.ensureLinked(ctx, t, d); err != nil {
 			return 0, "", err
@@ -68,19 +77,45 @@ func (p *Proxy) StatBlob(ctx context.Context, t Target, d digest.Digest) (int64,
 }
 
 func (p *Proxy) localBlob(ctx context.Context, t Target, d digest.Digest) (BlobResult, error) {
-	info, err := p.store.Stat(ctx, d)
-	if err != nil {
-		return BlobResult{}, err
-	}
-	if err := p.ensureLinked(ctx, t, d); err != nil {
-		return BlobResult{}, err
+	if b, ok := p.hot.get(d); ok {
+		if err := p.ensureLinked(ctx, t, d); err != nil {
+			return BlobResult{}, err
+		}
+		return BlobResult{Size: int64(len(b)), Content: memBlob{bytes.NewReader(b)}, Bytes: b, Cache: CacheHit}, nil
 	}
 	rc, err := p.store.Open(ctx, d)
 	if err != nil {
 		return BlobResult{}, err
 	}
-	return BlobResult{Size: info.Size, Content: rc, Cache: CacheHit}, nil
+	if err := p.ensureLinked(ctx, t, d); err != nil {
+		rc.Close()
+		return BlobResult{}, err
+	}
+	size, err := rc.Seek(0, io.SeekEnd)
+	if err == nil {
+		_, err = rc.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		rc.Close()
+		return BlobResult{}, fmt.Errorf("blob %s: %w", d, err)
+	}
+	if size <= hotItemMax {
+		b := make([]byte, size)
+		if _, err := io.ReadFull(rc, b); err != nil {
+			rc.Close()
+			return BlobResult{}, fmt.Errorf("blob %s: %w", d, err)
+		}
+		rc.Close()
+		p.hot.add(d, b)
+		return BlobResult{Size: size, Content: memBlob{bytes.NewReader(b)}, Bytes: b, Cache: CacheHit}, nil
+	}
+	return BlobResult{Size: size, Content: rc, Cache: CacheHit}, nil
 }
+
+// memBlob serves content held in memory.
+type memBlob struct{ *bytes.Reader }
+
+func (memBlob) Close() error { return nil }
 
 // ensureLinked checks that t's repository may read stored content d: it was
 // fetched through that repository, or the upstream confirms the repository

@@ -89,12 +89,20 @@ func (p *Proxy) readStored(ctx context.Context, d digest.Digest, size int64) ([]
 	if size > p.opts.MaxManifestSize {
 		return nil, fmt.Errorf("manifest %s: %w", d, errdef.ErrTooLarge)
 	}
+	if b, ok := p.hot.get(d); ok {
+		return b, nil
+	}
 	f, err := p.store.Open(ctx, d)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, p.opts.MaxManifestSize+1))
+	b, err := io.ReadAll(io.LimitReader(f, p.opts.MaxManifestSize+1))
+	if err != nil {
+		return nil, err
+	}
+	p.hot.add(d, b)
+	return b, nil
 }
 
 // fetchManifest fetches ref from upstream (one request for concurrent

@@ -6,7 +6,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -86,6 +85,7 @@ type Proxy struct {
 	now    func() time.Time
 
 	manifests singleflight.Group
+	hot       *hotCache
 
 	mu    sync.Mutex
 	fills map[digest.Digest]*fill
@@ -119,6 +119,7 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 		store: store, db: db, router: router, opts: opts,
 		log: opts.Logger, m: opts.Metrics, now: opts.Now,
 		fills: map[digest.Digest]*fill{},
+		hot:   newHotCache(hotTotalMax),
 	}
 }
 
@@ -145,5 +146,3 @@ func (p *Proxy) countUpstream(t Target, op string, err error) {
 	}
 	p.m.UpstreamRequests.WithLabelValues(t.Remote.Name, op, result).Inc()
 }
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -30,7 +30,7 @@ func TestRouter(t *testing.T) {
 		{"alpine", "registry-1.docker.io", hub, "library/alpine"},
 		{"fleet/app", "central.example.com:5000", central, "fleet/app"},
 		{"ghcr.io/org/app", "docker.io", ghcr, "org/app"}, // an explicit prefix wins over ns
-		{"ghcr.io", "", hub, "library/ghcr.io"},         // a lone component is a repository
+		{"ghcr.io", "", hub, "library/ghcr.io"},           // a lone component is a repository
 	}
 	for _, tt := range tests {
 		got, err := r.Route(tt.name, tt.ns)

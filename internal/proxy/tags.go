@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -116,7 +117,7 @@ func (p *Proxy) referrers(ctx context.Context, t Target, d digest.Digest) ([]byt
 	if err := validIndex(m); err != nil {
 		return nil, "", err
 	}
-	if err := p.store.Put(ctx, m.Descriptor, bytesReader(m.Body)); err != nil {
+	if err := p.store.Put(ctx, m.Descriptor, bytes.NewReader(m.Body)); err != nil {
 		return nil, "", err
 	}
 	if err := p.db.PutReferrers(ctx, t.Repo, d, meta.Referrers{Digest: m.Descriptor.Digest, FetchedAt: p.now()}); err != nil {

@@ -1,0 +1,78 @@
+package proxy
+
+import (
+	"container/list"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Small verified content (manifests, configs, small layers) is also kept in
+// memory: serving a 4 KiB blob from a file costs an open, an fstat, an fcntl
+// and a close, which is about as much as the rest of the request. Content
+// is immutable and enters only after it was verified and committed, so a
+// cached copy can never disagree with the store.
+const (
+	hotItemMax  = 64 << 10 // larger blobs are served from their file with sendfile
+	hotTotalMax = 32 << 20 // bound on the memory the cache may hold
+)
+
+// hotCache is a byte-bounded LRU of small content by digest.
+type hotCache struct {
+	mu    sync.Mutex
+	ll    *list.List
+	items map[digest.Digest]*list.Element
+	size  int
+	max   int
+}
+
+type hotEntry struct {
+	d digest.Digest
+	b []byte
+}
+
+func newHotCache(max int) *hotCache {
+	return &hotCache{ll: list.New(), items: map[digest.Digest]*list.Element{}, max: max}
+}
+
+func (c *hotCache) get(d digest.Digest) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.items[d]
+	if !ok {
+		return nil, false
+	}
+	c.ll.MoveToFront(e)
+	return e.Value.(*hotEntry).b, true
+}
+
+func (c *hotCache) add(d digest.Digest, b []byte) {
+	if len(b) > hotItemMax || len(b) > c.max {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.items[d]; ok {
+		return
+	}
+	c.items[d] = c.ll.PushFront(&hotEntry{d: d, b: b})
+	c.size += len(b)
+	for c.size > c.max {
+		last := c.ll.Back()
+		ent := last.Value.(*hotEntry)
+		c.ll.Remove(last)
+		delete(c.items, ent.d)
+		c.size -= len(ent.b)
+	}
+}
+
+// remove drops d; eviction from the store must call it.
+func (c *hotCache) remove(d digest.Digest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[d]; ok {
+		c.ll.Remove(e)
+		delete(c.items, d)
+		c.size -= len(e.Value.(*hotEntry).b)
+	}
+}
