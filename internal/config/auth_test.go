@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
-
 )
 
 const testPassword = "s3cr3t-Pa55w0rd"
