@@ -56,13 +56,16 @@ server = "http://%[1]s"
 		if n == 0 {
 			t.Errorf("the mirror's access log shows no request for %s: containerd did not use the mirror", p.repo)
 		}
+		t.Logf("ctr pulled %s (%s): %d requests served by the mirror", p.ref(c.addr), p.digest, n)
 	}
 	if direct := c.requestsBy(cmark, "containerd"); len(direct) > 0 {
 		t.Errorf("containerd went to central directly (the mirror failed it?):\n%s", strings.Join(direct, "\n"))
 	}
-	if ups := c.requestsBy(cmark, "registry-edge"); len(ups) == 0 {
+	ups := c.requestsBy(cmark, "registry-edge")
+	if len(ups) == 0 {
 		t.Errorf("central saw no request from registry-edge, yet the pulls succeeded")
 	}
+	t.Logf("central saw %d requests from registry-edge and none from containerd", len(ups))
 }
 
 // startContainerd starts a private containerd (own root, state and socket

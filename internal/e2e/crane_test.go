@@ -17,17 +17,16 @@ func TestCrane(t *testing.T) {
 	c := startCentral(t)
 	cor := seedCorpus(t, c)
 	m := startMirror(t, c.addr, mirrorOptions{})
-	cr := func(args ...string) string { t.Helper(); return run(t, nil, crane, append([]string{"--insecure"}, args...)...) }
 
 	for _, p := range []pushed{cor.small, cor.docker, cor.multi} {
 		t.Run(strings.TrimPrefix(p.repo, "edge/"), func(t *testing.T) {
 			// digest and manifest by tag and by digest: same as central, byte for byte.
-			if got, want := strings.TrimSpace(cr("digest", p.ref(m.addr))), strings.TrimSpace(cr("digest", p.ref(c.addr))); got != want || got != p.digest {
+			if got, want := strings.TrimSpace(craneRun(t, crane, "digest", p.ref(m.addr))), strings.TrimSpace(craneRun(t, crane, "digest", p.ref(c.addr))); got != want || got != p.digest {
 				t.Errorf("crane digest through the mirror = %s, central says %s, pushed %s", got, want, p.digest)
 			}
-			centralRaw := cr("manifest", p.ref(c.addr))
+			centralRaw := craneRun(t, crane, "manifest", p.ref(c.addr))
 			for _, ref := range []string{p.ref(m.addr), p.byDigest(m.addr)} {
-				if got := cr("manifest", ref); got != centralRaw || got != string(p.raw) {
+				if got := craneRun(t, crane, "manifest", ref); got != centralRaw || got != string(p.raw) {
 					t.Errorf("crane manifest %s differs from central's:\n got %s\nwant %s", ref, got, centralRaw)
 				}
 			}
@@ -39,12 +38,12 @@ func TestCrane(t *testing.T) {
 			l.checkImage(t, p)
 			// a single blob.
 			if len(p.layers) > 0 {
-				if got := bytesDigest([]byte(cr("blob", m.addr+"/"+p.repo+"@"+p.layers[0]))); got != p.layers[0] {
+				if got := bytesDigest([]byte(craneRun(t, crane, "blob", m.addr+"/"+p.repo+"@"+p.layers[0]))); got != p.layers[0] {
 					t.Errorf("crane blob %s through the mirror hashes to %s", p.layers[0], got)
 				}
 			}
 			// tags/list
-			if got := strings.Fields(cr("ls", m.addr+"/"+p.repo)); !slices.Equal(got, []string{p.tag}) {
+			if got := strings.Fields(craneRun(t, crane, "ls", m.addr+"/"+p.repo)); !slices.Equal(got, []string{p.tag}) {
 				t.Errorf("crane ls through the mirror = %q, want [%s]", got, p.tag)
 			}
 		})
@@ -77,7 +76,7 @@ func TestCrane(t *testing.T) {
 		for _, p := range []pushed{cor.small, cor.docker, cor.multi} {
 			l := readLayout(t, pullOCI(t, crane, p.byDigest(m.addr)))
 			l.checkImage(t, p)
-			if got := strings.TrimSpace(cr("digest", p.ref(m.addr))); got != p.digest {
+			if got := strings.TrimSpace(craneRun(t, crane, "digest", p.ref(m.addr))); got != p.digest {
 				t.Errorf("crane digest %s with central down = %s, want %s", p.ref(m.addr), got, p.digest)
 			}
 		}
@@ -94,26 +93,25 @@ func TestMovingTag(t *testing.T) {
 	c := startCentral(t)
 	fresh := startMirror(t, c.addr, mirrorOptions{tagTTL: "0s"})
 	cached := startMirror(t, c.addr, mirrorOptions{})
-	cr := func(args ...string) string { t.Helper(); return run(t, nil, crane, append([]string{"--insecure"}, args...)...) }
 
 	a := pushImage(t, c, "edge/moving", "latest", ociImage(t, "amd64", 1, 4<<10))
 	for _, m := range []*mirror{fresh, cached} {
-		if got := strings.TrimSpace(cr("digest", a.ref(m.addr))); got != a.digest {
+		if got := strings.TrimSpace(craneRun(t, crane, "digest", a.ref(m.addr))); got != a.digest {
 			t.Fatalf("before the move: crane digest through the mirror = %s, want %s", got, a.digest)
 		}
 	}
 	b := pushImage(t, c, "edge/moving", "latest", ociImage(t, "amd64", 1, 4<<10))
 
-	if got := strings.TrimSpace(cr("digest", b.ref(fresh.addr))); got != b.digest {
+	if got := strings.TrimSpace(craneRun(t, crane, "digest", b.ref(fresh.addr))); got != b.digest {
 		t.Errorf("after the move, tagTTL 0: crane digest = %s, want the new %s (old %s)", got, b.digest, a.digest)
 	}
 	l := readLayout(t, pullOCI(t, crane, b.ref(fresh.addr)))
 	l.checkImage(t, b)
-	if got := cr("manifest", a.byDigest(fresh.addr)); got != string(a.raw) {
+	if got := craneRun(t, crane, "manifest", a.byDigest(fresh.addr)); got != string(a.raw) {
 		t.Errorf("the old manifest by digest changed: %s", got)
 	}
 
-	if got := strings.TrimSpace(cr("digest", a.ref(cached.addr))); got != a.digest {
+	if got := strings.TrimSpace(craneRun(t, crane, "digest", a.ref(cached.addr))); got != a.digest {
 		t.Errorf("after the move, default tagTTL: crane digest = %s, want the cached %s", got, a.digest)
 	}
 }
@@ -124,4 +122,10 @@ func pullOCI(t *testing.T, crane, ref string) string {
 	dir := filepath.Join(t.TempDir(), "oci")
 	run(t, nil, crane, "--insecure", "pull", "--format", "oci", ref, dir)
 	return dir
+}
+
+// craneRun runs crane --insecure args and returns its stdout.
+func craneRun(t *testing.T, crane string, args ...string) string {
+	t.Helper()
+	return run(t, nil, crane, append([]string{"--insecure"}, args...)...)
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -133,7 +132,7 @@ func startProcess(t *testing.T, name string, env []string, bin string, args ...s
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
-			t.Logf("--- last lines of %s log (%s):\n%s", name, p.logPath, tail(p.log(), 40))
+			t.Logf("--- last lines of the %s log:\n%s", name, tail(p.logWithoutJSONInfo(), 30))
 		}
 	})
 	return p
@@ -167,6 +166,19 @@ func (p *process) stop() {
 func (p *process) log() string {
 	b, _ := os.ReadFile(p.logPath)
 	return string(b)
+}
+
+// logWithoutJSONInfo is the log without JSON info-level lines (central
+// writes each request twice: once as JSON, once in the access log).
+func (p *process) logWithoutJSONInfo() string {
+	var b strings.Builder
+	for _, l := range p.logLines() {
+		if strings.HasPrefix(l, "{") && strings.Contains(l, `"level":"info"`) {
+			continue
+		}
+		b.WriteString(l + "\n")
+	}
+	return b.String()
 }
 
 // logLines returns the log's lines.
@@ -352,8 +364,13 @@ func startMirror(t *testing.T, upstream string, opts mirrorOptions) *mirror {
 	})
 	m := &mirror{addr: addr, storage: storage, proc: p}
 	t.Cleanup(func() {
-		if raceEnabled && strings.Contains(m.proc.log(), "WARNING: DATA RACE") {
-			t.Errorf("registry-edge reported a data race (log: %s)", m.proc.logPath)
+		m.proc.stop() // a race during shutdown is reported too
+		if log := m.proc.log(); raceEnabled && strings.Contains(log, "WARNING: DATA RACE") {
+			excerpt := log[strings.Index(log, "WARNING: DATA RACE"):]
+			if lines := strings.Split(excerpt, "\n"); len(lines) > 60 {
+				excerpt = strings.Join(lines[:60], "\n")
+			}
+			t.Errorf("registry-edge reported a data race:\n%s", excerpt)
 		}
 	})
 	return m
@@ -508,16 +525,4 @@ func httpDo(t *testing.T, method, url string, header http.Header, body io.Reader
 		t.Fatalf("%s %s: reading body: %v", method, url, err)
 	}
 	return resp, b
-}
-
-// countLines returns how many lines of r contain sub.
-func countLines(r io.Reader, sub string) int {
-	n := 0
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), sub) {
-			n++
-		}
-	}
-	return n
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"runtime"
 	"testing"
@@ -180,24 +179,6 @@ func pushIndex(t *testing.T, c *central, repo, tag string, imgs ...v1.Image) pus
 		t.Fatal(err)
 	}
 	return pushed{repo: repo, tag: tag, digest: d.String(), mediaType: string(types.OCIImageIndex), raw: raw, children: children}
-}
-
-// manifestDigests returns the digests listed in an index manifest.
-func manifestDigests(t *testing.T, raw []byte) []string {
-	t.Helper()
-	var idx struct {
-		Manifests []struct {
-			Digest string `json:"digest"`
-		} `json:"manifests"`
-	}
-	if err := json.Unmarshal(raw, &idx); err != nil {
-		t.Fatalf("not an index: %v\n%s", err, raw)
-	}
-	var out []string
-	for _, m := range idx.Manifests {
-		out = append(out, m.Digest)
-	}
-	return out
 }
 
 // allMediaTypes is the Accept header of a client that takes any manifest.
