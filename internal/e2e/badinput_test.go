@@ -140,25 +140,10 @@ func TestBadInput(t *testing.T) {
 		}
 	})
 
-	t.Run("range on a cold blob", func(t *testing.T) {
-		// Not yet stored: the mirror may answer 206 or the whole blob (RFC
-		// 9110 lets a server ignore Range), but the bytes must be right.
-		cold := img.layers[1]
-		_, full := httpDo(t, "GET", "http://"+c.addr+"/v2/"+img.repo+"/blobs/"+cold, nil, nil)
-		status, _, body := rawRequest(t, m.addr, "GET", "/v2/edge/small/blobs/"+cold, map[string]string{"Range": "bytes=100-199"}, "")
-		switch {
-		case status == 206 && string(body) == string(full[100:200]):
-		case status == 200 && string(body) == string(full):
-		default:
-			t.Errorf("Range on a cold blob: status %d, %d bytes; want 206 with bytes 100-199 or 200 with all %d", status, len(body), len(full))
-		}
-	})
-
 	t.Run("nothing stored, nothing forwarded", func(t *testing.T) {
 		after := m.storedFiles(t)
-		cold := strings.TrimPrefix(img.layers[1], "sha256:")
 		for _, f := range after {
-			if !slices.Contains(before, f) && !strings.Contains(f, cold) {
+			if !slices.Contains(before, f) {
 				t.Errorf("bad requests added %s to the mirror's store", f)
 			}
 			if strings.Contains(f, strings.TrimPrefix(bytesDigest([]byte("hello")), "sha256:")) ||
@@ -172,6 +157,21 @@ func TestBadInput(t *testing.T) {
 					t.Errorf("the mirror forwarded a write to central: %s", l)
 				}
 			}
+		}
+	})
+
+	t.Run("range on a cold blob", func(t *testing.T) {
+		// Runs after the store checks, because it fills a blob. The blob is
+		// not stored yet: the mirror may answer 206 or the whole blob (RFC
+		// 9110 lets a server ignore Range), but the bytes must be right.
+		cold := img.layers[1]
+		_, full := httpDo(t, "GET", "http://"+c.addr+"/v2/"+img.repo+"/blobs/"+cold, nil, nil)
+		status, _, body := rawRequest(t, m.addr, "GET", "/v2/edge/small/blobs/"+cold, map[string]string{"Range": "bytes=100-199"}, "")
+		switch {
+		case status == 206 && string(body) == string(full[100:200]):
+		case status == 200 && string(body) == string(full):
+		default:
+			t.Errorf("Range on a cold blob: status %d, %d bytes; want 206 with bytes 100-199 or 200 with all %d", status, len(body), len(full))
 		}
 	})
 }

@@ -291,6 +291,6 @@ func runConformance(t *testing.T, suite string, env map[string]string) *confRepo
 	if rep.result == "" || len(rep.leaves) == 0 {
 		t.Fatalf("conformance suite printed no report (exit: %v)\nstdout:\n%s\nstderr:\n%s", runErr, tail(stdout.String(), 40), tail(stderr.String(), 40))
 	}
-	t.Logf("conformance against %s: result %s, exit %v", env["OCI_REGISTRY"], rep.result, runErr)
+	t.Logf("conformance against %s: result %s (suite exit: %v)", env["OCI_REGISTRY"], rep.result, runErr)
 	return rep
 }

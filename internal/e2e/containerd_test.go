@@ -36,7 +36,7 @@ server = "http://%[1]s"
 		t.Helper()
 		return run(t, nil, ctr, append([]string{"--address", sock, "--namespace", "e2e"}, args...)...)
 	}
-	cmark, mmark := len(c.accessLog()), m.requestCount()
+	cmark, mmark := len(c.accessLog()), m.mark(t)
 	for _, p := range []pushed{cor.small, cor.docker, cor.multi} {
 		// The native snapshotter works on any filesystem; unpacking proves
 		// the layers are intact tar streams.
@@ -45,7 +45,7 @@ server = "http://%[1]s"
 			t.Errorf("ctr image %s has digest %s, want %s", p.ref(c.addr), got, p.digest)
 		}
 		n := 0
-		for _, e := range m.requests(mmark) {
+		for _, e := range m.requestsSince(t, mmark) {
 			if e["repo"] == p.repo {
 				n++
 				if e["ns"] != c.addr {

@@ -50,11 +50,11 @@ func TestCrane(t *testing.T) {
 	}
 
 	t.Run("second-pull-is-cached", func(t *testing.T) {
-		mark := m.requestCount()
+		mark := m.mark(t)
 		l := readLayout(t, pullOCI(t, crane, cor.multi.byDigest(m.addr)))
 		l.checkImage(t, cor.multi)
 		n := 0
-		for _, e := range m.requests(mark) {
+		for _, e := range m.requestsSince(t, mark) {
 			if e["digest"] == "" {
 				continue
 			}

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -379,24 +380,64 @@ func startMirror(t *testing.T, upstream string, opts mirrorOptions) *mirror {
 // logEntry is one access-log line of registry-edge (logfmt, msg=request).
 type logEntry map[string]string
 
-// requests returns the access-log entries, from entry number from on.
-func (m *mirror) requests(from int) []logEntry {
+// markSeq numbers the marks of all tests.
+var markSeq atomic.Int64
+
+// mark puts a recognisable line in the mirror's access log (GET /v2/ with
+// a unique ?ns=, which is logged) and waits until it is written. The
+// access log is written in batches, so this is how a test knows that the
+// lines of everything it did before are in the file, in order.
+func (m *mirror) mark(t *testing.T) string {
+	t.Helper()
+	id := fmt.Sprintf("e2e-mark-%d", markSeq.Add(1))
+	if resp, body := httpDo(t, "GET", "http://"+m.addr+"/v2/?ns="+id, nil, nil); resp.StatusCode != 200 {
+		t.Fatalf("GET /v2/?ns=%s: %s: %s", id, resp.Status, body)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		for _, e := range m.accessLog() {
+			if e["ns"] == id {
+				return id
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mirror's access log does not show GET /v2/?ns=%s after 15s", id)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// requestsSince returns the access-log entries of the requests the mirror
+// finished after mark and before now (marks excluded).
+func (m *mirror) requestsSince(t *testing.T, mark string) []logEntry {
+	t.Helper()
+	end := m.mark(t)
 	var out []logEntry
-	for _, l := range m.proc.logLines() {
-		e := parseLogfmt(l)
-		if e["msg"] == "request" {
+	in := false
+	for _, e := range m.accessLog() {
+		switch {
+		case e["ns"] == mark:
+			in = true
+		case e["ns"] == end:
+			return out
+		case in && !strings.HasPrefix(e["ns"], "e2e-mark-"):
 			out = append(out, e)
 		}
 	}
-	if from > len(out) {
-		return nil
-	}
-	return out[from:]
+	t.Fatalf("mark %s not in the mirror's access log", mark)
+	return nil
 }
 
-// requestCount is the number of access-log entries so far (a mark for
-// requests(from)).
-func (m *mirror) requestCount() int { return len(m.requests(0)) }
+// accessLog returns the access-log entries (msg=request) written so far.
+func (m *mirror) accessLog() []logEntry {
+	var out []logEntry
+	for _, l := range m.proc.logLines() {
+		if e := parseLogfmt(l); e["msg"] == "request" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
 
 // parseLogfmt parses a slog text line: key=value pairs, values optionally
 // double-quoted with Go escapes.

@@ -45,7 +45,7 @@ func TestPodman(t *testing.T) {
 		}
 		return run(t, env, podman, append(base, args...)...)
 	}
-	cmark, mmark := len(c.accessLog()), m.requestCount()
+	cmark, mmark := len(c.accessLog()), m.mark(t)
 	for _, p := range []pushed{cor.small, cor.docker, cor.multi} {
 		pm("pull", "--quiet", "--signature-policy", policy, p.ref(c.addr))
 		var info []struct {
@@ -67,7 +67,7 @@ func TestPodman(t *testing.T) {
 			}
 		}
 		t.Logf("podman image %s: Digest %s, RepoDigests %v", p.repo, info[0].Digest, info[0].RepoDigests)
-		if servedRepo(m.requests(mmark), p.repo) == 0 {
+		if servedRepo(m.requestsSince(t, mmark), p.repo) == 0 {
 			t.Errorf("the mirror's access log shows no request for %s: podman did not use the mirror", p.repo)
 		}
 	}

@@ -88,7 +88,7 @@ func TestSkopeo(t *testing.T) {
 	t.Run("registries-conf-mirror", func(t *testing.T) {
 		// skopeo 1.9 ignores CONTAINERS_REGISTRIES_CONF; --registries-conf works.
 		conf := writeRegistriesConf(t, c.addr, m.addr)
-		cmark, mmark := len(c.accessLog()), m.requestCount()
+		cmark, mmark := len(c.accessLog()), m.mark(t)
 		dir := filepath.Join(t.TempDir(), "dir")
 		sk(t, "--registries-conf", conf, "copy", "docker://"+cor.small.ref(c.addr), "dir:"+dir)
 		b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
@@ -98,7 +98,7 @@ func TestSkopeo(t *testing.T) {
 		if got := bytesDigest(b); got != cor.small.digest {
 			t.Errorf("skopeo copy via registries.conf mirror: manifest digest %s, want %s", got, cor.small.digest)
 		}
-		if served := servedRepo(m.requests(mmark), cor.small.repo); served == 0 {
+		if served := servedRepo(m.requestsSince(t, mmark), cor.small.repo); served == 0 {
 			t.Errorf("the mirror's access log shows no request for %s: the pull did not go through the mirror", cor.small.repo)
 		}
 		if direct := c.requestsBy(cmark, "skopeo"); len(direct) > 0 {

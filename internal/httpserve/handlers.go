@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/ociapi"
 	"github.com/registry-edge/registry-edge/internal/proxy"
@@ -68,9 +70,15 @@ func (s *Server) manifest(w *recorder, r *http.Request, rt ociapi.Route, t proxy
 		return err
 	}
 	acc.cache = res.Cache
-	if !ociapi.Accepts(r.Header.Values("Accept"), res.Descriptor.MediaType) {
-		return ociapi.NewError(http.StatusNotFound, ociapi.CodeManifestUnknown,
-			"manifest is of media type "+res.Descriptor.MediaType+", which the request's Accept header excludes")
+	if accept := r.Header.Values("Accept"); ociapi.IsIndex(res.Descriptor.MediaType) &&
+		!ociapi.Accepts(accept, ociapi.MediaTypeOCIIndex) && !ociapi.Accepts(accept, ociapi.MediaTypeDockerManifestList) {
+		// A client that cannot read indexes (old Docker engines) gets the
+		// linux/amd64 image of the index, as distribution does. Every other
+		// manifest is served as stored, whatever the Accept header says,
+		// because its digest covers exactly those bytes.
+		if res, err = s.platformManifest(r, t, res); err != nil {
+			return err
+		}
 	}
 	h := w.Header()
 	h.Set("Content-Type", res.Descriptor.MediaType)
@@ -82,6 +90,24 @@ func (s *Server) manifest(w *recorder, r *http.Request, rt ociapi.Route, t proxy
 		_, _ = w.Write(res.Body)
 	}
 	return nil
+}
+
+// defaultPlatform is the platform served to clients that cannot read an
+// index, as distribution chooses it.
+var defaultPlatform = ocispec.Platform{OS: "linux", Architecture: "amd64"}
+
+func (s *Server) platformManifest(r *http.Request, t proxy.Target, idx proxy.ManifestResult) (proxy.ManifestResult, error) {
+	var index ocispec.Index
+	if err := json.Unmarshal(idx.Body, &index); err != nil {
+		return proxy.ManifestResult{}, fmt.Errorf("index %s: %w: %w", idx.Descriptor.Digest, errdef.ErrInvalid, err)
+	}
+	for _, m := range index.Manifests {
+		if m.Platform != nil && m.Platform.OS == defaultPlatform.OS && m.Platform.Architecture == defaultPlatform.Architecture {
+			return s.p.Manifest(r.Context(), t, m.Digest.String())
+		}
+	}
+	return proxy.ManifestResult{}, ociapi.NewError(http.StatusNotFound, ociapi.CodeManifestUnknown,
+		"the manifest is an index without a linux/amd64 image, and the request's Accept header excludes indexes")
 }
 
 // blob serves GET/HEAD /v2/<name>/blobs/<digest>, with single-range Range
@@ -166,8 +192,11 @@ func setBlobHeaders(h http.Header, rt ociapi.Route) {
 func parseRange(spec string, size int64) (start, length int64, partial bool, err error) {
 	bad := ociapi.NewError(http.StatusRequestedRangeNotSatisfiable, ociapi.CodeRangeNotSatisfiable, "invalid or unsatisfiable range")
 	units, set, ok := strings.Cut(spec, "=")
-	if !ok || strings.TrimSpace(units) != "bytes" {
+	if !ok {
 		return 0, 0, false, bad
+	}
+	if strings.TrimSpace(units) != "bytes" {
+		return 0, size, false, nil // an unknown unit is ignored (RFC 9110 section 14.2)
 	}
 	if strings.Contains(set, ",") {
 		return 0, size, false, nil
