@@ -39,6 +39,9 @@ type DB struct {
 // Open opens or creates the metadata database at path.
 func Open(path string) (*DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open metadata %s: locked by another process (is another registry-edge using this storage root?)", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}

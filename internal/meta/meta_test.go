@@ -1,0 +1,103 @@
+package meta
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+func openTest(t *testing.T) (*DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "meta.db")
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, path
+}
+
+func TestTagsSurviveReopen(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, path := openTest(t)
+	r := Repo{Registry: "docker.io", Name: "library/alpine"}
+	other := Repo{Registry: "docker.io", Name: "library/alpine/sub"}
+	e := TagEntry{Digest: digest.FromString("a"), MediaType: "application/vnd.oci.image.index.v1+json", Size: 10, FetchedAt: time.Unix(100, 0).UTC()}
+	for _, tag := range []string{"3.20", "latest", "3.19"} {
+		if err := db.PutTag(ctx, r, tag, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.PutTag(ctx, other, "x", e); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	got, err := db.Tag(ctx, r, "latest")
+	if err != nil || !cmp.Equal(got, e) {
+		t.Fatalf("Tag() = %+v, %v, want %+v", got, err, e)
+	}
+	tags, err := db.Tags(ctx, r)
+	if err != nil || !cmp.Equal(tags, []string{"3.19", "3.20", "latest"}) {
+		t.Errorf("Tags() = %v, %v; another repository's tags must not appear", tags, err)
+	}
+	if err := db.DeleteTag(ctx, r, "latest"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Tag(ctx, r, "latest"); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("Tag() after delete error = %v, want ErrNotFound", err)
+	}
+}
+
+func TestLinksAreRepositoryScoped(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, _ := openTest(t)
+	defer db.Close()
+	d := digest.FromString("m")
+	a := Repo{Registry: "ghcr.io", Name: "org/a"}
+	b := Repo{Registry: "ghcr.io", Name: "org/b"}
+	if err := db.PutManifest(ctx, a, d, Manifest{MediaType: "x", Size: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := db.Linked(ctx, a, d); !ok {
+		t.Error("PutManifest did not link the manifest to its repository")
+	}
+	if ok, _ := db.Linked(ctx, b, d); ok {
+		t.Error("content linked to org/a is linked to org/b too")
+	}
+	if err := db.Link(ctx, b, d); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := db.Linked(ctx, b, d); !ok {
+		t.Error("Link() had no effect")
+	}
+	if m, err := db.Manifest(ctx, d); err != nil || m.MediaType != "x" {
+		t.Errorf("Manifest() = %+v, %v", m, err)
+	}
+}
+
+func TestSecondOpenFailsClearly(t *testing.T) {
+	t.Parallel()
+	db, path := openTest(t)
+	defer db.Close()
+	if testing.Short() {
+		t.Skip("waits for the lock timeout")
+	}
+	if _, err := Open(path); err == nil || !strings.Contains(err.Error(), "locked by another process") {
+		t.Fatalf("second Open of a database in use: error = %v, want a clear lock error", err)
+	}
+}
