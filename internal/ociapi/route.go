@@ -71,13 +71,51 @@ func ValidName(name string) bool {
 	if name == "" || len(name) > maxNameLength {
 		return false
 	}
-	for _, c := range strings.Split(name, "/") {
-		if !nameComponent.MatchString(c) {
+	for c := range strings.SplitSeq(name, "/") {
+		if !validComponent(c) {
 			return false
 		}
 	}
 	return true
 }
+
+// validComponent matches nameComponent without the regexp engine: it runs
+// on every request. FuzzValidComponent checks that both agree.
+func validComponent(c string) bool {
+	if c == "" || !isAlnum(c[0]) || !isAlnum(c[len(c)-1]) {
+		return false
+	}
+	for i := 1; i < len(c); i++ {
+		if isAlnum(c[i]) {
+			continue
+		}
+		// A separator run: ".", "_", "__" or one or more "-".
+		j := i
+		for j < len(c) && c[j] == c[i] {
+			j++
+		}
+		switch n := j - i; c[i] {
+		case '.':
+			if n != 1 {
+				return false
+			}
+		case '_':
+			if n > 2 {
+				return false
+			}
+		case '-':
+		default:
+			return false
+		}
+		if j == len(c) || !isAlnum(c[j]) {
+			return false
+		}
+		i = j
+	}
+	return true
+}
+
+func isAlnum(b byte) bool { return ('a' <= b && b <= 'z') || ('0' <= b && b <= '9') }
 
 // ValidTag reports whether tag is a valid tag.
 func ValidTag(tag string) bool { return tagPattern.MatchString(tag) }

@@ -126,3 +126,14 @@ func TestSanitize(t *testing.T) {
 	}
 	_ = http.StatusOK
 }
+
+func FuzzValidComponent(f *testing.F) {
+	for _, s := range []string{"a", "a.b", "a__b", "a___b", "a--b", "a-", ".a", "a._b", "A", "ghcr.io", "a-_b", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := validComponent(s), nameComponent.MatchString(s); got != want {
+			t.Fatalf("validComponent(%q) = %v, regexp says %v", s, got, want)
+		}
+	})
+}

@@ -122,7 +122,7 @@ func (memBlob) Close() error { return nil }
 // holds it. Without this, any client could read content of another
 // (possibly private) repository by naming its digest.
 func (p *Proxy) ensureLinked(ctx context.Context, t Target, d digest.Digest) error {
-	ok, err := p.db.Linked(ctx, t.Repo, d)
+	ok, err := p.linked(ctx, t, d)
 	if err != nil || ok {
 		return err
 	}
@@ -134,5 +134,22 @@ func (p *Proxy) ensureLinked(ctx context.Context, t Target, d digest.Digest) err
 		}
 		return err
 	}
-	return p.db.Link(ctx, t.Repo, d)
+	if err := p.db.Link(ctx, t.Repo, d); err != nil {
+		return err
+	}
+	p.links.add(t.Repo.String() + "@" + string(d))
+	return nil
+}
+
+// linked reports whether t's repository is known to hold d.
+func (p *Proxy) linked(ctx context.Context, t Target, d digest.Digest) (bool, error) {
+	key := t.Repo.String() + "@" + string(d)
+	if p.links.has(key) {
+		return true, nil
+	}
+	ok, err := p.db.Linked(ctx, t.Repo, d)
+	if ok {
+		p.links.add(key)
+	}
+	return ok, err
 }

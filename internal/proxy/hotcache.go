@@ -76,3 +76,34 @@ func (c *hotCache) remove(d digest.Digest) {
 		c.size -= len(e.Value.(*hotEntry).b)
 	}
 }
+
+// linkCacheMax bounds the in-memory copy of repository links (about 150
+// bytes each); when it fills, it starts over, and lookups fall back to the
+// metadata store.
+const linkCacheMax = 1 << 16
+
+// linkCache remembers (repository, digest) links already confirmed, so a
+// cache hit does not need a metadata read. Links are only ever added in this
+// version; eviction (issue #7) must call forget.
+type linkCache struct {
+	mu sync.RWMutex
+	m  map[string]struct{}
+}
+
+func newLinkCache() *linkCache { return &linkCache{m: map[string]struct{}{}} }
+
+func (c *linkCache) has(key string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, ok := c.m[key]
+	return ok
+}
+
+func (c *linkCache) add(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= linkCacheMax {
+		c.m = map[string]struct{}{}
+	}
+	c.m[key] = struct{}{}
+}

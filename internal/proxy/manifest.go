@@ -59,7 +59,7 @@ func (p *Proxy) localManifest(ctx context.Context, t Target, d digest.Digest) (M
 		return ManifestResult{}, err
 	}
 	cache := CacheHit
-	linked, err := p.db.Linked(ctx, t.Repo, d)
+	linked, err := p.linked(ctx, t, d)
 	if err != nil {
 		return ManifestResult{}, err
 	}

@@ -86,6 +86,7 @@ type Proxy struct {
 
 	manifests singleflight.Group
 	hot       *hotCache
+	links     *linkCache
 
 	mu    sync.Mutex
 	fills map[digest.Digest]*fill
@@ -120,6 +121,7 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 		log: opts.Logger, m: opts.Metrics, now: opts.Now,
 		fills: map[digest.Digest]*fill{},
 		hot:   newHotCache(hotTotalMax),
+		links: newLinkCache(),
 	}
 }
 
