@@ -315,4 +315,10 @@ func TestCrossRepositoryBlobNeedsUpstreamConfirmation(t *testing.T) {
 	m.fake.AddManifest("other", "v1", ocispec.MediaTypeImageManifest, []byte(`{"schemaVersion":2}`))
 	resp, body := m.get(http.MethodGet, blobPath("other", layers[0].Digest))
 	m.wantCode(resp, body, http.StatusNotFound, "BLOB_UNKNOWN")
+	if n := m.fake.Count(http.MethodGet, blobPath("other", layers[0].Digest)); n != 0 {
+		t.Errorf("a refused cross-repository read started %d upstream fetches, want 0", n)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_fill_failures_total"); got != 0 {
+		t.Errorf("fill failures = %v, want 0", got)
+	}
 }

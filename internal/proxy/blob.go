@@ -28,7 +28,7 @@ type BlobResult struct {
 // Blob returns blob d of t, from the store or through a fill. The caller
 // must close Content.
 func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult, error) {
-	if res, err := p.localBlob(ctx, t, d); err == nil || !errors.Is(err, errdef.ErrNotFound) {
+	if res, err := p.localBlob(ctx, t, d); err == nil || !errors.Is(err, errNotStored) {
 		return res, err
 	}
 	f, created, err := p.joinFill(ctx, t, d)
@@ -84,6 +84,9 @@ func (p *Proxy) localBlob(ctx context.Context, t Target, d digest.Digest) (BlobR
 		return BlobResult{Size: int64(len(b)), Content: memBlob{bytes.NewReader(b)}, Bytes: b, Cache: CacheHit}, nil
 	}
 	rc, err := p.store.Open(ctx, d)
+	if errors.Is(err, errdef.ErrNotFound) {
+		return BlobResult{}, fmt.Errorf("%w: %w", errNotStored, err)
+	}
 	if err != nil {
 		return BlobResult{}, err
 	}
@@ -111,6 +114,10 @@ func (p *Proxy) localBlob(ctx context.Context, t Target, d digest.Digest) (BlobR
 	}
 	return BlobResult{Size: size, Content: rc, Cache: CacheHit}, nil
 }
+
+// errNotStored means the store lacks a blob (as opposed to this repository
+// not being allowed to read it): only then does a request start a fill.
+var errNotStored = errors.New("blob not stored")
 
 // memBlob serves content held in memory.
 type memBlob struct{ *bytes.Reader }
