@@ -27,10 +27,11 @@
 #      also copied to results/latest.{tsv,md}.
 #
 # Env knobs (defaults):
-#   DUR=10s          length of each throughput test (wrk -d)
+#   DUR=10s          length of each small-blob and manifest throughput test (wrk -d)
+#   DUR_BIG=5s       length of each large-blob throughput test
 #   CSMALL=16        connections, small blob and manifest tests     CBIG=4  connections, large blob
 #   THREADS=2        wrk threads (never more than connections)
-#   ROUNDS=2         rounds of the whole throughput set; a system's figure is its best round (the
+#   ROUNDS=3         rounds of the whole throughput set; a system's figure is its best round (the
 #                    machine is shared: the best round is the one least disturbed by other work)
 #   N=64             concurrent clients of the cold-miss fan-in     COLD_REPS=3  single cold misses
 #   DIRECT_REPS=7    single GETs straight from central (the time-to-first-byte reference, median)
@@ -58,7 +59,7 @@ TOOLS="${REGISTRY_EDGE_TOOLS:-$HOME/.cache/registry-edge/tools}"
 REGISTRY_VERSION=v3.1.2
 CRANE_VERSION=v0.22.1
 
-DUR="${DUR:-10s}"; CSMALL="${CSMALL:-16}"; CBIG="${CBIG:-4}"; THREADS="${THREADS:-2}"; ROUNDS="${ROUNDS:-2}"
+DUR="${DUR:-10s}"; CSMALL="${CSMALL:-16}"; CBIG="${CBIG:-4}"; THREADS="${THREADS:-2}"; ROUNDS="${ROUNDS:-3}"; DUR_BIG="${DUR_BIG:-5s}"
 N="${N:-64}"; COLD_REPS="${COLD_REPS:-3}"; DIRECT_REPS="${DIRECT_REPS:-7}"; BIG_MB="${BIG_MB:-200}"; COLD_TIMEOUT="${COLD_TIMEOUT:-180s}"
 PORT_BASE="${PORT_BASE:-15000}"; EDGE_ACCESS_LOG="${EDGE_ACCESS_LOG:-1}"
 ALLOW_NO_EDGE="${ALLOW_NO_EDGE:-0}"; KEEP="${KEEP:-0}"; WAIT_IDLE="${WAIT_IDLE:-0}"; IDLE_LOAD="${IDLE_LOAD:-0.5}"
@@ -106,6 +107,7 @@ go_tool() { # go_tool NAME VERSION PKG -> prints the binary path, go-installing 
 
 build_edge() {
   log "building registry-edge"
+  EDGE_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- . ':!benchmarks' 2>/dev/null || echo '+dirty')"
   if (cd "$ROOT" && timeout 600 go build -o "$EDGE_BIN" ./cmd/registry-edge) 2>"$LOGS/build-edge.err"; then
     EDGE_VERSION=$("$EDGE_BIN" version 2>/dev/null || echo "?")
     return 0
@@ -133,6 +135,20 @@ setup_tools() {
 # ---------------------------------------------------------------------------------------------
 declare -A PIDS=()
 SAMPLER_PID=""
+CHILD=""  # the load generator running now (see run_child)
+
+# run_child OUTFILE CMD...: run a bounded load generator as a background child and wait for it, so
+# that a signal to this script (trap) stops it at once; bash would otherwise finish the foreground
+# command first, and ignore a SIGINT sent to the script alone if the command exits normally.
+run_child() {
+  local out=$1; shift
+  "$@" >"$out" &
+  CHILD=$!
+  local rc=0
+  wait "$CHILD" || rc=$?
+  CHILD=""
+  return "$rc"
+}
 
 start_bg() { # start_bg NAME CMD... (stdout+stderr appended to logs/NAME.log)
   local name=$1; shift
@@ -153,6 +169,7 @@ stop_one() {
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  [[ -n $CHILD ]] && { kill "$CHILD" 2>/dev/null || true; wait "$CHILD" 2>/dev/null || true; }
   [[ -n $SAMPLER_PID ]] && { kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; }
   for name in "${!PIDS[@]}"; do stop_one "$name"; done
   if [[ $KEEP != 1 && -d $DATA ]]; then rm -rf "$DATA"; fi
@@ -305,14 +322,15 @@ kv() { # kv KEY LINE -> value of KEY=value in LINE
 
 TP="" # throughput.tsv
 ROUND=1
-throughput() { # throughput NAME SYSTEM URL CONNS UA [HEADER]
-  local name=$1 sys=$2 url=$3 c=$4 ua=$5 hdr=${6:-X-Bench: 1}
+throughput() { # throughput NAME SYSTEM URL CONNS UA [HEADER]   (env D: duration, default DUR)
+  local name=$1 sys=$2 url=$3 c=$4 ua=$5 hdr=${6:-X-Bench: 1} d=${D:-$DUR}
   local t=$THREADS; ((c < t)) && t=$c
   local load; load=$(cut -d' ' -f1 /proc/loadavg)
   local c0; c0=$(clog_mark)
   local line
-  line=$(timeout 120 wrk -t"$t" -c"$c" -d"$DUR" --timeout 30s --latency -H "$hdr" -s "$HERE/tools/report.lua" "$url" | grep '^RESULT') ||
+  run_child "$RUN/load.out" timeout 120 wrk -t"$t" -c"$c" -d"$d" --timeout 30s --latency -H "$hdr" -s "$HERE/tools/report.lua" "$url" ||
     die "wrk failed for $name"
+  line=$(grep '^RESULT' "$RUN/load.out") || die "no wrk result for $name"
   local up=0; [[ -n $ua ]] && up=$(upstream_reqs "$c0" "$ua")
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ROUND" "$name" "$sys" "$c" \
     "$(kv rps "$line")" "$(kv MBps "$line")" "$(kv p50ms "$line")" "$(kv p99ms "$line")" \
@@ -348,7 +366,8 @@ cold_tests() { # cold_tests SYSTEM ADDR UA
   for i in $(seq 1 "$COLD_REPS"); do
     restart_wiped "$sys"; sleep 0.3
     c0=$(clog_mark)
-    line=$(timeout 200 "$EDGELOAD" -once -c 1 -d "$COLD_TIMEOUT" -expect-bytes "$BIG_SIZE" -url "$url" | grep '^ONCE')
+    run_child "$RUN/load.out" timeout 200 "$EDGELOAD" -once -c 1 -d "$COLD_TIMEOUT" -expect-bytes "$BIG_SIZE" -url "$url" || true
+    line=$(grep '^ONCE' "$RUN/load.out" || echo "ONCE n=0 ok=0")
     sleep 1
     st=$(upstream_blob_stats "$c0" "$ua" "$BIG_BLOB")
     echo "  #$i $line | upstream GET/HEAD/bytes: $st" >>"$COLDTXT"
@@ -362,7 +381,7 @@ cold_tests() { # cold_tests SYSTEM ADDR UA
   local rss0; rss0=$(awk '/^VmRSS/{print $2}' "/proc/$pid/status")
   rss_sampler "$pid" "$rssf" & SAMPLER_PID=$!
   c0=$(clog_mark)
-  timeout 400 "$EDGELOAD" -once -c "$N" -d "$COLD_TIMEOUT" -expect-bytes "$BIG_SIZE" -url "$url" >"$OUT/coldmiss-$sys.txt" ||
+  run_child "$OUT/coldmiss-$sys.txt" timeout 400 "$EDGELOAD" -once -c "$N" -d "$COLD_TIMEOUT" -expect-bytes "$BIG_SIZE" -url "$url" ||
     log "edgeload exited non-zero for $sys fan-in (see $OUT/coldmiss-$sys.txt)"
   # let a fill that outlives its clients (the reference proxy stores in the background) finish
   local prev=-1 cur
@@ -442,8 +461,8 @@ write_results() {
     echo "# registry-edge benchmark results — $STAMP"
     echo
     echo "Machine: $(nproc) cores, kernel $(uname -r), $(go version | cut -d' ' -f3-), load average at start: $LOAD0."
-    echo "Knobs: DUR=$DUR ROUNDS=$ROUNDS CSMALL=$CSMALL CBIG=$CBIG THREADS=$THREADS N=$N COLD_REPS=$COLD_REPS BIG_MB=$BIG_MB EDGE_ACCESS_LOG=$EDGE_ACCESS_LOG."
-    echo "Versions: registry-edge ${EDGE_VERSION:-?} ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet HEAD -- . 2>/dev/null || echo '+dirty')), distribution registry $("$REGISTRY_BIN" --version 2>/dev/null | awk '{print $3}') (reference proxy and central), crane $("$CRANE_BIN" version), $(nginx -v 2>&1 | cut -d' ' -f3), wrk $(wrk --version 2>&1 | head -1 | awk '{print $2}')."
+    echo "Knobs: DUR=$DUR DUR_BIG=$DUR_BIG ROUNDS=$ROUNDS CSMALL=$CSMALL CBIG=$CBIG THREADS=$THREADS N=$N COLD_REPS=$COLD_REPS BIG_MB=$BIG_MB EDGE_ACCESS_LOG=$EDGE_ACCESS_LOG."
+    echo "Versions: registry-edge ${EDGE_VERSION:-?} (work tree ${EDGE_REV:-?} when built), distribution registry $("$REGISTRY_BIN" --version 2>/dev/null | awk '{print $3}') (reference proxy and central), crane $("$CRANE_BIN" version), $(nginx -v 2>&1 | cut -d' ' -f3), wrk $(wrk --version 2>&1 | head -1 | awk '{print $2}')."
     echo "Big blob: $BIG_SIZE bytes; small blob: $SMALL_SIZE bytes. Load generator and servers share the same $(nproc) cores; GOMAXPROCS unset."
     echo
     echo "## Targets"
@@ -451,7 +470,7 @@ write_results() {
     awk -F'\t' 'NR==1{print "| " $1 " | " $2 " | nginx | central | proxy | edge | ratio | of | target | verdict |"; print "|---|---|---:|---:|---:|---:|---:|---|---|---|"; next}
       {printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10}' "$R"
     echo
-    echo "## Throughput tests (wrk, $DUR each, $ROUNDS rounds; the targets table uses each system's best round)"
+    echo "## Throughput tests (wrk, $DUR each, large blobs $DUR_BIG, $ROUNDS rounds; the targets table uses each system's best round)"
     echo
     echo "| round | test | system | conns | req/s | MB/s | p50 ms | p99 ms | non-2xx | sock err | upstream reqs | load1 |"
     echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -519,13 +538,13 @@ main() {
   done
   curl -fsS --max-time 60 -o /dev/null "http://$NGINX/big.bin"
 
-  log "   cached throughput, $DUR per test, $ROUNDS rounds"
+  log "   cached throughput, $DUR per test ($DUR_BIG for large blobs), $ROUNDS rounds"
   for ROUND in $(seq 1 "$ROUNDS"); do
     throughput small nginx "http://$NGINX/small.bin" "$CSMALL" ""
     for s in "${systems[@]}"; do throughput small "$s" "http://${ADDR[$s]}/v2/$SMALL_REPO/blobs/$SMALL_BLOB" "$CSMALL" "${UA[$s]}"; done
     for c in 1 "$CBIG"; do
-      throughput "big-c$c" nginx "http://$NGINX/big.bin" "$c" ""
-      for s in "${systems[@]}"; do throughput "big-c$c" "$s" "http://${ADDR[$s]}/v2/$BIG_REPO/blobs/$BIG_BLOB" "$c" "${UA[$s]}"; done
+      D=$DUR_BIG throughput "big-c$c" nginx "http://$NGINX/big.bin" "$c" ""
+      for s in "${systems[@]}"; do D=$DUR_BIG throughput "big-c$c" "$s" "http://${ADDR[$s]}/v2/$BIG_REPO/blobs/$BIG_BLOB" "$c" "${UA[$s]}"; done
     done
     for s in "${systems[@]}"; do
       curl -fsS --max-time 10 -o /dev/null -H "$ACC" "http://${ADDR[$s]}/v2/$TAG_REPO/manifests/$TAG" # (re)validated: within the TTL
@@ -542,7 +561,8 @@ main() {
     echo "## central direct: $DIRECT_REPS single GETs (reference for time to first byte; median used)"
   } >>"$COLDTXT"
   for _ in $(seq 1 "$DIRECT_REPS"); do
-    line=$(timeout 120 "$EDGELOAD" -once -c 1 -d 60s -expect-bytes "$BIG_SIZE" -url "$url" | grep '^ONCE')
+    run_child "$RUN/load.out" timeout 120 "$EDGELOAD" -once -c 1 -d 60s -expect-bytes "$BIG_SIZE" -url "$url" || true
+    line=$(grep '^ONCE' "$RUN/load.out" || echo "ONCE n=0 ok=0")
     echo "  $line" >>"$COLDTXT"; fbs+=("$(kv fb_min_ms "$line")")
   done
   COLD[central.fb]=$(printf '%s\n' "${fbs[@]}" | median)
@@ -555,7 +575,7 @@ main() {
   log "5. results"
   write_results
   cp "$LOGS/build-edge.err" "$OUT/" 2>/dev/null || true
-  column -t -s$'\t' "$OUT/results.tsv" >&2
+  if command -v column >/dev/null; then column -t -s$'\t' "$OUT/results.tsv" >&2; else cat "$OUT/results.tsv" >&2; fi
   log "written $OUT/results.tsv and $OUT/results.md (also results/latest.{tsv,md})"
 }
 
