@@ -61,6 +61,9 @@ type Ingest interface {
 	OpenReader() (io.ReadSeekCloser, error)
 	// Written is the number of bytes written so far.
 	Written() int64
+	// Verify checks the bytes written so far against d and size (size < 0:
+	// any size) without committing them.
+	Verify(size int64) error
 	// Commit syncs and verifies the content against d and size (size < 0:
 	// any size) and makes it visible. It always releases the ingest.
 	Commit(ctx context.Context, size int64) error

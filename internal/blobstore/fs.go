@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -96,11 +97,24 @@ func (s *FS) Open(_ context.Context, d digest.Digest) (io.ReadSeekCloser, error)
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(p)
+	f, err := openFile(p)
 	if err != nil {
 		return nil, notFound(d, err)
 	}
 	return f, nil
+}
+
+// openFile opens a regular file for reading without os.Open's attempt to
+// register it with the network poller (a few fcntl calls and a failing
+// epoll_ctl per open, measurable on small cached blobs and on the first
+// byte of a fill). Regular files never block in the poller's sense, and
+// sendfile works the same on the result.
+func openFile(path string) (*os.File, error) {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 func notFound(d digest.Digest, err error) error {
@@ -221,14 +235,16 @@ func (w *fsIngest) OpenReader() (io.ReadSeekCloser, error) {
 	defer w.mu.Unlock()
 	if w.closed {
 		// Committed meanwhile: the content is at its final path.
-		f, err := os.Open(w.final)
+		f, err := openFile(w.final)
 		if err != nil {
 			return nil, notFound(w.d, err)
 		}
 		return f, nil
 	}
-	return os.Open(w.f.Name())
+	return openFile(w.f.Name())
 }
+
+func (w *fsIngest) Verify(size int64) error { return w.dg.Verify(size) }
 
 func (w *fsIngest) Commit(_ context.Context, size int64) error {
 	if err := w.dg.Verify(size); err != nil {

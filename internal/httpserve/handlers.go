@@ -156,6 +156,11 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 		}
 		w.WriteHeader(http.StatusOK)
 	}
+	if res.Cache != proxy.CacheHit {
+		// Send the headers now: the body of a fill arrives at the upstream's
+		// pace, and net/http would otherwise hold them for 512 body bytes.
+		w.Flush()
+	}
 	var n int64
 	if res.Bytes != nil {
 		// In memory: one Write lets headers and body leave together.

@@ -32,9 +32,12 @@ type fill struct {
 	size    int64 // total size, -1 until known or if the upstream did not say
 	sized   bool  // the upstream answered (size is final) or the fill failed
 	written int64
-	done    bool
-	err     error
-	wake    chan struct{} // closed and replaced on every change
+	// verified is set once the written bytes matched the digest and size:
+	// readers may then read to the end, whatever happens to the commit.
+	verified bool
+	done     bool
+	err      error
+	wake     chan struct{} // closed and replaced on every change
 }
 
 // joinFill returns the running fill of d, or starts one.
@@ -77,6 +80,13 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 
 	err := p.fetchInto(ctx, f)
 	if err == nil {
+		err = f.ing.Verify(f.finalSize())
+	}
+	if err == nil {
+		// Every byte is verified: clients may have the end of the blob now,
+		// while the store makes it durable (fsync can take a while on the
+		// SD cards of small gateways).
+		f.markVerified()
 		err = f.ing.Commit(ctx, f.finalSize())
 	} else {
 		f.ing.Cancel()
@@ -167,6 +177,13 @@ func (f *fill) advance(n int64) {
 	f.mu.Unlock()
 }
 
+func (f *fill) markVerified() {
+	f.mu.Lock()
+	f.verified = true
+	f.broadcast()
+	f.mu.Unlock()
+}
+
 func (f *fill) finish(err error) {
 	f.mu.Lock()
 	f.done, f.err, f.sized = true, err, true
@@ -238,13 +255,13 @@ type fillReader struct {
 func (r *fillReader) Read(p []byte) (int, error) {
 	for {
 		r.f.mu.Lock()
-		written, done, err, wake := r.f.written, r.f.done, r.f.err, r.f.wake
+		written, done, verified, err, wake := r.f.written, r.f.done, r.f.verified, r.f.err, r.f.wake
 		r.f.mu.Unlock()
-		if err != nil {
+		if err != nil && !verified {
 			return 0, err
 		}
 		avail := written - r.off
-		if !done && r.size >= 0 && r.off+avail >= r.size {
+		if !verified && r.size >= 0 && r.off+avail >= r.size {
 			// Hold back the last byte until the whole blob is verified: a
 			// client that received every byte would otherwise see a clean
 			// end of a body that may still fail its digest check.
@@ -261,7 +278,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			}
 			return n, rerr
 		}
-		if done {
+		if done || verified {
 			return 0, io.EOF
 		}
 		select {
@@ -298,13 +315,6 @@ func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
 	}
 	r.off = abs
 	return abs, nil
-}
-
-// Err returns the fill's error, if it failed.
-func (r *fillReader) Err() error {
-	r.f.mu.Lock()
-	defer r.f.mu.Unlock()
-	return r.f.err
 }
 
 func (r *fillReader) Close() error { return r.file.Close() }
