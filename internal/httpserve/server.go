@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -40,6 +41,9 @@ type Server struct {
 	log  *slog.Logger
 	m    *metrics.Metrics
 	prom http.Handler
+
+	idPrefix string
+	ids      atomic.Uint64
 }
 
 // New returns the handler serving p.
@@ -50,9 +54,12 @@ func New(p *proxy.Proxy, opts Options) *Server {
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New()
 	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
 	return &Server{
 		p: p, opts: opts, log: opts.Logger, m: opts.Metrics,
-		prom: promhttp.HandlerFor(opts.Metrics.Registry, promhttp.HandlerOpts{}),
+		prom:     promhttp.HandlerFor(opts.Metrics.Registry, promhttp.HandlerOpts{}),
+		idPrefix: hex.EncodeToString(b[:]) + "-",
 	}
 }
 
@@ -169,7 +176,7 @@ func (s *Server) finish(r *http.Request, rec *recorder, acc *access, start time.
 	if ns := r.URL.Query().Get("ns"); ns != "" {
 		attrs = append(attrs, slog.String("ns", ociapi.Sanitize(ns)))
 	}
-	attrs = append(attrs, slog.String("remote", remoteHost(r)), slog.String("request_id", requestID()))
+	attrs = append(attrs, slog.String("remote", remoteHost(r)), slog.String("request_id", s.requestID()))
 	level := slog.LevelInfo
 	if acc.err != nil {
 		attrs = append(attrs, slog.Any("err", acc.err))
@@ -188,10 +195,12 @@ func remoteHost(r *http.Request) string {
 	return host
 }
 
-func requestID() string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+// requestID returns an identifier unique within the process, prefixed with
+// a random per-process part so that ids of restarts do not collide. A
+// counter is used instead of crypto/rand per request: this runs on every
+// cached hit.
+func (s *Server) requestID() string {
+	return s.idPrefix + strconv.FormatUint(s.ids.Add(1), 36)
 }
 
 // recorder captures the status and byte count of a response. It keeps

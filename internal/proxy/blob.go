@@ -32,6 +32,9 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 		return res, err
 	}
 	f, created, err := p.joinFill(ctx, t, d)
+	if errors.Is(err, errStoredMeanwhile) {
+		return p.localBlob(ctx, t, d)
+	}
 	if err != nil {
 		return BlobResult{}, err
 	}
@@ -60,10 +63,7 @@ func (p *Proxy) StatBlob(ctx context.Context, t Target, d digest.Digest) (int64,
 		}
 		return info.Size, CacheHit, nil
 	}
-	p.mu.Lock()
-	f := p.fills[d]
-	p.mu.Unlock()
-	if f != nil && f.target.Repo == t.Repo {
+	if f := p.runningFill(d); f != nil && f.target.Repo == t.Repo {
 		if size, err := f.waitSize(ctx); err == nil && size >= 0 {
 			return size, CacheFill, nil
 		}

@@ -42,21 +42,26 @@ type fill struct {
 
 // joinFill returns the running fill of d, or starts one.
 func (p *Proxy) joinFill(ctx context.Context, t Target, d digest.Digest) (*fill, bool, error) {
+	if f := p.runningFill(d); f != nil {
+		return p.join(ctx, t, f)
+	}
+	// Create the ingest file outside the lock, so that misses of other
+	// digests do not queue behind this one's file creation.
+	ing, err := p.store.Ingest(ctx, d)
+	if err != nil {
+		return nil, false, err
+	}
 	p.mu.Lock()
 	if f, ok := p.fills[d]; ok {
 		p.mu.Unlock()
-		if f.target.Repo != t.Repo {
-			// Another repository's fill: confirm this one holds the blob too.
-			if err := p.ensureLinked(ctx, t, d); err != nil {
-				return nil, false, err
-			}
-		}
-		return f, false, nil
+		ing.Cancel()
+		return p.join(ctx, t, f)
 	}
-	ing, err := p.store.Ingest(ctx, d)
-	if err != nil {
+	if _, err := p.store.Stat(ctx, d); err == nil {
+		// A fill committed the blob since the caller looked.
 		p.mu.Unlock()
-		return nil, false, err
+		ing.Cancel()
+		return nil, false, errStoredMeanwhile
 	}
 	f := &fill{d: d, target: t, ing: ing, size: -1, wake: make(chan struct{})}
 	p.fills[d] = f
@@ -70,6 +75,25 @@ func (p *Proxy) joinFill(ctx context.Context, t Target, d digest.Digest) (*fill,
 		p.runFill(fctx, f)
 	}()
 	return f, true, nil
+}
+
+// errStoredMeanwhile tells Blob to serve the blob from the store after all.
+var errStoredMeanwhile = errors.New("blob stored meanwhile")
+
+func (p *Proxy) runningFill(d digest.Digest) *fill {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fills[d]
+}
+
+func (p *Proxy) join(ctx context.Context, t Target, f *fill) (*fill, bool, error) {
+	if f.target.Repo != t.Repo {
+		// Another repository's fill: confirm this one holds the blob too.
+		if err := p.ensureLinked(ctx, t, f.d); err != nil {
+			return nil, false, err
+		}
+	}
+	return f, false, nil
 }
 
 func (p *Proxy) runFill(ctx context.Context, f *fill) {
