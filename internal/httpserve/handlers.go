@@ -126,6 +126,21 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
+	spec := r.Header.Get("Range")
+	if spec != "" {
+		// Check the range before anything is fetched: a bad range must not
+		// start a fill. The size comes from the store or an upstream HEAD.
+		size, _, err := s.p.StatBlob(r.Context(), t, rt.Digest)
+		if err != nil {
+			return err
+		}
+		if size >= 0 {
+			if _, _, _, rerr := parseRange(spec, size); rerr != nil {
+				h.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+				return rerr
+			}
+		}
+	}
 	res, err := s.p.Blob(r.Context(), t, rt.Digest)
 	if err != nil {
 		return err
@@ -134,7 +149,7 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 	acc.cache = res.Cache
 
 	start, length, partial := int64(0), res.Size, false
-	if spec := r.Header.Get("Range"); spec != "" && res.Size >= 0 {
+	if spec != "" && res.Size >= 0 {
 		var rerr error
 		start, length, partial, rerr = parseRange(spec, res.Size)
 		if rerr != nil {

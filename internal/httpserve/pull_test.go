@@ -2,6 +2,7 @@ package httpserve_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -231,6 +232,18 @@ func TestBlobRange(t *testing.T) {
 	resp, _ := m.get(http.MethodGet, p)
 	if resp.Header.Get("Accept-Ranges") != "bytes" {
 		t.Errorf("Accept-Ranges = %q", resp.Header.Get("Accept-Ranges"))
+	}
+	// A bad range on a blob that is not cached yet fetches nothing.
+	_, cold := m.fake.Image("app", "v2", fakeupstream.Random(t, 5000))
+	before := m.fake.Count(http.MethodGet, blobPath("app", cold[0].Digest))
+	resp, body := m.get(http.MethodGet, blobPath("app", cold[0].Digest), "Range", "bytes=6000-")
+	m.wantCode(resp, body, http.StatusRequestedRangeNotSatisfiable, "RANGE_NOT_SATISFIABLE")
+	m.waitFills()
+	if n := m.fake.Count(http.MethodGet, blobPath("app", cold[0].Digest)) - before; n != 0 {
+		t.Errorf("a bad range on an uncached blob made %d upstream GETs, want 0", n)
+	}
+	if _, err := m.store.Stat(context.Background(), cold[0].Digest); err == nil {
+		t.Error("a bad range on an uncached blob stored the blob")
 	}
 	for _, bad := range []string{"bytes=abc", "bytes=5-1", "bytes=10000-", "bytes=-0", "bytes=", "bytes=-"} {
 		resp, body := m.get(http.MethodGet, p, "Range", bad)
