@@ -33,6 +33,9 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("warming %s: %s, %d bytes, digest %s", layer, resp.Status, len(layerBytes), bytesDigest(layerBytes))
 	}
 	size := len(layerBytes)
+	// A client gets the last byte once the blob is verified; the commit
+	// (fsync, rename) may finish a moment later. Wait for it.
+	waitStored(t, m, layer)
 	before := m.storedFiles(t)
 	centralMark := len(c.accessLog())
 
@@ -256,4 +259,22 @@ func envelopeCode(t *testing.T, h http.Header, body []byte) string {
 		return ""
 	}
 	return env.Errors[0].Code
+}
+
+// waitStored waits until the mirror's store holds blob d.
+func waitStored(t *testing.T, m *mirror, d string) {
+	t.Helper()
+	hex := strings.TrimPrefix(d, "sha256:")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, f := range m.storedFiles(t) {
+			if strings.HasSuffix(f, hex) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blob %s not committed to the mirror's store after 10s", d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
