@@ -52,7 +52,7 @@ type Error struct {
 	RetryAfter time.Duration `json:"-"`
 }
 
-// Errorf returns an *Error with the given status, code and message.
+// NewError returns an *Error with the given status, code and message.
 func NewError(status int, code Code, msg string) *Error {
 	return &Error{Status: status, Code: code, Message: msg}
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/meta"
-	"github.com/registry-edge/registry-edge/internal/ociapi"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
@@ -133,6 +132,3 @@ func validIndex(m upstream.Manifest) error {
 	}
 	return nil
 }
-
-// MediaTypeIndex is the media type of a referrers response.
-const MediaTypeIndex = ociapi.MediaTypeOCIIndex
