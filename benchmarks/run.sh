@@ -35,6 +35,8 @@
 #                    machine is shared: the best round is the one least disturbed by other work)
 #   N=64             concurrent clients of the cold-miss fan-in     COLD_REPS=3  single cold misses
 #   DIRECT_REPS=7    single GETs straight from central (the time-to-first-byte reference, median)
+#   DIRECT_FANIN_REPS=3  rounds of N concurrent GETs straight from central (like-for-like fan-in
+#                    reference: median of the first client's time to first byte; reported, not a target)
 #   BIG_MB=200       size of the random big layer (MiB, >= 100)     COLD_TIMEOUT=180s  bound per cold test
 #   PORT_BASE=15000  central :PORT_BASE, proxy :+1, registry-edge :+2, nginx :+80 (127.0.0.1 only)
 #   EDGE_ACCESS_LOG=1  0 = run registry-edge with log.accessLog=false (diagnostic; default = product default)
@@ -60,7 +62,7 @@ REGISTRY_VERSION=v3.1.2
 CRANE_VERSION=v0.22.1
 
 DUR="${DUR:-10s}"; CSMALL="${CSMALL:-16}"; CBIG="${CBIG:-4}"; THREADS="${THREADS:-2}"; ROUNDS="${ROUNDS:-3}"; DUR_BIG="${DUR_BIG:-5s}"
-N="${N:-64}"; COLD_REPS="${COLD_REPS:-3}"; DIRECT_REPS="${DIRECT_REPS:-7}"; BIG_MB="${BIG_MB:-200}"; COLD_TIMEOUT="${COLD_TIMEOUT:-180s}"
+N="${N:-64}"; COLD_REPS="${COLD_REPS:-3}"; DIRECT_REPS="${DIRECT_REPS:-7}"; DIRECT_FANIN_REPS="${DIRECT_FANIN_REPS:-3}"; BIG_MB="${BIG_MB:-200}"; COLD_TIMEOUT="${COLD_TIMEOUT:-180s}"
 PORT_BASE="${PORT_BASE:-15000}"; EDGE_ACCESS_LOG="${EDGE_ACCESS_LOG:-1}"
 ALLOW_NO_EDGE="${ALLOW_NO_EDGE:-0}"; KEEP="${KEEP:-0}"; WAIT_IDLE="${WAIT_IDLE:-0}"; IDLE_LOAD="${IDLE_LOAD:-0.5}"
 CENTRAL="127.0.0.1:$PORT_BASE"
@@ -450,6 +452,8 @@ write_results() {
       "$(awk -v b="${COLD[proxy.bytes]:-0}" 'BEGIN{printf "%.1f", b/1e6}')" "$(awk -v b="${COLD[edge.bytes]:-0}" 'BEGIN{printf "%.1f", b/1e6}')" "$r" "edge bytes/blob size" "" ""
     r=$(ratio "${COLD[edge.fanin_fb]:-}" "$c_fb")
     row "cold miss, $N concurrent: first body byte, first client" "ms" "" "$c_fb" "${COLD[proxy.fanin_fb]:-}" "${COLD[edge.fanin_fb]:-}" "$r" "edge/central direct" "<=" 1.5
+    r=$(ratio "${COLD[edge.fanin_fb]:-}" "${COLD[central.fanin_fb]:-}")
+    row "cold miss, $N concurrent: first body byte, first client, vs $N concurrent direct GETs" "ms" "" "${COLD[central.fanin_fb]:-}" "${COLD[proxy.fanin_fb]:-}" "${COLD[edge.fanin_fb]:-}" "$r" "edge/central $N direct" "" ""
     r=$(ratio "${COLD[edge.single_fb]:-}" "$c_fb")
     row "cold miss, single GET: first body byte (median of $COLD_REPS)" "ms" "" "$c_fb" "${COLD[proxy.single_fb]:-}" "${COLD[edge.single_fb]:-}" "$r" "edge/central direct" "" ""
     row "cold miss, $N concurrent: clients complete and correct" "count" "" "" "${COLD[proxy.ok]:-}" "${COLD[edge.ok]:-}" "${COLD[edge.ok]:-nan}" "edge" "==" "$N"
@@ -566,6 +570,15 @@ main() {
     echo "  $line" >>"$COLDTXT"; fbs+=("$(kv fb_min_ms "$line")")
   done
   COLD[central.fb]=$(printf '%s\n' "${fbs[@]}" | median)
+  # like for like: the same N concurrent clients straight from central (first client's first byte)
+  fbs=()
+  echo "## central direct: $DIRECT_FANIN_REPS x $N concurrent GETs (like-for-like reference for the fan-in; median of first-client times)" >>"$COLDTXT"
+  for _ in $(seq 1 "$DIRECT_FANIN_REPS"); do
+    run_child "$RUN/load.out" timeout 400 "$EDGELOAD" -once -c "$N" -d "$COLD_TIMEOUT" -expect-bytes "$BIG_SIZE" -url "$url" || true
+    line=$(grep '^ONCE' "$RUN/load.out" || echo "ONCE n=0 ok=0")
+    echo "  $line" >>"$COLDTXT"; fbs+=("$(kv fb_min_ms "$line")")
+  done
+  COLD[central.fanin_fb]=$(printf '%s\n' "${fbs[@]}" | median)
   for s in "${systems[@]}"; do log "   $s"; cold_tests "$s" "${ADDR[$s]}" "${UA[$s]}"; done
 
   log "4. Go micro-benchmarks next to the code (go test -bench . ./internal/verify ./internal/blobstore)"

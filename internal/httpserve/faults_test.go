@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -137,6 +139,36 @@ func TestRateLimitWithLongRetryAfterIsPassedOn(t *testing.T) {
 }
 
 // Concurrent cold misses of one blob cause exactly one upstream fetch, and
+// Cold misses of blobs of every size, with and without a Content-Length
+// from the upstream, reach the client whole and are stored.
+func TestColdMissSizes(t *testing.T) {
+	t.Parallel()
+	for _, size := range []int{0, 1, 100, 32 << 10, 32<<10 + 1, 300_000} {
+		for _, chunked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%d bytes, chunked=%v", size, chunked), func(t *testing.T) {
+				t.Parallel()
+				m := newMirror(t)
+				layer := fakeupstream.Random(t, size)
+				_, layers := m.fake.Image("app", "v1", layer)
+				if chunked {
+					m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Body(layer, -1, false)))
+				}
+				resp, body := m.get(http.MethodGet, blobPath("app", layers[0].Digest))
+				if resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+					t.Fatalf("GET: %d, %d bytes, equal=%v", resp.StatusCode, len(body), bytes.Equal(body, layer))
+				}
+				if cl := resp.Header.Get("Content-Length"); !chunked && cl != strconv.Itoa(size) {
+					t.Errorf("Content-Length = %q, want %d", cl, size)
+				}
+				m.waitFills()
+				if _, err := m.store.Stat(context.Background(), layers[0].Digest); err != nil {
+					t.Errorf("blob not committed: %v", err)
+				}
+			})
+		}
+	}
+}
+
 // every client, including one that joins mid-fill, gets the verified bytes,
 // the first ones before the upstream has sent the whole blob.
 func TestConcurrentColdMissesShareOneFill(t *testing.T) {

@@ -171,19 +171,20 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 		}
 		w.WriteHeader(http.StatusOK)
 	}
-	if res.Cache != proxy.CacheHit {
-		// Send the headers now: the body of a fill arrives at the upstream's
-		// pace, and net/http would otherwise hold them for 512 body bytes.
-		w.Flush()
-	}
 	var n int64
-	if res.Bytes != nil {
+	switch {
+	case res.Bytes != nil:
 		// In memory: one Write lets headers and body leave together.
 		_, err = w.Write(res.Bytes[start : start+length])
 		n = length
-	} else if length >= 0 {
+	case res.Cache != proxy.CacheHit:
+		// A fill: its body arrives at the upstream's pace. Send the headers
+		// with the first bytes as soon as they are here (net/http would
+		// hold them for 512 bytes), then the rest as it comes.
+		n, err = copyFirstThenRest(w, res.Content, length)
+	case length >= 0:
 		n, err = io.CopyN(w, res.Content, length)
-	} else {
+	default:
 		n, err = io.Copy(w, res.Content)
 	}
 	if err != nil || (length >= 0 && n != length) {
@@ -196,6 +197,44 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 	}
 	return nil
 }
+
+// copyFirstThenRest copies length bytes (all, if length < 0) from src to w,
+// flushing the response after the first read so that the headers and the
+// first body bytes leave in one segment.
+func copyFirstThenRest(w *recorder, src io.Reader, length int64) (int64, error) {
+	if length == 0 {
+		w.Flush()
+		return 0, nil
+	}
+	buf := make([]byte, firstChunk)
+	if length > 0 && length < firstChunk {
+		buf = buf[:length]
+	}
+	k, err := src.Read(buf)
+	if k > 0 {
+		if _, werr := w.Write(buf[:k]); werr != nil {
+			return 0, werr
+		}
+	}
+	w.Flush()
+	n := int64(k)
+	if err == io.EOF && length < 0 {
+		return n, nil
+	}
+	if err != nil {
+		return n, err
+	}
+	var m int64
+	if length >= 0 {
+		m, err = io.CopyN(w, src, length-n)
+	} else {
+		m, err = io.Copy(w, src)
+	}
+	return n + m, err
+}
+
+// firstChunk bounds the first read of a blob being filled.
+const firstChunk = 32 << 10
 
 func setBlobHeaders(h http.Header, rt ociapi.Route) {
 	h.Set("Content-Type", "application/octet-stream")

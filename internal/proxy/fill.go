@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -172,6 +173,11 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill) error {
 			}
 			p.m.UpstreamBytes.WithLabelValues(t.Remote.Name).Add(float64(n))
 			f.advance(int64(n))
+			// Let the woken readers run now: on a small box the fill
+			// would otherwise keep its processor (the upstream socket
+			// rarely runs dry) and the first client would wait for the
+			// scheduler to move it, milliseconds on a loaded VM.
+			runtime.Gosched()
 		}
 		if rerr == io.EOF {
 			return nil

@@ -330,13 +330,21 @@ func Status(status int, retryAfter string, times int) Fault {
 
 // Body answers 200 with Content-Length size and body (which may be shorter,
 // to truncate, or differ, to corrupt), then drops the connection if
-// reset is set.
+// reset is set. With size < 0 it sends no Content-Length: the body goes
+// out chunked, in two flushed halves.
 func Body(body []byte, size int, reset bool) Fault {
 	return func(w http.ResponseWriter, r *http.Request, n int) bool {
-		w.Header().Set("Content-Length", strconv.Itoa(size))
+		if size >= 0 {
+			w.Header().Set("Content-Length", strconv.Itoa(size))
+		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.WriteHeader(http.StatusOK)
 		if r.Method == http.MethodGet {
+			if size < 0 {
+				w.Write(body[:len(body)/2])
+				w.(http.Flusher).Flush()
+				body = body[len(body)/2:]
+			}
 			w.Write(body)
 		}
 		if reset {
