@@ -51,11 +51,22 @@ type Storage struct {
 	// relative path is relative to the working directory.
 	Root string `yaml:"root"`
 	// FillTimeout bounds one upstream blob fill, from the first request to
-	// the commit, independent of the client that triggered it.
+	// the commit, across all its resumes, independent of the client that
+	// triggered it. It is the overall deadline of a fill's retries.
 	FillTimeout Duration `yaml:"fillTimeout"`
+	// FillStallTimeout is how long a fill waits for the next body bytes
+	// from the upstream before it drops the connection and resumes.
+	FillStallTimeout Duration `yaml:"fillStallTimeout"`
+	// ClientStallTimeout is how long a client streaming a blob that is
+	// being filled waits for new bytes (while the fill resumes) before its
+	// connection is closed. The fill itself goes on.
+	ClientStallTimeout Duration `yaml:"clientStallTimeout"`
 	// TempMaxAge is the age above which a temporary file under Root is
 	// considered orphaned (by a crash) and removed at start-up.
 	TempMaxAge Duration `yaml:"tempMaxAge"`
+	// PartialMaxAge is how long an interrupted fill's partial download is
+	// kept, from its last write, for a later fill to resume it.
+	PartialMaxAge Duration `yaml:"partialMaxAge"`
 }
 
 // Cache configures how tags are cached. Content addressed by digest never
@@ -178,8 +189,11 @@ func Default() Config {
 		Listen: ":5000",
 		Storage: Storage{
 			Root:        "data",
-			FillTimeout: Duration(30 * time.Minute),
-			TempMaxAge:  Duration(24 * time.Hour),
+			FillTimeout:        Duration(6 * time.Hour),
+			FillStallTimeout:   Duration(30 * time.Second),
+			ClientStallTimeout: Duration(2 * time.Minute),
+			TempMaxAge:         Duration(24 * time.Hour),
+			PartialMaxAge:      Duration(72 * time.Hour),
 		},
 		Cache: Cache{
 			TagTTL:            Duration(5 * time.Minute),

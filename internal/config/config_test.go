@@ -211,6 +211,8 @@ upstreams:
 		{"zero fill timeout", "storage: {fillTimeout: 0s}\n", []string{"storage.fillTimeout: must be greater than 0"}},
 		{"negative tag ttl", "cache: {tagTTL: -1s}\n", []string{"cache.tagTTL: must not be negative"}},
 		{"temp age below fill timeout", "storage: {fillTimeout: 1h, tempMaxAge: 10m}\n", []string{"storage.tempMaxAge: must be at least storage.fillTimeout (1h)"}},
+		{"partial age below fill timeout", "storage: {fillTimeout: 1h, partialMaxAge: 10m}\n", []string{"storage.partialMaxAge: must be at least storage.fillTimeout (1h)"}},
+		{"zero stall timeouts", "storage: {fillStallTimeout: 0s, clientStallTimeout: 0s}\n", []string{"storage.fillStallTimeout: must be greater than 0", "storage.clientStallTimeout: must be greater than 0"}},
 		{"zero revalidate timeout", "cache: {revalidateTimeout: 0s}\n", []string{"cache.revalidateTimeout: must be greater than 0"}},
 		{"manifest size too small", "cache: {maxManifestSize: 100}\n", []string{"cache.maxManifestSize: must be between 1KiB and 64MiB"}},
 		{"manifest size too large", "cache: {maxManifestSize: 1GiB}\n", []string{"cache.maxManifestSize: must be between 1KiB and 64MiB"}},

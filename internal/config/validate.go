@@ -45,11 +45,19 @@ func (c Config) Validate() error {
 		add("storage.root", "required")
 	}
 	positive(add, "storage.fillTimeout", c.Storage.FillTimeout)
+	positive(add, "storage.fillStallTimeout", c.Storage.FillStallTimeout)
+	positive(add, "storage.clientStallTimeout", c.Storage.ClientStallTimeout)
 	positive(add, "storage.tempMaxAge", c.Storage.TempMaxAge)
-	if c.Storage.FillTimeout > 0 && c.Storage.TempMaxAge > 0 && c.Storage.TempMaxAge < c.Storage.FillTimeout {
-		// A younger temp file may belong to a fill still running in another
-		// process sharing the root.
-		add("storage.tempMaxAge", "must be at least storage.fillTimeout (%s)", c.Storage.FillTimeout)
+	positive(add, "storage.partialMaxAge", c.Storage.PartialMaxAge)
+	for _, f := range []struct {
+		path string
+		v    Duration
+	}{{"storage.tempMaxAge", c.Storage.TempMaxAge}, {"storage.partialMaxAge", c.Storage.PartialMaxAge}} {
+		if c.Storage.FillTimeout > 0 && f.v > 0 && f.v < c.Storage.FillTimeout {
+			// A younger file may belong to a fill still running in another
+			// process sharing the root.
+			add(f.path, "must be at least storage.fillTimeout (%s)", c.Storage.FillTimeout)
+		}
 	}
 
 	nonNegative(add, "cache.tagTTL", c.Cache.TagTTL)
