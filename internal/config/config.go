@@ -188,7 +188,7 @@ func Default() Config {
 	return Config{
 		Listen: ":5000",
 		Storage: Storage{
-			Root:        "data",
+			Root:               "data",
 			FillTimeout:        Duration(6 * time.Hour),
 			FillStallTimeout:   Duration(30 * time.Second),
 			ClientStallTimeout: Duration(2 * time.Minute),

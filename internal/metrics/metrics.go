@@ -33,6 +33,20 @@ type Metrics struct {
 	StaleServed *prometheus.CounterVec
 	// RequestDuration observes request latency by endpoint kind.
 	RequestDuration *prometheus.HistogramVec
+	// FillResumes counts fills that continued from bytes already on disk,
+	// by upstream and cause (link: after a broken transfer; restart: a
+	// partial left by an earlier process or fill).
+	FillResumes *prometheus.CounterVec
+	// FillRefetchedBytes counts bytes fetched again from an upstream that
+	// had been received before (an upstream that ignored Range, or a
+	// partial that failed its check): the waste.
+	FillRefetchedBytes *prometheus.CounterVec
+	// FillStalls counts upstream transfers dropped for sending nothing for
+	// storage.fillStallTimeout, by upstream.
+	FillStalls *prometheus.CounterVec
+	// ClientStalls counts clients disconnected after waiting
+	// storage.clientStallTimeout for a fill to make progress.
+	ClientStalls prometheus.Counter
 }
 
 // New builds and registers the collectors on a new registry, together with
@@ -73,7 +87,20 @@ func New() *Metrics {
 			Name: "registry_edge_http_request_duration_seconds", Help: "Downstream request duration by endpoint.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"endpoint"}),
+		FillResumes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "registry_edge_fill_resumes_total", Help: "Blob fills continued from bytes already on disk, by upstream and cause (link, restart).",
+		}, []string{"upstream", "cause"}),
+		FillRefetchedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "registry_edge_fill_refetched_bytes_total", Help: "Bytes fetched again from an upstream after they had already been received (waste), by upstream.",
+		}, []string{"upstream"}),
+		FillStalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "registry_edge_fill_stalls_total", Help: "Upstream blob transfers dropped after sending nothing for storage.fillStallTimeout, by upstream.",
+		}, []string{"upstream"}),
+		ClientStalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "registry_edge_client_stalls_total", Help: "Clients disconnected after waiting storage.clientStallTimeout for a blob fill to make progress.",
+		}),
 	}
+	reg.MustRegister(m.FillResumes, m.FillRefetchedBytes, m.FillStalls, m.ClientStalls)
 	reg.MustRegister(m.Requests, m.Cache, m.BytesServed, m.UpstreamBytes, m.UpstreamRequests,
 		m.FillDuration, m.FillsInFlight, m.FillFailures, m.StaleServed, m.RequestDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
