@@ -30,7 +30,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	defer logOut.Close()
 	log := logging.New(logOut, cfg.Log.Level.Level(), cfg.Log.Format == config.LogFormatJSON)
 
-	store, err := blobstore.NewFS(cfg.Storage.Root, cfg.Storage.TempMaxAge.D())
+	store, err := blobstore.NewFS(cfg.Storage.Root, blobstore.FSOptions{TempMaxAge: cfg.Storage.TempMaxAge.D(), PartialMaxAge: cfg.Storage.PartialMaxAge.D()})
 	if err != nil {
 		return err
 	}

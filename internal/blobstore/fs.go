@@ -24,30 +24,47 @@ import (
 //
 //	blobs/<alg>/<first two hex>/<hex>   committed content, read-only files
 //	ingest/<alg>-<hex>.<random>         content being written
+//	partial/<alg>-<hex>[.state]         resumable downloads and their checkpoints
 type FS struct {
-	root   string
-	blobs  string
-	ingest string
+	root    string
+	blobs   string
+	ingest  string
+	partial string
 }
 
 var (
 	_ Store    = (*FS)(nil)
 	_ Walker   = (*FS)(nil)
 	_ Ingester = (*FS)(nil)
+	_ Resumer  = (*FS)(nil)
 )
 
+// FSOptions configures start-up cleaning of an FS.
+type FSOptions struct {
+	// TempMaxAge is the age above which an ingest file is a leftover of a
+	// crash and removed.
+	TempMaxAge time.Duration
+	// PartialMaxAge is the time since its last write after which a partial
+	// download is no longer worth resuming and removed.
+	PartialMaxAge time.Duration
+}
+
 // NewFS opens (creating if needed) a store under root and removes ingest
-// files older than tempMaxAge, which a crash may have left behind. Ingest
-// files are never visible as content, so removing them is always safe; the
-// age limit only spares ingests of a process still running on the same root.
-func NewFS(root string, tempMaxAge time.Duration) (*FS, error) {
-	s := &FS{root: root, blobs: filepath.Join(root, "blobs"), ingest: filepath.Join(root, "ingest")}
-	for _, dir := range []string{s.blobs, s.ingest} {
+// files and partial downloads older than opts allows. Neither is ever
+// visible as content, so removing them is always safe; the age limits only
+// spare work of a process still running on the same root, and partials
+// that a later request may resume.
+func NewFS(root string, opts FSOptions) (*FS, error) {
+	s := &FS{root: root, blobs: filepath.Join(root, "blobs"), ingest: filepath.Join(root, "ingest"), partial: filepath.Join(root, "partial")}
+	for _, dir := range []string{s.blobs, s.ingest, s.partial} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("blob store %s: %w", root, err)
 		}
 	}
-	if err := s.cleanIngest(time.Now().Add(-tempMaxAge)); err != nil {
+	if err := s.cleanIngest(time.Now().Add(-opts.TempMaxAge)); err != nil {
+		return nil, err
+	}
+	if err := s.cleanPartials(time.Now().Add(-opts.PartialMaxAge)); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -18,7 +18,7 @@ import (
 )
 
 func newFS(t *testing.T) blobstore.Store {
-	s, err := blobstore.NewFS(t.TempDir(), time.Hour)
+	s, err := blobstore.NewFS(t.TempDir(), blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func ingestFiles(t *testing.T, root string) []string {
 func TestFSIngestReadWhileWriting(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
-	s, err := blobstore.NewFS(root, time.Hour)
+	s, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestFSIngestReadWhileWriting(t *testing.T) {
 func TestFSIngestCommitRejectsWrongDigest(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
-	s, err := blobstore.NewFS(root, time.Hour)
+	s, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestFSIngestCommitRejectsWrongDigest(t *testing.T) {
 func TestFSStartupCleansStaleIngests(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
-	if _, err := blobstore.NewFS(root, time.Hour); err != nil {
+	if _, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	stale := filepath.Join(root, "ingest", "sha256-abc.123")
@@ -130,7 +130,7 @@ func TestFSStartupCleansStaleIngests(t *testing.T) {
 	if err := os.Chtimes(stale, old, old); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := blobstore.NewFS(root, time.Hour); err != nil {
+	if _, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
@@ -142,7 +142,7 @@ func TestFSStartupCleansStaleIngests(t *testing.T) {
 }
 
 func BenchmarkFSPut(b *testing.B) {
-	s, err := blobstore.NewFS(b.TempDir(), time.Hour)
+	s, err := blobstore.NewFS(b.TempDir(), blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -48,7 +48,7 @@ func newMirror(t *testing.T, opts ...mirrorOpt) *mirror {
 	up := httptest.NewServer(fake)
 	t.Cleanup(up.Close)
 	root := t.TempDir()
-	store, err := blobstore.NewFS(root, time.Hour)
+	store, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

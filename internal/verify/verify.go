@@ -4,6 +4,12 @@
 package verify
 
 import (
+	// The OCI image spec registers sha256 and sha512 digests; go-digest
+	// needs their hashes linked in.
+	_ "crypto/sha256"
+	_ "crypto/sha512"
+	"encoding"
+	"encoding/binary"
 	"fmt"
 	"hash"
 	"io"
@@ -61,6 +67,43 @@ func (d *Digester) Write(p []byte) (int, error) {
 
 // Written returns the number of bytes hashed so far.
 func (d *Digester) Written() int64 { return d.n }
+
+// State returns the hash state after the bytes written so far, for
+// RestoreDigester. It fails if the algorithm's hash cannot be saved.
+func (d *Digester) State() ([]byte, error) {
+	m, ok := d.h.(encoding.BinaryMarshaler)
+	if !ok {
+		return nil, fmt.Errorf("hash %s: cannot save its state: %w", d.want.Algorithm(), errdef.ErrUnsupported)
+	}
+	return m.MarshalBinary()
+}
+
+// RestoreDigester returns a Digester for want that continues from state,
+// saved by State after n bytes. A state of another algorithm, or one that
+// does not count n bytes, is an error wrapping errdef.ErrInvalid.
+func RestoreDigester(want digest.Digest, state []byte, n int64) (*Digester, error) {
+	d, err := NewDigester(want)
+	if err != nil {
+		return nil, err
+	}
+	u, ok := d.h.(encoding.BinaryUnmarshaler)
+	if !ok {
+		return nil, fmt.Errorf("hash %s: cannot restore its state: %w", want.Algorithm(), errdef.ErrUnsupported)
+	}
+	if n < 0 {
+		return nil, fmt.Errorf("hash state after %d bytes: %w", n, errdef.ErrInvalid)
+	}
+	if err := u.UnmarshalBinary(state); err != nil {
+		return nil, fmt.Errorf("hash state: %w: %w", errdef.ErrInvalid, err)
+	}
+	// The saved state counts the bytes it has seen in its last 8 bytes
+	// (big-endian), for every hash of crypto/sha256 and crypto/sha512.
+	if len(state) < 8 || binary.BigEndian.Uint64(state[len(state)-8:]) != uint64(n) {
+		return nil, fmt.Errorf("hash state does not cover %d bytes: %w", n, errdef.ErrInvalid)
+	}
+	d.n = n
+	return d, nil
+}
 
 // Verify checks the bytes seen so far against the expected digest and, if
 // size is not negative, the expected size.

@@ -75,3 +75,41 @@ func BenchmarkReader(b *testing.B) {
 		}
 	}
 }
+
+func TestDigesterStateRoundTrip(t *testing.T) {
+	for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
+		content := bytes.Repeat([]byte("resume me "), 10_000)
+		want := alg.FromBytes(content)
+		d, err := NewDigester(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cut := int64(len(content) / 3)
+		d.Write(content[:cut])
+		state, err := d.State()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := RestoreDigester(want, state, cut)
+		if err != nil {
+			t.Fatalf("%s: restore: %v", alg, err)
+		}
+		r.Write(content[cut:])
+		if err := r.Verify(int64(len(content))); err != nil {
+			t.Errorf("%s: restored digester: %v", alg, err)
+		}
+		// A state that does not cover the claimed count is refused.
+		if _, err := RestoreDigester(want, state, cut+1); !errors.Is(err, errdef.ErrInvalid) {
+			t.Errorf("%s: restore with a wrong count: %v, want ErrInvalid", alg, err)
+		}
+		if _, err := RestoreDigester(want, state[:10], cut); !errors.Is(err, errdef.ErrInvalid) {
+			t.Errorf("%s: restore of a truncated state: %v, want ErrInvalid", alg, err)
+		}
+	}
+	sha := digest.FromString("x")
+	d512, _ := NewDigester(digest.SHA512.FromString("x"))
+	st, _ := d512.State()
+	if _, err := RestoreDigester(sha, st, 0); !errors.Is(err, errdef.ErrInvalid) {
+		t.Errorf("restore of a sha512 state as sha256: %v, want ErrInvalid", err)
+	}
+}

@@ -1,0 +1,252 @@
+package blobstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/verify"
+)
+
+// Resumer is an optional capability: downloads that survive a failed
+// transfer, a restart or a crash, and continue where they stopped.
+type Resumer interface {
+	// Resume opens the partial download of d left by an earlier attempt,
+	// or starts an empty one. Its Written() is the number of bytes kept,
+	// already hashed. It fails with ErrPartialBusy when another process
+	// holds the partial.
+	Resume(ctx context.Context, d digest.Digest) (Partial, error)
+}
+
+// Partial is an Ingest kept on disk until it is committed or cancelled.
+// A Partial is used by one goroutine at a time (its readers excepted).
+type Partial interface {
+	Ingest
+	// Meta is the metadata saved with the partial's last checkpoint.
+	Meta() PartialMeta
+	// Checkpoint makes the bytes written so far durable and saves meta with
+	// them, so that Resume continues from at least here after a crash or a
+	// power loss.
+	Checkpoint(meta PartialMeta) error
+	// Suspend checkpoints the partial and closes it, keeping it on disk for
+	// a later Resume.
+	Suspend(meta PartialMeta) error
+}
+
+// PartialMeta is what a downloader records with a partial to resume it.
+type PartialMeta struct {
+	// Size is the blob's total size, -1 if unknown.
+	Size int64 `json:"size"`
+	// ETag is the upstream's validator of the content, for If-Range.
+	ETag string `json:"etag,omitempty"`
+}
+
+// ErrPartialBusy means another process holds a partial download.
+var ErrPartialBusy = errors.New("partial download is held by another process")
+
+// partialState is the checkpoint file next to a partial's data:
+// the data's first Offset bytes are durable and hash to HashState.
+type partialState struct {
+	Digest    digest.Digest `json:"digest"`
+	Offset    int64         `json:"offset"`
+	HashState []byte        `json:"hashState"`
+	Meta      PartialMeta   `json:"meta"`
+}
+
+const stateSuffix = ".state"
+
+// Resume implements Resumer. The partial's data is partial/<alg>-<hex>,
+// its checkpoint partial/<alg>-<hex>.state. Bytes after the checkpoint
+// (written before a kill -9, still in the page cache) are kept and hashed
+// again; after a power loss they may be wrong, which the final digest check
+// of Commit catches.
+func (s *FS) Resume(_ context.Context, d digest.Digest) (Partial, error) {
+	final, err := s.path(d)
+	if err != nil {
+		return nil, err
+	}
+	name := filepath.Join(s.partial, string(d.Algorithm())+"-"+d.Encoded())
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: open partial: %w", d, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("blob %s: %w", d, ErrPartialBusy)
+		}
+		return nil, fmt.Errorf("blob %s: lock partial: %w", d, err)
+	}
+	p := &fsPartial{fsIngest: fsIngest{d: d, f: f, final: final}, state: name + stateSuffix, meta: PartialMeta{Size: -1}}
+	if err := p.load(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+type fsPartial struct {
+	fsIngest
+	state string
+	meta  PartialMeta
+}
+
+// load restores the digester from the checkpoint, if it is usable, and
+// hashes the data written after it; without one it hashes all the data.
+func (p *fsPartial) load() error {
+	size, err := p.f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("blob %s: partial: %w", p.d, err)
+	}
+	var from int64
+	if st, ok := p.readState(size); ok {
+		if dg, err := verify.RestoreDigester(p.d, st.HashState, st.Offset); err == nil {
+			p.dg, from, p.meta = dg, st.Offset, st.Meta
+		}
+	}
+	if p.dg == nil {
+		if p.dg, err = verify.NewDigester(p.d); err != nil {
+			return err
+		}
+	}
+	if _, err := p.f.Seek(from, io.SeekStart); err != nil {
+		return fmt.Errorf("blob %s: partial: %w", p.d, err)
+	}
+	if n, err := io.Copy(p.dg, io.LimitReader(p.f, size-from)); err != nil || n != size-from {
+		return fmt.Errorf("blob %s: read partial: %d of %d bytes: %w", p.d, n, size-from, err)
+	}
+	p.written = size
+	return nil
+}
+
+// readState reads the checkpoint if it belongs to this digest and lies
+// within the data's size.
+func (p *fsPartial) readState(size int64) (partialState, bool) {
+	b, err := os.ReadFile(p.state)
+	if err != nil {
+		return partialState{}, false
+	}
+	var st partialState
+	if json.Unmarshal(b, &st) != nil || st.Digest != p.d || st.Offset < 0 || st.Offset > size {
+		return partialState{}, false
+	}
+	return st, true
+}
+
+func (p *fsPartial) Meta() PartialMeta { return p.meta }
+
+func (p *fsPartial) Checkpoint(meta PartialMeta) error {
+	hs, err := p.dg.State()
+	if err != nil {
+		return err
+	}
+	if err := p.f.Sync(); err != nil {
+		return fmt.Errorf("blob %s: sync partial: %w", p.d, err)
+	}
+	b, err := json.Marshal(partialState{Digest: p.d, Offset: p.dg.Written(), HashState: hs, Meta: meta})
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(p.state, b); err != nil {
+		return fmt.Errorf("blob %s: checkpoint: %w", p.d, err)
+	}
+	p.meta = meta
+	return nil
+}
+
+func (p *fsPartial) Suspend(meta PartialMeta) error {
+	err := p.Checkpoint(meta)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		p.closed = true
+		p.f.Close() // releases the lock
+	}
+	return err
+}
+
+// Commit implements Ingest: the data moves to its final path and the
+// checkpoint goes.
+func (p *fsPartial) Commit(ctx context.Context, size int64) error {
+	if err := p.fsIngest.Commit(ctx, size); err != nil {
+		os.Remove(p.state)
+		return err
+	}
+	os.Remove(p.state)
+	return nil
+}
+
+// Cancel implements Ingest: the partial is discarded.
+func (p *fsPartial) Cancel() error {
+	err := p.fsIngest.Cancel()
+	if rerr := os.Remove(p.state); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// writeFileAtomic replaces path with b: temp file, fsync, rename.
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// cleanPartials removes partial downloads whose data was last written
+// before olderThan, with their checkpoints, and checkpoints without data.
+// A partial held by a running fill is skipped (its lock is taken).
+func (s *FS) cleanPartials(olderThan time.Time) error {
+	entries, err := os.ReadDir(s.partial)
+	if err != nil {
+		return fmt.Errorf("blob store clean partials: %w", err)
+	}
+	for _, e := range entries {
+		name := filepath.Join(s.partial, e.Name())
+		if strings.HasSuffix(name, stateSuffix) || strings.HasSuffix(name, stateSuffix+".tmp") {
+			data := strings.TrimSuffix(strings.TrimSuffix(name, ".tmp"), stateSuffix)
+			if _, err := os.Stat(data); errors.Is(err, os.ErrNotExist) {
+				os.Remove(name)
+			}
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || !info.ModTime().Before(olderThan) {
+			continue
+		}
+		f, err := os.OpenFile(name, os.O_RDWR, 0)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			os.Remove(name + stateSuffix)
+			os.Remove(name)
+		}
+		f.Close()
+	}
+	return nil
+}
