@@ -74,13 +74,15 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		return err
 	}
 	p := proxy.New(store, db, router, proxy.Options{
-		TagTTL:            cfg.Cache.TagTTL.D(),
-		RevalidateTimeout: cfg.Cache.RevalidateTimeout.D(),
-		FillTimeout:       cfg.Storage.FillTimeout.D(),
-		MaxManifestSize:   int64(cfg.Cache.MaxManifestSize),
-		TagNotFound:       string(cfg.Cache.TagNotFound),
-		Logger:            log,
-		Metrics:           m,
+		TagTTL:             cfg.Cache.TagTTL.D(),
+		RevalidateTimeout:  cfg.Cache.RevalidateTimeout.D(),
+		FillTimeout:        cfg.Storage.FillTimeout.D(),
+		FillStallTimeout:   cfg.Storage.FillStallTimeout.D(),
+		ClientStallTimeout: cfg.Storage.ClientStallTimeout.D(),
+		MaxManifestSize:    int64(cfg.Cache.MaxManifestSize),
+		TagNotFound:        string(cfg.Cache.TagNotFound),
+		Logger:             log,
+		Metrics:            m,
 	})
 	handler := httpserve.New(p, httpserve.Options{Logger: log, Metrics: m, AccessLog: cfg.Log.AccessLog})
 
@@ -115,8 +117,10 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	if err := p.Wait(sctx); err != nil {
-		log.LogAttrs(context.Background(), slog.LevelWarn, "fills still running at shutdown; they will be retried on demand")
+	// Fills that outlived their clients stop here; what they received
+	// stays on disk and the next request of the blob resumes it.
+	if err := p.Close(sctx); err != nil {
+		log.LogAttrs(context.Background(), slog.LevelWarn, "fills still running at shutdown; they will be resumed on demand")
 	}
 	return nil
 }

@@ -32,6 +32,11 @@ type mirror struct {
 	store    *blobstore.FS
 	clock    *clock
 	metrics  *metrics.Metrics
+
+	proxy  *proxy.Proxy
+	db     *meta.DB
+	router *proxy.Router
+	opts   proxy.Options
 }
 
 type clock struct{ now time.Time }
@@ -47,16 +52,6 @@ func newMirror(t *testing.T, opts ...mirrorOpt) *mirror {
 	fake := fakeupstream.New()
 	up := httptest.NewServer(fake)
 	t.Cleanup(up.Close)
-	root := t.TempDir()
-	store, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := meta.Open(filepath.Join(root, "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
 	client, err := upstream.New(upstream.Options{
 		URL: up.URL, RegistryName: "central.test",
 		ConnectTimeout: time.Second, ResponseHeaderTimeout: 10 * time.Second,
@@ -70,20 +65,55 @@ func newMirror(t *testing.T, opts ...mirrorOpt) *mirror {
 		t.Fatal(err)
 	}
 	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	m := metrics.New()
-	po := proxy.Options{TagTTL: time.Minute, RevalidateTimeout: 2 * time.Second, FillTimeout: time.Minute, Metrics: m, Now: clk.Now}
+	po := proxy.Options{TagTTL: time.Minute, RevalidateTimeout: 2 * time.Second, FillTimeout: time.Minute, Now: clk.Now}
 	for _, o := range opts {
 		o(&po)
 	}
-	p := proxy.New(store, db, router, po)
-	srv := httptest.NewServer(httpserve.New(p, httpserve.Options{Metrics: m}))
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		p.Wait(ctx)
-	})
-	return &mirror{t: t, fake: fake, upstream: up, srv: srv, root: root, store: store, clock: clk, metrics: m}
+	m := &mirror{t: t, fake: fake, upstream: up, root: t.TempDir(), clock: clk, router: router, opts: po}
+	m.start()
+	t.Cleanup(m.stop)
+	return m
+}
+
+// start opens the store, metadata and proxy under m.root and serves them.
+func (m *mirror) start() {
+	t := m.t
+	store, err := blobstore.NewFS(m.root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := meta.Open(filepath.Join(m.root, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.metrics = metrics.New()
+	po := m.opts
+	po.Metrics = m.metrics
+	m.store, m.db, m.proxy = store, db, proxy.New(store, db, m.router, po)
+	m.srv = httptest.NewServer(httpserve.New(m.proxy, httpserve.Options{Metrics: m.metrics}))
+}
+
+// stop shuts the mirror down like the process does: running fills stop
+// and keep their partial downloads.
+func (m *mirror) stop() {
+	if m.srv == nil {
+		return
+	}
+	m.srv.CloseClientConnections()
+	m.srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.proxy.Close(ctx); err != nil {
+		m.t.Errorf("fills still running at stop: %v", err)
+	}
+	m.db.Close()
+	m.srv = nil
+}
+
+// restart stops the mirror and starts a new one on the same storage.
+func (m *mirror) restart() {
+	m.stop()
+	m.start()
 }
 
 // do sends a request to the mirror and returns status, headers and body
@@ -152,13 +182,15 @@ func (m *mirror) storedBlobs() int {
 
 func (m *mirror) ingestFiles() []string {
 	m.t.Helper()
-	entries, err := os.ReadDir(filepath.Join(m.root, "ingest"))
-	if err != nil {
-		m.t.Fatal(err)
-	}
 	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
+	for _, dir := range []string{"ingest", "partial"} {
+		entries, err := os.ReadDir(filepath.Join(m.root, dir))
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		for _, e := range entries {
+			names = append(names, dir+"/"+e.Name())
+		}
 	}
 	return names
 }

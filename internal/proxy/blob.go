@@ -38,7 +38,7 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 	if err != nil {
 		return BlobResult{}, err
 	}
-	r, err := f.newReader(ctx)
+	r, err := f.newReader(ctx, p.opts.ClientStallTimeout, p.m.ClientStalls.Inc)
 	if err != nil {
 		return BlobResult{}, err
 	}

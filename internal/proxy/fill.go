@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
 // fillBufferSize is the size of the copy buffer of a fill. Readers are
@@ -23,11 +26,18 @@ const fillBufferSize = 128 << 10
 // fill is one upstream fetch of a blob into the store. It is owned by the
 // proxy, not by the request that started it: a client that disconnects does
 // not stop it. Every client of the blob, including those that join later,
-// reads the ingest file as it grows.
+// reads the ingest file as it grows. When the transfer breaks, the fill
+// resumes from the last byte on disk; when the fill gives up, what it
+// received stays on disk (a partial) for the next fill of the blob.
 type fill struct {
 	d      digest.Digest
 	target Target
-	ing    blobstore.Ingest
+
+	// Set by the fill goroutine before the first broadcast of sized;
+	// readers use ing only after waitSize.
+	ing  blobstore.Ingest
+	part blobstore.Partial // ing, when the store can resume it; else nil
+	etag string            // the upstream's strong validator, for If-Range
 
 	mu      sync.Mutex
 	size    int64 // total size, -1 until known or if the upstream did not say
@@ -43,36 +53,28 @@ type fill struct {
 
 // joinFill returns the running fill of d, or starts one.
 func (p *Proxy) joinFill(ctx context.Context, t Target, d digest.Digest) (*fill, bool, error) {
-	if f := p.runningFill(d); f != nil {
-		return p.join(ctx, t, f)
-	}
-	// Create the ingest file outside the lock, so that misses of other
-	// digests do not queue behind this one's file creation.
-	ing, err := p.store.Ingest(ctx, d)
-	if err != nil {
-		return nil, false, err
-	}
 	p.mu.Lock()
 	if f, ok := p.fills[d]; ok {
 		p.mu.Unlock()
-		ing.Cancel()
 		return p.join(ctx, t, f)
 	}
 	if _, err := p.store.Stat(ctx, d); err == nil {
 		// A fill committed the blob since the caller looked.
 		p.mu.Unlock()
-		ing.Cancel()
 		return nil, false, errStoredMeanwhile
 	}
-	f := &fill{d: d, target: t, ing: ing, size: -1, wake: make(chan struct{})}
+	f := &fill{d: d, target: t, size: -1, wake: make(chan struct{})}
 	p.fills[d] = f
 	p.wg.Add(1)
 	p.mu.Unlock()
 
+	// The fill outlives the request (WithoutCancel) but not the proxy.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.FillTimeout)
+	stop := context.AfterFunc(p.closing, cancel)
 	go func() {
 		defer p.wg.Done()
 		defer cancel()
+		defer stop()
 		p.runFill(fctx, f)
 	}()
 	return f, true, nil
@@ -97,27 +99,56 @@ func (p *Proxy) join(ctx context.Context, t Target, f *fill) (*fill, bool, error
 	return f, false, nil
 }
 
+// openIngest opens the partial download of f's blob (what an earlier fill
+// or process left), or a plain ingest when the store cannot resume.
+func (p *Proxy) openIngest(ctx context.Context, f *fill, log *slog.Logger) error {
+	if r, ok := p.store.(blobstore.Resumer); ok {
+		part, err := r.Resume(ctx, f.d)
+		if err == nil {
+			f.ing, f.part, f.etag = part, part, part.Meta().ETag
+			f.mu.Lock()
+			f.written, f.size = part.Written(), part.Meta().Size
+			f.mu.Unlock()
+			return nil
+		}
+		log.LogAttrs(ctx, slog.LevelWarn, "cannot resume the blob's partial download; fetching it anew", slog.Any("err", err))
+	}
+	ing, err := p.store.Ingest(ctx, f.d)
+	if err != nil {
+		return err
+	}
+	f.ing = ing
+	return nil
+}
+
 func (p *Proxy) runFill(ctx context.Context, f *fill) {
 	start := time.Now()
 	p.m.FillsInFlight.Inc()
 	defer p.m.FillsInFlight.Dec()
 	log := p.log.With(slog.String("upstream", f.target.Remote.Name), slog.String("repo", f.target.Repo.Name), slog.String("digest", f.d.String()))
 
-	err := p.fetchInto(ctx, f)
+	err := p.openIngest(ctx, f, log)
 	if err == nil {
-		err = f.ing.Verify(f.finalSize())
-	}
-	if err == nil {
-		// Every byte is verified: clients may have the end of the blob now,
-		// while the store makes it durable (fsync can take a while on the
-		// SD cards of small gateways).
-		f.markVerified()
-		err = f.ing.Commit(ctx, f.finalSize())
-	} else {
-		f.ing.Cancel()
-	}
-	if err == nil {
-		err = p.db.Link(ctx, f.target.Repo, f.d)
+		err = p.fetchInto(ctx, f, log)
+		if err == nil {
+			err = f.ing.Verify(f.finalSize())
+		}
+		if err == nil {
+			// Every byte is verified: clients may have the end of the blob
+			// now, while the store makes it durable (fsync can take a while
+			// on the SD cards of small gateways).
+			f.markVerified()
+			err = f.ing.Commit(ctx, f.finalSize())
+		} else if f.part != nil && keepPartial(err) && f.keptBytes() > 0 {
+			if serr := f.part.Suspend(blobstore.PartialMeta{Size: f.finalSize(), ETag: f.etag}); serr != nil {
+				log.LogAttrs(ctx, slog.LevelWarn, "cannot keep the partial download", slog.Any("err", serr))
+			}
+		} else {
+			f.ing.Cancel()
+		}
+		if err == nil {
+			err = p.db.Link(ctx, f.target.Repo, f.d)
+		}
 	}
 
 	result := "ok"
@@ -129,12 +160,15 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 			reason = "verify"
 		case errors.Is(err, errdef.ErrNotFound):
 			reason = "not_found"
+		case errors.As(err, new(*localError)):
+			reason = "io"
 		}
 		p.m.FillFailures.WithLabelValues(reason).Inc()
 		if reason == "not_found" {
 			log.LogAttrs(ctx, slog.LevelDebug, "blob not found upstream")
 		} else {
-			log.LogAttrs(ctx, slog.LevelError, "blob fill failed", slog.Int64("size", f.finalSize()), slog.Any("err", err))
+			log.LogAttrs(ctx, slog.LevelError, "blob fill failed", slog.Int64("size", f.finalSize()),
+				slog.Int64("kept", f.keptBytes()), slog.Any("err", err))
 		}
 	} else {
 		log.LogAttrs(ctx, slog.LevelInfo, "blob filled", slog.Int64("size", f.finalSize()), slog.Duration("duration", time.Since(start)))
@@ -149,43 +183,208 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 	p.mu.Unlock()
 }
 
-// fetchInto copies the blob from upstream into the ingest. Issue #4 adds
-// resume from f.written here; this fill fails on the first broken body.
-func (p *Proxy) fetchInto(ctx context.Context, f *fill) error {
+// keepPartial reports whether a fill that failed with err leaves bytes worth
+// resuming: all but bytes that proved wrong. (A partial of a blob that is
+// gone upstream goes with storage.partialMaxAge.)
+func keepPartial(err error) bool {
+	return !errors.Is(err, errdef.ErrDigestMismatch) && !errors.Is(err, errdef.ErrSizeMismatch)
+}
+
+// resumable reports whether a fill that failed with err, after the
+// upstream had answered, should try again.
+func resumable(err error) bool {
+	var le *localError
+	return keepPartial(err) && !errors.As(err, &le) && !errors.Is(err, errdef.ErrNotFound) &&
+		!errors.Is(err, errdef.ErrDenied) && !errors.Is(err, errdef.ErrUnauthorized) && !errors.Is(err, errdef.ErrInvalid)
+}
+
+// localError is a failure of this machine (disk full, I/O error), not of
+// the link: resuming does not help.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
+
+// Resume backoff between attempts of one fill; an attempt that received
+// bytes starts the backoff over.
+const (
+	resumeMinWait = 500 * time.Millisecond
+	resumeMaxWait = 30 * time.Second
+	// checkpointEvery is how often a running fill makes its bytes durable
+	// for a resume after a crash or power loss. A kill -9 loses nothing
+	// either way: bytes written after the checkpoint are in the page cache
+	// and are kept (and hashed again) by the next fill.
+	checkpointEvery = 4 * time.Second
+)
+
+// fetchInto copies the blob from the upstream into the ingest, resuming
+// with a Range request from the last byte written whenever the transfer
+// breaks (error, truncated body, stall), with backoff, until the fill's
+// deadline. If the first request of the fill gets no answer, it fails at
+// once: a client asking for an uncached blob of a dead upstream gets a
+// quick error.
+func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger) error {
+	up := f.target.Remote.Name
+	wait := resumeMinWait
+	answered := false
+	for attempt := 0; ; attempt++ {
+		if size := f.finalSize(); size >= 0 && f.keptBytes() == size {
+			return nil // every byte is on disk already; Verify decides
+		}
+		if kept := f.keptBytes(); kept > 0 {
+			cause := "link"
+			if attempt == 0 {
+				cause = "restart"
+			}
+			p.m.FillResumes.WithLabelValues(up, cause).Inc()
+			log.LogAttrs(ctx, slog.LevelInfo, "resuming blob transfer", slog.Int64("offset", kept), slog.String("cause", cause))
+		}
+		before := f.keptBytes()
+		err := p.fetchOnce(ctx, f, &answered)
+		if err == nil {
+			return nil
+		}
+		if !answered || !resumable(err) || ctx.Err() != nil {
+			return err
+		}
+		if f.keptBytes() > before {
+			wait = resumeMinWait
+		}
+		d := jitter(wait)
+		var ue *upstream.Error
+		if errors.As(err, &ue) && ue.RetryAfter > d {
+			d = ue.RetryAfter
+		}
+		log.LogAttrs(ctx, slog.LevelWarn, "blob transfer broken; will resume", slog.Int64("offset", f.keptBytes()),
+			slog.Duration("wait", d), slog.Any("err", err))
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		}
+		wait = min(2*wait, resumeMaxWait)
+	}
+}
+
+// jitter returns a duration in [d/2, d).
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// fetchOnce makes one upstream request for the bytes the fill lacks and
+// copies its body. answered is set once the upstream has answered a
+// request of this fill.
+func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool) error {
 	t := f.target
-	resp, err := t.Remote.Client.Blob(ctx, t.Repo.Name, f.d, 0)
+	up := t.Remote.Name
+	offset := f.keptBytes()
+	resp, err := t.Remote.Client.Blob(ctx, t.Repo.Name, f.d, offset, f.etag)
 	p.countUpstream(t, "blob", err)
+	if errors.Is(err, errdef.ErrRangeNotSatisfiable) {
+		// More bytes on disk than the upstream's blob has: they are wrong.
+		return fmt.Errorf("blob %s: upstream has no byte %d: %w", f.d, offset, errdef.ErrSizeMismatch)
+	}
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	f.setSize(resp.Size)
+
+	// The size known before (from a partial's checkpoint or an earlier
+	// answer) must not change.
+	if size := f.finalSize(); resp.Size >= 0 && size >= 0 && resp.Size != size {
+		return fmt.Errorf("blob %s: upstream says %d bytes, known before as %d: %w", f.d, resp.Size, size, errdef.ErrSizeMismatch)
+	}
+	if !*answered {
+		if resp.ETag != "" {
+			f.etag = resp.ETag
+		}
+		f.setSize(resp.Size)
+		*answered = true
+	}
+
+	// The body, watched for stalls: no bytes for FillStallTimeout closes it,
+	// which ends the blocked Read with an error.
+	var stalled atomic.Bool
+	watchdog := time.AfterFunc(p.opts.FillStallTimeout, func() {
+		stalled.Store(true)
+		resp.Body.Close()
+	})
+	defer watchdog.Stop()
+	readErr := func(n int64, rerr error) error {
+		if stalled.Load() {
+			p.m.FillStalls.WithLabelValues(up).Inc()
+			return fmt.Errorf("blob %s: no bytes from upstream for %s after %d bytes: %w", f.d, p.opts.FillStallTimeout, n, errdef.ErrUnavailable)
+		}
+		return fmt.Errorf("blob %s: read upstream after %d bytes: %w: %w", f.d, n, errdef.ErrUnavailable, rerr)
+	}
+
 	buf := make([]byte, fillBufferSize)
-	limit := resp.Size
+	if skip := offset - resp.Offset; skip > 0 {
+		// The upstream ignored the range (or the If-Range validator no
+		// longer matched): it sends the whole blob, and what is on disk
+		// already arrives again. Pass over it; the digest covers the rest.
+		log := p.log.With(slog.String("upstream", up), slog.String("digest", f.d.String()))
+		log.LogAttrs(ctx, slog.LevelWarn, "upstream ignored the range; receiving the blob from its start", slog.Int64("offset", offset))
+		for skip > 0 {
+			n, rerr := resp.Body.Read(buf[:min(int64(len(buf)), skip)])
+			skip -= int64(n)
+			p.m.FillRefetchedBytes.WithLabelValues(up).Add(float64(n))
+			p.m.UpstreamBytes.WithLabelValues(up).Add(float64(n))
+			if n > 0 {
+				watchdog.Reset(p.opts.FillStallTimeout)
+			}
+			if rerr != nil && skip > 0 {
+				return readErr(offset-skip, rerr)
+			}
+		}
+	}
+
+	limit := f.finalSize()
+	lastCheckpoint := time.Now()
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
-			if limit >= 0 && f.written+int64(n) > limit {
+			watchdog.Reset(p.opts.FillStallTimeout)
+			written := f.keptBytes()
+			if limit >= 0 && written+int64(n) > limit {
 				return fmt.Errorf("blob %s: upstream sent more than %d bytes: %w", f.d, limit, errdef.ErrSizeMismatch)
 			}
 			if _, werr := f.ing.Write(buf[:n]); werr != nil {
-				return fmt.Errorf("blob %s: write: %w", f.d, werr)
+				return &localError{fmt.Errorf("blob %s: write: %w", f.d, werr)}
 			}
-			p.m.UpstreamBytes.WithLabelValues(t.Remote.Name).Add(float64(n))
+			p.m.UpstreamBytes.WithLabelValues(up).Add(float64(n))
 			f.advance(int64(n))
 			// Let the woken readers run now: on a small box the fill
 			// would otherwise keep its processor (the upstream socket
 			// rarely runs dry) and the first client would wait for the
 			// scheduler to move it, milliseconds on a loaded VM.
 			runtime.Gosched()
+			if f.part != nil && time.Since(lastCheckpoint) >= checkpointEvery {
+				if err := f.part.Checkpoint(blobstore.PartialMeta{Size: limit, ETag: f.etag}); err != nil {
+					return &localError{err}
+				}
+				lastCheckpoint = time.Now()
+			}
 		}
 		if rerr == io.EOF {
+			if limit >= 0 && f.keptBytes() < limit {
+				return fmt.Errorf("blob %s: upstream body ended after %d of %d bytes: %w", f.d, f.keptBytes(), limit, errdef.ErrUnavailable)
+			}
 			return nil
 		}
 		if rerr != nil {
-			return fmt.Errorf("blob %s: read upstream after %d bytes: %w: %w", f.d, f.written, errdef.ErrUnavailable, rerr)
+			return readErr(f.keptBytes(), rerr)
 		}
 	}
+}
+
+// keptBytes is the number of bytes of the blob on disk.
+func (f *fill) keptBytes() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.written
 }
 
 func (f *fill) broadcast() {
@@ -258,8 +457,9 @@ func (f *fill) waitSize(ctx context.Context) (int64, error) {
 }
 
 // newReader waits for the upstream's answer and returns a reader of the
-// growing blob.
-func (f *fill) newReader(ctx context.Context) (*fillReader, error) {
+// growing blob. A read that waits more than stall for new bytes fails and
+// calls onStall.
+func (f *fill) newReader(ctx context.Context, stall time.Duration, onStall func()) (*fillReader, error) {
 	size, err := f.waitSize(ctx)
 	if err != nil {
 		return nil, err
@@ -268,18 +468,22 @@ func (f *fill) newReader(ctx context.Context) (*fillReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fillReader{f: f, ctx: ctx, file: file, size: size}, nil
+	return &fillReader{f: f, ctx: ctx, file: file, size: size, stall: stall, onStall: onStall}, nil
 }
 
 // fillReader reads a blob while it is being filled. Reads wait for bytes to
-// arrive; a failed fill returns its error, so a client's connection fails
-// instead of ending cleanly on a wrong body.
+// arrive, through resumes of the fill, up to the stall limit; a failed fill
+// returns its error, so a client's connection fails instead of ending
+// cleanly on a wrong body.
 type fillReader struct {
-	f    *fill
-	ctx  context.Context
-	file io.ReadSeekCloser
-	size int64
-	off  int64
+	f       *fill
+	ctx     context.Context
+	file    io.ReadSeekCloser
+	size    int64
+	off     int64
+	stall   time.Duration
+	onStall func()
+	timer   *time.Timer
 }
 
 func (r *fillReader) Read(p []byte) (int, error) {
@@ -311,10 +515,20 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		if done || verified {
 			return 0, io.EOF
 		}
+		if r.timer == nil {
+			r.timer = time.NewTimer(r.stall)
+		} else {
+			r.timer.Reset(r.stall)
+		}
 		select {
 		case <-wake:
 		case <-r.ctx.Done():
 			return 0, r.ctx.Err()
+		case <-r.timer.C:
+			if r.onStall != nil {
+				r.onStall()
+			}
+			return 0, fmt.Errorf("blob %s: no new bytes for %s while the upstream transfer resumes: %w", r.f.d, r.stall, errdef.ErrUnavailable)
 		}
 	}
 }
@@ -347,4 +561,9 @@ func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
 	return abs, nil
 }
 
-func (r *fillReader) Close() error { return r.file.Close() }
+func (r *fillReader) Close() error {
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	return r.file.Close()
+}

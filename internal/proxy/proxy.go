@@ -27,7 +27,7 @@ import (
 type Upstream interface {
 	Manifest(ctx context.Context, repo, ref string, accept []string, maxSize int64) (upstream.Manifest, error)
 	Resolve(ctx context.Context, repo, ref string, accept []string) (ocispec.Descriptor, error)
-	Blob(ctx context.Context, repo string, d digest.Digest, offset int64) (*upstream.BlobResponse, error)
+	Blob(ctx context.Context, repo string, d digest.Digest, offset int64, ifRange string) (*upstream.BlobResponse, error)
 	StatBlob(ctx context.Context, repo string, d digest.Digest) (int64, error)
 	Tags(ctx context.Context, repo string, n int, last string) (upstream.TagPage, error)
 	Referrers(ctx context.Context, repo string, d digest.Digest) (upstream.Manifest, error)
@@ -62,8 +62,14 @@ type Options struct {
 	TagTTL time.Duration
 	// RevalidateTimeout bounds the request that revalidates a stale tag.
 	RevalidateTimeout time.Duration
-	// FillTimeout bounds one blob fill.
+	// FillTimeout bounds one blob fill, across its resumes.
 	FillTimeout time.Duration
+	// FillStallTimeout is how long a fill waits for body bytes before it
+	// drops the upstream connection and resumes.
+	FillStallTimeout time.Duration
+	// ClientStallTimeout is how long a client of a fill waits for new bytes
+	// before its request fails.
+	ClientStallTimeout time.Duration
 	// MaxManifestSize is the largest manifest accepted from upstream.
 	MaxManifestSize int64
 	// TagNotFound is TagNotFoundServeCached (default) or TagNotFoundForget.
@@ -91,6 +97,10 @@ type Proxy struct {
 	mu    sync.Mutex
 	fills map[digest.Digest]*fill
 	wg    sync.WaitGroup
+	// closing is cancelled by Close: running fills stop and keep their
+	// partial downloads.
+	closing context.Context
+	close   context.CancelFunc
 }
 
 // New returns a Proxy.
@@ -116,17 +126,32 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 	if opts.RevalidateTimeout <= 0 {
 		opts.RevalidateTimeout = 3 * time.Second
 	}
+	if opts.FillStallTimeout <= 0 {
+		opts.FillStallTimeout = 30 * time.Second
+	}
+	if opts.ClientStallTimeout <= 0 {
+		opts.ClientStallTimeout = 2 * time.Minute
+	}
+	closing, cancel := context.WithCancel(context.Background())
 	return &Proxy{
 		store: store, db: db, router: router, opts: opts,
 		log: opts.Logger, m: opts.Metrics, now: opts.Now,
-		fills: map[digest.Digest]*fill{},
-		hot:   newHotCache(hotTotalMax),
-		links: newLinkCache(),
+		fills:   map[digest.Digest]*fill{},
+		hot:     newHotCache(hotTotalMax),
+		links:   newLinkCache(),
+		closing: closing, close: cancel,
 	}
 }
 
 // Router returns the proxy's router.
 func (p *Proxy) Router() *Router { return p.router }
+
+// Close stops every running fill, keeping what it received on disk for a
+// later fill to resume, and waits for them to end or ctx to be done.
+func (p *Proxy) Close(ctx context.Context) error {
+	p.close()
+	return p.Wait(ctx)
+}
 
 // Wait blocks until every running fill has ended or ctx is done. Fills are
 // not tied to client connections, so a graceful shutdown waits here.

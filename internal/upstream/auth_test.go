@@ -423,7 +423,7 @@ func TestRedirectDropsAuthorization(t *testing.T) {
 	}))
 	c := newTestClient(t, srv.URL, func(o *Options) { o.Username, o.Password = "dave", "redirect-secret" })
 	for _, offset := range []int64{0, 400} {
-		resp, err := c.Blob(context.Background(), "a/b", d, offset)
+		resp, err := c.Blob(context.Background(), "a/b", d, offset, "")
 		if err != nil {
 			t.Fatalf("Blob(offset %d) error = %v", offset, err)
 		}
@@ -491,7 +491,7 @@ func TestNoSecretsInErrors(t *testing.T) {
 				o.Logger = debugLogger(logs)
 			})
 			basic := base64.StdEncoding.EncodeToString([]byte("eve:" + password))
-			_, err := c.Blob(context.Background(), "a/b", digest.FromString("x"), 0)
+			_, err := c.Blob(context.Background(), "a/b", digest.FromString("x"), 0, "")
 			if err == nil {
 				t.Fatal("Blob() error = nil, want an error")
 			}
@@ -519,7 +519,7 @@ func TestNoTokenInErrors(t *testing.T) {
 		writeError(w, http.StatusNotFound, "BLOB_UNKNOWN", "no blob for token "+tok)
 	}))
 	c := newTestClient(t, srv.URL)
-	_, err := c.Blob(context.Background(), "a/b", digest.FromString("x"), 0)
+	_, err := c.Blob(context.Background(), "a/b", digest.FromString("x"), 0, "")
 	if !errors.Is(err, errdef.ErrNotFound) {
 		t.Fatalf("Blob() error = %v, want ErrNotFound", err)
 	}

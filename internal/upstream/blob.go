@@ -30,11 +30,12 @@ type BlobResponse struct {
 // Blob fetches blob d of repo from byte offset on:
 // GET /v2/<repo>/blobs/<d>, following redirects to object storage or a CDN
 // (without the registry's Authorization header). With offset > 0 it sends
-// "Range: bytes=<offset>-" and accepts a 206 only with a Content-Range that
-// starts at offset and runs to the end of the blob; a 200 means the
-// upstream sent the whole blob (Offset 0). Retries happen only before Body
-// is returned.
-func (c *Client) Blob(ctx context.Context, repo string, d digest.Digest, offset int64) (*BlobResponse, error) {
+// "Range: bytes=<offset>-", and "If-Range: <ifRange>" when ifRange is a
+// strong ETag the upstream sent before, and accepts a 206 only with a
+// Content-Range that starts at offset and runs to the end of the blob; a
+// 200 means the upstream sent the whole blob (Offset 0). Retries happen
+// only before Body is returned.
+func (c *Client) Blob(ctx context.Context, repo string, d digest.Digest, offset int64, ifRange string) (*BlobResponse, error) {
 	op := opInfo{name: "blob", repo: repo, ref: d.String()}
 	if err := checkRepo(repo); err != nil {
 		return nil, c.fail(op, err)
@@ -48,6 +49,11 @@ func (c *Client) Blob(ctx context.Context, repo string, d digest.Digest, offset 
 	r := request{method: http.MethodGet, path: repo + "/blobs/" + d.String()}
 	if offset > 0 {
 		r.header = http.Header{"Range": {"bytes=" + strconv.FormatInt(offset, 10) + "-"}}
+		// A weak validator must not be used with If-Range (RFC 9110
+		// section 13.1.5).
+		if ifRange != "" && !strings.HasPrefix(ifRange, "W/") {
+			r.header.Set("If-Range", ifRange)
+		}
 	}
 	resp, err := c.do(ctx, op, r)
 	if err != nil {

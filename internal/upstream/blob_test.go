@@ -53,13 +53,21 @@ func TestBlob(t *testing.T) {
 		{"offset past the end", serveContent, 20000, 0, 0, "", errdef.ErrRangeNotSatisfiable},
 		{"206 from the wrong start", wrongRange, 4000, 0, 0, "", errdef.ErrUnavailable},
 		{"206 not to the end", partialRange, 100, 0, 0, "", errdef.ErrUnavailable},
+		{"If-Range matches", serveContent, 4000, 4000, 10000, `"` + d.String() + `"`, nil},
+		{"If-Range does not match: whole blob", serveContent, 4000, 0, 10000, `"` + d.String() + `"`, nil},
+		{"weak validator is not sent", serveContent, 4000, 4000, 10000, `"` + d.String() + `"`, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			srv := newServer(t, tt.handler)
 			c := newTestClient(t, srv.URL)
-			resp, err := c.Blob(context.Background(), "library/alpine", d, tt.offset)
+			ifRange := map[string]string{
+				"If-Range matches":                    `"` + d.String() + `"`,
+				"If-Range does not match: whole blob": `"sha256:other"`,
+				"weak validator is not sent":          `W/"sha256:other"`,
+			}[tt.name]
+			resp, err := c.Blob(context.Background(), "library/alpine", d, tt.offset, ifRange)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("Blob() error = %v, want %v", err, tt.wantErr)
@@ -99,7 +107,7 @@ func TestBlobNoRetryAfterBody(t *testing.T) {
 		// Returning with fewer bytes than announced aborts the connection.
 	}))
 	c := newTestClient(t, srv.URL)
-	resp, err := c.Blob(context.Background(), "a", digest.FromString("x"), 0)
+	resp, err := c.Blob(context.Background(), "a", digest.FromString("x"), 0, "")
 	if err != nil {
 		t.Fatalf("Blob() error = %v", err)
 	}

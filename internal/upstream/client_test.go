@@ -221,7 +221,7 @@ func TestConnectionRefused(t *testing.T) {
 	c := newTestClient(t, closedURL(t), func(o *Options) { o.RetryMax = 2 })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := c.Blob(ctx, "library/alpine", digest.FromString("x"), 0)
+	_, err := c.Blob(ctx, "library/alpine", digest.FromString("x"), 0, "")
 	if !errors.Is(err, errdef.ErrUnavailable) {
 		t.Fatalf("Blob() error = %v, want ErrUnavailable", err)
 	}
@@ -282,7 +282,7 @@ func TestRedirectPolicy(t *testing.T) {
 				w.WriteHeader(http.StatusTemporaryRedirect)
 			}))
 			c := newTestClient(t, srv.URL)
-			_, err := c.Blob(context.Background(), "a", digest.FromString("x"), 0)
+			_, err := c.Blob(context.Background(), "a", digest.FromString("x"), 0, "")
 			if !errors.Is(err, errdef.ErrUnavailable) || !errors.Is(err, errPolicy) {
 				t.Fatalf("Blob() error = %v, want ErrUnavailable and a policy refusal", err)
 			}

@@ -6,6 +6,7 @@
 package fakeupstream
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -34,7 +36,8 @@ type Registry struct {
 	manifests map[string]map[string]manifest    // repo -> tag or digest -> manifest
 	referrers map[string][]ocispec.Descriptor   // repo@digest -> descriptors
 	faults    []Fault
-	counts    map[string]int // "METHOD path" -> count
+	counts    map[string]int      // "METHOD path" -> count
+	ranges    map[string][]string // "METHOD path" -> Range header of each request
 	// NoReferrersAPI makes the referrers endpoint answer 404.
 	NoReferrersAPI bool
 }
@@ -52,6 +55,7 @@ func New() *Registry {
 		manifests: map[string]map[string]manifest{},
 		referrers: map[string][]ocispec.Descriptor{},
 		counts:    map[string]int{},
+		ranges:    map[string][]string{},
 	}
 }
 
@@ -154,6 +158,14 @@ func (g *Registry) Count(method, path string) int {
 	return g.counts[method+" "+path]
 }
 
+// Ranges returns the Range header of each request with method and path, in
+// order ("" for none).
+func (g *Registry) Ranges(method, path string) []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.ranges[method+" "+path]...)
+}
+
 // Total returns how many requests were received in all.
 func (g *Registry) Total() int {
 	g.mu.Lock()
@@ -170,6 +182,7 @@ func (g *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.mu.Lock()
 	key := r.Method + " " + r.URL.Path
 	g.counts[key]++
+	g.ranges[key] = append(g.ranges[key], r.Header.Get("Range"))
 	n := g.counts[key]
 	faults := append([]Fault(nil), g.faults...)
 	g.mu.Unlock()
@@ -240,13 +253,12 @@ func (g *Registry) serveBlob(w http.ResponseWriter, r *http.Request, repo string
 		writeErr(w, http.StatusNotFound, "BLOB_UNKNOWN")
 		return
 	}
+	// Like distribution: a strong ETag of the digest, and Range and
+	// If-Range honoured.
 	w.Header().Set("Docker-Content-Digest", d.String())
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodGet {
-		w.Write(b)
-	}
+	w.Header().Set("ETag", `"`+d.String()+`"`)
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
 }
 
 func (g *Registry) serveTags(w http.ResponseWriter, r *http.Request, repo string) {
@@ -380,6 +392,107 @@ func Gate(body []byte, started chan<- struct{}, release <-chan struct{}) Fault {
 		w.Write(body[half:])
 		return true
 	}
+}
+
+// First applies f to the first times matching requests only.
+func First(times int, f Fault) Fault {
+	return func(w http.ResponseWriter, r *http.Request, n int) bool {
+		return n <= times && f(w, r, n)
+	}
+}
+
+// Cut answers a GET of blob like the registry, honouring Range, but ends
+// the body after the first after bytes of the answer: abruptly (reset) or
+// as a clean close of a short body.
+func Cut(blob []byte, after int, reset bool) Fault {
+	return func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if r.Method != http.MethodGet {
+			return false
+		}
+		start := rangeStart(r)
+		if start > len(blob) {
+			return false
+		}
+		rest := blob[start:]
+		if start > 0 {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, len(blob)-1, len(blob)))
+		}
+		w.Header().Set("ETag", `"`+digest.FromBytes(blob).String()+`"`)
+		w.Header().Set("Content-Length", strconv.Itoa(len(rest)))
+		if start > 0 {
+			w.WriteHeader(http.StatusPartialContent)
+		} else {
+			w.WriteHeader(http.StatusOK)
+		}
+		w.Write(rest[:min(after, len(rest))])
+		w.(http.Flusher).Flush()
+		if reset {
+			hijackClose(w)
+		} else {
+			hijackCloseClean(w)
+		}
+		return true
+	}
+}
+
+// Stall answers a GET of blob like the registry, honouring Range, but stops
+// sending after the first after bytes of the answer until release is
+// closed or the client goes away.
+func Stall(blob []byte, after int, release <-chan struct{}) Fault {
+	return func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if r.Method != http.MethodGet {
+			return false
+		}
+		start := rangeStart(r)
+		if start > len(blob) {
+			return false
+		}
+		rest := blob[start:]
+		w.Header().Set("Content-Length", strconv.Itoa(len(rest)))
+		if start > 0 {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, len(blob)-1, len(blob)))
+			w.WriteHeader(http.StatusPartialContent)
+		} else {
+			w.WriteHeader(http.StatusOK)
+		}
+		w.Write(rest[:min(after, len(rest))])
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+			w.Write(rest[min(after, len(rest)):])
+		case <-r.Context().Done():
+		}
+		return true
+	}
+}
+
+// rangeStart returns the first byte of a "bytes=N-" Range header, 0 without
+// one.
+func rangeStart(r *http.Request) int {
+	v, ok := strings.CutPrefix(r.Header.Get("Range"), "bytes=")
+	if !ok {
+		return 0
+	}
+	first, _, _ := strings.Cut(v, "-")
+	n, err := strconv.Atoi(first)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
+// hijackCloseClean closes the client connection with a FIN, after what was
+// flushed: the client sees a body shorter than its Content-Length.
+func hijackCloseClean(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	conn.Close()
 }
 
 // hijackClose closes the client connection abruptly (RST where possible).

@@ -1,0 +1,244 @@
+package httpserve_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
+)
+
+func fastStalls(fill, client time.Duration) mirrorOpt {
+	return func(o *proxy.Options) { o.FillStallTimeout, o.ClientStallTimeout = fill, client }
+}
+
+// A transfer that breaks mid-blob resumes with a Range request from the
+// last byte on disk; the client sees one whole, verified body.
+func TestBrokenTransferResumes(t *testing.T) {
+	t.Parallel()
+	layer := fakeupstream.Random(t, 300_000)
+	cut := 120_000
+	for _, tt := range []struct {
+		name  string
+		fault fakeupstream.Fault
+	}{
+		{"truncated body", fakeupstream.Cut(layer, cut, false)},
+		{"connection reset", fakeupstream.Cut(layer, cut, true)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m := newMirror(t)
+			_, layers := m.fake.Image("app", "v1", layer)
+			path := blobPath("app", layers[0].Digest)
+			m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.First(1, tt.fault)))
+
+			resp, body := m.get(http.MethodGet, path)
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+				t.Fatalf("GET: %d, %d bytes, equal=%v", resp.StatusCode, len(body), bytes.Equal(body, layer))
+			}
+			m.waitFills()
+			ranges := m.fake.Ranges(http.MethodGet, path)
+			if want := []string{"", "bytes=" + strconv.Itoa(cut) + "-"}; fmt.Sprint(ranges) != fmt.Sprint(want) {
+				t.Errorf("upstream GETs had Range %q, want %q", ranges, want)
+			}
+			if got := metricValue(t, m.metrics, "registry_edge_fill_resumes_total", "upstream", "central.test", "cause", "link"); got != 1 {
+				t.Errorf("resumes metric = %v, want 1", got)
+			}
+			if got := metricValue(t, m.metrics, "registry_edge_fill_refetched_bytes_total", "upstream", "central.test"); got != 0 {
+				t.Errorf("refetched bytes = %v, want 0", got)
+			}
+			if got := metricValue(t, m.metrics, "registry_edge_upstream_fetched_bytes_total", "upstream", "central.test"); got != float64(len(layer)) {
+				t.Errorf("bytes fetched = %v, want exactly the blob's %d", got, len(layer))
+			}
+			if _, err := m.store.Stat(context.Background(), layers[0].Digest); err != nil {
+				t.Errorf("blob not committed: %v", err)
+			}
+			if left := m.ingestFiles(); len(left) != 0 {
+				t.Errorf("files left behind: %v", left)
+			}
+		})
+	}
+}
+
+// An upstream that ignores Range sends the whole blob again: the bytes on
+// disk are passed over (and counted as waste), the result is still right.
+func TestResumeFromUpstreamIgnoringRange(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.First(1, fakeupstream.Cut(layer, 100_000, true))))
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Body(layer, len(layer), false)))
+
+	resp, body := m.get(http.MethodGet, blobPath("app", layers[0].Digest))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("GET: %d, equal=%v", resp.StatusCode, bytes.Equal(body, layer))
+	}
+	m.waitFills()
+	if got := metricValue(t, m.metrics, "registry_edge_fill_refetched_bytes_total", "upstream", "central.test"); got != 100_000 {
+		t.Errorf("refetched bytes = %v, want 100000", got)
+	}
+}
+
+// An upstream that stops sending is dropped after the stall timeout and
+// the transfer resumes; the client sees a pause.
+func TestStalledTransferResumes(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, fastStalls(50*time.Millisecond, time.Minute))
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	never := make(chan struct{})
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.First(1, fakeupstream.Stall(layer, 150_000, never))))
+
+	resp, body := m.get(http.MethodGet, blobPath("app", layers[0].Digest))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("GET: %d, equal=%v", resp.StatusCode, bytes.Equal(body, layer))
+	}
+	m.waitFills()
+	if got := metricValue(t, m.metrics, "registry_edge_fill_stalls_total", "upstream", "central.test"); got != 1 {
+		t.Errorf("stalls metric = %v, want 1", got)
+	}
+	if r := m.fake.Ranges(http.MethodGet, blobPath("app", layers[0].Digest)); len(r) != 2 || r[1] != "bytes=150000-" {
+		t.Errorf("upstream GETs had Range %q, want a resume from 150000", r)
+	}
+}
+
+// A client of a fill that makes no progress gives up after the client
+// stall limit with a failed transfer (never a clean short body); the fill
+// goes on, and when it finally gives up its bytes stay on disk for the
+// next request, which resumes them.
+func TestClientStallLimitAndPartialKept(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, fastStalls(20*time.Millisecond, 300*time.Millisecond), func(o *proxy.Options) { o.FillTimeout = 2 * time.Second })
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	path := blobPath("app", layers[0].Digest)
+	// The first answer brings 100 000 bytes, every later one nothing.
+	never := make(chan struct{})
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.First(1, fakeupstream.Stall(layer, 100_000, never))))
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Stall(layer, 0, never)))
+
+	resp, body, err := m.do(http.MethodGet, path)
+	if err == nil {
+		t.Fatalf("GET of a stalled fill ended cleanly: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if len(body) >= len(layer) {
+		t.Fatalf("client got %d bytes of a blob never fully fetched", len(body))
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_client_stalls_total"); got != 1 {
+		t.Errorf("client stalls metric = %v, want 1", got)
+	}
+	m.waitFills() // the fill gives up at its 2s deadline
+	if left := m.ingestFiles(); len(left) != 2 {
+		t.Fatalf("after the fill gave up: files %v, want the partial and its checkpoint", left)
+	}
+
+	// The upstream is healthy again: the next request resumes the partial.
+	m.fake.ClearFaults()
+	resp, body = m.get(http.MethodGet, path)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("GET after recovery: %d, equal=%v", resp.StatusCode, bytes.Equal(body, layer))
+	}
+	m.waitFills()
+	ranges := m.fake.Ranges(http.MethodGet, path)
+	if last := ranges[len(ranges)-1]; last != "bytes=100000-" {
+		t.Errorf("recovery GET had Range %q, want bytes=100000-", last)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_fill_resumes_total", "upstream", "central.test", "cause", "restart"); got != 1 {
+		t.Errorf("restart resumes = %v, want 1", got)
+	}
+}
+
+// A mirror restarted in the middle of a fill resumes it from what is on
+// disk: the upstream sends the rest only.
+func TestRestartResumesPartial(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 400_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	path := blobPath("app", layers[0].Digest)
+	started, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.First(1, fakeupstream.Gate(layer, started, release))))
+
+	req, _ := http.NewRequest(http.MethodGet, m.srv.URL+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	head := make([]byte, 1000)
+	if _, err := io.ReadFull(resp.Body, head); err != nil {
+		t.Fatal(err)
+	}
+	// Half of the blob is on disk once the first client has seen all of it.
+	if _, err := io.ReadFull(resp.Body, make([]byte, len(layer)/2-1000)); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	m.restart()
+
+	resp2, body := m.get(http.MethodGet, path)
+	if resp2.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("GET after restart: %d, equal=%v", resp2.StatusCode, bytes.Equal(body, layer))
+	}
+	m.waitFills()
+	ranges := m.fake.Ranges(http.MethodGet, path)
+	if len(ranges) != 2 || ranges[1] != "bytes="+strconv.Itoa(len(layer)/2)+"-" {
+		t.Errorf("upstream GETs had Range %q, want a resume from %d", ranges, len(layer)/2)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_upstream_fetched_bytes_total", "upstream", "central.test"); got != float64(len(layer)-len(layer)/2) {
+		t.Errorf("bytes fetched after restart = %v, want the missing %d", got, len(layer)-len(layer)/2)
+	}
+}
+
+// A Range request for a blob being filled is answered (206) as soon as the
+// requested bytes are on disk, while the upstream is still sending.
+func TestRangeOnFillingBlob(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 200_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	path := blobPath("app", layers[0].Digest)
+	started, release := make(chan struct{}), make(chan struct{})
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Gate(layer, started, release)))
+
+	// Start the fill; the upstream holds after the first half.
+	first, err := http.Get(m.srv.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Body.Close()
+	<-started
+	if _, err := io.ReadFull(first.Body, make([]byte, len(layer)/2-1)); err != nil {
+		t.Fatal(err)
+	}
+
+	// A range within the first half: answered while the upstream is held.
+	resp, body := m.get(http.MethodGet, path, "Range", "bytes=1000-50999")
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, layer[1000:51000]) {
+		t.Fatalf("range on a filling blob: %d, equal=%v", resp.StatusCode, bytes.Equal(body, layer[1000:51000]))
+	}
+	if cr := resp.Header.Get("Content-Range"); cr != "bytes 1000-50999/200000" {
+		t.Errorf("Content-Range = %q", cr)
+	}
+	// A range in the second half arrives once the upstream goes on.
+	done := make(chan []byte)
+	go func() {
+		_, b, _ := m.do(http.MethodGet, path, "Range", "bytes=150000-")
+		done <- b
+	}()
+	close(release)
+	if b := <-done; !bytes.Equal(b, layer[150000:]) {
+		t.Errorf("range in the second half: %d bytes, equal=%v", len(b), bytes.Equal(b, layer[150000:]))
+	}
+	if n := m.fake.Count(http.MethodGet, path); n != 1 {
+		t.Errorf("upstream GETs = %d, want 1", n)
+	}
+}
