@@ -347,13 +347,19 @@ type mirror struct {
 type mirrorOptions struct {
 	// tagTTL, when set, is written to a config file as cache.tagTTL.
 	tagTTL string
+	// storage, when set, is the storage directory (to restart a mirror on
+	// the storage of an earlier one).
+	storage string
 }
 
 // startMirror starts registry-edge with upstream as its only (default)
 // upstream and its own storage directory.
 func startMirror(t *testing.T, upstream string, opts mirrorOptions) *mirror {
 	t.Helper()
-	storage := filepath.Join(t.TempDir(), "storage")
+	storage := opts.storage
+	if storage == "" {
+		storage = filepath.Join(t.TempDir(), "storage")
+	}
 	addr, p := startServer(t, "registry-edge", "/v2/", func(addr string) *process {
 		args := []string{"serve", "--listen", addr, "--storage", storage, "--upstream", "http://" + upstream}
 		if opts.tagTTL != "" {
