@@ -160,3 +160,40 @@ func (p *Proxy) linked(ctx context.Context, t Target, d digest.Digest) (bool, er
 	}
 	return ok, err
 }
+
+// EnsureBlob makes blob d of t stored, fetching it if needed (resuming a
+// partial download, like any fill), and waits until it is committed. It is
+// how content is pre-staged without a client. It returns the blob's size.
+func (p *Proxy) EnsureBlob(ctx context.Context, t Target, d digest.Digest) (int64, error) {
+	for {
+		if info, err := p.store.Stat(ctx, d); err == nil {
+			if err := p.ensureLinked(ctx, t, d); err != nil {
+				return 0, err
+			}
+			return info.Size, nil
+		}
+		f, _, err := p.joinFill(ctx, t, d)
+		if errors.Is(err, errStoredMeanwhile) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if err := f.wait(ctx); err != nil {
+			return 0, err
+		}
+		return f.finalSize(), nil
+	}
+}
+
+// FillProgress reports the bytes on disk and the size (-1 if unknown) of a
+// running fill of d; ok is false when none runs.
+func (p *Proxy) FillProgress(d digest.Digest) (written, size int64, ok bool) {
+	f := p.runningFill(d)
+	if f == nil {
+		return 0, 0, false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.written, f.size, true
+}

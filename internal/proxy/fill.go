@@ -456,6 +456,23 @@ func (f *fill) waitSize(ctx context.Context) (int64, error) {
 	}
 }
 
+// wait waits until the fill has ended and returns its error.
+func (f *fill) wait(ctx context.Context) error {
+	for {
+		f.mu.Lock()
+		done, err, wake := f.done, f.err, f.wake
+		f.mu.Unlock()
+		if done {
+			return err
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // newReader waits for the upstream's answer and returns a reader of the
 // growing blob. A read that waits more than stall for new bytes fails and
 // calls onStall.

@@ -11,7 +11,9 @@
 // Counters are updated before the effect they count can be seen by either
 // peer: once a client has read k bytes, BytesDown() >= k; once it has seen
 // a cut, Cuts() includes it. Tests can therefore assert them exactly
-// without waiting.
+// without waiting. BytesDown counts what the relay wrote to the client's
+// socket; a cut is a reset (RST), which may discard bytes the client had not
+// read yet, as a broken link does, so a client may receive fewer.
 package flakyrelay
 
 import (
@@ -276,8 +278,15 @@ func (r *Relay) serve(c *conn) {
 
 // forward runs one direction. At the source's EOF it half-closes the
 // destination, as the peer did; on any other end it resets both sides.
+// Like bytes, a peer's FIN or reset does not cross a silent link: it is
+// passed on when the link flows again.
 func (r *Relay) forward(c *conn, dst, src net.Conn, down bool) {
 	err := r.pump(c, dst, src, down)
+	if r.wait(c, r.flowing) != nil {
+		c.abort()
+		return
+	}
+	r.mu.Unlock()
 	if errors.Is(err, io.EOF) {
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()

@@ -1,0 +1,591 @@
+// Package prefetch pre-stages images on a site before a rollout: it fetches
+// the images of a list (tags or digests; chosen platforms or all platforms
+// of an index; their signatures and referrers) through the proxy, in the
+// background, with bounded concurrency, optionally only within daily time
+// windows (off-peak cellular hours), and pins what it fetched against
+// eviction until the image leaves the list.
+//
+// Fetches go through proxy fills, so they resume like any fill: a broken
+// link, a restart or a crash loses no received byte.
+package prefetch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/meta"
+	"github.com/registry-edge/registry-edge/internal/ociapi"
+	"github.com/registry-edge/registry-edge/internal/proxy"
+)
+
+// Image is one entry of a prefetch list.
+type Image struct {
+	// Ref is the image as a device would pull it from the mirror:
+	// [registry/]repository[:tag|@digest], e.g. "ghcr.io/org/app:1.4" or
+	// "org/app@sha256:...". No tag means "latest".
+	Ref string `json:"ref"`
+	// Platforms selects the children of an index ("linux/arm64",
+	// "linux/arm/v7"); empty means all of them. Ignored for an image.
+	Platforms []string `json:"platforms,omitempty"`
+}
+
+// State of an image in the list.
+const (
+	StatePending  = "pending"
+	StateRunning  = "running"
+	StateComplete = "complete"
+	StateFailed   = "failed"
+	StateWaiting  = "waiting" // for the next time window
+)
+
+// Status is the progress of one image.
+type Status struct {
+	Image
+	State string `json:"state"`
+	// Digest is what Ref resolved to.
+	Digest string `json:"digest,omitempty"`
+	// Blobs and Bytes count the content found so far (manifests excluded);
+	// the Done fields count what is stored.
+	Blobs     int   `json:"blobs"`
+	BlobsDone int   `json:"blobsDone"`
+	Bytes     int64 `json:"bytes"`
+	BytesDone int64 `json:"bytesDone"`
+	// Referrers counts signatures, attestations and other referrers stored
+	// with the image.
+	Referrers int       `json:"referrers"`
+	Error     string    `json:"error,omitempty"`
+	Updated   time.Time `json:"updated"`
+}
+
+// Proxy is what the prefetcher needs of the pull-through proxy.
+type Proxy interface {
+	Manifest(ctx context.Context, t proxy.Target, ref string) (proxy.ManifestResult, error)
+	Referrers(ctx context.Context, t proxy.Target, d digest.Digest, artifactType string) ([]byte, string, error)
+	EnsureBlob(ctx context.Context, t proxy.Target, d digest.Digest) (int64, error)
+	FillProgress(d digest.Digest) (written, size int64, ok bool)
+}
+
+// Pins records what the prefetcher pinned; *meta.DB implements it.
+type Pins interface {
+	SetPins(ctx context.Context, owner string, ds []digest.Digest) error
+	PinOwners(ctx context.Context) ([]string, error)
+}
+
+var _ Pins = (*meta.DB)(nil)
+
+// Options configures a Prefetcher.
+type Options struct {
+	// Images is the configured list, fetched at start-up and every
+	// Interval.
+	Images []Image
+	// Concurrency bounds the blobs fetched at once (default 2).
+	Concurrency int
+	// Windows are the daily times the background run may fetch in; none
+	// means any time. On-demand runs may ignore them.
+	Windows []Window
+	// Interval is how often the list is checked again (tags move);
+	// default 1h.
+	Interval time.Duration
+	Logger   *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Prefetcher runs prefetches.
+type Prefetcher struct {
+	p      Proxy
+	router *proxy.Router
+	pins   Pins
+	opts   Options
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	status  map[string]*Status // by Ref
+	order   []string           // Refs in the order they were listed
+	trigger chan request
+}
+
+type request struct {
+	images []Image
+	now    bool // ignore the time windows
+}
+
+// New returns a Prefetcher; Run starts it.
+func New(p Proxy, router *proxy.Router, pins Pins, opts Options) (*Prefetcher, error) {
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 2
+	}
+	if opts.Interval <= 0 {
+		opts.Interval = time.Hour
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	for _, img := range opts.Images {
+		if _, _, err := ParseRef(img.Ref); err != nil {
+			return nil, err
+		}
+	}
+	pf := &Prefetcher{p: p, router: router, pins: pins, opts: opts, log: opts.Logger,
+		status: map[string]*Status{}, trigger: make(chan request, 16)}
+	for _, img := range opts.Images {
+		pf.track(img)
+	}
+	return pf, nil
+}
+
+// Run fetches the configured list now (or when its window opens) and every
+// Interval, and runs on-demand requests, until ctx is done. It also unpins
+// images that left the configured list.
+func (pf *Prefetcher) Run(ctx context.Context) {
+	pf.unpinUnlisted(ctx)
+	// On-demand requests run on their own, so that a background run
+	// waiting for its window does not hold them up.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case req := <-pf.trigger:
+				pf.run(ctx, req.images, req.now)
+			}
+		}
+	}()
+	defer wg.Wait()
+	for {
+		if len(pf.opts.Images) > 0 {
+			pf.run(ctx, pf.opts.Images, false)
+		}
+		timer := time.NewTimer(pf.opts.Interval)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+	}
+}
+
+// Trigger queues images for a run now; now ignores the time windows. The
+// images join the status list; they are pinned like configured ones.
+func (pf *Prefetcher) Trigger(images []Image, now bool) error {
+	for _, img := range images {
+		if _, _, err := ParseRef(img.Ref); err != nil {
+			return err
+		}
+	}
+	for _, img := range images {
+		pf.track(img)
+	}
+	select {
+	case pf.trigger <- request{images: images, now: now}:
+		return nil
+	default:
+		return fmt.Errorf("prefetch: too many requests queued: %w", errdef.ErrTooManyRequests)
+	}
+}
+
+// Status returns the progress of every image, in list order.
+func (pf *Prefetcher) Status() []Status {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	out := make([]Status, 0, len(pf.order))
+	for _, ref := range pf.order {
+		out = append(out, *pf.status[ref])
+	}
+	return out
+}
+
+func (pf *Prefetcher) track(img Image) {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	if st, ok := pf.status[img.Ref]; ok {
+		st.Platforms = img.Platforms
+		return
+	}
+	pf.status[img.Ref] = &Status{Image: img, State: StatePending, Updated: pf.opts.Now()}
+	pf.order = append(pf.order, img.Ref)
+}
+
+func (pf *Prefetcher) update(ref string, fn func(*Status)) {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	st := pf.status[ref]
+	fn(st)
+	st.Updated = pf.opts.Now()
+}
+
+// run fetches images one after the other (their blobs concurrently),
+// waiting for a time window first unless now is set.
+func (pf *Prefetcher) run(ctx context.Context, images []Image, now bool) {
+	for _, img := range images {
+		if !now {
+			if wait := nextWindow(pf.opts.Windows, pf.opts.Now()); wait > 0 {
+				pf.update(img.Ref, func(s *Status) { s.State = StateWaiting })
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		pf.fetchImage(ctx, img)
+	}
+}
+
+// ParseRef splits [registry/]repository[:tag|@digest] into the repository
+// name (as routed by the mirror) and the tag or digest.
+func ParseRef(s string) (name, ref string, err error) {
+	name, ref = s, "latest"
+	if i := strings.LastIndex(s, "@"); i >= 0 {
+		name, ref = s[:i], s[i+1:]
+		if _, err := digest.Parse(ref); err != nil {
+			return "", "", fmt.Errorf("prefetch image %q: invalid digest: %w", s, errdef.ErrInvalid)
+		}
+	} else if i := strings.LastIndex(s, ":"); i > strings.LastIndex(s, "/") {
+		name, ref = s[:i], s[i+1:]
+		if !ociapi.ValidTag(ref) {
+			return "", "", fmt.Errorf("prefetch image %q: invalid tag: %w", s, errdef.ErrInvalid)
+		}
+	}
+	// A registry prefix may carry a port (localhost:5000/app), which the
+	// path grammar of /v2/ does not allow: containerd's ?ns= reaches such
+	// an upstream, and so does the prefetcher.
+	repo := name
+	if first, rest, ok := strings.Cut(name, "/"); ok && strings.Contains(first, ":") {
+		host, port, _ := strings.Cut(first, ":")
+		if !ociapi.ValidName(host) || !validPort(port) {
+			return "", "", fmt.Errorf("prefetch image %q: invalid registry %q: %w", s, first, errdef.ErrInvalid)
+		}
+		repo = rest
+	}
+	if !ociapi.ValidName(repo) {
+		return "", "", fmt.Errorf("prefetch image %q: invalid repository name: %w", s, errdef.ErrInvalid)
+	}
+	return name, ref, nil
+}
+
+func validPort(s string) bool {
+	if s == "" || len(s) > 5 {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// fetchImage resolves one image and stores everything it needs.
+func (pf *Prefetcher) fetchImage(ctx context.Context, img Image) {
+	log := pf.log.With(slog.String("image", img.Ref))
+	pf.update(img.Ref, func(s *Status) {
+		s.State, s.Error, s.Blobs, s.BlobsDone, s.Bytes, s.BytesDone, s.Referrers = StateRunning, "", 0, 0, 0, 0, 0
+	})
+	pinned, err := pf.fetch(ctx, img, log)
+	if err != nil {
+		pf.update(img.Ref, func(s *Status) { s.State, s.Error = StateFailed, err.Error() })
+		log.LogAttrs(ctx, slog.LevelWarn, "prefetch failed", slog.Any("err", err))
+		return
+	}
+	if err := pf.pins.SetPins(ctx, pinOwner(img.Ref), pinned); err != nil {
+		pf.update(img.Ref, func(s *Status) { s.State, s.Error = StateFailed, err.Error() })
+		return
+	}
+	pf.update(img.Ref, func(s *Status) { s.State = StateComplete })
+	st := pf.statusOf(img.Ref)
+	log.LogAttrs(ctx, slog.LevelInfo, "prefetch complete", slog.String("digest", st.Digest),
+		slog.Int("blobs", st.Blobs), slog.Int64("bytes", st.Bytes), slog.Int("referrers", st.Referrers))
+}
+
+func (pf *Prefetcher) statusOf(ref string) Status {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	return *pf.status[ref]
+}
+
+// pinOwner names the pins of one list entry.
+func pinOwner(ref string) string { return "prefetch:" + ref }
+
+// unpinUnlisted drops the pins of prefetch entries no longer configured.
+func (pf *Prefetcher) unpinUnlisted(ctx context.Context) {
+	owners, err := pf.pins.PinOwners(ctx)
+	if err != nil {
+		pf.log.LogAttrs(ctx, slog.LevelWarn, "cannot list pins", slog.Any("err", err))
+		return
+	}
+	listed := map[string]bool{}
+	for _, img := range pf.opts.Images {
+		listed[pinOwner(img.Ref)] = true
+	}
+	for _, o := range owners {
+		if strings.HasPrefix(o, "prefetch:") && !listed[o] {
+			if err := pf.pins.SetPins(ctx, o, nil); err != nil {
+				pf.log.LogAttrs(ctx, slog.LevelWarn, "cannot unpin", slog.String("owner", o), slog.Any("err", err))
+			} else {
+				pf.log.LogAttrs(ctx, slog.LevelInfo, "unpinned an image no longer in the prefetch list", slog.String("image", strings.TrimPrefix(o, "prefetch:")))
+			}
+		}
+	}
+}
+
+// fetch stores img's manifests, blobs and referrers and returns every
+// digest it stored.
+func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) ([]digest.Digest, error) {
+	name, ref, err := ParseRef(img.Ref)
+	if err != nil {
+		return nil, err
+	}
+	t, err := pf.router.Route(name, "")
+	if err != nil {
+		return nil, err
+	}
+	top, err := pf.p.Manifest(ctx, t, ref)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", ref, err)
+	}
+	pf.update(img.Ref, func(s *Status) { s.Digest = top.Descriptor.Digest.String() })
+
+	var manifests []digest.Digest // every manifest stored, for pins and referrers
+	var blobs []ocispec.Descriptor
+	var walk func(m proxy.ManifestResult, top bool) error
+	walk = func(m proxy.ManifestResult, top bool) error {
+		manifests = append(manifests, m.Descriptor.Digest)
+		var doc struct {
+			MediaType string               `json:"mediaType"`
+			Manifests []ocispec.Descriptor `json:"manifests"`
+			Config    *ocispec.Descriptor  `json:"config"`
+			Layers    []ocispec.Descriptor `json:"layers"`
+			Blobs     []ocispec.Descriptor `json:"blobs"` // artifact manifests
+		}
+		if err := json.Unmarshal(m.Body, &doc); err != nil {
+			return fmt.Errorf("manifest %s: %w: %w", m.Descriptor.Digest, errdef.ErrInvalid, err)
+		}
+		for _, child := range doc.Manifests {
+			if top && !matchPlatform(img.Platforms, child.Platform) {
+				continue
+			}
+			cm, err := pf.p.Manifest(ctx, t, child.Digest.String())
+			if err != nil {
+				return fmt.Errorf("manifest %s: %w", child.Digest, err)
+			}
+			if err := walk(cm, false); err != nil {
+				return err
+			}
+		}
+		if doc.Config != nil && doc.Config.Size > 0 {
+			blobs = append(blobs, *doc.Config)
+		}
+		blobs = append(blobs, doc.Layers...)
+		blobs = append(blobs, doc.Blobs...)
+		return nil
+	}
+	if err := walk(top, true); err != nil {
+		return nil, err
+	}
+
+	// Signatures, attestations, SBOMs: the referrers of every manifest (OCI
+	// 1.1, or cosign's sha256-<hex>.sig style tags through the proxy's
+	// fallback), with their own blobs.
+	nref := 0
+	for _, d := range slices.Clone(manifests) {
+		refs, err := pf.referrers(ctx, t, d)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range refs {
+			rm, err := pf.p.Manifest(ctx, t, r.String())
+			if err != nil {
+				return nil, fmt.Errorf("referrer %s of %s: %w", r, d, err)
+			}
+			if err := walk(rm, false); err != nil {
+				return nil, err
+			}
+			nref++
+		}
+	}
+	pf.update(img.Ref, func(s *Status) { s.Referrers = nref })
+
+	blobs = uniqueBlobs(blobs)
+	var total int64
+	for _, b := range blobs {
+		total += b.Size
+	}
+	pf.update(img.Ref, func(s *Status) { s.Blobs, s.Bytes = len(blobs), total })
+	if err := pf.fetchBlobs(ctx, img.Ref, t, blobs); err != nil {
+		return nil, err
+	}
+	out := manifests
+	for _, b := range blobs {
+		out = append(out, b.Digest)
+	}
+	log.LogAttrs(ctx, slog.LevelDebug, "prefetch stored", slog.Int("manifests", len(manifests)), slog.Int("blobs", len(blobs)))
+	return out, nil
+}
+
+// referrers returns the digests of d's referrers, and of cosign's
+// tag-schema signature, attestation and SBOM manifests for d.
+func (pf *Prefetcher) referrers(ctx context.Context, t proxy.Target, d digest.Digest) ([]digest.Digest, error) {
+	var out []digest.Digest
+	body, _, err := pf.p.Referrers(ctx, t, d, "")
+	if err != nil && !errors.Is(err, errdef.ErrNotFound) {
+		return nil, fmt.Errorf("referrers of %s: %w", d, err)
+	}
+	if err == nil {
+		var idx ocispec.Index
+		if err := json.Unmarshal(body, &idx); err != nil {
+			return nil, fmt.Errorf("referrers of %s: %w: %w", d, errdef.ErrInvalid, err)
+		}
+		for _, m := range idx.Manifests {
+			out = append(out, m.Digest)
+		}
+	}
+	for _, suffix := range []string{".sig", ".att", ".sbom"} {
+		tag := string(d.Algorithm()) + "-" + d.Encoded() + suffix
+		m, err := pf.p.Manifest(ctx, t, tag)
+		if errors.Is(err, errdef.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", tag, err)
+		}
+		if !slices.Contains(out, m.Descriptor.Digest) {
+			out = append(out, m.Descriptor.Digest)
+		}
+	}
+	return out, nil
+}
+
+// fetchBlobs stores blobs with at most Concurrency fills at once, and keeps
+// the image's byte count current for progress reports.
+func (pf *Prefetcher) fetchBlobs(ctx context.Context, ref string, t proxy.Target, blobs []ocispec.Descriptor) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, pf.opts.Concurrency)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		done     int64 // bytes of finished blobs
+		running  = map[digest.Digest]bool{}
+	)
+	progress := func() {
+		mu.Lock()
+		b := done
+		for d := range running {
+			if w, _, ok := pf.p.FillProgress(d); ok {
+				b += w
+			}
+		}
+		mu.Unlock()
+		pf.update(ref, func(s *Status) { s.BytesDone = b })
+	}
+	stop := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				progress()
+			case <-stop:
+				return
+			}
+		}
+	}()
+	for _, b := range blobs {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		mu.Lock()
+		running[b.Digest] = true
+		mu.Unlock()
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			size, err := pf.p.EnsureBlob(ctx, t, b.Digest)
+			if err == nil && b.Size >= 0 && size != b.Size {
+				err = fmt.Errorf("blob %s: %d bytes, the manifest says %d: %w", b.Digest, size, b.Size, errdef.ErrSizeMismatch)
+			}
+			mu.Lock()
+			delete(running, b.Digest)
+			if err != nil && firstErr == nil {
+				firstErr = fmt.Errorf("blob %s: %w", b.Digest, err)
+				cancel()
+			}
+			if err == nil {
+				done += size
+			}
+			mu.Unlock()
+			if err == nil {
+				pf.update(ref, func(s *Status) { s.BlobsDone++ })
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	progress()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
+}
+
+func uniqueBlobs(in []ocispec.Descriptor) []ocispec.Descriptor {
+	seen := map[digest.Digest]bool{}
+	var out []ocispec.Descriptor
+	for _, b := range in {
+		if !seen[b.Digest] {
+			seen[b.Digest] = true
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// matchPlatform reports whether p is one of want ("os/arch[/variant]");
+// an empty want matches everything.
+func matchPlatform(want []string, p *ocispec.Platform) bool {
+	if len(want) == 0 {
+		return true
+	}
+	if p == nil {
+		return false
+	}
+	for _, w := range want {
+		parts := strings.Split(w, "/")
+		if len(parts) >= 2 && parts[0] == p.OS && parts[1] == p.Architecture &&
+			(len(parts) < 3 || parts[2] == p.Variant) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,260 @@
+package prefetch_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/meta"
+	"github.com/registry-edge/registry-edge/internal/prefetch"
+	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
+	"github.com/registry-edge/registry-edge/internal/upstream"
+)
+
+type site struct {
+	fake   *fakeupstream.Registry
+	store  *blobstore.FS
+	db     *meta.DB
+	proxy  *proxy.Proxy
+	router *proxy.Router
+}
+
+func newSite(t *testing.T) *site {
+	t.Helper()
+	fake := fakeupstream.New()
+	up := httptest.NewServer(fake)
+	t.Cleanup(up.Close)
+	root := t.TempDir()
+	store, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := meta.Open(filepath.Join(root, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	client, err := upstream.New(upstream.Options{URL: up.URL, RegistryName: "central.test",
+		ConnectTimeout: time.Second, ResponseHeaderTimeout: 10 * time.Second, RetryMax: 1, RetryMinWait: time.Millisecond, RetryMaxWait: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := proxy.NewRouter([]*proxy.Remote{{Name: "central.test", Client: client}}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := proxy.New(store, db, router, proxy.Options{TagTTL: time.Minute, FillTimeout: time.Minute})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		p.Close(ctx)
+	})
+	return &site{fake: fake, store: store, db: db, proxy: p, router: router}
+}
+
+// platformImage stores an image whose single layer is layer, for platform.
+func (s *site) platformImage(t *testing.T, repo string, layer []byte) ocispec.Descriptor {
+	t.Helper()
+	desc, _ := s.fake.Image(repo, "", layer)
+	return desc
+}
+
+func (s *site) index(t *testing.T, repo, tag string, children map[string]ocispec.Descriptor) ocispec.Descriptor {
+	t.Helper()
+	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex}
+	idx.SchemaVersion = 2
+	for _, plat := range []string{"linux/amd64", "linux/arm64"} {
+		d := children[plat]
+		os, arch, _ := cut(plat)
+		d.Platform = &ocispec.Platform{OS: os, Architecture: arch}
+		idx.Manifests = append(idx.Manifests, d)
+	}
+	body, _ := json.Marshal(idx)
+	return s.fake.AddManifest(repo, tag, ocispec.MediaTypeImageIndex, body)
+}
+
+func cut(s string) (string, string, bool) {
+	for i := range s {
+		if s[i] == '/' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+func (s *site) stored(d digest.Digest) bool {
+	_, err := s.store.Stat(context.Background(), d)
+	return err == nil
+}
+
+func run(t *testing.T, s *site, opts prefetch.Options) (*prefetch.Prefetcher, context.CancelFunc) {
+	t.Helper()
+	pf, err := prefetch.New(s.proxy, s.router, s.db, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { pf.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return pf, cancel
+}
+
+func waitState(t *testing.T, pf *prefetch.Prefetcher, ref string, states ...string) prefetch.Status {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, st := range pf.Status() {
+			if st.Ref == ref && slices.Contains(states, st.State) {
+				return st
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s did not reach %v: %+v", ref, states, pf.Status())
+	return prefetch.Status{}
+}
+
+// A configured index is fetched for the chosen platform only, with its
+// cosign signature (tag schema) and its OCI referrers, and pinned.
+func TestPrefetchPlatformsSignaturesReferrers(t *testing.T) {
+	s := newSite(t)
+	amdLayer, armLayer := fakeupstream.Random(t, 300_000), fakeupstream.Random(t, 200_000)
+	amd := s.platformImage(t, "org/app", amdLayer)
+	arm := s.platformImage(t, "org/app", armLayer)
+	idx := s.index(t, "org/app", "1.0", map[string]ocispec.Descriptor{"linux/amd64": amd, "linux/arm64": arm})
+	// A cosign signature in the tag schema, for the index.
+	sigLayer := fakeupstream.Random(t, 500)
+	sig, _ := s.fake.Image("org/app", "sha256-"+idx.Digest.Encoded()+".sig", sigLayer)
+	// An SBOM attached with the referrers API, to the arm64 image.
+	sbomLayer := fakeupstream.Random(t, 700)
+	sbom, _ := s.fake.Image("org/app", "", sbomLayer)
+	sbom.ArtifactType = "application/spdx+json"
+	s.fake.AddReferrer("org/app", arm.Digest, sbom)
+
+	pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/app:1.0", Platforms: []string{"linux/arm64"}}}})
+	st := waitState(t, pf, "org/app:1.0", prefetch.StateComplete, prefetch.StateFailed)
+	if st.State != prefetch.StateComplete {
+		t.Fatalf("prefetch: %+v", st)
+	}
+	if st.Digest != idx.Digest.String() || st.BlobsDone != st.Blobs || st.BytesDone != st.Bytes || st.Referrers != 2 {
+		t.Errorf("status = %+v", st)
+	}
+	for name, d := range map[string]digest.Digest{"arm64 layer": digest.FromBytes(armLayer), "signature layer": digest.FromBytes(sigLayer), "sbom layer": digest.FromBytes(sbomLayer)} {
+		if !s.stored(d) {
+			t.Errorf("%s not stored", name)
+		}
+	}
+	if s.stored(digest.FromBytes(amdLayer)) {
+		t.Errorf("amd64 layer stored, but only linux/arm64 was asked for")
+	}
+	for name, d := range map[string]digest.Digest{"index": idx.Digest, "arm64 layer": digest.FromBytes(armLayer), "signature": sig.Digest, "sbom": sbom.Digest} {
+		owners, err := s.db.PinnedBy(context.Background(), d)
+		if err != nil || !slices.Equal(owners, []string{"prefetch:org/app:1.0"}) {
+			t.Errorf("%s pinned by %v, %v; want the prefetch entry", name, owners, err)
+		}
+	}
+	if owners, _ := s.db.PinnedBy(context.Background(), amd.Digest); len(owners) != 0 {
+		t.Errorf("amd64 manifest pinned by %v", owners)
+	}
+}
+
+// An image that leaves the configured list is unpinned at the next start.
+func TestPrefetchUnpinsUnlistedImages(t *testing.T) {
+	s := newSite(t)
+	layer := fakeupstream.Random(t, 1000)
+	desc, _ := s.fake.Image("org/old", "1.0", layer)
+	pf, cancel := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/old:1.0"}}})
+	waitState(t, pf, "org/old:1.0", prefetch.StateComplete)
+	cancel()
+	if owners, _ := s.db.PinnedBy(context.Background(), desc.Digest); len(owners) != 1 {
+		t.Fatalf("pins while listed: %v", owners)
+	}
+
+	pf2, err := prefetch.New(s.proxy, s.router, s.db, prefetch.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { pf2.Run(ctx); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		owners, _ := s.db.PinnedBy(context.Background(), desc.Digest)
+		if len(owners) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still pinned by %v after the image left the list", owners)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	<-done
+	if !s.stored(digest.FromBytes(layer)) {
+		t.Errorf("unpinning removed content; eviction decides that")
+	}
+}
+
+// Outside its time window the background run waits; an on-demand run with
+// now=true goes ahead meanwhile.
+func TestPrefetchWindows(t *testing.T) {
+	s := newSite(t)
+	s.fake.Image("org/a", "1", fakeupstream.Random(t, 1000))
+	s.fake.Image("org/b", "1", fakeupstream.Random(t, 1000))
+	// A window that closed a minute ago and opens again in 23h58m.
+	now := time.Now()
+	tod := time.Duration(now.Hour())*time.Hour + time.Duration(now.Minute())*time.Minute
+	w := prefetch.Window{Start: (tod + 24*time.Hour - 3*time.Minute) % (24 * time.Hour), End: (tod + 24*time.Hour - time.Minute) % (24 * time.Hour)}
+	pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/a:1"}}, Windows: []prefetch.Window{w}})
+	waitState(t, pf, "org/a:1", prefetch.StateWaiting)
+
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/b:1"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, pf, "org/b:1", prefetch.StateComplete)
+	for _, st := range pf.Status() {
+		if st.Ref == "org/a:1" && st.State != prefetch.StateWaiting {
+			t.Errorf("org/a ran outside its window: %+v", st)
+		}
+	}
+	if n := s.fake.Count(http.MethodGet, "/v2/org/a/manifests/1"); n != 0 {
+		t.Errorf("upstream asked for org/a %d times outside the window", n)
+	}
+}
+
+func TestParseRef(t *testing.T) {
+	d := digest.FromString("x").String()
+	for in, want := range map[string][2]string{
+		"alpine":                  {"alpine", "latest"},
+		"org/app:1.2":             {"org/app", "1.2"},
+		"localhost:5000/app":      {"localhost:5000/app", "latest"},
+		"localhost:5000/app:v1":   {"localhost:5000/app", "v1"},
+		"ghcr.io/org/app@" + d:    {"ghcr.io/org/app", d},
+		"ghcr.io/org/app:v1@" + d: {"", ""},
+		"UPPER/app:1":             {"", ""},
+		"org/app:bad$tag":         {"", ""},
+		"org/app@sha256:1234":     {"", ""},
+	} {
+		name, ref, err := prefetch.ParseRef(in)
+		if want[0] == "" {
+			if err == nil {
+				t.Errorf("ParseRef(%q) = %q, %q; want an error", in, name, ref)
+			}
+			continue
+		}
+		if err != nil || name != want[0] || ref != want[1] {
+			t.Errorf("ParseRef(%q) = %q, %q, %v; want %q, %q", in, name, ref, err, want[0], want[1])
+		}
+	}
+}
