@@ -3,6 +3,7 @@
 //
 //	registry-edge [serve] [--config FILE] [--listen ADDR] [--storage DIR] [--upstream URL]
 //	registry-edge check-config FILE
+//	registry-edge prefetch [--admin URL] [--platform OS/ARCH] [--now] [IMAGE...]
 //	registry-edge version
 package main
 
@@ -30,6 +31,7 @@ func main() {
 const usage = `usage:
   registry-edge [serve] [flags]      run the mirror (default: embedded config)
   registry-edge check-config FILE    validate a config file
+  registry-edge prefetch [IMAGE...]  pre-stage images on a running mirror, show progress
   registry-edge version              print the version
 `
 
@@ -47,6 +49,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = serveCmd(ctx, args, stderr)
 	case "check-config":
 		err = checkConfigCmd(args, stdout, stderr)
+	case "prefetch":
+		err = prefetchCmd(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "registry-edge %s\n", version.String())
 	case "help", "-h", "--help":

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/registry-edge/registry-edge/internal/admin"
+	"github.com/registry-edge/registry-edge/internal/prefetch"
+)
+
+// scripted is a prefetcher whose images advance one state per Status call,
+// ending in final.
+type scripted struct {
+	mu     sync.Mutex
+	images []prefetch.Image
+	calls  int
+	final  map[string]string
+}
+
+func (s *scripted) Trigger(images []prefetch.Image, now bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.images = append(s.images, images...)
+	return nil
+}
+
+func (s *scripted) Status() []prefetch.Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	var out []prefetch.Status
+	for _, img := range s.images {
+		st := prefetch.Status{Image: img, State: prefetch.StatePending}
+		switch {
+		case s.calls == 2:
+			st.State, st.Blobs, st.BlobsDone, st.Bytes, st.BytesDone = prefetch.StateRunning, 2, 1, 2<<20, 1<<20
+		case s.calls > 2:
+			st.State = s.final[img.Ref]
+			if st.State == prefetch.StateFailed {
+				st.Error = "upstream unreachable"
+			}
+			st.Blobs, st.BlobsDone, st.Bytes, st.BytesDone = 2, 2, 2<<20, 2<<20
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+func TestPrefetchCommand(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		final    map[string]string
+		wantCode int
+		want     []string
+	}{
+		{"all complete", map[string]string{"org/a:1": prefetch.StateComplete, "org/b:2": prefetch.StateComplete}, 0,
+			[]string{"pending   org/a:1", "running   org/a:1", "complete  org/a:1", "complete  org/b:2"}},
+		{"one failed", map[string]string{"org/a:1": prefetch.StateComplete, "org/b:2": prefetch.StateFailed}, 1,
+			[]string{"complete  org/a:1", "failed    org/b:2: upstream unreachable", "1 of 2 image(s) not complete"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pf := &scripted{final: tt.final}
+			srv := httptest.NewServer(admin.New(pf))
+			defer srv.Close()
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), []string{"prefetch", "--admin", srv.URL, "--interval", "1ms", "--platform", "linux/arm64", "org/a:1", "org/b:2"}, &stdout, &stderr)
+			if code != tt.wantCode {
+				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.wantCode, stdout.String(), stderr.String())
+			}
+			out := stdout.String() + stderr.String()
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if len(pf.images) != 2 || pf.images[0].Platforms[0] != "linux/arm64" {
+				t.Errorf("mirror got %+v", pf.images)
+			}
+		})
+	}
+}
+
+func TestPrefetchCommandErrors(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"prefetch", "UPPER/case"}, 2, "invalid repository name"},
+		{[]string{"prefetch", "--platform", "arm64", "org/a"}, 2, "want os/arch"},
+		{[]string{"prefetch", "--admin", "localhost:1", "org/a"}, 2, "want http://host:port"},
+		{[]string{"prefetch", "--admin", "http://127.0.0.1:1", "org/a"}, 1, "admin API of the mirror"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), tt.args, &stdout, &stderr); code != tt.code || !strings.Contains(stderr.String(), tt.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tt.args, code, stderr.String(), tt.code, tt.want)
+		}
+		if lines := strings.Count(strings.TrimSpace(stderr.String()), "\n"); tt.code == 1 && lines != 0 {
+			t.Errorf("%v: %d-line error, want one line: %q", tt.args, lines+1, stderr.String())
+		}
+	}
+}

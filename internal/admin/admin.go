@@ -1,0 +1,101 @@
+// Package admin is the site admin's HTTP API of a running registry-edge,
+// served on its own listener (admin.listen, loopback by default), apart
+// from the registry API that devices use:
+//
+//	GET  /admin/v1/prefetch   progress of every pre-staged image
+//	POST /admin/v1/prefetch   {"images":[{"ref":"org/app:1.4","platforms":["linux/arm64"]}],"now":true}
+//
+// Answers are JSON; errors are {"error": "..."} with a 4xx or 5xx status.
+// The Client type is what `registry-edge prefetch` uses.
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/prefetch"
+)
+
+// PrefetchPath is the path of the prefetch resource.
+const PrefetchPath = "/admin/v1/prefetch"
+
+// maxRequest bounds a request body: a list of image references.
+const maxRequest = 1 << 20
+
+// PrefetchRequest asks for images to be pre-staged.
+type PrefetchRequest struct {
+	Images []prefetch.Image `json:"images"`
+	// Now runs the request at once, outside the configured time windows.
+	Now bool `json:"now"`
+}
+
+// PrefetchStatus is the progress of every image the mirror pre-stages.
+type PrefetchStatus struct {
+	Images []prefetch.Status `json:"images"`
+}
+
+// Prefetcher is what the API needs; *prefetch.Prefetcher implements it.
+type Prefetcher interface {
+	Trigger(images []prefetch.Image, now bool) error
+	Status() []prefetch.Status
+}
+
+// Handler serves the admin API.
+type Handler struct {
+	pf Prefetcher
+}
+
+// New returns the admin API handler.
+func New(pf Prefetcher) *Handler { return &Handler{pf: pf} }
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != PrefetchPath {
+		writeError(w, http.StatusNotFound, "no such admin resource")
+		return
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		writeJSON(w, http.StatusOK, PrefetchStatus{Images: h.pf.Status()})
+	case http.MethodPost:
+		var req PrefetchRequest
+		dec := json.NewDecoder(io.LimitReader(r.Body, maxRequest))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, "request body: "+err.Error())
+			return
+		}
+		if len(req.Images) == 0 {
+			writeError(w, http.StatusBadRequest, "request body: images: at least one image is required")
+			return
+		}
+		if err := h.pf.Trigger(req.Images, req.Now); err != nil {
+			status := http.StatusInternalServerError
+			switch {
+			case errors.Is(err, errdef.ErrInvalid):
+				status = http.StatusBadRequest
+			case errors.Is(err, errdef.ErrTooManyRequests):
+				status = http.StatusTooManyRequests
+			}
+			writeError(w, status, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusAccepted, PrefetchStatus{Images: h.pf.Status()})
+	default:
+		w.Header().Set("Allow", "GET, HEAD, POST")
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed", r.Method))
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}

@@ -1,0 +1,101 @@
+package admin_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/registry-edge/registry-edge/internal/admin"
+	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/prefetch"
+)
+
+type fakePrefetcher struct {
+	mu     sync.Mutex
+	got    []prefetch.Image
+	now    bool
+	status []prefetch.Status
+	err    error
+}
+
+func (f *fakePrefetcher) Trigger(images []prefetch.Image, now bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	f.got, f.now = append(f.got, images...), now
+	for _, img := range images {
+		f.status = append(f.status, prefetch.Status{Image: img, State: prefetch.StatePending})
+	}
+	return nil
+}
+
+func (f *fakePrefetcher) Status() []prefetch.Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]prefetch.Status(nil), f.status...)
+}
+
+func TestPrefetchAPI(t *testing.T) {
+	pf := &fakePrefetcher{}
+	srv := httptest.NewServer(admin.New(pf))
+	defer srv.Close()
+	c, err := admin.NewClient(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := c.Prefetch(ctx, admin.PrefetchRequest{Images: []prefetch.Image{{Ref: "org/app:1", Platforms: []string{"linux/arm64"}}}, Now: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pf.got) != 1 || pf.got[0].Ref != "org/app:1" || pf.got[0].Platforms[0] != "linux/arm64" || !pf.now {
+		t.Errorf("prefetcher got %+v now=%v", pf.got, pf.now)
+	}
+	if len(st.Images) != 1 || st.Images[0].State != prefetch.StatePending {
+		t.Errorf("answer = %+v", st)
+	}
+	st, err = c.Status(ctx)
+	if err != nil || len(st.Images) != 1 {
+		t.Errorf("Status() = %+v, %v", st, err)
+	}
+
+	pf.err = fmt.Errorf("prefetch image \"X\": invalid repository name: %w", errdef.ErrInvalid)
+	if _, err := c.Prefetch(ctx, admin.PrefetchRequest{Images: []prefetch.Image{{Ref: "X"}}}); err == nil || !strings.Contains(err.Error(), "invalid repository name") {
+		t.Errorf("invalid image: %v, want the prefetcher's reason", err)
+	}
+}
+
+func TestPrefetchAPIBadRequests(t *testing.T) {
+	srv := httptest.NewServer(admin.New(&fakePrefetcher{}))
+	defer srv.Close()
+	for _, tt := range []struct {
+		method, path, body string
+		status             int
+	}{
+		{"POST", admin.PrefetchPath, `{"images":[]}`, 400},
+		{"POST", admin.PrefetchPath, `{"images":[{"ref":"a"}],"unknown":1}`, 400},
+		{"POST", admin.PrefetchPath, `not json`, 400},
+		{"DELETE", admin.PrefetchPath, ``, 405},
+		{"GET", "/admin/v1/other", ``, 404},
+		{"GET", "/v2/", ``, 404},
+	} {
+		req, _ := http.NewRequest(tt.method, srv.URL+tt.path, strings.NewReader(tt.body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.status || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s %s: %d %s, want %d JSON", tt.method, tt.path, tt.body, resp.StatusCode, resp.Header.Get("Content-Type"), tt.status)
+		}
+	}
+	if _, err := admin.NewClient("localhost:5001"); err == nil {
+		t.Error("NewClient accepted a URL without scheme")
+	}
+}

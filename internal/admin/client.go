@@ -1,0 +1,76 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Client talks to the admin API of a running registry-edge.
+type Client struct {
+	base string
+	hc   *http.Client
+}
+
+// NewClient returns a client of the admin API at base, such as
+// http://127.0.0.1:5001.
+func NewClient(base string) (*Client, error) {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("admin URL %q: want http://host:port", base)
+	}
+	return &Client{base: strings.TrimRight(base, "/"), hc: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+// Prefetch asks the mirror to pre-stage req's images.
+func (c *Client) Prefetch(ctx context.Context, req PrefetchRequest) (PrefetchStatus, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return PrefetchStatus{}, err
+	}
+	return c.do(ctx, http.MethodPost, b)
+}
+
+// Status returns the progress of every image the mirror pre-stages.
+func (c *Client) Status(ctx context.Context) (PrefetchStatus, error) {
+	return c.do(ctx, http.MethodGet, nil)
+}
+
+func (c *Client) do(ctx context.Context, method string, body []byte) (PrefetchStatus, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+PrefetchPath, bytes.NewReader(body))
+	if err != nil {
+		return PrefetchStatus{}, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return PrefetchStatus{}, fmt.Errorf("admin API of the mirror at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return PrefetchStatus{}, fmt.Errorf("admin API: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return PrefetchStatus{}, fmt.Errorf("admin API: %s", e.Error)
+		}
+		return PrefetchStatus{}, fmt.Errorf("admin API: %s", resp.Status)
+	}
+	var st PrefetchStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		return PrefetchStatus{}, fmt.Errorf("admin API: %w", err)
+	}
+	return st, nil
+}
