@@ -63,11 +63,20 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 			MaxRetryAfter:         u.Retry.MaxRetryAfter.D(),
 			UserAgent:             "registry-edge/" + version.String(),
 			Logger:                log.With(slog.String("upstream", u.Registry)),
+			Breaker: upstream.BreakerOptions{
+				Failures: u.Breaker.Failures,
+				MinProbe: u.Breaker.MinProbe.D(),
+				MaxProbe: u.Breaker.MaxProbe.D(),
+			},
 		})
 		if err != nil {
 			return fmt.Errorf("upstreams[%d]: %w", i, err)
 		}
-		remotes = append(remotes, &proxy.Remote{Name: u.Registry, Library: u.Library(), Client: c})
+		m.AddUpstream(u.Registry, func() metrics.UpstreamHealth {
+			h := c.Health()
+			return metrics.UpstreamHealth{LastContact: h.LastContact, BreakerState: int(h.State), Refused: h.Refused}
+		})
+		remotes = append(remotes, &proxy.Remote{Name: u.Registry, Library: u.Library(), Client: c, Staleness: staleness(u.Offline)})
 	}
 	router, err := proxy.NewRouter(remotes, cfg.DefaultUpstream())
 	if err != nil {
@@ -123,4 +132,13 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		log.LogAttrs(context.Background(), slog.LevelWarn, "fills still running at shutdown; they will be resumed on demand")
 	}
 	return nil
+}
+
+// staleness converts an upstream's offline settings for the proxy.
+func staleness(o config.Offline) proxy.Staleness {
+	s := proxy.Staleness{MaxStale: o.MaxStale.D()}
+	for _, r := range o.Repositories {
+		s.Rules = append(s.Rules, proxy.StalenessRule{Match: r.Match, MaxStale: r.MaxStale.D()})
+	}
+	return s
 }

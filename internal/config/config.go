@@ -120,6 +120,12 @@ type Upstream struct {
 	Timeouts Timeouts `yaml:"timeouts"`
 	// Retry configures retries of idempotent upstream requests.
 	Retry Retry `yaml:"retry"`
+	// Offline bounds how stale a cached tag may be and still be served
+	// when this upstream cannot confirm it.
+	Offline Offline `yaml:"offline"`
+	// Breaker configures the circuit breaker that stops requests to this
+	// upstream while it is down.
+	Breaker Breaker `yaml:"breaker"`
 }
 
 // TLS configures certificate verification for an upstream.
@@ -213,8 +219,8 @@ func Default() Config {
 	}
 }
 
-// newUpstream returns an upstream with the default timeouts and retry
-// settings.
+// newUpstream returns an upstream with the default timeouts, retry and
+// breaker settings and no staleness limit.
 func newUpstream(registry, rawURL string) Upstream {
 	return Upstream{
 		Registry: registry,
@@ -228,6 +234,11 @@ func newUpstream(registry, rawURL string) Upstream {
 			MinWait:       Duration(200 * time.Millisecond),
 			MaxWait:       Duration(5 * time.Second),
 			MaxRetryAfter: Duration(10 * time.Second),
+		},
+		Breaker: Breaker{
+			Failures: 3,
+			MinProbe: Duration(time.Second),
+			MaxProbe: Duration(time.Minute),
 		},
 	}
 }
@@ -293,6 +304,9 @@ func (c *Config) applyDefaults() {
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		u.Registry = strings.ToLower(u.Registry)
+		if len(u.Offline.Repositories) == 0 {
+			u.Offline.Repositories = nil // "repositories: []" renders as absent
+		}
 		if p, err := url.Parse(u.URL); err == nil && p.Path == "/" && p.RawQuery == "" && p.Fragment == "" {
 			u.URL = strings.TrimSuffix(u.URL, "/")
 		}

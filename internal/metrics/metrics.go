@@ -47,6 +47,13 @@ type Metrics struct {
 	// ClientStalls counts clients disconnected after waiting
 	// storage.clientStallTimeout for a fill to make progress.
 	ClientStalls prometheus.Counter
+
+	// Offline mode (upstream.go): StaleRefused counts cached tags not
+	// served because their last upstream confirmation is older than the
+	// staleness limit, by upstream. The per-upstream reachability gauges
+	// are read from the clients at scrape time (AddUpstream).
+	StaleRefused *prometheus.CounterVec
+	upstreams    *upstreamCollector
 }
 
 // New builds and registers the collectors on a new registry, together with
@@ -101,6 +108,7 @@ func New() *Metrics {
 		}),
 	}
 	reg.MustRegister(m.FillResumes, m.FillRefetchedBytes, m.FillStalls, m.ClientStalls)
+	m.registerOffline(reg)
 	reg.MustRegister(m.Requests, m.Cache, m.BytesServed, m.UpstreamBytes, m.UpstreamRequests,
 		m.FillDuration, m.FillsInFlight, m.FillFailures, m.StaleServed, m.RequestDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -221,7 +221,21 @@ func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.
 	}
 }
 
+// serveStale answers a tag the upstream could not confirm with its cached
+// digest, unless its last confirmation (e.FetchedAt) is older than the
+// staleness limit of its repository: then the client gets a
+// *StaleTagError (503). A 404 from the upstream is not bounded here: the
+// upstream answered, and cache.tagNotFound decides.
 func (p *Proxy) serveStale(ctx context.Context, t Target, tag string, e meta.TagEntry, cause error) (ManifestResult, error) {
+	age := p.now().Sub(e.FetchedAt)
+	if limit := t.Remote.Staleness.MaxStaleFor(t.Repo.Name); limit > 0 && age > limit && !errors.Is(cause, errdef.ErrNotFound) {
+		p.m.StaleRefused.WithLabelValues(t.Remote.Name).Inc()
+		p.log.LogAttrs(ctx, slog.LevelWarn, "cached tag beyond max staleness",
+			slog.String("upstream", t.Remote.Name), slog.String("repo", t.Repo.Name), slog.String("ref", tag),
+			slog.String("digest", e.Digest.String()), slog.Time("fetched_at", e.FetchedAt),
+			slog.Duration("age", age), slog.Duration("max_stale", limit), slog.Any("err", cause))
+		return ManifestResult{}, &StaleTagError{Repo: t.Repo.Name, Tag: tag, Age: age, MaxStale: limit, Err: cause}
+	}
 	res, err := p.localManifest(ctx, t, e.Digest)
 	if err != nil {
 		return ManifestResult{}, cause
@@ -230,7 +244,8 @@ func (p *Proxy) serveStale(ctx context.Context, t Target, tag string, e meta.Tag
 	p.m.StaleServed.WithLabelValues(t.Remote.Name).Inc()
 	p.log.LogAttrs(ctx, slog.LevelWarn, "serving stale tag",
 		slog.String("upstream", t.Remote.Name), slog.String("repo", t.Repo.Name), slog.String("ref", tag),
-		slog.String("digest", e.Digest.String()), slog.Time("fetched_at", e.FetchedAt), slog.Any("err", cause))
+		slog.String("digest", e.Digest.String()), slog.Time("fetched_at", e.FetchedAt),
+		slog.Duration("age", age), slog.Any("err", cause))
 	return res, nil
 }
 

@@ -17,6 +17,9 @@ type Remote struct {
 	Library bool
 	// Client talks to the registry.
 	Client Upstream
+	// Staleness bounds how long a cached tag of this upstream is served
+	// when the upstream cannot confirm it; the zero value has no bound.
+	Staleness Staleness
 }
 
 // Target is where a request goes: an upstream and the repository name at it.

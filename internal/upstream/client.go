@@ -69,7 +69,8 @@ type Options struct {
 	// body transfer; callers bound those with their context.
 	ConnectTimeout, ResponseHeaderTimeout time.Duration
 	// RetryMax is the number of retries after the first attempt (0: none)
-	// on connection errors, 429 and 5xx other than 501. The wait before
+	// on connection errors other than timeouts, 429 and 5xx other than
+	// 501, while the circuit breaker is closed. The wait before
 	// retry n (0-based) is drawn uniformly from
 	// [RetryMinWait, min(RetryMaxWait, RetryMinWait·2^n)]; a Retry-After
 	// on 429/503 replaces it when it is at most MaxRetryAfter, and a longer
@@ -83,6 +84,11 @@ type Options struct {
 	// Transport, if set, replaces the tuned base transport (tests). The
 	// timeouts, TLS and address-guard options then do not apply.
 	Transport http.RoundTripper
+	// Breaker configures the circuit breaker; the zero value disables it.
+	Breaker BreakerOptions
+	// Now is the clock of the circuit breaker and of Health.LastContact;
+	// nil means time.Now.
+	Now func() time.Time
 }
 
 // Client talks to one upstream registry. It is safe for concurrent use.
@@ -92,6 +98,7 @@ type Client struct {
 	ua       string
 	log      *slog.Logger
 	auth     *authTransport
+	breaker  *breaker
 	rc       *retryablehttp.Client
 	secrets  []string // scrubbed from upstream messages
 
@@ -117,7 +124,8 @@ func New(o Options) (*Client, error) {
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""
 	if o.RetryMax < 0 || o.RetryMinWait < 0 || o.RetryMaxWait < 0 || o.MaxRetryAfter < 0 ||
-		o.ConnectTimeout < 0 || o.ResponseHeaderTimeout < 0 {
+		o.ConnectTimeout < 0 || o.ResponseHeaderTimeout < 0 ||
+		o.Breaker.Failures < 0 || o.Breaker.MinProbe < 0 || o.Breaker.MaxProbe < 0 {
 		return nil, fmt.Errorf("upstream %s: negative retry or timeout setting: %w", u.Host, errdef.ErrInvalid)
 	}
 	if o.ConnectTimeout == 0 {
@@ -176,6 +184,12 @@ func New(o Options) (*Client, error) {
 			c.secrets = append(c.secrets, s)
 		}
 	}
+	// The breaker sees each attempt to the registry and its token server
+	// (both go through base), below the retries, so that a retry loop
+	// stops as soon as the breaker opens. A probe can take a dial, a TLS
+	// handshake and a response-header wait.
+	c.breaker = newBreaker(o.Breaker, 2*o.ConnectTimeout+o.ResponseHeaderTimeout, o.Now)
+	base = &breakerTransport{next: base, b: c.breaker}
 	c.auth = newAuthTransport(base, u, creds, o.UserAgent, log)
 	c.rc = &retryablehttp.Client{
 		HTTPClient: &http.Client{
@@ -224,6 +238,9 @@ func (c *Client) do(ctx context.Context, op opInfo, r request) (*http.Response, 
 	if op.repo != "" {
 		ri.scope = "repository:" + op.repo + ":pull"
 	}
+	if err := c.breaker.check(); err != nil {
+		return nil, c.fail(op, err)
+	}
 	req, err := retryablehttp.NewRequestWithContext(withReqInfo(ctx, ri), r.method, u.String(), nil)
 	if err != nil {
 		return nil, c.fail(op, fmt.Errorf("build request: %w", errdef.ErrInvalid))
@@ -245,13 +262,22 @@ func (c *Client) do(ctx context.Context, op opInfo, r request) (*http.Response, 
 	return resp, nil
 }
 
-// checkRetry is the retry policy (see Options.RetryMax).
+// checkRetry is the retry policy (see Options.RetryMax). Two rules serve
+// offline operation: nothing is retried while the circuit breaker is open
+// (the retry would be refused, or would compete with the probe), and a
+// timeout is not retried, because it has already spent the whole connect
+// or response-header budget (the kernel retransmits a SYN within the
+// connect timeout): a retry would only make the caller wait that long
+// again on an upstream that is not answering.
 func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
+	if c.breaker.open() {
+		return false, nil
+	}
 	if err != nil {
-		if !retryable(err) {
+		if !retryable(err) || isTimeout(err) {
 			return false, nil
 		}
 		c.log.LogAttrs(ctx, slog.LevelDebug, "upstream request failed, retrying",

@@ -1,0 +1,375 @@
+package httpserve_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/httpserve"
+	"github.com/registry-edge/registry-edge/internal/meta"
+	"github.com/registry-edge/registry-edge/internal/metrics"
+	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
+	"github.com/registry-edge/registry-edge/internal/upstream"
+)
+
+// syncClock is a settable clock shared by the proxy and the upstream
+// client's breaker, safe to read from server goroutines.
+type syncClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *syncClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *syncClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// offlineSetup configures an offlineMirror; zero fields take the defaults
+// of newOfflineMirror.
+type offlineSetup struct {
+	breaker           upstream.BreakerOptions
+	staleness         proxy.Staleness
+	retryMax          int
+	connectTimeout    time.Duration
+	responseHeader    time.Duration
+	revalidateTimeout time.Duration
+}
+
+// offlineMirror is a mirror whose upstream client has a circuit breaker,
+// whose remote has a staleness policy, and whose clock is shared by both.
+type offlineMirror struct {
+	*mirror
+	clock  *syncClock
+	client *upstream.Client
+}
+
+// newOfflineMirror starts a mirror in front of a new fake upstream. via,
+// if given, returns the URL the client uses to reach the fake at fakeAddr
+// (host:port), to put a relay in between.
+func newOfflineMirror(t *testing.T, s offlineSetup, via ...func(fakeAddr string) string) *offlineMirror {
+	t.Helper()
+	fake := fakeupstream.New()
+	up := httptest.NewServer(fake)
+	t.Cleanup(func() {
+		up.CloseClientConnections()
+		up.Close()
+	})
+	if s.connectTimeout == 0 {
+		s.connectTimeout = time.Second
+	}
+	if s.responseHeader == 0 {
+		s.responseHeader = 10 * time.Second
+	}
+	if s.revalidateTimeout == 0 {
+		s.revalidateTimeout = 2 * time.Second
+	}
+	u := up.URL
+	for _, f := range via {
+		u = f(up.Listener.Addr().String())
+	}
+	clk := &syncClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	client, err := upstream.New(upstream.Options{
+		URL: u, RegistryName: "central.test",
+		ConnectTimeout: s.connectTimeout, ResponseHeaderTimeout: s.responseHeader,
+		RetryMax: s.retryMax, RetryMinWait: time.Millisecond, RetryMaxWait: 5 * time.Millisecond, MaxRetryAfter: time.Second,
+		Breaker: s.breaker, Now: clk.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := proxy.NewRouter([]*proxy.Remote{{Name: "central.test", Client: client, Staleness: s.staleness}}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	store, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := meta.Open(filepath.Join(root, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New()
+	m.AddUpstream("central.test", func() metrics.UpstreamHealth {
+		h := client.Health()
+		return metrics.UpstreamHealth{LastContact: h.LastContact, BreakerState: int(h.State), Refused: h.Refused}
+	})
+	p := proxy.New(store, db, router, proxy.Options{
+		TagTTL: time.Minute, RevalidateTimeout: s.revalidateTimeout, FillTimeout: time.Minute,
+		Metrics: m, Now: clk.Now,
+	})
+	srv := httptest.NewServer(httpserve.New(p, httpserve.Options{Metrics: m}))
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Errorf("fills still running at the end of the test: %v", err)
+		}
+		db.Close()
+	})
+	return &offlineMirror{
+		mirror: &mirror{t: t, fake: fake, upstream: up, srv: srv, root: root, store: store, metrics: m, proxy: p, db: db, router: router},
+		clock:  clk, client: client,
+	}
+}
+
+// errorMessage returns the message of the first entry of an OCI error body.
+func errorMessage(t *testing.T, body []byte) string {
+	t.Helper()
+	var env struct {
+		Errors []struct{ Code, Message string }
+	}
+	if err := json.Unmarshal(body, &env); err != nil || len(env.Errors) == 0 {
+		t.Fatalf("body %q is not an OCI error envelope: %v", body, err)
+	}
+	return env.Errors[0].Message
+}
+
+// hang is a fault for an upstream that accepted the connection and then
+// says nothing: it answers when the client has given up.
+func hang(w http.ResponseWriter, r *http.Request, n int) bool {
+	<-r.Context().Done()
+	return true
+}
+
+// A cached tag whose revalidation gets no answer is served stale once
+// cache.revalidateTimeout has passed, however long the client's own
+// response-header timeout.
+func TestOfflineSilentUpstreamServesCachedTagWithinRevalidateTimeout(t *testing.T) {
+	t.Parallel()
+	const revalidate = 300 * time.Millisecond
+	m := newOfflineMirror(t, offlineSetup{responseHeader: time.Hour, revalidateTimeout: revalidate})
+	mdesc, _ := m.fake.Image("app", "v1", []byte("layer"))
+	if resp, body := m.get(http.MethodGet, manifestPath("app", "v1")); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET tag: %d %s", resp.StatusCode, body)
+	}
+	m.clock.Add(time.Hour)
+	m.fake.Fail(hang)
+
+	start := time.Now()
+	resp, body := m.get(http.MethodGet, manifestPath("app", "v1"))
+	elapsed := time.Since(start)
+	if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != mdesc.Digest {
+		t.Fatalf("stale tag with a silent upstream: %d %s", resp.StatusCode, body)
+	}
+	// Generous: the point is "not the 1h response-header timeout".
+	if elapsed > revalidate+10*time.Second {
+		t.Errorf("stale tag answered after %s, want about %s", elapsed, revalidate)
+	}
+	if n := m.fake.Count(http.MethodHead, "/v2/app/manifests/v1"); n != 1 {
+		t.Errorf("upstream HEADs = %d, want 1", n)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_stale_tags_served_total"); got != 1 {
+		t.Errorf("stale tags served = %v, want 1", got)
+	}
+}
+
+// Once the breaker is open, neither cached nor uncached requests reach the
+// upstream until the probe time; cached content is served and uncached
+// content answers 503 UNAVAILABLE at once. A successful probe closes it.
+func TestOfflineBreakerStopsUpstreamRequestsUntilProbe(t *testing.T) {
+	t.Parallel()
+	m := newOfflineMirror(t, offlineSetup{
+		retryMax: 5,
+		breaker:  upstream.BreakerOptions{Failures: 3, MinProbe: time.Minute, MaxProbe: time.Minute},
+	})
+	layer := []byte("cached layer")
+	mdesc, layers := m.fake.Image("app", "v1", layer)
+	_, other := m.fake.Image("app", "v2", []byte("never fetched"))
+	m.get(http.MethodGet, manifestPath("app", "v1"))
+	m.get(http.MethodGet, blobPath("app", layers[0].Digest))
+	m.waitFills()
+	start := m.clock.Now()
+
+	m.clock.Add(time.Hour)
+	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	before := m.fake.Total()
+	resp, body := m.get(http.MethodGet, manifestPath("app", "v1"))
+	if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != mdesc.Digest {
+		t.Fatalf("stale tag with upstream 503: %d %s", resp.StatusCode, body)
+	}
+	if n := m.fake.Total() - before; n != 3 {
+		t.Errorf("upstream requests of the revalidation = %d, want 3 (retries stop when the breaker opens)", n)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_upstream_breaker_state", "upstream", "central.test"); got != 1 {
+		t.Errorf("breaker state metric = %v, want 1 (open)", got)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_upstream_last_contact_timestamp_seconds"); got != float64(m.clock.Now().Unix()) {
+		t.Errorf("last contact metric = %v, want %d (a 503 is an answer)", got, m.clock.Now().Unix())
+	}
+
+	before = m.fake.Total()
+	for range 5 {
+		if resp, _ := m.get(http.MethodGet, manifestPath("app", "v1")); resp.StatusCode != http.StatusOK {
+			t.Fatalf("cached tag with the breaker open: %d", resp.StatusCode)
+		}
+	}
+	if resp, _ := m.get(http.MethodGet, manifestPath("app", mdesc.Digest.String())); resp.StatusCode != http.StatusOK {
+		t.Errorf("cached manifest by digest with the breaker open: %d", resp.StatusCode)
+	}
+	if resp, body := m.get(http.MethodGet, blobPath("app", layers[0].Digest)); resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Errorf("cached blob with the breaker open: %d", resp.StatusCode)
+	}
+	// Uncached content: 503 UNAVAILABLE without an upstream request.
+	for _, p := range []string{manifestPath("app", "v2"), blobPath("app", other[0].Digest), "/v2/app/tags/list"} {
+		resp, body := m.get(http.MethodGet, p)
+		if p == "/v2/app/tags/list" {
+			// The cached tags are listed instead.
+			if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"v1"`)) {
+				t.Errorf("GET %s with the breaker open: %d %s, want the cached list", p, resp.StatusCode, body)
+			}
+			continue
+		}
+		m.wantCode(resp, body, http.StatusServiceUnavailable, "UNAVAILABLE")
+	}
+	if n := m.fake.Total() - before; n != 0 {
+		t.Errorf("upstream requests with the breaker open = %d, want 0", n)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_upstream_breaker_refused_total"); got < 8 {
+		t.Errorf("breaker refused metric = %v, want at least 8", got)
+	}
+
+	// At the probe time one request goes through; the upstream is back.
+	m.fake.ClearFaults()
+	m.clock.Add(time.Minute)
+	before = m.fake.Total()
+	resp, body = m.get(http.MethodGet, manifestPath("app", "v1"))
+	if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != mdesc.Digest {
+		t.Fatalf("GET tag at the probe time: %d %s", resp.StatusCode, body)
+	}
+	if n := m.fake.Total() - before; n != 1 {
+		t.Errorf("upstream requests at the probe time = %d, want 1 (the revalidation)", n)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_upstream_breaker_state"); got != 0 {
+		t.Errorf("breaker state metric after a successful probe = %v, want 0", got)
+	}
+	if resp, body := m.get(http.MethodGet, manifestPath("app", "v2")); resp.StatusCode != http.StatusOK {
+		t.Errorf("uncached tag after recovery: %d %s", resp.StatusCode, body)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_upstream_last_contact_timestamp_seconds"); got <= float64(start.Unix()) {
+		t.Errorf("last contact metric = %v, want after %d", got, start.Unix())
+	}
+}
+
+// A tag the upstream cannot confirm is served stale only within its
+// repository's staleness limit (first matching rule, else the upstream's);
+// beyond it the client gets 503 UNAVAILABLE saying why. Content addressed
+// by digest is served whatever its age.
+func TestOfflineBoundedStaleness(t *testing.T) {
+	t.Parallel()
+	m := newOfflineMirror(t, offlineSetup{staleness: proxy.Staleness{
+		MaxStale: 2 * time.Hour,
+		Rules: []proxy.StalenessRule{
+			{Match: "team/releases/*", MaxStale: 30 * time.Minute},
+			{Match: "base/*", MaxStale: 0}, // no limit
+			{Match: "team/*", MaxStale: 24 * time.Hour},
+		},
+	}})
+	images := map[string]string{} // repo -> manifest digest
+	var appLayer []byte
+	var appLayerDigest digest.Digest
+	for _, repo := range []string{"app", "team/releases/svc", "base/os", "team/tool"} {
+		appLayer = []byte("layer of " + repo)
+		mdesc, layers := m.fake.Image(repo, "v1", appLayer)
+		images[repo] = mdesc.Digest.String()
+		appLayerDigest = layers[0].Digest
+		if resp, body := m.get(http.MethodGet, manifestPath(repo, "v1")); resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s:v1: %d %s", repo, resp.StatusCode, body)
+		}
+	}
+	// The last image's layer is cached too.
+	m.get(http.MethodGet, blobPath("team/tool", appLayerDigest))
+	m.waitFills()
+	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+
+	check := func(when string, want map[string]int) {
+		t.Helper()
+		for repo, status := range want {
+			resp, body := m.get(http.MethodGet, manifestPath(repo, "v1"))
+			if resp.StatusCode != status {
+				t.Errorf("%s: GET %s:v1 = %d, want %d (%s)", when, repo, resp.StatusCode, status, body)
+				continue
+			}
+			if status == http.StatusServiceUnavailable {
+				m.wantCode(resp, body, status, "UNAVAILABLE")
+				if msg := errorMessage(t, body); !strings.Contains(msg, "cached tag v1 was last confirmed by the upstream") ||
+					!strings.Contains(msg, "more than the allowed staleness") || !strings.Contains(msg, "the upstream is unreachable") {
+					t.Errorf("%s: GET %s:v1 message = %q, want it to say the tag is too stale and the upstream unreachable", when, repo, msg)
+				}
+				if resp, _ := m.get(http.MethodHead, manifestPath(repo, "v1")); resp.StatusCode != status {
+					t.Errorf("%s: HEAD %s:v1 = %d, want %d", when, repo, resp.StatusCode, status)
+				}
+			}
+		}
+	}
+
+	m.clock.Add(time.Hour)
+	check("after 1h", map[string]int{"app": 200, "team/releases/svc": 503, "base/os": 200, "team/tool": 200})
+	resp, body := m.get(http.MethodGet, manifestPath("team/releases/svc", "v1"))
+	if msg := errorMessage(t, body); resp.StatusCode != 503 || !strings.Contains(msg, "1h ago") || !strings.Contains(msg, "staleness of 30m") {
+		t.Errorf("GET team/releases/svc:v1 message = %q, want the age (1h) and the limit (30m)", msg)
+	}
+
+	m.clock.Add(2 * time.Hour)
+	check("after 3h", map[string]int{"app": 503, "team/releases/svc": 503, "base/os": 200, "team/tool": 200})
+	m.clock.Add(24 * time.Hour)
+	check("after 27h", map[string]int{"app": 503, "base/os": 200, "team/tool": 503})
+
+	// Content addressed by digest is immutable: always served.
+	for repo, d := range images {
+		if resp, _ := m.get(http.MethodGet, manifestPath(repo, d)); resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s@%s after 27h offline: %d, want 200", repo, d, resp.StatusCode)
+		}
+	}
+	if resp, body := m.get(http.MethodGet, blobPath("team/tool", appLayerDigest)); resp.StatusCode != http.StatusOK || !bytes.Equal(body, appLayer) {
+		t.Errorf("GET cached blob after 27h offline: %d", resp.StatusCode)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_stale_tags_refused_total", "upstream", "central.test"); got < 5 {
+		t.Errorf("stale tags refused metric = %v, want at least 5", got)
+	}
+
+	// The upstream is back: the tag is confirmed again, and its staleness
+	// counts from then.
+	m.fake.ClearFaults()
+	if resp, _ := m.get(http.MethodGet, manifestPath("app", "v1")); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET app:v1 after recovery: %d", resp.StatusCode)
+	}
+	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	m.clock.Add(time.Hour)
+	check("1h after the confirmation", map[string]int{"app": 200})
+}
+
+// An upstream 404 for a cached tag is an answer, not an outage: the
+// staleness limit does not apply and cache.tagNotFound decides.
+func TestOfflineStalenessIgnoresNotFound(t *testing.T) {
+	t.Parallel()
+	m := newOfflineMirror(t, offlineSetup{staleness: proxy.Staleness{MaxStale: time.Hour}})
+	m.fake.Image("app", "gone", []byte("x"))
+	m.get(http.MethodGet, manifestPath("app", "gone"))
+	m.fake.DeleteTag("app", "gone")
+	m.clock.Add(48 * time.Hour)
+	if resp, body := m.get(http.MethodGet, manifestPath("app", "gone")); resp.StatusCode != http.StatusOK {
+		t.Errorf("tag deleted upstream, serve-cached: %d %s, want 200", resp.StatusCode, body)
+	}
+}

@@ -1,0 +1,101 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/ociapi"
+)
+
+// Staleness is the bounded-staleness policy of one upstream: how long after
+// the upstream last confirmed a tag the mirror may still answer it from
+// cache when the upstream cannot be asked (offline mode). It applies only
+// to tags; content addressed by digest is immutable and always served
+// from cache. The zero value has no bound: a disconnected site keeps
+// running on what it has.
+type Staleness struct {
+	// MaxStale applies to repositories that no rule matches; 0 means no
+	// limit.
+	MaxStale time.Duration
+	// Rules are tried in order and the first that matches applies.
+	Rules []StalenessRule
+}
+
+// StalenessRule sets the staleness limit of the repositories it matches.
+type StalenessRule struct {
+	// Match is a path.Match pattern on the repository name at the upstream
+	// (after routing: registry prefix removed, Docker Hub's "library/"
+	// added), such as "org/*" or "library/*". A '*' does not match '/'.
+	Match string
+	// MaxStale is the limit; 0 means no limit.
+	MaxStale time.Duration
+}
+
+// MaxStaleFor returns the staleness limit of repository repo, 0 for none.
+// A malformed pattern matches nothing (config validation rejects them).
+func (s Staleness) MaxStaleFor(repo string) time.Duration {
+	for _, r := range s.Rules {
+		if ok, err := path.Match(r.Match, repo); err == nil && ok {
+			return r.MaxStale
+		}
+	}
+	return s.MaxStale
+}
+
+// StaleTagError is the error for a cached tag that the upstream cannot
+// confirm and whose last confirmation is older than the staleness limit.
+// Clients see 503 UNAVAILABLE with a message that says so; errors.Is
+// matches errdef.ErrUnavailable, and the upstream's error stays in the
+// chain for the log.
+type StaleTagError struct {
+	// Repo and Tag name the tag as the upstream knows it.
+	Repo, Tag string
+	// Age is how long ago the upstream last confirmed the tag.
+	Age time.Duration
+	// MaxStale is the limit that applies to the repository.
+	MaxStale time.Duration
+	// Err is why the upstream could not confirm the tag.
+	Err error
+}
+
+func (e *StaleTagError) Error() string {
+	return fmt.Sprintf("tag %s:%s: last confirmed by the upstream %s ago, beyond max staleness %s: %v",
+		e.Repo, e.Tag, shortDuration(e.Age.Round(time.Second)), shortDuration(e.MaxStale), e.Err)
+}
+
+// Unwrap returns the envelope entry clients see, errdef.ErrUnavailable and
+// the upstream's error.
+func (e *StaleTagError) Unwrap() []error {
+	return []error{e.envelope(), errdef.ErrUnavailable, e.Err}
+}
+
+// envelope is what the client sees. It names only what the client asked
+// for and configuration values, never the upstream's error (which may
+// name hosts).
+func (e *StaleTagError) envelope() *ociapi.Error {
+	why := "the upstream is unreachable"
+	if !errors.Is(e.Err, errdef.ErrUnavailable) && !errors.Is(e.Err, errdef.ErrTooManyRequests) {
+		why = "the upstream could not confirm it"
+	}
+	return ociapi.NewError(http.StatusServiceUnavailable, ociapi.CodeUnavailable, fmt.Sprintf(
+		"cached tag %s was last confirmed by the upstream %s ago, more than the allowed staleness of %s, and %s",
+		e.Tag, shortDuration(e.Age.Round(time.Second)), shortDuration(e.MaxStale), why))
+}
+
+// shortDuration formats d without trailing zero units: "24h" rather than
+// "24h0m0s", as durations are written in the configuration.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
