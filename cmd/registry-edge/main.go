@@ -3,7 +3,7 @@
 //
 //	registry-edge [serve] [--config FILE] [--listen ADDR] [--storage DIR] [--upstream URL]
 //	registry-edge check-config FILE
-//	registry-edge prefetch [--admin URL] [--platform OS/ARCH] [--now] [IMAGE...]
+//	registry-edge prefetch [--mirror URL] [--platform OS/ARCH] [--now] [IMAGE...]
 //	registry-edge version
 package main
 

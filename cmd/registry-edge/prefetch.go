@@ -42,7 +42,7 @@ func prefetchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := flag.NewFlagSet("prefetch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, prefetchUsage); fs.PrintDefaults() }
-	addr := fs.String("admin", "http://127.0.0.1:5001", "admin API `URL` of the mirror (its admin.listen)")
+	addr := fs.String("mirror", "http://127.0.0.1:5000", "`URL` of the mirror (its admin API must be open to this host: admin.allowFrom)")
 	var platforms platformList
 	fs.Var(&platforms, "platform", "fetch only this `os/arch[/variant]` of an index (repeatable; default: all)")
 	now := fs.Bool("now", false, "fetch at once, outside the mirror's prefetch time windows")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -64,10 +65,10 @@ func TestPrefetchCommand(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			pf := &scripted{final: tt.final}
-			srv := httptest.NewServer(admin.New(pf))
+			srv := httptest.NewServer(admin.New(pf, loopback))
 			defer srv.Close()
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), []string{"prefetch", "--admin", srv.URL, "--interval", "1ms", "--platform", "linux/arm64", "org/a:1", "org/b:2"}, &stdout, &stderr)
+			code := run(context.Background(), []string{"prefetch", "--mirror", srv.URL, "--interval", "1ms", "--platform", "linux/arm64", "org/a:1", "org/b:2"}, &stdout, &stderr)
 			if code != tt.wantCode {
 				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.wantCode, stdout.String(), stderr.String())
 			}
@@ -92,8 +93,8 @@ func TestPrefetchCommandErrors(t *testing.T) {
 	}{
 		{[]string{"prefetch", "UPPER/case"}, 2, "invalid repository name"},
 		{[]string{"prefetch", "--platform", "arm64", "org/a"}, 2, "want os/arch"},
-		{[]string{"prefetch", "--admin", "localhost:1", "org/a"}, 2, "want http://host:port"},
-		{[]string{"prefetch", "--admin", "http://127.0.0.1:1", "org/a"}, 1, "admin API of the mirror"},
+		{[]string{"prefetch", "--mirror", "localhost:1", "org/a"}, 2, "want http://host:port"},
+		{[]string{"prefetch", "--mirror", "http://127.0.0.1:1", "org/a"}, 1, "admin API of the mirror"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), tt.args, &stdout, &stderr); code != tt.code || !strings.Contains(stderr.String(), tt.want) {
@@ -104,3 +105,5 @@ func TestPrefetchCommandErrors(t *testing.T) {
 		}
 	}
 }
+
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}

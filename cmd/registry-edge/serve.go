@@ -11,12 +11,14 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/registry-edge/registry-edge/internal/admin"
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/config"
 	"github.com/registry-edge/registry-edge/internal/httpserve"
 	"github.com/registry-edge/registry-edge/internal/logging"
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/metrics"
+	"github.com/registry-edge/registry-edge/internal/prefetch"
 	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 	"github.com/registry-edge/registry-edge/internal/version"
@@ -93,7 +95,25 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		Logger:             log,
 		Metrics:            m,
 	})
-	handler := httpserve.New(p, httpserve.Options{Logger: log, Metrics: m, AccessLog: cfg.Log.AccessLog})
+	images := make([]prefetch.Image, len(cfg.Prefetch.Images))
+	for i, img := range cfg.Prefetch.Images {
+		images[i] = prefetch.Image{Ref: img.Ref, Platforms: img.Platforms}
+	}
+	pf, err := prefetch.New(p, router, db, prefetch.Options{
+		Images:      images,
+		Concurrency: cfg.Prefetch.Concurrency,
+		Windows:     cfg.Prefetch.ParsedWindows(),
+		Interval:    cfg.Prefetch.Interval.D(),
+		Logger:      log.With(slog.String("component", "prefetch")),
+	})
+	if err != nil {
+		return err
+	}
+	hopts := httpserve.Options{Logger: log, Metrics: m, AccessLog: cfg.Log.AccessLog}
+	if allow := cfg.Admin.AllowedNetworks(); len(allow) > 0 {
+		hopts.Admin = admin.New(pf, allow)
+	}
+	handler := httpserve.New(p, hopts)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -113,6 +133,11 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		slog.String("listen", ln.Addr().String()), slog.String("storage", cfg.Storage.Root),
 		slog.Any("upstreams", upstreams), slog.String("default_upstream", remotes[cfg.DefaultUpstream()].Name))
 
+	pctx, stopPrefetch := context.WithCancel(context.Background())
+	prefetchDone := make(chan struct{})
+	go func() { defer close(prefetchDone); pf.Run(pctx) }()
+	defer func() { stopPrefetch(); <-prefetchDone }()
+
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -121,6 +146,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	case <-ctx.Done():
 	}
 	log.LogAttrs(context.Background(), slog.LevelInfo, "shutting down")
+	stopPrefetch()
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {

@@ -1,6 +1,6 @@
 // Package admin is the site admin's HTTP API of a running registry-edge,
-// served on its own listener (admin.listen, loopback by default), apart
-// from the registry API that devices use:
+// served under /admin/ on the registry listener to the networks of
+// admin.allowFrom (loopback by default):
 //
 //	GET  /admin/v1/prefetch   progress of every pre-staged image
 //	POST /admin/v1/prefetch   {"images":[{"ref":"org/app:1.4","platforms":["linux/arm64"]}],"now":true}
@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/prefetch"
@@ -46,13 +47,33 @@ type Prefetcher interface {
 
 // Handler serves the admin API.
 type Handler struct {
-	pf Prefetcher
+	pf    Prefetcher
+	allow []netip.Prefix
 }
 
-// New returns the admin API handler.
-func New(pf Prefetcher) *Handler { return &Handler{pf: pf} }
+// New returns the admin API handler. Only clients whose address lies in
+// one of allow may use it; others get 403.
+func New(pf Prefetcher, allow []netip.Prefix) *Handler { return &Handler{pf: pf, allow: allow} }
+
+func (h *Handler) allowed(remote string) bool {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return false
+	}
+	addr := ap.Addr().Unmap()
+	for _, p := range h.allow {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.allowed(r.RemoteAddr) {
+		writeError(w, http.StatusForbidden, "the admin API is not open to this address (see admin.allowFrom)")
+		return
+	}
 	if r.URL.Path != PrefetchPath {
 		writeError(w, http.StatusNotFound, "no such admin resource")
 		return

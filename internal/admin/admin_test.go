@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -43,7 +44,7 @@ func (f *fakePrefetcher) Status() []prefetch.Status {
 
 func TestPrefetchAPI(t *testing.T) {
 	pf := &fakePrefetcher{}
-	srv := httptest.NewServer(admin.New(pf))
+	srv := httptest.NewServer(admin.New(pf, loopback))
 	defer srv.Close()
 	c, err := admin.NewClient(srv.URL)
 	if err != nil {
@@ -72,7 +73,7 @@ func TestPrefetchAPI(t *testing.T) {
 }
 
 func TestPrefetchAPIBadRequests(t *testing.T) {
-	srv := httptest.NewServer(admin.New(&fakePrefetcher{}))
+	srv := httptest.NewServer(admin.New(&fakePrefetcher{}, loopback))
 	defer srv.Close()
 	for _, tt := range []struct {
 		method, path, body string
@@ -97,5 +98,20 @@ func TestPrefetchAPIBadRequests(t *testing.T) {
 	}
 	if _, err := admin.NewClient("localhost:5001"); err == nil {
 		t.Error("NewClient accepted a URL without scheme")
+	}
+}
+
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+func TestAdminOnlyFromAllowedNetworks(t *testing.T) {
+	srv := httptest.NewServer(admin.New(&fakePrefetcher{}, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + admin.PrefetchPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("GET from loopback with only 10/8 allowed: %d, want 403", resp.StatusCode)
 	}
 }

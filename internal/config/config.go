@@ -43,6 +43,10 @@ type Config struct {
 	// replaces the default list as a whole; keys left out of an entry take
 	// their defaults.
 	Upstreams []Upstream `yaml:"upstreams"`
+	// Prefetch lists images to pre-stage on the site.
+	Prefetch Prefetch `yaml:"prefetch"`
+	// Admin configures the site admin's API.
+	Admin Admin `yaml:"admin"`
 }
 
 // Storage configures the local content store.
@@ -203,7 +207,7 @@ func Default() Config {
 		},
 		Cache: Cache{
 			TagTTL:            Duration(5 * time.Minute),
-			RevalidateTimeout: Duration(3 * time.Second),
+			RevalidateTimeout: Duration(2 * time.Second),
 			TagNotFound:       TagNotFoundServeCached,
 			// The distribution spec asks registries to accept manifests of
 			// at least 4 MiB and allows rejecting larger ones:
@@ -216,6 +220,11 @@ func Default() Config {
 			AccessLog: true,
 		},
 		Upstreams: []Upstream{up},
+		Prefetch: Prefetch{
+			Concurrency: 2,
+			Interval:    Duration(time.Hour),
+		},
+		Admin: Admin{AllowFrom: []string{"127.0.0.0/8", "::1/128"}},
 	}
 }
 

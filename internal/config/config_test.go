@@ -206,6 +206,11 @@ upstreams:
 		{"several errors at once", "foo: 1\ncache: {tagTTL: x}\n", []string{"line 1: field foo", "line 2: invalid duration"}},
 
 		{"bad listen", "listen: 5000\n", []string{"listen: want host:port"}},
+		{"bad prefetch list", "prefetch:\n  images:\n    - {ref: UPPER/app}\n    - {ref: org/app, platforms: [arm64]}\n    - {ref: org/app}\n  windows: [22-06]\n  concurrency: 0\n  interval: 0s\n",
+			[]string{`prefetch.images[0].ref: "UPPER/app" is not`, `prefetch.images[1].platforms[0]: "arm64" is not os/arch`,
+				"prefetch.images[2].ref: duplicate of prefetch.images[1].ref", `prefetch.windows[0]: "22-06" is not HH:MM-HH:MM`,
+				"prefetch.concurrency: must be between 1 and 16", "prefetch.interval: must be greater than 0"}},
+		{"bad admin network", "admin: {allowFrom: [10.0.0.1, 192.168.0.0/16]}\n", []string{`admin.allowFrom[0]: "10.0.0.1" is not a network in CIDR notation`}},
 		{"bad listen port", "listen: :http\n", []string{`listen: invalid port "http"`}},
 		{"empty root", "storage: {root: ''}\n", []string{"storage.root: required"}},
 		{"zero fill timeout", "storage: {fillTimeout: 0s}\n", []string{"storage.fillTimeout: must be greater than 0"}},

@@ -201,7 +201,7 @@ func TestJSONEncoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"TagTTL":"5m","RevalidateTimeout":"3s","TagNotFound":"serve-cached","MaxManifestSize":"4MiB"}`
+	want := `{"TagTTL":"5m","RevalidateTimeout":"2s","TagNotFound":"serve-cached","MaxManifestSize":"4MiB"}`
 	if string(b) != want {
 		t.Errorf("json.Marshal(Default().Cache) = %s, want %s", b, want)
 	}

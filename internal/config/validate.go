@@ -100,6 +100,8 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	c.Prefetch.validate(add)
+	c.Admin.validate(add)
 	return errors.Join(errs...)
 }
 

@@ -32,6 +32,8 @@ type Options struct {
 	// Ready reports whether the server can take traffic (for /readyz); nil
 	// means always.
 	Ready func() error
+	// Admin serves /admin/ (the site admin's API); nil answers 404.
+	Admin http.Handler
 }
 
 // Server is the HTTP handler of registry-edge.
@@ -72,6 +74,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveRegistry(w, r)
 	case r.URL.Path == "/metrics":
 		s.prom.ServeHTTP(w, r)
+	case strings.HasPrefix(r.URL.Path, "/admin/") && s.opts.Admin != nil:
+		s.opts.Admin.ServeHTTP(w, r)
 	case r.URL.Path == "/healthz":
 		writeText(w, http.StatusOK, "ok\n")
 	case r.URL.Path == "/readyz":

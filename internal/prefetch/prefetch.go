@@ -27,6 +27,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/ociapi"
 	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/timewindow"
 )
 
 // Image is one entry of a prefetch list.
@@ -93,7 +94,7 @@ type Options struct {
 	Concurrency int
 	// Windows are the daily times the background run may fetch in; none
 	// means any time. On-demand runs may ignore them.
-	Windows []Window
+	Windows []timewindow.Window
 	// Interval is how often the list is checked again (tags move);
 	// default 1h.
 	Interval time.Duration
@@ -237,7 +238,7 @@ func (pf *Prefetcher) update(ref string, fn func(*Status)) {
 func (pf *Prefetcher) run(ctx context.Context, images []Image, now bool) {
 	for _, img := range images {
 		if !now {
-			if wait := nextWindow(pf.opts.Windows, pf.opts.Now()); wait > 0 {
+			if wait := timewindow.Next(pf.opts.Windows, pf.opts.Now()); wait > 0 {
 				pf.update(img.Ref, func(s *Status) { s.State = StateWaiting })
 				t := time.NewTimer(wait)
 				select {
@@ -255,48 +256,13 @@ func (pf *Prefetcher) run(ctx context.Context, images []Image, now bool) {
 	}
 }
 
-// ParseRef splits [registry/]repository[:tag|@digest] into the repository
-// name (as routed by the mirror) and the tag or digest.
+// ParseRef splits an image reference; see ociapi.ParseReference.
 func ParseRef(s string) (name, ref string, err error) {
-	name, ref = s, "latest"
-	if i := strings.LastIndex(s, "@"); i >= 0 {
-		name, ref = s[:i], s[i+1:]
-		if _, err := digest.Parse(ref); err != nil {
-			return "", "", fmt.Errorf("prefetch image %q: invalid digest: %w", s, errdef.ErrInvalid)
-		}
-	} else if i := strings.LastIndex(s, ":"); i > strings.LastIndex(s, "/") {
-		name, ref = s[:i], s[i+1:]
-		if !ociapi.ValidTag(ref) {
-			return "", "", fmt.Errorf("prefetch image %q: invalid tag: %w", s, errdef.ErrInvalid)
-		}
-	}
-	// A registry prefix may carry a port (localhost:5000/app), which the
-	// path grammar of /v2/ does not allow: containerd's ?ns= reaches such
-	// an upstream, and so does the prefetcher.
-	repo := name
-	if first, rest, ok := strings.Cut(name, "/"); ok && strings.Contains(first, ":") {
-		host, port, _ := strings.Cut(first, ":")
-		if !ociapi.ValidName(host) || !validPort(port) {
-			return "", "", fmt.Errorf("prefetch image %q: invalid registry %q: %w", s, first, errdef.ErrInvalid)
-		}
-		repo = rest
-	}
-	if !ociapi.ValidName(repo) {
-		return "", "", fmt.Errorf("prefetch image %q: invalid repository name: %w", s, errdef.ErrInvalid)
+	name, ref, err = ociapi.ParseReference(s)
+	if err != nil {
+		return "", "", fmt.Errorf("prefetch image: %w", err)
 	}
 	return name, ref, nil
-}
-
-func validPort(s string) bool {
-	if s == "" || len(s) > 5 {
-		return false
-	}
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // fetchImage resolves one image and stores everything it needs.

@@ -18,6 +18,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/prefetch"
 	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
+	"github.com/registry-edge/registry-edge/internal/timewindow"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
@@ -215,8 +216,8 @@ func TestPrefetchWindows(t *testing.T) {
 	// A window that closed a minute ago and opens again in 23h58m.
 	now := time.Now()
 	tod := time.Duration(now.Hour())*time.Hour + time.Duration(now.Minute())*time.Minute
-	w := prefetch.Window{Start: (tod + 24*time.Hour - 3*time.Minute) % (24 * time.Hour), End: (tod + 24*time.Hour - time.Minute) % (24 * time.Hour)}
-	pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/a:1"}}, Windows: []prefetch.Window{w}})
+	w := timewindow.Window{Start: (tod + 24*time.Hour - 3*time.Minute) % (24 * time.Hour), End: (tod + 24*time.Hour - time.Minute) % (24 * time.Hour)}
+	pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/a:1"}}, Windows: []timewindow.Window{w}})
 	waitState(t, pf, "org/a:1", prefetch.StateWaiting)
 
 	if err := pf.Trigger([]prefetch.Image{{Ref: "org/b:1"}}, true); err != nil {

@@ -124,7 +124,7 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 		opts.FillTimeout = 30 * time.Minute
 	}
 	if opts.RevalidateTimeout <= 0 {
-		opts.RevalidateTimeout = 3 * time.Second
+		opts.RevalidateTimeout = 2 * time.Second
 	}
 	if opts.FillStallTimeout <= 0 {
 		opts.FillStallTimeout = 30 * time.Second

@@ -1,0 +1,107 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/registry-edge/registry-edge/internal/ociapi"
+	"github.com/registry-edge/registry-edge/internal/timewindow"
+)
+
+// MaxPrefetchConcurrency is the largest accepted prefetch.concurrency: a
+// site's uplink gains nothing from more parallel transfers.
+const MaxPrefetchConcurrency = 16
+
+// Prefetch lists the images a site must hold before a rollout: they are
+// fetched in the background, resumably, and pinned against eviction until
+// they leave the list.
+type Prefetch struct {
+	// Images are fetched at start-up and every Interval.
+	Images []PrefetchImage `yaml:"images,omitempty"`
+	// Concurrency bounds the blobs fetched at once.
+	Concurrency int `yaml:"concurrency"`
+	// Windows are daily local times ("22:00-06:00") the background fetch
+	// may run in; none means any time.
+	Windows []string `yaml:"windows,omitempty"`
+	// Interval is how often the list is checked again (tags move).
+	Interval Duration `yaml:"interval"`
+}
+
+// PrefetchImage is one image to pre-stage.
+type PrefetchImage struct {
+	// Ref is the image as devices pull it from this mirror:
+	// [registry/]repository[:tag|@digest].
+	Ref string `yaml:"ref"`
+	// Platforms selects children of an index, "os/arch[/variant]"; empty
+	// means all of them.
+	Platforms []string `yaml:"platforms,omitempty"`
+}
+
+// Admin configures the site admin's API (prefetch requests and progress),
+// served under /admin/v1/ on the registry listener.
+type Admin struct {
+	// AllowFrom lists the networks (CIDR) whose clients may use the admin
+	// API; others get 403. Empty disables the API. It has no other
+	// authentication: keep it to loopback or a management network.
+	AllowFrom []string `yaml:"allowFrom"`
+}
+
+// AllowedNetworks returns AllowFrom parsed; Validate has checked it.
+func (a Admin) AllowedNetworks() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range a.AllowFrom {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+// ParsedWindows returns Windows parsed; Validate has checked them.
+func (p Prefetch) ParsedWindows() []timewindow.Window {
+	var out []timewindow.Window
+	for _, s := range p.Windows {
+		if w, err := timewindow.Parse(s); err == nil {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func (p Prefetch) validate(add addFunc) {
+	if p.Concurrency < 1 || p.Concurrency > MaxPrefetchConcurrency {
+		add("prefetch.concurrency", "must be between 1 and %d", MaxPrefetchConcurrency)
+	}
+	positive(add, "prefetch.interval", p.Interval)
+	for i, s := range p.Windows {
+		if _, err := timewindow.Parse(s); err != nil {
+			add(fmt.Sprintf("prefetch.windows[%d]", i), "%q is not HH:MM-HH:MM", s)
+		}
+	}
+	seen := map[string]int{}
+	for i, img := range p.Images {
+		path := fmt.Sprintf("prefetch.images[%d]", i)
+		if _, _, err := ociapi.ParseReference(img.Ref); err != nil {
+			add(path+".ref", "%q is not [registry/]repository[:tag|@digest]", img.Ref)
+		} else if j, ok := seen[img.Ref]; ok {
+			add(path+".ref", "duplicate of prefetch.images[%d].ref", j)
+		} else {
+			seen[img.Ref] = i
+		}
+		for k, pl := range img.Platforms {
+			parts := strings.Split(pl, "/")
+			if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+				add(fmt.Sprintf("%s.platforms[%d]", path, k), "%q is not os/arch[/variant]", pl)
+			}
+		}
+	}
+}
+
+func (a Admin) validate(add addFunc) {
+	for i, s := range a.AllowFrom {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			add(fmt.Sprintf("admin.allowFrom[%d]", i), "%q is not a network in CIDR notation (such as 127.0.0.1/32)", s)
+		}
+	}
+}

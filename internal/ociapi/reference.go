@@ -1,0 +1,56 @@
+package ociapi
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+// ParseReference splits an image reference as a device pulls it from the
+// mirror, [registry/]repository[:tag|@digest], into the repository name (as
+// the mirror routes it, registry prefix included) and the tag or digest;
+// no tag means "latest". Errors wrap errdef.ErrInvalid.
+func ParseReference(s string) (name, ref string, err error) {
+	name, ref = s, "latest"
+	if i := strings.LastIndex(s, "@"); i >= 0 {
+		name, ref = s[:i], s[i+1:]
+		if _, err := digest.Parse(ref); err != nil {
+			return "", "", fmt.Errorf("image %q: invalid digest: %w", s, errdef.ErrInvalid)
+		}
+	} else if i := strings.LastIndex(s, ":"); i > strings.LastIndex(s, "/") {
+		name, ref = s[:i], s[i+1:]
+		if !ValidTag(ref) {
+			return "", "", fmt.Errorf("image %q: invalid tag: %w", s, errdef.ErrInvalid)
+		}
+	}
+	// A registry prefix may carry a port (localhost:5000/app), which the
+	// path grammar of /v2/ does not allow: containerd's ?ns= reaches such
+	// an upstream, and so does the prefetcher.
+	repo := name
+	if first, rest, ok := strings.Cut(name, "/"); ok && strings.Contains(first, ":") {
+		host, port, _ := strings.Cut(first, ":")
+		if !ValidName(host) || !validPort(port) {
+			return "", "", fmt.Errorf("image %q: invalid registry %q: %w", s, first, errdef.ErrInvalid)
+		}
+		repo = rest
+	}
+	if !ValidName(repo) {
+		return "", "", fmt.Errorf("image %q: invalid repository name: %w", s, errdef.ErrInvalid)
+	}
+	return name, ref, nil
+}
+
+func validPort(s string) bool {
+	if s == "" || len(s) > 5 {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
