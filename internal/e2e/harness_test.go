@@ -350,6 +350,9 @@ type mirrorOptions struct {
 	// storage, when set, is the storage directory (to restart a mirror on
 	// the storage of an earlier one).
 	storage string
+	// config is more YAML for the config file (top-level keys other than
+	// cache).
+	config string
 }
 
 // startMirror starts registry-edge with upstream as its only (default)
@@ -362,9 +365,13 @@ func startMirror(t *testing.T, upstream string, opts mirrorOptions) *mirror {
 	}
 	addr, p := startServer(t, "registry-edge", "/v2/", func(addr string) *process {
 		args := []string{"serve", "--listen", addr, "--storage", storage, "--upstream", "http://" + upstream}
-		if opts.tagTTL != "" {
+		if opts.tagTTL != "" || opts.config != "" {
+			yaml := opts.config
+			if opts.tagTTL != "" {
+				yaml += "cache:\n  tagTTL: " + opts.tagTTL + "\n"
+			}
 			conf := filepath.Join(t.TempDir(), "registry-edge.yaml")
-			writeFile(t, conf, "cache:\n  tagTTL: "+opts.tagTTL+"\n")
+			writeFile(t, conf, yaml)
 			args = append(args, "--config", conf)
 		}
 		return startProcess(t, "registry-edge", []string{"GORACE=halt_on_error=1"}, edgeBin, args...)

@@ -194,6 +194,13 @@ func (pf *Prefetcher) Trigger(images []Image, now bool) error {
 	}
 	for _, img := range images {
 		pf.track(img)
+		// What a caller waits for is this request's run, not an earlier
+		// one's outcome.
+		pf.update(img.Ref, func(s *Status) {
+			if s.State != StateRunning {
+				s.State, s.Error = StatePending, ""
+			}
+		})
 	}
 	select {
 	case pf.trigger <- request{images: images, now: now}:
