@@ -109,6 +109,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	m.SetPrefetchSource(pf.Progress)
 	hopts := httpserve.Options{Logger: log, Metrics: m, AccessLog: cfg.Log.AccessLog}
 	if allow := cfg.Admin.AllowedNetworks(); len(allow) > 0 {
 		hopts.Admin = admin.New(pf, allow)

@@ -54,6 +54,7 @@ type Metrics struct {
 	// are read from the clients at scrape time (AddUpstream).
 	StaleRefused *prometheus.CounterVec
 	upstreams    *upstreamCollector
+	prefetch     *prefetchCollector
 }
 
 // New builds and registers the collectors on a new registry, together with
@@ -109,6 +110,8 @@ func New() *Metrics {
 	}
 	reg.MustRegister(m.FillResumes, m.FillRefetchedBytes, m.FillStalls, m.ClientStalls)
 	m.registerOffline(reg)
+	m.prefetch = newPrefetchCollector()
+	reg.MustRegister(m.prefetch)
 	reg.MustRegister(m.Requests, m.Cache, m.BytesServed, m.UpstreamBytes, m.UpstreamRequests,
 		m.FillDuration, m.FillsInFlight, m.FillFailures, m.StaleServed, m.RequestDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

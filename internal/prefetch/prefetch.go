@@ -25,6 +25,7 @@ import (
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/meta"
+	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/ociapi"
 	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/timewindow"
@@ -219,6 +220,17 @@ func (pf *Prefetcher) Status() []Status {
 		out = append(out, *pf.status[ref])
 	}
 	return out
+}
+
+// Progress sums the status list for the metrics.
+func (pf *Prefetcher) Progress() metrics.PrefetchProgress {
+	p := metrics.PrefetchProgress{Images: map[string]int{}}
+	for _, s := range pf.Status() {
+		p.Images[s.State]++
+		p.Bytes += s.Bytes
+		p.BytesDone += s.BytesDone
+	}
+	return p
 }
 
 func (pf *Prefetcher) track(img Image) {

@@ -156,6 +156,9 @@ func TestPrefetchPlatformsSignaturesReferrers(t *testing.T) {
 			t.Errorf("%s not stored", name)
 		}
 	}
+	if p := pf.Progress(); p.Images[prefetch.StateComplete] != 1 || p.Bytes == 0 || p.BytesDone != p.Bytes {
+		t.Errorf("Progress() = %+v", p)
+	}
 	if s.stored(digest.FromBytes(amdLayer)) {
 		t.Errorf("amd64 layer stored, but only linux/arm64 was asked for")
 	}
