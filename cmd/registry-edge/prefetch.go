@@ -17,9 +17,11 @@ import (
 const prefetchUsage = `usage: registry-edge prefetch [flags] [IMAGE...]
 
 Asks a running registry-edge to pre-stage IMAGEs ([registry/]repo[:tag|@digest])
-and shows their progress until each is complete or failed. Without IMAGE, shows
-the progress of everything the mirror pre-stages. Exit status: 0 when every image
-shown is complete, 1 otherwise, 2 on a usage error.
+and shows their progress until each is complete or failed. The images stay on the
+mirror's prefetch list (pinned, fetched again every prefetch.interval) until
+--remove takes them off. Without IMAGE, shows the progress of everything the
+mirror pre-stages. Exit status: 0 when every image shown is complete, 1
+otherwise, 2 on a usage error.
 
 flags:
 `
@@ -47,6 +49,7 @@ func prefetchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.Var(&platforms, "platform", "fetch only this `os/arch[/variant]` of an index (repeatable; default: all)")
 	now := fs.Bool("now", false, "fetch at once, outside the mirror's prefetch time windows")
 	noWait := fs.Bool("no-wait", false, "return once the mirror accepted the request")
+	remove := fs.Bool("remove", false, "take IMAGEs (added with this command) off the mirror's list and unpin them")
 	interval := fs.Duration("interval", time.Second, "progress refresh `interval`")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -66,6 +69,18 @@ func prefetchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 
+	if *remove {
+		if len(images) == 0 {
+			return fmt.Errorf("%w: --remove needs at least one IMAGE", errUsage)
+		}
+		for _, img := range images {
+			if _, err := c.Remove(ctx, img.Ref); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "removed %s\n", img.Ref)
+		}
+		return nil
+	}
 	var st admin.PrefetchStatus
 	if len(images) > 0 {
 		if st, err = c.Prefetch(ctx, admin.PrefetchRequest{Images: images, Now: *now}); err != nil {

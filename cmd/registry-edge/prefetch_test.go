@@ -16,16 +16,24 @@ import (
 // scripted is a prefetcher whose images advance one state per Status call,
 // ending in final.
 type scripted struct {
-	mu     sync.Mutex
-	images []prefetch.Image
-	calls  int
-	final  map[string]string
+	mu      sync.Mutex
+	images  []prefetch.Image
+	calls   int
+	final   map[string]string
+	removed []string
 }
 
 func (s *scripted) Trigger(images []prefetch.Image, now bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.images = append(s.images, images...)
+	return nil
+}
+
+func (s *scripted) Remove(_ context.Context, ref string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.removed = append(s.removed, ref)
 	return nil
 }
 
@@ -107,3 +115,19 @@ func TestPrefetchCommandErrors(t *testing.T) {
 }
 
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+func TestPrefetchCommandRemove(t *testing.T) {
+	pf := &scripted{}
+	srv := httptest.NewServer(admin.New(pf, loopback))
+	defer srv.Close()
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"prefetch", "--mirror", srv.URL, "--remove", "org/a:1", "org/b:2"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if len(pf.removed) != 2 || pf.removed[0] != "org/a:1" || pf.removed[1] != "org/b:2" {
+		t.Errorf("removed %v", pf.removed)
+	}
+	if !strings.Contains(stdout.String(), "removed org/a:1") {
+		t.Errorf("stdout: %q", stdout.String())
+	}
+}

@@ -4,12 +4,14 @@
 //
 //	GET  /admin/v1/prefetch   progress of every pre-staged image
 //	POST /admin/v1/prefetch   {"images":[{"ref":"org/app:1.4","platforms":["linux/arm64"]}],"now":true}
+//	DELETE /admin/v1/prefetch?ref=org/app:1.4   take an image added here off the list, unpin it
 //
 // Answers are JSON; errors are {"error": "..."} with a 4xx or 5xx status.
 // The Client type is what `registry-edge prefetch` uses.
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +44,7 @@ type PrefetchStatus struct {
 // Prefetcher is what the API needs; *prefetch.Prefetcher implements it.
 type Prefetcher interface {
 	Trigger(images []prefetch.Image, now bool) error
+	Remove(ctx context.Context, ref string) error
 	Status() []prefetch.Status
 }
 
@@ -94,21 +97,37 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err := h.pf.Trigger(req.Images, req.Now); err != nil {
-			status := http.StatusInternalServerError
-			switch {
-			case errors.Is(err, errdef.ErrInvalid):
-				status = http.StatusBadRequest
-			case errors.Is(err, errdef.ErrTooManyRequests):
-				status = http.StatusTooManyRequests
-			}
-			writeError(w, status, err.Error())
+			writeError(w, statusOf(err), err.Error())
 			return
 		}
 		writeJSON(w, http.StatusAccepted, PrefetchStatus{Images: h.pf.Status()})
+	case http.MethodDelete:
+		ref := r.URL.Query().Get("ref")
+		if ref == "" {
+			writeError(w, http.StatusBadRequest, "query parameter ref is required")
+			return
+		}
+		if err := h.pf.Remove(r.Context(), ref); err != nil {
+			writeError(w, statusOf(err), err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, PrefetchStatus{Images: h.pf.Status()})
 	default:
-		w.Header().Set("Allow", "GET, HEAD, POST")
+		w.Header().Set("Allow", "GET, HEAD, POST, DELETE")
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed", r.Method))
 	}
+}
+
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, errdef.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, errdef.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, errdef.ErrTooManyRequests):
+		return http.StatusTooManyRequests
+	}
+	return http.StatusInternalServerError
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -36,6 +36,18 @@ func (f *fakePrefetcher) Trigger(images []prefetch.Image, now bool) error {
 	return nil
 }
 
+func (f *fakePrefetcher) Remove(_ context.Context, ref string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, st := range f.status {
+		if st.Ref == ref {
+			f.status = append(f.status[:i], f.status[i+1:]...)
+			return nil
+		}
+	}
+	return fmt.Errorf("prefetch image %q is not listed: %w", ref, errdef.ErrNotFound)
+}
+
 func (f *fakePrefetcher) Status() []prefetch.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -66,6 +78,14 @@ func TestPrefetchAPI(t *testing.T) {
 		t.Errorf("Status() = %+v, %v", st, err)
 	}
 
+	st, err = c.Remove(ctx, "org/app:1")
+	if err != nil || len(st.Images) != 0 {
+		t.Errorf("Remove() = %+v, %v", st, err)
+	}
+	if _, err := c.Remove(ctx, "org/app:1"); err == nil || !strings.Contains(err.Error(), "not listed") {
+		t.Errorf("Remove() of an unlisted image: %v", err)
+	}
+
 	pf.err = fmt.Errorf("prefetch image \"X\": invalid repository name: %w", errdef.ErrInvalid)
 	if _, err := c.Prefetch(ctx, admin.PrefetchRequest{Images: []prefetch.Image{{Ref: "X"}}}); err == nil || !strings.Contains(err.Error(), "invalid repository name") {
 		t.Errorf("invalid image: %v, want the prefetcher's reason", err)
@@ -82,7 +102,9 @@ func TestPrefetchAPIBadRequests(t *testing.T) {
 		{"POST", admin.PrefetchPath, `{"images":[]}`, 400},
 		{"POST", admin.PrefetchPath, `{"images":[{"ref":"a"}],"unknown":1}`, 400},
 		{"POST", admin.PrefetchPath, `not json`, 400},
-		{"DELETE", admin.PrefetchPath, ``, 405},
+		{"DELETE", admin.PrefetchPath, ``, 400},
+		{"PUT", admin.PrefetchPath, ``, 405},
+		{"DELETE", admin.PrefetchPath + "?ref=org/none", ``, 404},
 		{"GET", "/admin/v1/other", ``, 404},
 		{"GET", "/v2/", ``, 404},
 	} {

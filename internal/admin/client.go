@@ -37,13 +37,22 @@ func (c *Client) Prefetch(ctx context.Context, req PrefetchRequest) (PrefetchSta
 	return c.do(ctx, http.MethodPost, b)
 }
 
+// Remove takes an image added at run time off the mirror's prefetch list.
+func (c *Client) Remove(ctx context.Context, ref string) (PrefetchStatus, error) {
+	return c.doPath(ctx, http.MethodDelete, PrefetchPath+"?ref="+url.QueryEscape(ref), nil)
+}
+
 // Status returns the progress of every image the mirror pre-stages.
 func (c *Client) Status(ctx context.Context) (PrefetchStatus, error) {
 	return c.do(ctx, http.MethodGet, nil)
 }
 
 func (c *Client) do(ctx context.Context, method string, body []byte) (PrefetchStatus, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+PrefetchPath, bytes.NewReader(body))
+	return c.doPath(ctx, method, PrefetchPath, body)
+}
+
+func (c *Client) doPath(ctx context.Context, method, path string, body []byte) (PrefetchStatus, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
 	if err != nil {
 		return PrefetchStatus{}, err
 	}

@@ -53,3 +53,39 @@ func TestPins(t *testing.T) {
 		t.Errorf("PinOwners = %v, %v; want [app:v1]", owners, err)
 	}
 }
+
+func TestPrefetchRequests(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "meta.db")
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.Prefetches(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("Prefetches on an empty database = %v, %v", got, err)
+	}
+	for _, r := range []PrefetchRequest{{Ref: "org/b:1"}, {Ref: "org/a:1", Platforms: []string{"linux/arm64"}}, {Ref: "org/b:1", Platforms: []string{"linux/amd64"}}} {
+		if err := db.PutPrefetch(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.DeletePrefetch(ctx, "org/none"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	// The list survives a restart.
+	if db, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	got, err := db.Prefetches(ctx)
+	if err != nil || len(got) != 2 || got[0].Ref != "org/a:1" || got[1].Ref != "org/b:1" || got[1].Platforms[0] != "linux/amd64" {
+		t.Fatalf("Prefetches = %+v, %v", got, err)
+	}
+	if err := db.DeletePrefetch(ctx, "org/a:1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := db.Prefetches(ctx); len(got) != 1 {
+		t.Errorf("after delete: %+v", got)
+	}
+}

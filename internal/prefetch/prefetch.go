@@ -78,13 +78,17 @@ type Proxy interface {
 	FillProgress(d digest.Digest) (written, size int64, ok bool)
 }
 
-// Pins records what the prefetcher pinned; *meta.DB implements it.
-type Pins interface {
+// Store keeps what the prefetcher pinned and the images added at run
+// time; *meta.DB implements it.
+type Store interface {
 	SetPins(ctx context.Context, owner string, ds []digest.Digest) error
 	PinOwners(ctx context.Context) ([]string, error)
+	PutPrefetch(ctx context.Context, r meta.PrefetchRequest) error
+	DeletePrefetch(ctx context.Context, ref string) error
+	Prefetches(ctx context.Context) ([]meta.PrefetchRequest, error)
 }
 
-var _ Pins = (*meta.DB)(nil)
+var _ Store = (*meta.DB)(nil)
 
 // Options configures a Prefetcher.
 type Options struct {
@@ -108,13 +112,14 @@ type Options struct {
 type Prefetcher struct {
 	p      Proxy
 	router *proxy.Router
-	pins   Pins
+	store  Store
 	opts   Options
 	log    *slog.Logger
 
 	mu      sync.Mutex
 	status  map[string]*Status // by Ref
 	order   []string           // Refs in the order they were listed
+	added   map[string]Image   // listed at run time (stored), by Ref
 	trigger chan request
 }
 
@@ -124,7 +129,7 @@ type request struct {
 }
 
 // New returns a Prefetcher; Run starts it.
-func New(p Proxy, router *proxy.Router, pins Pins, opts Options) (*Prefetcher, error) {
+func New(p Proxy, router *proxy.Router, store Store, opts Options) (*Prefetcher, error) {
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 2
 	}
@@ -142,18 +147,89 @@ func New(p Proxy, router *proxy.Router, pins Pins, opts Options) (*Prefetcher, e
 			return nil, err
 		}
 	}
-	pf := &Prefetcher{p: p, router: router, pins: pins, opts: opts, log: opts.Logger,
-		status: map[string]*Status{}, trigger: make(chan request, 16)}
+	pf := &Prefetcher{p: p, router: router, store: store, opts: opts, log: opts.Logger,
+		status: map[string]*Status{}, added: map[string]Image{}, trigger: make(chan request, 16)}
 	for _, img := range opts.Images {
 		pf.track(img)
 	}
 	return pf, nil
 }
 
+// configured reports whether ref is in the configured list.
+func (pf *Prefetcher) configured(ref string) bool {
+	for _, img := range pf.opts.Images {
+		if img.Ref == ref {
+			return true
+		}
+	}
+	return false
+}
+
+// list is the whole prefetch list: the configured images, then those added
+// at run time.
+func (pf *Prefetcher) list() []Image {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	out := slices.Clone(pf.opts.Images)
+	for _, ref := range pf.order {
+		if img, ok := pf.added[ref]; ok {
+			out = append(out, img)
+		}
+	}
+	return out
+}
+
+// loadAdded restores the images added at run time before a restart.
+func (pf *Prefetcher) loadAdded(ctx context.Context) {
+	reqs, err := pf.store.Prefetches(ctx)
+	if err != nil {
+		pf.log.LogAttrs(ctx, slog.LevelWarn, "cannot read the stored prefetch list", slog.Any("err", err))
+		return
+	}
+	for _, r := range reqs {
+		if pf.configured(r.Ref) {
+			continue
+		}
+		img := Image{Ref: r.Ref, Platforms: r.Platforms}
+		pf.track(img)
+		pf.mu.Lock()
+		pf.added[r.Ref] = img
+		pf.mu.Unlock()
+	}
+}
+
+// Remove takes an image added at run time off the list and unpins it. An
+// image of the configuration is removed there instead.
+func (pf *Prefetcher) Remove(ctx context.Context, ref string) error {
+	if pf.configured(ref) {
+		return fmt.Errorf("prefetch image %q is listed in the configuration (prefetch.images); remove it there: %w", ref, errdef.ErrInvalid)
+	}
+	pf.mu.Lock()
+	_, ok := pf.added[ref]
+	pf.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("prefetch image %q is not listed: %w", ref, errdef.ErrNotFound)
+	}
+	if err := pf.store.DeletePrefetch(ctx, ref); err != nil {
+		return err
+	}
+	if err := pf.store.SetPins(ctx, pinOwner(ref), nil); err != nil {
+		return err
+	}
+	pf.mu.Lock()
+	delete(pf.added, ref)
+	delete(pf.status, ref)
+	pf.order = slices.DeleteFunc(pf.order, func(r string) bool { return r == ref })
+	pf.mu.Unlock()
+	pf.log.LogAttrs(ctx, slog.LevelInfo, "image removed from the prefetch list and unpinned", slog.String("image", ref))
+	return nil
+}
+
 // Run fetches the configured list now (or when its window opens) and every
 // Interval, and runs on-demand requests, until ctx is done. It also unpins
 // images that left the configured list.
 func (pf *Prefetcher) Run(ctx context.Context) {
+	pf.loadAdded(ctx)
 	pf.unpinUnlisted(ctx)
 	// On-demand requests run on their own, so that a background run
 	// waiting for its window does not hold them up.
@@ -172,8 +248,8 @@ func (pf *Prefetcher) Run(ctx context.Context) {
 	}()
 	defer wg.Wait()
 	for {
-		if len(pf.opts.Images) > 0 {
-			pf.run(ctx, pf.opts.Images, false)
+		if images := pf.list(); len(images) > 0 {
+			pf.run(ctx, images, false)
 		}
 		timer := time.NewTimer(pf.opts.Interval)
 		select {
@@ -186,7 +262,8 @@ func (pf *Prefetcher) Run(ctx context.Context) {
 }
 
 // Trigger queues images for a run now; now ignores the time windows. The
-// images join the status list; they are pinned like configured ones.
+// images join the list (stored, so that they stay listed after a restart,
+// until Remove) and are pinned like configured ones.
 func (pf *Prefetcher) Trigger(images []Image, now bool) error {
 	for _, img := range images {
 		if _, _, err := ParseRef(img.Ref); err != nil {
@@ -194,6 +271,14 @@ func (pf *Prefetcher) Trigger(images []Image, now bool) error {
 		}
 	}
 	for _, img := range images {
+		if !pf.configured(img.Ref) {
+			if err := pf.store.PutPrefetch(context.Background(), meta.PrefetchRequest{Ref: img.Ref, Platforms: img.Platforms}); err != nil {
+				return err
+			}
+			pf.mu.Lock()
+			pf.added[img.Ref] = img
+			pf.mu.Unlock()
+		}
 		pf.track(img)
 		// What a caller waits for is this request's run, not an earlier
 		// one's outcome.
@@ -248,6 +333,9 @@ func (pf *Prefetcher) update(ref string, fn func(*Status)) {
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
 	st := pf.status[ref]
+	if st == nil {
+		return // removed from the list meanwhile
+	}
 	fn(st)
 	st.Updated = pf.opts.Now()
 }
@@ -296,7 +384,10 @@ func (pf *Prefetcher) fetchImage(ctx context.Context, img Image) {
 		log.LogAttrs(ctx, slog.LevelWarn, "prefetch failed", slog.Any("err", err))
 		return
 	}
-	if err := pf.pins.SetPins(ctx, pinOwner(img.Ref), pinned); err != nil {
+	if !pf.listed(img.Ref) {
+		return // removed while it ran
+	}
+	if err := pf.store.SetPins(ctx, pinOwner(img.Ref), pinned); err != nil {
 		pf.update(img.Ref, func(s *Status) { s.State, s.Error = StateFailed, err.Error() })
 		return
 	}
@@ -309,26 +400,37 @@ func (pf *Prefetcher) fetchImage(ctx context.Context, img Image) {
 func (pf *Prefetcher) statusOf(ref string) Status {
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
-	return *pf.status[ref]
+	if st := pf.status[ref]; st != nil {
+		return *st
+	}
+	return Status{}
 }
 
 // pinOwner names the pins of one list entry.
 func pinOwner(ref string) string { return "prefetch:" + ref }
 
-// unpinUnlisted drops the pins of prefetch entries no longer configured.
+// listed reports whether ref is on the list.
+func (pf *Prefetcher) listed(ref string) bool {
+	pf.mu.Lock()
+	_, added := pf.added[ref]
+	pf.mu.Unlock()
+	return added || pf.configured(ref)
+}
+
+// unpinUnlisted drops the pins of prefetch entries no longer listed.
 func (pf *Prefetcher) unpinUnlisted(ctx context.Context) {
-	owners, err := pf.pins.PinOwners(ctx)
+	owners, err := pf.store.PinOwners(ctx)
 	if err != nil {
 		pf.log.LogAttrs(ctx, slog.LevelWarn, "cannot list pins", slog.Any("err", err))
 		return
 	}
 	listed := map[string]bool{}
-	for _, img := range pf.opts.Images {
+	for _, img := range pf.list() {
 		listed[pinOwner(img.Ref)] = true
 	}
 	for _, o := range owners {
 		if strings.HasPrefix(o, "prefetch:") && !listed[o] {
-			if err := pf.pins.SetPins(ctx, o, nil); err != nil {
+			if err := pf.store.SetPins(ctx, o, nil); err != nil {
 				pf.log.LogAttrs(ctx, slog.LevelWarn, "cannot unpin", slog.String("owner", o), slog.Any("err", err))
 			} else {
 				pf.log.LogAttrs(ctx, slog.LevelInfo, "unpinned an image no longer in the prefetch list", slog.String("image", strings.TrimPrefix(o, "prefetch:")))

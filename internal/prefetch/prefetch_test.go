@@ -2,6 +2,7 @@ package prefetch_test
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/prefetch"
 	"github.com/registry-edge/registry-edge/internal/proxy"
@@ -260,5 +262,47 @@ func TestParseRef(t *testing.T) {
 		if err != nil || name != want[0] || ref != want[1] {
 			t.Errorf("ParseRef(%q) = %q, %q, %v; want %q, %q", in, name, ref, err, want[0], want[1])
 		}
+	}
+}
+
+// Images added at run time stay listed (and pinned) across a restart until
+// they are removed; configured ones cannot be removed at run time.
+func TestPrefetchAddedImagesPersistUntilRemoved(t *testing.T) {
+	s := newSite(t)
+	added, _ := s.fake.Image("org/added", "1", fakeupstream.Random(t, 1000))
+	s.fake.Image("org/conf", "1", fakeupstream.Random(t, 1000))
+	opts := prefetch.Options{Images: []prefetch.Image{{Ref: "org/conf:1"}}}
+	pf, cancel := run(t, s, opts)
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/added:1"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, pf, "org/added:1", prefetch.StateComplete)
+	cancel()
+
+	// A new process: the added image is listed again, and stays pinned.
+	pf2, _ := run(t, s, opts)
+	waitState(t, pf2, "org/added:1", prefetch.StateComplete)
+	if owners, _ := s.db.PinnedBy(context.Background(), added.Digest); len(owners) != 1 {
+		t.Fatalf("added image pinned by %v after a restart", owners)
+	}
+	if err := pf2.Remove(context.Background(), "org/conf:1"); !errors.Is(err, errdef.ErrInvalid) {
+		t.Errorf("Remove of a configured image: %v, want ErrInvalid", err)
+	}
+	if err := pf2.Remove(context.Background(), "org/none:1"); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("Remove of an unlisted image: %v, want ErrNotFound", err)
+	}
+	if err := pf2.Remove(context.Background(), "org/added:1"); err != nil {
+		t.Fatal(err)
+	}
+	if owners, _ := s.db.PinnedBy(context.Background(), added.Digest); len(owners) != 0 {
+		t.Errorf("removed image still pinned by %v", owners)
+	}
+	for _, st := range pf2.Status() {
+		if st.Ref == "org/added:1" {
+			t.Errorf("removed image still listed: %+v", st)
+		}
+	}
+	if reqs, _ := s.db.Prefetches(context.Background()); len(reqs) != 0 {
+		t.Errorf("stored list after removal: %+v", reqs)
 	}
 }
