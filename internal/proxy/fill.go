@@ -205,8 +205,8 @@ type localError struct{ err error }
 func (e *localError) Error() string { return e.err.Error() }
 func (e *localError) Unwrap() error { return e.err }
 
-// Resume backoff between attempts of one fill; an attempt that received
-// bytes starts the backoff over.
+// Resume backoff between attempts of one fill that received nothing; an
+// attempt that received bytes resumes at once and starts the backoff over.
 const (
 	resumeMinWait = 500 * time.Millisecond
 	resumeMaxWait = 30 * time.Second
@@ -247,10 +247,14 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger) error 
 		if !answered || !resumable(err) || ctx.Err() != nil {
 			return err
 		}
+		// A transfer that made progress resumes at once (a dropped link
+		// that is back); one that made none backs off.
+		var d time.Duration
 		if f.keptBytes() > before {
 			wait = resumeMinWait
+		} else {
+			d, wait = jitter(wait), min(2*wait, resumeMaxWait)
 		}
-		d := jitter(wait)
 		var ue *upstream.Error
 		if errors.As(err, &ue) && ue.RetryAfter > d {
 			d = ue.RetryAfter
@@ -264,7 +268,6 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger) error 
 			t.Stop()
 			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
 		}
-		wait = min(2*wait, resumeMaxWait)
 	}
 }
 
