@@ -75,37 +75,13 @@ ACC='Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=benchmarks/lib.sh
+source "$HERE/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # tools: install or build what is missing
 # ---------------------------------------------------------------------------------------------
 REGISTRY_BIN=""; CRANE_BIN=""; EDGELOAD="$BIN/edgeload"; EDGE_BIN="$BIN/registry-edge"
-
-need_apt() { # need_apt CMD PKG
-  command -v "$1" >/dev/null 2>&1 && return 0
-  [[ $(id -u) == 0 ]] || die "$1 missing; install Debian package $2 (needs root)"
-  log "installing $2 with apt-get"
-  if [[ -z "${APT_UPDATED:-}" ]]; then timeout 300 apt-get update -qq >/dev/null; APT_UPDATED=1; fi
-  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq "$2" >/dev/null
-  command -v "$1" >/dev/null 2>&1 || die "$1 still missing after apt-get install $2"
-}
-
-go_tool() { # go_tool NAME VERSION PKG -> prints the binary path, go-installing it if needed
-  local name=$1 ver=$2 pkg=$3 dir="$TOOLS/$1-$2"
-  if [[ -x "$dir/$name" ]]; then echo "$dir/$name"; return; fi
-  # A copy installed by hand or by .ci under ~/.cache/registry-edge/bin is used if its version matches.
-  local pre="$HOME/.cache/registry-edge/bin/$name"
-  if [[ -x $pre ]] && "$pre" --version 2>/dev/null | grep -q "${ver#v}"; then echo "$pre"; return; fi
-  if [[ -x $pre ]] && [[ $name == crane ]] && [[ "$("$pre" version 2>/dev/null)" == "$ver" ]]; then echo "$pre"; return; fi
-  # Same cache layout as .ci/test; built outside this module (GOWORK=off, temp dir), then moved in.
-  log "go install $pkg@$ver -> $dir (the registry takes minutes on 2 cores the first time)"
-  mkdir -p "$TOOLS"
-  local tmp; tmp=$(mktemp -d "$TOOLS/.build-$name.XXXXXX")
-  (cd "$tmp" && GOWORK=off GOFLAGS=-buildvcs=false GOBIN="$tmp/bin" timeout 900 go install "$pkg@$ver") >&2 ||
-    { rm -rf "$tmp"; die "go install $pkg@$ver failed"; }
-  mkdir -p "$dir" && mv "$tmp/bin/$name" "$dir/$name" && rm -rf "$tmp"
-  echo "$dir/$name"
-}
 
 build_edge() {
   log "building registry-edge"
@@ -152,12 +128,6 @@ run_child() {
   return "$rc"
 }
 
-start_bg() { # start_bg NAME CMD... (stdout+stderr appended to logs/NAME.log)
-  local name=$1; shift
-  "$@" >>"$LOGS/$name.log" 2>&1 &
-  PIDS[$name]=$!
-}
-
 stop_one() {
   local name=$1 pid=${PIDS[$1]:-}
   [[ -n $pid ]] || return 0
@@ -181,33 +151,6 @@ cleanup() {
 wait_http() { # wait_http URL NAME: up to 10 s
   for _ in $(seq 1 100); do curl -fsS --max-time 1 -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
   die "$2 did not come up at $1 (see $LOGS/$2.log)"
-}
-
-port_free() { ! ss -Hltn "sport = :${1##*:}" 2>/dev/null | grep -q .; }
-
-write_registry_conf() { # write_registry_conf FILE ADDR ROOTDIR [PROXY_URL]
-  # From shared/bench/peer/start-central.sh and start-proxy.sh.
-  cat >"$1" <<YML
-version: 0.1
-log:
-  level: info
-  formatter: json
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: $3
-  delete:
-    enabled: true
-  cache:
-    blobdescriptor: inmemory
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: $2
-YML
-  if [[ -n ${4:-} ]]; then printf 'proxy:\n  remoteurl: %s\n  ttl: 168h\n' "$4" >>"$1"; fi
 }
 
 start_central() {
@@ -264,11 +207,6 @@ restart_wiped() { # restart_wiped proxy|edge: stop, delete its storage, start (c
 # seeding (adapted from shared/bench/peer/seed.sh): new random content, hence new digests, per run
 # ---------------------------------------------------------------------------------------------
 cr() { timeout 300 "$CRANE_BIN" --insecure "$@" 2>>"$LOGS/seed.log"; }
-
-mklayer() { # mklayer NAME SIZE_SPEC -> $W/NAME.tar.gz holding one random file
-  mkdir -p "$W/$1"; head -c "$2" /dev/urandom >"$W/$1/$1.bin"
-  tar -C "$W/$1" -cf - "$1.bin" | gzip -1 -n >"$W/$1.tar.gz"; rm -rf "${W:?}/$1"
-}
 
 seed() {
   W="$RUN/seedwork"; rm -rf "$W"; mkdir -p "$W" "$DATA/static"
