@@ -37,6 +37,8 @@ type mirror struct {
 	db     *meta.DB
 	router *proxy.Router
 	opts   proxy.Options
+	// wrap, if set, puts a fault-injecting layer around the store.
+	wrap func(*blobstore.FS) proxy.Store
 }
 
 type clock struct{ now time.Time }
@@ -48,6 +50,12 @@ type proxyOptions = proxy.Options
 type mirrorOpt func(*proxy.Options)
 
 func newMirror(t *testing.T, opts ...mirrorOpt) *mirror {
+	t.Helper()
+	return newMirrorWrapped(t, nil, opts...)
+}
+
+// newMirrorWrapped is newMirror with the store wrapped by wrap.
+func newMirrorWrapped(t *testing.T, wrap func(*blobstore.FS) proxy.Store, opts ...mirrorOpt) *mirror {
 	t.Helper()
 	fake := fakeupstream.New()
 	up := httptest.NewServer(fake)
@@ -69,7 +77,7 @@ func newMirror(t *testing.T, opts ...mirrorOpt) *mirror {
 	for _, o := range opts {
 		o(&po)
 	}
-	m := &mirror{t: t, fake: fake, upstream: up, root: t.TempDir(), clock: clk, router: router, opts: po}
+	m := &mirror{t: t, fake: fake, upstream: up, root: t.TempDir(), clock: clk, router: router, opts: po, wrap: wrap}
 	m.start()
 	t.Cleanup(m.stop)
 	return m
@@ -89,7 +97,11 @@ func (m *mirror) start() {
 	m.metrics = metrics.New()
 	po := m.opts
 	po.Metrics = m.metrics
-	m.store, m.db, m.proxy = store, db, proxy.New(store, db, m.router, po)
+	var ps proxy.Store = store
+	if m.wrap != nil {
+		ps = m.wrap(store)
+	}
+	m.store, m.db, m.proxy = store, db, proxy.New(ps, db, m.router, po)
 	m.srv = httptest.NewServer(httpserve.New(m.proxy, httpserve.Options{Metrics: m.metrics}))
 }
 

@@ -6,10 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 )
@@ -240,5 +245,62 @@ func TestRangeOnFillingBlob(t *testing.T) {
 	}
 	if n := m.fake.Count(http.MethodGet, path); n != 1 {
 		t.Errorf("upstream GETs = %d, want 1", n)
+	}
+}
+
+// fullDisk is a store whose partial downloads fail with ENOSPC once they
+// hold limit bytes.
+type fullDisk struct {
+	*blobstore.FS
+	limit int64
+}
+
+func (s fullDisk) Resume(ctx context.Context, d digest.Digest) (blobstore.Partial, error) {
+	p, err := s.FS.Resume(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return &fullPartial{Partial: p, limit: s.limit}, nil
+}
+
+type fullPartial struct {
+	blobstore.Partial
+	limit int64
+}
+
+func (p *fullPartial) Write(b []byte) (int, error) {
+	room := p.limit - p.Written()
+	if room <= 0 {
+		return 0, &os.PathError{Op: "write", Path: "partial", Err: syscall.ENOSPC}
+	}
+	if int64(len(b)) > room {
+		n, _ := p.Partial.Write(b[:room])
+		return n, &os.PathError{Op: "write", Path: "partial", Err: syscall.ENOSPC}
+	}
+	return p.Partial.Write(b)
+}
+
+// A full disk fails the fill at once (resuming does not help), fails the
+// client's transfer, commits nothing, and asks the upstream only once.
+func TestFullDiskFailsTheFill(t *testing.T) {
+	t.Parallel()
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { return fullDisk{FS: fs, limit: 100_000} })
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	path := blobPath("app", layers[0].Digest)
+
+	resp, body, err := m.do(http.MethodGet, path)
+	if err == nil && resp.StatusCode == http.StatusOK {
+		t.Fatalf("GET with a full disk ended cleanly with %d bytes", len(body))
+	}
+	m.waitFills()
+	if _, err := m.store.Stat(context.Background(), layers[0].Digest); err == nil {
+		t.Error("a blob was committed from a full disk")
+	}
+	if n := m.fake.Count(http.MethodGet, path); n != 1 {
+		t.Errorf("upstream GETs = %d, want 1 (no resume loop on a local error)", n)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_fill_failures_total", "reason", "io"); got != 1 {
+		t.Errorf("fill failures with reason io = %v, want 1", got)
 	}
 }
