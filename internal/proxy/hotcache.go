@@ -83,8 +83,7 @@ func (c *hotCache) remove(d digest.Digest) {
 const linkCacheMax = 1 << 16
 
 // linkCache remembers (repository, digest) links already confirmed, so a
-// cache hit does not need a metadata read. Links are only ever added in this
-// version; eviction (issue #7) must call forget.
+// cache hit does not need a metadata read. Eviction clears it.
 type linkCache struct {
 	mu sync.RWMutex
 	m  map[string]struct{}
@@ -106,4 +105,10 @@ func (c *linkCache) add(key string) {
 		c.m = map[string]struct{}{}
 	}
 	c.m[key] = struct{}{}
+}
+
+func (c *linkCache) clear() {
+	c.mu.Lock()
+	c.m = map[string]struct{}{}
+	c.mu.Unlock()
 }

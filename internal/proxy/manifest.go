@@ -27,10 +27,17 @@ type ManifestResult struct {
 
 // Manifest returns the manifest ref (a tag or a digest) of t.
 func (p *Proxy) Manifest(ctx context.Context, t Target, ref string) (ManifestResult, error) {
-	if d, err := digest.Parse(ref); err == nil {
-		return p.manifestByDigest(ctx, t, d)
+	var res ManifestResult
+	var err error
+	if d, perr := digest.Parse(ref); perr == nil {
+		res, err = p.manifestByDigest(ctx, t, d)
+	} else {
+		res, err = p.manifestByTag(ctx, t, ref)
 	}
-	return p.manifestByTag(ctx, t, ref)
+	if err == nil {
+		p.access.touch(res.Descriptor.Digest, p.now())
+	}
+	return res, err
 }
 
 func (p *Proxy) manifestByDigest(ctx context.Context, t Target, d digest.Digest) (ManifestResult, error) {

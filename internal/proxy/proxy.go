@@ -93,6 +93,7 @@ type Proxy struct {
 	manifests singleflight.Group
 	hot       *hotCache
 	links     *linkCache
+	access    accessTracker
 
 	mu    sync.Mutex
 	fills map[digest.Digest]*fill
@@ -150,7 +151,11 @@ func (p *Proxy) Router() *Router { return p.router }
 // later fill to resume, and waits for them to end or ctx to be done.
 func (p *Proxy) Close(ctx context.Context) error {
 	p.close()
-	return p.Wait(ctx)
+	err := p.Wait(ctx)
+	if ferr := p.FlushAccess(context.WithoutCancel(ctx)); ferr != nil && err == nil {
+		err = ferr
+	}
+	return err
 }
 
 // Wait blocks until every running fill has ended or ctx is done. Fills are

@@ -1,0 +1,408 @@
+// Package gc keeps the content store within its budget. It evicts whole
+// image closures, least recently used first: a top-level manifest (an image
+// or an index), its child manifests, their configs and layers, and the
+// signatures, attestations and other referrers attached to any of them.
+// Eviction is reference-aware: a blob shared with an image that stays is
+// never deleted, pinned content (pre-staged images) is never evicted, and
+// metadata is forgotten before files are deleted, so a crash in between
+// leaves only unreferenced files, which the next run removes.
+package gc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/meta"
+)
+
+// maxManifestRead bounds what is read of a stored manifest to find its
+// references (the proxy accepts at most 64 MiB).
+const maxManifestRead = 64 << 20
+
+// Store is the content the collector inspects and deletes.
+type Store interface {
+	blobstore.Reader
+	blobstore.Walker
+	Delete(ctx context.Context, d digest.Digest) error
+}
+
+// DB is the metadata the collector reads and forgets; *meta.DB implements
+// it.
+type DB interface {
+	Manifests(ctx context.Context) (map[digest.Digest]meta.Manifest, error)
+	AllTags(ctx context.Context) ([]meta.TagRecord, error)
+	AllReferrers(ctx context.Context) ([]meta.ReferrersRecord, error)
+	AccessTimes(ctx context.Context) (map[digest.Digest]time.Time, error)
+	AllPinned(ctx context.Context) (map[digest.Digest]bool, error)
+	Forget(ctx context.Context, ds []digest.Digest) error
+}
+
+var _ DB = (*meta.DB)(nil)
+
+// Options sets the budget.
+type Options struct {
+	// MaxSize is the byte budget of the store; 0 means none. Above it,
+	// closures are evicted until the store is at LowWatermark × MaxSize.
+	MaxSize int64
+	// LowWatermark is the fraction of MaxSize eviction brings the store
+	// down to (default 0.9).
+	LowWatermark float64
+	// MaxAge evicts closures not served for longer; 0 means no age limit.
+	MaxAge time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Unit is one image closure, or one piece of content no manifest refers
+// to.
+type Unit struct {
+	Root       digest.Digest   `json:"root"`
+	Tags       []string        `json:"tags,omitempty"`
+	Manifests  []digest.Digest `json:"manifests,omitempty"`
+	Blobs      []digest.Digest `json:"blobs,omitempty"`
+	LastAccess time.Time       `json:"lastAccess"`
+	Pinned     bool            `json:"pinned,omitempty"`
+}
+
+// Victim is a unit the plan evicts.
+type Victim struct {
+	Unit
+	// Reason is "over budget" or "not served for <age>".
+	Reason string `json:"reason"`
+	// Freed is the bytes its eviction frees: content no remaining unit
+	// refers to.
+	Freed int64 `json:"freed"`
+}
+
+// Plan is what a collection would do.
+type Plan struct {
+	// Used is the size of the store before; Budget is Options.MaxSize.
+	Used   int64 `json:"used"`
+	Budget int64 `json:"budget"`
+	// Victims are evicted in this order; Delete is every digest that goes.
+	Victims []Victim        `json:"victims"`
+	Delete  []digest.Digest `json:"delete"`
+	Freed   int64           `json:"freed"`
+	// Units counts all closures; PinnedUnits those pinned (never evicted).
+	Units       int `json:"units"`
+	PinnedUnits int `json:"pinnedUnits"`
+	// OverBudget is set when even evicting everything unpinned leaves the
+	// store above its budget.
+	OverBudget bool `json:"overBudget,omitempty"`
+}
+
+// content is what the collector knows of one stored digest.
+type content struct {
+	size    int64
+	modTime time.Time
+	refs    int // units whose closure holds it
+}
+
+// refs is what a manifest points at.
+type refs struct {
+	children []digest.Digest // manifests of an index
+	blobs    []digest.Digest // config, layers, artifact blobs
+	subject  digest.Digest
+}
+
+// MakePlan inspects the store and metadata and decides what to evict.
+func MakePlan(ctx context.Context, store Store, db DB, opts Options) (*Plan, error) {
+	if opts.LowWatermark <= 0 || opts.LowWatermark > 1 {
+		opts.LowWatermark = 0.9
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	stored := map[digest.Digest]*content{}
+	var used int64
+	if err := store.Walk(ctx, func(i blobstore.Info) error {
+		stored[i.Digest] = &content{size: i.Size, modTime: i.ModTime}
+		used += i.Size
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("gc: walk the store: %w", err)
+	}
+	units, err := buildUnits(ctx, store, db, stored)
+	if err != nil {
+		return nil, err
+	}
+	plan := &Plan{Used: used, Budget: opts.MaxSize, Units: len(units)}
+	for _, u := range units {
+		if u.Pinned {
+			plan.PinnedUnits++
+		}
+	}
+
+	// Least recently used first; ties by root digest, for stable output.
+	sort.Slice(units, func(i, j int) bool {
+		if !units[i].LastAccess.Equal(units[j].LastAccess) {
+			return units[i].LastAccess.Before(units[j].LastAccess)
+		}
+		return units[i].Root < units[j].Root
+	})
+	target := int64(-1)
+	if opts.MaxSize > 0 && used > opts.MaxSize {
+		target = int64(float64(opts.MaxSize) * opts.LowWatermark)
+	}
+	now := opts.Now()
+	deleted := map[digest.Digest]bool{}
+	for _, u := range units {
+		if u.Pinned {
+			continue
+		}
+		reason := ""
+		switch {
+		case opts.MaxAge > 0 && now.Sub(u.LastAccess) > opts.MaxAge:
+			reason = fmt.Sprintf("not served for %s", now.Sub(u.LastAccess).Round(time.Second))
+		case target >= 0 && used-plan.Freed > target:
+			reason = "over budget"
+		default:
+			continue
+		}
+		v := Victim{Unit: *u, Reason: reason}
+		for _, d := range slices.Concat(u.Manifests, u.Blobs) {
+			c := stored[d]
+			if c == nil || deleted[d] {
+				continue
+			}
+			c.refs--
+			if c.refs <= 0 {
+				deleted[d] = true
+				v.Freed += c.size
+				plan.Delete = append(plan.Delete, d)
+			}
+		}
+		plan.Freed += v.Freed
+		plan.Victims = append(plan.Victims, v)
+	}
+	plan.OverBudget = opts.MaxSize > 0 && used-plan.Freed > opts.MaxSize
+	return plan, nil
+}
+
+// Apply carries out plan: it forgets the metadata of the content to delete,
+// then deletes the files, calling deleted for each (to drop it from
+// in-memory caches). Content already gone is not an error.
+func Apply(ctx context.Context, store Store, db DB, plan *Plan, deleted func(digest.Digest)) error {
+	if len(plan.Delete) == 0 {
+		return nil
+	}
+	if err := db.Forget(ctx, plan.Delete); err != nil {
+		return fmt.Errorf("gc: forget metadata: %w", err)
+	}
+	for _, d := range plan.Delete {
+		if deleted != nil {
+			deleted(d)
+		}
+		if err := store.Delete(ctx, d); err != nil && !isNotFound(err) {
+			return fmt.Errorf("gc: delete %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// buildUnits groups the stored content into closures.
+func buildUnits(ctx context.Context, store Store, db DB, stored map[digest.Digest]*content) ([]*Unit, error) {
+	records, err := db.Manifests(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	tags, err := db.AllTags(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	lists, err := db.AllReferrers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	access, err := db.AccessTimes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	pinned, err := db.AllPinned(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+
+	manifests := map[digest.Digest]refs{}
+	child := map[digest.Digest]bool{}
+	referrers := map[digest.Digest][]digest.Digest{} // subject -> manifests with that subject
+	for d := range records {
+		if stored[d] == nil {
+			continue // metadata of content already gone
+		}
+		r, err := readRefs(ctx, store, d)
+		if err != nil {
+			continue // unreadable: treated as content no manifest refers to
+		}
+		manifests[d] = r
+		for _, c := range r.children {
+			child[c] = true
+		}
+		if r.subject != "" {
+			referrers[r.subject] = append(referrers[r.subject], d)
+		}
+	}
+	listsOf := map[digest.Digest][]digest.Digest{}
+	for _, l := range lists {
+		listsOf[l.Subject] = append(listsOf[l.Subject], l.List)
+	}
+	tagsOf := map[digest.Digest][]string{}
+	for _, t := range tags {
+		tagsOf[t.Entry.Digest] = append(tagsOf[t.Entry.Digest], t.Key)
+	}
+
+	var units []*Unit
+	inUnit := map[digest.Digest]bool{}
+	for d, r := range manifests {
+		if _, subjectStored := manifests[r.subject]; child[d] || (r.subject != "" && subjectStored) {
+			continue // part of its parent's or its subject's closure
+		}
+		u := &Unit{Root: d}
+		seen := map[digest.Digest]bool{}
+		var walk func(m digest.Digest)
+		walk = func(m digest.Digest) {
+			if seen[m] {
+				return
+			}
+			seen[m] = true
+			u.Manifests = append(u.Manifests, m)
+			mr := manifests[m]
+			for _, c := range mr.children {
+				if _, ok := manifests[c]; ok {
+					walk(c)
+				}
+			}
+			for _, b := range mr.blobs {
+				if stored[b] != nil && !seen[b] {
+					seen[b] = true
+					u.Blobs = append(u.Blobs, b)
+				}
+			}
+			for _, l := range listsOf[m] {
+				if stored[l] != nil && !seen[l] {
+					seen[l] = true
+					u.Blobs = append(u.Blobs, l)
+				}
+			}
+			for _, ref := range referrers[m] {
+				walk(ref)
+			}
+		}
+		walk(d)
+		units = append(units, u)
+	}
+	// Content no manifest refers to: each piece is its own unit.
+	for _, u := range units {
+		for _, d := range slices.Concat(u.Manifests, u.Blobs) {
+			inUnit[d] = true
+		}
+	}
+	for d := range stored {
+		if !inUnit[d] {
+			units = append(units, &Unit{Root: d, Blobs: []digest.Digest{d}})
+		}
+	}
+
+	for _, u := range units {
+		all := slices.Concat(u.Manifests, u.Blobs)
+		for _, d := range all {
+			stored[d].refs++
+			if pinned[d] {
+				u.Pinned = true
+			}
+		}
+		// A unit was last used when any of its manifests was served (every
+		// pull reads them); content without manifests, when it was.
+		keys := u.Manifests
+		if len(keys) == 0 {
+			keys = u.Blobs
+		}
+		for _, d := range keys {
+			t, ok := access[d]
+			if !ok {
+				t = stored[d].modTime
+			}
+			if t.After(u.LastAccess) {
+				u.LastAccess = t
+			}
+			u.Tags = append(u.Tags, tagsOf[d]...)
+		}
+		sort.Strings(u.Tags)
+	}
+	return units, nil
+}
+
+func isNotFound(err error) bool { return errors.Is(err, errdef.ErrNotFound) }
+
+// readRefs reads what stored manifest d points at.
+func readRefs(ctx context.Context, store Store, d digest.Digest) (refs, error) {
+	rc, err := store.Open(ctx, d)
+	if err != nil {
+		return refs{}, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxManifestRead))
+	if err != nil {
+		return refs{}, err
+	}
+	var doc struct {
+		Manifests []struct{ Digest digest.Digest } `json:"manifests"`
+		Config    *struct{ Digest digest.Digest } `json:"config"`
+		Layers    []struct{ Digest digest.Digest } `json:"layers"`
+		Blobs     []struct{ Digest digest.Digest } `json:"blobs"`
+		Subject   *struct{ Digest digest.Digest } `json:"subject"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return refs{}, err
+	}
+	var r refs
+	for _, m := range doc.Manifests {
+		r.children = append(r.children, m.Digest)
+	}
+	if doc.Config != nil {
+		r.blobs = append(r.blobs, doc.Config.Digest)
+	}
+	for _, l := range doc.Layers {
+		r.blobs = append(r.blobs, l.Digest)
+	}
+	for _, l := range doc.Blobs {
+		r.blobs = append(r.blobs, l.Digest)
+	}
+	if doc.Subject != nil {
+		r.subject = doc.Subject.Digest
+	}
+	return r, nil
+}
+
+// Collect evicts what opts asks for: when the store is over its budget, or
+// an age limit is set, it plans and applies; otherwise it only sums the
+// store's size. It returns the plan carried out (nil when none was needed).
+func Collect(ctx context.Context, store Store, db DB, opts Options, deleted func(digest.Digest)) (*Plan, error) {
+	if opts.MaxSize <= 0 && opts.MaxAge <= 0 {
+		return nil, nil
+	}
+	if opts.MaxAge <= 0 {
+		var used int64
+		if err := store.Walk(ctx, func(i blobstore.Info) error { used += i.Size; return nil }); err != nil {
+			return nil, fmt.Errorf("gc: walk the store: %w", err)
+		}
+		if used <= opts.MaxSize {
+			return nil, nil
+		}
+	}
+	plan, err := MakePlan(ctx, store, db, opts)
+	if err != nil {
+		return nil, err
+	}
+	return plan, Apply(ctx, store, db, plan, deleted)
+}

@@ -1,0 +1,253 @@
+package gc_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/gc"
+	"github.com/registry-edge/registry-edge/internal/meta"
+)
+
+var repo = meta.Repo{Registry: "central.test", Name: "org/app"}
+
+type site struct {
+	t     *testing.T
+	store *blobstore.FS
+	db    *meta.DB
+	now   time.Time
+}
+
+func newSite(t *testing.T) *site {
+	t.Helper()
+	root := t.TempDir()
+	store, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := meta.Open(filepath.Join(root, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return &site{t: t, store: store, db: db, now: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (s *site) blob(n int) ocispec.Descriptor {
+	s.t.Helper()
+	b := make([]byte, n)
+	rand.Read(b)
+	d := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(b), Size: int64(n)}
+	if err := s.store.Put(context.Background(), d, bytes.NewReader(b)); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := s.db.Link(context.Background(), repo, d.Digest); err != nil {
+		s.t.Fatal(err)
+	}
+	return d
+}
+
+func (s *site) manifest(v any, mediaType, tag string, lastServed time.Duration) ocispec.Descriptor {
+	s.t.Helper()
+	ctx := context.Background()
+	b, err := json.Marshal(v)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	d := ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(b), Size: int64(len(b))}
+	if err := s.store.Put(ctx, d, bytes.NewReader(b)); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := s.db.PutManifest(ctx, repo, d.Digest, meta.Manifest{MediaType: mediaType, Size: d.Size}); err != nil {
+		s.t.Fatal(err)
+	}
+	if tag != "" {
+		if err := s.db.PutTag(ctx, repo, tag, meta.TagEntry{Digest: d.Digest, MediaType: mediaType, Size: d.Size}); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	if err := s.db.Touch(ctx, map[digest.Digest]time.Time{d.Digest: s.now.Add(-lastServed)}); err != nil {
+		s.t.Fatal(err)
+	}
+	return d
+}
+
+func (s *site) image(tag string, lastServed time.Duration, layers ...ocispec.Descriptor) ocispec.Descriptor {
+	s.t.Helper()
+	cfg := s.blob(100)
+	cfg.MediaType = ocispec.MediaTypeImageConfig
+	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: layers}
+	m.SchemaVersion = 2
+	return s.manifest(m, ocispec.MediaTypeImageManifest, tag, lastServed)
+}
+
+func (s *site) stored(d digest.Digest) bool {
+	_, err := s.store.Stat(context.Background(), d)
+	return err == nil
+}
+
+func (s *site) plan(opts gc.Options) *gc.Plan {
+	s.t.Helper()
+	opts.Now = func() time.Time { return s.now }
+	p, err := gc.MakePlan(context.Background(), s.store, s.db, opts)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return p
+}
+
+func roots(p *gc.Plan) []digest.Digest {
+	var out []digest.Digest
+	for _, v := range p.Victims {
+		out = append(out, v.Root)
+	}
+	return out
+}
+
+// Over budget, the least recently served image goes first, with its
+// signature; a layer it shares with an image that stays is kept.
+func TestEvictsLeastRecentlyUsedClosureKeepingSharedLayers(t *testing.T) {
+	s := newSite(t)
+	shared, ownA, ownB := s.blob(100_000), s.blob(200_000), s.blob(300_000)
+	a := s.image("a", 3*time.Hour, shared, ownA)
+	b := s.image("b", time.Hour, shared, ownB)
+	sigLayer := s.blob(1000)
+	sig := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: ocispec.DescriptorEmptyJSON, Layers: []ocispec.Descriptor{sigLayer}, Subject: &a}
+	sig.SchemaVersion = 2
+	sigDesc := s.manifest(sig, ocispec.MediaTypeImageManifest, "sha256-"+a.Digest.Encoded()+".sig", 3*time.Hour)
+
+	p := s.plan(gc.Options{MaxSize: p0(s) - 150_000})
+	if got := roots(p); !slices.Equal(got, []digest.Digest{a.Digest}) {
+		t.Fatalf("victims = %v, want only image a %s", got, a.Digest)
+	}
+	for _, d := range []digest.Digest{a.Digest, ownA.Digest, sigDesc.Digest, sigLayer.Digest} {
+		if !slices.Contains(p.Delete, d) {
+			t.Errorf("plan keeps %s of image a's closure", d)
+		}
+	}
+	for _, d := range []digest.Digest{shared.Digest, b.Digest, ownB.Digest} {
+		if slices.Contains(p.Delete, d) {
+			t.Errorf("plan deletes %s, which image b still uses", d)
+		}
+	}
+
+	if err := gc.Apply(context.Background(), s.store, s.db, p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if s.stored(a.Digest) || s.stored(ownA.Digest) || s.stored(sigLayer.Digest) {
+		t.Error("image a's content still stored after Apply")
+	}
+	if !s.stored(shared.Digest) || !s.stored(b.Digest) || !s.stored(ownB.Digest) {
+		t.Error("image b's content deleted")
+	}
+	if _, err := s.db.Tag(context.Background(), repo, "a"); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("tag a after eviction: %v, want not found", err)
+	}
+	if ok, _ := s.db.Linked(context.Background(), repo, ownA.Digest); ok {
+		t.Error("link to an evicted layer kept")
+	}
+	if _, err := s.db.Tag(context.Background(), repo, "b"); err != nil {
+		t.Errorf("tag b after eviction: %v", err)
+	}
+
+	// Further over budget: b goes too, and the shared layer with it.
+	p = s.plan(gc.Options{MaxSize: 1000, LowWatermark: 0.5})
+	if !slices.Contains(p.Delete, shared.Digest) {
+		t.Errorf("shared layer kept once no image uses it: %v", p.Delete)
+	}
+}
+
+// p0 is the size of everything stored.
+func p0(s *site) int64 {
+	var n int64
+	s.store.Walk(context.Background(), func(i blobstore.Info) error { n += i.Size; return nil })
+	return n
+}
+
+// Pinned (pre-staged) images are never evicted, even when that leaves the
+// store over budget, which the plan says.
+func TestPinnedContentIsNeverEvicted(t *testing.T) {
+	s := newSite(t)
+	layer := s.blob(500_000)
+	img := s.image("pinned", 100*time.Hour, layer)
+	if err := s.db.SetPins(context.Background(), "prefetch:org/app:pinned", []digest.Digest{img.Digest, layer.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	other := s.image("other", time.Minute, s.blob(1000))
+
+	p := s.plan(gc.Options{MaxSize: 1000})
+	if got := roots(p); !slices.Equal(got, []digest.Digest{other.Digest}) {
+		t.Fatalf("victims = %v, want only the unpinned image", got)
+	}
+	if !p.OverBudget || p.PinnedUnits != 1 {
+		t.Errorf("OverBudget = %v, PinnedUnits = %d; want true, 1", p.OverBudget, p.PinnedUnits)
+	}
+}
+
+// An index goes as a whole, with its children; content nothing refers to
+// is a unit of its own; an age limit evicts regardless of the budget.
+func TestIndexesOrphansAndAge(t *testing.T) {
+	s := newSite(t)
+	amd := s.image("", 48*time.Hour, s.blob(1000))
+	arm := s.image("", 48*time.Hour, s.blob(1000))
+	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{amd, arm}}
+	idx.SchemaVersion = 2
+	old := s.manifest(idx, ocispec.MediaTypeImageIndex, "multi", 48*time.Hour)
+	// Children are served more recently than the index: the index's unit
+	// counts the latest of its manifests.
+	if err := s.db.Touch(context.Background(), map[digest.Digest]time.Time{amd.Digest: s.now.Add(-30 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	orphan := s.blob(5000)
+	recent := s.image("recent", time.Minute, s.blob(1000))
+
+	p := s.plan(gc.Options{MaxAge: 24 * time.Hour})
+	got := roots(p)
+	if !slices.Contains(got, old.Digest) || slices.Contains(got, recent.Digest) {
+		t.Fatalf("victims by age = %v, want the index (served 30h ago) and not the recent image", got)
+	}
+	for _, d := range []digest.Digest{amd.Digest, arm.Digest} {
+		if !slices.Contains(p.Delete, d) {
+			t.Errorf("child %s of the evicted index kept", d)
+		}
+	}
+	// The orphan blob was written just now (file time), so the age limit
+	// keeps it; over budget it is the oldest unit after the index.
+	if slices.Contains(got, orphan.Digest) {
+		t.Errorf("orphan blob evicted by age although just written")
+	}
+	units := 0
+	for _, v := range p.Victims {
+		if v.Root == old.Digest && len(v.Manifests) != 3 {
+			t.Errorf("index unit has manifests %v, want the index and its 2 children", v.Manifests)
+		}
+		units++
+	}
+	if p.Units != 3 {
+		t.Errorf("units = %d, want 3 (the index, the recent image, the orphan blob)", p.Units)
+	}
+}
+
+// Nothing to do within the budget.
+func TestWithinBudget(t *testing.T) {
+	s := newSite(t)
+	s.image("a", time.Hour, s.blob(1000))
+	p := s.plan(gc.Options{MaxSize: 1 << 30})
+	if len(p.Victims) != 0 || len(p.Delete) != 0 || p.OverBudget {
+		t.Errorf("plan within budget: %+v", p)
+	}
+	if err := gc.Apply(context.Background(), s.store, s.db, p, nil); err != nil {
+		t.Error(err)
+	}
+}

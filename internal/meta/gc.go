@@ -1,0 +1,214 @@
+package meta
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+)
+
+// bucketAccess holds when content was last served: <digest> -> unix
+// seconds (8 bytes, big-endian). The proxy records accesses in memory and
+// flushes them here in batches; eviction reads them.
+var bucketAccess = []byte("access")
+
+// Manifests returns the record of every stored manifest.
+func (m *DB) Manifests(_ context.Context) (map[digest.Digest]Manifest, error) {
+	out := map[digest.Digest]Manifest{}
+	err := m.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketManifests).ForEach(func(k, v []byte) error {
+			var e Manifest
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			out[digest.Digest(k)] = e
+			return nil
+		})
+	})
+	return out, err
+}
+
+// TagRecord is one cached tag.
+type TagRecord struct {
+	Key   string // <registry>/<repo>:<tag>
+	Entry TagEntry
+}
+
+// AllTags returns every cached tag of every repository.
+func (m *DB) AllTags(_ context.Context) ([]TagRecord, error) {
+	var out []TagRecord
+	err := m.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTags).ForEach(func(k, v []byte) error {
+			var e TagEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			out = append(out, TagRecord{Key: string(k), Entry: e})
+			return nil
+		})
+	})
+	return out, err
+}
+
+// ReferrersRecord is one cached referrers list.
+type ReferrersRecord struct {
+	Key     string // <registry>/<repo>@<subject digest>
+	Subject digest.Digest
+	List    digest.Digest // the stored index listing the referrers
+}
+
+// AllReferrers returns every cached referrers list.
+func (m *DB) AllReferrers(_ context.Context) ([]ReferrersRecord, error) {
+	var out []ReferrersRecord
+	err := m.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketReferrers).ForEach(func(k, v []byte) error {
+			var e Referrers
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			i := bytes.LastIndexByte(k, '@')
+			if i < 0 {
+				return nil
+			}
+			out = append(out, ReferrersRecord{Key: string(k), Subject: digest.Digest(k[i+1:]), List: e.Digest})
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Forget removes every record of the content in ds, in one transaction:
+// manifest records, the links of every repository to it, the tags that
+// point at it, the referrers lists whose subject or list it is, and its
+// access time. The content files are the caller's to delete, after this.
+func (m *DB) Forget(_ context.Context, ds []digest.Digest) error {
+	set := map[digest.Digest]bool{}
+	for _, d := range ds {
+		set[d] = true
+	}
+	return m.db.Update(func(tx *bolt.Tx) error {
+		for d := range set {
+			if err := tx.Bucket(bucketManifests).Delete([]byte(d)); err != nil {
+				return err
+			}
+			if b := tx.Bucket(bucketAccess); b != nil {
+				if err := b.Delete([]byte(d)); err != nil {
+					return err
+				}
+			}
+		}
+		var del [][]byte
+		links := tx.Bucket(bucketLinks)
+		if err := links.ForEach(func(k, _ []byte) error {
+			if i := bytes.LastIndexByte(k, '@'); i >= 0 && set[digest.Digest(k[i+1:])] {
+				del = append(del, bytes.Clone(k))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range del {
+			if err := links.Delete(k); err != nil {
+				return err
+			}
+		}
+		del = del[:0]
+		tags := tx.Bucket(bucketTags)
+		if err := tags.ForEach(func(k, v []byte) error {
+			var e TagEntry
+			if json.Unmarshal(v, &e) == nil && set[e.Digest] {
+				del = append(del, bytes.Clone(k))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range del {
+			if err := tags.Delete(k); err != nil {
+				return err
+			}
+		}
+		del = del[:0]
+		refs := tx.Bucket(bucketReferrers)
+		if err := refs.ForEach(func(k, v []byte) error {
+			var e Referrers
+			i := bytes.LastIndexByte(k, '@')
+			if (i >= 0 && set[digest.Digest(k[i+1:])]) || (json.Unmarshal(v, &e) == nil && set[e.Digest]) {
+				del = append(del, bytes.Clone(k))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range del {
+			if err := refs.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Touch records access times (later ones win over what is stored).
+func (m *DB) Touch(_ context.Context, at map[digest.Digest]time.Time) error {
+	if len(at) == 0 {
+		return nil
+	}
+	return m.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketAccess)
+		if err != nil {
+			return err
+		}
+		for d, t := range at {
+			if old := b.Get([]byte(d)); len(old) == 8 && int64(binary.BigEndian.Uint64(old)) >= t.Unix() {
+				continue
+			}
+			var v [8]byte
+			binary.BigEndian.PutUint64(v[:], uint64(t.Unix()))
+			if err := b.Put([]byte(d), v[:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// AccessTimes returns every recorded access time.
+func (m *DB) AccessTimes(_ context.Context) (map[digest.Digest]time.Time, error) {
+	out := map[digest.Digest]time.Time{}
+	err := m.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAccess)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			if len(v) == 8 {
+				out[digest.Digest(k)] = time.Unix(int64(binary.BigEndian.Uint64(v)), 0)
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+// AllPinned returns every pinned digest.
+func (m *DB) AllPinned(_ context.Context) (map[digest.Digest]bool, error) {
+	out := map[digest.Digest]bool{}
+	err := m.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPins)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, _ []byte) error {
+			if i := bytes.IndexByte(k, 0); i > 0 {
+				out[digest.Digest(k[:i])] = true
+			}
+			return nil
+		})
+	})
+	return out, err
+}
