@@ -357,10 +357,10 @@ func readRefs(ctx context.Context, store Store, d digest.Digest) (refs, error) {
 	}
 	var doc struct {
 		Manifests []struct{ Digest digest.Digest } `json:"manifests"`
-		Config    *struct{ Digest digest.Digest } `json:"config"`
+		Config    *struct{ Digest digest.Digest }  `json:"config"`
 		Layers    []struct{ Digest digest.Digest } `json:"layers"`
 		Blobs     []struct{ Digest digest.Digest } `json:"blobs"`
-		Subject   *struct{ Digest digest.Digest } `json:"subject"`
+		Subject   *struct{ Digest digest.Digest }  `json:"subject"`
 	}
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return refs{}, err
