@@ -4,6 +4,7 @@
 //	registry-edge [serve] [--config FILE] [--listen ADDR] [--storage DIR] [--upstream URL]
 //	registry-edge check-config FILE
 //	registry-edge prefetch [--mirror URL] [--platform OS/ARCH] [--now] [IMAGE...]
+//	registry-edge gc [--mirror URL] [--dry-run]
 //	registry-edge version
 package main
 
@@ -32,6 +33,7 @@ const usage = `usage:
   registry-edge [serve] [flags]      run the mirror (default: embedded config)
   registry-edge check-config FILE    validate a config file
   registry-edge prefetch [IMAGE...]  pre-stage images on a running mirror, show progress
+  registry-edge gc [--dry-run]       evict now to the storage budget (or list what would go)
   registry-edge version              print the version
 `
 
@@ -51,6 +53,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = checkConfigCmd(args, stdout, stderr)
 	case "prefetch":
 		err = prefetchCmd(ctx, args, stdout, stderr)
+	case "gc":
+		err = gcCmd(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "registry-edge %s\n", version.String())
 	case "help", "-h", "--help":

@@ -73,7 +73,7 @@ func TestPrefetchCommand(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			pf := &scripted{final: tt.final}
-			srv := httptest.NewServer(admin.New(pf, loopback))
+			srv := httptest.NewServer(admin.New(admin.Options{Prefetcher: pf, Allow: loopback}))
 			defer srv.Close()
 			var stdout, stderr bytes.Buffer
 			code := run(context.Background(), []string{"prefetch", "--mirror", srv.URL, "--interval", "1ms", "--platform", "linux/arm64", "org/a:1", "org/b:2"}, &stdout, &stderr)
@@ -118,7 +118,7 @@ var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustPa
 
 func TestPrefetchCommandRemove(t *testing.T) {
 	pf := &scripted{}
-	srv := httptest.NewServer(admin.New(pf, loopback))
+	srv := httptest.NewServer(admin.New(admin.Options{Prefetcher: pf, Allow: loopback}))
 	defer srv.Close()
 	var stdout, stderr bytes.Buffer
 	if code := run(context.Background(), []string{"prefetch", "--mirror", srv.URL, "--remove", "org/a:1", "org/b:2"}, &stdout, &stderr); code != 0 {

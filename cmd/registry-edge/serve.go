@@ -9,11 +9,13 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/registry-edge/registry-edge/internal/admin"
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/config"
+	"github.com/registry-edge/registry-edge/internal/gc"
 	"github.com/registry-edge/registry-edge/internal/httpserve"
 	"github.com/registry-edge/registry-edge/internal/logging"
 	"github.com/registry-edge/registry-edge/internal/meta"
@@ -111,8 +113,18 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	}
 	m.SetPrefetchSource(pf.Progress)
 	hopts := httpserve.Options{Logger: log, Metrics: m, AccessLog: cfg.Log.AccessLog}
+	gcOpts := gc.Options{MaxSize: int64(cfg.Storage.MaxSize), LowWatermark: cfg.Storage.LowWatermark, MaxAge: cfg.Storage.MaxAge.D()}
+	maint := &gc.Maintainer{Store: store, DB: db, Cache: p, Options: gcOpts, Metrics: m, Logger: log.With(slog.String("component", "gc"))}
 	if allow := cfg.Admin.AllowedNetworks(); len(allow) > 0 {
-		hopts.Admin = admin.New(pf, allow)
+		hopts.Admin = admin.New(admin.Options{Prefetcher: pf, Allow: allow, GC: func(ctx context.Context, dryRun bool) (*gc.Plan, error) {
+			if dryRun {
+				if err := p.FlushAccess(ctx); err != nil {
+					return nil, err
+				}
+				return gc.MakePlan(ctx, store, db, gcOpts)
+			}
+			return maint.RunOnce(ctx), nil
+		}})
 	}
 	handler := httpserve.New(p, hopts)
 
@@ -134,10 +146,13 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		slog.String("listen", ln.Addr().String()), slog.String("storage", cfg.Storage.Root),
 		slog.Any("upstreams", upstreams), slog.String("default_upstream", remotes[cfg.DefaultUpstream()].Name))
 
+	// Background work: pre-staging, and keeping the store in its budget
+	// (access times are flushed every minute too).
 	pctx, stopPrefetch := context.WithCancel(context.Background())
-	prefetchDone := make(chan struct{})
-	go func() { defer close(prefetchDone); pf.Run(pctx) }()
-	defer func() { stopPrefetch(); <-prefetchDone }()
+	var bg sync.WaitGroup
+	bg.Go(func() { pf.Run(pctx) })
+	bg.Go(func() { maint.Run(pctx, time.Minute) })
+	defer func() { stopPrefetch(); bg.Wait() }()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

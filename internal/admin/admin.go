@@ -5,6 +5,7 @@
 //	GET  /admin/v1/prefetch   progress of every pre-staged image
 //	POST /admin/v1/prefetch   {"images":[{"ref":"org/app:1.4","platforms":["linux/arm64"]}],"now":true}
 //	DELETE /admin/v1/prefetch?ref=org/app:1.4   take an image added here off the list, unpin it
+//	POST /admin/v1/gc         {"dryRun":true}: what eviction would remove (or removes) and why
 //
 // Answers are JSON; errors are {"error": "..."} with a 4xx or 5xx status.
 // The Client type is what `registry-edge prefetch` uses.
@@ -20,11 +21,15 @@ import (
 	"net/netip"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/gc"
 	"github.com/registry-edge/registry-edge/internal/prefetch"
 )
 
 // PrefetchPath is the path of the prefetch resource.
 const PrefetchPath = "/admin/v1/prefetch"
+
+// GCPath is the path of the eviction resource.
+const GCPath = "/admin/v1/gc"
 
 // maxRequest bounds a request body: a list of image references.
 const maxRequest = 1 << 20
@@ -48,15 +53,28 @@ type Prefetcher interface {
 	Status() []prefetch.Status
 }
 
+// GCFunc plans an eviction (dryRun) or carries it out.
+type GCFunc func(ctx context.Context, dryRun bool) (*gc.Plan, error)
+
+// Options configures the admin API.
+type Options struct {
+	Prefetcher Prefetcher
+	// GC serves /admin/v1/gc; nil answers 404 there.
+	GC GCFunc
+	// Allow lists the networks whose clients may use the API; others get
+	// 403.
+	Allow []netip.Prefix
+}
+
 // Handler serves the admin API.
 type Handler struct {
 	pf    Prefetcher
+	gc    GCFunc
 	allow []netip.Prefix
 }
 
-// New returns the admin API handler. Only clients whose address lies in
-// one of allow may use it; others get 403.
-func New(pf Prefetcher, allow []netip.Prefix) *Handler { return &Handler{pf: pf, allow: allow} }
+// New returns the admin API handler.
+func New(o Options) *Handler { return &Handler{pf: o.Prefetcher, gc: o.GC, allow: o.Allow} }
 
 func (h *Handler) allowed(remote string) bool {
 	ap, err := netip.ParseAddrPort(remote)
@@ -75,6 +93,10 @@ func (h *Handler) allowed(remote string) bool {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.allowed(r.RemoteAddr) {
 		writeError(w, http.StatusForbidden, "the admin API is not open to this address (see admin.allowFrom)")
+		return
+	}
+	if r.URL.Path == GCPath && h.gc != nil {
+		h.serveGC(w, r)
 		return
 	}
 	if r.URL.Path != PrefetchPath {
@@ -116,6 +138,36 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "GET, HEAD, POST, DELETE")
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed", r.Method))
 	}
+}
+
+// GCRequest asks for an eviction run.
+type GCRequest struct {
+	// DryRun only plans: nothing is deleted.
+	DryRun bool `json:"dryRun"`
+}
+
+func (h *Handler) serveGC(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed", r.Method))
+		return
+	}
+	var req GCRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequest))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, "request body: "+err.Error())
+		return
+	}
+	plan, err := h.gc(r.Context(), req.DryRun)
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	if plan == nil {
+		plan = &gc.Plan{}
+	}
+	writeJSON(w, http.StatusOK, plan)
 }
 
 func statusOf(err error) int {

@@ -56,7 +56,7 @@ func (f *fakePrefetcher) Status() []prefetch.Status {
 
 func TestPrefetchAPI(t *testing.T) {
 	pf := &fakePrefetcher{}
-	srv := httptest.NewServer(admin.New(pf, loopback))
+	srv := httptest.NewServer(admin.New(admin.Options{Prefetcher: pf, Allow: loopback}))
 	defer srv.Close()
 	c, err := admin.NewClient(srv.URL)
 	if err != nil {
@@ -93,7 +93,7 @@ func TestPrefetchAPI(t *testing.T) {
 }
 
 func TestPrefetchAPIBadRequests(t *testing.T) {
-	srv := httptest.NewServer(admin.New(&fakePrefetcher{}, loopback))
+	srv := httptest.NewServer(admin.New(admin.Options{Prefetcher: &fakePrefetcher{}, Allow: loopback}))
 	defer srv.Close()
 	for _, tt := range []struct {
 		method, path, body string
@@ -126,7 +126,7 @@ func TestPrefetchAPIBadRequests(t *testing.T) {
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 
 func TestAdminOnlyFromAllowedNetworks(t *testing.T) {
-	srv := httptest.NewServer(admin.New(&fakePrefetcher{}, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}))
+	srv := httptest.NewServer(admin.New(admin.Options{Prefetcher: &fakePrefetcher{}, Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + admin.PrefetchPath)
 	if err != nil {

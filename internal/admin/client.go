@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/registry-edge/registry-edge/internal/gc"
 )
 
 // Client talks to the admin API of a running registry-edge.
@@ -52,34 +54,53 @@ func (c *Client) do(ctx context.Context, method string, body []byte) (PrefetchSt
 }
 
 func (c *Client) doPath(ctx context.Context, method, path string, body []byte) (PrefetchStatus, error) {
+	var st PrefetchStatus
+	err := c.call(ctx, method, path, body, &st)
+	return st, err
+}
+
+// call sends a request and decodes the JSON answer into out.
+func (c *Client) call(ctx context.Context, method, path string, body []byte, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
 	if err != nil {
-		return PrefetchStatus{}, err
+		return err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return PrefetchStatus{}, fmt.Errorf("admin API of the mirror at %s: %w", c.base, err)
+		return fmt.Errorf("admin API of the mirror at %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return PrefetchStatus{}, fmt.Errorf("admin API: %w", err)
+		return fmt.Errorf("admin API: %w", err)
 	}
 	if resp.StatusCode >= 300 {
 		var e struct {
 			Error string `json:"error"`
 		}
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return PrefetchStatus{}, fmt.Errorf("admin API: %s", e.Error)
+			return fmt.Errorf("admin API: %s", e.Error)
 		}
-		return PrefetchStatus{}, fmt.Errorf("admin API: %s", resp.Status)
+		return fmt.Errorf("admin API: %s", resp.Status)
 	}
-	var st PrefetchStatus
-	if err := json.Unmarshal(b, &st); err != nil {
-		return PrefetchStatus{}, fmt.Errorf("admin API: %w", err)
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("admin API: %w", err)
 	}
-	return st, nil
+	return nil
+}
+
+// GC asks the mirror for an eviction run (or only its plan, with dryRun).
+func (c *Client) GC(ctx context.Context, dryRun bool) (*gc.Plan, error) {
+	b, err := json.Marshal(GCRequest{DryRun: dryRun})
+	if err != nil {
+		return nil, err
+	}
+	var plan gc.Plan
+	if err := c.call(ctx, http.MethodPost, GCPath, b, &plan); err != nil {
+		return nil, err
+	}
+	return &plan, nil
 }

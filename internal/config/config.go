@@ -71,6 +71,15 @@ type Storage struct {
 	// PartialMaxAge is how long an interrupted fill's partial download is
 	// kept, from its last write, for a later fill to resume it.
 	PartialMaxAge Duration `yaml:"partialMaxAge"`
+	// MaxSize is the byte budget of the store; 0 means none. Above it,
+	// whole images are evicted, least recently pulled first, down to
+	// LowWatermark × MaxSize. Pinned (pre-staged) content is never evicted.
+	MaxSize ByteSize `yaml:"maxSize"`
+	// LowWatermark is the fraction of MaxSize eviction brings the store
+	// down to.
+	LowWatermark float64 `yaml:"lowWatermark"`
+	// MaxAge evicts images not pulled for longer; 0 means no age limit.
+	MaxAge Duration `yaml:"maxAge"`
 }
 
 // Cache configures how tags are cached. Content addressed by digest never
@@ -204,6 +213,7 @@ func Default() Config {
 			ClientStallTimeout: Duration(2 * time.Minute),
 			TempMaxAge:         Duration(24 * time.Hour),
 			PartialMaxAge:      Duration(72 * time.Hour),
+			LowWatermark:       0.9,
 		},
 		Cache: Cache{
 			TagTTL:            Duration(5 * time.Minute),

@@ -210,6 +210,8 @@ upstreams:
 			[]string{`prefetch.images[0].ref: "UPPER/app" is not`, `prefetch.images[1].platforms[0]: "arm64" is not os/arch`,
 				"prefetch.images[2].ref: duplicate of prefetch.images[1].ref", `prefetch.windows[0]: "22-06" is not HH:MM-HH:MM`,
 				"prefetch.concurrency: must be between 1 and 16", "prefetch.interval: must be greater than 0"}},
+		{"bad store budget", "storage: {maxSize: 20, lowWatermark: 1.5, maxAge: -1h}\n",
+			[]string{"storage.maxSize: must be 0 (no limit) or at least 1MiB", "storage.lowWatermark: must be greater than 0 and at most 1, got 1.5", "storage.maxAge: must not be negative"}},
 		{"bad admin network", "admin: {allowFrom: [10.0.0.1, 192.168.0.0/16]}\n", []string{`admin.allowFrom[0]: "10.0.0.1" is not a network in CIDR notation`}},
 		{"bad listen port", "listen: :http\n", []string{`listen: invalid port "http"`}},
 		{"empty root", "storage: {root: ''}\n", []string{"storage.root: required"}},

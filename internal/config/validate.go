@@ -19,6 +19,9 @@ const (
 	// Manifests are held in memory while being verified; 64 MiB is 16 times
 	// the 4 MiB the distribution spec requires registries to accept.
 	MaxManifestSize = 64 * MiB
+	// MinStoreSize is the smallest non-zero storage.maxSize: a smaller
+	// budget is a unit mistake ("20" meant as 20 GiB).
+	MinStoreSize = MiB
 	// MaxRetries is the largest accepted retry.max; more retries only delay
 	// the error a client sees past its own timeout.
 	MaxRetries = 10
@@ -49,6 +52,15 @@ func (c Config) Validate() error {
 	positive(add, "storage.clientStallTimeout", c.Storage.ClientStallTimeout)
 	positive(add, "storage.tempMaxAge", c.Storage.TempMaxAge)
 	positive(add, "storage.partialMaxAge", c.Storage.PartialMaxAge)
+	if c.Storage.MaxSize < 0 {
+		add("storage.maxSize", "must not be negative")
+	} else if c.Storage.MaxSize > 0 && c.Storage.MaxSize < MinStoreSize {
+		add("storage.maxSize", "must be 0 (no limit) or at least %s", ByteSize(MinStoreSize))
+	}
+	if c.Storage.LowWatermark <= 0 || c.Storage.LowWatermark > 1 {
+		add("storage.lowWatermark", "must be greater than 0 and at most 1, got %g", c.Storage.LowWatermark)
+	}
+	nonNegative(add, "storage.maxAge", c.Storage.MaxAge)
 	for _, f := range []struct {
 		path string
 		v    Duration

@@ -47,6 +47,11 @@ type Metrics struct {
 	// ClientStalls counts clients disconnected after waiting
 	// storage.clientStallTimeout for a fill to make progress.
 	ClientStalls prometheus.Counter
+	// StoreBytes is the size of the content store at the last check.
+	StoreBytes prometheus.Gauge
+	// EvictedBytes and EvictedImages count what eviction removed.
+	EvictedBytes  prometheus.Counter
+	EvictedImages prometheus.Counter
 
 	// Offline mode (upstream.go): StaleRefused counts cached tags not
 	// served because their last upstream confirmation is older than the
@@ -108,7 +113,16 @@ func New() *Metrics {
 			Name: "registry_edge_client_stalls_total", Help: "Clients disconnected after waiting storage.clientStallTimeout for a blob fill to make progress.",
 		}),
 	}
-	reg.MustRegister(m.FillResumes, m.FillRefetchedBytes, m.FillStalls, m.ClientStalls)
+	m.StoreBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "registry_edge_store_bytes", Help: "Size of the content store (blobs and manifests) at the last check.",
+	})
+	m.EvictedBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "registry_edge_evicted_bytes_total", Help: "Bytes of content removed by eviction.",
+	})
+	m.EvictedImages = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "registry_edge_evicted_images_total", Help: "Image closures (or unreferenced blobs) removed by eviction.",
+	})
+	reg.MustRegister(m.FillResumes, m.FillRefetchedBytes, m.FillStalls, m.ClientStalls, m.StoreBytes, m.EvictedBytes, m.EvictedImages)
 	m.registerOffline(reg)
 	m.prefetch = newPrefetchCollector()
 	reg.MustRegister(m.prefetch)

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/registry-edge/registry-edge/internal/admin"
+	"github.com/registry-edge/registry-edge/internal/gc"
+)
+
+const gcUsage = `usage: registry-edge gc [flags]
+
+Asks a running registry-edge to bring its store within storage.maxSize and
+storage.maxAge now (it also does so every minute), or with --dry-run lists what
+would be evicted and why, without deleting anything.
+
+flags:
+`
+
+func gcCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gc", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, gcUsage); fs.PrintDefaults() }
+	addr := fs.String("mirror", "http://127.0.0.1:5000", "`URL` of the mirror (its admin API must be open to this host: admin.allowFrom)")
+	dryRun := fs.Bool("dry-run", false, "only list what would be evicted")
+	format := fs.String("format", "table", "output `format`: table or json")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if *format != "table" && *format != "json" {
+		return fmt.Errorf("%w: --format must be table or json", errUsage)
+	}
+	c, err := admin.NewClient(*addr)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	plan, err := c.GC(ctx, *dryRun)
+	if err != nil {
+		return err
+	}
+	if *format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(plan)
+	}
+	printPlan(stdout, plan, *dryRun)
+	return nil
+}
+
+func printPlan(w io.Writer, p *gc.Plan, dryRun bool) {
+	verb := "evicted"
+	if dryRun {
+		verb = "would evict"
+	}
+	budget := "no budget"
+	if p.Budget > 0 {
+		budget = "budget " + mib(p.Budget)
+	}
+	fmt.Fprintf(w, "store %s, %s, %d images (%d pinned); %s %d, freeing %s\n",
+		mib(p.Used), budget, p.Units, p.PinnedUnits, verb, len(p.Victims), mib(p.Freed))
+	if len(p.Victims) > 0 {
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ROOT\tTAGS\tLAST PULLED\tFREES\tREASON")
+		for _, v := range p.Victims {
+			tags := strings.Join(v.Tags, ",")
+			if tags == "" {
+				tags = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.Root, tags, v.LastAccess.Format("2006-01-02 15:04"), mib(v.Freed), v.Reason)
+		}
+		tw.Flush()
+	}
+	if p.OverBudget {
+		fmt.Fprintln(w, "still over budget: the rest is pinned (pre-staged) content")
+	}
+}

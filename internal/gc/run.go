@@ -1,0 +1,84 @@
+package gc
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/metrics"
+)
+
+// Cache is what eviction tells the serving side; *proxy.Proxy implements
+// it.
+type Cache interface {
+	// FlushAccess persists when manifests were last served.
+	FlushAccess(ctx context.Context) error
+	// Forget drops evicted content from memory caches.
+	Forget(d digest.Digest)
+}
+
+// Maintainer keeps a running mirror's store within its budget.
+type Maintainer struct {
+	Store   Store
+	DB      DB
+	Cache   Cache
+	Options Options
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+
+	mu sync.Mutex // one collection at a time
+}
+
+// Run flushes access times and enforces the budget every interval until ctx
+// is done.
+func (m *Maintainer) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.RunOnce(ctx)
+		}
+	}
+}
+
+// RunOnce flushes access times and, if the store is over its budget or an
+// age limit applies, evicts. It returns the plan carried out, or nil.
+func (m *Maintainer) RunOnce(ctx context.Context) *Plan {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	log := m.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := m.Cache.FlushAccess(ctx); err != nil {
+		log.LogAttrs(ctx, slog.LevelWarn, "cannot record access times", slog.Any("err", err))
+	}
+	plan, err := Collect(ctx, m.Store, m.DB, m.Options, m.Cache.Forget)
+	if err != nil {
+		log.LogAttrs(ctx, slog.LevelError, "eviction failed", slog.Any("err", err))
+		return plan
+	}
+	if plan == nil {
+		return nil
+	}
+	if m.Metrics != nil {
+		m.Metrics.StoreBytes.Set(float64(plan.Used - plan.Freed))
+		m.Metrics.EvictedBytes.Add(float64(plan.Freed))
+		m.Metrics.EvictedImages.Add(float64(len(plan.Victims)))
+	}
+	for _, v := range plan.Victims {
+		log.LogAttrs(ctx, slog.LevelInfo, "evicted", slog.String("root", v.Root.String()), slog.Any("tags", v.Tags),
+			slog.Time("last_pulled", v.LastAccess), slog.Int64("freed", v.Freed), slog.String("reason", v.Reason))
+	}
+	if plan.OverBudget {
+		log.LogAttrs(ctx, slog.LevelWarn, "store still over its budget: the rest is pinned (pre-staged) content",
+			slog.Int64("used", plan.Used-plan.Freed), slog.Int64("budget", plan.Budget), slog.Int("pinned_images", plan.PinnedUnits))
+	}
+	return plan
+}

@@ -1,0 +1,100 @@
+package httpserve_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/gc"
+	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
+)
+
+// Over its budget, the mirror evicts the image pulled least recently
+// (memory caches included: its next pull goes upstream again) and keeps
+// serving the others from its store.
+func TestEvictionThroughTheMirror(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	type image struct {
+		manifest digest.Digest
+		config   digest.Digest
+		layer    digest.Digest
+	}
+	var imgs []image
+	for _, tag := range []string{"a", "b", "c"} {
+		desc, layers := m.fake.Image("app-"+tag, "v1", fakeupstream.Random(t, 300_000))
+		resp, body := m.get(http.MethodGet, manifestPath("app-"+tag, "v1"), "Accept", "application/vnd.oci.image.manifest.v1+json")
+		if resp.StatusCode != 200 {
+			t.Fatalf("pull %s: %d %s", tag, resp.StatusCode, body)
+		}
+		cfg := configOf(t, body)
+		for _, d := range []digest.Digest{cfg, layers[0].Digest} {
+			if resp, _ := m.get(http.MethodGet, blobPath("app-"+tag, d)); resp.StatusCode != 200 {
+				t.Fatalf("pull %s blob %s: %d", tag, d, resp.StatusCode)
+			}
+		}
+		imgs = append(imgs, image{desc.Digest, cfg, layers[0].Digest})
+		m.clock.now = m.clock.now.Add(time.Hour)
+	}
+	m.waitFills()
+
+	// Room for two images: the first one pulled goes.
+	mt := &gc.Maintainer{Store: m.store, DB: m.db, Cache: m.proxy, Metrics: m.metrics,
+		Options: gc.Options{MaxSize: 700_000, LowWatermark: 0.95, Now: m.clock.Now}}
+	plan := mt.RunOnce(context.Background())
+	if plan == nil || len(plan.Victims) != 1 || plan.Victims[0].Root != imgs[0].manifest {
+		t.Fatalf("eviction plan: %+v, want image a only", plan)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_evicted_images_total"); got != 1 {
+		t.Errorf("evicted images metric = %v", got)
+	}
+
+	// b and c are still served without the upstream.
+	before := m.fake.Total()
+	for i, img := range imgs[1:] {
+		repo := []string{"app-b", "app-c"}[i]
+		for _, d := range []digest.Digest{img.config, img.layer} {
+			if resp, _ := m.get(http.MethodGet, blobPath(repo, d)); resp.StatusCode != 200 {
+				t.Errorf("GET %s of a kept image: %d", d, resp.StatusCode)
+			}
+		}
+	}
+	if n := m.fake.Total() - before; n != 0 {
+		t.Errorf("kept images cost %d upstream requests, want 0", n)
+	}
+	// The config is the same blob in all three images (the fake builds
+	// them so): b and c still use it, so it stays.
+	if imgs[0].config != imgs[1].config {
+		t.Fatal("test assumption: the images share their config")
+	}
+	if _, err := m.store.Stat(context.Background(), imgs[0].config); err != nil {
+		t.Errorf("a config shared with kept images was deleted: %v", err)
+	}
+	// a's own layer comes from the upstream again.
+	for _, d := range []digest.Digest{imgs[0].layer} {
+		if _, err := m.store.Stat(context.Background(), d); err == nil {
+			t.Errorf("evicted blob %s still stored", d)
+		}
+		before := m.fake.Count(http.MethodGet, blobPath("app-a", d))
+		if resp, _ := m.get(http.MethodGet, blobPath("app-a", d)); resp.StatusCode != 200 {
+			t.Errorf("GET evicted blob %s: %d", d, resp.StatusCode)
+		}
+		if n := m.fake.Count(http.MethodGet, blobPath("app-a", d)); n != before+1 {
+			t.Errorf("evicted blob %s was not fetched again (upstream GETs %d -> %d)", d, before, n)
+		}
+	}
+}
+
+func configOf(t *testing.T, manifest []byte) digest.Digest {
+	t.Helper()
+	var m ocispec.Manifest
+	if err := json.Unmarshal(manifest, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m.Config.Digest
+}
