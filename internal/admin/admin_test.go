@@ -12,6 +12,7 @@ import (
 
 	"github.com/registry-edge/registry-edge/internal/admin"
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/gc"
 	"github.com/registry-edge/registry-edge/internal/prefetch"
 )
 
@@ -135,5 +136,45 @@ func TestAdminOnlyFromAllowedNetworks(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("GET from loopback with only 10/8 allowed: %d, want 403", resp.StatusCode)
+	}
+}
+
+func TestGCAPI(t *testing.T) {
+	var gotDry []bool
+	h := admin.New(admin.Options{Prefetcher: &fakePrefetcher{}, Allow: loopback, GC: func(_ context.Context, dryRun bool) (*gc.Plan, error) {
+		gotDry = append(gotDry, dryRun)
+		return &gc.Plan{Used: 10, Freed: 4, Victims: []gc.Victim{{Reason: "over budget", Freed: 4}}}, nil
+	}})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	c, _ := admin.NewClient(srv.URL)
+	p, err := c.GC(context.Background(), true)
+	if err != nil || p.Freed != 4 || len(p.Victims) != 1 {
+		t.Fatalf("GC(dry run) = %+v, %v", p, err)
+	}
+	if _, err := c.GC(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if len(gotDry) != 2 || !gotDry[0] || gotDry[1] {
+		t.Errorf("GC func called with dryRun %v, want [true false]", gotDry)
+	}
+	resp, err := http.Get(srv.URL + admin.GCPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET %s: %d, want 405", admin.GCPath, resp.StatusCode)
+	}
+	// Without a GC function the resource does not exist.
+	srv2 := httptest.NewServer(admin.New(admin.Options{Prefetcher: &fakePrefetcher{}, Allow: loopback}))
+	defer srv2.Close()
+	resp, err = http.Post(srv2.URL+admin.GCPath, "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("POST %s without GC: %d, want 404", admin.GCPath, resp.StatusCode)
 	}
 }
