@@ -5,6 +5,7 @@
 //	registry-edge check-config FILE
 //	registry-edge prefetch [--mirror URL] [--platform OS/ARCH] [--now] [IMAGE...]
 //	registry-edge gc [--mirror URL] [--dry-run]
+//	registry-edge fsck [--storage DIR] [--dry-run]
 //	registry-edge version
 package main
 
@@ -34,6 +35,7 @@ const usage = `usage:
   registry-edge check-config FILE    validate a config file
   registry-edge prefetch [IMAGE...]  pre-stage images on a running mirror, show progress
   registry-edge gc [--dry-run]       evict now to the storage budget (or list what would go)
+  registry-edge fsck [--storage DIR] re-verify every stored digest, quarantine bad ones
   registry-edge version              print the version
 `
 
@@ -55,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = prefetchCmd(ctx, args, stdout, stderr)
 	case "gc":
 		err = gcCmd(ctx, args, stdout, stderr)
+	case "fsck":
+		err = fsckCmd(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "registry-edge %s\n", version.String())
 	case "help", "-h", "--help":

@@ -1,8 +1,16 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"bytes"
 	"context"
+	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
@@ -129,5 +137,44 @@ func TestPrefetchCommandRemove(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "removed org/a:1") {
 		t.Errorf("stdout: %q", stdout.String())
+	}
+}
+
+func TestFsckCommand(t *testing.T) {
+	root := t.TempDir()
+	store, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	good, bad := []byte("good content"), []byte("soon corrupted")
+	for _, b := range [][]byte{good, bad} {
+		if err := store.Put(ctx, ocispec.Descriptor{Digest: digest.FromBytes(b), Size: int64(len(b))}, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(ctx, []string{"fsck", "--storage", root}, &stdout, &stderr); code != 0 {
+		t.Fatalf("fsck of an intact store: exit %d: %s%s", code, stdout.String(), stderr.String())
+	}
+	d := digest.FromBytes(bad)
+	p := filepath.Join(root, "blobs", "sha256", d.Encoded()[:2], d.Encoded())
+	os.Chmod(p, 0o644)
+	if err := os.WriteFile(p, []byte("SOON corrupted"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if code := run(ctx, []string{"fsck", "--storage", root}, &stdout, &stderr); code != 1 {
+		t.Fatalf("fsck of a corrupted store: exit %d, want 1", code)
+	}
+	if !strings.Contains(stdout.String(), "BAD "+d.String()) || !strings.Contains(stdout.String(), "1 bad") {
+		t.Errorf("fsck output:\n%s", stdout.String())
+	}
+	if _, err := store.Stat(ctx, d); err == nil {
+		t.Error("corrupted content still in the store")
+	}
+	if _, err := store.Stat(ctx, digest.FromBytes(good)); err != nil {
+		t.Errorf("intact content: %v", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
 )
@@ -270,5 +271,40 @@ func TestStartupCleansOldPartials(t *testing.T) {
 	want := []string{"sha256-" + youngD.Encoded(), "sha256-" + youngD.Encoded() + stateSuffix}
 	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("partials after start-up = %v, want %v", got, want)
+	}
+}
+
+func TestCheckAndQuarantine(t *testing.T) {
+	s, root := newPartialFS(t)
+	ctx := context.Background()
+	good, bad := randomBytes(t, 1000), randomBytes(t, 1000)
+	for _, b := range [][]byte{good, bad} {
+		if err := s.Put(ctx, ocispec.Descriptor{Digest: digest.FromBytes(b), Size: int64(len(b))}, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Check(ctx, digest.FromBytes(good)); err != nil {
+		t.Errorf("Check of intact content: %v", err)
+	}
+	// The disk flips a bit behind the store's back.
+	p, _ := s.path(digest.FromBytes(bad))
+	os.Chmod(p, 0o644)
+	flipped := append([]byte{}, bad...)
+	flipped[10] ^= 1
+	if err := os.WriteFile(p, flipped, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(ctx, digest.FromBytes(bad)); !errors.Is(err, errdef.ErrDigestMismatch) {
+		t.Fatalf("Check of corrupted content: %v, want ErrDigestMismatch", err)
+	}
+	dst, err := s.Quarantine(digest.FromBytes(bad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Stat(ctx, digest.FromBytes(bad)); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("quarantined content still served: %v", err)
+	}
+	if got, _ := os.ReadFile(dst); !bytes.Equal(got, flipped) || filepath.Dir(dst) != filepath.Join(root, "quarantine") {
+		t.Errorf("quarantined file %s does not hold the corrupted bytes", dst)
 	}
 }
