@@ -1,23 +1,22 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"bytes"
-	"context"
-	"github.com/registry-edge/registry-edge/internal/blobstore"
-	"net/http/httptest"
-	"net/netip"
-	"strings"
-	"sync"
-	"testing"
-
 	"github.com/registry-edge/registry-edge/internal/admin"
+	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/prefetch"
 )
 
