@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -10,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/registry-edge/registry-edge/internal/testutil/certs"
 )
 
 func runCmd(t *testing.T, args ...string) (int, string, string) {
@@ -112,5 +116,67 @@ func TestServeWithFlagsAndShutdown(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "registry-edge started") || !strings.Contains(stderr.String(), "127.0.0.1:1") {
 		t.Errorf("start-up log line missing or lacks the upstream:\n%s", stderr.String())
+	}
+}
+
+// With tls in the config, the mirror serves HTTPS with HTTP/2 and asks
+// for client certificates as configured.
+func TestServeTLS(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	serverCA, deviceCA := certs.NewCA(t, "server CA"), certs.NewCA(t, "device CA")
+	cert, key := serverCA.Server(t, "mirror")
+	for name, b := range map[string][]byte{"tls.crt": cert, "tls.key": key, "devices.pem": deviceCA.PEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := filepath.Join(dir, "config.yaml")
+	yaml := fmt.Sprintf("tls:\n  certFile: %s\n  keyFile: %s\n  clientAuth: require\n  clientCAFile: %s\n",
+		filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "devices.pem"))
+	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"--config", conf, "--listen", addr, "--storage", filepath.Join(dir, "data"), "--upstream", "http://127.0.0.1:1"}, new(bytes.Buffer), &stderr)
+	}()
+	devCert, devKey := deviceCA.Client(t, "device-1")
+	pair, err := tls.X509KeyPair(devCert, devKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	device := &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true,
+		TLSClientConfig: &tls.Config{RootCAs: serverCA.Pool(), Certificates: []tls.Certificate{pair}}}}
+	var resp *http.Response
+	for i := 0; i < 100; i++ {
+		if resp, err = device.Get("https://" + addr + "/v2/"); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("mirror did not come up over HTTPS: %v\n%s", err, stderr.String())
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" {
+		t.Errorf("GET /v2/ over TLS: %d %s, want 200 HTTP/2.0", resp.StatusCode, resp.Proto)
+	}
+	stranger := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: serverCA.Pool()}}}
+	if resp, err := stranger.Get("https://" + addr + "/v2/"); err == nil {
+		resp.Body.Close()
+		t.Error("a client without a certificate was served although clientAuth is require")
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("serve exit = %d; stderr:\n%s", code, stderr.String())
 	}
 }

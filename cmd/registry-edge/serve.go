@@ -22,6 +22,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/prefetch"
 	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/tlsserve"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 	"github.com/registry-edge/registry-edge/internal/version"
 )
@@ -138,12 +139,22 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	if cfg.TLS.Enabled() {
+		if srv.TLSConfig, err = tlsserve.Config(tlsserve.Options{
+			CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile,
+			ClientCAFile: cfg.TLS.ClientCAFile, ClientAuth: tlsserve.ClientAuth(cfg.TLS.ClientAuth),
+			Logger: log,
+		}); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	upstreams := make([]string, len(remotes))
 	for i, r := range remotes {
 		upstreams[i] = r.Name
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "registry-edge started", slog.String("version", version.String()),
-		slog.String("listen", ln.Addr().String()), slog.String("storage", cfg.Storage.Root),
+		slog.String("listen", ln.Addr().String()), slog.Bool("tls", srv.TLSConfig != nil), slog.String("storage", cfg.Storage.Root),
 		slog.Any("upstreams", upstreams), slog.String("default_upstream", remotes[cfg.DefaultUpstream()].Name))
 
 	// Background work: pre-staging, and keeping the store in its budget
@@ -155,7 +166,11 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	defer func() { stopPrefetch(); bg.Wait() }()
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	if srv.TLSConfig != nil {
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
 	select {
 	case err := <-errc:
 		return err

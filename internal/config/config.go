@@ -47,7 +47,27 @@ type Config struct {
 	Prefetch Prefetch `yaml:"prefetch"`
 	// Admin configures the site admin's API.
 	Admin Admin `yaml:"admin"`
+	// TLS serves the registry listener over HTTPS when set.
+	TLS ServerTLS `yaml:"tls,omitempty"`
 }
+
+// ServerTLS configures HTTPS (and HTTP/2) on the registry listener.
+type ServerTLS struct {
+	// CertFile and KeyFile are the PEM certificate (chain) and key. They
+	// are re-read when they change, so a renewed certificate needs no
+	// restart. Both or neither.
+	CertFile string `yaml:"certFile,omitempty"`
+	KeyFile  string `yaml:"keyFile,omitempty"`
+	// ClientAuth asks clients for certificates (mTLS): none,
+	// verify-if-given or require.
+	ClientAuth string `yaml:"clientAuth,omitempty"`
+	// ClientCAFile is the PEM bundle of the CAs that sign client
+	// certificates; required unless ClientAuth is none.
+	ClientCAFile string `yaml:"clientCAFile,omitempty"`
+}
+
+// Enabled reports whether HTTPS is configured.
+func (t ServerTLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
 
 // Storage configures the local content store.
 type Storage struct {

@@ -113,6 +113,21 @@ func (c Config) Validate() error {
 		}
 	}
 	c.Prefetch.validate(add)
+	if c.TLS.Enabled() && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		add("tls", "certFile and keyFile go together")
+	}
+	switch c.TLS.ClientAuth {
+	case "", "none":
+	case "verify-if-given", "require":
+		if !c.TLS.Enabled() {
+			add("tls.clientAuth", "needs certFile and keyFile")
+		}
+		if c.TLS.ClientCAFile == "" {
+			add("tls.clientCAFile", "required when clientAuth is %s", c.TLS.ClientAuth)
+		}
+	default:
+		add("tls.clientAuth", "must be one of none, verify-if-given, require")
+	}
 	c.Admin.validate(add)
 	return errors.Join(errs...)
 }
