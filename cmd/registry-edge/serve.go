@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/registry-edge/registry-edge/internal/access"
 	"github.com/registry-edge/registry-edge/internal/admin"
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/config"
@@ -114,6 +115,17 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	}
 	m.SetPrefetchSource(pf.Progress)
 	hopts := httpserve.Options{Logger: log, Metrics: m, AccessLog: cfg.Log.AccessLog}
+	if a := cfg.Access; !a.Anonymous || a.Htpasswd != "" || len(a.Rules) > 0 {
+		rules := make([]access.Rule, len(a.Rules))
+		for i, r := range a.Rules {
+			rules[i] = access.Rule{Repositories: r.Repositories, Users: r.Users, Certs: r.Certs}
+		}
+		pol, err := access.New(access.Options{Anonymous: a.Anonymous, HtpasswdFile: a.Htpasswd, Rules: rules})
+		if err != nil {
+			return err
+		}
+		hopts.Access = pol
+	}
 	gcOpts := gc.Options{MaxSize: int64(cfg.Storage.MaxSize), LowWatermark: cfg.Storage.LowWatermark, MaxAge: cfg.Storage.MaxAge.D()}
 	maint := &gc.Maintainer{Store: store, DB: db, Cache: p, Options: gcOpts, Metrics: m, Logger: log.With(slog.String("component", "gc"))}
 	if allow := cfg.Admin.AllowedNetworks(); len(allow) > 0 {

@@ -49,6 +49,33 @@ type Config struct {
 	Admin Admin `yaml:"admin"`
 	// TLS serves the registry listener over HTTPS when set.
 	TLS ServerTLS `yaml:"tls,omitempty"`
+	// Access decides which clients may read which repositories.
+	Access Access `yaml:"access"`
+}
+
+// Access is the device access policy of the registry API.
+type Access struct {
+	// Anonymous lets clients without credentials read the repositories no
+	// rule restricts.
+	Anonymous bool `yaml:"anonymous"`
+	// Htpasswd is a file of user:bcrypt-hash lines (htpasswd -B) for
+	// basic authentication.
+	Htpasswd string `yaml:"htpasswd,omitempty"`
+	// Rules restrict repositories to some users or client certificates;
+	// the first rule whose repositories match decides.
+	Rules []AccessRule `yaml:"rules,omitempty"`
+}
+
+// AccessRule restricts repositories.
+type AccessRule struct {
+	// Repositories are glob patterns (path.Match; '*' stops at '/') on the
+	// repository name as clients send it, registry prefix included.
+	Repositories []string `yaml:"repositories"`
+	// Users are glob patterns of htpasswd user names allowed to read them.
+	Users []string `yaml:"users,omitempty"`
+	// Certs are glob patterns of client certificate common names allowed
+	// to read them (tls.clientAuth).
+	Certs []string `yaml:"certs,omitempty"`
 }
 
 // ServerTLS configures HTTPS (and HTTP/2) on the registry listener.
@@ -254,7 +281,8 @@ func Default() Config {
 			Concurrency: 2,
 			Interval:    Duration(time.Hour),
 		},
-		Admin: Admin{AllowFrom: []string{"127.0.0.0/8", "::1/128"}},
+		Admin:  Admin{AllowFrom: []string{"127.0.0.0/8", "::1/128"}},
+		Access: Access{Anonymous: true},
 	}
 }
 

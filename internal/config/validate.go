@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 )
@@ -129,6 +130,31 @@ func (c Config) Validate() error {
 		add("tls.clientAuth", "must be one of none, verify-if-given, require")
 	}
 	c.Admin.validate(add)
+	for i, r := range c.Access.Rules {
+		p := fmt.Sprintf("access.rules[%d]", i)
+		if len(r.Repositories) == 0 {
+			add(p+".repositories", "at least one pattern is required")
+		}
+		if len(r.Users) == 0 && len(r.Certs) == 0 {
+			add(p, "needs users or certs: a rule that lets nobody in hides its repositories")
+		}
+		for field, pats := range map[string][]string{"repositories": r.Repositories, "users": r.Users, "certs": r.Certs} {
+			for j, pat := range pats {
+				if _, err := path.Match(pat, ""); err != nil || pat == "" {
+					add(fmt.Sprintf("%s.%s[%d]", p, field, j), "invalid pattern %q", pat)
+				}
+			}
+		}
+		if len(r.Users) > 0 && c.Access.Htpasswd == "" {
+			add(p+".users", "needs access.htpasswd")
+		}
+		if len(r.Certs) > 0 && (c.TLS.ClientAuth == "" || c.TLS.ClientAuth == "none") {
+			add(p+".certs", "needs tls.clientAuth verify-if-given or require")
+		}
+	}
+	if !c.Access.Anonymous && c.Access.Htpasswd == "" && (c.TLS.ClientAuth == "" || c.TLS.ClientAuth == "none") {
+		add("access.anonymous", "false needs access.htpasswd or tls.clientAuth, or no client can read anything")
+	}
 	return errors.Join(errs...)
 }
 

@@ -39,6 +39,8 @@ type mirror struct {
 	opts   proxy.Options
 	// wrap, if set, puts a fault-injecting layer around the store.
 	wrap func(*blobstore.FS) proxy.Store
+	// access, if set, is the access policy.
+	access httpserve.Access
 }
 
 type clock struct{ now time.Time }
@@ -102,7 +104,7 @@ func (m *mirror) start() {
 		ps = m.wrap(store)
 	}
 	m.store, m.db, m.proxy = store, db, proxy.New(ps, db, m.router, po)
-	m.srv = httptest.NewServer(httpserve.New(m.proxy, httpserve.Options{Metrics: m.metrics}))
+	m.srv = httptest.NewServer(httpserve.New(m.proxy, httpserve.Options{Metrics: m.metrics, Access: m.access}))
 }
 
 // stop shuts the mirror down like the process does: running fills stop

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/ociapi"
 	"github.com/registry-edge/registry-edge/internal/proxy"
@@ -34,6 +35,16 @@ type Options struct {
 	Ready func() error
 	// Admin serves /admin/ (the site admin's API); nil answers 404.
 	Admin http.Handler
+	// Access decides who may read which repository; nil lets everyone.
+	Access Access
+}
+
+// Access decides whether a request may read a repository ("" for the
+// API base); *access.Policy implements it. Errors wrap
+// errdef.ErrUnauthorized (401 with a Basic challenge) or errdef.ErrDenied
+// (403).
+type Access interface {
+	Check(r *http.Request, repo string) error
 }
 
 // Server is the HTTP handler of registry-edge.
@@ -127,6 +138,9 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	rt, err := ociapi.ParseRoute(r.URL.Path)
 	if err == nil {
 		acc.route = rt
+		err = s.authorize(rec, r, rt)
+	}
+	if err == nil {
 		err = s.dispatch(rec, r, rt, acc)
 	}
 	if err != nil {
@@ -139,6 +153,18 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 		}
 		ociapi.WriteError(rec, r, oe)
 	}
+}
+
+// authorize applies the access policy, if any, before anything is read.
+func (s *Server) authorize(w *recorder, r *http.Request, rt ociapi.Route) error {
+	if s.opts.Access == nil {
+		return nil
+	}
+	err := s.opts.Access.Check(r, rt.Name)
+	if errors.Is(err, errdef.ErrUnauthorized) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="registry-edge"`)
+	}
+	return err
 }
 
 func (s *Server) finish(r *http.Request, rec *recorder, acc *access, start time.Time) {

@@ -1,0 +1,192 @@
+// Package access decides which device may read which repository through
+// the mirror: anonymous reads (the default on a site LAN), users of an
+// htpasswd file (bcrypt, as distribution and `htpasswd -B` write it), and
+// client certificates (mTLS, verified by the TLS layer), with
+// per-repository rules so that images pulled with private upstream
+// credentials are not served to everyone.
+package access
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"net/http"
+	"os"
+	"path"
+	"strings"
+	"sync"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+// Rule restricts repositories to some users and certificates.
+type Rule struct {
+	// Repositories are path.Match patterns on the repository name as
+	// clients send it ("private/*", "ghcr.io/org/*"; '*' does not cross
+	// '/').
+	Repositories []string
+	// Users are patterns of htpasswd user names allowed to read them.
+	Users []string
+	// Certs are patterns of client certificate common names allowed to
+	// read them.
+	Certs []string
+}
+
+// Options configures a Policy.
+type Options struct {
+	// Anonymous lets clients without credentials read repositories that
+	// no rule restricts.
+	Anonymous bool
+	// HtpasswdFile holds user:bcrypt-hash lines; empty means no users.
+	HtpasswdFile string
+	// Rules are checked in order; the first whose Repositories match
+	// decides.
+	Rules []Rule
+}
+
+// Policy checks requests. It is safe for concurrent use.
+type Policy struct {
+	o     Options
+	users map[string][]byte // user -> bcrypt hash
+
+	mu       sync.Mutex
+	verified map[string][32]byte // user -> sha256 of a password bcrypt accepted
+}
+
+// New loads the htpasswd file and returns the policy.
+func New(o Options) (*Policy, error) {
+	p := &Policy{o: o, users: map[string][]byte{}, verified: map[string][32]byte{}}
+	for i, r := range o.Rules {
+		for _, pat := range append(append(append([]string{}, r.Repositories...), r.Users...), r.Certs...) {
+			if _, err := path.Match(pat, ""); err != nil {
+				return nil, fmt.Errorf("access rule %d: pattern %q: %w", i, pat, errdef.ErrInvalid)
+			}
+		}
+	}
+	if o.HtpasswdFile != "" {
+		b, err := os.ReadFile(o.HtpasswdFile)
+		if err != nil {
+			return nil, fmt.Errorf("access htpasswd: %w", err)
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for n := 1; sc.Scan(); n++ {
+			line := strings.TrimSpace(sc.Text())
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			user, hash, ok := strings.Cut(line, ":")
+			if !ok || user == "" {
+				return nil, fmt.Errorf("access htpasswd %s line %d: want user:hash: %w", o.HtpasswdFile, n, errdef.ErrInvalid)
+			}
+			if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+				return nil, fmt.Errorf("access htpasswd %s line %d (user %s): only bcrypt hashes are supported (htpasswd -B): %w", o.HtpasswdFile, n, user, errdef.ErrInvalid)
+			}
+			p.users[user] = []byte(hash)
+		}
+	}
+	return p, nil
+}
+
+// principal is who sent a request; both empty means anonymous.
+type principal struct {
+	user string
+	cert string // common name of a verified client certificate
+}
+
+func (pr principal) anonymous() bool { return pr.user == "" && pr.cert == "" }
+
+// identify authenticates r. Wrong credentials are an error (never a
+// silent fall-back to anonymous).
+func (p *Policy) identify(r *http.Request) (principal, error) {
+	var pr principal
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+		pr.cert = r.TLS.VerifiedChains[0][0].Subject.CommonName
+	}
+	user, pass, ok := r.BasicAuth()
+	if !ok {
+		return pr, nil
+	}
+	if !p.checkPassword(user, pass) {
+		return pr, fmt.Errorf("invalid username or password: %w", errdef.ErrUnauthorized)
+	}
+	pr.user = user
+	return pr, nil
+}
+
+// checkPassword verifies a password with bcrypt once, then against a
+// remembered digest: bcrypt is slow on purpose, and every request of a
+// pull carries the credentials.
+func (p *Policy) checkPassword(user, pass string) bool {
+	hash, ok := p.users[user]
+	if !ok {
+		// Spend the time anyway, so user names cannot be probed by timing.
+		bcrypt.CompareHashAndPassword(dummyHash, []byte(pass))
+		return false
+	}
+	sum := sha256.Sum256([]byte(pass))
+	p.mu.Lock()
+	known, seen := p.verified[user]
+	p.mu.Unlock()
+	if seen && subtle.ConstantTimeCompare(known[:], sum[:]) == 1 {
+		return true
+	}
+	if bcrypt.CompareHashAndPassword(hash, []byte(pass)) != nil {
+		return false
+	}
+	p.mu.Lock()
+	p.verified[user] = sum
+	p.mu.Unlock()
+	return true
+}
+
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("registry-edge"), bcrypt.MinCost)
+
+// Check decides whether r may read repository repo (as the client named
+// it; "" for the API base /v2/). It returns nil, an error wrapping
+// errdef.ErrUnauthorized (credentials missing or wrong: answer 401 with a
+// Basic challenge), or one wrapping errdef.ErrDenied (authenticated, not
+// allowed: 403).
+func (p *Policy) Check(r *http.Request, repo string) error {
+	pr, err := p.identify(r)
+	if err != nil {
+		return err
+	}
+	if repo != "" {
+		for _, rule := range p.o.Rules {
+			if !matchAny(rule.Repositories, repo) {
+				continue
+			}
+			if (pr.user != "" && matchAny(rule.Users, pr.user)) || (pr.cert != "" && matchAny(rule.Certs, pr.cert)) {
+				return nil
+			}
+			if pr.anonymous() {
+				return fmt.Errorf("repository %s needs credentials: %w", repo, errdef.ErrUnauthorized)
+			}
+			return fmt.Errorf("repository %s is not open to %s: %w", repo, pr, errdef.ErrDenied)
+		}
+	}
+	if pr.anonymous() && !p.o.Anonymous {
+		return fmt.Errorf("credentials required: %w", errdef.ErrUnauthorized)
+	}
+	return nil
+}
+
+func (pr principal) String() string {
+	if pr.user != "" {
+		return "user " + pr.user
+	}
+	return "certificate " + pr.cert
+}
+
+func matchAny(patterns []string, s string) bool {
+	for _, p := range patterns {
+		if ok, _ := path.Match(p, s); ok {
+			return true
+		}
+	}
+	return false
+}

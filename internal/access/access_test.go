@@ -1,0 +1,108 @@
+package access
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+func htpasswd(t *testing.T, users map[string]string) string {
+	t.Helper()
+	var b []byte
+	b = append(b, "# comment\n\n"...)
+	for u, p := range users {
+		h, err := bcrypt.GenerateFromPassword([]byte(p), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = append(b, u+":"+string(h)+"\n"...)
+	}
+	f := filepath.Join(t.TempDir(), "htpasswd")
+	if err := os.WriteFile(f, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestCheck(t *testing.T) {
+	file := htpasswd(t, map[string]string{"alice": "wonderland", "bob": "builder"})
+	rules := []Rule{
+		{Repositories: []string{"private/*", "ghcr.io/acme/*"}, Users: []string{"alice"}, Certs: []string{"device-*"}},
+	}
+	open, err := New(Options{Anonymous: true, HtpasswdFile: file, Rules: rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed, err := New(Options{Anonymous: false, HtpasswdFile: file, Rules: rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type cred struct{ user, pass, cert string }
+	for _, tt := range []struct {
+		name string
+		p    *Policy
+		c    cred
+		repo string
+		want error
+	}{
+		{"anonymous, open repo", open, cred{}, "library/alpine", nil},
+		{"anonymous, base", open, cred{}, "", nil},
+		{"anonymous, restricted repo", open, cred{}, "private/app", errdef.ErrUnauthorized},
+		{"allowed user, restricted repo", open, cred{user: "alice", pass: "wonderland"}, "private/app", nil},
+		{"other user, restricted repo", open, cred{user: "bob", pass: "builder"}, "private/app", errdef.ErrDenied},
+		{"wrong password", open, cred{user: "alice", pass: "nope"}, "library/alpine", errdef.ErrUnauthorized},
+		{"unknown user", open, cred{user: "eve", pass: "x"}, "library/alpine", errdef.ErrUnauthorized},
+		{"allowed cert, restricted repo", open, cred{cert: "device-7"}, "ghcr.io/acme/fw", nil},
+		{"other cert, restricted repo", open, cred{cert: "laptop"}, "ghcr.io/acme/fw", errdef.ErrDenied},
+		{"'*' does not cross '/'", open, cred{}, "private/team/app", nil},
+		{"closed: anonymous, base", closed, cred{}, "", errdef.ErrUnauthorized},
+		{"closed: anonymous, open repo", closed, cred{}, "library/alpine", errdef.ErrUnauthorized},
+		{"closed: any user, open repo", closed, cred{user: "bob", pass: "builder"}, "library/alpine", nil},
+		{"closed: cert, base", closed, cred{cert: "laptop"}, "", nil},
+	} {
+		r := httptest.NewRequest("GET", "/v2/", nil)
+		if tt.c.user != "" {
+			r.SetBasicAuth(tt.c.user, tt.c.pass)
+		}
+		if tt.c.cert != "" {
+			r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{Subject: pkix.Name{CommonName: tt.c.cert}}}}}
+		}
+		err := tt.p.Check(r, tt.repo)
+		if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+			t.Errorf("%s: Check = %v, want %v", tt.name, err, tt.want)
+		}
+		// The second time answers from the remembered password.
+		if tt.c.user != "" {
+			if err2 := tt.p.Check(r, tt.repo); (err == nil) != (err2 == nil) {
+				t.Errorf("%s: second Check = %v, first %v", tt.name, err2, err)
+			}
+		}
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	dir := t.TempDir()
+	md5 := filepath.Join(dir, "md5")
+	os.WriteFile(md5, []byte("alice:$apr1$abc$def\n"), 0o600)
+	noColon := filepath.Join(dir, "nocolon")
+	os.WriteFile(noColon, []byte("alice\n"), 0o600)
+	for name, o := range map[string]Options{
+		"missing file":     {HtpasswdFile: filepath.Join(dir, "none")},
+		"not bcrypt":       {HtpasswdFile: md5},
+		"malformed line":   {HtpasswdFile: noColon},
+		"bad rule pattern": {Rules: []Rule{{Repositories: []string{"a/["}}}},
+	} {
+		if _, err := New(o); err == nil {
+			t.Errorf("%s: New succeeded", name)
+		}
+	}
+}

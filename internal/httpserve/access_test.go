@@ -1,0 +1,64 @@
+package httpserve_test
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/registry-edge/registry-edge/internal/access"
+	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
+)
+
+// Restricted repositories answer 401 with a Basic challenge to anonymous
+// clients and 403 to users the rule does not list, before anything is
+// asked of the upstream; listed users pull normally.
+func TestAccessRules(t *testing.T) {
+	t.Parallel()
+	hash, _ := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	other, _ := bcrypt.GenerateFromPassword([]byte("other"), bcrypt.MinCost)
+	file := filepath.Join(t.TempDir(), "htpasswd")
+	os.WriteFile(file, []byte("ops:"+string(hash)+"\nguest:"+string(other)+"\n"), 0o600)
+	pol, err := access.New(access.Options{Anonymous: true, HtpasswdFile: file,
+		Rules: []access.Rule{{Repositories: []string{"private/*"}, Users: []string{"ops"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMirror(t)
+	m.stop()
+	m.access = pol
+	m.start()
+	desc, _ := m.fake.Image("private/app", "v1", fakeupstream.Random(t, 1000))
+	m.fake.Image("public/app", "v1", fakeupstream.Random(t, 1000))
+	accept := "application/vnd.oci.image.manifest.v1+json"
+
+	before := m.fake.Total()
+	resp, body := m.get(http.MethodGet, manifestPath("private/app", "v1"), "Accept", accept)
+	m.wantCode(resp, body, http.StatusUnauthorized, "UNAUTHORIZED")
+	if ch := resp.Header.Get("WWW-Authenticate"); ch != `Basic realm="registry-edge"` {
+		t.Errorf("WWW-Authenticate = %q", ch)
+	}
+	resp, body = m.get(http.MethodGet, manifestPath("private/app", "v1"), "Accept", accept, "Authorization", basic("guest", "other"))
+	m.wantCode(resp, body, http.StatusForbidden, "DENIED")
+	resp, body = m.get(http.MethodGet, manifestPath("private/app", "v1"), "Accept", accept, "Authorization", basic("ops", "wrong"))
+	m.wantCode(resp, body, http.StatusUnauthorized, "UNAUTHORIZED")
+	if n := m.fake.Total() - before; n != 0 {
+		t.Errorf("refused requests made %d upstream requests", n)
+	}
+
+	resp, _ = m.get(http.MethodGet, manifestPath("private/app", "v1"), "Accept", accept, "Authorization", basic("ops", "s3cret"))
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") != desc.Digest.String() {
+		t.Errorf("listed user: %d %s", resp.StatusCode, resp.Header.Get("Docker-Content-Digest"))
+	}
+	if resp, _ := m.get(http.MethodGet, manifestPath("public/app", "v1"), "Accept", accept); resp.StatusCode != http.StatusOK {
+		t.Errorf("anonymous pull of an open repository: %d", resp.StatusCode)
+	}
+}
+
+func basic(user, pass string) string {
+	r, _ := http.NewRequest("GET", "/", nil)
+	r.SetBasicAuth(user, pass)
+	return r.Header.Get("Authorization")
+}
