@@ -23,6 +23,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/prefetch"
 	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/status"
 	"github.com/registry-edge/registry-edge/internal/tlsserve"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 	"github.com/registry-edge/registry-edge/internal/version"
@@ -139,7 +140,14 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 			return maint.RunOnce(ctx), nil
 		}})
 	}
-	handler := httpserve.New(p, hopts)
+	var handler *httpserve.Server
+	if allow := cfg.Admin.AllowedNetworks(); len(allow) > 0 {
+		hopts.Status = admin.Only(allow, status.New(status.Options{
+			Metrics: m, Prefetch: pf.Status, Recent: func() []httpserve.Pull { return handler.RecentPulls() },
+			Budget: int64(cfg.Storage.MaxSize), Root: cfg.Storage.Root, Version: version.String(),
+		}))
+	}
+	handler = httpserve.New(p, hopts)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -76,13 +76,27 @@ type Handler struct {
 // New returns the admin API handler.
 func New(o Options) *Handler { return &Handler{pf: o.Prefetcher, gc: o.GC, allow: o.Allow} }
 
-func (h *Handler) allowed(remote string) bool {
+func (h *Handler) allowed(remote string) bool { return allowed(h.allow, remote) }
+
+// Only serves next to clients in allow and answers 403 to others: the
+// status page shares the admin API's allow-list.
+func Only(allow []netip.Prefix, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !allowed(allow, r.RemoteAddr) {
+			writeError(w, http.StatusForbidden, "not open to this address (see admin.allowFrom)")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func allowed(allow []netip.Prefix, remote string) bool {
 	ap, err := netip.ParseAddrPort(remote)
 	if err != nil {
 		return false
 	}
 	addr := ap.Addr().Unmap()
-	for _, p := range h.allow {
+	for _, p := range allow {
 		if p.Contains(addr) {
 			return true
 		}

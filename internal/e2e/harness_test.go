@@ -34,6 +34,7 @@ var tools = map[string]struct {
 	"podman":      {"REGISTRY_EDGE_TEST_PODMAN", "podman", false},
 	"ctr":         {"REGISTRY_EDGE_TEST_CTR", "ctr", false},
 	"containerd":  {"REGISTRY_EDGE_TEST_CONTAINERD", "containerd", false},
+	"chromium":    {"REGISTRY_EDGE_TEST_CHROMIUM", "chromium", false},
 }
 
 // toolPath finds a tool: its environment variable, then PATH, then the

@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/metrics"
 )
 
@@ -35,6 +36,7 @@ type Maintainer struct {
 // Run flushes access times and enforces the budget every interval until ctx
 // is done.
 func (m *Maintainer) Run(ctx context.Context, interval time.Duration) {
+	m.RunOnce(ctx)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -59,13 +61,24 @@ func (m *Maintainer) RunOnce(ctx context.Context) *Plan {
 	if err := m.Cache.FlushAccess(ctx); err != nil {
 		log.LogAttrs(ctx, slog.LevelWarn, "cannot record access times", slog.Any("err", err))
 	}
-	plan, err := Collect(ctx, m.Store, m.DB, m.Options, m.Cache.Forget)
+	var used int64
+	if err := m.Store.Walk(ctx, func(i blobstore.Info) error { used += i.Size; return nil }); err != nil {
+		log.LogAttrs(ctx, slog.LevelError, "cannot size the store", slog.Any("err", err))
+		return nil
+	}
+	if m.Metrics != nil {
+		m.Metrics.StoreBytes.Set(float64(used))
+	}
+	if (m.Options.MaxSize <= 0 || used <= m.Options.MaxSize) && m.Options.MaxAge <= 0 {
+		return nil
+	}
+	plan, err := MakePlan(ctx, m.Store, m.DB, m.Options)
+	if err == nil {
+		err = Apply(ctx, m.Store, m.DB, plan, m.Cache.Forget)
+	}
 	if err != nil {
 		log.LogAttrs(ctx, slog.LevelError, "eviction failed", slog.Any("err", err))
 		return plan
-	}
-	if plan == nil {
-		return nil
 	}
 	if m.Metrics != nil {
 		m.Metrics.StoreBytes.Set(float64(plan.Used - plan.Freed))

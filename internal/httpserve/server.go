@@ -37,6 +37,8 @@ type Options struct {
 	Admin http.Handler
 	// Access decides who may read which repository; nil lets everyone.
 	Access Access
+	// Status serves the status page on / and /status; nil answers 404.
+	Status http.Handler
 }
 
 // Access decides whether a request may read a repository ("" for the
@@ -54,6 +56,8 @@ type Server struct {
 	log  *slog.Logger
 	m    *metrics.Metrics
 	prom http.Handler
+
+	recent recentPulls
 
 	idPrefix string
 	ids      atomic.Uint64
@@ -87,6 +91,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.prom.ServeHTTP(w, r)
 	case strings.HasPrefix(r.URL.Path, "/admin/") && s.opts.Admin != nil:
 		s.opts.Admin.ServeHTTP(w, r)
+	case (r.URL.Path == "/" || r.URL.Path == "/status") && s.opts.Status != nil:
+		s.opts.Status.ServeHTTP(w, r)
 	case r.URL.Path == "/healthz":
 		writeText(w, http.StatusOK, "ok\n")
 	case r.URL.Path == "/readyz":
@@ -179,6 +185,9 @@ func (s *Server) finish(r *http.Request, rec *recorder, acc *access, start time.
 	s.m.BytesServed.WithLabelValues(kind).Add(float64(rec.written))
 	if acc.cache != "" {
 		s.m.Cache.WithLabelValues(kind, acc.cache).Inc()
+	}
+	if acc.route.Kind == ociapi.KindManifest && r.Method == http.MethodGet {
+		s.recent.add(Pull{Time: start, Repo: acc.route.Name, Ref: acc.route.Reference, Status: status, Cache: acc.cache})
 	}
 	if !s.opts.AccessLog && acc.err == nil {
 		return

@@ -138,7 +138,9 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 			// now, while the store makes it durable (fsync can take a while
 			// on the SD cards of small gateways).
 			f.markVerified()
-			err = f.ing.Commit(ctx, f.finalSize())
+			if err = f.ing.Commit(ctx, f.finalSize()); err == nil {
+				p.m.StoreBytes.Add(float64(f.finalSize()))
+			}
 		} else if f.part != nil && keepPartial(err) && f.keptBytes() > 0 {
 			if serr := f.part.Suspend(blobstore.PartialMeta{Size: f.finalSize(), ETag: f.etag}); serr != nil {
 				log.LogAttrs(ctx, slog.LevelWarn, "cannot keep the partial download", slog.Any("err", serr))

@@ -135,6 +135,7 @@ func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstre
 		if err := p.store.Put(ctx, m.Descriptor, bytes.NewReader(m.Body)); err != nil {
 			return upstream.Manifest{}, err
 		}
+		p.m.StoreBytes.Add(float64(len(m.Body)))
 		if err := p.db.PutManifest(ctx, t.Repo, m.Descriptor.Digest, meta.Manifest{MediaType: m.Descriptor.MediaType, Size: m.Descriptor.Size}); err != nil {
 			return upstream.Manifest{}, err
 		}

@@ -1,0 +1,69 @@
+package status
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/registry-edge/registry-edge/internal/httpserve"
+	"github.com/registry-edge/registry-edge/internal/metrics"
+	"github.com/registry-edge/registry-edge/internal/prefetch"
+)
+
+func TestPageShowsTheFigures(t *testing.T) {
+	m := metrics.New()
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	m.StoreBytes.Set(1 << 20)
+	m.Cache.WithLabelValues("blob", "hit").Add(3)
+	m.Cache.WithLabelValues("blob", "miss").Add(1)
+	m.BytesServed.WithLabelValues("blob").Add(4 << 20)
+	m.UpstreamBytes.WithLabelValues("central.example").Add(1 << 20)
+	m.FillResumes.WithLabelValues("central.example", "link").Add(2)
+	m.AddUpstream("central.example", func() metrics.UpstreamHealth {
+		return metrics.UpstreamHealth{LastContact: now.Add(-90 * time.Second), BreakerState: 1}
+	})
+	h := New(Options{
+		Metrics: m, Budget: 2 << 20, Root: "/var/lib/registry-edge", Version: "v1.2.3", Now: func() time.Time { return now },
+		Prefetch: func() []prefetch.Status {
+			return []prefetch.Status{{Image: prefetch.Image{Ref: "org/app:<b>1</b>"}, State: prefetch.StateComplete, Blobs: 2, BlobsDone: 2}}
+		},
+		Recent: func() []httpserve.Pull {
+			return []httpserve.Pull{{Time: now, Repo: "library/alpine", Ref: "3.20", Status: 200, Cache: "hit"}}
+		},
+	})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page := string(b)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, want := range []string{
+		"1.0 MiB / 2.0 MiB", "50 %", // disk used vs budget
+		"75.0 %",                   // hit ratio: 3 hits of 4
+		"4.0 MiB",                  // served
+		"uplink saved: 3.0 MiB",    // served minus fetched
+		"central.example", "unreachable (circuit open)", "1m30s ago",
+		"library/alpine", "3.20",
+		"1 of 1 complete", "org/app:&lt;b&gt;1&lt;/b&gt;", // escaped
+		"version v1.2.3",
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	if strings.Contains(page, "<b>1</b>") || strings.Contains(page, "<script") {
+		t.Error("page carries unescaped input or script")
+	}
+	if resp, _ := http.Post(srv.URL, "text/plain", nil); resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %d, want 405", resp.StatusCode)
+	}
+}
