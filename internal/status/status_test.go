@@ -48,9 +48,9 @@ func TestPageShowsTheFigures(t *testing.T) {
 	}
 	for _, want := range []string{
 		"1.0 MiB / 2.0 MiB", "50 %", // disk used vs budget
-		"75.0 %",                   // hit ratio: 3 hits of 4
-		"4.0 MiB",                  // served
-		"uplink saved: 3.0 MiB",    // served minus fetched
+		"75.0 %",                // hit ratio: 3 hits of 4
+		"4.0 MiB",               // served
+		"uplink saved: 3.0 MiB", // served minus fetched
 		"central.example", "unreachable (circuit open)", "1m30s ago",
 		"library/alpine", "3.20",
 		"1 of 1 complete", "org/app:&lt;b&gt;1&lt;/b&gt;", // escaped
