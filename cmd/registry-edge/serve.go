@@ -89,12 +89,14 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var maint *gc.Maintainer // created below; the proxy asks it for room when the disk is full
 	p := proxy.New(store, db, router, proxy.Options{
 		TagTTL:             cfg.Cache.TagTTL.D(),
 		RevalidateTimeout:  cfg.Cache.RevalidateTimeout.D(),
 		FillTimeout:        cfg.Storage.FillTimeout.D(),
 		FillStallTimeout:   cfg.Storage.FillStallTimeout.D(),
 		ClientStallTimeout: cfg.Storage.ClientStallTimeout.D(),
+		OnDiskFull:         func() { maint.RunOnce(context.Background()) },
 		MaxManifestSize:    int64(cfg.Cache.MaxManifestSize),
 		TagNotFound:        string(cfg.Cache.TagNotFound),
 		Logger:             log,
@@ -128,7 +130,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 		hopts.Access = pol
 	}
 	gcOpts := gc.Options{MaxSize: int64(cfg.Storage.MaxSize), LowWatermark: cfg.Storage.LowWatermark, MaxAge: cfg.Storage.MaxAge.D()}
-	maint := &gc.Maintainer{Store: store, DB: db, Cache: p, Options: gcOpts, Metrics: m, Logger: log.With(slog.String("component", "gc"))}
+	maint = &gc.Maintainer{Store: store, DB: db, Cache: p, Options: gcOpts, Metrics: m, Logger: log.With(slog.String("component", "gc"))}
 	if allow := cfg.Admin.AllowedNetworks(); len(allow) > 0 {
 		hopts.Admin = admin.New(admin.Options{Prefetcher: pf, Allow: allow, GC: func(ctx context.Context, dryRun bool) (*gc.Plan, error) {
 			if dryRun {

@@ -303,4 +303,34 @@ func TestFullDiskFailsTheFill(t *testing.T) {
 	if got := metricValue(t, m.metrics, "registry_edge_fill_failures_total", "reason", "io"); got != 1 {
 		t.Errorf("fill failures with reason io = %v, want 1", got)
 	}
+
+	// While the disk is full, misses are served straight from the upstream,
+	// verified, and not stored.
+	resp, body = m.get(http.MethodGet, path)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("GET while the disk is full: %d, %d bytes, equal=%v", resp.StatusCode, len(body), bytes.Equal(body, layer))
+	}
+	if _, err := m.store.Stat(context.Background(), layers[0].Digest); err == nil {
+		t.Error("a blob passed through was stored")
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_store_full_total"); got < 1 {
+		t.Errorf("store full metric = %v", got)
+	}
+	// A wrong body passed through never ends cleanly.
+	corrupt := append([]byte{}, layer...)
+	corrupt[len(corrupt)-1] ^= 1
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Body(corrupt, len(corrupt), false)))
+	resp, body, err = m.do(http.MethodGet, path)
+	if err == nil && resp.StatusCode == http.StatusOK {
+		t.Errorf("a wrong body passed through ended cleanly (%d bytes)", len(body))
+	}
+	// A minute later the store is tried again.
+	m.fake.ClearFaults()
+	m.clock.now = m.clock.now.Add(2 * time.Minute)
+	before := m.fake.Count(http.MethodGet, path)
+	m.do(http.MethodGet, path)
+	m.waitFills()
+	if n := m.fake.Count(http.MethodGet, path); n != before+1 {
+		t.Errorf("upstream GETs after the pause: %d, want %d", n, before+1)
+	}
 }

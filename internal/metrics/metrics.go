@@ -52,6 +52,8 @@ type Metrics struct {
 	// EvictedBytes and EvictedImages count what eviction removed.
 	EvictedBytes  prometheus.Counter
 	EvictedImages prometheus.Counter
+	// DiskFull counts writes to the store that failed with ENOSPC.
+	DiskFull prometheus.Counter
 
 	// Offline mode (upstream.go): StaleRefused counts cached tags not
 	// served because their last upstream confirmation is older than the
@@ -122,7 +124,10 @@ func New() *Metrics {
 	m.EvictedImages = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "registry_edge_evicted_images_total", Help: "Image closures (or unreferenced blobs) removed by eviction.",
 	})
-	reg.MustRegister(m.FillResumes, m.FillRefetchedBytes, m.FillStalls, m.ClientStalls, m.StoreBytes, m.EvictedBytes, m.EvictedImages)
+	m.DiskFull = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "registry_edge_store_full_total", Help: "Writes to the store that failed because the disk was full; misses pass through uncached for a minute after each.",
+	})
+	reg.MustRegister(m.FillResumes, m.FillRefetchedBytes, m.FillStalls, m.ClientStalls, m.StoreBytes, m.EvictedBytes, m.EvictedImages, m.DiskFull)
 	m.registerOffline(reg)
 	m.prefetch = newPrefetchCollector()
 	reg.MustRegister(m.prefetch)

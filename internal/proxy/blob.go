@@ -31,6 +31,9 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 	if res, err := p.localBlob(ctx, t, d); err == nil || !errors.Is(err, errNotStored) {
 		return res, err
 	}
+	if p.diskFull() && p.runningFill(d) == nil {
+		return p.passThrough(ctx, t, d)
+	}
 	f, created, err := p.joinFill(ctx, t, d)
 	if errors.Is(err, errStoredMeanwhile) {
 		return p.localBlob(ctx, t, d)

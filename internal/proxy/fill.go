@@ -153,6 +153,7 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 		}
 	}
 
+	p.noteWriteError(ctx, err)
 	result := "ok"
 	if err != nil {
 		result = "error"

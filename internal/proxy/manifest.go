@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"syscall"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -132,7 +133,11 @@ func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstre
 			return upstream.Manifest{}, fmt.Errorf("manifest %s: unknown media type: %w", ref, errdef.ErrInvalid)
 		}
 		// Put verifies the digest and size once more before commit.
-		if err := p.store.Put(ctx, m.Descriptor, bytes.NewReader(m.Body)); err != nil {
+		if err := p.store.Put(ctx, m.Descriptor, bytes.NewReader(m.Body)); errors.Is(err, syscall.ENOSPC) {
+			// The upstream client verified the digest: serve it uncached.
+			p.noteWriteError(ctx, err)
+			return m, nil
+		} else if err != nil {
 			return upstream.Manifest{}, err
 		}
 		p.m.StoreBytes.Add(float64(len(m.Body)))

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -70,6 +71,9 @@ type Options struct {
 	// ClientStallTimeout is how long a client of a fill waits for new bytes
 	// before its request fails.
 	ClientStallTimeout time.Duration
+	// OnDiskFull is called (in its own goroutine) when a write to the store
+	// fails with ENOSPC, to make room; nil does nothing.
+	OnDiskFull func()
 	// MaxManifestSize is the largest manifest accepted from upstream.
 	MaxManifestSize int64
 	// TagNotFound is TagNotFoundServeCached (default) or TagNotFoundForget.
@@ -98,6 +102,9 @@ type Proxy struct {
 	mu    sync.Mutex
 	fills map[digest.Digest]*fill
 	wg    sync.WaitGroup
+	// diskFullUntil (unix nanoseconds) is when misses stop passing
+	// through after a write failed with ENOSPC.
+	diskFullUntil atomic.Int64
 	// closing is cancelled by Close: running fills stop and keep their
 	// partial downloads.
 	closing context.Context

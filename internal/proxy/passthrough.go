@@ -1,0 +1,133 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/verify"
+)
+
+// CachePass is the cache outcome of content served straight from the
+// upstream without being stored, while the store's disk is full.
+const CachePass = "pass"
+
+// diskFullFor is how long after a write failed with ENOSPC misses are
+// served without caching, before the store is tried again (eviction, or
+// the admin, may have made room meanwhile).
+const diskFullFor = time.Minute
+
+// noteWriteError records a full disk (ENOSPC) so that the next misses pass
+// through, and asks for room.
+func (p *Proxy) noteWriteError(ctx context.Context, err error) {
+	if !errors.Is(err, syscall.ENOSPC) {
+		return
+	}
+	first := p.diskFullUntil.Swap(p.now().Add(diskFullFor).UnixNano()) < p.now().UnixNano()
+	if first {
+		p.log.LogAttrs(ctx, slog.LevelError, "the store's disk is full: misses are served from the upstream without caching until there is room",
+			slog.Duration("retry_after", diskFullFor), slog.Any("err", err))
+	}
+	p.m.DiskFull.Inc()
+	if p.opts.OnDiskFull != nil {
+		go p.opts.OnDiskFull()
+	}
+}
+
+// diskFull reports whether misses should pass through.
+func (p *Proxy) diskFull() bool { return p.now().UnixNano() < p.diskFullUntil.Load() }
+
+// passThrough streams blob d from the upstream to the client without
+// storing it. Every byte is still checked: the last one is held back until
+// the whole blob hashed to d, so a wrong body never ends cleanly.
+func (p *Proxy) passThrough(ctx context.Context, t Target, d digest.Digest) (BlobResult, error) {
+	resp, err := t.Remote.Client.Blob(ctx, t.Repo.Name, d, 0, "")
+	p.countUpstream(t, "blob", err)
+	if err != nil {
+		return BlobResult{}, err
+	}
+	dg, err := verify.NewDigester(d)
+	if err != nil {
+		resp.Body.Close()
+		return BlobResult{}, err
+	}
+	r := &passReader{body: resp.Body, dg: dg, size: resp.Size, up: t.Remote.Name, p: p}
+	return BlobResult{Size: resp.Size, Content: r, Cache: CachePass}, nil
+}
+
+// passReader reads an upstream body, hashing it, and returns the final
+// byte only once the whole body matched its digest and size.
+type passReader struct {
+	body io.ReadCloser
+	dg   *verify.Digester
+	size int64
+	up   string
+	p    *Proxy
+
+	buf      []byte
+	pending  []byte // read from upstream, not yet returned
+	read     int64
+	verified bool
+}
+
+func (r *passReader) Read(b []byte) (int, error) {
+	for {
+		if r.verified {
+			if len(r.pending) == 0 {
+				return 0, io.EOF
+			}
+			n := copy(b, r.pending)
+			r.pending = r.pending[n:]
+			return n, nil
+		}
+		if len(r.pending) > 1 {
+			// Everything but the last byte may go.
+			n := copy(b, r.pending[:len(r.pending)-1])
+			r.pending = r.pending[n:]
+			return n, nil
+		}
+		if r.buf == nil {
+			r.buf = make([]byte, 32<<10)
+		}
+		n, err := r.body.Read(r.buf)
+		if n > 0 {
+			r.dg.Write(r.buf[:n])
+			r.read += int64(n)
+			r.p.m.UpstreamBytes.WithLabelValues(r.up).Add(float64(n))
+			if r.size >= 0 && r.read > r.size {
+				return 0, fmt.Errorf("blob: upstream sent more than %d bytes: %w", r.size, errdef.ErrSizeMismatch)
+			}
+			r.pending = append(r.pending, r.buf[:n]...)
+		}
+		switch {
+		case err == io.EOF:
+			if verr := r.dg.Verify(r.size); verr != nil {
+				return 0, verr
+			}
+			r.verified = true
+		case err != nil:
+			return 0, fmt.Errorf("blob: read upstream after %d bytes: %w: %w", r.read, errdef.ErrUnavailable, err)
+		}
+	}
+}
+
+// Seek supports what serving a whole blob needs (the size); a range of a
+// blob that is not stored is not served while the disk is full.
+func (r *passReader) Seek(offset int64, whence int) (int64, error) {
+	switch {
+	case whence == io.SeekStart && offset == 0 && r.read == 0:
+		return 0, nil
+	case whence == io.SeekEnd && offset == 0 && r.size >= 0:
+		return r.size, nil
+	}
+	return 0, fmt.Errorf("range of a blob passed through while the disk is full: %w", errdef.ErrUnavailable)
+}
+
+func (r *passReader) Close() error { return r.body.Close() }
