@@ -25,6 +25,16 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			select {
+			case reloadRequests <- struct{}{}:
+			default: // a reload is already pending
+			}
+		}
+	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -122,5 +132,15 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := cfg.Override(*listen, *storage, *upstreamURL); err != nil {
 		return err
 	}
-	return serve(ctx, cfg, stderr)
+	var reload reloadFunc
+	if *cfgPath != "" {
+		reload = func() (config.Config, error) {
+			c, err := config.LoadFile(*cfgPath)
+			if err != nil {
+				return c, err
+			}
+			return c, c.Override(*listen, *storage, *upstreamURL)
+		}
+	}
+	return serve(ctx, cfg, reload, stderr)
 }

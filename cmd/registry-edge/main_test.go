@@ -10,8 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/registry-edge/registry-edge/internal/testutil/certs"
 )
@@ -179,4 +182,92 @@ func TestServeTLS(t *testing.T) {
 	if code := <-done; code != 0 {
 		t.Errorf("serve exit = %d; stderr:\n%s", code, stderr.String())
 	}
+}
+
+// SIGHUP (here: a reload request) applies a changed access policy while
+// serving; a configuration that does not load changes nothing.
+func TestReloadAppliesAccessPolicy(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(conf, []byte("access:\n  anonymous: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	htpasswd := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte("ops:"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	stderr := &lockedBuffer{}
+	go func() {
+		done <- run(ctx, []string{"--config", conf, "--listen", addr, "--storage", filepath.Join(dir, "data"), "--upstream", "http://127.0.0.1:1"}, new(bytes.Buffer), stderr)
+	}()
+	status := func() int {
+		resp, err := http.Get("http://" + addr + "/v2/")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitStatus := func(want int) {
+		t.Helper()
+		for i := 0; i < 200; i++ {
+			if status() == want {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("GET /v2/ never answered %d; log:\n%s", want, stderr.String())
+	}
+	waitStatus(200)
+
+	if err := os.WriteFile(conf, []byte("access:\n  anonymous: false\n  htpasswd: "+htpasswd+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reloadRequests <- struct{}{}
+	waitStatus(401)
+
+	if err := os.WriteFile(conf, []byte("access: [not, a, map]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reloadRequests <- struct{}{}
+	for i := 0; i < 200 && !strings.Contains(stderr.String(), "configuration reload failed"); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(stderr.String(), "configuration reload failed") {
+		t.Errorf("a broken configuration was not reported:\n%s", stderr.String())
+	}
+	if got := status(); got != 401 {
+		t.Errorf("after a failed reload GET /v2/ = %d, want the running policy's 401", got)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("serve exit = %d; stderr:\n%s", code, stderr.String())
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"time"
 
@@ -32,10 +33,19 @@ import (
 // shutdownGrace bounds how long a stop waits for requests and fills.
 const shutdownGrace = 30 * time.Second
 
-func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
+// reloadFunc reads the configuration again (SIGHUP).
+type reloadFunc func() (config.Config, error)
+
+// reloadRequests carries SIGHUP to a running serve; main forwards the
+// signal, tests send directly.
+var reloadRequests = make(chan struct{}, 1)
+
+func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.Writer) error {
 	logOut := logging.NewBufferedWriter(stderr, 100*time.Millisecond)
 	defer logOut.Close()
-	log := logging.New(logOut, cfg.Log.Level.Level(), cfg.Log.Format == config.LogFormatJSON)
+	level := new(slog.LevelVar)
+	level.Set(cfg.Log.Level.Level())
+	log := logging.New(logOut, level, cfg.Log.Format == config.LogFormatJSON)
 
 	store, err := blobstore.NewFS(cfg.Storage.Root, blobstore.FSOptions{TempMaxAge: cfg.Storage.TempMaxAge.D(), PartialMaxAge: cfg.Storage.PartialMaxAge.D()})
 	if err != nil {
@@ -118,18 +128,14 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	}
 	m.SetPrefetchSource(pf.Progress)
 	hopts := httpserve.Options{Logger: log, Metrics: m, AccessLog: cfg.Log.AccessLog}
-	if a := cfg.Access; !a.Anonymous || a.Htpasswd != "" || len(a.Rules) > 0 {
-		rules := make([]access.Rule, len(a.Rules))
-		for i, r := range a.Rules {
-			rules[i] = access.Rule{Repositories: r.Repositories, Users: r.Users, Certs: r.Certs}
-		}
-		pol, err := access.New(access.Options{Anonymous: a.Anonymous, HtpasswdFile: a.Htpasswd, Rules: rules})
-		if err != nil {
-			return err
-		}
-		hopts.Access = pol
+	devices := new(access.Dynamic)
+	pol, err := accessPolicy(cfg.Access)
+	if err != nil {
+		return err
 	}
-	gcOpts := gc.Options{MaxSize: int64(cfg.Storage.MaxSize), LowWatermark: cfg.Storage.LowWatermark, MaxAge: cfg.Storage.MaxAge.D()}
+	devices.Set(pol)
+	hopts.Access = devices
+	gcOpts := gcOptions(cfg)
 	maint = &gc.Maintainer{Store: store, DB: db, Cache: p, Options: gcOpts, Metrics: m, Logger: log.With(slog.String("component", "gc"))}
 	if allow := cfg.Admin.AllowedNetworks(); len(allow) > 0 {
 		hopts.Admin = admin.New(admin.Options{Prefetcher: pf, Allow: allow, GC: func(ctx context.Context, dryRun bool) (*gc.Plan, error) {
@@ -187,6 +193,18 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	bg.Go(func() { maint.Run(pctx, time.Minute) })
 	defer func() { stopPrefetch(); bg.Wait() }()
 
+	// SIGHUP: what can change live is applied; the rest is named.
+	bg.Go(func() {
+		for {
+			select {
+			case <-pctx.Done():
+				return
+			case <-reloadRequests:
+				applyReload(pctx, log, reload, cfg, level, devices, maint)
+			}
+		}
+	})
+
 	errc := make(chan error, 1)
 	if srv.TLSConfig != nil {
 		go func() { errc <- srv.ServeTLS(ln, "", "") }()
@@ -220,4 +238,54 @@ func staleness(o config.Offline) proxy.Staleness {
 		s.Rules = append(s.Rules, proxy.StalenessRule{Match: r.Match, MaxStale: r.MaxStale.D()})
 	}
 	return s
+}
+
+// accessPolicy builds the device access policy; nil means open to all.
+func accessPolicy(a config.Access) (*access.Policy, error) {
+	if a.Anonymous && a.Htpasswd == "" && len(a.Rules) == 0 {
+		return nil, nil
+	}
+	rules := make([]access.Rule, len(a.Rules))
+	for i, r := range a.Rules {
+		rules[i] = access.Rule{Repositories: r.Repositories, Users: r.Users, Certs: r.Certs}
+	}
+	return access.New(access.Options{Anonymous: a.Anonymous, HtpasswdFile: a.Htpasswd, Rules: rules})
+}
+
+func gcOptions(cfg config.Config) gc.Options {
+	return gc.Options{MaxSize: int64(cfg.Storage.MaxSize), LowWatermark: cfg.Storage.LowWatermark, MaxAge: cfg.Storage.MaxAge.D()}
+}
+
+// applyReload reads the configuration again and applies what can change
+// while serving: the access policy (and its htpasswd file), the log level
+// and the storage budget. Other changes are logged as needing a restart. A
+// configuration that does not load changes nothing.
+func applyReload(ctx context.Context, log *slog.Logger, reload reloadFunc, running config.Config, level *slog.LevelVar, devices *access.Dynamic, maint *gc.Maintainer) {
+	if reload == nil {
+		log.LogAttrs(ctx, slog.LevelWarn, "SIGHUP: running on the embedded default configuration, nothing to reload (start with --config)")
+		return
+	}
+	next, err := reload()
+	if err != nil {
+		log.LogAttrs(ctx, slog.LevelError, "configuration reload failed; keeping the running configuration", slog.Any("err", err))
+		return
+	}
+	pol, err := accessPolicy(next.Access)
+	if err != nil {
+		log.LogAttrs(ctx, slog.LevelError, "configuration reload failed; keeping the running configuration", slog.Any("err", err))
+		return
+	}
+	devices.Set(pol)
+	level.Set(next.Log.Level.Level())
+	maint.SetOptions(gcOptions(next))
+	live := func(c config.Config) config.Config {
+		c.Access, c.Log.Level = config.Access{}, 0
+		c.Storage.MaxSize, c.Storage.LowWatermark, c.Storage.MaxAge = 0, 0, 0
+		return c
+	}
+	attrs := []slog.Attr{slog.String("applied", "access, log.level, storage.maxSize, storage.lowWatermark, storage.maxAge")}
+	if !reflect.DeepEqual(live(running), live(next)) {
+		attrs = append(attrs, slog.String("not_applied", "other changes take effect at the next restart"))
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, "configuration reloaded", attrs...)
 }

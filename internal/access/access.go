@@ -17,6 +17,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -189,4 +190,19 @@ func matchAny(patterns []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// Dynamic is a policy that can be replaced while the mirror serves (a
+// configuration reload); nil lets every request through.
+type Dynamic struct{ p atomic.Pointer[Policy] }
+
+// Set replaces the policy.
+func (d *Dynamic) Set(p *Policy) { d.p.Store(p) }
+
+// Check applies the current policy.
+func (d *Dynamic) Check(r *http.Request, repo string) error {
+	if p := d.p.Load(); p != nil {
+		return p.Check(r, repo)
+	}
+	return nil
 }

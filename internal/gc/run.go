@@ -33,6 +33,13 @@ type Maintainer struct {
 	mu sync.Mutex // one collection at a time
 }
 
+// SetOptions replaces the budget (a configuration reload).
+func (m *Maintainer) SetOptions(o Options) {
+	m.mu.Lock()
+	m.Options = o
+	m.mu.Unlock()
+}
+
 // Run flushes access times and enforces the budget every interval until ctx
 // is done.
 func (m *Maintainer) Run(ctx context.Context, interval time.Duration) {

@@ -2,6 +2,7 @@ package logging
 
 import (
 	"bytes"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -29,7 +30,7 @@ func TestBufferedWriterFlushesOnCloseAndByInterval(t *testing.T) {
 	t.Parallel()
 	var out lockedBuffer
 	w := NewBufferedWriter(&out, time.Hour)
-	log := New(w, 0, false)
+	log := New(w, slog.LevelInfo, false)
 	log.Info("request", "status", 200)
 	if out.String() != "" {
 		t.Fatalf("written before a flush: %q", out.String())
@@ -44,7 +45,7 @@ func TestBufferedWriterFlushesOnCloseAndByInterval(t *testing.T) {
 	var out2 lockedBuffer
 	w2 := NewBufferedWriter(&out2, time.Millisecond)
 	defer w2.Close()
-	New(w2, 0, true).Info("tick")
+	New(w2, slog.LevelInfo, true).Info("tick")
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(out2.String(), `"msg":"tick"`) {
 		if time.Now().After(deadline) {

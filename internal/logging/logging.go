@@ -10,7 +10,7 @@ import (
 
 // New returns a logger writing to w at level, as JSON when json is set and
 // as logfmt-style text otherwise.
-func New(w io.Writer, level slog.Level, json bool) *slog.Logger {
+func New(w io.Writer, level slog.Leveler, json bool) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if json {
 		return slog.New(slog.NewJSONHandler(w, opts))
