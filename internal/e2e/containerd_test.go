@@ -25,12 +25,9 @@ func TestContainerd(t *testing.T) {
 	sock := startContainerd(t, containerd, ctr)
 
 	hosts := filepath.Join(t.TempDir(), "certs.d")
-	writeFile(t, filepath.Join(hosts, c.addr, "hosts.toml"), fmt.Sprintf(`# pulls of %[1]s go to registry-edge first, then to %[1]s itself
-server = "http://%[1]s"
-
-[host."http://%[2]s"]
-  capabilities = ["pull", "resolve"]
-`, c.addr, m.addr))
+	// The shipped example (config/devices), rendered for this topology.
+	writeFile(t, filepath.Join(hosts, c.addr, "hosts.toml"), deviceExample(t, "containerd-hosts.toml", deviceVars{
+		Registry: c.addr, UpstreamURL: "http://" + c.addr, Mirror: m.addr}))
 
 	ctrRun := func(args ...string) string {
 		t.Helper()

@@ -2,12 +2,12 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"text/template"
 )
 
 // TestSkopeo copies images out of the mirror with skopeo (containers/image)
@@ -116,24 +116,38 @@ func writePolicy(t *testing.T) string {
 	return p
 }
 
-// writeRegistriesConf writes a containers-registries.conf(5) in which pulls
-// of central's images go to the mirror first (plain HTTP for both).
+// writeRegistriesConf renders the shipped containers-registries.conf(5)
+// example (config/devices/podman-registries.conf): pulls of central's
+// images go to the mirror first (plain HTTP for both).
 func writeRegistriesConf(t *testing.T, central, mirror string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "registries.conf")
-	writeFile(t, p, fmt.Sprintf(`unqualified-search-registries = []
-short-name-mode = "disabled"
-
-[[registry]]
-prefix = %[1]q
-location = %[1]q
-insecure = true
-
-[[registry.mirror]]
-location = %[2]q
-insecure = true
-`, central, mirror))
+	writeFile(t, p, deviceExample(t, "podman-registries.conf", deviceVars{Registry: central, Mirror: mirror, InsecureUpstream: true}))
 	return p
+}
+
+// deviceVars fill the device-side examples.
+type deviceVars struct {
+	Registry, UpstreamURL, Mirror string
+	InsecureUpstream              bool
+}
+
+// deviceExample renders config/devices/name.
+func deviceExample(t *testing.T, name string, v deviceVars) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "config", "devices", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := template.New(name).Option("missingkey=error").Parse(string(b))
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	var out strings.Builder
+	if err := tmpl.Execute(&out, v); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return out.String()
 }
 
 // servedRepo counts successful (2xx) access-log entries for repo.
