@@ -128,6 +128,9 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	}
 	m.SetPrefetchSource(pf.Progress)
 	hopts := httpserve.Options{Logger: log, Metrics: m, AccessLog: cfg.Log.AccessLog}
+	if rl := cfg.Access.RateLimit; rl.RequestsPerSecond > 0 {
+		hopts.RateLimit = access.NewRateLimiter(rl.RequestsPerSecond, rl.Burst, nil)
+	}
 	devices := new(access.Dynamic)
 	pol, err := accessPolicy(cfg.Access)
 	if err != nil {
@@ -279,7 +282,7 @@ func applyReload(ctx context.Context, log *slog.Logger, reload reloadFunc, runni
 	level.Set(next.Log.Level.Level())
 	maint.SetOptions(gcOptions(next))
 	live := func(c config.Config) config.Config {
-		c.Access, c.Log.Level = config.Access{}, 0
+		c.Access, c.Log.Level = config.Access{RateLimit: c.Access.RateLimit}, 0
 		c.Storage.MaxSize, c.Storage.LowWatermark, c.Storage.MaxAge = 0, 0, 0
 		return c
 	}

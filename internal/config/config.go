@@ -64,6 +64,16 @@ type Access struct {
 	// Rules restrict repositories to some users or client certificates;
 	// the first rule whose repositories match decides.
 	Rules []AccessRule `yaml:"rules,omitempty"`
+	// RateLimit bounds the registry requests of each client address.
+	RateLimit RateLimit `yaml:"rateLimit"`
+}
+
+// RateLimit is a per-client-address token bucket.
+type RateLimit struct {
+	// RequestsPerSecond is the sustained rate; 0 turns the limit off.
+	RequestsPerSecond float64 `yaml:"requestsPerSecond"`
+	// Burst is how many requests may come at once.
+	Burst int `yaml:"burst"`
 }
 
 // AccessRule restricts repositories.
@@ -282,7 +292,7 @@ func Default() Config {
 			Interval:    Duration(time.Hour),
 		},
 		Admin:  Admin{AllowFrom: []string{"127.0.0.0/8", "::1/128"}},
-		Access: Access{Anonymous: true},
+		Access: Access{Anonymous: true, RateLimit: RateLimit{Burst: 200}},
 	}
 }
 

@@ -152,6 +152,11 @@ func (c Config) Validate() error {
 			add(p+".certs", "needs tls.clientAuth verify-if-given or require")
 		}
 	}
+	if rl := c.Access.RateLimit; rl.RequestsPerSecond < 0 {
+		add("access.rateLimit.requestsPerSecond", "must not be negative")
+	} else if rl.RequestsPerSecond > 0 && rl.Burst < 1 {
+		add("access.rateLimit.burst", "must be at least 1 when requestsPerSecond is set")
+	}
 	if !c.Access.Anonymous && c.Access.Htpasswd == "" && (c.TLS.ClientAuth == "" || c.TLS.ClientAuth == "none") {
 		add("access.anonymous", "false needs access.htpasswd or tls.clientAuth, or no client can read anything")
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -61,4 +62,28 @@ func basic(user, pass string) string {
 	r, _ := http.NewRequest("GET", "/", nil)
 	r.SetBasicAuth(user, pass)
 	return r.Header.Get("Authorization")
+}
+
+// A client over its request budget gets 429 TOOMANYREQUESTS with
+// Retry-After; others are not affected.
+func TestRateLimitPerClient(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	m.stop()
+	m.limit = access.NewRateLimiter(1, 2, m.clock.Now)
+	m.start()
+	for i := 0; i < 2; i++ {
+		if resp, _ := m.get(http.MethodGet, "/v2/"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d within the burst: %d", i, resp.StatusCode)
+		}
+	}
+	resp, body := m.get(http.MethodGet, "/v2/")
+	m.wantCode(resp, body, http.StatusTooManyRequests, "TOOMANYREQUESTS")
+	if ra := resp.Header.Get("Retry-After"); ra == "" || ra == "0" {
+		t.Errorf("Retry-After = %q", ra)
+	}
+	m.clock.now = m.clock.now.Add(2 * time.Second)
+	if resp, _ := m.get(http.MethodGet, "/v2/"); resp.StatusCode != http.StatusOK {
+		t.Errorf("after the bucket refilled: %d", resp.StatusCode)
+	}
 }

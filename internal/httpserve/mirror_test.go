@@ -39,8 +39,9 @@ type mirror struct {
 	opts   proxy.Options
 	// wrap, if set, puts a fault-injecting layer around the store.
 	wrap func(*blobstore.FS) proxy.Store
-	// access, if set, is the access policy.
+	// access, if set, is the access policy; limit the rate limit.
 	access httpserve.Access
+	limit  httpserve.RateLimit
 }
 
 type clock struct{ now time.Time }
@@ -104,7 +105,7 @@ func (m *mirror) start() {
 		ps = m.wrap(store)
 	}
 	m.store, m.db, m.proxy = store, db, proxy.New(ps, db, m.router, po)
-	m.srv = httptest.NewServer(httpserve.New(m.proxy, httpserve.Options{Metrics: m.metrics, Access: m.access}))
+	m.srv = httptest.NewServer(httpserve.New(m.proxy, httpserve.Options{Metrics: m.metrics, Access: m.access, RateLimit: m.limit}))
 }
 
 // stop shuts the mirror down like the process does: running fills stop

@@ -39,7 +39,18 @@ type Options struct {
 	Access Access
 	// Status serves the status page on / and /status; nil answers 404.
 	Status http.Handler
+	// RateLimit bounds each client's registry requests; nil means none.
+	RateLimit RateLimit
 }
+
+// RateLimit refuses a request over its client's budget with an error
+// wrapping errdef.ErrTooManyRequests; *access.RateLimiter implements it.
+type RateLimit interface {
+	Allow(r *http.Request) error
+}
+
+// retryAfter is implemented by refusals that know when to come back.
+type retryAfter interface{ RetryAfter() time.Duration }
 
 // Access decides whether a request may read a repository ("" for the
 // API base); *access.Policy implements it. Errors wrap
@@ -163,6 +174,16 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 
 // authorize applies the access policy, if any, before anything is read.
 func (s *Server) authorize(w *recorder, r *http.Request, rt ociapi.Route) error {
+	if s.opts.RateLimit != nil {
+		if err := s.opts.RateLimit.Allow(r); err != nil {
+			oe := ociapi.NewError(http.StatusTooManyRequests, ociapi.CodeTooManyRequests, "too many requests from this client")
+			var ra retryAfter
+			if errors.As(err, &ra) {
+				oe.RetryAfter = ra.RetryAfter()
+			}
+			return oe
+		}
+	}
 	if s.opts.Access == nil {
 		return nil
 	}
