@@ -126,6 +126,7 @@ func TestClientCertificates(t *testing.T) {
 	write(t, caFile, clientCA.PEM, time.Now())
 	devCert, devKey := clientCA.Client(t, "device-17")
 	strangerCert, strangerKey := otherCA.Client(t, "stranger")
+	expiredCert, expiredKey := clientCA.ExpiredClient(t, "device-old")
 
 	for _, tt := range []struct {
 		auth      ClientAuth
@@ -136,7 +137,9 @@ func TestClientCertificates(t *testing.T) {
 		{ClientAuthRequire, nil, nil, ""},
 		{ClientAuthRequire, strangerCert, strangerKey, ""},
 		{ClientAuthVerifyIfGiven, nil, nil, "-"},
+		{ClientAuthRequire, expiredCert, expiredKey, ""},
 		{ClientAuthVerifyIfGiven, devCert, devKey, "device-17"},
+		{ClientAuthVerifyIfGiven, expiredCert, expiredKey, ""},
 		// A certificate from another CA is not sent by a Go client (it is
 		// not one the server asks for): the client is anonymous, never
 		// "stranger".

@@ -65,6 +65,16 @@ func (c *CA) Client(t testing.TB, cn string) (certPEM, keyPEM []byte) {
 	})
 }
 
+// ExpiredClient issues a client certificate for cn that expired an hour
+// ago.
+func (c *CA) ExpiredClient(t testing.TB, cn string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	return c.issue(t, cn, func(x *x509.Certificate) {
+		x.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+		x.NotBefore, x.NotAfter = time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)
+	})
+}
+
 func (c *CA) issue(t testing.TB, cn string, set func(*x509.Certificate)) ([]byte, []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
