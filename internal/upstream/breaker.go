@@ -2,8 +2,6 @@ package upstream
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -136,16 +134,7 @@ func classify(resp *http.Response, err error) outcome {
 	// A certificate problem is a configuration error, not an outage: the
 	// upstream answered the handshake. Opening the breaker would only turn
 	// a precise error into "unreachable".
-	var (
-		unknownAuth x509.UnknownAuthorityError
-		hostErr     x509.HostnameError
-		certInvalid x509.CertificateInvalidError
-		verifyErr   *tls.CertificateVerificationError
-		recordErr   tls.RecordHeaderError
-	)
-	switch {
-	case errors.As(err, &unknownAuth), errors.As(err, &hostErr), errors.As(err, &certInvalid),
-		errors.As(err, &verifyErr), errors.As(err, &recordErr):
+	if isCertificateError(err) {
 		return outcomeNeutral
 	}
 	return outcomeFailure

@@ -354,19 +354,22 @@ func retryable(err error) bool {
 	if errors.As(err, &te) {
 		return te.status == 0 || retryableStatus(te.status)
 	}
+	return !isCertificateError(err)
+}
+
+// isCertificateError reports whether err is a TLS certificate or protocol
+// mismatch: a configuration problem that neither a retry nor the circuit
+// breaker can help with.
+func isCertificateError(err error) bool {
 	var (
-		unknownAuth *x509.UnknownAuthorityError
+		unknownAuth x509.UnknownAuthorityError // returned as a value by crypto/x509
 		hostErr     x509.HostnameError
 		certInvalid x509.CertificateInvalidError
 		verifyErr   *tls.CertificateVerificationError
 		recordErr   tls.RecordHeaderError
 	)
-	switch {
-	case errors.As(err, &unknownAuth), errors.As(err, &hostErr), errors.As(err, &certInvalid),
-		errors.As(err, &verifyErr), errors.As(err, &recordErr):
-		return false
-	}
-	return true
+	return errors.As(err, &unknownAuth) || errors.As(err, &hostErr) || errors.As(err, &certInvalid) ||
+		errors.As(err, &verifyErr) || errors.As(err, &recordErr)
 }
 
 // retryableStatus reports whether a response status is worth a retry: 429
