@@ -30,14 +30,8 @@ func fsckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfgPath := fs.String("config", "", "YAML config `file` whose storage.root to check")
 	storage := fs.String("storage", "", "storage `directory` to check (overrides the config)")
 	dryRun := fs.Bool("dry-run", false, "report bad content without moving it")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() != 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
 	}
 	cfg := config.Default()
 	if *cfgPath != "" {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,14 +29,8 @@ func gcCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	addr := fs.String("mirror", "http://127.0.0.1:5000", "`URL` of the mirror (its admin API must be open to this host: admin.allowFrom)")
 	dryRun := fs.Bool("dry-run", false, "only list what would be evicted")
 	format := fs.String("format", "table", "output `format`: table or json")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() != 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
 	}
 	if *format != "table" && *format != "json" {
 		return fmt.Errorf("%w: --format must be table or json", errUsage)

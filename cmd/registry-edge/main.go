@@ -113,14 +113,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	listen := fs.String("listen", "", "listen `address`, overrides listen")
 	storage := fs.String("storage", "", "storage `directory`, overrides storage.root")
 	upstreamURL := fs.String("upstream", "", "mirror only this registry `URL`, overrides upstreams")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() != 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
 	}
 	cfg := config.Default()
 	if *cfgPath != "" {
@@ -143,4 +137,19 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	return serve(ctx, cfg, reload, stderr)
+}
+
+// parseFlags parses a subcommand's flags: -h is flag.ErrHelp (exit 0), a
+// bad flag or, unless positional, any argument is a usage error (exit 2).
+func parseFlags(fs *flag.FlagSet, args []string, positional bool) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if !positional && fs.NArg() != 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	return nil
 }

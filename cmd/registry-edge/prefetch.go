@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -51,11 +50,8 @@ func prefetchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	noWait := fs.Bool("no-wait", false, "return once the mirror accepted the request")
 	remove := fs.Bool("remove", false, "take IMAGEs (added with this command) off the mirror's list and unpin them")
 	interval := fs.Duration("interval", time.Second, "progress refresh `interval`")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseFlags(fs, args, true); err != nil {
+		return err
 	}
 	images := make([]prefetch.Image, 0, fs.NArg())
 	for _, ref := range fs.Args() {

@@ -409,20 +409,9 @@ func Cut(blob []byte, after int, reset bool) Fault {
 		if r.Method != http.MethodGet {
 			return false
 		}
-		start := rangeStart(r)
-		if start > len(blob) {
+		rest, ok := answerRange(w, r, blob)
+		if !ok {
 			return false
-		}
-		rest := blob[start:]
-		if start > 0 {
-			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, len(blob)-1, len(blob)))
-		}
-		w.Header().Set("ETag", `"`+digest.FromBytes(blob).String()+`"`)
-		w.Header().Set("Content-Length", strconv.Itoa(len(rest)))
-		if start > 0 {
-			w.WriteHeader(http.StatusPartialContent)
-		} else {
-			w.WriteHeader(http.StatusOK)
 		}
 		w.Write(rest[:min(after, len(rest))])
 		w.(http.Flusher).Flush()
@@ -443,17 +432,9 @@ func Stall(blob []byte, after int, release <-chan struct{}) Fault {
 		if r.Method != http.MethodGet {
 			return false
 		}
-		start := rangeStart(r)
-		if start > len(blob) {
+		rest, ok := answerRange(w, r, blob)
+		if !ok {
 			return false
-		}
-		rest := blob[start:]
-		w.Header().Set("Content-Length", strconv.Itoa(len(rest)))
-		if start > 0 {
-			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, len(blob)-1, len(blob)))
-			w.WriteHeader(http.StatusPartialContent)
-		} else {
-			w.WriteHeader(http.StatusOK)
 		}
 		w.Write(rest[:min(after, len(rest))])
 		w.(http.Flusher).Flush()
@@ -464,6 +445,26 @@ func Stall(blob []byte, after int, release <-chan struct{}) Fault {
 		}
 		return true
 	}
+}
+
+// answerRange writes the headers of an answer to r for blob, honouring a
+// "bytes=N-" Range (206 with Content-Range), and returns the body to send;
+// ok is false for a start beyond the blob.
+func answerRange(w http.ResponseWriter, r *http.Request, blob []byte) (rest []byte, ok bool) {
+	start := rangeStart(r)
+	if start > len(blob) {
+		return nil, false
+	}
+	rest = blob[start:]
+	w.Header().Set("ETag", `"`+digest.FromBytes(blob).String()+`"`)
+	w.Header().Set("Content-Length", strconv.Itoa(len(rest)))
+	if start > 0 {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, len(blob)-1, len(blob)))
+		w.WriteHeader(http.StatusPartialContent)
+	} else {
+		w.WriteHeader(http.StatusOK)
+	}
+	return rest, true
 }
 
 // rangeStart returns the first byte of a "bytes=N-" Range header, 0 without
