@@ -106,10 +106,10 @@ func TestStalledTransferResumes(t *testing.T) {
 		t.Fatalf("GET: %d, equal=%v", resp.StatusCode, bytes.Equal(body, layer))
 	}
 	m.waitFills()
-	if got := metricValue(t, m.metrics, "registry_edge_fill_stalls_total", "upstream", "central.test"); got != 1 {
-		t.Errorf("stalls metric = %v, want 1", got)
+	if got := metricValue(t, m.metrics, "registry_edge_fill_stalls_total", "upstream", "central.test"); got < 1 {
+		t.Errorf("stalls metric = %v, want at least 1", got)
 	}
-	if r := m.fake.Ranges(http.MethodGet, blobPath("app", layers[0].Digest)); len(r) != 2 || r[1] != "bytes=150000-" {
+	if r := m.fake.Ranges(http.MethodGet, blobPath("app", layers[0].Digest)); len(r) < 2 || r[1] != "bytes=150000-" {
 		t.Errorf("upstream GETs had Range %q, want a resume from 150000", r)
 	}
 }
@@ -120,7 +120,7 @@ func TestStalledTransferResumes(t *testing.T) {
 // next request, which resumes them.
 func TestClientStallLimitAndPartialKept(t *testing.T) {
 	t.Parallel()
-	m := newMirror(t, fastStalls(20*time.Millisecond, 300*time.Millisecond), func(o *proxy.Options) { o.FillTimeout = 2 * time.Second })
+	m := newMirror(t, fastStalls(100*time.Millisecond, 500*time.Millisecond), func(o *proxy.Options) { o.FillTimeout = 2 * time.Second })
 	layer := fakeupstream.Random(t, 300_000)
 	_, layers := m.fake.Image("app", "v1", layer)
 	path := blobPath("app", layers[0].Digest)
@@ -146,14 +146,16 @@ func TestClientStallLimitAndPartialKept(t *testing.T) {
 
 	// The upstream is healthy again: the next request resumes the partial.
 	m.fake.ClearFaults()
+	before := len(m.fake.Ranges(http.MethodGet, path))
 	resp, body = m.get(http.MethodGet, path)
 	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
 		t.Fatalf("GET after recovery: %d, equal=%v", resp.StatusCode, bytes.Equal(body, layer))
 	}
 	m.waitFills()
-	ranges := m.fake.Ranges(http.MethodGet, path)
-	if last := ranges[len(ranges)-1]; last != "bytes=100000-" {
-		t.Errorf("recovery GET had Range %q, want bytes=100000-", last)
+	// (Later requests may follow if a loaded machine makes the short stall
+	// limit of this test fire again; the first one is the resume.)
+	if ranges := m.fake.Ranges(http.MethodGet, path); len(ranges) <= before || ranges[before] != "bytes=100000-" {
+		t.Errorf("recovery GETs had Range %q, want the first to be bytes=100000-", ranges[before:])
 	}
 	if got := metricValue(t, m.metrics, "registry_edge_fill_resumes_total", "upstream", "central.test", "cause", "restart"); got != 1 {
 		t.Errorf("restart resumes = %v, want 1", got)
