@@ -268,7 +268,9 @@ func waitStored(t *testing.T, m *mirror, d string) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		for _, f := range m.storedFiles(t) {
-			if strings.HasSuffix(f, hex) {
+			// Committed content only: a partial download ends with the
+			// hex too (partial/sha256-<hex>).
+			if strings.HasPrefix(f, "blobs/") && strings.HasSuffix(f, hex) {
 				return
 			}
 		}
