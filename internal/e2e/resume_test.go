@@ -28,7 +28,7 @@ func TestResumeThroughFlakyLink(t *testing.T) {
 	relay.CutEvery(4 << 20)
 	// At the speed of a link, not of loopback: a reset discards what sits
 	// unread in the receiving socket, and on loopback that is megabytes.
-	relay.Throttle(16 << 20)
+	relay.Throttle(8 << 20)
 	m := startMirror(t, relay.Addr(), mirrorOptions{})
 
 	resp, body := httpDo(t, "GET", "http://"+m.addr+"/v2/edge/big/blobs/"+layer, nil, nil)
