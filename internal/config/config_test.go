@@ -270,18 +270,7 @@ upstreams:
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Load(strings.NewReader(tt.in))
-			if err == nil {
-				t.Fatalf("Load() error = nil, want %q", tt.want)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("Load() error = %q, want it to contain %q", err, w)
-				}
-			}
-			if !errors.Is(err, errdef.ErrInvalid) {
-				t.Errorf("errors.Is(Load() error, errdef.ErrInvalid) = false, want true")
-			}
+			err := wantLoadErrors(t, tt.in, tt.want)
 			if strings.Contains(err.Error(), "hunter2") {
 				t.Errorf("Load() error = %q, reveals the URL password", err)
 			}
@@ -544,4 +533,23 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("round trip mismatch (-loaded +reloaded):\n%s\n%s", diff, out)
 		}
 	})
+}
+
+// wantLoadErrors loads in, which must fail with an error wrapping
+// errdef.ErrInvalid and containing every string of want, and returns it.
+func wantLoadErrors(t *testing.T, in string, want []string) error {
+	t.Helper()
+	_, err := Load(strings.NewReader(in))
+	if err == nil {
+		t.Fatalf("Load() error = nil, want %q", want)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("Load() error = %q, want it to contain %q", err, w)
+		}
+	}
+	if !errors.Is(err, errdef.ErrInvalid) {
+		t.Errorf("errors.Is(Load() error, errdef.ErrInvalid) = false, want true")
+	}
+	return err
 }

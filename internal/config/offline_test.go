@@ -1,14 +1,11 @@
 package config
 
 import (
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/registry-edge/registry-edge/internal/errdef"
 )
 
 func TestLoadOfflineAndBreaker(t *testing.T) {
@@ -106,18 +103,7 @@ func TestLoadOfflineAndBreakerInvalid(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Load(strings.NewReader(tt.in))
-			if err == nil {
-				t.Fatalf("Load() error = nil, want %q", tt.want)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("Load() error = %q, want it to contain %q", err, w)
-				}
-			}
-			if !errors.Is(err, errdef.ErrInvalid) {
-				t.Errorf("errors.Is(Load() error, errdef.ErrInvalid) = false, want true")
-			}
+			wantLoadErrors(t, tt.in, tt.want)
 		})
 	}
 }
