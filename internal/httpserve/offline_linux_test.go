@@ -4,14 +4,13 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/registry-edge/registry-edge/internal/testutil/hangnet"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
@@ -34,24 +33,7 @@ type blackholeRelay struct {
 
 func newBlackholeRelay(t *testing.T, target string) *blackholeRelay {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		syscall.Close(fd)
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		syscall.Close(fd)
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(fd), "relay")
-	ln, err := net.FileListener(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := hangnet.ZeroBacklog(t)
 	r := &blackholeRelay{ln: ln, target: target, dead: make(chan struct{}), stopped: make(chan struct{})}
 	go r.serve()
 	t.Cleanup(r.close)

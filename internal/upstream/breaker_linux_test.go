@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/testutil/hangnet"
 )
 
 // hangingAddr returns the address of a listener whose connect attempts
@@ -17,24 +16,7 @@ import (
 // the queue holds one connection the kernel drops further SYNs.
 func hangingAddr(t *testing.T) string {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		syscall.Close(fd)
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		syscall.Close(fd)
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(fd), "hanging")
-	ln, err := net.FileListener(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := hangnet.ZeroBacklog(t)
 	t.Cleanup(func() { ln.Close() })
 	addr := ln.Addr().String()
 	for range 3 {
