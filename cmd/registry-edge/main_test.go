@@ -74,20 +74,12 @@ func TestUsageErrors(t *testing.T) {
 
 func TestServeWithFlagsAndShutdown(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	var stderr bytes.Buffer
-	go func() {
-		done <- run(ctx, []string{"--listen", addr, "--storage", dir, "--upstream", "http://127.0.0.1:1"}, new(bytes.Buffer), &stderr)
-	}()
+	srv := startRun(t, "--listen", addr, "--storage", dir, "--upstream", "http://127.0.0.1:1")
+	stderr := srv.stderr
 	var resp *http.Response
+	var err error
 	for i := 0; i < 100; i++ {
 		if resp, err = http.Get("http://" + addr + "/v2/"); err == nil {
 			break
@@ -113,8 +105,7 @@ func TestServeWithFlagsAndShutdown(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "meta.db")); err != nil {
 		t.Errorf("--storage not used: %v", err)
 	}
-	cancel()
-	if code := <-done; code != 0 {
+	if code := srv.stop(); code != 0 {
 		t.Errorf("serve exit = %d after shutdown; stderr:\n%s", code, stderr.String())
 	}
 	if !strings.Contains(stderr.String(), "registry-edge started") || !strings.Contains(stderr.String(), "127.0.0.1:1") {
@@ -126,12 +117,7 @@ func TestServeWithFlagsAndShutdown(t *testing.T) {
 // for client certificates as configured.
 func TestServeTLS(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	dir := t.TempDir()
 	serverCA, deviceCA := certs.NewCA(t, "server CA"), certs.NewCA(t, "device CA")
 	cert, key := serverCA.Server(t, "mirror")
@@ -146,12 +132,8 @@ func TestServeTLS(t *testing.T) {
 	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	var stderr bytes.Buffer
-	go func() {
-		done <- run(ctx, []string{"--config", conf, "--listen", addr, "--storage", filepath.Join(dir, "data"), "--upstream", "http://127.0.0.1:1"}, new(bytes.Buffer), &stderr)
-	}()
+	srv := startRun(t, "--config", conf, "--listen", addr, "--storage", filepath.Join(dir, "data"), "--upstream", "http://127.0.0.1:1")
+	stderr := srv.stderr
 	devCert, devKey := deviceCA.Client(t, "device-1")
 	pair, err := tls.X509KeyPair(devCert, devKey)
 	if err != nil {
@@ -178,8 +160,7 @@ func TestServeTLS(t *testing.T) {
 		resp.Body.Close()
 		t.Error("a client without a certificate was served although clientAuth is require")
 	}
-	cancel()
-	if code := <-done; code != 0 {
+	if code := srv.stop(); code != 0 {
 		t.Errorf("serve exit = %d; stderr:\n%s", code, stderr.String())
 	}
 }
@@ -187,12 +168,7 @@ func TestServeTLS(t *testing.T) {
 // SIGHUP (here: a reload request) applies a changed access policy while
 // serving; a configuration that does not load changes nothing.
 func TestReloadAppliesAccessPolicy(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(conf, []byte("access:\n  anonymous: true\n"), 0o600); err != nil {
@@ -203,12 +179,8 @@ func TestReloadAppliesAccessPolicy(t *testing.T) {
 	if err := os.WriteFile(htpasswd, []byte("ops:"+string(hash)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	stderr := &lockedBuffer{}
-	go func() {
-		done <- run(ctx, []string{"--config", conf, "--listen", addr, "--storage", filepath.Join(dir, "data"), "--upstream", "http://127.0.0.1:1"}, new(bytes.Buffer), stderr)
-	}()
+	srv := startRun(t, "--config", conf, "--listen", addr, "--storage", filepath.Join(dir, "data"), "--upstream", "http://127.0.0.1:1")
+	stderr := srv.stderr
 	status := func() int {
 		resp, err := http.Get("http://" + addr + "/v2/")
 		if err != nil {
@@ -248,8 +220,7 @@ func TestReloadAppliesAccessPolicy(t *testing.T) {
 	if got := status(); got != 401 {
 		t.Errorf("after a failed reload GET /v2/ = %d, want the running policy's 401", got)
 	}
-	cancel()
-	if code := <-done; code != 0 {
+	if code := srv.stop(); code != 0 {
 		t.Errorf("serve exit = %d; stderr:\n%s", code, stderr.String())
 	}
 }
@@ -270,4 +241,38 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// running is run() serving in the test process.
+type running struct {
+	stderr *lockedBuffer
+	cancel context.CancelFunc
+	done   chan int
+}
+
+// startRun calls run with args in a goroutine, as main would.
+func startRun(t *testing.T, args ...string) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{stderr: &lockedBuffer{}, cancel: cancel, done: make(chan int, 1)}
+	go func() { r.done <- run(ctx, args, new(bytes.Buffer), r.stderr) }()
+	return r
+}
+
+// stop shuts the mirror down like SIGTERM and returns its exit code.
+func (r *running) stop() int {
+	r.cancel()
+	return <-r.done
 }
