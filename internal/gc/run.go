@@ -30,7 +30,8 @@ type Maintainer struct {
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
 
-	mu sync.Mutex // one collection at a time
+	mu    sync.Mutex // one collection at a time
+	sized bool       // the store was measured once; the proxy keeps the gauge current since
 }
 
 // SetOptions replaces the budget (a configuration reload).
@@ -68,11 +69,16 @@ func (m *Maintainer) RunOnce(ctx context.Context) *Plan {
 	if err := m.Cache.FlushAccess(ctx); err != nil {
 		log.LogAttrs(ctx, slog.LevelWarn, "cannot record access times", slog.Any("err", err))
 	}
+	budget := m.Options.MaxSize > 0 || m.Options.MaxAge > 0
+	if m.sized && !budget {
+		return nil // nothing to enforce, and no need to walk the disk every minute
+	}
 	var used int64
 	if err := m.Store.Walk(ctx, func(i blobstore.Info) error { used += i.Size; return nil }); err != nil {
 		log.LogAttrs(ctx, slog.LevelError, "cannot size the store", slog.Any("err", err))
 		return nil
 	}
+	m.sized = true
 	if m.Metrics != nil {
 		m.Metrics.StoreBytes.Set(float64(used))
 	}
