@@ -288,7 +288,10 @@ func TestApplyRejects(t *testing.T) {
 
 type countingDiscard int64
 
-func (c *countingDiscard) Write(p []byte) (int, error) { *c += countingDiscard(len(p)); return len(p), nil }
+func (c *countingDiscard) Write(p []byte) (int, error) {
+	*c += countingDiscard(len(p))
+	return len(p), nil
+}
 
 func TestMakeLeavesNoTempFiles(t *testing.T) {
 	dir := t.TempDir()
@@ -361,18 +364,22 @@ func TestParseManifestRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, edit := range map[string]func(string) string{
-		"not json":         func(s string) string { return s[:len(s)/2] },
-		"other type":       func(s string) string { return strings.Replace(s, ArtifactType, "application/example", 1) },
-		"no subject":       func(s string) string { return strings.Replace(s, `"subject"`, `"x-subject"`, 1) },
-		"bad target":       func(s string) string { return strings.Replace(s, res.Layer.Target.Digest.String(), "sha256:zz", 1) },
-		"negative size":    func(s string) string { return strings.Replace(s, `size":"`, `size":"-`, 1) },
-		"bad kind":         func(s string) string { return strings.Replace(s, `kind":"tar"`, `kind":"zip"`, 1) },
-		"no bases":         func(s string) string { return strings.Replace(s, `"io.registry-edge.delta.bases"`, `"x"`, 1) },
-		"media type":       func(s string) string { return strings.Replace(s, delta.MediaType, "application/octet-stream", 1) },
-		"recipe field":     func(s string) string { return strings.Replace(s, `\"level\"`, `\"lvl\"`, 1) },
-		"base is target":   func(s string) string { return strings.Replace(s, res.Layer.Bases[0].Digest.String(), res.Layer.Target.Digest.String(), 1) },
-		"no layers":        func(s string) string { return s[:strings.Index(s, `"layers"`)] + `"layers":[]}` },
-		"md5 delta digest": func(s string) string { return strings.Replace(s, res.Layer.Delta.Digest.String(), "md5:d41d8cd98f00b204e9800998ecf8427e", 1) },
+		"not json":      func(s string) string { return s[:len(s)/2] },
+		"other type":    func(s string) string { return strings.Replace(s, ArtifactType, "application/example", 1) },
+		"no subject":    func(s string) string { return strings.Replace(s, `"subject"`, `"x-subject"`, 1) },
+		"bad target":    func(s string) string { return strings.Replace(s, res.Layer.Target.Digest.String(), "sha256:zz", 1) },
+		"negative size": func(s string) string { return strings.Replace(s, `size":"`, `size":"-`, 1) },
+		"bad kind":      func(s string) string { return strings.Replace(s, `kind":"tar"`, `kind":"zip"`, 1) },
+		"no bases":      func(s string) string { return strings.Replace(s, `"io.registry-edge.delta.bases"`, `"x"`, 1) },
+		"media type":    func(s string) string { return strings.Replace(s, delta.MediaType, "application/octet-stream", 1) },
+		"recipe field":  func(s string) string { return strings.Replace(s, `\"level\"`, `\"lvl\"`, 1) },
+		"base is target": func(s string) string {
+			return strings.Replace(s, res.Layer.Bases[0].Digest.String(), res.Layer.Target.Digest.String(), 1)
+		},
+		"no layers": func(s string) string { return s[:strings.Index(s, `"layers"`)] + `"layers":[]}` },
+		"md5 delta digest": func(s string) string {
+			return strings.Replace(s, res.Layer.Delta.Digest.String(), "md5:d41d8cd98f00b204e9800998ecf8427e", 1)
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			b := []byte(edit(string(good)))
@@ -385,4 +392,3 @@ func TestParseManifestRejects(t *testing.T) {
 		})
 	}
 }
-
