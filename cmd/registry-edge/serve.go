@@ -101,16 +101,18 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	}
 	var maint *gc.Maintainer // created below; the proxy asks it for room when the disk is full
 	p := proxy.New(store, db, router, proxy.Options{
-		TagTTL:             cfg.Cache.TagTTL.D(),
-		RevalidateTimeout:  cfg.Cache.RevalidateTimeout.D(),
-		FillTimeout:        cfg.Storage.FillTimeout.D(),
-		FillStallTimeout:   cfg.Storage.FillStallTimeout.D(),
-		ClientStallTimeout: cfg.Storage.ClientStallTimeout.D(),
-		OnDiskFull:         func() { maint.RunOnce(context.Background()) },
-		MaxManifestSize:    int64(cfg.Cache.MaxManifestSize),
-		TagNotFound:        string(cfg.Cache.TagNotFound),
-		Logger:             log,
-		Metrics:            m,
+		TagTTL:                cfg.Cache.TagTTL.D(),
+		RevalidateTimeout:     cfg.Cache.RevalidateTimeout.D(),
+		FillTimeout:           cfg.Storage.FillTimeout.D(),
+		FillStallTimeout:      cfg.Storage.FillStallTimeout.D(),
+		ClientStallTimeout:    cfg.Storage.ClientStallTimeout.D(),
+		OnDiskFull:            func() { maint.RunOnce(context.Background()) },
+		MaxManifestSize:       int64(cfg.Cache.MaxManifestSize),
+		TagNotFound:           string(cfg.Cache.TagNotFound),
+		Deltas:                cfg.Deltas.Enabled,
+		DeltaDiscoveryTimeout: cfg.Deltas.DiscoveryTimeout.D(),
+		Logger:                log,
+		Metrics:               m,
 	})
 	images := make([]prefetch.Image, len(cfg.Prefetch.Images))
 	for i, img := range cfg.Prefetch.Images {

@@ -313,3 +313,8 @@ func syncDir(dir string) {
 		d.Close()
 	}
 }
+
+// TempDir returns a directory for the caller's temporary files, on the
+// store's file system: the ingest directory, whose leftovers (older than
+// FSOptions.TempMaxAge) are removed when the store opens.
+func (s *FS) TempDir() string { return s.ingest }

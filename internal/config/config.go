@@ -51,6 +51,31 @@ type Config struct {
 	TLS ServerTLS `yaml:"tls,omitempty"`
 	// Access decides which clients may read which repositories.
 	Access Access `yaml:"access"`
+	// Deltas configures layer deltas.
+	Deltas Deltas `yaml:"deltas"`
+}
+
+// Deltas configures layer deltas: rebuilding layers from published or
+// negotiated deltas, and computing deltas for lower tiers.
+type Deltas struct {
+	// Enabled looks for deltas of the layers of pulled images and rebuilds
+	// layers from them when their bases are stored.
+	Enabled bool `yaml:"enabled"`
+	// DiscoveryTimeout bounds the lookup of an image's published deltas
+	// when its manifest is fetched.
+	DiscoveryTimeout Duration `yaml:"discoveryTimeout"`
+	// Negotiate asks an upstream that is a registry-edge for a delta
+	// against the layers this mirror holds (RFC 3229 A-IM).
+	Negotiate bool `yaml:"negotiate"`
+	// Serve answers such requests from lower tiers with deltas computed
+	// here.
+	Serve bool `yaml:"serve"`
+	// MaxRatio is the largest delta, as a fraction of the layer, served to
+	// a lower tier; a larger one is answered with the full layer.
+	MaxRatio float64 `yaml:"maxRatio"`
+	// MaxBaseCandidates bounds the layers a mirror offers as bases in one
+	// negotiation.
+	MaxBaseCandidates int `yaml:"maxBaseCandidates"`
 }
 
 // Access is the device access policy of the registry API.
@@ -293,6 +318,8 @@ func Default() Config {
 		},
 		Admin:  Admin{AllowFrom: []string{"127.0.0.0/8", "::1/128"}},
 		Access: Access{Anonymous: true, RateLimit: RateLimit{Burst: 200}},
+		Deltas: Deltas{Enabled: true, DiscoveryTimeout: Duration(5 * time.Second), Negotiate: true, Serve: true,
+			MaxRatio: 0.5, MaxBaseCandidates: 16},
 	}
 }
 

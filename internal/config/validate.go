@@ -73,6 +73,13 @@ func (c Config) Validate() error {
 		}
 	}
 
+	positive(add, "deltas.discoveryTimeout", c.Deltas.DiscoveryTimeout)
+	if !(c.Deltas.MaxRatio > 0 && c.Deltas.MaxRatio <= 1) {
+		add("deltas.maxRatio", "must be in (0, 1]")
+	}
+	if c.Deltas.MaxBaseCandidates < 1 || c.Deltas.MaxBaseCandidates > 64 {
+		add("deltas.maxBaseCandidates", "must be between 1 and 64")
+	}
 	nonNegative(add, "cache.tagTTL", c.Cache.TagTTL)
 	positive(add, "cache.revalidateTimeout", c.Cache.RevalidateTimeout)
 	if !validEnum(c.Cache.TagNotFound, TagNotFoundServeCached, TagNotFoundNotFound) {

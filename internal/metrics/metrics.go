@@ -60,6 +60,9 @@ type Metrics struct {
 	// staleness limit, by upstream. The per-upstream reachability gauges
 	// are read from the clients at scrape time (AddUpstream).
 	StaleRefused *prometheus.CounterVec
+	// Deltas are the layer-delta metrics (delta.go).
+	Deltas Deltas
+
 	upstreams    *upstreamCollector
 	prefetch     *prefetchCollector
 }
@@ -129,6 +132,7 @@ func New() *Metrics {
 	})
 	reg.MustRegister(m.FillResumes, m.FillRefetchedBytes, m.FillStalls, m.ClientStalls, m.StoreBytes, m.EvictedBytes, m.EvictedImages, m.DiskFull)
 	m.registerOffline(reg)
+	m.registerDeltas(reg)
 	m.prefetch = newPrefetchCollector()
 	reg.MustRegister(m.prefetch)
 	reg.MustRegister(m.Requests, m.Cache, m.BytesServed, m.UpstreamBytes, m.UpstreamRequests,

@@ -129,6 +129,9 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 
 	err := p.openIngest(ctx, f, log)
 	if err == nil {
+		if f.keptBytes() == 0 {
+			p.fillFromDelta(ctx, f, log)
+		}
 		err = p.fetchInto(ctx, f, log)
 		if err == nil {
 			err = f.ing.Verify(f.finalSize())

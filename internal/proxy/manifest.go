@@ -144,6 +144,7 @@ func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstre
 		if err := p.db.PutManifest(ctx, t.Repo, m.Descriptor.Digest, meta.Manifest{MediaType: m.Descriptor.MediaType, Size: m.Descriptor.Size}); err != nil {
 			return upstream.Manifest{}, err
 		}
+		p.discoverDeltas(ctx, t, m)
 		return m, nil
 	})
 	if err != nil {

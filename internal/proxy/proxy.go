@@ -76,6 +76,12 @@ type Options struct {
 	OnDiskFull func()
 	// MaxManifestSize is the largest manifest accepted from upstream.
 	MaxManifestSize int64
+	// Deltas enables layer deltas: published deltas of the layers of a
+	// pulled image are looked for, and used when their bases are stored.
+	Deltas bool
+	// DeltaDiscoveryTimeout bounds the lookup of an image's deltas when its
+	// manifest is fetched.
+	DeltaDiscoveryTimeout time.Duration
 	// TagNotFound is TagNotFoundServeCached (default) or TagNotFoundForget.
 	TagNotFound string
 	Logger      *slog.Logger
@@ -133,6 +139,9 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 	}
 	if opts.RevalidateTimeout <= 0 {
 		opts.RevalidateTimeout = 2 * time.Second
+	}
+	if opts.DeltaDiscoveryTimeout <= 0 {
+		opts.DeltaDiscoveryTimeout = 5 * time.Second
 	}
 	if opts.FillStallTimeout <= 0 {
 		opts.FillStallTimeout = 30 * time.Second

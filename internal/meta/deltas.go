@@ -1,0 +1,82 @@
+package meta
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	bolt "go.etcd.io/bbolt"
+)
+
+// bucketDeltas: <layer digest> -> []DeltaRecord, the published deltas known
+// to rebuild that layer.
+var bucketDeltas = []byte("deltas")
+
+// maxDeltasPerLayer bounds the records kept for one layer; the oldest go.
+const maxDeltasPerLayer = 16
+
+// DeltaRecord is a published delta that rebuilds a layer: the annotated
+// descriptor of the delta blob (see internal/layerdelta), and the repository
+// it was found in (where its blob can be fetched).
+type DeltaRecord struct {
+	Repo       Repo               `json:"repo"`
+	Descriptor ocispec.Descriptor `json:"descriptor"`
+}
+
+// Deltas returns the deltas known to rebuild layer d, newest first.
+func (m *DB) Deltas(_ context.Context, d digest.Digest) ([]DeltaRecord, error) {
+	var recs []DeltaRecord
+	err := m.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDeltas).Get([]byte(d))
+		if b == nil {
+			return nil
+		}
+		return json.Unmarshal(b, &recs)
+	})
+	return recs, err
+}
+
+// AddDelta records a delta of layer d (once per delta blob and repository).
+func (m *DB) AddDelta(_ context.Context, d digest.Digest, rec DeltaRecord) error {
+	return m.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketDeltas)
+		var recs []DeltaRecord
+		if b := bk.Get([]byte(d)); b != nil {
+			if err := json.Unmarshal(b, &recs); err != nil {
+				return err
+			}
+		}
+		recs = slices.DeleteFunc(recs, func(r DeltaRecord) bool {
+			return r.Repo == rec.Repo && r.Descriptor.Digest == rec.Descriptor.Digest
+		})
+		recs = append([]DeltaRecord{rec}, recs...)
+		if len(recs) > maxDeltasPerLayer {
+			recs = recs[:maxDeltasPerLayer]
+		}
+		b, err := json.Marshal(recs)
+		if err != nil {
+			return err
+		}
+		return bk.Put([]byte(d), b)
+	})
+}
+
+// DeltaTargets returns the layers with recorded deltas and the delta blobs
+// and bases each record names, for the collector: a delta blob is worth
+// keeping while its target is not stored.
+func (m *DB) DeltaTargets(_ context.Context) (map[digest.Digest][]DeltaRecord, error) {
+	out := map[digest.Digest][]DeltaRecord{}
+	err := m.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDeltas).ForEach(func(k, v []byte) error {
+			var recs []DeltaRecord
+			if err := json.Unmarshal(v, &recs); err != nil {
+				return err
+			}
+			out[digest.Digest(k)] = recs
+			return nil
+		})
+	})
+	return out, err
+}
