@@ -63,8 +63,8 @@ type Metrics struct {
 	// Deltas are the layer-delta metrics (delta.go).
 	Deltas Deltas
 
-	upstreams    *upstreamCollector
-	prefetch     *prefetchCollector
+	upstreams *upstreamCollector
+	prefetch  *prefetchCollector
 }
 
 // New builds and registers the collectors on a new registry, together with
