@@ -111,6 +111,9 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 		TagNotFound:           string(cfg.Cache.TagNotFound),
 		Deltas:                cfg.Deltas.Enabled,
 		DeltaDiscoveryTimeout: cfg.Deltas.DiscoveryTimeout.D(),
+		NegotiateDeltas:       cfg.Deltas.Enabled && cfg.Deltas.Negotiate,
+		MaxBaseCandidates:     cfg.Deltas.MaxBaseCandidates,
+		MaxDeltaRatio:         cfg.Deltas.MaxRatio,
 		Logger:                log,
 		Metrics:               m,
 	})
@@ -129,7 +132,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 		return err
 	}
 	m.SetPrefetchSource(pf.Progress)
-	hopts := httpserve.Options{Logger: log, Metrics: m, AccessLog: cfg.Log.AccessLog}
+	hopts := httpserve.Options{Logger: log, Metrics: m, AccessLog: cfg.Log.AccessLog, ServeDeltas: cfg.Deltas.Serve}
 	if rl := cfg.Access.RateLimit; rl.RequestsPerSecond > 0 {
 		hopts.RateLimit = access.NewRateLimiter(rl.RequestsPerSecond, rl.Burst, nil)
 	}

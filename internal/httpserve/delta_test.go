@@ -15,7 +15,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/testutil/layergen"
 )
 
-func withDeltas(o *proxy.Options) { o.Deltas = true }
+func withDeltas(o *proxy.Options) { o.Deltas, o.NegotiateDeltas = true, true }
 
 // deltaSetup is an upstream with app:v1 and app:v2 (one layer each, v2 a
 // small update of v1) and a delta of v2's layer against v1's, published as
@@ -169,5 +169,71 @@ func TestDeltasDisabled(t *testing.T) {
 	}
 	if n := m.fake.Count(http.MethodGet, blobPath("app", s.newLayer.Digest)); n != 1 {
 		t.Errorf("the new layer was fetched %d times, want 1", n)
+	}
+}
+
+// Two tiers: a site mirror whose upstream is a regional mirror. Nothing is
+// published; the site asks the region for a delta against the layer it
+// holds, the region computes it, and the site rebuilds the layer.
+func TestTiersNegotiateDelta(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t, withDeltas)
+	v1 := layergen.New(50, 60, 16<<10)
+	old, nw := layergen.Gzip(v1.Tar(), -1), layergen.Gzip(v1.Update(51).Tar(), -1)
+	region.fake.Image("app", "v1", old)
+	_, layers := region.fake.Image("app", "v2", nw)
+	site := newMirrorOver(t, region.srv.URL, nil, withDeltas)
+
+	pullImage(t, site, "v1", old)
+	before := metricValue(t, site.metrics, "registry_edge_upstream_fetched_bytes_total", "upstream", "central.test")
+	pullImage(t, site, "v2", nw)
+	fetched := metricValue(t, site.metrics, "registry_edge_upstream_fetched_bytes_total", "upstream", "central.test") - before
+
+	if got := metricValue(t, site.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
+		t.Fatalf("site applied %v deltas, want 1", got)
+	}
+	if got := metricValue(t, region.metrics, "registry_edge_delta_negotiations_total", "result", "delta"); got != 1 {
+		t.Errorf("region answered %v negotiations with a delta, want 1", got)
+	}
+	if fetched > float64(len(nw))/5 {
+		t.Errorf("site fetched %v bytes for v2, more than a fifth of its %d-byte layer", fetched, len(nw))
+	}
+	if got := metricValue(t, site.metrics, "registry_edge_delta_fetched_bytes_total"); got <= 0 || got > fetched {
+		t.Errorf("delta bytes %v, fetched %v", got, fetched)
+	}
+	// The region fetched the layer itself, in full, from the plain central
+	// registry, without asking it for a delta.
+	if n := region.fake.Count(http.MethodHead, blobPath("app", layers[0].Digest)); n != 0 {
+		t.Errorf("the region sent %d HEADs for the layer to a plain registry", n)
+	}
+	// A second site asking for the same delta gets the one computed before.
+	site2 := newMirrorOver(t, region.srv.URL, nil, withDeltas)
+	pullImage(t, site2, "v1", old)
+	pullImage(t, site2, "v2", nw)
+	if got := metricValue(t, region.metrics, "registry_edge_delta_recipes_total", "result", "found"); got != 1 {
+		t.Errorf("region computed %v deltas for two sites, want 1", got)
+	}
+	if got := metricValue(t, site2.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
+		t.Errorf("second site applied %v deltas, want 1", got)
+	}
+}
+
+// A region whose delta would not be smaller than deltas.maxRatio of the
+// layer answers with the layer.
+func TestTierServesFullLayerWhenDeltaTooBig(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t, withDeltas)
+	old := layergen.Gzip(layergen.New(52, 20, 8<<10).Tar(), -1)
+	nw := layergen.Gzip(layergen.New(53, 20, 8<<10).Tar(), -1) // unrelated content
+	region.fake.Image("app", "v1", old)
+	region.fake.Image("app", "v2", nw)
+	site := newMirrorOver(t, region.srv.URL, nil, withDeltas)
+	pullImage(t, site, "v1", old)
+	pullImage(t, site, "v2", nw)
+	if got := metricValue(t, region.metrics, "registry_edge_delta_negotiations_total", "result", "full"); got != 1 {
+		t.Errorf("region answered %v negotiations with the full layer, want 1", got)
+	}
+	if got := metricValue(t, site.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 0 {
+		t.Errorf("site applied %v deltas of unrelated layers", got)
 	}
 }

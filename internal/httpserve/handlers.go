@@ -2,6 +2,7 @@ package httpserve
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/ociapi"
 	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
 func (s *Server) dispatch(w *recorder, r *http.Request, rt ociapi.Route, acc *access) error {
@@ -85,6 +87,9 @@ func (s *Server) manifest(w *recorder, r *http.Request, rt ociapi.Route, t proxy
 	h.Set("Content-Length", strconv.Itoa(len(res.Body)))
 	h.Set(ociapi.HeaderContentDigest, res.Descriptor.Digest.String())
 	h.Set("ETag", `"`+res.Descriptor.Digest.String()+`"`)
+	if s.opts.ServeDeltas {
+		h.Set(upstream.HeaderDeltas, "v1")
+	}
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(res.Body)
@@ -115,6 +120,11 @@ func (s *Server) platformManifest(r *http.Request, t proxy.Target, idx proxy.Man
 // https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#pulling-blobs
 func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *access) error {
 	h := w.Header()
+	if r.Method == http.MethodHead && s.opts.ServeDeltas && wantsDelta(r) {
+		if done, err := s.deltaAnswer(w, r, rt, t, acc); done || err != nil {
+			return err
+		}
+	}
 	if r.Method == http.MethodHead {
 		size, cache, err := s.p.StatBlob(r.Context(), t, rt.Digest)
 		if err != nil {
@@ -372,3 +382,62 @@ func (s *Server) referrers(w *recorder, r *http.Request, rt ociapi.Route, t prox
 	}
 	return nil
 }
+
+// wantsDelta reports whether r asks for a registry-edge delta (RFC 3229
+// A-IM).
+func wantsDelta(r *http.Request) bool {
+	for _, v := range r.Header.Values("A-Im") {
+		for _, im := range strings.Split(v, ",") {
+			im, _, _ = strings.Cut(im, ";")
+			if strings.EqualFold(strings.TrimSpace(im), upstream.DeltaIM) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// deltaAnswer answers a lower tier's delta negotiation with 226 IM Used and
+// the descriptor of a delta against some of the blobs it holds (named in
+// If-None-Match), stored here so that it fetches the delta as a blob. It
+// reports false, for an ordinary answer, when there is no delta worth
+// sending.
+func (s *Server) deltaAnswer(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *access) (bool, error) {
+	bases := upstream.ParseIfNoneMatch(r.Header.Values("If-None-Match"), maxOfferedBases)
+	l, err := s.p.DeltaFor(r.Context(), t, rt.Digest, bases)
+	if errors.Is(err, proxy.ErrNoDelta) {
+		s.m.Deltas.Served.WithLabelValues("full").Inc()
+		return false, nil
+	}
+	if err != nil {
+		return true, err
+	}
+	desc, err := l.Descriptor()
+	if err != nil {
+		return true, err
+	}
+	b, err := json.Marshal(desc)
+	if err != nil {
+		return true, err
+	}
+	s.m.Deltas.Served.WithLabelValues("delta").Inc()
+	acc.cache = "delta"
+	h := w.Header()
+	h.Set("IM", upstream.DeltaIM)
+	var used []string
+	for _, b := range l.Bases {
+		used = append(used, `"`+b.Digest.String()+`"`)
+	}
+	h.Set("Delta-Base", strings.Join(used, ", "))
+	h.Set(upstream.HeaderDelta, string(b))
+	h.Set(ociapi.HeaderContentDigest, rt.Digest.String())
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Length", strconv.FormatInt(l.Delta.Size, 10))
+	h.Set("ETag", `"`+l.Delta.Digest.String()+`"`)
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(upstream.StatusIMUsed)
+	return true, nil
+}
+
+// maxOfferedBases bounds the entity tags read from one negotiation.
+const maxOfferedBases = 64

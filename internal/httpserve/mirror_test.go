@@ -63,8 +63,17 @@ func newMirrorWrapped(t *testing.T, wrap func(*blobstore.FS) proxy.Store, opts .
 	fake := fakeupstream.New()
 	up := httptest.NewServer(fake)
 	t.Cleanup(up.Close)
+	m := newMirrorOver(t, up.URL, wrap, opts...)
+	m.fake, m.upstream = fake, up
+	return m
+}
+
+// newMirrorOver is a mirror of the registry at upURL (another mirror, for
+// tier tests).
+func newMirrorOver(t *testing.T, upURL string, wrap func(*blobstore.FS) proxy.Store, opts ...mirrorOpt) *mirror {
+	t.Helper()
 	client, err := upstream.New(upstream.Options{
-		URL: up.URL, RegistryName: "central.test",
+		URL: upURL, RegistryName: "central.test",
 		ConnectTimeout: time.Second, ResponseHeaderTimeout: 10 * time.Second,
 		RetryMax: 3, RetryMinWait: time.Millisecond, RetryMaxWait: 5 * time.Millisecond, MaxRetryAfter: 2 * time.Second,
 	})
@@ -80,7 +89,7 @@ func newMirrorWrapped(t *testing.T, wrap func(*blobstore.FS) proxy.Store, opts .
 	for _, o := range opts {
 		o(&po)
 	}
-	m := &mirror{t: t, fake: fake, upstream: up, root: t.TempDir(), clock: clk, router: router, opts: po, wrap: wrap}
+	m := &mirror{t: t, root: t.TempDir(), clock: clk, router: router, opts: po, wrap: wrap}
 	m.start()
 	t.Cleanup(m.stop)
 	return m
@@ -105,7 +114,7 @@ func (m *mirror) start() {
 		ps = m.wrap(store)
 	}
 	m.store, m.db, m.proxy = store, db, proxy.New(ps, db, m.router, po)
-	m.srv = httptest.NewServer(httpserve.New(m.proxy, httpserve.Options{Metrics: m.metrics, Access: m.access, RateLimit: m.limit}))
+	m.srv = httptest.NewServer(httpserve.New(m.proxy, httpserve.Options{Metrics: m.metrics, Access: m.access, RateLimit: m.limit, ServeDeltas: po.Deltas}))
 }
 
 // stop shuts the mirror down like the process does: running fills stop

@@ -41,6 +41,10 @@ type Options struct {
 	Status http.Handler
 	// RateLimit bounds each client's registry requests; nil means none.
 	RateLimit RateLimit
+	// ServeDeltas answers delta negotiations from lower tiers (a HEAD of a
+	// blob with A-IM, see upstream.NegotiateDelta) and says so on manifest
+	// responses.
+	ServeDeltas bool
 }
 
 // RateLimit refuses a request over its client's budget with an error

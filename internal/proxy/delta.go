@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -124,7 +127,7 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 		return false
 	}
 	recs, err := p.db.Deltas(ctx, f.d)
-	if err != nil || len(recs) == 0 {
+	if err != nil {
 		return false
 	}
 	var (
@@ -137,10 +140,7 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 		if err != nil || l.Target.Digest != f.d || rec.Repo.Registry != f.target.Repo.Registry {
 			continue
 		}
-		err = l.Usable(func(b layerdelta.Blob) bool {
-			info, err := p.store.Stat(ctx, b.Digest)
-			return err == nil && info.Size == b.Size
-		})
+		err = l.Usable(p.holds(ctx))
 		if errors.Is(err, errdef.ErrUnsupported) {
 			reason = metrics.DeltaUnreproducible
 		}
@@ -153,8 +153,14 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 		}
 	}
 	if best.Delta.Digest == "" {
-		p.m.Deltas.Fills.WithLabelValues(reason).Inc()
-		return false
+		if len(recs) > 0 {
+			p.m.Deltas.Fills.WithLabelValues(reason).Inc()
+		}
+		l, ok := p.negotiateDelta(ctx, f, log)
+		if !ok {
+			return false
+		}
+		best, bestRec = l, meta.DeltaRecord{Repo: f.target.Repo}
 	}
 	log = log.With(slog.String("delta", best.Delta.Digest.String()))
 	start := time.Now()
@@ -220,11 +226,7 @@ func (p *Proxy) applyDelta(ctx context.Context, t Target, l layerdelta.Layer) (_
 			ing.Cancel()
 		}
 	}()
-	tmp := os.TempDir()
-	if td, ok := p.store.(tempDirer); ok {
-		tmp = td.TempDir()
-	}
-	if err := layerdelta.Apply(ctx, ing, l, d, open, layerdelta.ApplyOptions{TempDir: tmp}); err != nil {
+	if err := layerdelta.Apply(ctx, ing, l, d, open, layerdelta.ApplyOptions{TempDir: p.tempDir()}); err != nil {
 		return nil, err
 	}
 	if err := ing.Verify(l.Target.Size); err != nil {
@@ -232,4 +234,286 @@ func (p *Proxy) applyDelta(ctx context.Context, t Target, l layerdelta.Layer) (_
 	}
 	p.m.Deltas.RebuildDuration.Observe(time.Since(start).Seconds())
 	return ing, nil
+}
+
+// deltaNegotiator is an upstream that can be asked for deltas;
+// *upstream.Client implements it.
+type deltaNegotiator interface {
+	DeltaPeer() bool
+	NegotiateDelta(ctx context.Context, repo string, d digest.Digest, bases []digest.Digest) (ocispec.Descriptor, bool, error)
+}
+
+var _ deltaNegotiator = (*upstream.Client)(nil)
+
+// negotiateDelta asks an upstream registry-edge for a delta of f's layer
+// against layers of the same repository that are stored here, and returns
+// it if its bases are stored and it rebuilds f's blob.
+func (p *Proxy) negotiateDelta(ctx context.Context, f *fill, log *slog.Logger) (layerdelta.Layer, bool) {
+	n, ok := f.target.Remote.Client.(deltaNegotiator)
+	if !ok || !p.opts.NegotiateDeltas || !n.DeltaPeer() {
+		return layerdelta.Layer{}, false
+	}
+	cands := p.baseCandidates(ctx, f.target, f.d)
+	if len(cands) == 0 {
+		return layerdelta.Layer{}, false
+	}
+	desc, ok, err := n.NegotiateDelta(ctx, f.target.Repo.Name, f.d, cands)
+	p.countUpstream(f.target, "negotiate", err)
+	if err != nil || !ok {
+		if err != nil {
+			log.LogAttrs(ctx, slog.LevelWarn, "delta negotiation failed; fetching the layer in full", slog.Any("err", err))
+		}
+		return layerdelta.Layer{}, false
+	}
+	l, err := layerdelta.ParseDescriptor(desc)
+	if err == nil && l.Target.Digest != f.d {
+		err = fmt.Errorf("delta for %s offered for %s: %w", l.Target.Digest, f.d, errdef.ErrInvalid)
+	}
+	if err == nil {
+		err = l.Usable(p.holds(ctx))
+	}
+	if err != nil {
+		p.m.Deltas.Fills.WithLabelValues(metrics.DeltaFailed).Inc()
+		log.LogAttrs(ctx, slog.LevelWarn, "upstream offered an unusable delta; fetching the layer in full", slog.Any("err", err))
+		return layerdelta.Layer{}, false
+	}
+	return l, true
+}
+
+// holds returns a predicate: is blob b stored here, in its size?
+func (p *Proxy) holds(ctx context.Context) func(layerdelta.Blob) bool {
+	return func(b layerdelta.Blob) bool {
+		info, err := p.store.Stat(ctx, b.Digest)
+		return err == nil && info.Size == b.Size
+	}
+}
+
+// baseCandidates returns layers of t's repository, other than d, that are
+// stored here: those of the images its tags point at (children of indexes
+// included), most recently fetched tag first, at most MaxBaseCandidates.
+func (p *Proxy) baseCandidates(ctx context.Context, t Target, d digest.Digest) []digest.Digest {
+	tags, err := p.db.Tags(ctx, t.Repo)
+	if err != nil {
+		return nil
+	}
+	type tagged struct {
+		d  digest.Digest
+		at time.Time
+	}
+	var roots []tagged
+	for _, tag := range tags {
+		if e, err := p.db.Tag(ctx, t.Repo, tag); err == nil {
+			roots = append(roots, tagged{e.Digest, e.FetchedAt})
+		}
+	}
+	slices.SortStableFunc(roots, func(a, b tagged) int { return b.at.Compare(a.at) })
+	seen := map[digest.Digest]bool{d: true}
+	var out []digest.Digest
+	var visit func(m digest.Digest, depth int)
+	visit = func(m digest.Digest, depth int) {
+		if seen[m] || depth > 1 || len(out) >= p.opts.MaxBaseCandidates {
+			return
+		}
+		seen[m] = true
+		body, err := p.readStored(ctx, m, p.opts.MaxManifestSize)
+		if err != nil {
+			return
+		}
+		var man struct {
+			Manifests []ocispec.Descriptor `json:"manifests"`
+			Layers    []ocispec.Descriptor `json:"layers"`
+		}
+		if json.Unmarshal(body, &man) != nil {
+			return
+		}
+		for _, c := range man.Manifests {
+			visit(c.Digest, depth+1)
+		}
+		// Top layers first: they are the ones an update changes.
+		for i := len(man.Layers) - 1; i >= 0 && len(out) < p.opts.MaxBaseCandidates; i-- {
+			l := man.Layers[i]
+			if seen[l.Digest] {
+				continue
+			}
+			seen[l.Digest] = true
+			if p.holds(ctx)(layerdelta.Blob{Digest: l.Digest, Size: l.Size}) {
+				out = append(out, l.Digest)
+			}
+		}
+	}
+	for _, r := range roots {
+		visit(r.d, 0)
+	}
+	return out
+}
+
+// maxNegotiatedBases is the number of offered layers an upper tier uses as
+// bases of one delta: the encoder reads every base into memory.
+const maxNegotiatedBases = 2
+
+// ErrNoDelta says that no delta worth sending rebuilds a blob from the
+// offered bases.
+var ErrNoDelta = errors.New("no delta")
+
+// DeltaFor returns a delta, stored here as a blob of t's repository, that
+// rebuilds blob d of t from some of the offered blobs (which a lower tier
+// holds). It fetches d if needed, uses offered blobs this mirror holds and
+// t's repository may read, the closest in size to d first, reuses a delta
+// computed before, and computes one otherwise (one computation per layer
+// and bases at a time, at most DeltaWorkers at once). It returns an error
+// wrapping ErrNoDelta when no usable delta is smaller than MaxDeltaRatio of
+// the blob.
+func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered []digest.Digest) (layerdelta.Layer, error) {
+	size, err := p.EnsureBlob(ctx, t, d)
+	if err != nil {
+		return layerdelta.Layer{}, err
+	}
+	type cand struct {
+		b    layerdelta.Blob
+		dist int64
+	}
+	var cands []cand
+	for _, o := range offered {
+		if o == d {
+			continue
+		}
+		info, err := p.store.Stat(ctx, o)
+		if err != nil {
+			continue
+		}
+		if ok, err := p.linked(ctx, t, o); err != nil || !ok {
+			continue
+		}
+		dist := info.Size - size
+		cands = append(cands, cand{layerdelta.Blob{Digest: o, Size: info.Size}, max(dist, -dist)})
+	}
+	if len(cands) == 0 {
+		return layerdelta.Layer{}, fmt.Errorf("blob %s: none of the %d offered bases is held here: %w", d, len(offered), ErrNoDelta)
+	}
+	slices.SortStableFunc(cands, func(a, b cand) int { return cmp.Compare(a.dist, b.dist) })
+	held := map[digest.Digest]bool{}
+	for _, c := range cands {
+		held[c.b.Digest] = true
+	}
+	// A delta computed before against bases the requester holds.
+	if recs, err := p.db.Deltas(ctx, d); err == nil {
+		for _, rec := range recs {
+			l, err := layerdelta.ParseDescriptor(rec.Descriptor)
+			if err != nil || rec.Repo != t.Repo {
+				continue
+			}
+			if l.Usable(func(b layerdelta.Blob) bool { return held[b.Digest] }) != nil {
+				continue
+			}
+			if _, err := p.store.Stat(ctx, l.Delta.Digest); err == nil {
+				return l, nil
+			}
+		}
+	}
+	var bases []layerdelta.Blob
+	for _, c := range cands[:min(len(cands), maxNegotiatedBases)] {
+		bases = append(bases, c.b)
+	}
+	key := d.String()
+	for _, b := range bases {
+		key += "," + b.Digest.String()
+	}
+	if until, ok := p.noDelta.Load(key); ok && p.now().Before(until.(time.Time)) {
+		return layerdelta.Layer{}, fmt.Errorf("blob %s: %w (cached)", d, ErrNoDelta)
+	}
+	v, err, _ := p.computing.Do(key, func() (any, error) {
+		// Detached: the requester may give up, the result serves the next.
+		return p.computeDelta(context.WithoutCancel(ctx), t, layerdelta.Blob{Digest: d, Size: size}, bases)
+	})
+	if errors.Is(err, ErrNoDelta) {
+		p.noDelta.Store(key, p.now().Add(noDeltaTTL))
+	}
+	if err != nil {
+		return layerdelta.Layer{}, err
+	}
+	return v.(layerdelta.Layer), nil
+}
+
+// noDeltaTTL is how long "no delta worth it" is remembered for a layer and
+// bases.
+const noDeltaTTL = time.Hour
+
+// computeDelta makes the delta of target against bases, all stored here,
+// and stores it as a blob of t's repository.
+func (p *Proxy) computeDelta(ctx context.Context, t Target, target layerdelta.Blob, bases []layerdelta.Blob) (layerdelta.Layer, error) {
+	select {
+	case p.deltaWorkers <- struct{}{}:
+		defer func() { <-p.deltaWorkers }()
+	case <-ctx.Done():
+		return layerdelta.Layer{}, ctx.Err()
+	}
+	var files []io.Closer
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	open := func(b layerdelta.Blob) (layerdelta.Content, error) {
+		rc, err := p.store.Open(ctx, b.Digest)
+		if err != nil {
+			return layerdelta.Content{}, err
+		}
+		files = append(files, rc)
+		ra, ok := rc.(io.ReaderAt)
+		if !ok {
+			return layerdelta.Content{}, fmt.Errorf("blob %s: store gives no random access: %w", b.Digest, errdef.ErrUnsupported)
+		}
+		return layerdelta.Content{Blob: b, R: ra}, nil
+	}
+	tc, err := open(target)
+	if err != nil {
+		return layerdelta.Layer{}, err
+	}
+	var bcs []layerdelta.Content
+	for _, b := range bases {
+		c, err := open(b)
+		if err != nil {
+			return layerdelta.Layer{}, err
+		}
+		bcs = append(bcs, c)
+	}
+	start := time.Now()
+	res, err := layerdelta.Make(ctx, tc, bcs, layerdelta.Options{TempDir: p.tempDir(), MaxRatio: p.opts.MaxDeltaRatio})
+	if err != nil {
+		return layerdelta.Layer{}, err
+	}
+	defer res.Close()
+	log := p.log.With(slog.String("repo", t.Repo.Name), slog.String("digest", target.Digest.String()))
+	if strings.HasPrefix(res.Reason, "recipe ") {
+		p.m.Deltas.Recipes.WithLabelValues("found").Inc()
+	} else {
+		p.m.Deltas.Recipes.WithLabelValues("none").Inc()
+	}
+	if !res.OK() {
+		log.LogAttrs(ctx, slog.LevelInfo, "no delta worth sending", slog.String("reason", res.Reason))
+		return layerdelta.Layer{}, fmt.Errorf("blob %s: %s: %w", target.Digest, res.Reason, ErrNoDelta)
+	}
+	if err := p.store.Put(ctx, res.Layer.Delta, res.File); err != nil {
+		return layerdelta.Layer{}, err
+	}
+	if err := p.db.Link(ctx, t.Repo, res.Layer.Delta.Digest); err != nil {
+		return layerdelta.Layer{}, err
+	}
+	desc, err := res.Layer.Descriptor()
+	if err != nil {
+		return layerdelta.Layer{}, err
+	}
+	if err := p.db.AddDelta(ctx, target.Digest, meta.DeltaRecord{Repo: t.Repo, Descriptor: desc}); err != nil {
+		return layerdelta.Layer{}, err
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, "computed a delta for a lower tier", slog.Int64("size", target.Size),
+		slog.Int64("delta_size", res.Layer.Delta.Size), slog.String("kind", string(res.Layer.Kind)), slog.Duration("duration", time.Since(start)))
+	return res.Layer, nil
+}
+
+func (p *Proxy) tempDir() string {
+	if td, ok := p.store.(tempDirer); ok {
+		return td.TempDir()
+	}
+	return os.TempDir()
 }

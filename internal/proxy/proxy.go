@@ -79,6 +79,16 @@ type Options struct {
 	// Deltas enables layer deltas: published deltas of the layers of a
 	// pulled image are looked for, and used when their bases are stored.
 	Deltas bool
+	// NegotiateDeltas asks an upstream registry-edge for deltas of missing
+	// layers against stored layers of the same repository.
+	NegotiateDeltas bool
+	// MaxBaseCandidates bounds the layers offered in one negotiation.
+	MaxBaseCandidates int
+	// MaxDeltaRatio is the largest delta computed for a lower tier, as a
+	// fraction of the layer (DeltaFor).
+	MaxDeltaRatio float64
+	// DeltaWorkers bounds the deltas computed at once.
+	DeltaWorkers int
 	// DeltaDiscoveryTimeout bounds the lookup of an image's deltas when its
 	// manifest is fetched.
 	DeltaDiscoveryTimeout time.Duration
@@ -101,9 +111,15 @@ type Proxy struct {
 	now    func() time.Time
 
 	manifests singleflight.Group
-	hot       *hotCache
-	links     *linkCache
-	access    accessTracker
+	// computing shares one delta computation per layer and bases;
+	// deltaWorkers bounds them; noDelta remembers (until a time) the layers
+	// and bases that gave no delta worth sending.
+	computing    singleflight.Group
+	deltaWorkers chan struct{}
+	noDelta      sync.Map
+	hot          *hotCache
+	links        *linkCache
+	access       accessTracker
 
 	mu    sync.Mutex
 	fills map[digest.Digest]*fill
@@ -140,6 +156,15 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 	if opts.RevalidateTimeout <= 0 {
 		opts.RevalidateTimeout = 2 * time.Second
 	}
+	if opts.MaxBaseCandidates <= 0 {
+		opts.MaxBaseCandidates = 16
+	}
+	if opts.MaxDeltaRatio <= 0 {
+		opts.MaxDeltaRatio = 0.5
+	}
+	if opts.DeltaWorkers <= 0 {
+		opts.DeltaWorkers = 1
+	}
 	if opts.DeltaDiscoveryTimeout <= 0 {
 		opts.DeltaDiscoveryTimeout = 5 * time.Second
 	}
@@ -153,10 +178,11 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 	return &Proxy{
 		store: store, db: db, router: router, opts: opts,
 		log: opts.Logger, m: opts.Metrics, now: opts.Now,
-		fills:   map[digest.Digest]*fill{},
-		hot:     newHotCache(hotTotalMax),
-		links:   newLinkCache(),
-		closing: closing, close: cancel,
+		fills:        map[digest.Digest]*fill{},
+		deltaWorkers: make(chan struct{}, opts.DeltaWorkers),
+		hot:          newHotCache(hotTotalMax),
+		links:        newLinkCache(),
+		closing:      closing, close: cancel,
 	}
 }
 

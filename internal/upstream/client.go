@@ -23,6 +23,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -101,6 +102,9 @@ type Client struct {
 	breaker  *breaker
 	rc       *retryablehttp.Client
 	secrets  []string // scrubbed from upstream messages
+	// deltaPeer is set once a response says the upstream is a
+	// registry-edge that computes deltas (HeaderDeltas).
+	deltaPeer atomic.Bool
 
 	minWait, maxWait, maxRetryAfter time.Duration
 }
@@ -258,6 +262,9 @@ func (c *Client) do(ctx context.Context, op opInfo, r request) (*http.Response, 
 			drain(resp.Body)
 		}
 		return nil, c.transportError(op, err)
+	}
+	if resp.Header.Get(HeaderDeltas) != "" {
+		c.deltaPeer.Store(true)
 	}
 	return resp, nil
 }

@@ -1,0 +1,108 @@
+package upstream
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+// Delta negotiation between registry-edge tiers, after RFC 3229 (delta
+// encoding in HTTP): a lower tier sends a HEAD for a layer blob with
+// A-IM: DeltaIM and, in If-None-Match, the entity tags (quoted digests) of
+// layers it holds; an upper tier that can rebuild the layer from some of
+// them answers 226 IM Used with the delta's descriptor in HeaderDelta, and
+// the lower tier fetches the delta as an ordinary blob (resumable, with
+// Range). Any other answer means "no delta". See
+// docs/decisions/0009-delta-artifacts-and-negotiation.md.
+const (
+	// DeltaIM is the instance manipulation a registry-edge delta is.
+	DeltaIM = "vnd.registry-edge.delta.v1"
+	// HeaderDeltas, on any response, says the server is a registry-edge
+	// that answers delta negotiations ("v1").
+	HeaderDeltas = "Registry-Edge-Deltas"
+	// HeaderDelta carries the JSON descriptor of the delta, with the
+	// annotations of internal/layerdelta.
+	HeaderDelta = "Registry-Edge-Delta"
+	// StatusIMUsed is 226 IM Used (RFC 3229 section 10.4.1).
+	StatusIMUsed = 226
+	// maxDeltaHeader bounds HeaderDelta.
+	maxDeltaHeader = 64 << 10
+)
+
+// DeltaPeer reports whether the upstream has said it answers delta
+// negotiations (on any response so far).
+func (c *Client) DeltaPeer() bool { return c.deltaPeer.Load() }
+
+// NegotiateDelta asks the upstream for a delta that rebuilds blob d of repo
+// from some of bases (blobs this mirror holds). It returns the delta's
+// descriptor and true on a 226 answer, false when the upstream answers
+// with the blob itself. The caller checks the descriptor (its target and
+// bases) and verifies the rebuilt blob.
+func (c *Client) NegotiateDelta(ctx context.Context, repo string, d digest.Digest, bases []digest.Digest) (ocispec.Descriptor, bool, error) {
+	op := opInfo{name: "negotiate delta", repo: repo, ref: d.String()}
+	if err := checkRepo(repo); err != nil {
+		return ocispec.Descriptor{}, false, c.fail(op, err)
+	}
+	if err := d.Validate(); err != nil {
+		return ocispec.Descriptor{}, false, c.fail(op, fmt.Errorf("digest: %w", errdef.ErrInvalid))
+	}
+	if len(bases) == 0 {
+		return ocispec.Descriptor{}, false, nil
+	}
+	tags := make([]string, len(bases))
+	for i, b := range bases {
+		tags[i] = `"` + b.String() + `"`
+	}
+	hdr := http.Header{"A-Im": {DeltaIM}, "If-None-Match": {strings.Join(tags, ", ")}}
+	resp, err := c.do(ctx, op, request{method: http.MethodHead, path: repo + "/blobs/" + d.String(), header: hdr})
+	if err != nil {
+		return ocispec.Descriptor{}, false, err
+	}
+	drain(resp.Body)
+	switch {
+	case resp.StatusCode == StatusIMUsed && strings.EqualFold(resp.Header.Get("Im"), DeltaIM):
+	case resp.StatusCode == http.StatusOK:
+		return ocispec.Descriptor{}, false, nil
+	default:
+		return ocispec.Descriptor{}, false, c.statusError(op, resp)
+	}
+	raw := resp.Header.Get(HeaderDelta)
+	var desc ocispec.Descriptor
+	if len(raw) > maxDeltaHeader {
+		return ocispec.Descriptor{}, false, c.fail(op, fmt.Errorf("%s header of %d bytes: %w", HeaderDelta, len(raw), errdef.ErrInvalid))
+	}
+	if err := json.Unmarshal([]byte(raw), &desc); err != nil {
+		return ocispec.Descriptor{}, false, c.fail(op, fmt.Errorf("%s header: %w", HeaderDelta, errdef.ErrInvalid))
+	}
+	return desc, true, nil
+}
+
+// ParseIfNoneMatch returns the digests named by the entity tags of an
+// If-None-Match header (at most max), ignoring weak tags and anything that
+// is not a quoted digest.
+func ParseIfNoneMatch(values []string, max int) []digest.Digest {
+	var out []digest.Digest
+	for _, v := range values {
+		for _, tag := range strings.Split(v, ",") {
+			tag = strings.TrimSpace(tag)
+			if len(tag) < 2 || tag[0] != '"' || tag[len(tag)-1] != '"' {
+				continue
+			}
+			d := digest.Digest(tag[1 : len(tag)-1])
+			if d.Validate() != nil {
+				continue
+			}
+			if out = append(out, d); len(out) == max {
+				return out
+			}
+		}
+	}
+	return out
+}
