@@ -261,7 +261,8 @@ func accessPolicy(a config.Access) (*access.Policy, error) {
 }
 
 func gcOptions(cfg config.Config) gc.Options {
-	return gc.Options{MaxSize: int64(cfg.Storage.MaxSize), LowWatermark: cfg.Storage.LowWatermark, MaxAge: cfg.Storage.MaxAge.D()}
+	return gc.Options{MaxSize: int64(cfg.Storage.MaxSize), LowWatermark: cfg.Storage.LowWatermark, MaxAge: cfg.Storage.MaxAge.D(),
+		KeepDeltaBases: cfg.Deltas.Enabled}
 }
 
 // applyReload reads the configuration again and applies what can change

@@ -16,6 +16,7 @@ import (
 	"io"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -59,6 +60,10 @@ type Options struct {
 	LowWatermark float64
 	// MaxAge evicts closures not served for longer; 0 means no age limit.
 	MaxAge time.Duration
+	// KeepDeltaBases never evicts the most recently served image of each
+	// repository: its layers are the bases of the deltas that will bring
+	// the repository's next version (issue #5).
+	KeepDeltaBases bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -72,6 +77,9 @@ type Unit struct {
 	Blobs      []digest.Digest `json:"blobs,omitempty"`
 	LastAccess time.Time       `json:"lastAccess"`
 	Pinned     bool            `json:"pinned,omitempty"`
+	// DeltaBase marks the most recently served image of a repository, kept
+	// for deltas (Options.KeepDeltaBases).
+	DeltaBase bool `json:"deltaBase,omitempty"`
 }
 
 // Victim is a unit the plan evicts.
@@ -96,6 +104,8 @@ type Plan struct {
 	// Units counts all closures; PinnedUnits those pinned (never evicted).
 	Units       int `json:"units"`
 	PinnedUnits int `json:"pinnedUnits"`
+	// BaseUnits counts the images kept as delta bases (never evicted).
+	BaseUnits int `json:"baseUnits,omitempty"`
 	// OverBudget is set when even evicting everything unpinned leaves the
 	// store above its budget.
 	OverBudget bool `json:"overBudget,omitempty"`
@@ -137,9 +147,15 @@ func MakePlan(ctx context.Context, store Store, db DB, opts Options) (*Plan, err
 		return nil, err
 	}
 	plan := &Plan{Used: used, Budget: opts.MaxSize, Units: len(units)}
+	if opts.KeepDeltaBases {
+		markDeltaBases(units)
+	}
 	for _, u := range units {
 		if u.Pinned {
 			plan.PinnedUnits++
+		}
+		if u.DeltaBase {
+			plan.BaseUnits++
 		}
 	}
 
@@ -157,7 +173,7 @@ func MakePlan(ctx context.Context, store Store, db DB, opts Options) (*Plan, err
 	now := opts.Now()
 	deleted := map[digest.Digest]bool{}
 	for _, u := range units {
-		if u.Pinned {
+		if u.Pinned || u.DeltaBase {
 			continue
 		}
 		reason := ""
@@ -340,6 +356,27 @@ func buildUnits(ctx context.Context, store Store, db DB, stored map[digest.Diges
 		sort.Strings(u.Tags)
 	}
 	return units, nil
+}
+
+// markDeltaBases marks, for each repository, its tagged unit served most
+// recently.
+func markDeltaBases(units []*Unit) {
+	newest := map[string]*Unit{}
+	for _, u := range units {
+		for _, key := range u.Tags { // <registry>/<repo>:<tag>
+			i := strings.LastIndexByte(key, ':')
+			if i < 0 {
+				continue
+			}
+			repo := key[:i]
+			if n := newest[repo]; n == nil || u.LastAccess.After(n.LastAccess) || (u.LastAccess.Equal(n.LastAccess) && u.Root > n.Root) {
+				newest[repo] = u
+			}
+		}
+	}
+	for _, u := range newest {
+		u.DeltaBase = true
+	}
 }
 
 func isNotFound(err error) bool { return errors.Is(err, errdef.ErrNotFound) }

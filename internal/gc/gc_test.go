@@ -251,3 +251,24 @@ func TestWithinBudget(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// With KeepDeltaBases, the newest image of each repository stays, over
+// budget and over age: its layers are the bases of the next update's
+// deltas. Older images of the repository go.
+func TestDeltaBasesAreKept(t *testing.T) {
+	s := newSite(t)
+	older := s.image("v1", 50*time.Hour, s.blob(300_000))
+	newest := s.image("v2", 10*time.Hour, s.blob(300_000))
+	p := s.plan(gc.Options{MaxSize: 1000, MaxAge: time.Hour, KeepDeltaBases: true})
+	if got := roots(p); !slices.Equal(got, []digest.Digest{older.Digest}) {
+		t.Fatalf("victims = %v, want only the older image %s", got, older.Digest)
+	}
+	if !p.OverBudget || p.BaseUnits != 1 {
+		t.Errorf("OverBudget = %v, BaseUnits = %d; want true, 1", p.OverBudget, p.BaseUnits)
+	}
+	// Without it, both go.
+	p = s.plan(gc.Options{MaxSize: 1000, MaxAge: time.Hour})
+	if got := roots(p); len(got) != 2 || !slices.Contains(got, newest.Digest) {
+		t.Errorf("victims = %v, want both images", got)
+	}
+}
