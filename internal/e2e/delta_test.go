@@ -1,0 +1,81 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/registry-edge/registry-edge/internal/testutil/flakyrelay"
+	"github.com/registry-edge/registry-edge/internal/testutil/layergen"
+)
+
+// deltaImages returns v1 and v2 of an application image: a base layer both
+// share and an application layer that v2 updates (a few files edited,
+// added, removed and renamed), gzip-compressed like go-containerregistry
+// and Docker do.
+func deltaImages(t *testing.T, seed uint64) (old, nw v1.Image, oldApp, newApp []byte) {
+	t.Helper()
+	base := layergen.Gzip(layergen.New(seed, 20, 8<<10).Tar(), -1)
+	app := layergen.New(seed+1, 120, 24<<10)
+	oldApp, newApp = layergen.Gzip(app.Tar(), -1), layergen.Gzip(app.Update(seed+2).Tar(), -1)
+	mk := func(app []byte) v1.Image {
+		img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1),
+			static.NewLayer(base, types.OCILayer), static.NewLayer(app, types.OCILayer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	}
+	return mk(oldApp), mk(newApp), oldApp, newApp
+}
+
+// Three tiers as processes: central (the real registry), a regional
+// registry-edge, and a site registry-edge behind a link that counts its
+// bytes. Nothing is published: the site asks the region for a delta of the
+// updated layer against the one it holds (RFC 3229 negotiation), the
+// region computes it, and the site rebuilds the exact layer. crane pulls
+// v2 through the site and gets central's digests.
+func TestDeltaThroughTiers(t *testing.T) {
+	t.Parallel()
+	crane := need(t, "crane")
+	c := startCentral(t)
+	oldImg, newImg, _, newApp := deltaImages(t, 70)
+	pushImage(t, c, "fleet/app", "v1", oldImg)
+	v2 := pushImage(t, c, "fleet/app", "v2", newImg)
+	region := startMirror(t, c.addr, mirrorOptions{})
+	link := flakyrelay.New(t, region.addr)
+	site := startMirror(t, link.Addr(), mirrorOptions{})
+
+	pullOCI(t, crane, site.addr+"/fleet/app:v1")
+	before := link.BytesDown()
+	dir := pullOCI(t, crane, v2.ref(site.addr))
+	over := link.BytesDown() - before
+	t.Logf("v2 through the site: %d bytes over its link; the updated layer is %d bytes", over, len(newApp))
+
+	readLayout(t, dir).checkImage(t, v2) // every blob hashes to its name
+	if got := strings.TrimSpace(craneRun(t, crane, "digest", v2.ref(site.addr))); got != v2.digest {
+		t.Errorf("digest through the site = %s, want %s", got, v2.digest)
+	}
+	// The link carried the manifests, the config and the delta: a few
+	// percent of the updated layer, plus HTTP headers.
+	if limit := int64(len(newApp)) / 10; over > limit {
+		t.Errorf("the site's link carried %d bytes for v2, want at most %d (a tenth of the %d-byte updated layer)", over, limit, len(newApp))
+	}
+	appLayer := v2.layers[1]
+	for _, e := range site.accessLog() {
+		if e["digest"] == appLayer && e["status"] != "200" {
+			t.Errorf("site answered the updated layer with %s", e["status"])
+		}
+	}
+	if !strings.Contains(site.proc.log(), "layer rebuilt from a delta") {
+		t.Errorf("the site's log does not say it rebuilt the layer from a delta:\n%s", tail(site.proc.log(), 20))
+	}
+	if !strings.Contains(region.proc.log(), "computed a delta for a lower tier") {
+		t.Errorf("the region's log does not say it computed a delta:\n%s", tail(region.proc.log(), 20))
+	}
+}
