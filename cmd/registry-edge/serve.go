@@ -114,6 +114,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 		NegotiateDeltas:       cfg.Deltas.Enabled && cfg.Deltas.Negotiate,
 		MaxBaseCandidates:     cfg.Deltas.MaxBaseCandidates,
 		MaxDeltaRatio:         cfg.Deltas.MaxRatio,
+		PrecomputeDeltas:      cfg.Deltas.Serve && cfg.Deltas.Precompute,
 		Logger:                log,
 		Metrics:               m,
 	})

@@ -70,6 +70,10 @@ type Deltas struct {
 	// Serve answers such requests from lower tiers with deltas computed
 	// here.
 	Serve bool `yaml:"serve"`
+	// Precompute computes, when a new image's manifest is fetched, the
+	// deltas of its layers against the repository's other stored images,
+	// so that lower tiers rarely wait (with Serve).
+	Precompute bool `yaml:"precompute"`
 	// MaxRatio is the largest delta, as a fraction of the layer, served to
 	// a lower tier; a larger one is answered with the full layer.
 	MaxRatio float64 `yaml:"maxRatio"`
@@ -319,7 +323,7 @@ func Default() Config {
 		Admin:  Admin{AllowFrom: []string{"127.0.0.0/8", "::1/128"}},
 		Access: Access{Anonymous: true, RateLimit: RateLimit{Burst: 200}},
 		Deltas: Deltas{Enabled: true, DiscoveryTimeout: Duration(5 * time.Second), Negotiate: true, Serve: true,
-			MaxRatio: 0.5, MaxBaseCandidates: 16},
+			Precompute: true, MaxRatio: 0.5, MaxBaseCandidates: 16},
 	}
 }
 

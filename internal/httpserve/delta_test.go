@@ -17,6 +17,8 @@ import (
 
 func withDeltas(o *proxy.Options) { o.Deltas, o.NegotiateDeltas = true, true }
 
+func withPrecompute(o *proxy.Options) { withDeltas(o); o.PrecomputeDeltas = true }
+
 // deltaSetup is an upstream with app:v1 and app:v2 (one layer each, v2 a
 // small update of v1) and a delta of v2's layer against v1's, published as
 // a referrer of v2.
@@ -235,5 +237,38 @@ func TestTierServesFullLayerWhenDeltaTooBig(t *testing.T) {
 	}
 	if got := metricValue(t, site.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 0 {
 		t.Errorf("site applied %v deltas of unrelated layers", got)
+	}
+}
+
+// A region that precomputes: when it fetches v2's manifest for a site, it
+// computes the delta against v1 in the background; the site's negotiation
+// gets that delta (one computation in all).
+func TestTierPrecomputesDelta(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t, withPrecompute)
+	v1 := layergen.New(54, 60, 16<<10)
+	old, nw := layergen.Gzip(v1.Tar(), -1), layergen.Gzip(v1.Update(55).Tar(), -1)
+	region.fake.Image("app", "v1", old)
+	region.fake.Image("app", "v2", nw)
+	pullImage(t, region, "v1", old)
+	resp, _ := region.get(http.MethodGet, manifestPath("app", "v2"), "Accept", ocispec.MediaTypeImageManifest)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET v2 manifest: %d", resp.StatusCode)
+	}
+	region.waitFills()
+	if err := region.proxy.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := metricValue(t, region.metrics, "registry_edge_delta_recipes_total", "result", "found"); got != 1 {
+		t.Fatalf("region precomputed %v deltas, want 1", got)
+	}
+	site := newMirrorOver(t, region.srv.URL, nil, withDeltas)
+	pullImage(t, site, "v1", old)
+	pullImage(t, site, "v2", nw)
+	if got := metricValue(t, site.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
+		t.Errorf("site applied %v deltas, want 1", got)
+	}
+	if got := metricValue(t, region.metrics, "registry_edge_delta_recipes_total", "result", "found"); got != 1 {
+		t.Errorf("region computed %v deltas in all, want the precomputed one only", got)
 	}
 }

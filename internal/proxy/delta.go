@@ -517,3 +517,49 @@ func (p *Proxy) tempDir() string {
 	}
 	return os.TempDir()
 }
+
+// precomputeDeltas starts, in the background, the deltas of the layers of
+// a newly fetched image manifest against the stored layers of the
+// repository's other images (its previous versions), so that lower tiers
+// asking for them rarely wait. Each goes through DeltaFor, which fetches
+// the layer, and runs at most DeltaWorkers at a time.
+func (p *Proxy) precomputeDeltas(ctx context.Context, t Target, m upstream.Manifest) {
+	if !p.opts.PrecomputeDeltas {
+		return
+	}
+	var man ocispec.Manifest
+	if json.Unmarshal(m.Body, &man) != nil || man.ArtifactType != "" || man.Config.MediaType == ocispec.MediaTypeEmptyJSON || len(man.Layers) == 0 {
+		return
+	}
+	bases := p.baseCandidates(ctx, t, m.Descriptor.Digest)
+	if len(bases) == 0 {
+		return
+	}
+	held := map[digest.Digest]bool{}
+	for _, b := range bases {
+		held[b] = true
+	}
+	var todo []digest.Digest
+	for _, l := range man.Layers {
+		if !held[l.Digest] {
+			todo = append(todo, l.Digest)
+		}
+	}
+	if len(todo) == 0 {
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.FillTimeout)
+		defer cancel()
+		stop := context.AfterFunc(p.closing, cancel)
+		defer stop()
+		for _, d := range todo {
+			if _, err := p.DeltaFor(ctx, t, d, bases); err != nil && !errors.Is(err, ErrNoDelta) {
+				p.log.LogAttrs(ctx, slog.LevelWarn, "cannot precompute a delta", slog.String("repo", t.Repo.Name),
+					slog.String("digest", d.String()), slog.Any("err", err))
+			}
+		}
+	}()
+}

@@ -145,6 +145,7 @@ func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstre
 			return upstream.Manifest{}, err
 		}
 		p.discoverDeltas(ctx, t, m)
+		p.precomputeDeltas(ctx, t, m)
 		return m, nil
 	})
 	if err != nil {

@@ -87,6 +87,10 @@ type Options struct {
 	// MaxDeltaRatio is the largest delta computed for a lower tier, as a
 	// fraction of the layer (DeltaFor).
 	MaxDeltaRatio float64
+	// PrecomputeDeltas computes, when an image manifest is fetched, the
+	// deltas of its layers against the repository's other stored images,
+	// for lower tiers.
+	PrecomputeDeltas bool
 	// DeltaWorkers bounds the deltas computed at once.
 	DeltaWorkers int
 	// DeltaDiscoveryTimeout bounds the lookup of an image's deltas when its
