@@ -55,6 +55,8 @@ type Page struct {
 	Served, Fetched, Saved, Evicted string
 	Resumes, Stalls, FillFailures   string
 	SignatureDenials, DeltaSavings  string
+	DeltaLayers, DeltaFallbacks     string
+	DeltaRatio                      string
 	Upstreams                       []Upstream
 	Pulls                           []httpserve.Pull
 	Prefetch                        []prefetch.Status
@@ -112,7 +114,14 @@ func (h *Handler) page() (*Page, error) {
 	p.Stalls = count(g.sum("registry_edge_fill_stalls_total"))
 	p.FillFailures = count(g.sum("registry_edge_fill_failures_total"))
 	p.SignatureDenials = "0"
-	p.DeltaSavings = "0 B"
+	full, fetched := g.sum("registry_edge_delta_full_bytes_total"), g.sum("registry_edge_delta_fetched_bytes_total")
+	p.DeltaSavings = bytesStr(max(full-fetched, 0))
+	p.DeltaLayers = count(g.sum("registry_edge_delta_fills_total", "result", "applied"))
+	p.DeltaFallbacks = count(g.sum("registry_edge_delta_fills_total", "result", "failed"))
+	p.DeltaRatio = "-"
+	if full > 0 {
+		p.DeltaRatio = fmt.Sprintf("%.1f %%", 100*fetched/full)
+	}
 
 	for _, name := range g.labelValues("registry_edge_upstream_breaker_state", "upstream") {
 		u := Upstream{Name: name, State: "reachable", LastContact: "never since start"}

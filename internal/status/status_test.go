@@ -22,6 +22,9 @@ func TestPageShowsTheFigures(t *testing.T) {
 	m.BytesServed.WithLabelValues("blob").Add(4 << 20)
 	m.UpstreamBytes.WithLabelValues("central.example").Add(1 << 20)
 	m.FillResumes.WithLabelValues("central.example", "link").Add(2)
+	m.Deltas.Fills.WithLabelValues(metrics.DeltaApplied).Add(2)
+	m.Deltas.FullBytes.Add(10 << 20)
+	m.Deltas.FetchedBytes.Add(1 << 20)
 	m.AddUpstream("central.example", func() metrics.UpstreamHealth {
 		return metrics.UpstreamHealth{LastContact: now.Add(-90 * time.Second), BreakerState: 1}
 	})
@@ -55,6 +58,7 @@ func TestPageShowsTheFigures(t *testing.T) {
 		"library/alpine", "3.20",
 		"1 of 1 complete", "org/app:&lt;b&gt;1&lt;/b&gt;", // escaped
 		"version v1.2.3",
+		"9.0 MiB", "2 layers rebuilt from deltas, at 10.0 % of their size", // deltas
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %q", want)

@@ -33,7 +33,7 @@ td.mono { font-family: ui-monospace, monospace; font-size: .8rem; }
 <div class="card" id="hits"><div class="label">Cache hit ratio</div><div class="value">{{.HitRatio}}</div><div>{{.Hits}} hits · {{.Misses}} misses · {{.Stale}} stale</div></div>
 <div class="card" id="served"><div class="label">Served to devices</div><div class="value">{{.Served}}</div></div>
 <div class="card" id="fetched"><div class="label">Fetched from upstreams</div><div class="value">{{.Fetched}}</div><div>uplink saved: {{.Saved}}</div></div>
-<div class="card" id="deltas"><div class="label">Saved by deltas</div><div class="value">{{.DeltaSavings}}</div><div>layer deltas: not in this version</div></div>
+<div class="card" id="deltas"><div class="label">Saved by deltas</div><div class="value">{{.DeltaSavings}}</div><div>{{.DeltaLayers}} layers rebuilt from deltas, at {{.DeltaRatio}} of their size; {{.DeltaFallbacks}} fell back to a full fetch</div></div>
 <div class="card" id="transfers"><div class="label">Transfers resumed</div><div class="value">{{.Resumes}}</div><div>{{.Stalls}} stalls · {{.FillFailures}} failed fills</div></div>
 <div class="card" id="evicted"><div class="label">Evicted</div><div class="value">{{.Evicted}}</div></div>
 <div class="card" id="denials"><div class="label">Signature-policy denials</div><div class="value">{{.SignatureDenials}}</div><div>signature policy: not in this version</div></div>
