@@ -29,6 +29,9 @@ func TestDashboardAndDocsMatchTheMetrics(t *testing.T) {
 	m.FillResumes.WithLabelValues("x", "link")
 	m.FillRefetchedBytes.WithLabelValues("x")
 	m.FillStalls.WithLabelValues("x")
+	m.Deltas.Fills.WithLabelValues(DeltaApplied)
+	m.Deltas.Recipes.WithLabelValues("found")
+	m.Deltas.Served.WithLabelValues("delta")
 	mfs, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
