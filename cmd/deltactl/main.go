@@ -1,25 +1,153 @@
-// Command deltactl is the release engineer's and site admin's tool for layer
-// deltas. This first version only reports its version; the delta commands
-// arrive with the delta issue.
+// Command deltactl is the release engineer's tool for layer deltas: it
+// computes the deltas that rebuild a new image's layers from an older
+// image's, publishes them next to the new image as OCI referrers, lists what
+// is published, estimates what a site saves, and applies a delta offline.
+//
+//	deltactl diff [--platform P] [--max-bases N] [--push] [--output-dir DIR] OLD NEW
+//	deltactl inspect [--platform P] IMAGE
+//	deltactl plan --site-has OLD [--platform P] NEW
+//	deltactl apply --delta FILE [--descriptor FILE.json] --base BLOB... -o OUT
+//	deltactl version
+//
+// docs/deltactl.md is the user guide.
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 
 	"github.com/registry-edge/registry-edge/internal/version"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 1 && (args[0] == "version" || args[0] == "--version") {
-		fmt.Fprintf(stdout, "deltactl %s\n", version.String())
+const usage = `usage: deltactl COMMAND [flags] ARGS
+
+Layer deltas for registry-edge: compute them between two images, publish them
+next to the new image (OCI referrers), list them, estimate what a site saves,
+and rebuild a layer from a delta offline.
+
+commands:
+  diff OLD NEW               compute the deltas that rebuild NEW's layers from OLD's (--push publishes them)
+  inspect IMAGE              list the deltas published for IMAGE
+  plan --site-has OLD NEW    bytes a site holding OLD downloads for NEW, with and without deltas
+  apply --delta FILE --base BLOB... -o OUT
+                             rebuild a layer blob from a delta file and base blob files, verified
+  version                    print the version
+
+Run 'deltactl COMMAND --help' for the flags of a command. Exit status: 0 on
+success, 1 on failure, 2 on a usage error.
+`
+
+// env is where a command writes: results to stdout, progress and
+// diagnostics to stderr.
+type env struct {
+	stdout, stderr io.Writer
+}
+
+// run is deltactl: it parses args, runs the command and returns the exit
+// status, writing the reason for a failure as one line on stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	e := &env{stdout: stdout, stderr: stderr}
+	global, args := leadingFlags(args)
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, "deltactl: no command\n%s", usage)
+		return 2
+	}
+	cmd, args := args[0], append(global, args[1:]...)
+	var err error
+	switch cmd {
+	case "diff":
+		err = diffCmd(ctx, e, args)
+	case "inspect":
+		err = inspectCmd(ctx, e, args)
+	case "plan":
+		err = planCmd(ctx, e, args)
+	case "apply":
+		err = applyCmd(ctx, e, args)
+	case "version", "--version":
+		err = versionCmd(e, args)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "deltactl: unknown command %q\n%s", cmd, usage)
+		return 2
+	}
+	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(stderr, "usage: deltactl version   (delta commands are not implemented yet)")
-	return 2
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "deltactl: %s\n", oneLine(err.Error()))
+	if u, ok := errors.AsType[*usageError](err); ok {
+		u.printUsage(stderr)
+		return 2
+	}
+	return 1
+}
+
+// leadingFlags splits the common flags given before the command (as in
+// "deltactl --insecure diff ...") from the rest of args.
+func leadingFlags(args []string) (global, rest []string) {
+	for len(args) > 0 {
+		name, _, hasValue := strings.Cut(strings.TrimLeft(args[0], "-"), "=")
+		if !strings.HasPrefix(args[0], "-") || args[0] == "-" || args[0] == "--" {
+			break
+		}
+		switch {
+		case name == "insecure" || hasValue && (name == "format" || name == "tmp"):
+			global, args = append(global, args[0]), args[1:]
+		case (name == "format" || name == "tmp") && len(args) > 1:
+			global, args = append(global, args[0], args[1]), args[2:]
+		default:
+			return global, args
+		}
+	}
+	return global, args
+}
+
+// oneLine folds a message onto one line: registry error bodies and joined
+// errors may hold newlines.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+const versionUsage = `usage: deltactl version [--format table|json]
+
+Prints deltactl's version.
+
+flags:
+`
+
+func versionCmd(e *env, args []string) error {
+	f := newFlags(e, "version", versionUsage)
+	f.formatFlag()
+	if _, err := f.parse(args, 0, 0); err != nil {
+		return err
+	}
+	if f.format == formatJSON {
+		return writeJSON(e.stdout, struct {
+			Version string `json:"version"`
+		}{version.String()})
+	}
+	fmt.Fprintf(e.stdout, "deltactl %s\n", version.String())
+	return nil
 }

@@ -10,7 +10,7 @@
 // caller takes from the image manifest it pulls. The annotations of the
 // artifact only say which delta might rebuild which layer.
 //
-// The format is described in docs/decisions/0009-delta-artifacts.md.
+// The format is described in docs/decisions/0009-delta-artifacts-and-negotiation.md.
 package layerdelta
 
 import (

@@ -1,0 +1,434 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/delta"
+	"github.com/registry-edge/registry-edge/internal/layerdelta"
+)
+
+const diffUsage = `usage: deltactl diff [flags] OLD NEW
+
+Computes the deltas that rebuild the layers of NEW that OLD lacks from layers
+of OLD, for every platform of NEW (or those of --platform) that OLD has too,
+and prints one line per layer: its size, its delta's size and kind, or why it
+has none. OLD and NEW are image references ([registry/]repo[:tag|@digest]) of
+an index or of one image manifest.
+
+The bases of a new layer are the layers of OLD's manifest for the same
+platform that NEW lacks, nearest layer index first, at most --max-bases; when
+OLD has no such layer, the layer of OLD at the same index (or its last).
+
+--push publishes, for each platform manifest of NEW that got a delta, the
+deltas and an artifact manifest (artifact type
+application/vnd.registry-edge.layer-deltas.v1) whose subject is that manifest,
+in NEW's repository: a registry-edge mirror finds them as referrers.
+--output-dir writes each delta as DIR/<hex>.delta with its descriptor in
+DIR/<hex>.json, for 'deltactl apply'.
+
+flags:
+`
+
+// diffOptions are the flags of diff that shape the work.
+type diffOptions struct {
+	platforms platformList
+	maxBases  int
+	maxRatio  float64
+	push      bool
+	outputDir string
+}
+
+func diffCmd(ctx context.Context, e *env, args []string) error {
+	f := newFlags(e, "diff", diffUsage)
+	var o diffOptions
+	f.platformFlag(&o.platforms)
+	f.IntVar(&o.maxBases, "max-bases", 2, fmt.Sprintf("most base layers per delta, 1 to %d", delta.DefaultMaxBases))
+	f.Float64Var(&o.maxRatio, "max-ratio", 1, "largest delta worth keeping, as a fraction of its layer's size, in (0, 1]")
+	f.BoolVar(&o.push, "push", false, "publish the deltas to NEW's repository (referrers of NEW's platform manifests)")
+	f.StringVar(&o.outputDir, "output-dir", "", "write each delta and its descriptor to `directory` (created if missing)")
+	f.registryFlags()
+	f.tmpFlag()
+	f.formatFlag()
+	pos, err := f.parse(args, 2, 2)
+	if err != nil {
+		return err
+	}
+	if o.maxBases < 1 || o.maxBases > delta.DefaultMaxBases {
+		return f.usageErr("--max-bases %d: want 1 to %d", o.maxBases, delta.DefaultMaxBases)
+	}
+	if !(o.maxRatio > 0 && o.maxRatio <= 1) {
+		return f.usageErr("--max-ratio %g: want a number in (0, 1]", o.maxRatio)
+	}
+	c := newClient(ctx, f.insecure)
+	oldRef, err := c.parseRef(pos[0])
+	if err != nil {
+		return f.usageErr("OLD: %v", err)
+	}
+	newRef, err := c.parseRef(pos[1])
+	if err != nil {
+		return f.usageErr("NEW: %v", err)
+	}
+	if o.outputDir != "" {
+		if err := os.MkdirAll(o.outputDir, 0o755); err != nil {
+			return err
+		}
+	}
+
+	d := &differ{c: c, o: o, tmp: f.tmp, prog: newProgress(e.stderr), cache: map[string]*made{}, written: map[digest.Digest]deltaFiles{}}
+	d.blobs = newBlobFiles(c, f.tmp, d.prog)
+	defer d.close()
+	rep, err := d.run(ctx, oldRef, newRef, pos[0], pos[1])
+	if err != nil {
+		return err
+	}
+	if f.format == formatJSON {
+		return writeJSON(e.stdout, rep)
+	}
+	rep.writeTable(e)
+	return nil
+}
+
+// diffReport is the result of diff (--format json).
+type diffReport struct {
+	Old       imageRef       `json:"old"`
+	New       imageRef       `json:"new"`
+	Platforms []diffPlatform `json:"platforms"`
+	Totals    diffTotals     `json:"totals"`
+}
+
+// imageRef is an image reference as given, and the digest it resolved to.
+type imageRef struct {
+	Ref    string        `json:"ref"`
+	Digest digest.Digest `json:"digest"`
+}
+
+// diffPlatform is one platform manifest of NEW.
+type diffPlatform struct {
+	Platform string `json:"platform"`
+	// Manifest is NEW's platform manifest, From OLD's ("" when OLD has
+	// none, and then Skipped says so).
+	Manifest digest.Digest `json:"manifest"`
+	From     digest.Digest `json:"from,omitempty"`
+	Skipped  string        `json:"skipped,omitempty"`
+	// Layers are NEW's layers that OLD lacks, in NEW's order.
+	Layers []diffLayer `json:"layers"`
+	// Artifact is the delta artifact manifest pushed for this platform.
+	Artifact *layerdelta.Blob `json:"artifact,omitempty"`
+}
+
+// diffLayer is one layer of NEW that OLD lacks, and its delta.
+type diffLayer struct {
+	Index  int               `json:"index"`
+	Target layerdelta.Blob   `json:"target"`
+	Bases  []layerdelta.Blob `json:"bases"`
+	// Delta is nil when there is no delta (Reason says why).
+	Delta  *layerdelta.Blob `json:"delta,omitempty"`
+	Kind   layerdelta.Kind  `json:"kind,omitempty"`
+	Recipe string           `json:"recipe,omitempty"`
+	Reason string           `json:"reason"`
+	// Error is set when computing the delta failed (the layer is not a
+	// tar, or is too large): the layer has no delta, the others go on.
+	Error         string  `json:"error,omitempty"`
+	SavingPercent float64 `json:"savingPercent"`
+	// Files are the files written with --output-dir.
+	Files *deltaFiles `json:"files,omitempty"`
+}
+
+// deltaFiles are the paths of a delta written with --output-dir.
+type deltaFiles struct {
+	Delta      string `json:"delta"`
+	Descriptor string `json:"descriptor"`
+}
+
+// diffTotals sum the layers of every platform.
+type diffTotals struct {
+	Layers int `json:"layers"`
+	Deltas int `json:"deltas"`
+	// Size is the bytes of the layers, DeltaSize those of their deltas,
+	// Transfer those of the deltas plus the layers without one.
+	Size          int64   `json:"size"`
+	DeltaSize     int64   `json:"deltaSize"`
+	Transfer      int64   `json:"transfer"`
+	SavingPercent float64 `json:"savingPercent"`
+}
+
+// differ computes the deltas of one diff command.
+type differ struct {
+	c     *client
+	o     diffOptions
+	tmp   string
+	prog  *progress
+	blobs *blobFiles
+	// cache holds the deltas computed, by target and bases: platforms
+	// that share a layer share its delta.
+	cache map[string]*made
+	// written are the deltas written to --output-dir.
+	written map[digest.Digest]deltaFiles
+}
+
+// made is the outcome of layerdelta.Make for one target and its bases.
+type made struct {
+	res layerdelta.Result
+	err error
+}
+
+func (d *differ) close() {
+	for _, m := range d.cache {
+		m.res.Close()
+	}
+	d.blobs.removeAll()
+}
+
+// run diffs the images oldRef and newRef (given as oldArg and newArg).
+func (d *differ) run(ctx context.Context, oldRef, newRef name.Reference, oldArg, newArg string) (*diffReport, error) {
+	oldImg, err := d.c.resolve(oldRef)
+	if err != nil {
+		return nil, err
+	}
+	newImg, err := d.c.resolve(newRef)
+	if err != nil {
+		return nil, err
+	}
+	pms, err := newImg.selectPlatforms(d.o.platforms)
+	if err != nil {
+		return nil, err
+	}
+	rep := &diffReport{
+		Old:       imageRef{Ref: oldArg, Digest: digest.Digest(oldImg.desc.Digest.String())},
+		New:       imageRef{Ref: newArg, Digest: digest.Digest(newImg.desc.Digest.String())},
+		Platforms: []diffPlatform{},
+	}
+	for _, pm := range pms {
+		dp, err := d.platform(ctx, oldImg, newImg, pm)
+		if err != nil {
+			return nil, err
+		}
+		rep.Platforms = append(rep.Platforms, dp)
+		for _, l := range dp.Layers {
+			rep.Totals.Layers++
+			rep.Totals.Size += l.Target.Size
+			if l.Delta != nil {
+				rep.Totals.Deltas++
+				rep.Totals.DeltaSize += l.Delta.Size
+				rep.Totals.Transfer += l.Delta.Size
+			} else {
+				rep.Totals.Transfer += l.Target.Size
+			}
+		}
+	}
+	rep.Totals.SavingPercent = savingPercent(rep.Totals.Size, rep.Totals.Transfer)
+	return rep, nil
+}
+
+// platform computes the deltas of one platform manifest of NEW, then
+// pushes and writes them as asked.
+func (d *differ) platform(ctx context.Context, oldImg, newImg *image, pm platformManifest) (diffPlatform, error) {
+	dp := diffPlatform{Platform: platformString(pm.platform), Manifest: digest.Digest(pm.desc.Digest.String()), Layers: []diffLayer{}}
+	oldPM := oldImg.counterpart(newImg, pm)
+	if oldPM == nil {
+		dp.Skipped = "OLD has no manifest for this platform"
+		return dp, nil
+	}
+	defer d.blobs.removeAll() // the bases of this platform
+	dp.From = digest.Digest(oldPM.desc.Digest.String())
+	inOld, inNew := map[v1.Hash]bool{}, map[v1.Hash]bool{}
+	for _, l := range oldPM.manifest.Layers {
+		inOld[l.Digest] = true
+	}
+	for _, l := range pm.manifest.Layers {
+		inNew[l.Digest] = true
+	}
+	var deltas []*made
+	seen := map[v1.Hash]bool{}
+	for i, l := range pm.manifest.Layers {
+		if inOld[l.Digest] || seen[l.Digest] {
+			continue
+		}
+		seen[l.Digest] = true
+		bases := selectBases(oldPM.manifest.Layers, inNew, i, d.o.maxBases)
+		row, m, err := d.layer(ctx, oldImg, newImg, i, l, bases, dp.Platform)
+		if err != nil {
+			return diffPlatform{}, err
+		}
+		if m != nil {
+			deltas = append(deltas, m)
+		}
+		dp.Layers = append(dp.Layers, row)
+	}
+	if d.o.push && len(deltas) > 0 {
+		a, err := d.push(newImg.repo(), pm.desc, dp.From, deltas)
+		if err != nil {
+			return diffPlatform{}, fmt.Errorf("push deltas of %s (%s): %w", pm.desc.Digest, dp.Platform, err)
+		}
+		dp.Artifact = &a
+	}
+	return dp, nil
+}
+
+// layer computes the delta of layer l (at index i) of newImg from bases,
+// layers of oldImg, writes it to --output-dir if asked, and returns its
+// row, with the delta if there is one.
+func (d *differ) layer(ctx context.Context, oldImg, newImg *image, i int, l v1.Descriptor, bases []v1.Descriptor, platform string) (diffLayer, *made, error) {
+	row := diffLayer{Index: i, Target: blobOf(l), Bases: []layerdelta.Blob{}}
+	for _, b := range bases {
+		row.Bases = append(row.Bases, blobOf(b))
+	}
+	if len(row.Bases) == 0 {
+		row.Reason = "OLD has no layer"
+		return row, nil, nil
+	}
+	m, err := d.make(ctx, newImg, oldImg, row.Target, row.Bases, platform)
+	if err != nil {
+		return diffLayer{}, nil, err
+	}
+	row.Reason = m.res.Reason
+	if m.err != nil {
+		row.Reason, row.Error = "error: "+m.err.Error(), m.err.Error()
+		return row, nil, nil
+	}
+	if !m.res.OK() {
+		return row, nil, nil
+	}
+	dl := m.res.Layer
+	row.Delta = &layerdelta.Blob{Digest: dl.Delta.Digest, Size: dl.Delta.Size}
+	row.Kind = dl.Kind
+	if dl.Recipe != nil {
+		row.Recipe = dl.Recipe.String()
+	}
+	row.SavingPercent = savingPercent(row.Target.Size, row.Delta.Size)
+	if d.o.outputDir != "" {
+		files, err := d.write(m.res)
+		if err != nil {
+			return diffLayer{}, nil, err
+		}
+		row.Files = &files
+	}
+	return row, m, nil
+}
+
+// make computes (once) the delta that rebuilds target, a layer of newImg,
+// from bases, layers of oldImg. Failures to fetch a blob are returned;
+// failures of layerdelta.Make are recorded in the result.
+func (d *differ) make(ctx context.Context, newImg, oldImg *image, target layerdelta.Blob, bases []layerdelta.Blob, platform string) (*made, error) {
+	key := target.Digest.String()
+	for _, b := range bases {
+		key += "," + b.Digest.String()
+	}
+	if m, ok := d.cache[key]; ok {
+		return m, nil
+	}
+	tc, err := d.blobs.open(newImg.repo(), target)
+	if err != nil {
+		return nil, err
+	}
+	defer d.blobs.release(target.Digest)
+	var bcs []layerdelta.Content
+	for _, b := range bases {
+		bc, err := d.blobs.open(oldImg.repo(), b)
+		if err != nil {
+			return nil, err
+		}
+		bcs = append(bcs, bc)
+	}
+	label := fmt.Sprintf("delta %s %s", platform, shortDigest(target.Digest))
+	d.prog.status(label + ": reading layers")
+	opts := layerdelta.Options{
+		TempDir:  d.tmp,
+		MaxRatio: d.o.maxRatio,
+		Encode:   delta.EncodeOptions{Progress: func(done, total int64) { d.prog.bar(label, done, total) }},
+	}
+	res, err := layerdelta.Make(ctx, tc, bcs, opts)
+	d.prog.clear()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	m := &made{res: res, err: err}
+	d.cache[key] = m
+	return m, nil
+}
+
+// selectBases returns the layers of old to use as bases for the new layer at
+// index i: the layers of old that the new manifest lacks (inNew), nearest
+// index first (the lower on a tie), at most max; when old has no such layer,
+// its layer at index i, or its last one when it has fewer layers.
+func selectBases(old []v1.Descriptor, inNew map[v1.Hash]bool, i, max int) []v1.Descriptor {
+	type cand struct{ j, dist int }
+	var cs []cand
+	seen := map[v1.Hash]bool{}
+	for j, l := range old {
+		if inNew[l.Digest] || seen[l.Digest] {
+			continue
+		}
+		seen[l.Digest] = true
+		dist := j - i
+		if dist < 0 {
+			dist = -dist
+		}
+		cs = append(cs, cand{j, dist})
+	}
+	if len(cs) == 0 {
+		if len(old) == 0 {
+			return nil
+		}
+		j := min(i, len(old)-1)
+		return []v1.Descriptor{old[j]}
+	}
+	slices.SortStableFunc(cs, func(a, b cand) int { return cmp.Compare(a.dist, b.dist) })
+	var out []v1.Descriptor
+	for _, c := range cs[:min(max, len(cs))] {
+		out = append(out, old[c.j])
+	}
+	return out
+}
+
+func (r *diffReport) writeTable(e *env) {
+	tw := newTable(e.stdout)
+	fmt.Fprintln(tw, "PLATFORM\tLAYER\tSIZE\tDELTA\tSAVING\tKIND / REASON")
+	for _, p := range r.Platforms {
+		if p.Skipped != "" {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\tskipped: %s\n", p.Platform, p.Skipped)
+			continue
+		}
+		if len(p.Layers) == 0 {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\tno new layer\n", p.Platform)
+		}
+		for _, l := range p.Layers {
+			dsize, saving, what := "-", "-", "no delta: "+l.Reason
+			if l.Delta != nil {
+				dsize, saving = humanSize(l.Delta.Size), fmt.Sprintf("%.1f%%", l.SavingPercent)
+				what = string(l.Kind) + ": " + l.Recipe
+				if l.Kind == layerdelta.KindBlob {
+					what = "blob: " + l.Reason
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Platform, shortDigest(l.Target.Digest), humanSize(l.Target.Size), dsize, saving, what)
+		}
+	}
+	t := r.Totals
+	fmt.Fprintf(tw, "total\t%d layer(s)\t%s\t%s\t%.1f%%\t%d delta(s); %s to transfer with deltas\n",
+		t.Layers, humanSize(t.Size), humanSize(t.DeltaSize), t.SavingPercent, t.Deltas, humanSize(t.Transfer))
+	tw.Flush()
+	for _, p := range r.Platforms {
+		if p.Artifact != nil {
+			fmt.Fprintf(e.stdout, "pushed %s (%d bytes) for %s (%s)\n", p.Artifact.Digest, p.Artifact.Size, p.Manifest, p.Platform)
+		}
+	}
+	var files []string
+	for _, p := range r.Platforms {
+		for _, l := range p.Layers {
+			if l.Files != nil && !slices.Contains(files, l.Files.Delta) {
+				files = append(files, l.Files.Delta)
+				fmt.Fprintf(e.stdout, "wrote %s and %s\n", l.Files.Delta, filepath.Base(l.Files.Descriptor))
+			}
+		}
+	}
+}

@@ -1,0 +1,376 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/layerdelta"
+	"github.com/registry-edge/registry-edge/internal/testutil/layergen"
+)
+
+// release is a v1 and a v2 of a multi-platform image: per platform, a
+// shared base layer and three layers that change: one compressed with Go's
+// compress/gzip (Docker, BuildKit, crane), one with pgzip (podman,
+// skopeo), one with GNU gzip (no recipe: no delta). v2 also has a
+// linux/arm/v7 image that v1 lacks.
+type release struct {
+	old, new        v1.ImageIndex
+	oldRef, newRef  string
+	repo            string
+	layers          map[string][2][]blobLayer // by platform: v1's and v2's layers
+	oldImgs, newImg map[string]v1.Image
+}
+
+func makeRelease(t *testing.T, host string) release {
+	t.Helper()
+	r := release{
+		repo:    host + "/edge/app",
+		layers:  map[string][2][]blobLayer{},
+		oldImgs: map[string]v1.Image{},
+		newImg:  map[string]v1.Image{},
+	}
+	r.oldRef, r.newRef = r.repo+":1.0", r.repo+":1.1"
+	base := layer(t, goGzip, layergen.New(100, 8, 4<<10))
+	var olds, news []v1.Image
+	for i, arch := range []string{"amd64", "arm64"} {
+		seed := uint64(10 * (i + 1))
+		app, data, blob := layergen.New(seed, 40, 16<<10), layergen.New(seed+1, 30, 16<<10), layergen.New(seed+2, 20, 16<<10)
+		v1s := []blobLayer{base, layer(t, goGzip, app), layer(t, pgzipDefault, data), layer(t, gnuGzip, blob)}
+		v2s := []blobLayer{base, layer(t, goGzip, app.Update(seed+5)), layer(t, pgzipDefault, data.Update(seed+6)), layer(t, gnuGzip, blob.Update(seed+7))}
+		p := "linux/" + arch
+		r.layers[p] = [2][]blobLayer{v1s, v2s}
+		r.oldImgs[p], r.newImg[p] = testImage(t, arch, v1s...), testImage(t, arch, v2s...)
+		olds, news = append(olds, r.oldImgs[p]), append(news, r.newImg[p])
+	}
+	arm := testImage(t, "arm", base, layer(t, goGzip, layergen.New(50, 4, 4<<10)))
+	r.newImg["linux/arm/v7"] = arm
+	r.old, r.new = testIndex(t, olds...), testIndex(t, append(news, arm)...)
+	pushIndex(t, r.oldRef, r.old)
+	pushIndex(t, r.newRef, r.new)
+	return r
+}
+
+// TestDiffPushInspectPlan publishes the deltas of a release, then lists
+// them and plans a site's download, against a registry with the referrers
+// API and one without (the referrers tag schema).
+func TestDiffPushInspectPlan(t *testing.T) {
+	for _, referrers := range []bool{true, false} {
+		name := "referrers-api"
+		if !referrers {
+			name = "tag-schema"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			host := newRegistry(t, referrers)
+			r := makeRelease(t, host)
+
+			var diff diffReport
+			res := mustRun(t, "diff", "--push", "--format", "json", r.oldRef, r.newRef)
+			if res.stderr != "" {
+				t.Errorf("diff wrote to a stderr that is not a terminal: %q", res.stderr)
+			}
+			decodeStrict(t, res.stdout, &diff)
+			checkDiff(t, r, diff)
+			checkPublished(t, r, diff, referrers)
+
+			t.Run("inspect", func(t *testing.T) { checkInspect(t, r, diff) })
+			t.Run("plan", func(t *testing.T) { checkPlan(t, r, diff) })
+			t.Run("table", func(t *testing.T) {
+				var out strings.Builder
+				diff.writeTable(&env{stdout: &out})
+				for _, want := range []string{"linux/amd64", "tar: gzip compress/gzip level -1", "tar: gzip github.com/klauspost/pgzip", "no delta: no recipe", "skipped: OLD has no manifest", "total", "pushed sha256:"} {
+					if !strings.Contains(out.String(), want) {
+						t.Errorf("diff table lacks %q:\n%s", want, out.String())
+					}
+				}
+			})
+		})
+	}
+}
+
+// checkDiff checks the deltas diff found, layer by layer.
+func checkDiff(t *testing.T, r release, diff diffReport) {
+	t.Helper()
+	if diff.Old.Digest != descriptorOf(t, r.old).Digest || diff.New.Digest != descriptorOf(t, r.new).Digest {
+		t.Errorf("diff old/new = %v/%v, want the pushed indexes", diff.Old, diff.New)
+	}
+	var got []string
+	for _, p := range diff.Platforms {
+		got = append(got, p.Platform)
+	}
+	if want := []string{"linux/amd64", "linux/arm64", "linux/arm/v7"}; !cmp.Equal(got, want) {
+		t.Fatalf("diff platforms = %v, want %v", got, want)
+	}
+	var size, transfer int64
+	for _, p := range diff.Platforms[:2] {
+		ls := r.layers[p.Platform]
+		if p.Manifest != descriptorOf(t, r.newImg[p.Platform]).Digest || p.From != descriptorOf(t, r.oldImgs[p.Platform]).Digest {
+			t.Errorf("%s: manifest %s from %s, want the pushed images", p.Platform, p.Manifest, p.From)
+		}
+		if len(p.Layers) != 3 {
+			t.Fatalf("%s: %d layers, want the 3 that changed", p.Platform, len(p.Layers))
+		}
+		for i, l := range p.Layers {
+			if l.Index != i+1 || l.Target != ls[1][i+1].Blob() {
+				t.Errorf("%s layer %d: index %d target %v, want %d %v", p.Platform, i, l.Index, l.Target, i+1, ls[1][i+1].Blob())
+			}
+			// The nearest layers of v1 that v2 lacks: the same index first.
+			if len(l.Bases) != 2 || l.Bases[0] != ls[0][i+1].Blob() {
+				t.Errorf("%s layer %d: bases %v, want 2 starting with v1's layer %d %v", p.Platform, i, l.Bases, i+1, ls[0][i+1].Blob())
+			}
+			size += l.Target.Size
+			transfer += l.Target.Size
+			if l.Delta != nil {
+				transfer += l.Delta.Size - l.Target.Size
+			}
+		}
+		gz, pgz, gnu := p.Layers[0], p.Layers[1], p.Layers[2]
+		if gz.Delta == nil || gz.Kind != layerdelta.KindTar || !strings.Contains(gz.Recipe, "compress/gzip") {
+			t.Errorf("%s: compress/gzip layer: delta %v kind %q recipe %q (%s), want a tar delta", p.Platform, gz.Delta, gz.Kind, gz.Recipe, gz.Reason)
+		}
+		if pgz.Delta == nil || pgz.Kind != layerdelta.KindTar || !strings.Contains(pgz.Recipe, "pgzip") {
+			t.Errorf("%s: pgzip layer: delta %v kind %q recipe %q (%s), want a tar delta", p.Platform, pgz.Delta, pgz.Kind, pgz.Recipe, pgz.Reason)
+		}
+		for _, l := range []diffLayer{gz, pgz} {
+			if l.Delta != nil && (l.Delta.Size*5 > l.Target.Size || l.SavingPercent < 80) {
+				t.Errorf("%s: a %d-byte delta (saving %.1f%%) for a %d-byte layer with a few files changed", p.Platform, l.Delta.Size, l.SavingPercent, l.Target.Size)
+			}
+		}
+		if gnu.Delta != nil || !strings.Contains(gnu.Reason, "no recipe") || gnu.Error != "" {
+			t.Errorf("%s: GNU gzip layer: delta %v reason %q error %q, want none because there is no recipe", p.Platform, gnu.Delta, gnu.Reason, gnu.Error)
+		}
+		if p.Artifact == nil {
+			t.Errorf("%s: no artifact pushed", p.Platform)
+		}
+	}
+	if arm := diff.Platforms[2]; arm.Skipped == "" || len(arm.Layers) != 0 || arm.Artifact != nil {
+		t.Errorf("linux/arm/v7, which v1 lacks: %+v, want skipped", arm)
+	}
+	want := diffTotals{Layers: 6, Deltas: 4, Size: size, Transfer: transfer, SavingPercent: savingPercent(size, transfer)}
+	want.DeltaSize = transfer
+	for _, p := range diff.Platforms {
+		for _, l := range p.Layers {
+			if l.Delta == nil {
+				want.DeltaSize -= l.Target.Size
+			}
+		}
+	}
+	if diff.Totals != want {
+		t.Errorf("diff totals = %+v, want %+v", diff.Totals, want)
+	}
+}
+
+// checkPublished checks, with go-containerregistry, that each artifact
+// pushed is a referrer of its platform manifest that rebuilds its layers,
+// through the referrers API or the fallback tag.
+func checkPublished(t *testing.T, r release, diff diffReport, referrers bool) {
+	t.Helper()
+	for _, p := range diff.Platforms[:2] {
+		subject, err := name.NewDigest(r.repo + "@" + p.Manifest.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx, err := remote.Referrers(subject)
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(im.Manifests) != 1 || im.Manifests[0].Digest.String() != p.Artifact.Digest.String() {
+			t.Fatalf("%s: referrers %v, want the artifact %s", p.Platform, im.Manifests, p.Artifact.Digest)
+		}
+		tag := subject.Context().Tag(strings.Replace(p.Manifest.String(), ":", "-", 1))
+		_, err = remote.Get(tag)
+		if referrers && err == nil {
+			t.Errorf("%s: a fallback tag %s on a registry with the referrers API", p.Platform, tag)
+		}
+		if !referrers && err != nil {
+			t.Errorf("%s: no fallback tag %s on a registry without the referrers API: %v", p.Platform, tag, err)
+		}
+		art, err := remote.Get(subject.Context().Digest(p.Artifact.Digest.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := layerdelta.ParseManifest(art.Manifest)
+		if err != nil {
+			t.Fatalf("%s: the artifact pushed does not parse: %v", p.Platform, err)
+		}
+		if a.Subject.Digest != p.Manifest || a.From != p.From || len(a.Layers) != 2 {
+			t.Errorf("%s: artifact subject %s from %s with %d deltas, want %s from %s with 2", p.Platform, a.Subject.Digest, a.From, len(a.Layers), p.Manifest, p.From)
+		}
+		for _, l := range a.Layers {
+			if _, err := remote.Layer(subject.Context().Digest(l.Delta.Digest.String())); err != nil {
+				t.Errorf("%s: delta blob %s: %v", p.Platform, l.Delta.Digest, err)
+			}
+		}
+	}
+}
+
+func checkInspect(t *testing.T, r release, diff diffReport) {
+	var rep inspectReport
+	mustJSON(t, &rep, "inspect", r.newRef)
+	if len(rep.Platforms) != 3 {
+		t.Fatalf("inspect: %d platforms, want 3", len(rep.Platforms))
+	}
+	for i, p := range rep.Platforms[:2] {
+		dp := diff.Platforms[i]
+		if p.Platform != dp.Platform || p.Manifest != dp.Manifest || len(p.Artifacts) != 1 {
+			t.Fatalf("inspect %s: %+v, want one artifact for %s", dp.Platform, p, dp.Manifest)
+		}
+		a := p.Artifacts[0]
+		if a.Digest != dp.Artifact.Digest || a.Size != dp.Artifact.Size || a.From != dp.From || a.Error != "" {
+			t.Errorf("inspect %s: artifact %s (%d bytes) from %s, error %q; pushed %v from %s", p.Platform, a.Digest, a.Size, a.From, a.Error, dp.Artifact, dp.From)
+		}
+		var want []inspectDelta
+		for _, l := range dp.Layers {
+			if l.Delta != nil {
+				want = append(want, inspectDelta{Delta: *l.Delta, Kind: l.Kind, Target: l.Target, Bases: l.Bases, Recipe: l.Recipe, TargetInManifest: true, Reproducible: true})
+			}
+		}
+		if diff := cmp.Diff(want, a.Deltas); diff != "" {
+			t.Errorf("inspect %s: deltas differ from those pushed (-want +got):\n%s", p.Platform, diff)
+		}
+	}
+	if arm := rep.Platforms[2]; len(arm.Artifacts) != 0 {
+		t.Errorf("inspect linux/arm/v7: %v, want no artifact", arm.Artifacts)
+	}
+
+	// One platform, and the old image, which has no delta.
+	mustJSON(t, &rep, "inspect", "--platform", "linux/arm64", r.newRef)
+	if len(rep.Platforms) != 1 || rep.Platforms[0].Platform != "linux/arm64" || len(rep.Platforms[0].Artifacts) != 1 {
+		t.Errorf("inspect --platform linux/arm64: %+v", rep.Platforms)
+	}
+	mustJSON(t, &rep, "inspect", r.oldRef)
+	for _, p := range rep.Platforms {
+		if len(p.Artifacts) != 0 {
+			t.Errorf("inspect of the old image: %s has artifacts %v", p.Platform, p.Artifacts)
+		}
+	}
+	table := mustRun(t, "inspect", r.newRef).stdout
+	for _, want := range []string{"linux/amd64", "sha256:", "yes", "gzip compress/gzip level -1", "no delta published", "4 delta(s)"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("inspect table lacks %q:\n%s", want, table)
+		}
+	}
+}
+
+func checkPlan(t *testing.T, r release, diff diffReport) {
+	var rep planReport
+	mustJSON(t, &rep, "plan", "--site-has", r.oldRef, r.newRef)
+	if len(rep.Platforms) != 3 {
+		t.Fatalf("plan: %d platforms, want 3", len(rep.Platforms))
+	}
+	indexSize := descriptorOf(t, r.new).Size
+	var without, with int64
+	for i, p := range rep.Platforms[:2] {
+		dp := diff.Platforms[i]
+		img := r.newImg[dp.Platform]
+		cfg, err := img.RawConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta := indexSize + descriptorOf(t, img).Size + int64(len(cfg))
+		wantWithout, wantWith := meta, meta+dp.Artifact.Size
+		var wantLayers []planLayer
+		for _, l := range dp.Layers {
+			wantWithout += l.Target.Size
+			pl := planLayer{Target: l.Target}
+			if l.Delta != nil {
+				wantWith += l.Delta.Size
+				pl.Delta, pl.Artifact = l.Delta, dp.Artifact.Digest
+			} else {
+				wantWith += l.Target.Size
+			}
+			wantLayers = append(wantLayers, pl)
+		}
+		want := planPlatform{
+			Platform: dp.Platform, Manifest: dp.Manifest, SiteManifest: dp.From,
+			Manifests: indexSize + descriptorOf(t, img).Size, Config: int64(len(cfg)),
+			Layers: wantLayers, Artifacts: []layerdelta.Blob{*dp.Artifact},
+			Without: wantWithout, With: wantWith, SavingPercent: savingPercent(wantWithout, wantWith),
+		}
+		if d := cmp.Diff(want, p); d != "" {
+			t.Errorf("plan %s (-want +got):\n%s", dp.Platform, d)
+		}
+		if p.With >= p.Without {
+			t.Errorf("plan %s: %d bytes with deltas, not fewer than %d without", dp.Platform, p.With, p.Without)
+		}
+		without, with = without+p.Without, with+p.With
+	}
+	// linux/arm/v7: the site holds nothing of it, so no delta helps.
+	arm := rep.Platforms[2]
+	armImg := r.newImg["linux/arm/v7"]
+	armLayers, _ := armImg.Layers()
+	wantArm := indexSize + descriptorOf(t, armImg).Size
+	cfg, _ := armImg.RawConfigFile()
+	wantArm += int64(len(cfg))
+	for _, l := range armLayers {
+		n, _ := l.Size()
+		wantArm += n
+	}
+	if arm.SiteManifest != "" || arm.Without != wantArm || arm.With != wantArm {
+		t.Errorf("plan linux/arm/v7: site manifest %q, %d/%d bytes, want none and %d both ways", arm.SiteManifest, arm.Without, arm.With, wantArm)
+	}
+	without, with = without+arm.Without, with+arm.With
+	if rep.Totals != (planTotals{Without: without, With: with, SavingPercent: savingPercent(without, with)}) {
+		t.Errorf("plan totals = %+v, want %d without, %d with", rep.Totals, without, with)
+	}
+
+	// A site that holds v2 already downloads nothing.
+	mustJSON(t, &rep, "plan", "--site-has", r.newRef, "--platform", "linux/amd64", r.newRef)
+	if len(rep.Platforms) != 1 || rep.Totals.Without != 0 || rep.Totals.With != 0 {
+		t.Errorf("plan from v2 to v2: %+v, want 0 bytes", rep)
+	}
+	table := mustRun(t, "plan", "--site-has", r.oldRef, r.newRef).stdout
+	for _, want := range []string{"linux/amd64", "WITHOUT DELTAS", "total"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("plan table lacks %q:\n%s", want, table)
+		}
+	}
+}
+
+// TestSelectBases checks the choice of base layers for a new layer.
+func TestSelectBases(t *testing.T) {
+	t.Parallel()
+	l := func(s string) v1.Descriptor {
+		h, _ := v1.NewHash(digest.FromString(s).String())
+		return v1.Descriptor{Digest: h, Size: int64(len(s))}
+	}
+	a, b, c, d, e := l("a"), l("b"), l("c"), l("d"), l("e")
+	tests := []struct {
+		name  string
+		old   []v1.Descriptor
+		inNew []v1.Descriptor
+		i     int
+		max   int
+		want  []v1.Descriptor
+	}{
+		{"same index first", []v1.Descriptor{a, b, c}, []v1.Descriptor{a}, 1, 2, []v1.Descriptor{b, c}},
+		{"nearest, lower on a tie", []v1.Descriptor{a, b, c, d, e}, nil, 2, 3, []v1.Descriptor{c, b, d}},
+		{"layers new has are skipped", []v1.Descriptor{a, b, c, d}, []v1.Descriptor{b, c}, 2, 2, []v1.Descriptor{d, a}},
+		{"at most max", []v1.Descriptor{a, b, c}, nil, 0, 1, []v1.Descriptor{a}},
+		{"duplicates once", []v1.Descriptor{a, b, b, c}, []v1.Descriptor{a}, 3, 2, []v1.Descriptor{c, b}},
+		{"none lacking: same index", []v1.Descriptor{a, b, c}, []v1.Descriptor{a, b, c}, 1, 2, []v1.Descriptor{b}},
+		{"none lacking, past the end: last", []v1.Descriptor{a, b}, []v1.Descriptor{a, b}, 4, 2, []v1.Descriptor{b}},
+		{"old has no layer", nil, nil, 0, 2, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inNew := map[v1.Hash]bool{}
+			for _, d := range tt.inNew {
+				inNew[d.Digest] = true
+			}
+			if got := selectBases(tt.old, inNew, tt.i, tt.max); !cmp.Equal(got, tt.want) {
+				t.Errorf("selectBases(i=%d, max=%d) = %v, want %v", tt.i, tt.max, got, tt.want)
+			}
+		})
+	}
+}

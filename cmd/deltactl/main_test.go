@@ -1,0 +1,306 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/registry-edge/registry-edge/internal/testutil/layergen"
+)
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no command", nil, "usage: deltactl COMMAND"},
+		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
+		{"common flags without a command", []string{"--insecure", "--format", "json"}, "no command"},
+		{"a common flag the command lacks", []string{"--insecure", "version"}, "flag provided but not defined: -insecure"},
+		{"diff without NEW", []string{"diff", "a"}, "want 2 argument(s), got 1"},
+		{"diff with three images", []string{"diff", "a", "b", "c"}, `unexpected argument "c"`},
+		{"unknown flag", []string{"diff", "--bogus", "a", "b"}, "flag provided but not defined: -bogus"},
+		{"max-bases 0", []string{"diff", "--max-bases", "0", "a", "b"}, "--max-bases 0"},
+		{"max-bases too many", []string{"diff", "--max-bases", "65", "a", "b"}, "--max-bases 65"},
+		{"max-ratio above 1", []string{"diff", "--max-ratio", "1.5", "a", "b"}, "--max-ratio 1.5"},
+		{"bad format", []string{"diff", "--format", "xml", "a", "b"}, `--format "xml"`},
+		{"bad platform", []string{"diff", "--platform", "linux", "a", "b"}, `platform "linux": want os/arch[/variant]`},
+		{"bad platform in a list", []string{"inspect", "--platform", "linux/amd64,/arm64", "a"}, `platform "/arm64"`},
+		{"bad reference", []string{"diff", "a", "Not A Reference"}, "NEW:"},
+		{"bad tmp", []string{"diff", "--tmp", "/nonexistent/tmp", "a", "b"}, "--tmp /nonexistent/tmp: not a directory"},
+		{"inspect without image", []string{"inspect"}, "want 1 argument(s), got 0"},
+		{"plan without site-has", []string{"plan", "a"}, "--site-has is required"},
+		{"plan with a bad site-has", []string{"plan", "--site-has", "::", "a"}, "--site-has:"},
+		{"apply without delta", []string{"apply", "--base", "b", "-o", "out"}, "--delta is required"},
+		{"apply without base", []string{"apply", "--delta", "d", "-o", "out"}, "at least one --base is required"},
+		{"apply without -o", []string{"apply", "--delta", "d", "--base", "b"}, "-o is required"},
+		{"version with an argument", []string{"version", "x"}, `unexpected argument "x"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := deltactl(t, tt.args...)
+			if r.code != 2 {
+				t.Errorf("deltactl %q: exit %d, want 2 (stderr %q)", tt.args, r.code, r.stderr)
+			}
+			if !strings.Contains(r.stderr, tt.want) || !strings.Contains(r.stderr, "usage: deltactl") {
+				t.Errorf("deltactl %q: stderr %q, want %q and the usage", tt.args, r.stderr, tt.want)
+			}
+			if len(tt.args) > 1 {
+				checkFailure(t, r, 2, tt.want)
+			}
+			if r.stdout != "" {
+				t.Errorf("deltactl %q: a usage error wrote %q to stdout", tt.args, r.stdout)
+			}
+		})
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range []string{"diff", "inspect", "plan", "apply", "version"} {
+		for _, flag := range []string{"--help", "-h"} {
+			r := deltactl(t, cmd, flag)
+			if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: deltactl "+cmd) || !strings.Contains(r.stdout, "-format") || r.stderr != "" {
+				t.Errorf("deltactl %s %s: exit %d, stdout %q, stderr %q; want 0 and the usage with its flags on stdout", cmd, flag, r.code, r.stdout, r.stderr)
+			}
+		}
+	}
+	if r := deltactl(t, "help"); r.code != 0 || !strings.Contains(r.stdout, "plan --site-has OLD NEW") {
+		t.Errorf("deltactl help: exit %d, stdout %q", r.code, r.stdout)
+	}
+	if r := deltactl(t, "diff", "--help"); !strings.Contains(r.stdout, "-max-bases") || !strings.Contains(r.stdout, "-push") || !strings.Contains(r.stdout, "-output-dir") {
+		t.Errorf("deltactl diff --help lacks flags:\n%s", r.stdout)
+	}
+	if r := mustRun(t, "version"); !strings.HasPrefix(r.stdout, "deltactl ") {
+		t.Errorf("deltactl version = %q", r.stdout)
+	}
+	var v struct{ Version string }
+	mustJSON(t, &v, "version")
+	if v.Version == "" {
+		t.Error("deltactl version --format json: no version")
+	}
+	// The common flags may come before the command.
+	if r := mustRun(t, "--format", "json", "version"); !strings.HasPrefix(r.stdout, "{") {
+		t.Errorf("deltactl --format json version = %q, want JSON", r.stdout)
+	}
+	if r := mustRun(t, "--format=json", "version"); !strings.HasPrefix(r.stdout, "{") {
+		t.Errorf("deltactl --format=json version = %q, want JSON", r.stdout)
+	}
+}
+
+// TestRegistryErrors checks failures that come from the registry: one line
+// on stderr, exit status 1.
+func TestRegistryErrors(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, false)
+	repo := host + "/edge/small"
+	pushImage(t, repo+":1", testImage(t, "amd64", layer(t, goGzip, layergen.New(300, 4, 2<<10))))
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"diff, missing OLD", []string{"diff", host + "/edge/missing:1", repo + ":1"}, "edge/missing"},
+		{"diff, missing NEW tag", []string{"diff", repo + ":1", repo + ":2"}, repo + ":2"},
+		{"inspect, missing image", []string{"inspect", host + "/edge/missing:1"}, "NAME_UNKNOWN"},
+		{"plan, missing site image", []string{"plan", "--site-has", host + "/edge/missing:1", repo + ":1"}, "edge/missing"},
+		// Flags after the images are flags.
+		{"diff, platform not in NEW", []string{"diff", repo + ":1", repo + ":1", "--platform", "linux/s390x"}, "has no platform linux/s390x (it has linux/amd64)"},
+		{"no registry", []string{"inspect", "127.0.0.1:1/edge/x:1"}, "connection refused"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := deltactl(t, tt.args...)
+			checkFailure(t, r, 1, tt.want)
+			if r.stdout != "" {
+				t.Errorf("a failure wrote %q to stdout", r.stdout)
+			}
+		})
+	}
+}
+
+// TestCredentials reads credentials from Docker's config.json and keeps
+// them out of every output.
+func TestCredentials(t *testing.T) {
+	const user, secret = "ci", "s3cret-Pa55word"
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != user || p != secret {
+			w.Header().Set("WWW-Authenticate", `Basic realm="registry"`)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(s.Close)
+	host := strings.TrimPrefix(s.URL, "http://")
+	repo := host + "/edge/private"
+	img := testImage(t, "amd64", layer(t, goGzip, layergen.New(400, 4, 2<<10)))
+	if err := remote.Write(ref(t, repo+":1"), img, remote.WithAuth(&authn.Basic{Username: user, Password: secret})); err != nil {
+		t.Fatal(err)
+	}
+	dockerConfig := func(password string) {
+		dir := t.TempDir()
+		auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+		cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host, auth)
+		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("DOCKER_CONFIG", dir)
+	}
+
+	dockerConfig(secret)
+	var rep inspectReport
+	mustJSON(t, &rep, "inspect", repo+":1")
+	if len(rep.Platforms) != 1 {
+		t.Errorf("inspect with credentials: %+v", rep)
+	}
+	r := mustRun(t, "plan", "--site-has", repo+":1", repo+":1")
+	for _, out := range []string{r.stdout, r.stderr} {
+		if strings.Contains(out, secret) {
+			t.Errorf("the password is in the output: %q", out)
+		}
+	}
+
+	const wrong = "wr0ng-Pa55word"
+	dockerConfig(wrong)
+	r = deltactl(t, "diff", repo+":1", repo+":1")
+	checkFailure(t, r, 1, "UNAUTHORIZED")
+	for _, s := range []string{wrong, secret, base64.StdEncoding.EncodeToString([]byte(user + ":" + wrong))} {
+		if strings.Contains(r.stderr+r.stdout, s) {
+			t.Errorf("a credential is in the output: %q", r.stderr)
+		}
+	}
+}
+
+// TestInsecure reaches a registry with a self-signed certificate only with
+// --insecure.
+func TestInsecure(t *testing.T) {
+	t.Parallel()
+	s := httptest.NewUnstartedServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	s.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshakes that fail on purpose
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	host := strings.TrimPrefix(s.URL, "https://")
+	tr := s.Client().Transport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	img := testImage(t, "amd64", layer(t, goGzip, layergen.New(500, 4, 2<<10)))
+	if err := remote.Write(ref(t, host+"/edge/tls:1"), img, remote.WithTransport(tr), remote.WithAuth(authn.Anonymous)); err != nil {
+		t.Fatal(err)
+	}
+	// Without --insecure, go-containerregistry tries HTTPS, which does not
+	// verify, then plain HTTP, which the server refuses.
+	checkFailure(t, deltactl(t, "inspect", host+"/edge/tls:1"), 1, "failed to verify certificate")
+	mustRun(t, "inspect", "--insecure", host+"/edge/tls:1")
+}
+
+func TestProgress(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	now := time.Unix(0, 0)
+	p := &progress{w: &buf, on: true, now: func() time.Time { return now }}
+	p.bar("delta x", 50, 200)
+	if got := buf.String(); !strings.HasPrefix(got, "\r\033[Kdelta x [") || !strings.Contains(got, " 25% ") {
+		t.Errorf("bar = %q", got)
+	}
+	buf.Reset()
+	p.bar("delta x", 60, 200)
+	if buf.Len() != 0 {
+		t.Errorf("bar redrawn within %v: %q", progressInterval, buf.String())
+	}
+	p.bar("delta x", 200, 200)
+	if !strings.Contains(buf.String(), "100%") {
+		t.Errorf("the last bar is not drawn: %q", buf.String())
+	}
+	buf.Reset()
+	p.clear()
+	p.clear()
+	if buf.String() != "\r\033[K" {
+		t.Errorf("clear = %q, want one erase", buf.String())
+	}
+
+	// Not a terminal: nothing at all.
+	var out bytes.Buffer
+	q := newProgress(&out)
+	q.bar("x", 1, 2)
+	q.status("x")
+	io.Copy(io.Discard, q.reader(strings.NewReader("abc"), "x", 3))
+	q.clear()
+	if out.Len() != 0 {
+		t.Errorf("progress on a non-terminal wrote %q", out.String())
+	}
+}
+
+// TestDocs checks that docs/deltactl.md documents every flag of every
+// command and every field of the JSON output.
+func TestDocs(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "deltactl.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, cmd := range []string{"diff", "inspect", "plan", "apply", "version"} {
+		help := mustRun(t, cmd, "--help").stdout
+		for _, line := range strings.Split(help, "\n") {
+			if !strings.HasPrefix(line, "  -") {
+				continue
+			}
+			name, _, _ := strings.Cut(strings.TrimPrefix(line, "  -"), " ")
+			if !strings.Contains(doc, "`--"+name) && !strings.Contains(doc, "`-"+name+"`") {
+				t.Errorf("docs/deltactl.md does not document %s --%s", cmd, name)
+			}
+		}
+	}
+	for _, v := range []any{diffReport{}, inspectReport{}, planReport{}, applyResult{}} {
+		for _, key := range jsonKeys(reflect.TypeOf(v)) {
+			if !strings.Contains(doc, `"`+key+`"`) {
+				t.Errorf("docs/deltactl.md does not show the JSON field %q of %T", key, v)
+			}
+		}
+	}
+}
+
+// jsonKeys returns the JSON field names of a struct type and of the
+// structs it holds.
+func jsonKeys(typ reflect.Type) []string {
+	switch typ.Kind() {
+	case reflect.Pointer, reflect.Slice:
+		return jsonKeys(typ.Elem())
+	case reflect.Struct:
+	default:
+		return nil
+	}
+	var keys []string
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		keys = append(keys, name)
+		if f.Type.PkgPath() != "github.com/opencontainers/go-digest" {
+			keys = append(keys, jsonKeys(f.Type)...)
+		}
+	}
+	return keys
+}

@@ -1,0 +1,399 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/layerdelta"
+	"github.com/registry-edge/registry-edge/internal/verify"
+	"github.com/registry-edge/registry-edge/internal/version"
+)
+
+// client talks to registries through go-containerregistry, with the
+// credentials of Docker's config.json (authn.DefaultKeychain).
+type client struct {
+	nameOpts []name.Option
+	opts     []remote.Option
+}
+
+// newClient returns a client; insecure allows plain HTTP and TLS
+// certificates that do not verify, as crane --insecure does.
+func newClient(ctx context.Context, insecure bool) *client {
+	t := remote.DefaultTransport.(*http.Transport).Clone()
+	var nameOpts []name.Option
+	if insecure {
+		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // what --insecure asks for
+		nameOpts = append(nameOpts, name.Insecure)
+	}
+	return &client{
+		nameOpts: nameOpts,
+		opts: []remote.Option{
+			remote.WithContext(ctx),
+			remote.WithAuthFromKeychain(authn.DefaultKeychain),
+			remote.WithTransport(t),
+			remote.WithUserAgent("deltactl/" + version.String()),
+		},
+	}
+}
+
+// parseRef parses an image reference ([registry/]repo[:tag|@digest]).
+func (c *client) parseRef(s string) (name.Reference, error) {
+	return name.ParseReference(s, c.nameOpts...)
+}
+
+// image is a resolved image reference: what it names (an index or an image
+// manifest) and its platform manifests.
+type image struct {
+	ref   name.Reference
+	desc  v1.Descriptor
+	index bool
+	// manifests are the image manifests: the index's (attestations and
+	// nested indexes left out), or the one manifest the reference names.
+	manifests []platformManifest
+}
+
+// platformManifest is one image manifest of an image, for one platform.
+type platformManifest struct {
+	platform v1.Platform
+	desc     v1.Descriptor // media type, digest and size only
+	manifest *v1.Manifest
+}
+
+// repo returns the repository of the image.
+func (img *image) repo() name.Repository { return img.ref.Context() }
+
+// resolve fetches what ref names and, for an index, its image manifests.
+func (c *client) resolve(ref name.Reference) (*image, error) {
+	d, err := remote.Get(ref, c.opts...)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	img := &image{ref: ref, desc: bare(d.Descriptor)}
+	switch d.MediaType {
+	case types.OCIImageIndex, types.DockerManifestList:
+		img.index = true
+		idx, err := v1.ParseIndexManifest(bytes.NewReader(d.Manifest))
+		if err != nil {
+			return nil, fmt.Errorf("image %s: index: %w", ref, err)
+		}
+		for _, child := range idx.Manifests {
+			if !isImageManifest(child.MediaType) || isAttestation(child) {
+				continue
+			}
+			pm, err := c.platformManifest(img.repo(), child, nil)
+			if err != nil {
+				return nil, fmt.Errorf("image %s: %w", ref, err)
+			}
+			img.manifests = append(img.manifests, pm)
+		}
+		if len(img.manifests) == 0 {
+			return nil, fmt.Errorf("image %s: the index lists no image manifest", ref)
+		}
+	case types.OCIManifestSchema1, types.DockerManifestSchema2:
+		pm, err := c.platformManifest(img.repo(), img.desc, d)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", ref, err)
+		}
+		img.manifests = []platformManifest{pm}
+	default:
+		return nil, fmt.Errorf("image %s: media type %q is not an image manifest or index", ref, d.MediaType)
+	}
+	return img, nil
+}
+
+// platformManifest reads the image manifest desc names (d, if it was
+// fetched already); its platform comes from desc, or else from the image's
+// config.
+func (c *client) platformManifest(repo name.Repository, desc v1.Descriptor, d *remote.Descriptor) (platformManifest, error) {
+	if d == nil {
+		var err error
+		if d, err = remote.Get(repo.Digest(desc.Digest.String()), c.opts...); err != nil {
+			return platformManifest{}, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+		}
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(d.Manifest))
+	if err != nil {
+		return platformManifest{}, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	pm := platformManifest{desc: bare(d.Descriptor), manifest: m}
+	if desc.Platform != nil {
+		pm.platform = *desc.Platform
+		return pm, nil
+	}
+	im, err := d.Image()
+	if err != nil {
+		return platformManifest{}, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	cf, err := im.ConfigFile()
+	if err != nil {
+		return platformManifest{}, fmt.Errorf("manifest %s: config: %w", desc.Digest, err)
+	}
+	if p := cf.Platform(); p != nil {
+		pm.platform = *p
+	}
+	return pm, nil
+}
+
+func isImageManifest(mt types.MediaType) bool {
+	return mt == types.OCIManifestSchema1 || mt == types.DockerManifestSchema2
+}
+
+// isAttestation reports an index entry that is not a runnable image:
+// BuildKit's attestation manifests (platform unknown/unknown).
+func isAttestation(d v1.Descriptor) bool {
+	if d.Annotations["vnd.docker.reference.type"] != "" {
+		return true
+	}
+	return d.Platform != nil && d.Platform.OS == "unknown"
+}
+
+// bare keeps a descriptor's media type, digest and size.
+func bare(d v1.Descriptor) v1.Descriptor {
+	return v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}
+}
+
+// selectPlatforms returns the manifests of img for the platforms asked
+// (all of them when none is); a platform that none matches is an error.
+func (img *image) selectPlatforms(want platformList) ([]platformManifest, error) {
+	if len(want) == 0 {
+		return img.manifests, nil
+	}
+	var out []platformManifest
+	for _, w := range want {
+		found := false
+		for _, pm := range img.manifests {
+			if platformSatisfies(pm.platform, w) {
+				found = true
+				if !containsManifest(out, pm) {
+					out = append(out, pm)
+				}
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("image %s has no platform %s (it has %s)", img.ref, platformString(w), img.platformNames())
+		}
+	}
+	return out, nil
+}
+
+func containsManifest(pms []platformManifest, pm platformManifest) bool {
+	for _, p := range pms {
+		if p.desc.Digest == pm.desc.Digest {
+			return true
+		}
+	}
+	return false
+}
+
+func (img *image) platformNames() string {
+	var s []string
+	for _, pm := range img.manifests {
+		s = append(s, platformString(pm.platform))
+	}
+	return strings.Join(s, ", ")
+}
+
+// counterpart returns the manifest of old for pm's platform (a manifest of
+// img), or nil. Two single-manifest images are each other's counterpart
+// whatever their configs say: the user named both.
+func (old *image) counterpart(img *image, pm platformManifest) *platformManifest {
+	for i := range old.manifests {
+		if platformKey(old.manifests[i].platform) == platformKey(pm.platform) {
+			return &old.manifests[i]
+		}
+	}
+	if !old.index && !img.index {
+		return &old.manifests[0]
+	}
+	return nil
+}
+
+// platformKey is a platform as os/arch[/variant], with the variants that
+// mean the default architecture version left out (arm64/v8, amd64/v1).
+func platformKey(p v1.Platform) string {
+	return platformString(v1.Platform{OS: p.OS, Architecture: p.Architecture, Variant: normalVariant(p)})
+}
+
+func normalVariant(p v1.Platform) string {
+	switch {
+	case p.Architecture == "arm64" && p.Variant == "v8", p.Architecture == "amd64" && p.Variant == "v1":
+		return ""
+	}
+	return p.Variant
+}
+
+// platformSatisfies reports whether have is the platform spec asks for: same
+// os and architecture, and the same variant if spec names one.
+func platformSatisfies(have, spec v1.Platform) bool {
+	return have.OS == spec.OS && have.Architecture == spec.Architecture &&
+		(spec.Variant == "" || normalVariant(have) == normalVariant(spec))
+}
+
+// platformString is os/arch[/variant], or "unknown" for an image whose
+// config names no platform.
+func platformString(p v1.Platform) string {
+	if p.OS == "" && p.Architecture == "" {
+		return "unknown"
+	}
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+// --- blobs -----------------------------------------------------------------
+
+// blobFiles holds the blobs fetched for one command in temporary files,
+// each verified against its digest and size before use.
+type blobFiles struct {
+	c     *client
+	dir   string
+	prog  *progress
+	files map[digest.Digest]*os.File
+}
+
+func newBlobFiles(c *client, dir string, prog *progress) *blobFiles {
+	return &blobFiles{c: c, dir: dir, prog: prog, files: map[digest.Digest]*os.File{}}
+}
+
+// open returns blob b of repo, fetching it the first time.
+func (bf *blobFiles) open(repo name.Repository, b layerdelta.Blob) (layerdelta.Content, error) {
+	if f, ok := bf.files[b.Digest]; ok {
+		return layerdelta.Content{Blob: b, R: f}, nil
+	}
+	f, err := bf.fetch(repo, b)
+	if err != nil {
+		return layerdelta.Content{}, fmt.Errorf("blob %s@%s: %w", repo, b.Digest, err)
+	}
+	bf.files[b.Digest] = f
+	return layerdelta.Content{Blob: b, R: f}, nil
+}
+
+func (bf *blobFiles) fetch(repo name.Repository, b layerdelta.Blob) (_ *os.File, err error) {
+	l, err := remote.Layer(repo.Digest(b.Digest.String()), bf.c.opts...)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	vr, err := verify.NewReader(rc, b.Digest, b.Size)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(bf.dir, "deltactl-blob-*")
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	label := "fetch " + shortDigest(b.Digest)
+	if _, err := io.Copy(f, bf.prog.reader(vr, label, b.Size)); err != nil {
+		return nil, err
+	}
+	bf.prog.clear()
+	return f, nil
+}
+
+// release removes the file of blob d, if it was fetched.
+func (bf *blobFiles) release(d digest.Digest) {
+	if f, ok := bf.files[d]; ok {
+		f.Close()
+		os.Remove(f.Name())
+		delete(bf.files, d)
+	}
+}
+
+// removeAll removes every fetched blob.
+func (bf *blobFiles) removeAll() {
+	for d := range bf.files {
+		bf.release(d)
+	}
+}
+
+// --- published deltas ----------------------------------------------------------
+
+// artifact is a delta artifact published for an image manifest.
+type artifact struct {
+	desc   v1.Descriptor
+	parsed layerdelta.Artifact
+	// err says why the artifact is not usable (malformed, or attached to
+	// another manifest); parsed is then empty.
+	err error
+}
+
+// emptyJSONType is the artifact type that registries which do not read a
+// manifest's artifactType (go-containerregistry's pkg/registry) report for
+// an artifact with an empty config.
+const emptyJSONType = ocispec.MediaTypeEmptyJSON
+
+// deltaArtifacts lists the delta artifacts whose subject is the manifest
+// subject of repo: its referrers (the referrers API, or the tag schema on
+// registries without it) of artifact type layerdelta.ArtifactType.
+func (c *client) deltaArtifacts(repo name.Repository, subject v1.Descriptor) ([]artifact, error) {
+	idx, err := remote.Referrers(repo.Digest(subject.Digest.String()), c.opts...)
+	if err != nil {
+		return nil, fmt.Errorf("referrers of %s@%s: %w", repo, subject.Digest, err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("referrers of %s@%s: %w", repo, subject.Digest, err)
+	}
+	var out []artifact
+	for _, d := range im.Manifests {
+		switch {
+		case d.ArtifactType == layerdelta.ArtifactType:
+		case (d.ArtifactType == "" || d.ArtifactType == emptyJSONType) && d.Annotations[layerdelta.AnnotationTo] != "":
+			// A registry that reports the config's media type: the
+			// annotation that layerdelta.Manifest sets says what it is.
+		default:
+			continue
+		}
+		a := artifact{desc: bare(d)}
+		md, err := remote.Get(repo.Digest(d.Digest.String()), c.opts...)
+		if err != nil {
+			return nil, fmt.Errorf("delta artifact %s@%s: %w", repo, d.Digest, err)
+		}
+		a.parsed, a.err = layerdelta.ParseManifest(md.Manifest)
+		switch {
+		case errors.Is(a.err, layerdelta.ErrNotDeltaArtifact):
+			continue
+		case a.err == nil && a.parsed.Subject.Digest.String() != subject.Digest.String():
+			a.parsed, a.err = layerdelta.Artifact{}, fmt.Errorf("its subject is %s, not %s", a.parsed.Subject.Digest, subject.Digest)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// --- conversions -------------------------------------------------------------
+
+func blobOf(d v1.Descriptor) layerdelta.Blob {
+	return layerdelta.Blob{Digest: digest.Digest(d.Digest.String()), Size: d.Size}
+}
+
+func ociDescriptor(d v1.Descriptor) ocispec.Descriptor {
+	return ocispec.Descriptor{MediaType: string(d.MediaType), Digest: digest.Digest(d.Digest.String()), Size: d.Size}
+}
