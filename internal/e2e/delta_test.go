@@ -72,10 +72,57 @@ func TestDeltaThroughTiers(t *testing.T) {
 			t.Errorf("site answered the updated layer with %s", e["status"])
 		}
 	}
+	site.mark(t)
+	region.mark(t) // the log lines written before are in the files
 	if !strings.Contains(site.proc.log(), "layer rebuilt from a delta") {
 		t.Errorf("the site's log does not say it rebuilt the layer from a delta:\n%s", tail(site.proc.log(), 20))
 	}
 	if !strings.Contains(region.proc.log(), "computed a delta for a lower tier") {
 		t.Errorf("the region's log does not say it computed a delta:\n%s", tail(region.proc.log(), 20))
+	}
+}
+
+// The release workflow end to end: the release engineer publishes deltas
+// of v2 against v1 in central (the real registry, which has no referrers
+// API, so deltactl maintains the sha256-<hex> fallback tag); a site
+// registry-edge that already served v1 gets a pull of v2 from crane,
+// fetches the delta instead of the updated layer over a counted link,
+// rebuilds the layer and serves central's exact blobs.
+func TestPublishedDeltaAtSite(t *testing.T) {
+	t.Parallel()
+	crane := need(t, "crane")
+	deltactl := buildDeltactl(t)
+	c := startCentral(t)
+	oldImg, newImg, _, newApp := deltaImages(t, 80)
+	v1 := pushImage(t, c, "fleet/app", "v1", oldImg)
+	v2 := pushImage(t, c, "fleet/app", "v2", newImg)
+	out := run(t, nil, deltactl, "--insecure", "diff", "--push", "--format", "json", v1.ref(c.addr), v2.ref(c.addr))
+	if !strings.Contains(out, v2.layers[1]) {
+		t.Fatalf("deltactl diff --push did not publish a delta for the updated layer %s:\n%s", v2.layers[1], out)
+	}
+
+	link := flakyrelay.New(t, c.addr)
+	site := startMirror(t, link.Addr(), mirrorOptions{})
+	pullOCI(t, crane, v1.ref(site.addr))
+	before := link.BytesDown()
+	dir := pullOCI(t, crane, v2.ref(site.addr))
+	over := link.BytesDown() - before
+	t.Logf("v2 through the site: %d bytes over its link; the updated layer is %d bytes", over, len(newApp))
+
+	readLayout(t, dir).checkImage(t, v2) // every blob hashes to its name
+	if got := strings.TrimSpace(craneRun(t, crane, "digest", v2.ref(site.addr))); got != v2.digest {
+		t.Errorf("digest through the site = %s, want %s", got, v2.digest)
+	}
+	if limit := int64(len(newApp)) / 10; over > limit {
+		t.Errorf("the site's link carried %d bytes for v2, want at most %d (a tenth of the %d-byte updated layer)", over, limit, len(newApp))
+	}
+	for _, l := range c.requestsBy(0, "registry-edge") {
+		if strings.Contains(l, "GET /v2/fleet/app/blobs/"+v2.layers[1]) {
+			t.Errorf("central served the updated layer itself to the site: %s", l)
+		}
+	}
+	site.mark(t) // the log lines written before are in the file
+	if !strings.Contains(site.proc.log(), "layer rebuilt from a delta") {
+		t.Errorf("the site's log does not say it rebuilt the layer from a delta:\n%s", tail(site.proc.log(), 20))
 	}
 }

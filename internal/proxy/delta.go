@@ -57,7 +57,7 @@ func (p *Proxy) discoverDeltas(ctx context.Context, t Target, m upstream.Manifes
 	log := p.log.With(slog.String("upstream", t.Remote.Name), slog.String("repo", t.Repo.Name), slog.String("manifest", m.Descriptor.Digest.String()))
 	ctx, cancel := context.WithTimeout(ctx, p.opts.DeltaDiscoveryTimeout)
 	defer cancel()
-	body, _, err := p.Referrers(ctx, t, m.Descriptor.Digest, layerdelta.ArtifactType)
+	body, _, err := p.Referrers(ctx, t, m.Descriptor.Digest, "")
 	if err != nil {
 		log.LogAttrs(ctx, slog.LevelDebug, "no delta referrers", slog.Any("err", err))
 		return
@@ -66,9 +66,14 @@ func (p *Proxy) discoverDeltas(ctx context.Context, t Target, m upstream.Manifes
 	if err := json.Unmarshal(body, &idx); err != nil {
 		return
 	}
-	found := 0
-	for i, desc := range idx.Manifests {
-		if i == maxDeltaArtifacts {
+	found, read := 0, 0
+	for _, desc := range idx.Manifests {
+		// Some registries report the config media type as the artifact
+		// type; the annotation Manifest sets says it too.
+		if desc.ArtifactType != layerdelta.ArtifactType && desc.Annotations[layerdelta.AnnotationTo] != m.Descriptor.Digest.String() {
+			continue
+		}
+		if read++; read > maxDeltaArtifacts {
 			break
 		}
 		res, err := p.Manifest(ctx, t, desc.Digest.String())
