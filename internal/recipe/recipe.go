@@ -25,7 +25,9 @@
 // (= 1.19.2) and 1.20.3. So layers made by podman, buildah or skopeo
 // rebuild only when this binary links the klauspost/compress release the
 // tool was built with: Debian 12's skopeo 1.9.3 (klauspost/compress 1.15.12,
-// pgzip 1.2.5) is reproduced by those versions, not by this package's.
+// pgzip 1.2.5) is reproduced by those versions, and by this package's only
+// when their outputs happen to agree on the layer (they do on some tars,
+// not on others).
 // Encoders outside the candidates (GNU gzip's zlib, the reference zstd,
 // pigz, eStargz, zstd:chunked, multi-member gzip) have no recipe.
 package recipe
