@@ -197,6 +197,10 @@ func TestTiersNegotiateDelta(t *testing.T) {
 	if got := metricValue(t, region.metrics, "registry_edge_delta_negotiations_total", "result", "delta"); got != 1 {
 		t.Errorf("region answered %v negotiations with a delta, want 1", got)
 	}
+	// Only the layer was negotiated: not the config, not the delta blob.
+	if got := metricValue(t, region.metrics, "registry_edge_delta_negotiations_total", "result", "full"); got != 0 {
+		t.Errorf("region answered %v negotiations with the full blob, want 0", got)
+	}
 	if fetched > float64(len(nw))/5 {
 		t.Errorf("site fetched %v bytes for v2, more than a fifth of its %d-byte layer", fetched, len(nw))
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -49,6 +50,7 @@ func (p *Proxy) discoverDeltas(ctx context.Context, t Target, m upstream.Manifes
 	for _, l := range man.Layers {
 		if _, err := p.store.Stat(ctx, l.Digest); err != nil {
 			layers[l.Digest] = l.Size
+			p.layerHints.add(l.Digest, l.Size)
 		}
 	}
 	if len(layers) == 0 || !p.haveOtherImages(ctx, t, m.Descriptor.Digest) {
@@ -256,6 +258,11 @@ var _ deltaNegotiator = (*upstream.Client)(nil)
 func (p *Proxy) negotiateDelta(ctx context.Context, f *fill, log *slog.Logger) (layerdelta.Layer, bool) {
 	n, ok := f.target.Remote.Client.(deltaNegotiator)
 	if !ok || !p.opts.NegotiateDeltas || !n.DeltaPeer() {
+		return layerdelta.Layer{}, false
+	}
+	// Only layers of images pulled through this mirror, big enough for a
+	// delta to pay for the round trip; not configs, not delta blobs.
+	if size, ok := p.layerHints.get(f.d); !ok || size < minNegotiatedSize {
 		return layerdelta.Layer{}, false
 	}
 	cands := p.baseCandidates(ctx, f.target, f.d)
@@ -567,4 +574,33 @@ func (p *Proxy) precomputeDeltas(ctx context.Context, t Target, m upstream.Manif
 			}
 		}
 	}()
+}
+
+// minNegotiatedSize is the smallest layer a delta is negotiated for.
+const minNegotiatedSize = 64 << 10
+
+// layerHints remembers the layers (and their sizes) of image manifests
+// fetched recently, so that a fill knows its blob is a layer. It is bounded
+// by maxLayerHints and forgets everything when full.
+type layerHints struct {
+	mu sync.Mutex
+	m  map[digest.Digest]int64
+}
+
+const maxLayerHints = 1 << 14
+
+func (h *layerHints) add(d digest.Digest, size int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil || len(h.m) >= maxLayerHints {
+		h.m = map[digest.Digest]int64{}
+	}
+	h.m[d] = size
+}
+
+func (h *layerHints) get(d digest.Digest) (int64, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	size, ok := h.m[d]
+	return size, ok
 }

@@ -121,6 +121,7 @@ type Proxy struct {
 	computing    singleflight.Group
 	deltaWorkers chan struct{}
 	noDelta      sync.Map
+	layerHints   layerHints
 	hot          *hotCache
 	links        *linkCache
 	access       accessTracker
