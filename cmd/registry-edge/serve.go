@@ -99,8 +99,13 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	if err != nil {
 		return err
 	}
+	policy, err := cfg.SignaturePolicy()
+	if err != nil {
+		return err
+	}
 	var maint *gc.Maintainer // created below; the proxy asks it for room when the disk is full
 	p := proxy.New(store, db, router, proxy.Options{
+		Policy:                policy,
 		TagTTL:                cfg.Cache.TagTTL.D(),
 		RevalidateTimeout:     cfg.Cache.RevalidateTimeout.D(),
 		FillTimeout:           cfg.Storage.FillTimeout.D(),
@@ -162,6 +167,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 		hopts.Status = admin.Only(allow, status.New(status.Options{
 			Metrics: m, Prefetch: pf.Status, Recent: func() []httpserve.Pull { return handler.RecentPulls() },
 			Budget: int64(cfg.Storage.MaxSize), Root: cfg.Storage.Root, Version: version.String(),
+			SignaturePolicy: policy != nil,
 		}))
 	}
 	handler = httpserve.New(p, hopts)

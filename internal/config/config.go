@@ -22,6 +22,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/sigpolicy"
 )
 
 // maxConfigSize bounds the input of Load. A real configuration is a few KiB;
@@ -53,6 +54,9 @@ type Config struct {
 	Access Access `yaml:"access"`
 	// Deltas configures layer deltas.
 	Deltas Deltas `yaml:"deltas"`
+	// Signatures is the signature policy: which repositories need which
+	// cosign signatures (see internal/sigpolicy).
+	Signatures sigpolicy.Spec `yaml:"signatures,omitempty"`
 }
 
 // Deltas configures layer deltas: rebuilding layers from published or

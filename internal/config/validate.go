@@ -167,6 +167,9 @@ func (c Config) Validate() error {
 	if !c.Access.Anonymous && c.Access.Htpasswd == "" && (c.TLS.ClientAuth == "" || c.TLS.ClientAuth == "none") {
 		add("access.anonymous", "false needs access.htpasswd or tls.clientAuth, or no client can read anything")
 	}
+	if _, err := c.SignaturePolicy(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

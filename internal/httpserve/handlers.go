@@ -403,6 +403,9 @@ func wantsDelta(r *http.Request) bool {
 // reports false, for an ordinary answer, when there is no delta worth
 // sending.
 func (s *Server) deltaAnswer(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *access) (bool, error) {
+	if err := s.p.CheckBlob(r.Context(), t, rt.Digest); err != nil {
+		return true, err
+	}
 	bases := upstream.ParseIfNoneMatch(r.Header.Values("If-None-Match"), maxOfferedBases)
 	l, err := s.p.DeltaFor(r.Context(), t, rt.Digest, bases)
 	if errors.Is(err, proxy.ErrNoDelta) {

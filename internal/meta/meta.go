@@ -46,7 +46,7 @@ func Open(path string) (*DB, error) {
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketTags, bucketManifests, bucketLinks, bucketReferrers, bucketDeltas} {
+		for _, b := range [][]byte{bucketTags, bucketManifests, bucketLinks, bucketReferrers, bucketDeltas, bucketVerdicts, bucketTrusted} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

@@ -32,6 +32,9 @@ func TestDashboardAndDocsMatchTheMetrics(t *testing.T) {
 	m.Deltas.Fills.WithLabelValues(DeltaApplied)
 	m.Deltas.Recipes.WithLabelValues("found")
 	m.Deltas.Served.WithLabelValues("delta")
+	m.Signatures.Verifications.WithLabelValues("r", "verified")
+	m.Signatures.Denials.WithLabelValues("r", "manifest")
+	m.Signatures.Warnings.WithLabelValues("r")
 	mfs, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)

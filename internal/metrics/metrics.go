@@ -62,6 +62,8 @@ type Metrics struct {
 	StaleRefused *prometheus.CounterVec
 	// Deltas are the layer-delta metrics (delta.go).
 	Deltas Deltas
+	// Signatures are the signature-policy metrics (signatures.go).
+	Signatures Signatures
 
 	upstreams *upstreamCollector
 	prefetch  *prefetchCollector
@@ -133,6 +135,7 @@ func New() *Metrics {
 	reg.MustRegister(m.FillResumes, m.FillRefetchedBytes, m.FillStalls, m.ClientStalls, m.StoreBytes, m.EvictedBytes, m.EvictedImages, m.DiskFull)
 	m.registerOffline(reg)
 	m.registerDeltas(reg)
+	m.registerSignatures(reg)
 	m.prefetch = newPrefetchCollector()
 	reg.MustRegister(m.prefetch)
 	reg.MustRegister(m.Requests, m.Cache, m.BytesServed, m.UpstreamBytes, m.UpstreamRequests,

@@ -25,9 +25,12 @@ type BlobResult struct {
 	Cache string
 }
 
-// Blob returns blob d of t, from the store or through a fill. The caller
-// must close Content.
+// Blob returns blob d of t, from the store or through a fill, once the
+// signature policy (if any) allows it. The caller must close Content.
 func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult, error) {
+	if err := p.checkBlob(ctx, t, d); err != nil {
+		return BlobResult{}, err
+	}
 	if res, err := p.localBlob(ctx, t, d); err == nil || !errors.Is(err, errNotStored) {
 		return res, err
 	}
@@ -52,8 +55,16 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 	return BlobResult{Size: r.size, Content: r, Cache: cache}, nil
 }
 
-// StatBlob returns the size of blob d of t without fetching it.
+// StatBlob returns the size of blob d of t without fetching it, once the
+// signature policy (if any) allows it.
 func (p *Proxy) StatBlob(ctx context.Context, t Target, d digest.Digest) (int64, string, error) {
+	if err := p.checkBlob(ctx, t, d); err != nil {
+		return 0, "", err
+	}
+	return p.statBlob(ctx, t, d)
+}
+
+func (p *Proxy) statBlob(ctx context.Context, t Target, d digest.Digest) (int64, string, error) {
 	if b, ok := p.hot.get(d); ok {
 		if err := p.ensureLinked(ctx, t, d); err != nil {
 			return 0, "", err

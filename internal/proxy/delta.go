@@ -375,7 +375,12 @@ var ErrNoDelta = errors.New("no delta")
 // and bases at a time, at most DeltaWorkers at once). It returns an error
 // wrapping ErrNoDelta when no usable delta is smaller than MaxDeltaRatio of
 // the blob.
-func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered []digest.Digest) (layerdelta.Layer, error) {
+func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered []digest.Digest) (l layerdelta.Layer, err error) {
+	defer func() {
+		if err == nil {
+			err = p.trustDelta(ctx, t, d, l.Delta.Digest)
+		}
+	}()
 	size, err := p.EnsureBlob(ctx, t, d)
 	if err != nil {
 		return layerdelta.Layer{}, err

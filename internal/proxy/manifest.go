@@ -26,19 +26,26 @@ type ManifestResult struct {
 	Cache      string
 }
 
-// Manifest returns the manifest ref (a tag or a digest) of t.
+// Manifest returns the manifest ref (a tag or a digest) of t, once the
+// signature policy (if any) allows it.
 func (p *Proxy) Manifest(ctx context.Context, t Target, ref string) (ManifestResult, error) {
-	var res ManifestResult
-	var err error
-	if d, perr := digest.Parse(ref); perr == nil {
-		res, err = p.manifestByDigest(ctx, t, d)
-	} else {
-		res, err = p.manifestByTag(ctx, t, ref)
-	}
+	res, err := p.manifest(ctx, t, ref)
 	if err == nil {
-		p.access.touch(res.Descriptor.Digest, p.now())
+		err = p.checkManifest(ctx, t, res)
 	}
-	return res, err
+	if err != nil {
+		return ManifestResult{}, err
+	}
+	p.access.touch(res.Descriptor.Digest, p.now())
+	return res, nil
+}
+
+// manifest returns the manifest ref of t, without the signature policy.
+func (p *Proxy) manifest(ctx context.Context, t Target, ref string) (ManifestResult, error) {
+	if d, perr := digest.Parse(ref); perr == nil {
+		return p.manifestByDigest(ctx, t, d)
+	}
+	return p.manifestByTag(ctx, t, ref)
 }
 
 func (p *Proxy) manifestByDigest(ctx context.Context, t Target, d digest.Digest) (ManifestResult, error) {

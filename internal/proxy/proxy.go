@@ -20,6 +20,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/metrics"
+	"github.com/registry-edge/registry-edge/internal/sigpolicy"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
@@ -96,6 +97,8 @@ type Options struct {
 	// DeltaDiscoveryTimeout bounds the lookup of an image's deltas when its
 	// manifest is fetched.
 	DeltaDiscoveryTimeout time.Duration
+	// Policy is the signature policy; nil verifies nothing.
+	Policy *sigpolicy.Policy
 	// TagNotFound is TagNotFoundServeCached (default) or TagNotFoundForget.
 	TagNotFound string
 	Logger      *slog.Logger

@@ -26,7 +26,9 @@ type Options struct {
 	Budget  int64
 	Root    string
 	Version string
-	Now     func() time.Time
+	// SignaturePolicy says a signature policy is configured.
+	SignaturePolicy bool
+	Now             func() time.Time
 }
 
 // Handler serves the page.
@@ -55,6 +57,7 @@ type Page struct {
 	Served, Fetched, Saved, Evicted string
 	Resumes, Stalls, FillFailures   string
 	SignatureDenials, DeltaSavings  string
+	SignaturePolicy                 string
 	DeltaLayers, DeltaFallbacks     string
 	DeltaRatio                      string
 	Upstreams                       []Upstream
@@ -113,7 +116,12 @@ func (h *Handler) page() (*Page, error) {
 	p.Resumes = count(g.sum("registry_edge_fill_resumes_total"))
 	p.Stalls = count(g.sum("registry_edge_fill_stalls_total"))
 	p.FillFailures = count(g.sum("registry_edge_fill_failures_total"))
-	p.SignatureDenials = "0"
+	p.SignatureDenials = count(g.sum("registry_edge_signature_denials_total"))
+	p.SignaturePolicy = "signature policy: off"
+	if h.o.SignaturePolicy {
+		p.SignaturePolicy = fmt.Sprintf("%s verified, %s served unverified (warn)",
+			count(g.sum("registry_edge_signature_verifications_total", "result", "verified")), count(g.sum("registry_edge_signature_warnings_total")))
+	}
 	full, fetched := g.sum("registry_edge_delta_full_bytes_total"), g.sum("registry_edge_delta_fetched_bytes_total")
 	p.DeltaSavings = bytesStr(max(full-fetched, 0))
 	p.DeltaLayers = count(g.sum("registry_edge_delta_fills_total", "result", "applied"))

@@ -25,11 +25,13 @@ func TestPageShowsTheFigures(t *testing.T) {
 	m.Deltas.Fills.WithLabelValues(metrics.DeltaApplied).Add(2)
 	m.Deltas.FullBytes.Add(10 << 20)
 	m.Deltas.FetchedBytes.Add(1 << 20)
+	m.Signatures.Denials.WithLabelValues("fleet", "manifest").Add(3)
+	m.Signatures.Verifications.WithLabelValues("fleet", "verified").Add(5)
 	m.AddUpstream("central.example", func() metrics.UpstreamHealth {
 		return metrics.UpstreamHealth{LastContact: now.Add(-90 * time.Second), BreakerState: 1}
 	})
 	h := New(Options{
-		Metrics: m, Budget: 2 << 20, Root: "/var/lib/registry-edge", Version: "v1.2.3", Now: func() time.Time { return now },
+		Metrics: m, Budget: 2 << 20, Root: "/var/lib/registry-edge", Version: "v1.2.3", SignaturePolicy: true, Now: func() time.Time { return now },
 		Prefetch: func() []prefetch.Status {
 			return []prefetch.Status{{Image: prefetch.Image{Ref: "org/app:<b>1</b>"}, State: prefetch.StateComplete, Blobs: 2, BlobsDone: 2}}
 		},
@@ -59,6 +61,7 @@ func TestPageShowsTheFigures(t *testing.T) {
 		"1 of 1 complete", "org/app:&lt;b&gt;1&lt;/b&gt;", // escaped
 		"version v1.2.3",
 		"9.0 MiB", "2 layers rebuilt from deltas, at 10.0 % of their size", // deltas
+		`<div class="value">3</div><div>5 verified, 0 served unverified (warn)`, // signature policy
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %q", want)

@@ -36,7 +36,7 @@ td.mono { font-family: ui-monospace, monospace; font-size: .8rem; }
 <div class="card" id="deltas"><div class="label">Saved by deltas</div><div class="value">{{.DeltaSavings}}</div><div>{{.DeltaLayers}} layers rebuilt from deltas, at {{.DeltaRatio}} of their size; {{.DeltaFallbacks}} fell back to a full fetch</div></div>
 <div class="card" id="transfers"><div class="label">Transfers resumed</div><div class="value">{{.Resumes}}</div><div>{{.Stalls}} stalls · {{.FillFailures}} failed fills</div></div>
 <div class="card" id="evicted"><div class="label">Evicted</div><div class="value">{{.Evicted}}</div></div>
-<div class="card" id="denials"><div class="label">Signature-policy denials</div><div class="value">{{.SignatureDenials}}</div><div>signature policy: not in this version</div></div>
+<div class="card" id="denials"><div class="label">Signature-policy denials</div><div class="value">{{.SignatureDenials}}</div><div>{{.SignaturePolicy}}</div></div>
 </div>
 
 <h2>Upstreams</h2>

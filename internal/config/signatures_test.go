@@ -1,0 +1,60 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/registry-edge/registry-edge/internal/testutil/cosigntest"
+)
+
+// A signatures block takes keys as PEM text or as file paths; errors name
+// the field under "signatures.".
+func TestSignaturePolicy(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	file := filepath.Join(t.TempDir(), "cosign.pub")
+	if err := os.WriteFile(file, []byte(key.PublicPEM), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inline := strings.ReplaceAll(strings.TrimSpace(key.PublicPEM), "\n", "\n          ")
+	c, err := Load(strings.NewReader(`
+signatures:
+  rules:
+    - name: fleet
+      repositories: ["central.example.com/fleet/**"]
+      keys:
+        - ` + file + `
+        - |
+          ` + inline + `
+`))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	pol, err := c.SignaturePolicy()
+	if err != nil || pol == nil {
+		t.Fatalf("SignaturePolicy() = %v, %v", pol, err)
+	}
+	if m := pol.Match("central.example.com", "fleet/app"); m.Rule != "fleet" || m.Mode != "enforce" {
+		t.Errorf("Match = %+v, want rule fleet in enforce", m)
+	}
+	if pol, err := Default().SignaturePolicy(); pol != nil || err != nil {
+		t.Errorf("Default().SignaturePolicy() = %v, %v; want none", pol, err)
+	}
+
+	wantLoadErrors(t, `
+signatures:
+  rules:
+    - name: fleet
+      repositories: ["central.example.com/fleet/**"]
+      keys: [/nonexistent/cosign.pub, "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n"]
+`, []string{"signatures.rules[0].keys[0]", "signatures.rules[0].keys[1]"})
+	wantLoadErrors(t, `
+signatures:
+  rules:
+    - name: fleet
+      mode: sometimes
+      repositories: ["x/**"]
+`, []string{"sometimes"})
+}

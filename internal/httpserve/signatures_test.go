@@ -1,0 +1,169 @@
+package httpserve_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/sigpolicy"
+	"github.com/registry-edge/registry-edge/internal/testutil/cosigntest"
+)
+
+func withPolicy(t *testing.T, mode sigpolicy.Mode, keys ...*cosigntest.Key) mirrorOpt {
+	t.Helper()
+	rule := sigpolicy.RuleSpec{Name: "fleet", Repositories: []string{"central.test/**"}, Mode: mode}
+	for _, k := range keys {
+		rule.Keys = append(rule.Keys, k.PublicPEM)
+	}
+	pol, err := sigpolicy.New(sigpolicy.Spec{Rules: []sigpolicy.RuleSpec{rule}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(o *proxy.Options) { o.Policy = pol }
+}
+
+// sign pushes to the fake upstream, under cosign's signature tag, a
+// signature of manifest d of app by k.
+func sign(t *testing.T, m *mirror, k *cosigntest.Key, d digest.Digest) {
+	t.Helper()
+	man, blobs := cosigntest.Parts(t, k.Sign(t, "central.test/app", d))
+	for _, b := range blobs {
+		desc := m.fake.AddBlob(b)
+		m.fake.LinkBlob("app", desc.Digest)
+	}
+	m.fake.AddManifest("app", cosigntest.SignatureTag(d), ocispec.MediaTypeImageManifest, man)
+}
+
+func deniedMessage(t *testing.T, resp *http.Response, body []byte) string {
+	t.Helper()
+	var env struct {
+		Errors []struct{ Code, Message string }
+	}
+	if resp.StatusCode != http.StatusForbidden || json.Unmarshal(body, &env) != nil || len(env.Errors) != 1 || env.Errors[0].Code != "DENIED" {
+		t.Fatalf("got %d %s, want 403 DENIED", resp.StatusCode, body)
+	}
+	return env.Errors[0].Message
+}
+
+// Under enforce, a signed image is served; an unsigned one, or one signed
+// with another key, is refused with 403 DENIED naming the rule and the
+// reason, and so are its blobs; the signature itself is served (evidence),
+// and the verdicts keep working with the upstream gone.
+func TestSignaturePolicyEnforce(t *testing.T) {
+	t.Parallel()
+	key, other := cosigntest.NewKey(t), cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	signedLayer, unsignedLayer, otherLayer := []byte("signed layer"), []byte("unsigned layer"), []byte("other key layer")
+	signed, _ := m.fake.Image("app", "signed", signedLayer)
+	m.fake.Image("app", "unsigned", unsignedLayer)
+	wrong, _ := m.fake.Image("app", "wrong", otherLayer)
+	sign(t, m, key, signed.Digest)
+	sign(t, m, other, wrong.Digest)
+
+	pullImage(t, m, "signed", signedLayer)
+	resp, body := m.get(http.MethodGet, manifestPath("app", "unsigned"), "Accept", ocispec.MediaTypeImageManifest)
+	if msg := deniedMessage(t, resp, body); !strings.Contains(msg, `"fleet"`) || !strings.Contains(msg, "no_signature") {
+		t.Errorf("message %q does not name the rule and the reason", msg)
+	}
+	resp, body = m.get(http.MethodGet, manifestPath("app", "wrong"), "Accept", ocispec.MediaTypeImageManifest)
+	if msg := deniedMessage(t, resp, body); !strings.Contains(msg, "wrong_key") {
+		t.Errorf("message %q does not say wrong key", msg)
+	}
+	// Blobs of an image no verified manifest references are not served.
+	for _, l := range [][]byte{unsignedLayer, otherLayer} {
+		resp, body := m.get(http.MethodGet, blobPath("app", digest.FromBytes(l)))
+		deniedMessage(t, resp, body)
+		resp, _ = m.get(http.MethodHead, blobPath("app", digest.FromBytes(l)))
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("HEAD of an unverified blob: %d, want 403", resp.StatusCode)
+		}
+	}
+	// The evidence is served, so that cosign verify works against the mirror.
+	resp, sig := m.get(http.MethodGet, manifestPath("app", cosigntest.SignatureTag(signed.Digest)), "Accept", ocispec.MediaTypeImageManifest)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET signature: %d", resp.StatusCode)
+	}
+	var sm ocispec.Manifest
+	if err := json.Unmarshal(sig, &sm); err != nil || len(sm.Layers) != 1 {
+		t.Fatalf("signature manifest %s", sig)
+	}
+	if resp, _ := m.get(http.MethodGet, blobPath("app", sm.Layers[0].Digest)); resp.StatusCode != http.StatusOK {
+		t.Errorf("GET signature payload: %d", resp.StatusCode)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_signature_denials_total", "rule", "fleet", "kind", "manifest"); got != 2 {
+		t.Errorf("manifest denials = %v, want 2", got)
+	}
+
+	// Offline: the upstream is gone; the recorded verdicts still decide.
+	m.upstream.Close()
+	m.restart()
+	resp, body = m.get(http.MethodGet, manifestPath("app", signed.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("signed manifest offline: %d %s", resp.StatusCode, body)
+	}
+	resp, body = m.get(http.MethodGet, blobPath("app", digest.FromBytes(signedLayer)))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, signedLayer) {
+		t.Errorf("signed layer offline: %d", resp.StatusCode)
+	}
+	resp, _ = m.get(http.MethodGet, manifestPath("app", wrong.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("manifest signed with another key, offline: %d, want 403", resp.StatusCode)
+	}
+}
+
+// Under warn, an unsigned image is served; the failure is counted.
+func TestSignaturePolicyWarn(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeWarn, key))
+	layer := []byte("unsigned layer")
+	m.fake.Image("app", "unsigned", layer)
+	pullImage(t, m, "unsigned", layer)
+	if got := metricValue(t, m.metrics, "registry_edge_signature_warnings_total", "rule", "fleet"); got != 1 {
+		t.Errorf("warnings = %v, want 1", got)
+	}
+}
+
+// A signed index covers its children: a child pulled by digest is served
+// without a signature of its own; the child of an unsigned index is not.
+func TestSignedIndexCoversChildren(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	index := func(tag string, layer []byte) (ocispec.Descriptor, ocispec.Descriptor) {
+		child, _ := m.fake.Image("app", "", layer)
+		child.Platform = &ocispec.Platform{OS: "linux", Architecture: "amd64"}
+		idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{child}}
+		idx.SchemaVersion = 2
+		b, _ := json.Marshal(idx)
+		return m.fake.AddManifest("app", tag, ocispec.MediaTypeImageIndex, b), child
+	}
+	signedIdx, signedChild := index("multi", []byte("child layer"))
+	_, unsignedChild := index("unsigned-multi", []byte("other child layer"))
+	sign(t, m, key, signedIdx.Digest)
+
+	for _, c := range []struct {
+		ref  string
+		want int
+	}{
+		{"multi", http.StatusOK},
+		{signedChild.Digest.String(), http.StatusOK},
+		{"unsigned-multi", http.StatusForbidden},
+		{unsignedChild.Digest.String(), http.StatusForbidden},
+	} {
+		resp, body := m.get(http.MethodGet, manifestPath("app", c.ref), "Accept", ocispec.MediaTypeImageIndex+", "+ocispec.MediaTypeImageManifest)
+		if resp.StatusCode != c.want {
+			t.Errorf("GET %s: %d %s, want %d", c.ref, resp.StatusCode, body, c.want)
+		}
+	}
+	resp, _ := m.get(http.MethodGet, blobPath("app", digest.FromBytes([]byte("child layer"))))
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("layer of a covered child: %d", resp.StatusCode)
+	}
+}

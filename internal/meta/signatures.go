@@ -1,0 +1,82 @@
+package meta
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+var (
+	// bucketVerdicts: <rule> 0x00 <revision> 0x00 <manifest digest> -> Verdict
+	bucketVerdicts = []byte("sigverdicts")
+	// bucketTrusted: <rule> 0x00 <revision> 0x00 <digest> -> Trust: content
+	// a verified manifest covers (children of a verified index, blobs of a
+	// verified image).
+	bucketTrusted = []byte("sigtrusted")
+)
+
+// Verdict is a recorded signature verdict for one manifest under one
+// revision of a policy rule.
+type Verdict struct {
+	OK      bool      `json:"ok"`
+	Reason  string    `json:"reason"`
+	Message string    `json:"message"`
+	Signer  string    `json:"signer,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// Trust says why content is trusted under a rule: Via is the verified
+// manifest that covers it.
+type Trust struct {
+	Via digest.Digest `json:"via"`
+}
+
+func sigKey(rule, revision string, d digest.Digest) []byte {
+	return []byte(rule + "\x00" + revision + "\x00" + string(d))
+}
+
+// Verdict returns the recorded verdict of manifest d under rule/revision.
+func (m *DB) Verdict(_ context.Context, rule, revision string, d digest.Digest) (Verdict, error) {
+	var v Verdict
+	err := get(m.db, bucketVerdicts, sigKey(rule, revision, d), &v)
+	return v, err
+}
+
+// PutVerdict records the verdict of manifest d under rule/revision.
+func (m *DB) PutVerdict(_ context.Context, rule, revision string, d digest.Digest, v Verdict) error {
+	return put(m.db, bucketVerdicts, sigKey(rule, revision, d), v)
+}
+
+// Trusted reports whether content d is covered by a verified manifest
+// under rule/revision.
+func (m *DB) Trusted(_ context.Context, rule, revision string, d digest.Digest) (bool, error) {
+	var t Trust
+	err := get(m.db, bucketTrusted, sigKey(rule, revision, d), &t)
+	if err == errdef.ErrNotFound {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Trust records that the content ds is covered by verified manifest via,
+// under rule/revision, in one transaction.
+func (m *DB) Trust(_ context.Context, rule, revision string, via digest.Digest, ds []digest.Digest) error {
+	b, err := json.Marshal(Trust{Via: via})
+	if err != nil {
+		return err
+	}
+	return m.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketTrusted)
+		for _, d := range ds {
+			if err := bk.Put(sigKey(rule, revision, d), b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

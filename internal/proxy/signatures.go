@@ -1,0 +1,248 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/meta"
+	"github.com/registry-edge/registry-edge/internal/ociapi"
+	"github.com/registry-edge/registry-edge/internal/sigpolicy"
+)
+
+// negativeVerdictTTL is how long a failed verification is remembered
+// before the signatures are looked for again (a signature may be pushed
+// after the image).
+const negativeVerdictTTL = time.Minute
+
+// checkManifest applies the signature policy to a manifest about to be
+// served (ADR 0011). Under enforce, a runnable manifest (an image or an
+// index) without a valid signature is refused with 403 DENIED naming the
+// rule and the reason; under warn it is served, logged and counted. A
+// verified index covers its children; a verified image covers its config
+// and layers, which are then the only blobs of the repository served
+// under enforce. Artifacts that run nothing (signatures, attestations,
+// SBOMs, delta artifacts) are served without a signature of their own.
+func (p *Proxy) checkManifest(ctx context.Context, t Target, res ManifestResult) error {
+	pol := p.opts.Policy
+	if pol == nil {
+		return nil
+	}
+	m := pol.Match(t.Remote.Name, t.Repo.Name)
+	if m.Mode == sigpolicy.ModeOff {
+		return nil
+	}
+	d := res.Descriptor.Digest
+	children, blobs, runnable := manifestContent(res.Body)
+	if !runnable {
+		// Evidence: trusted as content, not as code.
+		return p.db.Trust(ctx, m.Rule, m.Revision, d, blobs)
+	}
+	v, err := p.verdict(ctx, t, m, d)
+	if err != nil {
+		if m.Mode == sigpolicy.ModeWarn {
+			p.log.LogAttrs(ctx, slog.LevelWarn, "cannot verify the signature; serving (warn)", slog.String("repo", t.Repo.Name),
+				slog.String("digest", d.String()), slog.String("rule", m.Rule), slog.Any("err", err))
+			p.m.Signatures.Warnings.WithLabelValues(m.Rule).Inc()
+			return nil
+		}
+		p.m.Signatures.Denials.WithLabelValues(m.Rule, "unverifiable").Inc()
+		return fmt.Errorf("manifest %s: signature policy %q: cannot fetch its signatures and no verdict is recorded: %w", d, m.Rule, err)
+	}
+	if v.OK {
+		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, append(children, blobs...)); err != nil {
+			return err
+		}
+		return nil
+	}
+	log := p.log.With(slog.String("repo", t.Repo.Name), slog.String("digest", d.String()), slog.String("rule", m.Rule), slog.String("reason", v.Reason))
+	if m.Mode == sigpolicy.ModeWarn {
+		p.m.Signatures.Warnings.WithLabelValues(m.Rule).Inc()
+		log.LogAttrs(ctx, slog.LevelWarn, "manifest without a valid signature served (warn)", slog.String("message", v.Message))
+		return nil
+	}
+	p.m.Signatures.Denials.WithLabelValues(m.Rule, "manifest").Inc()
+	log.LogAttrs(ctx, slog.LevelWarn, "manifest denied by the signature policy", slog.String("message", v.Message))
+	return ociapi.NewError(http.StatusForbidden, ociapi.CodeDenied, v.Message)
+}
+
+// verdict returns the verdict of manifest d under m: recorded (a positive
+// one for as long as the rule's revision holds, a negative one for
+// negativeVerdictTTL), covered by a verified index, or verified now. When
+// the signatures cannot be fetched, the last verdict recorded is used,
+// however old: verification must keep working with the uplink down.
+func (p *Proxy) verdict(ctx context.Context, t Target, m sigpolicy.Match, d digest.Digest) (meta.Verdict, error) {
+	rec, recErr := p.db.Verdict(ctx, m.Rule, m.Revision, d)
+	if recErr == nil && (rec.OK || p.now().Sub(rec.At) < negativeVerdictTTL) {
+		return rec, nil
+	}
+	if ok, err := p.db.Trusted(ctx, m.Rule, m.Revision, d); err == nil && ok {
+		return meta.Verdict{OK: true, Reason: string(sigpolicy.ReasonVerified), Message: "covered by a verified index", At: p.now()}, nil
+	}
+	v, err := p.opts.Policy.Verify(ctx, sigSource{p: p, t: t}, t.Remote.Name, t.Repo.Name, d)
+	if err != nil {
+		p.m.Signatures.Verifications.WithLabelValues(m.Rule, "error").Inc()
+		if recErr == nil {
+			return rec, nil
+		}
+		return meta.Verdict{}, err
+	}
+	res := "verified"
+	if !v.OK {
+		res = "failed"
+	}
+	p.m.Signatures.Verifications.WithLabelValues(m.Rule, res).Inc()
+	if !v.OK && v.Detail != "" {
+		p.log.LogAttrs(ctx, slog.LevelInfo, "signature verification failed", slog.String("repo", t.Repo.Name),
+			slog.String("digest", d.String()), slog.String("rule", m.Rule), slog.String("detail", v.Detail))
+	} else if v.OK {
+		p.log.LogAttrs(ctx, slog.LevelInfo, "signature verified", slog.String("repo", t.Repo.Name),
+			slog.String("digest", d.String()), slog.String("rule", m.Rule), slog.String("signer", v.Signer), slog.String("signature", v.Signature))
+	}
+	out := meta.Verdict{OK: v.OK, Reason: string(v.Reason), Message: v.Message, Signer: v.Signer, At: p.now()}
+	if err := p.db.PutVerdict(ctx, m.Rule, m.Revision, d, out); err != nil {
+		return meta.Verdict{}, err
+	}
+	return out, nil
+}
+
+// CheckBlob is checkBlob for the HTTP layer (delta negotiations).
+func (p *Proxy) CheckBlob(ctx context.Context, t Target, d digest.Digest) error {
+	return p.checkBlob(ctx, t, d)
+}
+
+// trustDelta makes delta blob dd trusted as content wherever its target
+// is: a lower tier fetches it like a blob.
+func (p *Proxy) trustDelta(ctx context.Context, t Target, target, dd digest.Digest) error {
+	pol := p.opts.Policy
+	if pol == nil {
+		return nil
+	}
+	m := pol.Match(t.Remote.Name, t.Repo.Name)
+	if m.Mode != sigpolicy.ModeEnforce {
+		return nil
+	}
+	return p.db.Trust(ctx, m.Rule, m.Revision, target, []digest.Digest{dd})
+}
+
+// checkBlob applies the signature policy to a blob a client asks for:
+// under enforce, only blobs a verified manifest (or an artifact served as
+// evidence) references are served.
+func (p *Proxy) checkBlob(ctx context.Context, t Target, d digest.Digest) error {
+	pol := p.opts.Policy
+	if pol == nil {
+		return nil
+	}
+	m := pol.Match(t.Remote.Name, t.Repo.Name)
+	if m.Mode != sigpolicy.ModeEnforce {
+		return nil
+	}
+	ok, err := p.db.Trusted(ctx, m.Rule, m.Revision, d)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		p.m.Signatures.Denials.WithLabelValues(m.Rule, "blob").Inc()
+		return ociapi.NewError(http.StatusForbidden, ociapi.CodeDenied,
+			fmt.Sprintf("signature policy %q: blob %s is not referenced by a verified manifest", m.Rule, d))
+	}
+	return nil
+}
+
+// manifestContent returns what a manifest references, and whether it is
+// runnable: an index, or an image with a filesystem layer. Other manifests
+// (cosign signatures, attestations, SBOMs, delta artifacts) run nothing.
+func manifestContent(body []byte) (children, blobs []digest.Digest, runnable bool) {
+	var m struct {
+		ArtifactType string               `json:"artifactType"`
+		Config       *ocispec.Descriptor  `json:"config"`
+		Layers       []ocispec.Descriptor `json:"layers"`
+		Manifests    []ocispec.Descriptor `json:"manifests"`
+		Blobs        []ocispec.Descriptor `json:"blobs"`
+	}
+	if json.Unmarshal(body, &m) != nil {
+		return nil, nil, true // unreadable: treated as runnable, so verified
+	}
+	for _, c := range m.Manifests {
+		children = append(children, c.Digest)
+	}
+	if m.Config != nil {
+		blobs = append(blobs, m.Config.Digest)
+	}
+	for _, l := range append(m.Layers, m.Blobs...) {
+		blobs = append(blobs, l.Digest)
+		if isFilesystemLayer(l.MediaType) {
+			runnable = true
+		}
+	}
+	if m.Manifests != nil && m.Config == nil {
+		runnable = true // an index
+	}
+	return children, blobs, runnable
+}
+
+// isFilesystemLayer reports whether mt is a layer a runtime unpacks.
+func isFilesystemLayer(mt string) bool {
+	return strings.HasPrefix(mt, "application/vnd.oci.image.layer.") ||
+		strings.HasPrefix(mt, "application/vnd.docker.image.rootfs.")
+}
+
+// sigSource gives the policy the signatures of t's repository through the
+// cache: fetched with the image, stored, and served from the store when the
+// upstream is down.
+type sigSource struct {
+	p *Proxy
+	t Target
+}
+
+func (s sigSource) Manifest(ctx context.Context, _, ref string) ([]byte, error) {
+	res, err := s.p.manifest(ctx, s.t, ref)
+	if err != nil {
+		return nil, err
+	}
+	return res.Body, nil
+}
+
+func (s sigSource) Referrers(ctx context.Context, _ string, subject digest.Digest) ([]byte, error) {
+	body, _, err := s.p.referrers(ctx, s.t, subject)
+	return body, err
+}
+
+func (s sigSource) Blob(ctx context.Context, _ string, d digest.Digest, maxSize int64) ([]byte, error) {
+	size, _, err := s.p.statBlob(ctx, s.t, d)
+	if err != nil {
+		return nil, err
+	}
+	if size > maxSize {
+		return nil, fmt.Errorf("blob %s: %d bytes, more than %d: %w", d, size, maxSize, errdef.ErrTooLarge)
+	}
+	if _, err := s.p.EnsureBlob(ctx, s.t, d); err != nil {
+		return nil, err
+	}
+	rc, err := s.p.store.Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	if _, err := io.Copy(&buf, io.LimitReader(rc, maxSize+1)); err != nil {
+		return nil, err
+	}
+	if int64(buf.Len()) > maxSize {
+		return nil, fmt.Errorf("blob %s: more than %d bytes: %w", d, maxSize, errdef.ErrTooLarge)
+	}
+	return buf.Bytes(), nil
+}
+
+var _ sigpolicy.Source = sigSource{}
+
