@@ -245,4 +245,3 @@ func (s sigSource) Blob(ctx context.Context, _ string, d digest.Digest, maxSize 
 }
 
 var _ sigpolicy.Source = sigSource{}
-
