@@ -167,3 +167,36 @@ func TestSignedIndexCoversChildren(t *testing.T) {
 		t.Errorf("layer of a covered child: %d", resp.StatusCode)
 	}
 }
+
+// Layers rebuilt from deltas are trusted only through the digest in a
+// verified manifest: under enforce, a site rebuilds v2's layer from a
+// published delta when v2 is signed; when v2 is not signed, neither its
+// manifest nor its layer is served, delta or not.
+func TestRebuiltLayersTrustedThroughVerifiedManifest(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	for _, signed := range []bool{true, false} {
+		m := newMirror(t, withDeltas, withPolicy(t, sigpolicy.ModeEnforce, key))
+		s := publishDelta(t, m, nil)
+		v1, _ := m.fake.Image("app", "v1", s.old) // the same manifest publishDelta pushed
+		sign(t, m, key, v1.Digest)
+		if signed {
+			sign(t, m, key, s.v2.Digest)
+		}
+		pullImage(t, m, "v1", s.old)
+		if signed {
+			pullImage(t, m, "v2", s.nw)
+			if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
+				t.Errorf("signed v2: applied deltas = %v, want 1", got)
+			}
+			continue
+		}
+		resp, body := m.get(http.MethodGet, manifestPath("app", "v2"), "Accept", ocispec.MediaTypeImageManifest)
+		deniedMessage(t, resp, body)
+		resp, body = m.get(http.MethodGet, blobPath("app", s.newLayer.Digest))
+		deniedMessage(t, resp, body)
+		if n := m.fake.Count(http.MethodGet, blobPath("app", s.l.Delta.Digest)); n != 0 {
+			t.Errorf("unsigned v2: the delta was fetched %d times", n)
+		}
+	}
+}
