@@ -1,0 +1,61 @@
+package e2e
+
+import (
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/testutil/cosigntest"
+)
+
+// The signature policy with the real binaries: central (the real registry)
+// holds a signed and an unsigned image, the signature pushed as cosign
+// pushes it (sha256-<hex>.sig); registry-edge runs with a config whose
+// rule names the public key file. crane pulls the signed image through the
+// mirror; the unsigned one is refused with 403 DENIED naming the rule;
+// with central stopped, the signed image and its signature are still
+// served and the unsigned one still refused.
+func TestSignaturePolicyAtSite(t *testing.T) {
+	t.Parallel()
+	crane := need(t, "crane")
+	c := startCentral(t)
+	signed := pushImage(t, c, "fleet/app", "signed", ociImage(t, runtime.GOARCH, 2, 64<<10))
+	unsigned := pushImage(t, c, "fleet/app", "unsigned", ociImage(t, runtime.GOARCH, 1, 64<<10))
+	key := cosigntest.NewKey(t)
+	sigTag := cosigntest.SignatureTag(digest.Digest(signed.digest))
+	if err := remote.Write(parseRef(t, c.addr+"/fleet/app:"+sigTag), key.Sign(t, c.addr+"/fleet/app", digest.Digest(signed.digest))); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "cosign.pub")
+	writeFile(t, keyFile, key.PublicPEM)
+	m := startMirror(t, c.addr, mirrorOptions{config: `signatures:
+  rules:
+    - name: fleet
+      repositories: ["` + strings.ToLower(c.addr) + `/fleet/**"]
+      mode: enforce
+      keys: [` + keyFile + `]
+`})
+
+	dir := pullOCI(t, crane, signed.ref(m.addr))
+	readLayout(t, dir).checkImage(t, signed)
+	_, err := runErr(nil, crane, "--insecure", "manifest", unsigned.ref(m.addr))
+	if err == nil || !strings.Contains(err.Error(), "DENIED") || !strings.Contains(err.Error(), `"fleet"`) || !strings.Contains(err.Error(), "no_signature") {
+		t.Errorf("crane manifest of the unsigned image: %v; want DENIED naming the rule and no_signature", err)
+	}
+	resp, _ := httpDo(t, "GET", "http://"+m.addr+"/v2/fleet/app/blobs/"+unsigned.layers[0], nil, nil)
+	if resp.StatusCode != 403 {
+		t.Errorf("GET a layer of the unsigned image: %s, want 403", resp.Status)
+	}
+
+	c.proc.stop() // the uplink is down
+	dir = pullOCI(t, crane, signed.ref(m.addr))
+	readLayout(t, dir).checkImage(t, signed)
+	craneRun(t, crane, "manifest", m.addr+"/fleet/app:"+sigTag) // the evidence is served too
+	if out, err := runErr(nil, crane, "--insecure", "manifest", unsigned.ref(m.addr)); err == nil {
+		t.Errorf("unsigned image served with central down: %s", out)
+	}
+}
