@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -13,6 +14,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/sigpolicy"
 	"github.com/registry-edge/registry-edge/internal/testutil/cosigntest"
+	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 )
 
 func withPolicy(t *testing.T, mode sigpolicy.Mode, keys ...*cosigntest.Key) mirrorOpt {
@@ -198,5 +200,72 @@ func TestRebuiltLayersTrustedThroughVerifiedManifest(t *testing.T) {
 		if n := m.fake.Count(http.MethodGet, blobPath("app", s.l.Delta.Digest)); n != 0 {
 			t.Errorf("unsigned v2: the delta was fetched %d times", n)
 		}
+	}
+}
+
+// Hostile and broken upstream content under enforce: a tag moved to an
+// unsigned digest, a signature made for another digest, a malformed or
+// oversize signature manifest are refused with a reason and no crash; a
+// referrers listing that fails is not taken for "unsigned".
+func TestSignaturePolicyBadUpstream(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	get := func(ref string) (*http.Response, []byte) {
+		return m.get(http.MethodGet, manifestPath("app", ref), "Accept", ocispec.MediaTypeImageManifest)
+	}
+	denied := func(ref string) string {
+		t.Helper()
+		resp, body := get(ref)
+		return deniedMessage(t, resp, body)
+	}
+
+	// The tag moves upstream to an unsigned image (tag TTL passed).
+	v1, _ := m.fake.Image("app", "latest", []byte("signed"))
+	sign(t, m, key, v1.Digest)
+	if resp, body := get("latest"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("signed latest: %d %s", resp.StatusCode, body)
+	}
+	m.fake.Image("app", "latest", []byte("moved, unsigned"))
+	m.clock.now = m.clock.now.Add(2 * time.Minute)
+	if msg := denied("latest"); !strings.Contains(msg, "no_signature") {
+		t.Errorf("moved tag: %q", msg)
+	}
+
+	// A valid signature of another digest, copied under this one's tag.
+	other, _ := m.fake.Image("app", "copied", []byte("copied signature"))
+	man, blobs := cosigntest.Parts(t, key.Sign(t, "central.test/app", v1.Digest))
+	for _, b := range blobs {
+		m.fake.LinkBlob("app", m.fake.AddBlob(b).Digest)
+	}
+	m.fake.AddManifest("app", cosigntest.SignatureTag(other.Digest), ocispec.MediaTypeImageManifest, man)
+	if msg := denied("copied"); strings.Contains(msg, "verified") {
+		t.Errorf("copied signature: %q", msg)
+	}
+
+	// Garbage and an oversize manifest under the signature tag.
+	bad, _ := m.fake.Image("app", "garbage", []byte("garbage signature"))
+	m.fake.AddManifest("app", cosigntest.SignatureTag(bad.Digest), ocispec.MediaTypeImageManifest, []byte(`{"schemaVersion":2,"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"sha256:nothex","size":-1}]}`))
+	denied("garbage")
+	huge, _ := m.fake.Image("app", "huge", []byte("huge signature"))
+	m.fake.AddManifest("app", cosigntest.SignatureTag(huge.Digest), ocispec.MediaTypeImageManifest, bytes.Repeat([]byte(" "), 5<<20))
+	denied("huge")
+
+	// No signature tag, and the referrers listing fails: refused, but as
+	// unverifiable, not recorded as unsigned; once the listing works and a
+	// signature is there, the image is served at once.
+	later, _ := m.fake.Image("app", "later", []byte("signed later"))
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, "/referrers/"+later.Digest.String(), fakeupstream.Status(http.StatusBadGateway, "", 100)))
+	resp, body := get("later")
+	if resp.StatusCode == http.StatusOK {
+		t.Fatalf("served with its signatures unknown: %s", body)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_signature_verifications_total", "rule", "fleet", "reason", "no_signature"); got != 1 {
+		t.Errorf("no_signature verdicts = %v, want 1 (the moved tag only)", got)
+	}
+	m.fake.ClearFaults()
+	sign(t, m, key, later.Digest)
+	if resp, body := get("later"); resp.StatusCode != http.StatusOK {
+		t.Errorf("signed later: %d %s", resp.StatusCode, body)
 	}
 }

@@ -35,6 +35,7 @@ func TestDashboardAndDocsMatchTheMetrics(t *testing.T) {
 	m.Signatures.Verifications.WithLabelValues("r", "verified")
 	m.Signatures.Denials.WithLabelValues("r", "manifest")
 	m.Signatures.Warnings.WithLabelValues("r")
+	m.Signatures.Cache.WithLabelValues("hit")
 	mfs, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -57,7 +58,12 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, res ManifestResult)
 			return nil
 		}
 		p.m.Signatures.Denials.WithLabelValues(m.Rule, "unverifiable").Inc()
-		return fmt.Errorf("manifest %s: signature policy %q: cannot fetch its signatures and no verdict is recorded: %w", d, m.Rule, err)
+		p.log.LogAttrs(ctx, slog.LevelWarn, "manifest denied: its signatures cannot be verified", slog.String("repo", t.Repo.Name),
+			slog.String("digest", d.String()), slog.String("rule", m.Rule), slog.Any("err", err))
+		// 403, not 5xx: a device must not take the mirror's failure as a
+		// reason to pull the image from elsewhere.
+		return ociapi.NewError(http.StatusForbidden, ociapi.CodeDenied,
+			fmt.Sprintf("signature rule %q (%s): cannot verify: %s", m.Rule, m.Mode, unverifiableReason(err)))
 	}
 	if v.OK {
 		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, append(children, blobs...)); err != nil {
@@ -84,12 +90,17 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, res ManifestResult)
 func (p *Proxy) verdict(ctx context.Context, t Target, m sigpolicy.Match, d digest.Digest) (meta.Verdict, error) {
 	rec, recErr := p.db.Verdict(ctx, m.Rule, m.Revision, d)
 	if recErr == nil && (rec.OK || p.now().Sub(rec.At) < negativeVerdictTTL) {
+		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
 		return rec, nil
 	}
 	if ok, err := p.db.Trusted(ctx, m.Rule, m.Revision, d); err == nil && ok {
+		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
 		return meta.Verdict{OK: true, Reason: string(sigpolicy.ReasonVerified), Message: "covered by a verified index", At: p.now()}, nil
 	}
+	p.m.Signatures.Cache.WithLabelValues("miss").Inc()
+	start := time.Now()
 	v, err := p.opts.Policy.Verify(ctx, sigSource{p: p, t: t}, t.Remote.Name, t.Repo.Name, d)
+	p.m.Signatures.Duration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		p.m.Signatures.Verifications.WithLabelValues(m.Rule, "error").Inc()
 		if recErr == nil {
@@ -97,11 +108,7 @@ func (p *Proxy) verdict(ctx context.Context, t Target, m sigpolicy.Match, d dige
 		}
 		return meta.Verdict{}, err
 	}
-	res := "verified"
-	if !v.OK {
-		res = "failed"
-	}
-	p.m.Signatures.Verifications.WithLabelValues(m.Rule, res).Inc()
+	p.m.Signatures.Verifications.WithLabelValues(m.Rule, string(v.Reason)).Inc()
 	if !v.OK && v.Detail != "" {
 		p.log.LogAttrs(ctx, slog.LevelInfo, "signature verification failed", slog.String("repo", t.Repo.Name),
 			slog.String("digest", d.String()), slog.String("rule", m.Rule), slog.String("detail", v.Detail))
@@ -114,6 +121,19 @@ func (p *Proxy) verdict(ctx context.Context, t Target, m sigpolicy.Match, d dige
 		return meta.Verdict{}, err
 	}
 	return out, nil
+}
+
+// unverifiableReason says, without upstream text, why signatures could not
+// be checked.
+func unverifiableReason(err error) string {
+	switch {
+	case errors.Is(err, errdef.ErrTooLarge):
+		return "signature content too large"
+	case errors.Is(err, errdef.ErrInvalid), errors.Is(err, errdef.ErrDigestMismatch), errors.Is(err, errdef.ErrSizeMismatch):
+		return "malformed signature content"
+	default:
+		return "signatures unavailable (upstream unreachable or failing, and no recorded verdict)"
+	}
 }
 
 // CheckBlob is checkBlob for the HTTP layer (delta negotiations).

@@ -120,7 +120,7 @@ func (h *Handler) page() (*Page, error) {
 	p.SignaturePolicy = "signature policy: off"
 	if h.o.SignaturePolicy {
 		p.SignaturePolicy = fmt.Sprintf("%s verified, %s served unverified (warn)",
-			count(g.sum("registry_edge_signature_verifications_total", "result", "verified")), count(g.sum("registry_edge_signature_warnings_total")))
+			count(g.sum("registry_edge_signature_verifications_total", "reason", "verified")), count(g.sum("registry_edge_signature_warnings_total")))
 	}
 	full, fetched := g.sum("registry_edge_delta_full_bytes_total"), g.sum("registry_edge_delta_fetched_bytes_total")
 	p.DeltaSavings = bytesStr(max(full-fetched, 0))
