@@ -24,7 +24,7 @@ import (
 
 // mirror is a registry-edge under test in front of a fake upstream.
 type mirror struct {
-	t        *testing.T
+	t        testing.TB
 	fake     *fakeupstream.Registry
 	upstream *httptest.Server
 	srv      *httptest.Server
@@ -52,13 +52,13 @@ type proxyOptions = proxy.Options
 
 type mirrorOpt func(*proxy.Options)
 
-func newMirror(t *testing.T, opts ...mirrorOpt) *mirror {
+func newMirror(t testing.TB, opts ...mirrorOpt) *mirror {
 	t.Helper()
 	return newMirrorWrapped(t, nil, opts...)
 }
 
 // newMirrorWrapped is newMirror with the store wrapped by wrap.
-func newMirrorWrapped(t *testing.T, wrap func(*blobstore.FS) proxy.Store, opts ...mirrorOpt) *mirror {
+func newMirrorWrapped(t testing.TB, wrap func(*blobstore.FS) proxy.Store, opts ...mirrorOpt) *mirror {
 	t.Helper()
 	fake := fakeupstream.New()
 	up := httptest.NewServer(fake)
@@ -70,7 +70,7 @@ func newMirrorWrapped(t *testing.T, wrap func(*blobstore.FS) proxy.Store, opts .
 
 // newMirrorOver is a mirror of the registry at upURL (another mirror, for
 // tier tests).
-func newMirrorOver(t *testing.T, upURL string, wrap func(*blobstore.FS) proxy.Store, opts ...mirrorOpt) *mirror {
+func newMirrorOver(t testing.TB, upURL string, wrap func(*blobstore.FS) proxy.Store, opts ...mirrorOpt) *mirror {
 	t.Helper()
 	client, err := upstream.New(upstream.Options{
 		URL: upURL, RegistryName: "central.test",
@@ -232,7 +232,7 @@ func (m *mirror) waitFills() {
 	m.t.Fatal("fills still running after 10s")
 }
 
-func metricValue(t *testing.T, m *metrics.Metrics, name string, labels ...string) float64 {
+func metricValue(t testing.TB, m *metrics.Metrics, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := m.Registry.Gather()
 	if err != nil {

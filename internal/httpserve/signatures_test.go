@@ -3,6 +3,7 @@ package httpserve_test
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -17,7 +18,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 )
 
-func withPolicy(t *testing.T, mode sigpolicy.Mode, keys ...*cosigntest.Key) mirrorOpt {
+func withPolicy(t testing.TB, mode sigpolicy.Mode, keys ...*cosigntest.Key) mirrorOpt {
 	t.Helper()
 	rule := sigpolicy.RuleSpec{Name: "fleet", Repositories: []string{"central.test/**"}, Mode: mode}
 	for _, k := range keys {
@@ -267,5 +268,48 @@ func TestSignaturePolicyBadUpstream(t *testing.T) {
 	sign(t, m, key, later.Digest)
 	if resp, body := get("later"); resp.StatusCode != http.StatusOK {
 		t.Errorf("signed later: %d %s", resp.StatusCode, body)
+	}
+}
+
+// BenchmarkManifestByTagPolicy measures cached manifest-by-tag requests
+// through the mirror without a policy and with an enforce rule whose
+// verdict is recorded, side by side in one run (issue #6: within 10 %).
+// Compare the two ns/op: go test -run X -bench ManifestByTagPolicy ./internal/httpserve
+func BenchmarkManifestByTagPolicy(b *testing.B) {
+	key := cosigntest.NewKey(b)
+	for _, name := range []string{"none", "enforce"} {
+		b.Run(name, func(b *testing.B) {
+			var opts []mirrorOpt
+			if name == "enforce" {
+				opts = append(opts, withPolicy(b, sigpolicy.ModeEnforce, key))
+			}
+			m := newMirror(b, opts...)
+			img, _ := m.fake.Image("app", "v1", []byte("layer"))
+			man, blobs := cosigntest.Parts(b, key.Sign(b, "central.test/app", img.Digest))
+			for _, bl := range blobs {
+				m.fake.LinkBlob("app", m.fake.AddBlob(bl).Digest)
+			}
+			m.fake.AddManifest("app", cosigntest.SignatureTag(img.Digest), ocispec.MediaTypeImageManifest, man)
+			url := m.srv.URL + manifestPath("app", "v1")
+			client := m.srv.Client()
+			get := func() {
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				req.Header.Set("Accept", ocispec.MediaTypeImageManifest)
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("GET: %d", resp.StatusCode)
+				}
+			}
+			get() // fills the cache and records the verdict
+			b.ResetTimer()
+			for b.Loop() {
+				get()
+			}
+		})
 	}
 }

@@ -125,9 +125,12 @@ type Proxy struct {
 	deltaWorkers chan struct{}
 	noDelta      sync.Map
 	layerHints   layerHints
-	hot          *hotCache
-	links        *linkCache
-	access       accessTracker
+	// verified holds the manifests verified (or served as evidence) under
+	// a rule revision: <rule> 0 <revision> 0 <digest>.
+	verified sync.Map
+	hot      *hotCache
+	links    *linkCache
+	access   accessTracker
 
 	mu    sync.Mutex
 	fills map[digest.Digest]*fill

@@ -44,10 +44,21 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, res ManifestResult)
 		return nil
 	}
 	d := res.Descriptor.Digest
+	// The hot path: a manifest verified (or served as evidence) before
+	// under this rule revision costs a map lookup.
+	key := m.Rule + "\x00" + m.Revision + "\x00" + string(d)
+	if _, ok := p.verified.Load(key); ok {
+		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
+		return nil
+	}
 	children, blobs, runnable := manifestContent(res.Body)
 	if !runnable {
 		// Evidence: trusted as content, not as code.
-		return p.db.Trust(ctx, m.Rule, m.Revision, d, blobs)
+		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, blobs); err != nil {
+			return err
+		}
+		p.verified.Store(key, struct{}{})
+		return nil
 	}
 	v, err := p.verdict(ctx, t, m, d)
 	if err != nil {
@@ -69,6 +80,7 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, res ManifestResult)
 		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, append(children, blobs...)); err != nil {
 			return err
 		}
+		p.verified.Store(key, struct{}{})
 		return nil
 	}
 	log := p.log.With(slog.String("repo", t.Repo.Name), slog.String("digest", d.String()), slog.String("rule", m.Rule), slog.String("reason", v.Reason))
