@@ -61,7 +61,7 @@ func printPlan(w io.Writer, p *gc.Plan, dryRun bool) {
 	if p.Budget > 0 {
 		budget = "budget " + mib(p.Budget)
 	}
-	fmt.Fprintf(w, "store %s, %s, %d images (%d pinned, %d kept as delta bases); %s %d, freeing %s\n",
+	fmt.Fprintf(w, "store %s, %s, %d images (%d pinned, %d delta bases, evicted last); %s %d, freeing %s\n",
 		mib(p.Used), budget, p.Units, p.PinnedUnits, p.BaseUnits, verb, len(p.Victims), mib(p.Freed))
 	if len(p.Victims) > 0 {
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)

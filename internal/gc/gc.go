@@ -60,9 +60,10 @@ type Options struct {
 	LowWatermark float64
 	// MaxAge evicts closures not served for longer; 0 means no age limit.
 	MaxAge time.Duration
-	// KeepDeltaBases never evicts the most recently served image of each
-	// repository: its layers are the bases of the deltas that will bring
-	// the repository's next version (issue #5).
+	// KeepDeltaBases evicts the most recently served image of each
+	// repository only after every other image: its layers are the bases
+	// of the deltas that will bring the repository's next version (issue
+	// #5). The budget and the age limit still apply to it.
 	KeepDeltaBases bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -77,8 +78,8 @@ type Unit struct {
 	Blobs      []digest.Digest `json:"blobs,omitempty"`
 	LastAccess time.Time       `json:"lastAccess"`
 	Pinned     bool            `json:"pinned,omitempty"`
-	// DeltaBase marks the most recently served image of a repository, kept
-	// for deltas (Options.KeepDeltaBases).
+	// DeltaBase marks the most recently served image of a repository,
+	// evicted last (Options.KeepDeltaBases).
 	DeltaBase bool `json:"deltaBase,omitempty"`
 }
 
@@ -104,7 +105,7 @@ type Plan struct {
 	// Units counts all closures; PinnedUnits those pinned (never evicted).
 	Units       int `json:"units"`
 	PinnedUnits int `json:"pinnedUnits"`
-	// BaseUnits counts the images kept as delta bases (never evicted).
+	// BaseUnits counts the images that are delta bases (evicted last).
 	BaseUnits int `json:"baseUnits,omitempty"`
 	// OverBudget is set when even evicting everything unpinned leaves the
 	// store above its budget.
@@ -160,7 +161,11 @@ func MakePlan(ctx context.Context, store Store, db DB, opts Options) (*Plan, err
 	}
 
 	// Least recently used first; ties by root digest, for stable output.
+	// Delta bases go after every other unit.
 	sort.Slice(units, func(i, j int) bool {
+		if units[i].DeltaBase != units[j].DeltaBase {
+			return !units[i].DeltaBase
+		}
 		if !units[i].LastAccess.Equal(units[j].LastAccess) {
 			return units[i].LastAccess.Before(units[j].LastAccess)
 		}
@@ -173,7 +178,7 @@ func MakePlan(ctx context.Context, store Store, db DB, opts Options) (*Plan, err
 	now := opts.Now()
 	deleted := map[digest.Digest]bool{}
 	for _, u := range units {
-		if u.Pinned || u.DeltaBase {
+		if u.Pinned {
 			continue
 		}
 		reason := ""

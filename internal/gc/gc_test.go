@@ -252,23 +252,36 @@ func TestWithinBudget(t *testing.T) {
 	}
 }
 
-// With KeepDeltaBases, the newest image of each repository stays, over
-// budget and over age: its layers are the bases of the next update's
-// deltas. Older images of the repository go.
-func TestDeltaBasesAreKept(t *testing.T) {
+// With KeepDeltaBases, the newest image of each repository is evicted
+// only after every other image: its layers are the bases of the next
+// update's deltas. Plain LRU would evict the base of repository a first.
+func TestDeltaBasesAreEvictedLast(t *testing.T) {
 	s := newSite(t)
-	older := s.image("v1", 50*time.Hour, s.blob(300_000))
-	newest := s.image("v2", 10*time.Hour, s.blob(300_000))
-	p := s.plan(gc.Options{MaxSize: 1000, MaxAge: time.Hour, KeepDeltaBases: true})
-	if got := roots(p); !slices.Equal(got, []digest.Digest{older.Digest}) {
-		t.Fatalf("victims = %v, want only the older image %s", got, older.Digest)
+	other := meta.Repo{Registry: "central.test", Name: "org/b"}
+	aBase := s.image("a", 10*time.Hour, s.blob(300_000))
+	repo = other
+	bOld := s.image("b-old", 5*time.Hour, s.blob(300_000))
+	bNew := s.image("b-new", time.Hour, s.blob(300_000))
+	repo = meta.Repo{Registry: "central.test", Name: "org/app"} // (the tests of this package do not run in parallel)
+	budget := int64(700_000) // two images
+
+	p := s.plan(gc.Options{MaxSize: budget, KeepDeltaBases: true})
+	if got := roots(p); !slices.Equal(got, []digest.Digest{bOld.Digest}) {
+		t.Errorf("victims = %v, want only %s (b's older image)", got, bOld.Digest)
 	}
-	if !p.OverBudget || p.BaseUnits != 1 {
-		t.Errorf("OverBudget = %v, BaseUnits = %d; want true, 1", p.OverBudget, p.BaseUnits)
+	if p.BaseUnits != 2 {
+		t.Errorf("BaseUnits = %d, want 2", p.BaseUnits)
 	}
-	// Without it, both go.
-	p = s.plan(gc.Options{MaxSize: 1000, MaxAge: time.Hour})
-	if got := roots(p); len(got) != 2 || !slices.Contains(got, newest.Digest) {
-		t.Errorf("victims = %v, want both images", got)
+	p = s.plan(gc.Options{MaxSize: budget})
+	if got := roots(p); !slices.Equal(got, []digest.Digest{aBase.Digest}) {
+		t.Errorf("without KeepDeltaBases: victims = %v, want %s (least recently used)", got, aBase.Digest)
+	}
+	// Over budget with only bases left, bases go too, least recent first.
+	p = s.plan(gc.Options{MaxSize: 350_000, KeepDeltaBases: true})
+	if got := roots(p); !slices.Equal(got, []digest.Digest{bOld.Digest, aBase.Digest}) {
+		t.Errorf("tight budget: victims = %v, want b-old then a", got)
+	}
+	if slices.Contains(roots(p), bNew.Digest) {
+		t.Errorf("tight budget: the most recent image %s was evicted", bNew.Digest)
 	}
 }

@@ -103,7 +103,7 @@ func (m *Maintainer) RunOnce(ctx context.Context) *Plan {
 			slog.Time("last_pulled", v.LastAccess), slog.Int64("freed", v.Freed), slog.String("reason", v.Reason))
 	}
 	if plan.OverBudget {
-		log.LogAttrs(ctx, slog.LevelWarn, "store still over its budget: the rest is pinned (pre-staged) content and the newest image of each repository (kept as delta bases)",
+		log.LogAttrs(ctx, slog.LevelWarn, "store still over its budget: the rest is pinned (pre-staged) content",
 			slog.Int64("used", plan.Used-plan.Freed), slog.Int64("budget", plan.Budget), slog.Int("pinned_images", plan.PinnedUnits),
 			slog.Int("delta_base_images", plan.BaseUnits))
 	}
