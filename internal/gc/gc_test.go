@@ -263,7 +263,7 @@ func TestDeltaBasesAreEvictedLast(t *testing.T) {
 	bOld := s.image("b-old", 5*time.Hour, s.blob(300_000))
 	bNew := s.image("b-new", time.Hour, s.blob(300_000))
 	repo = meta.Repo{Registry: "central.test", Name: "org/app"} // (the tests of this package do not run in parallel)
-	budget := int64(700_000) // two images
+	budget := int64(700_000)                                    // two images
 
 	p := s.plan(gc.Options{MaxSize: budget, KeepDeltaBases: true})
 	if got := roots(p); !slices.Equal(got, []digest.Digest{bOld.Digest}) {
