@@ -29,6 +29,7 @@ var tools = map[string]struct {
 }{
 	"registry":    {"REGISTRY_EDGE_TEST_REGISTRY", "registry", true},
 	"crane":       {"REGISTRY_EDGE_TEST_CRANE", "crane", true},
+	"cosign":      {"REGISTRY_EDGE_TEST_COSIGN", "cosign", true},
 	"conformance": {"REGISTRY_EDGE_TEST_CONFORMANCE", "conformance.test", true},
 	"skopeo":      {"REGISTRY_EDGE_TEST_SKOPEO", "skopeo", false},
 	"podman":      {"REGISTRY_EDGE_TEST_PODMAN", "podman", false},

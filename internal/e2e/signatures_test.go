@@ -55,6 +55,15 @@ func TestSignaturePolicyAtSite(t *testing.T) {
 	dir = pullOCI(t, crane, signed.ref(m.addr))
 	readLayout(t, dir).checkImage(t, signed)
 	craneRun(t, crane, "manifest", m.addr+"/fleet/app:"+sigTag) // the evidence is served too
+	// A real client: cosign verify against the mirror, central down.
+	cosign := need(t, "cosign")
+	home := t.TempDir() // no TUF cache or docker config of the machine
+	env := []string{"HOME=" + home, "TUF_ROOT=" + filepath.Join(home, "tuf"), "DOCKER_CONFIG=" + home}
+	out := run(t, env, cosign, "verify", "--key", keyFile, "--insecure-ignore-tlog=true", "--allow-http-registry",
+		m.addr+"/fleet/app@"+signed.digest)
+	if !strings.Contains(out, signed.digest) {
+		t.Errorf("cosign verify through the mirror printed no payload for %s:\n%s", signed.digest, out)
+	}
 	if out, err := runErr(nil, crane, "--insecure", "manifest", unsigned.ref(m.addr)); err == nil {
 		t.Errorf("unsigned image served with central down: %s", out)
 	}
