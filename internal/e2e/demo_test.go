@@ -24,6 +24,8 @@ func TestDemoTopology(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Compose itself accepts the file (no engine is needed for that).
+	run(t, nil, need(t, "docker-compose"), "-f", filepath.Join(root, "docker-compose.yml"), "config", "-q")
 	var compose struct {
 		Services map[string]struct {
 			Volumes []string `yaml:"volumes"`

@@ -36,6 +36,8 @@ var tools = map[string]struct {
 	"ctr":         {"REGISTRY_EDGE_TEST_CTR", "ctr", false},
 	"containerd":  {"REGISTRY_EDGE_TEST_CONTAINERD", "containerd", false},
 	"chromium":    {"REGISTRY_EDGE_TEST_CHROMIUM", "chromium", false},
+	// docker-compose validates docker-compose.yml (no engine needed).
+	"docker-compose": {"REGISTRY_EDGE_TEST_DOCKER_COMPOSE", "docker-compose", false},
 }
 
 // toolPath finds a tool: its environment variable, then PATH, then the
