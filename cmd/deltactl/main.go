@@ -2,11 +2,13 @@
 // computes the deltas that rebuild a new image's layers from an older
 // image's, publishes them next to the new image as OCI referrers, lists what
 // is published, estimates what a site saves, and applies a delta offline.
+// It also checks an image against a mirror's signature policy.
 //
 //	deltactl diff [--platform P] [--max-bases N] [--push] [--output-dir DIR] OLD NEW
 //	deltactl inspect [--platform P] IMAGE
 //	deltactl plan --site-has OLD [--platform P] NEW
 //	deltactl apply --delta FILE [--descriptor FILE.json] --base BLOB... -o OUT
+//	deltactl verify --policy FILE [--registry NAME] [--platform P] IMAGE
 //	deltactl version
 //
 // docs/deltactl.md is the user guide.
@@ -37,7 +39,8 @@ const usage = `usage: deltactl COMMAND [flags] ARGS
 
 Layer deltas for registry-edge: compute them between two images, publish them
 next to the new image (OCI referrers), list them, estimate what a site saves,
-and rebuild a layer from a delta offline.
+and rebuild a layer from a delta offline. Check an image against a mirror's
+signature policy.
 
 commands:
   diff OLD NEW               compute the deltas that rebuild NEW's layers from OLD's (--push publishes them)
@@ -45,6 +48,7 @@ commands:
   plan --site-has OLD NEW    bytes a site holding OLD downloads for NEW, with and without deltas
   apply --delta FILE --base BLOB... -o OUT
                              rebuild a layer blob from a delta file and base blob files, verified
+  verify --policy FILE IMAGE check IMAGE's cosign signatures against the policy of a registry-edge config
   version                    print the version
 
 Run 'deltactl COMMAND --help' for the flags of a command. Exit status: 0 on
@@ -81,6 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = planCmd(ctx, e, args)
 	case "apply":
 		err = applyCmd(ctx, e, args)
+	case "verify":
+		err = verifyCmd(ctx, e, args)
 	case "version", "--version":
 		err = versionCmd(e, args)
 	case "help", "-h", "-help", "--help":
