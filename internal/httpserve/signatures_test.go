@@ -313,3 +313,30 @@ func BenchmarkManifestByTagPolicy(b *testing.B) {
 		})
 	}
 }
+
+// A cold verification of a cosign tag-scheme signature costs the upstream
+// two requests: the signature manifest and its payload; a recorded
+// verdict costs none.
+func TestSignatureVerificationRequests(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	img, _ := m.fake.Image("app", "v1", []byte("layer"))
+	sign(t, m, key, img.Digest)
+	get := func() {
+		resp, body := m.get(http.MethodGet, manifestPath("app", img.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET: %d %s", resp.StatusCode, body)
+		}
+	}
+	before := m.fake.Total()
+	get()
+	if n := m.fake.Total() - before; n != 3 {
+		t.Errorf("cold pull by digest: %d upstream requests, want 3 (the manifest, the signature manifest, its payload)", n)
+	}
+	before = m.fake.Total()
+	get()
+	if n := m.fake.Total() - before; n != 0 {
+		t.Errorf("second pull: %d upstream requests, want 0", n)
+	}
+}

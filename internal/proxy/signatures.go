@@ -250,25 +250,49 @@ func (s sigSource) Referrers(ctx context.Context, _ string, subject digest.Diges
 	return body, err
 }
 
+// Blob reads a signature blob (a payload, a bundle): from the store, or
+// with one bounded upstream GET, verified and then stored (and linked) so
+// that it is served to devices and is there when the uplink is down.
 func (s sigSource) Blob(ctx context.Context, _ string, d digest.Digest, maxSize int64) ([]byte, error) {
-	size, _, err := s.p.statBlob(ctx, s.t, d)
+	p, t := s.p, s.t
+	if ok, _ := p.linked(ctx, t, d); ok {
+		if rc, err := p.store.Open(ctx, d); err == nil {
+			defer rc.Close()
+			return readAtMost(rc, d, maxSize)
+		}
+	}
+	resp, err := t.Remote.Client.Blob(ctx, t.Repo.Name, d, 0, "")
+	p.countUpstream(t, "blob", err)
 	if err != nil {
 		return nil, err
 	}
-	if size > maxSize {
-		return nil, fmt.Errorf("blob %s: %d bytes, more than %d: %w", d, size, maxSize, errdef.ErrTooLarge)
+	defer resp.Body.Close()
+	if resp.Size > maxSize {
+		return nil, fmt.Errorf("blob %s: %d bytes, more than %d: %w", d, resp.Size, maxSize, errdef.ErrTooLarge)
 	}
-	if _, err := s.p.EnsureBlob(ctx, s.t, d); err != nil {
-		return nil, err
-	}
-	rc, err := s.p.store.Open(ctx, d)
+	b, err := readAtMost(resp.Body, d, maxSize)
 	if err != nil {
 		return nil, err
 	}
-	defer rc.Close()
+	p.m.UpstreamBytes.WithLabelValues(t.Remote.Name).Add(float64(len(b)))
+	if digest.FromBytes(b) != d {
+		return nil, fmt.Errorf("blob %s from upstream: %w", d, errdef.ErrDigestMismatch)
+	}
+	if err := p.store.Put(ctx, ocispec.Descriptor{Digest: d, Size: int64(len(b))}, bytes.NewReader(b)); err == nil {
+		if err := p.db.Link(ctx, t.Repo, d); err != nil {
+			return nil, err
+		}
+	} else {
+		p.noteWriteError(ctx, err) // verified: usable even if it could not be cached
+	}
+	return b, nil
+}
+
+// readAtMost reads r to its end, failing past maxSize bytes.
+func readAtMost(r io.Reader, d digest.Digest, maxSize int64) ([]byte, error) {
 	var buf bytes.Buffer
-	if _, err := io.Copy(&buf, io.LimitReader(rc, maxSize+1)); err != nil {
-		return nil, err
+	if _, err := io.Copy(&buf, io.LimitReader(r, maxSize+1)); err != nil {
+		return nil, fmt.Errorf("blob %s: %w", d, err)
 	}
 	if int64(buf.Len()) > maxSize {
 		return nil, fmt.Errorf("blob %s: more than %d bytes: %w", d, maxSize, errdef.ErrTooLarge)
