@@ -81,6 +81,7 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, res ManifestResult)
 			return err
 		}
 		p.verified.Store(key, struct{}{})
+		p.storeEvidence(ctx, t, d)
 		return nil
 	}
 	log := p.log.With(slog.String("repo", t.Repo.Name), slog.String("digest", d.String()), slog.String("rule", m.Rule), slog.String("reason", v.Reason))
@@ -133,6 +134,60 @@ func (p *Proxy) verdict(ctx context.Context, t Target, m sigpolicy.Match, d dige
 		return meta.Verdict{}, err
 	}
 	return out, nil
+}
+
+// Bounds of the evidence stored for a verified manifest.
+const (
+	maxEvidenceManifests = 16
+	maxEvidenceBlob      = 16 << 20
+)
+
+// storeEvidence fetches and stores, in the background, the evidence of
+// verified manifest d: its OCI referrers and cosign's attestation and SBOM
+// tags, with their blobs (each at most maxEvidenceBlob), so that devices
+// and admins can check them against the mirror with the uplink down. The
+// signature itself was stored by the verification.
+func (p *Proxy) storeEvidence(ctx context.Context, t Target, d digest.Digest) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		stop := context.AfterFunc(p.closing, cancel)
+		defer stop()
+		var refs []string
+		if body, _, err := p.referrers(ctx, t, d); err == nil {
+			var idx ocispec.Index
+			if json.Unmarshal(body, &idx) == nil {
+				for _, m := range idx.Manifests {
+					refs = append(refs, m.Digest.String())
+				}
+			}
+		}
+		for _, suffix := range []string{".att", ".sbom"} {
+			refs = append(refs, d.Algorithm().String()+"-"+d.Encoded()+suffix)
+		}
+		stored := 0
+		for _, ref := range refs {
+			if stored == maxEvidenceManifests {
+				break
+			}
+			res, err := p.manifest(ctx, t, ref)
+			if err != nil {
+				continue // absent (most tags are), or the uplink is down
+			}
+			stored++
+			_, blobs, _ := manifestContent(res.Body)
+			for _, b := range blobs {
+				if size, _, err := p.statBlob(ctx, t, b); err != nil || size > maxEvidenceBlob {
+					continue
+				}
+				if _, err := p.EnsureBlob(ctx, t, b); err != nil {
+					p.log.LogAttrs(ctx, slog.LevelDebug, "cannot store evidence", slog.String("digest", b.String()), slog.Any("err", err))
+				}
+			}
+		}
+	}()
 }
 
 // unverifiableReason says, without upstream text, why signatures could not
