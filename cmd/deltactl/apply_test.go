@@ -127,6 +127,23 @@ func TestApply(t *testing.T) {
 		}
 	})
 
+	t.Run("level", func(t *testing.T) {
+		// A delta made at another level is another delta that every
+		// applier rebuilds the same layer from.
+		dir := t.TempDir()
+		var rep diffReport
+		mustJSON(t, &rep, "diff", "--level", "fastest", "--output-dir", dir, "--max-bases", "1", o.repo+":1", o.repo+":2")
+		l := rep.Platforms[0].Layers[0]
+		if l.Delta == nil || l.Delta.Digest == o.tar.Delta.Digest {
+			t.Fatalf("--level fastest: delta %v, want one other than the best level's %s", l.Delta, o.tar.Delta.Digest)
+		}
+		out := filepath.Join(t.TempDir(), "layer.blob")
+		mustRun(t, "apply", "--delta", l.Files.Delta, "--base", o.bases[l.Bases[0].Digest.String()], "-o", out)
+		if got := fileDigest(t, out); got != o.tar.Target.Digest {
+			t.Errorf("apply of a fastest-level delta: rebuilt %s, want %s", got, o.tar.Target.Digest)
+		}
+	})
+
 	deltaBytes, err := os.ReadFile(o.tar.Files.Delta)
 	if err != nil {
 		t.Fatal(err)

@@ -45,6 +45,12 @@ type diffOptions struct {
 	maxRatio  float64
 	push      bool
 	outputDir string
+	level     delta.Level
+}
+
+// levels are the values of --level, from fastest to smallest delta.
+var levels = map[string]delta.Level{
+	"fastest": delta.LevelFastest, "default": delta.LevelDefault, "better": delta.LevelBetter, "best": delta.LevelBest,
 }
 
 func diffCmd(ctx context.Context, e *env, args []string) error {
@@ -55,6 +61,7 @@ func diffCmd(ctx context.Context, e *env, args []string) error {
 	f.Float64Var(&o.maxRatio, "max-ratio", 1, "largest delta worth keeping, as a fraction of its layer's size, in (0, 1]")
 	f.BoolVar(&o.push, "push", false, "publish the deltas to NEW's repository (referrers of NEW's platform manifests)")
 	f.StringVar(&o.outputDir, "output-dir", "", "write each delta and its descriptor to `directory` (created if missing)")
+	level := f.String("level", "best", "compression of the changed bytes: fastest, default, better (about twice as fast as best, deltas up to a third larger) or best")
 	f.registryFlags()
 	f.tmpFlag()
 	f.formatFlag()
@@ -68,6 +75,11 @@ func diffCmd(ctx context.Context, e *env, args []string) error {
 	if !(o.maxRatio > 0 && o.maxRatio <= 1) {
 		return f.usageErr("--max-ratio %g: want a number in (0, 1]", o.maxRatio)
 	}
+	lv, ok := levels[*level]
+	if !ok {
+		return f.usageErr("--level %q: want fastest, default, better or best", *level)
+	}
+	o.level = lv
 	c := newClient(ctx, f.insecure)
 	oldRef, err := c.parseRef(pos[0])
 	if err != nil {
@@ -344,7 +356,7 @@ func (d *differ) make(ctx context.Context, newImg, oldImg *image, target layerde
 	opts := layerdelta.Options{
 		TempDir:  d.tmp,
 		MaxRatio: d.o.maxRatio,
-		Encode:   delta.EncodeOptions{Progress: func(done, total int64) { d.prog.bar(label, done, total) }},
+		Encode:   delta.EncodeOptions{Level: d.o.level, Progress: func(done, total int64) { d.prog.bar(label, done, total) }},
 	}
 	res, err := layerdelta.Make(ctx, tc, bcs, opts)
 	d.prog.clear()

@@ -40,6 +40,7 @@ func TestUsageErrors(t *testing.T) {
 		{"max-bases 0", []string{"diff", "--max-bases", "0", "a", "b"}, "--max-bases 0"},
 		{"max-bases too many", []string{"diff", "--max-bases", "65", "a", "b"}, "--max-bases 65"},
 		{"max-ratio above 1", []string{"diff", "--max-ratio", "1.5", "a", "b"}, "--max-ratio 1.5"},
+		{"unknown level", []string{"diff", "--level", "ultra", "a", "b"}, "--level \"ultra\""},
 		{"bad format", []string{"diff", "--format", "xml", "a", "b"}, `--format "xml"`},
 		{"bad platform", []string{"diff", "--platform", "linux", "a", "b"}, `platform "linux": want os/arch[/variant]`},
 		{"bad platform in a list", []string{"inspect", "--platform", "linux/amd64,/arm64", "a"}, `platform "/arm64"`},
