@@ -255,7 +255,15 @@ func TestTierPrecomputesDelta(t *testing.T) {
 	region.fake.Image("app", "v1", old)
 	region.fake.Image("app", "v2", nw)
 	pullImage(t, region, "v1", old)
-	resp, _ := region.get(http.MethodGet, manifestPath("app", "v2"), "Accept", ocispec.MediaTypeImageManifest)
+	// A mirror no lower tier has asked for a delta precomputes nothing.
+	if got := metricValue(t, region.metrics, "registry_edge_delta_recipes_total", "result", "found"); got != 0 {
+		t.Fatalf("precomputed %v deltas before any lower tier asked", got)
+	}
+	resp, _ := region.get(http.MethodHead, blobPath("app", digest.FromBytes(old)), "A-IM", "vnd.registry-edge.delta.v1", "If-None-Match", `"`+digest.FromString("x").String()+`"`)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("a negotiation with nothing to offer: %d, want 200", resp.StatusCode)
+	}
+	resp, _ = region.get(http.MethodGet, manifestPath("app", "v2"), "Accept", ocispec.MediaTypeImageManifest)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET v2 manifest: %d", resp.StatusCode)
 	}

@@ -376,6 +376,7 @@ var ErrNoDelta = errors.New("no delta")
 // wrapping ErrNoDelta when no usable delta is smaller than MaxDeltaRatio of
 // the blob.
 func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered []digest.Digest) (l layerdelta.Layer, err error) {
+	p.askedForDeltas.Store(true)
 	defer func() {
 		if err == nil {
 			err = p.trustDelta(ctx, t, d, l.Delta.Digest)
@@ -535,13 +536,16 @@ func (p *Proxy) tempDir() string {
 	return os.TempDir()
 }
 
-// precomputeDeltas starts, in the background, the deltas of the layers of
+// precomputeDeltas starts (once a lower tier has asked this mirror for a
+// delta), in the background, the deltas of the layers of
 // a newly fetched image manifest against the stored layers of the
 // repository's other images (its previous versions), so that lower tiers
 // asking for them rarely wait. Each goes through DeltaFor, which fetches
 // the layer, and runs at most DeltaWorkers at a time.
 func (p *Proxy) precomputeDeltas(ctx context.Context, t Target, m upstream.Manifest) {
-	if !p.opts.PrecomputeDeltas {
+	// Only a mirror that lower tiers ask for deltas: a site must not fetch
+	// and encode layers nobody will ask for.
+	if !p.opts.PrecomputeDeltas || !p.askedForDeltas.Load() {
 		return
 	}
 	var man ocispec.Manifest

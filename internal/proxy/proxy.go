@@ -125,6 +125,9 @@ type Proxy struct {
 	deltaWorkers chan struct{}
 	noDelta      sync.Map
 	layerHints   layerHints
+	// askedForDeltas is set once a lower tier asked for a delta (DeltaFor):
+	// only then are deltas precomputed.
+	askedForDeltas atomic.Bool
 	// verified holds the manifests verified (or served as evidence) under
 	// a rule revision: <rule> 0 <revision> 0 <digest>.
 	verified sync.Map

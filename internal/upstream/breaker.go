@@ -122,8 +122,15 @@ const (
 // classify maps the result of one attempt to an outcome.
 func classify(resp *http.Response, err error) outcome {
 	if err == nil {
-		if resp.StatusCode == http.StatusTooManyRequests ||
-			(resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented) {
+		switch {
+		case resp.StatusCode == http.StatusInternalServerError:
+			// The registry answered, at once, that this request failed
+			// (distribution does so for content it cannot handle, such as
+			// sha512 blobs): nothing about its health. Counting it let a
+			// few bad requests cut every other fill off (ADR 0005).
+			return outcomeNeutral
+		case resp.StatusCode == http.StatusTooManyRequests ||
+			(resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented):
 			return outcomeFailure
 		}
 		return outcomeSuccess
