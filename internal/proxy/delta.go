@@ -202,28 +202,8 @@ func (p *Proxy) applyDelta(ctx context.Context, t Target, l layerdelta.Layer) (_
 		return nil, err
 	}
 	defer d.Close()
-	var opened []io.Closer
-	defer func() {
-		for _, c := range opened {
-			c.Close()
-		}
-	}()
-	open := func(b layerdelta.Blob) (layerdelta.Content, error) {
-		rc, err := p.store.Open(ctx, b.Digest)
-		if err != nil {
-			return layerdelta.Content{}, err
-		}
-		opened = append(opened, rc)
-		ra, ok := rc.(io.ReaderAt)
-		if !ok {
-			return layerdelta.Content{}, fmt.Errorf("base %s: store gives no random access: %w", b.Digest, errdef.ErrUnsupported)
-		}
-		size, err := rc.Seek(0, io.SeekEnd)
-		if err != nil {
-			return layerdelta.Content{}, err
-		}
-		return layerdelta.Content{Blob: layerdelta.Blob{Digest: b.Digest, Size: size}, R: ra}, nil
-	}
+	files := &storeFiles{p: p}
+	defer files.closeAll()
 	ing, err := p.store.Ingest(ctx, l.Target.Digest)
 	if err != nil {
 		return nil, &localError{err}
@@ -233,6 +213,7 @@ func (p *Proxy) applyDelta(ctx context.Context, t Target, l layerdelta.Layer) (_
 			ing.Cancel()
 		}
 	}()
+	open := func(b layerdelta.Blob) (layerdelta.Content, error) { return files.open(ctx, b.Digest) }
 	if err := layerdelta.Apply(ctx, ing, l, d, open, layerdelta.ApplyOptions{TempDir: p.tempDir()}); err != nil {
 		return nil, err
 	}
@@ -465,31 +446,15 @@ func (p *Proxy) computeDelta(ctx context.Context, t Target, target layerdelta.Bl
 	case <-ctx.Done():
 		return layerdelta.Layer{}, ctx.Err()
 	}
-	var files []io.Closer
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	open := func(b layerdelta.Blob) (layerdelta.Content, error) {
-		rc, err := p.store.Open(ctx, b.Digest)
-		if err != nil {
-			return layerdelta.Content{}, err
-		}
-		files = append(files, rc)
-		ra, ok := rc.(io.ReaderAt)
-		if !ok {
-			return layerdelta.Content{}, fmt.Errorf("blob %s: store gives no random access: %w", b.Digest, errdef.ErrUnsupported)
-		}
-		return layerdelta.Content{Blob: b, R: ra}, nil
-	}
-	tc, err := open(target)
+	files := &storeFiles{p: p}
+	defer files.closeAll()
+	tc, err := files.open(ctx, target.Digest)
 	if err != nil {
 		return layerdelta.Layer{}, err
 	}
 	var bcs []layerdelta.Content
 	for _, b := range bases {
-		c, err := open(b)
+		c, err := files.open(ctx, b.Digest)
 		if err != nil {
 			return layerdelta.Layer{}, err
 		}
@@ -612,4 +577,34 @@ func (h *layerHints) get(d digest.Digest) (int64, bool) {
 	defer h.mu.Unlock()
 	size, ok := h.m[d]
 	return size, ok
+}
+
+// storeFiles opens stored blobs as layerdelta.Content (random access, size
+// as stored) and closes them all at the end.
+type storeFiles struct {
+	p     *Proxy
+	files []io.Closer
+}
+
+func (s *storeFiles) open(ctx context.Context, d digest.Digest) (layerdelta.Content, error) {
+	rc, err := s.p.store.Open(ctx, d)
+	if err != nil {
+		return layerdelta.Content{}, err
+	}
+	s.files = append(s.files, rc)
+	ra, ok := rc.(io.ReaderAt)
+	if !ok {
+		return layerdelta.Content{}, fmt.Errorf("blob %s: store gives no random access: %w", d, errdef.ErrUnsupported)
+	}
+	size, err := rc.Seek(0, io.SeekEnd)
+	if err != nil {
+		return layerdelta.Content{}, err
+	}
+	return layerdelta.Content{Blob: layerdelta.Blob{Digest: d, Size: size}, R: ra}, nil
+}
+
+func (s *storeFiles) closeAll() {
+	for _, f := range s.files {
+		f.Close()
+	}
 }
