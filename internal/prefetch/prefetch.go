@@ -12,7 +12,6 @@ package prefetch
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -73,7 +72,7 @@ type Status struct {
 // Proxy is what the prefetcher needs of the pull-through proxy.
 type Proxy interface {
 	Manifest(ctx context.Context, t proxy.Target, ref string) (proxy.ManifestResult, error)
-	Referrers(ctx context.Context, t proxy.Target, d digest.Digest, artifactType string) ([]byte, string, error)
+	Evidence(ctx context.Context, t proxy.Target, d digest.Digest) ([]digest.Digest, error)
 	EnsureBlob(ctx context.Context, t proxy.Target, d digest.Digest) (int64, error)
 	FillProgress(d digest.Digest) (written, size int64, ok bool)
 }
@@ -499,7 +498,7 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) ([
 	// fallback), with their own blobs.
 	nref := 0
 	for _, d := range slices.Clone(manifests) {
-		refs, err := pf.referrers(ctx, t, d)
+		refs, err := pf.p.Evidence(ctx, t, d)
 		if err != nil {
 			return nil, err
 		}
@@ -530,39 +529,6 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) ([
 		out = append(out, b.Digest)
 	}
 	log.LogAttrs(ctx, slog.LevelDebug, "prefetch stored", slog.Int("manifests", len(manifests)), slog.Int("blobs", len(blobs)))
-	return out, nil
-}
-
-// referrers returns the digests of d's referrers, and of cosign's
-// tag-schema signature, attestation and SBOM manifests for d.
-func (pf *Prefetcher) referrers(ctx context.Context, t proxy.Target, d digest.Digest) ([]digest.Digest, error) {
-	var out []digest.Digest
-	body, _, err := pf.p.Referrers(ctx, t, d, "")
-	if err != nil && !errors.Is(err, errdef.ErrNotFound) {
-		return nil, fmt.Errorf("referrers of %s: %w", d, err)
-	}
-	if err == nil {
-		var idx ocispec.Index
-		if err := json.Unmarshal(body, &idx); err != nil {
-			return nil, fmt.Errorf("referrers of %s: %w: %w", d, errdef.ErrInvalid, err)
-		}
-		for _, m := range idx.Manifests {
-			out = append(out, m.Digest)
-		}
-	}
-	for _, suffix := range []string{".sig", ".att", ".sbom"} {
-		tag := string(d.Algorithm()) + "-" + d.Encoded() + suffix
-		m, err := pf.p.Manifest(ctx, t, tag)
-		if errors.Is(err, errdef.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", tag, err)
-		}
-		if !slices.Contains(out, m.Descriptor.Digest) {
-			out = append(out, m.Descriptor.Digest)
-		}
-	}
 	return out, nil
 }
 

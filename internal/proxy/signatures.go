@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -142,11 +143,44 @@ const (
 	maxEvidenceBlob      = 16 << 20
 )
 
+// Evidence returns the digests of the manifests that are evidence about
+// manifest d of t: its OCI 1.1 referrers and cosign's sha256-<hex>.sig,
+// .att and .sbom tag manifests that exist, fetched through the cache.
+func (p *Proxy) Evidence(ctx context.Context, t Target, d digest.Digest) ([]digest.Digest, error) {
+	var out []digest.Digest
+	body, _, err := p.Referrers(ctx, t, d, "")
+	if err != nil && !errors.Is(err, errdef.ErrNotFound) {
+		return nil, fmt.Errorf("referrers of %s: %w", d, err)
+	}
+	if err == nil {
+		var idx ocispec.Index
+		if err := json.Unmarshal(body, &idx); err != nil {
+			return nil, fmt.Errorf("referrers of %s: %w: %w", d, errdef.ErrInvalid, err)
+		}
+		for _, m := range idx.Manifests {
+			out = append(out, m.Digest)
+		}
+	}
+	for _, suffix := range []string{".sig", ".att", ".sbom"} {
+		tag := d.Algorithm().String() + "-" + d.Encoded() + suffix
+		m, err := p.Manifest(ctx, t, tag)
+		if errors.Is(err, errdef.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", tag, err)
+		}
+		if !slices.Contains(out, m.Descriptor.Digest) {
+			out = append(out, m.Descriptor.Digest)
+		}
+	}
+	return out, nil
+}
+
 // storeEvidence fetches and stores, in the background, the evidence of
-// verified manifest d: its OCI referrers and cosign's attestation and SBOM
-// tags, with their blobs (each at most maxEvidenceBlob), so that devices
-// and admins can check them against the mirror with the uplink down. The
-// signature itself was stored by the verification.
+// verified manifest d (see Evidence) with its blobs (each at most
+// maxEvidenceBlob), so that devices and admins can check it against the
+// mirror with the uplink down.
 func (p *Proxy) storeEvidence(ctx context.Context, t Target, d digest.Digest) {
 	p.wg.Add(1)
 	go func() {
@@ -155,28 +189,18 @@ func (p *Proxy) storeEvidence(ctx context.Context, t Target, d digest.Digest) {
 		defer cancel()
 		stop := context.AfterFunc(p.closing, cancel)
 		defer stop()
-		var refs []string
-		if body, _, err := p.referrers(ctx, t, d); err == nil {
-			var idx ocispec.Index
-			if json.Unmarshal(body, &idx) == nil {
-				for _, m := range idx.Manifests {
-					refs = append(refs, m.Digest.String())
-				}
-			}
+		refs, err := p.Evidence(ctx, t, d)
+		if err != nil {
+			p.log.LogAttrs(ctx, slog.LevelDebug, "cannot list evidence", slog.String("digest", d.String()), slog.Any("err", err))
 		}
-		for _, suffix := range []string{".att", ".sbom"} {
-			refs = append(refs, d.Algorithm().String()+"-"+d.Encoded()+suffix)
-		}
-		stored := 0
-		for _, ref := range refs {
-			if stored == maxEvidenceManifests {
+		for i, ref := range refs {
+			if i == maxEvidenceManifests {
 				break
 			}
-			res, err := p.manifest(ctx, t, ref)
+			res, err := p.manifest(ctx, t, ref.String())
 			if err != nil {
-				continue // absent (most tags are), or the uplink is down
+				continue
 			}
-			stored++
 			_, blobs, _ := manifestContent(res.Body)
 			for _, b := range blobs {
 				if size, _, err := p.statBlob(ctx, t, b); err != nil || size > maxEvidenceBlob {

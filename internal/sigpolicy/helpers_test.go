@@ -44,6 +44,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/testutil/cosigntest"
 )
 
 const (
@@ -488,30 +489,9 @@ func signatureManifest(t testing.TB, src *fakeSource, sigs ...oci.Signature) []b
 	if err != nil {
 		t.Fatal(err)
 	}
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range layers {
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var buf bytes.Buffer
-		if _, err := buf.ReadFrom(rc); err != nil {
-			t.Fatal(err)
-		}
-		rc.Close()
-		src.putBlob(buf.Bytes())
-	}
-	cfg, err := img.RawConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src.putBlob(cfg)
-	m, err := img.RawManifest()
-	if err != nil {
-		t.Fatal(err)
+	m, blobs := cosigntest.Parts(t, img)
+	for _, b := range blobs {
+		src.putBlob(b)
 	}
 	return m
 }
