@@ -128,8 +128,9 @@ type Proxy struct {
 	// askedForDeltas is set once a lower tier asked for a delta (DeltaFor):
 	// only then are deltas precomputed.
 	askedForDeltas atomic.Bool
-	// verified holds the manifests verified (or served as evidence) under
-	// a rule revision: <rule> 0 <revision> 0 <digest>.
+	// verified holds the content known trusted under a rule revision
+	// (manifests verified or served as evidence, blobs they reference):
+	// verifiedKey. It spares the hot paths a bbolt read.
 	verified sync.Map
 	hot      *hotCache
 	links    *linkCache

@@ -47,7 +47,7 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, res ManifestResult)
 	d := res.Descriptor.Digest
 	// The hot path: a manifest verified (or served as evidence) before
 	// under this rule revision costs a map lookup.
-	key := m.Rule + "\x00" + m.Revision + "\x00" + string(d)
+	key := verifiedKey(m, d)
 	if _, ok := p.verified.Load(key); ok {
 		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
 		return nil
@@ -258,16 +258,28 @@ func (p *Proxy) checkBlob(ctx context.Context, t Target, d digest.Digest) error 
 	if m.Mode != sigpolicy.ModeEnforce {
 		return nil
 	}
+	key := verifiedKey(m, d)
+	if _, ok := p.verified.Load(key); ok {
+		return nil // the hot path: a blob served before under this rule revision
+	}
 	ok, err := p.db.Trusted(ctx, m.Rule, m.Revision, d)
 	if err != nil {
 		return err
 	}
-	if !ok {
+	if ok {
+		p.verified.Store(key, struct{}{})
+	} else {
 		p.m.Signatures.Denials.WithLabelValues(m.Rule, "blob").Inc()
 		return ociapi.NewError(http.StatusForbidden, ociapi.CodeDenied,
 			fmt.Sprintf("signature policy %q: blob %s is not referenced by a verified manifest", m.Rule, d))
 	}
 	return nil
+}
+
+// verifiedKey is the key of Proxy.verified: content d trusted under m's
+// rule revision.
+func verifiedKey(m sigpolicy.Match, d digest.Digest) string {
+	return m.Rule + "\x00" + m.Revision + "\x00" + string(d)
 }
 
 // manifestContent returns what a manifest references, and whether it is
