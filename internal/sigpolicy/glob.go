@@ -55,54 +55,45 @@ func (g glob) match(name string) bool {
 }
 
 // matchSegs matches pattern segments against name segments, "**"
-// absorbing any number of them. It is matchSeg's algorithm one level up.
+// absorbing any number of them.
 func matchSegs(pat, name []string) bool {
-	p, i := 0, 0
-	star, mark := -1, 0
-	for i < len(name) {
-		switch {
-		case p < len(pat) && pat[p] == "**":
-			star, mark = p, i
-			p++
-		case p < len(pat) && matchSeg(pat[p], name[i]):
-			p++
-			i++
-		case star >= 0:
-			mark++
-			p, i = star+1, mark
-		default:
-			return false
-		}
-	}
-	for p < len(pat) && pat[p] == "**" {
-		p++
-	}
-	return p == len(pat)
+	return wildcard(len(pat), len(name),
+		func(p int) bool { return pat[p] == "**" },
+		func(p, i int) bool { return matchSeg(pat[p], name[i]) })
 }
 
 // matchSeg matches one segment, where '*' matches any run of characters.
-// It is the linear-time wildcard match that backtracks to the last star
-// only, so a name cannot make it explode whatever the pattern.
 func matchSeg(pat, s string) bool {
+	return wildcard(len(pat), len(s),
+		func(p int) bool { return pat[p] == '*' },
+		func(p, i int) bool { return pat[p] == s[i] })
+}
+
+// wildcard matches a pattern of np elements against a name of ni
+// elements, where star(p) says that pattern element p matches any run of
+// name elements and eq(p, i) whether pattern element p matches name
+// element i. It is the linear-time match that backtracks to the last star
+// only, so a name cannot make it explode whatever the pattern.
+func wildcard(np, ni int, star func(p int) bool, eq func(p, i int) bool) bool {
 	p, i := 0, 0
-	star, mark := -1, 0
-	for i < len(s) {
+	lastStar, mark := -1, 0
+	for i < ni {
 		switch {
-		case p < len(pat) && pat[p] == '*':
-			star, mark = p, i
+		case p < np && star(p):
+			lastStar, mark = p, i
 			p++
-		case p < len(pat) && pat[p] == s[i]:
+		case p < np && eq(p, i):
 			p++
 			i++
-		case star >= 0:
+		case lastStar >= 0:
 			mark++
-			p, i = star+1, mark
+			p, i = lastStar+1, mark
 		default:
 			return false
 		}
 	}
-	for p < len(pat) && pat[p] == '*' {
+	for p < np && star(p) {
 		p++
 	}
-	return p == len(pat)
+	return p == np
 }
