@@ -21,8 +21,8 @@ type baseRange struct {
 	n    int64
 }
 
-// op is one operation of a block: kind is opLiteral or opCopy. tend is the
-// target offset just after the bytes it produces.
+// op is one operation of a block: kind is opLiteral, opCopy or opAdd. tend
+// is the target offset just after the bytes it produces.
 type op struct {
 	kind byte
 	base int
@@ -36,6 +36,7 @@ type op struct {
 // interleave literals with COPYs.
 type block struct {
 	lit     []byte
+	add     []byte // the differences ADD operations add to base bytes
 	ranges  []baseRange
 	ops     []op
 	dictEst int64 // upper bound of the union of ranges
@@ -62,6 +63,21 @@ func (b *block) addCopy(base int, off, n, tend int64) {
 		}
 	}
 	b.ops = append(b.ops, op{kind: opCopy, base: base, off: off, n: n, tend: tend})
+	b.ctlEst += 3 * binary.MaxVarintLen64
+}
+
+// addAdd appends an ADD of n base bytes at off (n literal bytes of the
+// block are their differences to the target).
+func (b *block) addAdd(base int, off, n, tend int64) {
+	if k := len(b.ops); k > 0 {
+		l := &b.ops[k-1]
+		if l.kind == opAdd && l.base == base && l.off+l.n == off && l.tend == tend-n {
+			l.n += n
+			l.tend = tend
+			return
+		}
+	}
+	b.ops = append(b.ops, op{kind: opAdd, base: base, off: off, n: n, tend: tend})
 	b.ctlEst += 3 * binary.MaxVarintLen64
 }
 
@@ -153,8 +169,16 @@ func (s *ctlState) appendBlock(dst []byte, b *block) []byte {
 		s.rangePrev[r.base] = r.off + r.n
 	}
 	for _, o := range b.ops {
-		if o.kind == opLiteral {
+		switch o.kind {
+		case opLiteral:
 			dst = binary.AppendUvarint(dst, uint64(o.n)<<2|opLiteral)
+			continue
+		case opAdd:
+			dst = binary.AppendUvarint(dst, uint64(o.n)<<2|opAdd)
+			dst = binary.AppendUvarint(dst, uint64(o.base))
+			dst = binary.AppendVarint(dst, o.off-s.copyPrev[o.base])
+			s.copyPrev[o.base] = o.off + o.n
+			s.cur = o.base
 			continue
 		}
 		if o.base == s.cur {
@@ -178,12 +202,13 @@ const smallBlock = 256 << 10
 type job struct {
 	ctl    []byte
 	lit    []byte
+	add    []byte
 	ranges []baseRange
 	done   int64 // target bytes covered once this block is written
 	ready  chan struct{}
 
-	ctlFrame, litFrame []byte
-	err                error
+	ctlFrame, litFrame, addFrame []byte
+	err                          error
 }
 
 // pipeline compresses blocks on Concurrency workers and writes them in
@@ -211,7 +236,7 @@ func newPipeline(ctx context.Context, w io.Writer, hdr Header, sumc <-chan hashR
 		cancel: cancel,
 		work:   make(chan *job, n),
 		order:  make(chan *job, n+1),
-		free:   make(chan []byte, 2*n+3),
+		free:   make(chan []byte, 4*n+6),
 		result: make(chan error, 1),
 		litCap: int(min(int64(opts.BlockSize), max(hdr.TargetSize, 4<<10))),
 	}
@@ -370,6 +395,27 @@ func (p *pipeline) worker(bases []*baseData, opts EncodeOptions) {
 			}
 			j.litFrame = out.Bytes()
 		}
+		if len(j.add) > 0 {
+			// Differences are mostly zeros; no dictionary helps them.
+			// The literal encoder, with an empty dictionary: a second best
+			// level encoder would cost another 136 MiB of tables.
+			var out bytes.Buffer
+			out.Grow(len(j.add)/8 + 64)
+			err := lit.ResetWithOptions(&out, zstd.WithEncoderDictRaw(0, nil))
+			if err == nil {
+				_, err = lit.Write(j.add)
+			}
+			if err == nil {
+				err = lit.Close()
+			}
+			if err != nil {
+				j.err = fmt.Errorf("delta encoder: %w", err)
+				p.fail(j.err)
+				close(j.ready)
+				continue
+			}
+			j.addFrame = out.Bytes()
+		}
 		j.ctlFrame = ctl.EncodeAll(j.ctl, nil)
 		close(j.ready)
 	}
@@ -444,9 +490,19 @@ func (p *pipeline) writeBlocks(w io.Writer, hdr Header, sumc <-chan hashResult, 
 		if _, err := bw.Write(j.litFrame); err != nil {
 			return fmt.Errorf("delta write: %w", err)
 		}
-		select {
-		case p.free <- j.lit:
-		default:
+		rec = binary.AppendUvarint(rec[:0], uint64(len(j.add)))
+		rec = binary.AppendUvarint(rec, uint64(len(j.addFrame)))
+		if _, err := bw.Write(rec); err != nil {
+			return fmt.Errorf("delta write: %w", err)
+		}
+		if _, err := bw.Write(j.addFrame); err != nil {
+			return fmt.Errorf("delta write: %w", err)
+		}
+		for _, b := range [][]byte{j.lit, j.add} {
+			select {
+			case p.free <- b:
+			default:
+			}
 		}
 		if opts.Progress != nil {
 			opts.Progress(j.done, hdr.TargetSize)

@@ -125,9 +125,9 @@ type decoder struct {
 	copyPrev   []int64 // end of the previous COPY, per base
 	cur        int     // base of the previous COPY
 
-	in, ctl, dict, lit []byte
-	copyBuf            []byte
-	ranges             []baseRange
+	in, ctl, dict, lit, add []byte
+	copyBuf                 []byte
+	ranges                  []baseRange
 }
 
 func (d *decoder) run() error {
@@ -230,7 +230,18 @@ func (d *decoder) block() error {
 	if d.lit, err = d.frame(d.lit, int(litLen), dict, "literal"); err != nil {
 		return err
 	}
-	return d.execute(p, d.lit)
+	d.add = d.add[:0]
+	if d.h.Version >= 2 {
+		// ADD differences; together with the literals at most MaxLiteral.
+		addLen, err := readUvarintLimit(d.br, uint64(d.h.MaxLiteral)-litLen, "add length")
+		if err != nil {
+			return err
+		}
+		if d.add, err = d.frame(d.add, int(addLen), nil, "add"); err != nil {
+			return err
+		}
+	}
+	return d.execute(p, d.lit, d.add)
 }
 
 // readDict parses the block's dictionary ranges and reads them from the
@@ -280,7 +291,7 @@ func (d *decoder) readDict(p *parser) ([]byte, error) {
 }
 
 // execute runs the block's operations.
-func (d *decoder) execute(p *parser, lit []byte) error {
+func (d *decoder) execute(p *parser, lit, add []byte) error {
 	produced := false
 	for {
 		tag := p.uvarint(1<<63 - 1)
@@ -288,11 +299,11 @@ func (d *decoder) execute(p *parser, lit []byte) error {
 		if p.err != nil {
 			return fmt.Errorf("delta operation: %w", p.err)
 		}
-		if kind == opEnd {
-			if n != 0 {
-				return fmt.Errorf("delta end operation with length: %w", errdef.ErrInvalid)
-			}
+		if kind == opEnd && n == 0 {
 			break
+		}
+		if kind == opAdd && d.h.Version < 2 {
+			return fmt.Errorf("delta: ADD operation in a version %d delta: %w", d.h.Version, errdef.ErrInvalid)
 		}
 		if d.ops++; d.ops > d.lim.MaxOps {
 			return fmt.Errorf("delta has more than %d operations: %w", d.lim.MaxOps, errdef.ErrTooLarge)
@@ -313,6 +324,29 @@ func (d *decoder) execute(p *parser, lit []byte) error {
 				return err
 			}
 			lit = lit[n:]
+		case opAdd:
+			bi := int(p.uvarint(uint64(max(len(d.bases)-1, 0))))
+			if len(d.bases) == 0 {
+				p.fail("add without bases")
+			}
+			delta := p.varint()
+			if p.err != nil {
+				return fmt.Errorf("delta add: %w", p.err)
+			}
+			b := d.bases[bi]
+			off, ok := rel(d.copyPrev[bi], delta, b.Size)
+			if !ok || n > b.Size-off {
+				return fmt.Errorf("delta add %d+%d outside base %d of %d bytes: %w", off, n, bi, b.Size, errdef.ErrInvalid)
+			}
+			if n > int64(len(add)) {
+				return fmt.Errorf("delta add of %d bytes, %d difference bytes left: %w", n, len(add), errdef.ErrInvalid)
+			}
+			if err := d.addBase(b, off, add[:n]); err != nil {
+				return err
+			}
+			add = add[n:]
+			d.cur = bi
+			d.copyPrev[bi] = off + n
 		case opCopyBase, opCopy:
 			if kind == opCopyBase {
 				d.cur = int(p.uvarint(uint64(len(d.bases) - 1)))
@@ -340,6 +374,8 @@ func (d *decoder) execute(p *parser, lit []byte) error {
 	switch {
 	case len(lit) != 0:
 		return fmt.Errorf("delta block leaves %d literal bytes unused: %w", len(lit), errdef.ErrInvalid)
+	case len(add) != 0:
+		return fmt.Errorf("delta block leaves %d difference bytes unused: %w", len(add), errdef.ErrInvalid)
 	case len(p.b) != 0:
 		return fmt.Errorf("delta block has %d trailing control bytes: %w", len(p.b), errdef.ErrInvalid)
 	case !produced:
@@ -375,6 +411,39 @@ func (d *decoder) copyBase(b Base, off, n int64) error {
 		n -= int64(len(c))
 	}
 	return nil
+}
+
+// addBase writes base bytes at off plus the literal bytes lit, bytewise
+// modulo 256 (bsdiff's diff bytes: mostly zero where an approximately
+// matching base region lines up with the target).
+func (d *decoder) addBase(b Base, off int64, lit []byte) error {
+	if d.copyBuf == nil {
+		d.copyBuf = make([]byte, copyBufSize)
+	}
+	for len(lit) > 0 {
+		if err := d.ctx.Err(); err != nil {
+			return err
+		}
+		c := d.copyBuf[:min(len(lit), len(d.copyBuf))]
+		if err := readFullAt(b, c, off); err != nil {
+			return err
+		}
+		addBytes(c, lit[:len(c)])
+		if err := d.write(c); err != nil {
+			return err
+		}
+		off += int64(len(c))
+		lit = lit[len(c):]
+	}
+	return nil
+}
+
+// addBytes sets dst[i] += src[i] for every i (len(src) >= len(dst)).
+func addBytes(dst, src []byte) {
+	src = src[:len(dst)]
+	for i := range dst {
+		dst[i] += src[i]
+	}
 }
 
 func (d *decoder) write(b []byte) error {

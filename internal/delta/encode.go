@@ -36,7 +36,7 @@ type EncodeOptions struct {
 	// DefaultBlockSize. A decoder rejects deltas whose BlockSize exceeds
 	// its Limits.MaxLiteral.
 	BlockSize int
-	// MaxDict bounds the dictionary of one block; zero means DefaultMaxDict.
+	// MaxDict bounds the dictionary of one block; zero means DefaultDictSize.
 	// A decoder rejects deltas whose MaxDict exceeds its Limits.MaxDict.
 	MaxDict int
 	// MinCopy is the shortest identical run turned into a COPY operation;
@@ -59,7 +59,7 @@ func (o EncodeOptions) withDefaults() (EncodeOptions, error) {
 		o.BlockSize = DefaultBlockSize
 	}
 	if o.MaxDict == 0 {
-		o.MaxDict = DefaultMaxDict
+		o.MaxDict = DefaultDictSize
 	}
 	if o.MinCopy == 0 {
 		o.MinCopy = 1024
@@ -88,6 +88,7 @@ type Stats struct {
 	DeltaSize    int64 // bytes written to the delta
 	CopyBytes    int64 // target bytes produced by COPY operations
 	LiteralBytes int64 // target bytes produced from zstd literals
+	AddBytes     int64 // target bytes produced by ADD operations (base bytes plus literal differences)
 	DictBytes    int64 // dictionary bytes over all blocks
 	ControlBytes int64 // delta bytes spent on compressed control sections
 	Ops          int64 // operations
@@ -103,12 +104,15 @@ const (
 	exactMax = 4 << 20
 	// wholeDictMax: a changed file up to this size gets its whole paired
 	// base file as dictionary; larger ones get the neighbourhood of the
-	// literal run: twice its length on each side, at least minSlack and at
-	// most maxSlack. Loading a dictionary costs the best zstd level about
-	// 30 ns a byte, so it must not be much larger than what it serves.
+	// literal run: its length on each side, at least minSlack and at most
+	// maxSlack. Loading a dictionary costs the best zstd level 20-90 ns a
+	// byte (random writes into a 32 MiB table), so it must not be much
+	// larger than what it serves; since ADD operations cover the stretches
+	// that line up with the base, wider neighbourhoods measured no smaller
+	// deltas (ADR 0007).
 	wholeDictMax = 2 << 20
-	minSlack     = 64 << 10
-	maxSlack     = 1 << 20
+	minSlack     = 4 << 10
+	maxSlack     = 64 << 10
 	// windowSize is the target read-ahead; scanPiece the unit of anchor
 	// scanning and extendChunk that of match extension.
 	windowSize  = 16 << 20
@@ -142,11 +146,12 @@ func Encode(ctx context.Context, w io.Writer, target io.ReaderAt, size int64, ba
 	go func() { sumc <- hashTarget(ctx, target, size) }()
 
 	e := &encoder{
-		ctx:   ctx,
-		opts:  opts,
-		t:     target,
-		tsize: size,
-		seed:  maphash.MakeSeed(),
+		ctx:     ctx,
+		opts:    opts,
+		t:       target,
+		tsize:   size,
+		seed:    maphash.MakeSeed(),
+		lastEnd: -1,
 	}
 	e.stats.TargetSize = size
 	if err := e.loadBases(bases); err != nil {
@@ -166,6 +171,7 @@ func Encode(ctx context.Context, w io.Writer, target io.ReaderAt, size int64, ba
 	e.state = newCtlState(len(e.bases))
 	e.dictBudget = 4*size + 64<<20
 	e.cur.lit = e.out.litBuf()
+	e.cur.add = e.out.litBuf()
 
 	err = e.encodeTarget()
 	if err == nil {
@@ -251,6 +257,9 @@ type encoder struct {
 	p          int64 // target bytes before p are covered by operations
 	last       op    // last COPY, for continuation
 	lastIsCopy bool
+	lastAlign  align // alignment of the last COPY or ADD, if it ended at lastEnd
+	lastEnd    int64 // -1: none
+	seeds      []seed
 
 	cur        block
 	state      *ctlState
@@ -499,7 +508,7 @@ func (h *hint) rangeFor(x, y int64) (baseRange, bool) {
 	}
 	a, b := h.lo, h.hi
 	if !h.whole {
-		slack := min(maxSlack, max(minSlack, 2*(y-x)))
+		slack := min(maxSlack, max(minSlack, y-x))
 		a, b = max(a, x+h.delta-slack), min(b, y+h.delta+slack)
 	}
 	if b <= a {
@@ -605,7 +614,7 @@ func (e *encoder) literal(start, end int64, h *hint) error {
 		if err != nil {
 			return err
 		}
-		if err := e.addLiteral(start, b, h); err != nil {
+		if err := e.cover(start, b, h, nil); err != nil {
 			return err
 		}
 		start += int64(n)
@@ -658,13 +667,20 @@ func (e *encoder) scan(start, end int64, h *hint) error {
 			ml := back + fwd
 			e.observe(h, bi, start+int64(j)+1, bo)
 			if ml < minCopy {
+				// Too short for a COPY, but it tells how the target lines
+				// up with a base: cover uses it for ADD operations.
+				e.seeds = append(e.seeds, seed{t: start + int64(ms), n: ml, a: align{base: bi, d: bo - (start + int64(j) + 1)}})
+				j = ms + ml - 1
+				rolled = 0
+				g = 0
 				continue
 			}
 			if ms > lit {
-				if err := e.addLiteral(start+int64(lit), t[lit:ms], h); err != nil {
+				if err := e.cover(start+int64(lit), t[lit:ms], h, e.seeds); err != nil {
 					return err
 				}
 			}
+			e.seeds = e.seeds[:0]
 			e.emitCopy(start+int64(ms), bi, bo-int64(back), int64(ml))
 			lit = ms + ml
 			j = lit - 1
@@ -672,10 +688,11 @@ func (e *encoder) scan(start, end int64, h *hint) error {
 			g = 0
 		}
 		if lit < len(t) {
-			if err := e.addLiteral(start+int64(lit), t[lit:], h); err != nil {
+			if err := e.cover(start+int64(lit), t[lit:], h, e.seeds); err != nil {
 				return err
 			}
 		}
+		e.seeds = e.seeds[:0]
 		start += int64(len(t))
 	}
 	return nil
@@ -685,17 +702,35 @@ func (e *encoder) emitCopy(tpos int64, base int, off, n int64) {
 	e.cur.addCopy(base, off, n, tpos+n)
 	e.last = e.cur.ops[len(e.cur.ops)-1]
 	e.lastIsCopy = true
+	e.lastAlign, e.lastEnd = align{base: base, d: off - tpos}, tpos+n
 	e.p = tpos + n
 	e.stats.CopyBytes += n
 	e.cur.ctlEst += 24
 }
 
-// addLiteral appends target bytes at tpos to the current block, splitting
-// it at block boundaries, with the dictionary range the hint gives.
+// addLiteral appends target bytes at tpos to the current block as literals,
+// with the dictionary range the hint gives.
 func (e *encoder) addLiteral(tpos int64, b []byte, h *hint) error {
+	return e.put(tpos, b, h, nil)
+}
+
+// addAdd appends target bytes at tpos to the current block as an ADD
+// against the base bytes alignment a gives: their differences become
+// literal bytes, which need no dictionary.
+func (e *encoder) addAdd(tpos int64, b []byte, a align) error {
+	return e.put(tpos, b, nil, &a)
+}
+
+// put appends target bytes at tpos to the current block, splitting them at
+// block boundaries: as literals with the dictionary range h gives, or, if
+// add is set, as an ADD.
+func (e *encoder) put(tpos int64, b []byte, h *hint, add *align) error {
 	e.lastIsCopy = false
+	if add == nil {
+		e.lastEnd = -1
+	}
 	for len(b) > 0 {
-		room := e.opts.BlockSize - len(e.cur.lit)
+		room := e.opts.BlockSize - len(e.cur.lit) - len(e.cur.add)
 		if room == 0 || e.cur.ctlEst >= DefaultMaxControl-1024 {
 			if err := e.flush(); err != nil {
 				return err
@@ -703,31 +738,50 @@ func (e *encoder) addLiteral(tpos int64, b []byte, h *hint) error {
 			continue
 		}
 		k := min(room, len(b))
-		if r, ok := h.rangeFor(tpos, tpos+int64(k)); ok && e.dictBudget-e.cur.dictEst-r.n >= 0 {
-			if !e.cur.addRange(r, e.opts.MaxDict) {
-				if len(e.cur.lit) > 0 {
-					if err := e.flush(); err != nil {
-						return err
+		if add != nil {
+			off := tpos + add.d
+			base := e.bases[add.base].b[off : off+int64(k)]
+			n := len(e.cur.add)
+			e.cur.add = append(e.cur.add, b[:k]...)
+			subBytes(e.cur.add[n:], base)
+			e.cur.addAdd(add.base, off, int64(k), tpos+int64(k))
+			e.stats.AddBytes += int64(k)
+			e.lastAlign, e.lastEnd = *add, tpos+int64(k)
+		} else {
+			if r, ok := h.rangeFor(tpos, tpos+int64(k)); ok && e.dictBudget-e.cur.dictEst-r.n >= 0 {
+				if !e.cur.addRange(r, e.opts.MaxDict) {
+					if len(e.cur.lit) > 0 {
+						if err := e.flush(); err != nil {
+							return err
+						}
+						continue
 					}
-					continue
-				}
-				// One literal piece wants more than MaxDict: keep the part
-				// of the range centred on it.
-				c := r.off + (r.n-int64(e.opts.MaxDict))/2
-				r = baseRange{base: r.base, off: c, n: int64(e.opts.MaxDict)}
-				if r.n > 0 {
-					e.cur.addRange(r, e.opts.MaxDict)
+					// One literal piece wants more than MaxDict: keep the part
+					// of the range centred on it.
+					c := r.off + (r.n-int64(e.opts.MaxDict))/2
+					r = baseRange{base: r.base, off: c, n: int64(e.opts.MaxDict)}
+					if r.n > 0 {
+						e.cur.addRange(r, e.opts.MaxDict)
+					}
 				}
 			}
+			e.cur.lit = append(e.cur.lit, b[:k]...)
+			e.cur.addLiteral(k, tpos+int64(k))
+			e.stats.LiteralBytes += int64(k)
 		}
-		e.cur.lit = append(e.cur.lit, b[:k]...)
-		e.cur.addLiteral(k, tpos+int64(k))
-		e.stats.LiteralBytes += int64(k)
 		e.p = tpos + int64(k)
 		tpos += int64(k)
 		b = b[k:]
 	}
 	return nil
+}
+
+// subBytes sets dst[i] -= src[i] for every i (len(src) >= len(dst)).
+func subBytes(dst, src []byte) {
+	src = src[:len(dst)]
+	for i := range dst {
+		dst[i] -= src[i]
+	}
 }
 
 // flush hands the current block to the pipeline.
@@ -750,6 +804,7 @@ func (e *encoder) flush() error {
 	j := &job{
 		ctl:    e.state.appendBlock(nil, &e.cur),
 		lit:    e.cur.lit,
+		add:    e.cur.add,
 		ranges: slices.Clone(e.cur.ranges),
 		done:   e.cur.ops[len(e.cur.ops)-1].tend,
 		ready:  make(chan struct{}),
@@ -757,6 +812,6 @@ func (e *encoder) flush() error {
 	if err := e.out.submit(j); err != nil {
 		return err
 	}
-	e.cur = block{lit: e.out.litBuf(), ranges: e.cur.ranges[:0], ops: e.cur.ops[:0]}
+	e.cur = block{lit: e.out.litBuf(), add: e.out.litBuf(), ranges: e.cur.ranges[:0], ops: e.cur.ops[:0]}
 	return nil
 }

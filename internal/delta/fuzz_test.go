@@ -41,6 +41,16 @@ func fuzzSeeds(t testing.TB) ([]Base, [][]byte) {
 	add(mkTar(t, tar.FormatPAX, tfile{name: "bin/tool2", body: randBytes(r, 100)}), EncodeOptions{})
 	add(nil, EncodeOptions{})
 	add(append(bytes.Clone(other[:2000]), base[:3000]...), EncodeOptions{MinCopy: 64})
+	// A changed byte every 150: ADD operations.
+	tool := bytes.Clone(other[512 : 512+3000])
+	for i := 75; i < len(tool); i += 150 {
+		tool[i]++
+	}
+	target := mkTar(t, tar.FormatGNU, tfile{name: "bin/tool", body: tool})
+	if _, st := encode(t, target, bases, EncodeOptions{}); st.AddBytes == 0 {
+		t.Fatalf("fuzz seed without ADD operations: %+v", st)
+	}
+	add(target, EncodeOptions{})
 	return bases, seeds
 }
 

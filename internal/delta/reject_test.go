@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -22,6 +23,18 @@ type craftBlock struct {
 	lit    []byte
 	// litLen overrides the declared literal length when non-zero.
 	litLen int
+	add    []byte // ADD differences (version 2)
+}
+
+// appendSection appends a declared raw length and the zstd frame of raw.
+func appendSection(out []byte, enc *zstd.Encoder, raw []byte, n int) []byte {
+	out = binary.AppendUvarint(out, uint64(n))
+	if len(raw) == 0 {
+		return binary.AppendUvarint(out, 0)
+	}
+	f := enc.EncodeAll(raw, nil)
+	out = binary.AppendUvarint(out, uint64(len(f)))
+	return append(out, f...)
 }
 
 // craft serialises a delta with the encoder's own framing.
@@ -55,19 +68,18 @@ func craft(t *testing.T, h Header, blocks ...craftBlock) []byte {
 		if b.litLen != 0 {
 			n = b.litLen
 		}
-		out = binary.AppendUvarint(out, uint64(n))
-		if len(b.lit) == 0 {
-			out = binary.AppendUvarint(out, 0)
-			continue
+		out = appendSection(out, enc, b.lit, n)
+		if h.Version >= 2 {
+			out = appendSection(out, enc, b.add, len(b.add))
 		}
-		f = enc.EncodeAll(b.lit, nil)
-		out = binary.AppendUvarint(out, uint64(len(f)))
-		out = append(out, f...)
 	}
 	return append(out, tagEnd)
 }
 
 func lit(n int64) op { return op{kind: opLiteral, n: n} }
+func add(base int, off, n int64) op {
+	return op{kind: opAdd, base: base, off: off, n: n}
+}
 func cp(base int, off, n int64) op {
 	return op{kind: opCopy, base: base, off: off, n: n}
 }
@@ -82,6 +94,29 @@ func TestCraftedValid(t *testing.T) {
 		ranges: []baseRange{{0, 0, 10}},
 		ops:    []op{lit(6), cp(0, 0, 10), lit(7), cp(0, 33, 3)},
 		lit:    []byte("hello  world "),
+	})
+	got, err := decode(d, bases, Limits{})
+	if err != nil || !bytes.Equal(got, target) {
+		t.Fatalf("Decode(crafted) = %q, %v; want %q", got, err, target)
+	}
+}
+
+func TestCraftedAdd(t *testing.T) {
+	t.Parallel()
+	base := []byte("0123456789abcdefghij")
+	target := []byte("0123556789abcdefgHij!")
+	bases := basesOf(base)
+	diff := make([]byte, 20)
+	for i := range diff {
+		diff[i] = target[i] - base[i]
+	}
+	h := Header{Target: digest.FromBytes(target), TargetSize: int64(len(target)), Bases: []BaseRef{{bases[0].Digest, bases[0].Size}}}
+	// ADD, then a COPY that continues from the ADD's end in the same base
+	// (offsets are coded relative to it), then a literal.
+	d := craft(t, h, craftBlock{
+		ops: []op{add(0, 0, 12), cp(0, 12, 5), add(0, 17, 3), lit(1)},
+		lit: []byte("!"),
+		add: append(slices.Clone(diff[:12]), diff[17:20]...),
 	})
 	got, err := decode(d, bases, Limits{})
 	if err != nil || !bytes.Equal(got, target) {
@@ -203,6 +238,42 @@ func TestRejectCrafted(t *testing.T) {
 			name:  "trailing bytes",
 			delta: append(craft(t, hdr(small), craftBlock{ops: []op{lit(5)}, lit: small}), 0),
 			want:  errdef.ErrInvalid,
+		},
+		{
+			name:  "add past end of base",
+			delta: craft(t, hdr(small), craftBlock{ops: []op{add(0, int64(len(base))-2, 5)}, add: make([]byte, 5)}),
+			want:  errdef.ErrInvalid,
+		},
+		{
+			name:  "add from a base not in the header",
+			delta: craft(t, hdr(small), craftBlock{ops: []op{add(1, 0, 5)}, add: make([]byte, 5)}),
+			want:  errdef.ErrInvalid,
+		},
+		{
+			name:  "add beyond its differences",
+			delta: craft(t, hdr(small), craftBlock{ops: []op{add(0, 0, 5)}, add: make([]byte, 4)}),
+			want:  errdef.ErrInvalid,
+		},
+		{
+			name:  "unused differences",
+			delta: craft(t, hdr(small), craftBlock{ops: []op{lit(5)}, lit: small, add: make([]byte, 1)}),
+			want:  errdef.ErrInvalid,
+		},
+		{
+			name:  "add in a version 1 delta",
+			delta: craft(t, Header{Version: 1, Target: digest.FromBytes(small), TargetSize: 5, Bases: ref}, craftBlock{ops: []op{add(0, 0, 5)}}),
+			want:  errdef.ErrInvalid,
+		},
+		{
+			name: "literals and differences over the block limit",
+			delta: craft(t, Header{Target: digest.FromBytes(small), TargetSize: 5, Bases: ref, MaxLiteral: 8, MaxDict: 8, MaxControl: 1 << 10},
+				craftBlock{ops: []op{lit(5)}, lit: small, add: make([]byte, 4)}),
+			want: errdef.ErrTooLarge,
+		},
+		{
+			name:  "unknown version",
+			delta: craft(t, Header{Version: formatVersion + 1, Target: digest.FromBytes(small), TargetSize: 5, Bases: ref}, craftBlock{ops: []op{lit(5)}, lit: small}),
+			want:  errdef.ErrUnsupported,
 		},
 		{name: "empty", delta: nil, want: errdef.ErrInvalid},
 		{name: "not a delta", delta: []byte("\x89PNG\r\n\x1a\n0000000000000000"), want: errdef.ErrInvalid},

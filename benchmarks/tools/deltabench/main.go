@@ -35,6 +35,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -95,8 +96,22 @@ func encodeCmd(args []string) error {
 	fl := flag.NewFlagSet("encode", flag.ContinueOnError)
 	level := fl.String("level", "best", "literal zstd level: fastest, default, better or best")
 	conc := fl.Int("concurrency", 0, "blocks compressed in parallel (0: the codec's default, min(2, GOMAXPROCS))")
+	maxDict := fl.Int("max-dict", 0, "dictionary bytes per block (0: the codec's default)")
+	blockSize := fl.Int("block-size", 0, "literal bytes per block (0: the codec's default)")
+	cpuProfile := fl.String("cpuprofile", "", "write a CPU profile of the encoding to this file")
 	if err := fl.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if fl.NArg() != 3 {
 		return fmt.Errorf("encode: want OLD.tar NEW.tar OUT.delta\n%s", usage)
@@ -121,7 +136,7 @@ func encodeCmd(args []string) error {
 
 	st, err := writeFile(outPath, func(w io.Writer) (delta.Stats, error) {
 		return delta.Encode(context.Background(), w, newF, newSize,
-			[]delta.Base{{Size: oldSize, R: oldF}}, delta.EncodeOptions{Level: lv, Concurrency: *conc})
+			[]delta.Base{{Size: oldSize, R: oldF}}, delta.EncodeOptions{Level: lv, Concurrency: *conc, MaxDict: *maxDict, BlockSize: *blockSize})
 	})
 	if err != nil {
 		return fmt.Errorf("encode: %w", err)
