@@ -218,33 +218,16 @@ func (s *FS) Ingest(_ context.Context, d digest.Digest) (Ingest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: create ingest: %w", d, err)
 	}
-	return &fsIngest{d: d, f: f, final: final, dg: dg}, nil
+	return &fsIngest{StagingFile: NewStagingFile(f, dg), d: d, final: final}, nil
 }
 
 type fsIngest struct {
-	d     digest.Digest
-	f     *os.File
-	final string
-	dg    *verify.Digester
+	*StagingFile // Write, Written, Verify
+	d            digest.Digest
+	final        string
 
-	mu      sync.Mutex
-	written int64
-	closed  bool
-}
-
-func (w *fsIngest) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
-	w.dg.Write(p[:n])
-	w.mu.Lock()
-	w.written += int64(n)
-	w.mu.Unlock()
-	return n, err
-}
-
-func (w *fsIngest) Written() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.written
+	mu     sync.Mutex
+	closed bool
 }
 
 func (w *fsIngest) OpenReader() (io.ReadSeekCloser, error) {
@@ -258,21 +241,19 @@ func (w *fsIngest) OpenReader() (io.ReadSeekCloser, error) {
 		}
 		return f, nil
 	}
-	return openFile(w.f.Name())
+	return openFile(w.File.Name())
 }
 
-func (w *fsIngest) Verify(size int64) error { return w.dg.Verify(size) }
-
 func (w *fsIngest) Commit(_ context.Context, size int64) error {
-	if err := w.dg.Verify(size); err != nil {
+	if err := w.Verify(size); err != nil {
 		w.Cancel()
 		return err
 	}
-	if err := w.f.Sync(); err != nil {
+	if err := w.File.Sync(); err != nil {
 		w.Cancel()
 		return fmt.Errorf("blob %s: sync: %w", w.d, err)
 	}
-	if err := w.f.Chmod(0o444); err != nil {
+	if err := w.File.Chmod(0o444); err != nil {
 		w.Cancel()
 		return fmt.Errorf("blob %s: chmod: %w", w.d, err)
 	}
@@ -282,14 +263,14 @@ func (w *fsIngest) Commit(_ context.Context, size int64) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := os.Rename(w.f.Name(), w.final); err != nil {
-		w.f.Close()
-		os.Remove(w.f.Name())
+	if err := os.Rename(w.File.Name(), w.final); err != nil {
+		w.File.Close()
+		os.Remove(w.File.Name())
 		w.closed = true
 		return fmt.Errorf("blob %s: commit: %w", w.d, err)
 	}
 	w.closed = true
-	w.f.Close()
+	w.File.Close()
 	syncDir(filepath.Dir(w.final))
 	return nil
 }
@@ -301,8 +282,8 @@ func (w *fsIngest) Cancel() error {
 		return nil
 	}
 	w.closed = true
-	w.f.Close()
-	return os.Remove(w.f.Name())
+	w.File.Close()
+	return os.Remove(w.File.Name())
 }
 
 // syncDir makes a rename durable. Errors are ignored: some filesystems do

@@ -86,7 +86,7 @@ func (s *FS) Resume(_ context.Context, d digest.Digest) (Partial, error) {
 		}
 		return nil, fmt.Errorf("blob %s: lock partial: %w", d, err)
 	}
-	p := &fsPartial{fsIngest: fsIngest{d: d, f: f, final: final}, state: name + stateSuffix, meta: PartialMeta{Size: -1}}
+	p := &fsPartial{fsIngest: fsIngest{StagingFile: &StagingFile{File: f}, d: d, final: final}, state: name + stateSuffix, meta: PartialMeta{Size: -1}}
 	if err := p.load(); err != nil {
 		f.Close()
 		return nil, err
@@ -103,7 +103,7 @@ type fsPartial struct {
 // load restores the digester from the checkpoint, if it is usable, and
 // hashes the data written after it; without one it hashes all the data.
 func (p *fsPartial) load() error {
-	size, err := p.f.Seek(0, io.SeekEnd)
+	size, err := p.File.Seek(0, io.SeekEnd)
 	if err != nil {
 		return fmt.Errorf("blob %s: partial: %w", p.d, err)
 	}
@@ -118,10 +118,10 @@ func (p *fsPartial) load() error {
 			return err
 		}
 	}
-	if _, err := p.f.Seek(from, io.SeekStart); err != nil {
+	if _, err := p.File.Seek(from, io.SeekStart); err != nil {
 		return fmt.Errorf("blob %s: partial: %w", p.d, err)
 	}
-	if n, err := io.Copy(p.dg, io.LimitReader(p.f, size-from)); err != nil || n != size-from {
+	if n, err := io.Copy(p.dg, io.LimitReader(p.File, size-from)); err != nil || n != size-from {
 		return fmt.Errorf("blob %s: read partial: %d of %d bytes: %w", p.d, n, size-from, err)
 	}
 	p.written = size
@@ -149,7 +149,7 @@ func (p *fsPartial) Checkpoint(meta PartialMeta) error {
 	if err != nil {
 		return err
 	}
-	if err := p.f.Sync(); err != nil {
+	if err := p.File.Sync(); err != nil {
 		return fmt.Errorf("blob %s: sync partial: %w", p.d, err)
 	}
 	b, err := json.Marshal(partialState{Digest: p.d, Offset: p.dg.Written(), HashState: hs, Meta: meta})
@@ -169,7 +169,7 @@ func (p *fsPartial) Suspend(meta PartialMeta) error {
 	defer p.mu.Unlock()
 	if !p.closed {
 		p.closed = true
-		p.f.Close() // releases the lock
+		p.File.Close() // releases the lock
 	}
 	return err
 }

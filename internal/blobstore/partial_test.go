@@ -133,7 +133,7 @@ func TestPartialKeepsBytesAfterCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	write(t, p, content[50_000:120_000])
-	p.(*fsPartial).f.Close() // the process dies: no Suspend, the lock goes with the descriptor
+	p.(*fsPartial).File.Close() // the process dies: no Suspend, the lock goes with the descriptor
 
 	p = resume(t, s, d)
 	if p.Written() != 120_000 {

@@ -1,0 +1,354 @@
+package objstore_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/blobstore/blobstoretest"
+	"github.com/registry-edge/registry-edge/internal/blobstore/objstore"
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+func newMem(t *testing.T) *objstore.Store {
+	t.Helper()
+	s, err := objstore.New(inmemory.New(), objstore.Options{TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestInmemoryConformance(t *testing.T) {
+	blobstoretest.Run(t, func(t *testing.T) blobstore.Store { return newMem(t) })
+}
+
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func desc(b []byte) ocispec.Descriptor {
+	return ocispec.Descriptor{Digest: digest.FromBytes(b), Size: int64(len(b))}
+}
+
+// listAll returns every file path under dir in the driver ("" if none).
+func listAll(t *testing.T, d storagedriver.StorageDriver, dir string) []string {
+	t.Helper()
+	var out []string
+	err := d.Walk(context.Background(), dir, func(fi storagedriver.FileInfo) error {
+		if !fi.IsDir() {
+			out = append(out, fi.Path())
+		}
+		return nil
+	})
+	var nf storagedriver.PathNotFoundError
+	if err != nil && !errors.As(err, &nf) {
+		t.Fatalf("Walk(%s) error = %v", dir, err)
+	}
+	return out
+}
+
+// assertNothingVisible checks that d is not stat-able and that neither
+// blobs/ nor _uploads/ hold any object.
+func assertNothingVisible(t *testing.T, s *objstore.Store, d digest.Digest) {
+	t.Helper()
+	if _, err := s.Stat(context.Background(), d); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("Stat() error = %v, want ErrNotFound", err)
+	}
+	if got := listAll(t, s.Driver(), "/blobs"); len(got) != 0 {
+		t.Errorf("objects under /blobs = %v, want none", got)
+	}
+	if got := listAll(t, s.Driver(), "/_uploads"); len(got) != 0 {
+		t.Errorf("objects under /_uploads = %v, want none", got)
+	}
+}
+
+func TestPutWrongContentLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	content := randomBytes(100_000, 1)
+	want := desc(content)
+	tests := []struct {
+		name string
+		body []byte
+		err  error
+	}{
+		{"wrong digest", randomBytes(100_000, 2), errdef.ErrDigestMismatch},
+		{"truncated", content[:50_000], errdef.ErrSizeMismatch},
+		{"too long", append(append([]byte{}, content...), 1, 2, 3), errdef.ErrSizeMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newMem(t)
+			if err := s.Put(ctx, want, bytes.NewReader(tt.body)); !errors.Is(err, tt.err) {
+				t.Fatalf("Put() error = %v, want %v", err, tt.err)
+			}
+			assertNothingVisible(t, s, want.Digest)
+		})
+	}
+}
+
+func TestLayout(t *testing.T) {
+	ctx := context.Background()
+	s := newMem(t)
+	content := []byte("layout")
+	want := desc(content)
+	if err := s.Put(ctx, want, bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	h := want.Digest.Encoded()
+	wantPath := "/blobs/sha256/" + h[:2] + "/" + h
+	if got := listAll(t, s.Driver(), "/"); len(got) != 1 || got[0] != wantPath {
+		t.Errorf("objects = %v, want [%s]", got, wantPath)
+	}
+}
+
+func TestIngestReadersSeeBytesBeforeCommit(t *testing.T) {
+	ctx := context.Background()
+	s := newMem(t)
+	content := randomBytes(64<<10, 3)
+	d := digest.FromBytes(content)
+	ing, err := s.Ingest(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ing.Cancel()
+	if _, err := ing.Write(content[:1000]); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ing.OpenReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got := make([]byte, ing.Written())
+	if _, err := io.ReadFull(r, got); err != nil || !bytes.Equal(got, content[:1000]) {
+		t.Fatalf("read before commit = %d bytes, %v; want the first 1000 bytes", len(got), err)
+	}
+	if _, err := s.Stat(ctx, d); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("Stat() before commit error = %v, want ErrNotFound", err)
+	}
+	if err := ing.Verify(int64(len(content))); err == nil {
+		t.Error("Verify() of a partial ingest succeeded")
+	}
+	if _, err := ing.Write(content[1000:]); err != nil {
+		t.Fatal(err)
+	}
+	rest := make([]byte, len(content)-1000)
+	if _, err := io.ReadFull(r, rest); err != nil || !bytes.Equal(rest, content[1000:]) {
+		t.Fatalf("read of later bytes: %v", err)
+	}
+	if err := ing.Commit(ctx, int64(len(content))); err != nil {
+		t.Fatalf("Commit() error = %v", err)
+	}
+	// A reader opened after Commit reads the committed object.
+	r2, err := ing.OpenReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if all, _ := io.ReadAll(r2); !bytes.Equal(all, content) {
+		t.Error("reader after commit: content differs")
+	}
+	if _, err := s.Stat(ctx, d); err != nil {
+		t.Errorf("Stat() after commit error = %v", err)
+	}
+	if got := listAll(t, s.Driver(), "/_uploads"); len(got) != 0 {
+		t.Errorf("objects under /_uploads after commit = %v", got)
+	}
+	assertTempDirEmpty(t, s)
+	if err := ing.Cancel(); err != nil {
+		t.Errorf("Cancel() after Commit error = %v", err)
+	}
+}
+
+func assertTempDirEmpty(t *testing.T, s *objstore.Store) {
+	t.Helper()
+	n, err := s.CleanUploads(context.Background(), time.Time{}) // removes nothing; just lists
+	if err != nil || n != 0 {
+		t.Errorf("CleanUploads(zero time) = %d, %v", n, err)
+	}
+	entries, _ := os.ReadDir(s.TempDir())
+	if len(entries) != 0 {
+		t.Errorf("temp dir holds %v", entries)
+	}
+}
+
+func TestIngestCommitRejectsWrongContent(t *testing.T) {
+	ctx := context.Background()
+	s := newMem(t)
+	content := randomBytes(10_000, 4)
+	d := digest.FromBytes(content)
+	ing, err := s.Ingest(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(content)
+	bad[5000] ^= 1
+	ing.Write(bad)
+	if err := ing.Commit(ctx, int64(len(content))); !errors.Is(err, errdef.ErrDigestMismatch) {
+		t.Fatalf("Commit() error = %v, want ErrDigestMismatch", err)
+	}
+	assertNothingVisible(t, s, d)
+	assertTempDirEmpty(t, s)
+
+	ing, err = s.Ingest(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ing.Write(content[:100])
+	if err := ing.Cancel(); err != nil {
+		t.Fatal(err)
+	}
+	assertNothingVisible(t, s, d)
+	assertTempDirEmpty(t, s)
+}
+
+func TestOpenSeekRange(t *testing.T) {
+	ctx := context.Background()
+	s := newMem(t)
+	content := randomBytes(1<<20+17, 5)
+	want := desc(content)
+	if err := s.Put(ctx, want, bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := s.Open(ctx, want.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if n, err := rc.Seek(0, io.SeekEnd); err != nil || n != want.Size {
+		t.Fatalf("Seek(0, End) = %d, %v, want %d", n, err, want.Size)
+	}
+	if n, err := rc.Read(make([]byte, 10)); n != 0 || err != io.EOF {
+		t.Errorf("Read at end = %d, %v, want 0, EOF", n, err)
+	}
+	ranges := []struct{ off, n int64 }{{0, 10}, {500_000, 4096}, {1<<20 + 10, 7}, {3, 1}}
+	for _, rg := range ranges {
+		if _, err := rc.Seek(rg.off, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, rg.n)
+		if _, err := io.ReadFull(rc, got); err != nil {
+			t.Fatalf("read %d@%d: %v", rg.n, rg.off, err)
+		}
+		if !bytes.Equal(got, content[rg.off:rg.off+rg.n]) {
+			t.Errorf("range %d@%d differs", rg.n, rg.off)
+		}
+	}
+	// Relative seek from the current position, then read to the end.
+	if _, err := rc.Seek(-4, io.SeekCurrent); err != nil {
+		t.Fatal(err)
+	}
+	// The last range ended at offset 4: this seeks back to 0.
+	rest, err := io.ReadAll(rc)
+	if err != nil || !bytes.Equal(rest, content) {
+		t.Errorf("ReadAll after relative seek = %d bytes, %v; want the whole content", len(rest), err)
+	}
+	if _, err := rc.Seek(-1, io.SeekStart); !errors.Is(err, errdef.ErrInvalid) {
+		t.Errorf("Seek(-1) error = %v, want ErrInvalid", err)
+	}
+}
+
+func TestWalk(t *testing.T) {
+	ctx := context.Background()
+	s := newMem(t)
+	if err := s.Walk(ctx, func(blobstore.Info) error { t.Error("Walk on empty store visited a blob"); return nil }); err != nil {
+		t.Fatalf("Walk on empty store error = %v", err)
+	}
+	want := map[digest.Digest]int64{}
+	for i := 0; i < 5; i++ {
+		b := randomBytes(100+i, uint64(10+i))
+		if err := s.Put(ctx, desc(b), bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+		want[digest.FromBytes(b)] = int64(len(b))
+	}
+	// An in-flight upload and a stray object are not blobs.
+	if err := s.Driver().PutContent(ctx, "/_uploads/0123456789abcdef", []byte("partial")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Driver().PutContent(ctx, "/blobs/sha256/zz/not-a-digest", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	got := map[digest.Digest]int64{}
+	if err := s.Walk(ctx, func(i blobstore.Info) error { got[i.Digest] = i.Size; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Walk visited %d blobs, want %d: %v", len(got), len(want), got)
+	}
+	for d, n := range want {
+		if got[d] != n {
+			t.Errorf("Walk: %s size %d, want %d", d, got[d], n)
+		}
+	}
+	stop := errors.New("stop")
+	if err := s.Walk(ctx, func(blobstore.Info) error { return stop }); !errors.Is(err, stop) {
+		t.Errorf("Walk callback error = %v, want it returned", err)
+	}
+}
+
+func TestCleanUploads(t *testing.T) {
+	ctx := context.Background()
+	s := newMem(t)
+	content := []byte("committed")
+	if err := s.Put(ctx, desc(content), bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/_uploads/aaaa", "/_uploads/bbbb"} {
+		if err := s.Driver().PutContent(ctx, p, []byte("leftover of a crash")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Fresh leftovers survive a cut-off in the past (a live process may
+	// still be using them).
+	if n, err := s.CleanUploads(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("CleanUploads(an hour ago) = %d, %v, want 0", n, err)
+	}
+	if got := listAll(t, s.Driver(), "/_uploads"); len(got) != 2 {
+		t.Fatalf("uploads after no-op clean = %v", got)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if n, err := s.CleanUploads(ctx, time.Now()); err != nil || n != 2 {
+		t.Fatalf("CleanUploads(now) = %d, %v, want 2", n, err)
+	}
+	if got := listAll(t, s.Driver(), "/_uploads"); len(got) != 0 {
+		t.Errorf("uploads after clean = %v", got)
+	}
+	if _, err := s.Stat(ctx, digest.FromBytes(content)); err != nil {
+		t.Errorf("committed blob gone after clean: %v", err)
+	}
+	// Empty store: nothing to clean is not an error.
+	if n, err := newMem(t).CleanUploads(ctx, time.Now()); err != nil || n != 0 {
+		t.Errorf("CleanUploads on empty store = %d, %v", n, err)
+	}
+}
+
+func TestInvalidDigest(t *testing.T) {
+	s := newMem(t)
+	ctx := context.Background()
+	bad := digest.Digest("sha256:" + strings.Repeat("Z", 64))
+	if err := s.Put(ctx, ocispec.Descriptor{Digest: bad, Size: 1}, strings.NewReader("x")); !errors.Is(err, errdef.ErrInvalid) {
+		t.Errorf("Put(invalid) error = %v, want ErrInvalid", err)
+	}
+	if _, err := s.Ingest(ctx, bad); !errors.Is(err, errdef.ErrInvalid) {
+		t.Errorf("Ingest(invalid) error = %v, want ErrInvalid", err)
+	}
+}
