@@ -43,6 +43,10 @@ func fsckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	root := cfg.Storage.Root
 	if *storage != "" {
 		root = *storage
+	} else if cfg.Storage.Blobs.Driver == config.BlobsS3 {
+		// Objects are verified on their way in; re-reading a bucket is a
+		// job for the object store's own integrity checks.
+		return fmt.Errorf("fsck checks blobs on the local filesystem; storage.blobs.driver is s3 (bucket %s)", cfg.Storage.Blobs.S3.Bucket)
 	}
 	// Opening the store cleans nothing younger than a day or the partial
 	// age: a running mirror's ingests and partials are safe.

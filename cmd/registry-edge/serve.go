@@ -15,7 +15,6 @@ import (
 
 	"github.com/registry-edge/registry-edge/internal/access"
 	"github.com/registry-edge/registry-edge/internal/admin"
-	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/config"
 	"github.com/registry-edge/registry-edge/internal/gc"
 	"github.com/registry-edge/registry-edge/internal/httpserve"
@@ -47,7 +46,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	level.Set(cfg.Log.Level.Level())
 	log := logging.New(logOut, level, cfg.Log.Format == config.LogFormatJSON)
 
-	store, err := blobstore.NewFS(cfg.Storage.Root, blobstore.FSOptions{TempMaxAge: cfg.Storage.TempMaxAge.D(), PartialMaxAge: cfg.Storage.PartialMaxAge.D()})
+	store, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

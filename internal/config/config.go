@@ -170,6 +170,9 @@ type Storage struct {
 	LowWatermark float64 `yaml:"lowWatermark"`
 	// MaxAge evicts images not pulled for longer; 0 means no age limit.
 	MaxAge Duration `yaml:"maxAge"`
+	// Blobs selects where blobs and manifests are stored: under Root
+	// (default) or in an S3 bucket.
+	Blobs Blobs `yaml:"blobs,omitempty"`
 }
 
 // Cache configures how tags are cached. Content addressed by digest never
@@ -304,6 +307,7 @@ func Default() Config {
 			TempMaxAge:         Duration(24 * time.Hour),
 			PartialMaxAge:      Duration(72 * time.Hour),
 			LowWatermark:       0.9,
+			Blobs:              Blobs{Driver: BlobsFilesystem},
 		},
 		Cache: Cache{
 			TagTTL:            Duration(5 * time.Minute),

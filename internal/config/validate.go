@@ -48,6 +48,7 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.Storage.Root) == "" {
 		add("storage.root", "required")
 	}
+	errs = append(errs, c.Storage.Blobs.validate("storage.blobs")...)
 	positive(add, "storage.fillTimeout", c.Storage.FillTimeout)
 	positive(add, "storage.fillStallTimeout", c.Storage.FillStallTimeout)
 	positive(add, "storage.clientStallTimeout", c.Storage.ClientStallTimeout)
