@@ -16,10 +16,9 @@
 // is atomic, then delete) to its final key; otherwise the writer is
 // cancelled (S3: the multipart upload is aborted, no object ever existed).
 // A crash in the middle leaves at most an incomplete multipart upload
-// (invisible to readers; the bucket should carry an
-// AbortIncompleteMultipartUpload lifecycle rule, because the driver
-// interface cannot list uploads by prefix) or an object under /_uploads,
-// which CleanUploads removes.
+// (invisible to readers) or an object under /_uploads; CleanUploads removes
+// both (the multipart uploads through the S3 API directly, since the driver
+// interface cannot list them).
 //
 // Unlike the parent package, objstore imports net/http indirectly: the
 // storage driver interface itself does (RedirectURL). The depcheck test
@@ -64,6 +63,7 @@ const (
 type Store struct {
 	d       storagedriver.StorageDriver
 	tempDir string
+	aborter *multipartAborter // nil unless the driver is s3
 }
 
 var (
@@ -105,7 +105,16 @@ func NewFromParameters(ctx context.Context, name string, params map[string]any, 
 	if err != nil {
 		return nil, fmt.Errorf("object store driver %s: %w", name, err)
 	}
-	return New(d, opts)
+	s, err := New(d, opts)
+	if err != nil {
+		return nil, err
+	}
+	if name == "s3" || name == "s3aws" {
+		if s.aborter, err = newMultipartAborter(params); err != nil {
+			return nil, fmt.Errorf("object store driver %s: %w", name, err)
+		}
+	}
+	return s, nil
 }
 
 // Driver returns the underlying storage driver.
@@ -323,13 +332,24 @@ func parseBlobPath(p string) (digest.Digest, bool) {
 
 // CleanUploads removes the leftovers of crashed or interrupted uploads that
 // are older than olderThan: objects under /_uploads (completed but never
-// moved into place) and local Ingest staging files in TempDir. Neither is
-// ever visible as content, so removing them is always safe; the age limit
-// only spares the work of a process still running on the same bucket. It
-// returns the number of objects removed. Incomplete multipart uploads are
-// not objects and cannot be listed through the driver; an
-// AbortIncompleteMultipartUpload lifecycle rule on the bucket removes them.
+// moved into place), on S3 the incomplete multipart uploads under it, and
+// local Ingest staging files in TempDir. None is ever visible as content,
+// so removing them is always safe; the age limit only spares the work of a
+// process still running on the same bucket. It returns the number of
+// objects and multipart uploads removed.
 func (s *Store) CleanUploads(ctx context.Context, olderThan time.Time) (int, error) {
+	aborted := 0
+	if s.aborter != nil {
+		var err error
+		if aborted, err = s.aborter.abortOlder(ctx, olderThan); err != nil {
+			return aborted, fmt.Errorf("object store clean uploads: %w", err)
+		}
+	}
+	n, err := s.cleanObjects(ctx, olderThan)
+	return aborted + n, err
+}
+
+func (s *Store) cleanObjects(ctx context.Context, olderThan time.Time) (int, error) {
 	var stale []string
 	err := s.d.Walk(ctx, uploadsDir, func(fi storagedriver.FileInfo) error {
 		if !fi.IsDir() && fi.ModTime().Before(olderThan) {

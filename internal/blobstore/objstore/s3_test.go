@@ -219,9 +219,11 @@ func TestS3KillMidPut(t *testing.T) {
 	}
 
 	srv.Restart()
-	// The aborted multipart upload stays pending on the server (only a
-	// bucket lifecycle rule removes it); it is not an object.
-	t.Logf("pending multipart uploads after the kill: %d", pendingMultipart(t, srv))
+	// The interrupted multipart upload stays pending on the server; it is
+	// not an object.
+	if n := pendingMultipart(t, srv); n == 0 {
+		t.Errorf("no pending multipart upload after the kill: the test did not interrupt one")
+	}
 	s2 := newS3(t, srv, root) // a fresh process on the same bucket
 	if _, err := s2.Stat(context.Background(), want.Digest); !errors.Is(err, errdef.ErrNotFound) {
 		t.Errorf("Stat() after restart error = %v, want ErrNotFound", err)
@@ -235,6 +237,9 @@ func TestS3KillMidPut(t *testing.T) {
 	}
 	if got := listAll(t, s2.Driver(), "/_uploads"); len(got) != 0 {
 		t.Errorf("objects under /_uploads after cleanup = %v, want none", got)
+	}
+	if n := pendingMultipart(t, srv); n != 0 {
+		t.Errorf("pending multipart uploads after cleanup = %d, want 0", n)
 	}
 	// The store works after the restart: the same Put now succeeds.
 	if err := s2.Put(context.Background(), want, bytes.NewReader(content)); err != nil {
