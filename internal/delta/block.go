@@ -367,6 +367,8 @@ func getEncoders(opts EncodeOptions) (*encoders, encoderKey, error) {
 	return &encoders{lit: lit, small: small, ctl: ctl}, key, nil
 }
 
+// putEncoders returns a worker's encoders to the pool. Their last
+// dictionary is the worker's own buffer, never a base's memory (see worker).
 func putEncoders(e *encoders, key encoderKey) {
 	if pool, ok := encoderPools.Load(key); ok {
 		pool.(*sync.Pool).Put(e)
@@ -398,12 +400,10 @@ func (p *pipeline) worker(bases []*baseData, opts EncodeOptions) {
 		}
 		lit, small, ctl := encs.lit, encs.small, encs.ctl
 		var dict []byte
-		switch len(j.ranges) {
-		case 0:
-		case 1:
-			r := j.ranges[0]
-			dict = bases[r.base].b[r.off : r.off+r.n]
-		default:
+		if len(j.ranges) > 0 {
+			// Always a copy, also for one range: the encoder keeps a
+			// reference to its last dictionary, and a base may be a
+			// mapped file that Encode unmaps when it returns.
 			if dictBuf == nil {
 				dictBuf = make([]byte, 0, opts.MaxDict) // not grown by doubling, block after block
 			}

@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -367,4 +369,38 @@ func TestApproximateMatches(t *testing.T) {
 		t.Errorf("delta = %d bytes, want at most 90%% of zstd with the base as dictionary (%d); stats %+v", len(delta), ref, st)
 	}
 	t.Logf("delta %d bytes, zstd patch-from %d bytes", len(delta), ref)
+}
+
+// TestEncodeFileBases encodes against bases that are files, which the
+// encoder maps instead of reading (mapBase), twice in a row so that the
+// second Encode reuses the first one's pooled encoders after the first
+// base was unmapped: both deltas must rebuild their targets.
+func TestEncodeFileBases(t *testing.T) {
+	t.Parallel()
+	r := rng(41)
+	for round := range 2 {
+		files := genLayer(r, 60)
+		base := layerTar(t, files)
+		for i := 0; i < len(files); i += 7 {
+			files[i].body = edit(r, files[i].body, 3, 40)
+		}
+		target := layerTar(t, files)
+		path := filepath.Join(t.TempDir(), "base.tar")
+		if err := os.WriteFile(path, base, 0o444); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		delta, st := encode(t, target, []Base{{Size: int64(len(base)), R: f}}, EncodeOptions{})
+		f.Close()
+		got, err := decode(delta, basesOf(base), Limits{})
+		if err != nil || !bytes.Equal(got, target) {
+			t.Fatalf("round %d: Decode() = %d bytes, %v; want the %d target bytes", round, len(got), err, len(target))
+		}
+		if st.CopyBytes == 0 || st.DeltaSize >= int64(len(target))/4 {
+			t.Errorf("round %d: stats %+v: want COPYs from the mapped base and a small delta", round, st)
+		}
+	}
 }

@@ -154,6 +154,13 @@ func Encode(ctx context.Context, w io.Writer, target io.ReaderAt, size int64, ba
 		lastEnd: -1,
 	}
 	e.stats.TargetSize = size
+	// Deferred before the pipeline exists, so it runs after out.close has
+	// waited for every worker: nothing reads a mapped base afterwards.
+	defer func() {
+		for _, f := range e.unmap {
+			f()
+		}
+	}()
 	if err := e.loadBases(bases); err != nil {
 		return e.stats, err
 	}
@@ -242,6 +249,7 @@ type encoder struct {
 	seed  maphash.Seed
 
 	bases     []*baseData
+	unmap     []func() // releases bases mapped from files, once every worker is done
 	idx       *anchorIndex
 	all       []bent
 	byPath    map[string]int32
@@ -285,13 +293,18 @@ func (e *encoder) loadBases(bases []Base) error {
 		if err := e.ctx.Err(); err != nil {
 			return err
 		}
-		buf := make([]byte, b.Size)
-		n, err := b.R.ReadAt(buf, 0)
-		if n != len(buf) {
-			if err == nil || err == io.EOF {
-				err = errdef.ErrSizeMismatch
+		buf, unmap, mapped := mapBase(b.R, b.Size)
+		if mapped {
+			e.unmap = append(e.unmap, unmap)
+		} else {
+			buf = make([]byte, b.Size)
+			n, err := b.R.ReadAt(buf, 0)
+			if n != len(buf) {
+				if err == nil || err == io.EOF {
+					err = errdef.ErrSizeMismatch
+				}
+				return fmt.Errorf("delta base %d: read: %w", i, err)
 			}
-			return fmt.Errorf("delta base %d: read: %w", i, err)
 		}
 		d := digest.FromBytes(buf)
 		if b.Digest != "" && b.Digest != d {
