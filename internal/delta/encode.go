@@ -122,8 +122,10 @@ const (
 
 // Encode writes to w a delta that rebuilds target (size bytes, an
 // uncompressed tar; other content works, matched without tar structure)
-// from bases. It reads every base into memory (the encoder's memory is about
-// the bases' size plus a few hundred MiB) and reads target through ReaderAt,
+// from bases. It holds every base in memory, mapped read-only when the base
+// is a regular *os.File (which must not be truncated until Encode returns)
+// and read into the heap otherwise; the encoder's memory is about the
+// bases' size plus a few hundred MiB. It reads target through ReaderAt,
 // three times and concurrently, so target and bases must allow concurrent
 // ReadAt (files and bytes.Reader do). A base with a Digest is verified
 // against it (errdef.ErrDigestMismatch); one without gets its digest
