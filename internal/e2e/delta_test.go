@@ -51,21 +51,7 @@ func TestDeltaThroughTiers(t *testing.T) {
 	link := flakyrelay.New(t, region.addr)
 	site := startMirror(t, link.Addr(), mirrorOptions{})
 
-	pullOCI(t, crane, site.addr+"/fleet/app:v1")
-	before := link.BytesDown()
-	dir := pullOCI(t, crane, v2.ref(site.addr))
-	over := link.BytesDown() - before
-	t.Logf("v2 through the site: %d bytes over its link; the updated layer is %d bytes", over, len(newApp))
-
-	readLayout(t, dir).checkImage(t, v2) // every blob hashes to its name
-	if got := strings.TrimSpace(craneRun(t, crane, "digest", v2.ref(site.addr))); got != v2.digest {
-		t.Errorf("digest through the site = %s, want %s", got, v2.digest)
-	}
-	// The link carried the manifests, the config and the delta: a few
-	// percent of the updated layer, plus HTTP headers.
-	if limit := int64(len(newApp)) / 10; over > limit {
-		t.Errorf("the site's link carried %d bytes for v2, want at most %d (a tenth of the %d-byte updated layer)", over, limit, len(newApp))
-	}
+	pullUpdate(t, crane, link, site.addr, site.addr+"/fleet/app:v1", v2, len(newApp))
 	appLayer := v2.layers[1]
 	for _, e := range site.accessLog() {
 		if e["digest"] == appLayer && e["status"] != "200" {
@@ -103,19 +89,7 @@ func TestPublishedDeltaAtSite(t *testing.T) {
 
 	link := flakyrelay.New(t, c.addr)
 	site := startMirror(t, link.Addr(), mirrorOptions{})
-	pullOCI(t, crane, v1.ref(site.addr))
-	before := link.BytesDown()
-	dir := pullOCI(t, crane, v2.ref(site.addr))
-	over := link.BytesDown() - before
-	t.Logf("v2 through the site: %d bytes over its link; the updated layer is %d bytes", over, len(newApp))
-
-	readLayout(t, dir).checkImage(t, v2) // every blob hashes to its name
-	if got := strings.TrimSpace(craneRun(t, crane, "digest", v2.ref(site.addr))); got != v2.digest {
-		t.Errorf("digest through the site = %s, want %s", got, v2.digest)
-	}
-	if limit := int64(len(newApp)) / 10; over > limit {
-		t.Errorf("the site's link carried %d bytes for v2, want at most %d (a tenth of the %d-byte updated layer)", over, limit, len(newApp))
-	}
+	pullUpdate(t, crane, link, site.addr, v1.ref(site.addr), v2, len(newApp))
 	for _, l := range c.requestsBy(0, "registry-edge") {
 		if strings.Contains(l, "GET /v2/fleet/app/blobs/"+v2.layers[1]) {
 			t.Errorf("central served the updated layer itself to the site: %s", l)
@@ -124,5 +98,26 @@ func TestPublishedDeltaAtSite(t *testing.T) {
 	site.mark(t) // the log lines written before are in the file
 	if !strings.Contains(site.proc.log(), "layer rebuilt from a delta") {
 		t.Errorf("the site's log does not say it rebuilt the layer from a delta:\n%s", tail(site.proc.log(), 20))
+	}
+}
+
+// pullUpdate pulls v1Ref, then v2, with crane through the site at siteAddr
+// behind link, and checks that v2 arrived with central's digests while the
+// link carried at most a tenth of the updated layer (updated bytes): the
+// manifests, the config and the delta, plus HTTP headers.
+func pullUpdate(t *testing.T, crane string, link *flakyrelay.Relay, siteAddr, v1Ref string, v2 pushed, updated int) {
+	t.Helper()
+	pullOCI(t, crane, v1Ref)
+	before := link.BytesDown()
+	dir := pullOCI(t, crane, v2.ref(siteAddr))
+	over := link.BytesDown() - before
+	t.Logf("v2 through the site: %d bytes over its link; the updated layer is %d bytes", over, updated)
+
+	readLayout(t, dir).checkImage(t, v2) // every blob hashes to its name
+	if got := strings.TrimSpace(craneRun(t, crane, "digest", v2.ref(siteAddr))); got != v2.digest {
+		t.Errorf("digest through the site = %s, want %s", got, v2.digest)
+	}
+	if limit := int64(updated) / 10; over > limit {
+		t.Errorf("the site's link carried %d bytes for v2, want at most %d (a tenth of the %d-byte updated layer)", over, limit, updated)
 	}
 }
