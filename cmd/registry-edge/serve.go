@@ -55,6 +55,9 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 		return err
 	}
 	defer db.Close()
+	if err := shareMeta(ctx, cfg, store, db, log); err != nil {
+		return err
+	}
 
 	m := metrics.New()
 	remotes := make([]*proxy.Remote, 0, len(cfg.Upstreams))
@@ -110,7 +113,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 		FillTimeout:           cfg.Storage.FillTimeout.D(),
 		FillStallTimeout:      cfg.Storage.FillStallTimeout.D(),
 		ClientStallTimeout:    cfg.Storage.ClientStallTimeout.D(),
-		OnDiskFull:            func() { maint.RunOnce(context.Background()) },
+		OnDiskFull:            onDiskFull(cfg, func() { maint.RunOnce(context.Background()) }),
 		MaxManifestSize:       int64(cfg.Cache.MaxManifestSize),
 		TagNotFound:           string(cfg.Cache.TagNotFound),
 		Deltas:                cfg.Deltas.Enabled,
@@ -267,8 +270,15 @@ func accessPolicy(a config.Access) (*access.Policy, error) {
 }
 
 func gcOptions(cfg config.Config) gc.Options {
-	return gc.Options{MaxSize: int64(cfg.Storage.MaxSize), LowWatermark: cfg.Storage.LowWatermark, MaxAge: cfg.Storage.MaxAge.D(),
+	o := gc.Options{MaxSize: int64(cfg.Storage.MaxSize), LowWatermark: cfg.Storage.LowWatermark, MaxAge: cfg.Storage.MaxAge.D(),
 		KeepDeltaBases: cfg.Deltas.Enabled}
+	if cfg.Storage.Blobs.Driver == config.BlobsS3 {
+		// Other replicas publish what they served once a minute (the
+		// maintenance interval): content younger than a few of those may
+		// be in use on a replica the evicting one has not heard from yet.
+		o.MinIdle = sharedMinIdle
+	}
+	return o
 }
 
 // applyReload reads the configuration again and applies what can change

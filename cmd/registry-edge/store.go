@@ -10,6 +10,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/blobstore/objstore"
 	"github.com/registry-edge/registry-edge/internal/config"
+	"github.com/registry-edge/registry-edge/internal/meta"
 )
 
 // contentStore is what serve needs of a blob store: the proxy fills it, gc
@@ -51,4 +52,37 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (conten
 	log.Info("blobs in S3", slog.String("bucket", s.Blobs.S3.Bucket), slog.String("endpoint", s.Blobs.S3.RegionEndpoint),
 		slog.String("rootDirectory", s.Blobs.S3.RootDirectory), slog.Int("staleUploadsRemoved", n))
 	return store, nil
+}
+
+// sharedMinIdle is gc.Options.MinIdle on a bucket: five maintenance
+// intervals, in which every replica publishes its access times.
+const sharedMinIdle = 5 * time.Minute
+
+// shareMeta makes db share its records with the other replicas of the
+// bucket, when the blobs are in one (ADR 0014).
+func shareMeta(ctx context.Context, cfg config.Config, store contentStore, db *meta.DB, log *slog.Logger) error {
+	shared, ok := store.(meta.Shared)
+	if !ok {
+		return nil
+	}
+	id, err := cfg.Storage.Blobs.ReplicaID()
+	if err != nil {
+		return err
+	}
+	if err := db.Share(shared, id); err != nil {
+		return fmt.Errorf("storage.blobs.replica.id: %w", err)
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, "replica of a shared bucket", slog.String("replica", id),
+		slog.Bool("evict", cfg.Storage.Blobs.Replica.Evicts()))
+	return nil
+}
+
+// onDiskFull is what the proxy calls when a write fails for lack of space:
+// eviction, when the blobs are local. With blobs in a bucket the full disk
+// is the local staging one, which deleting objects does not relieve.
+func onDiskFull(cfg config.Config, evict func()) func() {
+	if cfg.Storage.Blobs.Driver == config.BlobsS3 {
+		return nil
+	}
+	return evict
 }

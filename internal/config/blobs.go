@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
 )
 
@@ -28,7 +29,30 @@ type Blobs struct {
 	Driver string `yaml:"driver,omitempty"`
 	// S3 configures the s3 driver.
 	S3 S3 `yaml:"s3,omitempty"`
+	// Replica describes this process among the registry-edge replicas
+	// that share the bucket (s3 only; a single mirror is a set of one).
+	Replica Replica `yaml:"replica,omitempty"`
 }
+
+// Replica is one of the registry-edge processes sharing a bucket. They
+// share the content and its metadata records in the bucket; exactly one of
+// them should evict (docs/storage.md, ADR 0014).
+type Replica struct {
+	// ID names this replica among those of the bucket; it keys the access
+	// times it publishes for the evicting replica. Empty means the host
+	// name. Letters, digits, '.', '_' and '-'.
+	ID string `yaml:"id,omitempty"`
+	// Evict says whether this replica enforces storage.maxSize and
+	// storage.maxAge on the bucket (and pre-stages, since pins only hold
+	// against its eviction); nil means true.
+	Evict *bool `yaml:"evict,omitempty"`
+}
+
+// Evicts reports whether the replica evicts (Evict, default true).
+func (r Replica) Evicts() bool { return r.Evict == nil || *r.Evict }
+
+// maxReplicaID bounds Replica.ID.
+const maxReplicaID = 128
 
 // S3 is the bucket of the s3 blob driver.
 //
@@ -172,6 +196,9 @@ func (b Blobs) validate(prefix string) []error {
 		if !b.S3.IsZero() {
 			add("s3", "set, but driver is %q (want driver: s3)", b.driverName())
 		}
+		if b.Replica != (Replica{}) {
+			add("replica", "set, but driver is %q: only replicas on a shared bucket (driver: s3) have one", b.driverName())
+		}
 	case BlobsS3:
 		s := b.S3
 		if strings.TrimSpace(s.Bucket) == "" {
@@ -198,6 +225,9 @@ func (b Blobs) validate(prefix string) []error {
 		if s.ChunkSize != 0 && s.ChunkSize < minS3ChunkSize {
 			add("s3.chunkSize", "must be at least 5MiB (S3's smallest multipart part), got %d", int64(s.ChunkSize))
 		}
+		if id := b.Replica.ID; id != "" && (len(id) > maxReplicaID || !validReplicaID(id)) {
+			add("replica.id", "must be 1-%d letters, digits, '.', '_' or '-', got %q", maxReplicaID, id)
+		}
 	default:
 		add("driver", "must be %s or %s, got %q", BlobsFilesystem, BlobsS3, b.Driver)
 	}
@@ -209,4 +239,37 @@ func (b Blobs) driverName() string {
 		return BlobsFilesystem
 	}
 	return b.Driver
+}
+
+func validReplicaID(id string) bool {
+	if id == "." || id == ".." {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// ReplicaID returns Replica.ID, or the host name made valid as an id.
+func (b Blobs) ReplicaID() (string, error) {
+	if b.Replica.ID != "" {
+		return b.Replica.ID, nil
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("storage.blobs.replica.id: not set, and no host name: %w", err)
+	}
+	id := strings.Map(func(c rune) rune {
+		if c < 0x80 && validReplicaID(string(c)) {
+			return c
+		}
+		return '_'
+	}, h)
+	if id == "" || !validReplicaID(id) || len(id) > maxReplicaID {
+		return "", fmt.Errorf("storage.blobs.replica.id: not set, and the host name %q is no valid id", h)
+	}
+	return id, nil
 }

@@ -87,6 +87,12 @@ func TestLoadS3BlobsInvalid(t *testing.T) {
 		{"small chunks", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, chunkSize: 1MiB}}\n", []string{"storage.blobs.s3.chunkSize", "5MiB"}},
 		{"s3 without driver", "storage:\n  blobs: {s3: {bucket: b}}\n", []string{"storage.blobs.s3", "driver: s3"}},
 		{"unknown s3 key", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, endpoint: x}}\n", []string{"field endpoint not found"}},
+		{"replica without s3", "storage:\n  blobs: {replica: {id: a}}\n", []string{"storage.blobs.replica", "driver: s3"}},
+		{"bad replica id", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r}, replica: {id: eu/1}}\n", []string{"storage.blobs.replica.id", `"eu/1"`}},
+		{"budget on a replica that does not evict", "storage:\n  maxSize: 10GiB\n  maxAge: 720h\n  blobs: {driver: s3, s3: {bucket: b, region: r}, replica: {evict: false}}\n",
+			[]string{"storage.maxSize: set on a replica that does not evict", "storage.maxAge: set on a replica"}},
+		{"prefetch on a replica that does not evict", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r}, replica: {evict: false}}\nprefetch:\n  images: [{ref: docker.io/library/alpine:3}]\n",
+			[]string{"prefetch.images: set on a replica that does not evict"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,6 +107,35 @@ func TestLoadS3BlobsInvalid(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestReplica(t *testing.T) {
+	t.Parallel()
+	c, err := Load(strings.NewReader("storage:\n  maxSize: 10GiB\n  blobs: {driver: s3, s3: {bucket: b, region: r}, replica: {id: eu-1.a}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := c.Storage.Blobs.ReplicaID(); id != "eu-1.a" || err != nil {
+		t.Errorf("ReplicaID() = %q, %v; want eu-1.a", id, err)
+	}
+	if !c.Storage.Blobs.Replica.Evicts() {
+		t.Error("a replica evicts unless told not to")
+	}
+	c, err = Load(strings.NewReader("storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r}, replica: {evict: false}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Storage.Blobs.Replica.Evicts() {
+		t.Error("evict: false still evicts")
+	}
+	// Without an id, the host name.
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skip(err)
+	}
+	if id, err := c.Storage.Blobs.ReplicaID(); err != nil || id == "" || (validReplicaID(host) && id != host) {
+		t.Errorf("ReplicaID() = %q, %v; want the host name %q", id, err, host)
 	}
 }
 

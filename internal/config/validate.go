@@ -63,6 +63,18 @@ func (c Config) Validate() error {
 		add("storage.lowWatermark", "must be greater than 0 and at most 1, got %g", c.Storage.LowWatermark)
 	}
 	nonNegative(add, "storage.maxAge", c.Storage.MaxAge)
+	if c.Storage.Blobs.Driver == BlobsS3 && !c.Storage.Blobs.Replica.Evicts() {
+		const why = "set on a replica that does not evict (storage.blobs.replica.evict: false): set it on the replica that evicts"
+		if c.Storage.MaxSize > 0 {
+			add("storage.maxSize", why)
+		}
+		if c.Storage.MaxAge > 0 {
+			add("storage.maxAge", why)
+		}
+		if len(c.Prefetch.Images) > 0 {
+			add("prefetch.images", "set on a replica that does not evict (storage.blobs.replica.evict: false): pins only hold against the evicting replica's eviction, so pre-stage there")
+		}
+	}
 	for _, f := range []struct {
 		path string
 		v    Duration

@@ -40,7 +40,7 @@ type Store interface {
 // DB is the metadata the collector reads and forgets; *meta.DB implements
 // it.
 type DB interface {
-	Manifests(ctx context.Context) (map[digest.Digest]meta.Manifest, error)
+	ManifestDigests(ctx context.Context) (map[digest.Digest]bool, error)
 	AllTags(ctx context.Context) ([]meta.TagRecord, error)
 	AllReferrers(ctx context.Context) ([]meta.ReferrersRecord, error)
 	AccessTimes(ctx context.Context) (map[digest.Digest]time.Time, error)
@@ -65,6 +65,10 @@ type Options struct {
 	// of the deltas that will bring the repository's next version (issue
 	// #5). The budget and the age limit still apply to it.
 	KeepDeltaBases bool
+	// MinIdle spares units served (or stored) less than this long ago,
+	// whatever the budget: replicas sharing a bucket learn of each other's
+	// accesses late, so recent content may be in use elsewhere. 0: none.
+	MinIdle time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -178,7 +182,7 @@ func MakePlan(ctx context.Context, store Store, db DB, opts Options) (*Plan, err
 	now := opts.Now()
 	deleted := map[digest.Digest]bool{}
 	for _, u := range units {
-		if u.Pinned {
+		if u.Pinned || (opts.MinIdle > 0 && now.Sub(u.LastAccess) < opts.MinIdle) {
 			continue
 		}
 		reason := ""
@@ -233,7 +237,7 @@ func Apply(ctx context.Context, store Store, db DB, plan *Plan, deleted func(dig
 
 // buildUnits groups the stored content into closures.
 func buildUnits(ctx context.Context, store Store, db DB, stored map[digest.Digest]*content) ([]*Unit, error) {
-	records, err := db.Manifests(ctx)
+	records, err := db.ManifestDigests(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("gc: %w", err)
 	}

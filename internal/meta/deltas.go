@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 
 	"github.com/opencontainers/go-digest"
@@ -25,8 +26,10 @@ type DeltaRecord struct {
 	Descriptor ocispec.Descriptor `json:"descriptor"`
 }
 
-// Deltas returns the deltas known to rebuild layer d, newest first.
-func (m *DB) Deltas(_ context.Context, d digest.Digest) ([]DeltaRecord, error) {
+// Deltas returns the deltas known to rebuild layer d, newest first; with a
+// shared store, those this replica recorded first, then those only other
+// replicas did.
+func (m *DB) Deltas(ctx context.Context, d digest.Digest) ([]DeltaRecord, error) {
 	var recs []DeltaRecord
 	err := m.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDeltas).Get([]byte(d))
@@ -35,11 +38,47 @@ func (m *DB) Deltas(_ context.Context, d digest.Digest) ([]DeltaRecord, error) {
 		}
 		return json.Unmarshal(b, &recs)
 	})
-	return recs, err
+	if err != nil || m.shared == nil || d.Validate() != nil {
+		return recs, err
+	}
+	names, err := m.shared.ListRecords(ctx, sharedDeltasDir(d))
+	if err != nil {
+		return recs, fmt.Errorf("shared metadata: %w", err)
+	}
+	for _, n := range names {
+		if len(recs) >= maxDeltasPerLayer {
+			break
+		}
+		if !isSharedDelta(n) {
+			continue
+		}
+		var rec DeltaRecord
+		found, err := m.getShared(ctx, sharedDeltasDir(d)+"/"+n, &rec)
+		if err != nil {
+			return recs, err
+		}
+		if found && !slices.ContainsFunc(recs, func(r DeltaRecord) bool {
+			return r.Repo == rec.Repo && r.Descriptor.Digest == rec.Descriptor.Digest
+		}) {
+			recs = append(recs, rec)
+		}
+	}
+	return recs, nil
 }
 
-// AddDelta records a delta of layer d (once per delta blob and repository).
-func (m *DB) AddDelta(_ context.Context, d digest.Digest, rec DeltaRecord) error {
+// AddDelta records a delta of layer d (once per delta blob and repository),
+// then in the shared store, if any.
+func (m *DB) AddDelta(ctx context.Context, d digest.Digest, rec DeltaRecord) error {
+	if err := m.addDelta(d, rec); err != nil || m.shared == nil {
+		return err
+	}
+	if d.Validate() != nil || rec.Descriptor.Digest.Validate() != nil {
+		return nil
+	}
+	return m.putShared(ctx, sharedDeltaKey(d, rec), rec)
+}
+
+func (m *DB) addDelta(d digest.Digest, rec DeltaRecord) error {
 	return m.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketDeltas)
 		var recs []DeltaRecord

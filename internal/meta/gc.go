@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -16,19 +17,23 @@ import (
 // flushes them here in batches; eviction reads them.
 var bucketAccess = []byte("access")
 
-// Manifests returns the record of every stored manifest.
-func (m *DB) Manifests(_ context.Context) (map[digest.Digest]Manifest, error) {
-	out := map[digest.Digest]Manifest{}
+// ManifestDigests returns the digest of every manifest recorded as stored:
+// with a shared store, by any replica.
+func (m *DB) ManifestDigests(ctx context.Context) (map[digest.Digest]bool, error) {
+	out := map[digest.Digest]bool{}
 	err := m.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketManifests).ForEach(func(k, v []byte) error {
-			var e Manifest
-			if err := json.Unmarshal(v, &e); err != nil {
-				return err
-			}
-			out[digest.Digest(k)] = e
+		return tx.Bucket(bucketManifests).ForEach(func(k, _ []byte) error {
+			out[digest.Digest(k)] = true
 			return nil
 		})
 	})
+	if err != nil || m.shared == nil {
+		return out, err
+	}
+	ds, err := m.sharedDigests(ctx, "manifests")
+	for _, d := range ds {
+		out[d] = true
+	}
 	return out, err
 }
 
@@ -85,11 +90,31 @@ func (m *DB) AllReferrers(_ context.Context) ([]ReferrersRecord, error) {
 // manifest records, the links of every repository to it, the tags that
 // point at it, the referrers lists whose subject or list it is, and its
 // access time. The content files are the caller's to delete, after this.
-func (m *DB) Forget(_ context.Context, ds []digest.Digest) error {
+// With a shared store, the shared manifest and delta records of ds go too
+// (links and trust stay: they remain true of the content, should it come
+// back).
+func (m *DB) Forget(ctx context.Context, ds []digest.Digest) error {
 	set := map[digest.Digest]bool{}
 	for _, d := range ds {
 		set[d] = true
 	}
+	if err := m.forget(set); err != nil || m.shared == nil {
+		return err
+	}
+	for d := range set {
+		if d.Validate() != nil {
+			continue
+		}
+		for _, key := range []string{sharedManifestKey(d), sharedDeltasDir(d)} {
+			if err := m.shared.DeleteRecord(ctx, key); err != nil {
+				return fmt.Errorf("shared metadata: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+func (m *DB) forget(set map[digest.Digest]bool) error {
 	return m.db.Update(func(tx *bolt.Tx) error {
 		for d := range set {
 			if err := tx.Bucket(bucketManifests).Delete([]byte(d)); err != nil {
@@ -153,11 +178,20 @@ func (m *DB) Forget(_ context.Context, ds []digest.Digest) error {
 	})
 }
 
-// Touch records access times (later ones win over what is stored).
-func (m *DB) Touch(_ context.Context, at map[digest.Digest]time.Time) error {
+// Touch records access times (later ones win over what is stored). With a
+// shared store, it then publishes all of this replica's access times, for
+// the replica that evicts.
+func (m *DB) Touch(ctx context.Context, at map[digest.Digest]time.Time) error {
 	if len(at) == 0 {
 		return nil
 	}
+	if err := m.touch(at); err != nil || m.shared == nil {
+		return err
+	}
+	return m.publishAccess(ctx)
+}
+
+func (m *DB) touch(at map[digest.Digest]time.Time) error {
 	return m.db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketAccess)
 		if err != nil {
@@ -177,8 +211,17 @@ func (m *DB) Touch(_ context.Context, at map[digest.Digest]time.Time) error {
 	})
 }
 
-// AccessTimes returns every recorded access time.
-func (m *DB) AccessTimes(_ context.Context) (map[digest.Digest]time.Time, error) {
+// AccessTimes returns every recorded access time: with a shared store, the
+// latest any replica published.
+func (m *DB) AccessTimes(ctx context.Context) (map[digest.Digest]time.Time, error) {
+	out, err := m.localAccessTimes()
+	if err != nil || m.shared == nil {
+		return out, err
+	}
+	return out, m.mergeSharedAccess(ctx, out)
+}
+
+func (m *DB) localAccessTimes() (map[digest.Digest]time.Time, error) {
 	out := map[digest.Digest]time.Time{}
 	err := m.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketAccess)

@@ -34,6 +34,10 @@ var (
 // DB is the metadata store.
 type DB struct {
 	db *bolt.DB
+	// shared, if set (Share), holds the records replicas of one bucket
+	// share; replica names this one.
+	shared  Shared
+	replica string
 }
 
 // Open opens or creates the metadata database at path.
@@ -150,44 +154,80 @@ func (m *DB) Tags(_ context.Context, r Repo) ([]string, error) {
 	return tags, err
 }
 
-// Manifest returns the record of a stored manifest.
-func (m *DB) Manifest(_ context.Context, d digest.Digest) (Manifest, error) {
+// Manifest returns the record of a stored manifest. With a shared store,
+// a record another replica wrote is read from there and kept locally.
+func (m *DB) Manifest(ctx context.Context, d digest.Digest) (Manifest, error) {
 	var e Manifest
-	if err := get(m.db, bucketManifests, []byte(d), &e); err != nil {
+	err := get(m.db, bucketManifests, []byte(d), &e)
+	if errors.Is(err, errdef.ErrNotFound) && m.shared != nil && d.Validate() == nil {
+		var found bool
+		if found, err = m.getShared(ctx, sharedManifestKey(d), &e); err == nil {
+			if !found {
+				err = errdef.ErrNotFound
+			} else {
+				err = put(m.db, bucketManifests, []byte(d), e)
+			}
+		}
+	}
+	if err != nil {
 		return e, fmt.Errorf("manifest %s: %w", d, err)
 	}
 	return e, nil
 }
 
-// PutManifest records a stored manifest and links it to r, in one transaction.
-func (m *DB) PutManifest(_ context.Context, r Repo, d digest.Digest, e Manifest) error {
+// PutManifest records a stored manifest and links it to r, in one
+// transaction (then in the shared store, if any).
+func (m *DB) PutManifest(ctx context.Context, r Repo, d digest.Digest, e Manifest) error {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return err
 	}
-	return m.db.Update(func(tx *bolt.Tx) error {
+	err = m.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketManifests).Put([]byte(d), b); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketLinks).Put(linkKey(r, d), nil)
 	})
+	if err != nil || m.shared == nil {
+		return err
+	}
+	if err := m.putShared(ctx, sharedManifestKey(d), e); err != nil {
+		return err
+	}
+	return m.putShared(ctx, sharedLinkKey(r, d), nil)
 }
 
 // Linked reports whether content d is known to belong to repository r at
 // its upstream. Content is stored once by digest, but it is only served
 // under a repository the upstream has confirmed holds it, so that a client
 // cannot read another repository's (possibly private) content by digest.
-func (m *DB) Linked(_ context.Context, r Repo, d digest.Digest) (bool, error) {
+//
+// With a shared store, a link another replica recorded counts, and is kept
+// locally.
+func (m *DB) Linked(ctx context.Context, r Repo, d digest.Digest) (bool, error) {
 	var ok bool
 	err := m.db.View(func(tx *bolt.Tx) error {
 		ok = tx.Bucket(bucketLinks).Get(linkKey(r, d)) != nil
 		return nil
 	})
-	return ok, err
+	if err != nil || ok || m.shared == nil || d.Validate() != nil {
+		return ok, err
+	}
+	if ok, err = m.getShared(ctx, sharedLinkKey(r, d), nil); err != nil || !ok {
+		return false, err
+	}
+	return true, m.link(r, d)
 }
 
 // Link records that repository r holds content d.
-func (m *DB) Link(_ context.Context, r Repo, d digest.Digest) error {
+func (m *DB) Link(ctx context.Context, r Repo, d digest.Digest) error {
+	if err := m.link(r, d); err != nil || m.shared == nil {
+		return err
+	}
+	return m.putShared(ctx, sharedLinkKey(r, d), nil)
+}
+
+func (m *DB) link(r Repo, d digest.Digest) error {
 	return m.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketLinks).Put(linkKey(r, d), nil) })
 }
 

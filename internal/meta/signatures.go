@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -53,19 +54,43 @@ func (m *DB) PutVerdict(_ context.Context, rule, revision string, d digest.Diges
 }
 
 // Trusted reports whether content d is covered by a verified manifest
-// under rule/revision.
-func (m *DB) Trusted(_ context.Context, rule, revision string, d digest.Digest) (bool, error) {
+// under rule/revision. With a shared store, trust another replica recorded
+// counts, and is kept locally.
+func (m *DB) Trusted(ctx context.Context, rule, revision string, d digest.Digest) (bool, error) {
 	var t Trust
 	err := get(m.db, bucketTrusted, sigKey(rule, revision, d), &t)
-	if err == errdef.ErrNotFound {
+	if errors.Is(err, errdef.ErrNotFound) && m.shared != nil && d.Validate() == nil {
+		found, err := m.getShared(ctx, sharedTrustKey(rule, revision, d), &t)
+		if err != nil || !found {
+			return false, err
+		}
+		return true, m.trust(rule, revision, t.Via, []digest.Digest{d})
+	}
+	if errors.Is(err, errdef.ErrNotFound) {
 		return false, nil
 	}
 	return err == nil, err
 }
 
 // Trust records that the content ds is covered by verified manifest via,
-// under rule/revision, in one transaction.
-func (m *DB) Trust(_ context.Context, rule, revision string, via digest.Digest, ds []digest.Digest) error {
+// under rule/revision, in one transaction (then in the shared store, if
+// any).
+func (m *DB) Trust(ctx context.Context, rule, revision string, via digest.Digest, ds []digest.Digest) error {
+	if err := m.trust(rule, revision, via, ds); err != nil || m.shared == nil {
+		return err
+	}
+	for _, d := range ds {
+		if d.Validate() != nil {
+			continue
+		}
+		if err := m.putShared(ctx, sharedTrustKey(rule, revision, d), Trust{Via: via}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *DB) trust(rule, revision string, via digest.Digest, ds []digest.Digest) error {
 	b, err := json.Marshal(Trust{Via: via})
 	if err != nil {
 		return err

@@ -352,3 +352,45 @@ func TestInvalidDigest(t *testing.T) {
 		t.Errorf("Ingest(invalid) error = %v, want ErrInvalid", err)
 	}
 }
+
+func TestRecords(t *testing.T) { testRecords(t, newMem(t)) }
+
+func testRecords(t *testing.T, s *objstore.Store) {
+	ctx := context.Background()
+	if _, err := s.GetRecord(ctx, "links/sha256/ab/x"); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("GetRecord(missing) = %v, want ErrNotFound", err)
+	}
+	for _, k := range []string{"deltas/sha256/aa/one", "deltas/sha256/aa/two", "deltas/sha256/bb/three"} {
+		if err := s.PutRecord(ctx, k, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, err := s.GetRecord(ctx, "deltas/sha256/aa/two"); err != nil || string(b) != "deltas/sha256/aa/two" {
+		t.Errorf("GetRecord = %q, %v", b, err)
+	}
+	if names, err := s.ListRecords(ctx, "deltas/sha256/aa"); err != nil || strings.Join(names, ",") != "one,two" {
+		t.Errorf("ListRecords = %v, %v; want [one two]", names, err)
+	}
+	if names, err := s.ListRecords(ctx, "nothing/here"); err != nil || len(names) != 0 {
+		t.Errorf("ListRecords(missing dir) = %v, %v; want none", names, err)
+	}
+	// Deleting a directory removes what is under it, and nothing else.
+	if err := s.DeleteRecord(ctx, "deltas/sha256/aa"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRecord(ctx, "deltas/sha256/aa"); err != nil {
+		t.Errorf("DeleteRecord(already gone) = %v", err)
+	}
+	if names, _ := s.ListRecords(ctx, "deltas/sha256"); strings.Join(names, ",") != "bb" {
+		t.Errorf("after deleting aa: %v, want [bb]", names)
+	}
+	// Records live apart from content: a walk sees no record.
+	if err := s.Walk(ctx, func(i blobstore.Info) error { t.Errorf("walk saw %v", i); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"", "/abs", "a//b", "a/../b", "a/./b", "a b", "a/b/", "tags/x:y"} {
+		if err := s.PutRecord(ctx, bad, nil); !errors.Is(err, errdef.ErrInvalid) {
+			t.Errorf("PutRecord(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+}

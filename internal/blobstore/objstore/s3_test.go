@@ -64,6 +64,12 @@ func TestS3Conformance(t *testing.T) {
 	blobstoretest.Run(t, func(t *testing.T) blobstore.Store { return newS3(t, srv, "") })
 }
 
+// The shared metadata records of replicas (internal/meta), on real S3.
+func TestS3Records(t *testing.T) {
+	srv := s3test.StartServer(t)
+	testRecords(t, newS3(t, srv, ""))
+}
+
 func TestS3MultipartPutAndIngest(t *testing.T) {
 	srv := s3test.StartServer(t)
 	ctx := context.Background()

@@ -1,0 +1,208 @@
+package meta
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+// Shared holds the records that replicas sharing one bucket share, as small
+// objects next to the content (*objstore.Store implements it). Keys are
+// slash-separated names made of [A-Za-z0-9._-].
+//
+// Every shared record states a fact about content-addressed data that never
+// changes once true: manifest <digest> has this media type and size,
+// repository R holds <digest>, <digest> is covered by a manifest verified
+// under rule/revision, delta X rebuilds layer <digest>. Two replicas that
+// write the same key write the same record, so the store needs neither
+// locks nor compare-and-swap. The one mutable record, a replica's access
+// times, has a single writer: that replica (see ADR 0014).
+type Shared interface {
+	GetRecord(ctx context.Context, key string) ([]byte, error) // errdef.ErrNotFound when missing
+	PutRecord(ctx context.Context, key string, b []byte) error
+	DeleteRecord(ctx context.Context, key string) error
+	ListRecords(ctx context.Context, dir string) ([]string, error)
+}
+
+// Share makes the database read through to s what it does not hold itself
+// and write to s what other replicas need: manifest records, repository
+// links, signature trust and delta records, and this replica's access times
+// under replica (which must be unique among the replicas of the bucket).
+// Tags, referrers lists, verdicts, pins and prefetch requests stay local:
+// tags and referrers are revalidated upstream anyway, and pins only matter
+// to the replica that evicts. Call it once, before the database is used.
+func (m *DB) Share(s Shared, replica string) error {
+	if !recordName(replica) {
+		return fmt.Errorf("replica id %q: want letters, digits, '.', '_' or '-': %w", replica, errdef.ErrInvalid)
+	}
+	m.shared, m.replica = s, replica
+	return nil
+}
+
+// Replica returns the id given to Share, or "".
+func (m *DB) Replica() string { return m.replica }
+
+func recordName(s string) bool {
+	if s == "" || s == "." || s == ".." {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// name encodes an arbitrary string (a repository, a rule name) as one key
+// element.
+func name(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+func digestKey(d digest.Digest) string { return string(d.Algorithm()) + "/" + d.Encoded() }
+
+func sharedManifestKey(d digest.Digest) string { return "manifests/" + digestKey(d) }
+
+func sharedLinkKey(r Repo, d digest.Digest) string {
+	return "links/" + digestKey(d) + "/" + name(r.String())
+}
+
+func sharedTrustKey(rule, revision string, d digest.Digest) string {
+	return "trust/" + name(rule) + "/" + name(revision) + "/" + digestKey(d)
+}
+
+func sharedDeltasDir(d digest.Digest) string { return "deltas/" + digestKey(d) }
+
+func sharedDeltaKey(d digest.Digest, rec DeltaRecord) string {
+	x := rec.Descriptor.Digest
+	return sharedDeltasDir(d) + "/" + string(x.Algorithm()) + "." + x.Encoded() + "." + name(rec.Repo.String())
+}
+
+func sharedAccessKey(replica string) string { return "access/" + replica }
+
+// getShared reads the shared record key into v; found is false when it
+// does not exist (or there is no shared store).
+func (m *DB) getShared(ctx context.Context, key string, v any) (found bool, err error) {
+	if m.shared == nil {
+		return false, nil
+	}
+	b, err := m.shared.GetRecord(ctx, key)
+	if errors.Is(err, errdef.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("shared metadata: %w", err)
+	}
+	if v == nil {
+		return true, nil
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("shared metadata %s: %w", key, err)
+	}
+	return true, nil
+}
+
+func (m *DB) putShared(ctx context.Context, key string, v any) error {
+	if m.shared == nil {
+		return nil
+	}
+	b := []byte("{}")
+	if v != nil {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			return err
+		}
+	}
+	if err := m.shared.PutRecord(ctx, key, b); err != nil {
+		return fmt.Errorf("shared metadata: %w", err)
+	}
+	return nil
+}
+
+// sharedDigests lists the digests recorded under dir/<alg>/.
+func (m *DB) sharedDigests(ctx context.Context, dir string) ([]digest.Digest, error) {
+	algs, err := m.shared.ListRecords(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("shared metadata: %w", err)
+	}
+	var out []digest.Digest
+	for _, alg := range algs {
+		encs, err := m.shared.ListRecords(ctx, dir+"/"+alg)
+		if err != nil {
+			return nil, fmt.Errorf("shared metadata: %w", err)
+		}
+		for _, e := range encs {
+			if d := digest.NewDigestFromEncoded(digest.Algorithm(alg), e); d.Validate() == nil {
+				out = append(out, d)
+			}
+		}
+	}
+	return out, nil
+}
+
+// sharedAccess is the record of one replica's access times.
+type sharedAccess struct {
+	Replica string                  `json:"replica"`
+	Written time.Time               `json:"written"`
+	Times   map[digest.Digest]int64 `json:"times"` // unix seconds
+}
+
+// publishAccess writes this replica's access times, all of them, as its
+// access record.
+func (m *DB) publishAccess(ctx context.Context) error {
+	local, err := m.localAccessTimes()
+	if err != nil {
+		return err
+	}
+	rec := sharedAccess{Replica: m.replica, Written: time.Now().UTC(), Times: make(map[digest.Digest]int64, len(local))}
+	for d, t := range local {
+		rec.Times[d] = t.Unix()
+	}
+	return m.putShared(ctx, sharedAccessKey(m.replica), rec)
+}
+
+// mergeSharedAccess adds the access times other replicas published to out
+// (later times win).
+func (m *DB) mergeSharedAccess(ctx context.Context, out map[digest.Digest]time.Time) error {
+	replicas, err := m.shared.ListRecords(ctx, "access")
+	if err != nil {
+		return fmt.Errorf("shared metadata: %w", err)
+	}
+	for _, r := range replicas {
+		if r == m.replica || !recordName(r) {
+			continue
+		}
+		var rec sharedAccess
+		ok, err := m.getShared(ctx, sharedAccessKey(r), &rec)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		for d, s := range rec.Times {
+			if t := time.Unix(s, 0); t.After(out[d]) {
+				out[d] = t
+			}
+		}
+	}
+	return nil
+}
+
+// isSharedDelta reports whether a record listed under a layer's deltas
+// directory names a delta with a valid digest.
+func isSharedDelta(n string) bool {
+	alg, rest, ok := strings.Cut(n, ".")
+	if !ok {
+		return false
+	}
+	enc, _, ok := strings.Cut(rest, ".")
+	return ok && digest.NewDigestFromEncoded(digest.Algorithm(alg), enc).Validate() == nil
+}

@@ -1,0 +1,196 @@
+package meta
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	"github.com/google/go-cmp/cmp"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/blobstore/objstore"
+	"github.com/registry-edge/registry-edge/internal/errdef"
+)
+
+// twoReplicas returns two databases sharing one in-memory bucket.
+func twoReplicas(t *testing.T) (a, b *DB, bucket *objstore.Store) {
+	t.Helper()
+	bucket, err := objstore.New(inmemory.New(), objstore.Options{TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ = openTest(t)
+	b, _ = openTest(t)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	if err := a.Share(bucket, "replica-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Share(bucket, "replica-b"); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, bucket
+}
+
+func TestSharedRecordsReachOtherReplica(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, b, bucket := twoReplicas(t)
+	r := Repo{Registry: "registry.example", Name: "team/app"}
+	other := Repo{Registry: "registry.example", Name: "team/other"}
+	man := digest.FromString("manifest")
+	layer := digest.FromString("layer")
+
+	// What A learns, B finds.
+	if err := a.PutManifest(ctx, r, man, Manifest{MediaType: ocispec.MediaTypeImageManifest, Size: 42}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Link(ctx, r, layer); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Trust(ctx, "release", "rev1", man, []digest.Digest{man, layer}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Manifest(ctx, man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != (Manifest{MediaType: ocispec.MediaTypeImageManifest, Size: 42}) {
+		t.Errorf("B's manifest record = %+v", got)
+	}
+	for _, d := range []digest.Digest{man, layer} {
+		if ok, err := b.Linked(ctx, r, d); err != nil || !ok {
+			t.Errorf("B: %s linked to %s = %v, %v; want true", d, r, ok, err)
+		}
+		if ok, err := b.Linked(ctx, other, d); err != nil || ok {
+			t.Errorf("B: %s linked to %s = %v, %v; want false (another repository)", d, other, ok, err)
+		}
+		if ok, err := b.Trusted(ctx, "release", "rev1", d); err != nil || !ok {
+			t.Errorf("B: %s trusted = %v, %v; want true", d, ok, err)
+		}
+		if ok, err := b.Trusted(ctx, "release", "rev2", d); err != nil || ok {
+			t.Errorf("B: %s trusted under another revision = %v, %v; want false", d, ok, err)
+		}
+	}
+	if _, err := b.Manifest(ctx, layer); !IsNotFound(err) {
+		t.Errorf("B: manifest record of a blob: err = %v, want not found", err)
+	}
+
+	// B kept what it read: it still knows it with the bucket gone.
+	if err := bucket.DeleteRecord(ctx, "manifests"); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{"links", "trust"} {
+		if err := bucket.DeleteRecord(ctx, dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Manifest(ctx, man); err != nil {
+		t.Errorf("B lost its copy of the manifest record: %v", err)
+	}
+	if ok, _ := b.Linked(ctx, r, layer); !ok {
+		t.Error("B lost its copy of the link")
+	}
+	if ok, _ := b.Trusted(ctx, "release", "rev1", layer); !ok {
+		t.Error("B lost its copy of the trust record")
+	}
+}
+
+func TestSharedDeltas(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, b, _ := twoReplicas(t)
+	layer := digest.FromString("layer v2")
+	r := Repo{Registry: "registry.example", Name: "team/app"}
+	recA := DeltaRecord{Repo: r, Descriptor: ocispec.Descriptor{MediaType: "application/x.delta", Digest: digest.FromString("delta 1"), Size: 10}}
+	recB := DeltaRecord{Repo: r, Descriptor: ocispec.Descriptor{MediaType: "application/x.delta", Digest: digest.FromString("delta 2"), Size: 20}}
+	if err := a.AddDelta(ctx, layer, recA); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddDelta(ctx, layer, recB); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Deltas(ctx, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// B's own first, then A's; each once.
+	if diff := cmp.Diff([]DeltaRecord{recB, recA}, got); diff != "" {
+		t.Errorf("B's deltas (-want +got):\n%s", diff)
+	}
+	if err := a.Forget(ctx, []digest.Digest{layer}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = b.Deltas(ctx, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]DeltaRecord{recB}, got); diff != "" {
+		t.Errorf("B's deltas after A evicted the layer (-want +got):\n%s", diff)
+	}
+}
+
+func TestSharedAccessAndManifestDigests(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, b, _ := twoReplicas(t)
+	r := Repo{Registry: "registry.example", Name: "team/app"}
+	m1, m2, m3 := digest.FromString("m1"), digest.FromString("m2"), digest.FromString("m3")
+	for db, d := range map[*DB]digest.Digest{a: m1, b: m2} {
+		if err := db.PutManifest(ctx, r, d, Manifest{MediaType: ocispec.MediaTypeImageManifest, Size: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Unix(1_700_000_000, 0)
+	if err := a.Touch(ctx, map[digest.Digest]time.Time{m1: t0.Add(time.Hour), m2: t0.Add(3 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Touch(ctx, map[digest.Digest]time.Time{m2: t0.Add(2 * time.Hour), m3: t0}); err != nil {
+		t.Fatal(err)
+	}
+	// The evicting replica sees the latest access any replica published.
+	got, err := b.AccessTimes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[digest.Digest]time.Time{m1: t0.Add(time.Hour), m2: t0.Add(3 * time.Hour), m3: t0}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("B's access times (-want +got):\n%s", diff)
+	}
+	ds, err := b.ManifestDigests(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[digest.Digest]bool{m1: true, m2: true}, ds); diff != "" {
+		t.Errorf("B's manifest digests (-want +got):\n%s", diff)
+	}
+	// Evicted by B: gone for A's collector too.
+	if err := b.Forget(ctx, []digest.Digest{m1}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err = a.ManifestDigests(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[digest.Digest]bool{m1: true, m2: true}, ds); diff != "" {
+		// A still holds its own local record of m1 (its own content
+		// view); the shared record is gone, which is what B's Forget owns.
+		t.Errorf("A's manifest digests (-want +got):\n%s", diff)
+	}
+	if _, err := b.shared.GetRecord(ctx, sharedManifestKey(m1)); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("shared record of an evicted manifest: err = %v, want not found", err)
+	}
+}
+
+func TestShareRejectsBadReplicaID(t *testing.T) {
+	t.Parallel()
+	db, _ := openTest(t)
+	defer db.Close()
+	for _, id := range []string{"", "a/b", "..", "a b", "é"} {
+		if err := db.Share(nil, id); !errors.Is(err, errdef.ErrInvalid) {
+			t.Errorf("Share(%q) = %v, want ErrInvalid", id, err)
+		}
+	}
+}
