@@ -20,8 +20,9 @@ import (
 //
 // Every shared record states a fact about content-addressed data that never
 // changes once true: manifest <digest> has this media type and size,
-// repository R holds <digest>, <digest> is covered by a manifest verified
-// under rule/revision, delta X rebuilds layer <digest>. Two replicas that
+// repository R holds <digest>, manifest <digest> was verified under
+// rule/revision, <digest> is covered by such a manifest, delta X rebuilds
+// layer <digest>. Two replicas that
 // write the same key write the same record, so the store needs neither
 // locks nor compare-and-swap. The one mutable record, a replica's access
 // times, has a single writer: that replica (see ADR 0014).
@@ -34,11 +35,12 @@ type Shared interface {
 
 // Share makes the database read through to s what it does not hold itself
 // and write to s what other replicas need: manifest records, repository
-// links, signature trust and delta records, and this replica's access times
-// under replica (which must be unique among the replicas of the bucket).
-// Tags, referrers lists, verdicts, pins and prefetch requests stay local:
-// tags and referrers are revalidated upstream anyway, and pins only matter
-// to the replica that evicts. Call it once, before the database is used.
+// links, positive signature verdicts and trust, delta records, and this
+// replica's access times under replica (which must be unique among the
+// replicas of the bucket). Tags, referrers lists, negative verdicts, pins
+// and prefetch requests stay local: tags and referrers are revalidated
+// upstream anyway, a negative verdict may change, and pins only matter to
+// the replica that evicts. Call it once, before the database is used.
 func (m *DB) Share(s Shared, replica string) error {
 	if !recordName(replica) {
 		return fmt.Errorf("replica id %q: want letters, digits, '.', '_' or '-': %w", replica, errdef.ErrInvalid)
@@ -76,6 +78,10 @@ func sharedLinkKey(r Repo, d digest.Digest) string {
 
 func sharedTrustKey(rule, revision string, d digest.Digest) string {
 	return "trust/" + name(rule) + "/" + name(revision) + "/" + digestKey(d)
+}
+
+func sharedVerdictKey(rule, revision string, d digest.Digest) string {
+	return "verdicts/" + name(rule) + "/" + name(revision) + "/" + digestKey(d)
 }
 
 func sharedDeltasDir(d digest.Digest) string { return "deltas/" + digestKey(d) }

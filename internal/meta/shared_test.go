@@ -53,6 +53,21 @@ func TestSharedRecordsReachOtherReplica(t *testing.T) {
 	if err := a.Trust(ctx, "release", "rev1", man, []digest.Digest{man, layer}); err != nil {
 		t.Fatal(err)
 	}
+	unsigned := digest.FromString("unsigned manifest")
+	if err := a.PutVerdict(ctx, "release", "rev1", man, Verdict{OK: true, Signer: "key"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.PutVerdict(ctx, "release", "rev1", unsigned, Verdict{OK: false, Reason: "no_signature"}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := b.Verdict(ctx, "release", "rev1", man); err != nil || !v.OK || v.Signer != "key" {
+		t.Errorf("B: verdict of the signed manifest = %+v, %v; want A's positive one", v, err)
+	}
+	// A negative verdict may change (a signature can be added): B finds
+	// it out itself.
+	if v, err := b.Verdict(ctx, "release", "rev1", unsigned); !IsNotFound(err) {
+		t.Errorf("B: verdict of the unsigned manifest = %+v, %v; want not found", v, err)
+	}
 	got, err := b.Manifest(ctx, man)
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +97,7 @@ func TestSharedRecordsReachOtherReplica(t *testing.T) {
 	if err := bucket.DeleteRecord(ctx, "manifests"); err != nil {
 		t.Fatal(err)
 	}
-	for _, dir := range []string{"links", "trust"} {
+	for _, dir := range []string{"links", "trust", "verdicts"} {
 		if err := bucket.DeleteRecord(ctx, dir); err != nil {
 			t.Fatal(err)
 		}
@@ -95,6 +110,9 @@ func TestSharedRecordsReachOtherReplica(t *testing.T) {
 	}
 	if ok, _ := b.Trusted(ctx, "release", "rev1", layer); !ok {
 		t.Error("B lost its copy of the trust record")
+	}
+	if v, _ := b.Verdict(ctx, "release", "rev1", man); !v.OK {
+		t.Error("B lost its copy of the verdict")
 	}
 }
 

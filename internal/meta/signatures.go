@@ -42,15 +42,32 @@ func sigKey(rule, revision string, d digest.Digest) []byte {
 }
 
 // Verdict returns the recorded verdict of manifest d under rule/revision.
-func (m *DB) Verdict(_ context.Context, rule, revision string, d digest.Digest) (Verdict, error) {
+// With a shared store, a positive verdict another replica recorded counts,
+// and is kept locally.
+func (m *DB) Verdict(ctx context.Context, rule, revision string, d digest.Digest) (Verdict, error) {
 	var v Verdict
 	err := get(m.db, bucketVerdicts, sigKey(rule, revision, d), &v)
+	if errors.Is(err, errdef.ErrNotFound) && m.shared != nil && d.Validate() == nil {
+		found, serr := m.getShared(ctx, sharedVerdictKey(rule, revision, d), &v)
+		switch {
+		case serr != nil:
+			return v, serr
+		case found && v.OK:
+			return v, put(m.db, bucketVerdicts, sigKey(rule, revision, d), v)
+		}
+		return Verdict{}, err
+	}
 	return v, err
 }
 
-// PutVerdict records the verdict of manifest d under rule/revision.
-func (m *DB) PutVerdict(_ context.Context, rule, revision string, d digest.Digest, v Verdict) error {
-	return put(m.db, bucketVerdicts, sigKey(rule, revision, d), v)
+// PutVerdict records the verdict of manifest d under rule/revision; with a
+// shared store, a positive one is shared too. Negative verdicts stay
+// local: they can change (a signature may be added) and are found again.
+func (m *DB) PutVerdict(ctx context.Context, rule, revision string, d digest.Digest, v Verdict) error {
+	if err := put(m.db, bucketVerdicts, sigKey(rule, revision, d), v); err != nil || !v.OK || m.shared == nil || d.Validate() != nil {
+		return err
+	}
+	return m.putShared(ctx, sharedVerdictKey(rule, revision, d), v)
 }
 
 // Trusted reports whether content d is covered by a verified manifest
