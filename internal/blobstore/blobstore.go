@@ -70,3 +70,10 @@ type Ingest interface {
 	// Cancel discards the ingest. It is safe to call after Commit.
 	Cancel() error
 }
+
+// LocalFile is a blob in a local file: random access, and removed when
+// closed if it is a temporary copy.
+type LocalFile interface {
+	io.ReadSeekCloser
+	io.ReaderAt
+}

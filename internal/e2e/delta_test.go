@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/registry-edge/registry-edge/internal/testutil/flakyrelay"
 	"github.com/registry-edge/registry-edge/internal/testutil/layergen"
+	"github.com/registry-edge/registry-edge/internal/testutil/s3test"
 )
 
 // deltaImages returns v1 and v2 of an application image: a base layer both
@@ -66,6 +68,32 @@ func TestDeltaThroughTiers(t *testing.T) {
 	if !strings.Contains(region.proc.log(), "computed a delta for a lower tier") {
 		t.Errorf("the region's log does not say it computed a delta:\n%s", tail(region.proc.log(), 20))
 	}
+}
+
+// The same with the region's blobs in an S3 bucket (a real versitygw): the
+// region computes the delta from bases it holds as objects, copied locally
+// and verified for the codec's random reads.
+func TestDeltaRegionOnObjectStorage(t *testing.T) {
+	t.Parallel()
+	crane := need(t, "crane")
+	c := startCentral(t)
+	oldImg, newImg, _, newApp := deltaImages(t, 71)
+	v1 := pushImage(t, c, "fleet/app", "v1", oldImg)
+	v2 := pushImage(t, c, "fleet/app", "v2", newImg)
+	srv := s3test.StartServer(t)
+	root := filepath.Join(t.TempDir(), "storage")
+	region := startMirror(t, c.addr, mirrorOptions{storage: root, config: objstoreConfig(root, s3Settings{
+		bucket: srv.Bucket, endpoint: srv.Endpoint, accessKey: srv.AccessKey, secretKey: srv.SecretKey,
+	})})
+	link := flakyrelay.New(t, region.addr)
+	site := startMirror(t, link.Addr(), mirrorOptions{})
+
+	pullUpdate(t, crane, link, site.addr, site.addr+"/fleet/app:v1", v2, len(newApp))
+	region.mark(t)
+	if !strings.Contains(region.proc.log(), "computed a delta for a lower tier") {
+		t.Errorf("the region on S3 did not compute a delta:\n%s", tail(region.proc.log(), 20))
+	}
+	waitNoLocalLayers(t, root, append(v1.layers, v2.layers...)) // the local copies of the bases are gone
 }
 
 // The release workflow end to end: the release engineer publishes deltas

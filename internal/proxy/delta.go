@@ -586,8 +586,21 @@ type storeFiles struct {
 	files []io.Closer
 }
 
+// localCopier is a store whose blobs only stream (objects in a bucket) but
+// that can copy one, verified, to a local file with random access, which
+// the codec needs for its bases.
+type localCopier interface {
+	OpenLocal(ctx context.Context, d digest.Digest) (blobstore.LocalFile, error)
+}
+
 func (s *storeFiles) open(ctx context.Context, d digest.Digest) (layerdelta.Content, error) {
-	rc, err := s.p.store.Open(ctx, d)
+	var rc io.ReadSeekCloser
+	var err error
+	if lc, ok := s.p.store.(localCopier); ok {
+		rc, err = lc.OpenLocal(ctx, d)
+	} else {
+		rc, err = s.p.store.Open(ctx, d)
+	}
 	if err != nil {
 		return layerdelta.Content{}, err
 	}

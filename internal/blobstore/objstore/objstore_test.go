@@ -394,3 +394,43 @@ func testRecords(t *testing.T, s *objstore.Store) {
 		}
 	}
 }
+
+func TestOpenLocal(t *testing.T) {
+	ctx := context.Background()
+	s := newMem(t)
+	b := randomBytes(300_000, 7)
+	want := desc(b)
+	if err := s.Put(ctx, want, bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.OpenLocal(ctx, want.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 1000)
+	if _, err := f.ReadAt(got, 123_456); err != nil || !bytes.Equal(got, b[123_456:124_456]) {
+		t.Errorf("ReadAt = %v; bytes equal: %v", err, bytes.Equal(got, b[123_456:124_456]))
+	}
+	if n, err := f.Seek(0, io.SeekEnd); err != nil || n != int64(len(b)) {
+		t.Errorf("size = %d, %v; want %d", n, err, len(b))
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	assertTempDirEmpty(t, s)
+
+	// An object that does not hash to its name (written behind the
+	// store's back) is refused, and no copy is left.
+	bad := randomBytes(1000, 8)
+	h := want.Digest.Encoded()
+	if err := s.Driver().PutContent(ctx, "/blobs/sha256/"+h[:2]+"/"+h, bad); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.OpenLocal(ctx, want.Digest); !errors.Is(err, errdef.ErrDigestMismatch) && !errors.Is(err, errdef.ErrSizeMismatch) {
+		t.Errorf("OpenLocal of a corrupt object = %v, want a digest or size mismatch", err)
+	}
+	assertTempDirEmpty(t, s)
+	if _, err := s.OpenLocal(ctx, digest.FromString("absent")); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("OpenLocal(absent) = %v, want ErrNotFound", err)
+	}
+}
