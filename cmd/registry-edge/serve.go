@@ -122,6 +122,8 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 		MaxBaseCandidates:     cfg.Deltas.MaxBaseCandidates,
 		MaxDeltaRatio:         cfg.Deltas.MaxRatio,
 		PrecomputeDeltas:      cfg.Deltas.Serve && cfg.Deltas.Precompute,
+		DeltaWorkers:          cfg.Deltas.Workers,
+		DeltaMemoryBudget:     int64(cfg.Deltas.MemoryBudget),
 		Logger:                log,
 		Metrics:               m,
 	})

@@ -84,6 +84,13 @@ type Deltas struct {
 	// MaxBaseCandidates bounds the layers a mirror offers as bases in one
 	// negotiation.
 	MaxBaseCandidates int `yaml:"maxBaseCandidates"`
+	// Workers bounds the deltas computed at once for lower tiers
+	// (precomputed or asked for).
+	Workers int `yaml:"workers"`
+	// MemoryBudget bounds the memory of the deltas computed at once: each
+	// reserves an estimate (encoder tables plus its bases) and waits for
+	// room; one larger than the budget runs alone.
+	MemoryBudget ByteSize `yaml:"memoryBudget"`
 }
 
 // Access is the device access policy of the registry API.
@@ -331,7 +338,7 @@ func Default() Config {
 		Admin:  Admin{AllowFrom: []string{"127.0.0.0/8", "::1/128"}},
 		Access: Access{Anonymous: true, RateLimit: RateLimit{Burst: 200}},
 		Deltas: Deltas{Enabled: true, DiscoveryTimeout: Duration(5 * time.Second), Negotiate: true, Serve: true,
-			Precompute: true, MaxRatio: 0.5, MaxBaseCandidates: 16},
+			Precompute: true, MaxRatio: 0.5, MaxBaseCandidates: 16, Workers: 1, MemoryBudget: 1 << 30},
 	}
 }
 

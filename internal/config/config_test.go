@@ -212,6 +212,8 @@ upstreams:
 				"prefetch.concurrency: must be between 1 and 16", "prefetch.interval: must be greater than 0"}},
 		{"bad store budget", "storage: {maxSize: 20, lowWatermark: 1.5, maxAge: -1h}\n",
 			[]string{"storage.maxSize: must be 0 (no limit) or at least 1MiB", "storage.lowWatermark: must be greater than 0 and at most 1, got 1.5", "storage.maxAge: must not be negative"}},
+		{"bad delta sizing", "deltas: {workers: 0, memoryBudget: 100MiB}\n",
+			[]string{"deltas.workers: must be between 1 and 64, got 0", "deltas.memoryBudget: must be at least 256MiB"}},
 		{"tls key without cert", "tls: {keyFile: k.pem}\n", []string{"tls: certFile and keyFile go together"}},
 		{"tls client auth without CA", "tls: {certFile: c.pem, keyFile: k.pem, clientAuth: require}\n", []string{"tls.clientCAFile: required when clientAuth is require"}},
 		{"tls bad client auth", "tls: {certFile: c.pem, keyFile: k.pem, clientAuth: yes}\n", []string{"tls.clientAuth: must be one of none, verify-if-given, require"}},

@@ -23,6 +23,9 @@ const (
 	// MinStoreSize is the smallest non-zero storage.maxSize: a smaller
 	// budget is a unit mistake ("20" meant as 20 GiB).
 	MinStoreSize = MiB
+	// MinDeltaMemoryBudget is the smallest deltas.memoryBudget: about what
+	// one delta computation's encoder tables take.
+	MinDeltaMemoryBudget = 256 * MiB
 	// MaxRetries is the largest accepted retry.max; more retries only delay
 	// the error a client sees past its own timeout.
 	MaxRetries = 10
@@ -92,6 +95,12 @@ func (c Config) Validate() error {
 	}
 	if c.Deltas.MaxBaseCandidates < 1 || c.Deltas.MaxBaseCandidates > 64 {
 		add("deltas.maxBaseCandidates", "must be between 1 and 64")
+	}
+	if c.Deltas.Workers < 1 || c.Deltas.Workers > 64 {
+		add("deltas.workers", "must be between 1 and 64, got %d", c.Deltas.Workers)
+	}
+	if c.Deltas.MemoryBudget < MinDeltaMemoryBudget {
+		add("deltas.memoryBudget", "must be at least %s (one delta computation), got %s", ByteSize(MinDeltaMemoryBudget), c.Deltas.MemoryBudget)
 	}
 	nonNegative(add, "cache.tagTTL", c.Cache.TagTTL)
 	positive(add, "cache.revalidateTimeout", c.Cache.RevalidateTimeout)

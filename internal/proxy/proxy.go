@@ -15,6 +15,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
@@ -94,6 +95,10 @@ type Options struct {
 	PrecomputeDeltas bool
 	// DeltaWorkers bounds the deltas computed at once.
 	DeltaWorkers int
+	// DeltaMemoryBudget bounds the estimated memory of the deltas computed
+	// at once (deltaMemory); 0 means 1 GiB. A computation estimated larger
+	// runs alone.
+	DeltaMemoryBudget int64
 	// DeltaDiscoveryTimeout bounds the lookup of an image's deltas when its
 	// manifest is fetched.
 	DeltaDiscoveryTimeout time.Duration
@@ -123,6 +128,7 @@ type Proxy struct {
 	// and bases that gave no delta worth sending.
 	computing    singleflight.Group
 	deltaWorkers chan struct{}
+	deltaMemory  *semaphore.Weighted
 	noDelta      sync.Map
 	layerHints   layerHints
 	// askedForDeltas is set once a lower tier asked for a delta (DeltaFor):
@@ -180,6 +186,9 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 	if opts.DeltaWorkers <= 0 {
 		opts.DeltaWorkers = 1
 	}
+	if opts.DeltaMemoryBudget <= 0 {
+		opts.DeltaMemoryBudget = 1 << 30
+	}
 	if opts.DeltaDiscoveryTimeout <= 0 {
 		opts.DeltaDiscoveryTimeout = 5 * time.Second
 	}
@@ -195,6 +204,7 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 		log: opts.Logger, m: opts.Metrics, now: opts.Now,
 		fills:        map[digest.Digest]*fill{},
 		deltaWorkers: make(chan struct{}, opts.DeltaWorkers),
+		deltaMemory:  semaphore.NewWeighted(opts.DeltaMemoryBudget),
 		hot:          newHotCache(hotTotalMax),
 		links:        newLinkCache(),
 		closing:      closing, close: cancel,

@@ -1,0 +1,70 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"testing/synctest"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/layerdelta"
+	"github.com/registry-edge/registry-edge/internal/meta"
+)
+
+func TestDeltaMemoryEstimate(t *testing.T) {
+	t.Parallel()
+	bases := []layerdelta.Blob{{Size: 10 << 20}, {Size: 30 << 20}}
+	if got, want := deltaMemory(bases), int64(256<<20+120<<20); got != want {
+		t.Errorf("deltaMemory = %d, want %d (tables plus 3 × the bases)", got, want)
+	}
+}
+
+// A delta computation waits for its memory estimate to fit the budget:
+// with the budget taken, it blocks (synctest sees it durably blocked) and
+// computes nothing until room is released.
+func TestDeltaComputationWaitsForMemory(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		root := t.TempDir()
+		store, err := blobstore.NewFS(root, blobstore.FSOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, err := meta.Open(filepath.Join(root, "meta.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		p := New(store, db, nil, Options{DeltaWorkers: 4, DeltaMemoryBudget: 512 << 20})
+		target := layerdelta.Blob{Digest: digest.FromString("not stored"), Size: 1 << 20}
+		bases := []layerdelta.Blob{{Digest: digest.FromString("not stored either"), Size: 1 << 20}}
+
+		// With room, the computation starts, and fails on the missing blob.
+		if _, err := p.computeDelta(context.Background(), Target{}, target, bases); err == nil || errors.Is(err, context.Canceled) {
+			t.Fatalf("computeDelta with room = %v, want a missing-blob error", err)
+		}
+		// Without: it waits.
+		if err := p.deltaMemory.Acquire(context.Background(), 400<<20); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := p.computeDelta(context.Background(), Target{}, target, bases)
+			done <- err
+		}()
+		synctest.Wait()
+		select {
+		case err := <-done:
+			t.Fatalf("computeDelta ran without room in the memory budget: %v", err)
+		default:
+		}
+		// Released, it runs.
+		p.deltaMemory.Release(400 << 20)
+		if err := <-done; err == nil || errors.Is(err, context.Canceled) {
+			t.Errorf("computeDelta after release = %v, want a missing-blob error", err)
+		}
+	})
+}
