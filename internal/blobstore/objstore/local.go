@@ -63,4 +63,3 @@ func (f *localFile) Close() error {
 	}
 	return err
 }
-
