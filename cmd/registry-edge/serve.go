@@ -123,6 +123,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 		MaxDeltaRatio:         cfg.Deltas.MaxRatio,
 		PrecomputeDeltas:      cfg.Deltas.Serve && cfg.Deltas.Precompute,
 		DeltaWorkers:          cfg.Deltas.Workers,
+		RedirectBlobs:         cfg.Storage.Blobs.Driver == config.BlobsS3 && cfg.Storage.Blobs.S3.Redirect,
 		DeltaMemoryBudget:     int64(cfg.Deltas.MemoryBudget),
 		Logger:                log,
 		Metrics:               m,

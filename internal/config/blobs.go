@@ -79,6 +79,14 @@ type S3 struct {
 	// ChunkSize is the size of multipart upload parts; zero means the
 	// driver's default (10 MiB). At least 5 MiB.
 	ChunkSize ByteSize `yaml:"chunkSize,omitempty"`
+	// Redirect answers GETs of stored blobs (above 64 KiB) with a 307 to a
+	// presigned URL of the object (valid 20 minutes) instead of streaming
+	// them: clients then download from the bucket directly, so they must
+	// reach it.
+	Redirect bool `yaml:"redirect,omitempty"`
+	// RedirectEndpoint replaces scheme and host of those URLs (a public
+	// name of the S3 server); empty means RegionEndpoint's.
+	RedirectEndpoint string `yaml:"redirectEndpoint,omitempty"`
 }
 
 // IsZero reports whether nothing is configured.
@@ -127,6 +135,9 @@ func (s S3) DriverParameters() (map[string]any, error) {
 	if s.ChunkSize > 0 {
 		p["chunksize"] = int64(s.ChunkSize)
 	}
+	if s.RedirectEndpoint != "" {
+		p["redirectendpoint"] = s.RedirectEndpoint
+	}
 	return p, nil
 }
 
@@ -168,6 +179,8 @@ func (s S3) LogValue() slog.Value {
 		slog.String("secretKey", redact(s.SecretKey)),
 		slog.String("secretKeyFile", s.SecretKeyFile),
 		slog.String("rootDirectory", s.RootDirectory),
+		slog.Bool("redirect", s.Redirect),
+		slog.String("redirectEndpoint", s.RedirectEndpoint),
 	)
 }
 
@@ -224,6 +237,13 @@ func (b Blobs) validate(prefix string) []error {
 		}
 		if s.ChunkSize != 0 && s.ChunkSize < minS3ChunkSize {
 			add("s3.chunkSize", "must be at least 5MiB (S3's smallest multipart part), got %d", int64(s.ChunkSize))
+		}
+		if s.RedirectEndpoint != "" {
+			if u, err := url.Parse(s.RedirectEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				add("s3.redirectEndpoint", "must be an http:// or https:// URL, got %q", s.RedirectEndpoint)
+			} else if !s.Redirect {
+				add("s3.redirectEndpoint", "set, but redirect is false")
+			}
 		}
 		if id := b.Replica.ID; id != "" && (len(id) > maxReplicaID || !validReplicaID(id)) {
 			add("replica.id", "must be 1-%d letters, digits, '.', '_' or '-', got %q", maxReplicaID, id)

@@ -87,6 +87,8 @@ func TestLoadS3BlobsInvalid(t *testing.T) {
 		{"small chunks", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, chunkSize: 1MiB}}\n", []string{"storage.blobs.s3.chunkSize", "5MiB"}},
 		{"s3 without driver", "storage:\n  blobs: {s3: {bucket: b}}\n", []string{"storage.blobs.s3", "driver: s3"}},
 		{"unknown s3 key", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, endpoint: x}}\n", []string{"field endpoint not found"}},
+		{"redirect endpoint without redirect", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, redirectEndpoint: https://s3.example.com}}\n", []string{"storage.blobs.s3.redirectEndpoint", "redirect is false"}},
+		{"bad redirect endpoint", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, redirect: true, redirectEndpoint: s3.example.com}}\n", []string{"storage.blobs.s3.redirectEndpoint", "http:// or https://"}},
 		{"replica without s3", "storage:\n  blobs: {replica: {id: a}}\n", []string{"storage.blobs.replica", "driver: s3"}},
 		{"bad replica id", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r}, replica: {id: eu/1}}\n", []string{"storage.blobs.replica.id", `"eu/1"`}},
 		{"budget on a replica that does not evict", "storage:\n  maxSize: 10GiB\n  maxAge: 720h\n  blobs: {driver: s3, s3: {bucket: b, region: r}, replica: {evict: false}}\n",

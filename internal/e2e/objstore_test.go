@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -130,6 +131,61 @@ func TestMirrorOnObjectStorage(t *testing.T) {
 	waitNoLocalLayers(t, root, img.layers)
 	if _, uploads := objstoreProblems(listKeys(t, client, srv.Bucket, prefix), wantKeys, prefix); len(uploads) > 0 {
 		t.Errorf("after the restart, the bucket holds uploads %v", uploads)
+	}
+}
+
+// With storage.blobs.s3.redirect, a stored layer is answered with a 307 to
+// a presigned URL of its object: crane follows it to the S3 server and gets
+// the image with central's digests, a Range GET is answered by S3, and
+// small blobs (the config) are still served by the mirror.
+func TestMirrorRedirectsToObjectStorage(t *testing.T) {
+	t.Parallel()
+	crane := need(t, "crane")
+	c := startCentral(t)
+	img := pushImage(t, c, "edge/redirect", "v1", ociImage(t, runtime.GOARCH, 2, 256<<10))
+	srv := s3test.StartServer(t)
+	root := filepath.Join(t.TempDir(), "storage")
+	cfg := objstoreConfig(root, s3Settings{bucket: srv.Bucket, endpoint: srv.Endpoint, accessKey: srv.AccessKey, secretKey: srv.SecretKey}) +
+		"      redirect: true\n"
+	m := startMirror(t, c.addr, mirrorOptions{storage: root, config: cfg})
+
+	// The first pull fills the bucket through the mirror (streamed).
+	readLayout(t, pullOCI(t, crane, img.ref(m.addr))).checkImage(t, img)
+	waitNoLocalLayers(t, root, img.layers)
+	mark := m.mark(t)
+
+	// The second is redirected for the layers.
+	readLayout(t, pullOCI(t, crane, img.byDigest(m.addr))).checkImage(t, img)
+	d := img.layers[0]
+	req, err := http.NewRequest("GET", "http://"+m.addr+"/v2/"+img.repo+"/blobs/"+d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Range", "bytes=1000-1999")
+	resp, err := http.DefaultClient.Do(req) // follows the redirect, Range included
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || len(body) != 1000 || resp.Request.URL.Host != strings.TrimPrefix(srv.Endpoint, "http://") {
+		t.Errorf("Range GET of a layer: %s, %d bytes, from %s; want 206, 1000 bytes, from the S3 server", resp.Status, len(body), resp.Request.URL.Host)
+	}
+	status := map[string]string{}
+	entries := m.requestsSince(t, mark)
+	for _, e := range entries {
+		if e["method"] == "GET" && e["digest"] != "" {
+			status[e["digest"]] = e["status"]
+		}
+	}
+	config := img.blobs[0] // small: served by the mirror
+	if status[config] != "200" {
+		t.Errorf("GET of the config blob (small) answered %q, want 200 from the mirror", status[config])
+	}
+	for _, l := range img.layers {
+		if status[l] != "307" {
+			t.Errorf("GET of layer %s answered %q, want 307 to the bucket; requests: %v", l, status[l], entries)
+		}
 	}
 }
 

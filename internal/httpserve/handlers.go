@@ -155,8 +155,15 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 	if err != nil {
 		return err
 	}
-	defer res.Content.Close()
 	acc.cache = res.Cache
+	if res.Redirect != "" {
+		// The stored object, from the bucket directly (Range included).
+		h.Set("Location", res.Redirect)
+		setBlobHeaders(h, rt)
+		w.WriteHeader(http.StatusTemporaryRedirect)
+		return nil
+	}
+	defer res.Content.Close()
 
 	start, length, partial := int64(0), res.Size, false
 	if spec != "" && res.Size >= 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/opencontainers/go-digest"
 
@@ -22,7 +23,16 @@ type BlobResult struct {
 	Content io.ReadSeekCloser
 	// Bytes is the whole blob when it is held in memory (small blobs).
 	Bytes []byte
-	Cache string
+	// Redirect, if set, is where the client should GET the stored blob
+	// (Options.RedirectBlobs); Content is nil then.
+	Redirect string
+	Cache    string
+}
+
+// redirector is a store whose blobs clients can GET directly from a URL
+// (objects in a bucket, presigned).
+type redirector interface {
+	RedirectURL(ctx context.Context, d digest.Digest) (string, error)
 }
 
 // Blob returns blob d of t, from the store or through a fill, once the
@@ -115,6 +125,16 @@ func (p *Proxy) localBlob(ctx context.Context, t Target, d digest.Digest) (BlobR
 	if err != nil {
 		rc.Close()
 		return BlobResult{}, fmt.Errorf("blob %s: %w", d, err)
+	}
+	if rd, ok := p.store.(redirector); ok && p.opts.RedirectBlobs && size > hotItemMax {
+		u, err := rd.RedirectURL(ctx, d)
+		if err == nil && u != "" {
+			rc.Close()
+			return BlobResult{Size: size, Redirect: u, Cache: CacheHit}, nil
+		}
+		if err != nil {
+			p.log.LogAttrs(ctx, slog.LevelWarn, "cannot redirect to the stored blob, streaming it", slog.String("digest", d.String()), slog.Any("err", err))
+		}
 	}
 	if size <= hotItemMax {
 		b := make([]byte, size)

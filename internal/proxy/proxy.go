@@ -102,6 +102,9 @@ type Options struct {
 	// DeltaDiscoveryTimeout bounds the lookup of an image's deltas when its
 	// manifest is fetched.
 	DeltaDiscoveryTimeout time.Duration
+	// RedirectBlobs answers GETs of stored blobs above 64 KiB with the
+	// store's URL for them (BlobResult.Redirect), when it has one.
+	RedirectBlobs bool
 	// Policy is the signature policy; nil verifies nothing.
 	Policy *sigpolicy.Policy
 	// TagNotFound is TagNotFoundServeCached (default) or TagNotFoundForget.

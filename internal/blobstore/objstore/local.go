@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 
 	"github.com/opencontainers/go-digest"
@@ -62,4 +63,22 @@ func (f *localFile) Close() error {
 		err = rerr
 	}
 	return err
+}
+
+// RedirectURL returns a URL from which a client can GET blob d directly (on
+// S3, presigned for 20 minutes), or "" when the driver has none.
+func (s *Store) RedirectURL(ctx context.Context, d digest.Digest) (string, error) {
+	p, err := blobPath(d)
+	if err != nil {
+		return "", err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
+	if err != nil {
+		return "", err
+	}
+	u, err := s.d.RedirectURL(req, p)
+	if err != nil {
+		return "", wrapErr(d, "redirect", err)
+	}
+	return u, nil
 }
