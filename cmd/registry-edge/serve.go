@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"reflect"
 	"sync"
@@ -46,15 +47,20 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	level.Set(cfg.Log.Level.Level())
 	log := logging.New(logOut, level, cfg.Log.Format == config.LogFormatJSON)
 
-	store, err := openStore(ctx, cfg, log)
-	if err != nil {
-		return err
+	// meta.db first: its lock makes this process the only one on
+	// storage.root, so the store may clear what a dead one left there.
+	if err := os.MkdirAll(cfg.Storage.Root, 0o755); err != nil {
+		return fmt.Errorf("storage.root: %w", err)
 	}
 	db, err := meta.Open(filepath.Join(cfg.Storage.Root, "meta.db"))
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	store, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 	if err := shareMeta(ctx, cfg, store, db, log); err != nil {
 		return err
 	}

@@ -28,8 +28,10 @@ var (
 
 // openStore opens the blob store storage.blobs selects. With s3, fills are
 // staged under storage.root/staging (so that concurrent clients stream them
-// as they arrive) and committed to the bucket only once verified; leftovers
-// of a crash older than storage.tempMaxAge are removed first.
+// as they arrive) and committed to the bucket only once verified; uploads a
+// crash left in the bucket older than storage.tempMaxAge (other replicas may
+// be uploading), and every staging file, are removed first. The caller
+// holds meta.db's lock on storage.root.
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (contentStore, error) {
 	s := cfg.Storage
 	if s.Blobs.Driver != config.BlobsS3 {
@@ -48,6 +50,12 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (conten
 		// The bucket is unreachable or refuses us: say so now rather than
 		// on the first fill.
 		return nil, fmt.Errorf("storage.blobs.s3: bucket %s: %w", s.Blobs.S3.Bucket, err)
+	}
+	// The staging directory is this process's alone (the caller holds
+	// meta.db's lock), and fills on a bucket do not resume: whatever a
+	// killed process left there is garbage, whatever its age.
+	if _, err := store.CleanTempDir(); err != nil {
+		return nil, fmt.Errorf("storage.root: %w", err)
 	}
 	log.Info("blobs in S3", slog.String("bucket", s.Blobs.S3.Bucket), slog.String("endpoint", s.Blobs.S3.RegionEndpoint),
 		slog.String("rootDirectory", s.Blobs.S3.RootDirectory), slog.Int("staleUploadsRemoved", n))

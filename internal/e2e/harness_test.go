@@ -38,6 +38,8 @@ var tools = map[string]struct {
 	"chromium":    {"REGISTRY_EDGE_TEST_CHROMIUM", "chromium", false},
 	// docker-compose validates docker-compose.yml (no engine needed).
 	"docker-compose": {"REGISTRY_EDGE_TEST_DOCKER_COMPOSE", "docker-compose", false},
+	// nginx runs docs/deploy/nginx-replicas.conf in front of replicas.
+	"nginx": {"REGISTRY_EDGE_TEST_NGINX", "nginx", false},
 }
 
 // toolPath finds a tool: its environment variable, then PATH, then the

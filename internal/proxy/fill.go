@@ -141,18 +141,22 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 			// now, while the store makes it durable (fsync can take a while
 			// on the SD cards of small gateways).
 			f.markVerified()
-			if err = f.ing.Commit(ctx, f.finalSize()); err == nil {
+			// Detached from the proxy's shutdown (not from the fill's
+			// timeout): verified bytes are worth keeping, and on a bucket,
+			// where fills do not resume, a cancelled upload would mean
+			// fetching the blob again. Close waits for it as for any fill.
+			cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.FillTimeout)
+			if err = f.ing.Commit(cctx, f.finalSize()); err == nil {
 				p.m.StoreBytes.Add(float64(f.finalSize()))
+				err = p.db.Link(cctx, f.target.Repo, f.d)
 			}
+			ccancel()
 		} else if f.part != nil && keepPartial(err) && f.keptBytes() > 0 {
 			if serr := f.part.Suspend(blobstore.PartialMeta{Size: f.finalSize(), ETag: f.etag}); serr != nil {
 				log.LogAttrs(ctx, slog.LevelWarn, "cannot keep the partial download", slog.Any("err", serr))
 			}
 		} else {
 			f.ing.Cancel()
-		}
-		if err == nil {
-			err = p.db.Link(ctx, f.target.Repo, f.d)
 		}
 	}
 

@@ -3,6 +3,7 @@ package objstore
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +32,10 @@ func newMultipartAborter(params map[string]any) (*multipartAborter, error) {
 		return nil, fmt.Errorf("no bucket parameter")
 	}
 	cfg := &aws.Config{
+		// Its own client: given none, the SDK uses http.DefaultClient and,
+		// with AWS_CA_BUNDLE set, replaces that process-wide client's
+		// Transport.
+		HTTPClient:       &http.Client{},
 		Region:           aws.String(paramString(params, "region")),
 		S3ForcePathStyle: aws.Bool(paramBool(params, "forcepathstyle", false)),
 		DisableSSL:       aws.Bool(!paramBool(params, "secure", true)),

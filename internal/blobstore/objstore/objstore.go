@@ -382,6 +382,28 @@ func (s *Store) cleanObjects(ctx context.Context, olderThan time.Time) (int, err
 	return n, nil
 }
 
+// CleanTempDir removes every staging file of Ingest and copy of OpenLocal
+// in TempDir, whatever its age: for a caller that knows no other process
+// uses TempDir (on s3 a fill does not resume, so they are garbage). It
+// returns how many it removed.
+func (s *Store) CleanTempDir() (int, error) {
+	entries, err := os.ReadDir(s.tempDir)
+	if err != nil {
+		return 0, fmt.Errorf("object store clean temp dir: %w", err)
+	}
+	n := 0
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), tempPrefix) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.tempDir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return n, fmt.Errorf("object store clean temp dir: %w", err)
+		}
+		n++
+	}
+	return n, nil
+}
+
 // objReader reads an object from an offset, reopening the driver's reader
 // after a Seek.
 type objReader struct {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -432,5 +433,32 @@ func TestOpenLocal(t *testing.T) {
 	assertTempDirEmpty(t, s)
 	if _, err := s.OpenLocal(ctx, digest.FromString("absent")); !errors.Is(err, errdef.ErrNotFound) {
 		t.Errorf("OpenLocal(absent) = %v, want ErrNotFound", err)
+	}
+}
+
+func TestCleanTempDir(t *testing.T) {
+	ctx := context.Background()
+	s := newMem(t)
+	b := randomBytes(10_000, 9)
+	w, err := s.Ingest(ctx, desc(b).Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(b[:5000]); err != nil {
+		t.Fatal(err)
+	}
+	// The process dies here: its staging file stays. Another file in the
+	// directory is not the store's.
+	other := filepath.Join(s.TempDir(), "not-ours")
+	if err := os.WriteFile(other, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.CleanTempDir()
+	if err != nil || n != 1 {
+		t.Errorf("CleanTempDir() = %d, %v; want 1 staging file removed", n, err)
+	}
+	entries, _ := os.ReadDir(s.TempDir())
+	if len(entries) != 1 || entries[0].Name() != "not-ours" {
+		t.Errorf("temp dir holds %v, want only not-ours", entries)
 	}
 }

@@ -217,8 +217,12 @@ func (s *Server) Log() string {
 }
 
 // Client returns an S3 client for the server (path-style, root credentials).
+// It has its own http.Client: given none, the SDK uses http.DefaultClient
+// and, when AWS_CA_BUNDLE is set, replaces that shared client's Transport,
+// a data race between tests that create clients in parallel.
 func (s *Server) Client() *s3.S3 {
 	sess := session.Must(session.NewSession(&aws.Config{
+		HTTPClient:       &http.Client{},
 		Endpoint:         aws.String(s.Endpoint),
 		Region:           aws.String(Region),
 		S3ForcePathStyle: aws.Bool(true),
@@ -227,6 +231,27 @@ func (s *Server) Client() *s3.S3 {
 		MaxRetries:       aws.Int(0),
 	}))
 	return s3.New(sess)
+}
+
+// PendingUploads returns the keys of the bucket's incomplete multipart
+// uploads under prefix ("" for all), sorted: uploads started and neither
+// completed nor aborted, whose parts the server keeps.
+func (s *Server) PendingUploads(prefix string) ([]string, error) {
+	var keys []string
+	err := s.Client().ListMultipartUploadsPages(&s3.ListMultipartUploadsInput{
+		Bucket: aws.String(s.Bucket),
+		Prefix: aws.String(prefix),
+	}, func(page *s3.ListMultipartUploadsOutput, _ bool) bool {
+		for _, u := range page.Uploads {
+			keys = append(keys, aws.StringValue(u.Key))
+		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("s3test: list multipart uploads: %w", err)
+	}
+	sort.Strings(keys)
+	return keys, nil
 }
 
 func (s *Server) createBucket() error {
