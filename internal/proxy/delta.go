@@ -478,7 +478,8 @@ func (p *Proxy) computeDelta(ctx context.Context, t Target, target layerdelta.Bl
 		p.m.Deltas.Recipes.WithLabelValues("none").Inc()
 	}
 	if !res.OK() {
-		log.LogAttrs(ctx, slog.LevelInfo, "no delta worth sending", slog.String("reason", res.Reason))
+		log.LogAttrs(ctx, slog.LevelInfo, "no delta worth sending", slog.String("reason", res.Reason),
+			slog.Int64("size", target.Size), slog.Duration("duration", time.Since(start)))
 		return layerdelta.Layer{}, fmt.Errorf("blob %s: %s: %w", target.Digest, res.Reason, ErrNoDelta)
 	}
 	if err := p.store.Put(ctx, res.Layer.Delta, res.File); err != nil {
