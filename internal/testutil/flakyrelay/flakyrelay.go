@@ -59,9 +59,44 @@ type Relay struct {
 	cutAt     int64 // value of admitted at which to cut once; armed if cutArmed
 	cutArmed  bool
 	admitted  int64 // downstream bytes admitted since New (not corrected for failed writes)
-	rate      int64 // downstream bytes per second, all connections together; 0 = unlimited
-	tokens    float64
-	refilled  time.Time
+	downRate  bucket // upstream→client, all connections together
+	upRate    bucket // client→upstream, all connections together
+}
+
+// bucket is a token bucket of one direction; guarded by Relay.mu.
+type bucket struct {
+	rate     int64 // bytes per second; 0 = unlimited
+	tokens   float64
+	refilled time.Time
+}
+
+// burst is the bucket's size: 100 ms of traffic.
+func (b *bucket) burst() int64 { return max(b.rate/10, 1) }
+
+func (b *bucket) set(bytesPerSecond int64) {
+	b.rate = max(bytesPerSecond, 0)
+	b.tokens = float64(b.burst())
+	b.refilled = time.Now()
+}
+
+// take takes n bytes and returns how long to wait for the debt to clear.
+func (b *bucket) take(n int) time.Duration {
+	now := time.Now()
+	b.tokens += now.Sub(b.refilled).Seconds() * float64(b.rate)
+	b.tokens = min(b.tokens, float64(b.burst()))
+	b.refilled = now
+	b.tokens -= float64(n)
+	if b.tokens >= 0 {
+		return 0
+	}
+	return time.Duration(-b.tokens / float64(b.rate) * float64(time.Second))
+}
+
+func (r *Relay) bucket(down bool) *bucket {
+	if down {
+		return &r.downRate
+	}
+	return &r.upRate
 }
 
 // New starts a relay on 127.0.0.1 that forwards every connection to target
@@ -135,9 +170,16 @@ func (r *Relay) CutAfterTotal(n int64) {
 func (r *Relay) Throttle(bytesPerSecond int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.rate = max(bytesPerSecond, 0)
-	r.tokens = float64(r.burst())
-	r.refilled = time.Now()
+	r.downRate.set(bytesPerSecond)
+	r.broadcast()
+}
+
+// ThrottleUp is Throttle for client→upstream bytes (an uplink: what a
+// client uploads).
+func (r *Relay) ThrottleUp(bytesPerSecond int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.upRate.set(bytesPerSecond)
 	r.broadcast()
 }
 
@@ -208,17 +250,15 @@ func (r *Relay) snapshot() []*conn {
 	return open
 }
 
-// burst is the token bucket's size: 100 ms of traffic. r.mu must be held.
-func (r *Relay) burst() int64 { return max(r.rate/10, 1) }
-
-// chunk returns how many downstream bytes to read at once.
-func (r *Relay) chunk() int {
+// chunk returns how many bytes of a direction to read at once.
+func (r *Relay) chunk(down bool) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.rate == 0 {
+	b := r.bucket(down)
+	if b.rate == 0 {
 		return maxChunk
 	}
-	return int(min(r.burst(), maxChunk))
+	return int(min(b.burst(), maxChunk))
 }
 
 func (r *Relay) accept() {
@@ -299,11 +339,7 @@ func (r *Relay) forward(c *conn, dst, src net.Conn, down bool) {
 func (r *Relay) pump(c *conn, dst, src net.Conn, down bool) error {
 	buf := make([]byte, maxChunk)
 	for {
-		size := len(buf)
-		if down {
-			size = r.chunk()
-		}
-		n, rerr := src.Read(buf[:size])
+		n, rerr := src.Read(buf[:r.chunk(down)])
 		if err := r.send(c, dst, buf[:n], down); err != nil {
 			return err
 		}
@@ -317,10 +353,8 @@ func (r *Relay) pump(c *conn, dst, src net.Conn, down bool) error {
 // and cuts c where a cut setting says so.
 func (r *Relay) send(c *conn, dst net.Conn, p []byte, down bool) error {
 	for len(p) > 0 {
-		if down {
-			if err := r.throttle(c, len(p)); err != nil {
-				return err
-			}
+		if err := r.throttle(c, len(p), down); err != nil {
+			return err
 		}
 		k, cut, err := r.admit(c, len(p), down)
 		if err != nil {
@@ -411,24 +445,17 @@ func (r *Relay) flowing() bool { return !r.stalled && !r.blackhole }
 // dialable reports whether a new connection may be dialed. r.mu must be held.
 func (r *Relay) dialable() bool { return !r.blackhole }
 
-// throttle takes n downstream bytes from the token bucket, waiting while
-// it is in debt. A settings change ends the wait early: the bucket was
-// refilled or the link stalled, and admit deals with the rest.
-func (r *Relay) throttle(c *conn, n int) error {
+// throttle takes n bytes of a direction from its token bucket, waiting
+// while it is in debt. A settings change ends the wait early: the bucket
+// was refilled or the link stalled, and admit deals with the rest.
+func (r *Relay) throttle(c *conn, n int, down bool) error {
 	r.mu.Lock()
-	if r.rate == 0 {
+	b := r.bucket(down)
+	if b.rate == 0 {
 		r.mu.Unlock()
 		return nil
 	}
-	now := time.Now()
-	r.tokens += now.Sub(r.refilled).Seconds() * float64(r.rate)
-	r.tokens = min(r.tokens, float64(r.burst()))
-	r.refilled = now
-	r.tokens -= float64(n)
-	var d time.Duration
-	if r.tokens < 0 {
-		d = time.Duration(-r.tokens / float64(r.rate) * float64(time.Second))
-	}
+	d := b.take(n)
 	changed := r.changed
 	r.mu.Unlock()
 	if d <= 0 {

@@ -579,3 +579,31 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		return fmt.Sprintf("%d goroutines after closing everything, want at most %d", runtime.NumGoroutine(), base)
 	})
 }
+
+func TestThrottleUp(t *testing.T) {
+	t.Parallel()
+	const (
+		rate = 200 << 10
+		each = 80 << 10
+	)
+	up := newUpstream(t)
+	r := New(t, up.addr())
+	payload := random(t, each)
+	r.ThrottleUp(rate)
+
+	start := time.Now()
+	cc := dial(t, r.Addr())
+	sc := up.next(t)
+	go func() { cc.Write(payload); cc.CloseWrite() }()
+	got, err := readAll(sc)
+	elapsed := time.Since(start)
+	if err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("throttled upload: read %d bytes, %v; want %d", len(got), err, len(payload))
+	}
+	burst := rate / 10
+	least := time.Duration(float64(each-burst) / rate * float64(time.Second))
+	if elapsed < least*9/10 {
+		t.Errorf("%d bytes up at %d B/s took %v, want at least %v", each, rate, elapsed, least)
+	}
+	assertCounters(t, r, counters{up: each, conns: 1})
+}
