@@ -304,74 +304,108 @@ func TestReplicaKilledMidFill(t *testing.T) {
 // startReplica starts registry-edge replica id of a group, configured as
 // docs/deploy/replicas.md says: its own storage root, its blobs in srv's
 // bucket under objstoreRoot like every replica of the group, and replica
-// A replica killed while it uploads a verified blob to the bucket (a
-// multipart upload in flight, its uplink to S3 slowed) leaves nothing under
-// blobs/, only an incomplete multipart upload. Started again once that is
-// older than storage.tempMaxAge, it aborts the upload and clears its
-// staging file, then fills and commits the blob whole.
-func TestReplicaKilledMidUpload(t *testing.T) {
-	t.Parallel()
-	c := startCentral(t)
-	const size = 12 << 20 // three multipart parts of 5 MiB
-	img := pushImage(t, c, "edge/replicas", "v1", ociImage(t, runtime.GOARCH, 1, size))
-	layer := img.layers[0]
-	srv := s3test.StartServer(t)
-	s3link := flakyrelay.New(t, strings.TrimPrefix(srv.Endpoint, "http://"))
-	s3link.ThrottleUp(2 << 20) // the upload takes about 6 s
-	prefix := strings.TrimPrefix(objstoreRoot, "/") + "/"
-	root := filepath.Join(t.TempDir(), "storage")
-	config := func(timeout string) string {
-		return objstoreConfig(root, s3Settings{bucket: srv.Bucket, endpoint: s3link.URL(), accessKey: srv.AccessKey, secretKey: srv.SecretKey}) +
-			"    replica:\n      id: a\n  fillTimeout: " + timeout + "\n  tempMaxAge: " + timeout + "\n"
-	}
-	a := startMirror(t, c.addr, mirrorOptions{storage: root, config: config("60s")})
+// uploading is a replica caught uploading a verified 12 MiB layer to the
+// bucket (a multipart upload in flight, its uplink to S3 slowed).
+type uploading struct {
+	c      *central
+	img    pushed
+	srv    *s3test.Server
+	s3link *flakyrelay.Relay
+	root   string
+	a      *mirror
+	size   int64
+}
+
+// config is the replica's configuration with fillTimeout and tempMaxAge
+// set to timeout.
+func (u *uploading) config(timeout string) string {
+	return objstoreConfig(u.root, s3Settings{bucket: u.srv.Bucket, endpoint: u.s3link.URL(), accessKey: u.srv.AccessKey, secretKey: u.srv.SecretKey}) +
+		"    replica:\n      id: a\n  fillTimeout: " + timeout + "\n  tempMaxAge: " + timeout + "\n"
+}
+
+func startUploading(t *testing.T) *uploading {
+	t.Helper()
+	u := &uploading{c: startCentral(t), srv: s3test.StartServer(t), root: filepath.Join(t.TempDir(), "storage"), size: 12 << 20} // three 5 MiB parts
+	u.img = pushImage(t, u.c, "edge/replicas", "v1", ociImage(t, runtime.GOARCH, 1, u.size))
+	u.s3link = flakyrelay.New(t, strings.TrimPrefix(u.srv.Endpoint, "http://"))
+	u.s3link.ThrottleUp(2 << 20) // the upload takes about 6 s
+	u.a = startMirror(t, u.c.addr, mirrorOptions{storage: u.root, config: u.config("60s")})
 
 	// The client gets the whole layer (verified) while the upload runs.
-	resp, body := httpDo(t, "GET", "http://"+a.addr+"/v2/"+img.repo+"/blobs/"+layer, nil, nil)
+	layer := u.img.layers[0]
+	resp, body := httpDo(t, "GET", "http://"+u.a.addr+"/v2/"+u.img.repo+"/blobs/"+layer, nil, nil)
 	if resp.StatusCode != 200 || digest.FromBytes(body).String() != layer {
 		t.Fatalf("GET the layer: %s, digest %s, want 200 and %s", resp.Status, digest.FromBytes(body), layer)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for len(pendingUploads(t, srv)) == 0 || s3link.BytesUp() < 6<<20 {
+	for len(pendingUploads(t, u.srv)) == 0 || u.s3link.BytesUp() < 6<<20 {
 		if time.Now().After(deadline) {
-			t.Fatalf("no multipart upload under way after 30 s (%d bytes up to S3)", s3link.BytesUp())
+			t.Fatalf("no multipart upload under way after 30 s (%d bytes up to S3)", u.s3link.BytesUp())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := a.proc.cmd.Process.Kill(); err != nil {
+	return u
+}
+
+// A replica killed (SIGKILL) while it uploads a verified blob leaves
+// nothing under blobs/, only an incomplete multipart upload. Started again
+// once that is older than storage.tempMaxAge, it aborts the upload and
+// clears its staging file, then fills and commits the blob whole.
+func TestReplicaKilledMidUpload(t *testing.T) {
+	t.Parallel()
+	u := startUploading(t)
+	layer := u.img.layers[0]
+	prefix := strings.TrimPrefix(objstoreRoot, "/") + "/"
+	if err := u.a.proc.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	<-a.proc.done
+	<-u.a.proc.done
 	killed := time.Now()
-	if up := s3link.BytesUp(); up >= size {
-		t.Fatalf("%d bytes had gone up to S3 when the replica was killed, the whole %d-byte layer: the test did not kill it mid-upload", up, size)
+	if up := u.s3link.BytesUp(); up >= u.size {
+		t.Fatalf("%d bytes had gone up to S3 when the replica was killed, the whole %d-byte layer: the test did not kill it mid-upload", up, u.size)
 	}
-	if keys := listKeys(t, srv.Client(), srv.Bucket, prefix+"blobs/"); len(keys) > 0 {
+	if keys := listKeys(t, u.srv.Client(), u.srv.Bucket, prefix+"blobs/"); len(keys) > 0 {
 		t.Errorf("the bucket holds under blobs/ after the kill mid-upload:\n%s", strings.Join(keys, "\n"))
 	}
-	if len(pendingUploads(t, srv)) == 0 {
+	if len(pendingUploads(t, u.srv)) == 0 {
 		t.Fatal("no pending multipart upload after the kill: nothing to clean up")
 	}
-	if len(stagingFiles(t, root)) == 0 {
+	if len(stagingFiles(t, u.root)) == 0 {
 		t.Fatal("no staging file after the kill: nothing to clean up")
 	}
 
 	// Later than tempMaxAge (5 s here), the replica starts again.
-	s3link.ThrottleUp(0)
+	u.s3link.ThrottleUp(0)
 	time.Sleep(time.Until(killed.Add(5500 * time.Millisecond)))
-	a2 := startMirror(t, c.addr, mirrorOptions{storage: root, config: config("5s")})
-	if pending := pendingUploads(t, srv); len(pending) > 0 {
+	a2 := startMirror(t, u.c.addr, mirrorOptions{storage: u.root, config: u.config("5s")})
+	if pending := pendingUploads(t, u.srv); len(pending) > 0 {
 		t.Errorf("pending multipart uploads after the restart: %v, want the stale one aborted at start", pending)
 	}
-	if staged := stagingFiles(t, root); len(staged) > 0 {
+	if staged := stagingFiles(t, u.root); len(staged) > 0 {
 		t.Errorf("staging files after the restart: %v, want them cleared at start", staged)
 	}
-	resp, body = httpDo(t, "GET", "http://"+a2.addr+"/v2/"+img.repo+"/blobs/"+layer, nil, nil)
+	resp, body := httpDo(t, "GET", "http://"+a2.addr+"/v2/"+u.img.repo+"/blobs/"+layer, nil, nil)
 	if resp.StatusCode != 200 || digest.FromBytes(body).String() != layer {
 		t.Fatalf("GET the layer after the restart: %s, digest %s, want 200 and %s", resp.Status, digest.FromBytes(body), layer)
 	}
 	waitFillsDone(t, a2)
-	checkOnlyBlob(t, srv, layer)
+	checkOnlyBlob(t, u.srv, layer)
+}
+
+// A replica stopped (SIGTERM) while it uploads a verified blob finishes
+// the upload before it exits: the blob is in the bucket, whole, and no
+// upload is left.
+func TestReplicaStoppedMidUpload(t *testing.T) {
+	t.Parallel()
+	u := startUploading(t)
+	u.a.proc.stop() // SIGTERM; SIGKILL only after 15 s
+	if up := u.s3link.BytesUp(); up < u.size {
+		t.Errorf("%d bytes went up to S3 before the replica exited, want the whole %d-byte layer", up, u.size)
+	}
+	checkOnlyBlob(t, u.srv, u.img.layers[0])
+	if !strings.Contains(u.a.proc.log(), "blob filled") {
+		t.Errorf("the replica's log does not say the fill completed:\n%s", tail(u.a.proc.log(), 20))
+	}
 }
 
 // "a" the one that evicts.
