@@ -58,7 +58,7 @@ type Relay struct {
 	cutEvery  int64 // per connection, 0 = off
 	cutAt     int64 // value of admitted at which to cut once; armed if cutArmed
 	cutArmed  bool
-	admitted  int64 // downstream bytes admitted since New (not corrected for failed writes)
+	admitted  int64  // downstream bytes admitted since New (not corrected for failed writes)
 	downRate  bucket // upstream→client, all connections together
 	upRate    bucket // client→upstream, all connections together
 }
