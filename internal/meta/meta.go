@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -38,6 +39,11 @@ type DB struct {
 	// share; replica names this one.
 	shared  Shared
 	replica string
+	// instance tells this process's shared records from those of another
+	// process that has the same replica id; published is set once it
+	// wrote its access record.
+	instance  string
+	published atomic.Bool
 }
 
 // Open opens or creates the metadata database at path.

@@ -2,7 +2,9 @@ package meta
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,7 +47,11 @@ func (m *DB) Share(s Shared, replica string) error {
 	if !recordName(replica) {
 		return fmt.Errorf("replica id %q: want letters, digits, '.', '_' or '-': %w", replica, errdef.ErrInvalid)
 	}
-	m.shared, m.replica = s, replica
+	var nonce [8]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return err
+	}
+	m.shared, m.replica, m.instance = s, replica, hex.EncodeToString(nonce[:])
 	return nil
 }
 
@@ -155,23 +161,43 @@ func (m *DB) sharedDigests(ctx context.Context, dir string) ([]digest.Digest, er
 
 // sharedAccess is the record of one replica's access times.
 type sharedAccess struct {
-	Replica string                  `json:"replica"`
-	Written time.Time               `json:"written"`
-	Times   map[digest.Digest]int64 `json:"times"` // unix seconds
+	Replica  string                  `json:"replica"`
+	Instance string                  `json:"instance"` // random per process: tells two processes with one id apart
+	Written  time.Time               `json:"written"`
+	Times    map[digest.Digest]int64 `json:"times"` // unix seconds
 }
 
 // publishAccess writes this replica's access times, all of them, as its
-// access record.
+// access record. Once it has written the record, finding it written by
+// another process means two replicas have this id: it then stops writing
+// (their access times would overwrite each other's, and the evicting
+// replica would miss one's) and returns an error saying so.
 func (m *DB) publishAccess(ctx context.Context) error {
+	key := sharedAccessKey(m.replica)
+	if m.published.Load() {
+		var prev sharedAccess
+		found, err := m.getShared(ctx, key, &prev)
+		if err != nil {
+			return err
+		}
+		if found && prev.Instance != m.instance {
+			return fmt.Errorf("replica id %q: another process on the bucket uses it too (it published access times at %s); give each replica its own storage.blobs.replica.id: %w",
+				m.replica, prev.Written.Format(time.RFC3339), errdef.ErrAlreadyExists)
+		}
+	}
 	local, err := m.localAccessTimes()
 	if err != nil {
 		return err
 	}
-	rec := sharedAccess{Replica: m.replica, Written: time.Now().UTC(), Times: make(map[digest.Digest]int64, len(local))}
+	rec := sharedAccess{Replica: m.replica, Instance: m.instance, Written: time.Now().UTC(), Times: make(map[digest.Digest]int64, len(local))}
 	for d, t := range local {
 		rec.Times[d] = t.Unix()
 	}
-	return m.putShared(ctx, sharedAccessKey(m.replica), rec)
+	if err := m.putShared(ctx, key, rec); err != nil {
+		return err
+	}
+	m.published.Store(true)
+	return nil
 }
 
 // mergeSharedAccess adds the access times other replicas published to out

@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -210,5 +211,52 @@ func TestShareRejectsBadReplicaID(t *testing.T) {
 		if err := db.Share(nil, id); !errors.Is(err, errdef.ErrInvalid) {
 			t.Errorf("Share(%q) = %v, want ErrInvalid", id, err)
 		}
+	}
+}
+
+// Two processes with one replica id overwrite each other's access times:
+// the one that finds its record written by the other says so, and stops
+// writing it. A restart of one replica (a new process, its old record) is
+// not that.
+func TestSharedReplicaIDCollision(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	bucket, err := objstore.New(inmemory.New(), objstore.Options{TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() *DB {
+		db, _ := openTest(t)
+		t.Cleanup(func() { db.Close() })
+		if err := db.Share(bucket, "edge-1"); err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}
+	touch := func(db *DB, s string) error {
+		return db.Touch(ctx, map[digest.Digest]time.Time{digest.FromString(s): time.Unix(1_700_000_000, 0)})
+	}
+	first := open()
+	if err := touch(first, "a"); err != nil {
+		t.Fatal(err)
+	}
+	restarted := open() // takes the record over on its first write
+	if err := touch(restarted, "b"); err != nil {
+		t.Fatalf("first publish of a restarted replica: %v", err)
+	}
+	if err := touch(restarted, "c"); err != nil {
+		t.Fatalf("second publish of a restarted replica: %v", err)
+	}
+	// first is still running: a collision.
+	err = touch(first, "d")
+	if !errors.Is(err, errdef.ErrAlreadyExists) || !strings.Contains(err.Error(), `"edge-1"`) {
+		t.Fatalf("publish after another process took the id: %v, want an error naming edge-1", err)
+	}
+	var rec sharedAccess
+	if _, err := restarted.getShared(ctx, sharedAccessKey("edge-1"), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Instance != restarted.instance {
+		t.Error("the colliding process overwrote the other's access record")
 	}
 }
