@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -106,7 +107,16 @@ type Access struct {
 	Rules []AccessRule `yaml:"rules,omitempty"`
 	// RateLimit bounds the registry requests of each client address.
 	RateLimit RateLimit `yaml:"rateLimit"`
+	// TrustedProxies are the networks (CIDR) of reverse proxies in front of
+	// this mirror (nginx before replicas): for a request from one of them,
+	// the client address is taken from X-Forwarded-For, for the rate limit,
+	// admin.allowFrom and the access log. Empty trusts no header.
+	TrustedProxies []string `yaml:"trustedProxies,omitempty"`
 }
+
+// TrustedProxyNetworks returns TrustedProxies parsed; Validate has checked
+// them.
+func (a Access) TrustedProxyNetworks() []netip.Prefix { return parsePrefixes(a.TrustedProxies) }
 
 // RateLimit is a per-client-address token bucket.
 type RateLimit struct {

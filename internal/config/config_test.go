@@ -221,6 +221,7 @@ upstreams:
 		{"bad access rule", "access:\n  rules:\n    - repositories: ['a/[']\n      users: [x]\n    - repositories: [b]\n",
 			[]string{`access.rules[0].repositories[0]: invalid pattern "a/["`, "access.rules[0].users: needs access.htpasswd", "access.rules[1]: needs users or certs"}},
 		{"bad rate limit", "access: {rateLimit: {requestsPerSecond: 10, burst: 0}}\n", []string{"access.rateLimit.burst: must be at least 1"}},
+		{"bad trusted proxy", "access: {trustedProxies: [10.0.0.5/32, nginx]}\n", []string{`access.trustedProxies[1]: "nginx" is not a network in CIDR notation`}},
 		{"bad admin network", "admin: {allowFrom: [10.0.0.1, 192.168.0.0/16]}\n", []string{`admin.allowFrom[0]: "10.0.0.1" is not a network in CIDR notation`}},
 		{"bad listen port", "listen: :http\n", []string{`listen: invalid port "http"`}},
 		{"empty root", "storage: {root: ''}\n", []string{"storage.root: required"}},

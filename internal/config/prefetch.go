@@ -48,14 +48,28 @@ type Admin struct {
 }
 
 // AllowedNetworks returns AllowFrom parsed; Validate has checked it.
-func (a Admin) AllowedNetworks() []netip.Prefix {
+func (a Admin) AllowedNetworks() []netip.Prefix { return parsePrefixes(a.AllowFrom) }
+
+// parsePrefixes parses CIDR networks, skipping what does not parse (which
+// Validate reports).
+func parsePrefixes(ss []string) []netip.Prefix {
 	var out []netip.Prefix
-	for _, s := range a.AllowFrom {
+	for _, s := range ss {
 		if p, err := netip.ParsePrefix(s); err == nil {
 			out = append(out, p.Masked())
 		}
 	}
 	return out
+}
+
+// validatePrefixes reports each entry of ss at path[i] that is no CIDR
+// network.
+func validatePrefixes(add addFunc, path string, ss []string) {
+	for i, s := range ss {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			add(fmt.Sprintf("%s[%d]", path, i), "%q is not a network in CIDR notation (such as 127.0.0.1/32)", s)
+		}
+	}
 }
 
 // ParsedWindows returns Windows parsed; Validate has checked them.
@@ -98,10 +112,4 @@ func (p Prefetch) validate(add addFunc) {
 	}
 }
 
-func (a Admin) validate(add addFunc) {
-	for i, s := range a.AllowFrom {
-		if _, err := netip.ParsePrefix(s); err != nil {
-			add(fmt.Sprintf("admin.allowFrom[%d]", i), "%q is not a network in CIDR notation (such as 127.0.0.1/32)", s)
-		}
-	}
-}
+func (a Admin) validate(add addFunc) { validatePrefixes(add, "admin.allowFrom", a.AllowFrom) }

@@ -159,6 +159,7 @@ func (c Config) Validate() error {
 		add("tls.clientAuth", "must be one of none, verify-if-given, require")
 	}
 	c.Admin.validate(add)
+	validatePrefixes(add, "access.trustedProxies", c.Access.TrustedProxies)
 	for i, r := range c.Access.Rules {
 		p := fmt.Sprintf("access.rules[%d]", i)
 		if len(r.Repositories) == 0 {

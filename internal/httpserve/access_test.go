@@ -2,6 +2,7 @@ package httpserve_test
 
 import (
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -85,5 +86,40 @@ func TestRateLimitPerClient(t *testing.T) {
 	m.clock.now = m.clock.now.Add(2 * time.Second)
 	if resp, _ := m.get(http.MethodGet, "/v2/"); resp.StatusCode != http.StatusOK {
 		t.Errorf("after the bucket refilled: %d", resp.StatusCode)
+	}
+}
+
+// Behind a trusted proxy, the rate limit counts each client named by
+// X-Forwarded-For (the right-most address the proxy appended), not the
+// proxy; from any other peer the header is ignored.
+func TestRateLimitBehindTrustedProxy(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		trusted []netip.Prefix
+		// second is the X-Forwarded-For of the second request; the first
+		// one names 10.0.0.1.
+		second string
+		want   int
+	}{
+		{"trusted, same client", []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, "10.0.0.1", http.StatusTooManyRequests},
+		{"trusted, another client", []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, "10.0.0.2", http.StatusOK},
+		{"trusted, a client spoofing the first one's address", []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, "10.0.0.1, 10.0.0.3", http.StatusOK},
+		{"not trusted: the header is ignored", nil, "10.0.0.2", http.StatusTooManyRequests},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			m := newMirror(t)
+			m.stop()
+			m.limit = access.NewRateLimiter(1, 1, m.clock.Now)
+			m.trusted = tc.trusted
+			m.start()
+			if resp, body := m.get(http.MethodGet, "/v2/", "X-Forwarded-For", "10.0.0.1"); resp.StatusCode != http.StatusOK {
+				t.Fatalf("first request: %d %s", resp.StatusCode, body)
+			}
+			if resp, body := m.get(http.MethodGet, "/v2/", "X-Forwarded-For", tc.second); resp.StatusCode != tc.want {
+				t.Errorf("second request (X-Forwarded-For: %s): %d, want %d (%s)", tc.second, resp.StatusCode, tc.want, body)
+			}
+		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,6 +43,8 @@ type mirror struct {
 	// access, if set, is the access policy; limit the rate limit.
 	access httpserve.Access
 	limit  httpserve.RateLimit
+	// trusted are the proxies whose X-Forwarded-For is believed.
+	trusted []netip.Prefix
 }
 
 type clock struct{ now time.Time }
@@ -114,7 +117,7 @@ func (m *mirror) start() {
 		ps = m.wrap(store)
 	}
 	m.store, m.db, m.proxy = store, db, proxy.New(ps, db, m.router, po)
-	m.srv = httptest.NewServer(httpserve.New(m.proxy, httpserve.Options{Metrics: m.metrics, Access: m.access, RateLimit: m.limit, ServeDeltas: po.Deltas}))
+	m.srv = httptest.NewServer(httpserve.New(m.proxy, httpserve.Options{Metrics: m.metrics, Access: m.access, RateLimit: m.limit, ServeDeltas: po.Deltas, TrustedProxies: m.trusted}))
 }
 
 // stop shuts the mirror down like the process does: running fills stop

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -35,6 +36,10 @@ type Options struct {
 	Ready func() error
 	// Admin serves /admin/ (the site admin's API); nil answers 404.
 	Admin http.Handler
+	// TrustedProxies are the networks of reverse proxies whose
+	// X-Forwarded-For names the client: every handler (rate limit, admin
+	// allowFrom, access log) then sees that client as r.RemoteAddr.
+	TrustedProxies []netip.Prefix
 	// Access decides who may read which repository; nil lets everyone.
 	Access Access
 	// Status serves the status page on / and /status; nil answers 404.
@@ -99,6 +104,11 @@ func New(p *proxy.Proxy, opts Options) *Server {
 // rather than http.ServeMux, which would clean (and redirect) paths and
 // cannot match repository names that contain slashes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if addr := clientAddr(r, s.opts.TrustedProxies); addr != r.RemoteAddr {
+		r2 := *r // a shallow copy, as http.StripPrefix makes: the caller's request stays as it was
+		r2.RemoteAddr = addr
+		r = &r2
+	}
 	switch {
 	case r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/"):
 		s.serveRegistry(w, r)
