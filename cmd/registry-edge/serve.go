@@ -314,7 +314,7 @@ func applyReload(ctx context.Context, log *slog.Logger, reload reloadFunc, runni
 	level.Set(next.Log.Level.Level())
 	maint.SetOptions(gcOptions(next))
 	live := func(c config.Config) config.Config {
-		c.Access, c.Log.Level = config.Access{RateLimit: c.Access.RateLimit}, 0
+		c.Access, c.Log.Level = config.Access{RateLimit: c.Access.RateLimit, TrustedProxies: c.Access.TrustedProxies}, 0
 		c.Storage.MaxSize, c.Storage.LowWatermark, c.Storage.MaxAge = 0, 0, 0
 		return c
 	}
