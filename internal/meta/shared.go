@@ -24,10 +24,11 @@ import (
 // changes once true: manifest <digest> has this media type and size,
 // repository R holds <digest>, manifest <digest> was verified under
 // rule/revision, <digest> is covered by such a manifest, delta X rebuilds
-// layer <digest>. Two replicas that
-// write the same key write the same record, so the store needs neither
-// locks nor compare-and-swap. The one mutable record, a replica's access
-// times, has a single writer: that replica (see ADR 0014).
+// layer <digest>. Two replicas that write the same key state the same fact
+// (details such as when it was learnt may differ, and either record is
+// right), so the store needs neither locks nor compare-and-swap. The one
+// mutable record, a replica's access times, has a single writer: that
+// replica (see ADR 0014).
 type Shared interface {
 	GetRecord(ctx context.Context, key string) ([]byte, error) // errdef.ErrNotFound when missing
 	PutRecord(ctx context.Context, key string, b []byte) error
@@ -54,9 +55,6 @@ func (m *DB) Share(s Shared, replica string) error {
 	m.shared, m.replica, m.instance = s, replica, hex.EncodeToString(nonce[:])
 	return nil
 }
-
-// Replica returns the id given to Share, or "".
-func (m *DB) Replica() string { return m.replica }
 
 func recordName(s string) bool {
 	if s == "" || s == "." || s == ".." {
