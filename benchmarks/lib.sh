@@ -1,6 +1,8 @@
 # shellcheck shell=bash
-# benchmarks/lib.sh — helpers shared by run.sh and resume.sh (sourced; needs log, die, and for
-# start_bg the arrays/vars LOGS and PIDS, for go_tool TOOLS, for mklayer W).
+# shellcheck disable=SC2034  # EDGE_REV, EDGE_VERSION and PIDS are the sourcing script's
+# benchmarks/lib.sh — helpers shared by the benchmark scripts (sourced; needs log, die, HERE and ROOT,
+# and for start_bg the arrays/vars LOGS and PIDS, for go_tool TOOLS, for mklayer W, for
+# edge_binary BIN, LOGS and EDGE_BIN, for run_child CHILD).
 
 go_tool() { # go_tool NAME VERSION PKG -> prints the binary path, go-installing it if needed
   local name=$1 ver=$2 pkg=$3 dir="$TOOLS/$1-$2"
@@ -17,6 +19,45 @@ go_tool() { # go_tool NAME VERSION PKG -> prints the binary path, go-installing 
     { rm -rf "$tmp"; die "go install $pkg@$ver failed"; }
   mkdir -p "$dir" && mv "$tmp/bin/$name" "$dir/$name" && rm -rf "$tmp"
   echo "$dir/$name"
+}
+
+build_bench_tool() { # build_bench_tool NAME OUT: build benchmarks/tools/NAME (its own go.mod) into OUT if missing or stale
+  local name=$1 out=$2
+  if [[ ! -x $out || "$HERE/tools/$name/main.go" -nt $out ]]; then
+    log "building $name (benchmarks/tools/$name)"
+    (cd "$HERE/tools/$name" && GOFLAGS=-buildvcs=false go build -o "$out" .) || die "$name build failed"
+  fi
+}
+
+edge_rev() { # the commit of the working tree, with +dirty if anything outside benchmarks/ differs from it
+  echo "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- . ':!benchmarks' 2>/dev/null || echo '+dirty')"
+}
+
+edge_binary() { # sets EDGE_BIN (built from ./cmd/registry-edge into $BIN unless EDGE_BIN is given), EDGE_REV, EDGE_VERSION
+  if [[ -n $EDGE_BIN ]]; then
+    [[ -x $EDGE_BIN ]] || die "EDGE_BIN=$EDGE_BIN is not executable"
+    EDGE_REV="(EDGE_BIN given)"
+  else
+    EDGE_BIN="$BIN/registry-edge"
+    log "building registry-edge from ./cmd/registry-edge"
+    EDGE_REV=$(edge_rev)
+    (cd "$ROOT" && timeout 600 go build -o "$EDGE_BIN" ./cmd/registry-edge) 2>"$LOGS/build-edge.err" ||
+      { cat "$LOGS/build-edge.err" >&2; die "registry-edge does not build (EDGE_BIN=path uses a binary built elsewhere)"; }
+  fi
+  EDGE_VERSION=$("$EDGE_BIN" version 2>/dev/null | head -1 || echo "?")
+}
+
+# run_child OUTFILE CMD...: run a bounded load generator as a background child and wait for it, so
+# that a signal to the script (trap) stops it at once; bash would otherwise finish the foreground
+# command first, and ignore a SIGINT sent to the script alone if the command exits normally.
+run_child() {
+  local out=$1; shift
+  "$@" >"$out" &
+  CHILD=$!
+  local rc=0
+  wait "$CHILD" || rc=$?
+  CHILD=""
+  return "$rc"
 }
 
 start_bg() { # start_bg NAME CMD... (stdout+stderr appended to logs/NAME.log)

@@ -105,21 +105,8 @@ setup_tools() {
   REGISTRY_BIN=$(go_tool registry "$REGISTRY_VERSION" github.com/distribution/distribution/v3/cmd/registry)
   CRANE_BIN=$(go_tool crane "$CRANE_VERSION" github.com/google/go-containerregistry/cmd/crane)
   VGW_BIN=$(go_tool versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw/cmd/versitygw)
-  if [[ ! -x $FANIN || "$HERE/tools/fanin/main.go" -nt $FANIN ]]; then
-    log "building fanin (benchmarks/tools/fanin)"
-    (cd "$HERE/tools/fanin" && GOFLAGS=-buildvcs=false go build -o "$FANIN" .) || die "fanin build failed"
-  fi
-  if [[ -n $EDGE_BIN ]]; then
-    [[ -x $EDGE_BIN ]] || die "EDGE_BIN=$EDGE_BIN is not executable"
-    EDGE_REV="(EDGE_BIN given)"
-  else
-    EDGE_BIN="$BIN/registry-edge"
-    log "building registry-edge from ./cmd/registry-edge"
-    EDGE_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- . ':!benchmarks' 2>/dev/null || echo '+dirty')"
-    (cd "$ROOT" && timeout 600 go build -o "$EDGE_BIN" ./cmd/registry-edge) 2>"$LOGS/build-edge.err" ||
-      { cat "$LOGS/build-edge.err" >&2; die "registry-edge does not build (EDGE_BIN=path uses a binary built elsewhere)"; }
-  fi
-  EDGE_VERSION=$("$EDGE_BIN" version 2>/dev/null | head -1 || echo "?")
+  build_bench_tool fanin "$FANIN"
+  edge_binary
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -128,15 +115,6 @@ setup_tools() {
 declare -A PIDS=()
 CHILD=""
 
-run_child() { # run_child OUTFILE CMD...: a bounded load generator as a background child (see run.sh)
-  local out=$1; shift
-  "$@" >"$out" &
-  CHILD=$!
-  local rc=0
-  wait "$CHILD" || rc=$?
-  CHILD=""
-  return "$rc"
-}
 
 stop_one() {
   local name=$1 pid=${PIDS[$1]:-}

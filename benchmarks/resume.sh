@@ -93,21 +93,8 @@ setup_tools() {
   need_apt jq jq; need_apt curl curl; need_apt ss iproute2; need_apt flock util-linux
   REGISTRY_BIN=$(go_tool registry "$REGISTRY_VERSION" github.com/distribution/distribution/v3/cmd/registry)
   CRANE_BIN=$(go_tool crane "$CRANE_VERSION" github.com/google/go-containerregistry/cmd/crane)
-  if [[ ! -x $FLAKY || "$HERE/tools/flaky/main.go" -nt $FLAKY ]]; then
-    log "building flaky (benchmarks/tools/flaky)"
-    (cd "$HERE/tools/flaky" && GOFLAGS=-buildvcs=false go build -o "$FLAKY" .) || die "flaky build failed"
-  fi
-  if [[ -n $EDGE_BIN ]]; then
-    [[ -x $EDGE_BIN ]] || die "EDGE_BIN=$EDGE_BIN is not executable"
-    EDGE_REV="(EDGE_BIN given)"
-  else
-    EDGE_BIN="$BIN/registry-edge"
-    log "building registry-edge from ./cmd/registry-edge"
-    EDGE_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- . ':!benchmarks' 2>/dev/null || echo '+dirty')"
-    (cd "$ROOT" && timeout 600 go build -o "$EDGE_BIN" ./cmd/registry-edge) 2>"$LOGS/build-edge.err" ||
-      { cat "$LOGS/build-edge.err" >&2; die "registry-edge does not build (EDGE_BIN=path uses a binary built elsewhere)"; }
-  fi
-  EDGE_VERSION=$("$EDGE_BIN" version 2>/dev/null | head -1 || echo "?")
+  build_bench_tool flaky "$FLAKY"
+  edge_binary
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ REGISTRY_BIN=""; CRANE_BIN=""; EDGELOAD="$BIN/edgeload"; EDGE_BIN="$BIN/registry
 
 build_edge() {
   log "building registry-edge"
-  EDGE_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- . ':!benchmarks' 2>/dev/null || echo '+dirty')"
+  EDGE_REV=$(edge_rev)
   if (cd "$ROOT" && timeout 600 go build -o "$EDGE_BIN" ./cmd/registry-edge) 2>"$LOGS/build-edge.err"; then
     EDGE_VERSION=$("$EDGE_BIN" version 2>/dev/null || echo "?")
     return 0
@@ -101,10 +101,7 @@ setup_tools() {
   need_apt nginx nginx-light; need_apt wrk wrk; need_apt jq jq; need_apt curl curl
   REGISTRY_BIN=$(go_tool registry "$REGISTRY_VERSION" github.com/distribution/distribution/v3/cmd/registry)
   CRANE_BIN=$(go_tool crane "$CRANE_VERSION" github.com/google/go-containerregistry/cmd/crane)
-  if [[ ! -x $EDGELOAD || "$HERE/tools/edgeload/main.go" -nt $EDGELOAD ]]; then
-    log "building edgeload"
-    (cd "$HERE/tools/edgeload" && GOFLAGS=-buildvcs=false go build -o "$EDGELOAD" .) || die "edgeload build failed"
-  fi
+  build_bench_tool edgeload "$EDGELOAD"
   build_edge
 }
 
@@ -115,18 +112,6 @@ declare -A PIDS=()
 SAMPLER_PID=""
 CHILD=""  # the load generator running now (see run_child)
 
-# run_child OUTFILE CMD...: run a bounded load generator as a background child and wait for it, so
-# that a signal to this script (trap) stops it at once; bash would otherwise finish the foreground
-# command first, and ignore a SIGINT sent to the script alone if the command exits normally.
-run_child() {
-  local out=$1; shift
-  "$@" >"$out" &
-  CHILD=$!
-  local rc=0
-  wait "$CHILD" || rc=$?
-  CHILD=""
-  return "$rc"
-}
 
 stop_one() {
   local name=$1 pid=${PIDS[$1]:-}
