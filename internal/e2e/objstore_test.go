@@ -87,23 +87,9 @@ func TestMirrorOnObjectStorage(t *testing.T) {
 	prefix := strings.TrimPrefix(objstoreRoot, "/") + "/"
 	wantKeys := map[string]string{} // key -> layer digest
 	for _, d := range img.layers {
-		h := strings.TrimPrefix(d, "sha256:")
-		wantKeys[prefix+"blobs/sha256/"+h[:2]+"/"+h] = d
+		wantKeys[layerKey(prefix, d)] = d
 	}
-	var keys []string
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		keys = listKeys(t, client, srv.Bucket, prefix)
-		missing, uploads := objstoreProblems(keys, wantKeys, prefix)
-		if len(missing) == 0 && len(uploads) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30s, the bucket lacks the layers %v and holds the uploads %v; keys under %s:\n%s",
-				missing, uploads, prefix, strings.Join(keys, "\n"))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	keys := waitBucketHolds(t, srv, prefix, wantKeys)
 	for key, d := range wantKeys {
 		if got := objectDigest(t, client, srv.Bucket, key); got != d {
 			t.Errorf("object %s hashes to %s, want %s", key, got, d)
@@ -211,6 +197,26 @@ func objstoreConfig(root string, s s3Settings) string {
 	fmt.Fprintf(&b, "      secretKey: %q\n", s.secretKey)
 	fmt.Fprintf(&b, "      rootDirectory: %s\n", objstoreRoot)
 	return b.String()
+}
+
+// waitBucketHolds waits (30 s at most) until srv's bucket holds every key
+// of want under prefix and nothing under prefix's _uploads/, and returns the
+// keys under prefix. A fill commits after its last byte reached the client.
+func waitBucketHolds(t *testing.T, srv *s3test.Server, prefix string, want map[string]string) []string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		keys := listKeys(t, srv.Client(), srv.Bucket, prefix)
+		missing, uploads := objstoreProblems(keys, want, prefix)
+		if len(missing) == 0 && len(uploads) == 0 {
+			return keys
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s, the bucket lacks %v and holds the uploads %v; keys under %s:\n%s",
+				missing, uploads, prefix, strings.Join(keys, "\n"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // listKeys lists the keys of bucket under prefix, sorted.

@@ -299,11 +299,6 @@ func TestReplicaKilledMidFill(t *testing.T) {
 	}
 }
 
-// --- replicas on one bucket --------------------------------------------------
-
-// startReplica starts registry-edge replica id of a group, configured as
-// docs/deploy/replicas.md says: its own storage root, its blobs in srv's
-// bucket under objstoreRoot like every replica of the group, and replica
 // uploading is a replica caught uploading a verified 12 MiB layer to the
 // bucket (a multipart upload in flight, its uplink to S3 slowed).
 type uploading struct {
@@ -408,21 +403,27 @@ func TestReplicaStoppedMidUpload(t *testing.T) {
 	}
 }
 
-// "a" the one that evicts.
-func startReplica(t *testing.T, upstream string, srv *s3test.Server, id string) *mirror {
+// --- replicas on one bucket --------------------------------------------------
+
+// startReplica starts registry-edge replica id of a group, configured as
+// docs/deploy/replicas.md says: its own storage root, its blobs in srv's
+// bucket under objstoreRoot like every replica of the group, and replica
+// "a" the one that evicts. extra is more configuration (top-level keys
+// other than storage).
+func startReplica(t *testing.T, upstream string, srv *s3test.Server, id string, extra ...string) *mirror {
 	t.Helper()
-	m, _ := startReplicaOpts(t, upstream, srv, id)
+	m, _ := startReplicaOpts(t, upstream, srv, id, extra...)
 	return m
 }
 
 // startReplicaOpts is startReplica that also returns the options to start
 // the replica again on its storage.
-func startReplicaOpts(t *testing.T, upstream string, srv *s3test.Server, id string) (*mirror, mirrorOptions) {
+func startReplicaOpts(t *testing.T, upstream string, srv *s3test.Server, id string, extra ...string) (*mirror, mirrorOptions) {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "storage")
 	cfg := objstoreConfig(root, s3Settings{
 		bucket: srv.Bucket, endpoint: srv.Endpoint, accessKey: srv.AccessKey, secretKey: srv.SecretKey,
-	}) + fmt.Sprintf("    replica:\n      id: %s\n      evict: %t\n", id, id == "a")
+	}) + fmt.Sprintf("    replica:\n      id: %s\n      evict: %t\n", id, id == "a") + strings.Join(extra, "")
 	opts := mirrorOptions{storage: root, config: cfg}
 	return startMirror(t, upstream, opts), opts
 }

@@ -25,20 +25,8 @@ func TestSignaturePolicyAtSite(t *testing.T) {
 	c := startCentral(t)
 	signed := pushImage(t, c, "fleet/app", "signed", ociImage(t, runtime.GOARCH, 2, 64<<10))
 	unsigned := pushImage(t, c, "fleet/app", "unsigned", ociImage(t, runtime.GOARCH, 1, 64<<10))
-	key := cosigntest.NewKey(t)
-	sigTag := cosigntest.SignatureTag(digest.Digest(signed.digest))
-	if err := remote.Write(parseRef(t, c.addr+"/fleet/app:"+sigTag), key.Sign(t, c.addr+"/fleet/app", digest.Digest(signed.digest))); err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(t.TempDir(), "cosign.pub")
-	writeFile(t, keyFile, key.PublicPEM)
-	m := startMirror(t, c.addr, mirrorOptions{config: `signatures:
-  rules:
-    - name: fleet
-      repositories: ["` + strings.ToLower(c.addr) + `/fleet/**"]
-      mode: enforce
-      keys: [` + keyFile + `]
-`})
+	sigTag, keyFile := signInCentral(t, c, signed)
+	m := startMirror(t, c.addr, mirrorOptions{config: fleetPolicy(c, keyFile)})
 
 	dir := pullOCI(t, crane, signed.ref(m.addr))
 	readLayout(t, dir).checkImage(t, signed)
@@ -67,4 +55,31 @@ func TestSignaturePolicyAtSite(t *testing.T) {
 	if out, err := runErr(nil, crane, "--insecure", "manifest", unsigned.ref(m.addr)); err == nil {
 		t.Errorf("unsigned image served with central down: %s", out)
 	}
+}
+
+// signInCentral signs image p in central with a new key, as cosign does
+// (a signature manifest under the tag sha256-<hex>.sig), and returns that
+// tag and the file of the public key.
+func signInCentral(t *testing.T, c *central, p pushed) (sigTag, keyFile string) {
+	t.Helper()
+	key := cosigntest.NewKey(t)
+	sigTag = cosigntest.SignatureTag(digest.Digest(p.digest))
+	if err := remote.Write(parseRef(t, c.addr+"/"+p.repo+":"+sigTag), key.Sign(t, c.addr+"/"+p.repo, digest.Digest(p.digest))); err != nil {
+		t.Fatal(err)
+	}
+	keyFile = filepath.Join(t.TempDir(), "cosign.pub")
+	writeFile(t, keyFile, key.PublicPEM)
+	return sigTag, keyFile
+}
+
+// fleetPolicy is a signatures section that enforces signatures by keyFile
+// on central's fleet/** repositories.
+func fleetPolicy(c *central, keyFile string) string {
+	return `signatures:
+  rules:
+    - name: fleet
+      repositories: ["` + strings.ToLower(c.addr) + `/fleet/**"]
+      mode: enforce
+      keys: [` + keyFile + `]
+`
 }
