@@ -63,13 +63,6 @@ setup_tools() {
     die "registry-edge or deltactl does not build"
 }
 
-start_central() {
-  write_registry_conf "$RUN/central.yml" "$CENTRAL" "$DATA/central"
-  mkdir -p "$DATA/central"
-  start_bg central env OTEL_TRACES_EXPORTER=none OTEL_SDK_DISABLED=true "$REGISTRY_BIN" serve "$RUN/central.yml"
-  wait_http "http://$CENTRAL/v2/" central
-}
-
 start_edge() { # start_edge NAME LISTEN UPSTREAM
   rm -rf "${DATA:?}/$1"; mkdir -p "$DATA/$1"
   start_bg "$1" "$BIN/registry-edge" serve --listen "$2" --storage "$DATA/$1" --upstream "http://$3"

@@ -60,6 +60,13 @@ run_child() {
   return "$rc"
 }
 
+start_central() { # the reference `registry` as central at $CENTRAL, storing under $DATA/central (needs RUN, DATA, REGISTRY_BIN and the script's wait_http)
+  write_registry_conf "$RUN/central.yml" "$CENTRAL" "$DATA/central"
+  mkdir -p "$DATA/central"
+  start_bg central env OTEL_TRACES_EXPORTER=none OTEL_SDK_DISABLED=true "$REGISTRY_BIN" serve "$RUN/central.yml"
+  wait_http "http://$CENTRAL/v2/" central
+}
+
 start_bg() { # start_bg NAME CMD... (stdout+stderr appended to logs/NAME.log)
   local name=$1; shift
   "$@" >>"$LOGS/$name.log" 2>&1 &

@@ -144,13 +144,6 @@ wait_http() { # wait_http URL NAME: up to 10 s for a 2xx
   die "$2 did not come up at $1 (see $LOGS/$2.log)"
 }
 
-start_central() {
-  write_registry_conf "$RUN/central.yml" "$CENTRAL" "$DATA/central"
-  mkdir -p "$DATA/central"
-  start_bg central env OTEL_TRACES_EXPORTER=none OTEL_SDK_DISABLED=true "$REGISTRY_BIN" serve "$RUN/central.yml"
-  wait_http "http://$CENTRAL/v2/" central
-}
-
 s3_curl() { # s3_curl ARGS... : a SigV4-signed request to the gateway
   curl -fsS --max-time 10 --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_AK:$S3_SK" \
     -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "$@"

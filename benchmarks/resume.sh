@@ -156,13 +156,6 @@ write_edge_conf() {
     { cat "$LOGS/edge-config.err" >&2; die "registry-edge rejects $f"; }
 }
 
-start_central() {
-  write_registry_conf "$RUN/central.yml" "$CENTRAL" "$DATA/central"
-  mkdir -p "$DATA/central"
-  start_bg central env OTEL_TRACES_EXPORTER=none OTEL_SDK_DISABLED=true "$REGISTRY_BIN" serve "$RUN/central.yml"
-  wait_http "http://$CENTRAL/v2/" central
-}
-
 start_relay() { # start_relay edge|proxy
   start_bg "relay-$1" "$FLAKY" -listen "${RELAY[$1]}" -to "$CENTRAL" -stats "${RSTATS[$1]}"
   wait_http "http://${RSTATS[$1]}/" "relay-$1"

@@ -138,13 +138,6 @@ wait_http() { # wait_http URL NAME: up to 10 s
   die "$2 did not come up at $1 (see $LOGS/$2.log)"
 }
 
-start_central() {
-  write_registry_conf "$RUN/central.yml" "$CENTRAL" "$DATA/central"
-  mkdir -p "$DATA/central"
-  start_bg central env OTEL_TRACES_EXPORTER=none OTEL_SDK_DISABLED=true "$REGISTRY_BIN" serve "$RUN/central.yml"
-  wait_http "http://$CENTRAL/v2/" central
-}
-
 start_proxy() {
   write_registry_conf "$RUN/proxy.yml" "$PROXY" "$DATA/proxy" "http://$CENTRAL"
   mkdir -p "$DATA/proxy"
