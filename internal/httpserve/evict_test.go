@@ -39,7 +39,7 @@ func TestEvictionThroughTheMirror(t *testing.T) {
 			}
 		}
 		imgs = append(imgs, image{desc.Digest, cfg, layers[0].Digest})
-		m.clock.now = m.clock.now.Add(time.Hour)
+		m.clock.advance(time.Hour)
 	}
 	m.waitFills()
 

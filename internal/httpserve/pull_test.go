@@ -69,7 +69,7 @@ func TestStaleTagRevalidatesAndFollowsMove(t *testing.T) {
 	if resp, _ := m.get(http.MethodGet, manifestPath("app", "latest")); resp.StatusCode != 200 {
 		t.Fatal(resp.StatusCode)
 	}
-	m.clock.now = m.clock.now.Add(2 * time.Minute) // past the TTL
+	m.clock.advance(2 * time.Minute) // past the TTL
 	heads := m.fake.Count(http.MethodHead, "/v2/app/manifests/latest")
 	resp, body := m.get(http.MethodGet, manifestPath("app", "latest"))
 	if resp.StatusCode != 200 || digest.FromBytes(body) != v1.Digest {
@@ -80,7 +80,7 @@ func TestStaleTagRevalidatesAndFollowsMove(t *testing.T) {
 	}
 
 	v2, _ := m.fake.Image("app", "latest", []byte("two"))
-	m.clock.now = m.clock.now.Add(2 * time.Minute)
+	m.clock.advance(2 * time.Minute)
 	resp, body = m.get(http.MethodGet, manifestPath("app", "latest"))
 	if resp.StatusCode != 200 || digest.FromBytes(body) != v2.Digest {
 		t.Fatalf("moved tag: got %s, want %s", digest.FromBytes(body), v2.Digest)
@@ -95,8 +95,8 @@ func TestUpstreamDownServesCachedContent(t *testing.T) {
 	m.get(http.MethodGet, manifestPath("app", "v1"))
 	m.get(http.MethodGet, blobPath("app", layers[0].Digest))
 	m.waitFills()
-	m.clock.now = m.clock.now.Add(time.Hour) // the tag is stale
-	m.upstream.Close()                       // connection refused from now on
+	m.clock.advance(time.Hour) // the tag is stale
+	m.upstream.Close()         // connection refused from now on
 
 	resp, body := m.get(http.MethodGet, manifestPath("app", "v1"))
 	if resp.StatusCode != 200 || digest.FromBytes(body) != mdesc.Digest {
@@ -123,7 +123,7 @@ func TestUpstream503ForCachedTagServesStale(t *testing.T) {
 	m := newMirror(t)
 	mdesc, _ := m.fake.Image("app", "v1", []byte("x"))
 	m.get(http.MethodGet, manifestPath("app", "v1"))
-	m.clock.now = m.clock.now.Add(time.Hour)
+	m.clock.advance(time.Hour)
 	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
 	resp, body := m.get(http.MethodGet, manifestPath("app", "v1"))
 	if resp.StatusCode != 200 || digest.FromBytes(body) != mdesc.Digest {
@@ -140,7 +140,7 @@ func TestTagNotFoundPolicy(t *testing.T) {
 			m.fake.Image("app", "gone", []byte("x"))
 			m.get(http.MethodGet, manifestPath("app", "gone"))
 			m.fake.DeleteTag("app", "gone")
-			m.clock.now = m.clock.now.Add(time.Hour)
+			m.clock.advance(time.Hour)
 			resp, body := m.get(http.MethodGet, manifestPath("app", "gone"))
 			if policy == "serve-cached" {
 				if resp.StatusCode != 200 {

@@ -328,7 +328,7 @@ func TestFullDiskFailsTheFill(t *testing.T) {
 	}
 	// A minute later the store is tried again.
 	m.fake.ClearFaults()
-	m.clock.now = m.clock.now.Add(2 * time.Minute)
+	m.clock.advance(2 * time.Minute)
 	before := m.fake.Count(http.MethodGet, path)
 	m.do(http.MethodGet, path)
 	m.waitFills()
