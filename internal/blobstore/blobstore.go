@@ -27,7 +27,7 @@ type Reader interface {
 	// Stat returns the content's Info or an error wrapping errdef.ErrNotFound.
 	Stat(ctx context.Context, d digest.Digest) (Info, error)
 	// Open returns the content. For the filesystem store the result is an
-	// *os.File, so that serving it can use sendfile.
+	// *os.File.
 	Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error)
 }
 

@@ -124,8 +124,7 @@ func (s *FS) Open(_ context.Context, d digest.Digest) (io.ReadSeekCloser, error)
 // openFile opens a regular file for reading without os.Open's attempt to
 // register it with the network poller (a few fcntl calls and a failing
 // epoll_ctl per open, measurable on small cached blobs and on the first
-// byte of a fill). Regular files never block in the poller's sense, and
-// sendfile works the same on the result.
+// byte of a fill). Regular files never block in the poller's sense.
 func openFile(path string) (*os.File, error) {
 	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -200,9 +201,9 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 		// hold them for 512 bytes), then the rest as it comes.
 		n, err = copyFirstThenRest(w, res.Content, length)
 	case length >= 0:
-		n, err = io.CopyN(w, res.Content, length)
+		n, err = copyBuffered(w, io.LimitReader(res.Content, length))
 	default:
-		n, err = io.Copy(w, res.Content)
+		n, err = copyBuffered(w, res.Content)
 	}
 	if err != nil || (length >= 0 && n != length) {
 		// The fill failed or the client left: never end the body cleanly.
@@ -252,6 +253,22 @@ func copyFirstThenRest(w *recorder, src io.Reader, length int64) (int64, error) 
 
 // firstChunk bounds the first read of a blob being filled.
 const firstChunk = 32 << 10
+
+// copyBufSize is the buffer a stored blob is copied through.
+const copyBufSize = 32 << 10
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+// copyBuffered copies src to w with read and write calls through a pooled
+// buffer. It hides io.ReaderFrom and io.WriterTo on purpose: given an
+// *os.File, net/http would use sendfile, which measured slower and dearer
+// here than a plain copy (one stream: about 0.8 against 1.2 GB/s, and 40 %
+// more server CPU per byte; ADR 0015).
+func copyBuffered(w io.Writer, src io.Reader) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	return io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{src}, *bp)
+}
 
 func setBlobHeaders(h http.Header, rt ociapi.Route) {
 	h.Set("Content-Type", "application/octet-stream")

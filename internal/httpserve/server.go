@@ -278,7 +278,8 @@ func (s *Server) requestID() string {
 }
 
 // recorder captures the status and byte count of a response. It keeps
-// io.ReaderFrom so that serving a stored blob still uses sendfile.
+// io.ReaderFrom for the callers that copy into it with io.Copy (stored
+// blobs do not: see copyBuffered).
 type recorder struct {
 	http.ResponseWriter
 	status      int

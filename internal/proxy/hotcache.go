@@ -13,7 +13,7 @@ import (
 // is immutable and enters only after it was verified and committed, so a
 // cached copy can never disagree with the store.
 const (
-	hotItemMax  = 64 << 10 // larger blobs are served from their file with sendfile
+	hotItemMax  = 64 << 10 // larger blobs are served from their file
 	hotTotalMax = 32 << 20 // bound on the memory the cache may hold
 )
 
