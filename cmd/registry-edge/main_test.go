@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -110,6 +112,45 @@ func TestServeWithFlagsAndShutdown(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "registry-edge started") || !strings.Contains(stderr.String(), "127.0.0.1:1") {
 		t.Errorf("start-up log line missing or lacks the upstream:\n%s", stderr.String())
+	}
+}
+
+// At start the mirror asks each upstream for GET /v2/ once and logs
+// whether it answers.
+func TestServeChecksUpstreamsAtStart(t *testing.T) {
+	t.Parallel()
+	var pings atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			pings.Add(1)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="http://auth.invalid/token",service="central"`)
+			w.WriteHeader(http.StatusUnauthorized) // a registry that wants a token still answers
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer up.Close()
+
+	for _, tc := range []struct {
+		name, upstream, want string
+	}{
+		{"answers", up.URL, `msg="upstream answers"`},
+		{"refused", "http://127.0.0.1:1", `msg="upstream does not answer at start`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startRun(t, "--listen", freeAddr(t), "--storage", t.TempDir(), "--upstream", tc.upstream)
+			defer srv.stop()
+			deadline := time.Now().Add(20 * time.Second)
+			for !strings.Contains(srv.stderr.String(), tc.want) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no %s in the log:\n%s", tc.want, srv.stderr.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+	if n := pings.Load(); n != 1 {
+		t.Errorf("the upstream got %d GET /v2/ at start, want 1", n)
 	}
 }
 

@@ -67,6 +67,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 
 	m := metrics.New()
 	remotes := make([]*proxy.Remote, 0, len(cfg.Upstreams))
+	clients := make([]*upstream.Client, 0, len(cfg.Upstreams))
 	for i, u := range cfg.Upstreams {
 		secret, err := u.Auth.Secret()
 		if err != nil {
@@ -102,6 +103,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 			return metrics.UpstreamHealth{LastContact: h.LastContact, BreakerState: int(h.State), Refused: h.Refused}
 		})
 		remotes = append(remotes, &proxy.Remote{Name: u.Registry, Library: u.Library(), Client: c, Staleness: staleness(u.Offline)})
+		clients = append(clients, c)
 	}
 	router, err := proxy.NewRouter(remotes, cfg.DefaultUpstream())
 	if err != nil {
@@ -219,6 +221,9 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	bg.Go(func() { pf.Run(pctx) })
 	bg.Go(func() { maint.Run(pctx, time.Minute) })
 	defer func() { stopPrefetch(); bg.Wait() }()
+	for i, c := range clients {
+		bg.Go(func() { checkUpstream(pctx, log, remotes[i].Name, c) })
+	}
 
 	// SIGHUP: what can change live is applied; the rest is named.
 	bg.Go(func() {
@@ -259,6 +264,32 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 }
 
 // staleness converts an upstream's offline settings for the proxy.
+// checkUpstream asks an upstream for its API version check (GET /v2/) once
+// at start. The log then says at once whether each upstream answers (a
+// wrong URL or a dead uplink shows here, not at the first pull), an
+// unreachable one has its circuit breaker counting before devices ask, and
+// the first fill finds a connection already open.
+func checkUpstream(ctx context.Context, log *slog.Logger, name string, c *upstream.Client) {
+	ctx, cancel := context.WithTimeout(ctx, upstreamCheckTimeout)
+	defer cancel()
+	start := time.Now()
+	err := c.Ping(ctx)
+	attrs := []slog.Attr{slog.String("upstream", name), slog.Duration("duration", time.Since(start).Round(time.Millisecond))}
+	switch {
+	case err == nil:
+		log.LogAttrs(ctx, slog.LevelInfo, "upstream answers", attrs...)
+	case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
+		// Shutting down.
+	default:
+		log.LogAttrs(ctx, slog.LevelWarn, "upstream does not answer at start; cached content is served, uncached content fails until it answers",
+			append(attrs, slog.Any("err", err))...)
+	}
+}
+
+// upstreamCheckTimeout bounds the start-up check of an upstream, retries
+// included.
+const upstreamCheckTimeout = time.Minute
+
 func staleness(o config.Offline) proxy.Staleness {
 	s := proxy.Staleness{MaxStale: o.MaxStale.D()}
 	for _, r := range o.Repositories {
