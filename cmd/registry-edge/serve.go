@@ -263,7 +263,6 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	return nil
 }
 
-// staleness converts an upstream's offline settings for the proxy.
 // checkUpstream asks an upstream for its API version check (GET /v2/) once
 // at start. The log then says at once whether each upstream answers (a
 // wrong URL or a dead uplink shows here, not at the first pull), an
@@ -290,6 +289,7 @@ func checkUpstream(ctx context.Context, log *slog.Logger, name string, c *upstre
 // included.
 const upstreamCheckTimeout = time.Minute
 
+// staleness converts an upstream's offline settings for the proxy.
 func staleness(o config.Offline) proxy.Staleness {
 	s := proxy.Staleness{MaxStale: o.MaxStale.D()}
 	for _, r := range o.Repositories {
