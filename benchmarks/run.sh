@@ -502,8 +502,8 @@ main() {
   COLD[central.fanin_fb]=$(printf '%s\n' "${fbs[@]}" | median)
   for s in "${systems[@]}"; do log "   $s"; cold_tests "$s" "${ADDR[$s]}" "${UA[$s]}"; done
 
-  log "4. Go micro-benchmarks next to the code (go test -bench . ./internal/verify ./internal/blobstore)"
-  (cd "$ROOT" && timeout 300 go test -run '^$' -bench . -count 1 ./internal/verify ./internal/blobstore) >"$OUT/gobench.txt" 2>&1 ||
+  log "4. Go micro-benchmarks next to the code (go test -bench . ./internal/verify ./internal/blobstore ./internal/httpserve)"
+  (cd "$ROOT" && timeout 300 go test -run '^$' -bench . -count 1 ./internal/verify ./internal/blobstore ./internal/httpserve) >"$OUT/gobench.txt" 2>&1 ||
     log "   go test -bench failed (see $OUT/gobench.txt)"
 
   log "5. results"
