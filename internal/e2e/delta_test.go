@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -65,8 +66,8 @@ func TestDeltaThroughTiers(t *testing.T) {
 	if !strings.Contains(site.proc.log(), "layer rebuilt from a delta") {
 		t.Errorf("the site's log does not say it rebuilt the layer from a delta:\n%s", tail(site.proc.log(), 20))
 	}
-	if !strings.Contains(region.proc.log(), "computed a delta for a lower tier") {
-		t.Errorf("the region's log does not say it computed a delta:\n%s", tail(region.proc.log(), 20))
+	if !regexp.MustCompile(`msg="computed a delta for a lower tier".* tar_size=[1-9][0-9]* .*delta_size=[1-9]`).MatchString(region.proc.log()) {
+		t.Errorf("the region's log does not say it computed a delta, with the layer's tar size and the delta's size:\n%s", tail(region.proc.log(), 20))
 	}
 }
 

@@ -472,6 +472,10 @@ func (p *Proxy) computeDelta(ctx context.Context, t Target, target layerdelta.Bl
 	}
 	defer res.Close()
 	log := p.log.With(slog.String("repo", t.Repo.Name), slog.String("digest", target.Digest.String()))
+	if res.TarSize > 0 {
+		// The uncompressed size: what the codec worked through.
+		log = log.With(slog.Int64("tar_size", res.TarSize))
+	}
 	if strings.HasPrefix(res.Reason, "recipe ") {
 		p.m.Deltas.Recipes.WithLabelValues("found").Inc()
 	} else {
