@@ -598,7 +598,7 @@ delta_run() { # delta_run W
   ((got >= expected)) || log "   WARNING: W=$w: $got of $expected precomputations logged within ${DELTA_TIMEOUT}s"
   sleep 1
   local lines; lines=$(tail -n +$((mark + 1)) "$LOGS/region.log" | grep -E "$pat" || true)
-  local n_ok=0 n_none=0 n_err=0 sum=0 all=0 dsum=0 csum=0 last="$t0" tm repo size dsize dur kind secs dg
+  local n_ok=0 n_none=0 n_err=0 sum=0 all=0 dsum=0 csum=0 tsum=0 last="$t0" tm repo size dsize tsize dur kind secs dg
   while IFS= read -r l; do
     [[ -n $l ]] || continue
     tm=$(log_epoch "$(sed -E 's/^time=([^ ]+).*/\1/' <<<"$l")")
@@ -608,6 +608,7 @@ delta_run() { # delta_run W
     case $l in
       *'computed a delta for a lower tier'*)
         size=$(grep -oE ' size=[0-9]+' <<<"$l" | cut -d= -f2); dsize=$(grep -oE ' delta_size=[0-9]+' <<<"$l" | cut -d= -f2)
+        tsize=$(grep -oE ' tar_size=[0-9]+' <<<"$l" | cut -d= -f2); tsum=$((tsum + ${tsize:-0}))
         kind=$(grep -oE ' kind=[^ ]+' <<<"$l" | cut -d= -f2); dur=$(grep -oE ' duration=[^ ]+' <<<"$l" | cut -d= -f2)
         secs=$(go_secs "$dur")
         n_ok=$((n_ok + 1)); sum=$((sum + size)); dsum=$((dsum + dsize)); csum=$(awk -v a="$csum" -v b="$secs" 'BEGIN{print a+b}')
@@ -623,6 +624,8 @@ delta_run() { # delta_run W
   DEL[$w.mbps]=$(awk -v b="$sum" -v t="$wall" 'BEGIN{ if (t>0) printf "%.1f", b/t/1e6; else print "nan" }')
   DEL[$w.all_mbps]=$(awk -v b="$all" -v t="$wall" 'BEGIN{ if (t>0) printf "%.1f", b/t/1e6; else print "nan" }'); DEL[$w.all]=$all
   DEL[$w.codec_mbps]=$(awk -v b="$sum" -v t="$csum" 'BEGIN{ if (t>0) printf "%.1f", b/t/1e6; else print "nan" }')
+  # tar_size (uncompressed) is logged since 2026-11-24: the codec's MB/s in delta.sh's unit
+  DEL[$w.codec_tar_mbps]=$(awk -v b="$tsum" -v t="$csum" 'BEGIN{ if (t>0 && b>0) printf "%.1f", b/t/1e6; else print "-" }')
   DEL[$w.conc]=$(awk -v c="$csum" -v t="$wall" 'BEGIN{ if (t>0) printf "%.2f", c/t; else print "nan" }')
   # the site now pulls every v2: each changed layer rebuilt from the delta the region precomputed
   local rebuilt0 computed0
@@ -716,12 +719,12 @@ write_results() {
     if [[ " $PARTS " == *" delta "* ]]; then
       echo "## 3. Delta precomputation at the region (pairs from $DELTA_DIR: ${PAIRS[*]})"
       echo
-      echo "| deltas.workers | deltas computed / layers | wall (s) | deltas/s | MB/s of layers with a delta | MB/s of all layers processed | codec time summed (s) | codec MB/s (per delta) | codec busy / wall | not worth sending | errors | site rebuilt v2 from them (already held) | computed again |"
-      echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+      echo "| deltas.workers | deltas computed / layers | wall (s) | deltas/s | MB/s of layers with a delta | MB/s of all layers processed | codec time summed (s) | codec MB/s (per delta) | codec MB/s of tar content | codec busy / wall | not worth sending | errors | site rebuilt v2 from them (already held) | computed again |"
+      echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
       for u in $DELTA_WORKERS; do
         [[ -n ${DEL[$u.n]:-} ]] || continue
-        printf '| %s | %s / %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s |\n' "$u" "${DEL[$u.n]}" "${DEL[$u.expected]}" "${DEL[$u.wall]}" \
-          "${DEL[$u.dps]}" "${DEL[$u.mbps]}" "${DEL[$u.all_mbps]}" "${DEL[$u.codec]}" "${DEL[$u.codec_mbps]}" "${DEL[$u.conc]}" "${DEL[$u.none]}" "${DEL[$u.err]}" \
+        printf '| %s | %s / %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s |\n' "$u" "${DEL[$u.n]}" "${DEL[$u.expected]}" "${DEL[$u.wall]}" \
+          "${DEL[$u.dps]}" "${DEL[$u.mbps]}" "${DEL[$u.all_mbps]}" "${DEL[$u.codec]}" "${DEL[$u.codec_mbps]}" "${DEL[$u.codec_tar_mbps]}" "${DEL[$u.conc]}" "${DEL[$u.none]}" "${DEL[$u.err]}" \
           "${DEL[$u.rebuilt]}" "${DEL[$u.held]}" "${DEL[$u.recomputed]}"
       done
       echo
