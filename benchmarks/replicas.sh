@@ -31,8 +31,8 @@
 #      site registry-edge (--upstream the region); v1 of every pair served to the site, one small
 #      update pulled by the site so that the region has been asked for a delta once (precompute
 #      starts only then), then v2's manifest of every pair GET from the region at once: from the
-#      region's "computed a delta for a lower tier" lines (size, delta_size, duration), deltas per
-#      second and MB/s of layers (compressed, as stored) over the wall time, for each W in
+#      region's "computed a delta for a lower tier" lines (size, tar_size, delta_size, duration), deltas per
+#      second and MB/s of layers (compressed, as stored) over the wall time, the codec's MB/s of tar content, for each W in
 #      DELTA_WORKERS; then the site pulls every v2 and rebuilds it from the precomputed deltas.
 #   Results in benchmarks/results/<UTC stamp>-replicas/ (results.md, fanin.txt, throughput.tsv,
 #   cpu.tsv, deltas.tsv, seed.env, logs/).
