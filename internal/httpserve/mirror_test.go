@@ -48,8 +48,9 @@ type mirror struct {
 	trusted []netip.Prefix
 }
 
-// clock is the mirror's clock: tests move it while requests, and the
-// background work they start, read it.
+// clock is a settable clock shared by the proxy and the upstream client's
+// breaker: tests move it while requests, and the background work they
+// start, read it.
 type clock struct {
 	mu  sync.Mutex
 	now time.Time

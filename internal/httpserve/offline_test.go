@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,25 +21,6 @@ import (
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 )
-
-// syncClock is a settable clock shared by the proxy and the upstream
-// client's breaker, safe to read from server goroutines.
-type syncClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *syncClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *syncClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // offlineSetup configures an offlineMirror; zero fields take the defaults
 // of newOfflineMirror.
@@ -57,7 +37,7 @@ type offlineSetup struct {
 // whose remote has a staleness policy, and whose clock is shared by both.
 type offlineMirror struct {
 	*mirror
-	clock  *syncClock
+	clock  *clock
 	client *upstream.Client
 }
 
@@ -85,7 +65,7 @@ func newOfflineMirror(t *testing.T, s offlineSetup, via ...func(fakeAddr string)
 	for _, f := range via {
 		u = f(up.Listener.Addr().String())
 	}
-	clk := &syncClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	client, err := upstream.New(upstream.Options{
 		URL: u, RegistryName: "central.test",
 		ConnectTimeout: s.connectTimeout, ResponseHeaderTimeout: s.responseHeader,
@@ -164,7 +144,7 @@ func TestOfflineSilentUpstreamServesCachedTagWithinRevalidateTimeout(t *testing.
 	if resp, body := m.get(http.MethodGet, manifestPath("app", "v1")); resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET tag: %d %s", resp.StatusCode, body)
 	}
-	m.clock.Add(time.Hour)
+	m.clock.advance(time.Hour)
 	m.fake.Fail(hang)
 
 	start := time.Now()
@@ -202,7 +182,7 @@ func TestOfflineBreakerStopsUpstreamRequestsUntilProbe(t *testing.T) {
 	m.waitFills()
 	start := m.clock.Now()
 
-	m.clock.Add(time.Hour)
+	m.clock.advance(time.Hour)
 	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
 	before := m.fake.Total()
 	resp, body := m.get(http.MethodGet, manifestPath("app", "v1"))
@@ -252,7 +232,7 @@ func TestOfflineBreakerStopsUpstreamRequestsUntilProbe(t *testing.T) {
 
 	// At the probe time one request goes through; the upstream is back.
 	m.fake.ClearFaults()
-	m.clock.Add(time.Minute)
+	m.clock.advance(time.Minute)
 	before = m.fake.Total()
 	resp, body = m.get(http.MethodGet, manifestPath("app", "v1"))
 	if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != mdesc.Digest {
@@ -324,16 +304,16 @@ func TestOfflineBoundedStaleness(t *testing.T) {
 		}
 	}
 
-	m.clock.Add(time.Hour)
+	m.clock.advance(time.Hour)
 	check("after 1h", map[string]int{"app": 200, "team/releases/svc": 503, "base/os": 200, "team/tool": 200})
 	resp, body := m.get(http.MethodGet, manifestPath("team/releases/svc", "v1"))
 	if msg := errorMessage(t, body); resp.StatusCode != 503 || !strings.Contains(msg, "1h ago") || !strings.Contains(msg, "staleness of 30m") {
 		t.Errorf("GET team/releases/svc:v1 message = %q, want the age (1h) and the limit (30m)", msg)
 	}
 
-	m.clock.Add(2 * time.Hour)
+	m.clock.advance(2 * time.Hour)
 	check("after 3h", map[string]int{"app": 503, "team/releases/svc": 503, "base/os": 200, "team/tool": 200})
-	m.clock.Add(24 * time.Hour)
+	m.clock.advance(24 * time.Hour)
 	check("after 27h", map[string]int{"app": 503, "base/os": 200, "team/tool": 503})
 
 	// Content addressed by digest is immutable: always served.
@@ -356,7 +336,7 @@ func TestOfflineBoundedStaleness(t *testing.T) {
 		t.Fatalf("GET app:v1 after recovery: %d", resp.StatusCode)
 	}
 	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
-	m.clock.Add(time.Hour)
+	m.clock.advance(time.Hour)
 	check("1h after the confirmation", map[string]int{"app": 200})
 }
 
@@ -368,7 +348,7 @@ func TestOfflineStalenessIgnoresNotFound(t *testing.T) {
 	m.fake.Image("app", "gone", []byte("x"))
 	m.get(http.MethodGet, manifestPath("app", "gone"))
 	m.fake.DeleteTag("app", "gone")
-	m.clock.Add(48 * time.Hour)
+	m.clock.advance(48 * time.Hour)
 	if resp, body := m.get(http.MethodGet, manifestPath("app", "gone")); resp.StatusCode != http.StatusOK {
 		t.Errorf("tag deleted upstream, serve-cached: %d %s, want 200", resp.StatusCode, body)
 	}
