@@ -33,8 +33,6 @@ PORT_BASE="${PORT_BASE:-17400}"
 CENTRAL="127.0.0.1:$PORT_BASE"; REGION="127.0.0.1:$((PORT_BASE + 1))"; SITE="127.0.0.1:$((PORT_BASE + 2))"
 RELAY="127.0.0.1:$((PORT_BASE + 10))"; RSTATS="127.0.0.1:$((PORT_BASE + 11))"
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 # shellcheck source=benchmarks/lib.sh
 source "$HERE/lib.sh"
 

@@ -91,8 +91,6 @@ WAIT_IDLE="${WAIT_IDLE:-0}"; IDLE_LOAD="${IDLE_LOAD:-0.5}"; KEEP="${KEEP:-0}"
 CORPUS_SCRIPT="$ROOT/../shared/bench/corpus/build-corpus.sh"
 MiB=1048576
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 # shellcheck source=benchmarks/lib.sh
 source "$HERE/lib.sh"
 

@@ -1,8 +1,11 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # EDGE_REV, EDGE_VERSION and PIDS are the sourcing script's
-# benchmarks/lib.sh — helpers shared by the benchmark scripts (sourced; needs log, die, HERE and ROOT,
+# benchmarks/lib.sh — helpers shared by the benchmark scripts (sourced; needs HERE and ROOT,
 # and for start_bg the arrays/vars LOGS and PIDS, for go_tool TOOLS, for mklayer W, for
 # edge_binary BIN, LOGS and EDGE_BIN, for run_child CHILD).
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
 
 go_tool() { # go_tool NAME VERSION PKG -> prints the binary path, go-installing it if needed
   local name=$1 ver=$2 pkg=$3 dir="$TOOLS/$1-$2"

@@ -77,8 +77,6 @@ EDGE_UA="registry-edge"; PROXY_UA="Go-http-client"
 ACC='Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json'
 MiB=1048576
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 # shellcheck source=benchmarks/lib.sh
 source "$HERE/lib.sh"
 

@@ -73,8 +73,6 @@ EDGE_UA="registry-edge/"     # registry-edge's user agent towards its upstream
 PROXY_UA="Go-http-client"    # distribution's proxy uses Go's default user agent
 ACC='Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json'
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 # shellcheck source=benchmarks/lib.sh
 source "$HERE/lib.sh"
 
