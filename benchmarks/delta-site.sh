@@ -44,7 +44,6 @@ cleanup() {
   rm -rf "$DATA"
 }
 trap cleanup EXIT INT TERM
-stop_one() { [[ -n ${PIDS[$1]:-} ]] || return 0; kill "${PIDS[$1]}" 2>/dev/null || true; wait "${PIDS[$1]}" 2>/dev/null || true; unset "PIDS[$1]"; }
 
 wait_http() { # wait_http URL NAME
   for _ in $(seq 1 300); do curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null && return 0; sleep 0.1; done

@@ -499,11 +499,7 @@ main() {
   setup_tools
   find_corpus
   collect_pairs
-  local waited=0
-  while ((waited < WAIT_IDLE)) && awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v m="$IDLE_LOAD" 'BEGIN{exit !(l >= m)}'; do
-    ((waited % 30 == 0)) && log "load average $(cut -d' ' -f1 /proc/loadavg) >= $IDLE_LOAD: waiting (${waited}s of ${WAIT_IDLE}s)"
-    sleep 5; waited=$((waited + 5))
-  done
+  wait_idle
   pgrep -f 'benchmarks/(run|resume)\.sh' >/dev/null && log "WARNING: another benchmark (run.sh/resume.sh) is running: times will be distorted"
   STAMP=$(date -u +%Y%m%dT%H%M%SZ); OUT="$HERE/results/$STAMP-delta"; LOGDIR="$OUT/logs"
   mkdir -p "$LOGDIR"; START_S=$(date +%s); LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)

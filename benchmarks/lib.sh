@@ -1,11 +1,33 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # EDGE_REV, EDGE_VERSION and PIDS are the sourcing script's
 # benchmarks/lib.sh — helpers shared by the benchmark scripts (sourced; needs HERE and ROOT,
-# and for start_bg the arrays/vars LOGS and PIDS, for go_tool TOOLS, for mklayer W, for
-# edge_binary BIN, LOGS and EDGE_BIN, for run_child CHILD).
+# and for start_bg and stop_one the arrays/vars LOGS and PIDS, for wait_idle WAIT_IDLE and
+# IDLE_LOAD, for go_tool TOOLS, for mklayer W, for edge_binary BIN, LOGS and EDGE_BIN, for
+# run_child CHILD).
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+
+wait_idle() { # waits up to WAIT_IDLE seconds for the 1-minute load average to drop below IDLE_LOAD
+  local waited=0
+  while ((waited < WAIT_IDLE)) && awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v m="$IDLE_LOAD" 'BEGIN{exit !(l >= m)}'; do
+    ((waited % 30 == 0)) && log "load average $(cut -d' ' -f1 /proc/loadavg) >= $IDLE_LOAD: waiting (${waited}s of ${WAIT_IDLE}s)"
+    sleep 5; waited=$((waited + 5))
+  done
+  return 0
+}
+
+stop_one() { # stop_one NAME [9]   stops a child started by start_bg (9: kill -9 at once, as a crash or power loss would)
+  local name=$1 pid=${PIDS[$1]:-}
+  [[ -n $pid ]] || return 0
+  {
+    if [[ ${2:-} == 9 ]]; then kill -9 "$pid" || true; else kill "$pid" || true; fi
+    for _ in $(seq 1 100); do kill -0 "$pid" || break; sleep 0.1; done
+    kill -0 "$pid" && kill -9 "$pid" || true
+    wait "$pid" || true
+  } 2>/dev/null # (bash's "Killed" job notice)
+  unset "PIDS[$name]"
+}
 
 go_tool() { # go_tool NAME VERSION PKG -> prints the binary path, go-installing it if needed
   local name=$1 ver=$2 pkg=$3 dir="$TOOLS/$1-$2"

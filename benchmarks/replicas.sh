@@ -114,18 +114,6 @@ declare -A PIDS=()
 CHILD=""
 
 
-stop_one() {
-  local name=$1 pid=${PIDS[$1]:-}
-  [[ -n $pid ]] || return 0
-  {
-    kill "$pid" || true
-    for _ in $(seq 1 100); do kill -0 "$pid" || break; sleep 0.1; done
-    if kill -0 "$pid"; then kill -9 "$pid" || true; fi
-    wait "$pid" || true
-  } 2>/dev/null
-  unset "PIDS[$name]"
-}
-
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -753,11 +741,7 @@ main() {
   setup_tools
   local a
   for a in "$CENTRAL" "$S3" "${ADDR[@]}"; do port_free "$a" || die "port ${a##*:} is in use (set PORT_BASE)"; done
-  local waited=0
-  while ((waited < WAIT_IDLE)) && awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v m="$IDLE_LOAD" 'BEGIN{exit !(l >= m)}'; do
-    ((waited % 30 == 0)) && log "load average $(cut -d' ' -f1 /proc/loadavg) >= $IDLE_LOAD: waiting (${waited}s of ${WAIT_IDLE}s)"
-    sleep 5; waited=$((waited + 5))
-  done
+  wait_idle
   STAMP=$(date -u +%Y%m%dT%H%M%SZ); OUT="$HERE/results/$STAMP-replicas"; mkdir -p "$OUT/logs"
   LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
   rm -rf "$DATA" "$RUN/nginx"; mkdir -p "$DATA"; : >"$CLOG"; : >"$LOGS/seed.log"; : >"$LOGS/crane.log"

@@ -102,18 +102,6 @@ setup_tools() {
 declare -A PIDS=()
 CHILD=""; CELL_UP=0; OUT=""; RESULTS_WRITTEN=0
 
-stop_one() { # stop_one NAME [9]   (9: kill -9 at once, as a crash or power loss would)
-  local name=$1 pid=${PIDS[$1]:-}
-  [[ -n $pid ]] || return 0
-  {
-    if [[ ${2:-} == 9 ]]; then kill -9 "$pid" || true; else kill "$pid" || true; fi
-    for _ in $(seq 1 100); do kill -0 "$pid" || break; sleep 0.1; done
-    kill -0 "$pid" && kill -9 "$pid" || true
-    wait "$pid" || true
-  } 2>/dev/null # (bash's "Killed" job notice)
-  unset "PIDS[$name]"
-}
-
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM

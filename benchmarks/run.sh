@@ -111,16 +111,6 @@ SAMPLER_PID=""
 CHILD=""  # the load generator running now (see run_child)
 
 
-stop_one() {
-  local name=$1 pid=${PIDS[$1]:-}
-  [[ -n $pid ]] || return 0
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  unset "PIDS[$name]"
-}
-
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -428,11 +418,7 @@ main() {
   mkdir -p "$LOGS"
   setup_tools
   for a in "$CENTRAL" "$PROXY" "$EDGE" "$NGINX"; do port_free "$a" || die "port ${a##*:} is in use (set PORT_BASE)"; done
-  local waited=0
-  while ((waited < WAIT_IDLE)) && awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v m="$IDLE_LOAD" 'BEGIN{exit !(l >= m)}'; do
-    ((waited % 30 == 0)) && log "load average $(cut -d' ' -f1 /proc/loadavg) >= $IDLE_LOAD: waiting (${waited}s of ${WAIT_IDLE}s)"
-    sleep 5; waited=$((waited + 5))
-  done
+  wait_idle
   STAMP=$(date -u +%Y%m%dT%H%M%SZ); OUT="$HERE/results/$STAMP"; mkdir -p "$OUT"
   LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
   rm -rf "$DATA"; mkdir -p "$DATA"; : >"$CLOG"
