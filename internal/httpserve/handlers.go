@@ -218,14 +218,17 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 
 // copyFirstThenRest copies length bytes (all, if length < 0) from src to w,
 // flushing the response after the first read so that the headers and the
-// first body bytes leave in one segment.
+// first body bytes leave in one segment; the rest goes through the same
+// pooled buffer.
 func copyFirstThenRest(w *recorder, src io.Reader, length int64) (int64, error) {
 	if length == 0 {
 		w.Flush()
 		return 0, nil
 	}
-	buf := make([]byte, firstChunk)
-	if length > 0 && length < firstChunk {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	if length > 0 && length < int64(len(buf)) {
 		buf = buf[:length]
 	}
 	k, err := src.Read(buf)
@@ -242,19 +245,16 @@ func copyFirstThenRest(w *recorder, src io.Reader, length int64) (int64, error) 
 	if err != nil {
 		return n, err
 	}
-	var m int64
+	rest := src
 	if length >= 0 {
-		m, err = io.CopyN(w, src, length-n)
-	} else {
-		m, err = io.Copy(w, src)
+		rest = io.LimitReader(src, length-n)
 	}
+	m, err := io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{rest}, *bp)
 	return n + m, err
 }
 
-// firstChunk bounds the first read of a blob being filled.
-const firstChunk = 32 << 10
-
-// copyBufSize is the buffer a stored blob is copied through.
+// copyBufSize is the buffer a stored blob is copied through, and the
+// bound of the first read of a blob being filled.
 const copyBufSize = 32 << 10
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
