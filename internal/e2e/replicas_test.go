@@ -369,10 +369,12 @@ func TestReplicaKilledMidUpload(t *testing.T) {
 		t.Fatal("no staging file after the kill: nothing to clean up")
 	}
 
-	// Later than tempMaxAge (5 s here), the replica starts again.
+	// Later than tempMaxAge, the replica starts again. tempMaxAge is at
+	// least fillTimeout, which must leave room for the fill's 12 MiB
+	// upload on a loaded machine: 5 s did not (CI, stop 14).
 	u.s3link.ThrottleUp(0)
-	time.Sleep(time.Until(killed.Add(5500 * time.Millisecond)))
-	a2 := startMirror(t, u.c.addr, mirrorOptions{storage: u.root, config: u.config("5s")})
+	time.Sleep(time.Until(killed.Add(15500 * time.Millisecond)))
+	a2 := startMirror(t, u.c.addr, mirrorOptions{storage: u.root, config: u.config("15s")})
 	if pending := pendingUploads(t, u.srv); len(pending) > 0 {
 		t.Errorf("pending multipart uploads after the restart: %v, want the stale one aborted at start", pending)
 	}
