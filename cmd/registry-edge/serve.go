@@ -192,6 +192,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	}
 	srv := &http.Server{
 		Handler:           handler,
+		ConnContext:       httpserve.ConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),

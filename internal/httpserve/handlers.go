@@ -93,7 +93,7 @@ func (s *Server) manifest(w *recorder, r *http.Request, rt ociapi.Route, t proxy
 	}
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {
-		_, _ = w.Write(res.Body)
+		_ = writeBody(w, r, res.Body)
 	}
 	return nil
 }
@@ -192,8 +192,8 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 	var n int64
 	switch {
 	case res.Bytes != nil:
-		// In memory: one Write lets headers and body leave together.
-		_, err = w.Write(res.Bytes[start : start+length])
+		// In memory: headers and body leave together.
+		err = writeBody(w, r, res.Bytes[start:start+length])
 		n = length
 	case res.Cache != proxy.CacheHit:
 		// A fill: its body arrives at the upstream's pace. Send the headers
@@ -380,7 +380,7 @@ func (s *Server) tags(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {
-		_, _ = w.Write(body)
+		_ = writeBody(w, r, body)
 	}
 	return nil
 }
@@ -402,7 +402,7 @@ func (s *Server) referrers(w *recorder, r *http.Request, rt ociapi.Route, t prox
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {
-		_, _ = w.Write(body)
+		_ = writeBody(w, r, body)
 	}
 	return nil
 }
