@@ -54,3 +54,38 @@ func TestBufferedWriterFlushesOnCloseAndByInterval(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// An idle writer holds no timer: it is armed by the first line after a
+// flush and disarmed by the flush, so an idle process is not woken up.
+func TestBufferedWriterArmsItsTimerOnlyForWaitingLines(t *testing.T) {
+	t.Parallel()
+	var out lockedBuffer
+	w := NewBufferedWriter(&out, time.Millisecond)
+	defer w.Close()
+	armed := func() bool { w.mu.Lock(); defer w.mu.Unlock(); return w.armed }
+	if armed() || w.timer != nil {
+		t.Fatal("a new writer has a timer")
+	}
+	for i, line := range []string{"first\n", "second\n"} {
+		if _, err := w.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(out.String(), line) || armed() {
+			if time.Now().After(deadline) {
+				t.Fatalf("write %d: flushed %q, timer armed %t after 10 s; want the line out and the timer disarmed", i, out.String(), armed())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// After Close, lines go straight through.
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("late\n")); err != nil || !strings.Contains(out.String(), "late\n") {
+		t.Errorf("write after Close: %v, output %q", err, out.String())
+	}
+	if armed() {
+		t.Error("the timer is armed after Close")
+	}
+}
