@@ -1,7 +1,6 @@
 package httpserve_test
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net/http"
@@ -9,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/registry-edge/registry-edge/internal/httpserve"
-	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 )
 
 // discardWriter is a ResponseWriter that keeps nothing, so that a benchmark
@@ -25,13 +23,7 @@ func (w *discardWriter) WriteHeader(int)             {}
 // benchmarks/run.sh's small-blob test without the network.
 func BenchmarkCachedSmallBlob(b *testing.B) {
 	m := newMirror(b)
-	layer := fakeupstream.Random(b, 4<<10)
-	_, layers := m.fake.Image("team/app", "v1", layer)
-	path := blobPath("team/app", layers[0].Digest)
-	if resp, body := m.get(http.MethodGet, path); resp.StatusCode != 200 || !bytes.Equal(body, layer) {
-		b.Fatalf("cold GET: %d, %d bytes", resp.StatusCode, len(body))
-	}
-	m.waitFills()
+	path, _ := m.cached(4 << 10)
 	h := httpserve.New(m.proxy, httpserve.Options{Metrics: m.metrics, AccessLog: true,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	req := httptest.NewRequest(http.MethodGet, path, nil)

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
-
-	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 )
 
 // readFromRecorder is a ResponseWriter with io.ReaderFrom, like net/http's,
@@ -27,13 +25,7 @@ func (w *readFromRecorder) ReadFrom(src io.Reader) (int64, error) {
 func TestStoredBlobIsCopiedNotSentWithSendfile(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t)
-	layer := fakeupstream.Random(t, 1<<20) // above the in-memory cache's item limit
-	_, layers := m.fake.Image("team/app", "v1", layer)
-	path := blobPath("team/app", layers[0].Digest)
-	if resp, body := m.get(http.MethodGet, path); resp.StatusCode != 200 || !bytes.Equal(body, layer) {
-		t.Fatalf("cold GET: %d, %d bytes", resp.StatusCode, len(body))
-	}
-	m.waitFills()
+	path, layer := m.cached(1 << 20) // above the in-memory cache's item limit
 
 	for _, rng := range []string{"", "bytes=1000-"} {
 		w := &readFromRecorder{ResponseRecorder: httptest.NewRecorder()}

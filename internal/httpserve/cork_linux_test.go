@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/registry-edge/registry-edge/internal/httpserve"
-	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 )
 
 // A cached blob held in memory but larger than net/http's 4 KiB write
@@ -23,13 +22,7 @@ import (
 func TestInMemoryBlobLeavesInOneSegment(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t)
-	layer := fakeupstream.Random(t, 10<<10)
-	_, layers := m.fake.Image("team/app", "v1", layer)
-	path := blobPath("team/app", layers[0].Digest)
-	if resp, body := m.get(http.MethodGet, path); resp.StatusCode != 200 || !bytes.Equal(body, layer) {
-		t.Fatalf("cold GET: %d, %d bytes", resp.StatusCode, len(body))
-	}
-	m.waitFills()
+	path, layer := m.cached(10 << 10)
 
 	h := m.srv.Config.Handler
 	if got := dataSegmentsOut(t, h, httpserve.ConnContext, path, layer); got != 1 {

@@ -239,6 +239,21 @@ func (m *mirror) ingestFiles() []string {
 	return names
 }
 
+// cached puts one layer of size random bytes in team/app:v1 upstream,
+// pulls it through the mirror once and waits for the fill to commit. It
+// returns the blob's path and content.
+func (m *mirror) cached(size int) (string, []byte) {
+	m.t.Helper()
+	layer := fakeupstream.Random(m.t, size)
+	_, layers := m.fake.Image("team/app", "v1", layer)
+	path := blobPath("team/app", layers[0].Digest)
+	if resp, body := m.get(http.MethodGet, path); resp.StatusCode != 200 || !bytes.Equal(body, layer) {
+		m.t.Fatalf("cold GET: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	m.waitFills()
+	return path, layer
+}
+
 // waitIdle waits until no fill is running (fills outlive requests).
 func (m *mirror) waitFills() {
 	m.t.Helper()
