@@ -113,6 +113,13 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	listen := fs.String("listen", "", "listen `address`, overrides listen")
 	storage := fs.String("storage", "", "storage `directory`, overrides storage.root")
 	upstreamURL := fs.String("upstream", "", "mirror only this registry `URL`, overrides upstreams")
+	// serve is the default command, so `registry-edge -h` lands here: show
+	// every command, then serve's flags.
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fmt.Fprintln(stderr, "\nflags of serve:")
+		fs.PrintDefaults()
+	}
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
 	}

@@ -61,6 +61,27 @@ func TestCheckConfig(t *testing.T) {
 	}
 }
 
+// -h (or --help) without a command lists every command and serve's flags,
+// and exits 0.
+func TestHelpListsCommands(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"help"}, {"serve", "-h"}} {
+		code, out, errOut := runCmd(t, args...)
+		all := out + errOut
+		if code != 0 {
+			t.Errorf("%v: exit %d, want 0", args, code)
+		}
+		for _, want := range []string{"check-config FILE", "prefetch", "gc", "fsck", "version"} {
+			if !strings.Contains(all, want) {
+				t.Errorf("%v: the help does not name %q:\n%s", args, want, all)
+			}
+		}
+		if args[0] != "help" && !strings.Contains(all, "-upstream") {
+			t.Errorf("%v: the help does not show serve's flags:\n%s", args, all)
+		}
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	t.Parallel()
 	if code, _, errOut := runCmd(t, "frobnicate"); code != 2 || !strings.Contains(errOut, "unknown command") {
