@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -284,6 +285,65 @@ func TestReloadAppliesAccessPolicy(t *testing.T) {
 	}
 	if code := srv.stop(); code != 0 {
 		t.Errorf("serve exit = %d; stderr:\n%s", code, stderr.String())
+	}
+}
+
+// A storage budget set by a reload is the one gc --dry-run plans with and
+// the status page shows (both used the budget of the start before).
+func TestReloadedBudgetReachesGCAndStatus(t *testing.T) {
+	addr := freeAddr(t)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(conf, []byte("log:\n  level: info\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startRun(t, "--config", conf, "--listen", addr, "--storage", filepath.Join(dir, "data"), "--upstream", "http://127.0.0.1:1")
+	mirror := "http://" + addr
+	dryRun := func() string {
+		t.Helper()
+		var out string
+		for i := 0; i < 200; i++ { // until the mirror listens
+			var code int
+			if code, out, _ = runCmd(t, "gc", "--mirror", mirror, "--dry-run"); code == 0 {
+				return out
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("gc --dry-run never succeeded; log:\n%s", srv.stderr.String())
+		return ""
+	}
+	statusPage := func() string {
+		t.Helper()
+		resp, err := http.Get(mirror + "/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if out := dryRun(); !strings.Contains(out, "no budget") {
+		t.Fatalf("gc --dry-run before the reload:\n%s", out)
+	}
+	if page := statusPage(); !strings.Contains(page, "/ none<") {
+		t.Fatalf("the status page before the reload shows a budget:\n%s", page)
+	}
+
+	if err := os.WriteFile(conf, []byte("log:\n  level: info\nstorage:\n  maxSize: 3GiB\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reloadRequests <- struct{}{}
+	for i := 0; i < 200 && !strings.Contains(srv.stderr.String(), "configuration reloaded"); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out := dryRun(); !strings.Contains(out, "budget 3072.0 MiB") {
+		t.Errorf("gc --dry-run after the reload to 3GiB:\n%s", out)
+	}
+	if page := statusPage(); !strings.Contains(page, "3.00 GiB") {
+		t.Errorf("the status page after the reload to 3GiB does not show it:\n%s", page)
+	}
+	if code := srv.stop(); code != 0 {
+		t.Errorf("serve exit = %d; stderr:\n%s", code, srv.stderr.String())
 	}
 }
 

@@ -163,24 +163,21 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	}
 	devices.Set(pol)
 	hopts.Access = devices
-	gcOpts := gcOptions(cfg)
-	maint = &gc.Maintainer{Store: store, DB: db, Cache: p, Options: gcOpts, Metrics: m, Logger: log.With(slog.String("component", "gc"))}
+	maint = &gc.Maintainer{Store: store, DB: db, Cache: p, Options: gcOptions(cfg), Metrics: m, Logger: log.With(slog.String("component", "gc"))}
 	if allow := cfg.Admin.AllowedNetworks(); len(allow) > 0 {
+		// Both under the budget in force, which a reload may have changed.
 		hopts.Admin = admin.New(admin.Options{Prefetcher: pf, Allow: allow, GC: func(ctx context.Context, dryRun bool) (*gc.Plan, error) {
 			if dryRun {
-				if err := p.FlushAccess(ctx); err != nil {
-					return nil, err
-				}
-				return gc.MakePlan(ctx, store, db, gcOpts)
+				return maint.Plan(ctx)
 			}
-			return maint.RunOnce(ctx), nil
+			return maint.RunNow(ctx)
 		}})
 	}
 	var handler *httpserve.Server
 	if allow := cfg.Admin.AllowedNetworks(); len(allow) > 0 {
 		hopts.Status = admin.Only(allow, status.New(status.Options{
 			Metrics: m, Prefetch: pf.Status, Recent: func() []httpserve.Pull { return handler.RecentPulls() },
-			Budget: int64(cfg.Storage.MaxSize), Root: cfg.Storage.Root, Version: version.String(),
+			Budget: func() int64 { return maint.CurrentOptions().MaxSize }, Root: cfg.Storage.Root, Version: version.String(),
 			SignaturePolicy: policy != nil,
 		}))
 	}

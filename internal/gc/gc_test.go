@@ -285,3 +285,49 @@ func TestDeltaBasesAreEvictedLast(t *testing.T) {
 		t.Errorf("tight budget: the most recent image %s was evicted", bNew.Digest)
 	}
 }
+
+type noCache struct{}
+
+func (noCache) FlushAccess(context.Context) error { return nil }
+func (noCache) Forget(digest.Digest)              {}
+
+// gc and gc --dry-run on a running mirror (Maintainer.RunNow and Plan) use
+// the budget in force after a reload (SetOptions), and report the store's
+// figures also when there is no budget or nothing to evict.
+func TestMaintainerUsesTheBudgetInForce(t *testing.T) {
+	s := newSite(t)
+	old := s.image("old", 2*time.Hour, s.blob(3000))
+	s.image("new", time.Hour, s.blob(3000))
+	var used int64
+	if err := s.store.Walk(context.Background(), func(i blobstore.Info) error { used += i.Size; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	m := &gc.Maintainer{Store: s.store, DB: s.db, Cache: noCache{}}
+
+	p, err := m.RunNow(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Used != used || p.Units != 2 || p.Budget != 0 || len(p.Victims) != 0 {
+		t.Errorf("gc without a budget: used %d, %d images, budget %d, %d victims; want used %d, 2 images, no budget, none",
+			p.Used, p.Units, p.Budget, len(p.Victims), used)
+	}
+
+	m.SetOptions(gc.Options{MaxSize: used - 1000})
+	p, err = m.Plan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Budget != used-1000 || !slices.Equal(roots(p), []digest.Digest{old.Digest}) {
+		t.Fatalf("dry run after the reload: budget %d, victims %v; want budget %d and the old image", p.Budget, roots(p), used-1000)
+	}
+	if !s.stored(old.Digest) {
+		t.Fatal("the dry run evicted")
+	}
+	if p, err = m.RunNow(context.Background()); err != nil || !slices.Equal(roots(p), []digest.Digest{old.Digest}) {
+		t.Fatalf("gc after the reload: %v, %v; want the old image evicted", p, err)
+	}
+	if s.stored(old.Digest) {
+		t.Error("gc after the reload left the old image")
+	}
+}

@@ -41,6 +41,42 @@ func (m *Maintainer) SetOptions(o Options) {
 	m.mu.Unlock()
 }
 
+// CurrentOptions returns the budget in force (the last SetOptions).
+func (m *Maintainer) CurrentOptions() Options {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.Options
+}
+
+// Plan flushes access times and returns what RunNow would evict under the
+// budget in force, without evicting anything (gc --dry-run).
+func (m *Maintainer) Plan(ctx context.Context) (*Plan, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.Cache.FlushAccess(ctx); err != nil {
+		return nil, err
+	}
+	return MakePlan(ctx, m.Store, m.DB, m.Options)
+}
+
+// RunNow flushes access times, measures the store and evicts what the
+// budget in force asks for (gc). Unlike RunOnce it always returns the plan,
+// also when there is no budget or nothing to evict, so that the caller can
+// show the store's figures.
+func (m *Maintainer) RunNow(ctx context.Context) (*Plan, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.Cache.FlushAccess(ctx); err != nil {
+		return nil, err
+	}
+	plan, err := MakePlan(ctx, m.Store, m.DB, m.Options)
+	if err != nil {
+		return nil, err
+	}
+	m.sized = true
+	return plan, m.carryOut(ctx, plan)
+}
+
 // Run flushes access times and enforces the budget every interval until ctx
 // is done.
 func (m *Maintainer) Run(ctx context.Context, interval time.Duration) {
@@ -62,10 +98,7 @@ func (m *Maintainer) Run(ctx context.Context, interval time.Duration) {
 func (m *Maintainer) RunOnce(ctx context.Context) *Plan {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	log := m.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := m.log()
 	if err := m.Cache.FlushAccess(ctx); err != nil {
 		log.LogAttrs(ctx, slog.LevelWarn, "cannot record access times", slog.Any("err", err))
 	}
@@ -86,12 +119,29 @@ func (m *Maintainer) RunOnce(ctx context.Context) *Plan {
 		return nil
 	}
 	plan, err := MakePlan(ctx, m.Store, m.DB, m.Options)
-	if err == nil {
-		err = Apply(ctx, m.Store, m.DB, plan, m.Cache.Forget)
-	}
 	if err != nil {
 		log.LogAttrs(ctx, slog.LevelError, "eviction failed", slog.Any("err", err))
-		return plan
+		return nil
+	}
+	if err := m.carryOut(ctx, plan); err != nil {
+		log.LogAttrs(ctx, slog.LevelError, "eviction failed", slog.Any("err", err))
+	}
+	return plan
+}
+
+func (m *Maintainer) log() *slog.Logger {
+	if m.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return m.Logger
+}
+
+// carryOut applies plan, then updates the metrics and logs each victim.
+// The caller holds m.mu.
+func (m *Maintainer) carryOut(ctx context.Context, plan *Plan) error {
+	log := m.log()
+	if err := Apply(ctx, m.Store, m.DB, plan, m.Cache.Forget); err != nil {
+		return err
 	}
 	if m.Metrics != nil {
 		m.Metrics.StoreBytes.Set(float64(plan.Used - plan.Freed))
@@ -107,5 +157,5 @@ func (m *Maintainer) RunOnce(ctx context.Context) *Plan {
 			slog.Int64("used", plan.Used-plan.Freed), slog.Int64("budget", plan.Budget), slog.Int("pinned_images", plan.PinnedUnits),
 			slog.Int("delta_base_images", plan.BaseUnits))
 	}
-	return plan
+	return nil
 }

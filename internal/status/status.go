@@ -22,8 +22,9 @@ type Options struct {
 	Metrics  *metrics.Metrics
 	Prefetch func() []prefetch.Status
 	Recent   func() []httpserve.Pull
-	// Budget is storage.maxSize (0: none); Root is storage.root.
-	Budget  int64
+	// Budget returns storage.maxSize in force (0: none; nil: none);
+	// Root is storage.root.
+	Budget  func() int64
 	Root    string
 	Version string
 	// SignaturePolicy says a signature policy is configured.
@@ -85,6 +86,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+func (o Options) budget() int64 {
+	if o.Budget == nil {
+		return 0
+	}
+	return o.Budget()
+}
+
 // page gathers the figures.
 func (h *Handler) page() (*Page, error) {
 	mfs, err := h.o.Metrics.Registry.Gather()
@@ -97,9 +105,9 @@ func (h *Handler) page() (*Page, error) {
 	used := g.sum("registry_edge_store_bytes")
 	p.StoreUsed = bytesStr(used)
 	p.Budget, p.BudgetPct = "none", "-"
-	if h.o.Budget > 0 {
-		p.Budget = bytesStr(float64(h.o.Budget))
-		p.BudgetPct = fmt.Sprintf("%.0f %%", 100*used/float64(h.o.Budget))
+	if budget := h.o.budget(); budget > 0 {
+		p.Budget = bytesStr(float64(budget))
+		p.BudgetPct = fmt.Sprintf("%.0f %%", 100*used/float64(budget))
 	}
 	hits := g.sum("registry_edge_cache_requests_total", "result", "hit")
 	misses := g.sum("registry_edge_cache_requests_total", "result", "miss") + g.sum("registry_edge_cache_requests_total", "result", "fill")

@@ -31,7 +31,7 @@ func TestPageShowsTheFigures(t *testing.T) {
 		return metrics.UpstreamHealth{LastContact: now.Add(-90 * time.Second), BreakerState: 1}
 	})
 	h := New(Options{
-		Metrics: m, Budget: 2 << 20, Root: "/var/lib/registry-edge", Version: "v1.2.3", SignaturePolicy: true, Now: func() time.Time { return now },
+		Metrics: m, Budget: func() int64 { return 2 << 20 }, Root: "/var/lib/registry-edge", Version: "v1.2.3", SignaturePolicy: true, Now: func() time.Time { return now },
 		Prefetch: func() []prefetch.Status {
 			return []prefetch.Status{{Image: prefetch.Image{Ref: "org/app:<b>1</b>"}, State: prefetch.StateComplete, Blobs: 2, BlobsDone: 2}}
 		},
