@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
@@ -47,6 +49,12 @@ func fsckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		// Objects are verified on their way in; re-reading a bucket is a
 		// job for the object store's own integrity checks.
 		return fmt.Errorf("fsck checks blobs on the local filesystem; storage.blobs.driver is s3 (bucket %s)", cfg.Storage.Blobs.S3.Bucket)
+	}
+	// A store has a blobs directory. Without one the root is most likely
+	// not the mirror's (the default ./data from another directory), and
+	// checking it would create an empty store and report success.
+	if fi, err := os.Stat(filepath.Join(root, "blobs")); err != nil || !fi.IsDir() {
+		return fmt.Errorf("no store at %s (no blobs directory): give the mirror's --storage DIR or --config FILE", root)
 	}
 	// Opening the store cleans nothing younger than a day or the partial
 	// age: a running mirror's ingests and partials are safe.

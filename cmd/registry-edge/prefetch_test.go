@@ -176,4 +176,15 @@ func TestFsckCommand(t *testing.T) {
 	if _, err := store.Stat(ctx, digest.FromBytes(good)); err != nil {
 		t.Errorf("intact content: %v", err)
 	}
+
+	// A directory that holds no store is an error, and stays as it was.
+	empty := t.TempDir()
+	stdout.Reset()
+	stderr.Reset()
+	if code := run(ctx, []string{"fsck", "--storage", empty}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "no store at "+empty) {
+		t.Errorf("fsck of an empty directory: exit %d, stderr %q; want 1 and %q", code, stderr.String(), "no store at "+empty)
+	}
+	if entries, _ := os.ReadDir(empty); len(entries) != 0 {
+		t.Errorf("fsck of an empty directory created %d entries in it", len(entries))
+	}
 }
