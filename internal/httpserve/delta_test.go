@@ -159,6 +159,28 @@ func TestDeltaWithoutBaseIsNotUsed(t *testing.T) {
 	}
 }
 
+// A site whose published delta needs a base it lacks, under a region that
+// negotiates: the negotiated delta rebuilds the layer, and the fill counts
+// once, as applied (not also as no_base).
+func TestUnusablePublishedDeltaThenNegotiatedCountsOnce(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t, withDeltas)
+	s := publishDelta(t, region, func(l *layerdelta.Layer) {
+		l.Bases = []layerdelta.Blob{{Digest: digest.FromString("a layer no site holds"), Size: 21}}
+	})
+	site := newMirrorOver(t, region.srv.URL, nil, withDeltas)
+	pullImage(t, site, "v1", s.old)
+	pullImage(t, site, "v2", s.nw)
+	for result, want := range map[string]float64{"applied": 1, "no_base": 0} {
+		if got := metricValue(t, site.metrics, "registry_edge_delta_fills_total", "result", result); got != want {
+			t.Errorf("site delta fills %s = %v, want %v", result, got, want)
+		}
+	}
+	if got := metricValue(t, region.metrics, "registry_edge_delta_negotiations_total", "result", "delta"); got != 1 {
+		t.Errorf("region answered %v negotiations with a delta, want 1", got)
+	}
+}
+
 // With deltas disabled, nothing is looked up.
 func TestDeltasDisabled(t *testing.T) {
 	t.Parallel()

@@ -160,11 +160,14 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 		}
 	}
 	if best.Delta.Digest == "" {
-		if len(recs) > 0 {
-			p.m.Deltas.Fills.WithLabelValues(reason).Inc()
-		}
 		l, ok := p.negotiateDelta(ctx, f, log)
 		if !ok {
+			// Published deltas, none usable, and no upstream delta
+			// either: one result per fill (a negotiated delta counts as
+			// applied or failed below).
+			if len(recs) > 0 {
+				p.m.Deltas.Fills.WithLabelValues(reason).Inc()
+			}
 			return false
 		}
 		best, bestRec = l, meta.DeltaRecord{Repo: f.target.Repo}
