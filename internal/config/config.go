@@ -79,8 +79,8 @@ type Deltas struct {
 	// deltas of its layers against the repository's other stored images,
 	// so that lower tiers rarely wait (with Serve).
 	Precompute bool `yaml:"precompute"`
-	// MaxRatio is the largest delta, as a fraction of the layer, served to
-	// a lower tier; a larger one is answered with the full layer.
+	// MaxRatio bounds the delta served to a lower tier: it must be smaller
+	// than this fraction of the layer, or the full layer is served.
 	MaxRatio float64 `yaml:"maxRatio"`
 	// MaxBaseCandidates bounds the layers a mirror offers as bases in one
 	// negotiation.

@@ -30,9 +30,9 @@ type Options struct {
 	TempDir string
 	// Encode tunes the codec.
 	Encode delta.EncodeOptions
-	// MaxRatio is the largest delta, as a fraction of the target blob's
-	// size, worth publishing; zero means 1 (any delta smaller than the
-	// blob). Tiers use 0.5.
+	// MaxRatio bounds the delta worth publishing: it must be smaller than
+	// MaxRatio times the target blob's size. Zero means 1 (any delta
+	// smaller than the blob). Tiers use 0.5.
 	MaxRatio float64
 	// MaxTarSize bounds the uncompressed size of a layer; zero means
 	// recipe.DefaultMaxTarSize.
@@ -138,7 +138,7 @@ func Make(ctx context.Context, target Content, bases []Content, opts Options) (r
 		return Result{}, fmt.Errorf("delta for %s: %w", target.Digest, err)
 	}
 	res.Stats = stats
-	if cw.n > limit {
+	if cw.n >= limit {
 		res.Reason += fmt.Sprintf("; %s delta of %d bytes is not smaller than %.0f%% of the %d-byte blob", res.Layer.Kind, cw.n, 100*opts.MaxRatio, target.Size)
 		res.Layer.Kind, res.Layer.Recipe = "", nil
 		return res, nil
