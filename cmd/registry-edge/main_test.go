@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/registry-edge/registry-edge/internal/config"
 	"github.com/registry-edge/registry-edge/internal/testutil/certs"
 )
 
@@ -397,4 +399,23 @@ func startRun(t *testing.T, args ...string) *running {
 func (r *running) stop() int {
 	r.cancel()
 	return <-r.done
+}
+
+// A reload names the keys it could not apply, and only their names.
+func TestChangedKeysNamesWhatNeedsARestart(t *testing.T) {
+	t.Parallel()
+	a := config.Default()
+	b := config.Default()
+	b.Storage.FillTimeout *= 2
+	b.Access.RateLimit.RequestsPerSecond = 7
+	b.Upstreams = append(b.Upstreams, config.Upstream{Registry: "ghcr.io", URL: "https://ghcr.io"})
+	b.Upstreams[0].Auth.Password = "s3cret"
+	got := changedKeys(a, b)
+	want := []string{"storage.fillTimeout", "upstreams", "access.rateLimit"}
+	if !slices.Equal(got, want) {
+		t.Errorf("changedKeys = %v, want %v", got, want)
+	}
+	if keys := changedKeys(a, config.Default()); len(keys) != 0 {
+		t.Errorf("changedKeys of equal configurations = %v", keys)
+	}
 }

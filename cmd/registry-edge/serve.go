@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -347,9 +348,48 @@ func applyReload(ctx context.Context, log *slog.Logger, reload reloadFunc, runni
 		c.Storage.MaxSize, c.Storage.LowWatermark, c.Storage.MaxAge = 0, 0, 0
 		return c
 	}
-	attrs := []slog.Attr{slog.String("applied", "access, log.level, storage.maxSize, storage.lowWatermark, storage.maxAge")}
-	if !reflect.DeepEqual(live(running), live(next)) {
-		attrs = append(attrs, slog.String("not_applied", "other changes take effect at the next restart"))
+	attrs := []slog.Attr{slog.String("applied", "access (anonymous, htpasswd, rules), log.level, storage.maxSize, storage.lowWatermark, storage.maxAge")}
+	if keys := changedKeys(live(running), live(next)); len(keys) > 0 {
+		attrs = append(attrs, slog.String("not_applied", strings.Join(keys, ", ")+": take effect at the next restart"))
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "configuration reloaded", attrs...)
+}
+
+// changedKeys names the configuration keys, two levels deep (storage.root,
+// upstreams), whose values differ between a and b. Only names: values may
+// be secrets.
+func changedKeys(a, b config.Config) []string {
+	var keys []string
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	for i := range va.NumField() {
+		f := va.Type().Field(i)
+		name := yamlKey(f)
+		if name == "" || reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			continue
+		}
+		if f.Type.Kind() != reflect.Struct {
+			keys = append(keys, name)
+			continue
+		}
+		n := len(keys)
+		for j := range f.Type.NumField() {
+			sub := yamlKey(f.Type.Field(j))
+			if sub != "" && !reflect.DeepEqual(va.Field(i).Field(j).Interface(), vb.Field(i).Field(j).Interface()) {
+				keys = append(keys, name+"."+sub)
+			}
+		}
+		if len(keys) == n { // the difference is in unexported state
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}
+
+// yamlKey is the YAML key of an exported field, "" for others.
+func yamlKey(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	if !f.IsExported() || name == "-" || name == "" {
+		return ""
+	}
+	return name
 }
