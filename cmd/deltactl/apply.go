@@ -5,9 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -26,7 +29,10 @@ DIR/<hex>.json). The base files are found by their content, in any order
 (further arguments are base files too). The rebuilt blob is written to a
 temporary file next to OUT and renamed to OUT only once it has the digest and
 size the descriptor names for the layer: after a failure nothing is left at
-OUT and the exit status is 1.
+OUT and the exit status is 1. A symbolic link OUT is followed. With -o -, or
+an OUT that is not a regular file (a device, a FIFO), the blob is rebuilt
+into a temporary file under --tmp first and written out once verified; the
+status line then goes to stderr for -o -.
 
 flags:
 `
@@ -78,6 +84,13 @@ func applyCmd(ctx context.Context, e *env, args []string) error {
 	if descPath == "" {
 		descPath = strings.TrimSuffix(deltaPath, ".delta") + ".json"
 	}
+	dst, err := resolveOutput(out, e.stdout)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(deltaPath); err != nil {
+		return fmt.Errorf("delta: %w", err)
+	}
 
 	l, err := readDescriptor(descPath)
 	if err != nil {
@@ -100,13 +113,18 @@ func applyCmd(ctx context.Context, e *env, args []string) error {
 		}
 		return c, nil
 	}
-	err = writeFileAtomic(out, func(w io.Writer) error {
+	rebuild := func(w io.Writer) error {
 		bw := bufio.NewWriterSize(w, 1<<20)
 		if err := layerdelta.Apply(ctx, bw, l, bufio.NewReaderSize(d, 1<<20), open, layerdelta.ApplyOptions{TempDir: f.tmp}); err != nil {
 			return err
 		}
 		return bw.Flush()
-	})
+	}
+	if dst.path != "" {
+		err = writeFileAtomic(dst.path, rebuild)
+	} else {
+		err = writeVerified(f.tmp, dst.open, rebuild)
+	}
 	if err != nil {
 		return fmt.Errorf("apply %s: %w", deltaPath, err)
 	}
@@ -115,12 +133,83 @@ func applyCmd(ctx context.Context, e *env, args []string) error {
 	if l.Recipe != nil {
 		res.Recipe = l.Recipe.String()
 	}
-	if f.format == formatJSON {
-		return writeJSON(e.stdout, res)
+	status := e.stdout
+	if out == "-" {
+		status = e.stderr
 	}
-	fmt.Fprintf(e.stdout, "%s: %s (%d bytes), rebuilt from %s delta %s\n", out, l.Target.Digest, l.Target.Size, l.Kind, l.Delta.Digest)
+	if f.format == formatJSON {
+		return writeJSON(status, res)
+	}
+	fmt.Fprintf(status, "%s: %s (%d bytes), rebuilt from %s delta %s\n", out, l.Target.Digest, l.Target.Size, l.Kind, l.Delta.Digest)
 	return nil
 }
+
+// output is where apply writes: a path replaced atomically, or a stream
+// (stdout, a device, a FIFO) written once the blob is verified.
+type output struct {
+	path string
+	open func() (io.WriteCloser, error)
+}
+
+// resolveOutput checks OUT before any work is done: - is stdout, a
+// symbolic link is followed, a directory or a missing parent directory is
+// an error, and an existing file that is not a regular file is written
+// through rather than replaced.
+func resolveOutput(out string, stdout io.Writer) (output, error) {
+	if out == "-" {
+		return output{open: func() (io.WriteCloser, error) { return nopCloser{stdout}, nil }}, nil
+	}
+	path := out
+	if fi, err := os.Lstat(out); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		if path, err = filepath.EvalSymlinks(out); err != nil {
+			return output{}, fmt.Errorf("-o %s: %w", out, err)
+		}
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && fi.IsDir():
+		return output{}, fmt.Errorf("-o %s: is a directory", out)
+	case err == nil && !fi.Mode().IsRegular():
+		return output{open: func() (io.WriteCloser, error) { return os.OpenFile(path, os.O_WRONLY, 0) }}, nil
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return output{}, fmt.Errorf("-o %s: %w", out, err)
+	}
+	if di, err := os.Stat(filepath.Dir(path)); err != nil || !di.IsDir() {
+		return output{}, fmt.Errorf("-o %s: directory %s does not exist", out, filepath.Dir(path))
+	}
+	return output{path: path}, nil
+}
+
+// writeVerified runs write into a temporary file under dir (write fails
+// unless what it wrote is verified), then copies that file to open's
+// writer: nothing unverified reaches a stream.
+func writeVerified(dir string, open func() (io.WriteCloser, error), write func(io.Writer) error) error {
+	tmp, err := os.CreateTemp(dir, "deltactl-apply-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if err := write(tmp); err != nil {
+		return err
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	w, err := open()
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, tmp); err != nil {
+		w.Close()
+		return err
+	}
+	return w.Close()
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
 
 // readDescriptor reads a delta's descriptor (layerdelta.Layer.Descriptor as
 // JSON) from path.

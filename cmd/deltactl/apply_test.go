@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -220,7 +221,69 @@ func TestApply(t *testing.T) {
 	})
 	t.Run("OUT in a missing directory", func(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "missing", "layer.blob")
-		checkFailure(t, deltactl(t, "apply", "--delta", o.tar.Files.Delta, "--base", base, "-o", out), 1, "no such file")
+		checkFailure(t, deltactl(t, "apply", "--delta", o.tar.Files.Delta, "--base", base, "-o", out), 1, "does not exist")
+	})
+	t.Run("OUT is a directory", func(t *testing.T) {
+		out := t.TempDir()
+		checkFailure(t, deltactl(t, "apply", "--delta", o.tar.Files.Delta, "--base", base, "-o", out), 1, "is a directory")
+		if ents := dirEntries(t, out); len(ents) != 0 {
+			t.Errorf("a failed apply left %v in the directory", ents)
+		}
+	})
+	t.Run("missing delta file", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "layer.blob")
+		checkFailure(t, deltactl(t, "apply", "--delta", "/nonexistent/x.delta", "--base", base, "-o", out), 1, "delta: ")
+	})
+	t.Run("OUT is stdout", func(t *testing.T) {
+		r := mustRun(t, "apply", "--delta", o.tar.Files.Delta, "--base", base, "-o", "-")
+		if got := digest.FromString(r.stdout); got != o.tar.Target.Digest {
+			t.Errorf("-o -: stdout holds %s (%d bytes), want the blob %s", got, len(r.stdout), o.tar.Target.Digest)
+		}
+		if !strings.Contains(r.stderr, o.tar.Target.Digest.String()) {
+			t.Errorf("-o -: the status line is not on stderr: %q", r.stderr)
+		}
+	})
+	t.Run("OUT is a symbolic link", func(t *testing.T) {
+		target := filepath.Join(t.TempDir(), "real.blob")
+		link := filepath.Join(t.TempDir(), "link.blob")
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(target, []byte("before"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		mustRun(t, "apply", "--delta", o.tar.Files.Delta, "--base", base, "-o", link)
+		if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			t.Errorf("the link was replaced: %v %v", fi.Mode(), err)
+		}
+		if got := fileDigest(t, target); got != o.tar.Target.Digest {
+			t.Errorf("the link's target holds %s, want %s", got, o.tar.Target.Digest)
+		}
+	})
+	t.Run("OUT is a FIFO", func(t *testing.T) {
+		fifo := filepath.Join(t.TempDir(), "out.fifo")
+		if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+			t.Skipf("mkfifo: %v", err)
+		}
+		got := make(chan digest.Digest, 1)
+		go func() {
+			f, err := os.Open(fifo)
+			if err != nil {
+				got <- ""
+				return
+			}
+			defer f.Close()
+			d, _ := digest.FromReader(f)
+			got <- d
+		}()
+		mustRun(t, "apply", "--delta", o.tar.Files.Delta, "--base", base, "-o", fifo)
+		if fi, err := os.Lstat(fifo); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+			// (The reader stays blocked: nobody will open the FIFO.)
+			t.Fatalf("the FIFO was replaced: %v %v", fi.Mode(), err)
+		}
+		if d := <-got; d != o.tar.Target.Digest {
+			t.Errorf("the FIFO's reader got %s, want %s", d, o.tar.Target.Digest)
+		}
 	})
 	t.Run("existing OUT is kept on failure", func(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "layer.blob")
