@@ -1,11 +1,13 @@
 package httpserve_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -65,6 +67,38 @@ func TestBrokenBlobFromUpstream(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An HTTP/1.0 client reads a body without a length up to the close: a
+// blob of unknown size that fails its digest check must end with a reset,
+// never with a close after every byte.
+func TestBrokenBlobOfUnknownSizeEndsWithAResetForHTTP10(t *testing.T) {
+	t.Parallel()
+	layer := fakeupstream.Random(t, 200_000)
+	corrupt := append([]byte{}, layer...)
+	corrupt[len(corrupt)-1] ^= 0xff // only the last byte is wrong
+	m := newMirror(t)
+	_, layers := m.fake.Image("app", "v1", layer)
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Body(corrupt, -1, false)))
+
+	c, err := net.Dial("tcp", m.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: mirror.test\r\n\r\n", blobPath("app", layers[0].Digest))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("response head: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("the HTTP/1.0 body (%d bytes, Content-Length %d) ended cleanly; want a reset", len(body), resp.ContentLength)
+	}
+	if bytes.Equal(body, corrupt) {
+		t.Errorf("the client got every byte of the broken blob before the reset")
+	}
+	m.waitFills()
 }
 
 func TestWrongManifestFromUpstream(t *testing.T) {

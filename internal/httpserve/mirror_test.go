@@ -134,7 +134,9 @@ func (m *mirror) start() {
 		ps = m.wrap(store)
 	}
 	m.store, m.db, m.proxy = store, db, proxy.New(ps, db, m.router, po)
-	m.srv = httptest.NewServer(httpserve.New(m.proxy, httpserve.Options{Metrics: m.metrics, Access: m.access, RateLimit: m.limit, ServeDeltas: po.Deltas, TrustedProxies: m.trusted}))
+	m.srv = httptest.NewUnstartedServer(httpserve.New(m.proxy, httpserve.Options{Metrics: m.metrics, Access: m.access, RateLimit: m.limit, ServeDeltas: po.Deltas, TrustedProxies: m.trusted}))
+	m.srv.Config.ConnContext = httpserve.ConnContext // as registry-edge serve does
+	m.srv.Start()
 }
 
 // stop shuts the mirror down like the process does: running fills stop

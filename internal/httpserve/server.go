@@ -155,6 +155,7 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
+				resetOnClose(r)
 				s.finish(r, rec, acc, start)
 				panic(v)
 			}

@@ -525,11 +525,17 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		avail := written - r.off
-		if !verified && r.size >= 0 && r.off+avail >= r.size {
+		if !verified {
 			// Hold back the last byte until the whole blob is verified: a
 			// client that received every byte would otherwise see a clean
-			// end of a body that may still fail its digest check.
-			avail = r.size - 1 - r.off
+			// end of a body that may still fail its digest check. Of a
+			// blob of unknown size, any byte may be the last: the newest
+			// one waits for the next, or for the verification.
+			end := written - 1
+			if r.size >= 0 {
+				end = min(written, r.size-1)
+			}
+			avail = end - r.off
 		}
 		if avail > 0 {
 			if int64(len(p)) > avail {

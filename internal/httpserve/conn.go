@@ -9,8 +9,9 @@ import (
 type connKey struct{}
 
 // ConnContext is http.Server's ConnContext for a Server: it keeps each
-// plain TCP connection in its requests' context so that a response that
-// would leave in two segments can be sent in one (see writeBody).
+// plain TCP connection in its requests' context, so that a response that
+// would leave in two segments can be sent in one (see writeBody) and a
+// broken response ends with a reset (see resetOnClose).
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	if tc, ok := c.(*net.TCPConn); ok {
 		return context.WithValue(ctx, connKey{}, tc)
@@ -40,4 +41,14 @@ func writeBody(w *recorder, r *http.Request, body []byte) error {
 	_, err := w.Write(body)
 	w.Flush()
 	return err
+}
+
+// resetOnClose makes the coming close of r's connection a TCP reset
+// (SO_LINGER 0). A client reading a body without a length (HTTP/1.0) takes
+// a plain close for the end of the body; a reset is the only way left to
+// tell it that the body is broken.
+func resetOnClose(r *http.Request) {
+	if tc, _ := r.Context().Value(connKey{}).(*net.TCPConn); tc != nil {
+		_ = tc.SetLinger(0)
+	}
 }
