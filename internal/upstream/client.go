@@ -107,6 +107,9 @@ type Client struct {
 	deltaPeer atomic.Bool
 
 	minWait, maxWait, maxRetryAfter time.Duration
+	// bodyStall bounds each wait for the next bytes of a body read whole
+	// (manifests, tag lists, referrers): ResponseHeaderTimeout.
+	bodyStall time.Duration
 }
 
 // New returns a Client for the registry at o.URL. It makes no request.
@@ -179,6 +182,7 @@ func New(o Options) (*Client, error) {
 		minWait:       o.RetryMinWait,
 		maxWait:       o.RetryMaxWait,
 		maxRetryAfter: o.MaxRetryAfter,
+		bodyStall:     o.ResponseHeaderTimeout,
 	}
 	if creds.basic() {
 		c.secrets = append(c.secrets, base64.StdEncoding.EncodeToString([]byte(creds.username+":"+creds.password)))
@@ -346,13 +350,34 @@ func (c *Client) scrub(s string) string {
 
 // readAll reads r up to limit bytes. More than limit is an error wrapping
 // errdef.ErrTooLarge; at most limit+1 bytes are buffered.
-func readAll(r io.Reader, limit int64) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
+func (c *Client) readAll(body io.ReadCloser, limit int64) ([]byte, error) {
+	// A body that stops arriving is closed after c.bodyStall without a
+	// byte, which ends the blocked Read: a manifest fetch shared by every
+	// client of a tag must not hang them until the fill timeout.
+	var stalled atomic.Bool
+	watchdog := time.AfterFunc(c.bodyStall, func() {
+		stalled.Store(true)
+		body.Close()
+	})
+	defer watchdog.Stop()
+	var b []byte
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			watchdog.Reset(c.bodyStall)
+			if int64(len(b)+n) > limit {
+				return nil, fmt.Errorf("body larger than %d bytes: %w", limit, errdef.ErrTooLarge)
+			}
+			b = append(b, buf[:n]...)
+		}
+		switch {
+		case err == io.EOF:
+			return b, nil
+		case err != nil && stalled.Load():
+			return nil, fmt.Errorf("no bytes for %s after %d bytes of the body", c.bodyStall, len(b))
+		case err != nil:
+			return nil, err
+		}
 	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("body larger than %d bytes: %w", limit, errdef.ErrTooLarge)
-	}
-	return b, nil
 }

@@ -131,7 +131,7 @@ func (c *Client) manifest(ctx context.Context, op opInfo, repo, ref string, acce
 	if resp.ContentLength > maxSize {
 		return Manifest{}, c.fail(op, fmt.Errorf("content-length %d exceeds %d: %w", resp.ContentLength, maxSize, errdef.ErrTooLarge))
 	}
-	body, err := readAll(resp.Body, maxSize)
+	body, err := c.readAll(resp.Body, maxSize)
 	if err != nil {
 		if errors.Is(err, errdef.ErrTooLarge) {
 			return Manifest{}, c.fail(op, err)
@@ -215,7 +215,7 @@ func (c *Client) Referrers(ctx context.Context, repo string, d digest.Digest) (M
 	switch resp.StatusCode {
 	case http.StatusOK:
 		defer drain(resp.Body)
-		body, err := readAll(resp.Body, maxReferrersSize)
+		body, err := c.readAll(resp.Body, maxReferrersSize)
 		if err != nil {
 			if errors.Is(err, errdef.ErrTooLarge) {
 				return Manifest{}, c.fail(op, err)

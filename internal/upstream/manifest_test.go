@@ -6,8 +6,10 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
@@ -336,5 +338,31 @@ func TestReferrersUpstreamError(t *testing.T) {
 	_, err := c.Referrers(context.Background(), "app", digest.FromString("x"))
 	if !errors.Is(err, errdef.ErrDenied) {
 		t.Errorf("Referrers() error = %v, want ErrDenied", err)
+	}
+}
+
+// A manifest body that stops arriving ends the fetch after the response
+// header timeout without a byte, as unavailable: the fetch is shared by
+// every client of the tag, and the fill timeout is hours.
+func TestManifestBodyStallEnds(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", testManifestType)
+		w.Header().Set("Content-Length", strconv.Itoa(len(testManifest)))
+		_, _ = w.Write(testManifest[:50])
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // the rest never comes
+	}))
+	c := newTestClient(t, srv.URL, func(o *Options) { o.ResponseHeaderTimeout = 200 * time.Millisecond; o.RetryMax = 0 })
+	// A bound far above the stall timeout, so that a regression fails here
+	// instead of hanging the test run.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := c.Manifest(ctx, "library/alpine", "latest", []string{testManifestType}, 1<<20)
+	if ctx.Err() != nil {
+		t.Fatalf("Manifest still waiting after a minute: %v", err)
+	}
+	if !errors.Is(err, errdef.ErrUnavailable) || !strings.Contains(err.Error(), "no bytes for") {
+		t.Errorf("Manifest of a stalled body: %v, want an unavailable error naming the stall", err)
 	}
 }

@@ -57,7 +57,7 @@ func (c *Client) Tags(ctx context.Context, repo string, n int, last string) (Tag
 		return TagPage{}, c.statusError(op, resp)
 	}
 	defer drain(resp.Body)
-	body, err := readAll(resp.Body, maxTagsBody)
+	body, err := c.readAll(resp.Body, maxTagsBody)
 	if err != nil {
 		if errors.Is(err, errdef.ErrTooLarge) {
 			return TagPage{}, c.fail(op, err)
