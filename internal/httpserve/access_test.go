@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,5 +122,25 @@ func TestRateLimitBehindTrustedProxy(t *testing.T) {
 				t.Errorf("second request (X-Forwarded-For: %s): %d, want %d (%s)", tc.second, resp.StatusCode, tc.want, body)
 			}
 		})
+	}
+}
+
+// An upstream that refuses the mirror's own credentials (401 or 403) is
+// reported as a 502 DENIED that says so, with no challenge: the device's
+// credentials are not the problem, and a local 401 or 403 would say they are.
+func TestUpstreamRefusalIsNotTheDevicesFault(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{http.StatusUnauthorized, http.StatusForbidden} {
+		m := newMirror(t)
+		m.fake.Image("private/app", "v1", fakeupstream.Random(t, 1000))
+		m.fake.Fail(fakeupstream.Status(status, "", 0))
+		resp, body := m.get(http.MethodGet, manifestPath("private/app", "v1"), "Accept", "application/vnd.oci.image.manifest.v1+json")
+		m.wantCode(resp, body, http.StatusBadGateway, "DENIED")
+		if !strings.Contains(string(body), "refused registry-edge's credentials") {
+			t.Errorf("upstream %d: body %s does not say the upstream refused the mirror's credentials", status, body)
+		}
+		if ch := resp.Header.Get("WWW-Authenticate"); ch != "" {
+			t.Errorf("upstream %d: the mirror challenged the device: %q", status, ch)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -24,6 +25,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/ociapi"
 	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
 // Options configures the handler.
@@ -178,6 +180,9 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		acc.err = err
 		oe := ociapi.FromError(err, rt.Kind)
+		if re := upstreamRefusal(err); re != nil {
+			oe = re
+		}
 		if rec.wroteHeader {
 			// Headers (and maybe part of the body) are out: the only honest
 			// signal left is to break the connection.
@@ -321,3 +326,17 @@ func (w *recorder) Flush() {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// upstreamRefusal maps an upstream's 401 or 403 to a 502 DENIED. The
+// mirror's own upstream credentials were refused (or the repository does
+// not exist there, which some registries answer so): the device can do
+// nothing about it, and a 401 without a challenge of ours, or a 403 like a
+// local rule's, would send its operator to the wrong configuration.
+func upstreamRefusal(err error) *ociapi.Error {
+	var ue *upstream.Error
+	if !errors.As(err, &ue) || (ue.Status != http.StatusUnauthorized && ue.Status != http.StatusForbidden) {
+		return nil
+	}
+	return &ociapi.Error{Status: http.StatusBadGateway, Code: ociapi.CodeDenied,
+		Message: fmt.Sprintf("the upstream registry refused registry-edge's credentials for this repository (HTTP %d); a repository that does not exist upstream may be answered so too", ue.Status)}
+}
