@@ -128,3 +128,52 @@ func putManifest(t *testing.T, repo string, raw []byte) {
 		t.Fatal(err)
 	}
 }
+
+// A delta artifact deleted from the registry but still listed by its
+// referrers tag (registries without the referrers API do not clean it up)
+// is shown as unusable; inspect and plan go on with the others.
+func TestDeletedArtifactIsUnusable(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, false)
+	repo := host + "/edge/gone"
+	app := layergen.New(610, 20, 8<<10)
+	a, b := layer(t, goGzip, app), layer(t, goGzip, app.Update(611))
+	oldImg, newImg := testImage(t, "amd64", a), testImage(t, "amd64", b)
+	pushImage(t, repo+":1", oldImg)
+	pushImage(t, repo+":2", newImg)
+	mustRun(t, "diff", "--push", repo+":1", repo+":2")
+
+	subject := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: descriptorOf(t, newImg).Digest, Size: descriptorOf(t, newImg).Size}
+	extra := layerdelta.Layer{
+		Delta:  ocispec.Descriptor{MediaType: delta.MediaType, Digest: digest.FromString("deleted"), Size: 7},
+		Target: b.Blob(), Kind: layerdelta.KindBlob, Bases: []layerdelta.Blob{a.Blob()},
+	}
+	raw, desc, err := layerdelta.Manifest(subject, descriptorOf(t, oldImg).Digest, []layerdelta.Layer{extra})
+	if err != nil {
+		t.Fatal(err)
+	}
+	putManifest(t, repo, raw)
+	if err := remote.Delete(ref(t, repo+"@"+desc.Digest.String())); err != nil {
+		t.Fatal(err)
+	}
+
+	var insp inspectReport
+	mustJSON(t, &insp, "inspect", repo+":2")
+	var gone, usable int
+	for _, art := range insp.Platforms[0].Artifacts {
+		switch {
+		case art.Digest == desc.Digest && strings.Contains(art.Error, "gone"):
+			gone++
+		case art.Error == "" && len(art.Deltas) == 1:
+			usable++
+		}
+	}
+	if gone != 1 || usable != 1 {
+		t.Errorf("inspect: %+v; want the deleted artifact as unusable (gone) and the pushed one usable", insp.Platforms[0].Artifacts)
+	}
+	var plan planReport
+	mustJSON(t, &plan, "plan", "--site-has", repo+":1", repo+":2")
+	if l := plan.Platforms[0].Layers; len(l) != 1 || l[0].Delta == nil {
+		t.Errorf("plan layers %+v: want the layer by the pushed delta", l)
+	}
+}

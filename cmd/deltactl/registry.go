@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -373,6 +374,14 @@ func (c *client) deltaArtifacts(repo name.Repository, subject v1.Descriptor) ([]
 		}
 		a := artifact{desc: bare(d)}
 		md, err := remote.Get(repo.Digest(d.Digest.String()), c.opts...)
+		var te *transport.Error
+		if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
+			// Deleted, but still listed: the referrers tag of a registry
+			// without the API is not cleaned up. Unusable, as for a site.
+			a.err = fmt.Errorf("the artifact manifest is gone (%s)", te.Error())
+			out = append(out, a)
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("delta artifact %s@%s: %w", repo, d.Digest, err)
 		}
