@@ -392,3 +392,38 @@ func TestParseManifestRejects(t *testing.T) {
 		})
 	}
 }
+
+// A delta is kept only if it is smaller than MaxRatio of the layer: one of
+// exactly that size is dropped, and the reason names the ratio as given.
+func TestMaxRatio(t *testing.T) {
+	v1 := layergen.New(5, 40, 16<<10)
+	old := layergen.Gzip(v1.Tar(), -1)
+	nw := layergen.Gzip(v1.Update(6).Tar(), -1)
+	full := mustMake(t, nw, old)
+	if !full.OK() {
+		t.Fatalf("no delta: %s", full.Reason)
+	}
+	size := full.Layer.Delta.Size
+	full.Close()
+	makeAt := func(ratio float64) Result {
+		t.Helper()
+		res, err := Make(context.Background(), content(nw), []Content{content(old)}, Options{TempDir: t.TempDir(), MaxRatio: ratio})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { res.Close() })
+		return res
+	}
+	if res := makeAt((float64(size) + 1.5) / float64(len(nw))); !res.OK() {
+		t.Errorf("a delta one byte under the limit was dropped: %s", res.Reason)
+	}
+	// The limit is int64(ratio × layer size): half a byte above an integer
+	// keeps the product on it despite float rounding.
+	exact := (float64(size) + 0.5) / float64(len(nw))
+	if res := makeAt(exact); res.OK() {
+		t.Errorf("a delta of exactly the limit (%d bytes) was kept", size)
+	}
+	if res := makeAt(0.001); res.OK() || !strings.Contains(res.Reason, "not smaller than 0.1% of") {
+		t.Errorf("ratio 0.001: ok %v, reason %q; want no delta and the ratio as 0.1%%", res.OK(), res.Reason)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"os"
 
 	"github.com/opencontainers/go-digest"
@@ -139,7 +140,7 @@ func Make(ctx context.Context, target Content, bases []Content, opts Options) (r
 	}
 	res.Stats = stats
 	if cw.n >= limit {
-		res.Reason += fmt.Sprintf("; %s delta of %d bytes is not smaller than %.0f%% of the %d-byte blob", res.Layer.Kind, cw.n, 100*opts.MaxRatio, target.Size)
+		res.Reason += fmt.Sprintf("; %s delta of %d bytes is not smaller than %s%% of the %d-byte blob", res.Layer.Kind, cw.n, strconv.FormatFloat(100*opts.MaxRatio, 'f', -1, 64), target.Size)
 		res.Layer.Kind, res.Layer.Recipe = "", nil
 		return res, nil
 	}
