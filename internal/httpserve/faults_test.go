@@ -101,6 +101,29 @@ func TestBrokenBlobOfUnknownSizeEndsWithAResetForHTTP10(t *testing.T) {
 	m.waitFills()
 }
 
+// An upstream that answers a manifest request with something that is not a
+// manifest (a captive portal's page; garbage under a manifest media type)
+// is the upstream's fault: 502, and nothing is cached.
+func TestNotAManifestFromUpstream(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct{ mediaType, body string }{
+		"captive portal": {"text/html", "<html><body>Sign in to the network</body></html>"},
+		"not JSON":       {ocispec.MediaTypeImageManifest, "not json at all"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			m := newMirror(t)
+			m.fake.AddManifest("app", "v1", tc.mediaType, []byte(tc.body))
+			before := m.storedBlobs()
+			resp, body := m.get(http.MethodGet, manifestPath("app", "v1"), "Accept", ocispec.MediaTypeImageManifest)
+			m.wantCode(resp, body, http.StatusBadGateway, "MANIFEST_INVALID")
+			if got := m.storedBlobs(); got != before {
+				t.Errorf("the store holds %d items after the upstream's junk, want %d", got, before)
+			}
+		})
+	}
+}
+
 func TestWrongManifestFromUpstream(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"syscall"
 
 	"github.com/opencontainers/go-digest"
@@ -136,8 +137,12 @@ func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstre
 		}
 		p.m.UpstreamBytes.WithLabelValues(t.Remote.Name).Add(float64(len(m.Body)))
 		m.Descriptor.MediaType = manifestMediaType(m.Descriptor.MediaType, m.Body)
-		if m.Descriptor.MediaType == "" {
-			return upstream.Manifest{}, fmt.Errorf("manifest %s: unknown media type: %w", ref, errdef.ErrInvalid)
+		if m.Descriptor.MediaType == "" || !json.Valid(m.Body) {
+			// A captive portal's page, or a broken upstream: its fault,
+			// not the client's request (a 400 would say so), and never
+			// cached.
+			return upstream.Manifest{}, &ociapi.Error{Status: http.StatusBadGateway, Code: ociapi.CodeManifestInvalid,
+				Message: "the upstream answered with something that is not a manifest"}
 		}
 		// Put verifies the digest and size once more before commit.
 		if err := p.store.Put(ctx, m.Descriptor, bytes.NewReader(m.Body)); errors.Is(err, syscall.ENOSPC) {
