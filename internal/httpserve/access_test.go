@@ -127,20 +127,30 @@ func TestRateLimitBehindTrustedProxy(t *testing.T) {
 
 // An upstream that refuses the mirror's own credentials (401 or 403) is
 // reported as a 502 DENIED that says so, with no challenge: the device's
-// credentials are not the problem, and a local 401 or 403 would say they are.
+// credentials are not the problem, and a local 401 or 403 would say they
+// are. An upstream 400 is a 502 too; a 500 stays a 503 but is not called
+// unreachable.
 func TestUpstreamRefusalIsNotTheDevicesFault(t *testing.T) {
 	t.Parallel()
-	for _, status := range []int{http.StatusUnauthorized, http.StatusForbidden} {
+	for _, tc := range []struct {
+		upstream, status int
+		code, says       string
+	}{
+		{http.StatusUnauthorized, http.StatusBadGateway, "DENIED", "refused registry-edge's credentials"},
+		{http.StatusForbidden, http.StatusBadGateway, "DENIED", "refused registry-edge's credentials"},
+		{http.StatusBadRequest, http.StatusBadGateway, "UNKNOWN", "rejected registry-edge's request (HTTP 400)"},
+		{http.StatusInternalServerError, http.StatusServiceUnavailable, "UNAVAILABLE", "internal error (HTTP 500)"},
+	} {
 		m := newMirror(t)
 		m.fake.Image("private/app", "v1", fakeupstream.Random(t, 1000))
-		m.fake.Fail(fakeupstream.Status(status, "", 0))
+		m.fake.Fail(fakeupstream.Status(tc.upstream, "", 0))
 		resp, body := m.get(http.MethodGet, manifestPath("private/app", "v1"), "Accept", "application/vnd.oci.image.manifest.v1+json")
-		m.wantCode(resp, body, http.StatusBadGateway, "DENIED")
-		if !strings.Contains(string(body), "refused registry-edge's credentials") {
-			t.Errorf("upstream %d: body %s does not say the upstream refused the mirror's credentials", status, body)
+		m.wantCode(resp, body, tc.status, tc.code)
+		if !strings.Contains(string(body), tc.says) {
+			t.Errorf("upstream %d: body %s does not say %q", tc.upstream, body, tc.says)
 		}
 		if ch := resp.Header.Get("WWW-Authenticate"); ch != "" {
-			t.Errorf("upstream %d: the mirror challenged the device: %q", status, ch)
+			t.Errorf("upstream %d: the mirror challenged the device: %q", tc.upstream, ch)
 		}
 	}
 }
