@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -25,7 +24,6 @@ import (
 	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/ociapi"
 	"github.com/registry-edge/registry-edge/internal/proxy"
-	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
 // Options configures the handler.
@@ -180,9 +178,6 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		acc.err = err
 		oe := ociapi.FromError(err, rt.Kind)
-		if re := upstreamRefusal(err); re != nil {
-			oe = re
-		}
 		if rec.wroteHeader {
 			// Headers (and maybe part of the body) are out: the only honest
 			// signal left is to break the connection.
@@ -326,32 +321,3 @@ func (w *recorder) Flush() {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// upstreamRefusal words the answers of an upstream that the generic table
-// would blame on the device, or call unreachable:
-//   - 401 or 403: the mirror's own upstream credentials were refused (or
-//     the repository does not exist there, which some registries answer
-//     so). The device can do nothing about it, and a 401 without a
-//     challenge of ours, or a 403 like a local rule's, would send its
-//     operator to the wrong configuration: 502 DENIED.
-//   - another 4xx (after the mirror checked the request itself): 502.
-//   - 500: still 503 (a device falls back to another host), but the
-//     upstream answered; it was not unreachable.
-func upstreamRefusal(err error) *ociapi.Error {
-	var ue *upstream.Error
-	if !errors.As(err, &ue) {
-		return nil
-	}
-	switch s := ue.Status; {
-	case s == http.StatusUnauthorized || s == http.StatusForbidden:
-		return &ociapi.Error{Status: http.StatusBadGateway, Code: ociapi.CodeDenied,
-			Message: fmt.Sprintf("the upstream registry refused registry-edge's credentials for this repository (HTTP %d); a repository that does not exist upstream may be answered so too", s)}
-	case s == http.StatusBadRequest || s == http.StatusMethodNotAllowed || s == http.StatusUnprocessableEntity:
-		return &ociapi.Error{Status: http.StatusBadGateway, Code: ociapi.CodeUnknown,
-			Message: fmt.Sprintf("the upstream registry rejected registry-edge's request (HTTP %d)", s)}
-	case s == http.StatusInternalServerError:
-		return &ociapi.Error{Status: http.StatusServiceUnavailable, Code: ociapi.CodeUnavailable,
-			Message: "the upstream registry answered with an internal error (HTTP 500)"}
-	}
-	return nil
-}

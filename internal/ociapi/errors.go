@@ -3,6 +3,7 @@ package ociapi
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -107,6 +108,9 @@ func FromError(err error, k Kind) *Error {
 	if errors.As(err, &ra) {
 		retryAfter = ra.RetryAfterDuration()
 	}
+	if oe := fromUpstreamStatus(err); oe != nil {
+		return oe
+	}
 	switch {
 	case errors.Is(err, errdef.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Code: notFoundCode(k), Message: message(err, "not found")}
@@ -134,6 +138,36 @@ func FromError(err error, k Kind) *Error {
 		return &Error{Status: http.StatusMethodNotAllowed, Code: CodeUnsupported, Message: message(err, "operation not supported by this read-only mirror")}
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: CodeUnknown, Message: "internal error"}
+}
+
+// fromUpstreamStatus words the upstream answers (an error with an
+// UpstreamStatus method, as *upstream.Error has) that the category table
+// would blame on the device, or call unreachable:
+//   - 401 or 403: the mirror's own upstream credentials were refused (or
+//     the repository does not exist there, which some registries answer
+//     so). The device can do nothing about it, and a 401 without a
+//     challenge of ours, or a 403 like a local rule's, would send its
+//     operator to the wrong configuration: 502 DENIED.
+//   - 400, 405 or 422 (after the mirror checked the request itself): 502.
+//   - 500: still 503 (a device falls back to another host), but the
+//     upstream answered; it was not unreachable.
+func fromUpstreamStatus(err error) *Error {
+	var us interface{ UpstreamStatus() int }
+	if !errors.As(err, &us) {
+		return nil
+	}
+	switch s := us.UpstreamStatus(); s {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return &Error{Status: http.StatusBadGateway, Code: CodeDenied,
+			Message: fmt.Sprintf("the upstream registry refused registry-edge's credentials for this repository (HTTP %d); a repository that does not exist upstream may be answered so too", s)}
+	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusUnprocessableEntity:
+		return &Error{Status: http.StatusBadGateway, Code: CodeUnknown,
+			Message: fmt.Sprintf("the upstream registry rejected registry-edge's request (HTTP %d)", s)}
+	case http.StatusInternalServerError:
+		return &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			Message: "the upstream registry answered with an internal error (HTTP 500)"}
+	}
+	return nil
 }
 
 // PublicError marks an error whose message is safe to show to a client.

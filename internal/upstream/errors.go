@@ -111,6 +111,10 @@ func (e *Error) Is(target error) bool {
 // the upstream's Retry-After on to clients.
 func (e *Error) RetryAfterDuration() time.Duration { return e.RetryAfter }
 
+// UpstreamStatus is the HTTP status the upstream answered (0 if none), for
+// ociapi.FromError.
+func (e *Error) UpstreamStatus() int { return e.Status }
+
 // statusCategory maps an HTTP error status to its errdef category, nil for
 // statuses below 400.
 func statusCategory(status int) error {
