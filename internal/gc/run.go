@@ -53,6 +53,12 @@ func (m *Maintainer) CurrentOptions() Options {
 func (m *Maintainer) Plan(ctx context.Context) (*Plan, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.flushAndPlan(ctx)
+}
+
+// flushAndPlan flushes access times and plans under the budget in force.
+// The caller holds m.mu.
+func (m *Maintainer) flushAndPlan(ctx context.Context) (*Plan, error) {
 	if err := m.Cache.FlushAccess(ctx); err != nil {
 		return nil, err
 	}
@@ -66,10 +72,7 @@ func (m *Maintainer) Plan(ctx context.Context) (*Plan, error) {
 func (m *Maintainer) RunNow(ctx context.Context) (*Plan, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.Cache.FlushAccess(ctx); err != nil {
-		return nil, err
-	}
-	plan, err := MakePlan(ctx, m.Store, m.DB, m.Options)
+	plan, err := m.flushAndPlan(ctx)
 	if err != nil {
 		return nil, err
 	}
