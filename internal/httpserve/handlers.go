@@ -219,7 +219,7 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 // copyFirstThenRest copies length bytes (all, if length < 0) from src to w,
 // flushing the response after the first read so that the headers and the
 // first body bytes leave in one segment; the rest goes through the same
-// pooled buffer.
+// pooled buffer, flushed after every write.
 func copyFirstThenRest(w *recorder, src io.Reader, length int64) (int64, error) {
 	if length == 0 {
 		w.Flush()
@@ -249,8 +249,21 @@ func copyFirstThenRest(w *recorder, src io.Reader, length int64) (int64, error) 
 	if length >= 0 {
 		rest = io.LimitReader(src, length-n)
 	}
-	m, err := io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{rest}, *bp)
+	m, err := io.CopyBuffer(flushWriter{w}, struct{ io.Reader }{rest}, *bp)
 	return n + m, err
+}
+
+// flushWriter flushes the response after every write: a fill's bytes
+// arrive at the upstream's pace, and a short piece left in net/http's
+// buffer would wait there for the next one, which may be long in coming
+// (an upstream that pauses), while the client waits for bytes the mirror
+// already has.
+type flushWriter struct{ w *recorder }
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	f.w.Flush()
+	return n, err
 }
 
 // copyBufSize is the buffer a stored blob is copied through, and the
