@@ -29,6 +29,7 @@ import (
 	"github.com/hashicorp/go-retryablehttp"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/stall"
 )
 
 // Defaults for zero Options durations. Retry settings have no defaults:
@@ -354,18 +355,12 @@ func (c *Client) readAll(body io.ReadCloser, limit int64) ([]byte, error) {
 	// A body that stops arriving is closed after c.bodyStall without a
 	// byte, which ends the blocked Read: a manifest fetch shared by every
 	// client of a tag must not hang them until the fill timeout.
-	var stalled atomic.Bool
-	watchdog := time.AfterFunc(c.bodyStall, func() {
-		stalled.Store(true)
-		body.Close()
-	})
-	defer watchdog.Stop()
+	r := stall.NewReader(body, c.bodyStall)
 	var b []byte
 	buf := make([]byte, 32<<10)
 	for {
-		n, err := body.Read(buf)
+		n, err := r.Read(buf)
 		if n > 0 {
-			watchdog.Reset(c.bodyStall)
 			if int64(len(b)+n) > limit {
 				return nil, fmt.Errorf("body larger than %d bytes: %w", limit, errdef.ErrTooLarge)
 			}
@@ -374,8 +369,6 @@ func (c *Client) readAll(body io.ReadCloser, limit int64) ([]byte, error) {
 		switch {
 		case err == io.EOF:
 			return b, nil
-		case err != nil && stalled.Load():
-			return nil, fmt.Errorf("no bytes for %s after %d bytes of the body", c.bodyStall, len(b))
 		case err != nil:
 			return nil, err
 		}

@@ -362,7 +362,7 @@ func TestManifestBodyStallEnds(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatalf("Manifest still waiting after a minute: %v", err)
 	}
-	if !errors.Is(err, errdef.ErrUnavailable) || !strings.Contains(err.Error(), "no bytes for") {
+	if !errors.Is(err, errdef.ErrUnavailable) || !strings.Contains(err.Error(), "no bytes arrived") {
 		t.Errorf("Manifest of a stalled body: %v, want an unavailable error naming the stall", err)
 	}
 }
