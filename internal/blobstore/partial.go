@@ -25,6 +25,11 @@ type Resumer interface {
 	// already hashed. It fails with ErrPartialBusy when another process
 	// holds the partial.
 	Resume(ctx context.Context, d digest.Digest) (Partial, error)
+	// HasPartial reports whether a partial download of d holds bytes: a
+	// Resume would continue it rather than start empty. It is a hint, for
+	// work to start before Resume returns: another process may start or
+	// remove a partial in between.
+	HasPartial(d digest.Digest) bool
 }
 
 // Partial is an Ingest kept on disk until it is committed or cancelled.
@@ -74,7 +79,7 @@ func (s *FS) Resume(_ context.Context, d digest.Digest) (Partial, error) {
 	if err != nil {
 		return nil, err
 	}
-	name := filepath.Join(s.partial, string(d.Algorithm())+"-"+d.Encoded())
+	name := s.partialPath(d)
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: open partial: %w", d, err)
@@ -92,6 +97,19 @@ func (s *FS) Resume(_ context.Context, d digest.Digest) (Partial, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// HasPartial implements Resumer: one stat of the partial's data file.
+func (s *FS) HasPartial(d digest.Digest) bool {
+	if d.Validate() != nil {
+		return false
+	}
+	fi, err := os.Stat(s.partialPath(d))
+	return err == nil && fi.Size() > 0
+}
+
+func (s *FS) partialPath(d digest.Digest) string {
+	return filepath.Join(s.partial, string(d.Algorithm())+"-"+d.Encoded())
 }
 
 type fsPartial struct {

@@ -92,14 +92,23 @@ func TestPartialSuspendResume(t *testing.T) {
 	content := randomBytes(t, 300_000)
 	d := digest.FromBytes(content)
 
+	if s.HasPartial(d) {
+		t.Fatal("HasPartial before any download")
+	}
 	p := resume(t, s, d)
 	if p.Written() != 0 {
 		t.Fatalf("new partial has %d bytes", p.Written())
+	}
+	if s.HasPartial(d) {
+		t.Fatal("HasPartial of an empty partial")
 	}
 	write(t, p, content[:100_000])
 	meta := PartialMeta{Size: int64(len(content)), ETag: `"` + d.String() + `"`}
 	if err := p.Suspend(meta); err != nil {
 		t.Fatal(err)
+	}
+	if !s.HasPartial(d) {
+		t.Fatal("no HasPartial after 100000 bytes were kept")
 	}
 
 	p = resume(t, s, d)
@@ -118,6 +127,9 @@ func TestPartialSuspendResume(t *testing.T) {
 	r.Close()
 	write(t, p, content[100_000:])
 	commitAndCheck(t, s, root, p, content)
+	if s.HasPartial(d) {
+		t.Error("HasPartial after the commit")
+	}
 }
 
 // Bytes written after the last checkpoint by a process that died (kill

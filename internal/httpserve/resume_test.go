@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -334,5 +336,87 @@ func TestFullDiskFailsTheFill(t *testing.T) {
 	m.waitFills()
 	if n := m.fake.Count(http.MethodGet, path); n != before+1 {
 		t.Errorf("upstream GETs after the pause: %d, want %d", n, before+1)
+	}
+}
+
+// openAfterAsk is a store whose downloads open only once the upstream has
+// received the blob request (or after a long wait, noted in waited).
+type openAfterAsk struct {
+	*blobstore.FS
+	asked  <-chan struct{}
+	waited *atomic.Bool
+}
+
+func (s openAfterAsk) Resume(ctx context.Context, d digest.Digest) (blobstore.Partial, error) {
+	select {
+	case <-s.asked:
+	case <-time.After(10 * time.Second):
+		s.waited.Store(true)
+	}
+	return s.FS.Resume(ctx, d)
+}
+
+// A cold miss with nothing to resume asks the upstream first and opens its
+// download file meanwhile, not the other way round: the file system's time
+// is not on the client's path to its first byte.
+func TestColdMissAsksBeforeTheDownloadIsOpen(t *testing.T) {
+	t.Parallel()
+	asked := make(chan struct{})
+	var once sync.Once
+	var waited atomic.Bool
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { return openAfterAsk{FS: fs, asked: asked, waited: &waited} },
+		func(o *proxy.Options) { o.Deltas, o.NegotiateDeltas = true, true })
+	layer := fakeupstream.Random(t, 100_000)
+	d := m.fake.AddBlob(layer).Digest
+	m.fake.LinkBlob("app", d)
+	path := blobPath("app", d)
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), func(http.ResponseWriter, *http.Request, int) bool {
+		once.Do(func() { close(asked) })
+		return false // answered as usual
+	}))
+	resp, b, err := m.do(http.MethodGet, path)
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(b, layer) {
+		t.Fatalf("GET: %v, %d bytes, equal=%v", err, len(b), bytes.Equal(b, layer))
+	}
+	if waited.Load() {
+		t.Error("the download was opened before the upstream was asked")
+	}
+	if n := m.fake.Count(http.MethodGet, path); n != 1 {
+		t.Errorf("upstream GETs = %d, want 1", n)
+	}
+}
+
+// hiddenPartial hides its partial downloads from HasPartial, as when
+// another process leaves one between the check and the opening.
+type hiddenPartial struct{ *blobstore.FS }
+
+func (hiddenPartial) HasPartial(digest.Digest) bool { return false }
+
+// A partial that turns up after the fill asked for the whole blob is still
+// resumed: the early answer is dropped and the rest is fetched by Range.
+func TestPartialFoundAfterAskingIsResumed(t *testing.T) {
+	t.Parallel()
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { return hiddenPartial{fs} })
+	layer := fakeupstream.Random(t, 300_000)
+	d := m.fake.AddBlob(layer).Digest
+	m.fake.LinkBlob("app", d)
+	path := blobPath("app", d)
+	part, err := m.store.Resume(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := part.Write(layer[:120_000]); err != nil {
+		t.Fatal(err)
+	}
+	if err := part.Suspend(blobstore.PartialMeta{Size: int64(len(layer))}); err != nil {
+		t.Fatal(err)
+	}
+	resp, b, err := m.do(http.MethodGet, path)
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(b, layer) {
+		t.Fatalf("GET: %v, %d bytes, equal=%v", err, len(b), bytes.Equal(b, layer))
+	}
+	ranges := m.fake.Ranges(http.MethodGet, path)
+	if len(ranges) != 2 || ranges[0] != "" || ranges[1] != "bytes=120000-" {
+		t.Errorf("upstream GETs with Range %q, want the whole blob, then bytes=120000-", ranges)
 	}
 }

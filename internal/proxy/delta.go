@@ -240,13 +240,8 @@ var _ deltaNegotiator = (*upstream.Client)(nil)
 // against layers of the same repository that are stored here, and returns
 // it if its bases are stored and it rebuilds f's blob.
 func (p *Proxy) negotiateDelta(ctx context.Context, f *fill, log *slog.Logger) (layerdelta.Layer, bool) {
-	n, ok := f.target.Remote.Client.(deltaNegotiator)
-	if !ok || !p.opts.NegotiateDeltas || !n.DeltaPeer() {
-		return layerdelta.Layer{}, false
-	}
-	// Only layers of images pulled through this mirror, big enough for a
-	// delta to pay for the round trip; not configs, not delta blobs.
-	if size, ok := p.layerHints.get(f.d); !ok || size < minNegotiatedSize {
+	n, ok := p.mayNegotiate(f)
+	if !ok {
 		return layerdelta.Layer{}, false
 	}
 	cands := p.baseCandidates(ctx, f.target, f.d)
@@ -274,6 +269,34 @@ func (p *Proxy) negotiateDelta(ctx context.Context, f *fill, log *slog.Logger) (
 		return layerdelta.Layer{}, false
 	}
 	return l, true
+}
+
+// mayNegotiate returns f's upstream as a negotiator if it is a tier that
+// may offer a delta for f's blob.
+func (p *Proxy) mayNegotiate(f *fill) (deltaNegotiator, bool) {
+	n, ok := f.target.Remote.Client.(deltaNegotiator)
+	if !ok || !p.opts.NegotiateDeltas || !n.DeltaPeer() {
+		return nil, false
+	}
+	// Only layers of images pulled through this mirror, big enough for a
+	// delta to pay for the round trip; not configs, not delta blobs.
+	if size, ok := p.layerHints.get(f.d); !ok || size < minNegotiatedSize {
+		return nil, false
+	}
+	return n, true
+}
+
+// mayUseDelta reports whether fillFromDelta may find a delta for f: one
+// is published, or the upstream may negotiate one.
+func (p *Proxy) mayUseDelta(ctx context.Context, f *fill) bool {
+	if !p.opts.Deltas {
+		return false
+	}
+	if recs, err := p.db.Deltas(ctx, f.d); err != nil || len(recs) > 0 {
+		return true
+	}
+	_, ok := p.mayNegotiate(f)
+	return ok
 }
 
 // holds returns a predicate: is blob b stored here, in its size?

@@ -9,13 +9,13 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/stall"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
@@ -121,18 +121,73 @@ func (p *Proxy) openIngest(ctx context.Context, f *fill, log *slog.Logger) error
 	return nil
 }
 
+// blobAnswer is the upstream's answer to a fill's blob request.
+type blobAnswer struct {
+	resp *upstream.BlobResponse
+	err  error
+}
+
+// close drops an answer that is not used.
+func (a *blobAnswer) close() {
+	if a != nil && a.resp != nil {
+		a.resp.Body.Close()
+	}
+}
+
+// askAtOnce reports whether f starts with a request for the whole blob
+// whatever its download file turns out to hold: there is nothing to resume
+// and no delta to try.
+func (p *Proxy) askAtOnce(ctx context.Context, f *fill) bool {
+	if r, ok := p.store.(blobstore.Resumer); ok && r.HasPartial(f.d) {
+		return false
+	}
+	return !p.mayUseDelta(ctx, f)
+}
+
+// askWhileOpening sends f's first upstream request while it opens the
+// download file, so that a cold miss's file-system calls (a dozen, each a
+// trap into the kernel that may cost the goroutine its processor on a busy
+// box) overlap the upstream's time instead of delaying the request.
+func (p *Proxy) askWhileOpening(ctx context.Context, f *fill, log *slog.Logger) (*blobAnswer, error) {
+	opened := make(chan error, 1)
+	go func() { opened <- p.openIngest(ctx, f, log) }()
+	t := f.target
+	resp, err := t.Remote.Client.Blob(ctx, t.Repo.Name, f.d, 0, "")
+	p.countUpstream(t, "blob", err)
+	first := &blobAnswer{resp: resp, err: err}
+	if err := <-opened; err != nil {
+		first.close()
+		return nil, err
+	}
+	if f.keptBytes() > 0 {
+		// Another process left bytes in the meantime: resume from them
+		// rather than receive them again.
+		first.close()
+		return nil, nil
+	}
+	return first, nil
+}
+
 func (p *Proxy) runFill(ctx context.Context, f *fill) {
 	start := time.Now()
 	p.m.FillsInFlight.Inc()
 	defer p.m.FillsInFlight.Dec()
 	log := p.log.With(slog.String("upstream", f.target.Remote.Name), slog.String("repo", f.target.Repo.Name), slog.String("digest", f.d.String()))
 
-	err := p.openIngest(ctx, f, log)
+	var (
+		first *blobAnswer
+		err   error
+	)
+	if p.askAtOnce(ctx, f) {
+		first, err = p.askWhileOpening(ctx, f, log)
+	} else {
+		err = p.openIngest(ctx, f, log)
+	}
 	if err == nil {
-		if f.keptBytes() == 0 {
+		if first == nil && f.keptBytes() == 0 {
 			p.fillFromDelta(ctx, f, log)
 		}
-		err = p.fetchInto(ctx, f, log)
+		err = p.fetchInto(ctx, f, log, first)
 		if err == nil {
 			err = f.ing.Verify(f.finalSize())
 		}
@@ -233,7 +288,11 @@ const (
 // deadline. If the first request of the fill gets no answer, it fails at
 // once: a client asking for an uncached blob of a dead upstream gets a
 // quick error.
-func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger) error {
+//
+// first, if not nil, is the answer to a request for the whole blob made
+// already; it serves as the first attempt's.
+func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first *blobAnswer) error {
+	defer first.close()
 	up := f.target.Remote.Name
 	wait := resumeMinWait
 	answered := false
@@ -250,7 +309,8 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger) error 
 			log.LogAttrs(ctx, slog.LevelInfo, "resuming blob transfer", slog.Int64("offset", kept), slog.String("cause", cause))
 		}
 		before := f.keptBytes()
-		err := p.fetchOnce(ctx, f, &answered)
+		err := p.fetchOnce(ctx, f, &answered, first)
+		first = nil
 		if err == nil {
 			return nil
 		}
@@ -286,15 +346,23 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }
 
-// fetchOnce makes one upstream request for the bytes the fill lacks and
-// copies its body. answered is set once the upstream has answered a
-// request of this fill.
-func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool) error {
+// fetchOnce makes one upstream request for the bytes the fill lacks, or
+// takes first, the answer to one made already, and copies its body.
+// answered is set once the upstream has answered a request of this fill.
+func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *blobAnswer) error {
 	t := f.target
 	up := t.Remote.Name
 	offset := f.keptBytes()
-	resp, err := t.Remote.Client.Blob(ctx, t.Repo.Name, f.d, offset, f.etag)
-	p.countUpstream(t, "blob", err)
+	var (
+		resp *upstream.BlobResponse
+		err  error
+	)
+	if first != nil {
+		resp, err = first.resp, first.err
+	} else {
+		resp, err = t.Remote.Client.Blob(ctx, t.Repo.Name, f.d, offset, f.etag)
+		p.countUpstream(t, "blob", err)
+	}
 	if errors.Is(err, errdef.ErrRangeNotSatisfiable) {
 		// More bytes on disk than the upstream's blob has: they are wrong.
 		return fmt.Errorf("blob %s: upstream has no byte %d: %w", f.d, offset, errdef.ErrSizeMismatch)
@@ -317,16 +385,11 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool) error {
 		*answered = true
 	}
 
-	// The body, watched for stalls: no bytes for FillStallTimeout closes it,
-	// which ends the blocked Read with an error.
-	var stalled atomic.Bool
-	watchdog := time.AfterFunc(p.opts.FillStallTimeout, func() {
-		stalled.Store(true)
-		resp.Body.Close()
-	})
-	defer watchdog.Stop()
+	// The body, watched for stalls: a Read that waits FillStallTimeout for
+	// a byte closes it and fails.
+	body := stall.NewReader(resp.Body, p.opts.FillStallTimeout)
 	readErr := func(n int64, rerr error) error {
-		if stalled.Load() {
+		if errors.Is(rerr, stall.ErrStalled) {
 			p.m.FillStalls.WithLabelValues(up).Inc()
 			return fmt.Errorf("blob %s: no bytes from upstream for %s after %d bytes: %w", f.d, p.opts.FillStallTimeout, n, errdef.ErrUnavailable)
 		}
@@ -341,13 +404,10 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool) error {
 		log := p.log.With(slog.String("upstream", up), slog.String("digest", f.d.String()))
 		log.LogAttrs(ctx, slog.LevelWarn, "upstream ignored the range; receiving the blob from its start", slog.Int64("offset", offset))
 		for skip > 0 {
-			n, rerr := resp.Body.Read(buf[:min(int64(len(buf)), skip)])
+			n, rerr := body.Read(buf[:min(int64(len(buf)), skip)])
 			skip -= int64(n)
 			p.m.FillRefetchedBytes.WithLabelValues(up).Add(float64(n))
 			p.m.UpstreamBytes.WithLabelValues(up).Add(float64(n))
-			if n > 0 {
-				watchdog.Reset(p.opts.FillStallTimeout)
-			}
 			if rerr != nil && skip > 0 {
 				return readErr(offset-skip, rerr)
 			}
@@ -357,9 +417,8 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool) error {
 	limit := f.finalSize()
 	lastCheckpoint := time.Now()
 	for {
-		n, rerr := resp.Body.Read(buf)
+		n, rerr := body.Read(buf)
 		if n > 0 {
-			watchdog.Reset(p.opts.FillStallTimeout)
 			written := f.keptBytes()
 			if limit >= 0 && written+int64(n) > limit {
 				return fmt.Errorf("blob %s: upstream sent more than %d bytes: %w", f.d, limit, errdef.ErrSizeMismatch)
