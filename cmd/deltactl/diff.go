@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -80,7 +81,7 @@ func diffCmd(ctx context.Context, e *env, args []string) error {
 		return f.usageErr("--level %q: want fastest, default, better or best", *level)
 	}
 	o.level = lv
-	c := newClient(ctx, f.insecure)
+	c := newClient(ctx, f.insecure, f.timeout)
 	oldRef, err := c.parseRef(pos[0])
 	if err != nil {
 		return f.usageErr("OLD: %v", err)
@@ -222,6 +223,17 @@ func (d *differ) run(ctx context.Context, oldRef, newRef name.Reference, oldArg,
 	for _, pm := range pms {
 		dp, err := d.platform(ctx, oldImg, newImg, pm)
 		if err != nil {
+			// What was published stays published: say which, so that
+			// the user knows what a second run will find.
+			var done []string
+			for _, p := range rep.Platforms {
+				if p.Artifact != nil {
+					done = append(done, fmt.Sprintf("%s for %s (%s)", p.Artifact.Digest, p.Manifest, p.Platform))
+				}
+			}
+			if len(done) > 0 {
+				err = fmt.Errorf("%w; published before the failure: %s", err, strings.Join(done, ", "))
+			}
 			return nil, err
 		}
 		rep.Platforms = append(rep.Platforms, dp)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -37,6 +38,7 @@ type flags struct {
 
 	format   string
 	insecure bool
+	timeout  time.Duration
 	tmp      string
 }
 
@@ -56,6 +58,7 @@ func (f *flags) formatFlag() {
 // registryFlags adds the flags of commands that talk to registries.
 func (f *flags) registryFlags() {
 	f.BoolVar(&f.insecure, "insecure", false, "allow plain HTTP and TLS certificates that do not verify (self-signed registries)")
+	f.DurationVar(&f.timeout, "timeout", time.Minute, "longest wait for a registry's answer, and for the next bytes of a download")
 }
 
 // tmpFlag adds --tmp.
@@ -109,6 +112,9 @@ func (f *flags) parse(args []string, lo, hi int) ([]string, error) {
 	}
 	if f.Lookup("format") != nil && f.format != formatTable && f.format != formatJSON {
 		return nil, f.usageErr("--format %q: want table or json", f.format)
+	}
+	if f.Lookup("timeout") != nil && f.timeout <= 0 {
+		return nil, f.usageErr("--timeout %s: want a positive duration", f.timeout)
 	}
 	if f.Lookup("tmp") != nil {
 		if fi, err := os.Stat(f.tmp); err != nil || !fi.IsDir() {

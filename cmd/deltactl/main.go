@@ -52,7 +52,7 @@ commands:
   version                    print the version
 
 Run 'deltactl COMMAND --help' for the flags of a command. Exit status: 0 on
-success, 1 on failure, 2 on a usage error.
+success, 1 on failure, 2 on a usage error, 130 when interrupted.
 `
 
 // env is where a command writes: results to stdout, progress and
@@ -102,6 +102,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
+	if ctx.Err() != nil {
+		// Ctrl-C or SIGTERM: what stopped the work, not how.
+		fmt.Fprintln(stderr, "deltactl: interrupted")
+		return 130
+	}
 	fmt.Fprintf(stderr, "deltactl: %s\n", oneLine(err.Error()))
 	if u, ok := errors.AsType[*usageError](err); ok {
 		u.printUsage(stderr)
@@ -119,9 +124,9 @@ func leadingFlags(args []string) (global, rest []string) {
 			break
 		}
 		switch {
-		case name == "insecure" || hasValue && (name == "format" || name == "tmp"):
+		case name == "insecure" || hasValue && (name == "format" || name == "tmp" || name == "timeout"):
 			global, args = append(global, args[0]), args[1:]
-		case (name == "format" || name == "tmp") && len(args) > 1:
+		case (name == "format" || name == "tmp" || name == "timeout") && len(args) > 1:
 			global, args = append(global, args[0], args[1]), args[2:]
 		default:
 			return global, args

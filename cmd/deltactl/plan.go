@@ -85,7 +85,7 @@ func planCmd(ctx context.Context, e *env, args []string) error {
 	if siteHas == "" {
 		return f.usageErr("--site-has is required")
 	}
-	c := newClient(ctx, f.insecure)
+	c := newClient(ctx, f.insecure, f.timeout)
 	oldRef, err := c.parseRef(siteHas)
 	if err != nil {
 		return f.usageErr("--site-has: %v", err)

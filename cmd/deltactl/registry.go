@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -21,6 +22,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/registry-edge/registry-edge/internal/layerdelta"
+	"github.com/registry-edge/registry-edge/internal/stall"
 	"github.com/registry-edge/registry-edge/internal/verify"
 	"github.com/registry-edge/registry-edge/internal/version"
 )
@@ -33,9 +35,13 @@ type client struct {
 }
 
 // newClient returns a client; insecure allows plain HTTP and TLS
-// certificates that do not verify, as crane --insecure does.
-func newClient(ctx context.Context, insecure bool) *client {
+// certificates that do not verify, as crane --insecure does. timeout bounds
+// each wait for a registry: for the answer to a request, and for the next
+// bytes of a body (a registry that accepts connections but answers nothing
+// would otherwise hold deltactl forever).
+func newClient(ctx context.Context, insecure bool, timeout time.Duration) *client {
 	t := remote.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = timeout
 	var nameOpts []name.Option
 	if insecure {
 		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // what --insecure asks for
@@ -46,10 +52,25 @@ func newClient(ctx context.Context, insecure bool) *client {
 		opts: []remote.Option{
 			remote.WithContext(ctx),
 			remote.WithAuthFromKeychain(authn.DefaultKeychain),
-			remote.WithTransport(t),
+			remote.WithTransport(stallTransport{t, timeout}),
 			remote.WithUserAgent("deltactl/" + version.String()),
 		},
 	}
+}
+
+// stallTransport fails a response body that sends no bytes for limit.
+type stallTransport struct {
+	http.RoundTripper
+	limit time.Duration
+}
+
+func (t stallTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.RoundTripper.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = stall.NewReader(resp.Body, t.limit)
+	return resp, nil
 }
 
 // parseRef parses an image reference ([registry/]repo[:tag|@digest]).

@@ -89,7 +89,7 @@ func verifyCmd(ctx context.Context, e *env, args []string) error {
 	if policyFile == "" {
 		return f.usageErr("--policy is required")
 	}
-	c := newClient(ctx, f.insecure)
+	c := newClient(ctx, f.insecure, f.timeout)
 	ref, err := c.parseRef(pos[0])
 	if err != nil {
 		return f.usageErr("IMAGE: %v", err)

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+)
+
+// hangingRegistry answers /v2/ and then, for other paths, what answer
+// does: nothing at all (nil), or the start of a body. It returns host:port.
+func hangingRegistry(t *testing.T, answer func(w http.ResponseWriter)) string {
+	t.Helper()
+	stop := make(chan struct{})
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		if answer != nil {
+			answer(w)
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-stop:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(stop); s.Close() })
+	return strings.TrimPrefix(s.URL, "http://")
+}
+
+// runBounded runs deltactl with ctx, failing the test if it has not
+// returned after a minute.
+func runBounded(t *testing.T, ctx context.Context, args ...string) result {
+	t.Helper()
+	done := make(chan result, 1)
+	go func() {
+		var stdout, stderr strings.Builder
+		code := run(ctx, args, &stdout, &stderr)
+		done <- result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+	}()
+	select {
+	case r := <-done:
+		return r
+	case <-time.After(time.Minute):
+		t.Fatalf("deltactl %s still running after a minute", strings.Join(args, " "))
+		return result{}
+	}
+}
+
+// A registry that accepts a request and answers nothing, or stops in the
+// middle of a body, fails the command after --timeout, with one line.
+func TestRegistryThatStopsAnswering(t *testing.T) {
+	t.Parallel()
+	silent := hangingRegistry(t, nil)
+	stalled := hangingRegistry(t, func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+		w.Header().Set("Content-Length", "5000")
+		io.WriteString(w, `{"schemaVersion": 2,`)
+	})
+	for _, tt := range []struct {
+		name, host, want string
+	}{
+		{"no answer", silent, "timeout awaiting response headers"},
+		{"body stops", stalled, "no bytes arrived for 300ms"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := runBounded(t, context.Background(), "inspect", "--timeout", "300ms", tt.host+"/edge/app:1")
+			checkFailure(t, r, 1, tt.want)
+		})
+	}
+	t.Run("leading flag", func(t *testing.T) {
+		t.Parallel()
+		r := runBounded(t, context.Background(), "--timeout=300ms", "plan", "--site-has", silent+"/edge/app:1", silent+"/edge/app:2")
+		checkFailure(t, r, 1, "timeout awaiting response headers")
+	})
+	t.Run("zero", func(t *testing.T) {
+		t.Parallel()
+		checkFailure(t, deltactl(t, "inspect", "--timeout", "0s", silent+"/edge/app:1"), 2, "--timeout 0s: want a positive duration")
+	})
+}
+
+// Ctrl-C (the context's end) while deltactl waits for a registry exits 130
+// with "interrupted", not with the error that the cancellation caused.
+func TestInterrupted(t *testing.T) {
+	t.Parallel()
+	host := hangingRegistry(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	r := runBounded(t, ctx, "inspect", host+"/edge/app:1")
+	if r.code != 130 || r.stderr != "deltactl: interrupted\n" || r.stdout != "" {
+		t.Errorf("interrupted inspect: exit %d, stdout %q, stderr %q; want 130 and \"deltactl: interrupted\"", r.code, r.stdout, r.stderr)
+	}
+}
+
+// A push that fails for one platform says which artifacts it published
+// for the platforms before it.
+func TestDiffPushFailurePartWay(t *testing.T) {
+	t.Parallel()
+	var armed atomic.Bool
+	var puts atomic.Int32
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if armed.Load() && r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/sha256:") && puts.Add(1) > 1 {
+			w.WriteHeader(http.StatusForbidden)
+			io.WriteString(w, `{"errors":[{"code":"DENIED","message":"quota exceeded"}]}`)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(s.Close)
+	rel := makeRelease(t, strings.TrimPrefix(s.URL, "http://"))
+	armed.Store(true)
+	r := deltactl(t, "diff", "--push", rel.oldRef, rel.newRef)
+	checkFailure(t, r, 1, "published before the failure: sha256:")
+	if !strings.Contains(r.stderr, "(linux/amd64)") || !strings.Contains(r.stderr, "push deltas of") || !strings.Contains(r.stderr, "(linux/arm64)") {
+		t.Errorf("stderr %q should name the failed platform (linux/arm64) and what was published (linux/amd64)", r.stderr)
+	}
+}
