@@ -108,7 +108,9 @@ func (p *Policy) identify(r *http.Request) (principal, error) {
 		pr.cert = r.TLS.VerifiedChains[0][0].Subject.CommonName
 	}
 	user, pass, ok := r.BasicAuth()
-	if !ok {
+	if !ok || user == "" && pass == "" {
+		// containers/image (podman, skopeo, buildah) answers a Basic
+		// challenge without credentials with an empty pair ("Og==").
 		return pr, nil
 	}
 	if !p.checkPassword(user, pass) {
@@ -172,6 +174,15 @@ func (p *Policy) Check(r *http.Request, repo string) error {
 	}
 	if pr.anonymous() && !p.o.Anonymous {
 		return fmt.Errorf("credentials required: %w", errdef.ErrUnauthorized)
+	}
+	if repo == "" && pr.anonymous() && len(p.users) > 0 {
+		// The API base challenges clients without credentials whenever
+		// users exist, even with anonymous reads allowed: Docker, podman
+		// and skopeo send the credentials they have only after a
+		// challenge on /v2/, so without it a user could never read a
+		// repository a rule restricts. Clients without credentials go on
+		// anonymously, as they do with Docker Hub's challenge.
+		return fmt.Errorf("sign in to read restricted repositories: %w", errdef.ErrUnauthorized)
 	}
 	return nil
 }

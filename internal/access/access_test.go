@@ -46,7 +46,14 @@ func TestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type cred struct{ user, pass, cert string }
+	certsOnly, err := New(Options{Anonymous: true, Rules: []Rule{{Repositories: []string{"private/*"}, Certs: []string{"device-*"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type cred struct {
+		user, pass, cert string
+		basic            bool // send the Basic pair even if empty
+	}
 	for _, tt := range []struct {
 		name string
 		p    *Policy
@@ -55,7 +62,15 @@ func TestCheck(t *testing.T) {
 		want error
 	}{
 		{"anonymous, open repo", open, cred{}, "library/alpine", nil},
-		{"anonymous, base", open, cred{}, "", nil},
+		// With users, the base challenges anonymous clients (they may go on
+		// anonymously) so that clients with credentials send them.
+		{"anonymous, base", open, cred{}, "", errdef.ErrUnauthorized},
+		{"allowed user, base", open, cred{user: "alice", pass: "wonderland"}, "", nil},
+		{"empty Basic pair, base", open, cred{basic: true}, "", errdef.ErrUnauthorized},
+		{"empty Basic pair, open repo", open, cred{basic: true}, "library/alpine", nil},
+		{"empty Basic pair, restricted repo", open, cred{basic: true}, "private/app", errdef.ErrUnauthorized},
+		{"no users: anonymous, base", certsOnly, cred{}, "", nil},
+		{"no users: anonymous, restricted repo", certsOnly, cred{}, "private/app", errdef.ErrUnauthorized},
 		{"anonymous, restricted repo", open, cred{}, "private/app", errdef.ErrUnauthorized},
 		{"allowed user, restricted repo", open, cred{user: "alice", pass: "wonderland"}, "private/app", nil},
 		{"other user, restricted repo", open, cred{user: "bob", pass: "builder"}, "private/app", errdef.ErrDenied},
@@ -70,7 +85,7 @@ func TestCheck(t *testing.T) {
 		{"closed: cert, base", closed, cred{cert: "laptop"}, "", nil},
 	} {
 		r := httptest.NewRequest("GET", "/v2/", nil)
-		if tt.c.user != "" {
+		if tt.c.user != "" || tt.c.basic {
 			r.SetBasicAuth(tt.c.user, tt.c.pass)
 		}
 		if tt.c.cert != "" {
