@@ -34,6 +34,10 @@
 #   ROUNDS=3         rounds of the whole throughput set; a system's figure is its best round (the
 #                    machine is shared: the best round is the one least disturbed by other work)
 #   N=64             concurrent clients of the cold-miss fan-in     COLD_REPS=5  single cold misses
+#   FANIN_REPS=5     rounds of the fan-in (each: wiped + restarted, a direct GET right before, N clients)
+#   CLIENT_CONN=warm warm: every cold-miss client opens its connection with GET /v2/ before the timed
+#                    request, as registry clients do (edgeload -warm); cold: clients dial inside the
+#                    timed window. With warm, one extra dialling fan-in per mirror is reported as info.
 #   DIRECT_REPS=7    single GETs straight from central (the time-to-first-byte reference, median)
 #   DIRECT_FANIN_REPS=3  rounds of N concurrent GETs straight from central (like-for-like fan-in
 #                    reference: median of the first client's time to first byte; reported, not a target)
@@ -62,9 +66,10 @@ REGISTRY_VERSION=v3.1.2
 CRANE_VERSION=v0.22.1
 
 DUR="${DUR:-10s}"; CSMALL="${CSMALL:-16}"; CBIG="${CBIG:-4}"; THREADS="${THREADS:-2}"; ROUNDS="${ROUNDS:-3}"; DUR_BIG="${DUR_BIG:-5s}"
-N="${N:-64}"; COLD_REPS="${COLD_REPS:-5}"; DIRECT_REPS="${DIRECT_REPS:-7}"; DIRECT_FANIN_REPS="${DIRECT_FANIN_REPS:-3}"; BIG_MB="${BIG_MB:-200}"; COLD_TIMEOUT="${COLD_TIMEOUT:-180s}"
+N="${N:-64}"; COLD_REPS="${COLD_REPS:-5}"; FANIN_REPS="${FANIN_REPS:-5}"; CLIENT_CONN="${CLIENT_CONN:-warm}"; DIRECT_REPS="${DIRECT_REPS:-7}"; DIRECT_FANIN_REPS="${DIRECT_FANIN_REPS:-3}"; BIG_MB="${BIG_MB:-200}"; COLD_TIMEOUT="${COLD_TIMEOUT:-180s}"
 PORT_BASE="${PORT_BASE:-15000}"; EDGE_ACCESS_LOG="${EDGE_ACCESS_LOG:-1}"
 ALLOW_NO_EDGE="${ALLOW_NO_EDGE:-0}"; KEEP="${KEEP:-0}"; WAIT_IDLE="${WAIT_IDLE:-0}"; IDLE_LOAD="${IDLE_LOAD:-0.5}"
+WARM=""; [[ $CLIENT_CONN == warm ]] && WARM=-warm
 CENTRAL="127.0.0.1:$PORT_BASE"
 PROXY="127.0.0.1:$((PORT_BASE + 1))"
 EDGE="127.0.0.1:$((PORT_BASE + 2))"
@@ -273,10 +278,10 @@ cold_tests() { # cold_tests SYSTEM ADDR UA
   for i in $(seq 1 "$COLD_REPS"); do
     restart_wiped "$sys"; sleep 0.3
     # a direct GET from central right before, so that both see the same machine load
-    run_child "$RUN/load.out" timeout 120 "$EDGELOAD" -once -c 1 -d 60s -expect-bytes "$BIG_SIZE" -url "http://$CENTRAL/v2/$BIG_REPO/blobs/$BIG_BLOB" || true
+    run_child "$RUN/load.out" timeout 120 "$EDGELOAD" -once $WARM -c 1 -d 60s -expect-bytes "$BIG_SIZE" -url "http://$CENTRAL/v2/$BIG_REPO/blobs/$BIG_BLOB" || true
     dline=$(grep '^ONCE' "$RUN/load.out" || echo "ONCE n=0 ok=0")
     c0=$(clog_mark)
-    run_child "$RUN/load.out" timeout 200 "$EDGELOAD" -once -c 1 -d "$COLD_TIMEOUT" -expect-bytes "$BIG_SIZE" -url "$url" || true
+    run_child "$RUN/load.out" timeout 200 "$EDGELOAD" -once $WARM -c 1 -d "$COLD_TIMEOUT" -expect-bytes "$BIG_SIZE" -url "$url" || true
     line=$(grep '^ONCE' "$RUN/load.out" || echo "ONCE n=0 ok=0")
     sleep 1
     st=$(upstream_blob_stats "$c0" "$ua" "$BIG_BLOB")
@@ -286,43 +291,63 @@ cold_tests() { # cold_tests SYSTEM ADDR UA
   COLD[$sys.single_fb]=$(printf '%s\n' "${fbs[@]}" | median)
   COLD[$sys.single_direct_fb]=$(printf '%s\n' "${dfbs[@]}" | median)
 
-  echo "## $sys: $N concurrent GETs of the uncached blob (wiped + restarted first)" >>"$COLDTXT"
-  restart_wiped "$sys"; sleep 0.5
-  local pid=${PIDS[$sys]} rssf="$RUN/rss.$sys"
-  local rss0; rss0=$(awk '/^VmRSS/{print $2}' "/proc/$pid/status")
-  rss_sampler "$pid" "$rssf" & SAMPLER_PID=$!
-  c0=$(clog_mark)
-  run_child "$OUT/coldmiss-$sys.txt" timeout 400 "$EDGELOAD" -once -c "$N" -d "$COLD_TIMEOUT" -expect-bytes "$BIG_SIZE" -url "$url" ||
-    log "edgeload exited non-zero for $sys fan-in (see $OUT/coldmiss-$sys.txt)"
-  # let a fill that outlives its clients (the reference proxy stores in the background) finish
-  local prev=-1 cur
-  for _ in $(seq 1 60); do cur=$(clog_mark); [[ $cur == "$prev" ]] && break; prev=$cur; sleep 1; done
-  kill "$SAMPLER_PID"; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
-  local hwm; hwm=$(awk '/^VmHWM/{print $2}' "/proc/$pid/status")
-  local once; once=$(grep '^ONCE' "$OUT/coldmiss-$sys.txt" || echo "ONCE n=0 ok=0")
-  read -r COLD[$sys.gets] COLD[$sys.heads] COLD[$sys.bytes] <<<"$(upstream_blob_stats "$c0" "$ua" "$BIG_BLOB")"
-  COLD[$sys.all]=$(upstream_reqs "$c0" "$ua")
-  COLD[$sys.fanin_fb]=$(kv fb_min_ms "$once"); COLD[$sys.fanin_fb_p50]=$(kv fb_p50_ms "$once")
-  COLD[$sys.ok]=$(kv ok "$once"); COLD[$sys.wall]=$(kv wall_s "$once")
-  COLD[$sys.total_p50]=$(kv total_p50_ms "$once"); COLD[$sys.total_max]=$(kv total_max_ms "$once")
-  COLD[$sys.rss_sampled]=$(cat "$rssf"); COLD[$sys.hwm]=$hwm
-  local peak=${COLD[$sys.rss_sampled]}; ((hwm > peak)) && peak=$hwm
+  # The fan-in, FANIN_REPS times: wiped + restarted, a direct GET from central right before (same
+  # machine load), then N clients at once. Times are medians over the rounds; counts must hold in
+  # every round (upstream GETs: the largest, clients served: the smallest); RSS: the highest.
+  local r pid rssf rss0 hwm once kinds peak=0 ffbs=() fdfbs=() walls=() gets=0 heads=0 bytes=0 all=0 ok=$N
+  for r in $(seq 1 "$FANIN_REPS"); do
+    echo "## $sys: $N concurrent GETs of the uncached blob, round $r (wiped + restarted first)" >>"$COLDTXT"
+    restart_wiped "$sys"; sleep 0.5
+    run_child "$RUN/load.out" timeout 120 "$EDGELOAD" -once $WARM -c 1 -d 60s -expect-bytes "$BIG_SIZE" -url "http://$CENTRAL/v2/$BIG_REPO/blobs/$BIG_BLOB" || true
+    dline=$(grep '^ONCE' "$RUN/load.out" || echo "ONCE n=0 ok=0")
+    pid=${PIDS[$sys]} rssf="$RUN/rss.$sys"
+    rss0=$(awk '/^VmRSS/{print $2}' "/proc/$pid/status")
+    rss_sampler "$pid" "$rssf" & SAMPLER_PID=$!
+    c0=$(clog_mark)
+    run_child "$OUT/coldmiss-$sys.txt" timeout 400 "$EDGELOAD" -once $WARM -c "$N" -d "$COLD_TIMEOUT" -expect-bytes "$BIG_SIZE" -url "$url" ||
+      log "edgeload exited non-zero for $sys fan-in (see $OUT/coldmiss-$sys.txt)"
+    # let a fill that outlives its clients (the reference proxy stores in the background) finish
+    local prev=-1 cur
+    for _ in $(seq 1 60); do cur=$(clog_mark); [[ $cur == "$prev" ]] && break; prev=$cur; sleep 1; done
+    kill "$SAMPLER_PID"; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
+    hwm=$(awk '/^VmHWM/{print $2}' "/proc/$pid/status")
+    once=$(grep '^ONCE' "$OUT/coldmiss-$sys.txt" || echo "ONCE n=0 ok=0")
+    local g h b; read -r g h b <<<"$(upstream_blob_stats "$c0" "$ua" "$BIG_BLOB")"
+    ((g > gets)) && gets=$g; ((h > heads)) && heads=$h; ((b > bytes)) && bytes=$b
+    cur=$(upstream_reqs "$c0" "$ua"); ((cur > all)) && all=$cur
+    cur=$(kv ok "$once"); ((cur < ok)) && ok=$cur
+    ffbs+=("$(kv fb_min_ms "$once")"); fdfbs+=("$(kv fb_min_ms "$dline")"); walls+=("$(kv wall_s "$once")")
+    cur=$(cat "$rssf"); ((hwm > cur)) && cur=$hwm; ((cur > peak)) && peak=$cur
+    kinds=$(upstream_summary "$c0" "$ua")
+    {
+      echo "  $once"
+      echo "  direct GET just before: fb_ms=$(kv fb_min_ms "$dline")"
+      echo "  upstream blob GETs=$g HEADs=$h bytes=$b ($(awk -v b="$b" -v s="$BIG_SIZE" 'BEGIN{printf "%.2f", b/s}') x blob size); upstream requests by kind: $kinds"
+      echo "  RSS KiB: before=$rss0 sampled peak=$(cat "$rssf") VmHWM=$hwm"
+    } >>"$COLDTXT"
+  done
+  COLD[$sys.gets]=$gets COLD[$sys.heads]=$heads COLD[$sys.bytes]=$bytes COLD[$sys.all]=$all COLD[$sys.ok]=$ok
+  COLD[$sys.fanin_fb]=$(printf '%s\n' "${ffbs[@]}" | median)
+  COLD[$sys.fanin_direct_fb]=$(printf '%s\n' "${fdfbs[@]}" | median)
+  COLD[$sys.wall]=$(printf '%s\n' "${walls[@]}" | median)
   COLD[$sys.rss_peak_mib]=$(awk -v k="$peak" 'BEGIN{printf "%.1f", k/1024}')
-  local kinds; kinds=$(upstream_summary "$c0" "$ua")
   # served from cache afterwards: right bytes, no new upstream GET of the blob
   c0=$(clog_mark)
   local sum; sum=$(curl -fsS --max-time 120 "$url" | sha256sum | cut -d' ' -f1)
   local after; after=$(upstream_blob_stats "$c0" "$ua" "$BIG_BLOB")
   COLD[$sys.verify]=$([[ "sha256:$sum" == "$BIG_BLOB" ]] && echo ok || echo "MISMATCH")
-  {
-    echo "  $once"
-    echo "  upstream blob GETs=${COLD[$sys.gets]} HEADs=${COLD[$sys.heads]} bytes=${COLD[$sys.bytes]} ($(awk -v b="${COLD[$sys.bytes]}" -v s="$BIG_SIZE" 'BEGIN{printf "%.2f", b/s}') x blob size); all upstream requests=${COLD[$sys.all]}"
-    echo "  upstream requests by kind: $kinds"
-    echo "  RSS KiB: before=$rss0 sampled peak=${COLD[$sys.rss_sampled]} VmHWM=$hwm"
-    echo "  afterwards from cache: sha256 ${COLD[$sys.verify]}, upstream blob GET/HEAD/bytes during that GET: $after"
-  } >>"$COLDTXT"
+  echo "  afterwards from cache: sha256 ${COLD[$sys.verify]}, upstream blob GET/HEAD/bytes during that GET: $after" >>"$COLDTXT"
+  if [[ -n $WARM ]]; then
+    # once more with clients that dial inside the timed window (the method before 2026-11-24)
+    echo "## $sys: $N concurrent GETs of the uncached blob, clients dialling in the timed window" >>"$COLDTXT"
+    restart_wiped "$sys"; sleep 0.5; prev=-1
+    run_child "$OUT/coldmiss-dial-$sys.txt" timeout 400 "$EDGELOAD" -once -c "$N" -d "$COLD_TIMEOUT" -expect-bytes "$BIG_SIZE" -url "$url" || true
+    once=$(grep '^ONCE' "$OUT/coldmiss-dial-$sys.txt" || echo "ONCE n=0 ok=0")
+    COLD[$sys.dial_fb]=$(kv fb_min_ms "$once")
+    echo "  $once" >>"$COLDTXT"
+    for _ in $(seq 1 60); do cur=$(clog_mark); [[ $cur == "$prev" ]] && break; prev=$cur; sleep 1; done
+  fi
 }
-
 # ---------------------------------------------------------------------------------------------
 # results
 # ---------------------------------------------------------------------------------------------
@@ -355,26 +380,30 @@ write_results() {
     r=$(ratio "$b4_e" "$b4_n"); row "large blob GET (${BIG_MB} MiB, c=$CBIG)" "MB/s" "$b4_n" "" "$b4_p" "$b4_e" "$r" "edge/nginx" ">=" 0.9
     r=$(ratio "$m_e" "$m_p");   row "manifest GET by tag (c=$CSMALL)" "req/s" "" "$m_c" "$m_p" "$m_e" "$r" "edge/proxy" ">=" 10
     row "upstream requests during manifest-by-tag test" "count" "" "" "$mu_p" "$mu_e" "$mu_e" "edge" "==" 0
-    row "cold miss, $N concurrent GETs: upstream blob GETs" "count" "" "" "${COLD[proxy.gets]:-}" "${COLD[edge.gets]:-}" "${COLD[edge.gets]:-nan}" "edge" "==" 1
+    row "cold miss, $N concurrent GETs: upstream blob GETs (most of $FANIN_REPS rounds)" "count" "" "" "${COLD[proxy.gets]:-}" "${COLD[edge.gets]:-}" "${COLD[edge.gets]:-nan}" "edge" "==" 1
     r=$(ratio "${COLD[edge.bytes]:-}" "$BIG_SIZE")
     row "cold miss, $N concurrent GETs: bytes central sent" "MB" "" "" \
       "$(awk -v b="${COLD[proxy.bytes]:-0}" 'BEGIN{printf "%.1f", b/1e6}')" "$(awk -v b="${COLD[edge.bytes]:-0}" 'BEGIN{printf "%.1f", b/1e6}')" "$r" "edge bytes/blob size" "" ""
-    r=$(ratio "${COLD[edge.fanin_fb]:-}" "$c_fb")
-    row "cold miss, $N concurrent: first body byte, first client" "ms" "" "$c_fb" "${COLD[proxy.fanin_fb]:-}" "${COLD[edge.fanin_fb]:-}" "$r" "edge/central direct" "<=" 1.5
+    r=$(ratio "${COLD[edge.fanin_fb]:-}" "${COLD[edge.fanin_direct_fb]:-}")
+    row "cold miss, $N concurrent ($CLIENT_CONN connections): first body byte, first client (median of $FANIN_REPS, each after a direct GET)" "ms" "" "${COLD[edge.fanin_direct_fb]:-}" "${COLD[proxy.fanin_fb]:-}" "${COLD[edge.fanin_fb]:-}" "$r" "edge/central direct (interleaved)" "<=" 1.5
     r=$(ratio "${COLD[edge.fanin_fb]:-}" "${COLD[central.fanin_fb]:-}")
-    row "cold miss, $N concurrent: first body byte, first client, vs $N concurrent direct GETs" "ms" "" "${COLD[central.fanin_fb]:-}" "${COLD[proxy.fanin_fb]:-}" "${COLD[edge.fanin_fb]:-}" "$r" "edge/central $N direct" "" ""
+    row "cold miss, $N concurrent ($CLIENT_CONN connections): first body byte, first client, vs $N concurrent direct GETs" "ms" "" "${COLD[central.fanin_fb]:-}" "${COLD[proxy.fanin_fb]:-}" "${COLD[edge.fanin_fb]:-}" "$r" "edge/central $N direct" "" ""
+    if [[ -n $WARM ]]; then
+      r=$(ratio "${COLD[edge.dial_fb]:-}" "$c_fb")
+      row "cold miss, $N concurrent, clients dialling in the timed window: first body byte, first client" "ms" "" "$c_fb" "${COLD[proxy.dial_fb]:-}" "${COLD[edge.dial_fb]:-}" "$r" "edge/central direct (dialling)" "" ""
+    fi
     r=$(ratio "${COLD[edge.single_fb]:-}" "${COLD[edge.single_direct_fb]:-}")
     row "cold miss, single GET: first body byte (median of $COLD_REPS, each after a direct GET)" "ms" "" "${COLD[edge.single_direct_fb]:-}" "${COLD[proxy.single_fb]:-}" "${COLD[edge.single_fb]:-}" "$r" "edge/central direct (interleaved)" "<=" 1.5
-    row "cold miss, $N concurrent: clients complete and correct" "count" "" "" "${COLD[proxy.ok]:-}" "${COLD[edge.ok]:-}" "${COLD[edge.ok]:-nan}" "edge" "==" "$N"
-    row "cold miss, $N concurrent: wall time for all clients" "s" "" "" "${COLD[proxy.wall]:-}" "${COLD[edge.wall]:-}" "$(ratio "${COLD[edge.wall]:-}" "${COLD[proxy.wall]:-}")" "edge/proxy" "" ""
-    row "cold miss, $N concurrent: peak RSS of the mirror" "MiB" "" "" "${COLD[proxy.rss_peak_mib]:-}" "${COLD[edge.rss_peak_mib]:-}" "${COLD[edge.rss_peak_mib]:-nan}" "edge" "<" 150
+    row "cold miss, $N concurrent: clients complete and correct (fewest of $FANIN_REPS rounds)" "count" "" "" "${COLD[proxy.ok]:-}" "${COLD[edge.ok]:-}" "${COLD[edge.ok]:-nan}" "edge" "==" "$N"
+    row "cold miss, $N concurrent: wall time for all clients (median)" "s" "" "" "${COLD[proxy.wall]:-}" "${COLD[edge.wall]:-}" "$(ratio "${COLD[edge.wall]:-}" "${COLD[proxy.wall]:-}")" "edge/proxy" "" ""
+    row "cold miss, $N concurrent: peak RSS of the mirror (highest of $FANIN_REPS rounds)" "MiB" "" "" "${COLD[proxy.rss_peak_mib]:-}" "${COLD[edge.rss_peak_mib]:-}" "${COLD[edge.rss_peak_mib]:-nan}" "edge" "<" 150
   } >"$R"
 
   {
     echo "# registry-edge benchmark results — $STAMP"
     echo
     echo "Machine: $(nproc) cores, kernel $(uname -r), $(go version | cut -d' ' -f3-), load average at start: $LOAD0."
-    echo "Knobs: DUR=$DUR DUR_BIG=$DUR_BIG ROUNDS=$ROUNDS CSMALL=$CSMALL CBIG=$CBIG THREADS=$THREADS N=$N COLD_REPS=$COLD_REPS BIG_MB=$BIG_MB EDGE_ACCESS_LOG=$EDGE_ACCESS_LOG."
+    echo "Knobs: DUR=$DUR DUR_BIG=$DUR_BIG ROUNDS=$ROUNDS CSMALL=$CSMALL CBIG=$CBIG THREADS=$THREADS N=$N COLD_REPS=$COLD_REPS FANIN_REPS=$FANIN_REPS CLIENT_CONN=$CLIENT_CONN BIG_MB=$BIG_MB EDGE_ACCESS_LOG=$EDGE_ACCESS_LOG."
     echo "Versions: registry-edge ${EDGE_VERSION:-?} (work tree ${EDGE_REV:-?} when built), distribution registry $("$REGISTRY_BIN" --version 2>/dev/null | awk '{print $3}') (reference proxy and central), crane $("$CRANE_BIN" version), $(nginx -v 2>&1 | cut -d' ' -f3), wrk $(wrk --version 2>&1 | head -1 | awk '{print $2}')."
     echo "Big blob: $BIG_SIZE bytes; small blob: $SMALL_SIZE bytes. Load generator and servers share the same $(nproc) cores; GOMAXPROCS unset."
     echo
@@ -467,7 +496,7 @@ main() {
   curl -fsS --max-time 60 -o /dev/null "$url" # page cache
   {
     echo "# blob $BIG_BLOB, $BIG_SIZE bytes; N=$N"
-    echo "## central direct: $DIRECT_REPS single GETs (reference for time to first byte; median used)"
+    echo "## central direct: $DIRECT_REPS single GETs, clients dialling in the timed window (reference for the dialling fan-in; median used)"
   } >>"$COLDTXT"
   for _ in $(seq 1 "$DIRECT_REPS"); do
     run_child "$RUN/load.out" timeout 120 "$EDGELOAD" -once -c 1 -d 60s -expect-bytes "$BIG_SIZE" -url "$url" || true
@@ -479,7 +508,7 @@ main() {
   fbs=()
   echo "## central direct: $DIRECT_FANIN_REPS x $N concurrent GETs (like-for-like reference for the fan-in; median of first-client times)" >>"$COLDTXT"
   for _ in $(seq 1 "$DIRECT_FANIN_REPS"); do
-    run_child "$RUN/load.out" timeout 400 "$EDGELOAD" -once -c "$N" -d "$COLD_TIMEOUT" -expect-bytes "$BIG_SIZE" -url "$url" || true
+    run_child "$RUN/load.out" timeout 400 "$EDGELOAD" -once $WARM -c "$N" -d "$COLD_TIMEOUT" -expect-bytes "$BIG_SIZE" -url "$url" || true
     line=$(grep '^ONCE' "$RUN/load.out" || echo "ONCE n=0 ok=0")
     echo "  $line" >>"$COLDTXT"; fbs+=("$(kv fb_min_ms "$line")")
   done

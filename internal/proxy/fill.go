@@ -177,6 +177,7 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 	var (
 		first *blobAnswer
 		err   error
+		kept  int64 // bytes left in a partial download for the next fill
 	)
 	if p.askAtOnce(ctx, f) {
 		first, err = p.askWhileOpening(ctx, f, log)
@@ -209,6 +210,8 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 		} else if f.part != nil && keepPartial(err) && f.keptBytes() > 0 {
 			if serr := f.part.Suspend(blobstore.PartialMeta{Size: f.finalSize(), ETag: f.etag}); serr != nil {
 				log.LogAttrs(ctx, slog.LevelWarn, "cannot keep the partial download", slog.Any("err", serr))
+			} else {
+				kept = f.keptBytes()
 			}
 		} else {
 			f.ing.Cancel()
@@ -233,7 +236,7 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 			log.LogAttrs(ctx, slog.LevelDebug, "blob not found upstream")
 		} else {
 			log.LogAttrs(ctx, slog.LevelError, "blob fill failed", slog.Int64("size", f.finalSize()),
-				slog.Int64("kept", f.keptBytes()), slog.Any("err", err))
+				slog.Int64("kept", kept), slog.Any("err", err))
 		}
 	} else {
 		log.LogAttrs(ctx, slog.LevelInfo, "blob filled", slog.Int64("size", f.finalSize()), slog.Duration("duration", time.Since(start)))

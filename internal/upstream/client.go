@@ -82,6 +82,8 @@ type Options struct {
 	// UserAgent is sent with every request (default "registry-edge").
 	UserAgent string
 	// Logger receives debug records (retries, token fetches); nil discards.
+	// The records do not name the upstream: give a logger that does
+	// (serve's has upstream=<name>).
 	Logger *slog.Logger
 	// Transport, if set, replaces the tuned base transport (tests). The
 	// timeouts, TLS and address-guard options then do not apply.
@@ -292,8 +294,7 @@ func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error)
 		if !retryable(err) || isTimeout(err) {
 			return false, nil
 		}
-		c.log.LogAttrs(ctx, slog.LevelDebug, "upstream request failed, retrying",
-			slog.String("upstream", c.registry), slog.Any("err", redactError(err)))
+		c.log.LogAttrs(ctx, slog.LevelDebug, "upstream request failed, retrying", slog.Any("err", redactError(err)))
 		return true, nil
 	}
 	if !retryableStatus(resp.StatusCode) {
@@ -305,7 +306,7 @@ func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error)
 		}
 	}
 	c.log.LogAttrs(ctx, slog.LevelDebug, "upstream request failed, retrying",
-		slog.String("upstream", c.registry), slog.String("path", resp.Request.URL.Path), slog.Int("status", resp.StatusCode))
+		slog.String("path", resp.Request.URL.Path), slog.Int("status", resp.StatusCode))
 	return true, nil
 }
 

@@ -243,7 +243,7 @@ func (c *Client) Referrers(ctx context.Context, repo string, d digest.Digest) (M
 		return Manifest{}, err
 	case !isIndex(m):
 		c.log.LogAttrs(ctx, slog.LevelDebug, "referrers tag is not an image index",
-			slog.String("upstream", c.registry), slog.String("repo", repo), slog.String("ref", tag))
+			slog.String("repo", repo), slog.String("ref", tag))
 		return newManifest(ocispec.MediaTypeImageIndex, []byte(emptyIndex)), nil
 	}
 	m.Descriptor.MediaType = ocispec.MediaTypeImageIndex

@@ -10,6 +10,10 @@
 //	-once : every one of the -c workers sends exactly ONE request, all released at the
 //	        same instant (used for the cold-miss / coalescing test); prints per-request
 //	        status, bytes, time-to-first-byte and total time, then one ONCE line.
+//	-warm : with -once, each worker first opens its own connection and sends GET /v2/ on it
+//	        (as every registry client does before it asks for a blob), then waits for the
+//	        release; the timed request reuses that connection, so the times start at the
+//	        request, not at a burst of 64 TCP handshakes on the same cores.
 //
 // Always bounded: stops at -d or after -n requests (whichever first); loopback targets only.
 package main
@@ -49,6 +53,7 @@ func main() {
 	maxN := flag.Int64("n", 0, "max requests in total (0 = only the duration bound)")
 	once := flag.Bool("once", false, "each worker sends exactly one request, released together")
 	expect := flag.Int64("expect-bytes", -1, "with -once: body size a complete response has (counted in ONCE ok=)")
+	warm := flag.Bool("warm", false, "with -once: each worker opens its own connection with GET /v2/ before the release")
 	var hs hdrs
 	flag.Var(&hs, "H", "request header 'Name: value' (repeatable)")
 	flag.Parse()
@@ -56,9 +61,20 @@ func main() {
 		fmt.Fprintln(os.Stderr, "need -url http://127.x... (loopback) or a test-netns address 10.200.x")
 		os.Exit(2)
 	}
-	tr := &http.Transport{MaxIdleConnsPerHost: *conc, MaxConnsPerHost: *conc, DisableCompression: true}
-	cl := &http.Client{Transport: tr, Timeout: *dur + 30*time.Second}
-	do := func() res {
+	if *warm && !*once {
+		fmt.Fprintln(os.Stderr, "-warm needs -once")
+		os.Exit(2)
+	}
+	pingURL := *url
+	if i := strings.Index(pingURL, "/v2/"); i >= 0 {
+		pingURL = pingURL[:i] + "/v2/"
+	}
+	newClient := func() *http.Client {
+		tr := &http.Transport{MaxIdleConnsPerHost: *conc, MaxConnsPerHost: *conc, DisableCompression: true}
+		return &http.Client{Transport: tr, Timeout: *dur + 30*time.Second}
+	}
+	shared := newClient()
+	do := func(cl *http.Client) res {
 		req, _ := http.NewRequest(*method, *url, nil)
 		req.Header.Set("User-Agent", "edgeload/1.0") // distinct from the mirrors' user agents in upstream logs
 		for _, h := range hs {
@@ -96,21 +112,35 @@ func main() {
 	var mu sync.Mutex
 	var all []res
 	var sent atomic.Int64
-	start := time.Now()
-	deadline := start.Add(*dur)
-	var wg sync.WaitGroup
+	deadline := time.Now().Add(*dur)
+	var wg, ready sync.WaitGroup
 	gate := make(chan struct{})
 	for i := 0; i < *conc; i++ {
 		wg.Add(1)
+		ready.Add(1)
 		go func() {
 			defer wg.Done()
+			cl := shared
+			if *warm {
+				// One connection per worker, opened and used once before the release.
+				cl = newClient()
+				ping, _ := http.NewRequest(http.MethodGet, pingURL, nil)
+				ping.Header.Set("User-Agent", "edgeload/1.0")
+				if resp, err := cl.Do(ping); err != nil {
+					fmt.Fprintln(os.Stderr, "warm-up:", err)
+				} else {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+			ready.Done()
 			<-gate
 			local := []res{}
 			for time.Now().Before(deadline) {
 				if *maxN > 0 && sent.Add(1) > *maxN {
 					break
 				}
-				local = append(local, do())
+				local = append(local, do(cl))
 				if *once {
 					break
 				}
@@ -120,6 +150,9 @@ func main() {
 			mu.Unlock()
 		}()
 	}
+	ready.Wait()
+	start := time.Now()
+	deadline = start.Add(*dur)
 	close(gate)
 	wg.Wait()
 	el := time.Since(start).Seconds()
