@@ -3,7 +3,9 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -54,7 +56,7 @@ var levels = map[string]delta.Level{
 	"fastest": delta.LevelFastest, "default": delta.LevelDefault, "better": delta.LevelBetter, "best": delta.LevelBest,
 }
 
-func diffCmd(ctx context.Context, e *env, args []string) error {
+func diffCmd(ctx context.Context, e *env, args []string) (err error) {
 	f := newFlags(e, "diff", diffUsage)
 	var o diffOptions
 	f.platformFlag(&o.platforms)
@@ -91,8 +93,19 @@ func diffCmd(ctx context.Context, e *env, args []string) error {
 		return f.usageErr("NEW: %v", err)
 	}
 	if o.outputDir != "" {
+		// Made now, so that a directory that cannot be made fails the
+		// command before any download; removed again if the command fails
+		// before writing to it (an empty directory tells nothing).
+		_, serr := os.Stat(o.outputDir)
 		if err := os.MkdirAll(o.outputDir, 0o755); err != nil {
 			return err
+		}
+		if errors.Is(serr, fs.ErrNotExist) {
+			defer func() {
+				if err != nil {
+					os.Remove(o.outputDir) // only if still empty
+				}
+			}()
 		}
 	}
 

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log"
 	"net/http"
 	"net/http/httptest"
@@ -304,4 +306,23 @@ func jsonKeys(typ reflect.Type) []string {
 		}
 	}
 	return keys
+}
+
+// A diff that fails before it writes a delta leaves no --output-dir it
+// made, and leaves one that was there.
+func TestDiffFailureLeavesNoOutputDir(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, false)
+	repo := host + "/edge/small"
+	pushImage(t, repo+":1", testImage(t, "amd64", layer(t, goGzip, layergen.New(301, 4, 2<<10))))
+	made := filepath.Join(t.TempDir(), "out", "deltas")
+	checkFailure(t, deltactl(t, "diff", "--output-dir", made, host+"/edge/missing:1", repo+":1"), 1, "edge/missing")
+	if _, err := os.Stat(made); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("--output-dir %s after a failed diff: %v, want it gone", made, err)
+	}
+	there := t.TempDir()
+	checkFailure(t, deltactl(t, "diff", "--output-dir", there, host+"/edge/missing:1", repo+":1"), 1, "edge/missing")
+	if _, err := os.Stat(there); err != nil {
+		t.Errorf("an existing --output-dir was removed: %v", err)
+	}
 }

@@ -256,8 +256,12 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	}
 	// Fills that outlived their clients stop here; what they received
 	// stays on disk and the next request of the blob resumes it.
-	if err := p.Close(sctx); err != nil {
-		log.LogAttrs(context.Background(), slog.LevelWarn, "fills still running at shutdown; they will be resumed on demand")
+	switch err := p.Close(sctx); {
+	case errors.Is(err, context.DeadlineExceeded):
+		log.LogAttrs(context.Background(), slog.LevelWarn, "fills still running at shutdown; they will be resumed on demand",
+			slog.Duration("waited", shutdownGrace))
+	case err != nil:
+		log.LogAttrs(context.Background(), slog.LevelWarn, "shutdown incomplete", slog.Any("err", err))
 	}
 	return nil
 }
