@@ -97,6 +97,21 @@ func sharedDeltaKey(d digest.Digest, rec DeltaRecord) string {
 
 func sharedAccessKey(replica string) string { return "access/" + replica }
 
+// sharedCollisionKey names the marker a process leaves when it finds its
+// replica id used by another process too.
+func sharedCollisionKey(replica string) string { return "collisions/" + replica }
+
+// sharedCollision is that marker.
+type sharedCollision struct {
+	Instance string    `json:"instance"` // the process that found the collision
+	Written  time.Time `json:"written"`
+}
+
+// collisionTTL is how long a collision marker counts after it was written.
+// The process that found the collision writes it again at every publish
+// while the collision lasts, so an old marker means the collision is over.
+const collisionTTL = 15 * time.Minute
+
 // getShared reads the shared record key into v; found is false when it
 // does not exist (or there is no shared store).
 func (m *DB) getShared(ctx context.Context, key string, v any) (found bool, err error) {
@@ -169,7 +184,10 @@ type sharedAccess struct {
 // access record. Once it has written the record, finding it written by
 // another process means two replicas have this id: it then stops writing
 // (their access times would overwrite each other's, and the evicting
-// replica would miss one's) and returns an error saying so.
+// replica would miss one's), leaves a collision marker and returns an
+// error saying so. The other process, which finds its own record, learns
+// of the collision from the marker: it goes on publishing and returns the
+// error too, so that both logs say it.
 func (m *DB) publishAccess(ctx context.Context) error {
 	key := sharedAccessKey(m.replica)
 	if m.published.Load() {
@@ -179,9 +197,23 @@ func (m *DB) publishAccess(ctx context.Context) error {
 			return err
 		}
 		if found && prev.Instance != m.instance {
-			return fmt.Errorf("replica id %q: another process on the bucket uses it too (it published access times at %s); give each replica its own storage.blobs.replica.id: %w",
+			err := fmt.Errorf("replica id %q: another process on the bucket uses it too (it published access times at %s); give each replica its own storage.blobs.replica.id: %w",
 				m.replica, prev.Written.Format(time.RFC3339), errdef.ErrAlreadyExists)
+			if merr := m.putShared(ctx, sharedCollisionKey(m.replica), sharedCollision{Instance: m.instance, Written: time.Now().UTC()}); merr != nil {
+				err = errors.Join(err, merr)
+			}
+			return err
 		}
+	}
+	var marker sharedCollision
+	marked, err := m.getShared(ctx, sharedCollisionKey(m.replica), &marker)
+	if err != nil {
+		return err
+	}
+	var collision error
+	if marked && marker.Instance != m.instance && time.Since(marker.Written) < collisionTTL {
+		collision = fmt.Errorf("replica id %q: another process on the bucket uses it too (it found this one's access times at %s); give each replica its own storage.blobs.replica.id: %w",
+			m.replica, marker.Written.Format(time.RFC3339), errdef.ErrAlreadyExists)
 	}
 	local, err := m.localAccessTimes()
 	if err != nil {
@@ -195,7 +227,7 @@ func (m *DB) publishAccess(ctx context.Context) error {
 		return err
 	}
 	m.published.Store(true)
-	return nil
+	return collision
 }
 
 // mergeSharedAccess adds the access times other replicas published to out

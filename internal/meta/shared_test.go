@@ -259,4 +259,26 @@ func TestSharedReplicaIDCollision(t *testing.T) {
 	if rec.Instance != restarted.instance {
 		t.Error("the colliding process overwrote the other's access record")
 	}
+	// The other process, which finds its own record, learns of the
+	// collision from first's marker: it keeps publishing and says so too.
+	err = touch(restarted, "e")
+	if !errors.Is(err, errdef.ErrAlreadyExists) || !strings.Contains(err.Error(), `"edge-1"`) {
+		t.Fatalf("publish of the other process after the collision was found: %v, want an error naming edge-1", err)
+	}
+	rec = sharedAccess{}
+	if _, err := restarted.getShared(ctx, sharedAccessKey("edge-1"), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rec.Times[digest.FromString("e")]; !ok || rec.Instance != restarted.instance {
+		t.Error("the other process stopped publishing its access times")
+	}
+	// A marker older than collisionTTL (the collision is over: the
+	// process that found it no longer writes it) counts no more.
+	old := sharedCollision{Instance: first.instance, Written: time.Now().Add(-collisionTTL - time.Minute)}
+	if err := first.putShared(ctx, sharedCollisionKey("edge-1"), old); err != nil {
+		t.Fatal(err)
+	}
+	if err := touch(restarted, "f"); err != nil {
+		t.Errorf("publish with an expired collision marker: %v", err)
+	}
 }
