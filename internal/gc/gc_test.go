@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -329,5 +330,28 @@ func TestMaintainerUsesTheBudgetInForce(t *testing.T) {
 	}
 	if s.stored(old.Digest) {
 		t.Error("gc after the reload left the old image")
+	}
+}
+
+// failingCache fails every flush with err.
+type failingCache struct{ err error }
+
+func (c failingCache) FlushAccess(context.Context) error { return c.err }
+func (failingCache) Forget(digest.Digest)                {}
+
+// A replica-id collision (the local access times are written, the shared
+// record is not) still lets gc and the status page plan; another flush
+// failure does not.
+func TestPlanDespiteAReplicaIDCollision(t *testing.T) {
+	s := newSite(t)
+	s.image("one", time.Hour, s.blob(3000))
+	collision := fmt.Errorf("replica id %q: another process on the bucket uses it too: %w", "edge-1", errdef.ErrAlreadyExists)
+	m := &gc.Maintainer{Store: s.store, DB: s.db, Cache: failingCache{collision}}
+	if p, err := m.Plan(context.Background()); err != nil || p.Units != 1 {
+		t.Errorf("Plan with a replica-id collision: %+v, %v; want a plan of 1 image", p, err)
+	}
+	m = &gc.Maintainer{Store: s.store, DB: s.db, Cache: failingCache{errors.New("disk full")}}
+	if _, err := m.Plan(context.Background()); err == nil {
+		t.Error("Plan with a failing flush: no error")
 	}
 }

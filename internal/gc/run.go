@@ -2,6 +2,7 @@ package gc
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/metrics"
 )
 
@@ -59,7 +61,9 @@ func (m *Maintainer) Plan(ctx context.Context) (*Plan, error) {
 // flushAndPlan flushes access times and plans under the budget in force.
 // The caller holds m.mu.
 func (m *Maintainer) flushAndPlan(ctx context.Context) (*Plan, error) {
-	if err := m.Cache.FlushAccess(ctx); err != nil {
+	// A replica-id collision (ErrAlreadyExists) leaves the local access
+	// times written: plan with them (RunOnce logs the collision).
+	if err := m.Cache.FlushAccess(ctx); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
 		return nil, err
 	}
 	return MakePlan(ctx, m.Store, m.DB, m.Options)
