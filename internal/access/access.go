@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -148,19 +149,24 @@ func (p *Policy) checkPassword(user, pass string) bool {
 
 var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("registry-edge"), bcrypt.MinCost)
 
-// Check decides whether r may read repository repo (as the client named
-// it; "" for the API base /v2/). It returns nil, an error wrapping
-// errdef.ErrUnauthorized (credentials missing or wrong: answer 401 with a
-// Basic challenge), or one wrapping errdef.ErrDenied (authenticated, not
-// allowed: 403).
-func (p *Policy) Check(r *http.Request, repo string) error {
+// Check decides whether r may read a repository. names are the names the
+// repository goes by, the one the client sent first (none, or "", for the
+// API base /v2/); a rule applies if one of its patterns matches one of
+// them. It returns nil, an error wrapping errdef.ErrUnauthorized
+// (credentials missing or wrong: answer 401 with a Basic challenge), or one
+// wrapping errdef.ErrDenied (authenticated, not allowed: 403).
+func (p *Policy) Check(r *http.Request, names ...string) error {
 	pr, err := p.identify(r)
 	if err != nil {
 		return err
 	}
+	repo := ""
+	if len(names) > 0 {
+		repo = names[0]
+	}
 	if repo != "" {
 		for _, rule := range p.o.Rules {
-			if !matchAny(rule.Repositories, repo) {
+			if !slices.ContainsFunc(names, func(n string) bool { return matchAny(rule.Repositories, n) }) {
 				continue
 			}
 			if (pr.user != "" && matchAny(rule.Users, pr.user)) || (pr.cert != "" && matchAny(rule.Certs, pr.cert)) {
@@ -211,9 +217,9 @@ type Dynamic struct{ p atomic.Pointer[Policy] }
 func (d *Dynamic) Set(p *Policy) { d.p.Store(p) }
 
 // Check applies the current policy.
-func (d *Dynamic) Check(r *http.Request, repo string) error {
+func (d *Dynamic) Check(r *http.Request, names ...string) error {
 	if p := d.p.Load(); p != nil {
-		return p.Check(r, repo)
+		return p.Check(r, names...)
 	}
 	return nil
 }

@@ -24,6 +24,7 @@ func TestAccessRulesWithClients(t *testing.T) {
 	c := startCentral(t)
 	open := pushImage(t, c, "open/app", "v1", ociImage(t, runtime.GOARCH, 1, 16<<10))
 	private := pushImage(t, c, "private/app", "v1", ociImage(t, runtime.GOARCH, 1, 16<<10))
+	secret := pushImage(t, c, "secret/app", "v1", ociImage(t, runtime.GOARCH, 1, 16<<10))
 	hash, err := bcrypt.GenerateFromPassword([]byte("wonderland"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +37,9 @@ func TestAccessRulesWithClients(t *testing.T) {
   rules:
     - repositories: ["private/*"]
       users: ["alice"]
-`, htpasswd)})
+    - repositories: ["%s/secret/*"]
+      users: ["alice"]
+`, htpasswd, c.addr)})
 	// Docker's config.json and containers' auth.json, with alice's
 	// credentials for the mirror.
 	authDir := t.TempDir()
@@ -140,6 +143,29 @@ func TestAccessRulesWithClients(t *testing.T) {
 		cmark, mark := len(c.accessLog()), m.mark(t)
 		ctrPull("--user", "alice:wonderland", private.ref(c.addr))
 		served(t, mark, "private/app")
+		// containerd sends secret/app?ns=<central>: the rule, written with
+		// the registry's name, covers it. (Refused, containerd falls back
+		// to central itself, as hosts.toml allows: only the mirror's
+		// answers count here.)
+		mark = m.mark(t)
+		runErr(nil, ctr, "--address", sock, "--namespace", "e2e", "image", "pull", "--hosts-dir", hosts, secret.ref(c.addr))
+		refused := 0
+		for _, e := range m.requestsSince(t, mark) {
+			switch {
+			case e["repo"] != "secret/app":
+			case e["status"] == "401":
+				refused++
+			default:
+				t.Errorf("anonymous containerd request for secret/app answered %s, want 401: %v", e["status"], e)
+			}
+		}
+		if refused == 0 {
+			t.Error("the mirror refused no anonymous containerd request for secret/app")
+		}
+		runErr(nil, ctr, "--address", sock, "--namespace", "e2e", "image", "rm", secret.ref(c.addr))
+		cmark, mark = len(c.accessLog()), m.mark(t)
+		ctrPull("--user", "alice:wonderland", secret.ref(c.addr))
+		served(t, mark, "secret/app")
 		mark = m.mark(t)
 		ctrPull(open.ref(c.addr))
 		served(t, mark, "open/app")

@@ -60,6 +60,45 @@ func TestAccessRules(t *testing.T) {
 	}
 }
 
+// A rule covers a repository however a client addresses it: through the
+// default upstream, with a registry prefix, or with containerd's ?ns=
+// (which sends the name without the prefix), whichever form the rule's
+// pattern has.
+func TestAccessRuleCoversEveryAddressing(t *testing.T) {
+	t.Parallel()
+	accept := "application/vnd.oci.image.manifest.v1+json"
+	for _, pattern := range []string{"central.test/fleet/*", "fleet/*"} {
+		t.Run(pattern, func(t *testing.T) {
+			t.Parallel()
+			pol, err := access.New(access.Options{Anonymous: true, Rules: []access.Rule{{Repositories: []string{pattern}, Certs: []string{"ops"}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := newMirror(t)
+			m.stop()
+			m.access = pol
+			m.start()
+			m.fake.Image("fleet/app", "v1", fakeupstream.Random(t, 1000))
+			m.fake.Image("other/app", "v1", fakeupstream.Random(t, 1000))
+			for _, repo := range []string{"fleet/app", "other/app"} {
+				for _, path := range []string{
+					manifestPath(repo, "v1"),
+					manifestPath(repo, "v1") + "?ns=central.test",
+					manifestPath("central.test/"+repo, "v1"),
+				} {
+					resp, body := m.get(http.MethodGet, path, "Accept", accept)
+					switch {
+					case repo == "fleet/app" && resp.StatusCode != http.StatusUnauthorized:
+						t.Errorf("anonymous GET %s under rule %s: %d %s, want 401", path, pattern, resp.StatusCode, body)
+					case repo == "other/app" && resp.StatusCode != http.StatusOK:
+						t.Errorf("anonymous GET %s (no rule): %d %s, want 200", path, resp.StatusCode, body)
+					}
+				}
+			}
+		})
+	}
+}
+
 func basic(user, pass string) string {
 	r, _ := http.NewRequest("GET", "/", nil)
 	r.SetBasicAuth(user, pass)

@@ -66,7 +66,9 @@ type retryAfter interface{ RetryAfter() time.Duration }
 // errdef.ErrUnauthorized (401 with a Basic challenge) or errdef.ErrDenied
 // (403).
 type Access interface {
-	Check(r *http.Request, repo string) error
+	// Check decides on r for the repository that goes by names (see
+	// proxy.Router.AccessNames); no names is the API base.
+	Check(r *http.Request, names ...string) error
 }
 
 // Server is the HTTP handler of registry-edge.
@@ -202,7 +204,11 @@ func (s *Server) authorize(w *recorder, r *http.Request, rt ociapi.Route) error 
 	if s.opts.Access == nil {
 		return nil
 	}
-	err := s.opts.Access.Check(r, rt.Name)
+	var names []string
+	if rt.Name != "" {
+		names = s.p.Router().AccessNames(rt.Name, r.URL.Query().Get("ns"))
+	}
+	err := s.opts.Access.Check(r, names...)
 	if errors.Is(err, errdef.ErrUnauthorized) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="registry-edge"`)
 	}

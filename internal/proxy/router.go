@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
@@ -67,6 +68,25 @@ func NewRouter(remotes []*Remote, def int) (*Router, error) {
 func (r *Router) Remotes() []*Remote { return r.remotes }
 
 // Route resolves a client's repository name and ns parameter.
+// AccessNames returns the names access rules are matched against for a
+// request of repository name (with containerd's ns): the name as sent,
+// and, if the request routes, the upstream's registry name with the
+// repository, and for the default upstream the repository alone. So a rule
+// covers a repository however a client addresses it: with a registry
+// prefix, with ?ns= or through the default upstream.
+func (r *Router) AccessNames(name, ns string) []string {
+	names := []string{name}
+	t, err := r.Route(name, ns)
+	if err != nil {
+		return names
+	}
+	names = append(names, t.Repo.String())
+	if t.Remote == r.def {
+		names = append(names, t.Repo.Name)
+	}
+	return slices.Compact(names)
+}
+
 func (r *Router) Route(name, ns string) (Target, error) {
 	rm := r.def
 	repo := name

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
@@ -47,5 +48,28 @@ func TestRouter(t *testing.T) {
 	}
 	if _, err := NewRouter(nil, 0); err == nil {
 		t.Error("NewRouter(nil) succeeded")
+	}
+}
+
+// Access rules see a repository under every name it goes by.
+func TestAccessNames(t *testing.T) {
+	t.Parallel()
+	r, err := NewRouter([]*Remote{{Name: "docker.io", Library: true}, {Name: "ghcr.io"}}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, ns string
+		want     []string
+	}{
+		{"alpine", "", []string{"alpine", "docker.io/library/alpine", "library/alpine"}},
+		{"docker.io/org/app", "", []string{"docker.io/org/app", "org/app"}},
+		{"ghcr.io/org/app", "", []string{"ghcr.io/org/app"}},
+		{"org/app", "ghcr.io", []string{"org/app", "ghcr.io/org/app"}},
+		{"org/app", "quay.io", []string{"org/app"}}, // does not route: the name as sent
+	} {
+		if got := r.AccessNames(tt.name, tt.ns); !slices.Equal(got, tt.want) {
+			t.Errorf("AccessNames(%q, %q) = %q, want %q", tt.name, tt.ns, got, tt.want)
+		}
 	}
 }
