@@ -119,7 +119,9 @@ type Prefetcher struct {
 	status  map[string]*Status // by Ref
 	order   []string           // Refs in the order they were listed
 	added   map[string]Image   // listed at run time (stored), by Ref
-	trigger chan request
+	// On-demand requests: those that ignore the time windows and those
+	// that wait for one, each queue with its own runner.
+	triggerNow, triggerLater chan request
 }
 
 type request struct {
@@ -147,7 +149,7 @@ func New(p Proxy, router *proxy.Router, store Store, opts Options) (*Prefetcher,
 		}
 	}
 	pf := &Prefetcher{p: p, router: router, store: store, opts: opts, log: opts.Logger,
-		status: map[string]*Status{}, added: map[string]Image{}, trigger: make(chan request, 16)}
+		status: map[string]*Status{}, added: map[string]Image{}, triggerNow: make(chan request, 16), triggerLater: make(chan request, 16)}
 	for _, img := range opts.Images {
 		pf.track(img)
 	}
@@ -231,20 +233,23 @@ func (pf *Prefetcher) Run(ctx context.Context) {
 	pf.loadAdded(ctx)
 	pf.unpinUnlisted(ctx)
 	// On-demand requests run on their own, so that a background run
-	// waiting for its window does not hold them up.
+	// waiting for its window does not hold them up; those that ignore the
+	// windows are not held up by those that wait for one either.
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case req := <-pf.trigger:
-				pf.run(ctx, req.images, req.now)
+	for _, q := range []chan request{pf.triggerNow, pf.triggerLater} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case req := <-q:
+					pf.run(ctx, req.images, req.now)
+				}
 			}
-		}
-	}()
+		}()
+	}
 	defer wg.Wait()
 	for {
 		if images := pf.list(); len(images) > 0 {
@@ -287,8 +292,12 @@ func (pf *Prefetcher) Trigger(images []Image, now bool) error {
 			}
 		})
 	}
+	q := pf.triggerLater
+	if now {
+		q = pf.triggerNow
+	}
 	select {
-	case pf.trigger <- request{images: images, now: now}:
+	case q <- request{images: images, now: now}:
 		return nil
 	default:
 		return fmt.Errorf("prefetch: too many requests queued: %w", errdef.ErrTooManyRequests)

@@ -237,6 +237,19 @@ func TestPrefetchWindows(t *testing.T) {
 	if n := s.fake.Count(http.MethodGet, "/v2/org/a/manifests/1"); n != 0 {
 		t.Errorf("upstream asked for org/a %d times outside the window", n)
 	}
+
+	// An on-demand request that waits for the window does not hold up a
+	// later one with now=true.
+	s.fake.Image("org/c", "1", fakeupstream.Random(t, 1000))
+	s.fake.Image("org/d", "1", fakeupstream.Random(t, 1000))
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/c:1"}}, false); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, pf, "org/c:1", prefetch.StateWaiting)
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/d:1"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, pf, "org/d:1", prefetch.StateComplete)
 }
 
 func TestParseRef(t *testing.T) {
