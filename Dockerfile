@@ -2,7 +2,10 @@
 #   docker build -t registry-edge .
 #   docker run --read-only -p 5000:5000 -v edge-data:/var/lib/registry-edge registry-edge
 # The store lives in the volume at /var/lib/registry-edge (the only writable path it needs);
-# a config file can be mounted at /etc/registry-edge/config.yaml and selected with --config.
+# a config file can be mounted at /etc/registry-edge/config.yaml and selected with
+#   docker run ... registry-edge serve --config /etc/registry-edge/config.yaml --storage /var/lib/registry-edge
+# (arguments replace the whole CMD: keep --storage, or set storage.root: /var/lib/registry-edge in the file,
+# since the example's relative "data" would resolve to /data on the read-only root).
 FROM golang:1.26 AS build
 ARG VERSION=devel
 WORKDIR /src
