@@ -277,8 +277,13 @@ rules:
 	if diff := cmp.Diff(want, s); diff != "" {
 		t.Errorf("Decode() mismatch (-want +got):\n%s", diff)
 	}
-	if err := yaml.Unmarshal([]byte("defaultMode: strict"), &s); err == nil {
-		t.Errorf("Decode(defaultMode: strict) error = nil, want an error")
+	// An unknown mode decodes as written; New rejects it with the field's
+	// path, which a decoder could not give.
+	if err := yaml.Unmarshal([]byte("defaultMode: strict"), &s); err != nil {
+		t.Fatalf("Decode(defaultMode: strict) = %v", err)
+	}
+	if _, err := New(s); err == nil || !strings.Contains(err.Error(), `defaultMode: must be enforce, warn or off, got "strict"`) {
+		t.Errorf("New with defaultMode strict: %v, want the field's path", err)
 	}
 }
 

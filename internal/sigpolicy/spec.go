@@ -1,7 +1,6 @@
 package sigpolicy
 
 import (
-	"encoding"
 	"fmt"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
@@ -22,11 +21,6 @@ const (
 	ModeOff Mode = "off"
 )
 
-var (
-	_ encoding.TextUnmarshaler = (*Mode)(nil)
-	_ encoding.TextMarshaler   = Mode("")
-)
-
 // ParseMode returns the Mode named s ("enforce", "warn" or "off").
 func ParseMode(s string) (Mode, error) {
 	switch m := Mode(s); m {
@@ -36,24 +30,9 @@ func ParseMode(s string) (Mode, error) {
 	return "", fmt.Errorf("mode %q: must be enforce, warn or off: %w", s, errdef.ErrInvalid)
 }
 
-// UnmarshalText implements encoding.TextUnmarshaler, so that a YAML or JSON
-// decoder rejects an unknown mode where it reads it. An empty text is
-// accepted and means the default of the field.
-func (m *Mode) UnmarshalText(b []byte) error {
-	if len(b) == 0 {
-		*m = ""
-		return nil
-	}
-	v, err := ParseMode(string(b))
-	if err != nil {
-		return err
-	}
-	*m = v
-	return nil
-}
-
-// MarshalText implements encoding.TextMarshaler.
-func (m Mode) MarshalText() ([]byte, error) { return []byte(m), nil }
+// A Mode is decoded as it is written and checked by New, whose error names
+// the field ("signatures.rules[2].mode: must be enforce, warn or off"); a
+// decoder that rejected it could not say where.
 
 // Spec is the signature policy in plain data, as the config package decodes
 // it. The YAML tags are the names used in the field paths of New's errors,
