@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/registry-edge/registry-edge/internal/config"
 	"github.com/registry-edge/registry-edge/internal/testutil/certs"
+	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
 )
 
 func runCmd(t *testing.T, args ...string) (int, string, string) {
@@ -349,24 +349,6 @@ func TestReloadedBudgetReachesGCAndStatus(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // freeAddr returns a loopback address with a port that was free a moment
 // ago.
 func freeAddr(t *testing.T) string {
@@ -381,7 +363,7 @@ func freeAddr(t *testing.T) string {
 
 // running is run() serving in the test process.
 type running struct {
-	stderr *lockedBuffer
+	stderr *syncbuf.Buffer
 	cancel context.CancelFunc
 	done   chan int
 }
@@ -390,7 +372,7 @@ type running struct {
 func startRun(t *testing.T, args ...string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{stderr: &lockedBuffer{}, cancel: cancel, done: make(chan int, 1)}
+	r := &running{stderr: &syncbuf.Buffer{}, cancel: cancel, done: make(chan int, 1)}
 	go func() { r.done <- run(ctx, args, new(bytes.Buffer), r.stderr) }()
 	return r
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
+	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
 )
 
 // A fill whose bytes prove wrong must fail the client's transfer and commit
@@ -40,7 +41,7 @@ func TestBrokenBlobFromUpstream(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var logs lockedBuffer
+			var logs syncbuf.Buffer
 			m := newMirror(t, func(o *proxy.Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 			_, layers := m.fake.Image("app", "v1", layer)
 			m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), tt.fault()))
@@ -63,7 +64,7 @@ func TestBrokenBlobFromUpstream(t *testing.T) {
 				t.Errorf("fill failures metric = %v, want 1", got)
 			}
 			// The wrong bytes are discarded, and the log says so.
-			if line := logs.line("blob fill failed"); !strings.Contains(line, " kept=0 ") {
+			if line := logs.Line("blob fill failed"); !strings.Contains(line, " kept=0 ") {
 				t.Errorf("fill failure logged as %q, want kept=0", line)
 			}
 			// Once the upstream is healthy again, the blob is fetched anew and verified.
@@ -397,28 +398,3 @@ func TestBaseAndHealth(t *testing.T) {
 }
 
 var _ = errors.Is
-
-// lockedBuffer is a log destination that the fill goroutines and the test
-// may use at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// line returns the first line that contains s, or "".
-func (l *lockedBuffer) line(s string) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, line := range strings.Split(l.b.String(), "\n") {
-		if strings.Contains(line, s) {
-			return line
-		}
-	}
-	return ""
-}

@@ -1,34 +1,17 @@
 package logging
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func TestBufferedWriterFlushesOnCloseAndByInterval(t *testing.T) {
 	t.Parallel()
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	w := NewBufferedWriter(&out, time.Hour)
 	log := New(w, slog.LevelInfo, false)
 	log.Info("request", "status", 200)
@@ -42,7 +25,7 @@ func TestBufferedWriterFlushesOnCloseAndByInterval(t *testing.T) {
 		t.Errorf("after Close: %q", out.String())
 	}
 
-	var out2 lockedBuffer
+	var out2 syncbuf.Buffer
 	w2 := NewBufferedWriter(&out2, time.Millisecond)
 	defer w2.Close()
 	New(w2, slog.LevelInfo, true).Info("tick")
@@ -59,7 +42,7 @@ func TestBufferedWriterFlushesOnCloseAndByInterval(t *testing.T) {
 // flush and disarmed by the flush, so an idle process is not woken up.
 func TestBufferedWriterArmsItsTimerOnlyForWaitingLines(t *testing.T) {
 	t.Parallel()
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	w := NewBufferedWriter(&out, time.Millisecond)
 	defer w.Close()
 	armed := func() bool { w.mu.Lock(); defer w.mu.Unlock(); return w.armed }

@@ -115,10 +115,10 @@ type Prefetcher struct {
 	opts   Options
 	log    *slog.Logger
 
-	mu      sync.Mutex
-	status  map[string]*Status // by Ref
-	order   []string           // Refs in the order they were listed
-	added   map[string]Image   // listed at run time (stored), by Ref
+	mu     sync.Mutex
+	status map[string]*Status // by Ref
+	order  []string           // Refs in the order they were listed
+	added  map[string]Image   // listed at run time (stored), by Ref
 	// On-demand requests: those that ignore the time windows and those
 	// that wait for one, each queue with its own runner.
 	triggerNow, triggerLater chan request

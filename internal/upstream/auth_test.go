@@ -20,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
 )
 
 // tokenRegistry is a registry that accepts only bearer tokens issued by its
@@ -245,7 +246,7 @@ func TestBearerBadCredentials(t *testing.T) {
 	t.Parallel()
 	const secret = "wrong-pa55word-secret"
 	tr := newTokenRegistry(t, "alice", "right-password")
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	c := newTestClient(t, tr.reg, func(o *Options) {
 		o.Username, o.Password = "alice", secret
 		o.Logger = debugLogger(logs)
@@ -485,7 +486,7 @@ func TestNoSecretsInErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			srv := newServer(t, tt.handler)
-			logs := &syncBuffer{}
+			logs := &syncbuf.Buffer{}
 			c := newTestClient(t, srv.URL, func(o *Options) {
 				o.Username, o.Password = "eve", password
 				o.Logger = debugLogger(logs)

@@ -9,7 +9,6 @@
 package s3test
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/http"
@@ -26,6 +25,8 @@ import (
 	"github.com/aws/aws-sdk-go/aws/credentials"
 	"github.com/aws/aws-sdk-go/aws/session"
 	"github.com/aws/aws-sdk-go/service/s3"
+
+	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
 )
 
 const (
@@ -53,7 +54,7 @@ type Server struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
-	out  *lockedWriter
+	out  *syncbuf.Buffer
 }
 
 // Start starts versitygw with a fresh bucket and returns its endpoint, the
@@ -135,7 +136,7 @@ func freeAddr() (string, error) {
 
 // start runs versitygw on s.addr over s.Dir and waits until it answers.
 func (s *Server) start() error {
-	out := &lockedWriter{}
+	out := &syncbuf.Buffer{}
 	cmd := exec.Command(s.bin,
 		"--port", s.addr,
 		"--access", s.AccessKey,
@@ -211,9 +212,7 @@ func (s *Server) Log() string {
 	if out == nil {
 		return ""
 	}
-	out.mu.Lock()
-	defer out.mu.Unlock()
-	return out.buf.String()
+	return out.String()
 }
 
 // Client returns an S3 client for the server (path-style, root credentials).
@@ -275,15 +274,4 @@ func (s *Server) DriverParameters(rootDirectory string, chunkSize int) map[strin
 		"rootdirectory":  rootDirectory,
 		"loglevel":       "off",
 	}
-}
-
-type lockedWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
 }
