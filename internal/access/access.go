@@ -54,6 +54,9 @@ type Options struct {
 type Policy struct {
 	o     Options
 	users map[string][]byte // user -> bcrypt hash
+	// dummy is a bcrypt hash as costly as the users' dearest: checking an
+	// unknown user's password against it takes as long as a known one's.
+	dummy []byte
 
 	mu       sync.Mutex
 	verified map[string][32]byte // user -> sha256 of a password bcrypt accepted
@@ -90,6 +93,19 @@ func New(o Options) (*Policy, error) {
 			p.users[user] = []byte(hash)
 		}
 	}
+	cost := bcrypt.MinCost
+	for _, h := range p.users {
+		if c, _ := bcrypt.Cost(h); c > cost {
+			cost = c
+		}
+	}
+	if len(p.users) > 0 {
+		d, err := bcrypt.GenerateFromPassword([]byte("registry-edge: no such user"), cost)
+		if err != nil {
+			return nil, fmt.Errorf("access htpasswd: %w", err)
+		}
+		p.dummy = d
+	}
 	return p, nil
 }
 
@@ -101,8 +117,8 @@ type principal struct {
 
 func (pr principal) anonymous() bool { return pr.user == "" && pr.cert == "" }
 
-// identify authenticates r. Wrong credentials are an error (never a
-// silent fall-back to anonymous).
+// identify authenticates r. Wrong credentials are an error; Check decides
+// what it means.
 func (p *Policy) identify(r *http.Request) (principal, error) {
 	var pr principal
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
@@ -128,7 +144,9 @@ func (p *Policy) checkPassword(user, pass string) bool {
 	hash, ok := p.users[user]
 	if !ok {
 		// Spend the time anyway, so user names cannot be probed by timing.
-		bcrypt.CompareHashAndPassword(dummyHash, []byte(pass))
+		if p.dummy != nil {
+			bcrypt.CompareHashAndPassword(p.dummy, []byte(pass))
+		}
 		return false
 	}
 	sum := sha256.Sum256([]byte(pass))
@@ -147,7 +165,6 @@ func (p *Policy) checkPassword(user, pass string) bool {
 	return true
 }
 
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("registry-edge"), bcrypt.MinCost)
 
 // Check decides whether r may read a repository. names are the names the
 // repository goes by, the one the client sent first (none, or "", for the
@@ -156,17 +173,24 @@ var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("registry-edge"), bcrypt.M
 // (credentials missing or wrong: answer 401 with a Basic challenge), or one
 // wrapping errdef.ErrDenied (authenticated, not allowed: 403).
 func (p *Policy) Check(r *http.Request, names ...string) error {
-	pr, err := p.identify(r)
-	if err != nil {
-		return err
-	}
 	repo := ""
 	if len(names) > 0 {
 		repo = names[0]
 	}
+	pr, err := p.identify(r)
+	if err != nil {
+		// Wrong credentials buy nothing, but they do not cost a device
+		// what any anonymous one may read: since /v2/ challenges, clients
+		// send the credentials they hold, also stale ones. They still fail
+		// /v2/ (where a login checks them) and every restricted repository.
+		if repo == "" || !p.o.Anonymous || p.restricted(names) {
+			return err
+		}
+		pr = principal{cert: pr.cert}
+	}
 	if repo != "" {
 		for _, rule := range p.o.Rules {
-			if !slices.ContainsFunc(names, func(n string) bool { return matchAny(rule.Repositories, n) }) {
+			if !matches(rule, names) {
 				continue
 			}
 			if (pr.user != "" && matchAny(rule.Users, pr.user)) || (pr.cert != "" && matchAny(rule.Certs, pr.cert)) {
@@ -191,6 +215,17 @@ func (p *Policy) Check(r *http.Request, names ...string) error {
 		return fmt.Errorf("sign in to read restricted repositories: %w", errdef.ErrUnauthorized)
 	}
 	return nil
+}
+
+// restricted reports whether a rule applies to the repository that goes by
+// names.
+func (p *Policy) restricted(names []string) bool {
+	return slices.ContainsFunc(p.o.Rules, func(rule Rule) bool { return matches(rule, names) })
+}
+
+// matches reports whether one of rule's patterns matches one of names.
+func matches(rule Rule, names []string) bool {
+	return slices.ContainsFunc(names, func(n string) bool { return matchAny(rule.Repositories, n) })
 }
 
 func (pr principal) String() string {

@@ -74,8 +74,13 @@ func TestCheck(t *testing.T) {
 		{"anonymous, restricted repo", open, cred{}, "private/app", errdef.ErrUnauthorized},
 		{"allowed user, restricted repo", open, cred{user: "alice", pass: "wonderland"}, "private/app", nil},
 		{"other user, restricted repo", open, cred{user: "bob", pass: "builder"}, "private/app", errdef.ErrDenied},
-		{"wrong password", open, cred{user: "alice", pass: "nope"}, "library/alpine", errdef.ErrUnauthorized},
-		{"unknown user", open, cred{user: "eve", pass: "x"}, "library/alpine", errdef.ErrUnauthorized},
+		// Wrong credentials read what anonymous clients may (stale ones on a
+		// device must not cut it off open repositories), and nothing else.
+		{"wrong password, open repo", open, cred{user: "alice", pass: "nope"}, "library/alpine", nil},
+		{"unknown user, open repo", open, cred{user: "eve", pass: "x"}, "library/alpine", nil},
+		{"wrong password, base", open, cred{user: "alice", pass: "nope"}, "", errdef.ErrUnauthorized},
+		{"wrong password, restricted repo", open, cred{user: "alice", pass: "nope"}, "private/app", errdef.ErrUnauthorized},
+		{"closed: wrong password, open repo", closed, cred{user: "bob", pass: "nope"}, "library/alpine", errdef.ErrUnauthorized},
 		{"allowed cert, restricted repo", open, cred{cert: "device-7"}, "ghcr.io/acme/fw", nil},
 		{"other cert, restricted repo", open, cred{cert: "laptop"}, "ghcr.io/acme/fw", errdef.ErrDenied},
 		{"'*' does not cross '/'", open, cred{}, "private/team/app", nil},
@@ -119,5 +124,24 @@ func TestNewErrors(t *testing.T) {
 		if _, err := New(o); err == nil {
 			t.Errorf("%s: New succeeded", name)
 		}
+	}
+}
+
+// An unknown user's password is checked against a hash as costly as the
+// users' dearest, so that the time of a failed login does not tell whether
+// the user exists.
+func TestUnknownUserCostsAsMuchAsAKnownOne(t *testing.T) {
+	h, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost+2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "htpasswd")
+	os.WriteFile(f, []byte("alice:"+string(h)+"\n"), 0o600)
+	p, err := New(Options{Anonymous: true, HtpasswdFile: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := bcrypt.Cost(p.dummy); err != nil || c != bcrypt.MinCost+2 {
+		t.Errorf("the unknown-user hash has cost %d (%v), want %d", c, err, bcrypt.MinCost+2)
 	}
 }

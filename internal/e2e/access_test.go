@@ -70,8 +70,20 @@ func TestAccessRulesWithClients(t *testing.T) {
 		if _, err := inspect("docker://" + m.addr + "/private/app:v1"); err == nil || !strings.Contains(err.Error(), "unauthorized") {
 			t.Errorf("skopeo without credentials, private/app: %v; want unauthorized", err)
 		}
-		if _, err := inspect("--creds", "alice:nope", "docker://"+m.addr+"/open/app:v1"); err == nil || !strings.Contains(err.Error(), "unauthorized") {
-			t.Errorf("skopeo with a wrong password, open/app: %v; want unauthorized", err)
+		// Stale credentials read what anonymous clients may, nothing more;
+		// a login with them fails.
+		if out, err := inspect("--creds", "alice:nope", "docker://"+m.addr+"/open/app:v1"); err != nil || out != string(open.raw) {
+			t.Errorf("skopeo with a wrong password, open/app: %v\n%s", err, tail(out, 5))
+		}
+		if _, err := inspect("--creds", "alice:nope", "docker://"+m.addr+"/private/app:v1"); err == nil || !strings.Contains(err.Error(), "unauthorized") {
+			t.Errorf("skopeo with a wrong password, private/app: %v; want unauthorized", err)
+		}
+		authfile := filepath.Join(t.TempDir(), "auth.json")
+		if _, err := runErr(nil, skopeo, "login", "--tls-verify=false", "--authfile", authfile, "-u", "alice", "-p", "nope", m.addr); err == nil {
+			t.Error("skopeo login with a wrong password succeeded")
+		}
+		if out, err := runErr(nil, skopeo, "login", "--tls-verify=false", "--authfile", authfile, "-u", "alice", "-p", "wonderland", m.addr); err != nil {
+			t.Errorf("skopeo login with alice's password: %v\n%s", err, out)
 		}
 	})
 
