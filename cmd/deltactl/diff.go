@@ -123,6 +123,19 @@ func diffCmd(ctx context.Context, e *env, args []string) (err error) {
 	return nil
 }
 
+// partialPushError is a diff --push that failed after it published the
+// artifacts of some platforms.
+type partialPushError struct {
+	err       error
+	published []string // "<artifact> for <manifest> (<platform>)"
+}
+
+func (e *partialPushError) Error() string {
+	return fmt.Sprintf("%v; published before the failure: %s", e.err, strings.Join(e.published, ", "))
+}
+
+func (e *partialPushError) Unwrap() error { return e.err }
+
 // diffReport is the result of diff (--format json).
 type diffReport struct {
 	Old       imageRef       `json:"old"`
@@ -245,7 +258,7 @@ func (d *differ) run(ctx context.Context, oldRef, newRef name.Reference, oldArg,
 				}
 			}
 			if len(done) > 0 {
-				err = fmt.Errorf("%w; published before the failure: %s", err, strings.Join(done, ", "))
+				err = &partialPushError{err: err, published: done}
 			}
 			return nil, err
 		}

@@ -103,8 +103,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if ctx.Err() != nil {
-		// Ctrl-C or SIGTERM: what stopped the work, not how.
-		fmt.Fprintln(stderr, "deltactl: interrupted")
+		// Ctrl-C or SIGTERM: what stopped the work, not how; and what a
+		// push had published by then.
+		msg := "interrupted"
+		if p, ok := errors.AsType[*partialPushError](err); ok {
+			msg += "; published before: " + strings.Join(p.published, ", ")
+		}
+		fmt.Fprintf(stderr, "deltactl: %s\n", msg)
 		return 130
 	}
 	fmt.Fprintf(stderr, "deltactl: %s\n", oneLine(err.Error()))
@@ -126,7 +131,11 @@ func leadingFlags(args []string) (global, rest []string) {
 		switch {
 		case name == "insecure" || hasValue && (name == "format" || name == "tmp" || name == "timeout"):
 			global, args = append(global, args[0]), args[1:]
-		case (name == "format" || name == "tmp" || name == "timeout") && len(args) > 1:
+		case name == "format" || name == "tmp" || name == "timeout":
+			if len(args) == 1 {
+				// The command's parser reports the missing value.
+				return append(global, args[0]), nil
+			}
 			global, args = append(global, args[0], args[1]), args[2:]
 		default:
 			return global, args

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -41,6 +42,10 @@ type client struct {
 // would otherwise hold deltactl forever).
 func newClient(ctx context.Context, insecure bool, timeout time.Duration) *client {
 	t := remote.DefaultTransport.(*http.Transport).Clone()
+	// Every wait is bounded by timeout, not only the answer's: the dial
+	// and the TLS handshake (go-containerregistry's 30 s and 10 s) too.
+	t.DialContext = (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = timeout
 	t.ResponseHeaderTimeout = timeout
 	var nameOpts []name.Option
 	if insecure {

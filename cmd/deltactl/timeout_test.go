@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -82,6 +83,34 @@ func TestRegistryThatStopsAnswering(t *testing.T) {
 		r := runBounded(t, context.Background(), "--timeout=300ms", "plan", "--site-has", silent+"/edge/app:1", silent+"/edge/app:2")
 		checkFailure(t, r, 1, "timeout awaiting response headers")
 	})
+	t.Run("silent TCP", func(t *testing.T) {
+		// Accepts and never answers, not even a TLS handshake: the dial's
+		// and the handshake's own timeouts (30 s and 10 s in
+		// go-containerregistry) must not outlast --timeout.
+		t.Parallel()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				t.Cleanup(func() { c.Close() })
+			}
+		}()
+		start := time.Now()
+		r := runBounded(t, context.Background(), "inspect", "--timeout", "300ms", ln.Addr().String()+"/edge/app:1")
+		if r.code != 1 {
+			t.Errorf("exit %d, want 1; stderr %q", r.code, r.stderr)
+		}
+		if d := time.Since(start); d > 20*time.Second { // 3 tries, 1 s and 3 s apart; 30 s or more before
+			t.Errorf("deltactl gave up after %s with --timeout 300ms: %s", d.Round(time.Millisecond), r.stderr)
+		}
+	})
 	t.Run("zero", func(t *testing.T) {
 		t.Parallel()
 		checkFailure(t, deltactl(t, "inspect", "--timeout", "0s", silent+"/edge/app:1"), 2, "--timeout 0s: want a positive duration")
@@ -98,6 +127,41 @@ func TestInterrupted(t *testing.T) {
 	r := runBounded(t, ctx, "inspect", host+"/edge/app:1")
 	if r.code != 130 || r.stderr != "deltactl: interrupted\n" || r.stdout != "" {
 		t.Errorf("interrupted inspect: exit %d, stdout %q, stderr %q; want 130 and \"deltactl: interrupted\"", r.code, r.stdout, r.stderr)
+	}
+}
+
+// Interrupted while it pushes the second platform, diff --push says which
+// artifact it had published.
+func TestDiffPushInterrupted(t *testing.T) {
+	t.Parallel()
+	var armed atomic.Bool
+	var puts atomic.Int32
+	second, stop := make(chan struct{}), make(chan struct{})
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if armed.Load() && r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/sha256:") && puts.Add(1) == 2 {
+			io.Copy(io.Discard, r.Body) // then the server notices the client leaving
+			close(second)
+			select { // holds the push until the client gives up
+			case <-r.Context().Done():
+			case <-stop:
+			}
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(s.Close)
+	t.Cleanup(func() { close(stop) }) // runs first
+	rel := makeRelease(t, strings.TrimPrefix(s.URL, "http://"))
+	armed.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-second
+		cancel()
+	}()
+	r := runBounded(t, ctx, "diff", "--push", rel.oldRef, rel.newRef)
+	if r.code != 130 || !strings.HasPrefix(r.stderr, "deltactl: interrupted; published before: sha256:") || !strings.Contains(r.stderr, "(linux/amd64)") {
+		t.Errorf("interrupted push: exit %d, stderr %q; want 130 and the amd64 artifact", r.code, r.stderr)
 	}
 }
 
