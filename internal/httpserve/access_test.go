@@ -175,8 +175,8 @@ func TestUpstreamRefusalIsNotTheDevicesFault(t *testing.T) {
 		upstream, status int
 		code, says       string
 	}{
-		{http.StatusUnauthorized, http.StatusBadGateway, "DENIED", "refused registry-edge's credentials"},
-		{http.StatusForbidden, http.StatusBadGateway, "DENIED", "refused registry-edge's credentials"},
+		{http.StatusUnauthorized, http.StatusBadGateway, "DENIED", "refused registry-edge access to this repository"},
+		{http.StatusForbidden, http.StatusBadGateway, "DENIED", "refused registry-edge access to this repository"},
 		{http.StatusBadRequest, http.StatusBadGateway, "UNKNOWN", "rejected registry-edge's request (HTTP 400)"},
 		{http.StatusInternalServerError, http.StatusServiceUnavailable, "UNAVAILABLE", "internal error (HTTP 500)"},
 	} {

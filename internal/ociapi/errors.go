@@ -159,7 +159,7 @@ func fromUpstreamStatus(err error) *Error {
 	switch s := us.UpstreamStatus(); s {
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return &Error{Status: http.StatusBadGateway, Code: CodeDenied,
-			Message: fmt.Sprintf("the upstream registry refused registry-edge's credentials for this repository (HTTP %d); a repository that does not exist upstream may be answered so too", s)}
+			Message: fmt.Sprintf("the upstream registry refused registry-edge access to this repository (HTTP %d): the mirror's credentials for it (upstreams[].auth) are missing, wrong or not allowed there; a repository that does not exist upstream may be answered so too", s)}
 	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusUnprocessableEntity:
 		return &Error{Status: http.StatusBadGateway, Code: CodeUnknown,
 			Message: fmt.Sprintf("the upstream registry rejected registry-edge's request (HTTP %d)", s)}
