@@ -165,7 +165,6 @@ func (p *Policy) checkPassword(user, pass string) bool {
 	return true
 }
 
-
 // Check decides whether r may read a repository. names are the names the
 // repository goes by, the one the client sent first (none, or "", for the
 // API base /v2/); a rule applies if one of its patterns matches one of
