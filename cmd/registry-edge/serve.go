@@ -310,7 +310,7 @@ func accessPolicy(a config.Access) (*access.Policy, error) {
 	for i, r := range a.Rules {
 		rules[i] = access.Rule{Repositories: r.Repositories, Users: r.Users, Certs: r.Certs}
 	}
-	return access.New(access.Options{Anonymous: a.Anonymous, HtpasswdFile: a.Htpasswd, Rules: rules})
+	return access.New(access.Options{Anonymous: a.Anonymous, HtpasswdFile: a.Htpasswd, ChallengeBase: a.ChallengeBase, Rules: rules})
 }
 
 func gcOptions(cfg config.Config) gc.Options {
@@ -352,7 +352,7 @@ func applyReload(ctx context.Context, log *slog.Logger, reload reloadFunc, runni
 		c.Storage.MaxSize, c.Storage.LowWatermark, c.Storage.MaxAge = 0, 0, 0
 		return c
 	}
-	attrs := []slog.Attr{slog.String("applied", "access (anonymous, htpasswd, rules), log.level, storage.maxSize, storage.lowWatermark, storage.maxAge")}
+	attrs := []slog.Attr{slog.String("applied", "access (anonymous, htpasswd, challengeBase, rules), log.level, storage.maxSize, storage.lowWatermark, storage.maxAge")}
 	if keys := changedKeys(live(running), live(next)); len(keys) > 0 {
 		attrs = append(attrs, slog.String("not_applied", strings.Join(keys, ", ")+": take effect at the next restart"))
 	}

@@ -45,6 +45,13 @@ type Options struct {
 	Anonymous bool
 	// HtpasswdFile holds user:bcrypt-hash lines; empty means no users.
 	HtpasswdFile string
+	// ChallengeBase answers the API base (/v2/) with a Basic challenge to
+	// clients without credentials when there are users, also when
+	// Anonymous allows them to read: Docker, podman, skopeo and buildah
+	// send credentials only after a challenge on /v2/. Docker Engine cannot
+	// answer a Basic challenge without a login, so its anonymous pulls
+	// then fail (it would go to the registry itself).
+	ChallengeBase bool
 	// Rules are checked in order; the first whose Repositories match
 	// decides.
 	Rules []Rule
@@ -204,13 +211,12 @@ func (p *Policy) Check(r *http.Request, names ...string) error {
 	if pr.anonymous() && !p.o.Anonymous {
 		return fmt.Errorf("credentials required: %w", errdef.ErrUnauthorized)
 	}
-	if repo == "" && pr.anonymous() && len(p.users) > 0 {
-		// The API base challenges clients without credentials whenever
-		// users exist, even with anonymous reads allowed: Docker, podman
-		// and skopeo send the credentials they have only after a
-		// challenge on /v2/, so without it a user could never read a
+	if repo == "" && pr.anonymous() && len(p.users) > 0 && p.o.ChallengeBase {
+		// podman and skopeo send the credentials they have only after a
+		// challenge on /v2/; without one they could never read a
 		// repository a rule restricts. Clients without credentials go on
-		// anonymously, as they do with Docker Hub's challenge.
+		// anonymously (containers/image with an empty pair), except
+		// Docker Engine, which fails a Basic challenge without a login.
 		return fmt.Errorf("sign in to read restricted repositories: %w", errdef.ErrUnauthorized)
 	}
 	return nil

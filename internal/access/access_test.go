@@ -46,6 +46,10 @@ func TestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	challenging, err := New(Options{Anonymous: true, HtpasswdFile: file, Rules: rules, ChallengeBase: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	certsOnly, err := New(Options{Anonymous: true, Rules: []Rule{{Repositories: []string{"private/*"}, Certs: []string{"device-*"}}}})
 	if err != nil {
 		t.Fatal(err)
@@ -62,11 +66,14 @@ func TestCheck(t *testing.T) {
 		want error
 	}{
 		{"anonymous, open repo", open, cred{}, "library/alpine", nil},
-		// With users, the base challenges anonymous clients (they may go on
-		// anonymously) so that clients with credentials send them.
-		{"anonymous, base", open, cred{}, "", errdef.ErrUnauthorized},
-		{"allowed user, base", open, cred{user: "alice", pass: "wonderland"}, "", nil},
-		{"empty Basic pair, base", open, cred{basic: true}, "", errdef.ErrUnauthorized},
+		{"anonymous, base", open, cred{}, "", nil},
+		// With challengeBase, the base challenges anonymous clients (they
+		// may go on anonymously) so that clients with credentials send them.
+		{"challengeBase: anonymous, base", challenging, cred{}, "", errdef.ErrUnauthorized},
+		{"challengeBase: allowed user, base", challenging, cred{user: "alice", pass: "wonderland"}, "", nil},
+		{"challengeBase: empty Basic pair, base", challenging, cred{basic: true}, "", errdef.ErrUnauthorized},
+		{"challengeBase: anonymous, open repo", challenging, cred{}, "library/alpine", nil},
+		{"empty Basic pair, base", open, cred{basic: true}, "", nil},
 		{"empty Basic pair, open repo", open, cred{basic: true}, "library/alpine", nil},
 		{"empty Basic pair, restricted repo", open, cred{basic: true}, "private/app", errdef.ErrUnauthorized},
 		{"no users: anonymous, base", certsOnly, cred{}, "", nil},

@@ -102,6 +102,11 @@ type Access struct {
 	// Htpasswd is a file of user:bcrypt-hash lines (htpasswd -B) for
 	// basic authentication.
 	Htpasswd string `yaml:"htpasswd,omitempty"`
+	// ChallengeBase answers GET /v2/ from clients without credentials with
+	// a Basic challenge when Htpasswd has users, also with Anonymous, so
+	// that podman, skopeo and buildah send the credentials they hold.
+	// Docker Engine then cannot pull anonymously.
+	ChallengeBase bool `yaml:"challengeBase,omitempty"`
 	// Rules restrict repositories to some users or client certificates;
 	// the first rule whose repositories match decides.
 	Rules []AccessRule `yaml:"rules,omitempty"`

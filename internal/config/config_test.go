@@ -218,6 +218,7 @@ upstreams:
 		{"tls client auth without CA", "tls: {certFile: c.pem, keyFile: k.pem, clientAuth: require}\n", []string{"tls.clientCAFile: required when clientAuth is require"}},
 		{"tls bad client auth", "tls: {certFile: c.pem, keyFile: k.pem, clientAuth: yes}\n", []string{"tls.clientAuth: must be one of none, verify-if-given, require"}},
 		{"closed without credentials", "access: {anonymous: false}\n", []string{"access.anonymous: false needs access.htpasswd or tls.clientAuth"}},
+		{"challenge without users", "access: {challengeBase: true}\n", []string{"access.challengeBase: needs access.htpasswd"}},
 		{"bad access rule", "access:\n  rules:\n    - repositories: ['a/[']\n      users: [x]\n    - repositories: [b]\n",
 			[]string{`access.rules[0].repositories[0]: invalid pattern "a/["`, "access.rules[0].users: needs access.htpasswd", "access.rules[1]: needs users or certs"}},
 		{"bad rate limit", "access: {rateLimit: {requestsPerSecond: 10, burst: 0}}\n", []string{"access.rateLimit.burst: must be at least 1"}},

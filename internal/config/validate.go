@@ -187,6 +187,9 @@ func (c Config) Validate() error {
 	} else if rl.RequestsPerSecond > 0 && rl.Burst < 1 {
 		add("access.rateLimit.burst", "must be at least 1 when requestsPerSecond is set")
 	}
+	if c.Access.ChallengeBase && c.Access.Htpasswd == "" {
+		add("access.challengeBase", "needs access.htpasswd")
+	}
 	if !c.Access.Anonymous && c.Access.Htpasswd == "" && (c.TLS.ClientAuth == "" || c.TLS.ClientAuth == "none") {
 		add("access.anonymous", "false needs access.htpasswd or tls.clientAuth, or no client can read anything")
 	}

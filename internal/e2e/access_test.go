@@ -33,6 +33,7 @@ func TestAccessRulesWithClients(t *testing.T) {
 	writeFile(t, htpasswd, "alice:"+string(hash)+"\n")
 	m := startMirror(t, c.addr, mirrorOptions{config: fmt.Sprintf(`access:
   anonymous: true
+  challengeBase: true
   htpasswd: %s
   rules:
     - repositories: ["private/*"]
