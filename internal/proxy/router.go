@@ -67,26 +67,34 @@ func NewRouter(remotes []*Remote, def int) (*Router, error) {
 // Remotes returns the configured upstreams.
 func (r *Router) Remotes() []*Remote { return r.remotes }
 
-// Route resolves a client's repository name and ns parameter.
 // AccessNames returns the names access rules are matched against for a
 // request of repository name (with containerd's ns): the name as sent,
 // and, if the request routes, the upstream's registry name with the
-// repository, and for the default upstream the repository alone. So a rule
-// covers a repository however a client addresses it: with a registry
-// prefix, with ?ns= or through the default upstream.
+// repository, and for the default upstream the repository alone; for
+// Docker Hub's library/x also x. So a rule covers a repository however a
+// client addresses it: with a registry prefix, with ?ns= or through the
+// default upstream, and however the rule writes a library image.
 func (r *Router) AccessNames(name, ns string) []string {
 	names := []string{name}
 	t, err := r.Route(name, ns)
 	if err != nil {
 		return names
 	}
-	names = append(names, t.Repo.String())
-	if t.Remote == r.def {
-		names = append(names, t.Repo.Name)
+	repos := []string{t.Repo.Name}
+	if short, ok := strings.CutPrefix(t.Repo.Name, "library/"); ok && t.Remote.Library && !strings.Contains(short, "/") {
+		repos = append(repos, short) // Docker Hub's short form: alpine for library/alpine
 	}
-	return slices.Compact(names)
+	for _, repo := range repos {
+		names = append(names, t.Remote.Name+"/"+repo)
+		if t.Remote == r.def {
+			names = append(names, repo)
+		}
+	}
+	slices.Sort(names[1:])
+	return append(names[:1], slices.Compact(names[1:])...)
 }
 
+// Route resolves a client's repository name and ns parameter.
 func (r *Router) Route(name, ns string) (Target, error) {
 	rm := r.def
 	repo := name

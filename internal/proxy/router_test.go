@@ -62,9 +62,11 @@ func TestAccessNames(t *testing.T) {
 		name, ns string
 		want     []string
 	}{
-		{"alpine", "", []string{"alpine", "docker.io/library/alpine", "library/alpine"}},
-		{"docker.io/org/app", "", []string{"docker.io/org/app", "org/app"}},
-		{"ghcr.io/org/app", "", []string{"ghcr.io/org/app"}},
+		{"alpine", "", []string{"alpine", "alpine", "docker.io/alpine", "docker.io/library/alpine", "library/alpine"}},
+		{"library/alpine", "docker.io", []string{"library/alpine", "alpine", "docker.io/alpine", "docker.io/library/alpine", "library/alpine"}},
+		{"docker.io/org/app", "", []string{"docker.io/org/app", "docker.io/org/app", "org/app"}},
+		{"ghcr.io/org/app", "", []string{"ghcr.io/org/app", "ghcr.io/org/app"}},
+		{"ghcr.io/library/x", "", []string{"ghcr.io/library/x", "ghcr.io/library/x"}}, // not Docker Hub: no short form
 		{"org/app", "ghcr.io", []string{"org/app", "ghcr.io/org/app"}},
 		{"org/app", "quay.io", []string{"org/app"}}, // does not route: the name as sent
 	} {
