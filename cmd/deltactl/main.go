@@ -23,17 +23,30 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/registry-edge/registry-edge/internal/version"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	var got atomic.Value // the signal that stopped the work
+	go func() {
+		got.Store(<-sigs)
+		cancel()
+	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	if code == exitInterrupted && got.Load() == syscall.SIGTERM {
+		code = 128 + int(syscall.SIGTERM) // 143, as a shell reports it
+	}
 	os.Exit(code)
 }
+
+// exitInterrupted is the exit status after Ctrl-C (128 + SIGINT).
+const exitInterrupted = 130
 
 const usage = `usage: deltactl COMMAND [flags] ARGS
 
@@ -52,7 +65,8 @@ commands:
   version                    print the version
 
 Run 'deltactl COMMAND --help' for the flags of a command. Exit status: 0 on
-success, 1 on failure, 2 on a usage error, 130 when interrupted.
+success, 1 on failure, 2 on a usage error, 130 (Ctrl-C) or 143 (SIGTERM) when
+interrupted.
 `
 
 // env is where a command writes: results to stdout, progress and
@@ -110,7 +124,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			msg += "; published before: " + strings.Join(p.published, ", ")
 		}
 		fmt.Fprintf(stderr, "deltactl: %s\n", msg)
-		return 130
+		return exitInterrupted
 	}
 	fmt.Fprintf(stderr, "deltactl: %s\n", oneLine(err.Error()))
 	if u, ok := errors.AsType[*usageError](err); ok {
@@ -133,7 +147,7 @@ func leadingFlags(args []string) (global, rest []string) {
 			global, args = append(global, args[0]), args[1:]
 		case name == "format" || name == "tmp" || name == "timeout":
 			if len(args) == 1 {
-				// The command's parser reports the missing value.
+				// No command follows: run reports that, with the usage.
 				return append(global, args[0]), nil
 			}
 			global, args = append(global, args[0], args[1]), args[2:]

@@ -104,6 +104,7 @@ func sharedCollisionKey(replica string) string { return "collisions/" + replica 
 // sharedCollision is that marker.
 type sharedCollision struct {
 	Instance string    `json:"instance"` // the process that found the collision
+	Other    string    `json:"other"`    // the process it found in its record
 	Written  time.Time `json:"written"`
 }
 
@@ -199,7 +200,7 @@ func (m *DB) publishAccess(ctx context.Context) error {
 		if found && prev.Instance != m.instance {
 			err := fmt.Errorf("replica id %q: another process on the bucket uses it too (it published access times at %s); give each replica its own storage.blobs.replica.id: %w",
 				m.replica, prev.Written.Format(time.RFC3339), errdef.ErrAlreadyExists)
-			if merr := m.putShared(ctx, sharedCollisionKey(m.replica), sharedCollision{Instance: m.instance, Written: time.Now().UTC()}); merr != nil {
+			if merr := m.putShared(ctx, sharedCollisionKey(m.replica), sharedCollision{Instance: m.instance, Other: prev.Instance, Written: time.Now().UTC()}); merr != nil {
 				err = errors.Join(err, merr)
 			}
 			return err
@@ -211,7 +212,9 @@ func (m *DB) publishAccess(ctx context.Context) error {
 		return err
 	}
 	var collision error
-	if marked && marker.Instance != m.instance && time.Since(marker.Written) < collisionTTL {
+	// Only the process named in the marker: a restarted one (a new
+	// instance) after the fix is not in collision with its predecessor.
+	if marked && marker.Other == m.instance && time.Since(marker.Written) < collisionTTL {
 		collision = fmt.Errorf("replica id %q: another process on the bucket uses it too (it found this one's access times at %s); give each replica its own storage.blobs.replica.id: %w",
 			m.replica, marker.Written.Format(time.RFC3339), errdef.ErrAlreadyExists)
 	}

@@ -274,11 +274,20 @@ func TestSharedReplicaIDCollision(t *testing.T) {
 	}
 	// A marker older than collisionTTL (the collision is over: the
 	// process that found it no longer writes it) counts no more.
-	old := sharedCollision{Instance: first.instance, Written: time.Now().Add(-collisionTTL - time.Minute)}
+	old := sharedCollision{Instance: first.instance, Other: restarted.instance, Written: time.Now().Add(-collisionTTL - time.Minute)}
 	if err := first.putShared(ctx, sharedCollisionKey("edge-1"), old); err != nil {
 		t.Fatal(err)
 	}
 	if err := touch(restarted, "f"); err != nil {
 		t.Errorf("publish with an expired collision marker: %v", err)
+	}
+	// A fresh marker about another instance (the predecessor of a process
+	// restarted after the fix) is not this one's collision.
+	other := sharedCollision{Instance: first.instance, Other: "an-earlier-process", Written: time.Now()}
+	if err := first.putShared(ctx, sharedCollisionKey("edge-1"), other); err != nil {
+		t.Fatal(err)
+	}
+	if err := touch(restarted, "g"); err != nil {
+		t.Errorf("publish with a marker about another process: %v", err)
 	}
 }

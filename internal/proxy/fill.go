@@ -295,7 +295,7 @@ const (
 // first, if not nil, is the answer to a request for the whole blob made
 // already; it serves as the first attempt's.
 func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first *blobAnswer) error {
-	defer first.close()
+	defer func() { first.close() }() // the answer, unless an attempt took it
 	up := f.target.Remote.Name
 	wait := resumeMinWait
 	answered := false
