@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -66,12 +67,13 @@ type Policy struct {
 	dummy []byte
 
 	mu       sync.Mutex
-	verified map[string][32]byte // user -> sha256 of a password bcrypt accepted
+	verified map[string][32]byte    // user -> sha256 of a password bcrypt accepted
+	rejected map[[32]byte]time.Time // sha256 of user NUL password -> refused until
 }
 
 // New loads the htpasswd file and returns the policy.
 func New(o Options) (*Policy, error) {
-	p := &Policy{o: o, users: map[string][]byte{}, verified: map[string][32]byte{}}
+	p := &Policy{o: o, users: map[string][]byte{}, verified: map[string][32]byte{}, rejected: map[[32]byte]time.Time{}}
 	for i, r := range o.Rules {
 		for _, pat := range append(append(append([]string{}, r.Repositories...), r.Users...), r.Certs...) {
 			if _, err := path.Match(pat, ""); err != nil {
@@ -148,6 +150,37 @@ func (p *Policy) identify(r *http.Request) (principal, error) {
 // remembered digest: bcrypt is slow on purpose, and every request of a
 // pull carries the credentials.
 func (p *Policy) checkPassword(user, pass string) bool {
+	// A pair that failed lately fails again at once: a device with stale
+	// credentials sends them with every request of a pull (and may read
+	// open repositories anyway), which would cost a bcrypt check each.
+	pair := sha256.Sum256([]byte(user + "\x00" + pass))
+	p.mu.Lock()
+	until, failed := p.rejected[pair]
+	p.mu.Unlock()
+	if failed && time.Now().Before(until) {
+		return false
+	}
+	if !p.verifyPassword(user, pass) {
+		p.mu.Lock()
+		if len(p.rejected) >= maxRejected {
+			clear(p.rejected) // bounded: a flood of made-up pairs costs bcrypt again, not memory
+		}
+		p.rejected[pair] = time.Now().Add(rejectedTTL)
+		p.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// Remembered failed pairs: how many, and for how long.
+const (
+	maxRejected = 4096
+	rejectedTTL = time.Minute
+)
+
+// verifyPassword checks user's password with bcrypt, or against the digest
+// of the last one bcrypt accepted.
+func (p *Policy) verifyPassword(user, pass string) bool {
 	hash, ok := p.users[user]
 	if !ok {
 		// Spend the time anyway, so user names cannot be probed by timing.

@@ -152,3 +152,22 @@ func TestUnknownUserCostsAsMuchAsAKnownOne(t *testing.T) {
 		t.Errorf("the unknown-user hash has cost %d (%v), want %d", c, err, bcrypt.MinCost+2)
 	}
 }
+
+// A pair that failed is refused again without bcrypt for a while: a device
+// with stale credentials sends them with every request.
+func TestFailedPairIsRemembered(t *testing.T) {
+	f := htpasswd(t, map[string]string{"alice": "wonderland"})
+	p, err := New(Options{Anonymous: true, HtpasswdFile: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.checkPassword("alice", "stale") {
+		t.Fatal("a wrong password verified")
+	}
+	// Were bcrypt asked again, this hash would now accept "stale".
+	h, _ := bcrypt.GenerateFromPassword([]byte("stale"), bcrypt.MinCost)
+	p.users["alice"] = h
+	if p.checkPassword("alice", "stale") {
+		t.Error("a pair that failed a moment ago was checked with bcrypt again")
+	}
+}
