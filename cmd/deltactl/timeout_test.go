@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/registry-edge/registry-edge/internal/testutil/hangnet"
 )
 
 // hangingRegistry answers /v2/ and then, for other paths, what answer
@@ -88,20 +89,7 @@ func TestRegistryThatStopsAnswering(t *testing.T) {
 		// and the handshake's own timeouts (30 s and 10 s in
 		// go-containerregistry) must not outlast --timeout.
 		t.Parallel()
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				t.Cleanup(func() { c.Close() })
-			}
-		}()
+		ln, _ := hangnet.Silent(t)
 		start := time.Now()
 		r := runBounded(t, context.Background(), "inspect", "--timeout", "300ms", ln.Addr().String()+"/edge/app:1")
 		if r.code != 1 {

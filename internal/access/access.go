@@ -148,11 +148,18 @@ func (p *Policy) identify(r *http.Request) (principal, error) {
 
 // checkPassword verifies a password with bcrypt once, then against a
 // remembered digest: bcrypt is slow on purpose, and every request of a
-// pull carries the credentials.
+// pull carries the credentials. A pair that failed lately fails again
+// without bcrypt: a device with stale credentials sends them with every
+// request too (and may read open repositories all the same).
 func (p *Policy) checkPassword(user, pass string) bool {
-	// A pair that failed lately fails again at once: a device with stale
-	// credentials sends them with every request of a pull (and may read
-	// open repositories anyway), which would cost a bcrypt check each.
+	sum := sha256.Sum256([]byte(pass))
+	hash, known := p.users[user]
+	p.mu.Lock()
+	good, seen := p.verified[user]
+	p.mu.Unlock()
+	if known && seen && subtle.ConstantTimeCompare(good[:], sum[:]) == 1 {
+		return true
+	}
 	pair := sha256.Sum256([]byte(user + "\x00" + pass))
 	p.mu.Lock()
 	until, failed := p.rejected[pair]
@@ -160,16 +167,24 @@ func (p *Policy) checkPassword(user, pass string) bool {
 	if failed && time.Now().Before(until) {
 		return false
 	}
-	if !p.verifyPassword(user, pass) {
-		p.mu.Lock()
-		if len(p.rejected) >= maxRejected {
-			clear(p.rejected) // bounded: a flood of made-up pairs costs bcrypt again, not memory
-		}
-		p.rejected[pair] = time.Now().Add(rejectedTTL)
-		p.mu.Unlock()
-		return false
+	ok := false
+	if known {
+		ok = bcrypt.CompareHashAndPassword(hash, []byte(pass)) == nil
+	} else if p.dummy != nil {
+		// Spend the time anyway, so user names cannot be probed by timing.
+		bcrypt.CompareHashAndPassword(p.dummy, []byte(pass))
 	}
-	return true
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ok {
+		p.verified[user] = sum
+		return true
+	}
+	if len(p.rejected) >= maxRejected {
+		clear(p.rejected) // bounded: a flood of made-up pairs costs bcrypt again, not memory
+	}
+	p.rejected[pair] = time.Now().Add(rejectedTTL)
+	return false
 }
 
 // Remembered failed pairs: how many, and for how long.
@@ -178,43 +193,17 @@ const (
 	rejectedTTL = time.Minute
 )
 
-// verifyPassword checks user's password with bcrypt, or against the digest
-// of the last one bcrypt accepted.
-func (p *Policy) verifyPassword(user, pass string) bool {
-	hash, ok := p.users[user]
-	if !ok {
-		// Spend the time anyway, so user names cannot be probed by timing.
-		if p.dummy != nil {
-			bcrypt.CompareHashAndPassword(p.dummy, []byte(pass))
-		}
-		return false
-	}
-	sum := sha256.Sum256([]byte(pass))
-	p.mu.Lock()
-	known, seen := p.verified[user]
-	p.mu.Unlock()
-	if seen && subtle.ConstantTimeCompare(known[:], sum[:]) == 1 {
-		return true
-	}
-	if bcrypt.CompareHashAndPassword(hash, []byte(pass)) != nil {
-		return false
-	}
-	p.mu.Lock()
-	p.verified[user] = sum
-	p.mu.Unlock()
-	return true
-}
-
-// Check decides whether r may read a repository. names are the names the
-// repository goes by, the one the client sent first (none, or "", for the
-// API base /v2/); a rule applies if one of its patterns matches one of
-// them. It returns nil, an error wrapping errdef.ErrUnauthorized
-// (credentials missing or wrong: answer 401 with a Basic challenge), or one
-// wrapping errdef.ErrDenied (authenticated, not allowed: 403).
-func (p *Policy) Check(r *http.Request, names ...string) error {
-	repo := ""
-	if len(names) > 0 {
-		repo = names[0]
+// Check decides whether r may read repository repo, as the client named it
+// ("" for the API base /v2/). names, if not nil, returns every name the
+// repository goes by (repo first); it is called only when there are rules,
+// and a rule applies if one of its patterns matches one of them. Check
+// returns nil, an error wrapping errdef.ErrUnauthorized (credentials
+// missing or wrong: answer 401 with a Basic challenge), or one wrapping
+// errdef.ErrDenied (authenticated, not allowed: 403).
+func (p *Policy) Check(r *http.Request, repo string, names func() []string) error {
+	all := []string{repo}
+	if repo != "" && names != nil && len(p.o.Rules) > 0 {
+		all = names()
 	}
 	pr, err := p.identify(r)
 	if err != nil {
@@ -222,14 +211,14 @@ func (p *Policy) Check(r *http.Request, names ...string) error {
 		// what any anonymous one may read: since /v2/ challenges, clients
 		// send the credentials they hold, also stale ones. They still fail
 		// /v2/ (where a login checks them) and every restricted repository.
-		if repo == "" || !p.o.Anonymous || p.restricted(names) {
+		if repo == "" || !p.o.Anonymous || p.restricted(all) {
 			return err
 		}
 		pr = principal{cert: pr.cert}
 	}
 	if repo != "" {
 		for _, rule := range p.o.Rules {
-			if !matches(rule, names) {
+			if !matches(rule, all) {
 				continue
 			}
 			if (pr.user != "" && matchAny(rule.Users, pr.user)) || (pr.cert != "" && matchAny(rule.Certs, pr.cert)) {
@@ -290,9 +279,9 @@ type Dynamic struct{ p atomic.Pointer[Policy] }
 func (d *Dynamic) Set(p *Policy) { d.p.Store(p) }
 
 // Check applies the current policy.
-func (d *Dynamic) Check(r *http.Request, names ...string) error {
+func (d *Dynamic) Check(r *http.Request, repo string, names func() []string) error {
 	if p := d.p.Load(); p != nil {
-		return p.Check(r, names...)
+		return p.Check(r, repo, names)
 	}
 	return nil
 }

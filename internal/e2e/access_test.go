@@ -149,9 +149,15 @@ func TestAccessRulesWithClients(t *testing.T) {
 		hosts := filepath.Join(t.TempDir(), "certs.d")
 		writeFile(t, filepath.Join(hosts, c.addr, "hosts.toml"), deviceExample(t, "containerd-hosts.toml", deviceVars{
 			Registry: c.addr, UpstreamURL: "http://" + c.addr, Mirror: m.addr}))
+		ctrImage := func(args ...string) error {
+			_, err := runErr(nil, ctr, append([]string{"--address", sock, "--namespace", "e2e", "image"}, args...)...)
+			return err
+		}
 		ctrPull := func(args ...string) {
 			t.Helper()
-			run(t, nil, ctr, append([]string{"--address", sock, "--namespace", "e2e", "image", "pull", "--hosts-dir", hosts}, args...)...)
+			if err := ctrImage(append([]string{"pull", "--hosts-dir", hosts}, args...)...); err != nil {
+				t.Fatalf("ctr image pull %v: %v", args, err)
+			}
 		}
 		cmark, mark := len(c.accessLog()), m.mark(t)
 		ctrPull("--user", "alice:wonderland", private.ref(c.addr))
@@ -161,7 +167,7 @@ func TestAccessRulesWithClients(t *testing.T) {
 		// to central itself, as hosts.toml allows: only the mirror's
 		// answers count here.)
 		mark = m.mark(t)
-		runErr(nil, ctr, "--address", sock, "--namespace", "e2e", "image", "pull", "--hosts-dir", hosts, secret.ref(c.addr))
+		ctrImage("pull", "--hosts-dir", hosts, secret.ref(c.addr))
 		refused := 0
 		for _, e := range m.requestsSince(t, mark) {
 			switch {
@@ -175,7 +181,7 @@ func TestAccessRulesWithClients(t *testing.T) {
 		if refused == 0 {
 			t.Error("the mirror refused no anonymous containerd request for secret/app")
 		}
-		runErr(nil, ctr, "--address", sock, "--namespace", "e2e", "image", "rm", secret.ref(c.addr))
+		ctrImage("rm", secret.ref(c.addr))
 		cmark, mark = len(c.accessLog()), m.mark(t)
 		ctrPull("--user", "alice:wonderland", secret.ref(c.addr))
 		served(t, mark, "secret/app")

@@ -2,12 +2,13 @@ package e2e
 
 import (
 	"errors"
-	"net"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/registry-edge/registry-edge/internal/testutil/hangnet"
 )
 
 // A signal stops deltactl while it waits for a registry: exit 130 for
@@ -16,31 +17,7 @@ func TestDeltactlSignals(t *testing.T) {
 	t.Parallel()
 	bin := buildDeltactl(t)
 	// A registry that accepts connections and never answers.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	accepted := make(chan struct{}, 16)
-	go func() {
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-			select {
-			case accepted <- struct{}{}:
-			default:
-			}
-		}
-	}()
+	ln, accepted := hangnet.Silent(t)
 	for _, tt := range []struct {
 		sig  syscall.Signal
 		want int
@@ -65,6 +42,7 @@ func TestDeltactlSignals(t *testing.T) {
 		cmd.Process.Signal(tt.sig)
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
+		var err error
 		select {
 		case err = <-done:
 		case <-time.After(time.Minute):

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/registry-edge/registry-edge/internal/access"
+	"github.com/registry-edge/registry-edge/internal/httpserve"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 )
 
@@ -29,10 +30,7 @@ func TestAccessRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newMirror(t)
-	m.stop()
-	m.access = pol
-	m.start()
+	m := newMirrorWithAccess(t, pol)
 	desc, _ := m.fake.Image("private/app", "v1", fakeupstream.Random(t, 1000))
 	m.fake.Image("public/app", "v1", fakeupstream.Random(t, 1000))
 	accept := "application/vnd.oci.image.manifest.v1+json"
@@ -74,10 +72,7 @@ func TestAccessRuleCoversEveryAddressing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m := newMirror(t)
-			m.stop()
-			m.access = pol
-			m.start()
+			m := newMirrorWithAccess(t, pol)
 			m.fake.Image("fleet/app", "v1", fakeupstream.Random(t, 1000))
 			m.fake.Image("other/app", "v1", fakeupstream.Random(t, 1000))
 			for _, repo := range []string{"fleet/app", "other/app"} {
@@ -97,6 +92,16 @@ func TestAccessRuleCoversEveryAddressing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// newMirrorWithAccess is a mirror whose requests pass the access policy pol.
+func newMirrorWithAccess(t *testing.T, pol httpserve.Access) *mirror {
+	t.Helper()
+	m := newMirror(t)
+	m.stop()
+	m.access = pol
+	m.start()
+	return m
 }
 
 func basic(user, pass string) string {

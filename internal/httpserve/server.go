@@ -66,9 +66,10 @@ type retryAfter interface{ RetryAfter() time.Duration }
 // errdef.ErrUnauthorized (401 with a Basic challenge) or errdef.ErrDenied
 // (403).
 type Access interface {
-	// Check decides on r for the repository that goes by names (see
-	// proxy.Router.AccessNames); no names is the API base.
-	Check(r *http.Request, names ...string) error
+	// Check decides on r for repository name as sent ("" for the API
+	// base); names, called only if the policy has rules, returns every
+	// name it goes by (proxy.Router.AccessNames).
+	Check(r *http.Request, name string, names func() []string) error
 }
 
 // Server is the HTTP handler of registry-edge.
@@ -204,11 +205,9 @@ func (s *Server) authorize(w *recorder, r *http.Request, rt ociapi.Route) error 
 	if s.opts.Access == nil {
 		return nil
 	}
-	var names []string
-	if rt.Name != "" {
-		names = s.p.Router().AccessNames(rt.Name, r.URL.Query().Get("ns"))
-	}
-	err := s.opts.Access.Check(r, names...)
+	// Routed again here only when the policy has rules.
+	names := func() []string { return s.p.Router().AccessNames(rt.Name, r.URL.Query().Get("ns")) }
+	err := s.opts.Access.Check(r, rt.Name, names)
 	if errors.Is(err, errdef.ErrUnauthorized) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="registry-edge"`)
 	}

@@ -1,5 +1,3 @@
-// Package hangnet makes listeners whose connect attempts hang, like a
-// blackholed host, for tests of timeouts and circuit breakers.
 package hangnet
 
 import (
