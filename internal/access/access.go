@@ -118,17 +118,30 @@ func New(o Options) (*Policy, error) {
 	return p, nil
 }
 
-// principal is who sent a request; both empty means anonymous.
+// principal is who sent a request; user and cert empty means anonymous.
 type principal struct {
-	user string
-	cert string // common name of a verified client certificate
+	user     string
+	cert     string // common name of a verified client certificate
+	rejected string // user name of credentials that did not verify
 }
 
 func (pr principal) anonymous() bool { return pr.user == "" && pr.cert == "" }
 
-// identify authenticates r. Wrong credentials are an error; Check decides
-// what it means.
-func (p *Policy) identify(r *http.Request) (principal, error) {
+// Client is who a request was let through as.
+type Client struct {
+	// User is the name of verified Basic credentials, Cert the common name
+	// of a verified client certificate; both empty means anonymous.
+	User, Cert string
+	// RejectedUser is the user name of Basic credentials that did not
+	// verify. If the request was let through, it read an open repository
+	// as anonymous: a device whose credentials are stale, which its admin
+	// wants to hear about (the access log says so).
+	RejectedUser string
+}
+
+// identify authenticates r. Wrong credentials are an error, returned with
+// the user name they were for; Check decides what it means.
+func (p *Policy) identify(r *http.Request) (principal, string, error) {
 	var pr principal
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
 		pr.cert = r.TLS.VerifiedChains[0][0].Subject.CommonName
@@ -137,13 +150,13 @@ func (p *Policy) identify(r *http.Request) (principal, error) {
 	if !ok || user == "" && pass == "" {
 		// containers/image (podman, skopeo, buildah) answers a Basic
 		// challenge without credentials with an empty pair ("Og==").
-		return pr, nil
+		return pr, "", nil
 	}
 	if !p.checkPassword(user, pass) {
-		return pr, fmt.Errorf("invalid username or password: %w", errdef.ErrUnauthorized)
+		return pr, user, fmt.Errorf("invalid username or password: %w", errdef.ErrUnauthorized)
 	}
 	pr.user = user
-	return pr, nil
+	return pr, "", nil
 }
 
 // checkPassword verifies a password with bcrypt once, then against a
@@ -197,24 +210,30 @@ const (
 // ("" for the API base /v2/). names, if not nil, returns every name the
 // repository goes by (repo first); it is called only when there are rules,
 // and a rule applies if one of its patterns matches one of them. Check
-// returns nil, an error wrapping errdef.ErrUnauthorized (credentials
-// missing or wrong: answer 401 with a Basic challenge), or one wrapping
-// errdef.ErrDenied (authenticated, not allowed: 403).
-func (p *Policy) Check(r *http.Request, repo string, names func() []string) error {
+// returns who the request came from, as far as it could tell, and nil, an
+// error wrapping errdef.ErrUnauthorized (credentials missing or wrong:
+// answer 401 with a Basic challenge), or one wrapping errdef.ErrDenied
+// (authenticated, not allowed: 403).
+func (p *Policy) Check(r *http.Request, repo string, names func() []string) (Client, error) {
+	pr, err := p.check(r, repo, names)
+	return Client{User: pr.user, Cert: pr.cert, RejectedUser: pr.rejected}, err
+}
+
+func (p *Policy) check(r *http.Request, repo string, names func() []string) (principal, error) {
 	all := []string{repo}
 	if repo != "" && names != nil && len(p.o.Rules) > 0 {
 		all = names()
 	}
-	pr, err := p.identify(r)
+	pr, tried, err := p.identify(r)
+	pr.rejected = tried
 	if err != nil {
 		// Wrong credentials buy nothing, but they do not cost a device
 		// what any anonymous one may read: since /v2/ challenges, clients
 		// send the credentials they hold, also stale ones. They still fail
 		// /v2/ (where a login checks them) and every restricted repository.
 		if repo == "" || !p.o.Anonymous || p.restricted(all) {
-			return err
+			return pr, err
 		}
-		pr = principal{cert: pr.cert}
 	}
 	if repo != "" {
 		for _, rule := range p.o.Rules {
@@ -222,16 +241,16 @@ func (p *Policy) Check(r *http.Request, repo string, names func() []string) erro
 				continue
 			}
 			if (pr.user != "" && matchAny(rule.Users, pr.user)) || (pr.cert != "" && matchAny(rule.Certs, pr.cert)) {
-				return nil
+				return pr, nil
 			}
 			if pr.anonymous() {
-				return fmt.Errorf("repository %s needs credentials: %w", repo, errdef.ErrUnauthorized)
+				return pr, fmt.Errorf("repository %s needs credentials: %w", repo, errdef.ErrUnauthorized)
 			}
-			return fmt.Errorf("repository %s is not open to %s: %w", repo, pr, errdef.ErrDenied)
+			return pr, fmt.Errorf("repository %s is not open to %s: %w", repo, pr, errdef.ErrDenied)
 		}
 	}
 	if pr.anonymous() && !p.o.Anonymous {
-		return fmt.Errorf("credentials required: %w", errdef.ErrUnauthorized)
+		return pr, fmt.Errorf("credentials required: %w", errdef.ErrUnauthorized)
 	}
 	if repo == "" && pr.anonymous() && len(p.users) > 0 && p.o.ChallengeBase {
 		// podman and skopeo send the credentials they have only after a
@@ -239,9 +258,9 @@ func (p *Policy) Check(r *http.Request, repo string, names func() []string) erro
 		// repository a rule restricts. Clients without credentials go on
 		// anonymously (containers/image with an empty pair), except
 		// Docker Engine, which fails a Basic challenge without a login.
-		return fmt.Errorf("sign in to read restricted repositories: %w", errdef.ErrUnauthorized)
+		return pr, fmt.Errorf("sign in to read restricted repositories: %w", errdef.ErrUnauthorized)
 	}
-	return nil
+	return pr, nil
 }
 
 // restricted reports whether a rule applies to the repository that goes by
@@ -279,9 +298,9 @@ type Dynamic struct{ p atomic.Pointer[Policy] }
 func (d *Dynamic) Set(p *Policy) { d.p.Store(p) }
 
 // Check applies the current policy.
-func (d *Dynamic) Check(r *http.Request, repo string, names func() []string) error {
+func (d *Dynamic) Check(r *http.Request, repo string, names func() []string) (Client, error) {
 	if p := d.p.Load(); p != nil {
 		return p.Check(r, repo, names)
 	}
-	return nil
+	return Client{}, nil
 }

@@ -103,13 +103,13 @@ func TestCheck(t *testing.T) {
 		if tt.c.cert != "" {
 			r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{Subject: pkix.Name{CommonName: tt.c.cert}}}}}
 		}
-		err := tt.p.Check(r, tt.repo, nil)
+		_, err := tt.p.Check(r, tt.repo, nil)
 		if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
 			t.Errorf("%s: Check = %v, want %v", tt.name, err, tt.want)
 		}
 		// The second time answers from the remembered password.
 		if tt.c.user != "" {
-			if err2 := tt.p.Check(r, tt.repo, nil); (err == nil) != (err2 == nil) {
+			if _, err2 := tt.p.Check(r, tt.repo, nil); (err == nil) != (err2 == nil) {
 				t.Errorf("%s: second Check = %v, first %v", tt.name, err2, err)
 			}
 		}

@@ -1,6 +1,7 @@
 package httpserve_test
 
 import (
+	"fmt"
 	"net/http"
 	"net/netip"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/access"
 	"github.com/registry-edge/registry-edge/internal/httpserve"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
+	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
 )
 
 // Restricted repositories answer 401 with a Basic challenge to anonymous
@@ -56,6 +58,83 @@ func TestAccessRules(t *testing.T) {
 	if resp, _ := m.get(http.MethodGet, manifestPath("public/app", "v1"), "Accept", accept); resp.StatusCode != http.StatusOK {
 		t.Errorf("anonymous pull of an open repository: %d", resp.StatusCode)
 	}
+}
+
+// The access log names who a request was let through as, and the user
+// name of credentials that did not verify: a device with a stale password
+// still reads open repositories (as anonymous), and its admin finds it in
+// the log.
+func TestAccessLogNamesTheClient(t *testing.T) {
+	t.Parallel()
+	hash, _ := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	file := filepath.Join(t.TempDir(), "htpasswd")
+	os.WriteFile(file, []byte("ops:"+string(hash)+"\n"), 0o600)
+	pol, err := access.New(access.Options{Anonymous: true, HtpasswdFile: file,
+		Rules: []access.Rule{{Repositories: []string{"private/*"}, Users: []string{"ops"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMirror(t)
+	m.stop()
+	var log syncbuf.Buffer
+	m.access, m.accessLog = pol, &log
+	m.start()
+	m.fake.Image("private/app", "v1", fakeupstream.Random(t, 1000))
+	m.fake.Image("public/app", "v1", fakeupstream.Random(t, 1000))
+	accept := "application/vnd.oci.image.manifest.v1+json"
+
+	for n, tc := range []struct {
+		repo, tag, auth string
+		status          int
+		want, wantNot   []string
+	}{
+		{"public/app", "v1", "", 200, nil, []string{"user=", "rejected_user="}},
+		{"public/app", "v1", basic("ops", "s3cret"), 200, []string{" user=ops"}, []string{"rejected_user="}},
+		{"public/app", "v1", basic("ops", "rotated"), 200, []string{"rejected_user=ops"}, []string{" user="}},
+		{"private/app", "v1", basic("ops", "rotated"), 401, []string{"rejected_user=ops"}, []string{" user="}},
+		{"private/app", "v1", basic("ops", "s3cret"), 200, []string{" user=ops"}, []string{"rejected_user="}},
+	} {
+		resp, body := m.get(http.MethodGet, manifestPath(tc.repo, tc.tag), "Accept", accept, "Authorization", tc.auth)
+		if resp.StatusCode != tc.status {
+			t.Fatalf("GET %s with %q: %d %s, want %d", tc.repo, tc.auth, resp.StatusCode, body, tc.status)
+		}
+		// The line is logged as the handler returns, maybe just after the
+		// client has the response.
+		var lines []string
+		for deadline := time.Now().Add(5 * time.Second); len(lines) <= n && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			lines = requestLines(log.String())
+		}
+		if len(lines) != n+1 {
+			t.Fatalf("%d access log lines after %d requests:\n%s", len(lines), n+1, log.String())
+		}
+		last := lines[n]
+		if !strings.Contains(last, "repo="+tc.repo) || !strings.Contains(last, fmt.Sprintf("status=%d", tc.status)) {
+			t.Fatalf("access log line %q is not the request's (%s, %d)", last, tc.repo, tc.status)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(last, w) {
+				t.Errorf("GET %s with %q: access log %q lacks %q", tc.repo, tc.auth, last, w)
+			}
+		}
+		for _, w := range tc.wantNot {
+			if strings.Contains(last, w) {
+				t.Errorf("GET %s with %q: access log %q has %q", tc.repo, tc.auth, last, w)
+			}
+		}
+		if strings.Contains(last, "s3cret") || strings.Contains(last, "rotated") {
+			t.Errorf("access log line carries a password: %q", last)
+		}
+	}
+}
+
+func requestLines(log string) []string {
+	var lines []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "msg=request") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
 }
 
 // A rule covers a repository however a client addresses it: through the

@@ -19,7 +19,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
-func (s *Server) dispatch(w *recorder, r *http.Request, rt ociapi.Route, acc *access) error {
+func (s *Server) dispatch(w *recorder, r *http.Request, rt ociapi.Route, acc *accessEntry) error {
 	read := r.Method == http.MethodGet || r.Method == http.MethodHead
 	switch rt.Kind {
 	case ociapi.KindBase:
@@ -67,7 +67,7 @@ func unsupported(msg string) error {
 
 // manifest serves GET/HEAD /v2/<name>/manifests/<reference>.
 // https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#pulling-manifests
-func (s *Server) manifest(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *access) error {
+func (s *Server) manifest(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *accessEntry) error {
 	res, err := s.p.Manifest(r.Context(), t, rt.Reference)
 	if err != nil {
 		return err
@@ -119,7 +119,7 @@ func (s *Server) platformManifest(r *http.Request, t proxy.Target, idx proxy.Man
 // blob serves GET/HEAD /v2/<name>/blobs/<digest>, with single-range Range
 // requests.
 // https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#pulling-blobs
-func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *access) error {
+func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *accessEntry) error {
 	h := w.Header()
 	if r.Method == http.MethodHead && s.opts.ServeDeltas && wantsDelta(r) {
 		if done, err := s.deltaAnswer(w, r, rt, t, acc); done || err != nil {
@@ -345,7 +345,7 @@ func parseRange(spec string, size int64) (start, length int64, partial bool, err
 
 // tags serves GET /v2/<name>/tags/list with n and last pagination.
 // https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#content-discovery
-func (s *Server) tags(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *access) error {
+func (s *Server) tags(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *accessEntry) error {
 	q := r.URL.Query()
 	n := 0
 	if v := q.Get("n"); v != "" {
@@ -400,7 +400,7 @@ func (s *Server) tags(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 
 // referrers serves GET /v2/<name>/referrers/<digest>?artifactType=.
 // https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#listing-referrers
-func (s *Server) referrers(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *access) error {
+func (s *Server) referrers(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *accessEntry) error {
 	at := r.URL.Query().Get("artifactType")
 	body, cache, err := s.p.Referrers(r.Context(), t, rt.Digest, at)
 	if err != nil {
@@ -439,7 +439,7 @@ func wantsDelta(r *http.Request) bool {
 // If-None-Match), stored here so that it fetches the delta as a blob. It
 // reports false, for an ordinary answer, when there is no delta worth
 // sending.
-func (s *Server) deltaAnswer(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *access) (bool, error) {
+func (s *Server) deltaAnswer(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *accessEntry) (bool, error) {
 	if err := s.p.CheckBlob(r.Context(), t, rt.Digest); err != nil {
 		return true, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -46,6 +47,8 @@ type mirror struct {
 	limit  httpserve.RateLimit
 	// trusted are the proxies whose X-Forwarded-For is believed.
 	trusted []netip.Prefix
+	// accessLog, if set, receives the access log (text lines).
+	accessLog io.Writer
 }
 
 // clock is a settable clock shared by the proxy and the upstream client's
@@ -134,7 +137,11 @@ func (m *mirror) start() {
 		ps = m.wrap(store)
 	}
 	m.store, m.db, m.proxy = store, db, proxy.New(ps, db, m.router, po)
-	m.srv = httptest.NewUnstartedServer(httpserve.New(m.proxy, httpserve.Options{Metrics: m.metrics, Access: m.access, RateLimit: m.limit, ServeDeltas: po.Deltas, TrustedProxies: m.trusted}))
+	so := httpserve.Options{Metrics: m.metrics, Access: m.access, RateLimit: m.limit, ServeDeltas: po.Deltas, TrustedProxies: m.trusted}
+	if m.accessLog != nil {
+		so.AccessLog, so.Logger = true, slog.New(slog.NewTextHandler(m.accessLog, nil))
+	}
+	m.srv = httptest.NewUnstartedServer(httpserve.New(m.proxy, so))
 	m.srv.Config.ConnContext = httpserve.ConnContext // as registry-edge serve does
 	m.srv.Start()
 }

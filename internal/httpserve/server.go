@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/registry-edge/registry-edge/internal/access"
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/ociapi"
@@ -68,8 +69,9 @@ type retryAfter interface{ RetryAfter() time.Duration }
 type Access interface {
 	// Check decides on r for repository name as sent ("" for the API
 	// base); names, called only if the policy has rules, returns every
-	// name it goes by (proxy.Router.AccessNames).
-	Check(r *http.Request, name string, names func() []string) error
+	// name it goes by (proxy.Router.AccessNames). The client it returns
+	// goes to the access log.
+	Check(r *http.Request, name string, names func() []string) (access.Client, error)
 }
 
 // Server is the HTTP handler of registry-edge.
@@ -143,16 +145,17 @@ func writeText(w http.ResponseWriter, status int, body string) {
 }
 
 // access is what one request did, for the access log and metrics.
-type access struct {
-	route ociapi.Route
-	cache string
-	err   error
+type accessEntry struct {
+	route  ociapi.Route
+	cache  string
+	client access.Client
+	err    error
 }
 
 func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
-	acc := &access{}
+	acc := &accessEntry{}
 	rec.Header().Set(ociapi.HeaderAPIVersion, "registry/2.0")
 
 	defer func() {
@@ -173,7 +176,7 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	rt, err := ociapi.ParseRoute(r.URL.Path)
 	if err == nil {
 		acc.route = rt
-		err = s.authorize(rec, r, rt)
+		err = s.authorize(rec, r, rt, acc)
 	}
 	if err == nil {
 		err = s.dispatch(rec, r, rt, acc)
@@ -191,7 +194,7 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 }
 
 // authorize applies the access policy, if any, before anything is read.
-func (s *Server) authorize(w *recorder, r *http.Request, rt ociapi.Route) error {
+func (s *Server) authorize(w *recorder, r *http.Request, rt ociapi.Route, acc *accessEntry) error {
 	if s.opts.RateLimit != nil {
 		if err := s.opts.RateLimit.Allow(r); err != nil {
 			oe := ociapi.NewError(http.StatusTooManyRequests, ociapi.CodeTooManyRequests, "too many requests from this client")
@@ -207,14 +210,15 @@ func (s *Server) authorize(w *recorder, r *http.Request, rt ociapi.Route) error 
 	}
 	// Routed again here only when the policy has rules.
 	names := func() []string { return s.p.Router().AccessNames(rt.Name, r.URL.Query().Get("ns")) }
-	err := s.opts.Access.Check(r, rt.Name, names)
+	client, err := s.opts.Access.Check(r, rt.Name, names)
+	acc.client = client
 	if errors.Is(err, errdef.ErrUnauthorized) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="registry-edge"`)
 	}
 	return err
 }
 
-func (s *Server) finish(r *http.Request, rec *recorder, acc *access, start time.Time) {
+func (s *Server) finish(r *http.Request, rec *recorder, acc *accessEntry, start time.Time) {
 	d := time.Since(start)
 	status := rec.status
 	if status == 0 {
@@ -255,6 +259,17 @@ func (s *Server) finish(r *http.Request, rec *recorder, acc *access, start time.
 	}
 	if ns := r.URL.Query().Get("ns"); ns != "" {
 		attrs = append(attrs, slog.String("ns", ociapi.Sanitize(ns)))
+	}
+	if c := acc.client; c.User != "" {
+		attrs = append(attrs, slog.String("user", c.User))
+	}
+	if c := acc.client; c.Cert != "" {
+		attrs = append(attrs, slog.String("cert", ociapi.Sanitize(c.Cert)))
+	}
+	if c := acc.client; c.RejectedUser != "" {
+		// Credentials that did not verify: on a 200, the device read an
+		// open repository as anonymous with stale credentials.
+		attrs = append(attrs, slog.String("rejected_user", ociapi.Sanitize(c.RejectedUser)))
 	}
 	attrs = append(attrs, slog.String("remote", remoteHost(r)), slog.String("request_id", s.requestID()))
 	level := slog.LevelInfo
