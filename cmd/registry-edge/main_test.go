@@ -178,6 +178,48 @@ func TestServeChecksUpstreamsAtStart(t *testing.T) {
 	}
 }
 
+// At start the mirror also checks its credentials with an upstream that
+// has some, as a login would, and says whether they are accepted; the
+// password never shows in the log.
+func TestServeChecksCredentialsAtStart(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "site" || p != "right-pa55" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="central"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.Write([]byte("{}"))
+	}))
+	t.Cleanup(up.Close) // after the parallel subtests
+	for _, tc := range []struct{ name, password, want string }{
+		{"right", "right-pa55", `msg="upstream accepts the mirror's credentials"`},
+		{"stale", "stale-pa55", `msg="upstream refuses the mirror's credentials`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			conf := filepath.Join(dir, "config.yaml")
+			yaml := fmt.Sprintf("upstreams:\n  - registry: central.test\n    url: %s\n    auth:\n      username: site\n      password: %s\n", up.URL, tc.password)
+			if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			srv := startRun(t, "--config", conf, "--listen", freeAddr(t), "--storage", filepath.Join(dir, "data"))
+			defer srv.stop()
+			deadline := time.Now().Add(20 * time.Second)
+			for !strings.Contains(srv.stderr.String(), tc.want) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no %s in the log:\n%s", tc.want, srv.stderr.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if strings.Contains(srv.stderr.String(), tc.password) {
+				t.Errorf("the password is in the log:\n%s", srv.stderr.String())
+			}
+		})
+	}
+}
+
 // With tls in the config, the mirror serves HTTPS with HTTP/2 and asks
 // for client certificates as configured.
 func TestServeTLS(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/access"
 	"github.com/registry-edge/registry-edge/internal/admin"
 	"github.com/registry-edge/registry-edge/internal/config"
+	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/gc"
 	"github.com/registry-edge/registry-edge/internal/httpserve"
 	"github.com/registry-edge/registry-edge/internal/logging"
@@ -282,9 +283,28 @@ func checkUpstream(ctx context.Context, log *slog.Logger, name string, c *upstre
 		log.LogAttrs(ctx, slog.LevelInfo, "upstream answers", attrs...)
 	case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
 		// Shutting down.
+		return
 	default:
 		log.LogAttrs(ctx, slog.LevelWarn, "upstream does not answer at start; cached content is served, uncached content fails until it answers",
 			append(attrs, slog.Any("err", err))...)
+		return
+	}
+	// Credentials too, as a login would: a wrong password shows now, not
+	// at the first pull of a repository that needs it.
+	if !c.HasCredentials() {
+		return
+	}
+	err = c.CheckCredentials(ctx)
+	attrs = attrs[:1]
+	switch {
+	case err == nil:
+		log.LogAttrs(ctx, slog.LevelInfo, "upstream accepts the mirror's credentials", attrs...)
+	case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(err, errdef.ErrUnauthorized), errors.Is(err, errdef.ErrDenied):
+		log.LogAttrs(ctx, slog.LevelWarn, "upstream refuses the mirror's credentials; what needs them fails until they are fixed",
+			append(attrs, slog.Any("err", err))...)
+	default:
+		log.LogAttrs(ctx, slog.LevelWarn, "cannot check the mirror's credentials with the upstream", append(attrs, slog.Any("err", err))...)
 	}
 }
 

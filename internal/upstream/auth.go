@@ -36,6 +36,10 @@ func (c credentials) basic() bool { return c.username != "" || c.password != "" 
 type reqInfo struct {
 	scope  string // "repository:<repo>:pull", or "" for /v2/
 	noAuth bool   // send without credentials (ping)
+	// login sends Basic credentials even before the registry has asked
+	// for them (CheckCredentials): a registry that lets anonymous clients
+	// read /v2/ still says whether it accepts them.
+	login bool
 }
 
 type reqInfoKey struct{}
@@ -165,6 +169,10 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	sent, err := t.authorize(r, ri.scope)
 	if err != nil {
 		return nil, err
+	}
+	if sent == "" && ri.login && t.creds.basic() {
+		r.SetBasicAuth(t.creds.username, t.creds.password)
+		sent = "basic"
 	}
 	resp, err := t.base.RoundTrip(r)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {

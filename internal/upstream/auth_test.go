@@ -96,6 +96,11 @@ func (tr *tokenRegistry) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	tr.mu.Lock()
 	got, valid := tr.valid[tok]
 	tr.mu.Unlock()
+	if r.URL.Path == "/v2/" && ok && valid {
+		// The API version check: any valid token will do.
+		_, _ = w.Write([]byte("{}"))
+		return
+	}
 	if !ok || !valid || got != scope {
 		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm=%q,service="test-registry",scope=%q`, tr.realm, scope))
 		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
@@ -331,6 +336,46 @@ func TestBasicAuthWrongPassword(t *testing.T) {
 		t.Errorf("registry hit %d times, want 2", got)
 	}
 	assertNoSecret(t, "error", err.Error(), "wrong-secret")
+}
+
+// CheckCredentials tells accepted credentials from refused ones, whether
+// the registry asks for basic credentials, lets anonymous clients read
+// /v2/ (a registry-edge tier, which refuses wrong credentials there), or
+// issues bearer tokens; without credentials it asks nothing.
+func TestCheckCredentials(t *testing.T) {
+	t.Parallel()
+	var cnt counter
+	challenging := basicRegistry(t, "bob", "right", &cnt)
+	open := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); ok && (u != "bob" || p != "right") {
+			w.Header().Set("WWW-Authenticate", `Basic realm="edge"`)
+			writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "invalid username or password")
+			return
+		}
+		_, _ = w.Write([]byte("{}"))
+	})).URL
+	tokens := newTokenRegistry(t, "bob", "right").reg
+	for _, reg := range []struct{ name, url string }{{"basic", challenging}, {"open", open}, {"bearer", tokens}} {
+		t.Run(reg.name, func(t *testing.T) {
+			t.Parallel()
+			good := newTestClient(t, reg.url, func(o *Options) { o.Username, o.Password = "bob", "right" })
+			if err := good.CheckCredentials(context.Background()); err != nil {
+				t.Errorf("right password: %v", err)
+			}
+			bad := newTestClient(t, reg.url, func(o *Options) { o.Username, o.Password = "bob", "wrong-secret" })
+			err := bad.CheckCredentials(context.Background())
+			if !errors.Is(err, errdef.ErrUnauthorized) {
+				t.Errorf("wrong password: %v, want ErrUnauthorized", err)
+			}
+			if err != nil {
+				assertNoSecret(t, "error", err.Error(), "wrong-secret")
+			}
+		})
+	}
+	before := cnt.total()
+	if err := newTestClient(t, challenging).CheckCredentials(context.Background()); err != nil || cnt.total() != before {
+		t.Errorf("without credentials: %v after %d requests, want nil after none", err, cnt.total()-before)
+	}
 }
 
 func TestDockerConfigCredentials(t *testing.T) {

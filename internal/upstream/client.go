@@ -235,6 +235,7 @@ type request struct {
 	accept []string
 	header http.Header
 	noAuth bool
+	login  bool // see reqInfo.login
 }
 
 // do sends r with retries and returns the response, whatever its status.
@@ -245,7 +246,7 @@ func (c *Client) do(ctx context.Context, op opInfo, r request) (*http.Response, 
 	if len(r.query) > 0 {
 		u.RawQuery = r.query.Encode()
 	}
-	ri := reqInfo{noAuth: r.noAuth}
+	ri := reqInfo{noAuth: r.noAuth, login: r.login}
 	if op.repo != "" {
 		ri.scope = "repository:" + op.repo + ":pull"
 	}

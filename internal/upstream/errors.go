@@ -37,11 +37,11 @@ import (
 // configured secrets.
 type Error struct {
 	// Op is the client operation: "manifest", "resolve", "blob",
-	// "stat blob", "tags", "referrers", "ping".
+	// "stat blob", "tags", "referrers", "ping", "login".
 	Op string
 	// Registry is Options.RegistryName (or the URL's host).
 	Registry string
-	// Repo is the upstream-side repository name; empty for ping.
+	// Repo is the upstream-side repository name; empty for ping and login.
 	Repo string
 	// Ref is the tag or digest the operation was about, if any.
 	Ref string

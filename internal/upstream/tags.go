@@ -164,3 +164,30 @@ func (c *Client) Ping(ctx context.Context) error {
 	}
 	return c.statusError(op, resp)
 }
+
+// HasCredentials reports whether the client has credentials to present.
+func (c *Client) HasCredentials() bool {
+	cr := c.auth.creds
+	return cr.basic() || cr.identityToken != "" || cr.registryToken != ""
+}
+
+// CheckCredentials asks the registry whether it accepts the client's
+// credentials, as docker login does: GET /v2/ with them, after fetching a
+// token for no particular scope where the registry challenges for one.
+// It returns nil if they are accepted or the client has none, and an
+// error wrapping errdef.ErrUnauthorized if they are refused.
+func (c *Client) CheckCredentials(ctx context.Context) error {
+	if !c.HasCredentials() {
+		return nil
+	}
+	op := opInfo{name: "login"}
+	resp, err := c.do(ctx, op, request{method: http.MethodGet, path: "", login: true})
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode == http.StatusOK {
+		drain(resp.Body)
+		return nil
+	}
+	return c.statusError(op, resp)
+}
