@@ -5,7 +5,7 @@
 # start-proxy.sh, start-nginx.sh, seed.sh, bench-throughput.sh, bench-coldmiss.sh,
 # tools/edgeload, tools/report.lua); that folder is read-only and not needed at run time.
 #
-# Usage:  benchmarks/run.sh            build/install what is missing, run everything (~5-8 min)
+# Usage:  benchmarks/run.sh            build/install what is missing, run everything (~11 min)
 #         benchmarks/run.sh tools      only install/build the tools, then exit
 #         benchmarks/run.sh clean      delete benchmarks/run/ (state) — results/ is kept
 #
@@ -22,6 +22,8 @@
 #      big blob (time to first body byte vs a direct GET from central), then N concurrent GETs of
 #      it: upstream GETs and bytes, first-client time to first byte, peak RSS (VmRSS sampled every
 #      50 ms + VmHWM), and a digest check of the blob served from cache afterwards.
+#      The same cold tests run against nginx as a caching reverse proxy of central (proxy_cache +
+#      proxy_cache_lock, :PORT_BASE+81): the least a mirror's hop costs on this machine.
 #   4. the Go micro-benchmarks next to the code (internal/verify, internal/blobstore).
 #   5. results/<UTC stamp>/results.{tsv,md} (+ throughput.tsv, coldmiss.txt, logs); the newest are
 #      also copied to results/latest.{tsv,md}.
@@ -42,7 +44,9 @@
 #   DIRECT_FANIN_REPS=3  rounds of N concurrent GETs straight from central (like-for-like fan-in
 #                    reference: median of the first client's time to first byte; reported, not a target)
 #   BIG_MB=200       size of the random big layer (MiB, >= 100)     COLD_TIMEOUT=180s  bound per cold test
-#   PORT_BASE=15000  central :PORT_BASE, proxy :+1, registry-edge :+2, nginx :+80 (127.0.0.1 only)
+#   PORT_BASE=15000  central :PORT_BASE, proxy :+1, registry-edge :+2, nginx :+80, nginx cache :+81 (127.0.0.1 only)
+#   TESTS=throughput,cold,gobench  which parts to run (2., 3. and 4. above; e.g. TESTS=cold with larger
+#                    COLD_REPS and FANIN_REPS for the cold misses alone); rows of parts not run read "-"
 #   EDGE_ACCESS_LOG=1  0 = run registry-edge with log.accessLog=false (diagnostic; default = product default)
 #   ALLOW_NO_EDGE=0  1 = if registry-edge does not build, still run the references (harness development)
 #   REGISTRY_EDGE_TOOLS=$HOME/.cache/registry-edge/tools   where go-installed registry/crane are cached
@@ -68,14 +72,16 @@ CRANE_VERSION=v0.22.1
 DUR="${DUR:-10s}"; CSMALL="${CSMALL:-16}"; CBIG="${CBIG:-4}"; THREADS="${THREADS:-2}"; ROUNDS="${ROUNDS:-3}"; DUR_BIG="${DUR_BIG:-5s}"
 N="${N:-64}"; COLD_REPS="${COLD_REPS:-5}"; FANIN_REPS="${FANIN_REPS:-5}"; CLIENT_CONN="${CLIENT_CONN:-warm}"; DIRECT_REPS="${DIRECT_REPS:-7}"; DIRECT_FANIN_REPS="${DIRECT_FANIN_REPS:-3}"; BIG_MB="${BIG_MB:-200}"; COLD_TIMEOUT="${COLD_TIMEOUT:-180s}"
 PORT_BASE="${PORT_BASE:-15000}"; EDGE_ACCESS_LOG="${EDGE_ACCESS_LOG:-1}"
-ALLOW_NO_EDGE="${ALLOW_NO_EDGE:-0}"; KEEP="${KEEP:-0}"; WAIT_IDLE="${WAIT_IDLE:-0}"; IDLE_LOAD="${IDLE_LOAD:-0.5}"
+TESTS="${TESTS:-throughput,cold,gobench}"; ALLOW_NO_EDGE="${ALLOW_NO_EDGE:-0}"; KEEP="${KEEP:-0}"; WAIT_IDLE="${WAIT_IDLE:-0}"; IDLE_LOAD="${IDLE_LOAD:-0.5}"
 WARM=""; [[ $CLIENT_CONN == warm ]] && WARM=-warm
 CENTRAL="127.0.0.1:$PORT_BASE"
 PROXY="127.0.0.1:$((PORT_BASE + 1))"
 EDGE="127.0.0.1:$((PORT_BASE + 2))"
 NGINX="127.0.0.1:$((PORT_BASE + 80))"
+NGXCACHE="127.0.0.1:$((PORT_BASE + 81))"
 EDGE_UA="registry-edge/"     # registry-edge's user agent towards its upstream
 PROXY_UA="Go-http-client"    # distribution's proxy uses Go's default user agent
+NGXCACHE_UA="nginx-cache-ref" # the nginx caching proxy's user agent towards central (set in its config)
 ACC='Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json'
 
 # shellcheck source=benchmarks/lib.sh
@@ -169,9 +175,46 @@ CONF
   wait_http "http://$NGINX/small.bin" nginx
 }
 
-restart_wiped() { # restart_wiped proxy|edge: stop, delete its storage, start (cold cache)
+# The cold-miss reference for the hop itself: nginx as a caching reverse proxy of central, with
+# proxy_cache_lock (one upstream fetch per blob; the first client streams the response while nginx
+# writes it to its cache, the others wait for the lock). C, event-driven, no verification: what a
+# mirror on this machine costs at the least for a first byte.
+start_ngxcache() {
+  mkdir -p "$DATA/ngxcache" "$RUN/ngxcache"
+  cat >"$RUN/ngxcache.conf" <<CONF
+worker_processes auto;
+pid $RUN/ngxcache.pid;
+error_log $LOGS/ngxcache-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $RUN/ngxcache; proxy_temp_path $RUN/ngxcache;
+  fastcgi_temp_path $RUN/ngxcache; uwsgi_temp_path $RUN/ngxcache; scgi_temp_path $RUN/ngxcache;
+  proxy_cache_path $DATA/ngxcache levels=1:2 keys_zone=blobs:10m max_size=10g inactive=1d use_temp_path=off;
+  upstream central { server $CENTRAL; keepalive 16; }
+  server {
+    listen $NGXCACHE;
+    location /v2/ {
+      proxy_pass http://central;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header User-Agent "$NGXCACHE_UA";
+      proxy_cache blobs;
+      proxy_cache_valid 200 1d;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 600s;
+      proxy_cache_lock_age 600s;
+    }
+  }
+}
+CONF
+  start_bg ngxcache nginx -e "$LOGS/ngxcache-error.log" -c "$RUN/ngxcache.conf" -p "$RUN/ngxcache" -g 'daemon off;'
+  wait_http "http://$NGXCACHE/v2/" ngxcache
+}
+
+restart_wiped() { # restart_wiped proxy|edge|ngxcache: stop, delete its storage, start (cold cache)
   stop_one "$1"; rm -rf "${DATA:?}/$1"
-  case $1 in proxy) start_proxy;; edge) start_edge;; esac
+  case $1 in proxy) start_proxy;; edge) start_edge;; ngxcache) start_ngxcache;; esac
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -267,6 +310,11 @@ rss_sampler() { # rss_sampler PID FILE: max VmRSS (KiB) every 50 ms, written to 
 
 median() { sort -g | awk '{a[NR]=$1} END{if(NR==0){print "nan"}else if(NR%2){print a[(NR+1)/2]}else{print (a[NR/2]+a[NR/2+1])/2}}'; }
 
+paired_ratios() { # paired_ratios ARRAY_A ARRAY_B -> A[i]/B[i], one per line (rounds where both are numbers)
+  local -n a=$1 b=$2; local i
+  for i in "${!a[@]}"; do awk -v x="${a[$i]}" -v y="${b[$i]:-}" 'BEGIN{ if (x+0 > 0 && y+0 > 0) printf "%.3f\n", x/y }'; done
+}
+
 declare -A COLD=()
 COLDTXT=""
 cold_tests() { # cold_tests SYSTEM ADDR UA
@@ -290,6 +338,7 @@ cold_tests() { # cold_tests SYSTEM ADDR UA
   done
   COLD[$sys.single_fb]=$(printf '%s\n' "${fbs[@]}" | median)
   COLD[$sys.single_direct_fb]=$(printf '%s\n' "${dfbs[@]}" | median)
+  COLD[$sys.single_paired]=$(paired_ratios fbs dfbs | median)
 
   # The fan-in, FANIN_REPS times: wiped + restarted, a direct GET from central right before (same
   # machine load), then N clients at once. Times are medians over the rounds; counts must hold in
@@ -329,6 +378,7 @@ cold_tests() { # cold_tests SYSTEM ADDR UA
   COLD[$sys.gets]=$gets COLD[$sys.heads]=$heads COLD[$sys.bytes]=$bytes COLD[$sys.all]=$all COLD[$sys.ok]=$ok
   COLD[$sys.fanin_fb]=$(printf '%s\n' "${ffbs[@]}" | median)
   COLD[$sys.fanin_direct_fb]=$(printf '%s\n' "${fdfbs[@]}" | median)
+  COLD[$sys.fanin_paired]=$(paired_ratios ffbs fdfbs | median)
   COLD[$sys.wall]=$(printf '%s\n' "${walls[@]}" | median)
   COLD[$sys.rss_peak_mib]=$(awk -v k="$peak" 'BEGIN{printf "%.1f", k/1024}')
   # served from cache afterwards: right bytes, no new upstream GET of the blob
@@ -380,12 +430,17 @@ write_results() {
     r=$(ratio "$b4_e" "$b4_n"); row "large blob GET (${BIG_MB} MiB, c=$CBIG)" "MB/s" "$b4_n" "" "$b4_p" "$b4_e" "$r" "edge/nginx" ">=" 0.9
     r=$(ratio "$m_e" "$m_p");   row "manifest GET by tag (c=$CSMALL)" "req/s" "" "$m_c" "$m_p" "$m_e" "$r" "edge/proxy" ">=" 10
     row "upstream requests during manifest-by-tag test" "count" "" "" "$mu_p" "$mu_e" "$mu_e" "edge" "==" 0
-    row "cold miss, $N concurrent GETs: upstream blob GETs (most of $FANIN_REPS rounds)" "count" "" "" "${COLD[proxy.gets]:-}" "${COLD[edge.gets]:-}" "${COLD[edge.gets]:-nan}" "edge" "==" 1
+    row "cold miss, $N concurrent GETs: upstream blob GETs (most of $FANIN_REPS rounds)" "count" "${COLD[ngxcache.gets]:-}" "" "${COLD[proxy.gets]:-}" "${COLD[edge.gets]:-}" "${COLD[edge.gets]:-nan}" "edge" "==" 1
     r=$(ratio "${COLD[edge.bytes]:-}" "$BIG_SIZE")
     row "cold miss, $N concurrent GETs: bytes central sent" "MB" "" "" \
       "$(awk -v b="${COLD[proxy.bytes]:-0}" 'BEGIN{printf "%.1f", b/1e6}')" "$(awk -v b="${COLD[edge.bytes]:-0}" 'BEGIN{printf "%.1f", b/1e6}')" "$r" "edge bytes/blob size" "" ""
     r=$(ratio "${COLD[edge.fanin_fb]:-}" "${COLD[edge.fanin_direct_fb]:-}")
-    row "cold miss, $N concurrent ($CLIENT_CONN connections): first body byte, first client (median of $FANIN_REPS, each after a direct GET)" "ms" "" "${COLD[edge.fanin_direct_fb]:-}" "${COLD[proxy.fanin_fb]:-}" "${COLD[edge.fanin_fb]:-}" "$r" "edge/central direct (interleaved)" "<=" 1.5
+    row "cold miss, $N concurrent ($CLIENT_CONN connections): first body byte, first client (median of $FANIN_REPS, each after a direct GET)" "ms" "${COLD[ngxcache.fanin_fb]:-}" "${COLD[edge.fanin_direct_fb]:-}" "${COLD[proxy.fanin_fb]:-}" "${COLD[edge.fanin_fb]:-}" "$r" "edge/central direct (interleaved)" "<=" 1.5
+    r=$(ratio "${COLD[ngxcache.fanin_fb]:-}" "${COLD[ngxcache.fanin_direct_fb]:-}")
+    row "cold miss, $N concurrent: first body byte, first client, of the nginx caching proxy (reference for the hop)" "ms" "${COLD[ngxcache.fanin_fb]:-}" "${COLD[ngxcache.fanin_direct_fb]:-}" "" "" "$r" "nginx cache/central direct (interleaved)" "" ""
+    row "cold miss, $N concurrent: first body byte, first client, over the direct GET right before it (median of the $FANIN_REPS rounds' ratios; nginx: the nginx caching proxy's)" "ratio" "${COLD[ngxcache.fanin_paired]:-}" "" "${COLD[proxy.fanin_paired]:-}" "${COLD[edge.fanin_paired]:-}" "${COLD[edge.fanin_paired]:-nan}" "edge, paired by round" "" ""
+    r=$(ratio "${COLD[edge.fanin_fb]:-}" "${COLD[ngxcache.fanin_fb]:-}")
+    row "cold miss, $N concurrent: first body byte, first client, registry-edge against the nginx caching proxy" "ms" "${COLD[ngxcache.fanin_fb]:-}" "" "" "${COLD[edge.fanin_fb]:-}" "$r" "edge/nginx cache" "" ""
     r=$(ratio "${COLD[edge.fanin_fb]:-}" "${COLD[central.fanin_fb]:-}")
     row "cold miss, $N concurrent ($CLIENT_CONN connections): first body byte, first client, vs $N concurrent direct GETs" "ms" "" "${COLD[central.fanin_fb]:-}" "${COLD[proxy.fanin_fb]:-}" "${COLD[edge.fanin_fb]:-}" "$r" "edge/central $N direct" "" ""
     if [[ -n $WARM ]]; then
@@ -393,8 +448,11 @@ write_results() {
       row "cold miss, $N concurrent, clients dialling in the timed window: first body byte, first client" "ms" "" "$c_fb" "${COLD[proxy.dial_fb]:-}" "${COLD[edge.dial_fb]:-}" "$r" "edge/central direct (dialling)" "" ""
     fi
     r=$(ratio "${COLD[edge.single_fb]:-}" "${COLD[edge.single_direct_fb]:-}")
-    row "cold miss, single GET: first body byte (median of $COLD_REPS, each after a direct GET)" "ms" "" "${COLD[edge.single_direct_fb]:-}" "${COLD[proxy.single_fb]:-}" "${COLD[edge.single_fb]:-}" "$r" "edge/central direct (interleaved)" "<=" 1.5
-    row "cold miss, $N concurrent: clients complete and correct (fewest of $FANIN_REPS rounds)" "count" "" "" "${COLD[proxy.ok]:-}" "${COLD[edge.ok]:-}" "${COLD[edge.ok]:-nan}" "edge" "==" "$N"
+    row "cold miss, single GET: first body byte (median of $COLD_REPS, each after a direct GET)" "ms" "${COLD[ngxcache.single_fb]:-}" "${COLD[edge.single_direct_fb]:-}" "${COLD[proxy.single_fb]:-}" "${COLD[edge.single_fb]:-}" "$r" "edge/central direct (interleaved)" "<=" 1.5
+    row "cold miss, single GET: first body byte over the direct GET right before it (median of the $COLD_REPS rounds' ratios; nginx: the nginx caching proxy's)" "ratio" "${COLD[ngxcache.single_paired]:-}" "" "${COLD[proxy.single_paired]:-}" "${COLD[edge.single_paired]:-}" "${COLD[edge.single_paired]:-nan}" "edge, paired by round" "" ""
+    r=$(ratio "${COLD[ngxcache.single_fb]:-}" "${COLD[ngxcache.single_direct_fb]:-}")
+    row "cold miss, single GET: first body byte of the nginx caching proxy (reference for the hop)" "ms" "${COLD[ngxcache.single_fb]:-}" "${COLD[ngxcache.single_direct_fb]:-}" "" "" "$r" "nginx cache/central direct (interleaved)" "" ""
+    row "cold miss, $N concurrent: clients complete and correct (fewest of $FANIN_REPS rounds)" "count" "${COLD[ngxcache.ok]:-}" "" "${COLD[proxy.ok]:-}" "${COLD[edge.ok]:-}" "${COLD[edge.ok]:-nan}" "edge" "==" "$N"
     row "cold miss, $N concurrent: wall time for all clients (median)" "s" "" "" "${COLD[proxy.wall]:-}" "${COLD[edge.wall]:-}" "$(ratio "${COLD[edge.wall]:-}" "${COLD[proxy.wall]:-}")" "edge/proxy" "" ""
     row "cold miss, $N concurrent: peak RSS of the mirror (highest of $FANIN_REPS rounds)" "MiB" "" "" "${COLD[proxy.rss_peak_mib]:-}" "${COLD[edge.rss_peak_mib]:-}" "${COLD[edge.rss_peak_mib]:-nan}" "edge" "<" 150
   } >"$R"
@@ -430,7 +488,8 @@ write_results() {
     grep -E '^(Benchmark|ok|FAIL|pkg)' "$OUT/gobench.txt" 2>/dev/null || echo "(not run)"
     echo '```'
   } >"$M"
-  cp "$R" "$HERE/results/latest.tsv"; cp "$M" "$HERE/results/latest.md"
+  # latest.* are the last complete run's
+  if [[ $TESTS == throughput,cold,gobench ]]; then cp "$R" "$HERE/results/latest.tsv"; cp "$M" "$HERE/results/latest.md"; fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -446,12 +505,12 @@ main() {
   trap cleanup EXIT; trap 'exit 130' INT TERM
   mkdir -p "$LOGS"
   setup_tools
-  for a in "$CENTRAL" "$PROXY" "$EDGE" "$NGINX"; do port_free "$a" || die "port ${a##*:} is in use (set PORT_BASE)"; done
+  for a in "$CENTRAL" "$PROXY" "$EDGE" "$NGINX" "$NGXCACHE"; do port_free "$a" || die "port ${a##*:} is in use (set PORT_BASE)"; done
   wait_idle
   STAMP=$(date -u +%Y%m%dT%H%M%SZ); OUT="$HERE/results/$STAMP"; mkdir -p "$OUT"
   LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
   rm -rf "$DATA"; mkdir -p "$DATA"; : >"$CLOG"
-  for f in proxy edge nginx seed; do : >"$LOGS/$f.log"; done
+  for f in proxy edge nginx ngxcache seed; do : >"$LOGS/$f.log"; done
   TP="$OUT/throughput.tsv"; COLDTXT="$OUT/coldmiss.txt"; : >"$COLDTXT"
   printf 'round\ttest\tsystem\tconns\trps\tMBps\tp50ms\tp99ms\tnon2xx\tsockerr\tupstream_reqs\tload1\n' >"$TP"
 
@@ -462,68 +521,76 @@ main() {
   local systems=(proxy) ; [[ -n $EDGE_BIN ]] && { start_edge; systems+=(edge); }
   declare -A ADDR=([proxy]=$PROXY [edge]=$EDGE) UA=([proxy]=$PROXY_UA [edge]=$EDGE_UA)
 
-  log "2. warming the mirrors (full GETs of the blobs and the tag)"
-  local s
-  for s in "${systems[@]}"; do
-    curl -fsS --max-time 120 -o /dev/null "http://${ADDR[$s]}/v2/$BIG_REPO/blobs/$BIG_BLOB"
-    curl -fsS --max-time 10 -o /dev/null "http://${ADDR[$s]}/v2/$SMALL_REPO/blobs/$SMALL_BLOB"
-    curl -fsS --max-time 10 -o /dev/null -H "$ACC" "http://${ADDR[$s]}/v2/$TAG_REPO/manifests/$TAG"
-  done
-  sleep 2 # the reference proxy stores a blob in the background after the first GET
-  for s in "${systems[@]}"; do # second pass: must now be served from cache
-    curl -fsS --max-time 120 -o /dev/null "http://${ADDR[$s]}/v2/$BIG_REPO/blobs/$BIG_BLOB"
-    curl -fsS --max-time 10 -o /dev/null "http://${ADDR[$s]}/v2/$SMALL_REPO/blobs/$SMALL_BLOB"
-  done
-  curl -fsS --max-time 60 -o /dev/null "http://$NGINX/big.bin"
-
-  log "   cached throughput, $DUR per test ($DUR_BIG for large blobs), $ROUNDS rounds"
-  for ROUND in $(seq 1 "$ROUNDS"); do
-    throughput small nginx "http://$NGINX/small.bin" "$CSMALL" ""
-    for s in "${systems[@]}"; do throughput small "$s" "http://${ADDR[$s]}/v2/$SMALL_REPO/blobs/$SMALL_BLOB" "$CSMALL" "${UA[$s]}"; done
-    for c in 1 "$CBIG"; do
-      D=$DUR_BIG throughput "big-c$c" nginx "http://$NGINX/big.bin" "$c" ""
-      for s in "${systems[@]}"; do D=$DUR_BIG throughput "big-c$c" "$s" "http://${ADDR[$s]}/v2/$BIG_REPO/blobs/$BIG_BLOB" "$c" "${UA[$s]}"; done
-    done
+  if [[ ,$TESTS, == *,throughput,* ]]; then
+    log "2. warming the mirrors (full GETs of the blobs and the tag)"
+    local s
     for s in "${systems[@]}"; do
-      curl -fsS --max-time 10 -o /dev/null -H "$ACC" "http://${ADDR[$s]}/v2/$TAG_REPO/manifests/$TAG" # (re)validated: within the TTL
-      throughput mantag "$s" "http://${ADDR[$s]}/v2/$TAG_REPO/manifests/$TAG" "$CSMALL" "${UA[$s]}" "$ACC"
+      curl -fsS --max-time 120 -o /dev/null "http://${ADDR[$s]}/v2/$BIG_REPO/blobs/$BIG_BLOB"
+      curl -fsS --max-time 10 -o /dev/null "http://${ADDR[$s]}/v2/$SMALL_REPO/blobs/$SMALL_BLOB"
+      curl -fsS --max-time 10 -o /dev/null -H "$ACC" "http://${ADDR[$s]}/v2/$TAG_REPO/manifests/$TAG"
     done
-    throughput mantag central "http://$CENTRAL/v2/$TAG_REPO/manifests/$TAG" "$CSMALL" "" "$ACC"
-  done
+    sleep 2 # the reference proxy stores a blob in the background after the first GET
+    for s in "${systems[@]}"; do # second pass: must now be served from cache
+      curl -fsS --max-time 120 -o /dev/null "http://${ADDR[$s]}/v2/$BIG_REPO/blobs/$BIG_BLOB"
+      curl -fsS --max-time 10 -o /dev/null "http://${ADDR[$s]}/v2/$SMALL_REPO/blobs/$SMALL_BLOB"
+    done
+    curl -fsS --max-time 60 -o /dev/null "http://$NGINX/big.bin"
 
-  log "3. cold misses"
-  local url="http://$CENTRAL/v2/$BIG_REPO/blobs/$BIG_BLOB" fbs=() line
-  curl -fsS --max-time 60 -o /dev/null "$url" # page cache
-  {
-    echo "# blob $BIG_BLOB, $BIG_SIZE bytes; N=$N"
-    echo "## central direct: $DIRECT_REPS single GETs, clients dialling in the timed window (reference for the dialling fan-in; median used)"
-  } >>"$COLDTXT"
-  for _ in $(seq 1 "$DIRECT_REPS"); do
-    run_child "$RUN/load.out" timeout 120 "$EDGELOAD" -once -c 1 -d 60s -expect-bytes "$BIG_SIZE" -url "$url" || true
-    line=$(grep '^ONCE' "$RUN/load.out" || echo "ONCE n=0 ok=0")
-    echo "  $line" >>"$COLDTXT"; fbs+=("$(kv fb_min_ms "$line")")
-  done
-  COLD[central.fb]=$(printf '%s\n' "${fbs[@]}" | median)
-  # like for like: the same N concurrent clients straight from central (first client's first byte)
-  fbs=()
-  echo "## central direct: $DIRECT_FANIN_REPS x $N concurrent GETs (like-for-like reference for the fan-in; median of first-client times)" >>"$COLDTXT"
-  for _ in $(seq 1 "$DIRECT_FANIN_REPS"); do
-    run_child "$RUN/load.out" timeout 400 "$EDGELOAD" -once $WARM -c "$N" -d "$COLD_TIMEOUT" -expect-bytes "$BIG_SIZE" -url "$url" || true
-    line=$(grep '^ONCE' "$RUN/load.out" || echo "ONCE n=0 ok=0")
-    echo "  $line" >>"$COLDTXT"; fbs+=("$(kv fb_min_ms "$line")")
-  done
-  COLD[central.fanin_fb]=$(printf '%s\n' "${fbs[@]}" | median)
-  for s in "${systems[@]}"; do log "   $s"; cold_tests "$s" "${ADDR[$s]}" "${UA[$s]}"; done
+    log "   cached throughput, $DUR per test ($DUR_BIG for large blobs), $ROUNDS rounds"
+    for ROUND in $(seq 1 "$ROUNDS"); do
+      throughput small nginx "http://$NGINX/small.bin" "$CSMALL" ""
+      for s in "${systems[@]}"; do throughput small "$s" "http://${ADDR[$s]}/v2/$SMALL_REPO/blobs/$SMALL_BLOB" "$CSMALL" "${UA[$s]}"; done
+      for c in 1 "$CBIG"; do
+        D=$DUR_BIG throughput "big-c$c" nginx "http://$NGINX/big.bin" "$c" ""
+        for s in "${systems[@]}"; do D=$DUR_BIG throughput "big-c$c" "$s" "http://${ADDR[$s]}/v2/$BIG_REPO/blobs/$BIG_BLOB" "$c" "${UA[$s]}"; done
+      done
+      for s in "${systems[@]}"; do
+        curl -fsS --max-time 10 -o /dev/null -H "$ACC" "http://${ADDR[$s]}/v2/$TAG_REPO/manifests/$TAG" # (re)validated: within the TTL
+        throughput mantag "$s" "http://${ADDR[$s]}/v2/$TAG_REPO/manifests/$TAG" "$CSMALL" "${UA[$s]}" "$ACC"
+      done
+      throughput mantag central "http://$CENTRAL/v2/$TAG_REPO/manifests/$TAG" "$CSMALL" "" "$ACC"
+    done
+  fi
 
-  log "4. Go micro-benchmarks next to the code (go test -bench . ./internal/verify ./internal/blobstore ./internal/httpserve)"
-  (cd "$ROOT" && timeout 300 go test -run '^$' -bench . -count 1 ./internal/verify ./internal/blobstore ./internal/httpserve) >"$OUT/gobench.txt" 2>&1 ||
-    log "   go test -bench failed (see $OUT/gobench.txt)"
+  if [[ ,$TESTS, == *,cold,* ]]; then
+    log "3. cold misses"
+    local url="http://$CENTRAL/v2/$BIG_REPO/blobs/$BIG_BLOB" fbs=() line
+    curl -fsS --max-time 60 -o /dev/null "$url" # page cache
+    {
+      echo "# blob $BIG_BLOB, $BIG_SIZE bytes; N=$N"
+      echo "## central direct: $DIRECT_REPS single GETs, clients dialling in the timed window (reference for the dialling fan-in; median used)"
+    } >>"$COLDTXT"
+    for _ in $(seq 1 "$DIRECT_REPS"); do
+      run_child "$RUN/load.out" timeout 120 "$EDGELOAD" -once -c 1 -d 60s -expect-bytes "$BIG_SIZE" -url "$url" || true
+      line=$(grep '^ONCE' "$RUN/load.out" || echo "ONCE n=0 ok=0")
+      echo "  $line" >>"$COLDTXT"; fbs+=("$(kv fb_min_ms "$line")")
+    done
+    COLD[central.fb]=$(printf '%s\n' "${fbs[@]}" | median)
+    # like for like: the same N concurrent clients straight from central (first client's first byte)
+    fbs=()
+    echo "## central direct: $DIRECT_FANIN_REPS x $N concurrent GETs (like-for-like reference for the fan-in; median of first-client times)" >>"$COLDTXT"
+    for _ in $(seq 1 "$DIRECT_FANIN_REPS"); do
+      run_child "$RUN/load.out" timeout 400 "$EDGELOAD" -once $WARM -c "$N" -d "$COLD_TIMEOUT" -expect-bytes "$BIG_SIZE" -url "$url" || true
+      line=$(grep '^ONCE' "$RUN/load.out" || echo "ONCE n=0 ok=0")
+      echo "  $line" >>"$COLDTXT"; fbs+=("$(kv fb_min_ms "$line")")
+    done
+    COLD[central.fanin_fb]=$(printf '%s\n' "${fbs[@]}" | median)
+    for s in "${systems[@]}"; do log "   $s"; cold_tests "$s" "${ADDR[$s]}" "${UA[$s]}"; done
+    log "   ngxcache (nginx proxy_cache + proxy_cache_lock, the reference for the hop)"
+    cold_tests ngxcache "$NGXCACHE" "$NGXCACHE_UA"; stop_one ngxcache
+  fi
+
+  if [[ ,$TESTS, == *,gobench,* ]]; then
+    log "4. Go micro-benchmarks next to the code (go test -bench . ./internal/verify ./internal/blobstore ./internal/httpserve)"
+    (cd "$ROOT" && timeout 300 go test -run '^$' -bench . -count 1 ./internal/verify ./internal/blobstore ./internal/httpserve) >"$OUT/gobench.txt" 2>&1 ||
+      log "   go test -bench failed (see $OUT/gobench.txt)"
+  fi
 
   log "5. results"
   write_results
   cp "$LOGS/build-edge.err" "$OUT/" 2>/dev/null || true
   if command -v column >/dev/null; then column -t -s$'\t' "$OUT/results.tsv" >&2; else cat "$OUT/results.tsv" >&2; fi
-  log "written $OUT/results.tsv and $OUT/results.md (also results/latest.{tsv,md})"
+  log "written $OUT/results.tsv and $OUT/results.md"
 }
 
 main "$@"
