@@ -154,23 +154,29 @@ start_edge() {
   wait_http "http://$EDGE/v2/" edge
 }
 
-start_nginx() {
-  # From shared/bench/peer/start-nginx.sh; daemon off so that the master is our child.
-  mkdir -p "$RUN/nginx"
-  cat >"$RUN/nginx.conf" <<CONF
+nginx_head() { # nginx_head NAME: the start of an nginx.conf, up to inside http { (temp files under $RUN/NAME)
+  cat <<CONF
 worker_processes auto;
-pid $RUN/nginx.pid;
-error_log $LOGS/nginx-error.log warn;
+pid $RUN/$1.pid;
+error_log $LOGS/$1-error.log warn;
 events { worker_connections 1024; }
 http {
   access_log off;
+  client_body_temp_path $RUN/$1; proxy_temp_path $RUN/$1;
+  fastcgi_temp_path $RUN/$1; uwsgi_temp_path $RUN/$1; scgi_temp_path $RUN/$1;
+CONF
+}
+
+start_nginx() {
+  # From shared/bench/peer/start-nginx.sh; daemon off so that the master is our child.
+  mkdir -p "$RUN/nginx"
+  { nginx_head nginx; cat <<CONF
   sendfile on; tcp_nopush on; keepalive_requests 100000;
   default_type application/octet-stream;
-  client_body_temp_path $RUN/nginx; proxy_temp_path $RUN/nginx;
-  fastcgi_temp_path $RUN/nginx; uwsgi_temp_path $RUN/nginx; scgi_temp_path $RUN/nginx;
   server { listen $NGINX; root $DATA/static; }
 }
 CONF
+  } >"$RUN/nginx.conf"
   start_bg nginx nginx -e "$LOGS/nginx-error.log" -c "$RUN/nginx.conf" -p "$RUN/nginx" -g 'daemon off;'
   wait_http "http://$NGINX/small.bin" nginx
 }
@@ -181,15 +187,7 @@ CONF
 # mirror on this machine costs at the least for a first byte.
 start_ngxcache() {
   mkdir -p "$DATA/ngxcache" "$RUN/ngxcache"
-  cat >"$RUN/ngxcache.conf" <<CONF
-worker_processes auto;
-pid $RUN/ngxcache.pid;
-error_log $LOGS/ngxcache-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $RUN/ngxcache; proxy_temp_path $RUN/ngxcache;
-  fastcgi_temp_path $RUN/ngxcache; uwsgi_temp_path $RUN/ngxcache; scgi_temp_path $RUN/ngxcache;
+  { nginx_head ngxcache; cat <<CONF
   proxy_cache_path $DATA/ngxcache levels=1:2 keys_zone=blobs:10m max_size=10g inactive=1d use_temp_path=off;
   upstream central { server $CENTRAL; keepalive 16; }
   server {
@@ -208,6 +206,7 @@ http {
   }
 }
 CONF
+  } >"$RUN/ngxcache.conf"
   start_bg ngxcache nginx -e "$LOGS/ngxcache-error.log" -c "$RUN/ngxcache.conf" -p "$RUN/ngxcache" -g 'daemon off;'
   wait_http "http://$NGXCACHE/v2/" ngxcache
 }

@@ -164,13 +164,7 @@ func TestServeChecksUpstreamsAtStart(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startRun(t, "--listen", freeAddr(t), "--storage", t.TempDir(), "--upstream", tc.upstream)
 			defer srv.stop()
-			deadline := time.Now().Add(20 * time.Second)
-			for !strings.Contains(srv.stderr.String(), tc.want) {
-				if time.Now().After(deadline) {
-					t.Fatalf("no %s in the log:\n%s", tc.want, srv.stderr.String())
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			srv.waitLog(t, tc.want)
 		})
 	}
 	if n := pings.Load(); n != 1 {
@@ -206,13 +200,7 @@ func TestServeChecksCredentialsAtStart(t *testing.T) {
 			}
 			srv := startRun(t, "--config", conf, "--listen", freeAddr(t), "--storage", filepath.Join(dir, "data"))
 			defer srv.stop()
-			deadline := time.Now().Add(20 * time.Second)
-			for !strings.Contains(srv.stderr.String(), tc.want) {
-				if time.Now().After(deadline) {
-					t.Fatalf("no %s in the log:\n%s", tc.want, srv.stderr.String())
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			srv.waitLog(t, tc.want)
 			if strings.Contains(srv.stderr.String(), tc.password) {
 				t.Errorf("the password is in the log:\n%s", srv.stderr.String())
 			}
@@ -417,6 +405,16 @@ func startRun(t *testing.T, args ...string) *running {
 	r := &running{stderr: &syncbuf.Buffer{}, cancel: cancel, done: make(chan int, 1)}
 	go func() { r.done <- run(ctx, args, new(bytes.Buffer), r.stderr) }()
 	return r
+}
+
+// waitLog waits up to 20 s for want in the mirror's log.
+func (r *running) waitLog(t *testing.T, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(r.stderr.String(), want); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s in the log:\n%s", want, r.stderr.String())
+		}
+	}
 }
 
 // stop shuts the mirror down like SIGTERM and returns its exit code.
