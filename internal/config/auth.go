@@ -47,11 +47,11 @@ func (a Auth) Secret() (string, error) {
 	if a.PasswordFile == "" {
 		return a.Password, nil
 	}
-	b, err := readSmallFile(a.PasswordFile)
+	secret, err := readSecretFile(a.PasswordFile)
 	if err != nil {
 		return "", fmt.Errorf("read passwordFile: %w", err)
 	}
-	return strings.TrimSpace(string(b)), nil
+	return secret, nil
 }
 
 // String renders a with Password replaced by "REDACTED".
@@ -134,6 +134,22 @@ func (a Auth) validate(prefix string) []error {
 		errs = append(errs, fieldErr(prefix+".username", "required when password or passwordFile is set"))
 	}
 	return errs
+}
+
+// readSecretFile returns the content of a secret file without surrounding
+// whitespace. An empty one is an error: it is a secret mount that was not
+// populated, and sending an empty secret would only fail later, and less
+// clearly.
+func readSecretFile(path string) (string, error) {
+	b, err := readSmallFile(path)
+	if err != nil {
+		return "", err
+	}
+	secret := strings.TrimSpace(string(b))
+	if secret == "" {
+		return "", fmt.Errorf("%s is empty: %w", path, errdef.ErrInvalid)
+	}
+	return secret, nil
 }
 
 func readSmallFile(path string) ([]byte, error) {

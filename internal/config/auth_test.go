@@ -98,6 +98,10 @@ func TestAuthSecret(t *testing.T) {
 	if err := os.WriteFile(file, []byte("  tok3n\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	blank := filepath.Join(dir, "blank")
+	if err := os.WriteFile(blank, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	big := filepath.Join(dir, "big")
 	if err := os.WriteFile(big, bytes.Repeat([]byte("x"), maxSecretFileSize+1), 0o600); err != nil {
 		t.Fatal(err)
@@ -113,6 +117,7 @@ func TestAuthSecret(t *testing.T) {
 		{"file is trimmed", Auth{Username: "u", PasswordFile: file}, "tok3n", ""},
 		{"missing file", Auth{Username: "u", PasswordFile: filepath.Join(dir, "nope")}, "", "read passwordFile"},
 		{"file too large", Auth{Username: "u", PasswordFile: big}, "", "larger than 1MiB"},
+		{"blank file", Auth{Username: "u", PasswordFile: blank}, "", "blank is empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

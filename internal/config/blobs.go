@@ -98,11 +98,11 @@ func (s S3) Secret() (string, error) {
 	if s.SecretKeyFile == "" {
 		return s.SecretKey, nil
 	}
-	b, err := readSmallFile(s.SecretKeyFile)
+	secret, err := readSecretFile(s.SecretKeyFile)
 	if err != nil {
 		return "", fmt.Errorf("read secretKeyFile: %w", err)
 	}
-	return strings.TrimSpace(string(b)), nil
+	return secret, nil
 }
 
 // DriverParameters returns the parameters of distribution's s3-aws storage

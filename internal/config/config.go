@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -401,7 +402,7 @@ func Load(r io.Reader) (Config, error) {
 		if errors.Is(err, io.EOF) {
 			return Default(), nil
 		}
-		return Config{}, invalid(fmt.Errorf("decode config: %w", err))
+		return Config{}, invalid(fmt.Errorf("decode config: %w", withoutValues(err)))
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -542,3 +543,22 @@ func (e invalidError) Error() string   { return e.err.Error() }
 func (e invalidError) Unwrap() []error { return []error{e.err, errdef.ErrInvalid} }
 
 func invalid(err error) error { return invalidError{err} }
+
+// yamlValue is the excerpt of a value that the YAML decoder puts in its
+// type errors: "cannot unmarshal !!str `s3cr3t` into config.Auth".
+var yamlValue = regexp.MustCompile("(cannot unmarshal !!\\w+) `[^`]*`")
+
+// withoutValues drops the values from the YAML decoder's type errors: a
+// secret written one level off (auth: s3cr3t) would otherwise be repeated
+// in the error, and in the log of a reload.
+func withoutValues(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	out := &yaml.TypeError{Errors: make([]string, len(te.Errors))}
+	for i, e := range te.Errors {
+		out.Errors[i] = yamlValue.ReplaceAllString(e, "$1 value")
+	}
+	return out
+}

@@ -282,6 +282,27 @@ upstreams:
 	}
 }
 
+// A secret written one level off, where the decoder wants a mapping, is not
+// repeated in the error (which a reload logs); the error still says where.
+func TestLoadErrorsDoNotRepeatValues(t *testing.T) {
+	for _, in := range []string{
+		"upstreams:\n  - registry: central.test\n    url: https://central.test\n    auth: Hunter2pw\n",
+		"storage:\n  blobs:\n    s3: wJalrXUtnFEMI/K7MDENG\n",
+	} {
+		_, err := Load(strings.NewReader(in))
+		if err == nil {
+			t.Fatalf("Load(%q) = nil error", in)
+		}
+		msg := err.Error()
+		if strings.Contains(msg, "Hunter2") || strings.Contains(msg, "wJalr") {
+			t.Errorf("error repeats the value: %s", msg)
+		}
+		if !strings.Contains(msg, "line ") || !strings.Contains(msg, "cannot unmarshal !!str value into") {
+			t.Errorf("error lost its position or kind: %s", msg)
+		}
+	}
+}
+
 func TestLoadTooLarge(t *testing.T) {
 	t.Parallel()
 	in := "# " + strings.Repeat("x", maxConfigSize) + "\n"
