@@ -224,15 +224,17 @@ func (p *Policy) check(r *http.Request, repo string, names func() []string) (pri
 	if repo != "" && names != nil && len(p.o.Rules) > 0 {
 		all = names()
 	}
-	pr, tried, err := p.identify(r)
+	pr, tried, credErr := p.identify(r)
 	pr.rejected = tried
-	if err != nil {
+	if credErr != nil {
 		// Wrong credentials buy nothing, but they do not cost a device
-		// what any anonymous one may read: since /v2/ challenges, clients
-		// send the credentials they hold, also stale ones. They still fail
-		// /v2/ (where a login checks them) and every restricted repository.
-		if repo == "" || !p.o.Anonymous || p.restricted(all) {
-			return pr, err
+		// what any anonymous one may read, nor what its verified client
+		// certificate may: since /v2/ challenges, clients send the
+		// credentials they hold, also stale ones. They still fail /v2/
+		// (where a login checks them) and every repository that neither
+		// anonymous clients nor the certificate may read.
+		if repo == "" || pr.cert == "" && (!p.o.Anonymous || p.restricted(all)) {
+			return pr, credErr
 		}
 	}
 	if repo != "" {
@@ -242,6 +244,9 @@ func (p *Policy) check(r *http.Request, repo string, names func() []string) (pri
 			}
 			if (pr.user != "" && matchAny(rule.Users, pr.user)) || (pr.cert != "" && matchAny(rule.Certs, pr.cert)) {
 				return pr, nil
+			}
+			if credErr != nil {
+				return pr, credErr
 			}
 			if pr.anonymous() {
 				return pr, fmt.Errorf("repository %s needs credentials: %w", repo, errdef.ErrUnauthorized)

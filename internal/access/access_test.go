@@ -95,6 +95,11 @@ func TestCheck(t *testing.T) {
 		{"closed: anonymous, open repo", closed, cred{}, "library/alpine", errdef.ErrUnauthorized},
 		{"closed: any user, open repo", closed, cred{user: "bob", pass: "builder"}, "library/alpine", nil},
 		{"closed: cert, base", closed, cred{cert: "laptop"}, "", nil},
+		// A verified certificate still counts next to stale credentials.
+		{"allowed cert, wrong password, restricted repo", open, cred{cert: "device-7", user: "alice", pass: "nope"}, "private/app", nil},
+		{"closed: cert, wrong password, open repo", closed, cred{cert: "laptop", user: "bob", pass: "nope"}, "library/alpine", nil},
+		{"other cert, wrong password, restricted repo", open, cred{cert: "laptop", user: "alice", pass: "nope"}, "private/app", errdef.ErrUnauthorized},
+		{"cert, wrong password, base", closed, cred{cert: "laptop", user: "bob", pass: "nope"}, "", errdef.ErrUnauthorized},
 	} {
 		r := httptest.NewRequest("GET", "/v2/", nil)
 		if tt.c.user != "" || tt.c.basic {

@@ -93,6 +93,9 @@ func TestAccessLogNamesTheClient(t *testing.T) {
 		{"public/app", "v1", basic("ops", "rotated"), 200, []string{"rejected_user=ops"}, []string{" user="}},
 		{"private/app", "v1", basic("ops", "rotated"), 401, []string{"rejected_user=ops"}, []string{" user="}},
 		{"private/app", "v1", basic("ops", "s3cret"), 200, []string{" user=ops"}, []string{"rejected_user="}},
+		// Names as sent, quoted by the handler: not stripped of what a
+		// grep for them needs.
+		{"public/app", "v1", basic("jörg dev", "x"), 200, []string{`rejected_user="jörg dev"`}, nil},
 	} {
 		resp, body := m.get(http.MethodGet, manifestPath(tc.repo, tc.tag), "Accept", accept, "Authorization", tc.auth)
 		if resp.StatusCode != tc.status {

@@ -260,16 +260,18 @@ func (s *Server) finish(r *http.Request, rec *recorder, acc *accessEntry, start 
 	if ns := r.URL.Query().Get("ns"); ns != "" {
 		attrs = append(attrs, slog.String("ns", ociapi.Sanitize(ns)))
 	}
+	// Names as they are (the handler quotes or escapes them), bounded: a
+	// rejected user name is whatever the client sent.
 	if c := acc.client; c.User != "" {
-		attrs = append(attrs, slog.String("user", c.User))
+		attrs = append(attrs, slog.String("user", logName(c.User)))
 	}
 	if c := acc.client; c.Cert != "" {
-		attrs = append(attrs, slog.String("cert", ociapi.Sanitize(c.Cert)))
+		attrs = append(attrs, slog.String("cert", logName(c.Cert)))
 	}
 	if c := acc.client; c.RejectedUser != "" {
 		// Credentials that did not verify: on a 200, the device read an
 		// open repository as anonymous with stale credentials.
-		attrs = append(attrs, slog.String("rejected_user", ociapi.Sanitize(c.RejectedUser)))
+		attrs = append(attrs, slog.String("rejected_user", logName(c.RejectedUser)))
 	}
 	attrs = append(attrs, slog.String("remote", remoteHost(r)), slog.String("request_id", s.requestID()))
 	level := slog.LevelInfo
@@ -280,6 +282,15 @@ func (s *Server) finish(r *http.Request, rec *recorder, acc *accessEntry, start 
 		}
 	}
 	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+// logName bounds a client-chosen name for the log, keeping it valid UTF-8.
+func logName(s string) string {
+	const max = 256
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 func remoteHost(r *http.Request) string {
