@@ -289,16 +289,21 @@ func checkUpstream(ctx context.Context, log *slog.Logger, name string, c *upstre
 			append(attrs, slog.Any("err", err))...)
 		return
 	}
-	// Credentials too, as a login would: a wrong password shows now, not
-	// at the first pull of a repository that needs it.
+	// Credentials too, as a login would: a wrong or missing password shows
+	// now, not at the first pull of a repository that needs it.
+	attrs = attrs[:1]
 	if !c.HasCredentials() {
+		if c.Challenge() == "basic" {
+			log.LogAttrs(ctx, slog.LevelWarn, "upstream asks for credentials and none are configured; what it does not serve anonymously fails", attrs...)
+		}
 		return
 	}
-	err = c.CheckCredentials(ctx)
-	attrs = attrs[:1]
+	checked, err := c.CheckCredentials(ctx)
 	switch {
-	case err == nil:
+	case err == nil && checked == upstream.CredentialsAccepted:
 		log.LogAttrs(ctx, slog.LevelInfo, "upstream accepts the mirror's credentials", attrs...)
+	case err == nil:
+		log.LogAttrs(ctx, slog.LevelInfo, "upstream does not ask for credentials on /v2/; the mirror's are sent when it does", attrs...)
 	case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
 	case errors.Is(err, errdef.ErrUnauthorized), errors.Is(err, errdef.ErrDenied):
 		log.LogAttrs(ctx, slog.LevelWarn, "upstream refuses the mirror's credentials; what needs them fails until they are fixed",

@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -338,32 +340,60 @@ func TestBasicAuthWrongPassword(t *testing.T) {
 	assertNoSecret(t, "error", err.Error(), "wrong-secret")
 }
 
-// CheckCredentials tells accepted credentials from refused ones, whether
-// the registry asks for basic credentials, lets anonymous clients read
-// /v2/ (a registry-edge tier, which refuses wrong credentials there), or
-// issues bearer tokens; without credentials it asks nothing.
+// CheckCredentials, after a Ping as at start, tells accepted credentials
+// from refused ones, whether the registry asks for basic credentials,
+// issues bearer tokens, or lets anonymous clients read /v2/ (a
+// registry-edge tier, which refuses wrong credentials there: over HTTPS
+// they are sent unasked to find out, over plain HTTP not at all).
 func TestCheckCredentials(t *testing.T) {
 	t.Parallel()
 	var cnt counter
 	challenging := basicRegistry(t, "bob", "right", &cnt)
-	open := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u, p, ok := r.BasicAuth(); ok && (u != "bob" || p != "right") {
+	var sentUnasked atomic.Bool
+	openHandler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		if ok && r.TLS == nil {
+			sentUnasked.Store(true)
+		}
+		if ok && (u != "bob" || p != "right") {
 			w.Header().Set("WWW-Authenticate", `Basic realm="edge"`)
 			writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "invalid username or password")
 			return
 		}
 		_, _ = w.Write([]byte("{}"))
-	})).URL
+	})
+	openTLS := httptest.NewTLSServer(openHandler)
+	t.Cleanup(openTLS.Close)
+	openPlain := newServer(t, openHandler).URL
 	tokens := newTokenRegistry(t, "bob", "right").reg
-	for _, reg := range []struct{ name, url string }{{"basic", challenging}, {"open", open}, {"bearer", tokens}} {
-		t.Run(reg.name, func(t *testing.T) {
-			t.Parallel()
-			good := newTestClient(t, reg.url, func(o *Options) { o.Username, o.Password = "bob", "right" })
-			if err := good.CheckCredentials(context.Background()); err != nil {
-				t.Errorf("right password: %v", err)
+	check := func(t *testing.T, url, pass string, tls bool) (string, error) {
+		c := newTestClient(t, url, func(o *Options) {
+			o.Username, o.Password = "bob", pass
+			if tls {
+				o.Transport = openTLS.Client().Transport
 			}
-			bad := newTestClient(t, reg.url, func(o *Options) { o.Username, o.Password = "bob", "wrong-secret" })
-			err := bad.CheckCredentials(context.Background())
+		})
+		if err := c.Ping(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return c.CheckCredentials(context.Background())
+	}
+	for _, reg := range []struct {
+		name, url string
+		tls       bool
+		good      string
+	}{
+		{"basic", challenging, false, CredentialsAccepted},
+		{"bearer", tokens, false, CredentialsAccepted},
+		// Right credentials to a registry that never asks: taken or
+		// ignored, it cannot tell.
+		{"open over HTTPS", openTLS.URL, true, CredentialsNotAsked},
+	} {
+		t.Run(reg.name, func(t *testing.T) {
+			if got, err := check(t, reg.url, "right", reg.tls); err != nil || got != reg.good {
+				t.Errorf("right password: %q, %v; want %q", got, err, reg.good)
+			}
+			_, err := check(t, reg.url, "wrong-secret", reg.tls)
 			if !errors.Is(err, errdef.ErrUnauthorized) {
 				t.Errorf("wrong password: %v, want ErrUnauthorized", err)
 			}
@@ -372,9 +402,17 @@ func TestCheckCredentials(t *testing.T) {
 			}
 		})
 	}
+	t.Run("open over HTTP", func(t *testing.T) {
+		if got, err := check(t, openPlain, "wrong-secret", false); err != nil || got != CredentialsNotAsked {
+			t.Errorf("CheckCredentials = %q, %v; want %q", got, err, CredentialsNotAsked)
+		}
+		if sentUnasked.Load() {
+			t.Error("credentials went unasked over plain HTTP")
+		}
+	})
 	before := cnt.total()
-	if err := newTestClient(t, challenging).CheckCredentials(context.Background()); err != nil || cnt.total() != before {
-		t.Errorf("without credentials: %v after %d requests, want nil after none", err, cnt.total()-before)
+	if got, err := newTestClient(t, challenging).CheckCredentials(context.Background()); err != nil || got != CredentialsNotAsked || cnt.total() != before {
+		t.Errorf("without credentials: %q, %v after %d requests, want %q after none", got, err, cnt.total()-before, CredentialsNotAsked)
 	}
 }
 

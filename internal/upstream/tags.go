@@ -171,23 +171,53 @@ func (c *Client) HasCredentials() bool {
 	return cr.basic() || cr.identityToken != "" || cr.registryToken != ""
 }
 
+// Challenge returns the authentication scheme the registry asked for so
+// far ("basic" or "bearer"), or "" if it has not asked (Ping learns it).
+func (c *Client) Challenge() string {
+	c.auth.mu.Lock()
+	defer c.auth.mu.Unlock()
+	if c.auth.chal == nil {
+		return ""
+	}
+	return c.auth.chal.scheme
+}
+
+// Credential check outcomes (CheckCredentials).
+const (
+	// CredentialsAccepted: the registry asked for credentials and took
+	// the client's.
+	CredentialsAccepted = "accepted"
+	// CredentialsNotAsked: the registry answered without asking for
+	// credentials, so whether it would take them is not known; or the
+	// client has none.
+	CredentialsNotAsked = "not asked"
+)
+
 // CheckCredentials asks the registry whether it accepts the client's
 // credentials, as docker login does: GET /v2/ with them, after fetching a
-// token for no particular scope where the registry challenges for one.
-// It returns nil if they are accepted or the client has none, and an
-// error wrapping errdef.ErrUnauthorized if they are refused.
-func (c *Client) CheckCredentials(ctx context.Context) error {
-	if !c.HasCredentials() {
-		return nil
+// token for no particular scope where the registry challenges for one. A
+// registry that has not asked for credentials (Ping) gets basic ones all
+// the same, so that one that lets anonymous clients read /v2/ but refuses
+// wrong credentials (a registry-edge tier) still says so; never over
+// plain HTTP, though, where they would cross the network unasked.
+//
+// It returns CredentialsAccepted or CredentialsNotAsked, or an error
+// wrapping errdef.ErrUnauthorized if the credentials are refused.
+func (c *Client) CheckCredentials(ctx context.Context) (string, error) {
+	if !c.HasCredentials() || c.Challenge() == "" && c.base.Scheme != "https" {
+		return CredentialsNotAsked, nil
 	}
 	op := opInfo{name: "login"}
 	resp, err := c.do(ctx, op, request{method: http.MethodGet, path: "", login: true})
 	if err != nil {
-		return err
+		return "", err
 	}
-	if resp.StatusCode == http.StatusOK {
-		drain(resp.Body)
-		return nil
+	if resp.StatusCode != http.StatusOK {
+		return "", c.statusError(op, resp)
 	}
-	return c.statusError(op, resp)
+	drain(resp.Body)
+	if c.Challenge() == "" {
+		return CredentialsNotAsked, nil
+	}
+	return CredentialsAccepted, nil
 }
