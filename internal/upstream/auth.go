@@ -109,6 +109,7 @@ type authTransport struct {
 
 	mu     sync.Mutex
 	chal   *challenge       // learned challenge, nil until the first 401
+	asked  string           // scheme of the last challenge seen, usable or not
 	tokens map[string]token // scope → token
 	fetch  singleflight.Group
 }
@@ -210,6 +211,11 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // learn records the first usable challenge of chs and reports whether
 // there is one this transport can answer.
 func (t *authTransport) learn(chs []challenge) bool {
+	if len(chs) > 0 {
+		t.mu.Lock()
+		t.asked = chs[0].scheme
+		t.mu.Unlock()
+	}
 	for _, ch := range chs {
 		switch ch.scheme {
 		case "bearer":

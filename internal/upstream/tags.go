@@ -171,15 +171,13 @@ func (c *Client) HasCredentials() bool {
 	return cr.basic() || cr.identityToken != "" || cr.registryToken != ""
 }
 
-// Challenge returns the authentication scheme the registry asked for so
-// far ("basic" or "bearer"), or "" if it has not asked (Ping learns it).
+// Challenge returns the authentication scheme the registry asked for
+// last ("basic", "bearer" or another it named), or "" if it has not asked
+// (Ping learns it).
 func (c *Client) Challenge() string {
 	c.auth.mu.Lock()
 	defer c.auth.mu.Unlock()
-	if c.auth.chal == nil {
-		return ""
-	}
-	return c.auth.chal.scheme
+	return c.auth.asked
 }
 
 // Credential check outcomes (CheckCredentials).
