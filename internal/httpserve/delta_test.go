@@ -6,11 +6,13 @@ import (
 	"io"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/registry-edge/registry-edge/internal/layerdelta"
+	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/testutil/layergen"
 )
@@ -96,6 +98,9 @@ func TestLayerRebuiltFromPublishedDelta(t *testing.T) {
 	}
 	if n := m.fake.Count(http.MethodGet, blobPath("app", s.l.Delta.Digest)); n != 1 {
 		t.Errorf("the delta was fetched %d times, want 1", n)
+	}
+	if n := m.fake.Count(http.MethodHead, blobPath("app", s.newLayer.Digest)); n != 0 {
+		t.Errorf("the new layer was asked about %d times; a delta published for the repository says it holds it", n)
 	}
 	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
 		t.Errorf("applied deltas = %v, want 1", got)
@@ -304,5 +309,73 @@ func TestTierPrecomputesDelta(t *testing.T) {
 	}
 	if got := metricValue(t, region.metrics, "registry_edge_delta_recipes_total", "result", "found"); got != 1 {
 		t.Errorf("region computed %v deltas in all, want the precomputed one only", got)
+	}
+}
+
+// A delta published for one repository does not make its layer readable
+// through another of the same registry: the upstream says whether that
+// one holds the layer (here it does not: 404, and no byte of it), and
+// where it does, the layer is rebuilt for it too.
+func TestDeltaOfAnotherRepositoryNeedsTheUpstreamsWord(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, withDeltas)
+	s := publishDelta(t, m, nil)
+	pullImage(t, m, "v1", s.old)
+	// v2's manifest through the mirror records the delta (for "app").
+	if resp, _ := m.get(http.MethodGet, manifestPath("app", "v2"), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET v2: %d", resp.StatusCode)
+	}
+	m.fake.LinkBlob("other", digest.FromBytes(s.old)) // the base is there, under "other" too
+	resp, body := m.get(http.MethodGet, blobPath("other", s.newLayer.Digest))
+	if resp.StatusCode != http.StatusNotFound || bytes.Contains(body, s.nw[:64]) {
+		t.Fatalf("GET the layer through a repository without it: %d, %d bytes; want 404", resp.StatusCode, len(body))
+	}
+	m.waitFills()
+	if n := m.fake.Count(http.MethodGet, blobPath("app", s.l.Delta.Digest)); n != 0 {
+		t.Errorf("the delta was fetched %d times for a repository the upstream does not confirm", n)
+	}
+
+	m.fake.LinkBlob("shared", s.newLayer.Digest)
+	resp, body = m.get(http.MethodGet, blobPath("shared", s.newLayer.Digest))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, s.nw) {
+		t.Fatalf("GET the layer through a repository that holds it: %d, equal %v", resp.StatusCode, bytes.Equal(body, s.nw))
+	}
+	m.waitFills()
+	if n := m.fake.Count(http.MethodGet, blobPath("shared", s.newLayer.Digest)); n != 0 {
+		t.Errorf("the layer was fetched in full %d times; want it rebuilt from the delta", n)
+	}
+}
+
+// The delta blob a fill fetches is never itself rebuilt from a delta:
+// here a record says the delta blob can be rebuilt from the very layer
+// being filled, and following it would have the layer's fill wait for
+// itself until its deadline, with no time left to fall back.
+func TestDeltaBlobIsNotRebuiltFromADelta(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, withDeltas, func(o *proxy.Options) { o.FillTimeout = time.Minute })
+	s := publishDelta(t, m, nil)
+	pullImage(t, m, "v1", s.old)
+	back := layerdelta.Layer{
+		Kind:   layerdelta.KindBlob,
+		Target: layerdelta.Blob{Digest: s.l.Delta.Digest, Size: s.l.Delta.Size},
+		Delta:  ocispec.Descriptor{MediaType: s.l.Delta.MediaType, Digest: s.newLayer.Digest, Size: s.newLayer.Size},
+		Bases:  []layerdelta.Blob{{Digest: digest.FromBytes(s.old), Size: int64(len(s.old))}},
+	}
+	desc, err := back.Descriptor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.db.AddDelta(context.Background(), s.l.Delta.Digest, meta.DeltaRecord{Repo: meta.Repo{Registry: "central.test", Name: "app"}, Descriptor: desc}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); pullImage(t, m, "v2", s.nw) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the pull of v2 waits on itself")
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
+		t.Errorf("applied deltas = %v, want 1", got)
 	}
 }

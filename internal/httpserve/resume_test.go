@@ -420,3 +420,63 @@ func TestPartialFoundAfterAskingIsResumed(t *testing.T) {
 		t.Errorf("upstream GETs with Range %q, want the whole blob, then bytes=120000-", ranges)
 	}
 }
+
+// A complete partial download left by a fill of one repository (killed
+// before its commit) is not served through another repository before the
+// upstream says that one holds the blob: 404 where it does not, and for
+// the repository that does, the blob from the partial (one HEAD, no GET).
+func TestCompletePartialOfAnotherRepositoryIsConfirmed(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	m.fake.Image("other", "v1", fakeupstream.Random(t, 1000))
+	part, err := m.store.Resume(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part.Write(layer)
+	if err := part.Suspend(blobstore.PartialMeta{Size: int64(len(layer))}); err != nil {
+		t.Fatal(err)
+	}
+	resp, body, err := m.do(http.MethodGet, blobPath("other", d))
+	if err != nil || resp.StatusCode != http.StatusNotFound || bytes.Contains(body, layer[:64]) {
+		t.Fatalf("GET through a repository without the blob: %v, %v, %d bytes; want 404", err, resp, len(body))
+	}
+	m.waitFills()
+	resp, body = m.get(http.MethodGet, blobPath("app", d))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("GET through the repository with the blob: %d, equal %v", resp.StatusCode, bytes.Equal(body, layer))
+	}
+	if n := m.fake.Count(http.MethodGet, blobPath("app", d)); n != 0 {
+		t.Errorf("upstream GETs of the blob = %d, want 0 (the partial has every byte)", n)
+	}
+}
+
+// A partial download of a blob whose size the upstream never said (no
+// Content-Length), that holds every byte, is completed when the upstream
+// answers its resume with 416: it has no byte after them.
+func TestCompletePartialOfUnknownSizeIsKept(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	part, err := m.store.Resume(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part.Write(layer)
+	if err := part.Suspend(blobstore.PartialMeta{Size: -1}); err != nil {
+		t.Fatal(err)
+	}
+	resp, body, err := m.do(http.MethodGet, blobPath("app", d))
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("GET: %v, %v, %d bytes, equal %v", err, resp, len(body), bytes.Equal(body, layer))
+	}
+	m.waitFills()
+	if ranges := m.fake.Ranges(http.MethodGet, blobPath("app", d)); len(ranges) != 1 || ranges[0] != "bytes=300000-" {
+		t.Errorf("upstream GETs with Range %q, want one, bytes=300000-", ranges)
+	}
+}

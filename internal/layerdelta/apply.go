@@ -76,7 +76,9 @@ func Apply(ctx context.Context, w io.Writer, l Layer, d io.Reader, open func(Blo
 			return fmt.Errorf("apply delta %s: base %s: got %s (%d bytes), want %d bytes: %w", l.Delta.Digest, b.Digest, c.Digest, c.Size, b.Size, errdef.ErrDigestMismatch)
 		}
 		if l.Kind == KindBlob {
-			// The codec checks the SHA-256 of each base it is given.
+			// A stored blob (its digest was checked when it was stored);
+			// the codec compares the digest and size the delta names with
+			// the base's, and the output's digest is checked at the end.
 			bases = append(bases, delta.Base{Digest: b.Digest, Size: b.Size, R: c.R})
 			continue
 		}

@@ -186,6 +186,10 @@ func (l Layer) validate() error {
 	if err := validBlob(l.Target); err != nil {
 		return invalid("target: %v", err)
 	}
+	if l.Delta.Digest == l.Target.Digest {
+		// Its fill would wait for itself.
+		return invalid("the delta blob is the target")
+	}
 	if len(l.Bases) == 0 || len(l.Bases) > delta.DefaultMaxBases {
 		return invalid("%d bases, want 1 to %d", len(l.Bases), delta.DefaultMaxBases)
 	}
@@ -195,6 +199,9 @@ func (l Layer) validate() error {
 		}
 		if b.Digest == l.Target.Digest {
 			return invalid("base %d is the target", i)
+		}
+		if b.Digest == l.Delta.Digest {
+			return invalid("base %d is the delta blob", i)
 		}
 	}
 	switch l.Kind {

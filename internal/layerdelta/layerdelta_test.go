@@ -377,6 +377,13 @@ func TestParseManifestRejects(t *testing.T) {
 			return strings.Replace(s, res.Layer.Bases[0].Digest.String(), res.Layer.Target.Digest.String(), 1)
 		},
 		"no layers": func(s string) string { return s[:strings.Index(s, `"layers"`)] + `"layers":[]}` },
+		// Either would have the delta's fill wait for itself.
+		"delta is target": func(s string) string {
+			return strings.Replace(s, res.Layer.Delta.Digest.String(), res.Layer.Target.Digest.String(), 1)
+		},
+		"base is delta": func(s string) string {
+			return strings.Replace(s, res.Layer.Bases[0].Digest.String(), res.Layer.Delta.Digest.String(), 1)
+		},
 		"md5 delta digest": func(s string) string {
 			return strings.Replace(s, res.Layer.Delta.Digest.String(), "md5:d41d8cd98f00b204e9800998ecf8427e", 1)
 		},

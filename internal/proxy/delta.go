@@ -130,7 +130,7 @@ func (p *Proxy) haveOtherImages(ctx context.Context, t Target, d digest.Digest) 
 // written. It reports whether it did; on any failure the fill goes on with
 // a full fetch, and nothing of the attempt remains.
 func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bool {
-	if !p.opts.Deltas {
+	if !p.opts.Deltas || ctx.Value(noDeltasKey{}) != nil {
 		return false
 	}
 	recs, err := p.db.Deltas(ctx, f.d)
@@ -141,10 +141,19 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 		best    layerdelta.Layer
 		bestRec meta.DeltaRecord
 		reason  = metrics.DeltaNoBase
+		// Asked at most once, and only if a record needs it.
+		confirmed = sync.OnceValue(func() bool { return p.confirmed(ctx, f, log) })
 	)
 	for _, rec := range recs {
 		l, err := layerdelta.ParseDescriptor(rec.Descriptor)
 		if err != nil || l.Target.Digest != f.d || rec.Repo.Registry != f.target.Repo.Registry {
+			continue
+		}
+		if rec.Repo != f.target.Repo && !confirmed() {
+			// Published for another repository of the registry: whether
+			// this one may have the layer is the upstream's to say, and
+			// the rebuilt layer would reach its clients without any
+			// request of theirs going upstream.
 			continue
 		}
 		err = l.Usable(p.holds(ctx))
@@ -174,7 +183,9 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 	}
 	log = log.With(slog.String("delta", best.Delta.Digest.String()))
 	start := time.Now()
-	ing, err := p.applyDelta(ctx, Target{Remote: f.target.Remote, Repo: bestRec.Repo}, best)
+	// The delta blob is fetched as it is, never itself rebuilt from a
+	// delta: two deltas that name each other would wait for each other.
+	ing, err := p.applyDelta(withoutDeltas(ctx), Target{Remote: f.target.Remote, Repo: bestRec.Repo}, best)
 	if err != nil {
 		p.m.Deltas.Fills.WithLabelValues(metrics.DeltaFailed).Inc()
 		log.LogAttrs(ctx, slog.LevelWarn, "cannot rebuild the layer from its delta; fetching it in full", slog.Any("err", err))
@@ -182,7 +193,7 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 	}
 	// The fill's own ingest (a partial with no bytes) gives way.
 	f.ing.Cancel()
-	f.ing, f.part, f.etag = ing, nil, ""
+	f.ing, f.part, f.etag, f.confirmed = ing, nil, "", true
 	f.setSize(best.Target.Size)
 	f.advance(best.Target.Size)
 	p.m.Deltas.Fills.WithLabelValues(metrics.DeltaApplied).Inc()
@@ -227,6 +238,36 @@ func (p *Proxy) applyDelta(ctx context.Context, t Target, l layerdelta.Layer) (_
 	return ing, nil
 }
 
+// noDeltasKey marks the context of a fetch that must not use deltas (the
+// fill of a delta blob, and the fills it starts).
+type noDeltasKey struct{}
+
+func withoutDeltas(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noDeltasKey{}, true)
+}
+
+// confirmed reports whether f's repository is known to hold f's blob: it
+// was linked before, or the upstream says so now. A fill that does not
+// start with its own upstream request for the blob (a delta published for
+// another repository, a complete partial download left by a fill of
+// another) asks this before its bytes reach anyone: see ensureLinked.
+func (p *Proxy) confirmed(ctx context.Context, f *fill, log *slog.Logger) bool {
+	err := p.confirm(ctx, f)
+	if err != nil {
+		log.LogAttrs(ctx, slog.LevelDebug, "the upstream does not confirm the repository holds the blob", slog.Any("err", err))
+	}
+	return err == nil
+}
+
+func (p *Proxy) confirm(ctx context.Context, f *fill) error {
+	if ok, err := p.linked(ctx, f.target, f.d); err != nil || ok {
+		return err
+	}
+	_, err := f.target.Remote.Client.StatBlob(ctx, f.target.Repo.Name, f.d)
+	p.countUpstream(f.target, "stat", err)
+	return err
+}
+
 // deltaNegotiator is an upstream that can be asked for deltas;
 // *upstream.Client implements it.
 type deltaNegotiator interface {
@@ -260,6 +301,10 @@ func (p *Proxy) negotiateDelta(ctx context.Context, f *fill, log *slog.Logger) (
 	if err == nil && l.Target.Digest != f.d {
 		err = fmt.Errorf("delta for %s offered for %s: %w", l.Target.Digest, f.d, errdef.ErrInvalid)
 	}
+	if size, _ := p.layerHints.get(f.d); err == nil && l.Target.Size != size {
+		// The manifest's size bounds what the rebuild may write.
+		err = fmt.Errorf("delta for %s of %d bytes offered for a layer of %d: %w", f.d, l.Target.Size, size, errdef.ErrInvalid)
+	}
 	if err == nil {
 		err = l.Usable(p.holds(ctx))
 	}
@@ -289,7 +334,7 @@ func (p *Proxy) mayNegotiate(f *fill) (deltaNegotiator, bool) {
 // mayUseDelta reports whether fillFromDelta may find a delta for f: one
 // is published, or the upstream may negotiate one.
 func (p *Proxy) mayUseDelta(ctx context.Context, f *fill) bool {
-	if !p.opts.Deltas {
+	if !p.opts.Deltas || ctx.Value(noDeltasKey{}) != nil {
 		return false
 	}
 	if recs, err := p.db.Deltas(ctx, f.d); err != nil || len(recs) > 0 {

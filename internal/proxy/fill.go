@@ -38,6 +38,10 @@ type fill struct {
 	ing  blobstore.Ingest
 	part blobstore.Partial // ing, when the store can resume it; else nil
 	etag string            // the upstream's strong validator, for If-Range
+	// confirmed is set when the fill's repository is known to hold the
+	// blob without the fill's own request for it (a delta of the blob
+	// published for that repository, or offered by the tier above).
+	confirmed bool
 
 	mu      sync.Mutex
 	size    int64 // total size, -1 until known or if the upstream did not say
@@ -203,7 +207,7 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 			// fetching the blob again. Close waits for it as for any fill.
 			cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.FillTimeout)
 			if err = f.ing.Commit(cctx, f.finalSize()); err == nil {
-				p.m.StoreBytes.Add(float64(f.finalSize()))
+				p.m.StoreBytes.Add(float64(f.keptBytes()))
 				err = p.db.Link(cctx, f.target.Repo, f.d)
 			}
 			ccancel()
@@ -301,7 +305,16 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 	answered := false
 	for attempt := 0; ; attempt++ {
 		if size := f.finalSize(); size >= 0 && f.keptBytes() == size {
-			return nil // every byte is on disk already; Verify decides
+			// Every byte is on disk already; Verify decides. Unless the
+			// upstream answered this fill, it has not said yet that the
+			// fill's repository holds the blob (the partial may be another
+			// repository's fill's): ask.
+			if !answered && !f.confirmed {
+				if err := p.confirm(ctx, f); err != nil {
+					return err
+				}
+			}
+			return nil
 		}
 		if kept := f.keptBytes(); kept > 0 {
 			cause := "link"
@@ -367,6 +380,13 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 		p.countUpstream(t, "blob", err)
 	}
 	if errors.Is(err, errdef.ErrRangeNotSatisfiable) {
+		if f.finalSize() < 0 && offset > 0 && f.ing.Verify(offset) == nil {
+			// A blob of unknown size (the upstream sent no length), all of
+			// which is on disk already: the upstream has no byte after it.
+			*answered = true
+			f.setSize(offset)
+			return nil
+		}
 		// More bytes on disk than the upstream's blob has: they are wrong.
 		return fmt.Errorf("blob %s: upstream has no byte %d: %w", f.d, offset, errdef.ErrSizeMismatch)
 	}
@@ -384,7 +404,11 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 		if resp.ETag != "" {
 			f.etag = resp.ETag
 		}
-		f.setSize(resp.Size)
+		size := resp.Size
+		if size < 0 {
+			size = f.finalSize() // known from the partial's checkpoint, or still -1
+		}
+		f.setSize(size)
 		*answered = true
 	}
 
