@@ -180,6 +180,9 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 		if _, err := res.Content.Seek(start, io.SeekStart); err != nil {
 			return err
 		}
+		if fr, ok := res.Content.(interface{ EndRangeAt(int64) }); ok {
+			fr.EndRangeAt(start + length - 1) // a blob being filled
+		}
 		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, res.Size))
 		h.Set("Content-Length", strconv.FormatInt(length, 10))
 		w.WriteHeader(http.StatusPartialContent)

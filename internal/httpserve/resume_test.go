@@ -207,8 +207,10 @@ func TestRestartResumesPartial(t *testing.T) {
 	}
 }
 
-// A Range request for a blob being filled is answered (206) as soon as the
-// requested bytes are on disk, while the upstream is still sending.
+// A Range request for a blob being filled gets its bytes (206) as soon as
+// they are on disk, while the upstream is still sending, but the last byte
+// of the range, like the last byte of the blob, only once the whole blob
+// is verified: a range never ends cleanly on bytes that may prove wrong.
 func TestRangeOnFillingBlob(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t)
@@ -229,13 +231,29 @@ func TestRangeOnFillingBlob(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A range within the first half: answered while the upstream is held.
-	resp, body := m.get(http.MethodGet, path, "Range", "bytes=1000-50999")
-	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, layer[1000:51000]) {
-		t.Fatalf("range on a filling blob: %d, equal=%v", resp.StatusCode, bytes.Equal(body, layer[1000:51000]))
+	// A range within the first half: all but its last byte while the
+	// upstream is held, the last byte after it goes on.
+	resp, err := http.DefaultClient.Do(rangeRequest(t, m.srv.URL+path, "bytes=1000-50999"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if cr := resp.Header.Get("Content-Range"); cr != "bytes 1000-50999/200000" {
-		t.Errorf("Content-Range = %q", cr)
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || resp.Header.Get("Content-Range") != "bytes 1000-50999/200000" {
+		t.Fatalf("range on a filling blob: %d, Content-Range %q", resp.StatusCode, resp.Header.Get("Content-Range"))
+	}
+	head := make([]byte, 49_999)
+	if _, err := io.ReadFull(resp.Body, head); err != nil || !bytes.Equal(head, layer[1000:50999]) {
+		t.Fatalf("the range's first bytes while the upstream is held: %v, equal=%v", err, bytes.Equal(head, layer[1000:50999]))
+	}
+	last := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(resp.Body)
+		last <- b
+	}()
+	select {
+	case b := <-last:
+		t.Fatalf("the range ended (%d more bytes) before the blob was verified", len(b))
+	case <-time.After(100 * time.Millisecond):
 	}
 	// A range in the second half arrives once the upstream goes on.
 	done := make(chan []byte)
@@ -244,12 +262,47 @@ func TestRangeOnFillingBlob(t *testing.T) {
 		done <- b
 	}()
 	close(release)
+	if b := <-last; !bytes.Equal(b, layer[50999:51000]) {
+		t.Errorf("the range's last byte after the upstream went on: %q", b)
+	}
 	if b := <-done; !bytes.Equal(b, layer[150000:]) {
 		t.Errorf("range in the second half: %d bytes, equal=%v", len(b), bytes.Equal(b, layer[150000:]))
 	}
 	if n := m.fake.Count(http.MethodGet, path); n != 1 {
 		t.Errorf("upstream GETs = %d, want 1", n)
 	}
+}
+
+// A client reading a range of a blob whose fill fails its digest check
+// sees its transfer fail, not a clean 206 of the wrong bytes.
+func TestRangeOfAFillThatFailsVerification(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 2_000_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	path := blobPath("app", layers[0].Digest)
+	bad := bytes.Clone(layer)
+	bad[50] ^= 0xff
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Body(bad, len(bad), false)))
+	resp, body, err := m.do(http.MethodGet, path, "Range", "bytes=0-99")
+	if err == nil && resp.StatusCode == http.StatusPartialContent && len(body) == 100 {
+		t.Fatalf("a range of a blob that fails its digest ended cleanly (%d bytes)", len(body))
+	}
+	m.waitFills()
+	if _, err := m.store.Stat(context.Background(), layers[0].Digest); err == nil {
+		t.Error("the wrong blob was stored")
+	}
+}
+
+// rangeRequest is a GET of url with a Range header.
+func rangeRequest(t *testing.T, url, spec string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Range", spec)
+	return req
 }
 
 // fullDisk is a store whose partial downloads fail with ENOSPC once they

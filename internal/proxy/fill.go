@@ -584,7 +584,7 @@ func (f *fill) newReader(ctx context.Context, stall time.Duration, onStall func(
 	if err != nil {
 		return nil, err
 	}
-	return &fillReader{f: f, ctx: ctx, file: file, size: size, stall: stall, onStall: onStall}, nil
+	return &fillReader{f: f, ctx: ctx, file: file, size: size, last: -1, stall: stall, onStall: onStall}, nil
 }
 
 // fillReader reads a blob while it is being filled. Reads wait for bytes to
@@ -596,6 +596,7 @@ type fillReader struct {
 	ctx     context.Context
 	file    io.ReadSeekCloser
 	size    int64
+	last    int64 // the last byte of the range being read, or -1 (see EndRangeAt)
 	off     int64
 	stall   time.Duration
 	onStall func()
@@ -620,6 +621,9 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			end := written - 1
 			if r.size >= 0 {
 				end = min(written, r.size-1)
+			}
+			if r.last >= 0 {
+				end = min(end, r.last) // the same for the last byte of a range
 			}
 			avail = end - r.off
 		}
@@ -654,6 +658,12 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		}
 	}
 }
+
+// EndRangeAt says the reader serves a range whose last byte is at offset
+// end: that byte, like the blob's own last byte, is held back until the
+// whole blob is verified, so that a client never sees a clean end of a
+// range of a blob that then fails its digest check.
+func (r *fillReader) EndRangeAt(end int64) { r.last = end }
 
 // Seek supports http.ServeContent: it needs the size (io.SeekEnd) and the
 // start of a range. Reads past the written bytes wait, so seeking ahead
