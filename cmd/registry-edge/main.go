@@ -93,16 +93,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	// --config as serve takes it, too.
+	cfgPath := fs.String("config", "", "the config `file` to check (or give it as the argument)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: registry-edge check-config FILE\n\nValidates a config file as serve would load it (secret files are not read); prints \"FILE: ok\" or every error with its field path.")
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if fs.NArg() != 1 {
+	path := *cfgPath
+	switch {
+	case path == "" && fs.NArg() == 1:
+		path = fs.Arg(0)
+	case path == "" || fs.NArg() != 0:
 		return fmt.Errorf("%w: check-config takes exactly one FILE", errUsage)
 	}
-	if _, err := config.LoadFile(fs.Arg(0)); err != nil {
+	if _, err := config.LoadFile(path); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok\n", fs.Arg(0))
+	fmt.Fprintf(stdout, "%s: ok\n", path)
 	return nil
 }
 

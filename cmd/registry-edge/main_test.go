@@ -62,6 +62,16 @@ func TestCheckConfig(t *testing.T) {
 	if code, _, errOut = runCmd(t, "check-config", "/does/not/exist.yaml"); code != 1 || !strings.Contains(errOut, "/does/not/exist.yaml") {
 		t.Errorf("check-config missing file = %d %q", code, errOut)
 	}
+	// --config as serve takes it; -h explains the command.
+	if code, out, errOut = runCmd(t, "check-config", "--config", "../../config/registry-edge.example.yaml"); code != 0 || !strings.Contains(out, ": ok") {
+		t.Errorf("check-config --config example = %d %q %q", code, out, errOut)
+	}
+	if code, _, errOut = runCmd(t, "check-config", "--config", "a.yaml", "b.yaml"); code != 2 {
+		t.Errorf("check-config with --config and FILE = %d %q, want 2", code, errOut)
+	}
+	if code, _, errOut = runCmd(t, "check-config", "-h"); code != 0 || !strings.Contains(errOut, "usage: registry-edge check-config FILE") {
+		t.Errorf("check-config -h = %d %q", code, errOut)
+	}
 }
 
 // -h (or --help) without a command lists every command and serve's flags,
