@@ -335,3 +335,24 @@ func TestCrossRepositoryBlobNeedsUpstreamConfirmation(t *testing.T) {
 		t.Errorf("fill failures = %v, want 0", got)
 	}
 }
+
+// Served bytes count content, not error envelopes: the status page's
+// "uplink saved" is served minus fetched.
+func TestServedBytesCountContentOnly(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 5000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	if resp, body := m.get(http.MethodGet, blobPath("app", digest.FromString("absent"))); resp.StatusCode != http.StatusNotFound || len(body) == 0 {
+		t.Fatalf("GET an absent blob: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_served_bytes_total", "endpoint", "blob"); got != 0 {
+		t.Errorf("served bytes after a 404 = %v, want 0", got)
+	}
+	if resp, _ := m.get(http.MethodGet, blobPath("app", layers[0].Digest)); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET the layer: %d", resp.StatusCode)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_served_bytes_total", "endpoint", "blob"); got != float64(len(layer)) {
+		t.Errorf("served bytes after the layer = %v, want %d", got, len(layer))
+	}
+}

@@ -227,7 +227,11 @@ func (s *Server) finish(r *http.Request, rec *recorder, acc *accessEntry, start 
 	kind := acc.route.Kind.String()
 	s.m.Requests.WithLabelValues(kind, r.Method, strconv.Itoa(status)).Inc()
 	s.m.RequestDuration.WithLabelValues(kind).Observe(d.Seconds())
-	s.m.BytesServed.WithLabelValues(kind).Add(float64(rec.written))
+	if status < 400 {
+		// Content, not error envelopes: the status page counts what the
+		// mirror saved the uplink from this.
+		s.m.BytesServed.WithLabelValues(kind).Add(float64(rec.written))
+	}
 	if acc.cache != "" {
 		s.m.Cache.WithLabelValues(kind, acc.cache).Inc()
 	}

@@ -17,7 +17,8 @@ type Metrics struct {
 	Requests *prometheus.CounterVec
 	// Cache counts cache outcomes by endpoint kind and result (hit, miss, fill, stale).
 	Cache *prometheus.CounterVec
-	// BytesServed counts body bytes sent to clients, by endpoint kind.
+	// BytesServed counts body bytes of successful responses sent to
+	// clients, by endpoint kind.
 	BytesServed *prometheus.CounterVec
 	// UpstreamBytes counts blob bytes received from each upstream.
 	UpstreamBytes *prometheus.CounterVec
@@ -82,7 +83,7 @@ func New() *Metrics {
 			Name: "registry_edge_cache_requests_total", Help: "Cache outcomes by endpoint and result (hit, miss, fill, stale).",
 		}, []string{"endpoint", "result"}),
 		BytesServed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "registry_edge_served_bytes_total", Help: "Response body bytes sent to clients, by endpoint.",
+			Name: "registry_edge_served_bytes_total", Help: "Body bytes of successful responses (status below 400) sent to clients, by endpoint.",
 		}, []string{"endpoint"}),
 		UpstreamBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "registry_edge_upstream_fetched_bytes_total", Help: "Blob and manifest bytes received from each upstream registry.",
