@@ -294,6 +294,23 @@ func TestRangeOfAFillThatFailsVerification(t *testing.T) {
 	}
 }
 
+// leavePartial leaves a partial download of blob b holding every byte, with
+// size as its checkpoint recorded it (-1: never said), as a fill killed
+// after its last write does.
+func leavePartial(t *testing.T, m *mirror, b []byte, size int64) {
+	t.Helper()
+	part, err := m.store.Resume(context.Background(), digest.FromBytes(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := part.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := part.Suspend(blobstore.PartialMeta{Size: size}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // rangeRequest is a GET of url with a Range header.
 func rangeRequest(t *testing.T, url, spec string) *http.Request {
 	t.Helper()
@@ -485,14 +502,7 @@ func TestCompletePartialOfAnotherRepositoryIsConfirmed(t *testing.T) {
 	_, layers := m.fake.Image("app", "v1", layer)
 	d := layers[0].Digest
 	m.fake.Image("other", "v1", fakeupstream.Random(t, 1000))
-	part, err := m.store.Resume(context.Background(), d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	part.Write(layer)
-	if err := part.Suspend(blobstore.PartialMeta{Size: int64(len(layer))}); err != nil {
-		t.Fatal(err)
-	}
+	leavePartial(t, m, layer, int64(len(layer)))
 	resp, body, err := m.do(http.MethodGet, blobPath("other", d))
 	if err != nil || resp.StatusCode != http.StatusNotFound || bytes.Contains(body, layer[:64]) {
 		t.Fatalf("GET through a repository without the blob: %v, %v, %d bytes; want 404", err, resp, len(body))
@@ -516,14 +526,7 @@ func TestCompletePartialOfUnknownSizeIsKept(t *testing.T) {
 	layer := fakeupstream.Random(t, 300_000)
 	_, layers := m.fake.Image("app", "v1", layer)
 	d := layers[0].Digest
-	part, err := m.store.Resume(context.Background(), d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	part.Write(layer)
-	if err := part.Suspend(blobstore.PartialMeta{Size: -1}); err != nil {
-		t.Fatal(err)
-	}
+	leavePartial(t, m, layer, -1)
 	resp, body, err := m.do(http.MethodGet, blobPath("app", d))
 	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
 		t.Fatalf("GET: %v, %v, %d bytes, equal %v", err, resp, len(body), bytes.Equal(body, layer))
