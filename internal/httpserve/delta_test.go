@@ -14,6 +14,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/layerdelta"
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 	"github.com/registry-edge/registry-edge/internal/testutil/layergen"
 )
 
@@ -343,6 +344,27 @@ func TestDeltaOfAnotherRepositoryNeedsTheUpstreamsWord(t *testing.T) {
 	m.waitFills()
 	if n := m.fake.Count(http.MethodGet, blobPath("shared", s.newLayer.Digest)); n != 0 {
 		t.Errorf("the layer was fetched in full %d times; want it rebuilt from the delta", n)
+	}
+}
+
+// A delta whose download keeps stalling gets half of the fill's time, and
+// the layer is then fetched in full within the other half: the client
+// gets it, instead of an error when the whole deadline has gone to the
+// delta.
+func TestStallingDeltaLeavesTimeForTheFullLayer(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, withDeltas, func(o *proxy.Options) { o.FillTimeout = 6 * time.Second })
+	s := publishDelta(t, m, nil)
+	pullImage(t, m, "v1", s.old)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, s.l.Delta.Digest.String(), fakeupstream.Stall(s.delta, 10, release)))
+	pullImage(t, m, "v2", s.nw)
+	if n := m.fake.Count(http.MethodGet, blobPath("app", s.newLayer.Digest)); n != 1 {
+		t.Errorf("the layer was fetched in full %d times, want 1 (after the delta gave up)", n)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "failed"); got != 1 {
+		t.Errorf("failed deltas = %v, want 1", got)
 	}
 }
 

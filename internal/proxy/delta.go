@@ -183,9 +183,17 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 	}
 	log = log.With(slog.String("delta", best.Delta.Digest.String()))
 	start := time.Now()
-	// The delta blob is fetched as it is, never itself rebuilt from a
-	// delta: two deltas that name each other would wait for each other.
-	ing, err := p.applyDelta(withoutDeltas(ctx), Target{Remote: f.target.Remote, Repo: bestRec.Repo}, best)
+	// The attempt gets half the time the fill has left, so that a delta
+	// fetch that keeps stalling on a bad link leaves the full fetch time
+	// to run. The delta blob is fetched as it is, never itself rebuilt
+	// from a delta: two deltas that name each other would wait for each
+	// other.
+	dctx, cancel := ctx, context.CancelFunc(func() {})
+	if deadline, ok := ctx.Deadline(); ok {
+		dctx, cancel = context.WithTimeout(ctx, time.Until(deadline)/2)
+	}
+	defer cancel()
+	ing, err := p.applyDelta(withoutDeltas(dctx), Target{Remote: f.target.Remote, Repo: bestRec.Repo}, best)
 	if err != nil {
 		p.m.Deltas.Fills.WithLabelValues(metrics.DeltaFailed).Inc()
 		log.LogAttrs(ctx, slog.LevelWarn, "cannot rebuild the layer from its delta; fetching it in full", slog.Any("err", err))
