@@ -139,9 +139,9 @@ type Client struct {
 	RejectedUser string
 }
 
-// identify authenticates r. Wrong credentials are an error, returned with
-// the user name they were for; Check decides what it means.
-func (p *Policy) identify(r *http.Request) (principal, string, error) {
+// identify authenticates r. Wrong credentials are an error (and the
+// principal's rejected user); Check decides what it means.
+func (p *Policy) identify(r *http.Request) (principal, error) {
 	var pr principal
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
 		pr.cert = r.TLS.VerifiedChains[0][0].Subject.CommonName
@@ -150,13 +150,14 @@ func (p *Policy) identify(r *http.Request) (principal, string, error) {
 	if !ok || user == "" && pass == "" {
 		// containers/image (podman, skopeo, buildah) answers a Basic
 		// challenge without credentials with an empty pair ("Og==").
-		return pr, "", nil
+		return pr, nil
 	}
 	if !p.checkPassword(user, pass) {
-		return pr, user, fmt.Errorf("invalid username or password: %w", errdef.ErrUnauthorized)
+		pr.rejected = user
+		return pr, fmt.Errorf("invalid username or password: %w", errdef.ErrUnauthorized)
 	}
 	pr.user = user
-	return pr, "", nil
+	return pr, nil
 }
 
 // checkPassword verifies a password with bcrypt once, then against a
@@ -224,8 +225,7 @@ func (p *Policy) check(r *http.Request, repo string, names func() []string) (pri
 	if repo != "" && names != nil && len(p.o.Rules) > 0 {
 		all = names()
 	}
-	pr, tried, credErr := p.identify(r)
-	pr.rejected = tried
+	pr, credErr := p.identify(r)
 	if credErr != nil {
 		// Wrong credentials buy nothing, but they do not cost a device
 		// what any anonymous one may read, nor what its verified client

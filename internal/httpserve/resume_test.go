@@ -294,16 +294,16 @@ func TestRangeOfAFillThatFailsVerification(t *testing.T) {
 	}
 }
 
-// leavePartial leaves a partial download of blob b holding every byte, with
-// size as its checkpoint recorded it (-1: never said), as a fill killed
-// after its last write does.
-func leavePartial(t *testing.T, m *mirror, b []byte, size int64) {
+// leavePartial leaves a partial download of blob d holding written (its
+// first bytes), with size as its checkpoint recorded it (-1: never said),
+// as a fill killed after its last write does.
+func leavePartial(t *testing.T, m *mirror, d digest.Digest, written []byte, size int64) {
 	t.Helper()
-	part, err := m.store.Resume(context.Background(), digest.FromBytes(b))
+	part, err := m.store.Resume(context.Background(), d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := part.Write(b); err != nil {
+	if _, err := part.Write(written); err != nil {
 		t.Fatal(err)
 	}
 	if err := part.Suspend(blobstore.PartialMeta{Size: size}); err != nil {
@@ -471,16 +471,7 @@ func TestPartialFoundAfterAskingIsResumed(t *testing.T) {
 	d := m.fake.AddBlob(layer).Digest
 	m.fake.LinkBlob("app", d)
 	path := blobPath("app", d)
-	part, err := m.store.Resume(context.Background(), d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := part.Write(layer[:120_000]); err != nil {
-		t.Fatal(err)
-	}
-	if err := part.Suspend(blobstore.PartialMeta{Size: int64(len(layer))}); err != nil {
-		t.Fatal(err)
-	}
+	leavePartial(t, m, d, layer[:120_000], int64(len(layer)))
 	resp, b, err := m.do(http.MethodGet, path)
 	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(b, layer) {
 		t.Fatalf("GET: %v, %d bytes, equal=%v", err, len(b), bytes.Equal(b, layer))
@@ -502,7 +493,7 @@ func TestCompletePartialOfAnotherRepositoryIsConfirmed(t *testing.T) {
 	_, layers := m.fake.Image("app", "v1", layer)
 	d := layers[0].Digest
 	m.fake.Image("other", "v1", fakeupstream.Random(t, 1000))
-	leavePartial(t, m, layer, int64(len(layer)))
+	leavePartial(t, m, d, layer, int64(len(layer)))
 	resp, body, err := m.do(http.MethodGet, blobPath("other", d))
 	if err != nil || resp.StatusCode != http.StatusNotFound || bytes.Contains(body, layer[:64]) {
 		t.Fatalf("GET through a repository without the blob: %v, %v, %d bytes; want 404", err, resp, len(body))
@@ -526,7 +517,7 @@ func TestCompletePartialOfUnknownSizeIsKept(t *testing.T) {
 	layer := fakeupstream.Random(t, 300_000)
 	_, layers := m.fake.Image("app", "v1", layer)
 	d := layers[0].Digest
-	leavePartial(t, m, layer, -1)
+	leavePartial(t, m, d, layer, -1)
 	resp, body, err := m.do(http.MethodGet, blobPath("app", d))
 	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
 		t.Fatalf("GET: %v, %v, %d bytes, equal %v", err, resp, len(body), bytes.Equal(body, layer))

@@ -167,12 +167,7 @@ func (p *Proxy) ensureLinked(ctx context.Context, t Target, d digest.Digest) err
 	if err != nil || ok {
 		return err
 	}
-	_, err = t.Remote.Client.StatBlob(ctx, t.Repo.Name, d)
-	p.countUpstream(t, "stat", err)
-	if err != nil {
-		if errors.Is(err, errdef.ErrNotFound) {
-			return fmt.Errorf("blob %s in %s: %w", d, t.Repo, errdef.ErrNotFound)
-		}
+	if err := p.upstreamHolds(ctx, t, d); err != nil {
 		return err
 	}
 	if err := p.db.Link(ctx, t.Repo, d); err != nil {
@@ -180,6 +175,17 @@ func (p *Proxy) ensureLinked(ctx context.Context, t Target, d digest.Digest) err
 	}
 	p.links.add(t.Repo.String() + "@" + string(d))
 	return nil
+}
+
+// upstreamHolds asks t's upstream whether t's repository holds blob d (a
+// HEAD); it returns nil if it does.
+func (p *Proxy) upstreamHolds(ctx context.Context, t Target, d digest.Digest) error {
+	_, err := t.Remote.Client.StatBlob(ctx, t.Repo.Name, d)
+	p.countUpstream(t, "stat", err)
+	if errors.Is(err, errdef.ErrNotFound) {
+		return fmt.Errorf("blob %s in %s: %w", d, t.Repo, errdef.ErrNotFound)
+	}
+	return err
 }
 
 // linked reports whether t's repository is known to hold d.

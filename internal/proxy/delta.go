@@ -271,9 +271,7 @@ func (p *Proxy) confirm(ctx context.Context, f *fill) error {
 	if ok, err := p.linked(ctx, f.target, f.d); err != nil || ok {
 		return err
 	}
-	_, err := f.target.Remote.Client.StatBlob(ctx, f.target.Repo.Name, f.d)
-	p.countUpstream(f.target, "stat", err)
-	return err
+	return p.upstreamHolds(ctx, f.target, f.d)
 }
 
 // deltaNegotiator is an upstream that can be asked for deltas;
