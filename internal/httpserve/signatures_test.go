@@ -209,6 +209,104 @@ func TestRebuiltLayersTrustedThroughVerifiedManifest(t *testing.T) {
 	}
 }
 
+// artifact pushes to the fake upstream an artifact manifest of app (tag
+// ref) with one layer of mediaType whose digest is d (the blob is added
+// when body is not nil), and subject, if not nil.
+func artifact(t *testing.T, m *mirror, ref, mediaType string, d digest.Digest, body []byte, subject *ocispec.Descriptor) ocispec.Descriptor {
+	t.Helper()
+	layer := ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: 1}
+	if body != nil {
+		layer = m.fake.AddBlob(body)
+		layer.MediaType = mediaType
+		m.fake.LinkBlob("app", layer.Digest)
+	}
+	cfg := m.fake.AddBlob([]byte("{}"))
+	m.fake.LinkBlob("app", cfg.Digest)
+	cfg.MediaType = ocispec.MediaTypeEmptyJSON
+	man := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{layer}, Subject: subject}
+	man.SchemaVersion = 2
+	b, err := json.Marshal(man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc := m.fake.AddManifest("app", ref, ocispec.MediaTypeImageManifest, b)
+	if subject != nil {
+		desc.ArtifactType = mediaType
+		m.fake.AddReferrer("app", subject.Digest, desc)
+	}
+	return desc
+}
+
+// Evidence can vouch for no manifest: an artifact of a signature's media
+// type, attached to a signed image and listing an unsigned manifest's
+// digest as its layer, leaves that manifest refused, whether the digest
+// was asked for as a blob first or not, and the artifact's blobs are
+// served as blobs only.
+func TestEvidenceCannotVouchForAManifest(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	signed, _ := m.fake.Image("app", "signed", []byte("signed layer"))
+	sign(t, m, key, signed.Digest)
+	evil, _ := m.fake.Image("app", "evil", []byte("evil layer"))
+	pullImage(t, m, "signed", []byte("signed layer"))
+
+	art := artifact(t, m, "readme", sigpolicy.SimpleSigningMediaType, evil.Digest, nil, &signed)
+	resp, body := m.get(http.MethodGet, manifestPath("app", art.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET the artifact (evidence of a signed image): %d %s", resp.StatusCode, body)
+	}
+	// The unsigned manifest's bytes, asked for as a blob: evidence lists
+	// them, so they may be served as content, never as a manifest.
+	m.get(http.MethodGet, blobPath("app", evil.Digest))
+	for _, ref := range []string{"evil", evil.Digest.String()} {
+		resp, body := m.get(http.MethodGet, manifestPath("app", ref), "Accept", ocispec.MediaTypeImageManifest)
+		deniedMessage(t, resp, body)
+	}
+	resp, body = m.get(http.MethodGet, blobPath("app", digest.FromBytes([]byte("evil layer"))))
+	deniedMessage(t, resp, body)
+}
+
+// Under enforce, only evidence goes unsigned: a Helm chart, a WebAssembly
+// module or an artifact of unknown type is verified like an image; and
+// evidence about nothing trusted (no subject, or an unsigned one) is
+// served, but its blobs are not.
+func TestOnlyEvidenceIsServedUnsigned(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	for _, mt := range []string{"application/vnd.cncf.helm.chart.content.v1.tar+gzip", "application/vnd.wasm.content.layer.v1+wasm", "application/octet-stream"} {
+		body := []byte("content of " + mt)
+		art := artifact(t, m, "", mt, "", body, nil)
+		resp, got := m.get(http.MethodGet, manifestPath("app", art.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)
+		if msg := deniedMessage(t, resp, got); !strings.Contains(msg, "no_signature") {
+			t.Errorf("%s artifact: %q, want no_signature", mt, msg)
+		}
+		resp, got = m.get(http.MethodGet, blobPath("app", digest.FromBytes(body)))
+		deniedMessage(t, resp, got)
+	}
+
+	unsigned, _ := m.fake.Image("app", "unsigned", []byte("unsigned layer"))
+	payload := []byte(`{"critical":{}}`)
+	for _, subject := range []*ocispec.Descriptor{nil, &unsigned} {
+		art := artifact(t, m, "", sigpolicy.SimpleSigningMediaType, "", payload, subject)
+		resp, got := m.get(http.MethodGet, manifestPath("app", art.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("evidence (subject %v): %d %s, want 200", subject != nil, resp.StatusCode, got)
+		}
+		resp, got = m.get(http.MethodGet, blobPath("app", digest.FromBytes(payload)))
+		deniedMessage(t, resp, got)
+	}
+	// cosign's tag names the manifest its signature is about.
+	artifact(t, m, cosigntest.SignatureTag(unsigned.Digest), sigpolicy.SimpleSigningMediaType, "", payload, nil)
+	resp, got := m.get(http.MethodGet, manifestPath("app", cosigntest.SignatureTag(unsigned.Digest)), "Accept", ocispec.MediaTypeImageManifest)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("signature of an unsigned image: %d %s, want 200", resp.StatusCode, got)
+	}
+	resp, got = m.get(http.MethodGet, blobPath("app", digest.FromBytes(payload)))
+	deniedMessage(t, resp, got)
+}
+
 // Hostile and broken upstream content under enforce: a tag moved to an
 // unsigned digest, a signature made for another digest, a malformed or
 // oversize signature manifest are refused with a reason and no crash; a

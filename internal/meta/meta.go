@@ -61,6 +61,9 @@ func Open(path string) (*DB, error) {
 				return err
 			}
 		}
+		if tx.Bucket(bucketTrustedV1) != nil {
+			return tx.DeleteBucket(bucketTrustedV1)
+		}
 		return nil
 	})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
 )
@@ -99,5 +100,44 @@ func TestSecondOpenFailsClearly(t *testing.T) {
 	}
 	if _, err := Open(path); err == nil || !strings.Contains(err.Error(), "locked by another process") {
 		t.Fatalf("second Open of a database in use: error = %v, want a clear lock error", err)
+	}
+}
+
+// Trust recorded without its kind (before TrustKind) is dropped at Open: it
+// took a digest trusted as a blob for a trusted manifest too.
+func TestTrustWithoutKindIsDropped(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, path := openTest(t)
+	d := digest.FromString("unsigned manifest")
+	err := db.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketTrustedV1)
+		if err != nil {
+			return err
+		}
+		return b.Put(sigKey("fleet", "rev1", d), []byte(`{"via":"`+string(d)+`"}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, kind := range []TrustKind{TrustManifest, TrustBlob} {
+		if ok, err := db.Trusted(ctx, "fleet", "rev1", kind, d); err != nil || ok {
+			t.Errorf("Trusted(%s) = %v, %v; want false", kind, ok, err)
+		}
+	}
+	err = db.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketTrustedV1) != nil {
+			t.Error("the old trust bucket is still there")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

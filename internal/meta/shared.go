@@ -80,8 +80,8 @@ func sharedLinkKey(r Repo, d digest.Digest) string {
 	return "links/" + digestKey(d) + "/" + name(r.String())
 }
 
-func sharedTrustKey(rule, revision string, d digest.Digest) string {
-	return "trust/" + name(rule) + "/" + name(revision) + "/" + digestKey(d)
+func sharedTrustKey(rule, revision string, kind TrustKind, d digest.Digest) string {
+	return "trust/" + name(rule) + "/" + name(revision) + "/" + string(kind) + "/" + digestKey(d)
 }
 
 func sharedVerdictKey(rule, revision string, d digest.Digest) string {

@@ -51,7 +51,8 @@ func TestSharedRecordsReachOtherReplica(t *testing.T) {
 	if err := a.Link(ctx, r, layer); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Trust(ctx, "release", "rev1", man, []digest.Digest{man, layer}); err != nil {
+	child := digest.FromString("child manifest")
+	if err := a.Trust(ctx, "release", "rev1", man, []digest.Digest{child}, []digest.Digest{layer}); err != nil {
 		t.Fatal(err)
 	}
 	unsigned := digest.FromString("unsigned manifest")
@@ -83,11 +84,21 @@ func TestSharedRecordsReachOtherReplica(t *testing.T) {
 		if ok, err := b.Linked(ctx, other, d); err != nil || ok {
 			t.Errorf("B: %s linked to %s = %v, %v; want false (another repository)", d, other, ok, err)
 		}
-		if ok, err := b.Trusted(ctx, "release", "rev1", d); err != nil || !ok {
-			t.Errorf("B: %s trusted = %v, %v; want true", d, ok, err)
+	}
+	// Trust keeps its kind: a trusted blob is not a trusted manifest.
+	for _, c := range []struct {
+		d    digest.Digest
+		kind TrustKind
+		want bool
+	}{
+		{child, TrustManifest, true}, {child, TrustBlob, false},
+		{layer, TrustBlob, true}, {layer, TrustManifest, false},
+	} {
+		if ok, err := b.Trusted(ctx, "release", "rev1", c.kind, c.d); err != nil || ok != c.want {
+			t.Errorf("B: %s trusted as %s = %v, %v; want %v", c.d, c.kind, ok, err, c.want)
 		}
-		if ok, err := b.Trusted(ctx, "release", "rev2", d); err != nil || ok {
-			t.Errorf("B: %s trusted under another revision = %v, %v; want false", d, ok, err)
+		if ok, err := b.Trusted(ctx, "release", "rev2", c.kind, c.d); err != nil || ok {
+			t.Errorf("B: %s trusted as %s under another revision = %v, %v; want false", c.d, c.kind, ok, err)
 		}
 	}
 	if _, err := b.Manifest(ctx, layer); !IsNotFound(err) {
@@ -109,7 +120,7 @@ func TestSharedRecordsReachOtherReplica(t *testing.T) {
 	if ok, _ := b.Linked(ctx, r, layer); !ok {
 		t.Error("B lost its copy of the link")
 	}
-	if ok, _ := b.Trusted(ctx, "release", "rev1", layer); !ok {
+	if ok, _ := b.Trusted(ctx, "release", "rev1", TrustBlob, layer); !ok {
 		t.Error("B lost its copy of the trust record")
 	}
 	if v, _ := b.Verdict(ctx, "release", "rev1", man); !v.OK {

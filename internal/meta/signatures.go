@@ -15,10 +15,25 @@ import (
 var (
 	// bucketVerdicts: <rule> 0x00 <revision> 0x00 <manifest digest> -> Verdict
 	bucketVerdicts = []byte("sigverdicts")
-	// bucketTrusted: <rule> 0x00 <revision> 0x00 <digest> -> Trust: content
-	// a verified manifest covers (children of a verified index, blobs of a
-	// verified image).
-	bucketTrusted = []byte("sigtrusted")
+	// bucketTrusted: <rule> 0x00 <revision> 0x00 <kind> 0x00 <digest> ->
+	// Trust: content a verified manifest covers, as what it may be served
+	// (children of a verified index as manifests; config and layers of a
+	// verified image, and blobs of its evidence, as blobs).
+	bucketTrusted = []byte("sigtrust")
+	// bucketTrustedV1 held trust without its kind (before 2026-11-24): a
+	// digest trusted as a blob was taken for a trusted manifest too. It is
+	// dropped at Open; manifests verify again from their recorded verdicts.
+	bucketTrustedV1 = []byte("sigtrusted")
+)
+
+// TrustKind is what trusted content may be served as. A digest trusted as
+// a blob (a layer, or anything an evidence manifest lists) is not thereby
+// a trusted manifest.
+type TrustKind string
+
+const (
+	TrustManifest TrustKind = "manifest"
+	TrustBlob     TrustKind = "blob"
 )
 
 // Verdict is a recorded signature verdict for one manifest under one
@@ -39,6 +54,10 @@ type Trust struct {
 
 func sigKey(rule, revision string, d digest.Digest) []byte {
 	return []byte(rule + "\x00" + revision + "\x00" + string(d))
+}
+
+func trustKey(rule, revision string, kind TrustKind, d digest.Digest) []byte {
+	return []byte(rule + "\x00" + revision + "\x00" + string(kind) + "\x00" + string(d))
 }
 
 // Verdict returns the recorded verdict of manifest d under rule/revision.
@@ -70,18 +89,18 @@ func (m *DB) PutVerdict(ctx context.Context, rule, revision string, d digest.Dig
 	return m.putShared(ctx, sharedVerdictKey(rule, revision, d), v)
 }
 
-// Trusted reports whether content d is covered by a verified manifest
-// under rule/revision. With a shared store, trust another replica recorded
-// counts, and is kept locally.
-func (m *DB) Trusted(ctx context.Context, rule, revision string, d digest.Digest) (bool, error) {
+// Trusted reports whether content d is covered, as kind, by a verified
+// manifest under rule/revision. With a shared store, trust another replica
+// recorded counts, and is kept locally.
+func (m *DB) Trusted(ctx context.Context, rule, revision string, kind TrustKind, d digest.Digest) (bool, error) {
 	var t Trust
-	err := get(m.db, bucketTrusted, sigKey(rule, revision, d), &t)
+	err := get(m.db, bucketTrusted, trustKey(rule, revision, kind, d), &t)
 	if errors.Is(err, errdef.ErrNotFound) && m.shared != nil && d.Validate() == nil {
-		found, err := m.getShared(ctx, sharedTrustKey(rule, revision, d), &t)
+		found, err := m.getShared(ctx, sharedTrustKey(rule, revision, kind, d), &t)
 		if err != nil || !found {
 			return false, err
 		}
-		return true, m.trust(rule, revision, t.Via, []digest.Digest{d})
+		return true, m.trust(rule, revision, t.Via, kind, []digest.Digest{d})
 	}
 	if errors.Is(err, errdef.ErrNotFound) {
 		return false, nil
@@ -89,25 +108,36 @@ func (m *DB) Trusted(ctx context.Context, rule, revision string, d digest.Digest
 	return err == nil, err
 }
 
-// Trust records that the content ds is covered by verified manifest via,
-// under rule/revision, in one transaction (then in the shared store, if
-// any).
-func (m *DB) Trust(ctx context.Context, rule, revision string, via digest.Digest, ds []digest.Digest) error {
-	if err := m.trust(rule, revision, via, ds); err != nil || m.shared == nil {
-		return err
-	}
-	for _, d := range ds {
-		if d.Validate() != nil {
+// Trust records that verified manifest via covers manifests (the children
+// of an index) and blobs, under rule/revision, in one transaction each
+// (then in the shared store, if any).
+func (m *DB) Trust(ctx context.Context, rule, revision string, via digest.Digest, manifests, blobs []digest.Digest) error {
+	for _, k := range []struct {
+		kind TrustKind
+		ds   []digest.Digest
+	}{{TrustManifest, manifests}, {TrustBlob, blobs}} {
+		if len(k.ds) == 0 {
 			continue
 		}
-		if err := m.putShared(ctx, sharedTrustKey(rule, revision, d), Trust{Via: via}); err != nil {
+		if err := m.trust(rule, revision, via, k.kind, k.ds); err != nil {
 			return err
+		}
+		if m.shared == nil {
+			continue
+		}
+		for _, d := range k.ds {
+			if d.Validate() != nil {
+				continue
+			}
+			if err := m.putShared(ctx, sharedTrustKey(rule, revision, k.kind, d), Trust{Via: via}); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-func (m *DB) trust(rule, revision string, via digest.Digest, ds []digest.Digest) error {
+func (m *DB) trust(rule, revision string, via digest.Digest, kind TrustKind, ds []digest.Digest) error {
 	b, err := json.Marshal(Trust{Via: via})
 	if err != nil {
 		return err
@@ -115,7 +145,7 @@ func (m *DB) trust(rule, revision string, via digest.Digest, ds []digest.Digest)
 	return m.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketTrusted)
 		for _, d := range ds {
-			if err := bk.Put(sigKey(rule, revision, d), b); err != nil {
+			if err := bk.Put(trustKey(rule, revision, kind, d), b); err != nil {
 				return err
 			}
 		}

@@ -32,7 +32,7 @@ type ManifestResult struct {
 func (p *Proxy) Manifest(ctx context.Context, t Target, ref string) (ManifestResult, error) {
 	res, err := p.manifest(ctx, t, ref)
 	if err == nil {
-		err = p.checkManifest(ctx, t, res)
+		err = p.checkManifest(ctx, t, ref, res)
 	}
 	if err != nil {
 		return ManifestResult{}, err

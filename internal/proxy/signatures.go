@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/registry-edge/registry-edge/internal/delta"
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/ociapi"
@@ -27,15 +28,16 @@ import (
 // after the image).
 const negativeVerdictTTL = time.Minute
 
-// checkManifest applies the signature policy to a manifest about to be
-// served (ADR 0011). Under enforce, a runnable manifest (an image or an
-// index) without a valid signature is refused with 403 DENIED naming the
-// rule and the reason; under warn it is served, logged and counted. A
-// verified index covers its children; a verified image covers its config
-// and layers, which are then the only blobs of the repository served
-// under enforce. Artifacts that run nothing (signatures, attestations,
-// SBOMs, delta artifacts) are served without a signature of their own.
-func (p *Proxy) checkManifest(ctx context.Context, t Target, res ManifestResult) error {
+// checkManifest applies the signature policy to manifest ref of t about to
+// be served (ADR 0011). Under enforce, a runnable manifest without a valid
+// signature is refused with 403 DENIED naming the rule and the reason;
+// under warn it is served, logged and counted. A verified index covers its
+// children; a verified image covers its config and layers, which are then
+// the only blobs of the repository served under enforce. Evidence
+// (signatures, attestations, SBOMs, delta artifacts: see manifestContent)
+// is served without a signature of its own, and covers its blobs only when
+// it is about a manifest trusted under the rule.
+func (p *Proxy) checkManifest(ctx context.Context, t Target, ref string, res ManifestResult) error {
 	pol := p.opts.Policy
 	if pol == nil {
 		return nil
@@ -45,17 +47,26 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, res ManifestResult)
 		return nil
 	}
 	d := res.Descriptor.Digest
-	// The hot path: a manifest verified (or served as evidence) before
-	// under this rule revision costs a map lookup.
-	key := verifiedKey(m, d)
+	// The hot path: a manifest verified (or served as evidence of one)
+	// before under this rule revision costs a map lookup.
+	key := verifiedKey(m, meta.TrustManifest, d)
 	if _, ok := p.verified.Load(key); ok {
 		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
 		return nil
 	}
-	children, blobs, runnable := manifestContent(res.Body)
-	if !runnable {
-		// Evidence: trusted as content, not as code.
-		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, blobs); err != nil {
+	c := manifestContent(res.Body)
+	if c.evidence {
+		// Evidence runs nothing: it is served. What it lists is content,
+		// never a manifest, and only about something already trusted: an
+		// artifact anyone can push must not make its blobs servable.
+		about := c.subject
+		if about == "" {
+			about = cosignTagSubject(ref)
+		}
+		if about == "" || !p.trustedManifest(ctx, m, about) {
+			return nil
+		}
+		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, nil, c.blobs); err != nil {
 			return err
 		}
 		p.verified.Store(key, struct{}{})
@@ -78,7 +89,7 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, res ManifestResult)
 			fmt.Sprintf("signature rule %q (%s): cannot verify: %s", m.Rule, m.Mode, unverifiableReason(err)))
 	}
 	if v.OK {
-		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, append(children, blobs...)); err != nil {
+		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, c.children, c.blobs); err != nil {
 			return err
 		}
 		p.verified.Store(key, struct{}{})
@@ -96,6 +107,35 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, res ManifestResult)
 	return ociapi.NewError(http.StatusForbidden, ociapi.CodeDenied, v.Message)
 }
 
+// trustedManifest reports whether manifest d is trusted under m: served
+// under the rule revision before, verified, or covered by a verified index.
+// It verifies nothing itself.
+func (p *Proxy) trustedManifest(ctx context.Context, m sigpolicy.Match, d digest.Digest) bool {
+	if _, ok := p.verified.Load(verifiedKey(m, meta.TrustManifest, d)); ok {
+		return true
+	}
+	if v, err := p.db.Verdict(ctx, m.Rule, m.Revision, d); err == nil && v.OK {
+		return true
+	}
+	ok, err := p.db.Trusted(ctx, m.Rule, m.Revision, meta.TrustManifest, d)
+	return err == nil && ok
+}
+
+// cosignTagSubject returns the manifest digest that ref, one of cosign's
+// sha256-<hex>.sig, .att or .sbom tags, is about, or "".
+func cosignTagSubject(ref string) digest.Digest {
+	for _, suffix := range []string{".sig", ".att", ".sbom"} {
+		if s, ok := strings.CutSuffix(ref, suffix); ok {
+			if alg, hex, ok := strings.Cut(s, "-"); ok {
+				if d := digest.NewDigestFromEncoded(digest.Algorithm(alg), hex); d.Validate() == nil {
+					return d
+				}
+			}
+		}
+	}
+	return ""
+}
+
 // verdict returns the verdict of manifest d under m: recorded (a positive
 // one for as long as the rule's revision holds, a negative one for
 // negativeVerdictTTL), covered by a verified index, or verified now. When
@@ -107,7 +147,7 @@ func (p *Proxy) verdict(ctx context.Context, t Target, m sigpolicy.Match, d dige
 		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
 		return rec, nil
 	}
-	if ok, err := p.db.Trusted(ctx, m.Rule, m.Revision, d); err == nil && ok {
+	if ok, err := p.db.Trusted(ctx, m.Rule, m.Revision, meta.TrustManifest, d); err == nil && ok {
 		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
 		return meta.Verdict{OK: true, Reason: string(sigpolicy.ReasonVerified), Message: "covered by a verified index", At: p.now()}, nil
 	}
@@ -201,8 +241,7 @@ func (p *Proxy) storeEvidence(ctx context.Context, t Target, d digest.Digest) {
 			if err != nil {
 				continue
 			}
-			_, blobs, _ := manifestContent(res.Body)
-			for _, b := range blobs {
+			for _, b := range manifestContent(res.Body).blobs {
 				if size, _, err := p.statBlob(ctx, t, b); err != nil || size > maxEvidenceBlob {
 					continue
 				}
@@ -243,7 +282,7 @@ func (p *Proxy) trustDelta(ctx context.Context, t Target, target, dd digest.Dige
 	if m.Mode != sigpolicy.ModeEnforce {
 		return nil
 	}
-	return p.db.Trust(ctx, m.Rule, m.Revision, target, []digest.Digest{dd})
+	return p.db.Trust(ctx, m.Rule, m.Revision, target, nil, []digest.Digest{dd})
 }
 
 // checkBlob applies the signature policy to a blob a client asks for:
@@ -258,11 +297,11 @@ func (p *Proxy) checkBlob(ctx context.Context, t Target, d digest.Digest) error 
 	if m.Mode != sigpolicy.ModeEnforce {
 		return nil
 	}
-	key := verifiedKey(m, d)
+	key := verifiedKey(m, meta.TrustBlob, d)
 	if _, ok := p.verified.Load(key); ok {
 		return nil // the hot path: a blob served before under this rule revision
 	}
-	ok, err := p.db.Trusted(ctx, m.Rule, m.Revision, d)
+	ok, err := p.db.Trusted(ctx, m.Rule, m.Revision, meta.TrustBlob, d)
 	if err != nil {
 		return err
 	}
@@ -276,48 +315,76 @@ func (p *Proxy) checkBlob(ctx context.Context, t Target, d digest.Digest) error 
 	return nil
 }
 
-// verifiedKey is the key of Proxy.verified: content d trusted under m's
-// rule revision.
-func verifiedKey(m sigpolicy.Match, d digest.Digest) string {
-	return m.Rule + "\x00" + m.Revision + "\x00" + string(d)
+// verifiedKey is the key of Proxy.verified: content d trusted as kind
+// under m's rule revision.
+func verifiedKey(m sigpolicy.Match, kind meta.TrustKind, d digest.Digest) string {
+	return m.Rule + "\x00" + m.Revision + "\x00" + string(kind) + "\x00" + string(d)
 }
 
-// manifestContent returns what a manifest references, and whether it is
-// runnable: an index, or an image with a filesystem layer. Other manifests
-// (cosign signatures, attestations, SBOMs, delta artifacts) run nothing.
-func manifestContent(body []byte) (children, blobs []digest.Digest, runnable bool) {
+// content is what a manifest references, and what it is to the policy.
+type content struct {
+	children []digest.Digest // an index's manifests
+	blobs    []digest.Digest // config, layers and blobs
+	subject  digest.Digest   // the OCI 1.1 subject, if any
+	// evidence is set for a manifest whose every layer is a signature, an
+	// attestation, an SBOM or a delta (evidenceMediaType): it runs nothing.
+	// Everything else (images, indexes, Helm charts, WebAssembly, unknown
+	// artifacts) is verified: a runtime, a Helm or a Flux can run it.
+	evidence bool
+}
+
+// manifestContent reads body as a manifest or an index.
+func manifestContent(body []byte) content {
 	var m struct {
-		ArtifactType string               `json:"artifactType"`
-		Config       *ocispec.Descriptor  `json:"config"`
-		Layers       []ocispec.Descriptor `json:"layers"`
-		Manifests    []ocispec.Descriptor `json:"manifests"`
-		Blobs        []ocispec.Descriptor `json:"blobs"`
+		Config    *ocispec.Descriptor  `json:"config"`
+		Layers    []ocispec.Descriptor `json:"layers"`
+		Manifests []ocispec.Descriptor `json:"manifests"`
+		Blobs     []ocispec.Descriptor `json:"blobs"`
+		Subject   *ocispec.Descriptor  `json:"subject"`
 	}
+	var c content
 	if json.Unmarshal(body, &m) != nil {
-		return nil, nil, true // unreadable: treated as runnable, so verified
+		return c // unreadable: not evidence, so verified
 	}
-	for _, c := range m.Manifests {
-		children = append(children, c.Digest)
+	for _, d := range m.Manifests {
+		c.children = append(c.children, d.Digest)
 	}
 	if m.Config != nil {
-		blobs = append(blobs, m.Config.Digest)
+		c.blobs = append(c.blobs, m.Config.Digest)
 	}
+	if m.Subject != nil {
+		c.subject = m.Subject.Digest
+	}
+	c.evidence = m.Manifests == nil
 	for _, l := range append(m.Layers, m.Blobs...) {
-		blobs = append(blobs, l.Digest)
-		if isFilesystemLayer(l.MediaType) {
-			runnable = true
+		c.blobs = append(c.blobs, l.Digest)
+		if !evidenceMediaType(l.MediaType) {
+			c.evidence = false
 		}
 	}
-	if m.Manifests != nil && m.Config == nil {
-		runnable = true // an index
-	}
-	return children, blobs, runnable
+	return c
 }
 
-// isFilesystemLayer reports whether mt is a layer a runtime unpacks.
-func isFilesystemLayer(mt string) bool {
-	return strings.HasPrefix(mt, "application/vnd.oci.image.layer.") ||
-		strings.HasPrefix(mt, "application/vnd.docker.image.rootfs.")
+// evidenceMediaType reports whether mt is the media type of a layer of a
+// signature, an attestation, an SBOM or a delta: content no runtime, Helm
+// or Flux runs.
+func evidenceMediaType(mt string) bool {
+	mt, _, _ = strings.Cut(mt, ";") // application/vnd.dev.sigstore.bundle+json;version=0.2
+	switch strings.TrimSpace(mt) {
+	case sigpolicy.SimpleSigningMediaType, // cosign signatures
+		"application/vnd.dsse.envelope.v1+json",     // cosign attestations
+		"application/vnd.in-toto+json",              // in-toto statements
+		"application/vnd.dev.sigstore.bundle+json",  // sigstore bundles v0.1, v0.2
+		sigpolicy.BundleArtifactType,                // sigstore bundles v0.3
+		"application/jose+json", "application/cose", // notation signatures
+		"text/spdx", "text/spdx+json", "application/spdx+json", // SBOMs
+		"application/vnd.cyclonedx", "application/vnd.cyclonedx+json", "application/vnd.cyclonedx+xml",
+		"application/vnd.syft+json",
+		ocispec.MediaTypeEmptyJSON,
+		delta.MediaType:
+		return true
+	}
+	return false
 }
 
 // sigSource gives the policy the signatures of t's repository through the
