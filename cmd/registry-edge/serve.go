@@ -125,6 +125,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 		ClientStallTimeout:    cfg.Storage.ClientStallTimeout.D(),
 		OnDiskFull:            onDiskFull(cfg, func() { maint.RunOnce(context.Background()) }),
 		MaxManifestSize:       int64(cfg.Cache.MaxManifestSize),
+		StoreBudget:           func() int64 { return maint.CurrentOptions().MaxSize },
 		TagNotFound:           string(cfg.Cache.TagNotFound),
 		Deltas:                cfg.Deltas.Enabled,
 		DeltaDiscoveryTimeout: cfg.Deltas.DiscoveryTimeout.D(),

@@ -263,8 +263,8 @@ func (w *fsIngest) Commit(_ context.Context, size int64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := os.Rename(w.File.Name(), w.final); err != nil {
-		w.File.Close()
 		os.Remove(w.File.Name())
+		w.File.Close()
 		w.closed = true
 		return fmt.Errorf("blob %s: commit: %w", w.d, err)
 	}
@@ -281,8 +281,12 @@ func (w *fsIngest) Cancel() error {
 		return nil
 	}
 	w.closed = true
+	// Removed before it is closed: a partial's lock goes with the
+	// descriptor, and another process may lock the file as soon as it
+	// does (see lockPartial).
+	err := os.Remove(w.File.Name())
 	w.File.Close()
-	return os.Remove(w.File.Name())
+	return err
 }
 
 // syncDir makes a rename durable. Errors are ignored: some filesystems do

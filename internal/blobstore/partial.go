@@ -80,16 +80,9 @@ func (s *FS) Resume(_ context.Context, d digest.Digest) (Partial, error) {
 		return nil, err
 	}
 	name := s.partialPath(d)
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := lockPartial(d, name)
 	if err != nil {
-		return nil, fmt.Errorf("blob %s: open partial: %w", d, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("blob %s: %w", d, ErrPartialBusy)
-		}
-		return nil, fmt.Errorf("blob %s: lock partial: %w", d, err)
+		return nil, err
 	}
 	p := &fsPartial{fsIngest: fsIngest{StagingFile: &StagingFile{File: f}, d: d, final: final}, state: name + stateSuffix, meta: PartialMeta{Size: -1}}
 	if err := p.load(); err != nil {
@@ -97,6 +90,39 @@ func (s *FS) Resume(_ context.Context, d digest.Digest) (Partial, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// lockPartial opens (or creates) partial data file name and takes its
+// lock. The lock holder may have committed the file (renamed it into
+// blobs/) or discarded it between the open and the lock: the lock must be
+// on the file that is at name, or the writes would go into a committed
+// blob or a file nobody will find, so it tries again on a fresh open.
+func lockPartial(d digest.Digest, name string) (*os.File, error) {
+	for attempt := 0; ; attempt++ {
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("blob %s: open partial: %w", d, err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				return nil, fmt.Errorf("blob %s: %w", d, ErrPartialBusy)
+			}
+			return nil, fmt.Errorf("blob %s: lock partial: %w", d, err)
+		}
+		locked, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("blob %s: stat partial: %w", d, err)
+		}
+		if at, err := os.Stat(name); err == nil && os.SameFile(locked, at) {
+			return f, nil
+		}
+		f.Close()
+		if attempt == 3 {
+			return nil, fmt.Errorf("blob %s: %w", d, ErrPartialBusy)
+		}
+	}
 }
 
 // HasPartial implements Resumer: one stat of the partial's data file.
@@ -181,15 +207,21 @@ func (p *fsPartial) Checkpoint(meta PartialMeta) error {
 	return nil
 }
 
+// Suspend implements Partial. When the checkpoint cannot be written (a
+// full disk, most often), the partial is discarded instead: bytes kept
+// without a checkpoint would hold the space nothing else can free.
 func (p *fsPartial) Suspend(meta PartialMeta) error {
-	err := p.Checkpoint(meta)
+	if err := p.Checkpoint(meta); err != nil {
+		p.Cancel()
+		return err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.closed {
 		p.closed = true
 		p.File.Close() // releases the lock
 	}
-	return err
+	return nil
 }
 
 // Commit implements Ingest: the data moves to its final path and the
@@ -205,11 +237,21 @@ func (p *fsPartial) Commit(ctx context.Context, size int64) error {
 
 // Cancel implements Ingest: the partial is discarded.
 func (p *fsPartial) Cancel() error {
-	err := p.fsIngest.Cancel()
-	if rerr := os.Remove(p.state); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
-		err = rerr
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return nil // committed, suspended or cancelled: no longer this partial's to remove
 	}
-	return err
+	// The checkpoint goes first, while the lock is held.
+	rerr := os.Remove(p.state)
+	if errors.Is(rerr, os.ErrNotExist) {
+		rerr = nil
+	}
+	if err := p.fsIngest.Cancel(); err != nil {
+		return err
+	}
+	return rerr
 }
 
 // writeFileAtomic replaces path with b: temp file, fsync, rename.

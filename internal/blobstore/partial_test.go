@@ -86,6 +86,30 @@ func commitAndCheck(t *testing.T, s *FS, root string, p Partial, content []byte)
 	}
 }
 
+// A partial whose checkpoint cannot be written (a full disk) is not kept:
+// its bytes would hold space nothing frees.
+func TestSuspendWithoutCheckpointDiscards(t *testing.T) {
+	s, root := newPartialFS(t)
+	content := randomBytes(t, 10_000)
+	d := digest.FromBytes(content)
+	p := resume(t, s, d)
+	write(t, p, content[:5_000])
+	// A directory where the checkpoint goes: its rename fails.
+	state := s.partialPath(d) + stateSuffix
+	if err := os.Mkdir(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Suspend(PartialMeta{Size: int64(len(content))}); err == nil {
+		t.Fatal("Suspend without a checkpoint succeeded")
+	}
+	if s.HasPartial(d) {
+		t.Error("the partial's data is still there")
+	}
+	if left := partialFiles(t, root); len(left) != 0 {
+		t.Errorf("left in partial/: %v", left)
+	}
+}
+
 // A suspended partial resumes where it stopped, with its metadata.
 func TestPartialSuspendResume(t *testing.T) {
 	s, root := newPartialFS(t)

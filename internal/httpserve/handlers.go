@@ -133,7 +133,9 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 		}
 		acc.cache = cache
 		setBlobHeaders(h, rt)
-		h.Set("Content-Length", strconv.FormatInt(size, 10))
+		if size >= 0 { // an upstream that did not say: no length rather than a wrong one
+			h.Set("Content-Length", strconv.FormatInt(size, 10))
+		}
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}

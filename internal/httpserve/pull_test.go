@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 )
 
@@ -354,5 +356,49 @@ func TestServedBytesCountContentOnly(t *testing.T) {
 	}
 	if got := metricValue(t, m.metrics, "registry_edge_served_bytes_total", "endpoint", "blob"); got != float64(len(layer)) {
 		t.Errorf("served bytes after the layer = %v, want %d", got, len(layer))
+	}
+}
+
+// Stored content larger than cache.maxManifestSize is never served cut
+// short: a referrers list (accepted up to upstream.MaxReferrersSize) comes
+// back whole from the cache, and a tagged index whose child names a stored
+// layer does not put the layer's first bytes in the memory cache.
+func TestStoredContentIsNeverCutShort(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, withPrecompute, func(o *proxy.Options) { o.MaxManifestSize = 2 << 10 })
+	desc, _ := m.fake.Image("app", "v1", fakeupstream.Random(t, 100))
+	for i := range 30 {
+		m.fake.AddReferrer("app", desc.Digest, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest,
+			ArtifactType: "application/vnd.example.sig", Digest: desc.Digest, Size: 1000,
+			Annotations: map[string]string{"n": strconv.Itoa(i)}})
+	}
+	path := "/v2/app/referrers/" + desc.Digest.String()
+	_, first := m.get(http.MethodGet, path)
+	resp, second := m.get(http.MethodGet, path)
+	if len(first) <= 2<<10 || resp.StatusCode != http.StatusOK || !bytes.Equal(first, second) {
+		t.Errorf("referrers list: %d bytes, then %d (%d) from the cache", len(first), len(second), resp.StatusCode)
+	}
+
+	layer := fakeupstream.Random(t, 100_000)
+	_, layers := m.fake.Image("app", "v2", layer)
+	pullImage(t, m, "v2", layer)
+	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: []ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageManifest, Digest: layers[0].Digest, Size: int64(len(layer))}}}
+	idx.SchemaVersion = 2
+	b, err := json.Marshal(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.fake.AddManifest("app", "v0", ocispec.MediaTypeImageIndex, b)
+	m.get(http.MethodGet, manifestPath("app", "v0"))
+	// A lower tier asks for a delta once (precomputation starts), and a new
+	// tag makes the mirror look at the repository's images for bases.
+	m.do(http.MethodHead, blobPath("app", layers[0].Digest), "A-IM", "vnd.registry-edge.delta.v1", "If-None-Match", `"`+layers[0].Digest.String()+`"`)
+	m.fake.Image("app", "v3", fakeupstream.Random(t, 5000))
+	m.get(http.MethodGet, manifestPath("app", "v3"))
+	m.waitFills()
+	resp, got := m.get(http.MethodGet, blobPath("app", layers[0].Digest))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, layer) {
+		t.Errorf("stored layer: %d, %d bytes, want %d", resp.StatusCode, len(got), len(layer))
 	}
 }

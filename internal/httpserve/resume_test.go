@@ -377,6 +377,11 @@ func TestFullDiskFailsTheFill(t *testing.T) {
 	if got := metricValue(t, m.metrics, "registry_edge_fill_failures_total", "reason", "io"); got != 1 {
 		t.Errorf("fill failures with reason io = %v, want 1", got)
 	}
+	// The bytes that filled the disk are not kept: eviction, which counts
+	// stored blobs only, could never free them.
+	if left := m.ingestFiles(); len(left) != 0 {
+		t.Errorf("after a full disk, still on disk: %v", left)
+	}
 
 	// While the disk is full, misses are served straight from the upstream,
 	// verified, and not stored.
@@ -525,5 +530,118 @@ func TestCompletePartialOfUnknownSizeIsKept(t *testing.T) {
 	m.waitFills()
 	if ranges := m.fake.Ranges(http.MethodGet, blobPath("app", d)); len(ranges) != 1 || ranges[0] != "bytes=300000-" {
 		t.Errorf("upstream GETs with Range %q, want one, bytes=300000-", ranges)
+	}
+}
+
+// endless answers a blob GET with body and then bytes without end, with no
+// Content-Length.
+func endless(body []byte) fakeupstream.Fault {
+	return func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		w.WriteHeader(http.StatusOK)
+		w.Write(body)
+		junk := make([]byte, 64<<10)
+		for r.Context().Err() == nil {
+			if _, err := w.Write(junk); err != nil {
+				break
+			}
+		}
+		return true
+	}
+}
+
+// A blob whose size the upstream does not send is bounded by the size its
+// manifest gave, or else by the store's budget: an endless body fails the
+// fill (never a clean end for the client), and nothing is kept.
+func TestFillOfUnknownSizeIsBounded(t *testing.T) {
+	t.Parallel()
+	const budget = 1 << 20
+	m := newMirror(t, func(o *proxy.Options) { o.StoreBudget = func() int64 { return budget } })
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	pulled := m.fake.AddBlob(fakeupstream.Random(t, 1000)) // in no manifest the mirror saw
+	m.fake.LinkBlob("app", pulled.Digest)
+	m.get(http.MethodGet, manifestPath("app", "v1"))
+	for _, c := range []struct {
+		name  string
+		d     digest.Digest
+		bound int64
+	}{
+		{"size from the manifest", layers[0].Digest, int64(len(layer))},
+		{"store budget", pulled.Digest, budget},
+	} {
+		m.fake.Fail(fakeupstream.ForPath(http.MethodGet, c.d.String(), endless(layer)))
+		resp, body, err := m.do(http.MethodGet, blobPath("app", c.d))
+		if err == nil && resp.StatusCode == http.StatusOK {
+			t.Errorf("%s: an endless body ended cleanly after %d bytes", c.name, len(body))
+		}
+		m.waitFills()
+		if int64(len(body)) > c.bound {
+			t.Errorf("%s: the client got %d bytes, more than %d", c.name, len(body), c.bound)
+		}
+		if left := m.ingestFiles(); len(left) != 0 {
+			t.Errorf("%s: still on disk: %v", c.name, left)
+		}
+		if got := metricValue(t, m.metrics, "registry_edge_fill_failures_total", "reason", "verify"); got < 1 {
+			t.Errorf("%s: fill failures with reason verify = %v", c.name, got)
+		}
+		m.fake.ClearFaults()
+	}
+}
+
+// A partial download longer than the blob, resumed against an upstream
+// that ignores Range, is wrong: discarded after one request, not fetched
+// again until the fill's deadline.
+func TestPartialLongerThanTheBlobIsDiscarded(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	path := blobPath("app", d)
+	for _, sized := range []bool{true, false} {
+		leavePartial(t, m, d, append(append([]byte{}, layer...), make([]byte, 1000)...), -1)
+		length := -1 // the upstream ignores the range and sends no length
+		if sized {
+			length = len(layer)
+		}
+		m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), fakeupstream.Body(layer, length, false)))
+		before := m.fake.Count(http.MethodGet, path)
+		resp, body, err := m.do(http.MethodGet, path)
+		if err == nil && resp.StatusCode == http.StatusOK {
+			t.Errorf("sized=%v: ended cleanly with %d bytes", sized, len(body))
+		}
+		m.waitFills()
+		if n := m.fake.Count(http.MethodGet, path) - before; n != 1 {
+			t.Errorf("sized=%v: upstream GETs = %d, want 1", sized, n)
+		}
+		if left := m.ingestFiles(); len(left) != 0 {
+			t.Errorf("sized=%v: still on disk: %v", sized, left)
+		}
+		m.fake.ClearFaults()
+	}
+}
+
+// A HEAD of a blob whose size the upstream does not give has no length,
+// not a negative one (which clients take for a broken connection).
+func TestHeadOfUnknownSize(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	_, layers := m.fake.Image("app", "v1", fakeupstream.Random(t, 1000))
+	m.fake.Fail(fakeupstream.ForPath(http.MethodHead, layers[0].Digest.String(), func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		w.Header().Set("Transfer-Encoding", "chunked")
+		w.WriteHeader(http.StatusOK)
+		return true
+	}))
+	req, err := http.NewRequest(http.MethodHead, m.srv.URL+blobPath("app", layers[0].Digest), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("HEAD: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Length") != "" {
+		t.Errorf("HEAD: %d with Content-Length %q, want 200 without one", resp.StatusCode, resp.Header.Get("Content-Length"))
 	}
 }

@@ -38,19 +38,14 @@ type tempDirer interface{ TempDir() string }
 // is stored or when no other image of the repository is, since then no
 // delta could have a base here. Failures are logged, never returned: deltas
 // are an optimisation.
-func (p *Proxy) discoverDeltas(ctx context.Context, t Target, m upstream.Manifest) {
+func (p *Proxy) discoverDeltas(ctx context.Context, t Target, m upstream.Manifest, man ocispec.Manifest) {
 	if !p.opts.Deltas {
 		return
-	}
-	var man ocispec.Manifest
-	if json.Unmarshal(m.Body, &man) != nil || man.ArtifactType != "" || man.Config.MediaType == ocispec.MediaTypeEmptyJSON {
-		return // not an image manifest, or an artifact (such as a delta artifact)
 	}
 	layers := map[digest.Digest]int64{}
 	for _, l := range man.Layers {
 		if _, err := p.store.Stat(ctx, l.Digest); err != nil {
 			layers[l.Digest] = l.Size
-			p.layerHints.add(l.Digest, l.Size)
 		}
 	}
 	if len(layers) == 0 || !p.haveOtherImages(ctx, t, m.Descriptor.Digest) {
@@ -385,7 +380,7 @@ func (p *Proxy) baseCandidates(ctx context.Context, t Target, d digest.Digest) [
 			return
 		}
 		seen[m] = true
-		body, err := p.readStored(ctx, m, p.opts.MaxManifestSize)
+		body, err := p.readStored(ctx, m, -1)
 		if err != nil {
 			return
 		}
@@ -655,9 +650,24 @@ func (p *Proxy) precomputeDeltas(ctx context.Context, t Target, m upstream.Manif
 // minNegotiatedSize is the smallest layer a delta is negotiated for.
 const minNegotiatedSize = 64 << 10
 
+// noteLayers records the layers of m, if it is an image manifest (not an
+// index, not an artifact such as a delta artifact), in layerHints, and
+// returns it parsed.
+func (p *Proxy) noteLayers(m upstream.Manifest) (ocispec.Manifest, bool) {
+	var man ocispec.Manifest
+	if json.Unmarshal(m.Body, &man) != nil || man.ArtifactType != "" || man.Config.MediaType == ocispec.MediaTypeEmptyJSON || len(man.Layers) == 0 {
+		return man, false
+	}
+	for _, l := range man.Layers {
+		p.layerHints.add(l.Digest, l.Size)
+	}
+	return man, true
+}
+
 // layerHints remembers the layers (and their sizes) of image manifests
-// fetched recently, so that a fill knows its blob is a layer. It is bounded
-// by maxLayerHints and forgets everything when full.
+// fetched recently, so that a fill knows its blob is a layer (deltas are
+// for layers) and how large it may be when the upstream does not say. It
+// is bounded by maxLayerHints and forgets everything when full.
 type layerHints struct {
 	mu sync.Mutex
 	m  map[digest.Digest]int64

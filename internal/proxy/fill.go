@@ -211,7 +211,10 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 				err = p.db.Link(cctx, f.target.Repo, f.d)
 			}
 			ccancel()
-		} else if f.part != nil && keepPartial(err) && f.keptBytes() > 0 {
+		} else if f.part != nil && keepPartial(err) && !errors.As(err, new(*localError)) && f.keptBytes() > 0 {
+			// Kept for the next fill, unless this machine failed (a full
+			// disk, most often): the bytes would hold the space that
+			// eviction, which counts only stored blobs, cannot free.
 			if serr := f.part.Suspend(blobstore.PartialMeta{Size: f.finalSize(), ETag: f.etag}); serr != nil {
 				log.LogAttrs(ctx, slog.LevelWarn, "cannot keep the partial download", slog.Any("err", serr))
 			} else {
@@ -423,6 +426,9 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 		return fmt.Errorf("blob %s: read upstream after %d bytes: %w: %w", f.d, n, errdef.ErrUnavailable, rerr)
 	}
 
+	if resp.Size >= 0 && offset > resp.Size {
+		return fmt.Errorf("blob %s: %d bytes on disk, the upstream's blob has %d: %w", f.d, offset, resp.Size, errdef.ErrSizeMismatch)
+	}
 	buf := make([]byte, fillBufferSize)
 	if skip := offset - resp.Offset; skip > 0 {
 		// The upstream ignored the range (or the If-Range validator no
@@ -435,20 +441,28 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 			skip -= int64(n)
 			p.m.FillRefetchedBytes.WithLabelValues(up).Add(float64(n))
 			p.m.UpstreamBytes.WithLabelValues(up).Add(float64(n))
+			if rerr == io.EOF && skip > 0 {
+				// The whole blob, and it ended before the bytes on disk did.
+				return fmt.Errorf("blob %s: the upstream's blob ended after %d bytes, %d are on disk: %w", f.d, offset-skip, offset, errdef.ErrSizeMismatch)
+			}
 			if rerr != nil && skip > 0 {
 				return readErr(offset-skip, rerr)
 			}
 		}
 	}
 
-	limit := f.finalSize()
+	size := f.finalSize()
+	limit, bound := size, "the blob's size"
+	if limit < 0 {
+		limit, bound = p.sizeBound(f.d)
+	}
 	lastCheckpoint := time.Now()
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			written := f.keptBytes()
 			if limit >= 0 && written+int64(n) > limit {
-				return fmt.Errorf("blob %s: upstream sent more than %d bytes: %w", f.d, limit, errdef.ErrSizeMismatch)
+				return fmt.Errorf("blob %s: upstream sent more than %d bytes (%s): %w", f.d, limit, bound, errdef.ErrSizeMismatch)
 			}
 			if _, werr := f.ing.Write(buf[:n]); werr != nil {
 				return &localError{fmt.Errorf("blob %s: write: %w", f.d, werr)}
@@ -461,15 +475,15 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 			// scheduler to move it, milliseconds on a loaded VM.
 			runtime.Gosched()
 			if f.part != nil && time.Since(lastCheckpoint) >= checkpointEvery {
-				if err := f.part.Checkpoint(blobstore.PartialMeta{Size: limit, ETag: f.etag}); err != nil {
+				if err := f.part.Checkpoint(blobstore.PartialMeta{Size: size, ETag: f.etag}); err != nil {
 					return &localError{err}
 				}
 				lastCheckpoint = time.Now()
 			}
 		}
 		if rerr == io.EOF {
-			if limit >= 0 && f.keptBytes() < limit {
-				return fmt.Errorf("blob %s: upstream body ended after %d of %d bytes: %w", f.d, f.keptBytes(), limit, errdef.ErrUnavailable)
+			if size >= 0 && f.keptBytes() < size {
+				return fmt.Errorf("blob %s: upstream body ended after %d of %d bytes: %w", f.d, f.keptBytes(), size, errdef.ErrUnavailable)
 			}
 			return nil
 		}
@@ -477,6 +491,22 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 			return readErr(f.keptBytes(), rerr)
 		}
 	}
+}
+
+// sizeBound returns the most bytes a fill of blob d whose size the upstream
+// did not give may receive, and what it is: the size a manifest gave
+// (layerHints), else the store's budget (a larger blob could not be kept),
+// else -1 (no bound).
+func (p *Proxy) sizeBound(d digest.Digest) (int64, string) {
+	if size, ok := p.layerHints.get(d); ok {
+		return size, "its size in a manifest"
+	}
+	if p.opts.StoreBudget != nil {
+		if b := p.opts.StoreBudget(); b > 0 {
+			return b, "storage.maxSize"
+		}
+	}
+	return -1, ""
 }
 
 // keptBytes is the number of bytes of the blob on disk.

@@ -101,8 +101,16 @@ func (p *Proxy) localManifest(ctx context.Context, t Target, d digest.Digest) (M
 	}, nil
 }
 
+// readStored reads stored manifest d of size bytes, -1 if unknown; at most
+// MaxManifestSize bytes: a larger one is an error, never cut short.
 func (p *Proxy) readStored(ctx context.Context, d digest.Digest, size int64) ([]byte, error) {
-	if size > p.opts.MaxManifestSize {
+	return p.readStoredAtMost(ctx, d, size, p.opts.MaxManifestSize)
+}
+
+// readStoredAtMost is readStored with another bound (referrers lists are
+// bounded by upstream.MaxReferrersSize).
+func (p *Proxy) readStoredAtMost(ctx context.Context, d digest.Digest, size, limit int64) ([]byte, error) {
+	if size > limit {
 		return nil, fmt.Errorf("manifest %s: %w", d, errdef.ErrTooLarge)
 	}
 	if b, ok := p.hot.get(d); ok {
@@ -113,9 +121,14 @@ func (p *Proxy) readStored(ctx context.Context, d digest.Digest, size int64) ([]
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, p.opts.MaxManifestSize+1))
-	if err != nil {
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	switch {
+	case err != nil:
 		return nil, err
+	case int64(len(b)) > limit:
+		return nil, fmt.Errorf("manifest %s: more than %d bytes: %w", d, limit, errdef.ErrTooLarge)
+	case size >= 0 && int64(len(b)) != size:
+		return nil, fmt.Errorf("manifest %s: %d bytes stored, %d recorded: %w", d, len(b), size, errdef.ErrSizeMismatch)
 	}
 	p.hot.add(d, b)
 	return b, nil
@@ -156,7 +169,9 @@ func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstre
 		if err := p.db.PutManifest(ctx, t.Repo, m.Descriptor.Digest, meta.Manifest{MediaType: m.Descriptor.MediaType, Size: m.Descriptor.Size}); err != nil {
 			return upstream.Manifest{}, err
 		}
-		p.discoverDeltas(ctx, t, m)
+		if man, ok := p.noteLayers(m); ok {
+			p.discoverDeltas(ctx, t, m, man)
+		}
 		p.precomputeDeltas(ctx, t, m)
 		return m, nil
 	})

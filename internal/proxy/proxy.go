@@ -78,6 +78,10 @@ type Options struct {
 	OnDiskFull func()
 	// MaxManifestSize is the largest manifest accepted from upstream.
 	MaxManifestSize int64
+	// StoreBudget returns the store's byte budget (storage.maxSize), 0 for
+	// none. A fill of a blob whose size neither the upstream nor a manifest
+	// gave stops there: a larger blob could not be kept. Nil: no budget.
+	StoreBudget func() int64
 	// Deltas enables layer deltas: published deltas of the layers of a
 	// pulled image are looked for, and used when their bases are stored.
 	Deltas bool

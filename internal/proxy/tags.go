@@ -99,7 +99,7 @@ func (p *Proxy) Referrers(ctx context.Context, t Target, d digest.Digest, artifa
 func (p *Proxy) referrers(ctx context.Context, t Target, d digest.Digest) ([]byte, string, error) {
 	rec, recErr := p.db.Referrers(ctx, t.Repo, d)
 	if recErr == nil && p.now().Sub(rec.FetchedAt) < p.opts.TagTTL {
-		if body, err := p.readStored(ctx, rec.Digest, p.opts.MaxManifestSize); err == nil {
+		if body, err := p.readStoredAtMost(ctx, rec.Digest, -1, upstream.MaxReferrersSize); err == nil {
 			return body, CacheHit, nil
 		}
 	}
@@ -107,7 +107,7 @@ func (p *Proxy) referrers(ctx context.Context, t Target, d digest.Digest) ([]byt
 	p.countUpstream(t, "referrers", err)
 	if err != nil {
 		if recErr == nil && !errors.Is(err, errdef.ErrNotFound) {
-			if body, lerr := p.readStored(ctx, rec.Digest, p.opts.MaxManifestSize); lerr == nil {
+			if body, lerr := p.readStoredAtMost(ctx, rec.Digest, -1, upstream.MaxReferrersSize); lerr == nil {
 				return body, CacheStale, nil
 			}
 		}

@@ -22,9 +22,9 @@ import (
 // manifest's or blob's digest.
 const HeaderContentDigest = "Docker-Content-Digest"
 
-// maxReferrersSize bounds a referrers index (and its tag-schema fallback);
+// MaxReferrersSize bounds a referrers index (and its tag-schema fallback);
 // the distribution-spec suggests manifests stay below 4 MiB.
-const maxReferrersSize = 4 << 20
+const MaxReferrersSize = 4 << 20
 
 // Manifest is a manifest fetched from upstream. Descriptor.MediaType is the
 // upstream's Content-Type (without parameters; "" if it sent none),
@@ -215,7 +215,7 @@ func (c *Client) Referrers(ctx context.Context, repo string, d digest.Digest) (M
 	switch resp.StatusCode {
 	case http.StatusOK:
 		defer drain(resp.Body)
-		body, err := c.readAll(resp.Body, maxReferrersSize)
+		body, err := c.readAll(resp.Body, MaxReferrersSize)
 		if err != nil {
 			if errors.Is(err, errdef.ErrTooLarge) {
 				return Manifest{}, c.fail(op, err)
@@ -235,7 +235,7 @@ func (c *Client) Referrers(ctx context.Context, repo string, d digest.Digest) (M
 
 	tag := d.Algorithm().String() + "-" + d.Encoded()
 	op = opInfo{name: "referrers tag", repo: repo, ref: tag}
-	m, err := c.manifest(ctx, op, repo, tag, accept, maxReferrersSize)
+	m, err := c.manifest(ctx, op, repo, tag, accept, MaxReferrersSize)
 	switch {
 	case errors.Is(err, errdef.ErrNotFound):
 		return newManifest(ocispec.MediaTypeImageIndex, []byte(emptyIndex)), nil
