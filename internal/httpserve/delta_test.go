@@ -16,6 +16,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 	"github.com/registry-edge/registry-edge/internal/testutil/layergen"
+	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
 func withDeltas(o *proxy.Options) { o.Deltas, o.NegotiateDeltas = true, true }
@@ -399,5 +400,25 @@ func TestDeltaBlobIsNotRebuiltFromADelta(t *testing.T) {
 	}
 	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
 		t.Errorf("applied deltas = %v, want 1", got)
+	}
+}
+
+// A delta that cannot be fetched (the upstream fails its blob) falls back
+// to the full layer even with a circuit breaker: the attempt's failures do
+// not count against it, and the breaker stays closed.
+func TestFailingDeltaDoesNotOpenTheBreaker(t *testing.T) {
+	t.Parallel()
+	om := newOfflineMirror(t, offlineSetup{deltas: true, retryMax: 2,
+		breaker: upstream.BreakerOptions{Failures: 2, MinProbe: time.Minute, MaxProbe: time.Minute}})
+	m := om.mirror
+	s := publishDelta(t, m, nil)
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, s.l.Delta.Digest.String(), fakeupstream.Status(http.StatusServiceUnavailable, "", 0)))
+	pullImage(t, m, "v1", s.old)
+	pullImage(t, m, "v2", s.nw)
+	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "failed"); got != 1 {
+		t.Errorf("failed delta attempts = %v, want 1", got)
+	}
+	if h := om.client.Health(); h.State != upstream.BreakerClosed {
+		t.Errorf("breaker %s, want closed", h.State)
 	}
 }

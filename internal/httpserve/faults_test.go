@@ -21,6 +21,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
+	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
 // A fill whose bytes prove wrong must fail the client's transfer and commit
@@ -398,3 +399,21 @@ func TestBaseAndHealth(t *testing.T) {
 }
 
 var _ = errors.Is
+
+// The mirror marks the 5xx answers it gives because its upstream failed,
+// so that a registry-edge tier below knows the mirror itself answered (see
+// upstream.HeaderTierError); other answers carry no mark.
+func TestUpstreamFailuresAreMarkedForTiersBelow(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	_, layers := m.fake.Image("app", "v1", fakeupstream.Random(t, 1000))
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Status(http.StatusServiceUnavailable, "", 0)))
+	resp, _ := m.get(http.MethodGet, blobPath("app", layers[0].Digest))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(upstream.HeaderTierError) != "upstream" {
+		t.Errorf("upstream 503: %d, %s %q; want 503 marked", resp.StatusCode, upstream.HeaderTierError, resp.Header.Get(upstream.HeaderTierError))
+	}
+	resp, _ = m.get(http.MethodGet, blobPath("app", digest.FromString("absent")))
+	if resp.StatusCode != http.StatusNotFound || resp.Header.Get(upstream.HeaderTierError) != "" {
+		t.Errorf("404: %d, %s %q; want no mark", resp.StatusCode, upstream.HeaderTierError, resp.Header.Get(upstream.HeaderTierError))
+	}
+}

@@ -31,6 +31,7 @@ type offlineSetup struct {
 	connectTimeout    time.Duration
 	responseHeader    time.Duration
 	revalidateTimeout time.Duration
+	deltas            bool
 }
 
 // offlineMirror is a mirror whose upstream client has a circuit breaker,
@@ -95,7 +96,7 @@ func newOfflineMirror(t *testing.T, s offlineSetup, via ...func(fakeAddr string)
 	})
 	p := proxy.New(store, db, router, proxy.Options{
 		TagTTL: time.Minute, RevalidateTimeout: s.revalidateTimeout, FillTimeout: time.Minute,
-		Metrics: m, Now: clk.Now,
+		Metrics: m, Now: clk.Now, Deltas: s.deltas, DeltaDiscoveryTimeout: 10 * time.Second,
 	})
 	srv := httptest.NewServer(httpserve.New(p, httpserve.Options{Metrics: m}))
 	t.Cleanup(func() {

@@ -25,6 +25,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/ociapi"
 	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
 // Options configures the handler.
@@ -188,6 +189,11 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 			// Headers (and maybe part of the body) are out: the only honest
 			// signal left is to break the connection.
 			panic(http.ErrAbortHandler)
+		}
+		if oe.Status >= 500 && oe.Status != http.StatusInternalServerError {
+			// This mirror answers; what failed is upstream of it (a
+			// registry-edge tier below must not take it for a dead link).
+			rec.Header().Set(upstream.HeaderTierError, "upstream")
 		}
 		ociapi.WriteError(rec, r, oe)
 	}

@@ -54,6 +54,7 @@ func (p *Proxy) discoverDeltas(ctx context.Context, t Target, m upstream.Manifes
 	log := p.log.With(slog.String("upstream", t.Remote.Name), slog.String("repo", t.Repo.Name), slog.String("manifest", m.Descriptor.Digest.String()))
 	ctx, cancel := context.WithTimeout(ctx, p.opts.DeltaDiscoveryTimeout)
 	defer cancel()
+	ctx = upstream.Optional(ctx)
 	body, _, err := p.Referrers(ctx, t, m.Descriptor.Digest, "")
 	if err != nil {
 		log.LogAttrs(ctx, slog.LevelDebug, "no delta referrers", slog.Any("err", err))
@@ -188,7 +189,9 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 		dctx, cancel = context.WithTimeout(ctx, time.Until(deadline)/2)
 	}
 	defer cancel()
-	ing, err := p.applyDelta(withoutDeltas(dctx), Target{Remote: f.target.Remote, Repo: bestRec.Repo}, best)
+	// The attempt's upstream failures do not count against the breaker:
+	// the full fetch that follows a failed attempt must not be refused.
+	ing, err := p.applyDelta(upstream.Optional(withoutDeltas(dctx)), Target{Remote: f.target.Remote, Repo: bestRec.Repo}, best)
 	if err != nil {
 		p.m.Deltas.Fills.WithLabelValues(metrics.DeltaFailed).Inc()
 		log.LogAttrs(ctx, slog.LevelWarn, "cannot rebuild the layer from its delta; fetching it in full", slog.Any("err", err))
@@ -290,7 +293,7 @@ func (p *Proxy) negotiateDelta(ctx context.Context, f *fill, log *slog.Logger) (
 	if len(cands) == 0 {
 		return layerdelta.Layer{}, false
 	}
-	desc, ok, err := n.NegotiateDelta(ctx, f.target.Repo.Name, f.d, cands)
+	desc, ok, err := n.NegotiateDelta(upstream.Optional(ctx), f.target.Repo.Name, f.d, cands)
 	p.countUpstream(f.target, "negotiate", err)
 	if err != nil || !ok {
 		if err != nil {

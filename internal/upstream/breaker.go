@@ -123,6 +123,9 @@ const (
 func classify(resp *http.Response, err error) outcome {
 	if err == nil {
 		switch {
+		case resp.Header.Get(HeaderTierError) != "":
+			// A registry-edge tier above, up, whose own upstream failed.
+			return outcomeSuccess
 		case resp.StatusCode == http.StatusInternalServerError:
 			// The registry answered, at once, that this request failed
 			// (distribution does so for content it cannot handle, such as
@@ -389,6 +392,20 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if err == nil {
 		t.b.contact()
 	}
-	t.b.done(tk, classify(resp, err))
+	o := classify(resp, err)
+	if o == outcomeFailure && req.Context().Value(optionalKey{}) != nil {
+		o = outcomeNeutral
+	}
+	t.b.done(tk, o)
 	return resp, err
+}
+
+type optionalKey struct{}
+
+// Optional marks the requests made with the returned context as an
+// optimisation that has a fallback (looking for and fetching layer deltas):
+// their failures do not count against the circuit breaker, whose opening
+// would refuse the fallback too. Their successes count.
+func Optional(ctx context.Context) context.Context {
+	return context.WithValue(ctx, optionalKey{}, true)
 }

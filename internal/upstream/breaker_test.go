@@ -260,6 +260,7 @@ func TestClassify(t *testing.T) {
 		{"502", resp(502), nil, outcomeFailure},
 		{"504", resp(504), nil, outcomeFailure},
 		{"503", resp(503), nil, outcomeFailure},
+		{"503 of a registry-edge tier whose upstream failed", &http.Response{StatusCode: 503, Header: http.Header{HeaderTierError: {"upstream"}}}, nil, outcomeSuccess},
 		{"connection refused", nil, &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, outcomeFailure},
 		{"reset", nil, &url.Error{Op: "Get", URL: "u", Err: syscall.ECONNRESET}, outcomeFailure},
 		{"EOF before a response", nil, &url.Error{Op: "Get", URL: "u", Err: io.EOF}, outcomeFailure},
@@ -345,6 +346,58 @@ func TestClientBreakerStopsRetriesAndProbes(t *testing.T) {
 	}
 	if h := c.Health(); h.State != BreakerClosed {
 		t.Errorf("state after a successful probe = %s, want closed", h.State)
+	}
+}
+
+// A registry-edge tier above that answers 503 because its own upstream
+// failed is up: its answers neither open the breaker (which would cut the
+// site off from everything the tier holds) nor are retried.
+func TestClientBreakerTrustsATierThatAnswers(t *testing.T) {
+	t.Parallel()
+	var cnt counter
+	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cnt.add(r)
+		w.Header().Set(HeaderTierError, "upstream")
+		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "upstream registry unreachable")
+	}))
+	clk := newFakeClock()
+	c := newTestClient(t, srv.URL, breakerOptions(clk, 2), func(o *Options) { o.RetryMax = 3 })
+	for range 4 {
+		if _, err := c.Manifest(context.Background(), "a", "v1", nil, 1<<20); !errors.Is(err, errdef.ErrUnavailable) {
+			t.Fatalf("Manifest() error = %v, want ErrUnavailable", err)
+		}
+	}
+	if n := cnt.total(); n != 4 {
+		t.Errorf("upstream requests = %d, want 4 (one each, no retry)", n)
+	}
+	if h := c.Health(); h.State != BreakerClosed {
+		t.Errorf("breaker %s, want closed", h.State)
+	}
+}
+
+// The failures of optional requests (deltas: a full fetch follows) do not
+// open the breaker; the same failures of other requests do.
+func TestClientBreakerIgnoresOptionalFailures(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "down")
+	}))
+	clk := newFakeClock()
+	c := newTestClient(t, srv.URL, breakerOptions(clk, 2), func(o *Options) { o.RetryMax = 0 })
+	ctx := Optional(context.Background())
+	for range 4 {
+		if _, err := c.Blob(ctx, "a", digest.FromString("delta"), 0, ""); !errors.Is(err, errdef.ErrUnavailable) {
+			t.Fatalf("Blob() error = %v, want ErrUnavailable", err)
+		}
+	}
+	if h := c.Health(); h.State != BreakerClosed {
+		t.Errorf("breaker %s after optional failures, want closed", h.State)
+	}
+	for range 2 {
+		c.Blob(context.Background(), "a", digest.FromString("layer"), 0, "")
+	}
+	if h := c.Health(); h.State != BreakerOpen {
+		t.Errorf("breaker %s after failures, want open", h.State)
 	}
 }
 

@@ -30,6 +30,12 @@ const (
 	// HeaderDelta carries the JSON descriptor of the delta, with the
 	// annotations of internal/layerdelta.
 	HeaderDelta = "Registry-Edge-Delta"
+	// HeaderTierError, on a 5xx answer of a registry-edge, says the failure
+	// is its own upstream's ("upstream"): the tier answered, so the link to
+	// it is up. A lower tier neither counts such an answer against its
+	// circuit breaker (which would cut it off from everything the tier
+	// holds) nor retries it (the tier retried already).
+	HeaderTierError = "Registry-Edge-Error"
 	// StatusIMUsed is 226 IM Used (RFC 3229 section 10.4.1).
 	StatusIMUsed = 226
 	// maxDeltaHeader bounds HeaderDelta.
