@@ -422,3 +422,34 @@ func TestFailingDeltaDoesNotOpenTheBreaker(t *testing.T) {
 		t.Errorf("breaker %s, want closed", h.State)
 	}
 }
+
+// A published delta is taken at its descriptor's word, and held to it: one
+// that claims to be no smaller than its layer is not fetched, and one whose
+// blob turns out larger than its descriptor says fails before it is
+// downloaded. Either way the layer is fetched in full, and no delta blob
+// is kept.
+func TestPublishedDeltaIsHeldToItsSize(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name  string
+		size  func(l *layerdelta.Layer) int64
+		fetch int // upstream GETs of the delta blob
+	}{
+		{"not smaller than the layer", func(l *layerdelta.Layer) int64 { return l.Target.Size }, 0},
+		{"larger than it says", func(l *layerdelta.Layer) int64 { return 100 }, 1},
+	} {
+		m := newMirror(t, withDeltas)
+		s := publishDelta(t, m, func(l *layerdelta.Layer) { l.Delta.Size = c.size(l) })
+		pullImage(t, m, "v1", s.old)
+		pullImage(t, m, "v2", s.nw)
+		if n := m.fake.Count(http.MethodGet, blobPath("app", s.l.Delta.Digest)); n != c.fetch {
+			t.Errorf("%s: delta GETs = %d, want %d", c.name, n, c.fetch)
+		}
+		if _, err := m.store.Stat(context.Background(), s.l.Delta.Digest); err == nil {
+			t.Errorf("%s: the delta blob was stored", c.name)
+		}
+		if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 0 {
+			t.Errorf("%s: applied deltas = %v, want 0", c.name, got)
+		}
+	}
+}

@@ -156,6 +156,13 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 		if errors.Is(err, errdef.ErrUnsupported) {
 			reason = metrics.DeltaUnreproducible
 		}
+		if size, ok := p.layerHints.get(f.d); ok && err == nil && l.Target.Size != size {
+			err = fmt.Errorf("delta for a layer of %d bytes, the manifest says %d", l.Target.Size, size)
+		}
+		if err == nil && l.Delta.Size >= l.Target.Size {
+			// Not smaller than the layer: the full fetch costs less.
+			err = fmt.Errorf("delta of %d bytes for a layer of %d", l.Delta.Size, l.Target.Size)
+		}
 		if err != nil {
 			log.LogAttrs(ctx, slog.LevelDebug, "delta not usable", slog.String("delta", l.Delta.Digest.String()), slog.Any("err", err))
 			continue
@@ -213,8 +220,14 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 // applyDelta fetches delta l from t (through the cache) and rebuilds its
 // target into a new ingest, which it returns verified and not committed.
 func (p *Proxy) applyDelta(ctx context.Context, t Target, l layerdelta.Layer) (_ blobstore.Ingest, err error) {
-	if _, err := p.EnsureBlob(ctx, t, l.Delta.Digest); err != nil {
+	// A delta is fetched no larger than its descriptor says (the choice
+	// among deltas was made on that size).
+	size, err := p.EnsureBlob(context.WithValue(ctx, expectSizeKey{}, l.Delta.Size), t, l.Delta.Digest)
+	if err != nil {
 		return nil, fmt.Errorf("fetch delta: %w", err)
+	}
+	if size != l.Delta.Size {
+		return nil, fmt.Errorf("delta %s: %d bytes, its descriptor says %d: %w", l.Delta.Digest, size, l.Delta.Size, errdef.ErrSizeMismatch)
 	}
 	start := time.Now()
 	d, err := p.store.Open(ctx, l.Delta.Digest)

@@ -45,6 +45,7 @@ type fill struct {
 
 	mu      sync.Mutex
 	size    int64 // total size, -1 until known or if the upstream did not say
+	expect  int64 // the size the blob must have (a delta's descriptor says), or -1
 	sized   bool  // the upstream answered (size is final) or the fill failed
 	written int64
 	// verified is set once the written bytes matched the digest and size:
@@ -67,7 +68,10 @@ func (p *Proxy) joinFill(ctx context.Context, t Target, d digest.Digest) (*fill,
 		p.mu.Unlock()
 		return nil, false, errStoredMeanwhile
 	}
-	f := &fill{d: d, target: t, size: -1, wake: make(chan struct{})}
+	f := &fill{d: d, target: t, size: -1, expect: -1, wake: make(chan struct{})}
+	if size, ok := ctx.Value(expectSizeKey{}).(int64); ok {
+		f.expect = size
+	}
 	p.fills[d] = f
 	p.wg.Add(1)
 	p.mu.Unlock()
@@ -403,6 +407,9 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 	if size := f.finalSize(); resp.Size >= 0 && size >= 0 && resp.Size != size {
 		return fmt.Errorf("blob %s: upstream says %d bytes, known before as %d: %w", f.d, resp.Size, size, errdef.ErrSizeMismatch)
 	}
+	if resp.Size >= 0 && f.expect >= 0 && resp.Size != f.expect {
+		return fmt.Errorf("blob %s: upstream says %d bytes, its descriptor %d: %w", f.d, resp.Size, f.expect, errdef.ErrSizeMismatch)
+	}
 	if !*answered {
 		if resp.ETag != "" {
 			f.etag = resp.ETag
@@ -453,7 +460,11 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 
 	size := f.finalSize()
 	limit, bound := size, "the blob's size"
-	if limit < 0 {
+	switch {
+	case limit >= 0:
+	case f.expect >= 0:
+		limit, bound = f.expect, "its descriptor's size"
+	default:
 		limit, bound = p.sizeBound(f.d)
 	}
 	lastCheckpoint := time.Now()
@@ -492,6 +503,11 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 		}
 	}
 }
+
+// expectSizeKey carries, in the context of a fetch (EnsureBlob), the size
+// the blob must have: a fill it starts fails as soon as the upstream says
+// or sends otherwise.
+type expectSizeKey struct{}
 
 // sizeBound returns the most bytes a fill of blob d whose size the upstream
 // did not give may receive, and what it is: the size a manifest gave
