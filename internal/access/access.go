@@ -24,13 +24,14 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/glob"
 )
 
 // Rule restricts repositories to some users and certificates.
 type Rule struct {
-	// Repositories are path.Match patterns on the repository name as
-	// clients send it ("private/*", "ghcr.io/org/*"; '*' does not cross
-	// '/').
+	// Repositories are patterns (internal/glob) on the names the
+	// repository goes by ("private/**", "ghcr.io/org/*"): '*' matches
+	// within a segment, a "**" segment any number of segments.
 	Repositories []string
 	// Users are patterns of htpasswd user names allowed to read them.
 	Users []string
@@ -61,6 +62,7 @@ type Options struct {
 // Policy checks requests. It is safe for concurrent use.
 type Policy struct {
 	o     Options
+	repos [][]glob.Glob // the compiled Repositories of each rule
 	users map[string][]byte // user -> bcrypt hash
 	// dummy is a bcrypt hash as costly as the users' dearest: checking an
 	// unknown user's password against it takes as long as a known one's.
@@ -75,7 +77,16 @@ type Policy struct {
 func New(o Options) (*Policy, error) {
 	p := &Policy{o: o, users: map[string][]byte{}, verified: map[string][32]byte{}, rejected: map[[32]byte]time.Time{}}
 	for i, r := range o.Rules {
-		for _, pat := range append(append(append([]string{}, r.Repositories...), r.Users...), r.Certs...) {
+		var gs []glob.Glob
+		for _, pat := range r.Repositories {
+			g, err := glob.Compile(pat)
+			if err != nil {
+				return nil, fmt.Errorf("access rule %d: repository pattern %q: %w: %w", i, pat, err, errdef.ErrInvalid)
+			}
+			gs = append(gs, g)
+		}
+		p.repos = append(p.repos, gs)
+		for _, pat := range append(append([]string{}, r.Users...), r.Certs...) {
 			if _, err := path.Match(pat, ""); err != nil {
 				return nil, fmt.Errorf("access rule %d: pattern %q: %w", i, pat, errdef.ErrInvalid)
 			}
@@ -238,8 +249,8 @@ func (p *Policy) check(r *http.Request, repo string, names func() []string) (pri
 		}
 	}
 	if repo != "" {
-		for _, rule := range p.o.Rules {
-			if !matches(rule, all) {
+		for i, rule := range p.o.Rules {
+			if !p.matches(i, all) {
 				continue
 			}
 			if (pr.user != "" && matchAny(rule.Users, pr.user)) || (pr.cert != "" && matchAny(rule.Certs, pr.cert)) {
@@ -271,12 +282,18 @@ func (p *Policy) check(r *http.Request, repo string, names func() []string) (pri
 // restricted reports whether a rule applies to the repository that goes by
 // names.
 func (p *Policy) restricted(names []string) bool {
-	return slices.ContainsFunc(p.o.Rules, func(rule Rule) bool { return matches(rule, names) })
+	for i := range p.o.Rules {
+		if p.matches(i, names) {
+			return true
+		}
+	}
+	return false
 }
 
-// matches reports whether one of rule's patterns matches one of names.
-func matches(rule Rule, names []string) bool {
-	return slices.ContainsFunc(names, func(n string) bool { return matchAny(rule.Repositories, n) })
+// matches reports whether one of rule i's repository patterns matches one
+// of names.
+func (p *Policy) matches(i int, names []string) bool {
+	return slices.ContainsFunc(p.repos[i], func(g glob.Glob) bool { return slices.ContainsFunc(names, g.Match) })
 }
 
 func (pr principal) String() string {

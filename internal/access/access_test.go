@@ -36,7 +36,7 @@ func htpasswd(t *testing.T, users map[string]string) string {
 func TestCheck(t *testing.T) {
 	file := htpasswd(t, map[string]string{"alice": "wonderland", "bob": "builder"})
 	rules := []Rule{
-		{Repositories: []string{"private/*", "ghcr.io/acme/*"}, Users: []string{"alice"}, Certs: []string{"device-*"}},
+		{Repositories: []string{"private/*", "ghcr.io/acme/*", "secret/**"}, Users: []string{"alice"}, Certs: []string{"device-*"}},
 	}
 	open, err := New(Options{Anonymous: true, HtpasswdFile: file, Rules: rules})
 	if err != nil {
@@ -91,6 +91,9 @@ func TestCheck(t *testing.T) {
 		{"allowed cert, restricted repo", open, cred{cert: "device-7"}, "ghcr.io/acme/fw", nil},
 		{"other cert, restricted repo", open, cred{cert: "laptop"}, "ghcr.io/acme/fw", errdef.ErrDenied},
 		{"'*' does not cross '/'", open, cred{}, "private/team/app", nil},
+		{"'**' crosses '/'", open, cred{}, "secret/team/app", errdef.ErrUnauthorized},
+		{"'**' matches one segment", open, cred{}, "secret/app", errdef.ErrUnauthorized},
+		{"'**' ends at its prefix", open, cred{}, "secretive/app", nil},
 		{"closed: anonymous, base", closed, cred{}, "", errdef.ErrUnauthorized},
 		{"closed: anonymous, open repo", closed, cred{}, "library/alpine", errdef.ErrUnauthorized},
 		{"closed: any user, open repo", closed, cred{user: "bob", pass: "builder"}, "library/alpine", nil},
@@ -132,6 +135,9 @@ func TestNewErrors(t *testing.T) {
 		"not bcrypt":       {HtpasswdFile: md5},
 		"malformed line":   {HtpasswdFile: noColon},
 		"bad rule pattern": {Rules: []Rule{{Repositories: []string{"a/["}}}},
+		"upper case":       {Rules: []Rule{{Repositories: []string{"Private/*"}}}},
+		"leading slash":    {Rules: []Rule{{Repositories: []string{"/private/*"}}}},
+		"trailing slash":   {Rules: []Rule{{Repositories: []string{"private/"}}}},
 	} {
 		if _, err := New(o); err == nil {
 			t.Errorf("%s: New succeeded", name)

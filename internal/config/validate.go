@@ -8,6 +8,8 @@ import (
 	"path"
 	"strconv"
 	"strings"
+
+	"github.com/registry-edge/registry-edge/internal/glob"
 )
 
 // Limits enforced by Validate.
@@ -168,7 +170,12 @@ func (c Config) Validate() error {
 		if len(r.Users) == 0 && len(r.Certs) == 0 {
 			add(p, "needs users or certs: a rule that lets nobody in hides its repositories")
 		}
-		for field, pats := range map[string][]string{"repositories": r.Repositories, "users": r.Users, "certs": r.Certs} {
+		for j, pat := range r.Repositories {
+			if _, err := glob.Compile(pat); err != nil {
+				add(fmt.Sprintf("%s.repositories[%d]", p, j), "invalid pattern %q: %v", pat, err)
+			}
+		}
+		for field, pats := range map[string][]string{"users": r.Users, "certs": r.Certs} {
 			for j, pat := range pats {
 				if _, err := path.Match(pat, ""); err != nil || pat == "" {
 					add(fmt.Sprintf("%s.%s[%d]", p, field, j), "invalid pattern %q", pat)

@@ -23,6 +23,8 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/options"
 	"github.com/sigstore/sigstore/pkg/tuf"
+
+	"github.com/registry-edge/registry-edge/internal/glob"
 )
 
 // DefaultRuleName is the rule name of verdicts for repositories that no
@@ -41,7 +43,7 @@ type rule struct {
 	name     string
 	mode     Mode
 	revision string
-	globs    []glob
+	globs    []glob.Glob
 
 	keys          []trustedKey
 	identities    []cosign.Identity
@@ -138,7 +140,7 @@ func compileRule(rp string, rs RuleSpec) (*rule, []error) {
 		add(".repositories", "required: at least one glob")
 	}
 	for i, pat := range rs.Repositories {
-		g, err := compileGlob(pat)
+		g, err := glob.Compile(pat)
 		if err != nil {
 			add(fmt.Sprintf(".repositories[%d]", i), "%v: %q", err, pat)
 			continue
@@ -428,7 +430,7 @@ func (p *Policy) rule(registry, repo string) *rule {
 	name := strings.ToLower(registry) + "/" + repo
 	for _, r := range p.rules {
 		for _, g := range r.globs {
-			if g.match(name) {
+			if g.Match(name) {
 				return r
 			}
 		}

@@ -1,47 +1,52 @@
-package sigpolicy
+// Package glob matches repository names ("<registry>/<repository>", or a
+// repository alone) against the patterns of the config's signature and
+// access rules.
+package glob
 
 import (
 	"errors"
 	"strings"
 )
 
-// glob is a compiled repository pattern: segments separated by '/', where
+// Glob is a compiled repository pattern: segments separated by '/', where
 // a segment "**" matches any number of segments (zero included), and in
 // any other segment '*' matches any run of characters other than '/'.
-type glob struct {
+type Glob struct {
 	pattern string
 	segs    []string
 }
 
-// compileGlob checks pattern and compiles it.
-func compileGlob(pattern string) (glob, error) {
+// Compile checks pattern and compiles it. A pattern no repository name
+// could match (upper case, an empty segment) is an error, not a rule that
+// never applies.
+func Compile(pattern string) (Glob, error) {
 	if pattern == "" {
-		return glob{}, errors.New("bad glob: empty")
+		return Glob{}, errors.New("bad glob: empty")
 	}
 	segs := strings.Split(pattern, "/")
 	for _, s := range segs {
 		if s == "" {
-			return glob{}, errors.New(`bad glob: empty segment (leading, trailing or double "/")`)
+			return Glob{}, errors.New(`bad glob: empty segment (leading, trailing or double "/")`)
 		}
 		if s == "**" {
 			continue
 		}
 		if strings.Contains(s, "**") {
-			return glob{}, errors.New(`bad glob: "**" must be a whole segment`)
+			return Glob{}, errors.New(`bad glob: "**" must be a whole segment`)
 		}
 		for _, c := range s {
-			if !globChar(c) {
-				return glob{}, errors.New("bad glob: allowed are lower-case letters, digits, '.', '_', '-', ':', '*' and '/'")
+			if !validChar(c) {
+				return Glob{}, errors.New("bad glob: allowed are lower-case letters, digits, '.', '_', '-', ':', '*' and '/'")
 			}
 		}
 	}
-	return glob{pattern: pattern, segs: segs}, nil
+	return Glob{pattern: pattern, segs: segs}, nil
 }
 
-// globChar reports whether c may appear in a pattern segment: the
+// validChar reports whether c may appear in a pattern segment: the
 // characters of registry host names (with a port) and of repository names
 // (distribution-spec: lower case), and '*'.
-func globChar(c rune) bool {
+func validChar(c rune) bool {
 	switch {
 	case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
 		return true
@@ -49,8 +54,8 @@ func globChar(c rune) bool {
 	return strings.ContainsRune("._-:*", c)
 }
 
-// match reports whether name ("<registry>/<repository>") matches g.
-func (g glob) match(name string) bool {
+// Match reports whether name matches g.
+func (g Glob) Match(name string) bool {
 	return matchSegs(g.segs, strings.Split(name, "/"))
 }
 
