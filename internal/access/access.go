@@ -62,7 +62,7 @@ type Options struct {
 // Policy checks requests. It is safe for concurrent use.
 type Policy struct {
 	o     Options
-	repos [][]glob.Glob // the compiled Repositories of each rule
+	repos [][]glob.Glob     // the compiled Repositories of each rule
 	users map[string][]byte // user -> bcrypt hash
 	// dummy is a bcrypt hash as costly as the users' dearest: checking an
 	// unknown user's password against it takes as long as a known one's.
