@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/netip"
 
@@ -90,6 +91,27 @@ func Only(allow []netip.Prefix, next http.Handler) http.Handler {
 	})
 }
 
+// fromWebPage refuses (status, reason) a request that changes something and
+// looks sent by a web page rather than by registry-edge or curl. A page in
+// a browser on an allowed host (the mirror's own, often) could otherwise
+// pin images or run an eviction with a form post: such a request names the
+// page's Origin, and cannot carry a JSON Content-Type without a CORS
+// preflight, which this API never answers.
+func fromWebPage(r *http.Request) (int, string) {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return 0, ""
+	}
+	if site := r.Header.Get("Sec-Fetch-Site"); r.Header.Get("Origin") != "" || site != "" && site != "none" {
+		return http.StatusForbidden, "the admin API does not take requests from web pages"
+	}
+	if r.Method == http.MethodPost {
+		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			return http.StatusUnsupportedMediaType, "request body: Content-Type must be application/json"
+		}
+	}
+	return 0, ""
+}
+
 func allowed(allow []netip.Prefix, remote string) bool {
 	ap, err := netip.ParseAddrPort(remote)
 	if err != nil {
@@ -107,6 +129,10 @@ func allowed(allow []netip.Prefix, remote string) bool {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.allowed(r.RemoteAddr) {
 		writeError(w, http.StatusForbidden, "the admin API is not open to this address (see admin.allowFrom)")
+		return
+	}
+	if status, msg := fromWebPage(r); status != 0 {
+		writeError(w, status, msg)
 		return
 	}
 	if r.URL.Path == GCPath && h.gc != nil {

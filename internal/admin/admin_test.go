@@ -96,20 +96,32 @@ func TestPrefetchAPI(t *testing.T) {
 func TestPrefetchAPIBadRequests(t *testing.T) {
 	srv := httptest.NewServer(admin.New(admin.Options{Prefetcher: &fakePrefetcher{}, Allow: loopback}))
 	defer srv.Close()
+	const good = `{"images":[{"ref":"a"}]}`
 	for _, tt := range []struct {
 		method, path, body string
+		header             []string
 		status             int
 	}{
-		{"POST", admin.PrefetchPath, `{"images":[]}`, 400},
-		{"POST", admin.PrefetchPath, `{"images":[{"ref":"a"}],"unknown":1}`, 400},
-		{"POST", admin.PrefetchPath, `not json`, 400},
-		{"DELETE", admin.PrefetchPath, ``, 400},
-		{"PUT", admin.PrefetchPath, ``, 405},
-		{"DELETE", admin.PrefetchPath + "?ref=org/none", ``, 404},
-		{"GET", "/admin/v1/other", ``, 404},
-		{"GET", "/v2/", ``, 404},
+		{"POST", admin.PrefetchPath, `{"images":[]}`, nil, 400},
+		{"POST", admin.PrefetchPath, `{"images":[{"ref":"a"}],"unknown":1}`, nil, 400},
+		{"POST", admin.PrefetchPath, `not json`, nil, 400},
+		{"DELETE", admin.PrefetchPath, ``, nil, 400},
+		{"PUT", admin.PrefetchPath, ``, nil, 405},
+		{"DELETE", admin.PrefetchPath + "?ref=org/none", ``, nil, 404},
+		{"GET", "/admin/v1/other", ``, nil, 404},
+		{"GET", "/v2/", ``, nil, 404},
+		// What a web page can send (a form post: no preflight) is refused.
+		{"POST", admin.PrefetchPath, good, []string{"Content-Type", "text/plain"}, 415},
+		{"POST", admin.PrefetchPath, good, []string{"Content-Type", ""}, 415},
+		{"POST", admin.PrefetchPath, good, []string{"Origin", "http://attacker.example"}, 403},
+		{"POST", admin.PrefetchPath, good, []string{"Sec-Fetch-Site", "cross-site"}, 403},
+		{"DELETE", admin.PrefetchPath + "?ref=a", ``, []string{"Origin", "null"}, 403},
 	} {
 		req, _ := http.NewRequest(tt.method, srv.URL+tt.path, strings.NewReader(tt.body))
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i < len(tt.header); i += 2 {
+			req.Header.Set(tt.header[i], tt.header[i+1])
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
