@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -36,9 +37,17 @@ type deltaSetup struct {
 
 func publishDelta(t *testing.T, m *mirror, edit func(*layerdelta.Layer)) deltaSetup {
 	t.Helper()
+	return publishDeltaAfter(t, m, edit, nil)
+}
+
+// publishDeltaAfter is publishDelta, with the referrers that before adds
+// (given v1's and v2's manifests) listed ahead of the delta artifact, which
+// names v1 as where its deltas start.
+func publishDeltaAfter(t *testing.T, m *mirror, edit func(*layerdelta.Layer), before func(v2 ocispec.Descriptor, l layerdelta.Layer)) deltaSetup {
+	t.Helper()
 	v1 := layergen.New(40, 60, 16<<10)
 	s := deltaSetup{old: layergen.Gzip(v1.Tar(), -1), nw: layergen.Gzip(v1.Update(41).Tar(), -1)}
-	m.fake.Image("app", "v1", s.old)
+	v1Desc, _ := m.fake.Image("app", "v1", s.old)
 	var layers []ocispec.Descriptor
 	s.v2, layers = m.fake.Image("app", "v2", s.nw)
 	s.newLayer = layers[0]
@@ -60,7 +69,10 @@ func publishDelta(t *testing.T, m *mirror, edit func(*layerdelta.Layer)) deltaSe
 	}
 	m.fake.AddBlob(s.delta)
 	m.fake.LinkBlob("app", s.l.Delta.Digest)
-	body, desc, err := layerdelta.Manifest(s.v2, "", []layerdelta.Layer{s.l})
+	if before != nil {
+		before(s.v2, s.l)
+	}
+	body, desc, err := layerdelta.Manifest(s.v2, v1Desc.Digest, []layerdelta.Layer{s.l})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -451,5 +463,33 @@ func TestPublishedDeltaIsHeldToItsSize(t *testing.T) {
 		if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 0 {
 			t.Errorf("%s: applied deltas = %v, want 0", c.name, got)
 		}
+	}
+}
+
+// Of many published delta artifacts (deltas from many earlier releases),
+// those from an image the mirror holds are read first: the mirror reads at
+// most a few.
+func TestDeltaFromAHeldImageIsFoundAmongMany(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, withDeltas)
+	s := publishDeltaAfter(t, m, nil, func(v2 ocispec.Descriptor, l layerdelta.Layer) {
+		for i := range 12 {
+			// A delta of the same layer from a release this site never
+			// held, against a base it does not have.
+			decoy := l
+			decoy.Delta.Digest = digest.FromString("delta " + strconv.Itoa(i))
+			decoy.Bases = []layerdelta.Blob{{Digest: digest.FromString("old release " + strconv.Itoa(i)), Size: 1000}}
+			body, desc, err := layerdelta.Manifest(v2, digest.FromString("old manifest "+strconv.Itoa(i)), []layerdelta.Layer{decoy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.fake.AddManifest("app", "", ocispec.MediaTypeImageManifest, body)
+			m.fake.AddReferrer("app", v2.Digest, desc)
+		}
+	})
+	pullImage(t, m, "v1", s.old)
+	pullImage(t, m, "v2", s.nw)
+	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
+		t.Errorf("applied deltas = %v, want 1", got)
 	}
 }

@@ -64,14 +64,36 @@ func (p *Proxy) discoverDeltas(ctx context.Context, t Target, m upstream.Manifes
 	if err := json.Unmarshal(body, &idx); err != nil {
 		return
 	}
-	found, read := 0, 0
+	var arts []ocispec.Descriptor
 	for _, desc := range idx.Manifests {
 		// Some registries report the config media type as the artifact
 		// type; the annotation Manifest sets says it too.
-		if desc.ArtifactType != layerdelta.ArtifactType && desc.Annotations[layerdelta.AnnotationTo] != m.Descriptor.Digest.String() {
-			continue
+		if desc.ArtifactType == layerdelta.ArtifactType || desc.Annotations[layerdelta.AnnotationTo] == m.Descriptor.Digest.String() {
+			arts = append(arts, desc)
 		}
-		if read++; read > maxDeltaArtifacts {
+	}
+	// At most maxDeltaArtifacts are read: first those from an image stored
+	// here (a release pipeline may publish deltas from many versions).
+	held := map[digest.Digest]bool{}
+	for _, desc := range arts {
+		if from, err := digest.Parse(desc.Annotations[layerdelta.AnnotationFrom]); err == nil {
+			if _, err := p.store.Stat(ctx, from); err == nil {
+				held[desc.Digest] = true
+			}
+		}
+	}
+	slices.SortStableFunc(arts, func(a, b ocispec.Descriptor) int {
+		switch {
+		case held[a.Digest] && !held[b.Digest]:
+			return -1
+		case held[b.Digest] && !held[a.Digest]:
+			return 1
+		}
+		return 0
+	})
+	found := 0
+	for i, desc := range arts {
+		if i == maxDeltaArtifacts {
 			break
 		}
 		res, err := p.Manifest(ctx, t, desc.Digest.String())
