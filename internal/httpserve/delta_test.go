@@ -29,7 +29,7 @@ func withPrecompute(o *proxy.Options) { withDeltas(o); o.PrecomputeDeltas = true
 // a referrer of v2.
 type deltaSetup struct {
 	old, nw  []byte
-	v2       ocispec.Descriptor
+	v1, v2   ocispec.Descriptor
 	newLayer ocispec.Descriptor
 	l        layerdelta.Layer
 	delta    []byte
@@ -47,7 +47,7 @@ func publishDeltaAfter(t *testing.T, m *mirror, edit func(*layerdelta.Layer), be
 	t.Helper()
 	v1 := layergen.New(40, 60, 16<<10)
 	s := deltaSetup{old: layergen.Gzip(v1.Tar(), -1), nw: layergen.Gzip(v1.Update(41).Tar(), -1)}
-	v1Desc, _ := m.fake.Image("app", "v1", s.old)
+	s.v1, _ = m.fake.Image("app", "v1", s.old)
 	var layers []ocispec.Descriptor
 	s.v2, layers = m.fake.Image("app", "v2", s.nw)
 	s.newLayer = layers[0]
@@ -72,7 +72,7 @@ func publishDeltaAfter(t *testing.T, m *mirror, edit func(*layerdelta.Layer), be
 	if before != nil {
 		before(s.v2, s.l)
 	}
-	body, desc, err := layerdelta.Manifest(s.v2, v1Desc.Digest, []layerdelta.Layer{s.l})
+	body, desc, err := layerdelta.Manifest(s.v2, s.v1.Digest, []layerdelta.Layer{s.l})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -489,6 +489,19 @@ func TestDeltaFromAHeldImageIsFoundAmongMany(t *testing.T) {
 	})
 	pullImage(t, m, "v1", s.old)
 	pullImage(t, m, "v2", s.nw)
+	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
+		t.Errorf("applied deltas = %v, want 1", got)
+	}
+}
+
+// A site whose devices pin images by digest (no tag is ever pulled) uses
+// deltas too.
+func TestDeltaForImagesPulledByDigest(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, withDeltas)
+	s := publishDelta(t, m, nil)
+	pullImage(t, m, s.v1.Digest.String(), s.old)
+	pullImage(t, m, s.v2.Digest.String(), s.nw)
 	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
 		t.Errorf("applied deltas = %v, want 1", got)
 	}

@@ -228,6 +228,25 @@ func (m *DB) Linked(ctx context.Context, r Repo, d digest.Digest) (bool, error) 
 	return true, m.link(r, d)
 }
 
+// RepoManifests returns the manifests linked to repository r (pulled by
+// tag or by digest, indexes and their children), in digest order.
+func (m *DB) RepoManifests(_ context.Context, r Repo) ([]digest.Digest, error) {
+	prefix := []byte(r.String() + "@")
+	var out []digest.Digest
+	err := m.db.View(func(tx *bolt.Tx) error {
+		manifests := tx.Bucket(bucketManifests)
+		c := tx.Bucket(bucketLinks).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			d := k[len(prefix):]
+			if manifests.Get(d) != nil {
+				out = append(out, digest.Digest(d))
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
 // Link records that repository r holds content d.
 func (m *DB) Link(ctx context.Context, r Repo, d digest.Digest) error {
 	if err := m.link(r, d); err != nil || m.shared == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -139,5 +140,34 @@ func TestTrustWithoutKindIsDropped(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// RepoManifests lists the manifests linked to one repository, by tag or by
+// digest, and neither its blobs nor another repository's manifests.
+func TestRepoManifests(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, _ := openTest(t)
+	defer db.Close()
+	r := Repo{Registry: "docker.io", Name: "team/app"}
+	sub := Repo{Registry: "docker.io", Name: "team/app/sub"}
+	m1, m2, other, blob := digest.FromString("m1"), digest.FromString("m2"), digest.FromString("other"), digest.FromString("blob")
+	for _, c := range []struct {
+		r Repo
+		d digest.Digest
+	}{{r, m1}, {r, m2}, {sub, other}} {
+		if err := db.PutManifest(ctx, c.r, c.d, Manifest{MediaType: "application/vnd.oci.image.manifest.v1+json", Size: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Link(ctx, r, blob); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.RepoManifests(ctx, r)
+	want := []digest.Digest{m1, m2}
+	slices.Sort(want)
+	if err != nil || !cmp.Equal(got, want) {
+		t.Errorf("RepoManifests() = %v, %v; want %v", got, err, want)
 	}
 }

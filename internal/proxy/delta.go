@@ -127,19 +127,37 @@ func (p *Proxy) discoverDeltas(ctx context.Context, t Target, m upstream.Manifes
 }
 
 // haveOtherImages reports whether the store holds a manifest of t's
-// repository other than d.
+// repository, tagged or pulled by digest, other than d and the indexes
+// that list d.
 func (p *Proxy) haveOtherImages(ctx context.Context, t Target, d digest.Digest) bool {
-	tags, err := p.db.Tags(ctx, t.Repo)
+	ms, err := p.db.RepoManifests(ctx, t.Repo)
 	if err != nil {
 		return false
 	}
-	for _, tag := range tags {
-		if e, err := p.db.Tag(ctx, t.Repo, tag); err == nil && e.Digest != d {
-			return true
+	for i, m := range ms {
+		if i == maxOtherImagesRead {
+			return true // many images: surely another one
 		}
+		if m == d {
+			continue
+		}
+		body, err := p.readStored(ctx, m, -1)
+		if err != nil {
+			continue
+		}
+		var idx struct {
+			Manifests []ocispec.Descriptor `json:"manifests"`
+		}
+		if json.Unmarshal(body, &idx) == nil && slices.ContainsFunc(idx.Manifests, func(c ocispec.Descriptor) bool { return c.Digest == d }) {
+			continue // d's own index
+		}
+		return true
 	}
 	return false
 }
+
+// maxOtherImagesRead bounds the manifests haveOtherImages reads.
+const maxOtherImagesRead = 64
 
 // fillFromDelta tries to rebuild f's layer from a recorded delta whose bases
 // are stored: it fetches the delta (a blob fill of its own, resumable and
@@ -393,7 +411,8 @@ func (p *Proxy) holds(ctx context.Context) func(layerdelta.Blob) bool {
 
 // baseCandidates returns layers of t's repository, other than d, that are
 // stored here: those of the images its tags point at (children of indexes
-// included), most recently fetched tag first, at most MaxBaseCandidates.
+// included), most recently fetched tag first, then those of its images
+// pulled by digest only; at most MaxBaseCandidates.
 func (p *Proxy) baseCandidates(ctx context.Context, t Target, d digest.Digest) []digest.Digest {
 	tags, err := p.db.Tags(ctx, t.Repo)
 	if err != nil {
@@ -446,6 +465,12 @@ func (p *Proxy) baseCandidates(ctx context.Context, t Target, d digest.Digest) [
 	}
 	for _, r := range roots {
 		visit(r.d, 0)
+	}
+	// Fleets that pin images by digest have no tags here.
+	if ms, err := p.db.RepoManifests(ctx, t.Repo); err == nil {
+		for _, m := range ms {
+			visit(m, 0)
+		}
 	}
 	return out
 }
