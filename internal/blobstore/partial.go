@@ -142,6 +142,11 @@ type fsPartial struct {
 	fsIngest
 	state string
 	meta  PartialMeta
+	// trusted is the number of bytes at the start of the data that were
+	// not hashed in this process: the checkpoint's hash state stands for
+	// them. Verify hashes them again (see there).
+	trusted int64
+	checked bool // Verify hashed the whole data and it matched
 }
 
 // load restores the digester from the checkpoint, if it is usable, and
@@ -154,7 +159,7 @@ func (p *fsPartial) load() error {
 	var from int64
 	if st, ok := p.readState(size); ok {
 		if dg, err := verify.RestoreDigester(p.d, st.HashState, st.Offset); err == nil {
-			p.dg, from, p.meta = dg, st.Offset, st.Meta
+			p.dg, from, p.meta, p.trusted = dg, st.Offset, st.Meta, st.Offset
 		}
 	}
 	if p.dg == nil {
@@ -169,6 +174,29 @@ func (p *fsPartial) load() error {
 		return fmt.Errorf("blob %s: read partial: %d of %d bytes: %w", p.d, n, size-from, err)
 	}
 	p.written = size
+	return nil
+}
+
+// Verify implements Ingest. The checkpoint's hash state vouches for what
+// was written before it, not for what is on disk now: a storage card that
+// corrupted those bytes between a crash and the resume would go unnoticed.
+// So when the partial was resumed from a checkpoint, a Verify that passes
+// on the hash state also hashes the whole data file again.
+func (p *fsPartial) Verify(size int64) error {
+	if err := p.StagingFile.Verify(size); err != nil || p.trusted == 0 || p.checked {
+		return err
+	}
+	dg, err := verify.NewDigester(p.d)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dg, io.NewSectionReader(p.File, 0, p.dg.Written())); err != nil {
+		return fmt.Errorf("blob %s: read partial: %w", p.d, err)
+	}
+	if err := dg.Verify(size); err != nil {
+		return fmt.Errorf("blob %s: bytes on disk changed since their checkpoint: %w", p.d, err)
+	}
+	p.checked = true
 	return nil
 }
 
@@ -227,6 +255,10 @@ func (p *fsPartial) Suspend(meta PartialMeta) error {
 // Commit implements Ingest: the data moves to its final path and the
 // checkpoint goes.
 func (p *fsPartial) Commit(ctx context.Context, size int64) error {
+	if err := p.Verify(size); err != nil {
+		p.Cancel()
+		return err
+	}
 	if err := p.fsIngest.Commit(ctx, size); err != nil {
 		os.Remove(p.state)
 		return err

@@ -110,6 +110,43 @@ func TestSuspendWithoutCheckpointDiscards(t *testing.T) {
 	}
 }
 
+// Bytes a checkpoint covers that changed on disk before the resume (a
+// storage card's corruption after a crash) fail Verify and Commit, though
+// the checkpoint's hash state matches the digest.
+func TestResumedPartialIsHashedFromDisk(t *testing.T) {
+	s, root := newPartialFS(t)
+	content := randomBytes(t, 300_000)
+	d := digest.FromBytes(content)
+	p := resume(t, s, d)
+	write(t, p, content[:200_000])
+	if err := p.Suspend(PartialMeta{Size: int64(len(content))}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(s.partialPath(d), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{content[1000] ^ 0xff}, 1000); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	p = resume(t, s, d)
+	write(t, p, content[200_000:])
+	if err := p.Verify(int64(len(content))); !errors.Is(err, errdef.ErrDigestMismatch) {
+		t.Errorf("Verify() = %v, want a digest mismatch", err)
+	}
+	if err := p.Commit(context.Background(), int64(len(content))); err == nil {
+		t.Error("Commit() of changed bytes succeeded")
+	}
+	if _, err := s.Stat(context.Background(), d); err == nil {
+		t.Error("the blob was committed")
+	}
+	if left := partialFiles(t, root); len(left) != 0 {
+		t.Errorf("left in partial/: %v", left)
+	}
+}
+
 // A suspended partial resumes where it stopped, with its metadata.
 func TestPartialSuspendResume(t *testing.T) {
 	s, root := newPartialFS(t)
