@@ -506,3 +506,27 @@ func TestDeltaForImagesPulledByDigest(t *testing.T) {
 		t.Errorf("applied deltas = %v, want 1", got)
 	}
 }
+
+// Deltas published after the site fetched the new image's manifest (a
+// device checked the tag before the release pipeline pushed them) are
+// found when the layers are pulled later: a fill looks for them again,
+// asking the upstream rather than taking the cached referrers list.
+func TestDeltaPublishedAfterTheManifestIsFound(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, withDeltas)
+	s := publishDelta(t, m, nil)
+	none := func(w http.ResponseWriter, _ *http.Request, _ int) bool {
+		w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+		w.Write([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`))
+		return true
+	}
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, "/referrers/"+s.v2.Digest.String(), none))
+	pullImage(t, m, "v1", s.old)
+	pullImage(t, m, "v2") // the manifest only: no delta published yet
+	m.fake.ClearFaults()  // now it is
+	m.clock.advance(2 * time.Minute)
+	pullImage(t, m, "v2", s.nw)
+	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
+		t.Errorf("applied deltas = %v, want 1", got)
+	}
+}

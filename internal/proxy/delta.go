@@ -42,6 +42,7 @@ func (p *Proxy) discoverDeltas(ctx context.Context, t Target, m upstream.Manifes
 	if !p.opts.Deltas {
 		return
 	}
+	p.layerHints.discovered(m.Descriptor.Digest, p.now())
 	layers := map[digest.Digest]int64{}
 	for _, l := range man.Layers {
 		if _, err := p.store.Stat(ctx, l.Digest); err != nil {
@@ -172,6 +173,9 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 	recs, err := p.db.Deltas(ctx, f.d)
 	if err != nil {
 		return false
+	}
+	if len(recs) == 0 && p.lookAgain(ctx, f) {
+		recs, _ = p.db.Deltas(ctx, f.d)
 	}
 	var (
 		best    layerdelta.Layer
@@ -397,8 +401,44 @@ func (p *Proxy) mayUseDelta(ctx context.Context, f *fill) bool {
 	if recs, err := p.db.Deltas(ctx, f.d); err != nil || len(recs) > 0 {
 		return true
 	}
-	_, ok := p.mayNegotiate(f)
-	return ok
+	if _, ok := p.mayNegotiate(f); ok {
+		return true
+	}
+	return p.mayLookAgain(f)
+}
+
+// rediscoverEvery is how long after deltas were looked for for a manifest
+// a fill of one of its layers may look again: deltas are published after
+// their image, and a site may have fetched the manifest in between (a
+// device checking the tag).
+const rediscoverEvery = time.Minute
+
+// mayLookAgain reports whether a fill of f's layer would look for deltas
+// again (lookAgain).
+func (p *Proxy) mayLookAgain(f *fill) bool {
+	return p.layerHints.mayLookAgain(f.d, p.now(), rediscoverEvery)
+}
+
+// lookAgain looks for published deltas of f's layer again, when the
+// manifest that named it was checked for deltas rediscoverEvery ago or
+// more, asking the upstream for its referrers rather than taking the
+// cached list. It reports whether it looked.
+func (p *Proxy) lookAgain(ctx context.Context, f *fill) bool {
+	md, ok := p.layerHints.lookAgain(f.d, p.now(), rediscoverEvery)
+	if !ok {
+		return false
+	}
+	body, err := p.readStored(ctx, md, -1)
+	if err != nil {
+		return false
+	}
+	m := upstream.Manifest{Descriptor: ocispec.Descriptor{Digest: md, Size: int64(len(body))}, Body: body}
+	man, ok := p.noteLayers(m)
+	if !ok {
+		return false
+	}
+	p.discoverDeltas(context.WithValue(ctx, freshReferrersKey{}, true), f.target, m, man)
+	return true
 }
 
 // holds returns a predicate: is blob b stored here, in its size?
@@ -722,36 +762,80 @@ func (p *Proxy) noteLayers(m upstream.Manifest) (ocispec.Manifest, bool) {
 		return man, false
 	}
 	for _, l := range man.Layers {
-		p.layerHints.add(l.Digest, l.Size)
+		p.layerHints.add(l.Digest, l.Size, m.Descriptor.Digest)
 	}
 	return man, true
 }
 
 // layerHints remembers the layers (and their sizes) of image manifests
 // fetched recently, so that a fill knows its blob is a layer (deltas are
-// for layers) and how large it may be when the upstream does not say. It
-// is bounded by maxLayerHints and forgets everything when full.
+// for layers), how large it may be when the upstream does not say, and
+// which manifest named it; and when deltas were last looked for for each
+// manifest. It is bounded by maxLayerHints and forgets everything when
+// full.
 type layerHints struct {
-	mu sync.Mutex
-	m  map[digest.Digest]int64
+	mu     sync.Mutex
+	m      map[digest.Digest]layerHint
+	looked map[digest.Digest]time.Time // manifest -> last discovery
+}
+
+type layerHint struct {
+	size     int64
+	manifest digest.Digest
 }
 
 const maxLayerHints = 1 << 14
 
-func (h *layerHints) add(d digest.Digest, size int64) {
+func (h *layerHints) add(d digest.Digest, size int64, manifest digest.Digest) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.m == nil || len(h.m) >= maxLayerHints {
-		h.m = map[digest.Digest]int64{}
+		h.m = map[digest.Digest]layerHint{}
 	}
-	h.m[d] = size
+	h.m[d] = layerHint{size, manifest}
 }
 
 func (h *layerHints) get(d digest.Digest) (int64, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	size, ok := h.m[d]
-	return size, ok
+	l, ok := h.m[d]
+	return l.size, ok
+}
+
+// lookAgain returns the manifest that named layer d, if deltas were last
+// looked for for it before now-every (or never), and records now as its
+// last discovery.
+func (h *layerHints) lookAgain(d digest.Digest, now time.Time, every time.Duration) (digest.Digest, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l, ok := h.m[d]
+	if !ok || now.Sub(h.looked[l.manifest]) < every {
+		return "", false
+	}
+	h.lookedAt(l.manifest, now)
+	return l.manifest, true
+}
+
+// mayLookAgain reports whether lookAgain would return true.
+func (h *layerHints) mayLookAgain(d digest.Digest, now time.Time, every time.Duration) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l, ok := h.m[d]
+	return ok && now.Sub(h.looked[l.manifest]) >= every
+}
+
+// lookedAt records a discovery of deltas for manifest m.
+func (h *layerHints) lookedAt(m digest.Digest, now time.Time) {
+	if h.looked == nil || len(h.looked) >= maxLayerHints {
+		h.looked = map[digest.Digest]time.Time{}
+	}
+	h.looked[m] = now
+}
+
+func (h *layerHints) discovered(m digest.Digest, now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lookedAt(m, now)
 }
 
 // storeFiles opens stored blobs as layerdelta.Content (random access, size

@@ -96,9 +96,14 @@ func (p *Proxy) Referrers(ctx context.Context, t Target, d digest.Digest, artifa
 	return out, cache, err
 }
 
+// freshReferrersKey, in a context, asks referrers for the upstream's list
+// even when the cached one is within its TTL (the cached list still serves
+// when the upstream fails).
+type freshReferrersKey struct{}
+
 func (p *Proxy) referrers(ctx context.Context, t Target, d digest.Digest) ([]byte, string, error) {
 	rec, recErr := p.db.Referrers(ctx, t.Repo, d)
-	if recErr == nil && p.now().Sub(rec.FetchedAt) < p.opts.TagTTL {
+	if recErr == nil && p.now().Sub(rec.FetchedAt) < p.opts.TagTTL && ctx.Value(freshReferrersKey{}) == nil {
 		if body, err := p.readStoredAtMost(ctx, rec.Digest, -1, upstream.MaxReferrersSize); err == nil {
 			return body, CacheHit, nil
 		}
