@@ -44,7 +44,7 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 	if res, err := p.localBlob(ctx, t, d); err == nil || !errors.Is(err, errNotStored) {
 		return res, err
 	}
-	if p.diskFull() && p.runningFill(d) == nil {
+	if p.diskIsFull() && p.runningFill(d) == nil {
 		return p.passThrough(ctx, t, d)
 	}
 	f, created, err := p.joinFill(ctx, t, d)
@@ -170,7 +170,7 @@ func (p *Proxy) ensureLinked(ctx context.Context, t Target, d digest.Digest) err
 	if err := p.upstreamHolds(ctx, t, d); err != nil {
 		return err
 	}
-	if err := p.db.Link(ctx, t.Repo, d); err != nil {
+	if err := p.recorded(ctx, p.db.Link(ctx, t.Repo, d)); err != nil {
 		return err
 	}
 	p.links.add(t.Repo.String() + "@" + string(d))

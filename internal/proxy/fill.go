@@ -212,7 +212,7 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 			cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.FillTimeout)
 			if err = f.ing.Commit(cctx, f.finalSize()); err == nil {
 				p.m.StoreBytes.Add(float64(f.keptBytes()))
-				err = p.db.Link(cctx, f.target.Repo, f.d)
+				err = p.recorded(cctx, p.db.Link(cctx, f.target.Repo, f.d))
 			}
 			ccancel()
 		} else if f.part != nil && keepPartial(err) && !errors.As(err, new(*localError)) && f.keptBytes() > 0 {

@@ -89,7 +89,7 @@ func (p *Proxy) localManifest(ctx context.Context, t Target, d digest.Digest) (M
 			// The upstream gave no digest on HEAD: fetch instead.
 			return ManifestResult{}, fmt.Errorf("manifest %s: %w", d, errdef.ErrNotFound)
 		}
-		if err := p.db.Link(ctx, t.Repo, d); err != nil {
+		if err := p.recorded(ctx, p.db.Link(ctx, t.Repo, d)); err != nil {
 			return ManifestResult{}, err
 		}
 		cache = CacheMiss
@@ -166,7 +166,10 @@ func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstre
 			return upstream.Manifest{}, err
 		}
 		p.m.StoreBytes.Add(float64(len(m.Body)))
-		if err := p.db.PutManifest(ctx, t.Repo, m.Descriptor.Digest, meta.Manifest{MediaType: m.Descriptor.MediaType, Size: m.Descriptor.Size}); err != nil {
+		if err := p.db.PutManifest(ctx, t.Repo, m.Descriptor.Digest, meta.Manifest{MediaType: m.Descriptor.MediaType, Size: m.Descriptor.Size}); diskFull(err) {
+			p.noteWriteError(ctx, err) // verified: served, and the next request fetches it again
+			return m, nil
+		} else if err != nil {
 			return upstream.Manifest{}, err
 		}
 		if man, ok := p.noteLayers(m); ok {
@@ -206,7 +209,7 @@ func (p *Proxy) fetchTag(ctx context.Context, t Target, tag string) (ManifestRes
 		return ManifestResult{}, err
 	}
 	e := meta.TagEntry{Digest: m.Descriptor.Digest, MediaType: m.Descriptor.MediaType, Size: m.Descriptor.Size, FetchedAt: p.now()}
-	if err := p.db.PutTag(ctx, t.Repo, tag, e); err != nil {
+	if err := p.recorded(ctx, p.db.PutTag(ctx, t.Repo, tag, e)); err != nil {
 		return ManifestResult{}, err
 	}
 	return ManifestResult{Descriptor: m.Descriptor, Body: m.Body, Cache: CacheMiss}, nil
@@ -223,7 +226,7 @@ func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.
 	switch {
 	case err == nil && desc.Digest == e.Digest:
 		e.FetchedAt = p.now()
-		if err := p.db.PutTag(ctx, t.Repo, tag, e); err != nil {
+		if err := p.recorded(ctx, p.db.PutTag(ctx, t.Repo, tag, e)); err != nil {
 			return ManifestResult{}, err
 		}
 		res, lerr := p.localManifest(ctx, t, e.Digest)
@@ -239,7 +242,7 @@ func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.
 			return p.serveStale(ctx, t, tag, e, ferr)
 		}
 		ne := meta.TagEntry{Digest: m.Descriptor.Digest, MediaType: m.Descriptor.MediaType, Size: m.Descriptor.Size, FetchedAt: p.now()}
-		if err := p.db.PutTag(ctx, t.Repo, tag, ne); err != nil {
+		if err := p.recorded(ctx, p.db.PutTag(ctx, t.Repo, tag, ne)); err != nil {
 			return ManifestResult{}, err
 		}
 		return ManifestResult{Descriptor: m.Descriptor, Body: m.Body, Cache: CacheMiss}, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,7 +28,7 @@ const diskFullFor = time.Minute
 // noteWriteError records a full disk (ENOSPC) so that the next misses pass
 // through, and asks for room.
 func (p *Proxy) noteWriteError(ctx context.Context, err error) {
-	if !errors.Is(err, syscall.ENOSPC) {
+	if !diskFull(err) {
 		return
 	}
 	first := p.diskFullUntil.Swap(p.now().Add(diskFullFor).UnixNano()) < p.now().UnixNano()
@@ -41,8 +42,26 @@ func (p *Proxy) noteWriteError(ctx context.Context, err error) {
 	}
 }
 
-// diskFull reports whether misses should pass through.
-func (p *Proxy) diskFull() bool { return p.now().UnixNano() < p.diskFullUntil.Load() }
+// diskFull reports whether err says the disk is full. bbolt words some of
+// its write errors with the system error's text only.
+func diskFull(err error) bool {
+	return err != nil && (errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), syscall.ENOSPC.Error()))
+}
+
+// recorded returns nil for a metadata write that failed because the disk is
+// full (noted: misses pass through for a while): what was to be recorded (a
+// tag's last check, a link, a manifest record) only saves upstream requests
+// later, and the request must still be served. Other errors are returned.
+func (p *Proxy) recorded(ctx context.Context, err error) error {
+	if diskFull(err) {
+		p.noteWriteError(ctx, err)
+		return nil
+	}
+	return err
+}
+
+// diskIsFull reports whether misses should pass through.
+func (p *Proxy) diskIsFull() bool { return p.now().UnixNano() < p.diskFullUntil.Load() }
 
 // passThrough streams blob d from the upstream to the client without
 // storing it. Every byte is still checked: the last one is held back until

@@ -1,0 +1,121 @@
+package httpserve_test
+
+import (
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
+)
+
+// smallDisk mounts a tmpfs of size bytes for the test and returns its path.
+// It needs root (CI runs as root; elsewhere the test is skipped).
+func smallDisk(t *testing.T, size int) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small file system needs root")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.Itoa(size)); err != nil {
+		t.Fatalf("mount a %d-byte tmpfs: %v", size, err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
+}
+
+// fillDisk writes a file into dir until the file system is full.
+func fillDisk(t *testing.T, dir string) {
+	t.Helper()
+	f, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Room again before the mirror stops (it records access times then).
+	t.Cleanup(func() { os.Remove(f.Name()) })
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+}
+
+// On a full disk, cached images keep being served by tag when the tag is
+// revalidated upstream (its new check cannot be recorded), and manifests
+// not cached pass through.
+func TestFullDiskServesTags(t *testing.T) {
+	t.Parallel()
+	root := smallDisk(t, 4<<20)
+	m := newMirror(t)
+	m.stop()
+	m.root = root
+	m.start()
+	layer := fakeupstream.Random(t, 100_000)
+	m.fake.Image("app", "v1", layer)
+	pullImage(t, m, "v1", layer)
+	// Enough tags that recording them needs new pages of meta.db.
+	var tags []string
+	for i := range 300 {
+		tag := "new-" + strconv.Itoa(i)
+		m.fake.Image("app", tag, []byte(tag))
+		tags = append(tags, tag)
+	}
+	fillDisk(t, root)
+
+	m.clock.advance(2 * time.Minute) // past the tag TTL: revalidated upstream
+	failed := 0
+	for _, tag := range append([]string{"v1"}, tags...) {
+		resp, body := m.get(http.MethodGet, manifestPath("app", tag), "Accept", ocispec.MediaTypeImageManifest)
+		if resp.StatusCode != http.StatusOK {
+			if failed++; failed < 3 {
+				t.Errorf("GET %s on a full disk: %d %s", tag, resp.StatusCode, body)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d tags failed on a full disk", failed, len(tags)+1)
+	}
+}
+
+// A layer larger than the free space fills the disk and fails; its bytes
+// are not kept, so the disk has room again for the blobs that fit.
+func TestFullDiskKeepsNoPartial(t *testing.T) {
+	t.Parallel()
+	root := smallDisk(t, 4<<20)
+	m := newMirror(t)
+	m.stop()
+	m.root = root
+	m.start()
+	big := fakeupstream.Random(t, 6<<20)
+	_, layers := m.fake.Image("app", "big", big)
+	resp, body, err := m.do(http.MethodGet, blobPath("app", layers[0].Digest))
+	if err == nil && resp.StatusCode == http.StatusOK && len(body) == len(big) {
+		t.Fatal("a layer larger than the disk was served whole")
+	}
+	m.waitFills()
+	if left := m.ingestFiles(); len(left) != 0 {
+		t.Errorf("after the disk filled up, still on disk: %v", left)
+	}
+	m.clock.advance(2 * time.Minute) // the store is tried again
+	small := fakeupstream.Random(t, 200_000)
+	_, sl := m.fake.Image("other", "v1", small)
+	resp, body = m.get(http.MethodGet, blobPath("other", sl[0].Digest))
+	m.waitFills()
+	if resp.StatusCode != http.StatusOK || len(body) != len(small) {
+		t.Fatalf("GET a small blob: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if _, err := m.store.Stat(t.Context(), sl[0].Digest); err != nil {
+		t.Errorf("a blob that fits was not stored: %v", err)
+	}
+}
