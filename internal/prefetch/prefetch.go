@@ -12,6 +12,7 @@ package prefetch
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -505,14 +506,25 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) ([
 	// Signatures, attestations, SBOMs: the referrers of every manifest (OCI
 	// 1.1, or cosign's sha256-<hex>.sig style tags through the proxy's
 	// fallback), with their own blobs.
+	// With the upstream unreachable (a site that restarts during an outage
+	// refreshes its list), what could not be looked up again is left as
+	// it is: the image and the evidence stored before still serve.
 	nref := 0
 	for _, d := range slices.Clone(manifests) {
 		refs, err := pf.p.Evidence(ctx, t, d)
+		if errors.Is(err, errdef.ErrUnavailable) {
+			log.LogAttrs(ctx, slog.LevelWarn, "prefetch: signatures and referrers not refreshed", slog.String("manifest", d.String()), slog.Any("err", err))
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
 		for _, r := range refs {
 			rm, err := pf.p.Manifest(ctx, t, r.String())
+			if errors.Is(err, errdef.ErrUnavailable) {
+				log.LogAttrs(ctx, slog.LevelWarn, "prefetch: referrer not refreshed", slog.String("referrer", r.String()), slog.Any("err", err))
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("referrer %s of %s: %w", r, d, err)
 			}

@@ -319,3 +319,34 @@ func TestPrefetchAddedImagesPersistUntilRemoved(t *testing.T) {
 		t.Errorf("stored list after removal: %+v", reqs)
 	}
 }
+
+// A refresh with the upstream unreachable (a site restarting during an
+// outage) leaves a stored image complete: the signatures that could not be
+// looked up again do not fail it.
+func TestPrefetchRefreshDuringAnOutage(t *testing.T) {
+	s := newSite(t)
+	layer := fakeupstream.Random(t, 1000)
+	s.fake.Image("org/app", "1.0", layer)
+	pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/app:1.0"}}})
+	before := waitState(t, pf, "org/app:1.0", prefetch.StateComplete)
+
+	s.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	time.Sleep(10 * time.Millisecond) // so that the refresh's status has a later time
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/app:1.0"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := pf.Status()[0]
+		if st.Updated.After(before.Updated) && (st.State == prefetch.StateComplete || st.State == prefetch.StateFailed) {
+			if st.State != prefetch.StateComplete {
+				t.Errorf("refresh during an outage: %s (%s), want complete", st.State, st.Error)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the refresh did not end: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
