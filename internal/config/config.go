@@ -18,6 +18,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -402,7 +403,7 @@ func Load(r io.Reader) (Config, error) {
 		if errors.Is(err, io.EOF) {
 			return Default(), nil
 		}
-		return Config{}, invalid(fmt.Errorf("decode config: %w", withoutValues(err)))
+		return Config{}, invalid(fmt.Errorf("decode config: %w", withPaths(withoutValues(err), b)))
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -547,6 +548,84 @@ func invalid(err error) error { return invalidError{err} }
 // yamlValue is the excerpt of a value that the YAML decoder puts in its
 // type errors: "cannot unmarshal !!str `s3cr3t` into config.Auth".
 var yamlValue = regexp.MustCompile("(cannot unmarshal !!\\w+) `[^`]*`")
+
+// yamlLine is the start of one of the YAML decoder's type errors.
+var yamlLine = regexp.MustCompile(`^line (\d+): `)
+
+// withPaths names, in the YAML decoder's type errors ("line 7: cannot
+// unmarshal ..."), the field path of the value on that line
+// ("line 7: upstreams[0].retry.max: cannot unmarshal ..."), as validation
+// errors do. A line that holds several values (a flow mapping) keeps its
+// number only.
+func withPaths(err error, b []byte) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	paths := linePaths(b)
+	out := &yaml.TypeError{Errors: make([]string, len(te.Errors))}
+	for i, e := range te.Errors {
+		out.Errors[i] = e
+		m := yamlLine.FindStringSubmatch(e)
+		if m == nil {
+			continue
+		}
+		n, _ := strconv.Atoi(m[1])
+		if p := paths[n]; p != "" {
+			out.Errors[i] = m[0] + p + ": " + e[len(m[0]):]
+		}
+	}
+	return out
+}
+
+// linePaths maps the lines of YAML document b to the field path of the one
+// value that starts there ("" where several do); a flow collection counts
+// as one value.
+func linePaths(b []byte) map[int]string {
+	var doc yaml.Node
+	if yaml.Unmarshal(b, &doc) != nil {
+		return nil
+	}
+	all := map[int][]string{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		if path != "" {
+			all[n.Line] = append(all[n.Line], path)
+		}
+		if n.Style&yaml.FlowStyle != 0 {
+			return // {a: 1, b: 2} or [x, y]: one line, one path
+		}
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				key := n.Content[i].Value
+				if path != "" {
+					key = path + "." + key
+				}
+				walk(n.Content[i+1], key)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				walk(c, fmt.Sprintf("%s[%d]", path, i))
+			}
+		}
+	}
+	walk(&doc, "")
+	out := map[int]string{}
+	for line, ps := range all {
+		// A block mapping starts on the line of its first key: the
+		// deepest path, if every other one leads to it, is the value's.
+		deepest := slices.MaxFunc(ps, func(a, b string) int { return len(a) - len(b) })
+		if !slices.ContainsFunc(ps, func(p string) bool { return !strings.HasPrefix(deepest, p) }) {
+			out[line] = deepest
+		}
+	}
+	return out
+}
 
 // withoutValues drops the values from the YAML decoder's type errors: a
 // secret written one level off (auth: s3cr3t) would otherwise be repeated

@@ -203,7 +203,7 @@ upstreams:
 		{"duplicate key", "listen: :1\nlisten: :2\n", []string{`"listen" already defined`}},
 		{"two documents", "listen: :1\n---\nlisten: :2\n", []string{"line 3", "more than one YAML document"}},
 		{"syntax error", "listen: [\n", []string{"line"}},
-		{"several errors at once", "foo: 1\ncache: {tagTTL: x}\n", []string{"line 1: field foo", "line 2: invalid duration"}},
+		{"several errors at once", "foo: 1\ncache: {tagTTL: x}\n", []string{"line 1: foo: field foo", "line 2: cache: invalid duration"}},
 
 		{"bad listen", "listen: 5000\n", []string{"listen: want host:port"}},
 		{"bad prefetch list", "prefetch:\n  images:\n    - {ref: UPPER/app}\n    - {ref: org/app, platforms: [arm64]}\n    - {ref: org/app}\n  windows: [22-06]\n  concurrency: 0\n  interval: 0s\n",
@@ -301,6 +301,24 @@ func TestLoadErrorsDoNotRepeatValues(t *testing.T) {
 		}
 		if !strings.Contains(msg, "line ") || !strings.Contains(msg, "cannot unmarshal !!str value into") {
 			t.Errorf("error lost its position or kind: %s", msg)
+		}
+	}
+}
+
+// Type errors name the field path of their value, as validation errors do.
+func TestLoadTypeErrorsNameTheField(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string][]string{
+		"storage:\n  maxSize: 4M\n": {"line 2: storage.maxSize: invalid size"},
+		"upstreams:\n  - registry: a\n    url: https://a\n    retry:\n      max: lots\n": {"line 5: upstreams[0].retry.max: cannot unmarshal !!str value into int"},
+		"log:\n  level: [debug]\n":     {"line 2: log.level: want a single value"},
+		"storage: {fillTimeout: xx}\n": {"line 1: storage: invalid duration"},
+	} {
+		_, err := Load(strings.NewReader(in))
+		for _, w := range want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("Load(%q) error = %v, want %q", in, err, w)
+			}
 		}
 	}
 }
