@@ -32,8 +32,13 @@ import (
 	"github.com/registry-edge/registry-edge/internal/version"
 )
 
-// shutdownGrace bounds how long a stop waits for requests and fills.
-const shutdownGrace = 30 * time.Second
+// shutdownGrace bounds how long a stop waits for requests to end, and
+// fillsGrace how long it then waits for fills to stop (they are cancelled;
+// what they received stays on disk).
+const (
+	shutdownGrace = 30 * time.Second
+	fillsGrace    = 10 * time.Second
+)
 
 // reloadFunc reads the configuration again (SIGHUP).
 type reloadFunc func() (config.Config, error)
@@ -253,15 +258,23 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	stopPrefetch()
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	switch err := srv.Shutdown(sctx); {
+	case errors.Is(err, context.DeadlineExceeded):
+		// A slow device still downloading: its connection goes now.
+		log.LogAttrs(context.Background(), slog.LevelWarn, "clients still downloading at shutdown; their connections are closed",
+			slog.Duration("waited", shutdownGrace))
+		srv.Close()
+	case err != nil:
 		return err
 	}
 	// Fills that outlived their clients stop here; what they received
 	// stays on disk and the next request of the blob resumes it.
-	switch err := p.Close(sctx); {
+	fctx, fcancel := context.WithTimeout(context.Background(), fillsGrace)
+	defer fcancel()
+	switch err := p.Close(fctx); {
 	case errors.Is(err, context.DeadlineExceeded):
 		log.LogAttrs(context.Background(), slog.LevelWarn, "fills still running at shutdown; they will be resumed on demand",
-			slog.Duration("waited", shutdownGrace))
+			slog.Duration("waited", fillsGrace))
 	case err != nil:
 		log.LogAttrs(context.Background(), slog.LevelWarn, "shutdown incomplete", slog.Any("err", err))
 	}
