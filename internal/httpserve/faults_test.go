@@ -10,10 +10,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -415,5 +418,70 @@ func TestUpstreamFailuresAreMarkedForTiersBelow(t *testing.T) {
 	resp, _ = m.get(http.MethodGet, blobPath("app", digest.FromString("absent")))
 	if resp.StatusCode != http.StatusNotFound || resp.Header.Get(upstream.HeaderTierError) != "" {
 		t.Errorf("404: %d, %s %q; want no mark", resp.StatusCode, upstream.HeaderTierError, resp.Header.Get(upstream.HeaderTierError))
+	}
+}
+
+// addUpstream restarts m with one more upstream, named name, in front of a
+// new fake registry, which it returns with its request log.
+func addUpstream(t *testing.T, m *mirror, name string) *fakeupstream.Registry {
+	t.Helper()
+	fake := fakeupstream.New()
+	srv := httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
+	client, err := upstream.New(upstream.Options{URL: srv.URL, RegistryName: name, ConnectTimeout: time.Second, ResponseHeaderTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := proxy.NewRouter(append(slices.Clone(m.router.Remotes()), &proxy.Remote{Name: name, Client: client}), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.stop()
+	m.router = router
+	m.start()
+	return fake
+}
+
+// Content stored from one upstream is served for another only if that one
+// sends bytes of it: its word (a HEAD) would let an upstream that lies, or
+// a man in the middle of a plain-HTTP one, read any other registry's
+// content by digest. An upstream that has the blob gets it served without
+// sending it all.
+func TestAnotherUpstreamMustShowTheBytes(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	secret := fakeupstream.Random(t, 100_000)
+	_, layers := m.fake.Image("private/app", "v1", secret)
+	d := layers[0].Digest
+	if resp, body := m.get(http.MethodGet, blobPath("private/app", d)); resp.StatusCode != http.StatusOK || !bytes.Equal(body, secret) {
+		t.Fatalf("GET from central: %d", resp.StatusCode)
+	}
+	m.waitFills()
+
+	liar := addUpstream(t, m, "liar.test")
+	liar.Fail(func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		w.Header().Set("Content-Length", strconv.Itoa(len(secret)))
+		w.Header().Set("Docker-Content-Digest", d.String())
+		w.WriteHeader(http.StatusOK) // "I have it", and zeros for a body
+		if r.Method == http.MethodGet {
+			w.Write(make([]byte, len(secret)))
+		}
+		return true
+	})
+	honest := addUpstream(t, m, "honest.test")
+	honest.AddBlob(secret)
+	honest.LinkBlob("mirror/app", d)
+
+	for _, path := range []string{"/v2/liar.test/x/blobs/" + d.String(), "/v2/x/blobs/" + d.String() + "?ns=liar.test"} {
+		if resp, body := m.get(http.MethodGet, path); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s through a lying upstream: %d (%d bytes), want 404", path, resp.StatusCode, len(body))
+		}
+	}
+	resp, body := m.get(http.MethodGet, "/v2/honest.test/mirror/app/blobs/"+d.String())
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, secret) {
+		t.Errorf("GET through an upstream that has the blob: %d", resp.StatusCode)
+	}
+	if rs := honest.Ranges(http.MethodGet, "/v2/mirror/app/blobs/"+d.String()); len(rs) != 1 || rs[0] == "" {
+		t.Errorf("the honest upstream's GETs had ranges %q, want one ranged GET", rs)
 	}
 }

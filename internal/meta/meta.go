@@ -247,6 +247,25 @@ func (m *DB) RepoManifests(_ context.Context, r Repo) ([]digest.Digest, error) {
 	return out, err
 }
 
+// LinkedInRegistry reports whether content d is linked to any repository
+// of upstream registry (it came from there). It reads every link of the
+// registry: for the rare content that a repository asks for without a link.
+func (m *DB) LinkedInRegistry(_ context.Context, registry string, d digest.Digest) (bool, error) {
+	prefix, suffix := []byte(registry+"/"), []byte("@"+d.String())
+	found := false
+	err := m.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketLinks).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if bytes.HasSuffix(k, suffix) {
+				found = true
+				return nil
+			}
+		}
+		return nil
+	})
+	return found, err
+}
+
 // Link records that repository r holds content d.
 func (m *DB) Link(ctx context.Context, r Repo, d digest.Digest) error {
 	if err := m.link(r, d); err != nil || m.shared == nil {

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/verify"
 )
 
 // BlobResult is a blob ready to serve.
@@ -167,7 +169,17 @@ func (p *Proxy) ensureLinked(ctx context.Context, t Target, d digest.Digest) err
 	if err != nil || ok {
 		return err
 	}
-	if err := p.upstreamHolds(ctx, t, d); err != nil {
+	fromThere, err := p.db.LinkedInRegistry(ctx, t.Repo.Registry, d)
+	if err != nil {
+		return err
+	}
+	if fromThere {
+		// The bytes came from this upstream: its word is enough.
+		err = p.upstreamHolds(ctx, t, d)
+	} else {
+		err = p.upstreamHasBytes(ctx, t, d)
+	}
+	if err != nil {
 		return err
 	}
 	if err := p.recorded(ctx, p.db.Link(ctx, t.Repo, d)); err != nil {
@@ -186,6 +198,76 @@ func (p *Proxy) upstreamHolds(ctx context.Context, t Target, d digest.Digest) er
 		return fmt.Errorf("blob %s in %s: %w", d, t.Repo, errdef.ErrNotFound)
 	}
 	return err
+}
+
+// proofLen is the number of bytes of a stored blob that another upstream
+// must send to show it holds the blob.
+const proofLen = 256
+
+// upstreamHasBytes checks that t's upstream holds blob d, stored here from
+// another upstream only: a HEAD would take its word, and an upstream that
+// lies (or a man in the middle of a plain-HTTP one) would then read any
+// other registry's content by digest. It asks for proofLen bytes at a random
+// offset and compares them with the stored ones (an upstream that ignores
+// the range sends the whole blob, which must hash to d). It returns nil if
+// they match, an error wrapping errdef.ErrNotFound if they do not.
+func (p *Proxy) upstreamHasBytes(ctx context.Context, t Target, d digest.Digest) error {
+	info, err := p.store.Stat(ctx, d)
+	if err != nil {
+		return err
+	}
+	var off int64
+	if info.Size > proofLen {
+		off = rand.Int64N(info.Size - proofLen + 1)
+	}
+	want := make([]byte, min(proofLen, info.Size))
+	f, err := p.store.Open(ctx, d)
+	if err != nil {
+		return err
+	}
+	_, err = f.Seek(off, io.SeekStart)
+	if err == nil {
+		_, err = io.ReadFull(f, want)
+	}
+	f.Close()
+	if err != nil {
+		return err
+	}
+	resp, err := t.Remote.Client.Blob(ctx, t.Repo.Name, d, off, "")
+	p.countUpstream(t, "blob", err)
+	if errors.Is(err, errdef.ErrNotFound) || errors.Is(err, errdef.ErrRangeNotSatisfiable) {
+		return fmt.Errorf("blob %s in %s: %w", d, t.Repo, errdef.ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	notHeld := fmt.Errorf("blob %s in %s: the upstream's bytes differ: %w", d, t.Repo, errdef.ErrNotFound)
+	if resp.Offset != off {
+		dg, err := verify.NewDigester(d)
+		if err != nil {
+			return err
+		}
+		n, err := io.Copy(dg, io.LimitReader(resp.Body, info.Size+1))
+		p.m.UpstreamBytes.WithLabelValues(t.Remote.Name).Add(float64(n))
+		if err != nil {
+			return err
+		}
+		if dg.Verify(info.Size) != nil {
+			return notHeld
+		}
+		return nil
+	}
+	got := make([]byte, len(want))
+	n, err := io.ReadFull(resp.Body, got)
+	p.m.UpstreamBytes.WithLabelValues(t.Remote.Name).Add(float64(n))
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return err
+	}
+	if !bytes.Equal(got[:n], want) {
+		return notHeld
+	}
+	return nil
 }
 
 // linked reports whether t's repository is known to hold d.
