@@ -378,7 +378,15 @@ func (t *authTransport) fetchToken(ctx context.Context, ch challenge, scope stri
 	default:
 		return token{}, &tokenError{err: fmt.Errorf("realm scheme %q refused for a %s registry: %w", realm.Scheme, t.scheme, errPolicy)}
 	}
-	if t.creds.identityToken != "" {
+	// The registry's credentials go to its token server over HTTPS, or in
+	// clear text to the registry's own host only: a plain-HTTP registry
+	// (or whoever answers in its name) must not send them across the
+	// network to a host it names.
+	creds := t.creds
+	if realm.Scheme != "https" && !strings.EqualFold(realm.Hostname(), t.hostname()) {
+		creds = credentials{}
+	}
+	if creds.identityToken != "" {
 		tok, err := t.tokenRequest(ctx, t.oauthRequest(ctx, realm, ch, scope))
 		var te *tokenError
 		if err == nil || !errors.As(err, &te) || (te.status != http.StatusNotFound && te.status != http.StatusMethodNotAllowed) {
@@ -398,10 +406,19 @@ func (t *authTransport) fetchToken(ctx context.Context, ch challenge, scope stri
 	if err != nil {
 		return token{}, &tokenError{err: errPolicy}
 	}
-	if t.creds.basic() {
-		req.SetBasicAuth(t.creds.username, t.creds.password)
+	if creds.basic() {
+		req.SetBasicAuth(creds.username, creds.password)
 	}
 	return t.tokenRequest(ctx, req)
+}
+
+// hostname is the registry's host name, without its port.
+func (t *authTransport) hostname() string {
+	h, _, err := net.SplitHostPort(t.host)
+	if err != nil {
+		return t.host
+	}
+	return h
 }
 
 func (t *authTransport) oauthRequest(ctx context.Context, realm *url.URL, ch challenge, scope string) *http.Request {

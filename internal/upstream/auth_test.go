@@ -42,6 +42,7 @@ type tokenRegistry struct {
 	issued int
 	reg    string // registry URL
 	realm  string // token server URL
+	basic  int    // token requests that carried basic credentials
 }
 
 func newTokenRegistry(t *testing.T, user, pass string) *tokenRegistry {
@@ -54,6 +55,11 @@ func newTokenRegistry(t *testing.T, user, pass string) *tokenRegistry {
 
 func (tr *tokenRegistry) serveToken(w http.ResponseWriter, r *http.Request) {
 	tr.tokens.add(r)
+	if _, _, ok := r.BasicAuth(); ok {
+		tr.mu.Lock()
+		tr.basic++
+		tr.mu.Unlock()
+	}
 	var scope string
 	switch r.Method {
 	case http.MethodPost:
@@ -654,6 +660,27 @@ func mustParseURL(t *testing.T, s string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// A plain-HTTP registry's credentials go to a token server on its own host
+// only: one it names elsewhere is asked without them.
+func TestPlainHTTPRealmElsewhereGetsNoCredentials(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		host string
+		want int
+	}{{"127.0.0.1", 1}, {"localhost", 0}} {
+		tr := newTokenRegistry(t, "alice", "pa55word-secret")
+		tr.realm = strings.Replace(tr.realm, "127.0.0.1", c.host, 1)
+		cl := newTestClient(t, tr.reg, func(o *Options) { o.Username, o.Password = "alice", "pa55word-secret" })
+		cl.Manifest(context.Background(), "library/alpine", "latest", nil, 1<<20)
+		tr.mu.Lock()
+		got := tr.basic
+		tr.mu.Unlock()
+		if got != c.want {
+			t.Errorf("realm on %s: %d token requests with credentials, want %d", c.host, got, c.want)
+		}
+	}
 }
 
 func TestTokenServerErrorIsRetried(t *testing.T) {
