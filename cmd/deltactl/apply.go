@@ -161,7 +161,14 @@ func resolveOutput(out string, stdout io.Writer) (output, error) {
 	}
 	path := out
 	if fi, err := os.Lstat(out); err == nil && fi.Mode()&os.ModeSymlink != 0 {
-		if path, err = filepath.EvalSymlinks(out); err != nil {
+		if path, err = filepath.EvalSymlinks(out); errors.Is(err, fs.ErrNotExist) {
+			// A link to a file yet to be written: write that file.
+			path, err = os.Readlink(out)
+			if err == nil && !filepath.IsAbs(path) {
+				path = filepath.Join(filepath.Dir(out), path)
+			}
+		}
+		if err != nil {
 			return output{}, fmt.Errorf("-o %s: %w", out, err)
 		}
 	}

@@ -259,6 +259,16 @@ func TestApply(t *testing.T) {
 		if got := fileDigest(t, target); got != o.tar.Target.Digest {
 			t.Errorf("the link's target holds %s, want %s", got, o.tar.Target.Digest)
 		}
+		// A link to a file not written yet, by a relative path.
+		dir := t.TempDir()
+		dangling := filepath.Join(dir, "dangling.blob")
+		if err := os.Symlink("new.blob", dangling); err != nil {
+			t.Fatal(err)
+		}
+		mustRun(t, "apply", "--delta", o.tar.Files.Delta, "--base", base, "-o", dangling)
+		if got := fileDigest(t, filepath.Join(dir, "new.blob")); got != o.tar.Target.Digest {
+			t.Errorf("the dangling link's target holds %s, want %s", got, o.tar.Target.Digest)
+		}
 	})
 	t.Run("OUT is a FIFO", func(t *testing.T) {
 		fifo := filepath.Join(t.TempDir(), "out.fifo")
