@@ -159,7 +159,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 		return err
 	}
 	m.SetPrefetchSource(pf.Progress)
-	hopts := httpserve.Options{Logger: log, Metrics: m, AccessLog: cfg.Log.AccessLog, ServeDeltas: cfg.Deltas.Serve,
+	hopts := httpserve.Options{Logger: log, Metrics: m, AccessLog: cfg.Log.AccessLog, ServeDeltas: cfg.Deltas.Serve, ServeDeltasTo: cfg.Deltas.ServeToNetworks(),
 		TrustedProxies: cfg.Access.TrustedProxyNetworks()}
 	if rl := cfg.Access.RateLimit; rl.RequestsPerSecond > 0 {
 		hopts.RateLimit = access.NewRateLimiter(rl.RequestsPerSecond, rl.Burst, nil)

@@ -77,6 +77,10 @@ type Deltas struct {
 	// Serve answers such requests from lower tiers with deltas computed
 	// here.
 	Serve bool `yaml:"serve"`
+	// ServeTo, if not empty, lists the networks (CIDR) of the lower tiers
+	// that may ask for deltas; requests from elsewhere are answered as
+	// plain blob requests. Empty: any client the access rules let read.
+	ServeTo []string `yaml:"serveTo,omitempty"`
 	// Precompute computes, when a new image's manifest is fetched, the
 	// deltas of its layers against the repository's other stored images,
 	// so that lower tiers rarely wait (with Serve).

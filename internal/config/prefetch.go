@@ -50,6 +50,9 @@ type Admin struct {
 // AllowedNetworks returns AllowFrom parsed; Validate has checked it.
 func (a Admin) AllowedNetworks() []netip.Prefix { return parsePrefixes(a.AllowFrom) }
 
+// ServeToNetworks returns ServeTo parsed (nil: every client).
+func (d Deltas) ServeToNetworks() []netip.Prefix { return parsePrefixes(d.ServeTo) }
+
 // parsePrefixes parses CIDR networks, skipping what does not parse (which
 // Validate reports).
 func parsePrefixes(ss []string) []netip.Prefix {

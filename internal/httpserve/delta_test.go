@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"testing"
 	"time"
@@ -528,5 +529,37 @@ func TestDeltaPublishedAfterTheManifestIsFound(t *testing.T) {
 	pullImage(t, m, "v2", s.nw)
 	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
 		t.Errorf("applied deltas = %v, want 1", got)
+	}
+}
+
+// A region with deltas.serveTo answers delta negotiations of the clients in
+// those networks only: others (a device on the site's LAN) get the blob
+// request answered as such, and make the region neither encode a delta nor
+// precompute any.
+func TestDeltasServedToListedNetworksOnly(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		nets []netip.Prefix
+		want float64 // deltas applied by the site
+	}{
+		{[]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, 0},
+		{[]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, 1},
+	} {
+		region := newMirror(t, withDeltas)
+		region.deltasTo = c.nets
+		region.restart()
+		v1 := layergen.New(50, 60, 16<<10)
+		old, nw := layergen.Gzip(v1.Tar(), -1), layergen.Gzip(v1.Update(51).Tar(), -1)
+		region.fake.Image("app", "v1", old)
+		region.fake.Image("app", "v2", nw)
+		site := newMirrorOver(t, region.srv.URL, nil, withDeltas)
+		pullImage(t, site, "v1", old)
+		pullImage(t, site, "v2", nw)
+		if got := metricValue(t, site.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != c.want {
+			t.Errorf("serveTo %v: site applied %v deltas, want %v", c.nets, got, c.want)
+		}
+		if got := metricValue(t, region.metrics, "registry_edge_delta_recipes_total", "result", "found"); got != c.want {
+			t.Errorf("serveTo %v: region computed %v deltas, want %v", c.nets, got, c.want)
+		}
 	}
 }

@@ -121,7 +121,7 @@ func (s *Server) platformManifest(r *http.Request, t proxy.Target, idx proxy.Man
 // https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#pulling-blobs
 func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *accessEntry) error {
 	h := w.Header()
-	if r.Method == http.MethodHead && s.opts.ServeDeltas && wantsDelta(r) {
+	if r.Method == http.MethodHead && s.opts.ServeDeltas && wantsDelta(r) && s.deltaClient(r) {
 		if done, err := s.deltaAnswer(w, r, rt, t, acc); done || err != nil {
 			return err
 		}
@@ -423,6 +423,17 @@ func (s *Server) referrers(w *recorder, r *http.Request, rt ociapi.Route, t prox
 		_ = writeBody(w, r, body)
 	}
 	return nil
+}
+
+// deltaClient reports whether r's client may have deltas computed for it
+// (deltas.serveTo): encoding costs memory and processor time, and a
+// negotiation makes the mirror precompute deltas from then on.
+func (s *Server) deltaClient(r *http.Request) bool {
+	if len(s.opts.ServeDeltasTo) == 0 {
+		return true
+	}
+	ip, ok := parseHost(clientAddr(r, s.opts.TrustedProxies))
+	return ok && inAny(s.opts.ServeDeltasTo, ip)
 }
 
 // wantsDelta reports whether r asks for a registry-edge delta (RFC 3229

@@ -52,6 +52,10 @@ type Options struct {
 	// blob with A-IM, see upstream.NegotiateDelta) and says so on manifest
 	// responses.
 	ServeDeltas bool
+	// ServeDeltasTo, if not empty, are the networks of the clients whose
+	// delta negotiations are answered (the lower tiers); other clients'
+	// are answered as plain requests.
+	ServeDeltasTo []netip.Prefix
 }
 
 // RateLimit refuses a request over its client's budget with an error
