@@ -209,10 +209,16 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 			// timeout): verified bytes are worth keeping, and on a bucket,
 			// where fills do not resume, a cancelled upload would mean
 			// fetching the blob again. Close waits for it as for any fill.
+			// The repository's link goes first: the upstream said the
+			// repository holds the blob, and a crash between the two must
+			// not leave a stored blob that the repository cannot read with
+			// the uplink down (a link to a blob not stored only means a
+			// fill).
 			cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.FillTimeout)
-			if err = f.ing.Commit(cctx, f.finalSize()); err == nil {
+			if err = p.recorded(cctx, p.db.Link(cctx, f.target.Repo, f.d)); err != nil {
+				f.ing.Cancel()
+			} else if err = f.ing.Commit(cctx, f.finalSize()); err == nil {
 				p.m.StoreBytes.Add(float64(f.keptBytes()))
-				err = p.recorded(cctx, p.db.Link(cctx, f.target.Repo, f.d))
 			}
 			ccancel()
 		} else if f.part != nil && keepPartial(err) && !errors.As(err, new(*localError)) && f.keptBytes() > 0 {
