@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -47,10 +50,45 @@ func (d *differ) push(repo name.Repository, subject v1.Descriptor, from digest.D
 		}
 	}
 	ref := repo.Digest(desc.Digest.String())
-	if err := remote.Put(ref, rawManifest{b: raw, mt: types.OCIManifestSchema1}, d.c.opts...); err != nil {
-		return layerdelta.Blob{}, fmt.Errorf("artifact manifest %s: %w", desc.Digest, err)
+	// On a registry without the referrers API, the tag schema's index is
+	// read, extended and written again: a push for the same image running
+	// at the same time (one per old release, say) may write over this
+	// one's entry. Each Put adds it again; the artifact must be listed.
+	for attempt := 1; ; attempt++ {
+		if err := remote.Put(ref, rawManifest{b: raw, mt: types.OCIManifestSchema1}, d.c.opts...); err != nil {
+			return layerdelta.Blob{}, fmt.Errorf("artifact manifest %s: %w", desc.Digest, err)
+		}
+		listed, err := d.listed(repo, subject, desc.Digest)
+		if err != nil {
+			return layerdelta.Blob{}, fmt.Errorf("artifact manifest %s: list the referrers of %s: %w", desc.Digest, subject.Digest, err)
+		}
+		if listed {
+			break
+		}
+		if attempt == maxListAttempts {
+			return layerdelta.Blob{}, fmt.Errorf("artifact manifest %s: pushed, but the referrers of %s do not list it after %d attempts (other pushes for the same image at the same time?)", desc.Digest, subject.Digest, attempt)
+		}
+		time.Sleep(time.Duration(rand.Int64N(int64(attempt) * int64(200*time.Millisecond))))
 	}
 	return layerdelta.Blob{Digest: desc.Digest, Size: desc.Size}, nil
+}
+
+// maxListAttempts bounds the pushes of one artifact manifest that concurrent
+// pushes may undo (see push).
+const maxListAttempts = 5
+
+// listed reports whether the referrers of subject in repo (the API, or the
+// tag schema's index) list manifest d.
+func (d *differ) listed(repo name.Repository, subject v1.Descriptor, dg digest.Digest) (bool, error) {
+	idx, err := remote.Referrers(repo.Digest(subject.Digest.String()), d.c.opts...)
+	if err != nil {
+		return false, err
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(im.Manifests, func(m v1.Descriptor) bool { return m.Digest.String() == dg.String() }), nil
 }
 
 // rawManifest is a manifest to put as it is.
