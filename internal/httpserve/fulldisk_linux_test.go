@@ -30,6 +30,18 @@ func smallDisk(t *testing.T, size int) string {
 	return dir
 }
 
+// newMirrorOnSmallDisk is newMirror with its storage on a tmpfs of size
+// bytes, which it returns too.
+func newMirrorOnSmallDisk(t *testing.T, size int) (*mirror, string) {
+	t.Helper()
+	root := smallDisk(t, size)
+	m := newMirror(t)
+	m.stop()
+	m.root = root
+	m.start()
+	return m, root
+}
+
 // fillDisk writes a file into dir until the file system is full.
 func fillDisk(t *testing.T, dir string) {
 	t.Helper()
@@ -56,11 +68,7 @@ func fillDisk(t *testing.T, dir string) {
 // not cached pass through.
 func TestFullDiskServesTags(t *testing.T) {
 	t.Parallel()
-	root := smallDisk(t, 4<<20)
-	m := newMirror(t)
-	m.stop()
-	m.root = root
-	m.start()
+	m, root := newMirrorOnSmallDisk(t, 4<<20)
 	layer := fakeupstream.Random(t, 100_000)
 	m.fake.Image("app", "v1", layer)
 	pullImage(t, m, "v1", layer)
@@ -92,11 +100,7 @@ func TestFullDiskServesTags(t *testing.T) {
 // are not kept, so the disk has room again for the blobs that fit.
 func TestFullDiskKeepsNoPartial(t *testing.T) {
 	t.Parallel()
-	root := smallDisk(t, 4<<20)
-	m := newMirror(t)
-	m.stop()
-	m.root = root
-	m.start()
+	m, root := newMirrorOnSmallDisk(t, 4<<20)
 	big := fakeupstream.Random(t, 6<<20)
 	_, layers := m.fake.Image("app", "big", big)
 	resp, body, err := m.do(http.MethodGet, blobPath("app", layers[0].Digest))
