@@ -100,7 +100,7 @@ func TestFullDiskServesTags(t *testing.T) {
 // are not kept, so the disk has room again for the blobs that fit.
 func TestFullDiskKeepsNoPartial(t *testing.T) {
 	t.Parallel()
-	m, root := newMirrorOnSmallDisk(t, 4<<20)
+	m, _ := newMirrorOnSmallDisk(t, 4<<20)
 	big := fakeupstream.Random(t, 6<<20)
 	_, layers := m.fake.Image("app", "big", big)
 	resp, body, err := m.do(http.MethodGet, blobPath("app", layers[0].Digest))
