@@ -459,15 +459,7 @@ func TestAnotherUpstreamMustShowTheBytes(t *testing.T) {
 	m.waitFills()
 
 	liar := addUpstream(t, m, "liar.test")
-	liar.Fail(func(w http.ResponseWriter, r *http.Request, _ int) bool {
-		w.Header().Set("Content-Length", strconv.Itoa(len(secret)))
-		w.Header().Set("Docker-Content-Digest", d.String())
-		w.WriteHeader(http.StatusOK) // "I have it", and zeros for a body
-		if r.Method == http.MethodGet {
-			w.Write(make([]byte, len(secret)))
-		}
-		return true
-	})
+	liar.Fail(liesAbout(d, len(secret)))
 	honest := addUpstream(t, m, "honest.test")
 	honest.AddBlob(secret)
 	honest.LinkBlob("mirror/app", d)
@@ -483,5 +475,42 @@ func TestAnotherUpstreamMustShowTheBytes(t *testing.T) {
 	}
 	if rs := honest.Ranges(http.MethodGet, "/v2/mirror/app/blobs/"+d.String()); len(rs) != 1 || rs[0] == "" {
 		t.Errorf("the honest upstream's GETs had ranges %q, want one ranged GET", rs)
+	}
+}
+
+// liesAbout answers every request as if it held blob d of size bytes, with
+// zeros for a body.
+func liesAbout(d digest.Digest, size int) fakeupstream.Fault {
+	return func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		w.Header().Set("Docker-Content-Digest", d.String())
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			w.Write(make([]byte, size))
+		}
+		return true
+	}
+}
+
+// The same holds for a complete partial download a fill of another
+// upstream left: it does not say whose it is.
+func TestAnotherUpstreamMustShowTheBytesOfAPartial(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	secret := fakeupstream.Random(t, 100_000)
+	_, layers := m.fake.Image("private/app", "v1", secret)
+	d := layers[0].Digest
+	leavePartial(t, m, d, secret, int64(len(secret)))
+	liar := addUpstream(t, m, "liar.test")
+	liar.Fail(liesAbout(d, len(secret)))
+	resp, body, err := m.do(http.MethodGet, "/v2/liar.test/x/blobs/"+d.String())
+	if err == nil && resp.StatusCode == http.StatusOK && bytes.Equal(body, secret) {
+		t.Fatal("a lying upstream's client read another upstream's partial download")
+	}
+	m.waitFills()
+	// The partial is still there for its own upstream.
+	resp, body = m.get(http.MethodGet, blobPath("private/app", d))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, secret) {
+		t.Errorf("GET from central: %d", resp.StatusCode)
 	}
 }

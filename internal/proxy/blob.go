@@ -216,12 +216,19 @@ func (p *Proxy) upstreamHasBytes(ctx context.Context, t Target, d digest.Digest)
 	if err != nil {
 		return err
 	}
+	return p.upstreamSends(ctx, t, d, info.Size, func() (io.ReadSeekCloser, error) { return p.store.Open(ctx, d) })
+}
+
+// upstreamSends is upstreamHasBytes for the size bytes of blob d that open
+// reads (stored, or a complete partial download).
+func (p *Proxy) upstreamSends(ctx context.Context, t Target, d digest.Digest, size int64, open func() (io.ReadSeekCloser, error)) error {
+	info := struct{ Size int64 }{size}
 	var off int64
 	if info.Size > proofLen {
 		off = rand.Int64N(info.Size - proofLen + 1)
 	}
 	want := make([]byte, min(proofLen, info.Size))
-	f, err := p.store.Open(ctx, d)
+	f, err := open()
 	if err != nil {
 		return err
 	}

@@ -329,6 +329,18 @@ func (p *Proxy) confirm(ctx context.Context, f *fill) error {
 	return p.upstreamHolds(ctx, f.target, f.d)
 }
 
+// confirmPartial checks, for a fill that found every byte of its blob in a
+// partial download another fill left (of another repository, or of another
+// upstream: the partial does not say), that its upstream sends bytes of it
+// (upstreamSends): the upstream's word alone would let one that lies read
+// what another upstream sent.
+func (p *Proxy) confirmPartial(ctx context.Context, f *fill) error {
+	if ok, err := p.linked(ctx, f.target, f.d); err != nil || ok {
+		return err
+	}
+	return p.upstreamSends(ctx, f.target, f.d, f.keptBytes(), f.ing.OpenReader)
+}
+
 // deltaNegotiator is an upstream that can be asked for deltas;
 // *upstream.Client implements it.
 type deltaNegotiator interface {

@@ -323,7 +323,7 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 			// fill's repository holds the blob (the partial may be another
 			// repository's fill's): ask.
 			if !answered && !f.confirmed {
-				if err := p.confirm(ctx, f); err != nil {
+				if err := p.confirmPartial(ctx, f); err != nil {
 					return err
 				}
 			}
