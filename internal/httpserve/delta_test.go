@@ -349,6 +349,9 @@ func TestDeltaOfAnotherRepositoryNeedsTheUpstreamsWord(t *testing.T) {
 	if n := m.fake.Count(http.MethodGet, blobPath("app", s.l.Delta.Digest)); n != 0 {
 		t.Errorf("the delta was fetched %d times for a repository the upstream does not confirm", n)
 	}
+	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "not_confirmed"); got != 1 {
+		t.Errorf("fills with deltas not confirmed = %v, want 1", got)
+	}
 
 	m.fake.LinkBlob("shared", s.newLayer.Digest)
 	resp, body = m.get(http.MethodGet, blobPath("shared", s.newLayer.Digest))

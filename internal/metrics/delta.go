@@ -9,6 +9,7 @@ const (
 	DeltaFailed         = "failed"         // fetching or applying the delta failed: full fetch
 	DeltaNoBase         = "no_base"        // no delta whose bases are stored: full fetch
 	DeltaUnreproducible = "unreproducible" // the recipe needs another encoder generation: full fetch
+	DeltaNotConfirmed   = "not_confirmed"  // published for another repository, which the upstream did not confirm holds the layer: full fetch
 )
 
 // Deltas are the layer-delta metrics (issue #5).

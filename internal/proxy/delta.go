@@ -194,6 +194,9 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 			// this one may have the layer is the upstream's to say, and
 			// the rebuilt layer would reach its clients without any
 			// request of theirs going upstream.
+			if reason == metrics.DeltaNoBase {
+				reason = metrics.DeltaNotConfirmed
+			}
 			continue
 		}
 		err = l.Usable(p.holds(ctx))
