@@ -514,3 +514,64 @@ func TestAnotherUpstreamMustShowTheBytesOfAPartial(t *testing.T) {
 		t.Errorf("GET from central: %d", resp.StatusCode)
 	}
 }
+
+// A client of another repository of the same upstream joins a running fill
+// of a blob both hold, on the upstream's word, before the blob is stored.
+func TestJoinAnotherRepositorysFill(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	m.fake.LinkBlob("other", d)
+	release := make(chan struct{})
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, "/v2/app/blobs/"+d.String(), fakeupstream.Stall(layer, 1000, release)))
+	first := make(chan []byte)
+	go func() {
+		_, body, _ := m.do(http.MethodGet, blobPath("app", d))
+		first <- body
+	}()
+	for {
+		if _, _, ok := m.proxy.FillProgress(d); ok {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	type answer struct {
+		status int
+		body   []byte
+	}
+	second := make(chan answer, 1)
+	go func() {
+		resp, b, _ := m.do(http.MethodGet, blobPath("other", d))
+		a := answer{body: b}
+		if resp != nil {
+			a.status = resp.StatusCode
+		}
+		second <- a
+	}()
+	// The second client asks the upstream about its repository, then
+	// joins the fill (or fails at once).
+	var got *answer
+	for deadline := time.Now().Add(10 * time.Second); got == nil && m.fake.Count(http.MethodHead, blobPath("other", d)) == 0; {
+		select {
+		case a := <-second:
+			got = &a
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second client neither asked the upstream nor answered")
+		}
+	}
+	close(release)
+	if b := <-first; !bytes.Equal(b, layer) {
+		t.Errorf("first client: %d bytes, equal %v", len(b), bytes.Equal(b, layer))
+	}
+	if got == nil {
+		a := <-second
+		got = &a
+	}
+	if got.status != http.StatusOK || !bytes.Equal(got.body, layer) {
+		t.Errorf("second client, another repository: %d, %d bytes", got.status, len(got.body))
+	}
+}

@@ -175,13 +175,29 @@ func (p *Proxy) ensureLinked(ctx context.Context, t Target, d digest.Digest) err
 	}
 	if fromThere {
 		// The bytes came from this upstream: its word is enough.
-		err = p.upstreamHolds(ctx, t, d)
-	} else {
-		err = p.upstreamHasBytes(ctx, t, d)
+		return p.linkByWord(ctx, t, d)
 	}
-	if err != nil {
+	if err := p.upstreamHasBytes(ctx, t, d); err != nil {
 		return err
 	}
+	return p.link(ctx, t, d)
+}
+
+// linkByWord links blob d to t's repository once t's upstream says the
+// repository holds it (upstreamHolds): for content that came from that
+// upstream.
+func (p *Proxy) linkByWord(ctx context.Context, t Target, d digest.Digest) error {
+	if ok, err := p.linked(ctx, t, d); err != nil || ok {
+		return err
+	}
+	if err := p.upstreamHolds(ctx, t, d); err != nil {
+		return err
+	}
+	return p.link(ctx, t, d)
+}
+
+// link records that t's repository holds d.
+func (p *Proxy) link(ctx context.Context, t Target, d digest.Digest) error {
 	if err := p.recorded(ctx, p.db.Link(ctx, t.Repo, d)); err != nil {
 		return err
 	}

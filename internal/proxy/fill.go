@@ -98,11 +98,21 @@ func (p *Proxy) runningFill(d digest.Digest) *fill {
 }
 
 func (p *Proxy) join(ctx context.Context, t Target, f *fill) (*fill, bool, error) {
-	if f.target.Repo != t.Repo {
-		// Another repository's fill: confirm this one holds the blob too.
-		if err := p.ensureLinked(ctx, t, f.d); err != nil {
+	switch {
+	case f.target.Repo == t.Repo:
+	case f.target.Repo.Registry == t.Repo.Registry:
+		// Another repository's fill: the upstream confirms this one
+		// holds the blob too.
+		if err := p.linkByWord(ctx, t, f.d); err != nil {
 			return nil, false, err
 		}
+	default:
+		// Another upstream's fill: this one must send bytes of the blob
+		// (ensureLinked), which are compared once the blob is stored.
+		if err := f.wait(ctx); err != nil {
+			return nil, false, err
+		}
+		return nil, false, errStoredMeanwhile
 	}
 	return f, false, nil
 }
