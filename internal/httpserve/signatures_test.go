@@ -275,7 +275,8 @@ func TestOnlyEvidenceIsServedUnsigned(t *testing.T) {
 	t.Parallel()
 	key := cosigntest.NewKey(t)
 	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
-	for _, mt := range []string{"application/vnd.cncf.helm.chart.content.v1.tar+gzip", "application/vnd.wasm.content.layer.v1+wasm", "application/octet-stream"} {
+	for _, mt := range []string{"application/vnd.cncf.helm.chart.content.v1.tar+gzip", "application/vnd.wasm.content.layer.v1+wasm", "application/octet-stream",
+		ocispec.MediaTypeEmptyJSON} { // a layer labelled empty that is not "{}"
 		body := []byte("content of " + mt)
 		art := artifact(t, m, "", mt, "", body, nil)
 		resp, got := m.get(http.MethodGet, manifestPath("app", art.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)

@@ -358,16 +358,27 @@ func manifestContent(body []byte) content {
 	c.evidence = m.Manifests == nil
 	for _, l := range append(m.Layers, m.Blobs...) {
 		c.blobs = append(c.blobs, l.Digest)
-		if !evidenceMediaType(l.MediaType) {
+		if !evidenceLayer(l) {
 			c.evidence = false
 		}
 	}
 	return c
 }
 
+// evidenceLayer reports whether l is a layer of a signature, an
+// attestation, an SBOM or a delta: content no runtime, Helm or Flux runs.
+// The OCI empty descriptor counts only as what it is (two bytes, "{}"): a
+// runtime that unpacks any application/vnd.oci.* layer would run a tar
+// labelled so.
+func evidenceLayer(l ocispec.Descriptor) bool {
+	if l.MediaType == ocispec.MediaTypeEmptyJSON {
+		return l.Digest == ocispec.DescriptorEmptyJSON.Digest && l.Size == ocispec.DescriptorEmptyJSON.Size
+	}
+	return evidenceMediaType(l.MediaType)
+}
+
 // evidenceMediaType reports whether mt is the media type of a layer of a
-// signature, an attestation, an SBOM or a delta: content no runtime, Helm
-// or Flux runs.
+// signature, an attestation, an SBOM or a delta.
 func evidenceMediaType(mt string) bool {
 	mt, _, _ = strings.Cut(mt, ";") // application/vnd.dev.sigstore.bundle+json;version=0.2
 	switch strings.TrimSpace(mt) {
@@ -380,7 +391,6 @@ func evidenceMediaType(mt string) bool {
 		"text/spdx", "text/spdx+json", "application/spdx+json", // SBOMs
 		"application/vnd.cyclonedx", "application/vnd.cyclonedx+json", "application/vnd.cyclonedx+xml",
 		"application/vnd.syft+json",
-		ocispec.MediaTypeEmptyJSON,
 		delta.MediaType:
 		return true
 	}
