@@ -575,3 +575,47 @@ func TestJoinAnotherRepositorysFill(t *testing.T) {
 		t.Errorf("second client, another repository: %d, %d bytes", got.status, len(got.body))
 	}
 }
+
+// A client of another upstream that finds a fill of the blob running waits
+// for it; if that fill fails, the client's own upstream is asked.
+func TestOtherUpstreamsFailedFillDoesNotFailThisClient(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 100_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	honest := addUpstream(t, m, "honest.test")
+	honest.AddBlob(layer)
+	honest.LinkBlob("mirror/app", d)
+	release := make(chan struct{})
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, "/v2/app/blobs/"+d.String(), func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		<-release
+		w.WriteHeader(http.StatusNotFound)
+		return true
+	}))
+	go m.do(http.MethodGet, blobPath("app", d))
+	for {
+		if _, _, ok := m.proxy.FillProgress(d); ok {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	type answer struct {
+		status int
+		body   []byte
+	}
+	done := make(chan answer, 1)
+	go func() {
+		resp, b, _ := m.do(http.MethodGet, "/v2/honest.test/mirror/app/blobs/"+d.String())
+		a := answer{body: b}
+		if resp != nil {
+			a.status = resp.StatusCode
+		}
+		done <- a
+	}()
+	time.Sleep(100 * time.Millisecond) // it joins the running fill
+	close(release)
+	if a := <-done; a.status != http.StatusOK || !bytes.Equal(a.body, layer) {
+		t.Fatalf("client of an upstream that holds the blob: %d, %d bytes", a.status, len(a.body))
+	}
+}

@@ -43,18 +43,28 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 	if err := p.checkBlob(ctx, t, d); err != nil {
 		return BlobResult{}, err
 	}
-	if res, err := p.localBlob(ctx, t, d); err == nil || !errors.Is(err, errNotStored) {
-		return res, err
-	}
-	if p.diskIsFull() && p.runningFill(d) == nil {
-		return p.passThrough(ctx, t, d)
-	}
-	f, created, err := p.joinFill(ctx, t, d)
-	if errors.Is(err, errStoredMeanwhile) {
-		return p.localBlob(ctx, t, d)
-	}
-	if err != nil {
-		return BlobResult{}, err
+	var (
+		f       *fill
+		created bool
+	)
+	for attempt := 0; ; attempt++ {
+		res, err := p.localBlob(ctx, t, d)
+		if err == nil || !errors.Is(err, errNotStored) || attempt == 2 {
+			return res, err
+		}
+		if p.diskIsFull() && p.runningFill(d) == nil {
+			return p.passThrough(ctx, t, d)
+		}
+		f, created, err = p.joinFill(ctx, t, d)
+		if errors.Is(err, errStoredMeanwhile) {
+			// Stored by a fill, or another upstream's fill ended (see
+			// join): from the store, or a fill of this client's own.
+			continue
+		}
+		if err != nil {
+			return BlobResult{}, err
+		}
+		break
 	}
 	r, err := f.newReader(ctx, p.opts.ClientStallTimeout, p.m.ClientStalls.Inc)
 	if err != nil {

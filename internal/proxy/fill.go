@@ -59,7 +59,7 @@ type fill struct {
 // joinFill returns the running fill of d, or starts one.
 func (p *Proxy) joinFill(ctx context.Context, t Target, d digest.Digest) (*fill, bool, error) {
 	p.mu.Lock()
-	if f, ok := p.fills[d]; ok {
+	if f, ok := p.fills[d]; ok && !f.failed() {
 		p.mu.Unlock()
 		return p.join(ctx, t, f)
 	}
@@ -108,8 +108,10 @@ func (p *Proxy) join(ctx context.Context, t Target, f *fill) (*fill, bool, error
 		}
 	default:
 		// Another upstream's fill: this one must send bytes of the blob
-		// (ensureLinked), which are compared once the blob is stored.
-		if err := f.wait(ctx); err != nil {
+		// (ensureLinked), which are compared once the blob is stored. If
+		// that fill fails, the caller finds no blob and no fill, and
+		// fills from its own upstream.
+		if err := f.wait(ctx); err != nil && ctx.Err() != nil {
 			return nil, false, err
 		}
 		return nil, false, errStoredMeanwhile
@@ -224,11 +226,13 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 			// not leave a stored blob that the repository cannot read with
 			// the uplink down (a link to a blob not stored only means a
 			// fill).
+			// Verified bytes are committed even if the link could not be
+			// recorded: the repository then asks its upstream again.
 			cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.FillTimeout)
-			if err = p.recorded(cctx, p.db.Link(cctx, f.target.Repo, f.d)); err != nil {
-				f.ing.Cancel()
-			} else if err = f.ing.Commit(cctx, f.finalSize()); err == nil {
+			lerr := p.recorded(cctx, p.db.Link(cctx, f.target.Repo, f.d))
+			if err = f.ing.Commit(cctx, f.finalSize()); err == nil {
 				p.m.StoreBytes.Add(float64(f.keptBytes()))
+				err = lerr
 			}
 			ccancel()
 		} else if f.part != nil && keepPartial(err) && !errors.As(err, new(*localError)) && f.keptBytes() > 0 {
@@ -274,7 +278,9 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 	// arriving in between sees either the fill (done) or the stored blob.
 	f.finish(err)
 	p.mu.Lock()
-	delete(p.fills, f.d)
+	if p.fills[f.d] == f { // a failed fill may have been replaced already (joinFill)
+		delete(p.fills, f.d)
+	}
 	p.mu.Unlock()
 }
 
@@ -594,6 +600,14 @@ func (f *fill) finalSize() int64 {
 		return f.written
 	}
 	return -1
+}
+
+// failed reports whether the fill has ended with an error (it is about to
+// leave the proxy's map: a new request starts a fill of its own).
+func (f *fill) failed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.done && f.err != nil
 }
 
 // waitSize waits until the upstream answered and returns the blob size

@@ -123,7 +123,7 @@ const (
 func classify(resp *http.Response, err error) outcome {
 	if err == nil {
 		switch {
-		case resp.Header.Get(HeaderTierError) != "":
+		case resp.StatusCode >= 500 && resp.Header.Get(HeaderTierError) != "":
 			// A registry-edge tier above, up, whose own upstream failed.
 			return outcomeSuccess
 		case resp.StatusCode == http.StatusInternalServerError:

@@ -298,7 +298,7 @@ func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error)
 		c.log.LogAttrs(ctx, slog.LevelDebug, "upstream request failed, retrying", slog.Any("err", redactError(err)))
 		return true, nil
 	}
-	if !retryableStatus(resp.StatusCode) || resp.Header.Get(HeaderTierError) != "" {
+	if !retryableStatus(resp.StatusCode) || resp.StatusCode >= 500 && resp.Header.Get(HeaderTierError) != "" {
 		return false, nil
 	}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
