@@ -3,6 +3,7 @@ package httpserve_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/netip"
@@ -564,5 +565,34 @@ func TestDeltasServedToListedNetworksOnly(t *testing.T) {
 		if got := metricValue(t, region.metrics, "registry_edge_delta_recipes_total", "result", "found"); got != c.want {
 			t.Errorf("serveTo %v: region computed %v deltas, want %v", c.nets, got, c.want)
 		}
+	}
+}
+
+// Signatures, SBOMs and delta artifacts stored in a repository are not
+// images: a repository that holds only those and a new image does not look
+// for deltas of it (there is no base).
+func TestEvidenceIsNoImageForDeltas(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, withDeltas)
+	payload := m.fake.AddBlob([]byte(`{"critical":{}}`))
+	m.fake.LinkBlob("app", payload.Digest)
+	payload.MediaType = "application/vnd.dev.cosign.simplesigning.v1+json"
+	cfg := m.fake.AddBlob([]byte("{}"))
+	m.fake.LinkBlob("app", cfg.Digest)
+	cfg.MediaType = ocispec.MediaTypeEmptyJSON
+	man := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{payload}}
+	man.SchemaVersion = 2
+	b, err := json.Marshal(man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	art := m.fake.AddManifest("app", "sha256-0000.sig", ocispec.MediaTypeImageManifest, b)
+	if resp, _ := m.get(http.MethodGet, manifestPath("app", art.Digest.String()), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET the signature: %d", resp.StatusCode)
+	}
+	v1, _ := m.fake.Image("app", "v1", []byte("layer"))
+	pullImage(t, m, "v1", []byte("layer"))
+	if n := m.fake.Count(http.MethodGet, "/v2/app/referrers/"+v1.Digest.String()); n != 0 {
+		t.Errorf("referrers of v1 asked %d times; the repository held no other image", n)
 	}
 }

@@ -152,6 +152,9 @@ func (p *Proxy) haveOtherImages(ctx context.Context, t Target, d digest.Digest) 
 		if json.Unmarshal(body, &idx) == nil && slices.ContainsFunc(idx.Manifests, func(c ocispec.Descriptor) bool { return c.Digest == d }) {
 			continue // d's own index
 		}
+		if manifestContent(body).evidence {
+			continue // a signature, an SBOM, a delta artifact: not an image
+		}
 		return true
 	}
 	return false
@@ -493,8 +496,8 @@ func (p *Proxy) baseCandidates(ctx context.Context, t Target, d digest.Digest) [
 		}
 		seen[m] = true
 		body, err := p.readStored(ctx, m, -1)
-		if err != nil {
-			return
+		if err != nil || manifestContent(body).evidence {
+			return // signatures, SBOMs and deltas are no bases
 		}
 		var man struct {
 			Manifests []ocispec.Descriptor `json:"manifests"`
