@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -62,7 +63,9 @@ func (d *differ) push(repo name.Repository, subject v1.Descriptor, from digest.D
 		if err != nil {
 			return layerdelta.Blob{}, fmt.Errorf("artifact manifest %s: list the referrers of %s: %w", desc.Digest, subject.Digest, err)
 		}
-		if listed {
+		if listed || !d.tagSchema(repo, subject) {
+			// Listed, or the registry keeps the list itself (the
+			// referrers API), however late it shows it.
 			break
 		}
 		if attempt == maxListAttempts {
@@ -76,6 +79,13 @@ func (d *differ) push(repo name.Repository, subject v1.Descriptor, from digest.D
 // maxListAttempts bounds the pushes of one artifact manifest that concurrent
 // pushes may undo (see push).
 const maxListAttempts = 5
+
+// tagSchema reports whether subject's referrers are kept in the tag
+// schema's index (tag sha256-<hex>): the registry has no referrers API.
+func (d *differ) tagSchema(repo name.Repository, subject v1.Descriptor) bool {
+	_, err := remote.Head(repo.Tag(strings.Replace(subject.Digest.String(), ":", "-", 1)), d.c.opts...)
+	return err == nil
+}
 
 // listed reports whether the referrers of subject in repo (the API, or the
 // tag schema's index) list manifest d.

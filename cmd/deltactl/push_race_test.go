@@ -48,3 +48,25 @@ func TestDiffPushSurvivesARacingPush(t *testing.T) {
 	}
 	checkPublished(t, r, diff, false)
 }
+
+// A registry with the referrers API keeps the list itself: one that shows a
+// new referrer late does not fail the push.
+func TestDiffPushToARegistryThatListsLate(t *testing.T) {
+	t.Parallel()
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(true))
+	var lists atomic.Int32
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/referrers/") && lists.Add(1) <= 20 {
+			w.Header().Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+			w.Write([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`))
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	t.Cleanup(s.Close)
+	r := makeRelease(t, strings.TrimPrefix(s.URL, "http://"))
+	mustRun(t, "diff", "--push", r.oldRef, r.newRef)
+	if lists.Load() == 0 {
+		t.Fatal("the push never read the referrers")
+	}
+}
