@@ -619,3 +619,21 @@ func TestOtherUpstreamsFailedFillDoesNotFailThisClient(t *testing.T) {
 		t.Fatalf("client of an upstream that holds the blob: %d, %d bytes", a.status, len(a.body))
 	}
 }
+
+// The same holds for manifests: one stored from another upstream only is
+// fetched from the upstream asked, and verified, not taken on its word.
+func TestAnotherUpstreamMustSendTheManifest(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	desc, _ := m.fake.Image("private/app", "v1", fakeupstream.Random(t, 1000))
+	resp, private := m.get(http.MethodGet, manifestPath("private/app", "v1"), "Accept", ocispec.MediaTypeImageManifest)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET from central: %d", resp.StatusCode)
+	}
+	liar := addUpstream(t, m, "liar.test")
+	liar.Fail(liesAbout(desc.Digest, int(desc.Size)))
+	resp, body := m.get(http.MethodGet, "/v2/liar.test/x/manifests/"+desc.Digest.String(), "Accept", ocispec.MediaTypeImageManifest)
+	if resp.StatusCode == http.StatusOK || bytes.Equal(body, private) {
+		t.Errorf("GET the manifest through a lying upstream: %d, %d bytes", resp.StatusCode, len(body))
+	}
+}

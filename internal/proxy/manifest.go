@@ -63,8 +63,9 @@ func (p *Proxy) manifestByDigest(ctx context.Context, t Target, d digest.Digest)
 }
 
 // localManifest serves a stored manifest if t's repository is known to
-// hold it. Content stored for another repository is confirmed with one
-// upstream HEAD before it is linked to this one.
+// hold it. Content stored for another repository of the same upstream is
+// confirmed with one upstream HEAD before it is linked to this one; content
+// stored from another upstream only is not served (the caller fetches it).
 func (p *Proxy) localManifest(ctx context.Context, t Target, d digest.Digest) (ManifestResult, error) {
 	rec, err := p.db.Manifest(ctx, d)
 	if err != nil {
@@ -80,7 +81,16 @@ func (p *Proxy) localManifest(ctx context.Context, t Target, d digest.Digest) (M
 		return ManifestResult{}, err
 	}
 	if !linked {
-		_, err := t.Remote.Client.Resolve(ctx, t.Repo.Name, d.String(), ociapi.ManifestMediaTypes)
+		fromThere, err := p.db.LinkedInRegistry(ctx, t.Repo.Registry, d)
+		if err != nil {
+			return ManifestResult{}, err
+		}
+		if !fromThere {
+			// Stored from another upstream only: this one's word (a HEAD)
+			// is not enough; fetching it verifies that it has it.
+			return ManifestResult{}, fmt.Errorf("manifest %s: %w", d, errdef.ErrNotFound)
+		}
+		_, err = t.Remote.Client.Resolve(ctx, t.Repo.Name, d.String(), ociapi.ManifestMediaTypes)
 		p.countUpstream(t, "resolve", err)
 		if err != nil && !errors.Is(err, errdef.ErrUnsupported) {
 			return ManifestResult{}, err
