@@ -136,9 +136,15 @@ func (m *DB) forget(set map[digest.Digest]bool) error {
 		}); err != nil {
 			return err
 		}
+		regs := tx.Bucket(bucketRegistryLinks)
 		for _, k := range del {
 			if err := links.Delete(k); err != nil {
 				return err
+			}
+			if reg, d, ok := splitLinkKey(k); ok {
+				if err := regs.Delete(registryLinkKey(reg, d)); err != nil {
+					return err
+				}
 			}
 		}
 		del = del[:0]

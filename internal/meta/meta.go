@@ -29,7 +29,10 @@ var (
 	bucketTags      = []byte("tags")      // <registry>/<repo>:<tag> -> TagEntry
 	bucketManifests = []byte("manifests") // <digest> -> Manifest
 	bucketLinks     = []byte("links")     // <registry>/<repo>@<digest> -> empty
-	bucketReferrers = []byte("referrers") // <registry>/<repo>@<digest> -> Referrers
+	// bucketRegistryLinks indexes links by registry: <registry> 0x00
+	// <digest> -> empty, for content linked to any repository there.
+	bucketRegistryLinks = []byte("registrylinks")
+	bucketReferrers     = []byte("referrers") // <registry>/<repo>@<digest> -> Referrers
 )
 
 // DB is the metadata store.
@@ -62,7 +65,22 @@ func Open(path string) (*DB, error) {
 			}
 		}
 		if tx.Bucket(bucketTrustedV1) != nil {
-			return tx.DeleteBucket(bucketTrustedV1)
+			if err := tx.DeleteBucket(bucketTrustedV1); err != nil {
+				return err
+			}
+		}
+		if tx.Bucket(bucketRegistryLinks) == nil {
+			// New (or a database from before the index): fill it.
+			idx, err := tx.CreateBucket(bucketRegistryLinks)
+			if err != nil {
+				return err
+			}
+			return tx.Bucket(bucketLinks).ForEach(func(k, _ []byte) error {
+				if reg, d, ok := splitLinkKey(k); ok {
+					return idx.Put(registryLinkKey(reg, d), nil)
+				}
+				return nil
+			})
 		}
 		return nil
 	})
@@ -107,6 +125,28 @@ type Referrers struct {
 
 func tagKey(r Repo, tag string) []byte       { return []byte(r.String() + ":" + tag) }
 func linkKey(r Repo, d digest.Digest) []byte { return []byte(r.String() + "@" + d.String()) }
+
+func registryLinkKey(registry string, d digest.Digest) []byte {
+	return []byte(registry + "\x00" + d.String())
+}
+
+// splitLinkKey returns the registry and the digest of a link key (registry
+// names hold no '/', repository names and digests no '@').
+func splitLinkKey(k []byte) (string, digest.Digest, bool) {
+	slash, at := bytes.IndexByte(k, '/'), bytes.LastIndexByte(k, '@')
+	if slash <= 0 || at <= slash {
+		return "", "", false
+	}
+	return string(k[:slash]), digest.Digest(k[at+1:]), true
+}
+
+// putLink records link r@d and its registry index entry in tx.
+func putLink(tx *bolt.Tx, r Repo, d digest.Digest) error {
+	if err := tx.Bucket(bucketLinks).Put(linkKey(r, d), nil); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketRegistryLinks).Put(registryLinkKey(r.Registry, d), nil)
+}
 
 func get(db *bolt.DB, bucket, key []byte, v any) error {
 	return db.View(func(tx *bolt.Tx) error {
@@ -195,7 +235,7 @@ func (m *DB) PutManifest(ctx context.Context, r Repo, d digest.Digest, e Manifes
 		if err := tx.Bucket(bucketManifests).Put([]byte(d), b); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketLinks).Put(linkKey(r, d), nil)
+		return putLink(tx, r, d)
 	})
 	if err != nil || m.shared == nil {
 		return err
@@ -248,19 +288,11 @@ func (m *DB) RepoManifests(_ context.Context, r Repo) ([]digest.Digest, error) {
 }
 
 // LinkedInRegistry reports whether content d is linked to any repository
-// of upstream registry (it came from there). It reads every link of the
-// registry: for the rare content that a repository asks for without a link.
+// of upstream registry (it came from there).
 func (m *DB) LinkedInRegistry(_ context.Context, registry string, d digest.Digest) (bool, error) {
-	prefix, suffix := []byte(registry+"/"), []byte("@"+d.String())
-	found := false
+	var found bool
 	err := m.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketLinks).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			if bytes.HasSuffix(k, suffix) {
-				found = true
-				return nil
-			}
-		}
+		found = tx.Bucket(bucketRegistryLinks).Get(registryLinkKey(registry, d)) != nil
 		return nil
 	})
 	return found, err
@@ -275,7 +307,7 @@ func (m *DB) Link(ctx context.Context, r Repo, d digest.Digest) error {
 }
 
 func (m *DB) link(r Repo, d digest.Digest) error {
-	return m.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketLinks).Put(linkKey(r, d), nil) })
+	return m.db.Update(func(tx *bolt.Tx) error { return putLink(tx, r, d) })
 }
 
 // Referrers returns the cached referrers record of subject d in r.

@@ -171,3 +171,46 @@ func TestRepoManifests(t *testing.T) {
 		t.Errorf("RepoManifests() = %v, %v; want %v", got, err, want)
 	}
 }
+
+// LinkedInRegistry finds content linked to any repository of a registry, in
+// a database from before its index too, and forgets it with its links.
+func TestLinkedInRegistry(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, path := openTest(t)
+	r := Repo{Registry: "ghcr.io", Name: "org/app"}
+	d, other := digest.FromString("layer"), digest.FromString("other")
+	if err := db.Link(ctx, r, d); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, c := range []struct {
+			reg  string
+			d    digest.Digest
+			want bool
+		}{{"ghcr.io", d, true}, {"docker.io", d, false}, {"ghcr.io", other, false}} {
+			if got, err := db.LinkedInRegistry(ctx, c.reg, c.d); err != nil || got != c.want {
+				t.Errorf("%s: LinkedInRegistry(%s, %s) = %v, %v; want %v", when, c.reg, c.d, got, err, c.want)
+			}
+		}
+	}
+	check("linked")
+	// A database from before the index: it is filled at Open.
+	if err := db.db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketRegistryLinks) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	check("reopened")
+	if err := db.Forget(ctx, []digest.Digest{d}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := db.LinkedInRegistry(ctx, "ghcr.io", d); got {
+		t.Error("LinkedInRegistry after Forget = true")
+	}
+}
