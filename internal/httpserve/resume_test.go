@@ -3,6 +3,7 @@ package httpserve_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/proxy"
@@ -647,5 +649,35 @@ func TestHeadOfUnknownSize(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Length") != "" {
 		t.Errorf("HEAD: %d with Content-Length %q, want 200 without one", resp.StatusCode, resp.Header.Get("Content-Length"))
+	}
+}
+
+// The size a manifest gives a layer bounds fills of that layer for the
+// manifest's repository only: another repository's manifest that gives it
+// a wrong size does not fail them.
+func TestLayerSizeHintsStayInTheirRepository(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	cfg := m.fake.AddBlob([]byte("{}"))
+	m.fake.LinkBlob("evil", cfg.Digest)
+	cfg.MediaType = ocispec.MediaTypeImageConfig
+	lie := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg,
+		Layers: []ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d, Size: 10}}}
+	lie.SchemaVersion = 2
+	b, err := json.Marshal(lie)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.fake.AddManifest("evil", "v1", ocispec.MediaTypeImageManifest, b)
+	if resp, _ := m.get(http.MethodGet, manifestPath("evil", "v1"), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET evil:v1: %d", resp.StatusCode)
+	}
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, "/v2/app/blobs/"+d.String(), fakeupstream.Body(layer, -1, false)))
+	resp, body := m.get(http.MethodGet, blobPath("app", d))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Errorf("GET the layer (no Content-Length upstream): %d, %d bytes", resp.StatusCode, len(body))
 	}
 }

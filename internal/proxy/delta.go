@@ -206,7 +206,7 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 		if errors.Is(err, errdef.ErrUnsupported) {
 			reason = metrics.DeltaUnreproducible
 		}
-		if size, ok := p.layerHints.get(f.d); ok && err == nil && l.Target.Size != size {
+		if size, ok := p.layerHints.get(f.target.Repo, f.d); ok && err == nil && l.Target.Size != size {
 			err = fmt.Errorf("delta for a layer of %d bytes, the manifest says %d", l.Target.Size, size)
 		}
 		if err == nil && l.Delta.Size >= l.Target.Size {
@@ -380,7 +380,7 @@ func (p *Proxy) negotiateDelta(ctx context.Context, f *fill, log *slog.Logger) (
 	if err == nil && l.Target.Digest != f.d {
 		err = fmt.Errorf("delta for %s offered for %s: %w", l.Target.Digest, f.d, errdef.ErrInvalid)
 	}
-	if size, _ := p.layerHints.get(f.d); err == nil && l.Target.Size != size {
+	if size, _ := p.layerHints.get(f.target.Repo, f.d); err == nil && l.Target.Size != size {
 		// The manifest's size bounds what the rebuild may write.
 		err = fmt.Errorf("delta for %s of %d bytes offered for a layer of %d: %w", f.d, l.Target.Size, size, errdef.ErrInvalid)
 	}
@@ -404,7 +404,7 @@ func (p *Proxy) mayNegotiate(f *fill) (deltaNegotiator, bool) {
 	}
 	// Only layers of images pulled through this mirror, big enough for a
 	// delta to pay for the round trip; not configs, not delta blobs.
-	if size, ok := p.layerHints.get(f.d); !ok || size < minNegotiatedSize {
+	if size, ok := p.layerHints.get(f.target.Repo, f.d); !ok || size < minNegotiatedSize {
 		return nil, false
 	}
 	return n, true
@@ -434,7 +434,7 @@ const rediscoverEvery = time.Minute
 // mayLookAgain reports whether a fill of f's layer would look for deltas
 // again (lookAgain).
 func (p *Proxy) mayLookAgain(f *fill) bool {
-	return p.layerHints.mayLookAgain(f.d, p.now(), rediscoverEvery)
+	return p.layerHints.mayLookAgain(f.target.Repo, f.d, p.now(), rediscoverEvery)
 }
 
 // lookAgain looks for published deltas of f's layer again, when the
@@ -442,7 +442,7 @@ func (p *Proxy) mayLookAgain(f *fill) bool {
 // more, asking the upstream for its referrers rather than taking the
 // cached list. It reports whether it looked.
 func (p *Proxy) lookAgain(ctx context.Context, f *fill) bool {
-	md, ok := p.layerHints.lookAgain(f.d, p.now(), rediscoverEvery)
+	md, ok := p.layerHints.lookAgain(f.target.Repo, f.d, p.now(), rediscoverEvery)
 	if !ok {
 		return false
 	}
@@ -451,7 +451,7 @@ func (p *Proxy) lookAgain(ctx context.Context, f *fill) bool {
 		return false
 	}
 	m := upstream.Manifest{Descriptor: ocispec.Descriptor{Digest: md, Size: int64(len(body))}, Body: body}
-	man, ok := p.noteLayers(m)
+	man, ok := p.noteLayers(f.target, m)
 	if !ok {
 		return false
 	}
@@ -774,27 +774,33 @@ const minNegotiatedSize = 64 << 10
 // noteLayers records the layers of m, if it is an image manifest (not an
 // index, not an artifact such as a delta artifact), in layerHints, and
 // returns it parsed.
-func (p *Proxy) noteLayers(m upstream.Manifest) (ocispec.Manifest, bool) {
+func (p *Proxy) noteLayers(t Target, m upstream.Manifest) (ocispec.Manifest, bool) {
 	var man ocispec.Manifest
 	if json.Unmarshal(m.Body, &man) != nil || man.ArtifactType != "" || man.Config.MediaType == ocispec.MediaTypeEmptyJSON || len(man.Layers) == 0 {
 		return man, false
 	}
 	for _, l := range man.Layers {
-		p.layerHints.add(l.Digest, l.Size, m.Descriptor.Digest)
+		p.layerHints.add(t.Repo, l.Digest, l.Size, m.Descriptor.Digest)
 	}
 	return man, true
 }
 
 // layerHints remembers the layers (and their sizes) of image manifests
-// fetched recently, so that a fill knows its blob is a layer (deltas are
-// for layers), how large it may be when the upstream does not say, and
-// which manifest named it; and when deltas were last looked for for each
-// manifest. It is bounded by maxLayerHints and forgets everything when
-// full.
+// fetched recently, by repository, so that a fill knows its blob is a
+// layer (deltas are for layers), how large it may be when the upstream does
+// not say, and which manifest named it; and when deltas were last looked
+// for for each manifest. A manifest speaks for its own repository only:
+// another one's could give a layer any size. It is bounded by
+// maxLayerHints and forgets everything when full.
 type layerHints struct {
 	mu     sync.Mutex
-	m      map[digest.Digest]layerHint
+	m      map[hintKey]layerHint
 	looked map[digest.Digest]time.Time // manifest -> last discovery
+}
+
+type hintKey struct {
+	repo meta.Repo
+	d    digest.Digest
 }
 
 type layerHint struct {
@@ -804,29 +810,29 @@ type layerHint struct {
 
 const maxLayerHints = 1 << 14
 
-func (h *layerHints) add(d digest.Digest, size int64, manifest digest.Digest) {
+func (h *layerHints) add(r meta.Repo, d digest.Digest, size int64, manifest digest.Digest) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.m == nil || len(h.m) >= maxLayerHints {
-		h.m = map[digest.Digest]layerHint{}
+		h.m = map[hintKey]layerHint{}
 	}
-	h.m[d] = layerHint{size, manifest}
+	h.m[hintKey{r, d}] = layerHint{size, manifest}
 }
 
-func (h *layerHints) get(d digest.Digest) (int64, bool) {
+func (h *layerHints) get(r meta.Repo, d digest.Digest) (int64, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	l, ok := h.m[d]
+	l, ok := h.m[hintKey{r, d}]
 	return l.size, ok
 }
 
-// lookAgain returns the manifest that named layer d, if deltas were last
-// looked for for it before now-every (or never), and records now as its
-// last discovery.
-func (h *layerHints) lookAgain(d digest.Digest, now time.Time, every time.Duration) (digest.Digest, bool) {
+// lookAgain returns the manifest that named layer d of r, if deltas were
+// last looked for for it before now-every (or never), and records now as
+// its last discovery.
+func (h *layerHints) lookAgain(r meta.Repo, d digest.Digest, now time.Time, every time.Duration) (digest.Digest, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	l, ok := h.m[d]
+	l, ok := h.m[hintKey{r, d}]
 	if !ok || now.Sub(h.looked[l.manifest]) < every {
 		return "", false
 	}
@@ -835,10 +841,10 @@ func (h *layerHints) lookAgain(d digest.Digest, now time.Time, every time.Durati
 }
 
 // mayLookAgain reports whether lookAgain would return true.
-func (h *layerHints) mayLookAgain(d digest.Digest, now time.Time, every time.Duration) bool {
+func (h *layerHints) mayLookAgain(r meta.Repo, d digest.Digest, now time.Time, every time.Duration) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	l, ok := h.m[d]
+	l, ok := h.m[hintKey{r, d}]
 	return ok && now.Sub(h.looked[l.manifest]) >= every
 }
 

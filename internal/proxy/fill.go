@@ -15,6 +15,7 @@ import (
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/stall"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 )
@@ -487,7 +488,7 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 	case f.expect >= 0:
 		limit, bound = f.expect, "its descriptor's size"
 	default:
-		limit, bound = p.sizeBound(f.d)
+		limit, bound = p.sizeBound(f.target.Repo, f.d)
 	}
 	lastCheckpoint := time.Now()
 	for {
@@ -535,8 +536,8 @@ type expectSizeKey struct{}
 // did not give may receive, and what it is: the size a manifest gave
 // (layerHints), else the store's budget (a larger blob could not be kept),
 // else -1 (no bound).
-func (p *Proxy) sizeBound(d digest.Digest) (int64, string) {
-	if size, ok := p.layerHints.get(d); ok {
+func (p *Proxy) sizeBound(r meta.Repo, d digest.Digest) (int64, string) {
+	if size, ok := p.layerHints.get(r, d); ok {
 		return size, "its size in a manifest"
 	}
 	if p.opts.StoreBudget != nil {

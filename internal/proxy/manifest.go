@@ -182,7 +182,7 @@ func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstre
 		} else if err != nil {
 			return upstream.Manifest{}, err
 		}
-		if man, ok := p.noteLayers(m); ok {
+		if man, ok := p.noteLayers(t, m); ok {
 			p.discoverDeltas(ctx, t, m, man)
 		}
 		p.precomputeDeltas(ctx, t, m)
