@@ -473,8 +473,12 @@ func TestAnotherUpstreamMustShowTheBytes(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, secret) {
 		t.Errorf("GET through an upstream that has the blob: %d", resp.StatusCode)
 	}
-	if rs := honest.Ranges(http.MethodGet, "/v2/mirror/app/blobs/"+d.String()); len(rs) != 1 || rs[0] == "" {
-		t.Errorf("the honest upstream's GETs had ranges %q, want one ranged GET", rs)
+	rs := honest.Ranges(http.MethodGet, "/v2/mirror/app/blobs/"+d.String())
+	var first, last int
+	if len(rs) != 1 {
+		t.Errorf("the honest upstream's GETs had ranges %q, want one", rs)
+	} else if _, err := fmt.Sscanf(rs[0], "bytes=%d-%d", &first, &last); err != nil || last-first+1 != 256 {
+		t.Errorf("the honest upstream was asked for %q, want 256 bytes", rs[0])
 	}
 }
 

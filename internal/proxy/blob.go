@@ -12,7 +12,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
-	"github.com/registry-edge/registry-edge/internal/verify"
 )
 
 // BlobResult is a blob ready to serve.
@@ -234,9 +233,9 @@ const proofLen = 256
 // another upstream only: a HEAD would take its word, and an upstream that
 // lies (or a man in the middle of a plain-HTTP one) would then read any
 // other registry's content by digest. It asks for proofLen bytes at a random
-// offset and compares them with the stored ones (an upstream that ignores
-// the range sends the whole blob, which must hash to d). It returns nil if
-// they match, an error wrapping errdef.ErrNotFound if they do not.
+// offset (one bounded Range request) and compares them with the stored
+// ones. It returns nil if they match, an error wrapping errdef.ErrNotFound
+// if they do not.
 func (p *Proxy) upstreamHasBytes(ctx context.Context, t Target, d digest.Digest) error {
 	info, err := p.store.Stat(ctx, d)
 	if err != nil {
@@ -248,12 +247,11 @@ func (p *Proxy) upstreamHasBytes(ctx context.Context, t Target, d digest.Digest)
 // upstreamSends is upstreamHasBytes for the size bytes of blob d that open
 // reads (stored, or a complete partial download).
 func (p *Proxy) upstreamSends(ctx context.Context, t Target, d digest.Digest, size int64, open func() (io.ReadSeekCloser, error)) error {
-	info := struct{ Size int64 }{size}
 	var off int64
-	if info.Size > proofLen {
-		off = rand.Int64N(info.Size - proofLen + 1)
+	if size > proofLen {
+		off = rand.Int64N(size - proofLen + 1)
 	}
-	want := make([]byte, min(proofLen, info.Size))
+	want := make([]byte, min(proofLen, size))
 	f, err := open()
 	if err != nil {
 		return err
@@ -266,7 +264,7 @@ func (p *Proxy) upstreamSends(ctx context.Context, t Target, d digest.Digest, si
 	if err != nil {
 		return err
 	}
-	resp, err := t.Remote.Client.Blob(ctx, t.Repo.Name, d, off, "")
+	got, err := t.Remote.Client.BlobRange(ctx, t.Repo.Name, d, off, int64(len(want)))
 	p.countUpstream(t, "blob", err)
 	if errors.Is(err, errdef.ErrNotFound) || errors.Is(err, errdef.ErrRangeNotSatisfiable) {
 		return fmt.Errorf("blob %s in %s: %w", d, t.Repo, errdef.ErrNotFound)
@@ -274,31 +272,9 @@ func (p *Proxy) upstreamSends(ctx context.Context, t Target, d digest.Digest, si
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	notHeld := fmt.Errorf("blob %s in %s: the upstream's bytes differ: %w", d, t.Repo, errdef.ErrNotFound)
-	if resp.Offset != off {
-		dg, err := verify.NewDigester(d)
-		if err != nil {
-			return err
-		}
-		n, err := io.Copy(dg, io.LimitReader(resp.Body, info.Size+1))
-		p.m.UpstreamBytes.WithLabelValues(t.Remote.Name).Add(float64(n))
-		if err != nil {
-			return err
-		}
-		if dg.Verify(info.Size) != nil {
-			return notHeld
-		}
-		return nil
-	}
-	got := make([]byte, len(want))
-	n, err := io.ReadFull(resp.Body, got)
-	p.m.UpstreamBytes.WithLabelValues(t.Remote.Name).Add(float64(n))
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return err
-	}
-	if !bytes.Equal(got[:n], want) {
-		return notHeld
+	p.m.UpstreamBytes.WithLabelValues(t.Remote.Name).Add(float64(len(got)))
+	if !bytes.Equal(got, want) {
+		return fmt.Errorf("blob %s in %s: the upstream's bytes differ: %w", d, t.Repo, errdef.ErrNotFound)
 	}
 	return nil
 }

@@ -31,6 +31,7 @@ type Upstream interface {
 	Manifest(ctx context.Context, repo, ref string, accept []string, maxSize int64) (upstream.Manifest, error)
 	Resolve(ctx context.Context, repo, ref string, accept []string) (ocispec.Descriptor, error)
 	Blob(ctx context.Context, repo string, d digest.Digest, offset int64, ifRange string) (*upstream.BlobResponse, error)
+	BlobRange(ctx context.Context, repo string, d digest.Digest, offset, n int64) ([]byte, error)
 	StatBlob(ctx context.Context, repo string, d digest.Digest) (int64, error)
 	Tags(ctx context.Context, repo string, n int, last string) (upstream.TagPage, error)
 	Referrers(ctx context.Context, repo string, d digest.Digest) (upstream.Manifest, error)

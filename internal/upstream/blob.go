@@ -109,6 +109,51 @@ func parseContentRange(v string) (start, end, total int64, ok bool) {
 	return start, end, total, true
 }
 
+// BlobRange reads bytes [offset, offset+n) of blob d in repo with one
+// bounded request ("Range: bytes=<offset>-<offset+n-1>"). From an upstream
+// that ignores the range and sends the whole blob, it reads up to
+// offset+n only. It returns fewer bytes than asked when the blob ends
+// first; the caller checks what they are.
+func (c *Client) BlobRange(ctx context.Context, repo string, d digest.Digest, offset, n int64) ([]byte, error) {
+	op := opInfo{name: "blob range", repo: repo, ref: d.String()}
+	if err := checkRepo(repo); err != nil {
+		return nil, c.fail(op, err)
+	}
+	if err := d.Validate(); err != nil {
+		return nil, c.fail(op, fmt.Errorf("digest: %w", errdef.ErrInvalid))
+	}
+	if offset < 0 || n <= 0 {
+		return nil, c.fail(op, fmt.Errorf("range %d+%d: %w", offset, n, errdef.ErrInvalid))
+	}
+	r := request{method: http.MethodGet, path: repo + "/blobs/" + d.String(),
+		header: http.Header{"Range": {"bytes=" + strconv.FormatInt(offset, 10) + "-" + strconv.FormatInt(offset+n-1, 10)}}}
+	resp, err := c.do(ctx, op, r)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body := io.Reader(resp.Body)
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		start, end, _, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || start != offset || end >= offset+n {
+			return nil, c.fail(op, fmt.Errorf("206 with Content-Range %q for bytes %d-%d: %w",
+				truncate(resp.Header.Get("Content-Range"), 80), offset, offset+n-1, errdef.ErrUnavailable))
+		}
+	case http.StatusOK:
+		if _, err := io.CopyN(io.Discard, body, offset); err != nil {
+			return nil, c.fail(op, fmt.Errorf("skip to byte %d: %w: %w", offset, errdef.ErrUnavailable, err))
+		}
+	default:
+		return nil, c.statusError(op, resp)
+	}
+	b, err := io.ReadAll(io.LimitReader(body, n))
+	if err != nil {
+		return nil, c.fail(op, fmt.Errorf("read: %w: %w", errdef.ErrUnavailable, err))
+	}
+	return b, nil
+}
+
 // StatBlob returns the size of blob d in repo: HEAD /v2/<repo>/blobs/<d>.
 // The size is -1 if the upstream sent no Content-Length. A
 // Docker-Content-Digest of d's algorithm that differs from d is

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -482,6 +483,35 @@ func TestBackoffHonoursRetryAfter(t *testing.T) {
 	for _, tt := range tests {
 		if got := c.backoff(c.minWait, c.maxWait, 0, tt.resp); got != tt.want {
 			t.Errorf("backoff(%v) = %v, want %v", tt.resp, got, tt.want)
+		}
+	}
+}
+
+// BlobRange reads the bytes asked for with one bounded request, from an
+// upstream that honours ranges or from one that sends the whole blob.
+func TestBlobRange(t *testing.T) {
+	t.Parallel()
+	blob := bytes.Repeat([]byte("0123456789"), 100)
+	d := digest.FromBytes(blob)
+	for _, ranges := range []bool{true, false} {
+		var got []string
+		srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got = append(got, r.Header.Get("Range"))
+			if !ranges {
+				r.Header.Del("Range")
+			}
+			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(blob))
+		}))
+		c := newTestClient(t, srv.URL)
+		b, err := c.BlobRange(context.Background(), "app", d, 123, 256)
+		if err != nil || !bytes.Equal(b, blob[123:123+256]) {
+			t.Errorf("ranges=%v: BlobRange = %q, %v", ranges, b, err)
+		}
+		if len(got) != 1 || got[0] != "bytes=123-378" {
+			t.Errorf("ranges=%v: requests with Range %q, want one bytes=123-378", ranges, got)
+		}
+		if b, err := c.BlobRange(context.Background(), "app", d, 990, 256); err != nil || !bytes.Equal(b, blob[990:]) {
+			t.Errorf("ranges=%v: BlobRange past the end = %q, %v; want the last 10 bytes", ranges, b, err)
 		}
 	}
 }
