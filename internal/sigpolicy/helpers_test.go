@@ -530,9 +530,12 @@ type bundleOpts struct {
 	digest        digest.Digest // the statement's subject; the image's by default
 	predicateType string        // cosign's sign predicate by default
 	noAnnotation  bool          // leave the predicate type out of the referrer descriptor
-	rekor         *testRekor    // log the envelope in it
-	integrated    time.Time     // the entry's integrated time; now by default
-	tamper        func(*models.LogEntryAnon)
+	// tagSchema lists the bundle as cosign does in the tag schema's index
+	// (no referrers API): artifact type of the config, no annotations.
+	tagSchema  bool
+	rekor      *testRekor // log the envelope in it
+	integrated time.Time  // the entry's integrated time; now by default
+	tamper     func(*models.LogEntryAnon)
 }
 
 // dsseEntry logs a DSSE envelope signed by s as Rekor v1 does: a dsse
@@ -671,7 +674,7 @@ func (s *signer) signBundle(t testing.TB, src *fakeSource, d digest.Digest, o bu
 	}
 	md := digest.FromBytes(mb)
 	src.putManifest(testRepo, md.String(), mb)
-	src.addReferrer(testRepo, d, ocispec.Descriptor{
+	desc := ocispec.Descriptor{
 		MediaType: ocispec.MediaTypeImageManifest, ArtifactType: BundleArtifactType, Digest: md, Size: int64(len(mb)),
 		Annotations: func() map[string]string {
 			if o.noAnnotation {
@@ -679,7 +682,11 @@ func (s *signer) signBundle(t testing.TB, src *fakeSource, d digest.Digest, o bu
 			}
 			return map[string]string{"dev.sigstore.bundle.predicateType": pt}
 		}(),
-	})
+	}
+	if o.tagSchema {
+		desc.ArtifactType, desc.Annotations = ocispec.MediaTypeEmptyJSON, nil
+	}
+	src.addReferrer(testRepo, d, desc)
 	return b
 }
 

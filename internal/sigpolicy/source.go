@@ -141,25 +141,58 @@ func referrerSignatures(ctx context.Context, src Source, repo string, idx []byte
 	var errs []error
 	n := 0
 	for _, desc := range index.Manifests {
-		isSig := desc.ArtifactType == SignatureArtifactType
-		isBundle := strings.HasPrefix(desc.ArtifactType, bundleMediaTypePrefix)
+		kind, annotations := desc.ArtifactType, desc.Annotations
+		var body []byte
+		if kind == "" || kind == ocispec.MediaTypeEmptyJSON {
+			// The tag schema's index, as cosign writes it on a registry
+			// without the referrers API, names the config's media type
+			// (or nothing) for a bundle: the manifest says what it is.
+			if n++; n > maxReferrers || len(cands) >= limit {
+				break
+			}
+			if desc.Digest.Validate() != nil {
+				continue
+			}
+			b, err := fetchManifest(ctx, src, repo, desc.Digest)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("referrer %s: %w", desc.Digest, err))
+				continue
+			}
+			var m struct {
+				ArtifactType string             `json:"artifactType"`
+				Config       ocispec.Descriptor `json:"config"`
+				Annotations  map[string]string  `json:"annotations"`
+			}
+			if json.Unmarshal(b, &m) != nil {
+				continue
+			}
+			kind, annotations, body = m.ArtifactType, m.Annotations, b
+			if kind == "" {
+				kind = m.Config.MediaType
+			}
+		}
+		isSig := kind == SignatureArtifactType
+		isBundle := strings.HasPrefix(kind, bundleMediaTypePrefix)
 		if !isSig && !isBundle {
 			continue
 		}
-		if pt, ok := desc.Annotations[bundlePredicateTypeAnnot]; isBundle && ok && pt != CosignSignPredicateType {
+		if pt, ok := annotations[bundlePredicateTypeAnnot]; isBundle && ok && pt != CosignSignPredicateType {
 			continue // an attestation (provenance, SBOM, ...), not a signature
 		}
-		if n++; n > maxReferrers || len(cands) >= limit {
-			break
-		}
-		if err := desc.Digest.Validate(); err != nil {
-			cands = append(cands, candidate{where: "referrers", bad: badSig("referrer with an invalid digest")})
-			continue
-		}
-		body, err := fetchManifest(ctx, src, repo, desc.Digest)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("referrer %s: %w", desc.Digest, err))
-			continue
+		if body == nil {
+			if n++; n > maxReferrers || len(cands) >= limit {
+				break
+			}
+			if err := desc.Digest.Validate(); err != nil {
+				cands = append(cands, candidate{where: "referrers", bad: badSig("referrer with an invalid digest")})
+				continue
+			}
+			b, err := fetchManifest(ctx, src, repo, desc.Digest)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("referrer %s: %w", desc.Digest, err))
+				continue
+			}
+			body = b
 		}
 		if isSig {
 			cs, err := simpleSignatures(ctx, src, repo, "referrer "+desc.Digest.String(), body, limit-len(cands))

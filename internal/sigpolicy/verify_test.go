@@ -463,6 +463,11 @@ func TestVerifyBundleFormat(t *testing.T) {
 		{name: "statement about another digest", rule: keyRule(key), s: key, o: bundleOpts{digest: digest.FromString("x")}, want: ReasonInvalidSignature},
 		{name: "attestation, not a signature", rule: keyRule(key), s: key, o: bundleOpts{predicateType: "https://slsa.dev/provenance/v1"}, want: ReasonNoSignature},
 		{name: "annotations cannot be carried", rule: annotated, s: key, want: ReasonMissingAnnotation},
+		{name: "key, listed by the tag schema", rule: keyRule(key), s: key, o: bundleOpts{tagSchema: true}, want: ReasonVerified},
+		{
+			name: "attestation listed by the tag schema", rule: keyRule(key), s: key,
+			o: bundleOpts{predicateType: "https://slsa.dev/provenance/v1", tagSchema: true}, want: ReasonNoSignature,
+		},
 		{name: "keyless", rule: pinned, s: ca.leaf(t, testSubject, testIssuer, time.Now().Add(-time.Minute)), want: ReasonVerified},
 		{name: "keyless, other subject", rule: pinned, s: ca.leaf(t, "intruder@example.com", testIssuer, time.Now().Add(-time.Minute)), want: ReasonIdentityMismatch},
 		{name: "keyless, other CA", rule: pinned, s: newTestCA(t).leaf(t, testSubject, testIssuer, time.Now().Add(-time.Minute)), want: ReasonIdentityMismatch},
