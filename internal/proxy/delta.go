@@ -146,16 +146,11 @@ func (p *Proxy) haveOtherImages(ctx context.Context, t Target, d digest.Digest) 
 		if err != nil {
 			continue
 		}
-		var idx struct {
-			Manifests []ocispec.Descriptor `json:"manifests"`
+		// Neither d's own index nor a signature, an SBOM or a delta
+		// artifact (not an image).
+		if c := manifestContent(body); !slices.Contains(c.children, d) && !c.evidence {
+			return true
 		}
-		if json.Unmarshal(body, &idx) == nil && slices.ContainsFunc(idx.Manifests, func(c ocispec.Descriptor) bool { return c.Digest == d }) {
-			continue // d's own index
-		}
-		if manifestContent(body).evidence {
-			continue // a signature, an SBOM, a delta artifact: not an image
-		}
-		return true
 	}
 	return false
 }
@@ -832,20 +827,29 @@ func (h *layerHints) get(r meta.Repo, d digest.Digest) (int64, bool) {
 func (h *layerHints) lookAgain(r meta.Repo, d digest.Digest, now time.Time, every time.Duration) (digest.Digest, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	l, ok := h.m[hintKey{r, d}]
-	if !ok || now.Sub(h.looked[l.manifest]) < every {
-		return "", false
+	m, ok := h.due(r, d, now, every)
+	if ok {
+		h.lookedAt(m, now)
 	}
-	h.lookedAt(l.manifest, now)
-	return l.manifest, true
+	return m, ok
 }
 
 // mayLookAgain reports whether lookAgain would return true.
 func (h *layerHints) mayLookAgain(r meta.Repo, d digest.Digest, now time.Time, every time.Duration) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	_, ok := h.due(r, d, now, every)
+	return ok
+}
+
+// due returns the manifest that named layer d of r, if deltas were last
+// looked for for it before now-every (or never). h.mu is held.
+func (h *layerHints) due(r meta.Repo, d digest.Digest, now time.Time, every time.Duration) (digest.Digest, bool) {
 	l, ok := h.m[hintKey{r, d}]
-	return ok && now.Sub(h.looked[l.manifest]) >= every
+	if !ok || now.Sub(h.looked[l.manifest]) < every {
+		return "", false
+	}
+	return l.manifest, true
 }
 
 // lookedAt records a discovery of deltas for manifest m.

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"syscall"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -168,7 +167,7 @@ func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstre
 				Message: "the upstream answered with something that is not a manifest"}
 		}
 		// Put verifies the digest and size once more before commit.
-		if err := p.store.Put(ctx, m.Descriptor, bytes.NewReader(m.Body)); errors.Is(err, syscall.ENOSPC) {
+		if err := p.store.Put(ctx, m.Descriptor, bytes.NewReader(m.Body)); diskFull(err) {
 			// The upstream client verified the digest: serve it uncached.
 			p.noteWriteError(ctx, err)
 			return m, nil

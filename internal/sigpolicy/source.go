@@ -141,60 +141,45 @@ func referrerSignatures(ctx context.Context, src Source, repo string, idx []byte
 	var errs []error
 	n := 0
 	for _, desc := range index.Manifests {
-		kind, annotations := desc.ArtifactType, desc.Annotations
-		var body []byte
-		if kind == "" || kind == ocispec.MediaTypeEmptyJSON {
-			// The tag schema's index, as cosign writes it on a registry
-			// without the referrers API, names the config's media type
-			// (or nothing) for a bundle: the manifest says what it is.
-			if n++; n > maxReferrers || len(cands) >= limit {
-				break
+		// The tag schema's index, as cosign writes it on a registry
+		// without the referrers API, names the config's media type (or
+		// nothing) for a bundle: then the manifest says what it is.
+		unnamed := desc.ArtifactType == "" || desc.ArtifactType == ocispec.MediaTypeEmptyJSON
+		if !unnamed && !signatureKind(desc.ArtifactType, desc.Annotations) {
+			continue
+		}
+		if n++; n > maxReferrers || len(cands) >= limit {
+			break
+		}
+		if err := desc.Digest.Validate(); err != nil {
+			if !unnamed {
+				cands = append(cands, candidate{where: "referrers", bad: badSig("referrer with an invalid digest")})
 			}
-			if desc.Digest.Validate() != nil {
-				continue
-			}
-			b, err := fetchManifest(ctx, src, repo, desc.Digest)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("referrer %s: %w", desc.Digest, err))
-				continue
-			}
+			continue
+		}
+		body, err := fetchManifest(ctx, src, repo, desc.Digest)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("referrer %s: %w", desc.Digest, err))
+			continue
+		}
+		kind := desc.ArtifactType
+		if unnamed {
 			var m struct {
 				ArtifactType string             `json:"artifactType"`
 				Config       ocispec.Descriptor `json:"config"`
 				Annotations  map[string]string  `json:"annotations"`
 			}
-			if json.Unmarshal(b, &m) != nil {
+			if json.Unmarshal(body, &m) != nil {
 				continue
 			}
-			kind, annotations, body = m.ArtifactType, m.Annotations, b
-			if kind == "" {
+			if kind = m.ArtifactType; kind == "" {
 				kind = m.Config.MediaType
 			}
-		}
-		isSig := kind == SignatureArtifactType
-		isBundle := strings.HasPrefix(kind, bundleMediaTypePrefix)
-		if !isSig && !isBundle {
-			continue
-		}
-		if pt, ok := annotations[bundlePredicateTypeAnnot]; isBundle && ok && pt != CosignSignPredicateType {
-			continue // an attestation (provenance, SBOM, ...), not a signature
-		}
-		if body == nil {
-			if n++; n > maxReferrers || len(cands) >= limit {
-				break
-			}
-			if err := desc.Digest.Validate(); err != nil {
-				cands = append(cands, candidate{where: "referrers", bad: badSig("referrer with an invalid digest")})
+			if !signatureKind(kind, m.Annotations) {
 				continue
 			}
-			b, err := fetchManifest(ctx, src, repo, desc.Digest)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("referrer %s: %w", desc.Digest, err))
-				continue
-			}
-			body = b
 		}
-		if isSig {
+		if kind == SignatureArtifactType {
 			cs, err := simpleSignatures(ctx, src, repo, "referrer "+desc.Digest.String(), body, limit-len(cands))
 			cands = append(cands, cs...)
 			if err != nil {
@@ -210,6 +195,21 @@ func referrerSignatures(ctx context.Context, src Source, repo string, idx []byte
 		cands = append(cands, c)
 	}
 	return cands, errors.Join(errs...)
+}
+
+// signatureKind reports whether a referrer of artifact type kind, with
+// annotations, is a signature: a cosign signature, or a sigstore bundle
+// whose predicate is cosign's sign predicate (others are attestations:
+// provenance, SBOMs, ...).
+func signatureKind(kind string, annotations map[string]string) bool {
+	if kind == SignatureArtifactType {
+		return true
+	}
+	if !strings.HasPrefix(kind, bundleMediaTypePrefix) {
+		return false
+	}
+	pt, ok := annotations[bundlePredicateTypeAnnot]
+	return !ok || pt == CosignSignPredicateType
 }
 
 // fetchManifest fetches a manifest by digest and checks its digest.
