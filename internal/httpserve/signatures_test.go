@@ -308,6 +308,57 @@ func TestOnlyEvidenceIsServedUnsigned(t *testing.T) {
 	deniedMessage(t, resp, got)
 }
 
+// The OCI tag schema's referrers index (tag sha256-<hex>), which registry
+// copies read, is served under enforce as the listing it is, also when
+// empty; it vouches for nothing it lists: an unsigned image it names stays
+// refused, and the same index under any other tag or by digest is verified
+// like any index.
+func TestReferrersTagIndexIsServedNotTrusted(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	signed, _ := m.fake.Image("app", "signed", []byte("signed layer"))
+	sign(t, m, key, signed.Digest)
+	unsigned, _ := m.fake.Image("app", "", []byte("unsigned layer"))
+	sbom := artifact(t, m, "", "application/spdx+json", "", []byte(`{"spdxVersion":"SPDX-2.3"}`), &signed)
+	sbom.ArtifactType = "application/spdx+json"
+	index := func(tag string, manifests ...ocispec.Descriptor) ocispec.Descriptor {
+		idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: manifests}
+		idx.SchemaVersion = 2
+		if idx.Manifests == nil {
+			idx.Manifests = []ocispec.Descriptor{}
+		}
+		b, err := json.Marshal(idx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.fake.AddManifest("app", tag, ocispec.MediaTypeImageIndex, b)
+	}
+	tag := strings.Replace(signed.Digest.String(), ":", "-", 1)
+	listing := index(tag, sbom, unsigned)
+	index(strings.Replace(unsigned.Digest.String(), ":", "-", 1))
+	index("not-a-listing", sbom, unsigned)
+
+	for _, c := range []struct {
+		ref  string
+		want int
+	}{
+		{tag, http.StatusOK},
+		{strings.Replace(unsigned.Digest.String(), ":", "-", 1), http.StatusOK}, // empty
+		{sbom.Digest.String(), http.StatusOK},                                    // evidence
+		{unsigned.Digest.String(), http.StatusForbidden},                         // listed, not covered
+		{listing.Digest.String(), http.StatusForbidden},                          // the listing by digest
+		{"not-a-listing", http.StatusForbidden},
+	} {
+		resp, body := m.get(http.MethodGet, manifestPath("app", c.ref), "Accept", ocispec.MediaTypeImageIndex+", "+ocispec.MediaTypeImageManifest)
+		if resp.StatusCode != c.want {
+			t.Errorf("GET %s: %d %s, want %d", c.ref, resp.StatusCode, body, c.want)
+		}
+	}
+	resp, body := m.get(http.MethodGet, blobPath("app", digest.FromBytes([]byte("unsigned layer"))))
+	deniedMessage(t, resp, body)
+}
+
 // Hostile and broken upstream content under enforce: a tag moved to an
 // unsigned digest, a signature made for another digest, a malformed or
 // oversize signature manifest are refused with a reason and no crash; a

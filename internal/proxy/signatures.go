@@ -55,6 +55,14 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, ref string, res Man
 		return nil
 	}
 	c := manifestContent(res.Body)
+	if c.index && referrersTagSubject(ref) != "" {
+		// The OCI tag schema's listing of a manifest's referrers, read
+		// by registry copies (crane copy --all-tags, skopeo sync): served
+		// as the list it is. It vouches for nothing: each manifest it
+		// lists is checked when asked for, and it is never trusted, so
+		// it cannot serve as a verified index either.
+		return nil
+	}
 	if c.evidence {
 		// Evidence runs nothing: it is served. What it lists is content,
 		// never a manifest, and only about something already trusted: an
@@ -126,11 +134,18 @@ func (p *Proxy) trustedManifest(ctx context.Context, m sigpolicy.Match, d digest
 func cosignTagSubject(ref string) digest.Digest {
 	for _, suffix := range []string{".sig", ".att", ".sbom"} {
 		if s, ok := strings.CutSuffix(ref, suffix); ok {
-			if alg, hex, ok := strings.Cut(s, "-"); ok {
-				if d := digest.NewDigestFromEncoded(digest.Algorithm(alg), hex); d.Validate() == nil {
-					return d
-				}
-			}
+			return referrersTagSubject(s)
+		}
+	}
+	return ""
+}
+
+// referrersTagSubject returns the digest that ref, a tag of the form
+// <alg>-<hex> (the OCI tag schema's referrers tag), names, or "".
+func referrersTagSubject(ref string) digest.Digest {
+	if alg, hex, ok := strings.Cut(ref, "-"); ok {
+		if d := digest.NewDigestFromEncoded(digest.Algorithm(alg), hex); d.Validate() == nil {
+			return d
 		}
 	}
 	return ""
@@ -323,6 +338,7 @@ func verifiedKey(m sigpolicy.Match, kind meta.TrustKind, d digest.Digest) string
 
 // content is what a manifest references, and what it is to the policy.
 type content struct {
+	index    bool            // an index (it lists manifests)
 	children []digest.Digest // an index's manifests
 	blobs    []digest.Digest // config, layers and blobs
 	subject  digest.Digest   // the OCI 1.1 subject, if any
@@ -355,7 +371,8 @@ func manifestContent(body []byte) content {
 	if m.Subject != nil {
 		c.subject = m.Subject.Digest
 	}
-	c.evidence = m.Manifests == nil
+	c.index = m.Manifests != nil
+	c.evidence = !c.index
 	for _, l := range append(m.Layers, m.Blobs...) {
 		c.blobs = append(c.blobs, l.Digest)
 		if !evidenceLayer(l) {
