@@ -214,22 +214,49 @@ func MakePlan(ctx context.Context, store Store, db DB, opts Options) (*Plan, err
 	return plan, nil
 }
 
-// Apply carries out plan: it forgets the metadata of the content to delete,
-// then deletes the files, calling deleted for each (to drop it from
-// in-memory caches). Content already gone is not an error.
-func Apply(ctx context.Context, store Store, db DB, plan *Plan, deleted func(digest.Digest)) error {
-	if len(plan.Delete) == 0 {
-		return nil
-	}
-	if err := db.Forget(ctx, plan.Delete); err != nil {
-		return fmt.Errorf("gc: forget metadata: %w", err)
-	}
-	for _, d := range plan.Delete {
-		if deleted != nil {
-			deleted(d)
+// Evictor is the serving side of an eviction; *proxy.Proxy implements it.
+type Evictor interface {
+	// Evict runs remove, which forgets and deletes content ds, while no
+	// request records any of ds as stored: a manifest fetched again while
+	// it is evicted finds its file still there, and recording it then
+	// would leave metadata pointing at a file deleted a moment later.
+	Evict(ds []digest.Digest, remove func() error) error
+	// Forget drops evicted content d from memory caches.
+	Forget(d digest.Digest)
+}
+
+// evictBatch is how many digests one Evict covers: requests for them wait
+// for one batch's metadata transaction and deletions, not for the whole
+// plan.
+const evictBatch = 64
+
+// Apply carries out plan, batch after batch: it forgets the metadata of the
+// content to delete, then deletes the files, telling ev (nil: nothing is
+// served from the store meanwhile). Content already gone is not an error.
+func Apply(ctx context.Context, store Store, db DB, plan *Plan, ev Evictor) error {
+	for ds := range slices.Chunk(plan.Delete, evictBatch) {
+		remove := func() error {
+			if err := db.Forget(ctx, ds); err != nil {
+				return fmt.Errorf("gc: forget metadata: %w", err)
+			}
+			for _, d := range ds {
+				if ev != nil {
+					ev.Forget(d)
+				}
+				if err := store.Delete(ctx, d); err != nil && !isNotFound(err) {
+					return fmt.Errorf("gc: delete %s: %w", d, err)
+				}
+			}
+			return nil
 		}
-		if err := store.Delete(ctx, d); err != nil && !isNotFound(err) {
-			return fmt.Errorf("gc: delete %s: %w", d, err)
+		var err error
+		if ev != nil {
+			err = ev.Evict(ds, remove)
+		} else {
+			err = remove()
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -428,27 +455,4 @@ func readRefs(ctx context.Context, store Store, d digest.Digest) (refs, error) {
 		r.subject = doc.Subject.Digest
 	}
 	return r, nil
-}
-
-// Collect evicts what opts asks for: when the store is over its budget, or
-// an age limit is set, it plans and applies; otherwise it only sums the
-// store's size. It returns the plan carried out (nil when none was needed).
-func Collect(ctx context.Context, store Store, db DB, opts Options, deleted func(digest.Digest)) (*Plan, error) {
-	if opts.MaxSize <= 0 && opts.MaxAge <= 0 {
-		return nil, nil
-	}
-	if opts.MaxAge <= 0 {
-		var used int64
-		if err := store.Walk(ctx, func(i blobstore.Info) error { used += i.Size; return nil }); err != nil {
-			return nil, fmt.Errorf("gc: walk the store: %w", err)
-		}
-		if used <= opts.MaxSize {
-			return nil, nil
-		}
-	}
-	plan, err := MakePlan(ctx, store, db, opts)
-	if err != nil {
-		return nil, err
-	}
-	return plan, Apply(ctx, store, db, plan, deleted)
 }

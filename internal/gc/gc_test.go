@@ -289,8 +289,9 @@ func TestDeltaBasesAreEvictedLast(t *testing.T) {
 
 type noCache struct{}
 
-func (noCache) FlushAccess(context.Context) error { return nil }
-func (noCache) Forget(digest.Digest)              {}
+func (noCache) FlushAccess(context.Context) error                  { return nil }
+func (noCache) Forget(digest.Digest)                               {}
+func (noCache) Evict(_ []digest.Digest, remove func() error) error { return remove() }
 
 // gc and gc --dry-run on a running mirror (Maintainer.RunNow and Plan) use
 // the budget in force after a reload (SetOptions), and report the store's
@@ -336,8 +337,9 @@ func TestMaintainerUsesTheBudgetInForce(t *testing.T) {
 // failingCache fails every flush with err.
 type failingCache struct{ err error }
 
-func (c failingCache) FlushAccess(context.Context) error { return c.err }
-func (failingCache) Forget(digest.Digest)                {}
+func (c failingCache) FlushAccess(context.Context) error                { return c.err }
+func (failingCache) Forget(digest.Digest)                               {}
+func (failingCache) Evict(_ []digest.Digest, remove func() error) error { return remove() }
 
 // A replica-id collision (the local access times are written, the shared
 // record is not) still lets gc and the status page plan; another flush

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/opencontainers/go-digest"
-
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/metrics"
@@ -19,8 +17,7 @@ import (
 type Cache interface {
 	// FlushAccess persists when manifests were last served.
 	FlushAccess(ctx context.Context) error
-	// Forget drops evicted content from memory caches.
-	Forget(d digest.Digest)
+	Evictor
 }
 
 // Maintainer keeps a running mirror's store within its budget.
@@ -147,7 +144,7 @@ func (m *Maintainer) log() *slog.Logger {
 // The caller holds m.mu.
 func (m *Maintainer) carryOut(ctx context.Context, plan *Plan) error {
 	log := m.log()
-	if err := Apply(ctx, m.Store, m.DB, plan, m.Cache.Forget); err != nil {
+	if err := Apply(ctx, m.Store, m.DB, plan, m.Cache); err != nil {
 		return err
 	}
 	if m.Metrics != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/gc"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 )
@@ -97,4 +98,68 @@ func configOf(t *testing.T, manifest []byte) digest.Digest {
 		t.Fatal(err)
 	}
 	return m.Config.Digest
+}
+
+// beforeDelete is a store whose Delete calls hook first (eviction's last
+// step).
+type beforeDelete struct {
+	*blobstore.FS
+	hook func(digest.Digest)
+}
+
+func (s beforeDelete) Delete(ctx context.Context, d digest.Digest) error {
+	s.hook(d)
+	return s.FS.Delete(ctx, d)
+}
+
+// A manifest asked for again while it is being evicted (its record
+// forgotten, its file not yet deleted) is stored and recorded after the
+// eviction, never recorded over the file the eviction then deletes: with
+// the uplink down afterwards, the tag is still served from the store.
+func TestEvictionDoesNotRaceAManifestFetch(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	desc, _ := m.fake.Image("app", "v1", fakeupstream.Random(t, 1000))
+	accept := []string{"Accept", ocispec.MediaTypeImageManifest}
+	if resp, body := m.get(http.MethodGet, manifestPath("app", "v1"), accept...); resp.StatusCode != http.StatusOK {
+		t.Fatalf("pull: %d %s", resp.StatusCode, body)
+	}
+	m.waitFills()
+
+	// The pull asked for while the manifest's file is being deleted: it
+	// must wait for the eviction. How long the hook gives it does not
+	// decide the outcome: a pull that waits is what is wanted, and one
+	// that does not finishes well within the time.
+	pulled := make(chan int, 1)
+	hook := func(d digest.Digest) {
+		if d != desc.Digest {
+			return
+		}
+		go func() {
+			resp, _ := m.get(http.MethodGet, manifestPath("app", "v1"), accept...)
+			pulled <- resp.StatusCode
+		}()
+		select {
+		case code := <-pulled:
+			pulled <- code // it did not wait; the state is checked below
+		case <-time.After(time.Second):
+		}
+	}
+	mt := &gc.Maintainer{Store: beforeDelete{FS: m.store, hook: hook}, DB: m.db, Cache: m.proxy,
+		Options: gc.Options{MaxSize: 1, Now: m.clock.Now}}
+	if plan := mt.RunOnce(context.Background()); plan == nil || len(plan.Victims) != 1 {
+		t.Fatalf("eviction plan: %+v, want the image", plan)
+	}
+	if code := <-pulled; code != http.StatusOK {
+		t.Fatalf("the pull during the eviction: %d", code)
+	}
+	_, recErr := m.db.Manifest(context.Background(), desc.Digest)
+	_, fileErr := m.store.Stat(context.Background(), desc.Digest)
+	if recErr == nil && fileErr != nil {
+		t.Fatalf("the manifest is recorded but its file was deleted: %v", fileErr)
+	}
+	m.upstream.Close()
+	if resp, body := m.get(http.MethodGet, manifestPath("app", "v1"), accept...); resp.StatusCode != http.StatusOK {
+		t.Errorf("tag pulled during the eviction, uplink down: %d %s", resp.StatusCode, body)
+	}
 }

@@ -345,9 +345,9 @@ func TestReferrersTagIndexIsServedNotTrusted(t *testing.T) {
 	}{
 		{tag, http.StatusOK},
 		{strings.Replace(unsigned.Digest.String(), ":", "-", 1), http.StatusOK}, // empty
-		{sbom.Digest.String(), http.StatusOK},                                    // evidence
-		{unsigned.Digest.String(), http.StatusForbidden},                         // listed, not covered
-		{listing.Digest.String(), http.StatusForbidden},                          // the listing by digest
+		{sbom.Digest.String(), http.StatusOK},                                   // evidence
+		{unsigned.Digest.String(), http.StatusForbidden},                        // listed, not covered
+		{listing.Digest.String(), http.StatusForbidden},                         // the listing by digest
 		{"not-a-listing", http.StatusForbidden},
 	} {
 		resp, body := m.get(http.MethodGet, manifestPath("app", c.ref), "Accept", ocispec.MediaTypeImageIndex+", "+ocispec.MediaTypeImageManifest)

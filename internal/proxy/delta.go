@@ -674,6 +674,8 @@ func (p *Proxy) computeDelta(ctx context.Context, t Target, target layerdelta.Bl
 			slog.Int64("size", target.Size), slog.Duration("duration", time.Since(start)))
 		return layerdelta.Layer{}, fmt.Errorf("blob %s: %s: %w", target.Digest, res.Reason, ErrNoDelta)
 	}
+	release := p.evictions.hold(res.Layer.Delta.Digest)
+	defer release()
 	if err := p.store.Put(ctx, res.Layer.Delta, res.File); err != nil {
 		return layerdelta.Layer{}, err
 	}

@@ -166,20 +166,10 @@ func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstre
 			return upstream.Manifest{}, &ociapi.Error{Status: http.StatusBadGateway, Code: ociapi.CodeManifestInvalid,
 				Message: "the upstream answered with something that is not a manifest"}
 		}
-		// Put verifies the digest and size once more before commit.
-		if err := p.store.Put(ctx, m.Descriptor, bytes.NewReader(m.Body)); diskFull(err) {
-			// The upstream client verified the digest: serve it uncached.
-			p.noteWriteError(ctx, err)
-			return m, nil
-		} else if err != nil {
+		if stored, err := p.storeManifest(ctx, t, m); err != nil {
 			return upstream.Manifest{}, err
-		}
-		p.m.StoreBytes.Add(float64(len(m.Body)))
-		if err := p.db.PutManifest(ctx, t.Repo, m.Descriptor.Digest, meta.Manifest{MediaType: m.Descriptor.MediaType, Size: m.Descriptor.Size}); diskFull(err) {
-			p.noteWriteError(ctx, err) // verified: served, and the next request fetches it again
-			return m, nil
-		} else if err != nil {
-			return upstream.Manifest{}, err
+		} else if !stored {
+			return m, nil // verified: served uncached, and the next request fetches it again
 		}
 		if man, ok := p.noteLayers(t, m); ok {
 			p.discoverDeltas(ctx, t, m, man)
@@ -191,6 +181,28 @@ func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstre
 		return upstream.Manifest{}, err
 	}
 	return v.(upstream.Manifest), nil
+}
+
+// storeManifest stores manifest m of t and records it, apart from any
+// eviction of it (evictGuard). It reports false when the disk is full:
+// the upstream client verified the digest, so m is served uncached.
+func (p *Proxy) storeManifest(ctx context.Context, t Target, m upstream.Manifest) (bool, error) {
+	defer p.evictions.hold(m.Descriptor.Digest)()
+	// Put verifies the digest and size once more before commit.
+	if err := p.store.Put(ctx, m.Descriptor, bytes.NewReader(m.Body)); diskFull(err) {
+		p.noteWriteError(ctx, err)
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	p.m.StoreBytes.Add(float64(len(m.Body)))
+	if err := p.db.PutManifest(ctx, t.Repo, m.Descriptor.Digest, meta.Manifest{MediaType: m.Descriptor.MediaType, Size: m.Descriptor.Size}); diskFull(err) {
+		p.noteWriteError(ctx, err)
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 func (p *Proxy) manifestByTag(ctx context.Context, t Target, tag string) (ManifestResult, error) {

@@ -148,6 +148,9 @@ type Proxy struct {
 	verified sync.Map
 	hot      *hotCache
 	links    *linkCache
+	// evictions keeps eviction from racing the recording of content
+	// stored again meanwhile (Evict).
+	evictions *evictGuard
 	access   accessTracker
 
 	mu    sync.Mutex
@@ -215,6 +218,7 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 		deltaMemory:  semaphore.NewWeighted(opts.DeltaMemoryBudget),
 		hot:          newHotCache(hotTotalMax),
 		links:        newLinkCache(),
+		evictions:    newEvictGuard(),
 		closing:      closing, close: cancel,
 	}
 }

@@ -463,6 +463,8 @@ func (s sigSource) Blob(ctx context.Context, _ string, d digest.Digest, maxSize 
 	if digest.FromBytes(b) != d {
 		return nil, fmt.Errorf("blob %s from upstream: %w", d, errdef.ErrDigestMismatch)
 	}
+	release := p.evictions.hold(d)
+	defer release()
 	if err := p.store.Put(ctx, ocispec.Descriptor{Digest: d, Size: int64(len(b))}, bytes.NewReader(b)); err == nil {
 		if err := p.db.Link(ctx, t.Repo, d); err != nil {
 			return nil, err

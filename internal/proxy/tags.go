@@ -121,6 +121,8 @@ func (p *Proxy) referrers(ctx context.Context, t Target, d digest.Digest) ([]byt
 	if err := validIndex(m); err != nil {
 		return nil, "", err
 	}
+	release := p.evictions.hold(m.Descriptor.Digest)
+	defer release()
 	if err := p.store.Put(ctx, m.Descriptor, bytes.NewReader(m.Body)); err != nil {
 		return nil, "", err
 	}
