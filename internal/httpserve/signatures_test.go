@@ -359,6 +359,36 @@ func TestReferrersTagIndexIsServedNotTrusted(t *testing.T) {
 	deniedMessage(t, resp, body)
 }
 
+// A failed verification counts only for the repository it was made in: an
+// unsigned copy of a signed image (same digest, no signature in its
+// repository) asked for first does not get the signed original refused;
+// once verified, the digest is signed wherever the rule applies.
+func TestNegativeVerdictStaysInItsRepository(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	layer := []byte("promoted layer")
+	signed, _ := m.fake.Image("app", "v1", layer)
+	copied, _ := m.fake.Image("copy", "v1", layer)
+	if signed.Digest != copied.Digest {
+		t.Fatal("test assumption: the copy has the original's digest")
+	}
+	sign(t, m, key, signed.Digest)
+	get := func(repo string) (*http.Response, []byte) {
+		return m.get(http.MethodGet, manifestPath(repo, "v1"), "Accept", ocispec.MediaTypeImageManifest)
+	}
+	resp, body := get("copy")
+	if msg := deniedMessage(t, resp, body); !strings.Contains(msg, "no_signature") {
+		t.Errorf("unsigned copy: %q, want no_signature", msg)
+	}
+	if resp, body := get("app"); resp.StatusCode != http.StatusOK {
+		t.Errorf("signed original after its unsigned copy: %d %s, want 200", resp.StatusCode, body)
+	}
+	if resp, body := get("copy"); resp.StatusCode != http.StatusOK {
+		t.Errorf("copy of a verified digest: %d %s, want 200", resp.StatusCode, body)
+	}
+}
+
 // Hostile and broken upstream content under enforce: a tag moved to an
 // unsigned digest, a signature made for another digest, a malformed or
 // oversize signature manifest are refused with a reason and no crash; a

@@ -44,6 +44,11 @@ type Verdict struct {
 	Message string    `json:"message"`
 	Signer  string    `json:"signer,omitempty"`
 	At      time.Time `json:"at"`
+	// Repo is the repository (registry/name) whose signatures were
+	// looked at. A signature is over the digest, so a positive verdict
+	// holds wherever the rule applies; a negative one only says that
+	// this repository had no valid signature.
+	Repo string `json:"repo,omitempty"`
 }
 
 // Trust says why content is trusted under a rule: Via is the verified

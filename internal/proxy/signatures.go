@@ -152,12 +152,19 @@ func referrersTagSubject(ref string) digest.Digest {
 }
 
 // verdict returns the verdict of manifest d under m: recorded (a positive
-// one for as long as the rule's revision holds, a negative one for
-// negativeVerdictTTL), covered by a verified index, or verified now. When
+// one for as long as the rule's revision holds, in any repository; a
+// negative one for negativeVerdictTTL, in the repository it was made for),
+// covered by a verified index, or verified now. When
 // the signatures cannot be fetched, the last verdict recorded is used,
 // however old: verification must keep working with the uplink down.
 func (p *Proxy) verdict(ctx context.Context, t Target, m sigpolicy.Match, d digest.Digest) (meta.Verdict, error) {
+	repo := t.Remote.Name + "/" + t.Repo.Name
 	rec, recErr := p.db.Verdict(ctx, m.Rule, m.Revision, d)
+	if recErr == nil && !rec.OK && rec.Repo != "" && rec.Repo != repo {
+		// Another repository had no valid signature for the digest;
+		// this one's signatures are its own to look at.
+		recErr = errdef.ErrNotFound
+	}
 	if recErr == nil && (rec.OK || p.now().Sub(rec.At) < negativeVerdictTTL) {
 		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
 		return rec, nil
@@ -185,7 +192,7 @@ func (p *Proxy) verdict(ctx context.Context, t Target, m sigpolicy.Match, d dige
 		p.log.LogAttrs(ctx, slog.LevelInfo, "signature verified", slog.String("repo", t.Repo.Name),
 			slog.String("digest", d.String()), slog.String("rule", m.Rule), slog.String("signer", v.Signer), slog.String("signature", v.Signature))
 	}
-	out := meta.Verdict{OK: v.OK, Reason: string(v.Reason), Message: v.Message, Signer: v.Signer, At: p.now()}
+	out := meta.Verdict{OK: v.OK, Reason: string(v.Reason), Message: v.Message, Signer: v.Signer, At: p.now(), Repo: repo}
 	if err := p.db.PutVerdict(ctx, m.Rule, m.Revision, d, out); err != nil {
 		return meta.Verdict{}, err
 	}
