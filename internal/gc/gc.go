@@ -24,6 +24,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/meta"
+	"github.com/registry-edge/registry-edge/internal/ociapi"
 )
 
 // maxManifestRead bounds what is read of a stored manifest to find its
@@ -309,14 +310,27 @@ func buildUnits(ctx context.Context, store Store, db DB, stored map[digest.Diges
 		listsOf[l.Subject] = append(listsOf[l.Subject], l.List)
 	}
 	tagsOf := map[digest.Digest][]string{}
+	about := map[digest.Digest]bool{} // evidence under a tag that names its stored subject
 	for _, t := range tags {
-		tagsOf[t.Entry.Digest] = append(tagsOf[t.Entry.Digest], t.Key)
+		d := t.Entry.Digest
+		tagsOf[d] = append(tagsOf[d], t.Key)
+		// cosign's signatures, attestations and SBOMs, and the tag
+		// schema's referrers index, name their subject in their tag, not
+		// in a subject field: they go with it.
+		if s := tagSubject(t.Key); s != "" && s != d && !about[d] {
+			if _, ok := manifests[s]; ok {
+				if _, ok := manifests[d]; ok {
+					referrers[s] = append(referrers[s], d)
+					about[d] = true
+				}
+			}
+		}
 	}
 
 	var units []*Unit
 	inUnit := map[digest.Digest]bool{}
 	for d, r := range manifests {
-		if _, subjectStored := manifests[r.subject]; child[d] || (r.subject != "" && subjectStored) {
+		if _, subjectStored := manifests[r.subject]; child[d] || about[d] || (r.subject != "" && subjectStored) {
 			continue // part of its parent's or its subject's closure
 		}
 		u := &Unit{Root: d}
@@ -366,20 +380,22 @@ func buildUnits(ctx context.Context, store Store, db DB, stored map[digest.Diges
 	}
 
 	for _, u := range units {
-		all := slices.Concat(u.Manifests, u.Blobs)
-		for _, d := range all {
+		for _, d := range slices.Concat(u.Manifests, u.Blobs) {
 			stored[d].refs++
-			if pinned[d] {
-				u.Pinned = true
-			}
 		}
 		// A unit was last used when any of its manifests was served (every
-		// pull reads them); content without manifests, when it was.
+		// pull reads them); content without manifests, when it was. It is
+		// pinned when one of them is: a layer it shares with a pinned image
+		// stays anyway (it goes only when no unit refers to it), and the
+		// rest of it is no pre-staged image's.
 		keys := u.Manifests
 		if len(keys) == 0 {
 			keys = u.Blobs
 		}
 		for _, d := range keys {
+			if pinned[d] {
+				u.Pinned = true
+			}
 			t, ok := access[d]
 			if !ok {
 				t = stored[d].modTime
@@ -394,14 +410,15 @@ func buildUnits(ctx context.Context, store Store, db DB, stored map[digest.Diges
 	return units, nil
 }
 
-// markDeltaBases marks, for each repository, its tagged unit served most
-// recently.
+// markDeltaBases marks, for each repository, its unit served most recently
+// under a tag that is not evidence's (a signature is no image to take
+// deltas from).
 func markDeltaBases(units []*Unit) {
 	newest := map[string]*Unit{}
 	for _, u := range units {
 		for _, key := range u.Tags { // <registry>/<repo>:<tag>
 			i := strings.LastIndexByte(key, ':')
-			if i < 0 {
+			if i < 0 || tagSubject(key) != "" {
 				continue
 			}
 			repo := key[:i]
@@ -413,6 +430,16 @@ func markDeltaBases(units []*Unit) {
 	for _, u := range newest {
 		u.DeltaBase = true
 	}
+}
+
+// tagSubject returns the manifest that the tag of key
+// (<registry>/<repo>:<tag>) is evidence about, or "".
+func tagSubject(key string) digest.Digest {
+	i := strings.LastIndexByte(key, ':')
+	if i < 0 {
+		return ""
+	}
+	return ociapi.EvidenceTagSubject(key[i+1:])
 }
 
 func isNotFound(err error) bool { return errors.Is(err, errdef.ErrNotFound) }

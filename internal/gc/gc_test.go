@@ -196,6 +196,31 @@ func TestPinnedContentIsNeverEvicted(t *testing.T) {
 	}
 }
 
+// A pinned image keeps the layers it shares, not the images that share
+// them: those are evicted as usual, and the shared layer stays because the
+// pinned image refers to it.
+func TestSharingAPinnedLayerDoesNotPin(t *testing.T) {
+	s := newSite(t)
+	base := s.blob(300_000)
+	pinned := s.image("pinned", time.Hour, base)
+	if err := s.db.SetPins(context.Background(), "prefetch:org/app:pinned", []digest.Digest{pinned.Digest, base.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	own := s.blob(200_000)
+	sharer := s.image("sharer", 2*time.Hour, base, own)
+
+	p := s.plan(gc.Options{MaxSize: 350_000})
+	if got := roots(p); !slices.Equal(got, []digest.Digest{sharer.Digest}) {
+		t.Fatalf("victims = %v, want the image sharing the pinned layer", got)
+	}
+	if slices.Contains(p.Delete, base.Digest) || !slices.Contains(p.Delete, own.Digest) {
+		t.Errorf("delete = %v: want its own layer %s, not the pinned image's %s", p.Delete, own.Digest, base.Digest)
+	}
+	if p.PinnedUnits != 1 {
+		t.Errorf("PinnedUnits = %d, want 1", p.PinnedUnits)
+	}
+}
+
 // An index goes as a whole, with its children; content nothing refers to
 // is a unit of its own; an age limit evicts regardless of the budget.
 func TestIndexesOrphansAndAge(t *testing.T) {
@@ -284,6 +309,37 @@ func TestDeltaBasesAreEvictedLast(t *testing.T) {
 	}
 	if slices.Contains(roots(p), bNew.Digest) {
 		t.Errorf("tight budget: the most recent image %s was evicted", bNew.Digest)
+	}
+}
+
+// Evidence under cosign's tags (no subject field; the tag names the
+// image) goes with its image, and is never its repository's delta base:
+// a signature read after its image (cosign verify against the mirror)
+// must not leave the image to be evicted as an ordinary one.
+func TestCosignTagsGoWithTheirImage(t *testing.T) {
+	s := newSite(t)
+	old := s.image("v1", 3*time.Hour, s.blob(300_000))
+	img := s.image("v2", 2*time.Hour, s.blob(300_000))
+	sigLayer := s.blob(1000)
+	sig := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: ocispec.DescriptorEmptyJSON, Layers: []ocispec.Descriptor{sigLayer}}
+	sig.SchemaVersion = 2
+	sigDesc := s.manifest(sig, ocispec.MediaTypeImageManifest, "sha256-"+img.Digest.Encoded()+".sig", time.Minute)
+	listing := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{sigDesc}}
+	listing.SchemaVersion = 2
+	listDesc := s.manifest(listing, ocispec.MediaTypeImageIndex, "sha256-"+img.Digest.Encoded(), time.Minute)
+
+	p := s.plan(gc.Options{MaxSize: 500_000, KeepDeltaBases: true})
+	if got := roots(p); !slices.Equal(got, []digest.Digest{old.Digest}) {
+		t.Fatalf("victims = %v, want only the older image %s", got, old.Digest)
+	}
+	if p.Units != 2 || p.BaseUnits != 1 {
+		t.Errorf("units %d, delta bases %d; want 2 (the signature and listing are v2's) and 1", p.Units, p.BaseUnits)
+	}
+	p = s.plan(gc.Options{MaxSize: 1000})
+	for _, d := range []digest.Digest{img.Digest, sigDesc.Digest, sigLayer.Digest, listDesc.Digest} {
+		if !slices.Contains(p.Delete, d) {
+			t.Errorf("evicting v2 keeps %s of its evidence", d)
+		}
 	}
 }
 

@@ -54,3 +54,34 @@ func validPort(s string) bool {
 	}
 	return true
 }
+
+// TagSchemaSubject returns the manifest digest that tag, the OCI tag
+// schema's referrers tag (<alg>-<hex>), names, or "".
+func TagSchemaSubject(tag string) digest.Digest {
+	if alg, hex, ok := strings.Cut(tag, "-"); ok {
+		if d := digest.NewDigestFromEncoded(digest.Algorithm(alg), hex); d.Validate() == nil {
+			return d
+		}
+	}
+	return ""
+}
+
+// CosignTagSubject returns the manifest digest that tag, one of cosign's
+// <alg>-<hex>.sig, .att or .sbom tags, is about, or "".
+func CosignTagSubject(tag string) digest.Digest {
+	for _, suffix := range []string{".sig", ".att", ".sbom"} {
+		if s, ok := strings.CutSuffix(tag, suffix); ok {
+			return TagSchemaSubject(s)
+		}
+	}
+	return ""
+}
+
+// EvidenceTagSubject returns the manifest digest that tag, a referrers
+// tag of the OCI tag schema or one of cosign's, is about, or "".
+func EvidenceTagSubject(tag string) digest.Digest {
+	if d := CosignTagSubject(tag); d != "" {
+		return d
+	}
+	return TagSchemaSubject(tag)
+}

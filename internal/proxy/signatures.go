@@ -55,7 +55,7 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, ref string, res Man
 		return nil
 	}
 	c := manifestContent(res.Body)
-	if c.index && referrersTagSubject(ref) != "" {
+	if c.index && ociapi.TagSchemaSubject(ref) != "" {
 		// The OCI tag schema's listing of a manifest's referrers, read
 		// by registry copies (crane copy --all-tags, skopeo sync): served
 		// as the list it is. It vouches for nothing: each manifest it
@@ -69,7 +69,7 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, ref string, res Man
 		// artifact anyone can push must not make its blobs servable.
 		about := c.subject
 		if about == "" {
-			about = cosignTagSubject(ref)
+			about = ociapi.CosignTagSubject(ref)
 		}
 		if about == "" || !p.trustedManifest(ctx, m, about) {
 			return nil
@@ -127,28 +127,6 @@ func (p *Proxy) trustedManifest(ctx context.Context, m sigpolicy.Match, d digest
 	}
 	ok, err := p.db.Trusted(ctx, m.Rule, m.Revision, meta.TrustManifest, d)
 	return err == nil && ok
-}
-
-// cosignTagSubject returns the manifest digest that ref, one of cosign's
-// sha256-<hex>.sig, .att or .sbom tags, is about, or "".
-func cosignTagSubject(ref string) digest.Digest {
-	for _, suffix := range []string{".sig", ".att", ".sbom"} {
-		if s, ok := strings.CutSuffix(ref, suffix); ok {
-			return referrersTagSubject(s)
-		}
-	}
-	return ""
-}
-
-// referrersTagSubject returns the digest that ref, a tag of the form
-// <alg>-<hex> (the OCI tag schema's referrers tag), names, or "".
-func referrersTagSubject(ref string) digest.Digest {
-	if alg, hex, ok := strings.Cut(ref, "-"); ok {
-		if d := digest.NewDigestFromEncoded(digest.Algorithm(alg), hex); d.Validate() == nil {
-			return d
-		}
-	}
-	return ""
 }
 
 // verdict returns the verdict of manifest d under m: recorded (a positive
