@@ -151,7 +151,7 @@ type Proxy struct {
 	// evictions keeps eviction from racing the recording of content
 	// stored again meanwhile (Evict).
 	evictions *evictGuard
-	access   accessTracker
+	access    accessTracker
 
 	mu    sync.Mutex
 	fills map[digest.Digest]*fill
