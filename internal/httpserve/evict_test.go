@@ -3,7 +3,9 @@ package httpserve_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/gc"
+	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 )
 
@@ -161,5 +164,83 @@ func TestEvictionDoesNotRaceAManifestFetch(t *testing.T) {
 	m.upstream.Close()
 	if resp, body := m.get(http.MethodGet, manifestPath("app", "v1"), accept...); resp.StatusCode != http.StatusOK {
 		t.Errorf("tag pulled during the eviction, uplink down: %d %s", resp.StatusCode, body)
+	}
+}
+
+// slowRead is a store whose first read of blob gate (once set) waits for
+// release, after closing reached: a slow read of a small stored blob.
+type slowRead struct {
+	*blobstore.FS
+	mu      sync.Mutex
+	gate    digest.Digest
+	reached chan struct{}
+	release chan struct{}
+}
+
+func (s *slowRead) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error) {
+	rc, err := s.FS.Open(ctx, d)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil || d != s.gate {
+		return rc, err
+	}
+	s.gate = ""
+	return &slowReader{ReadSeekCloser: rc, s: s}, nil
+}
+
+type slowReader struct {
+	io.ReadSeekCloser
+	s    *slowRead
+	once sync.Once
+}
+
+func (r *slowReader) Read(p []byte) (int, error) {
+	r.once.Do(func() { close(r.s.reached); <-r.s.release })
+	return r.ReadSeekCloser.Read(p)
+}
+
+// A small blob read from the store while eviction deletes it does not go
+// back into the in-memory cache: pulled again afterwards, it is fetched
+// from the upstream (it was answered 404 until a restart).
+func TestEvictionDuringAReadLeavesNothingInMemory(t *testing.T) {
+	t.Parallel()
+	s := &slowRead{reached: make(chan struct{}), release: make(chan struct{})}
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { s.FS = fs; return s })
+	_, layers := m.fake.Image("app", "v1", fakeupstream.Random(t, 10_000)) // small: kept in memory
+	layer := layers[0].Digest
+	accept := []string{"Accept", ocispec.MediaTypeImageManifest}
+	pull := func(what string) {
+		t.Helper()
+		if resp, body := m.get(http.MethodGet, manifestPath("app", "v1"), accept...); resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: manifest: %d %s", what, resp.StatusCode, body)
+		}
+		if resp, body := m.get(http.MethodGet, blobPath("app", layer)); resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: layer: %d %s", what, resp.StatusCode, body)
+		}
+	}
+	pull("first pull")
+	m.waitFills()
+
+	s.mu.Lock()
+	s.gate = layer
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.do(http.MethodGet, blobPath("app", layer)) // its outcome is not the point
+	}()
+	<-s.reached
+	m.clock.advance(48 * time.Hour)
+	mt := &gc.Maintainer{Store: m.store, DB: m.db, Cache: m.proxy, Options: gc.Options{MaxAge: time.Hour, Now: m.clock.Now}}
+	if plan := mt.RunOnce(context.Background()); plan == nil || len(plan.Victims) == 0 {
+		t.Fatalf("eviction plan: %+v, want the image", plan)
+	}
+	close(s.release)
+	<-done
+
+	before := m.fake.Count(http.MethodGet, blobPath("app", layer))
+	pull("pull after the eviction")
+	if n := m.fake.Count(http.MethodGet, blobPath("app", layer)) - before; n != 1 {
+		t.Errorf("upstream GETs of the evicted layer = %d, want 1", n)
 	}
 }

@@ -118,6 +118,7 @@ func (p *Proxy) localBlob(ctx context.Context, t Target, d digest.Digest) (BlobR
 		}
 		return BlobResult{Size: int64(len(b)), Content: memBlob{bytes.NewReader(b)}, Bytes: b, Cache: CacheHit}, nil
 	}
+	epoch := p.hot.epoch()
 	rc, err := p.store.Open(ctx, d)
 	if errors.Is(err, errdef.ErrNotFound) {
 		return BlobResult{}, fmt.Errorf("%w: %w", errNotStored, err)
@@ -154,7 +155,7 @@ func (p *Proxy) localBlob(ctx context.Context, t Target, d digest.Digest) (BlobR
 			return BlobResult{}, fmt.Errorf("blob %s: %w", d, err)
 		}
 		rc.Close()
-		p.hot.add(d, b)
+		p.hot.add(d, b, epoch)
 		return BlobResult{Size: size, Content: memBlob{bytes.NewReader(b)}, Bytes: b, Cache: CacheHit}, nil
 	}
 	return BlobResult{Size: size, Content: rc, Cache: CacheHit}, nil

@@ -24,6 +24,10 @@ type hotCache struct {
 	items map[digest.Digest]*list.Element
 	size  int
 	max   int
+	// removals counts remove calls: content read from the store enters
+	// only if none happened since before the read (epoch), or a read
+	// racing its eviction would put evicted content back for good.
+	removals uint64
 }
 
 type hotEntry struct {
@@ -46,13 +50,22 @@ func (c *hotCache) get(d digest.Digest) ([]byte, bool) {
 	return e.Value.(*hotEntry).b, true
 }
 
-func (c *hotCache) add(d digest.Digest, b []byte) {
+// epoch is to be taken before reading content from the store, for add.
+func (c *hotCache) epoch() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.removals
+}
+
+// add keeps b, the content of d read from the store since epoch, unless
+// something was removed since then (it may have been d).
+func (c *hotCache) add(d digest.Digest, b []byte, epoch uint64) {
 	if len(b) > hotItemMax || len(b) > c.max {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.items[d]; ok {
+	if _, ok := c.items[d]; ok || c.removals != epoch {
 		return
 	}
 	c.items[d] = c.ll.PushFront(&hotEntry{d: d, b: b})
@@ -70,6 +83,7 @@ func (c *hotCache) add(d digest.Digest, b []byte) {
 func (c *hotCache) remove(d digest.Digest) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.removals++
 	if e, ok := c.items[d]; ok {
 		c.ll.Remove(e)
 		delete(c.items, d)

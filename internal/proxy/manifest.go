@@ -125,6 +125,7 @@ func (p *Proxy) readStoredAtMost(ctx context.Context, d digest.Digest, size, lim
 	if b, ok := p.hot.get(d); ok {
 		return b, nil
 	}
+	epoch := p.hot.epoch()
 	f, err := p.store.Open(ctx, d)
 	if err != nil {
 		return nil, err
@@ -139,7 +140,7 @@ func (p *Proxy) readStoredAtMost(ctx context.Context, d digest.Digest, size, lim
 	case size >= 0 && int64(len(b)) != size:
 		return nil, fmt.Errorf("manifest %s: %d bytes stored, %d recorded: %w", d, len(b), size, errdef.ErrSizeMismatch)
 	}
-	p.hot.add(d, b)
+	p.hot.add(d, b, epoch)
 	return b, nil
 }
 
