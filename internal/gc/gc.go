@@ -115,6 +115,9 @@ type Plan struct {
 	// OverBudget is set when even evicting everything unpinned leaves the
 	// store above its budget.
 	OverBudget bool `json:"overBudget,omitempty"`
+
+	// manifests are the manifests recorded when the plan was made.
+	manifests map[digest.Digest]bool
 }
 
 // content is what the collector knows of one stored digest.
@@ -148,11 +151,11 @@ func MakePlan(ctx context.Context, store Store, db DB, opts Options) (*Plan, err
 	}); err != nil {
 		return nil, fmt.Errorf("gc: walk the store: %w", err)
 	}
-	units, err := buildUnits(ctx, store, db, stored)
+	units, records, err := buildUnits(ctx, store, db, stored)
 	if err != nil {
 		return nil, err
 	}
-	plan := &Plan{Used: used, Budget: opts.MaxSize, Units: len(units)}
+	plan := &Plan{Used: used, Budget: opts.MaxSize, Units: len(units), manifests: records}
 	if opts.KeepDeltaBases {
 		markDeltaBases(units)
 	}
@@ -235,8 +238,15 @@ const evictBatch = 64
 // content to delete, then deletes the files, telling ev (nil: nothing is
 // served from the store meanwhile). Content already gone is not an error.
 func Apply(ctx context.Context, store Store, db DB, plan *Plan, ev Evictor) error {
-	for ds := range slices.Chunk(plan.Delete, evictBatch) {
+	for batch := range slices.Chunk(plan.Delete, evictBatch) {
 		remove := func() error {
+			// The plan was made a while ago: what was pinned or pulled
+			// since then stays.
+			keep, err := keptSince(ctx, store, db, plan)
+			if err != nil {
+				return err
+			}
+			ds := slices.DeleteFunc(slices.Clone(batch), func(d digest.Digest) bool { return keep[d] })
 			if err := db.Forget(ctx, ds); err != nil {
 				return fmt.Errorf("gc: forget metadata: %w", err)
 			}
@@ -252,7 +262,7 @@ func Apply(ctx context.Context, store Store, db DB, plan *Plan, ev Evictor) erro
 		}
 		var err error
 		if ev != nil {
-			err = ev.Evict(ds, remove)
+			err = ev.Evict(batch, remove)
 		} else {
 			err = remove()
 		}
@@ -263,27 +273,68 @@ func Apply(ctx context.Context, store Store, db DB, plan *Plan, ev Evictor) erro
 	return nil
 }
 
-// buildUnits groups the stored content into closures.
-func buildUnits(ctx context.Context, store Store, db DB, stored map[digest.Digest]*content) ([]*Unit, error) {
+// keptSince returns what must stay of plan now: content pinned, and the
+// content of manifests recorded since the plan was made (an image pulled
+// or pre-staged meanwhile may share layers with a victim).
+func keptSince(ctx context.Context, store Store, db DB, plan *Plan) (map[digest.Digest]bool, error) {
+	keep, err := db.AllPinned(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	if plan.manifests == nil {
+		return keep, nil // a plan made elsewhere: pins only
+	}
 	records, err := db.ManifestDigests(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("gc: %w", err)
 	}
+	var walk func(d digest.Digest)
+	walk = func(d digest.Digest) {
+		if keep[d] {
+			return
+		}
+		keep[d] = true
+		r, err := readRefs(ctx, store, d)
+		if err != nil {
+			return
+		}
+		for _, c := range r.children {
+			walk(c)
+		}
+		for _, b := range r.blobs {
+			keep[b] = true
+		}
+	}
+	for d := range records {
+		if !plan.manifests[d] {
+			walk(d)
+		}
+	}
+	return keep, nil
+}
+
+// buildUnits groups the stored content into closures. It also returns the
+// manifests recorded.
+func buildUnits(ctx context.Context, store Store, db DB, stored map[digest.Digest]*content) ([]*Unit, map[digest.Digest]bool, error) {
+	records, err := db.ManifestDigests(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("gc: %w", err)
+	}
 	tags, err := db.AllTags(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("gc: %w", err)
+		return nil, nil, fmt.Errorf("gc: %w", err)
 	}
 	lists, err := db.AllReferrers(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("gc: %w", err)
+		return nil, nil, fmt.Errorf("gc: %w", err)
 	}
 	access, err := db.AccessTimes(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("gc: %w", err)
+		return nil, nil, fmt.Errorf("gc: %w", err)
 	}
 	pinned, err := db.AllPinned(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("gc: %w", err)
+		return nil, nil, fmt.Errorf("gc: %w", err)
 	}
 
 	manifests := map[digest.Digest]refs{}
@@ -407,7 +458,7 @@ func buildUnits(ctx context.Context, store Store, db DB, stored map[digest.Diges
 		}
 		sort.Strings(u.Tags)
 	}
-	return units, nil
+	return units, records, nil
 }
 
 // markDeltaBases marks, for each repository, its unit served most recently

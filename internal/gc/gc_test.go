@@ -343,6 +343,37 @@ func TestCosignTagsGoWithTheirImage(t *testing.T) {
 	}
 }
 
+// A plan is carried out as things are when it is: what was pinned since
+// it was made, and what an image pulled since then refers to, stays.
+func TestApplyKeepsWhatChangedSinceThePlan(t *testing.T) {
+	s := newSite(t)
+	shared, own, pinnedLater := s.blob(300_000), s.blob(200_000), s.blob(100_000)
+	old := s.image("old", 3*time.Hour, shared, own, pinnedLater)
+	p := s.plan(gc.Options{MaxSize: 1000})
+	if got := roots(p); !slices.Equal(got, []digest.Digest{old.Digest}) {
+		t.Fatalf("victims = %v, want the old image", got)
+	}
+
+	// Meanwhile: an image sharing a layer is pulled, and a blob is pinned.
+	pulled := s.image("new", 0, shared)
+	if err := s.db.SetPins(context.Background(), "prefetch:org/app:other", []digest.Digest{pinnedLater.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	if err := gc.Apply(context.Background(), s.store, s.db, p, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []digest.Digest{shared.Digest, pinnedLater.Digest, pulled.Digest} {
+		if !s.stored(d) {
+			t.Errorf("%s, pulled or pinned after the plan, was deleted", d)
+		}
+	}
+	for _, d := range []digest.Digest{old.Digest, own.Digest} {
+		if s.stored(d) {
+			t.Errorf("%s of the victim was kept", d)
+		}
+	}
+}
+
 type noCache struct{}
 
 func (noCache) FlushAccess(context.Context) error                  { return nil }
