@@ -681,3 +681,41 @@ func TestLayerSizeHintsStayInTheirRepository(t *testing.T) {
 		t.Errorf("GET the layer (no Content-Length upstream): %d, %d bytes", resp.StatusCode, len(body))
 	}
 }
+
+// noRoom is a store whose every Put fails as on a full disk.
+type noRoom struct{ *blobstore.FS }
+
+func (noRoom) Put(context.Context, ocispec.Descriptor, io.Reader) error {
+	return &os.PathError{Op: "write", Path: "blob", Err: syscall.ENOSPC}
+}
+
+// On a full disk, room is asked for once, not once per failed write: each
+// ask walks the store (an eviction run), and every write fails until there
+// is room. Once diskFullFor has passed, it is asked for again.
+func TestFullDiskAsksForRoomOnce(t *testing.T) {
+	t.Parallel()
+	asks := make(chan struct{}, 64)
+	release := make(chan struct{})
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { return noRoom{fs} }, func(o *proxy.Options) {
+		o.OnDiskFull = func() {
+			asks <- struct{}{}
+			<-release // an eviction run, still going
+		}
+	})
+	for i := range 20 {
+		tag := "v" + strconv.Itoa(i)
+		m.fake.Image("app", tag, []byte(tag))
+		if resp, body := m.get(http.MethodGet, manifestPath("app", tag), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+			t.Fatalf("manifest %s on a full disk: %d %s", tag, resp.StatusCode, body)
+		}
+	}
+	<-asks
+	close(release)
+	if n := len(asks); n > 0 {
+		t.Errorf("room asked for %d more times for 20 failed writes, want once", n)
+	}
+	m.clock.advance(2 * time.Minute)
+	m.fake.Image("app", "later", []byte("later"))
+	m.get(http.MethodGet, manifestPath("app", "later"), "Accept", ocispec.MediaTypeImageManifest)
+	<-asks // asked again (the test's deadline bounds the wait)
+}

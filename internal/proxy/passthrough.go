@@ -37,8 +37,13 @@ func (p *Proxy) noteWriteError(ctx context.Context, err error) {
 			slog.Duration("retry_after", diskFullFor), slog.Any("err", err))
 	}
 	p.m.DiskFull.Inc()
-	if p.opts.OnDiskFull != nil {
-		go p.opts.OnDiskFull()
+	// Room is asked for once per diskFullFor, and never while it is being
+	// made: every write fails on a full disk, and each ask walks the store.
+	if p.opts.OnDiskFull != nil && first && p.makingRoom.CompareAndSwap(false, true) {
+		go func() {
+			defer p.makingRoom.Store(false)
+			p.opts.OnDiskFull()
+		}()
 	}
 }
 

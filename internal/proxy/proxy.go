@@ -159,6 +159,8 @@ type Proxy struct {
 	// diskFullUntil (unix nanoseconds) is when misses stop passing
 	// through after a write failed with ENOSPC.
 	diskFullUntil atomic.Int64
+	// makingRoom is set while OnDiskFull runs.
+	makingRoom atomic.Bool
 	// closing is cancelled by Close: running fills stop and keep their
 	// partial downloads.
 	closing context.Context
