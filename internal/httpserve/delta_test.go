@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -383,6 +384,35 @@ func TestStallingDeltaLeavesTimeForTheFullLayer(t *testing.T) {
 	}
 	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "failed"); got != 1 {
 		t.Errorf("failed deltas = %v, want 1", got)
+	}
+}
+
+// A client of a layer whose fill is trying a delta is not held without an
+// answer for as long as the attempt may take: after clientStallTimeout
+// with no bytes it is told to come back (503), the fill goes on, and the
+// next request gets the layer.
+func TestClientOfADeltaAttemptIsToldToComeBack(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, withDeltas, func(o *proxy.Options) {
+		o.FillTimeout = 4 * time.Second // 2 s for the delta, which stalls
+		o.ClientStallTimeout = 100 * time.Millisecond
+	})
+	s := publishDelta(t, m, nil)
+	pullImage(t, m, "v1", s.old)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, s.l.Delta.Digest.String(), fakeupstream.Stall(s.delta, 10, release)))
+	if resp, body := m.get(http.MethodGet, manifestPath("app", "v2"), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+		t.Fatalf("manifest v2: %d %s", resp.StatusCode, body)
+	}
+	resp, body := m.get(http.MethodGet, blobPath("app", s.newLayer.Digest))
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "still being fetched") {
+		t.Fatalf("layer during the delta attempt: %d %s, want 503 still being fetched", resp.StatusCode, body)
+	}
+	m.waitFills()
+	resp, body = m.get(http.MethodGet, blobPath("app", s.newLayer.Digest))
+	if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != s.newLayer.Digest {
+		t.Errorf("layer after the fill: %d, %d bytes", resp.StatusCode, len(body))
 	}
 }
 

@@ -99,7 +99,12 @@ func (p *Proxy) statBlob(ctx context.Context, t Target, d digest.Digest) (int64,
 		return info.Size, CacheHit, nil
 	}
 	if f := p.runningFill(d); f != nil && f.target.Repo == t.Repo {
-		if size, err := f.waitSize(ctx); err == nil && size >= 0 {
+		// Not longer than a client waits for bytes (a layer rebuilt
+		// from a delta has no size until it is): the upstream knows.
+		wctx, cancel := context.WithTimeout(ctx, p.opts.ClientStallTimeout)
+		size, err := f.waitSize(wctx)
+		cancel()
+		if err == nil && size >= 0 {
 			return size, CacheFill, nil
 		}
 	}

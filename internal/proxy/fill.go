@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"runtime"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/meta"
+	"github.com/registry-edge/registry-edge/internal/ociapi"
 	"github.com/registry-edge/registry-edge/internal/stall"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 )
@@ -653,7 +655,20 @@ func (f *fill) wait(ctx context.Context) error {
 // growing blob. A read that waits more than stall for new bytes fails and
 // calls onStall.
 func (f *fill) newReader(ctx context.Context, stall time.Duration, onStall func()) (*fillReader, error) {
-	size, err := f.waitSize(ctx)
+	// The size comes with the upstream's answer, or once a layer is
+	// rebuilt from a delta: the stall limit applies to that wait too, so
+	// that a device is told to come back rather than held without an
+	// answer for as long as the attempt may take. The fill goes on.
+	wctx, cancel := context.WithTimeout(ctx, stall)
+	size, err := f.waitSize(wctx)
+	cancel()
+	if err == context.DeadlineExceeded && ctx.Err() == nil { // the wait's own limit, not the fill's error
+		if onStall != nil {
+			onStall()
+		}
+		return nil, &ociapi.Error{Status: http.StatusServiceUnavailable, Code: ociapi.CodeUnavailable, RetryAfter: 10 * time.Second,
+			Message: fmt.Sprintf("the blob is still being fetched (no bytes for %s); retry", stall)}
+	}
 	if err != nil {
 		return nil, err
 	}
