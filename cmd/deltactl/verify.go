@@ -175,6 +175,9 @@ func verifyCmd(ctx context.Context, e *env, args []string) error {
 // policy.
 func loadPolicy(path string) (*sigpolicy.Policy, error) {
 	cfg, err := config.LoadFile(path)
+	if err == nil {
+		err = cfg.CheckSignatureScopes()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("--policy: %w", err)
 	}

@@ -48,7 +48,12 @@ func writeFile(t *testing.T, dir, name, content string) string {
 // its path.
 func policyFile(t *testing.T, glob, mode, keyFile string) string {
 	t.Helper()
-	cfg := fmt.Sprintf(`signatures:
+	cfg := ""
+	if registry, _, _ := strings.Cut(glob, "/"); !strings.Contains(registry, "*") {
+		// A mirror's config names the registry its rules are about.
+		cfg = fmt.Sprintf("upstreams: [{registry: %q, url: %q, default: true}]\n", registry, "http://"+registry)
+	}
+	cfg += fmt.Sprintf(`signatures:
   rules:
     - name: fleet
       repositories: [%q]

@@ -111,7 +111,11 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 	case path == "" || fs.NArg() != 0:
 		return fmt.Errorf("%w: check-config takes exactly one FILE", errUsage)
 	}
-	if _, err := config.LoadFile(path); err != nil {
+	cfg, err := config.LoadFile(path)
+	if err == nil {
+		err = cfg.CheckSignatureScopes()
+	}
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
@@ -145,14 +149,20 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := cfg.Override(*listen, *storage, *upstreamURL); err != nil {
 		return err
 	}
+	if err := cfg.CheckSignatureScopes(); err != nil {
+		return err
+	}
 	var reload reloadFunc
 	if *cfgPath != "" {
 		reload = func() (config.Config, error) {
 			c, err := config.LoadFile(*cfgPath)
-			if err != nil {
-				return c, err
+			if err == nil {
+				err = c.Override(*listen, *storage, *upstreamURL)
 			}
-			return c, c.Override(*listen, *storage, *upstreamURL)
+			if err == nil {
+				err = c.CheckSignatureScopes()
+			}
+			return c, err
 		}
 	}
 	return serve(ctx, cfg, reload, stderr)

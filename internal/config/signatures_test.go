@@ -20,6 +20,7 @@ func TestSignaturePolicy(t *testing.T) {
 	}
 	inline := strings.ReplaceAll(strings.TrimSpace(key.PublicPEM), "\n", "\n          ")
 	c, err := Load(strings.NewReader(`
+upstreams: [{registry: central.example.com, url: "https://central.example.com", default: true}]
 signatures:
   rules:
     - name: fleet
@@ -44,6 +45,7 @@ signatures:
 	}
 
 	wantLoadErrors(t, `
+upstreams: [{registry: central.example.com, url: "https://central.example.com", default: true}]
 signatures:
   rules:
     - name: fleet
@@ -57,4 +59,22 @@ signatures:
       mode: sometimes
       repositories: ["x/**"]
 `, []string{"sometimes"})
+	// Written as for the default upstream's bare repositories, as access
+	// rules may be: it would never apply.
+	c, err = Load(strings.NewReader(`
+upstreams: [{registry: central.example.com, url: "https://central.example.com", default: true}]
+signatures:
+  rules:
+    - name: fleet
+      repositories: ["central.example.com/base/**", "fleet/**", "*.example.com/x/**", "**"]
+      keys: [` + file + `]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.CheckSignatureScopes()
+	want := `signatures.rules[0].repositories[1]: "fleet/**" matches no upstream: patterns are <registry>/<repository> (upstreams: central.example.com), e.g. central.example.com/fleet/**`
+	if err == nil || err.Error() != want {
+		t.Errorf("CheckSignatureScopes() = %v, want only %q", err, want)
+	}
 }

@@ -373,3 +373,34 @@ func isHostname(s string) bool {
 	}
 	return true
 }
+
+// CheckSignatureScopes refuses a signature rule pattern that names no
+// configured upstream: signature rules match <registry>/<repository>, and
+// a pattern written as for the default upstream's bare repositories
+// ("fleet/**") would never apply, leaving what it was to protect unchecked.
+// Malformed patterns are sigpolicy's to report. It is not part of Validate:
+// the upstreams are known only once command-line overrides are applied.
+func (c Config) CheckSignatureScopes() error {
+	var errs []error
+	for i, r := range c.Signatures.Rules {
+		for j, pat := range r.Repositories {
+			first, _, _ := strings.Cut(pat, "/")
+			g, err := glob.Compile(first)
+			if err != nil || len(c.Upstreams) == 0 {
+				continue
+			}
+			var names []string
+			matches := false
+			for _, u := range c.Upstreams {
+				names = append(names, u.Registry)
+				matches = matches || g.Match(u.Registry)
+			}
+			if !matches {
+				errs = append(errs, fieldErr(fmt.Sprintf("signatures.rules[%d].repositories[%d]", i, j),
+					fmt.Sprintf("%q matches no upstream: patterns are <registry>/<repository> (upstreams: %s), e.g. %s/%s",
+						pat, strings.Join(names, ", "), names[0], pat)))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
