@@ -35,7 +35,11 @@ var (
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (contentStore, error) {
 	s := cfg.Storage
 	if s.Blobs.Driver != config.BlobsS3 {
-		return blobstore.NewFS(s.Root, blobstore.FSOptions{TempMaxAge: s.TempMaxAge.D(), PartialMaxAge: s.PartialMaxAge.D()})
+		// No other process can be writing under the root (the caller
+		// holds meta.db's lock): every ingest file, a rebuild's
+		// uncompressed tar included, is a dead process's, whatever its
+		// age. Partial downloads are kept for resumes.
+		return blobstore.NewFS(s.Root, blobstore.FSOptions{TempMaxAge: 0, PartialMaxAge: s.PartialMaxAge.D()})
 	}
 	params, err := s.Blobs.S3.DriverParameters()
 	if err != nil {
