@@ -545,7 +545,13 @@ var ErrNoDelta = errors.New("no delta")
 // wrapping ErrNoDelta when no usable delta is smaller than MaxDeltaRatio of
 // the blob.
 func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered []digest.Digest) (l layerdelta.Layer, err error) {
-	p.askedForDeltas.Store(true)
+	if !p.askedForDeltas.Swap(true) {
+		// Precomputation stays on across restarts (a failure to record
+		// it only means a restart turns it off until the next ask).
+		if err := p.db.NoteState(ctx, meta.StateDeltasAsked, p.now()); err != nil {
+			p.log.LogAttrs(ctx, slog.LevelWarn, "cannot record that lower tiers ask for deltas", slog.Any("err", err))
+		}
+	}
 	defer func() {
 		if err == nil {
 			err = p.trustDelta(ctx, t, d, l.Delta.Digest)

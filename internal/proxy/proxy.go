@@ -139,7 +139,8 @@ type Proxy struct {
 	deltaMemory  *semaphore.Weighted
 	noDelta      sync.Map
 	layerHints   layerHints
-	// askedForDeltas is set once a lower tier asked for a delta (DeltaFor):
+	// askedForDeltas is set once a lower tier asked for a delta (DeltaFor;
+	// recorded in meta, so that it holds across restarts):
 	// only then are deltas precomputed.
 	askedForDeltas atomic.Bool
 	// verified holds the content known trusted under a rule revision
@@ -212,7 +213,7 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 		opts.ClientStallTimeout = 2 * time.Minute
 	}
 	closing, cancel := context.WithCancel(context.Background())
-	return &Proxy{
+	p := &Proxy{
 		store: store, db: db, router: router, opts: opts,
 		log: opts.Logger, m: opts.Metrics, now: opts.Now,
 		fills:        map[digest.Digest]*fill{},
@@ -223,6 +224,10 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 		evictions:    newEvictGuard(),
 		closing:      closing, close: cancel,
 	}
+	if _, asked, err := db.State(context.Background(), meta.StateDeltasAsked); err == nil && asked {
+		p.askedForDeltas.Store(true)
+	}
+	return p
 }
 
 // Router returns the proxy's router.
