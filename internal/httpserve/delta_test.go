@@ -288,6 +288,39 @@ func TestTierServesFullLayerWhenDeltaTooBig(t *testing.T) {
 	}
 }
 
+// A region that holds none of the bases a site offers (it is new, or
+// evicted the version a lagging site runs) answers the layer in full, then
+// fetches the offered base closest in size from its upstream and computes
+// the delta, which the next negotiation gets.
+func TestRegionFetchesAnOfferedBaseItLacks(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t, withPrecompute)
+	v1 := layergen.New(56, 60, 16<<10)
+	old, nw := layergen.Gzip(v1.Tar(), -1), layergen.Gzip(v1.Update(57).Tar(), -1)
+	region.fake.Image("app", "v1", old)
+	region.fake.Image("app", "v2", nw)
+	pullImage(t, region, "v2", nw)
+	other := region.fake.AddBlob(fakeupstream.Random(t, 5000)) // also offered, far smaller
+	region.fake.LinkBlob("app", other.Digest)
+	negotiate := func() int {
+		resp, _ := region.get(http.MethodHead, blobPath("app", digest.FromBytes(nw)), "A-IM", "vnd.registry-edge.delta.v1",
+			"If-None-Match", `"`+other.Digest.String()+`", "`+digest.FromBytes(old).String()+`"`)
+		return resp.StatusCode
+	}
+	if code := negotiate(); code != http.StatusOK {
+		t.Fatalf("negotiation with no base held: %d, want 200 (full)", code)
+	}
+	if err := region.proxy.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if code := negotiate(); code != 226 {
+		t.Errorf("negotiation once the offered base was fetched: %d, want 226", code)
+	}
+	if n := region.fake.Count(http.MethodGet, blobPath("app", other.Digest)); n != 0 {
+		t.Errorf("the offered base farther in size was fetched %d times", n)
+	}
+}
+
 // A region that precomputes: when it fetches v2's manifest for a site, it
 // computes the delta against v1 in the background, once a lower tier has
 // asked it for a delta (before a restart counts); the site's negotiation

@@ -581,6 +581,7 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 		cands = append(cands, cand{layerdelta.Blob{Digest: o, Size: info.Size}, max(dist, -dist)})
 	}
 	if len(cands) == 0 {
+		p.fetchOfferedBase(ctx, t, layerdelta.Blob{Digest: d, Size: size}, offered)
 		return layerdelta.Layer{}, fmt.Errorf("blob %s: none of the %d offered bases is held here: %w", d, len(offered), ErrNoDelta)
 	}
 	slices.SortStableFunc(cands, func(a, b cand) int { return cmp.Compare(a.dist, b.dist) })
@@ -767,6 +768,61 @@ func (p *Proxy) precomputeDeltas(ctx context.Context, t Target, m upstream.Manif
 				p.log.LogAttrs(ctx, slog.LevelWarn, "cannot precompute a delta", slog.String("repo", t.Repo.Name),
 					slog.String("digest", d.String()), slog.Any("err", err))
 			}
+		}
+	}()
+}
+
+// maxOfferedLookups bounds the upstream HEADs that look for the offered
+// base closest in size to a layer (fetchOfferedBase).
+const maxOfferedLookups = 8
+
+// fetchOfferedBase is for a tier that precomputes and was asked for a delta
+// of target against bases it holds none of (it is new, or evicted the
+// versions a lagging site still runs): it answers in full now, and in the
+// background fetches from its upstream the offered base closest in size to
+// target (the bases are layers of the same repository) and computes the
+// delta, so that the next site asking for it gets it. One at a time per
+// layer.
+func (p *Proxy) fetchOfferedBase(ctx context.Context, t Target, target layerdelta.Blob, offered []digest.Digest) {
+	if !p.opts.PrecomputeDeltas || len(offered) == 0 {
+		return
+	}
+	if _, busy := p.fetchingBases.LoadOrStore(target.Digest, true); busy {
+		return
+	}
+	log := p.log.With(slog.String("repo", t.Repo.Name), slog.String("digest", target.Digest.String()))
+	log.LogAttrs(ctx, slog.LevelInfo, "no delta worth sending: none of the offered bases is held here; fetching one for the next request",
+		slog.Int("offered", len(offered)))
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer p.fetchingBases.Delete(target.Digest)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.FillTimeout)
+		defer cancel()
+		stop := context.AfterFunc(p.closing, cancel)
+		defer stop()
+		var best digest.Digest
+		var bestDist int64
+		for _, o := range offered[:min(len(offered), maxOfferedLookups)] {
+			size, err := t.Remote.Client.StatBlob(upstream.Optional(ctx), t.Repo.Name, o)
+			p.countUpstream(t, "stat", err)
+			if err != nil || o == target.Digest {
+				continue
+			}
+			if dist := max(size-target.Size, target.Size-size); best == "" || dist < bestDist {
+				best, bestDist = o, dist
+			}
+		}
+		if best == "" {
+			log.LogAttrs(ctx, slog.LevelInfo, "the upstream holds none of the offered bases")
+			return
+		}
+		if _, err := p.EnsureBlob(ctx, t, best); err != nil {
+			log.LogAttrs(ctx, slog.LevelWarn, "cannot fetch an offered base", slog.String("base", best.String()), slog.Any("err", err))
+			return
+		}
+		if _, err := p.DeltaFor(ctx, t, target.Digest, offered); err != nil && !errors.Is(err, ErrNoDelta) {
+			log.LogAttrs(ctx, slog.LevelWarn, "cannot precompute a delta", slog.Any("err", err))
 		}
 	}()
 }

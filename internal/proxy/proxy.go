@@ -143,6 +143,9 @@ type Proxy struct {
 	// recorded in meta, so that it holds across restarts):
 	// only then are deltas precomputed.
 	askedForDeltas atomic.Bool
+	// fetchingBases holds the layers whose offered bases are being
+	// fetched (fetchOfferedBase).
+	fetchingBases sync.Map
 	// verified holds the content known trusted under a rule revision
 	// (manifests verified or served as evidence, blobs they reference):
 	// verifiedKey. It spares the hot paths a bbolt read.
