@@ -35,7 +35,7 @@ type Deltas struct {
 func (m *Metrics) registerDeltas(reg *prometheus.Registry) {
 	m.Deltas = Deltas{
 		Fills: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "registry_edge_delta_fills_total", Help: "Blob fills that had layer deltas to consider, by result (applied, failed, no_base, unreproducible).",
+			Name: "registry_edge_delta_fills_total", Help: "Blob fills that had layer deltas to consider, by result (applied, failed, no_base, unreproducible, not_confirmed).",
 		}, []string{"result"}),
 		FetchedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "registry_edge_delta_fetched_bytes_total", Help: "Delta bytes fetched for layers rebuilt from deltas.",

@@ -80,7 +80,7 @@ func New() *Metrics {
 			Name: "registry_edge_http_requests_total", Help: "Downstream HTTP requests by endpoint, method and status code.",
 		}, []string{"endpoint", "method", "code"}),
 		Cache: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "registry_edge_cache_requests_total", Help: "Cache outcomes by endpoint and result (hit, miss, fill, stale).",
+			Name: "registry_edge_cache_requests_total", Help: "Cache outcomes by endpoint and result (hit, miss, fill, stale, pass, delta).",
 		}, []string{"endpoint", "result"}),
 		BytesServed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "registry_edge_served_bytes_total", Help: "Body bytes of successful responses (status below 400) sent to clients, by endpoint.",
@@ -99,7 +99,7 @@ func New() *Metrics {
 			Name: "registry_edge_fills_in_flight", Help: "Blob fills from upstream running now.",
 		}),
 		FillFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "registry_edge_fill_failures_total", Help: "Failed blob fills by reason (verify, upstream, io).",
+			Name: "registry_edge_fill_failures_total", Help: "Failed blob fills by reason (verify, upstream, not_found, io).",
 		}, []string{"reason"}),
 		StaleServed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "registry_edge_stale_tags_served_total", Help: "Tags answered from cache without upstream confirmation, by upstream.",
