@@ -21,6 +21,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
@@ -640,4 +641,54 @@ func TestAnotherUpstreamMustSendTheManifest(t *testing.T) {
 	if resp.StatusCode == http.StatusOK || bytes.Equal(body, private) {
 		t.Errorf("GET the manifest through a lying upstream: %d, %d bytes", resp.StatusCode, len(body))
 	}
+}
+
+// slowStat is a store whose Stat of blob gate waits for release (a bucket
+// that is slow to answer a HEAD), after closing reached.
+type slowStat struct {
+	*blobstore.FS
+	gate             digest.Digest
+	reached, release chan struct{}
+	once             sync.Once
+}
+
+func (s *slowStat) Stat(ctx context.Context, d digest.Digest) (blobstore.Info, error) {
+	if d == s.gate {
+		s.once.Do(func() { close(s.reached); <-s.release })
+	}
+	return s.FS.Stat(ctx, d)
+}
+
+// A miss waiting on the store (a slow bucket) does not hold up misses of
+// other blobs.
+func TestSlowStoreDoesNotSerializeMisses(t *testing.T) {
+	t.Parallel()
+	a, b := fakeupstream.Random(t, 1000), fakeupstream.Random(t, 1000)
+	s := &slowStat{gate: digest.FromBytes(a), reached: make(chan struct{}), release: make(chan struct{})}
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { s.FS = fs; return s })
+	for _, blob := range [][]byte{a, b} {
+		m.fake.LinkBlob("app", m.fake.AddBlob(blob).Digest)
+	}
+	aDone := make(chan struct{})
+	go func() { defer close(aDone); m.do(http.MethodGet, blobPath("app", digest.FromBytes(a))) }()
+	<-s.reached
+	bDone := make(chan int, 1)
+	go func() {
+		resp, _, err := m.do(http.MethodGet, blobPath("app", digest.FromBytes(b)))
+		if err != nil {
+			bDone <- -1
+			return
+		}
+		bDone <- resp.StatusCode
+	}()
+	select {
+	case code := <-bDone:
+		if code != http.StatusOK {
+			t.Errorf("GET of another blob while the store is slow: %d", code)
+		}
+	case <-time.After(10 * time.Second): // only reached when the misses are serialized
+		t.Error("a miss waited for another blob's store lookup")
+	}
+	close(s.release)
+	<-aDone
 }

@@ -62,14 +62,28 @@ type fill struct {
 // joinFill returns the running fill of d, or starts one.
 func (p *Proxy) joinFill(ctx context.Context, t Target, d digest.Digest) (*fill, bool, error) {
 	p.mu.Lock()
+	for {
+		if f, ok := p.fills[d]; ok && !f.failed() {
+			p.mu.Unlock()
+			return p.join(ctx, t, f)
+		}
+		// The store is asked without the lock (on a bucket, a HEAD):
+		// misses of other blobs must not queue behind it. A fill that
+		// ended meanwhile may have committed d: then ask again.
+		ended := p.fillsEnded
+		p.mu.Unlock()
+		if _, err := p.store.Stat(ctx, d); err == nil {
+			// A fill committed the blob since the caller looked.
+			return nil, false, errStoredMeanwhile
+		}
+		p.mu.Lock()
+		if p.fillsEnded == ended {
+			break
+		}
+	}
 	if f, ok := p.fills[d]; ok && !f.failed() {
 		p.mu.Unlock()
 		return p.join(ctx, t, f)
-	}
-	if _, err := p.store.Stat(ctx, d); err == nil {
-		// A fill committed the blob since the caller looked.
-		p.mu.Unlock()
-		return nil, false, errStoredMeanwhile
 	}
 	f := &fill{d: d, target: t, size: -1, expect: -1, wake: make(chan struct{})}
 	if size, ok := ctx.Value(expectSizeKey{}).(int64); ok {
@@ -284,6 +298,7 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 	if p.fills[f.d] == f { // a failed fill may have been replaced already (joinFill)
 		delete(p.fills, f.d)
 	}
+	p.fillsEnded++
 	p.mu.Unlock()
 }
 

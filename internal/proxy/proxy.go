@@ -159,7 +159,10 @@ type Proxy struct {
 
 	mu    sync.Mutex
 	fills map[digest.Digest]*fill
-	wg    sync.WaitGroup
+	// fillsEnded counts fills removed from fills (under mu): joinFill
+	// looks at the store again when one ended while it did.
+	fillsEnded uint64
+	wg         sync.WaitGroup
 	// diskFullUntil (unix nanoseconds) is when misses stop passing
 	// through after a write failed with ENOSPC.
 	diskFullUntil atomic.Int64
