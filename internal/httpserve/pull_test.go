@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -400,5 +401,32 @@ func TestStoredContentIsNeverCutShort(t *testing.T) {
 	resp, got := m.get(http.MethodGet, blobPath("app", layers[0].Digest))
 	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, layer) {
 		t.Errorf("stored layer: %d, %d bytes, want %d", resp.StatusCode, len(got), len(layer))
+	}
+}
+
+// Referrers of a subject not stored here are served, and an empty list of
+// them is not kept: a registry answers one for any digest, and a client
+// naming made-up digests would otherwise add a record each, for good. The
+// list of a stored image is kept (served with the uplink down).
+func TestEmptyReferrersOfUnknownSubjectsAreNotKept(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	for i := range 3 {
+		d := digest.FromString("made up " + strconv.Itoa(i))
+		resp, body := m.get(http.MethodGet, "/v2/app/referrers/"+d.String())
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"manifests":[]`) {
+			t.Fatalf("referrers of a made-up digest: %d %s", resp.StatusCode, body)
+		}
+	}
+	if recs, err := m.db.AllReferrers(context.Background()); err != nil || len(recs) != 0 {
+		t.Fatalf("referrers records after made-up digests: %d, %v; want none", len(recs), err)
+	}
+	img, _ := m.fake.Image("app", "v1", []byte("layer"))
+	pullImage(t, m, "v1", []byte("layer"))
+	if resp, body := m.get(http.MethodGet, "/v2/app/referrers/"+img.Digest.String()); resp.StatusCode != http.StatusOK {
+		t.Fatalf("referrers of a stored image: %d %s", resp.StatusCode, body)
+	}
+	if recs, err := m.db.AllReferrers(context.Background()); err != nil || len(recs) != 1 {
+		t.Errorf("referrers records after a stored image's: %d, %v; want 1", len(recs), err)
 	}
 }

@@ -121,6 +121,14 @@ func (p *Proxy) referrers(ctx context.Context, t Target, d digest.Digest) ([]byt
 	if err := validIndex(m); err != nil {
 		return nil, "", err
 	}
+	if recErr != nil && emptyIndex(m.Body) {
+		// A registry answers an empty list for any digest: kept only for
+		// a subject stored here, or a client naming made-up digests would
+		// add a record each, for good.
+		if _, err := p.store.Stat(ctx, d); err != nil {
+			return m.Body, CacheMiss, nil
+		}
+	}
 	release := p.evictions.hold(m.Descriptor.Digest)
 	defer release()
 	if err := p.store.Put(ctx, m.Descriptor, bytes.NewReader(m.Body)); err != nil {
@@ -130,6 +138,12 @@ func (p *Proxy) referrers(ctx context.Context, t Target, d digest.Digest) ([]byt
 		return nil, "", err
 	}
 	return m.Body, CacheMiss, nil
+}
+
+// emptyIndex reports whether body is an index that lists nothing.
+func emptyIndex(body []byte) bool {
+	var idx ocispec.Index
+	return json.Unmarshal(body, &idx) == nil && len(idx.Manifests) == 0
 }
 
 func validIndex(m upstream.Manifest) error {
