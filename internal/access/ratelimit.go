@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -21,6 +22,9 @@ type RateLimiter struct {
 
 	mu      sync.Mutex
 	clients map[string]*client
+	// sweepAt is the number of clients at which idle ones are forgotten:
+	// twice what the last sweep left, so that sweeping stays linear.
+	sweepAt int
 }
 
 type client struct {
@@ -37,7 +41,7 @@ func NewRateLimiter(perSecond float64, burst int, now func() time.Time) *RateLim
 	if now == nil {
 		now = time.Now
 	}
-	return &RateLimiter{perSecond: rate.Limit(perSecond), burst: burst, now: now, clients: map[string]*client{}}
+	return &RateLimiter{perSecond: rate.Limit(perSecond), burst: burst, now: now, clients: map[string]*client{}, sweepAt: minSweep}
 }
 
 // RetryAfterError is a refusal with the time after which the client may
@@ -56,19 +60,40 @@ func (e *RetryAfterError) RetryAfter() time.Duration { return e.After }
 // Is makes the error match errdef.ErrTooManyRequests.
 func (e *RetryAfterError) Is(target error) bool { return target == errdef.ErrTooManyRequests }
 
-// Allow takes one request of r's client from its bucket, or returns a
-// *RetryAfterError.
-func (l *RateLimiter) Allow(r *http.Request) error {
+// minSweep is the fewest clients at which idle ones are forgotten.
+const minSweep = 4096
+
+// clientKey is the bucket r's client draws from: its IPv4 address, or the
+// /64 of its IPv6 address (one host has a whole /64 to pick addresses
+// from).
+func clientKey(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}
+
+// Allow takes one request of r's client from its bucket, or returns a
+// *RetryAfterError.
+func (l *RateLimiter) Allow(r *http.Request) error {
+	host := clientKey(r)
 	now := l.now()
 	l.mu.Lock()
 	c, ok := l.clients[host]
 	if !ok {
-		if len(l.clients) > 4096 {
+		if len(l.clients) >= l.sweepAt {
 			l.sweep(now)
+			l.sweepAt = max(minSweep, 2*len(l.clients))
 		}
 		c = &client{lim: rate.NewLimiter(l.perSecond, l.burst)}
 		l.clients[host] = c

@@ -3,6 +3,7 @@ package access
 import (
 	"errors"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 
@@ -38,5 +39,47 @@ func TestRateLimiterPerAddress(t *testing.T) {
 	}
 	if err := req("10.0.0.1:1000"); err == nil {
 		t.Error("third request in that second was allowed")
+	}
+}
+
+// An IPv6 host draws from the bucket of its /64, whatever address of it
+// it sends from; another /64 has its own. Many clients cost a sweep now
+// and then, not one per new client.
+func TestRateLimiterIPv6PerPrefix(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := NewRateLimiter(1, 1, func() time.Time { return now })
+	req := func(addr string) error {
+		r := httptest.NewRequest("GET", "/v2/", nil)
+		r.RemoteAddr = addr
+		return l.Allow(r)
+	}
+	if err := req("[2001:db8:0:1::1]:1000"); err != nil {
+		t.Fatal(err)
+	}
+	if err := req("[2001:db8:0:1::beef]:1000"); err == nil {
+		t.Error("another address of the same /64 got a bucket of its own")
+	}
+	if err := req("[2001:db8:0:2::1]:1000"); err != nil {
+		t.Errorf("another /64 is limited by the first one's use: %v", err)
+	}
+	if err := req("[::ffff:10.0.0.1]:1000"); err != nil {
+		t.Fatal(err)
+	}
+	if err := req("10.0.0.1:1000"); err == nil {
+		t.Error("an IPv4 client by its mapped IPv6 address got a second bucket")
+	}
+
+	// Past minSweep clients, idle ones go, and the next sweep waits for
+	// twice what is left.
+	for i := range minSweep - len(l.clients) {
+		req("10.1." + strconv.Itoa(i/256) + "." + strconv.Itoa(i%256) + ":1")
+	}
+	now = now.Add(2 * idleAfter)
+	req("10.2.0.1:1")
+	if n := len(l.clients); n != 1 {
+		t.Errorf("%d clients kept after a sweep, want 1 (the new one)", n)
+	}
+	if l.sweepAt != minSweep {
+		t.Errorf("next sweep at %d clients, want %d", l.sweepAt, minSweep)
 	}
 }
