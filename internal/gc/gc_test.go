@@ -444,3 +444,42 @@ func TestPlanDespiteAReplicaIDCollision(t *testing.T) {
 		t.Error("Plan with a failing flush: no error")
 	}
 }
+
+// blockingCache holds FlushAccess (the first step of a collection) until
+// release, after closing reached.
+type blockingCache struct {
+	noCache
+	reached, release chan struct{}
+}
+
+func (c blockingCache) FlushAccess(context.Context) error {
+	close(c.reached)
+	<-c.release
+	return nil
+}
+
+// A reload (SetOptions) and the status page (CurrentOptions) do not wait
+// for a running collection.
+func TestOptionsDoNotWaitForACollection(t *testing.T) {
+	s := newSite(t)
+	c := blockingCache{reached: make(chan struct{}), release: make(chan struct{})}
+	m := &gc.Maintainer{Store: s.store, DB: s.db, Cache: c}
+	done := make(chan struct{})
+	go func() { defer close(done); m.RunNow(context.Background()) }()
+	<-c.reached
+	set := make(chan struct{})
+	go func() {
+		defer close(set)
+		m.SetOptions(gc.Options{MaxSize: 1 << 30})
+		if got := m.CurrentOptions().MaxSize; got != 1<<30 {
+			t.Errorf("CurrentOptions().MaxSize = %d after SetOptions", got)
+		}
+	}()
+	select {
+	case <-set:
+	case <-time.After(10 * time.Second): // reached only if they wait for the collection
+		t.Error("SetOptions waited for a running collection")
+	}
+	close(c.release)
+	<-done
+}

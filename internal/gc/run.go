@@ -30,20 +30,21 @@ type Maintainer struct {
 	Logger  *slog.Logger
 
 	mu    sync.Mutex // one collection at a time
+	optMu sync.Mutex // Options, apart from mu: a reload or the status page must not wait for a collection
 	sized bool       // the store was measured once; the proxy keeps the gauge current since
 }
 
 // SetOptions replaces the budget (a configuration reload).
 func (m *Maintainer) SetOptions(o Options) {
-	m.mu.Lock()
+	m.optMu.Lock()
 	m.Options = o
-	m.mu.Unlock()
+	m.optMu.Unlock()
 }
 
 // CurrentOptions returns the budget in force (the last SetOptions).
 func (m *Maintainer) CurrentOptions() Options {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.optMu.Lock()
+	defer m.optMu.Unlock()
 	return m.Options
 }
 
@@ -63,7 +64,7 @@ func (m *Maintainer) flushAndPlan(ctx context.Context) (*Plan, error) {
 	if err := m.Cache.FlushAccess(ctx); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
 		return nil, err
 	}
-	return MakePlan(ctx, m.Store, m.DB, m.Options)
+	return MakePlan(ctx, m.Store, m.DB, m.CurrentOptions())
 }
 
 // RunNow flushes access times, measures the store and evicts what the
@@ -106,7 +107,8 @@ func (m *Maintainer) RunOnce(ctx context.Context) *Plan {
 	if err := m.Cache.FlushAccess(ctx); err != nil {
 		log.LogAttrs(ctx, slog.LevelWarn, "cannot record access times", slog.Any("err", err))
 	}
-	budget := m.Options.MaxSize > 0 || m.Options.MaxAge > 0
+	opts := m.CurrentOptions()
+	budget := opts.MaxSize > 0 || opts.MaxAge > 0
 	if m.sized && !budget {
 		return nil // nothing to enforce, and no need to walk the disk every minute
 	}
@@ -119,10 +121,10 @@ func (m *Maintainer) RunOnce(ctx context.Context) *Plan {
 	if m.Metrics != nil {
 		m.Metrics.StoreBytes.Set(float64(used))
 	}
-	if (m.Options.MaxSize <= 0 || used <= m.Options.MaxSize) && m.Options.MaxAge <= 0 {
+	if (opts.MaxSize <= 0 || used <= opts.MaxSize) && opts.MaxAge <= 0 {
 		return nil
 	}
-	plan, err := MakePlan(ctx, m.Store, m.DB, m.Options)
+	plan, err := MakePlan(ctx, m.Store, m.DB, opts)
 	if err != nil {
 		log.LogAttrs(ctx, slog.LevelError, "eviction failed", slog.Any("err", err))
 		return nil
