@@ -9,17 +9,20 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/layerdelta"
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 	"github.com/registry-edge/registry-edge/internal/testutil/layergen"
+	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
@@ -660,5 +663,65 @@ func TestEvidenceIsNoImageForDeltas(t *testing.T) {
 	pullImage(t, m, "v1", []byte("layer"))
 	if n := m.fake.Count(http.MethodGet, "/v2/app/referrers/"+v1.Digest.String()); n != 0 {
 		t.Errorf("referrers of v1 asked %d times; the repository held no other image", n)
+	}
+}
+
+// gatedOpen is a store whose Open of blob gate (once set) waits for
+// release: a delta computation held up reading its layer.
+type gatedOpen struct {
+	*blobstore.FS
+	mu      sync.Mutex
+	gate    digest.Digest
+	release chan struct{}
+}
+
+func (s *gatedOpen) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error) {
+	s.mu.Lock()
+	wait := d == s.gate
+	s.mu.Unlock()
+	if wait {
+		<-s.release
+	}
+	return s.FS.Open(ctx, d)
+}
+
+// A lower tier that gives up on a delta negotiation frees its request at
+// once: the computation goes on detached for the next one.
+func TestGivenUpNegotiationEndsItsRequest(t *testing.T) {
+	t.Parallel()
+	g := &gatedOpen{release: make(chan struct{})}
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { g.FS = fs; return g }, withDeltas)
+	m.stop()
+	var log syncbuf.Buffer
+	m.accessLog = &log
+	m.start()
+	v1 := layergen.New(58, 60, 16<<10)
+	old, nw := layergen.Gzip(v1.Tar(), -1), layergen.Gzip(v1.Update(59).Tar(), -1)
+	m.fake.Image("app", "v1", old)
+	m.fake.Image("app", "v2", nw)
+	pullImage(t, m, "v1", old)
+	pullImage(t, m, "v2", nw)
+	g.mu.Lock()
+	g.gate = digest.FromBytes(nw)
+	g.mu.Unlock()
+	defer close(g.release)
+
+	req, err := http.NewRequest(http.MethodHead, m.srv.URL+blobPath("app", digest.FromBytes(nw)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("A-IM", "vnd.registry-edge.delta.v1")
+	req.Header.Set("If-None-Match", `"`+digest.FromBytes(old).String()+`"`)
+	client := &http.Client{Timeout: 200 * time.Millisecond}
+	if resp, err := client.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("negotiation answered %d while its computation is held", resp.StatusCode)
+	}
+	deadline := time.Now().Add(10 * time.Second) // reached only if the request waits for the computation
+	for !strings.Contains(log.String(), "method=HEAD") {
+		if time.Now().After(deadline) {
+			t.Fatal("the request of a negotiation its client gave up on is still running")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

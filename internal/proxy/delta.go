@@ -16,6 +16,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/errdef"
@@ -615,18 +616,36 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 	if until, ok := p.noDelta.Load(key); ok && p.now().Before(until.(time.Time)) {
 		return layerdelta.Layer{}, fmt.Errorf("blob %s: %w (cached)", d, ErrNoDelta)
 	}
-	v, err, _ := p.computing.Do(key, func() (any, error) {
-		// Detached: the requester may give up, the result serves the next.
-		return p.computeDelta(context.WithoutCancel(ctx), t, layerdelta.Blob{Digest: d, Size: size}, bases)
+	ch := p.computing.DoChan(key, func() (any, error) {
+		// Detached: the requester may give up, the result serves the
+		// next; bounded by the fill timeout and the proxy's life.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.FillTimeout)
+		defer cancel()
+		stop := context.AfterFunc(p.closing, cancel)
+		defer stop()
+		return p.computeDelta(cctx, t, layerdelta.Blob{Digest: d, Size: size}, bases)
 	})
-	if errors.Is(err, ErrNoDelta) {
+	var r singleflight.Result
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		return layerdelta.Layer{}, ctx.Err()
+	}
+	if errors.Is(r.Err, ErrNoDelta) && !errors.Is(r.Err, errDeltaQueueFull) {
 		p.noDelta.Store(key, p.now().Add(noDeltaTTL))
 	}
-	if err != nil {
-		return layerdelta.Layer{}, err
+	if r.Err != nil {
+		return layerdelta.Layer{}, r.Err
 	}
-	return v.(layerdelta.Layer), nil
+	return r.Val.(layerdelta.Layer), nil
 }
+
+// maxQueuedDeltas bounds the computations waiting for a worker: past it a
+// request is answered in full (its layer, its bases: a new computation
+// each), rather than queue work nobody may wait for.
+const maxQueuedDeltas = 16
+
+var errDeltaQueueFull = fmt.Errorf("%d delta computations already wait for a worker", maxQueuedDeltas)
 
 // noDeltaTTL is how long "no delta worth it" is remembered for a layer and
 // bases.
@@ -635,10 +654,16 @@ const noDeltaTTL = time.Hour
 // computeDelta makes the delta of target against bases, all stored here,
 // and stores it as a blob of t's repository.
 func (p *Proxy) computeDelta(ctx context.Context, t Target, target layerdelta.Blob, bases []layerdelta.Blob) (layerdelta.Layer, error) {
+	if p.deltasQueued.Add(1) > maxQueuedDeltas {
+		p.deltasQueued.Add(-1)
+		return layerdelta.Layer{}, fmt.Errorf("blob %s: %w: %w", target.Digest, errDeltaQueueFull, ErrNoDelta)
+	}
 	select {
 	case p.deltaWorkers <- struct{}{}:
+		p.deltasQueued.Add(-1)
 		defer func() { <-p.deltaWorkers }()
 	case <-ctx.Done():
+		p.deltasQueued.Add(-1)
 		return layerdelta.Layer{}, ctx.Err()
 	}
 	need := min(deltaMemory(bases), p.opts.DeltaMemoryBudget)

@@ -68,3 +68,49 @@ func TestDeltaComputationWaitsForMemory(t *testing.T) {
 		}
 	})
 }
+
+// Computations waiting for a worker are bounded: past maxQueuedDeltas, a
+// request gets "no delta" at once (not remembered as such: it is a matter
+// of load, not of the layer).
+func TestDeltaQueueIsBounded(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		root := t.TempDir()
+		store, err := blobstore.NewFS(root, blobstore.FSOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, err := meta.Open(filepath.Join(root, "meta.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		p := New(store, db, nil, Options{DeltaWorkers: 1})
+		target := layerdelta.Blob{Digest: digest.FromString("not stored"), Size: 1 << 20}
+		p.deltaWorkers <- struct{}{} // the one worker is busy
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, maxQueuedDeltas)
+		for range maxQueuedDeltas {
+			go func() {
+				_, err := p.computeDelta(ctx, Target{}, target, nil)
+				done <- err
+			}()
+		}
+		synctest.Wait()
+		if len(done) != 0 {
+			t.Fatalf("a queued computation ended: %v", <-done)
+		}
+		if _, err := p.computeDelta(ctx, Target{}, target, nil); !errors.Is(err, ErrNoDelta) || !errors.Is(err, errDeltaQueueFull) {
+			t.Errorf("computation past the queue's bound = %v, want ErrNoDelta (queue full)", err)
+		}
+		cancel()
+		for range maxQueuedDeltas {
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("queued computation, cancelled: %v", err)
+			}
+		}
+		if n := p.deltasQueued.Load(); n != 0 {
+			t.Errorf("%d computations still counted as queued", n)
+		}
+	})
+}

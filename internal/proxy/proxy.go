@@ -143,6 +143,8 @@ type Proxy struct {
 	// recorded in meta, so that it holds across restarts):
 	// only then are deltas precomputed.
 	askedForDeltas atomic.Bool
+	// deltasQueued counts computations waiting for a worker.
+	deltasQueued atomic.Int32
 	// fetchingBases holds the layers whose offered bases are being
 	// fetched (fetchOfferedBase).
 	fetchingBases sync.Map
