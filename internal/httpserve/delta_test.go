@@ -725,3 +725,82 @@ func TestGivenUpNegotiationEndsItsRequest(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// resumeBarrier lets the fills of the digests in wait open their download
+// files only once all of them have come to it: every one of them is
+// running before any looks for a delta.
+type resumeBarrier struct {
+	*blobstore.FS
+	mu   sync.Mutex
+	wait map[digest.Digest]bool
+	all  chan struct{}
+}
+
+func (s *resumeBarrier) Resume(ctx context.Context, d digest.Digest) (blobstore.Partial, error) {
+	s.mu.Lock()
+	hit := s.wait[d]
+	if hit {
+		delete(s.wait, d)
+		if len(s.wait) == 0 {
+			close(s.all)
+		}
+	}
+	s.mu.Unlock()
+	if hit {
+		<-s.all
+	}
+	return s.FS.Resume(ctx, d)
+}
+
+// Two fills whose deltas name each other's blob do not wait for each
+// other: a delta attempt does not join a running fill that may itself wait
+// on a delta; it falls back to the full layer at once, and both clients
+// get their blobs.
+func TestFillsWhoseDeltasNameEachOtherDoNotWaitForEachOther(t *testing.T) {
+	t.Parallel()
+	bs := &resumeBarrier{wait: map[digest.Digest]bool{}, all: make(chan struct{})}
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { bs.FS = fs; return bs }, withDeltas,
+		func(o *proxy.Options) { o.FillTimeout = 20 * time.Minute })
+	s := publishDelta(t, m, nil)
+	pullImage(t, m, "v1", s.old)
+	// A record (broken or hostile) says the delta blob is rebuilt from a
+	// delta whose blob is v2's layer, the size understated.
+	back := layerdelta.Layer{
+		Kind:   layerdelta.KindBlob,
+		Target: layerdelta.Blob{Digest: s.l.Delta.Digest, Size: s.l.Delta.Size},
+		Delta:  ocispec.Descriptor{MediaType: s.l.Delta.MediaType, Digest: s.newLayer.Digest, Size: 100},
+		Bases:  []layerdelta.Blob{{Digest: digest.FromBytes(s.old), Size: int64(len(s.old))}},
+	}
+	desc, err := back.Descriptor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.db.AddDelta(context.Background(), s.l.Delta.Digest, meta.DeltaRecord{Repo: meta.Repo{Registry: "central.test", Name: "app"}, Descriptor: desc}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := m.get(http.MethodGet, manifestPath("app", "v2"), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+		t.Fatalf("manifest v2: %d %s", resp.StatusCode, body)
+	}
+	bs.mu.Lock()
+	bs.wait[s.newLayer.Digest], bs.wait[s.l.Delta.Digest] = true, true
+	bs.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, d := range []digest.Digest{s.newLayer.Digest, s.l.Delta.Digest} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, body, err := m.do(http.MethodGet, blobPath("app", d))
+			if err != nil || resp.StatusCode != http.StatusOK || digest.FromBytes(body) != d {
+				t.Errorf("GET %s: %v, %v, %d bytes", d, err, resp.StatusCode, len(body))
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute): // the fills would wait 10 minutes for each other
+		t.Fatal("the two fills wait for each other")
+	}
+}

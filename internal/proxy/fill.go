@@ -35,6 +35,9 @@ const fillBufferSize = 128 << 10
 type fill struct {
 	d      digest.Digest
 	target Target
+	// mayUseDeltas is set when the fill may rebuild its blob from a
+	// delta, and so wait for another fill (its delta blob's).
+	mayUseDeltas bool
 
 	// Set by the fill goroutine before the first broadcast of sized;
 	// readers use ing only after waitSize.
@@ -65,7 +68,7 @@ func (p *Proxy) joinFill(ctx context.Context, t Target, d digest.Digest) (*fill,
 	for {
 		if f, ok := p.fills[d]; ok && !f.failed() {
 			p.mu.Unlock()
-			return p.join(ctx, t, f)
+			return p.joinRunning(ctx, t, f)
 		}
 		// The store is asked without the lock (on a bucket, a HEAD):
 		// misses of other blobs must not queue behind it. A fill that
@@ -83,9 +86,10 @@ func (p *Proxy) joinFill(ctx context.Context, t Target, d digest.Digest) (*fill,
 	}
 	if f, ok := p.fills[d]; ok && !f.failed() {
 		p.mu.Unlock()
-		return p.join(ctx, t, f)
+		return p.joinRunning(ctx, t, f)
 	}
-	f := &fill{d: d, target: t, size: -1, expect: -1, wake: make(chan struct{})}
+	f := &fill{d: d, target: t, size: -1, expect: -1, wake: make(chan struct{}),
+		mayUseDeltas: p.opts.Deltas && ctx.Value(noDeltasKey{}) == nil}
 	if size, ok := ctx.Value(expectSizeKey{}).(int64); ok {
 		f.expect = size
 	}
@@ -112,6 +116,20 @@ func (p *Proxy) runningFill(d digest.Digest) *fill {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.fills[d]
+}
+
+// errFillMayWaitOnDeltas refuses a fetch that must not depend on deltas
+// (a delta blob's) a running fill that may: that fill could be waiting for
+// the very fill that asks, each until half its deadline.
+var errFillMayWaitOnDeltas = errors.New("a fill that may use deltas is running for this blob")
+
+// joinRunning joins running fill f, unless the caller must not wait on
+// deltas and f may (errFillMayWaitOnDeltas).
+func (p *Proxy) joinRunning(ctx context.Context, t Target, f *fill) (*fill, bool, error) {
+	if f.mayUseDeltas && ctx.Value(noDeltasKey{}) != nil {
+		return nil, false, fmt.Errorf("blob %s: %w", f.d, errFillMayWaitOnDeltas)
+	}
+	return p.join(ctx, t, f)
 }
 
 func (p *Proxy) join(ctx context.Context, t Target, f *fill) (*fill, bool, error) {
