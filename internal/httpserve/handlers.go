@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 	"sync"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -73,6 +74,7 @@ func (s *Server) manifest(w *recorder, r *http.Request, rt ociapi.Route, t proxy
 		return err
 	}
 	acc.cache = res.Cache
+	age := res.Age
 	if accept := r.Header.Values("Accept"); ociapi.IsIndex(res.Descriptor.MediaType) &&
 		!ociapi.Accepts(accept, ociapi.MediaTypeOCIIndex) && !ociapi.Accepts(accept, ociapi.MediaTypeDockerManifestList) {
 		// A client that cannot read indexes (old Docker engines) gets the
@@ -88,6 +90,11 @@ func (s *Server) manifest(w *recorder, r *http.Request, rt ociapi.Route, t proxy
 	h.Set("Content-Length", strconv.Itoa(len(res.Body)))
 	h.Set(ociapi.HeaderContentDigest, res.Descriptor.Digest.String())
 	h.Set("ETag", `"`+res.Descriptor.Digest.String()+`"`)
+	if age >= time.Second {
+		// A tag from the cache: how old its confirmation is (RFC 9111),
+		// which a registry-edge tier below holds to its offline.maxStale.
+		h.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
+	}
 	if s.opts.ServeDeltas {
 		h.Set(upstream.HeaderDeltas, "v1")
 	}

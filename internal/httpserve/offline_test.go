@@ -354,3 +354,32 @@ func TestOfflineStalenessIgnoresNotFound(t *testing.T) {
 		t.Errorf("tag deleted upstream, serve-cached: %d %s, want 200", resp.StatusCode, body)
 	}
 }
+
+// A site's offline.maxStale holds behind a registry-edge tier: a region
+// that answers a tag from its cache says how old its confirmation is
+// (Age), and a site whose limit that exceeds refuses the tag (503) instead
+// of taking the answer for a fresh confirmation.
+func TestMaxStaleHoldsBehindATier(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t)
+	layer := fakeupstream.Random(t, 1000)
+	region.fake.Image("app", "v1", layer)
+	site := newOfflineMirror(t, offlineSetup{staleness: proxy.Staleness{MaxStale: 5 * time.Minute}},
+		func(string) string { return region.srv.URL })
+	accept := []string{"Accept", "application/vnd.oci.image.manifest.v1+json"}
+	if resp, body := site.get(http.MethodGet, manifestPath("app", "v1"), accept...); resp.StatusCode != http.StatusOK {
+		t.Fatalf("pull through the tier: %d %s", resp.StatusCode, body)
+	}
+
+	region.upstream.Close() // central is down
+	region.clock.advance(10 * time.Minute)
+	resp, _ := region.get(http.MethodHead, manifestPath("app", "v1"), accept...)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Age") != "600" {
+		t.Fatalf("the region's stale answer: %d, Age %q; want 200, Age 600", resp.StatusCode, resp.Header.Get("Age"))
+	}
+	site.clock.advance(2 * time.Minute) // past the site's tag TTL, within its maxStale
+	resp, body := site.get(http.MethodGet, manifestPath("app", "v1"), accept...)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(errorMessage(t, body), "more than the allowed staleness of 5m") {
+		t.Errorf("tag confirmed 10m ago behind the tier, maxStale 5m: %d %s, want 503", resp.StatusCode, body)
+	}
+}

@@ -107,7 +107,19 @@ type TagEntry struct {
 	Digest    digest.Digest `json:"digest"`
 	MediaType string        `json:"mediaType"`
 	Size      int64         `json:"size"`
-	FetchedAt time.Time     `json:"fetchedAt"`
+	// FetchedAt is when the upstream last confirmed the tag to this
+	// mirror; ConfirmedAt, when set, is when the registry the tag comes
+	// from did, as far as the upstream (a registry-edge tier) said (Age).
+	FetchedAt   time.Time `json:"fetchedAt"`
+	ConfirmedAt time.Time `json:"confirmedAt,omitzero"`
+}
+
+// Confirmed returns when the tag was last confirmed at its origin.
+func (e TagEntry) Confirmed() time.Time {
+	if !e.ConfirmedAt.IsZero() && e.ConfirmedAt.Before(e.FetchedAt) {
+		return e.ConfirmedAt
+	}
+	return e.FetchedAt
 }
 
 // Manifest records a stored manifest's media type.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -24,6 +25,10 @@ type ManifestResult struct {
 	Descriptor ocispec.Descriptor
 	Body       []byte
 	Cache      string
+	// Age, for a tag answered from the cache, is how long ago its origin
+	// registry last confirmed it (sent as the Age header, for a tier
+	// below to apply its own offline.maxStale).
+	Age time.Duration
 }
 
 // Manifest returns the manifest ref (a tag or a digest) of t, once the
@@ -214,8 +219,9 @@ func (p *Proxy) manifestByTag(ctx context.Context, t Target, tag string) (Manife
 		}
 		return p.fetchTag(ctx, t, tag)
 	}
-	if p.now().Sub(e.FetchedAt) < p.opts.TagTTL {
+	if _, old := p.beyondMaxStale(t, e.Confirmed()); p.now().Sub(e.FetchedAt) < p.opts.TagTTL && !old {
 		if res, err := p.localManifest(ctx, t, e.Digest); err == nil {
+			res.Age = p.ageOf(e)
 			return res, nil
 		}
 		// The manifest is gone from the store: fetch it again.
@@ -230,11 +236,26 @@ func (p *Proxy) fetchTag(ctx context.Context, t Target, tag string) (ManifestRes
 	if err != nil {
 		return ManifestResult{}, err
 	}
-	e := meta.TagEntry{Digest: m.Descriptor.Digest, MediaType: m.Descriptor.MediaType, Size: m.Descriptor.Size, FetchedAt: p.now()}
+	e := p.tagEntry(m.Descriptor, m.Age)
 	if err := p.recorded(ctx, p.db.PutTag(ctx, t.Repo, tag, e)); err != nil {
 		return ManifestResult{}, err
 	}
-	return ManifestResult{Descriptor: m.Descriptor, Body: m.Body, Cache: CacheMiss}, nil
+	return ManifestResult{Descriptor: m.Descriptor, Body: m.Body, Cache: CacheMiss, Age: p.ageOf(e)}, nil
+}
+
+// ageOf returns how long ago tag record e was confirmed at its origin.
+func (p *Proxy) ageOf(e meta.TagEntry) time.Duration {
+	return max(p.now().Sub(e.Confirmed()), 0)
+}
+
+// tagEntry is the record of a tag the upstream says points at desc, as
+// confirmed at its origin age ago (a registry-edge tier's Age).
+func (p *Proxy) tagEntry(desc ocispec.Descriptor, age time.Duration) meta.TagEntry {
+	e := meta.TagEntry{Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, FetchedAt: p.now()}
+	if age > 0 {
+		e.ConfirmedAt = e.FetchedAt.Add(-age)
+	}
+	return e
 }
 
 // revalidateTag asks the upstream, within RevalidateTimeout, whether a stale
@@ -242,20 +263,27 @@ func (p *Proxy) fetchTag(ctx context.Context, t Target, tag string) (ManifestRes
 // cached digest is served (stale-if-error).
 func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.TagEntry) (ManifestResult, error) {
 	rctx, cancel := context.WithTimeout(ctx, p.opts.RevalidateTimeout)
-	desc, err := t.Remote.Client.Resolve(rctx, t.Repo.Name, tag, ociapi.ManifestMediaTypes)
+	r, err := t.Remote.Client.Resolve(rctx, t.Repo.Name, tag, ociapi.ManifestMediaTypes)
 	cancel()
 	p.countUpstream(t, "resolve", err)
+	desc := r.Descriptor
 	switch {
 	case err == nil && desc.Digest == e.Digest:
-		e.FetchedAt = p.now()
-		if err := p.recorded(ctx, p.db.PutTag(ctx, t.Repo, tag, e)); err != nil {
+		ne := p.tagEntry(ocispec.Descriptor{Digest: e.Digest, MediaType: e.MediaType, Size: e.Size}, r.Age)
+		if err := p.recorded(ctx, p.db.PutTag(ctx, t.Repo, tag, ne)); err != nil {
 			return ManifestResult{}, err
+		}
+		if _, old := p.beyondMaxStale(t, ne.Confirmed()); old {
+			// A registry-edge tier above answered from its cache, last
+			// confirmed longer ago than this repository allows.
+			return p.serveStale(ctx, t, tag, ne, errTierStale)
 		}
 		res, lerr := p.localManifest(ctx, t, e.Digest)
 		if lerr != nil {
 			return p.fetchTag(ctx, t, tag)
 		}
 		res.Cache = CacheHit
+		res.Age = p.ageOf(ne)
 		return res, nil
 	case err == nil:
 		// The tag moved: fetch the new manifest by digest.
@@ -263,11 +291,11 @@ func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.
 		if ferr != nil {
 			return p.serveStale(ctx, t, tag, e, ferr)
 		}
-		ne := meta.TagEntry{Digest: m.Descriptor.Digest, MediaType: m.Descriptor.MediaType, Size: m.Descriptor.Size, FetchedAt: p.now()}
+		ne := p.tagEntry(m.Descriptor, r.Age)
 		if err := p.recorded(ctx, p.db.PutTag(ctx, t.Repo, tag, ne)); err != nil {
 			return ManifestResult{}, err
 		}
-		return ManifestResult{Descriptor: m.Descriptor, Body: m.Body, Cache: CacheMiss}, nil
+		return ManifestResult{Descriptor: m.Descriptor, Body: m.Body, Cache: CacheMiss, Age: p.ageOf(ne)}, nil
 	case errors.Is(err, errdef.ErrUnsupported):
 		// No digest on HEAD: one GET by tag instead.
 		res, ferr := p.fetchTag(ctx, t, tag)
@@ -289,13 +317,14 @@ func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.
 }
 
 // serveStale answers a tag the upstream could not confirm with its cached
-// digest, unless its last confirmation (e.FetchedAt) is older than the
-// staleness limit of its repository: then the client gets a
+// digest, unless its last confirmation at its origin (e.Confirmed: through
+// a tier above, possibly older than this mirror's last check) is older
+// than the staleness limit of its repository: then the client gets a
 // *StaleTagError (503). A 404 from the upstream is not bounded here: the
 // upstream answered, and cache.tagNotFound decides.
 func (p *Proxy) serveStale(ctx context.Context, t Target, tag string, e meta.TagEntry, cause error) (ManifestResult, error) {
-	age := p.now().Sub(e.FetchedAt)
-	if limit := t.Remote.Staleness.MaxStaleFor(t.Repo.Name); limit > 0 && age > limit && !errors.Is(cause, errdef.ErrNotFound) {
+	age := p.now().Sub(e.Confirmed())
+	if limit, old := p.beyondMaxStale(t, e.Confirmed()); old && !errors.Is(cause, errdef.ErrNotFound) {
 		p.m.StaleRefused.WithLabelValues(t.Remote.Name).Inc()
 		p.log.LogAttrs(ctx, slog.LevelWarn, "cached tag beyond max staleness",
 			slog.String("upstream", t.Remote.Name), slog.String("repo", t.Repo.Name), slog.String("ref", tag),
@@ -308,12 +337,25 @@ func (p *Proxy) serveStale(ctx context.Context, t Target, tag string, e meta.Tag
 		return ManifestResult{}, cause
 	}
 	res.Cache = CacheStale
+	res.Age = p.ageOf(e)
 	p.m.StaleServed.WithLabelValues(t.Remote.Name).Inc()
 	p.log.LogAttrs(ctx, slog.LevelWarn, "serving stale tag",
 		slog.String("upstream", t.Remote.Name), slog.String("repo", t.Repo.Name), slog.String("ref", tag),
 		slog.String("digest", e.Digest.String()), slog.Time("fetched_at", e.FetchedAt),
 		slog.Duration("age", age), slog.Any("err", cause))
 	return res, nil
+}
+
+// errTierStale is why a tag is stale that the upstream did answer: a
+// registry-edge tier above answered from its cache (Age) beyond this
+// repository's offline.maxStale.
+var errTierStale = errors.New("the upstream answered from a cache older than that")
+
+// beyondMaxStale returns the staleness limit of t's repository, and
+// whether a tag confirmed at its origin at confirmed is older than it.
+func (p *Proxy) beyondMaxStale(t Target, confirmed time.Time) (time.Duration, bool) {
+	limit := t.Remote.Staleness.MaxStaleFor(t.Repo.Name)
+	return limit, limit > 0 && p.now().Sub(confirmed) > limit
 }
 
 // manifestMediaType returns the media type of a manifest: the upstream's

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 
@@ -29,7 +28,7 @@ import (
 // *upstream.Client implements it, and tests substitute fakes.
 type Upstream interface {
 	Manifest(ctx context.Context, repo, ref string, accept []string, maxSize int64) (upstream.Manifest, error)
-	Resolve(ctx context.Context, repo, ref string, accept []string) (ocispec.Descriptor, error)
+	Resolve(ctx context.Context, repo, ref string, accept []string) (upstream.Resolved, error)
 	Blob(ctx context.Context, repo string, d digest.Digest, offset int64, ifRange string) (*upstream.BlobResponse, error)
 	BlobRange(ctx context.Context, repo string, d digest.Digest, offset, n int64) ([]byte, error)
 	StatBlob(ctx context.Context, repo string, d digest.Digest) (int64, error)

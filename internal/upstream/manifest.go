@@ -11,6 +11,9 @@ import (
 	"mime"
 	"net/http"
 	"regexp"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -33,6 +36,29 @@ const MaxReferrersSize = 4 << 20
 type Manifest struct {
 	Descriptor ocispec.Descriptor
 	Body       []byte
+	// Age is how long ago the upstream's answer was confirmed at its
+	// origin (its Age header: a registry-edge tier answering from its
+	// cache); 0 when fresh or not said.
+	Age time.Duration
+}
+
+// Resolved is what a HEAD of a manifest says.
+type Resolved struct {
+	Descriptor ocispec.Descriptor
+	Age        time.Duration // as Manifest.Age
+}
+
+// maxAge bounds a believable Age header.
+const maxAge = 10 * 365 * 24 * time.Hour
+
+// ageOf reads h's Age header (RFC 9111: whole seconds), 0 if absent or
+// not believable.
+func ageOf(h http.Header) time.Duration {
+	s, err := strconv.ParseUint(strings.TrimSpace(h.Get("Age")), 10, 32)
+	if err != nil || time.Duration(s)*time.Second > maxAge {
+		return 0
+	}
+	return time.Duration(s) * time.Second
 }
 
 // Validation of names and references before they are put into a URL path,
@@ -151,6 +177,7 @@ func (c *Client) manifest(ctx context.Context, op opInfo, repo, ref string, acce
 	return Manifest{
 		Descriptor: ocispec.Descriptor{MediaType: mediaType(resp.Header.Get("Content-Type")), Digest: got, Size: int64(len(body))},
 		Body:       body,
+		Age:        ageOf(resp.Header),
 	}, nil
 }
 
@@ -160,31 +187,31 @@ func (c *Client) manifest(ctx context.Context, op opInfo, repo, ref string, acce
 // errdef.ErrUnsupported, so that the caller falls back to Manifest. Size is
 // the Content-Length, -1 if the upstream did not send one. If ref is a
 // digest, a different Docker-Content-Digest is errdef.ErrDigestMismatch.
-func (c *Client) Resolve(ctx context.Context, repo, ref string, accept []string) (ocispec.Descriptor, error) {
+func (c *Client) Resolve(ctx context.Context, repo, ref string, accept []string) (Resolved, error) {
 	op := opInfo{name: "resolve", repo: repo, ref: ref}
 	if err := checkRepo(repo); err != nil {
-		return ocispec.Descriptor{}, c.fail(op, err)
+		return Resolved{}, c.fail(op, err)
 	}
 	want, err := parseRef(ref)
 	if err != nil {
-		return ocispec.Descriptor{}, c.fail(op, err)
+		return Resolved{}, c.fail(op, err)
 	}
 	resp, err := c.do(ctx, op, request{method: http.MethodHead, path: repo + "/manifests/" + ref, accept: accept})
 	if err != nil {
-		return ocispec.Descriptor{}, err
+		return Resolved{}, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return ocispec.Descriptor{}, c.statusError(op, resp)
+		return Resolved{}, c.statusError(op, resp)
 	}
 	drain(resp.Body)
 	d, err := digest.Parse(resp.Header.Get(HeaderContentDigest))
 	if err != nil {
-		return ocispec.Descriptor{}, c.fail(op, fmt.Errorf("no valid %s on HEAD: %w", HeaderContentDigest, errdef.ErrUnsupported))
+		return Resolved{}, c.fail(op, fmt.Errorf("no valid %s on HEAD: %w", HeaderContentDigest, errdef.ErrUnsupported))
 	}
 	if want != "" && d != want {
-		return ocispec.Descriptor{}, c.fail(op, fmt.Errorf("upstream says %s: %w", d, errdef.ErrDigestMismatch))
+		return Resolved{}, c.fail(op, fmt.Errorf("upstream says %s: %w", d, errdef.ErrDigestMismatch))
 	}
-	return ocispec.Descriptor{MediaType: mediaType(resp.Header.Get("Content-Type")), Digest: d, Size: resp.ContentLength}, nil
+	return Resolved{Descriptor: ocispec.Descriptor{MediaType: mediaType(resp.Header.Get("Content-Type")), Digest: d, Size: resp.ContentLength}, Age: ageOf(resp.Header)}, nil
 }
 
 // emptyIndex is the answer for a subject without referrers.
