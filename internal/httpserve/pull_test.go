@@ -149,6 +149,26 @@ func TestTagNotFoundPolicy(t *testing.T) {
 				if resp.StatusCode != 200 {
 					t.Fatalf("serve-cached: %d %s", resp.StatusCode, body)
 				}
+				// The upstream's 404 is an answer: not asked again within
+				// the tag TTL, and not counted as an upstream error.
+				heads := func() int { return m.fake.Count(http.MethodHead, manifestPath("app", "gone")) }
+				before := heads()
+				for range 3 {
+					if resp, body := m.get(http.MethodGet, manifestPath("app", "gone")); resp.StatusCode != 200 {
+						t.Fatalf("serve-cached, again: %d %s", resp.StatusCode, body)
+					}
+				}
+				if n := heads() - before; n != 0 {
+					t.Errorf("%d upstream HEADs within the tag TTL of the 404", n)
+				}
+				if got := metricValue(t, m.metrics, "registry_edge_upstream_requests_total", "result", "not_found"); got != 1 {
+					t.Errorf("upstream requests answered 404 = %v, want 1", got)
+				}
+				m.clock.advance(time.Hour)
+				m.get(http.MethodGet, manifestPath("app", "gone"))
+				if n := heads() - before; n != 1 {
+					t.Errorf("%d upstream HEADs once the tag TTL passed, want 1", n)
+				}
 				return
 			}
 			m.wantCode(resp, body, http.StatusNotFound, "MANIFEST_UNKNOWN")

@@ -112,6 +112,10 @@ type TagEntry struct {
 	// from did, as far as the upstream (a registry-edge tier) said (Age).
 	FetchedAt   time.Time `json:"fetchedAt"`
 	ConfirmedAt time.Time `json:"confirmedAt,omitzero"`
+	// GoneAt is when the upstream last said it no longer has the tag
+	// (cache.tagNotFound serve-cached keeps serving it): asked again only
+	// once the tag TTL has passed since.
+	GoneAt time.Time `json:"goneAt,omitzero"`
 }
 
 // Confirmed returns when the tag was last confirmed at its origin.

@@ -219,6 +219,11 @@ func (p *Proxy) manifestByTag(ctx context.Context, t Target, tag string) (Manife
 		}
 		return p.fetchTag(ctx, t, tag)
 	}
+	if p.now().Sub(e.GoneAt) < p.opts.TagTTL {
+		// The upstream said a moment ago it no longer has the tag: no
+		// request per pull to hear it again.
+		return p.serveGone(ctx, t, tag, e, nil)
+	}
 	if _, old := p.beyondMaxStale(t, e.Confirmed()); p.now().Sub(e.FetchedAt) < p.opts.TagTTL && !old {
 		if res, err := p.localManifest(ctx, t, e.Digest); err == nil {
 			res.Age = p.ageOf(e)
@@ -310,7 +315,7 @@ func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.
 			}
 			return ManifestResult{}, err
 		}
-		return p.serveStale(ctx, t, tag, e, err)
+		return p.serveGone(ctx, t, tag, e, err)
 	default:
 		return p.serveStale(ctx, t, tag, e, err)
 	}
@@ -344,6 +349,27 @@ func (p *Proxy) serveStale(ctx context.Context, t Target, tag string, e meta.Tag
 		slog.String("digest", e.Digest.String()), slog.Time("fetched_at", e.FetchedAt),
 		slog.Duration("age", age), slog.Any("err", cause))
 	return res, nil
+}
+
+// serveGone serves tag e, which the upstream no longer has
+// (cache.tagNotFound serve-cached): the upstream's 404 (cause, nil when it
+// was heard within the tag TTL) is recorded, logged once and not asked
+// again for a TTL.
+func (p *Proxy) serveGone(ctx context.Context, t Target, tag string, e meta.TagEntry, cause error) (ManifestResult, error) {
+	if cause == nil {
+		res, err := p.localManifest(ctx, t, e.Digest)
+		if err != nil {
+			return ManifestResult{}, fmt.Errorf("tag %s: %w", tag, errdef.ErrNotFound)
+		}
+		res.Cache, res.Age = CacheStale, p.ageOf(e)
+		p.m.StaleServed.WithLabelValues(t.Remote.Name).Inc()
+		return res, nil
+	}
+	e.GoneAt = p.now()
+	if err := p.recorded(ctx, p.db.PutTag(ctx, t.Repo, tag, e)); err != nil {
+		return ManifestResult{}, err
+	}
+	return p.serveStale(ctx, t, tag, e, cause)
 }
 
 // errTierStale is why a tag is stale that the upstream did answer: a

@@ -7,6 +7,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/sigpolicy"
@@ -266,7 +268,10 @@ func (p *Proxy) Wait(ctx context.Context) error {
 
 func (p *Proxy) countUpstream(t Target, op string, err error) {
 	result := "ok"
-	if err != nil {
+	switch {
+	case errors.Is(err, errdef.ErrNotFound):
+		result = "not_found" // an answer, not a failure
+	case err != nil:
 		result = "error"
 	}
 	p.m.UpstreamRequests.WithLabelValues(t.Remote.Name, op, result).Inc()
