@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -382,4 +383,50 @@ func TestMaxStaleHoldsBehindATier(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(errorMessage(t, body), "more than the allowed staleness of 5m") {
 		t.Errorf("tag confirmed 10m ago behind the tier, maxStale 5m: %d %s, want 503", resp.StatusCode, body)
 	}
+}
+
+// With the uplink down (the breaker open), a client asking for a blob
+// whose fill waits for the link is answered 503 at once, like for any
+// blob not here, so that it can turn to another host; it is not handed the
+// bytes on disk and held until the stall limit.
+func TestNewClientOfAStalledFillIsToldAtOnce(t *testing.T) {
+	t.Parallel()
+	m := newOfflineMirror(t, offlineSetup{
+		retryMax: 5,
+		breaker:  upstream.BreakerOptions{Failures: 3, MinProbe: time.Minute, MaxProbe: time.Minute},
+	})
+	layer := fakeupstream.Random(t, 100_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	m.fake.Image("app", "v2", []byte("not here"))
+	m.get(http.MethodGet, manifestPath("app", "v1"))
+	release := make(chan struct{})
+	defer close(release)
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Stall(layer, 1000, release)))
+	first := make(chan struct{})
+	go func() {
+		defer close(first)
+		client := &http.Client{Timeout: 2 * time.Second}
+		if resp, err := client.Get(m.srv.URL + blobPath("app", layers[0].Digest)); err == nil {
+			io.Copy(io.Discard, resp.Body) // the fill's first client: it waits, its outcome is not the point
+			resp.Body.Close()
+		}
+	}()
+	for m.fake.Count(http.MethodGet, blobPath("app", layers[0].Digest)) == 0 {
+		time.Sleep(5 * time.Millisecond) // until the fill has asked the upstream
+	}
+	// The link goes: every other request fails, and the breaker opens.
+	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	m.get(http.MethodGet, manifestPath("app", "v2"))
+	if h := m.client.Health(); h.State != upstream.BreakerOpen {
+		t.Fatalf("breaker %v, want open", h.State)
+	}
+	client := &http.Client{Timeout: 10 * time.Second} // reached only if the client is held
+	resp, err := client.Get(m.srv.URL + blobPath("app", layers[0].Digest))
+	if err != nil {
+		t.Fatalf("GET of the blob being filled, uplink down: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m.wantCode(resp, body, http.StatusServiceUnavailable, "UNAVAILABLE")
+	<-first
 }

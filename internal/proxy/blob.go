@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
 // BlobResult is a blob ready to serve.
@@ -64,6 +65,12 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 			return BlobResult{}, err
 		}
 		break
+	}
+	if !created && upstreamDown(t) && !f.isVerified() {
+		// A fill waiting for the uplink to come back: a new client is
+		// told at once, as for any blob not here, so that it can turn to
+		// another host rather than wait for the stall limit.
+		return BlobResult{}, fmt.Errorf("blob %s: not all here, and the upstream is unreachable: %w", d, errdef.ErrUnavailable)
 	}
 	r, err := f.newReader(ctx, p.opts.ClientStallTimeout, p.m.ClientStalls.Inc)
 	if err != nil {
@@ -164,6 +171,13 @@ func (p *Proxy) localBlob(ctx context.Context, t Target, d digest.Digest) (BlobR
 		return BlobResult{Size: size, Content: memBlob{bytes.NewReader(b)}, Bytes: b, Cache: CacheHit}, nil
 	}
 	return BlobResult{Size: size, Content: rc, Cache: CacheHit}, nil
+}
+
+// upstreamDown reports whether t's upstream is known unreachable: its
+// circuit breaker is open.
+func upstreamDown(t Target) bool {
+	h, ok := t.Remote.Client.(interface{ Health() upstream.Health })
+	return ok && h.Health().State == upstream.BreakerOpen
 }
 
 // errNotStored means the store lacks a blob (as opposed to this repository

@@ -638,6 +638,14 @@ func (f *fill) finalSize() int64 {
 	return -1
 }
 
+// isVerified reports whether every byte of the blob is written and
+// verified.
+func (f *fill) isVerified() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.verified
+}
+
 // failed reports whether the fill has ended with an error (it is about to
 // leave the proxy's map: a new request starts a fill of its own).
 func (f *fill) failed() bool {
