@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -386,6 +387,39 @@ func TestNegativeVerdictStaysInItsRepository(t *testing.T) {
 	}
 	if resp, body := get("copy"); resp.StatusCode != http.StatusOK {
 		t.Errorf("copy of a verified digest: %d %s, want 200", resp.StatusCode, body)
+	}
+}
+
+// Devices pulling a newly signed image at once share one verification:
+// the signature's blobs and its evidence are fetched once, not once per
+// device.
+func TestConcurrentFirstPullsShareOneVerification(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	img, _ := m.fake.Image("app", "v1", []byte("rolled out"))
+	sigBlobs := sign(t, m, key, img.Digest)
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, body := m.get(http.MethodGet, manifestPath("app", "v1"), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+				t.Errorf("pull: %d %s", resp.StatusCode, body)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := m.proxy.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range sigBlobs {
+		if n := m.fake.Count(http.MethodGet, blobPath("app", d)); n != 1 {
+			t.Errorf("signature blob %s fetched %d times, want 1", d, n)
+		}
+	}
+	if n := m.fake.Count(http.MethodGet, manifestPath("app", cosigntest.SignatureTag(img.Digest))); n != 1 {
+		t.Errorf("signature manifest fetched %d times, want 1", n)
 	}
 }
 

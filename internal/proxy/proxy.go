@@ -132,6 +132,11 @@ type Proxy struct {
 	now    func() time.Time
 
 	manifests singleflight.Group
+	// verifying shares a signature verification among the requests of
+	// one manifest (verdict); storingEvidence holds the images whose
+	// evidence is being stored (storeEvidence).
+	verifying       singleflight.Group
+	storingEvidence sync.Map
 	// computing shares one delta computation per layer and bases;
 	// deltaWorkers bounds them; noDelta remembers (until a time) the layers
 	// and bases that gave no delta worth sending.

@@ -152,14 +152,34 @@ func (p *Proxy) verdict(ctx context.Context, t Target, m sigpolicy.Match, d dige
 		return meta.Verdict{OK: true, Reason: string(sigpolicy.ReasonVerified), Message: "covered by a verified index", At: p.now()}, nil
 	}
 	p.m.Signatures.Cache.WithLabelValues("miss").Inc()
+	// Devices pulling a new image at once share one verification (and
+	// its upstream requests), detached from the first one's disconnect.
+	got, err, _ := p.verifying.Do(m.Rule+"\x00"+m.Revision+"\x00"+repo+"\x00"+string(d), func() (any, error) {
+		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), verifyTimeout)
+		defer cancel()
+		stop := context.AfterFunc(p.closing, cancel)
+		defer stop()
+		return p.verifyNow(vctx, t, m, d, repo)
+	})
+	if err != nil {
+		if recErr == nil {
+			return rec, nil
+		}
+		return meta.Verdict{}, err
+	}
+	return got.(meta.Verdict), nil
+}
+
+// verifyTimeout bounds one verification, signatures' fetches included.
+const verifyTimeout = 2 * time.Minute
+
+// verifyNow verifies manifest d of t under m and records the verdict.
+func (p *Proxy) verifyNow(ctx context.Context, t Target, m sigpolicy.Match, d digest.Digest, repo string) (meta.Verdict, error) {
 	start := time.Now()
 	v, err := p.opts.Policy.Verify(ctx, sigSource{p: p, t: t}, t.Remote.Name, t.Repo.Name, d)
 	p.m.Signatures.Duration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		p.m.Signatures.Verifications.WithLabelValues(m.Rule, "error").Inc()
-		if recErr == nil {
-			return rec, nil
-		}
 		return meta.Verdict{}, err
 	}
 	p.m.Signatures.Verifications.WithLabelValues(m.Rule, string(v.Reason)).Inc()
@@ -222,9 +242,14 @@ func (p *Proxy) Evidence(ctx context.Context, t Target, d digest.Digest) ([]dige
 // maxEvidenceBlob), so that devices and admins can check it against the
 // mirror with the uplink down.
 func (p *Proxy) storeEvidence(ctx context.Context, t Target, d digest.Digest) {
+	key := t.Remote.Name + "/" + t.Repo.Name + "@" + string(d)
+	if _, running := p.storingEvidence.LoadOrStore(key, true); running {
+		return // another request of the same image does it
+	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
+		defer p.storingEvidence.Delete(key)
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()
 		stop := context.AfterFunc(p.closing, cancel)
