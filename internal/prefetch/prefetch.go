@@ -116,6 +116,9 @@ type Prefetcher struct {
 	opts   Options
 	log    *slog.Logger
 
+	// pinMu orders a run's "still listed? then pin" against Remove's
+	// unpin: a removal landing between the two would leave pins behind.
+	pinMu  sync.Mutex
 	mu     sync.Mutex
 	status map[string]*Status // by Ref
 	order  []string           // Refs in the order they were listed
@@ -206,6 +209,8 @@ func (pf *Prefetcher) Remove(ctx context.Context, ref string) error {
 	if pf.configured(ref) {
 		return fmt.Errorf("prefetch image %q is listed in the configuration (prefetch.images); remove it there: %w", ref, errdef.ErrInvalid)
 	}
+	pf.pinMu.Lock()
+	defer pf.pinMu.Unlock()
 	pf.mu.Lock()
 	_, ok := pf.added[ref]
 	pf.mu.Unlock()
@@ -393,10 +398,14 @@ func (pf *Prefetcher) fetchImage(ctx context.Context, img Image) {
 		log.LogAttrs(ctx, slog.LevelWarn, "prefetch failed", slog.Any("err", err))
 		return
 	}
+	pf.pinMu.Lock()
 	if !pf.listed(img.Ref) {
+		pf.pinMu.Unlock()
 		return // removed while it ran
 	}
-	if err := pf.store.SetPins(ctx, pinOwner(img.Ref), pinned); err != nil {
+	err = pf.store.SetPins(ctx, pinOwner(img.Ref), pinned)
+	pf.pinMu.Unlock()
+	if err != nil {
 		pf.update(img.Ref, func(s *Status) { s.State, s.Error = StateFailed, err.Error() })
 		return
 	}

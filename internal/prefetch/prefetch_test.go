@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -348,5 +349,62 @@ func TestPrefetchRefreshDuringAnOutage(t *testing.T) {
 			t.Fatalf("the refresh did not end: %+v", st)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// pinGate holds the first SetPins that pins something until release,
+// after closing reached.
+type pinGate struct {
+	*meta.DB
+	mu               sync.Mutex
+	armed            bool
+	reached, release chan struct{}
+}
+
+func (g *pinGate) SetPins(ctx context.Context, owner string, ds []digest.Digest) error {
+	g.mu.Lock()
+	hold := g.armed && len(ds) > 0
+	g.armed = g.armed && !hold
+	g.mu.Unlock()
+	if hold {
+		close(g.reached)
+		<-g.release
+	}
+	return g.DB.SetPins(ctx, owner, ds)
+}
+
+// An image removed while its run is pinning it ends unpinned: the run's
+// "still listed? then pin" and the removal's unpin do not interleave.
+func TestRemoveDuringTheRunsPinLeavesNoPins(t *testing.T) {
+	s := newSite(t)
+	img, _ := s.fake.Image("org/added", "1", fakeupstream.Random(t, 1000))
+	g := &pinGate{DB: s.db, armed: true, reached: make(chan struct{}), release: make(chan struct{})}
+	pf, err := prefetch.New(s.proxy, s.router, g, prefetch.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { pf.Run(ctx); close(done) }()
+	defer cancel()
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/added:1"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	<-g.reached // the run is pinning
+	removed := make(chan error, 1)
+	go func() { removed <- pf.Remove(context.Background(), "org/added:1") }()
+	select {
+	case err := <-removed: // it did not wait for the run's pin
+		removed <- err
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(g.release)
+	if err := <-removed; err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done // the run has ended, its pin written if it was to be
+	if owners, err := s.db.PinnedBy(context.Background(), img.Digest); err != nil || len(owners) != 0 {
+		t.Errorf("removed image pinned by %v (%v), want none", owners, err)
 	}
 }
