@@ -20,6 +20,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/layerdelta"
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/sigpolicy"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 	"github.com/registry-edge/registry-edge/internal/testutil/layergen"
 	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
@@ -605,6 +606,45 @@ func TestDeltaPublishedAfterTheManifestIsFound(t *testing.T) {
 	}
 }
 
+// A region that precomputes does not encode the layers of evidence (a
+// cosign signature's payload): no lower tier asks for a delta of those.
+func TestPrecomputeSkipsEvidence(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t, withPrecompute)
+	v1 := layergen.New(60, 60, 16<<10)
+	old := layergen.Gzip(v1.Tar(), -1)
+	img, _ := region.fake.Image("app", "v1", old)
+	pullImage(t, region, "v1", old)
+	region.get(http.MethodHead, blobPath("app", digest.FromBytes(old)), "A-IM", "vnd.registry-edge.delta.v1",
+		"If-None-Match", `"`+digest.FromString("x").String()+`"`) // a lower tier asked: precompute is on
+	payload := []byte(`{"critical":{"image":{"docker-manifest-digest":"` + img.Digest.String() + `"}}}`)
+	layer := region.fake.AddBlob(payload)
+	region.fake.LinkBlob("app", layer.Digest)
+	layer.MediaType = sigpolicy.SimpleSigningMediaType
+	cfg := region.fake.AddBlob([]byte(`{"architecture":"","os":""}`))
+	region.fake.LinkBlob("app", cfg.Digest)
+	cfg.MediaType = ocispec.MediaTypeImageConfig // as cosign writes it
+	man := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{layer}}
+	man.SchemaVersion = 2
+	b, err := json.Marshal(man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := "sha256-" + img.Digest.Encoded() + ".sig"
+	region.fake.AddManifest("app", tag, ocispec.MediaTypeImageManifest, b)
+	if resp, body := region.get(http.MethodGet, manifestPath("app", tag), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+		t.Fatalf("signature: %d %s", resp.StatusCode, body)
+	}
+	if err := region.proxy.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, result := range []string{"found", "none"} {
+		if got := metricValue(t, region.metrics, "registry_edge_delta_recipes_total", "result", result); got != 0 {
+			t.Errorf("the signature's layer went through delta encoding (recipes %s = %v)", result, got)
+		}
+	}
+}
+
 // A region with deltas.serveTo answers delta negotiations of the clients in
 // those networks only: others (a device on the site's LAN) get the blob
 // request answered as such, and make the region neither encode a delta nor
@@ -633,6 +673,10 @@ func TestDeltasServedToListedNetworksOnly(t *testing.T) {
 		}
 		if got := metricValue(t, region.metrics, "registry_edge_delta_recipes_total", "result", "found"); got != c.want {
 			t.Errorf("serveTo %v: region computed %v deltas, want %v", c.nets, got, c.want)
+		}
+		// A refusal shows (a serveTo that leaves out the sites).
+		if got := metricValue(t, region.metrics, "registry_edge_delta_negotiations_total", "result", "refused"); got != 1-c.want {
+			t.Errorf("serveTo %v: refused negotiations = %v, want %v", c.nets, got, 1-c.want)
 		}
 	}
 }

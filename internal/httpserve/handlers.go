@@ -128,8 +128,12 @@ func (s *Server) platformManifest(r *http.Request, t proxy.Target, idx proxy.Man
 // https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#pulling-blobs
 func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *accessEntry) error {
 	h := w.Header()
-	if r.Method == http.MethodHead && s.opts.ServeDeltas && wantsDelta(r) && s.deltaClient(r) {
-		if done, err := s.deltaAnswer(w, r, rt, t, acc); done || err != nil {
+	if r.Method == http.MethodHead && s.opts.ServeDeltas && wantsDelta(r) {
+		if !s.deltaClient(r) {
+			// Answered as a plain blob request; counted, so that a
+			// deltas.serveTo that leaves out the sites shows.
+			s.m.Deltas.Served.WithLabelValues("refused").Inc()
+		} else if done, err := s.deltaAnswer(w, r, rt, t, acc); done || err != nil {
 			return err
 		}
 	}

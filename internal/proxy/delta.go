@@ -761,7 +761,8 @@ func (p *Proxy) precomputeDeltas(ctx context.Context, t Target, m upstream.Manif
 		return
 	}
 	var man ocispec.Manifest
-	if json.Unmarshal(m.Body, &man) != nil || man.ArtifactType != "" || man.Config.MediaType == ocispec.MediaTypeEmptyJSON || len(man.Layers) == 0 {
+	if json.Unmarshal(m.Body, &man) != nil || man.ArtifactType != "" || man.Config.MediaType == ocispec.MediaTypeEmptyJSON || len(man.Layers) == 0 ||
+		manifestContent(m.Body).evidence { // a cosign signature has an image's config type
 		return
 	}
 	bases := p.baseCandidates(ctx, t, m.Descriptor.Digest)
