@@ -103,6 +103,9 @@ type Options struct {
 	// Interval is how often the list is checked again (tags move);
 	// default 1h.
 	Interval time.Duration
+	// RetryAfter is how soon a run that left an image failed (the uplink
+	// was down) is tried again, doubling up to Interval; default 1m.
+	RetryAfter time.Duration
 	Logger   *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -137,6 +140,9 @@ type request struct {
 func New(p Proxy, router *proxy.Router, store Store, opts Options) (*Prefetcher, error) {
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 2
+	}
+	if opts.RetryAfter <= 0 {
+		opts.RetryAfter = time.Minute
 	}
 	if opts.Interval <= 0 {
 		opts.Interval = time.Hour
@@ -257,11 +263,22 @@ func (pf *Prefetcher) Run(ctx context.Context) {
 		}()
 	}
 	defer wg.Wait()
+	retry := pf.opts.RetryAfter
 	for {
+		wait := pf.opts.Interval
 		if images := pf.list(); len(images) > 0 {
 			pf.run(ctx, images, false)
+			if pf.anyFailed() {
+				// Tried again soon (a pre-stage before an outage or a
+				// rollout must not wait an hour for the link's return),
+				// less often the longer it fails.
+				wait = min(retry, wait)
+				retry = min(2*retry, pf.opts.Interval)
+			} else {
+				retry = pf.opts.RetryAfter
+			}
 		}
-		timer := time.NewTimer(pf.opts.Interval)
+		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -308,6 +325,11 @@ func (pf *Prefetcher) Trigger(images []Image, now bool) error {
 	default:
 		return fmt.Errorf("prefetch: too many requests queued: %w", errdef.ErrTooManyRequests)
 	}
+}
+
+// anyFailed reports whether an image of the list failed its last run.
+func (pf *Prefetcher) anyFailed() bool {
+	return slices.ContainsFunc(pf.Status(), func(s Status) bool { return s.State == StateFailed })
 }
 
 // Status returns the progress of every image, in list order.

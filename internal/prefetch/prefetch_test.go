@@ -352,6 +352,20 @@ func TestPrefetchRefreshDuringAnOutage(t *testing.T) {
 	}
 }
 
+// A run that left an image failed (the uplink was down) is tried again
+// soon, not at the next interval: a pre-stage before a rollout must not
+// wait an hour for the link's return.
+func TestFailedPrefetchIsRetriedSoon(t *testing.T) {
+	s := newSite(t)
+	s.fake.Image("org/app", "1.0", fakeupstream.Random(t, 1000))
+	s.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/app:1.0"}},
+		Interval: time.Hour, RetryAfter: 20 * time.Millisecond})
+	waitState(t, pf, "org/app:1.0", prefetch.StateFailed)
+	s.fake.ClearFaults() // the link is back
+	waitState(t, pf, "org/app:1.0", prefetch.StateComplete)
+}
+
 // pinGate holds the first SetPins that pins something until release,
 // after closing reached.
 type pinGate struct {
