@@ -632,7 +632,7 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 		return layerdelta.Layer{}, ctx.Err()
 	}
 	if errors.Is(r.Err, ErrNoDelta) && !errors.Is(r.Err, errDeltaQueueFull) {
-		p.noDelta.Store(key, p.now().Add(noDeltaTTL))
+		p.rememberNoDelta(key)
 	}
 	if r.Err != nil {
 		return layerdelta.Layer{}, r.Err
@@ -650,6 +650,24 @@ var errDeltaQueueFull = fmt.Errorf("%d delta computations already wait for a wor
 // noDeltaTTL is how long "no delta worth it" is remembered for a layer and
 // bases.
 const noDeltaTTL = time.Hour
+
+// rememberNoDelta records that key (a layer and bases) gives no delta
+// worth sending, for noDeltaTTL. Every 256 records, expired ones go: the
+// keys come from lower tiers, the map must not grow for the life of the
+// process.
+func (p *Proxy) rememberNoDelta(key string) {
+	now := p.now()
+	p.noDelta.Store(key, now.Add(noDeltaTTL))
+	if p.noDeltaStores.Add(1)%256 != 0 {
+		return
+	}
+	p.noDelta.Range(func(k, until any) bool {
+		if !now.Before(until.(time.Time)) {
+			p.noDelta.CompareAndDelete(k, until)
+		}
+		return true
+	})
+}
 
 // computeDelta makes the delta of target against bases, all stored here,
 // and stores it as a blob of t's repository.

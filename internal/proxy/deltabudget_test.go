@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -113,4 +115,32 @@ func TestDeltaQueueIsBounded(t *testing.T) {
 			t.Errorf("%d computations still counted as queued", n)
 		}
 	})
+}
+
+// The memory of layers that gave no delta forgets expired entries: its
+// keys come from lower tiers, it must not grow for the life of the process.
+func TestNoDeltaMemoryIsPruned(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	store, err := blobstore.NewFS(root, blobstore.FSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := meta.Open(filepath.Join(root, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	p := New(store, db, nil, Options{Now: func() time.Time { return now }})
+	for i := range 255 {
+		p.rememberNoDelta("old " + strconv.Itoa(i))
+	}
+	now = now.Add(2 * noDeltaTTL)
+	p.rememberNoDelta("new") // the 256th record prunes
+	n := 0
+	p.noDelta.Range(func(any, any) bool { n++; return true })
+	if n != 1 {
+		t.Errorf("%d entries kept, want 1 (the unexpired one)", n)
+	}
 }

@@ -144,7 +144,9 @@ type Proxy struct {
 	deltaWorkers chan struct{}
 	deltaMemory  *semaphore.Weighted
 	noDelta      sync.Map
-	layerHints   layerHints
+	// noDeltaStores counts noDelta records, to prune it now and then.
+	noDeltaStores atomic.Uint64
+	layerHints    layerHints
 	// askedForDeltas is set once a lower tier asked for a delta (DeltaFor;
 	// recorded in meta, so that it holds across restarts):
 	// only then are deltas precomputed.
