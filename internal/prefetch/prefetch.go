@@ -106,7 +106,7 @@ type Options struct {
 	// RetryAfter is how soon a run that left an image failed (the uplink
 	// was down) is tried again, doubling up to Interval; default 1m.
 	RetryAfter time.Duration
-	Logger   *slog.Logger
+	Logger     *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
