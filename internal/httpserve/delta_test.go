@@ -456,19 +456,16 @@ func TestClientOfADeltaAttemptIsToldToComeBack(t *testing.T) {
 	}
 }
 
-// The delta blob a fill fetches is never itself rebuilt from a delta:
-// here a record says the delta blob can be rebuilt from the very layer
-// being filled, and following it would have the layer's fill wait for
-// itself until its deadline, with no time left to fall back.
-func TestDeltaBlobIsNotRebuiltFromADelta(t *testing.T) {
-	t.Parallel()
-	m := newMirror(t, withDeltas, func(o *proxy.Options) { o.FillTimeout = time.Minute })
-	s := publishDelta(t, m, nil)
-	pullImage(t, m, "v1", s.old)
+// recordDeltaOfTheDelta records, as a published delta would be, that s's
+// delta blob is rebuilt from a delta whose blob is v2's layer (said to be
+// size bytes): a broken or hostile record that makes two fills depend on
+// each other.
+func recordDeltaOfTheDelta(t *testing.T, m *mirror, s deltaSetup, size int64) {
+	t.Helper()
 	back := layerdelta.Layer{
 		Kind:   layerdelta.KindBlob,
 		Target: layerdelta.Blob{Digest: s.l.Delta.Digest, Size: s.l.Delta.Size},
-		Delta:  ocispec.Descriptor{MediaType: s.l.Delta.MediaType, Digest: s.newLayer.Digest, Size: s.newLayer.Size},
+		Delta:  ocispec.Descriptor{MediaType: s.l.Delta.MediaType, Digest: s.newLayer.Digest, Size: size},
 		Bases:  []layerdelta.Blob{{Digest: digest.FromBytes(s.old), Size: int64(len(s.old))}},
 	}
 	desc, err := back.Descriptor()
@@ -478,6 +475,18 @@ func TestDeltaBlobIsNotRebuiltFromADelta(t *testing.T) {
 	if err := m.db.AddDelta(context.Background(), s.l.Delta.Digest, meta.DeltaRecord{Repo: meta.Repo{Registry: "central.test", Name: "app"}, Descriptor: desc}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// The delta blob a fill fetches is never itself rebuilt from a delta:
+// here a record says the delta blob can be rebuilt from the very layer
+// being filled, and following it would have the layer's fill wait for
+// itself until its deadline, with no time left to fall back.
+func TestDeltaBlobIsNotRebuiltFromADelta(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, withDeltas, func(o *proxy.Options) { o.FillTimeout = time.Minute })
+	s := publishDelta(t, m, nil)
+	pullImage(t, m, "v1", s.old)
+	recordDeltaOfTheDelta(t, m, s, s.newLayer.Size)
 	done := make(chan struct{})
 	go func() { defer close(done); pullImage(t, m, "v2", s.nw) }()
 	select {
@@ -807,21 +816,7 @@ func TestFillsWhoseDeltasNameEachOtherDoNotWaitForEachOther(t *testing.T) {
 		func(o *proxy.Options) { o.FillTimeout = 20 * time.Minute })
 	s := publishDelta(t, m, nil)
 	pullImage(t, m, "v1", s.old)
-	// A record (broken or hostile) says the delta blob is rebuilt from a
-	// delta whose blob is v2's layer, the size understated.
-	back := layerdelta.Layer{
-		Kind:   layerdelta.KindBlob,
-		Target: layerdelta.Blob{Digest: s.l.Delta.Digest, Size: s.l.Delta.Size},
-		Delta:  ocispec.Descriptor{MediaType: s.l.Delta.MediaType, Digest: s.newLayer.Digest, Size: 100},
-		Bases:  []layerdelta.Blob{{Digest: digest.FromBytes(s.old), Size: int64(len(s.old))}},
-	}
-	desc, err := back.Descriptor()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.db.AddDelta(context.Background(), s.l.Delta.Digest, meta.DeltaRecord{Repo: meta.Repo{Registry: "central.test", Name: "app"}, Descriptor: desc}); err != nil {
-		t.Fatal(err)
-	}
+	recordDeltaOfTheDelta(t, m, s, 100) // its size understated
 	if resp, body := m.get(http.MethodGet, manifestPath("app", "v2"), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
 		t.Fatalf("manifest v2: %d %s", resp.StatusCode, body)
 	}

@@ -16,6 +16,23 @@ import (
 	"github.com/registry-edge/registry-edge/internal/meta"
 )
 
+// newBareProxy is a proxy on an empty store and metadata, with no
+// upstream.
+func newBareProxy(t *testing.T, opts Options) *Proxy {
+	t.Helper()
+	root := t.TempDir()
+	store, err := blobstore.NewFS(root, blobstore.FSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := meta.Open(filepath.Join(root, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return New(store, db, nil, opts)
+}
+
 func TestDeltaMemoryEstimate(t *testing.T) {
 	t.Parallel()
 	bases := []layerdelta.Blob{{Size: 10 << 20}, {Size: 30 << 20}}
@@ -30,17 +47,7 @@ func TestDeltaMemoryEstimate(t *testing.T) {
 func TestDeltaComputationWaitsForMemory(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		root := t.TempDir()
-		store, err := blobstore.NewFS(root, blobstore.FSOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		db, err := meta.Open(filepath.Join(root, "meta.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		p := New(store, db, nil, Options{DeltaWorkers: 4, DeltaMemoryBudget: 512 << 20})
+		p := newBareProxy(t, Options{DeltaWorkers: 4, DeltaMemoryBudget: 512 << 20})
 		target := layerdelta.Blob{Digest: digest.FromString("not stored"), Size: 1 << 20}
 		bases := []layerdelta.Blob{{Digest: digest.FromString("not stored either"), Size: 1 << 20}}
 
@@ -77,17 +84,7 @@ func TestDeltaComputationWaitsForMemory(t *testing.T) {
 func TestDeltaQueueIsBounded(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		root := t.TempDir()
-		store, err := blobstore.NewFS(root, blobstore.FSOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		db, err := meta.Open(filepath.Join(root, "meta.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		p := New(store, db, nil, Options{DeltaWorkers: 1})
+		p := newBareProxy(t, Options{DeltaWorkers: 1})
 		target := layerdelta.Blob{Digest: digest.FromString("not stored"), Size: 1 << 20}
 		p.deltaWorkers <- struct{}{} // the one worker is busy
 		ctx, cancel := context.WithCancel(context.Background())
@@ -121,18 +118,8 @@ func TestDeltaQueueIsBounded(t *testing.T) {
 // keys come from lower tiers, it must not grow for the life of the process.
 func TestNoDeltaMemoryIsPruned(t *testing.T) {
 	t.Parallel()
-	root := t.TempDir()
-	store, err := blobstore.NewFS(root, blobstore.FSOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := meta.Open(filepath.Join(root, "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	p := New(store, db, nil, Options{Now: func() time.Time { return now }})
+	p := newBareProxy(t, Options{Now: func() time.Time { return now }})
 	for i := range 255 {
 		p.rememberNoDelta("old " + strconv.Itoa(i))
 	}
