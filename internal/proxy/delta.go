@@ -797,10 +797,9 @@ func (p *Proxy) precomputeDeltas(ctx context.Context, t Target, m upstream.Manif
 			todo = append(todo, l.Digest)
 		}
 	}
-	if len(todo) == 0 {
+	if len(todo) == 0 || !p.startBackground() {
 		return
 	}
-	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.FillTimeout)
@@ -834,10 +833,13 @@ func (p *Proxy) fetchOfferedBase(ctx context.Context, t Target, target layerdelt
 	if _, busy := p.fetchingBases.LoadOrStore(target.Digest, true); busy {
 		return
 	}
+	if !p.startBackground() {
+		p.fetchingBases.Delete(target.Digest)
+		return
+	}
 	log := p.log.With(slog.String("repo", t.Repo.Name), slog.String("digest", target.Digest.String()))
 	log.LogAttrs(ctx, slog.LevelInfo, "no delta worth sending: none of the offered bases is held here; fetching one for the next request",
 		slog.Int("offered", len(offered)))
-	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		defer p.fetchingBases.Delete(target.Digest)

@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/layerdelta"
 	"github.com/registry-edge/registry-edge/internal/meta"
 )
@@ -129,5 +130,21 @@ func TestNoDeltaMemoryIsPruned(t *testing.T) {
 	p.noDelta.Range(func(any, any) bool { n++; return true })
 	if n != 1 {
 		t.Errorf("%d entries kept, want 1 (the unexpired one)", n)
+	}
+}
+
+// Once Close has begun, no fill or background work starts: Close waits for
+// what it counted, and nothing may run on against the closed metadata.
+func TestNothingStartsAfterClose(t *testing.T) {
+	t.Parallel()
+	p := newBareProxy(t, Options{})
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.joinFill(context.Background(), Target{}, digest.FromString("after close")); !errors.Is(err, errdef.ErrUnavailable) {
+		t.Errorf("fill after Close: %v, want ErrUnavailable", err)
+	}
+	if p.startBackground() {
+		t.Error("background work started after Close")
 	}
 }

@@ -88,6 +88,11 @@ func (p *Proxy) joinFill(ctx context.Context, t Target, d digest.Digest) (*fill,
 		p.mu.Unlock()
 		return p.joinRunning(ctx, t, f)
 	}
+	if p.closing.Err() != nil {
+		// Shutting down: Close waits for the fills it counted.
+		p.mu.Unlock()
+		return nil, false, fmt.Errorf("blob %s: the mirror is shutting down: %w", d, errdef.ErrUnavailable)
+	}
 	f := &fill{d: d, target: t, size: -1, expect: -1, wake: make(chan struct{}),
 		mayUseDeltas: p.opts.Deltas && ctx.Value(noDeltasKey{}) == nil}
 	if size, ok := ctx.Value(expectSizeKey{}).(int64); ok {

@@ -252,12 +252,28 @@ func (p *Proxy) Router() *Router { return p.router }
 // Close stops every running fill, keeping what it received on disk for a
 // later fill to resume, and waits for them to end or ctx to be done.
 func (p *Proxy) Close(ctx context.Context) error {
+	// Under mu: work started in the background (fills, evidence, deltas)
+	// is counted before Wait, or not started at all (startBackground).
+	p.mu.Lock()
 	p.close()
+	p.mu.Unlock()
 	err := p.Wait(ctx)
 	if ferr := p.FlushAccess(context.WithoutCancel(ctx)); ferr != nil && err == nil {
 		err = ferr
 	}
 	return err
+}
+
+// startBackground counts background work about to start, unless the proxy
+// is closing: then it reports false and nothing may start.
+func (p *Proxy) startBackground() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing.Err() != nil {
+		return false
+	}
+	p.wg.Add(1)
+	return true
 }
 
 // Wait blocks until every running fill has ended or ctx is done. Fills are

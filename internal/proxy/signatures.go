@@ -246,7 +246,10 @@ func (p *Proxy) storeEvidence(ctx context.Context, t Target, d digest.Digest) {
 	if _, running := p.storingEvidence.LoadOrStore(key, true); running {
 		return // another request of the same image does it
 	}
-	p.wg.Add(1)
+	if !p.startBackground() {
+		p.storingEvidence.Delete(key)
+		return
+	}
 	go func() {
 		defer p.wg.Done()
 		defer p.storingEvidence.Delete(key)
