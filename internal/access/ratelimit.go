@@ -63,9 +63,11 @@ func (e *RetryAfterError) Is(target error) bool { return target == errdef.ErrToo
 // minSweep is the fewest clients at which idle ones are forgotten.
 const minSweep = 4096
 
-// clientKey is the bucket r's client draws from: its IPv4 address, or the
-// /64 of its IPv6 address (one host has a whole /64 to pick addresses
-// from).
+// clientKey is the bucket r's client draws from: its address, an
+// IPv4-mapped IPv6 address as the IPv4 one. Not the /64 of an IPv6 one:
+// a site's LAN is one /64, and every device would share a bucket. A host
+// rotating addresses gets a bucket per address; sweeping when the count
+// doubles keeps that linear.
 func clientKey(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -75,12 +77,7 @@ func clientKey(r *http.Request) string {
 	if err != nil {
 		return host
 	}
-	a = a.Unmap()
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.String()
-	}
-	return a.String()
+	return a.Unmap().WithZone("").String()
 }
 
 // Allow takes one request of r's client from its bucket, or returns a

@@ -42,10 +42,10 @@ func TestRateLimiterPerAddress(t *testing.T) {
 	}
 }
 
-// An IPv6 host draws from the bucket of its /64, whatever address of it
-// it sends from; another /64 has its own. Many clients cost a sweep now
-// and then, not one per new client.
-func TestRateLimiterIPv6PerPrefix(t *testing.T) {
+// Each IPv6 device of a site's LAN (one /64) has its own bucket, and an
+// IPv4 client has one bucket whether it comes as IPv4 or IPv4-mapped. Many
+// clients cost a sweep now and then, not one per new client.
+func TestRateLimiterPerDeviceAndSweeps(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	l := NewRateLimiter(1, 1, func() time.Time { return now })
 	req := func(addr string) error {
@@ -56,11 +56,11 @@ func TestRateLimiterIPv6PerPrefix(t *testing.T) {
 	if err := req("[2001:db8:0:1::1]:1000"); err != nil {
 		t.Fatal(err)
 	}
-	if err := req("[2001:db8:0:1::beef]:1000"); err == nil {
-		t.Error("another address of the same /64 got a bucket of its own")
+	if err := req("[2001:db8:0:1::1]:1001"); err == nil {
+		t.Error("a second request past the burst from the same device was allowed")
 	}
-	if err := req("[2001:db8:0:2::1]:1000"); err != nil {
-		t.Errorf("another /64 is limited by the first one's use: %v", err)
+	if err := req("[2001:db8:0:1::beef]:1000"); err != nil {
+		t.Errorf("another device of the same LAN /64 is limited by the first one's use: %v", err)
 	}
 	if err := req("[::ffff:10.0.0.1]:1000"); err != nil {
 		t.Fatal(err)
