@@ -238,11 +238,12 @@ const evictBatch = 64
 // content to delete, then deletes the files, telling ev (nil: nothing is
 // served from the store meanwhile). Content already gone is not an error.
 func Apply(ctx context.Context, store Store, db DB, plan *Plan, ev Evictor) error {
+	forgotten := map[digest.Digest]bool{} // by earlier batches
 	for batch := range slices.Chunk(plan.Delete, evictBatch) {
 		remove := func() error {
 			// The plan was made a while ago: what was pinned or pulled
 			// since then stays.
-			keep, err := keptSince(ctx, store, db, plan)
+			keep, err := keptSince(ctx, store, db, plan, forgotten)
 			if err != nil {
 				return err
 			}
@@ -251,6 +252,7 @@ func Apply(ctx context.Context, store Store, db DB, plan *Plan, ev Evictor) erro
 				return fmt.Errorf("gc: forget metadata: %w", err)
 			}
 			for _, d := range ds {
+				forgotten[d] = true
 				if ev != nil {
 					ev.Forget(d)
 				}
@@ -274,9 +276,10 @@ func Apply(ctx context.Context, store Store, db DB, plan *Plan, ev Evictor) erro
 }
 
 // keptSince returns what must stay of plan now: content pinned, and the
-// content of manifests recorded since the plan was made (an image pulled
-// or pre-staged meanwhile may share layers with a victim).
-func keptSince(ctx context.Context, store Store, db DB, plan *Plan) (map[digest.Digest]bool, error) {
+// content of manifests recorded since the plan was made, or since an
+// earlier batch forgot them (an image pulled or pre-staged meanwhile may
+// share layers with a victim).
+func keptSince(ctx context.Context, store Store, db DB, plan *Plan, forgotten map[digest.Digest]bool) (map[digest.Digest]bool, error) {
 	keep, err := db.AllPinned(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("gc: %w", err)
@@ -306,7 +309,9 @@ func keptSince(ctx context.Context, store Store, db DB, plan *Plan) (map[digest.
 		}
 	}
 	for d := range records {
-		if !plan.manifests[d] {
+		// New since the plan, or recorded again since an earlier batch
+		// forgot it (a device pulled it again).
+		if !plan.manifests[d] || forgotten[d] {
 			walk(d)
 		}
 	}

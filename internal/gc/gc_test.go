@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -371,6 +372,71 @@ func TestApplyKeepsWhatChangedSinceThePlan(t *testing.T) {
 		if s.stored(d) {
 			t.Errorf("%s of the victim was kept", d)
 		}
+	}
+}
+
+// reRecord is an Evictor under which, after the first batch, a device
+// pulls the victim image again: its manifest is stored and recorded anew.
+type reRecord struct {
+	s       *site
+	m       ocispec.Descriptor
+	body    []byte
+	batches int
+}
+
+func (r *reRecord) Forget(digest.Digest) {}
+
+func (r *reRecord) Evict(_ []digest.Digest, remove func() error) error {
+	err := remove()
+	if r.batches++; r.batches == 1 {
+		ctx := context.Background()
+		if err := r.s.store.Put(ctx, r.m, bytes.NewReader(r.body)); err != nil {
+			r.s.t.Fatal(err)
+		}
+		if err := r.s.db.PutManifest(ctx, repo, r.m.Digest, meta.Manifest{MediaType: r.m.MediaType, Size: r.m.Size}); err != nil {
+			r.s.t.Fatal(err)
+		}
+	}
+	return err
+}
+
+// A victim recorded again after an earlier batch forgot it (a device
+// pulled it again) keeps what later batches would have deleted of it.
+func TestVictimRecordedAgainKeepsItsRest(t *testing.T) {
+	s := newSite(t)
+	var layers []ocispec.Descriptor
+	for range 70 { // more than one batch
+		layers = append(layers, s.blob(100))
+	}
+	img := s.image("old", 3*time.Hour, layers...)
+	rc, err := s.store.Open(context.Background(), img.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := s.plan(gc.Options{MaxSize: 1})
+	if p.Delete[0] != img.Digest || len(p.Delete) <= 64 {
+		t.Fatalf("test assumption: the manifest goes in the first of several batches (%d digests)", len(p.Delete))
+	}
+	ev := &reRecord{s: s, m: img, body: body}
+	if err := gc.Apply(context.Background(), s.store, s.db, p, ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.batches < 2 {
+		t.Fatalf("%d batches, want at least 2", ev.batches)
+	}
+	lost := 0
+	for _, l := range layers[len(layers)-5:] { // in the last batch
+		if !s.stored(l.Digest) {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Errorf("the image recorded again lost %d of its last layers in a later batch", lost)
 	}
 }
 
