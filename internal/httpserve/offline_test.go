@@ -386,10 +386,46 @@ func TestMaxStaleHoldsBehindATier(t *testing.T) {
 }
 
 // With the uplink down (the breaker open), a client asking for a blob
-// whose fill waits for the link is answered 503 at once, like for any
-// blob not here, so that it can turn to another host; it is not handed the
-// bytes on disk and held until the stall limit.
-func TestNewClientOfAStalledFillIsToldAtOnce(t *testing.T) {
+// whose fill waits to resume a broken transfer is answered 503 at once,
+// like for any blob not here, so that it can turn to another host; it is
+// not handed the bytes on disk and held until the stall limit. A fill
+// whose bytes keep coming is joined as ever, whatever the breaker says.
+func TestNewClientOfABrokenFillIsToldAtOnce(t *testing.T) {
+	t.Parallel()
+	m := newOfflineMirror(t, offlineSetup{
+		retryMax: 5,
+		breaker:  upstream.BreakerOptions{Failures: 3, MinProbe: time.Minute, MaxProbe: time.Minute},
+	})
+	layer := fakeupstream.Random(t, 100_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	path := blobPath("app", layers[0].Digest)
+	m.get(http.MethodGet, manifestPath("app", "v1"))
+	// The link breaks 1000 bytes into the layer, and stays down.
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.First(1, fakeupstream.Cut(layer, 1000, true))))
+	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	go func() {
+		client := &http.Client{Timeout: 2 * time.Second}
+		if resp, err := client.Get(m.srv.URL + path); err == nil {
+			io.Copy(io.Discard, resp.Body) // the fill's first client: its outcome is not the point
+			resp.Body.Close()
+		}
+	}()
+	for m.client.Health().State != upstream.BreakerOpen {
+		time.Sleep(5 * time.Millisecond) // the fill's resumes open it; the test's deadline bounds the wait
+	}
+	client := &http.Client{Timeout: 10 * time.Second} // reached only if the client is held
+	resp, err := client.Get(m.srv.URL + path)
+	if err != nil {
+		t.Fatalf("GET of the blob being filled, uplink down: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m.wantCode(resp, body, http.StatusServiceUnavailable, "UNAVAILABLE")
+}
+
+// The other side: a fill whose bytes keep coming is joined even while the
+// breaker is open (other requests failed), and the client gets the blob.
+func TestStreamingFillIsJoinedWithTheBreakerOpen(t *testing.T) {
 	t.Parallel()
 	m := newOfflineMirror(t, offlineSetup{
 		retryMax: 5,
@@ -398,35 +434,35 @@ func TestNewClientOfAStalledFillIsToldAtOnce(t *testing.T) {
 	layer := fakeupstream.Random(t, 100_000)
 	_, layers := m.fake.Image("app", "v1", layer)
 	m.fake.Image("app", "v2", []byte("not here"))
+	path := blobPath("app", layers[0].Digest)
 	m.get(http.MethodGet, manifestPath("app", "v1"))
-	release := make(chan struct{})
-	defer close(release)
-	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Stall(layer, 1000, release)))
-	first := make(chan struct{})
+	started, release := make(chan struct{}), make(chan struct{})
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Gate(layer, started, release)))
+	first := make(chan []byte, 1)
 	go func() {
-		defer close(first)
-		client := &http.Client{Timeout: 2 * time.Second}
-		if resp, err := client.Get(m.srv.URL + blobPath("app", layers[0].Digest)); err == nil {
-			io.Copy(io.Discard, resp.Body) // the fill's first client: it waits, its outcome is not the point
-			resp.Body.Close()
-		}
+		_, body, _ := m.do(http.MethodGet, path)
+		first <- body
 	}()
-	for m.fake.Count(http.MethodGet, blobPath("app", layers[0].Digest)) == 0 {
-		time.Sleep(5 * time.Millisecond) // until the fill has asked the upstream
-	}
-	// The link goes: every other request fails, and the breaker opens.
+	<-started // the upstream answered and streams
 	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
-	m.get(http.MethodGet, manifestPath("app", "v2"))
+	m.get(http.MethodGet, manifestPath("app", "v2")) // other requests fail: the breaker opens
 	if h := m.client.Health(); h.State != upstream.BreakerOpen {
 		t.Fatalf("breaker %v, want open", h.State)
 	}
-	client := &http.Client{Timeout: 10 * time.Second} // reached only if the client is held
-	resp, err := client.Get(m.srv.URL + blobPath("app", layers[0].Digest))
-	if err != nil {
-		t.Fatalf("GET of the blob being filled, uplink down: %v", err)
+	second := make(chan []byte, 1)
+	go func() {
+		resp, body, _ := m.do(http.MethodGet, path)
+		if resp == nil || resp.StatusCode != http.StatusOK {
+			body = nil
+		}
+		second <- body
+	}()
+	time.Sleep(200 * time.Millisecond) // for the second client to join; what it gets does not depend on it
+	close(release)
+	if b := <-first; !bytes.Equal(b, layer) {
+		t.Errorf("first client: %d bytes", len(b))
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m.wantCode(resp, body, http.StatusServiceUnavailable, "UNAVAILABLE")
-	<-first
+	if b := <-second; !bytes.Equal(b, layer) {
+		t.Errorf("second client of a streaming fill, breaker open: %d bytes, want the blob", len(b))
+	}
 }

@@ -66,7 +66,7 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 		}
 		break
 	}
-	if !created && upstreamDown(t) && !f.isVerified() {
+	if !created && upstreamDown(t) && f.waitingForLink() {
 		// A fill waiting for the uplink to come back: a new client is
 		// told at once, as for any blob not here, so that it can turn to
 		// another host rather than wait for the stall limit.

@@ -57,9 +57,11 @@ type fill struct {
 	// verified is set once the written bytes matched the digest and size:
 	// readers may then read to the end, whatever happens to the commit.
 	verified bool
-	done     bool
-	err      error
-	wake     chan struct{} // closed and replaced on every change
+	// broken is set from a broken transfer until bytes flow again.
+	broken bool
+	done   bool
+	err    error
+	wake   chan struct{} // closed and replaced on every change
 }
 
 // joinFill returns the running fill of d, or starts one.
@@ -417,6 +419,7 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 		}
 		log.LogAttrs(ctx, slog.LevelWarn, "blob transfer broken; will resume", slog.Int64("offset", f.keptBytes()),
 			slog.Duration("wait", d), slog.Any("err", err))
+		f.setBroken(true)
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
@@ -610,6 +613,9 @@ func (f *fill) setSize(size int64) {
 func (f *fill) advance(n int64) {
 	f.mu.Lock()
 	f.written += n
+	if n > 0 {
+		f.broken = false
+	}
 	f.broadcast()
 	f.mu.Unlock()
 }
@@ -643,12 +649,18 @@ func (f *fill) finalSize() int64 {
 	return -1
 }
 
-// isVerified reports whether every byte of the blob is written and
-// verified.
-func (f *fill) isVerified() bool {
+// waitingForLink reports whether the fill's transfer broke and no byte
+// has come since, with bytes still missing.
+func (f *fill) waitingForLink() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.verified
+	return f.broken && !f.verified
+}
+
+func (f *fill) setBroken(b bool) {
+	f.mu.Lock()
+	f.broken = b
+	f.mu.Unlock()
 }
 
 // failed reports whether the fill has ended with an error (it is about to
