@@ -383,3 +383,9 @@ func readUvarintLimit(br io.ByteReader, maxV uint64, what string) (uint64, error
 // stores incompressible data in raw blocks with a 3-byte header per 128 KiB
 // plus a frame header of at most 18 bytes.
 func frameBound(n int) int { return n + n>>10 + 64 }
+
+// HasMagic reports whether head, the first bytes of a blob, starts like a
+// delta of this format.
+func HasMagic(head []byte) bool {
+	return len(head) >= len(magic) && [8]byte(head[:len(magic)]) == magic
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/sigpolicy"
 	"github.com/registry-edge/registry-edge/internal/testutil/cosigntest"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
+	"github.com/registry-edge/registry-edge/internal/testutil/layergen"
 )
 
 func withPolicy(t testing.TB, mode sigpolicy.Mode, keys ...*cosigntest.Key) mirrorOpt {
@@ -307,6 +308,64 @@ func TestOnlyEvidenceIsServedUnsigned(t *testing.T) {
 	}
 	resp, got = m.get(http.MethodGet, blobPath("app", digest.FromBytes(payload)))
 	deniedMessage(t, resp, got)
+}
+
+// A layer is evidence by its content, not by its label: an image whose
+// gzip-tar layers are labelled as a cosign signature, attached to a signed
+// image (subject, or cosign's .att tag), has its manifest served but not
+// its layers (podman unpacks them whatever the label); a manifest without
+// layers is no evidence at all (a runtime runs its config).
+func TestEvidenceIsCheckedByItsContent(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	signed, _ := m.fake.Image("app", "signed", []byte("signed layer"))
+	sign(t, m, key, signed.Digest)
+	pullImage(t, m, "signed", []byte("signed layer"))
+
+	code := layergen.Gzip(layergen.New(61, 3, 1000).Tar(), -1)
+	for _, ref := range []string{"", cosigntest.SignatureTag(signed.Digest)[:len(cosigntest.SignatureTag(signed.Digest))-len(".sig")] + ".att"} {
+		var subject *ocispec.Descriptor
+		if ref == "" {
+			subject = &signed
+		}
+		art := artifact(t, m, ref, sigpolicy.SimpleSigningMediaType, "", code, subject)
+		get := art.Digest.String()
+		if ref != "" {
+			get = ref
+		}
+		resp, body := m.get(http.MethodGet, manifestPath("app", get), "Accept", ocispec.MediaTypeImageManifest)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%q: the artifact's manifest: %d %s", ref, resp.StatusCode, body)
+		}
+		resp, body = m.get(http.MethodGet, blobPath("app", digest.FromBytes(code)))
+		deniedMessage(t, resp, body)
+	}
+	// A real signature payload attached the same way is served.
+	payload := []byte(`{"critical":{"image":{"docker-manifest-digest":"` + signed.Digest.String() + `"}}}`)
+	real := artifact(t, m, "", sigpolicy.SimpleSigningMediaType, "", payload, &signed)
+	if resp, body := m.get(http.MethodGet, manifestPath("app", real.Digest.String()), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+		t.Fatalf("a real signature's manifest: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := m.get(http.MethodGet, blobPath("app", digest.FromBytes(payload))); resp.StatusCode != http.StatusOK || !bytes.Equal(body, payload) {
+		t.Errorf("a real signature's payload: %d %s", resp.StatusCode, body)
+	}
+
+	// No layers: an image config with an empty root file system.
+	cfg := m.fake.AddBlob([]byte(`{"config":{"Entrypoint":["/bin/sh"],"Env":["LD_PRELOAD=/x.so"]}}`))
+	m.fake.LinkBlob("app", cfg.Digest)
+	cfg.MediaType = ocispec.MediaTypeImageConfig
+	empty := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{}, Subject: &signed}
+	empty.SchemaVersion = 2
+	b, err := json.Marshal(empty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc := m.fake.AddManifest("app", "", ocispec.MediaTypeImageManifest, b)
+	resp, body := m.get(http.MethodGet, manifestPath("app", desc.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)
+	if msg := deniedMessage(t, resp, body); !strings.Contains(msg, "no_signature") {
+		t.Errorf("manifest without layers: %q, want no_signature", msg)
+	}
 }
 
 // The OCI tag schema's referrers index (tag sha256-<hex>), which registry

@@ -74,7 +74,7 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, ref string, res Man
 		if about == "" || !p.trustedManifest(ctx, m, about) {
 			return nil
 		}
-		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, nil, c.blobs); err != nil {
+		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, nil, p.evidenceBlobs(ctx, t, res.Body)); err != nil {
 			return err
 		}
 		p.verified.Store(key, struct{}{})
@@ -385,7 +385,9 @@ func manifestContent(body []byte) content {
 		c.subject = m.Subject.Digest
 	}
 	c.index = m.Manifests != nil
-	c.evidence = !c.index
+	// Evidence has something to say: a manifest without layers is an
+	// image's config with an empty root file system, which a runtime runs.
+	c.evidence = !c.index && len(m.Layers)+len(m.Blobs) > 0
 	for _, l := range append(m.Layers, m.Blobs...) {
 		c.blobs = append(c.blobs, l.Digest)
 		if !evidenceLayer(l) {
