@@ -253,10 +253,13 @@ func Apply(ctx context.Context, store Store, db DB, plan *Plan, ev Evictor) erro
 			}
 			for _, d := range ds {
 				forgotten[d] = true
+				err := store.Delete(ctx, d)
 				if ev != nil {
+					// After the file: a read that started before the
+					// deletion must not put the content back in memory.
 					ev.Forget(d)
 				}
-				if err := store.Delete(ctx, d); err != nil && !isNotFound(err) {
+				if err != nil && !isNotFound(err) {
 					return fmt.Errorf("gc: delete %s: %w", d, err)
 				}
 			}

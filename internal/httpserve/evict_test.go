@@ -244,3 +244,39 @@ func TestEvictionDuringAReadLeavesNothingInMemory(t *testing.T) {
 		t.Errorf("upstream GETs of the evicted layer = %d, want 1", n)
 	}
 }
+
+// A read that starts while a blob is being evicted, its file still there,
+// does not leave the blob in memory once the file is gone: pulled again,
+// it comes from the upstream.
+func TestReadDuringEvictionLeavesNothingInMemory(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	_, layers := m.fake.Image("app", "v1", fakeupstream.Random(t, 10_000)) // small: kept in memory
+	layer := layers[0].Digest
+	pullImage := func() {
+		t.Helper()
+		if resp, body := m.get(http.MethodGet, manifestPath("app", "v1"), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+			t.Fatalf("manifest: %d %s", resp.StatusCode, body)
+		}
+		if resp, body := m.get(http.MethodGet, blobPath("app", layer)); resp.StatusCode != http.StatusOK {
+			t.Fatalf("layer: %d %s", resp.StatusCode, body)
+		}
+	}
+	pullImage()
+	m.waitFills()
+	hook := func(d digest.Digest) {
+		if d == layer {
+			m.do(http.MethodGet, blobPath("app", layer)) // just before the file goes
+		}
+	}
+	m.clock.advance(48 * time.Hour)
+	mt := &gc.Maintainer{Store: beforeDelete{FS: m.store, hook: hook}, DB: m.db, Cache: m.proxy, Options: gc.Options{MaxAge: time.Hour, Now: m.clock.Now}}
+	if plan := mt.RunOnce(context.Background()); plan == nil || len(plan.Victims) == 0 {
+		t.Fatalf("eviction plan: %+v, want the image", plan)
+	}
+	before := m.fake.Count(http.MethodGet, blobPath("app", layer))
+	pullImage()
+	if n := m.fake.Count(http.MethodGet, blobPath("app", layer)) - before; n != 1 {
+		t.Errorf("upstream GETs of the evicted layer = %d, want 1 (not served from memory)", n)
+	}
+}
