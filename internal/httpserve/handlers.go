@@ -91,9 +91,9 @@ func (s *Server) manifest(w *recorder, r *http.Request, rt ociapi.Route, t proxy
 	h.Set(ociapi.HeaderContentDigest, res.Descriptor.Digest.String())
 	h.Set("ETag", `"`+res.Descriptor.Digest.String()+`"`)
 	if age >= time.Second {
-		// A tag from the cache: how old its confirmation is (RFC 9111),
-		// which a registry-edge tier below holds to its offline.maxStale.
-		h.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
+		// A tag from the cache: how old its confirmation is, which a
+		// registry-edge tier below holds to its offline.maxStale.
+		h.Set(upstream.HeaderTagAge, strconv.FormatInt(int64(age/time.Second), 10))
 	}
 	if s.opts.ServeDeltas {
 		h.Set(upstream.HeaderDeltas, "v1")

@@ -375,13 +375,39 @@ func TestMaxStaleHoldsBehindATier(t *testing.T) {
 	region.upstream.Close() // central is down
 	region.clock.advance(10 * time.Minute)
 	resp, _ := region.get(http.MethodHead, manifestPath("app", "v1"), accept...)
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("Age") != "600" {
-		t.Fatalf("the region's stale answer: %d, Age %q; want 200, Age 600", resp.StatusCode, resp.Header.Get("Age"))
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Registry-Edge-Tag-Age") != "600" {
+		t.Fatalf("the region's stale answer: %d, Registry-Edge-Tag-Age %q; want 200, 600", resp.StatusCode, resp.Header.Get("Registry-Edge-Tag-Age"))
 	}
 	site.clock.advance(2 * time.Minute) // past the site's tag TTL, within its maxStale
 	resp, body := site.get(http.MethodGet, manifestPath("app", "v1"), accept...)
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(errorMessage(t, body), "more than the allowed staleness of 5m") {
 		t.Errorf("tag confirmed 10m ago behind the tier, maxStale 5m: %d %s, want 503", resp.StatusCode, body)
+	}
+	// A site that never had the tag refuses it alike.
+	other := newOfflineMirror(t, offlineSetup{staleness: proxy.Staleness{MaxStale: 5 * time.Minute}},
+		func(string) string { return region.srv.URL })
+	resp, body = other.get(http.MethodGet, manifestPath("app", "v1"), accept...)
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("first pull of a tag confirmed 10m ago behind the tier, maxStale 5m: %d %s, want 503", resp.StatusCode, body)
+	}
+}
+
+// The HTTP Age header is not the tag's age: a CDN or caching proxy in
+// front of a plain registry sends it about its own copy. Pulls keep
+// working whatever it says.
+func TestHTTPAgeIsNotATagsAge(t *testing.T) {
+	t.Parallel()
+	m := newOfflineMirror(t, offlineSetup{staleness: proxy.Staleness{MaxStale: time.Hour}})
+	m.fake.Image("app", "v1", fakeupstream.Random(t, 1000))
+	m.fake.Fail(func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		w.Header().Set("Age", "7200")
+		return false // answered as usual
+	})
+	for i := range 3 {
+		if resp, body := m.get(http.MethodGet, manifestPath("app", "v1"), "Accept", "application/vnd.oci.image.manifest.v1+json"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("pull %d: %d %s", i, resp.StatusCode, body)
+		}
+		m.clock.advance(2 * time.Minute) // past the tag TTL: revalidated
 	}
 }
 

@@ -245,6 +245,11 @@ func (p *Proxy) fetchTag(ctx context.Context, t Target, tag string) (ManifestRes
 	if err := p.recorded(ctx, p.db.PutTag(ctx, t.Repo, tag, e)); err != nil {
 		return ManifestResult{}, err
 	}
+	if limit, old := p.beyondMaxStale(t, e.Confirmed()); old {
+		// A tier above answered from a cache older than this repository
+		// allows: as for a tag this mirror holds (serveStale).
+		return ManifestResult{}, &StaleTagError{Repo: t.Repo.Name, Tag: tag, Age: p.ageOf(e), MaxStale: limit, Err: errTierStale}
+	}
 	return ManifestResult{Descriptor: m.Descriptor, Body: m.Body, Cache: CacheMiss, Age: p.ageOf(e)}, nil
 }
 
@@ -299,6 +304,9 @@ func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.
 		ne := p.tagEntry(m.Descriptor, r.Age)
 		if err := p.recorded(ctx, p.db.PutTag(ctx, t.Repo, tag, ne)); err != nil {
 			return ManifestResult{}, err
+		}
+		if limit, old := p.beyondMaxStale(t, ne.Confirmed()); old {
+			return ManifestResult{}, &StaleTagError{Repo: t.Repo.Name, Tag: tag, Age: p.ageOf(ne), MaxStale: limit, Err: errTierStale}
 		}
 		return ManifestResult{Descriptor: m.Descriptor, Body: m.Body, Cache: CacheMiss, Age: p.ageOf(ne)}, nil
 	case errors.Is(err, errdef.ErrUnsupported):

@@ -36,6 +36,11 @@ const (
 	// circuit breaker (which would cut it off from everything the tier
 	// holds) nor retries it (the tier retried already).
 	HeaderTierError = "Registry-Edge-Error"
+	// HeaderTagAge, on a registry-edge's answer for a tag from its cache,
+	// is how many seconds ago the tag's origin confirmed it. Not the HTTP
+	// Age header: a CDN or caching proxy in front of a plain registry
+	// sends that one about its own copy.
+	HeaderTagAge = "Registry-Edge-Tag-Age"
 	// StatusIMUsed is 226 IM Used (RFC 3229 section 10.4.1).
 	StatusIMUsed = 226
 	// maxDeltaHeader bounds HeaderDelta.

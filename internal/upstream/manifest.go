@@ -37,7 +37,7 @@ type Manifest struct {
 	Descriptor ocispec.Descriptor
 	Body       []byte
 	// Age is how long ago the upstream's answer was confirmed at its
-	// origin (its Age header: a registry-edge tier answering from its
+	// origin (HeaderTagAge: a registry-edge tier answering from its
 	// cache); 0 when fresh or not said.
 	Age time.Duration
 }
@@ -51,10 +51,10 @@ type Resolved struct {
 // maxAge bounds a believable Age header.
 const maxAge = 10 * 365 * 24 * time.Hour
 
-// ageOf reads h's Age header (RFC 9111: whole seconds), 0 if absent or
-// not believable.
+// ageOf reads h's HeaderTagAge (whole seconds), 0 if absent or not
+// believable.
 func ageOf(h http.Header) time.Duration {
-	s, err := strconv.ParseUint(strings.TrimSpace(h.Get("Age")), 10, 32)
+	s, err := strconv.ParseUint(strings.TrimSpace(h.Get(HeaderTagAge)), 10, 32)
 	if err != nil || time.Duration(s)*time.Second > maxAge {
 		return 0
 	}
