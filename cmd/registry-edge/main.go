@@ -118,6 +118,9 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	for _, w := range cfg.SignatureScopeWarnings() {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
 	return nil
 }

@@ -219,6 +219,9 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	log.LogAttrs(ctx, slog.LevelInfo, "registry-edge started", slog.String("version", version.String()),
 		slog.String("listen", ln.Addr().String()), slog.Bool("tls", srv.TLSConfig != nil), slog.String("storage", cfg.Storage.Root),
 		slog.Any("upstreams", upstreams), slog.String("default_upstream", remotes[cfg.DefaultUpstream()].Name))
+	for _, w := range cfg.SignatureScopeWarnings() {
+		log.LogAttrs(ctx, slog.LevelWarn, "signature rule for another registry", slog.String("warning", w))
+	}
 
 	// Background work: pre-staging, and keeping the store in its budget
 	// (access times are flushed every minute too).
@@ -396,6 +399,9 @@ func applyReload(ctx context.Context, log *slog.Logger, reload reloadFunc, runni
 		attrs = append(attrs, slog.String("not_applied", strings.Join(keys, ", ")+": take effect at the next restart"))
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "configuration reloaded", attrs...)
+	for _, w := range next.SignatureScopeWarnings() {
+		log.LogAttrs(ctx, slog.LevelWarn, "signature rule for another registry", slog.String("warning", w))
+	}
 }
 
 // changedKeys names the configuration keys, two levels deep (storage.root,

@@ -66,7 +66,7 @@ upstreams: [{registry: central.example.com, url: "https://central.example.com", 
 signatures:
   rules:
     - name: fleet
-      repositories: ["central.example.com/base/**", "fleet/**", "*.example.com/x/**", "**"]
+      repositories: ["central.example.com/base/**", "fleet/**", "*.example.com/x/**", "**", "ghcr.io/acme/**"]
       keys: [` + file + `]
 `))
 	if err != nil {
@@ -76,5 +76,10 @@ signatures:
 	want := `signatures.rules[0].repositories[1]: "fleet/**" matches no upstream: patterns are <registry>/<repository> (upstreams: central.example.com), e.g. central.example.com/fleet/**`
 	if err == nil || err.Error() != want {
 		t.Errorf("CheckSignatureScopes() = %v, want only %q", err, want)
+	}
+	// A registry this mirror does not have: one policy may serve sites
+	// that mirror different registries. A warning, not an error.
+	if w := c.SignatureScopeWarnings(); len(w) != 1 || !strings.Contains(w[0], "repositories[4]") || !strings.Contains(w[0], "ghcr.io/acme/**") {
+		t.Errorf("SignatureScopeWarnings() = %q, want one for ghcr.io/acme/**", w)
 	}
 }

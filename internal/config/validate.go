@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -374,33 +375,51 @@ func isHostname(s string) bool {
 	return true
 }
 
-// CheckSignatureScopes refuses a signature rule pattern that names no
-// configured upstream: signature rules match <registry>/<repository>, and
-// a pattern written as for the default upstream's bare repositories
-// ("fleet/**") would never apply, leaving what it was to protect unchecked.
-// Malformed patterns are sigpolicy's to report. It is not part of Validate:
-// the upstreams are known only once command-line overrides are applied.
+// CheckSignatureScopes refuses a signature rule pattern whose first
+// segment cannot be a registry name (no '.' or ':', not localhost): rules
+// match <registry>/<repository>, and a pattern written as for the default
+// upstream's bare repositories ("fleet/**") would never apply, leaving what
+// it was to protect unchecked. A registry name that no upstream has is
+// only a warning (SignatureScopeWarnings): one policy may be shipped to
+// sites mirroring different registries. Malformed patterns are sigpolicy's
+// to report. It is not part of Validate: the upstreams are known only once
+// command-line overrides are applied.
 func (c Config) CheckSignatureScopes() error {
-	var errs []error
+	errs, _ := c.signatureScopes()
+	return errors.Join(errs...)
+}
+
+// SignatureScopeWarnings lists the signature rule patterns that name a
+// registry no upstream has: inert on this mirror.
+func (c Config) SignatureScopeWarnings() []string {
+	_, warnings := c.signatureScopes()
+	return warnings
+}
+
+func (c Config) signatureScopes() (errs []error, warnings []string) {
+	if len(c.Upstreams) == 0 {
+		return nil, nil
+	}
+	var names []string
+	for _, u := range c.Upstreams {
+		names = append(names, u.Registry)
+	}
 	for i, r := range c.Signatures.Rules {
 		for j, pat := range r.Repositories {
 			first, _, _ := strings.Cut(pat, "/")
 			g, err := glob.Compile(first)
-			if err != nil || len(c.Upstreams) == 0 {
+			if err != nil || slices.ContainsFunc(names, g.Match) {
 				continue
 			}
-			var names []string
-			matches := false
-			for _, u := range c.Upstreams {
-				names = append(names, u.Registry)
-				matches = matches || g.Match(u.Registry)
+			path := fmt.Sprintf("signatures.rules[%d].repositories[%d]", i, j)
+			if strings.ContainsAny(first, ".:*") || first == "localhost" {
+				warnings = append(warnings, fmt.Sprintf("%s: %q names a registry no upstream has (upstreams: %s): the rule does not apply here",
+					path, pat, strings.Join(names, ", ")))
+				continue
 			}
-			if !matches {
-				errs = append(errs, fieldErr(fmt.Sprintf("signatures.rules[%d].repositories[%d]", i, j),
-					fmt.Sprintf("%q matches no upstream: patterns are <registry>/<repository> (upstreams: %s), e.g. %s/%s",
-						pat, strings.Join(names, ", "), names[0], pat)))
-			}
+			errs = append(errs, fieldErr(path, fmt.Sprintf("%q matches no upstream: patterns are <registry>/<repository> (upstreams: %s), e.g. %s/%s",
+				pat, strings.Join(names, ", "), names[0], pat)))
 		}
 	}
-	return errors.Join(errs...)
+	return errs, warnings
 }
