@@ -843,3 +843,39 @@ func TestFillsWhoseDeltasNameEachOtherDoNotWaitForEachOther(t *testing.T) {
 		t.Fatal("the two fills wait for each other")
 	}
 }
+
+// A delta attempt joins a plain fill of its delta blob (a lower tier or a
+// client fetching it): only a fill that is itself trying a delta is not
+// joined. The layer is rebuilt, not fetched in full.
+func TestDeltaAttemptJoinsAPlainFillOfItsDelta(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, withDeltas)
+	s := publishDelta(t, m, nil)
+	pullImage(t, m, "v1", s.old)
+	if resp, body := m.get(http.MethodGet, manifestPath("app", "v2"), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+		t.Fatalf("manifest v2: %d %s", resp.StatusCode, body)
+	}
+	started, release := make(chan struct{}), make(chan struct{})
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, s.l.Delta.Digest.String(), fakeupstream.Gate(s.delta, started, release)))
+	deltaDone := make(chan struct{})
+	go func() {
+		defer close(deltaDone)
+		resp, body, err := m.do(http.MethodGet, blobPath("app", s.l.Delta.Digest))
+		if err != nil || resp.StatusCode != http.StatusOK || digest.FromBytes(body) != s.l.Delta.Digest {
+			t.Errorf("GET of the delta blob: %v", err)
+		}
+	}()
+	<-started // the delta blob's fill is running
+	go func() {
+		time.Sleep(500 * time.Millisecond) // for the layer's attempt to join; the outcome does not depend on it
+		close(release)
+	}()
+	resp, body, err := m.do(http.MethodGet, blobPath("app", s.newLayer.Digest))
+	if err != nil || resp.StatusCode != http.StatusOK || digest.FromBytes(body) != s.newLayer.Digest {
+		t.Fatalf("GET of the layer: %v", err)
+	}
+	<-deltaDone
+	if n := m.fake.Count(http.MethodGet, blobPath("app", s.newLayer.Digest)); n != 0 {
+		t.Errorf("the layer was fetched in full %d times while its delta was being fetched", n)
+	}
+}

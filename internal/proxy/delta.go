@@ -244,7 +244,9 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 	defer cancel()
 	// The attempt's upstream failures do not count against the breaker:
 	// the full fetch that follows a failed attempt must not be refused.
+	f.setDeltaAttempt(true)
 	ing, err := p.applyDelta(upstream.Optional(withoutDeltas(dctx)), Target{Remote: f.target.Remote, Repo: bestRec.Repo}, best)
+	f.setDeltaAttempt(false)
 	if err != nil {
 		p.m.Deltas.Fills.WithLabelValues(metrics.DeltaFailed).Inc()
 		log.LogAttrs(ctx, slog.LevelWarn, "cannot rebuild the layer from its delta; fetching it in full", slog.Any("err", err))

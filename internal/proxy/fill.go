@@ -35,9 +35,6 @@ const fillBufferSize = 128 << 10
 type fill struct {
 	d      digest.Digest
 	target Target
-	// mayUseDeltas is set when the fill may rebuild its blob from a
-	// delta, and so wait for another fill (its delta blob's).
-	mayUseDeltas bool
 
 	// Set by the fill goroutine before the first broadcast of sized;
 	// readers use ing only after waitSize.
@@ -57,6 +54,9 @@ type fill struct {
 	// verified is set once the written bytes matched the digest and size:
 	// readers may then read to the end, whatever happens to the commit.
 	verified bool
+	// deltaAttempt is set while the fill tries to rebuild its blob from a
+	// delta (and may wait for another fill: its delta blob's).
+	deltaAttempt bool
 	// broken is set from a broken transfer until bytes flow again.
 	broken bool
 	done   bool
@@ -95,8 +95,7 @@ func (p *Proxy) joinFill(ctx context.Context, t Target, d digest.Digest) (*fill,
 		p.mu.Unlock()
 		return nil, false, fmt.Errorf("blob %s: the mirror is shutting down: %w", d, errdef.ErrUnavailable)
 	}
-	f := &fill{d: d, target: t, size: -1, expect: -1, wake: make(chan struct{}),
-		mayUseDeltas: p.opts.Deltas && ctx.Value(noDeltasKey{}) == nil}
+	f := &fill{d: d, target: t, size: -1, expect: -1, wake: make(chan struct{})}
 	if size, ok := ctx.Value(expectSizeKey{}).(int64); ok {
 		f.expect = size
 	}
@@ -125,16 +124,18 @@ func (p *Proxy) runningFill(d digest.Digest) *fill {
 	return p.fills[d]
 }
 
-// errFillMayWaitOnDeltas refuses a fetch that must not depend on deltas
-// (a delta blob's) a running fill that may: that fill could be waiting for
-// the very fill that asks, each until half its deadline.
-var errFillMayWaitOnDeltas = errors.New("a fill that may use deltas is running for this blob")
+// errFillWaitsOnDelta refuses a fetch that must not depend on deltas (a
+// delta blob's, for a delta attempt) a running fill that is in a delta
+// attempt itself: that fill could be waiting for the very fill that asks,
+// each until half its deadline. Of two such fills, the second to start
+// its attempt sees the first's and gives way.
+var errFillWaitsOnDelta = errors.New("the fill of this blob is trying a delta")
 
 // joinRunning joins running fill f, unless the caller must not wait on
-// deltas and f may (errFillMayWaitOnDeltas).
+// deltas and f is in a delta attempt (errFillWaitsOnDelta).
 func (p *Proxy) joinRunning(ctx context.Context, t Target, f *fill) (*fill, bool, error) {
-	if f.mayUseDeltas && ctx.Value(noDeltasKey{}) != nil {
-		return nil, false, fmt.Errorf("blob %s: %w", f.d, errFillMayWaitOnDeltas)
+	if ctx.Value(noDeltasKey{}) != nil && f.tryingDelta() {
+		return nil, false, fmt.Errorf("blob %s: %w", f.d, errFillWaitsOnDelta)
 	}
 	return p.join(ctx, t, f)
 }
@@ -655,6 +656,18 @@ func (f *fill) waitingForLink() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.broken && !f.verified
+}
+
+func (f *fill) tryingDelta() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.deltaAttempt
+}
+
+func (f *fill) setDeltaAttempt(b bool) {
+	f.mu.Lock()
+	f.deltaAttempt = b
+	f.mu.Unlock()
 }
 
 func (f *fill) setBroken(b bool) {
