@@ -548,10 +548,13 @@ var ErrNoDelta = errors.New("no delta")
 // wrapping ErrNoDelta when no usable delta is smaller than MaxDeltaRatio of
 // the blob.
 func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered []digest.Digest) (l layerdelta.Layer, err error) {
-	if !p.askedForDeltas.Swap(true) {
-		// Precomputation stays on across restarts (a failure to record
-		// it only means a restart turns it off until the next ask).
-		if err := p.db.NoteState(ctx, meta.StateDeltasAsked, p.now()); err != nil {
+	p.askedForDeltas.Store(true)
+	if now := p.now(); now.Sub(time.Unix(p.askedNoted.Load(), 0)) > time.Hour {
+		// Precomputation stays on across restarts while lower tiers keep
+		// asking (noted at most hourly; a failure to record it only means
+		// a restart turns it off until the next ask).
+		p.askedNoted.Store(now.Unix())
+		if err := p.db.NoteState(ctx, meta.StateDeltasAsked, now); err != nil {
 			p.log.LogAttrs(ctx, slog.LevelWarn, "cannot record that lower tiers ask for deltas", slog.Any("err", err))
 		}
 	}
@@ -620,7 +623,12 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 	}
 	ch := p.computing.DoChan(key, func() (any, error) {
 		// Detached: the requester may give up, the result serves the
-		// next; bounded by the fill timeout and the proxy's life.
+		// next; bounded by the fill timeout and the proxy's life, which
+		// waits for it.
+		if !p.startBackground() {
+			return nil, fmt.Errorf("blob %s: the mirror is shutting down: %w", d, errdef.ErrUnavailable)
+		}
+		defer p.wg.Done()
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.FillTimeout)
 		defer cancel()
 		stop := context.AfterFunc(p.closing, cancel)

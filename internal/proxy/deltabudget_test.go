@@ -148,3 +148,32 @@ func TestNothingStartsAfterClose(t *testing.T) {
 		t.Error("background work started after Close")
 	}
 }
+
+// Precomputation survives a restart while lower tiers keep asking for
+// deltas, and stops once they have not for deltasAskedFor.
+func TestDeltasAskedExpires(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		asked time.Duration // ago
+		want  bool
+	}{{24 * time.Hour, true}, {deltasAskedFor + time.Hour, false}} {
+		root := t.TempDir()
+		store, err := blobstore.NewFS(root, blobstore.FSOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, err := meta.Open(filepath.Join(root, "meta.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.NoteState(context.Background(), meta.StateDeltasAsked, now.Add(-c.asked)); err != nil {
+			t.Fatal(err)
+		}
+		p := New(store, db, nil, Options{Now: func() time.Time { return now }})
+		if got := p.askedForDeltas.Load(); got != c.want {
+			t.Errorf("asked %s ago: precompute on = %v, want %v", c.asked, got, c.want)
+		}
+		db.Close()
+	}
+}

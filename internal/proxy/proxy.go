@@ -151,6 +151,7 @@ type Proxy struct {
 	// recorded in meta, so that it holds across restarts):
 	// only then are deltas precomputed.
 	askedForDeltas atomic.Bool
+	askedNoted     atomic.Int64 // unix seconds askedForDeltas was last recorded
 	// deltasQueued counts computations waiting for a worker.
 	deltasQueued atomic.Int32
 	// fetchingBases holds the layers whose offered bases are being
@@ -240,11 +241,15 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 		evictions:    newEvictGuard(),
 		closing:      closing, close: cancel,
 	}
-	if _, asked, err := db.State(context.Background(), meta.StateDeltasAsked); err == nil && asked {
+	if at, asked, err := db.State(context.Background(), meta.StateDeltasAsked); err == nil && asked && p.now().Sub(at) < deltasAskedFor {
 		p.askedForDeltas.Store(true)
 	}
 	return p
 }
+
+// deltasAskedFor is how long after the last delta request of a lower tier
+// a restarted mirror still precomputes deltas.
+const deltasAskedFor = 30 * 24 * time.Hour
 
 // Router returns the proxy's router.
 func (p *Proxy) Router() *Router { return p.router }
