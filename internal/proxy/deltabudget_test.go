@@ -21,6 +21,14 @@ import (
 // upstream.
 func newBareProxy(t *testing.T, opts Options) *Proxy {
 	t.Helper()
+	store, db := newStoreAndDB(t)
+	return New(store, db, nil, opts)
+}
+
+// newStoreAndDB opens an empty store and metadata, closed at the test's
+// end.
+func newStoreAndDB(t *testing.T) (*blobstore.FS, *meta.DB) {
+	t.Helper()
 	root := t.TempDir()
 	store, err := blobstore.NewFS(root, blobstore.FSOptions{})
 	if err != nil {
@@ -31,7 +39,7 @@ func newBareProxy(t *testing.T, opts Options) *Proxy {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return New(store, db, nil, opts)
+	return store, db
 }
 
 func TestDeltaMemoryEstimate(t *testing.T) {
@@ -158,15 +166,7 @@ func TestDeltasAskedExpires(t *testing.T) {
 		asked time.Duration // ago
 		want  bool
 	}{{24 * time.Hour, true}, {deltasAskedFor + time.Hour, false}} {
-		root := t.TempDir()
-		store, err := blobstore.NewFS(root, blobstore.FSOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		db, err := meta.Open(filepath.Join(root, "meta.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		store, db := newStoreAndDB(t)
 		if err := db.NoteState(context.Background(), meta.StateDeltasAsked, now.Add(-c.asked)); err != nil {
 			t.Fatal(err)
 		}
@@ -174,6 +174,5 @@ func TestDeltasAskedExpires(t *testing.T) {
 		if got := p.askedForDeltas.Load(); got != c.want {
 			t.Errorf("asked %s ago: precompute on = %v, want %v", c.asked, got, c.want)
 		}
-		db.Close()
 	}
 }
