@@ -368,6 +368,33 @@ func TestEvidenceIsCheckedByItsContent(t *testing.T) {
 	}
 }
 
+// Evidence whose blob could not be read to be checked (the upstream
+// failed) is checked again on the next request for it, not left untrusted.
+func TestEvidenceUnreadableOnceIsCheckedAgain(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	signed, _ := m.fake.Image("app", "signed", []byte("signed layer"))
+	sign(t, m, key, signed.Digest)
+	pullImage(t, m, "signed", []byte("signed layer"))
+	payload := []byte(`{"critical":{"image":{"docker-manifest-digest":"` + signed.Digest.String() + `"}}}`)
+	art := artifact(t, m, "", "application/spdx+json", "", payload, &signed)
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, digest.FromBytes(payload).String(), fakeupstream.First(1, fakeupstream.Status(http.StatusNotFound, "", 0))))
+	getManifest := func() {
+		t.Helper()
+		if resp, body := m.get(http.MethodGet, manifestPath("app", art.Digest.String()), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+			t.Fatalf("evidence manifest: %d %s", resp.StatusCode, body)
+		}
+	}
+	getManifest() // its blob could not be read: not trusted yet
+	resp, body := m.get(http.MethodGet, blobPath("app", digest.FromBytes(payload)))
+	deniedMessage(t, resp, body)
+	getManifest() // read now
+	if resp, body := m.get(http.MethodGet, blobPath("app", digest.FromBytes(payload))); resp.StatusCode != http.StatusOK || !bytes.Equal(body, payload) {
+		t.Errorf("evidence blob after the manifest was asked for again: %d %s", resp.StatusCode, body)
+	}
+}
+
 // The OCI tag schema's referrers index (tag sha256-<hex>), which registry
 // copies read, is served under enforce as the listing it is, also when
 // empty; it vouches for nothing it lists: an unsigned image it names stays

@@ -22,15 +22,17 @@ const evidenceHeadSize = 512
 // layers, blobs) whose first bytes are what their media type says. A
 // layer is trusted as evidence by its label only if its content agrees: a
 // tar labelled as a signature is unpacked by some runtimes (podman), so a
-// label alone would let anyone with push access run unsigned code.
-func (p *Proxy) evidenceBlobs(ctx context.Context, t Target, body []byte) []digest.Digest {
+// label alone would let anyone with push access run unsigned code. all is
+// false when a blob could not be read (the upstream failed): it is to be
+// looked at again.
+func (p *Proxy) evidenceBlobs(ctx context.Context, t Target, body []byte) (ok []digest.Digest, all bool) {
 	var m struct {
 		Config *ocispec.Descriptor  `json:"config"`
 		Layers []ocispec.Descriptor `json:"layers"`
 		Blobs  []ocispec.Descriptor `json:"blobs"`
 	}
 	if json.Unmarshal(body, &m) != nil {
-		return nil
+		return nil, true
 	}
 	descs := append(m.Layers, m.Blobs...)
 	if m.Config != nil {
@@ -40,7 +42,7 @@ func (p *Proxy) evidenceBlobs(ctx context.Context, t Target, body []byte) []dige
 		}
 		descs = append(descs, cfg)
 	}
-	var ok []digest.Digest
+	all = true
 	for _, desc := range descs {
 		var head []byte
 		var err error
@@ -50,11 +52,15 @@ func (p *Proxy) evidenceBlobs(ctx context.Context, t Target, body []byte) []dige
 		} else {
 			head, err = p.blobHead(ctx, t, desc.Digest)
 		}
-		if err == nil && evidenceContent(desc.MediaType, head[:min(len(head), evidenceHeadSize)]) {
+		if err != nil {
+			all = false
+			continue
+		}
+		if evidenceContent(desc.MediaType, head[:min(len(head), evidenceHeadSize)]) {
 			ok = append(ok, desc.Digest)
 		}
 	}
-	return ok
+	return ok, all
 }
 
 // smallEvidence is the size up to which an evidence blob is fetched whole

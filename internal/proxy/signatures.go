@@ -74,10 +74,13 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, ref string, res Man
 		if about == "" || !p.trustedManifest(ctx, m, about) {
 			return nil
 		}
-		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, nil, p.evidenceBlobs(ctx, t, res.Body)); err != nil {
+		blobs, all := p.evidenceBlobs(ctx, t, res.Body)
+		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, nil, blobs); err != nil {
 			return err
 		}
-		p.verified.Store(key, struct{}{})
+		if all { // else looked at again on the next request
+			p.verified.Store(key, struct{}{})
+		}
 		return nil
 	}
 	v, err := p.verdict(ctx, t, m, d)
