@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/httpserve"
@@ -411,6 +412,23 @@ func TestHTTPAgeIsNotATagsAge(t *testing.T) {
 	}
 }
 
+// breakerMirrorWithLayer is an offline mirror whose breaker opens after 3
+// failures, with app:v1 (one 100 kB layer, not fetched yet; its manifest
+// pulled) and app:v2 (not pulled) upstream. It returns the layer, its
+// descriptors and its blob path.
+func breakerMirrorWithLayer(t *testing.T) (*offlineMirror, []byte, []ocispec.Descriptor, string) {
+	t.Helper()
+	m := newOfflineMirror(t, offlineSetup{
+		retryMax: 5,
+		breaker:  upstream.BreakerOptions{Failures: 3, MinProbe: time.Minute, MaxProbe: time.Minute},
+	})
+	layer := fakeupstream.Random(t, 100_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	m.fake.Image("app", "v2", []byte("not here"))
+	m.get(http.MethodGet, manifestPath("app", "v1"))
+	return m, layer, layers, blobPath("app", layers[0].Digest)
+}
+
 // With the uplink down (the breaker open), a client asking for a blob
 // whose fill waits to resume a broken transfer is answered 503 at once,
 // like for any blob not here, so that it can turn to another host; it is
@@ -418,14 +436,7 @@ func TestHTTPAgeIsNotATagsAge(t *testing.T) {
 // whose bytes keep coming is joined as ever, whatever the breaker says.
 func TestNewClientOfABrokenFillIsToldAtOnce(t *testing.T) {
 	t.Parallel()
-	m := newOfflineMirror(t, offlineSetup{
-		retryMax: 5,
-		breaker:  upstream.BreakerOptions{Failures: 3, MinProbe: time.Minute, MaxProbe: time.Minute},
-	})
-	layer := fakeupstream.Random(t, 100_000)
-	_, layers := m.fake.Image("app", "v1", layer)
-	path := blobPath("app", layers[0].Digest)
-	m.get(http.MethodGet, manifestPath("app", "v1"))
+	m, layer, layers, path := breakerMirrorWithLayer(t)
 	// The link breaks 1000 bytes into the layer, and stays down.
 	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.First(1, fakeupstream.Cut(layer, 1000, true))))
 	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
@@ -453,15 +464,7 @@ func TestNewClientOfABrokenFillIsToldAtOnce(t *testing.T) {
 // breaker is open (other requests failed), and the client gets the blob.
 func TestStreamingFillIsJoinedWithTheBreakerOpen(t *testing.T) {
 	t.Parallel()
-	m := newOfflineMirror(t, offlineSetup{
-		retryMax: 5,
-		breaker:  upstream.BreakerOptions{Failures: 3, MinProbe: time.Minute, MaxProbe: time.Minute},
-	})
-	layer := fakeupstream.Random(t, 100_000)
-	_, layers := m.fake.Image("app", "v1", layer)
-	m.fake.Image("app", "v2", []byte("not here"))
-	path := blobPath("app", layers[0].Digest)
-	m.get(http.MethodGet, manifestPath("app", "v1"))
+	m, layer, layers, path := breakerMirrorWithLayer(t)
 	started, release := make(chan struct{}), make(chan struct{})
 	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Gate(layer, started, release)))
 	first := make(chan []byte, 1)

@@ -50,6 +50,18 @@ func sign(t *testing.T, m *mirror, k *cosigntest.Key, d digest.Digest) []digest.
 	return ds
 }
 
+// signedMirror is a mirror enforcing signatures by a new key, with app:signed
+// (one layer, "signed layer") signed by it upstream and pulled once.
+func signedMirror(t *testing.T) (*mirror, ocispec.Descriptor) {
+	t.Helper()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	signed, _ := m.fake.Image("app", "signed", []byte("signed layer"))
+	sign(t, m, key, signed.Digest)
+	pullImage(t, m, "signed", []byte("signed layer"))
+	return m, signed
+}
+
 func deniedMessage(t *testing.T, resp *http.Response, body []byte) string {
 	t.Helper()
 	var env struct {
@@ -246,12 +258,8 @@ func artifact(t *testing.T, m *mirror, ref, mediaType string, d digest.Digest, b
 // served as blobs only.
 func TestEvidenceCannotVouchForAManifest(t *testing.T) {
 	t.Parallel()
-	key := cosigntest.NewKey(t)
-	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
-	signed, _ := m.fake.Image("app", "signed", []byte("signed layer"))
-	sign(t, m, key, signed.Digest)
+	m, signed := signedMirror(t)
 	evil, _ := m.fake.Image("app", "evil", []byte("evil layer"))
-	pullImage(t, m, "signed", []byte("signed layer"))
 
 	art := artifact(t, m, "readme", sigpolicy.SimpleSigningMediaType, evil.Digest, nil, &signed)
 	resp, body := m.get(http.MethodGet, manifestPath("app", art.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)
@@ -317,11 +325,7 @@ func TestOnlyEvidenceIsServedUnsigned(t *testing.T) {
 // layers is no evidence at all (a runtime runs its config).
 func TestEvidenceIsCheckedByItsContent(t *testing.T) {
 	t.Parallel()
-	key := cosigntest.NewKey(t)
-	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
-	signed, _ := m.fake.Image("app", "signed", []byte("signed layer"))
-	sign(t, m, key, signed.Digest)
-	pullImage(t, m, "signed", []byte("signed layer"))
+	m, signed := signedMirror(t)
 
 	code := layergen.Gzip(layergen.New(61, 3, 1000).Tar(), -1)
 	for _, ref := range []string{"", cosigntest.SignatureTag(signed.Digest)[:len(cosigntest.SignatureTag(signed.Digest))-len(".sig")] + ".att"} {
@@ -372,11 +376,7 @@ func TestEvidenceIsCheckedByItsContent(t *testing.T) {
 // failed) is checked again on the next request for it, not left untrusted.
 func TestEvidenceUnreadableOnceIsCheckedAgain(t *testing.T) {
 	t.Parallel()
-	key := cosigntest.NewKey(t)
-	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
-	signed, _ := m.fake.Image("app", "signed", []byte("signed layer"))
-	sign(t, m, key, signed.Digest)
-	pullImage(t, m, "signed", []byte("signed layer"))
+	m, signed := signedMirror(t)
 	payload := []byte(`{"critical":{"image":{"docker-manifest-digest":"` + signed.Digest.String() + `"}}}`)
 	art := artifact(t, m, "", "application/spdx+json", "", payload, &signed)
 	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, digest.FromBytes(payload).String(), fakeupstream.First(1, fakeupstream.Status(http.StatusNotFound, "", 0))))

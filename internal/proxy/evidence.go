@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"strconv"
 	"strings"
@@ -18,30 +17,14 @@ import (
 // is: a tar header is 512 bytes.
 const evidenceHeadSize = 512
 
-// evidenceBlobs returns the blobs of evidence manifest body (config,
-// layers, blobs) whose first bytes are what their media type says. A
+// evidenceBlobs returns the blobs of evidence (descs: content.descs)
+// whose first bytes are what their media type says. A
 // layer is trusted as evidence by its label only if its content agrees: a
 // tar labelled as a signature is unpacked by some runtimes (podman), so a
 // label alone would let anyone with push access run unsigned code. all is
 // false when a blob could not be read (the upstream failed): it is to be
 // looked at again.
-func (p *Proxy) evidenceBlobs(ctx context.Context, t Target, body []byte) (ok []digest.Digest, all bool) {
-	var m struct {
-		Config *ocispec.Descriptor  `json:"config"`
-		Layers []ocispec.Descriptor `json:"layers"`
-		Blobs  []ocispec.Descriptor `json:"blobs"`
-	}
-	if json.Unmarshal(body, &m) != nil {
-		return nil, true
-	}
-	descs := append(m.Layers, m.Blobs...)
-	if m.Config != nil {
-		cfg := *m.Config
-		if cfg.MediaType != ocispec.MediaTypeEmptyJSON {
-			cfg.MediaType = "application/json" // any config is JSON
-		}
-		descs = append(descs, cfg)
-	}
+func (p *Proxy) evidenceBlobs(ctx context.Context, t Target, descs []ocispec.Descriptor) (ok []digest.Digest, all bool) {
 	all = true
 	for _, desc := range descs {
 		var head []byte

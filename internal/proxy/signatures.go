@@ -74,7 +74,7 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, ref string, res Man
 		if about == "" || !p.trustedManifest(ctx, m, about) {
 			return nil
 		}
-		blobs, all := p.evidenceBlobs(ctx, t, res.Body)
+		blobs, all := p.evidenceBlobs(ctx, t, c.descs)
 		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, nil, blobs); err != nil {
 			return err
 		}
@@ -357,7 +357,10 @@ type content struct {
 	index    bool            // an index (it lists manifests)
 	children []digest.Digest // an index's manifests
 	blobs    []digest.Digest // config, layers and blobs
-	subject  digest.Digest   // the OCI 1.1 subject, if any
+	// descs are the descriptors of blobs, with their media types (the
+	// config's as "application/json" unless it is the empty descriptor).
+	descs   []ocispec.Descriptor
+	subject digest.Digest // the OCI 1.1 subject, if any
 	// evidence is set for a manifest whose every layer is a signature, an
 	// attestation, an SBOM or a delta (evidenceMediaType): it runs nothing.
 	// Everything else (images, indexes, Helm charts, WebAssembly, unknown
@@ -383,6 +386,11 @@ func manifestContent(body []byte) content {
 	}
 	if m.Config != nil {
 		c.blobs = append(c.blobs, m.Config.Digest)
+		cfg := *m.Config
+		if cfg.MediaType != ocispec.MediaTypeEmptyJSON {
+			cfg.MediaType = "application/json" // any config is JSON
+		}
+		c.descs = append(c.descs, cfg)
 	}
 	if m.Subject != nil {
 		c.subject = m.Subject.Digest
@@ -393,6 +401,7 @@ func manifestContent(body []byte) content {
 	c.evidence = !c.index && len(m.Layers)+len(m.Blobs) > 0
 	for _, l := range append(m.Layers, m.Blobs...) {
 		c.blobs = append(c.blobs, l.Digest)
+		c.descs = append(c.descs, l)
 		if !evidenceLayer(l) {
 			c.evidence = false
 		}
