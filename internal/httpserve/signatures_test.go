@@ -476,6 +476,33 @@ func TestNegativeVerdictStaysInItsRepository(t *testing.T) {
 	}
 }
 
+// Negative verdicts of two repositories for one digest are kept side by
+// side: the second does not send the first back upstream within the
+// verdict's minute.
+func TestNegativeVerdictsOfTwoRepositoriesAreBothKept(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	layer := []byte("unsigned everywhere")
+	a, _ := m.fake.Image("a", "v1", layer)
+	m.fake.Image("b", "v1", layer)
+	sigTag := cosigntest.SignatureTag(a.Digest)
+	asked := func(repo string) int {
+		return m.fake.Count(http.MethodGet, manifestPath(repo, sigTag)) + m.fake.Count(http.MethodHead, manifestPath(repo, sigTag))
+	}
+	for _, repo := range []string{"a", "b", "a", "b"} {
+		resp, body := m.get(http.MethodGet, manifestPath(repo, "v1"), "Accept", ocispec.MediaTypeImageManifest)
+		if msg := deniedMessage(t, resp, body); !strings.Contains(msg, "no_signature") {
+			t.Errorf("%s: %q, want no_signature", repo, msg)
+		}
+	}
+	for _, repo := range []string{"a", "b"} {
+		if n := asked(repo); n != 1 {
+			t.Errorf("signature tag of %s asked upstream %d times, want 1 (its verdict is recorded)", repo, n)
+		}
+	}
+}
+
 // Devices pulling a newly signed image at once share one verification:
 // the signature's blobs and its evidence are fetched once, not once per
 // device.

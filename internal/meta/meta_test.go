@@ -214,3 +214,69 @@ func TestLinkedInRegistry(t *testing.T) {
 		t.Error("LinkedInRegistry after Forget = true")
 	}
 }
+
+// A negative verdict is one repository's (its signatures were looked at);
+// another repository's negative verdict for the same digest does not
+// replace it, and a positive verdict holds in every repository.
+func TestNegativeVerdictsAreKeptPerRepository(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, _ := openTest(t)
+	defer db.Close()
+	d := digest.FromString("copied, unsigned")
+	at := time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)
+	for i, repo := range []string{"central/a", "central/b"} {
+		v := Verdict{OK: false, Reason: "no_signature", Repo: repo, At: at.Add(time.Duration(i) * time.Hour)}
+		if err := db.PutVerdict(ctx, "fleet", "rev1", d, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, repo := range []string{"central/a", "central/b"} {
+		v, err := db.Verdict(ctx, "fleet", "rev1", d, repo)
+		if err != nil || v.OK || v.Repo != repo || !v.At.Equal(at.Add(time.Duration(i)*time.Hour)) {
+			t.Errorf("Verdict(%s) = %+v, %v; want its own negative verdict", repo, v, err)
+		}
+	}
+	for _, repo := range []string{"central/c", ""} {
+		if v, err := db.Verdict(ctx, "fleet", "rev1", d, repo); !errors.Is(err, errdef.ErrNotFound) {
+			t.Errorf("Verdict(%q) = %+v, %v; want not found", repo, v, err)
+		}
+	}
+	if err := db.PutVerdict(ctx, "fleet", "rev1", d, Verdict{OK: true, Signer: "key", Repo: "central/c", At: at}); err != nil {
+		t.Fatal(err)
+	}
+	for _, repo := range []string{"central/a", "central/b", "central/c", ""} {
+		if v, err := db.Verdict(ctx, "fleet", "rev1", d, repo); err != nil || !v.OK {
+			t.Errorf("Verdict(%q) after a positive one = %+v, %v; want the positive one", repo, v, err)
+		}
+	}
+	if v, err := db.Verdict(ctx, "fleet", "rev2", d, "central/a"); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("another revision: %+v, %v; want not found", v, err)
+	}
+}
+
+// A negative verdict recorded before negative verdicts had keys of their
+// own is still its repository's.
+func TestLegacyNegativeVerdict(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, _ := openTest(t)
+	defer db.Close()
+	d := digest.FromString("unsigned")
+	if err := put(db.db, bucketVerdicts, sigKey("fleet", "rev1", d), Verdict{Reason: "no_signature", Repo: "central/a"}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := db.Verdict(ctx, "fleet", "rev1", d, "central/a"); err != nil || v.OK || v.Reason != "no_signature" {
+		t.Errorf("its repository: %+v, %v; want the negative verdict", v, err)
+	}
+	if v, err := db.Verdict(ctx, "fleet", "rev1", d, "central/b"); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("another repository: %+v, %v; want not found", v, err)
+	}
+	newer := Verdict{Reason: "no_signature", Message: "newer", Repo: "central/a"}
+	if err := db.PutVerdict(ctx, "fleet", "rev1", d, newer); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := db.Verdict(ctx, "fleet", "rev1", d, "central/a"); err != nil || v.Message != "newer" {
+		t.Errorf("after a newer one: %+v, %v; want the newer one", v, err)
+	}
+}

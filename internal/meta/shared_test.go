@@ -59,15 +59,15 @@ func TestSharedRecordsReachOtherReplica(t *testing.T) {
 	if err := a.PutVerdict(ctx, "release", "rev1", man, Verdict{OK: true, Signer: "key"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.PutVerdict(ctx, "release", "rev1", unsigned, Verdict{OK: false, Reason: "no_signature"}); err != nil {
+	if err := a.PutVerdict(ctx, "release", "rev1", unsigned, Verdict{OK: false, Reason: "no_signature", Repo: "central/app"}); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := b.Verdict(ctx, "release", "rev1", man); err != nil || !v.OK || v.Signer != "key" {
+	if v, err := b.Verdict(ctx, "release", "rev1", man, "central/app"); err != nil || !v.OK || v.Signer != "key" {
 		t.Errorf("B: verdict of the signed manifest = %+v, %v; want A's positive one", v, err)
 	}
 	// A negative verdict may change (a signature can be added): B finds
 	// it out itself.
-	if v, err := b.Verdict(ctx, "release", "rev1", unsigned); !IsNotFound(err) {
+	if v, err := b.Verdict(ctx, "release", "rev1", unsigned, "central/app"); !IsNotFound(err) {
 		t.Errorf("B: verdict of the unsigned manifest = %+v, %v; want not found", v, err)
 	}
 	got, err := b.Manifest(ctx, man)
@@ -123,7 +123,7 @@ func TestSharedRecordsReachOtherReplica(t *testing.T) {
 	if ok, _ := b.Trusted(ctx, "release", "rev1", TrustBlob, layer); !ok {
 		t.Error("B lost its copy of the trust record")
 	}
-	if v, _ := b.Verdict(ctx, "release", "rev1", man); !v.OK {
+	if v, _ := b.Verdict(ctx, "release", "rev1", man, "central/app"); !v.OK {
 		t.Error("B lost its copy of the verdict")
 	}
 }

@@ -13,7 +13,10 @@ import (
 )
 
 var (
-	// bucketVerdicts: <rule> 0x00 <revision> 0x00 <manifest digest> -> Verdict
+	// bucketVerdicts: <rule> 0x00 <revision> 0x00 <manifest digest> ->
+	// positive Verdict; the same key then 0x00 <repository> -> negative
+	// Verdict of that repository (a signature is over the digest and holds
+	// everywhere; its absence is one repository's).
 	bucketVerdicts = []byte("sigverdicts")
 	// bucketTrusted: <rule> 0x00 <revision> 0x00 <kind> 0x00 <digest> ->
 	// Trust: content a verified manifest covers, as what it may be served
@@ -65,30 +68,60 @@ func trustKey(rule, revision string, kind TrustKind, d digest.Digest) []byte {
 	return []byte(rule + "\x00" + revision + "\x00" + string(kind) + "\x00" + string(d))
 }
 
-// Verdict returns the recorded verdict of manifest d under rule/revision.
-// With a shared store, a positive verdict another replica recorded counts,
-// and is kept locally.
-func (m *DB) Verdict(ctx context.Context, rule, revision string, d digest.Digest) (Verdict, error) {
+// Verdict returns the recorded verdict of manifest d under rule/revision
+// for repository repo (registry/name): a positive one recorded for any
+// repository, else the negative one recorded for repo. With a shared
+// store, a positive verdict another replica recorded counts, and is kept
+// locally. An empty repo asks for a positive verdict only.
+func (m *DB) Verdict(ctx context.Context, rule, revision string, d digest.Digest, repo string) (Verdict, error) {
 	var v Verdict
 	err := get(m.db, bucketVerdicts, sigKey(rule, revision, d), &v)
-	if errors.Is(err, errdef.ErrNotFound) && m.shared != nil && d.Validate() == nil {
-		found, serr := m.getShared(ctx, sharedVerdictKey(rule, revision, d), &v)
+	switch {
+	case err == nil && v.OK:
+		return v, nil
+	case err != nil && !errors.Is(err, errdef.ErrNotFound):
+		return Verdict{}, err
+	case err != nil && m.shared != nil && d.Validate() == nil:
+		var sv Verdict
+		found, serr := m.getShared(ctx, sharedVerdictKey(rule, revision, d), &sv)
 		switch {
 		case serr != nil:
-			return v, serr
-		case found && v.OK:
-			return v, put(m.db, bucketVerdicts, sigKey(rule, revision, d), v)
+			return Verdict{}, serr
+		case found && sv.OK:
+			return sv, put(m.db, bucketVerdicts, sigKey(rule, revision, d), sv)
 		}
-		return Verdict{}, err
 	}
-	return v, err
+	// A negative verdict recorded before they had keys of their own.
+	legacy := err == nil && repo != "" && v.Repo == repo
+	if repo == "" {
+		return Verdict{}, errdef.ErrNotFound
+	}
+	var neg Verdict
+	switch err := get(m.db, bucketVerdicts, negativeKey(rule, revision, d, repo), &neg); {
+	case err == nil:
+		return neg, nil
+	case !errors.Is(err, errdef.ErrNotFound):
+		return Verdict{}, err
+	case legacy:
+		return v, nil
+	}
+	return Verdict{}, errdef.ErrNotFound
 }
 
-// PutVerdict records the verdict of manifest d under rule/revision; with a
-// shared store, a positive one is shared too. Negative verdicts stay
-// local: they can change (a signature may be added) and are found again.
+// negativeKey is where a negative verdict of repository repo is kept.
+func negativeKey(rule, revision string, d digest.Digest, repo string) []byte {
+	return append(sigKey(rule, revision, d), append([]byte{0}, repo...)...)
+}
+
+// PutVerdict records the verdict of manifest d under rule/revision: a
+// positive one for every repository (with a shared store, for every
+// replica too), a negative one for v.Repo only, and only locally: it can
+// change (a signature may be added) and is found again.
 func (m *DB) PutVerdict(ctx context.Context, rule, revision string, d digest.Digest, v Verdict) error {
-	if err := put(m.db, bucketVerdicts, sigKey(rule, revision, d), v); err != nil || !v.OK || m.shared == nil || d.Validate() != nil {
+	if !v.OK {
+		return put(m.db, bucketVerdicts, negativeKey(rule, revision, d, v.Repo), v)
+	}
+	if err := put(m.db, bucketVerdicts, sigKey(rule, revision, d), v); err != nil || m.shared == nil || d.Validate() != nil {
 		return err
 	}
 	return m.putShared(ctx, sharedVerdictKey(rule, revision, d), v)

@@ -125,7 +125,7 @@ func (p *Proxy) trustedManifest(ctx context.Context, m sigpolicy.Match, d digest
 	if _, ok := p.verified.Load(verifiedKey(m, meta.TrustManifest, d)); ok {
 		return true
 	}
-	if v, err := p.db.Verdict(ctx, m.Rule, m.Revision, d); err == nil && v.OK {
+	if v, err := p.db.Verdict(ctx, m.Rule, m.Revision, d, ""); err == nil && v.OK {
 		return true
 	}
 	ok, err := p.db.Trusted(ctx, m.Rule, m.Revision, meta.TrustManifest, d)
@@ -140,12 +140,7 @@ func (p *Proxy) trustedManifest(ctx context.Context, m sigpolicy.Match, d digest
 // however old: verification must keep working with the uplink down.
 func (p *Proxy) verdict(ctx context.Context, t Target, m sigpolicy.Match, d digest.Digest) (meta.Verdict, error) {
 	repo := t.Remote.Name + "/" + t.Repo.Name
-	rec, recErr := p.db.Verdict(ctx, m.Rule, m.Revision, d)
-	if recErr == nil && !rec.OK && rec.Repo != "" && rec.Repo != repo {
-		// Another repository had no valid signature for the digest;
-		// this one's signatures are its own to look at.
-		recErr = errdef.ErrNotFound
-	}
+	rec, recErr := p.db.Verdict(ctx, m.Rule, m.Revision, d, repo)
 	if recErr == nil && (rec.OK || p.now().Sub(rec.At) < negativeVerdictTTL) {
 		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
 		return rec, nil
