@@ -15,6 +15,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/layerdelta"
@@ -269,6 +270,62 @@ func TestTiersNegotiateDelta(t *testing.T) {
 	}
 	if got := metricValue(t, site2.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
 		t.Errorf("second site applied %v deltas, want 1", got)
+	}
+}
+
+// A region still computing a delta when a site's negotiation has waited
+// as long as the site asked answers 202 Accepted (the computation goes
+// on); the site asks again and rebuilds the layer from the delta instead
+// of timing out and fetching it in full.
+func TestSiteWaitsForADeltaBeingComputed(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t, withDeltas)
+	region.maxDeltaWait = time.Millisecond
+	region.restart()
+	v1 := layergen.New(50, 60, 16<<10)
+	old, nw := layergen.Gzip(v1.Tar(), -1), layergen.Gzip(v1.Update(51).Tar(), -1)
+	region.fake.Image("app", "v1", old)
+	_, layers := region.fake.Image("app", "v2", nw)
+	site := newMirrorOver(t, region.srv.URL, nil, withDeltas)
+	pullImage(t, site, "v1", old)
+
+	// The region's own fetch of the new layer, which the delta needs,
+	// is held until it has answered a negotiation "still computing".
+	release := make(chan struct{})
+	region.fake.Fail(func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if r.Method == http.MethodGet && r.URL.Path == blobPath("app", layers[0].Digest) {
+			<-release
+		}
+		return false
+	})
+	go func() {
+		defer close(release)
+		for range 3000 {
+			var m dto.Metric
+			if region.metrics.Deltas.Served.WithLabelValues("pending").Write(&m) == nil && m.GetCounter().GetValue() > 0 {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	before := metricValue(t, site.metrics, "registry_edge_upstream_fetched_bytes_total", "upstream", "central.test")
+	pullImage(t, site, "v2", nw)
+	fetched := metricValue(t, site.metrics, "registry_edge_upstream_fetched_bytes_total", "upstream", "central.test") - before
+
+	if got := metricValue(t, region.metrics, "registry_edge_delta_negotiations_total", "result", "pending"); got < 1 {
+		t.Errorf("region answered %v negotiations with 202, want at least 1", got)
+	}
+	if got := metricValue(t, region.metrics, "registry_edge_delta_negotiations_total", "result", "delta"); got != 1 {
+		t.Errorf("region answered %v negotiations with a delta, want 1", got)
+	}
+	if got := metricValue(t, site.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
+		t.Errorf("site applied %v deltas, want 1", got)
+	}
+	if got := metricValue(t, site.metrics, "registry_edge_upstream_requests_total", "upstream", "central.test", "op", "negotiate", "result", "pending"); got < 1 {
+		t.Errorf("site counted %v pending negotiations, want at least 1", got)
+	}
+	if fetched > float64(len(nw))/5 {
+		t.Errorf("site fetched %v bytes for v2, more than a fifth of its %d-byte layer", fetched, len(nw))
 	}
 }
 

@@ -1,6 +1,7 @@
 package httpserve
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -471,7 +472,24 @@ func (s *Server) deltaAnswer(w *recorder, r *http.Request, rt ociapi.Route, t pr
 		return true, err
 	}
 	bases := upstream.ParseIfNoneMatch(r.Header.Values("If-None-Match"), maxOfferedBases)
-	l, err := s.p.DeltaFor(r.Context(), t, rt.Digest, bases)
+	ctx := r.Context()
+	wait, async := s.preferredWait(r)
+	if async {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
+	l, err := s.p.DeltaFor(ctx, t, rt.Digest, bases)
+	if err != nil && async && ctx.Err() != nil && r.Context().Err() == nil {
+		// Still computing (the computation goes on): the lower tier asks
+		// again rather than time out and fetch the layer in full.
+		s.m.Deltas.Served.WithLabelValues("pending").Inc()
+		acc.cache = "delta_pending"
+		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Preference-Applied", "respond-async")
+		w.WriteHeader(http.StatusAccepted)
+		return true, nil
+	}
 	if errors.Is(err, proxy.ErrNoDelta) {
 		s.m.Deltas.Served.WithLabelValues("full").Inc()
 		return false, nil
@@ -505,6 +523,35 @@ func (s *Server) deltaAnswer(w *recorder, r *http.Request, rt ociapi.Route, t pr
 	w.WriteHeader(upstream.StatusIMUsed)
 	return true, nil
 }
+
+// preferredWait returns how long a delta negotiation may wait for its
+// delta and whether its client takes a 202 answer to ask again: RFC 7240
+// "Prefer: respond-async, wait=N", at most Options.MaxDeltaWait.
+func (s *Server) preferredWait(r *http.Request) (time.Duration, bool) {
+	wait := s.opts.MaxDeltaWait
+	if wait <= 0 {
+		wait = defaultMaxDeltaWait
+	}
+	async := false
+	for _, v := range r.Header.Values("Prefer") {
+		for _, pref := range strings.Split(v, ",") {
+			name, val, _ := strings.Cut(strings.TrimSpace(pref), "=")
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "respond-async":
+				async = true
+			case "wait":
+				if n, err := strconv.Atoi(strings.Trim(strings.TrimSpace(val), `"`)); err == nil && n >= 0 {
+					wait = min(wait, time.Duration(n)*time.Second)
+				}
+			}
+		}
+	}
+	return wait, async
+}
+
+// defaultMaxDeltaWait is Options.MaxDeltaWait's default: within a lower
+// tier's default response header timeout (30s).
+const defaultMaxDeltaWait = 20 * time.Second
 
 // maxOfferedBases bounds the entity tags read from one negotiation.
 const maxOfferedBases = 64

@@ -47,8 +47,10 @@ type mirror struct {
 	limit  httpserve.RateLimit
 	// trusted are the proxies whose X-Forwarded-For is believed.
 	trusted []netip.Prefix
-	// deltasTo are the networks whose delta negotiations are answered.
-	deltasTo []netip.Prefix
+	// deltasTo are the networks whose delta negotiations are answered;
+	// maxDeltaWait bounds a negotiation's wait for its delta.
+	deltasTo     []netip.Prefix
+	maxDeltaWait time.Duration
 	// accessLog, if set, receives the access log (text lines).
 	accessLog io.Writer
 }
@@ -139,7 +141,8 @@ func (m *mirror) start() {
 		ps = m.wrap(store)
 	}
 	m.store, m.db, m.proxy = store, db, proxy.New(ps, db, m.router, po)
-	so := httpserve.Options{Metrics: m.metrics, Access: m.access, RateLimit: m.limit, ServeDeltas: po.Deltas, ServeDeltasTo: m.deltasTo, TrustedProxies: m.trusted}
+	so := httpserve.Options{Metrics: m.metrics, Access: m.access, RateLimit: m.limit, ServeDeltas: po.Deltas, ServeDeltasTo: m.deltasTo, TrustedProxies: m.trusted,
+		MaxDeltaWait: m.maxDeltaWait}
 	if m.accessLog != nil {
 		so.AccessLog, so.Logger = true, slog.New(slog.NewTextHandler(m.accessLog, nil))
 	}

@@ -56,6 +56,11 @@ type Options struct {
 	// delta negotiations are answered (the lower tiers); other clients'
 	// are answered as plain requests.
 	ServeDeltasTo []netip.Prefix
+	// MaxDeltaWait bounds how long a delta negotiation that prefers an
+	// asynchronous answer (RFC 7240 "Prefer: respond-async, wait=N")
+	// waits for the delta before it is answered 202 Accepted, to ask
+	// again: at most N seconds, and at most this (default 20s).
+	MaxDeltaWait time.Duration
 }
 
 // RateLimit refuses a request over its client's budget with an error

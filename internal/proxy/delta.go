@@ -366,8 +366,7 @@ func (p *Proxy) negotiateDelta(ctx context.Context, f *fill, log *slog.Logger) (
 	if len(cands) == 0 {
 		return layerdelta.Layer{}, false
 	}
-	desc, ok, err := n.NegotiateDelta(upstream.Optional(ctx), f.target.Repo.Name, f.d, cands)
-	p.countUpstream(f.target, "negotiate", err)
+	desc, ok, err := p.askForDelta(ctx, n, f, cands, log)
 	if err != nil || !ok {
 		if err != nil {
 			log.LogAttrs(ctx, slog.LevelWarn, "delta negotiation failed; fetching the layer in full", slog.Any("err", err))
@@ -391,6 +390,48 @@ func (p *Proxy) negotiateDelta(ctx context.Context, f *fill, log *slog.Logger) (
 		return layerdelta.Layer{}, false
 	}
 	return l, true
+}
+
+// maxDeltaPending bounds how long a fill waits for an upstream tier that
+// answers it is still computing the delta (also at most half the time the
+// fill has left): on a slow uplink a large layer takes far longer to
+// fetch in full than its delta to compute.
+const maxDeltaPending = 10 * time.Minute
+
+// askForDelta negotiates a delta for f with n, asking again as long as the
+// upstream answers it is still computing it (upstream.DeltaPending), within
+// maxDeltaPending.
+func (p *Proxy) askForDelta(ctx context.Context, n deltaNegotiator, f *fill, cands []digest.Digest, log *slog.Logger) (ocispec.Descriptor, bool, error) {
+	budget := maxDeltaPending
+	if deadline, ok := ctx.Deadline(); ok {
+		budget = min(budget, time.Until(deadline)/2)
+	}
+	giveUp := time.Now().Add(budget)
+	for asked := 1; ; asked++ {
+		desc, ok, err := n.NegotiateDelta(upstream.Optional(ctx), f.target.Repo.Name, f.d, cands)
+		var pending *upstream.DeltaPending
+		if !errors.As(err, &pending) {
+			p.countUpstream(f.target, "negotiate", err)
+			return desc, ok, err
+		}
+		p.m.UpstreamRequests.WithLabelValues(f.target.Remote.Name, "negotiate", "pending").Inc()
+		if asked == 1 {
+			log.LogAttrs(ctx, slog.LevelInfo, "upstream is computing the delta; waiting for it", slog.Duration("up_to", budget))
+		}
+		if time.Now().Add(pending.RetryAfter).After(giveUp) {
+			return ocispec.Descriptor{}, false, fmt.Errorf("upstream still computing the delta after %d requests: %w", asked, err)
+		}
+		t := time.NewTimer(pending.RetryAfter)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ocispec.Descriptor{}, false, ctx.Err()
+		case <-p.closing.Done():
+			t.Stop()
+			return ocispec.Descriptor{}, false, fmt.Errorf("the mirror is shutting down: %w", errdef.ErrUnavailable)
+		}
+	}
 }
 
 // mayNegotiate returns f's upstream as a negotiator if it is a tier that

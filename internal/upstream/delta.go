@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -51,11 +53,34 @@ const (
 // negotiations (on any response so far).
 func (c *Client) DeltaPeer() bool { return c.deltaPeer.Load() }
 
+// DeltaPending is NegotiateDelta's error when the upstream is still
+// computing the delta (202 Accepted): ask again after RetryAfter.
+type DeltaPending struct {
+	RetryAfter time.Duration
+}
+
+func (e *DeltaPending) Error() string {
+	return fmt.Sprintf("delta still being computed upstream; ask again in %s", e.RetryAfter)
+}
+
+// Bounds of a DeltaPending's RetryAfter, whatever the upstream says.
+const (
+	minDeltaRetry     = time.Second
+	maxDeltaRetry     = 30 * time.Second
+	defaultDeltaRetry = 5 * time.Second
+)
+
 // NegotiateDelta asks the upstream for a delta that rebuilds blob d of repo
 // from some of bases (blobs this mirror holds). It returns the delta's
 // descriptor and true on a 226 answer, false when the upstream answers
-// with the blob itself. The caller checks the descriptor (its target and
-// bases) and verifies the rebuilt blob.
+// with the blob itself, and a *DeltaPending error when the upstream
+// answers that it is still computing the delta. The caller checks the
+// descriptor (its target and bases) and verifies the rebuilt blob.
+//
+// The request prefers an asynchronous answer (RFC 7240 "Prefer:
+// respond-async, wait"), with a wait well within this client's response
+// header timeout: a delta of a large layer can take longer to compute than
+// the timeout, which would turn the negotiation into a full fetch.
 func (c *Client) NegotiateDelta(ctx context.Context, repo string, d digest.Digest, bases []digest.Digest) (ocispec.Descriptor, bool, error) {
 	op := opInfo{name: "negotiate delta", repo: repo, ref: d.String()}
 	if err := checkRepo(repo); err != nil {
@@ -71,7 +96,11 @@ func (c *Client) NegotiateDelta(ctx context.Context, repo string, d digest.Diges
 	for i, b := range bases {
 		tags[i] = `"` + b.String() + `"`
 	}
-	hdr := http.Header{"A-Im": {DeltaIM}, "If-None-Match": {strings.Join(tags, ", ")}}
+	hdr := http.Header{
+		"A-Im":          {DeltaIM},
+		"If-None-Match": {strings.Join(tags, ", ")},
+		"Prefer":        {"respond-async, wait=" + strconv.Itoa(c.deltaWait())},
+	}
 	resp, err := c.do(ctx, op, request{method: http.MethodHead, path: repo + "/blobs/" + d.String(), header: hdr})
 	if err != nil {
 		return ocispec.Descriptor{}, false, err
@@ -81,6 +110,12 @@ func (c *Client) NegotiateDelta(ctx context.Context, repo string, d digest.Diges
 	case resp.StatusCode == StatusIMUsed && strings.EqualFold(resp.Header.Get("Im"), DeltaIM):
 	case resp.StatusCode == http.StatusOK:
 		return ocispec.Descriptor{}, false, nil
+	case resp.StatusCode == http.StatusAccepted:
+		wait, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		if !ok {
+			wait = defaultDeltaRetry
+		}
+		return ocispec.Descriptor{}, false, &DeltaPending{RetryAfter: min(max(wait, minDeltaRetry), maxDeltaRetry)}
 	default:
 		return ocispec.Descriptor{}, false, c.statusError(op, resp)
 	}
@@ -93,6 +128,13 @@ func (c *Client) NegotiateDelta(ctx context.Context, repo string, d digest.Diges
 		return ocispec.Descriptor{}, false, c.fail(op, fmt.Errorf("%s header: %w", HeaderDelta, errdef.ErrInvalid))
 	}
 	return desc, true, nil
+}
+
+// deltaWait is how many seconds a negotiation asks the upstream to wait
+// for a delta before it answers 202: two thirds of the response header
+// timeout, at least one.
+func (c *Client) deltaWait() int {
+	return max(1, int(c.headerTimeout*2/3/time.Second))
 }
 
 // ParseIfNoneMatch returns the digests named by the entity tags of an

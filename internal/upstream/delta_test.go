@@ -1,0 +1,46 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// A negotiation prefers an asynchronous answer with a wait within the
+// response header timeout; a 202 is DeltaPending with the upstream's
+// Retry-After, kept within bounds.
+func TestNegotiateDeltaPending(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		retryAfter string
+		want       time.Duration
+	}{
+		{"3", 3 * time.Second},
+		{"", defaultDeltaRetry},
+		{"0", minDeltaRetry},
+		{"3600", maxDeltaRetry},
+		{"soon", defaultDeltaRetry},
+	} {
+		prefer := make(chan string, 1)
+		srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			prefer <- r.Header.Get("Prefer")
+			if c.retryAfter != "" {
+				w.Header().Set("Retry-After", c.retryAfter)
+			}
+			w.WriteHeader(http.StatusAccepted)
+		}))
+		client := newTestClient(t, srv.URL, func(o *Options) { o.ResponseHeaderTimeout = 30 * time.Second })
+		_, ok, err := client.NegotiateDelta(context.Background(), "app", digest.FromString("layer"), []digest.Digest{digest.FromString("base")})
+		var pending *DeltaPending
+		if ok || !errors.As(err, &pending) || pending.RetryAfter != c.want {
+			t.Errorf("Retry-After %q: ok %v, err %v; want DeltaPending after %s", c.retryAfter, ok, err, c.want)
+		}
+		if got := <-prefer; got != "respond-async, wait=20" {
+			t.Errorf("Prefer = %q, want respond-async, wait=20 (two thirds of the header timeout)", got)
+		}
+	}
+}
