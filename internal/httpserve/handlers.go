@@ -484,7 +484,7 @@ func (s *Server) deltaAnswer(w *recorder, r *http.Request, rt ociapi.Route, t pr
 		// Still computing (the computation goes on): the lower tier asks
 		// again rather than time out and fetch the layer in full.
 		s.m.Deltas.Served.WithLabelValues("pending").Inc()
-		acc.cache = "delta_pending"
+		acc.cache = "pending"
 		w.Header().Set("Retry-After", "1")
 		w.Header().Set("Preference-Applied", "respond-async")
 		w.WriteHeader(http.StatusAccepted)
