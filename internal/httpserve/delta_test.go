@@ -223,19 +223,26 @@ func TestDeltasDisabled(t *testing.T) {
 	}
 }
 
+// tiers gives region the images v1 and v2 of app (v2's layer an update of
+// v1's) and returns a site mirror over it that has pulled v1.
+func tiers(t *testing.T, region *mirror) (site *mirror, old, nw []byte, newLayer ocispec.Descriptor) {
+	t.Helper()
+	v1 := layergen.New(50, 60, 16<<10)
+	old, nw = layergen.Gzip(v1.Tar(), -1), layergen.Gzip(v1.Update(51).Tar(), -1)
+	region.fake.Image("app", "v1", old)
+	_, layers := region.fake.Image("app", "v2", nw)
+	site = newMirrorOver(t, region.srv.URL, nil, withDeltas)
+	pullImage(t, site, "v1", old)
+	return site, old, nw, layers[0]
+}
+
 // Two tiers: a site mirror whose upstream is a regional mirror. Nothing is
 // published; the site asks the region for a delta against the layer it
 // holds, the region computes it, and the site rebuilds the layer.
 func TestTiersNegotiateDelta(t *testing.T) {
 	t.Parallel()
 	region := newMirror(t, withDeltas)
-	v1 := layergen.New(50, 60, 16<<10)
-	old, nw := layergen.Gzip(v1.Tar(), -1), layergen.Gzip(v1.Update(51).Tar(), -1)
-	region.fake.Image("app", "v1", old)
-	_, layers := region.fake.Image("app", "v2", nw)
-	site := newMirrorOver(t, region.srv.URL, nil, withDeltas)
-
-	pullImage(t, site, "v1", old)
+	site, old, nw, layer := tiers(t, region)
 	before := metricValue(t, site.metrics, "registry_edge_upstream_fetched_bytes_total", "upstream", "central.test")
 	pullImage(t, site, "v2", nw)
 	fetched := metricValue(t, site.metrics, "registry_edge_upstream_fetched_bytes_total", "upstream", "central.test") - before
@@ -258,7 +265,7 @@ func TestTiersNegotiateDelta(t *testing.T) {
 	}
 	// The region fetched the layer itself, in full, from the plain central
 	// registry, without asking it for a delta.
-	if n := region.fake.Count(http.MethodHead, blobPath("app", layers[0].Digest)); n != 0 {
+	if n := region.fake.Count(http.MethodHead, blobPath("app", layer.Digest)); n != 0 {
 		t.Errorf("the region sent %d HEADs for the layer to a plain registry", n)
 	}
 	// A second site asking for the same delta gets the one computed before.
@@ -282,18 +289,13 @@ func TestSiteWaitsForADeltaBeingComputed(t *testing.T) {
 	region := newMirror(t, withDeltas)
 	region.maxDeltaWait = time.Millisecond
 	region.restart()
-	v1 := layergen.New(50, 60, 16<<10)
-	old, nw := layergen.Gzip(v1.Tar(), -1), layergen.Gzip(v1.Update(51).Tar(), -1)
-	region.fake.Image("app", "v1", old)
-	_, layers := region.fake.Image("app", "v2", nw)
-	site := newMirrorOver(t, region.srv.URL, nil, withDeltas)
-	pullImage(t, site, "v1", old)
+	site, _, nw, layer := tiers(t, region)
 
 	// The region's own fetch of the new layer, which the delta needs,
 	// is held until it has answered a negotiation "still computing".
 	release := make(chan struct{})
 	region.fake.Fail(func(w http.ResponseWriter, r *http.Request, n int) bool {
-		if r.Method == http.MethodGet && r.URL.Path == blobPath("app", layers[0].Digest) {
+		if r.Method == http.MethodGet && r.URL.Path == blobPath("app", layer.Digest) {
 			<-release
 		}
 		return false
@@ -727,12 +729,7 @@ func TestDeltasServedToListedNetworksOnly(t *testing.T) {
 		region := newMirror(t, withDeltas)
 		region.deltasTo = c.nets
 		region.restart()
-		v1 := layergen.New(50, 60, 16<<10)
-		old, nw := layergen.Gzip(v1.Tar(), -1), layergen.Gzip(v1.Update(51).Tar(), -1)
-		region.fake.Image("app", "v1", old)
-		region.fake.Image("app", "v2", nw)
-		site := newMirrorOver(t, region.srv.URL, nil, withDeltas)
-		pullImage(t, site, "v1", old)
+		site, _, nw, _ := tiers(t, region)
 		pullImage(t, site, "v2", nw)
 		if got := metricValue(t, site.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != c.want {
 			t.Errorf("serveTo %v: site applied %v deltas, want %v", c.nets, got, c.want)
