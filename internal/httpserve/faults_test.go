@@ -334,6 +334,54 @@ func TestClientLeavingDoesNotStopFill(t *testing.T) {
 	}
 }
 
+// A client that leaves while the manifest it asked for is being fetched
+// returns at once; the fetch, shared with any other client of the tag,
+// goes on and is stored.
+func TestClientLeavingAManifestFetchReturns(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	m.fake.Image("app", "v1", []byte("layer"))
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	m.fake.Fail(func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if r.Method == http.MethodGet && r.URL.Path == manifestPath("app", "v1") {
+			<-release
+		}
+		return false
+	})
+	target, err := m.router.Route("app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.proxy.Manifest(ctx, target, "v1")
+		done <- err
+	}()
+	for m.fake.Count(http.MethodGet, manifestPath("app", "v1")) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("client that left: %v, want context.Canceled", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the client that left still waits for the upstream")
+	}
+	unblock()
+	if _, err := m.proxy.Manifest(context.Background(), target, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.fake.Count(http.MethodGet, manifestPath("app", "v1")); n != 1 {
+		t.Errorf("manifest fetched %d times, want 1 (the first fetch went on)", n)
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t)

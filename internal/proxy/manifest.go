@@ -153,7 +153,7 @@ func (p *Proxy) readStoredAtMost(ctx context.Context, d digest.Digest, size, lim
 // callers), verifies and stores it, and links it to t's repository.
 func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstream.Manifest, error) {
 	key := t.Repo.String() + "@" + ref
-	v, err, _ := p.manifests.Do(key, func() (any, error) {
+	ch := p.manifests.DoChan(key, func() (any, error) {
 		// Detached from the first caller, so that its disconnect does not
 		// fail the other callers sharing this fetch.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.FillTimeout)
@@ -183,10 +183,17 @@ func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstre
 		p.precomputeDeltas(ctx, t, m)
 		return m, nil
 	})
-	if err != nil {
-		return upstream.Manifest{}, err
+	// A caller that leaves (a client gone) does not wait for the shared
+	// fetch, which goes on for the others.
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return upstream.Manifest{}, r.Err
+		}
+		return r.Val.(upstream.Manifest), nil
+	case <-ctx.Done():
+		return upstream.Manifest{}, ctx.Err()
 	}
-	return v.(upstream.Manifest), nil
 }
 
 // storeManifest stores manifest m of t and records it, apart from any

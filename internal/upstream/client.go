@@ -354,13 +354,20 @@ func (c *Client) scrub(s string) string {
 	return c.auth.scrub(s)
 }
 
+// minBodyRate is the least average rate, in bytes per second, at which a
+// body read whole (readAll) must arrive once c.bodyStall has passed: about
+// a GPRS link's.
+const minBodyRate = 4 << 10
+
 // readAll reads r up to limit bytes. More than limit is an error wrapping
 // errdef.ErrTooLarge; at most limit+1 bytes are buffered.
 func (c *Client) readAll(body io.ReadCloser, limit int64) ([]byte, error) {
 	// A body that stops arriving is closed after c.bodyStall without a
-	// byte, which ends the blocked Read: a manifest fetch shared by every
+	// byte, which ends the blocked Read, and one that trickles fails once
+	// it falls behind minBodyRate: a manifest fetch shared by every
 	// client of a tag must not hang them until the fill timeout.
 	r := stall.NewReader(body, c.bodyStall)
+	start := time.Now()
 	var b []byte
 	buf := make([]byte, 32<<10)
 	for {
@@ -370,6 +377,10 @@ func (c *Client) readAll(body io.ReadCloser, limit int64) ([]byte, error) {
 				return nil, fmt.Errorf("body larger than %d bytes: %w", limit, errdef.ErrTooLarge)
 			}
 			b = append(b, buf[:n]...)
+		}
+		if late := time.Since(start) - c.bodyStall; err == nil && late > 0 && float64(len(b)) < late.Seconds()*minBodyRate {
+			r.Close() // no draining what is left at that rate
+			return nil, fmt.Errorf("body arriving at less than %d KiB/s: %d bytes in %s", minBodyRate>>10, len(b), time.Since(start).Round(time.Millisecond))
 		}
 		switch {
 		case err == io.EOF:

@@ -341,6 +341,33 @@ func TestReferrersUpstreamError(t *testing.T) {
 	}
 }
 
+// A manifest body that trickles (a byte at a time, each within the stall
+// timeout) fails once it falls behind minBodyRate, as unavailable.
+func TestManifestBodyTrickleEnds(t *testing.T) {
+	t.Parallel()
+	body := bytes.Repeat([]byte(" "), 4000)
+	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", testManifestType)
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		for _, c := range body {
+			if _, err := w.Write([]byte{c}); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}))
+	c := newTestClient(t, srv.URL, func(o *Options) { o.ResponseHeaderTimeout = 200 * time.Millisecond; o.RetryMax = 0 })
+	_, err := c.Manifest(context.Background(), "library/alpine", "latest", []string{testManifestType}, 1<<20)
+	if !errors.Is(err, errdef.ErrUnavailable) || !strings.Contains(err.Error(), "arriving at less than") {
+		t.Errorf("Manifest of a trickling body: %v, want an unavailable error naming the rate", err)
+	}
+}
+
 // A manifest body that stops arriving ends the fetch after the response
 // header timeout without a byte, as unavailable: the fetch is shared by
 // every client of the tag, and the fill timeout is hours.
