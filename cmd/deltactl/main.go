@@ -159,9 +159,15 @@ func leadingFlags(args []string) (global, rest []string) {
 }
 
 // oneLine folds a message onto one line: registry error bodies and joined
-// errors may hold newlines.
+// errors may hold newlines, which become "; " (blank lines go).
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	var parts []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.Join(strings.Fields(l), " "); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 const versionUsage = `usage: deltactl version [--format table|json]

@@ -326,3 +326,13 @@ func TestDiffFailureLeavesNoOutputDir(t *testing.T) {
 		t.Errorf("an existing --output-dir was removed: %v", err)
 	}
 }
+
+// Messages of several lines (joined errors, config problems) are folded
+// onto one line with "; " between them.
+func TestOneLine(t *testing.T) {
+	t.Parallel()
+	in := "load config x.yaml: line 2: cache.tagTTL: bad\n\n  line 3:   cache.bogus: unknown  \n"
+	if got, want := oneLine(in), "load config x.yaml: line 2: cache.tagTTL: bad; line 3: cache.bogus: unknown"; got != want {
+		t.Errorf("oneLine = %q, want %q", got, want)
+	}
+}

@@ -407,7 +407,14 @@ func Load(r io.Reader) (Config, error) {
 		if errors.Is(err, io.EOF) {
 			return Default(), nil
 		}
-		return Config{}, invalid(fmt.Errorf("decode config: %w", withPaths(withoutValues(err), b)))
+		err = withPaths(withoutValues(err), b)
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			// One line per problem, as validation reports them, without
+			// the decoder's "unmarshal errors:" heading.
+			return Config{}, invalid(errors.New(strings.Join(te.Errors, "\n")))
+		}
+		return Config{}, invalid(fmt.Errorf("decode config: %w", err))
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {

@@ -323,6 +323,24 @@ func TestLoadTypeErrorsNameTheField(t *testing.T) {
 	}
 }
 
+// Decode errors are one line each, as validation errors are, without the
+// decoder's heading: the first line of a journal says what is wrong.
+func TestLoadDecodeErrorsOnePerLine(t *testing.T) {
+	t.Parallel()
+	_, err := Load(strings.NewReader("cache:\n  tagTTL: 5\n  bogus: 1\n"))
+	if err == nil {
+		t.Fatal("Load of a bad config: no error")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "line 2: cache.tagTTL: invalid duration") ||
+		!strings.HasPrefix(lines[1], "line 3: cache.bogus: field bogus not found") {
+		t.Errorf("Load error = %q, want one line per problem, each with its line and field path", err)
+	}
+	if !errors.Is(err, errdef.ErrInvalid) {
+		t.Errorf("Load error %v does not wrap ErrInvalid", err)
+	}
+}
+
 func TestLoadTooLarge(t *testing.T) {
 	t.Parallel()
 	in := "# " + strings.Repeat("x", maxConfigSize) + "\n"
