@@ -128,12 +128,44 @@ type Prefetcher struct {
 	added  map[string]Image   // listed at run time (stored), by Ref
 	// On-demand requests: those that ignore the time windows and those
 	// that wait for one, each queue with its own runner.
-	triggerNow, triggerLater chan request
+	triggerNow, triggerLater *queue
 }
 
-type request struct {
+// queue holds the images of on-demand requests until its runner takes
+// them: each image once (a request for an image already queued updates its
+// platforms), however many requests come while the runner is busy or waits
+// for a time window.
+type queue struct {
+	mu     sync.Mutex
 	images []Image
-	now    bool // ignore the time windows
+	wake   chan struct{} // a token when images is not empty
+}
+
+func newQueue() *queue { return &queue{wake: make(chan struct{}, 1)} }
+
+func (q *queue) add(images []Image) {
+	q.mu.Lock()
+	for _, img := range images {
+		if i := slices.IndexFunc(q.images, func(x Image) bool { return x.Ref == img.Ref }); i >= 0 {
+			q.images[i] = img
+		} else {
+			q.images = append(q.images, img)
+		}
+	}
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default: // the runner has a token already
+	}
+}
+
+// take returns the queued images and empties the queue.
+func (q *queue) take() []Image {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := q.images
+	q.images = nil
+	return out
 }
 
 // New returns a Prefetcher; Run starts it.
@@ -159,7 +191,7 @@ func New(p Proxy, router *proxy.Router, store Store, opts Options) (*Prefetcher,
 		}
 	}
 	pf := &Prefetcher{p: p, router: router, store: store, opts: opts, log: opts.Logger,
-		status: map[string]*Status{}, added: map[string]Image{}, triggerNow: make(chan request, 16), triggerLater: make(chan request, 16)}
+		status: map[string]*Status{}, added: map[string]Image{}, triggerNow: newQueue(), triggerLater: newQueue()}
 	for _, img := range opts.Images {
 		pf.track(img)
 	}
@@ -248,7 +280,7 @@ func (pf *Prefetcher) Run(ctx context.Context) {
 	// waiting for its window does not hold them up; those that ignore the
 	// windows are not held up by those that wait for one either.
 	var wg sync.WaitGroup
-	for _, q := range []chan request{pf.triggerNow, pf.triggerLater} {
+	for _, q := range []*queue{pf.triggerNow, pf.triggerLater} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -256,8 +288,10 @@ func (pf *Prefetcher) Run(ctx context.Context) {
 				select {
 				case <-ctx.Done():
 					return
-				case req := <-q:
-					pf.run(ctx, req.images, req.now)
+				case <-q.wake:
+					if images := q.take(); len(images) > 0 {
+						pf.run(ctx, images, q == pf.triggerNow)
+					}
 				}
 			}
 		}()
@@ -309,9 +343,13 @@ func (pf *Prefetcher) Trigger(images []Image, now bool) error {
 		pf.track(img)
 		// What a caller waits for is this request's run, not an earlier
 		// one's outcome.
+		state := StatePending
+		if !now && timewindow.Next(pf.opts.Windows, pf.opts.Now()) > 0 {
+			state = StateWaiting
+		}
 		pf.update(img.Ref, func(s *Status) {
 			if s.State != StateRunning {
-				s.State, s.Error = StatePending, ""
+				s.State, s.Error = state, ""
 			}
 		})
 	}
@@ -319,12 +357,8 @@ func (pf *Prefetcher) Trigger(images []Image, now bool) error {
 	if now {
 		q = pf.triggerNow
 	}
-	select {
-	case q <- request{images: images, now: now}:
-		return nil
-	default:
-		return fmt.Errorf("prefetch: too many requests queued: %w", errdef.ErrTooManyRequests)
-	}
+	q.add(images)
+	return nil
 }
 
 // anyFailed reports whether an image of the list failed its last run.
@@ -379,10 +413,16 @@ func (pf *Prefetcher) update(ref string, fn func(*Status)) {
 // run fetches images one after the other (their blobs concurrently),
 // waiting for a time window first unless now is set.
 func (pf *Prefetcher) run(ctx context.Context, images []Image, now bool) {
-	for _, img := range images {
+	for i, img := range images {
 		if !now {
 			if wait := timewindow.Next(pf.opts.Windows, pf.opts.Now()); wait > 0 {
-				pf.update(img.Ref, func(s *Status) { s.State = StateWaiting })
+				for _, w := range images[i:] {
+					pf.update(w.Ref, func(s *Status) {
+						if s.State != StateRunning {
+							s.State = StateWaiting
+						}
+					})
+				}
 				t := time.NewTimer(wait)
 				select {
 				case <-ctx.Done():

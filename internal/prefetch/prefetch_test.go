@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -251,6 +252,59 @@ func TestPrefetchWindows(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, pf, "org/d:1", prefetch.StateComplete)
+}
+
+// Requests keep coming while the runner is busy or waits for its window
+// (an admin adding images one command at a time): none is refused, each
+// image is queued once, and every one is fetched.
+func TestManyRequestsWhileTheRunnerIsBusy(t *testing.T) {
+	s := newSite(t)
+	// Outside the window: every request is listed as waiting.
+	now := time.Now()
+	tod := time.Duration(now.Hour())*time.Hour + time.Duration(now.Minute())*time.Minute
+	w := timewindow.Window{Start: (tod + 24*time.Hour - 3*time.Minute) % (24 * time.Hour), End: (tod + 24*time.Hour - time.Minute) % (24 * time.Hour)}
+	pf, _ := run(t, s, prefetch.Options{Windows: []timewindow.Window{w}})
+	for i := range 40 {
+		ref := fmt.Sprintf("org/later%d:1", i)
+		if err := pf.Trigger([]prefetch.Image{{Ref: ref}}, false); err != nil {
+			t.Fatalf("request %d for the next window: %v", i+1, err)
+		}
+	}
+	for i := range 40 {
+		waitState(t, pf, fmt.Sprintf("org/later%d:1", i), prefetch.StateWaiting)
+	}
+
+	// Now-requests while the first one's manifest is held upstream.
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	s.fake.Fail(func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if r.URL.Path == "/v2/org/now0/manifests/1" {
+			<-release
+		}
+		return false
+	})
+	for i := range 40 {
+		s.fake.Image(fmt.Sprintf("org/now%d", i), "1", fakeupstream.Random(t, 100))
+		if err := pf.Trigger([]prefetch.Image{{Ref: fmt.Sprintf("org/now%d:1", i)}}, true); err != nil {
+			t.Fatalf("request %d while the runner is busy: %v", i+1, err)
+		}
+		if i == 0 {
+			waitState(t, pf, "org/now0:1", prefetch.StateRunning)
+		}
+	}
+	// Asked twice, fetched once.
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/now7:1"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	unblock()
+	for i := range 40 {
+		waitState(t, pf, fmt.Sprintf("org/now%d:1", i), prefetch.StateComplete)
+	}
+	if n := s.fake.Count(http.MethodGet, "/v2/org/now7/manifests/1"); n != 1 {
+		t.Errorf("an image asked for twice while queued was fetched %d times, want 1", n)
+	}
 }
 
 func TestParseRef(t *testing.T) {
