@@ -190,3 +190,27 @@ func TestGCAPI(t *testing.T) {
 		t.Errorf("POST %s without GC: %d, want 404", admin.GCPath, resp.StatusCode)
 	}
 }
+
+// The commands' usual misconfigurations get a reason, not a bare status:
+// plain HTTP to a mirror serving HTTPS, and a URL with no admin API.
+func TestClientNamesTheLikelyCause(t *testing.T) {
+	t.Parallel()
+	tlsSrv := httptest.NewTLSServer(http.NotFoundHandler())
+	t.Cleanup(tlsSrv.Close)
+	plain := strings.Replace(tlsSrv.URL, "https://", "http://", 1)
+	notAdmin := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(notAdmin.Close)
+	for base, want := range map[string]string{
+		plain:        "serves HTTPS: use --mirror " + tlsSrv.URL,
+		notAdmin.URL: "none at " + notAdmin.URL,
+	} {
+		c, err := admin.NewClient(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.GC(context.Background(), true)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("GC via %s: %v, want an error saying %q", base, err, want)
+		}
+	}
+}

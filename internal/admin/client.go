@@ -81,8 +81,14 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, out
 		var e struct {
 			Error string `json:"error"`
 		}
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		switch {
+		case json.Unmarshal(b, &e) == nil && e.Error != "":
 			return fmt.Errorf("admin API: %s", e.Error)
+		case resp.StatusCode == http.StatusBadRequest && bytes.Contains(b, []byte("HTTP request to an HTTPS server")):
+			// Go's answer to plain HTTP on a TLS listener.
+			return fmt.Errorf("admin API: the mirror at %s serves HTTPS: use --mirror %s", c.base, strings.Replace(c.base, "http://", "https://", 1))
+		case resp.StatusCode == http.StatusNotFound:
+			return fmt.Errorf("admin API: none at %s (not a registry-edge, or its admin.allowFrom is [], which turns the API off)", c.base)
 		}
 		return fmt.Errorf("admin API: %s", resp.Status)
 	}
