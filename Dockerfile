@@ -15,7 +15,9 @@ COPY . .
 RUN CGO_ENABLED=0 go build -trimpath \
       -ldflags "-s -w -X github.com/registry-edge/registry-edge/internal/version.Version=${VERSION}" \
       -o /out/registry-edge ./cmd/registry-edge && \
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/deltactl ./cmd/deltactl && \
+    CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-s -w -X github.com/registry-edge/registry-edge/internal/version.Version=${VERSION}" \
+      -o /out/deltactl ./cmd/deltactl && \
     mkdir -p /out/var/lib/registry-edge
 
 FROM scratch
