@@ -32,10 +32,10 @@ func smallDisk(t *testing.T, size int) string {
 
 // newMirrorOnSmallDisk is newMirror with its storage on a tmpfs of size
 // bytes, which it returns too.
-func newMirrorOnSmallDisk(t *testing.T, size int) (*mirror, string) {
+func newMirrorOnSmallDisk(t *testing.T, size int, opts ...mirrorOpt) (*mirror, string) {
 	t.Helper()
 	root := smallDisk(t, size)
-	m := newMirror(t)
+	m := newMirror(t, opts...)
 	m.stop()
 	m.root = root
 	m.start()
@@ -121,5 +121,32 @@ func TestFullDiskKeepsNoPartial(t *testing.T) {
 	}
 	if _, err := m.store.Stat(t.Context(), sl[0].Digest); err != nil {
 		t.Errorf("a blob that fits was not stored: %v", err)
+	}
+}
+
+// A layer rebuilt from its delta needs room for the decompressed tars
+// too: a rebuild that fills the disk is noted as a full disk (metric, log,
+// eviction asked), not only as a failed delta, and the layer comes in full
+// into the room left.
+func TestDeltaRebuildOnAFullDiskIsNoted(t *testing.T) {
+	t.Parallel()
+	m, root := newMirrorOnSmallDisk(t, 16<<20, withDeltas)
+	s := publishDelta(t, m, nil)
+	pullImage(t, m, "v1", s.old)
+	fillDisk(t, root)
+	st, err := os.Stat(filepath.Join(root, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Room for the layer, not for the tars a rebuild writes first.
+	if err := os.Truncate(filepath.Join(root, "filler"), st.Size()-int64(len(s.nw))-512<<10); err != nil {
+		t.Fatal(err)
+	}
+	pullImage(t, m, "v2", s.nw)
+	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "failed"); got != 1 {
+		t.Errorf("failed deltas = %v, want 1 (the rebuild did not fit)", got)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_store_full_total"); got < 1 {
+		t.Errorf("store_full_total = %v after a rebuild ran out of room, want at least 1", got)
 	}
 }

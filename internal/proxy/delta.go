@@ -250,6 +250,9 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 	if err != nil {
 		p.m.Deltas.Fills.WithLabelValues(metrics.DeltaFailed).Inc()
 		log.LogAttrs(ctx, slog.LevelWarn, "cannot rebuild the layer from its delta; fetching it in full", slog.Any("err", err))
+		// A rebuild writes the tars too: the disk filling up is a full
+		// disk like any other (counted, logged, room asked for).
+		p.noteWriteError(ctx, err)
 		return false
 	}
 	// The fill's own ingest (a partial with no bytes) gives way.
