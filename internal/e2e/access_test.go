@@ -31,7 +31,9 @@ func TestAccessRulesWithClients(t *testing.T) {
 	}
 	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
 	writeFile(t, htpasswd, "alice:"+string(hash)+"\n")
-	m := startMirror(t, c.addr, mirrorOptions{config: fmt.Sprintf(`access:
+	// Central by a name without a port (the default upstream), which
+	// podman's registries.conf can put in a mirror location.
+	m := startMirror(t, c.addr, mirrorOptions{config: namedCentral(c, true) + fmt.Sprintf(`access:
   anonymous: true
   challengeBase: true
   htpasswd: %s
@@ -40,7 +42,7 @@ func TestAccessRulesWithClients(t *testing.T) {
       users: ["alice"]
     - repositories: ["%s/secret/*"]
       users: ["alice"]
-`, htpasswd, c.addr)})
+`, htpasswd, centralName)})
 	// Docker's config.json and containers' auth.json, with alice's
 	// credentials for the mirror.
 	authDir := t.TempDir()
@@ -115,7 +117,7 @@ func TestAccessRulesWithClients(t *testing.T) {
 		writeFile(t, filepath.Join(dir, "storage.conf"), fmt.Sprintf("[storage]\ndriver = \"vfs\"\nrunroot = %q\ngraphroot = %q\n",
 			filepath.Join(dir, "runroot"), filepath.Join(dir, "root")))
 		env := []string{
-			"CONTAINERS_REGISTRIES_CONF=" + writeRegistriesConf(t, c.addr, m.addr),
+			"CONTAINERS_REGISTRIES_CONF=" + writeRegistriesConf(t, centralName, m.addr),
 			"CONTAINERS_CONF=" + filepath.Join(dir, "containers.conf"),
 			"CONTAINERS_STORAGE_CONF=" + filepath.Join(dir, "storage.conf"),
 			"REGISTRY_AUTH_FILE=" + filepath.Join(dir, "none.json"), // no credentials unless --authfile
@@ -129,11 +131,11 @@ func TestAccessRulesWithClients(t *testing.T) {
 			return run(t, env, podman, append(base, args...)...)
 		}
 		cmark, mark := len(c.accessLog()), m.mark(t)
-		pull("--authfile", filepath.Join(authDir, "config.json"), private.ref(c.addr))
-		served(t, mark, "private/app")
+		pull("--authfile", filepath.Join(authDir, "config.json"), private.ref(centralName))
+		served(t, mark, centralName+"/private/app")
 		mark = m.mark(t)
-		pull(open.ref(c.addr))
-		served(t, mark, "open/app")
+		pull(open.ref(centralName))
+		served(t, mark, centralName+"/open/app")
 		// podman falls back to the registry itself when the mirror
 		// refuses: central must have seen none of it.
 		if direct := c.requestsBy(cmark, "containers/"); len(direct) > 0 {
@@ -147,8 +149,8 @@ func TestAccessRulesWithClients(t *testing.T) {
 		needRoot(t, "containerd needs root for its snapshotter and state directories")
 		sock := startContainerd(t, containerd, ctr)
 		hosts := filepath.Join(t.TempDir(), "certs.d")
-		writeFile(t, filepath.Join(hosts, c.addr, "hosts.toml"), deviceExample(t, "containerd-hosts.toml", deviceVars{
-			Registry: c.addr, UpstreamURL: "http://" + c.addr, Mirror: m.addr}))
+		writeFile(t, filepath.Join(hosts, centralName, "hosts.toml"), deviceExample(t, "containerd-hosts.toml", deviceVars{
+			Registry: centralName, UpstreamURL: "http://" + c.addr, Mirror: m.addr}))
 		ctrImage := func(args ...string) error {
 			_, err := runErr(nil, ctr, append([]string{"--address", sock, "--namespace", "e2e", "image"}, args...)...)
 			return err
@@ -160,14 +162,14 @@ func TestAccessRulesWithClients(t *testing.T) {
 			}
 		}
 		cmark, mark := len(c.accessLog()), m.mark(t)
-		ctrPull("--user", "alice:wonderland", private.ref(c.addr))
+		ctrPull("--user", "alice:wonderland", private.ref(centralName))
 		served(t, mark, "private/app")
 		// containerd sends secret/app?ns=<central>: the rule, written with
 		// the registry's name, covers it. (Refused, containerd falls back
 		// to central itself, as hosts.toml allows: only the mirror's
 		// answers count here.)
 		mark = m.mark(t)
-		ctrImage("pull", "--hosts-dir", hosts, secret.ref(c.addr))
+		ctrImage("pull", "--hosts-dir", hosts, secret.ref(centralName))
 		refused := 0
 		for _, e := range m.requestsSince(t, mark) {
 			switch {
@@ -181,12 +183,12 @@ func TestAccessRulesWithClients(t *testing.T) {
 		if refused == 0 {
 			t.Error("the mirror refused no anonymous containerd request for secret/app")
 		}
-		ctrImage("rm", secret.ref(c.addr))
+		ctrImage("rm", secret.ref(centralName))
 		cmark, mark = len(c.accessLog()), m.mark(t)
-		ctrPull("--user", "alice:wonderland", secret.ref(c.addr))
+		ctrPull("--user", "alice:wonderland", secret.ref(centralName))
 		served(t, mark, "secret/app")
 		mark = m.mark(t)
-		ctrPull(open.ref(c.addr))
+		ctrPull(open.ref(centralName))
 		served(t, mark, "open/app")
 		if direct := c.requestsBy(cmark, "containerd"); len(direct) > 0 {
 			t.Errorf("containerd went to central directly:\n%s", strings.Join(direct, "\n"))

@@ -357,7 +357,8 @@ type mirrorOptions struct {
 	// the storage of an earlier one).
 	storage string
 	// config is more YAML for the config file (top-level keys other than
-	// cache).
+	// cache). If it has an upstreams key, the upstream argument of
+	// startMirror is not passed as --upstream.
 	config string
 }
 
@@ -370,7 +371,10 @@ func startMirror(t *testing.T, upstream string, opts mirrorOptions) *mirror {
 		storage = filepath.Join(t.TempDir(), "storage")
 	}
 	addr, p := startServer(t, "registry-edge", "/healthz", func(addr string) *process {
-		args := []string{"serve", "--listen", addr, "--storage", storage, "--upstream", "http://" + upstream}
+		args := []string{"serve", "--listen", addr, "--storage", storage}
+		if !strings.Contains(opts.config, "upstreams:") {
+			args = append(args, "--upstream", "http://"+upstream)
+		}
 		if opts.tagTTL != "" || opts.config != "" {
 			yaml := opts.config
 			if opts.tagTTL != "" {

@@ -20,9 +20,11 @@ func TestPodman(t *testing.T) {
 	needRoot(t, "rootless podman needs subuid/subgid mappings this test does not set up")
 	c := startCentral(t)
 	cor := seedCorpus(t, c)
-	m := startMirror(t, c.addr, mirrorOptions{})
+	// Central by name, not the default upstream: the mirror routes by the
+	// location's registry prefix.
+	m := startMirror(t, c.addr, mirrorOptions{config: namedCentral(c, false)})
 	policy := writePolicy(t)
-	conf := writeRegistriesConf(t, c.addr, m.addr)
+	conf := writeRegistriesConf(t, centralName, m.addr)
 	// An empty containers.conf and a storage.conf of our own keep the
 	// host's settings out;
 	// storage is private (--root, --runroot, --tmpdir under a temp dir, vfs
@@ -47,27 +49,27 @@ func TestPodman(t *testing.T) {
 	}
 	cmark, mmark := len(c.accessLog()), m.mark(t)
 	for _, p := range []pushed{cor.small, cor.docker, cor.multi} {
-		pm("pull", "--quiet", "--signature-policy", policy, p.ref(c.addr))
+		pm("pull", "--quiet", "--signature-policy", policy, p.ref(centralName))
 		var info []struct {
 			Digest      string
 			RepoDigests []string
 		}
-		if err := json.Unmarshal([]byte(pm("image", "inspect", p.ref(c.addr))), &info); err != nil || len(info) != 1 {
-			t.Fatalf("podman image inspect %s: %v", p.ref(c.addr), err)
+		if err := json.Unmarshal([]byte(pm("image", "inspect", p.ref(centralName))), &info); err != nil || len(info) != 1 {
+			t.Fatalf("podman image inspect %s: %v", p.ref(centralName), err)
 		}
 		// For an index, podman records the index digest as the image's
 		// Digest and both the index and the instance it chose (the host's
 		// platform, children[0]) in RepoDigests.
 		if info[0].Digest != p.digest {
-			t.Errorf("podman image %s: Digest %s, want %s", p.ref(c.addr), info[0].Digest, p.digest)
+			t.Errorf("podman image %s: Digest %s, want %s", p.ref(centralName), info[0].Digest, p.digest)
 		}
 		for _, d := range append([]pushed{p}, p.children[:min(1, len(p.children))]...) {
-			if want := c.addr + "/" + p.repo + "@" + d.digest; !slices.Contains(info[0].RepoDigests, want) {
-				t.Errorf("podman image %s: RepoDigests %v lack %s", p.ref(c.addr), info[0].RepoDigests, want)
+			if want := centralName + "/" + p.repo + "@" + d.digest; !slices.Contains(info[0].RepoDigests, want) {
+				t.Errorf("podman image %s: RepoDigests %v lack %s", p.ref(centralName), info[0].RepoDigests, want)
 			}
 		}
 		t.Logf("podman image %s: Digest %s, RepoDigests %v", p.repo, info[0].Digest, info[0].RepoDigests)
-		if servedRepo(m.requestsSince(t, mmark), p.repo) == 0 {
+		if servedRepo(m.requestsSince(t, mmark), centralName+"/"+p.repo) == 0 {
 			t.Errorf("the mirror's access log shows no request for %s: podman did not use the mirror", p.repo)
 		}
 	}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -87,10 +88,13 @@ func TestSkopeo(t *testing.T) {
 
 	t.Run("registries-conf-mirror", func(t *testing.T) {
 		// skopeo 1.9 ignores CONTAINERS_REGISTRIES_CONF; --registries-conf works.
-		conf := writeRegistriesConf(t, c.addr, m.addr)
+		// Central by name, not the default upstream: the mirror routes by
+		// the location's registry prefix.
+		m := startMirror(t, c.addr, mirrorOptions{config: namedCentral(c, false)})
+		conf := writeRegistriesConf(t, centralName, m.addr)
 		cmark, mmark := len(c.accessLog()), m.mark(t)
 		dir := filepath.Join(t.TempDir(), "dir")
-		sk(t, "--registries-conf", conf, "copy", "docker://"+cor.small.ref(c.addr), "dir:"+dir)
+		sk(t, "--registries-conf", conf, "copy", "docker://"+cor.small.ref(centralName), "dir:"+dir)
 		b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
 		if err != nil {
 			t.Fatal(err)
@@ -98,7 +102,7 @@ func TestSkopeo(t *testing.T) {
 		if got := bytesDigest(b); got != cor.small.digest {
 			t.Errorf("skopeo copy via registries.conf mirror: manifest digest %s, want %s", got, cor.small.digest)
 		}
-		if served := servedRepo(m.requestsSince(t, mmark), cor.small.repo); served == 0 {
+		if served := servedRepo(m.requestsSince(t, mmark), centralName+"/"+cor.small.repo); served == 0 {
 			t.Errorf("the mirror's access log shows no request for %s: the pull did not go through the mirror", cor.small.repo)
 		}
 		if direct := c.requestsBy(cmark, "skopeo"); len(direct) > 0 {
@@ -117,13 +121,33 @@ func writePolicy(t *testing.T) string {
 }
 
 // writeRegistriesConf renders the shipped containers-registries.conf(5)
-// example (config/devices/podman-registries.conf): pulls of central's
-// images go to the mirror first (plain HTTP for both).
-func writeRegistriesConf(t *testing.T, central, mirror string) string {
+// example (config/devices/podman-registries.conf): pulls of registry's
+// images go to the mirror first (plain HTTP for both). containers/image
+// sends a mirror the repository under the mirror location's path, which
+// cannot hold a host:port: the registry is a name without a port that the
+// mirror knows as an upstream (namedCentral) and devices pull by.
+func writeRegistriesConf(t *testing.T, registry, mirror string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "registries.conf")
-	writeFile(t, p, deviceExample(t, "podman-registries.conf", deviceVars{Registry: central, Mirror: mirror, InsecureUpstream: true}))
+	writeFile(t, p, deviceExample(t, "podman-registries.conf", deviceVars{Registry: registry, Mirror: mirror, InsecureUpstream: true}))
 	return p
+}
+
+// centralName is the name devices pull central's images by in the
+// registries.conf tests: it resolves nowhere, so a pull that does not go
+// through the mirror fails.
+const centralName = "central.test"
+
+// namedCentral is an upstreams block naming central centralName; with
+// isDefault false, the default upstream is a registry that refuses
+// connections, so a request routed by default instead of by the
+// centralName prefix fails.
+func namedCentral(c *central, isDefault bool) string {
+	y := "upstreams:\n"
+	if !isDefault {
+		y += "  - registry: elsewhere.test\n    url: http://127.0.0.1:9\n    default: true\n"
+	}
+	return y + fmt.Sprintf("  - registry: %s\n    url: http://%s\n", centralName, c.addr)
 }
 
 // deviceVars fill the device-side examples.
