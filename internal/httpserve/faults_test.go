@@ -382,6 +382,48 @@ func TestClientLeavingAManifestFetchReturns(t *testing.T) {
 	}
 }
 
+// Made-up methods are answered, counted and logged without growing the
+// metrics: one label value for all of them, and a bounded log field.
+func TestMadeUpMethodsDoNotGrowTheMetrics(t *testing.T) {
+	t.Parallel()
+	var log syncbuf.Buffer
+	m := newMirror(t)
+	m.accessLog = &log
+	m.restart()
+	long := strings.Repeat("X", 10000)
+	for i := range 50 {
+		resp, _, err := m.do(fmt.Sprintf("M%d%s", i, long), "/v2/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode < 400 {
+			t.Errorf("made-up method: %d, want an error", resp.StatusCode)
+		}
+	}
+	mfs, err := m.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "registry_edge_http_requests_total" {
+			continue
+		}
+		for _, mm := range mf.GetMetric() {
+			for _, l := range mm.GetLabel() {
+				if l.GetName() == "method" && len(l.GetValue()) > 8 {
+					t.Errorf("method label %.40q...: a label value per made-up method", l.GetValue())
+				}
+			}
+		}
+		if n := len(mf.GetMetric()); n > 5 {
+			t.Errorf("%d series after 50 made-up methods, want a handful", n)
+		}
+	}
+	if strings.Contains(log.String(), long) {
+		t.Error("the access log holds a whole 10 KB method")
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t)

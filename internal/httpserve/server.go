@@ -240,7 +240,7 @@ func (s *Server) finish(r *http.Request, rec *recorder, acc *accessEntry, start 
 		status = http.StatusOK
 	}
 	kind := acc.route.Kind.String()
-	s.m.Requests.WithLabelValues(kind, r.Method, strconv.Itoa(status)).Inc()
+	s.m.Requests.WithLabelValues(kind, methodLabel(r.Method), strconv.Itoa(status)).Inc()
 	s.m.RequestDuration.WithLabelValues(kind).Observe(d.Seconds())
 	if status < 400 {
 		// Content, not error envelopes: the status page counts what the
@@ -258,7 +258,7 @@ func (s *Server) finish(r *http.Request, rec *recorder, acc *accessEntry, start 
 	}
 	attrs := make([]slog.Attr, 0, 10)
 	attrs = append(attrs,
-		slog.String("method", r.Method),
+		slog.String("method", logMethod(r.Method)),
 		slog.String("repo", acc.route.Name),
 	)
 	if acc.route.Reference != "" {
@@ -371,3 +371,23 @@ func (w *recorder) Flush() {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// methodLabel is r.Method as a metric label: any token is a method to
+// net/http, and a label value per made-up method would grow the metrics
+// (and the mirror's memory) without bound.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
+}
+
+// logMethod is a method for the access log: at most 32 bytes of it.
+func logMethod(m string) string {
+	if len(m) > 32 {
+		return m[:32] + "..."
+	}
+	return m
+}
