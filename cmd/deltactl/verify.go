@@ -99,9 +99,18 @@ func verifyCmd(ctx context.Context, e *env, args []string) error {
 	}
 	registryName = strings.ToLower(registryName)
 
-	pol, err := loadPolicy(policyFile)
+	pol, upstreams, err := loadPolicy(policyFile)
 	if err != nil {
 		return err
+	}
+	if (registryName == "index.docker.io" || registryName == "registry-1.docker.io") && slices.Contains(upstreams, "docker.io") {
+		registryName = "docker.io" // as the mirror names Docker Hub's hosts
+	}
+	if !slices.Contains(upstreams, registryName) {
+		// Rules are matched on the upstream's name: an image checked under
+		// a name the mirror does not have would pass rules it is under.
+		return f.usageErr("%s is no upstream of %s (upstreams: %s): pass --registry with the name the mirror knows IMAGE's registry by",
+			registryName, policyFile, strings.Join(upstreams, ", "))
 	}
 	img, err := c.resolve(ref)
 	if err != nil {
@@ -172,23 +181,27 @@ func verifyCmd(ctx context.Context, e *env, args []string) error {
 }
 
 // loadPolicy loads a registry-edge config file and compiles its signature
-// policy.
-func loadPolicy(path string) (*sigpolicy.Policy, error) {
+// policy; it returns the names of its upstreams too (lower case).
+func loadPolicy(path string) (*sigpolicy.Policy, []string, error) {
 	cfg, err := config.LoadFile(path)
 	if err == nil {
 		err = cfg.CheckSignatureScopes()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("--policy: %w", err)
+		return nil, nil, fmt.Errorf("--policy: %w", err)
 	}
 	pol, err := cfg.SignaturePolicy()
 	if err != nil {
-		return nil, fmt.Errorf("--policy %s: %w", path, err)
+		return nil, nil, fmt.Errorf("--policy %s: %w", path, err)
 	}
 	if pol == nil {
-		return nil, fmt.Errorf("--policy %s: no signature policy (the signatures block has no rule and its defaultMode is off)", path)
+		return nil, nil, fmt.Errorf("--policy %s: no signature policy (the signatures block has no rule and its defaultMode is off)", path)
 	}
-	return pol, nil
+	var names []string
+	for _, u := range cfg.Upstreams {
+		names = append(names, strings.ToLower(u.Registry))
+	}
+	return pol, names, nil
 }
 
 // manifestVerdict is the row of verdict v.

@@ -252,12 +252,15 @@ func TestVerifyRegistryName(t *testing.T) {
 	signImage(t, key, repo, hashDigest(t, img))
 	pol := policyFile(t, "central.example.com/edge/**", "enforce", keyFile)
 
-	// The host does not match the rule: default mode off.
-	rep := verifyJSON(t, 0, "--policy", pol, repo+":1")
-	if m := rep.Manifests[0]; m.Rule != sigpolicy.DefaultRuleName || m.Reason != sigpolicy.ReasonOff || !m.Allowed || m.OK {
-		t.Errorf("verify without --registry: %+v, want the default rule, off", m)
+	// The host is no upstream of the policy file: checked under its name,
+	// the image would pass rules the mirror holds it to. A usage error
+	// that says what to pass.
+	r := deltactl(t, "verify", "--policy", pol, repo+":1")
+	checkFailure(t, r, 2, host+" is no upstream of")
+	if !strings.Contains(r.stderr, "pass --registry") {
+		t.Errorf("verify without --registry: %q, want a reason naming --registry", r.stderr)
 	}
-	rep = verifyJSON(t, 0, "--policy", pol, "--registry", "Central.Example.COM", repo+":1")
+	rep := verifyJSON(t, 0, "--policy", pol, "--registry", "Central.Example.COM", repo+":1")
 	if m := rep.Manifests[0]; rep.Registry != "central.example.com" || m.Rule != "fleet" || !m.OK {
 		t.Errorf("verify --registry: registry %q, %+v; want rule fleet, verified", rep.Registry, m)
 	}
