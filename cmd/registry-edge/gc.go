@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,7 +18,8 @@ const gcUsage = `usage: registry-edge gc [flags]
 
 Asks a running registry-edge to bring its store within storage.maxSize and
 storage.maxAge now (it also does so every minute), or with --dry-run lists what
-would be evicted and why, without deleting anything.
+would be evicted and why, without deleting anything. Exit status 1 when the
+store is still over budget afterwards (the rest is pinned).
 
 flags:
 `
@@ -46,9 +48,17 @@ func gcCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *format == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(plan)
+		if err := enc.Encode(plan); err != nil {
+			return err
+		}
+	} else {
+		printPlan(stdout, plan, *dryRun)
 	}
-	printPlan(stdout, plan, *dryRun)
+	if plan.OverBudget && !*dryRun {
+		// A script (the runbook's "disk is full" steps) must be able to
+		// tell: exit status 1.
+		return errors.New("still over budget after eviction: the rest is pinned (pre-staged) content")
+	}
 	return nil
 }
 
@@ -75,7 +85,7 @@ func printPlan(w io.Writer, p *gc.Plan, dryRun bool) {
 		}
 		tw.Flush()
 	}
-	if p.OverBudget {
-		fmt.Fprintln(w, "still over budget: the rest is pinned (pre-staged) content")
+	if p.OverBudget && dryRun {
+		fmt.Fprintln(w, "would still be over budget: the rest is pinned (pre-staged) content")
 	}
 }

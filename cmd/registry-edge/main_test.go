@@ -106,6 +106,11 @@ func TestUsageErrors(t *testing.T) {
 	if code, _, errOut := runCmd(t, "serve", "--upstream", "ftp://x"); code != 1 || !strings.Contains(errOut, "scheme") {
 		t.Errorf("bad --upstream = %d %q", code, errOut)
 	}
+	for _, iv := range []string{"0", "-1s"} {
+		if code, _, errOut := runCmd(t, "prefetch", "--interval", iv, "org/a:1"); code != 2 || !strings.Contains(errOut, "want a positive duration") {
+			t.Errorf("prefetch --interval %s = %d %q, want a usage error", iv, code, errOut)
+		}
+	}
 }
 
 func TestServeWithFlagsAndShutdown(t *testing.T) {

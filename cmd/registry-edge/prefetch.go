@@ -53,6 +53,9 @@ func prefetchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := parseFlags(fs, args, true); err != nil {
 		return err
 	}
+	if *interval <= 0 {
+		return fmt.Errorf("%w: --interval %s: want a positive duration", errUsage, *interval)
+	}
 	images := make([]prefetch.Image, 0, fs.NArg())
 	for _, ref := range fs.Args() {
 		if _, _, err := prefetch.ParseRef(ref); err != nil {

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/registry-edge/registry-edge/internal/gc"
+)
+
+// gc exits 1 when the store is still over budget after the run (a
+// script must be able to tell); a dry run that finds the same exits 0 and
+// says so.
+func TestGCOverBudgetExitStatus(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(gc.Plan{OverBudget: true})
+	}))
+	t.Cleanup(srv.Close)
+	code, _, stderr := runCmd(t, "gc", "--mirror", srv.URL)
+	if code != 1 || !strings.Contains(stderr, "still over budget") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Errorf("gc over budget: exit %d, stderr %q; want 1 and one line saying so", code, stderr)
+	}
+	code, stdout, _ := runCmd(t, "gc", "--mirror", srv.URL, "--dry-run")
+	if code != 0 || !strings.Contains(stdout, "would still be over budget") {
+		t.Errorf("gc --dry-run over budget: exit %d, stdout %q; want 0 and the plan saying so", code, stdout)
+	}
+	if code, _, _ := runCmd(t, "gc", "--mirror", srv.URL, "--format", "json"); code != 1 {
+		t.Errorf("gc --format json over budget: exit %d, want 1", code)
+	}
+}
