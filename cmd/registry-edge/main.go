@@ -70,6 +70,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "fsck":
 		err = fsckCmd(ctx, args, stdout, stderr)
 	case "version":
+		if len(args) > 0 {
+			err = fmt.Errorf("%w: version takes no argument", errUsage)
+			break
+		}
 		fmt.Fprintf(stdout, "registry-edge %s\n", version.String())
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -98,11 +102,8 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: registry-edge check-config FILE\n\nValidates a config file as serve would load it (secret files are not read); prints \"FILE: ok\" or every error with its field path.")
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseFlags(fs, args, true); err != nil {
+		return err
 	}
 	path := *cfgPath
 	switch {
@@ -174,7 +175,16 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 // parseFlags parses a subcommand's flags: -h is flag.ErrHelp (exit 0), a
 // bad flag or, unless positional, any argument is a usage error (exit 2).
 func parseFlags(fs *flag.FlagSet, args []string, positional bool) error {
-	if err := fs.Parse(args); err != nil {
+	// The flag package prints the reason above the usage; run prints it
+	// once, below, where it is seen.
+	out, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	fs.Usage = usage
+	if err != nil {
+		fs.Usage()
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}

@@ -460,3 +460,17 @@ func TestChangedKeysNamesWhatNeedsARestart(t *testing.T) {
 		t.Errorf("changedKeys of equal configurations = %v", keys)
 	}
 }
+
+// A usage error says its reason once, as the last line, below the usage;
+// version takes no argument.
+func TestUsageOutput(t *testing.T) {
+	t.Parallel()
+	code, _, errOut := runCmd(t, "serve", "--bogus")
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	if code != 2 || strings.Count(errOut, "-bogus") != 1 || !strings.Contains(lines[len(lines)-1], "flag provided but not defined: -bogus") {
+		t.Errorf("serve --bogus: exit %d, stderr %q; want 2, the usage, then the reason once", code, errOut)
+	}
+	if code, _, errOut := runCmd(t, "version", "foo"); code != 2 || !strings.Contains(errOut, "version takes no argument") {
+		t.Errorf("version foo: exit %d, %q", code, errOut)
+	}
+}
