@@ -112,14 +112,23 @@ func prefetchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		select {
 		case <-ctx.Done():
 			p.done()
-			return ctx.Err()
+			return interrupted(len(images))
 		case <-time.After(*interval):
 		}
 		if st, err = c.Status(ctx); err != nil {
 			p.done()
+			if ctx.Err() != nil {
+				return interrupted(len(images))
+			}
 			return err
 		}
 	}
+}
+
+// interrupted is the error of a wait for progress that a signal ended:
+// the mirror goes on with the request.
+func interrupted(n int) error {
+	return fmt.Errorf("interrupted: the mirror goes on with the %d image(s), which stay on its list (prefetch --remove to drop them)", n)
 }
 
 func selectImages(all []prefetch.Status, wanted map[string]bool) []prefetch.Status {

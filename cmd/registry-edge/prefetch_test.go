@@ -188,3 +188,30 @@ func TestFsckCommand(t *testing.T) {
 		t.Errorf("fsck of an empty directory created %d entries in it", len(entries))
 	}
 }
+
+// A wait for progress ended by a signal says that the mirror goes on with
+// the images, which stay listed.
+func TestPrefetchInterrupted(t *testing.T) {
+	pf := &scripted{final: map[string]string{"org/a:1": prefetch.StatePending}}
+	srv := httptest.NewServer(admin.New(admin.Options{Prefetcher: pf, Allow: loopback}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		// Interrupted once the request was accepted and shown.
+		for {
+			pf.mu.Lock()
+			calls := pf.calls
+			pf.mu.Unlock()
+			if calls >= 3 {
+				cancel()
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, []string{"prefetch", "--mirror", srv.URL, "--interval", "1ms", "org/a:1"}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "interrupted: the mirror goes on with the 1 image(s), which stay on its list") {
+		t.Errorf("interrupted prefetch: exit %d, stderr %q", code, stderr.String())
+	}
+}
