@@ -39,7 +39,14 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (conten
 		// holds meta.db's lock): every ingest file, a rebuild's
 		// uncompressed tar included, is a dead process's, whatever its
 		// age. Partial downloads are kept for resumes.
-		return blobstore.NewFS(s.Root, blobstore.FSOptions{TempMaxAge: 0, PartialMaxAge: s.PartialMaxAge.D()})
+		fs, err := blobstore.NewFS(s.Root, blobstore.FSOptions{TempMaxAge: 0, PartialMaxAge: s.PartialMaxAge.D()})
+		if err != nil {
+			return nil, err
+		}
+		if err := fs.CheckWritable(); err != nil {
+			return nil, fmt.Errorf("storage.root: %w", err)
+		}
+		return fs, nil
 	}
 	params, err := s.Blobs.S3.DriverParameters()
 	if err != nil {

@@ -70,6 +70,28 @@ func NewFS(root string, opts FSOptions) (*FS, error) {
 	return s, nil
 }
 
+// CheckWritable fails, naming the directory, when the process may not
+// write where fills go (a root restored or copied by another user): a
+// store it cannot write would otherwise answer every miss with an internal
+// error. A full disk is not such a failure: cached content is still served.
+func (s *FS) CheckWritable() error {
+	dirs := []string{s.blobs, s.ingest, s.partial}
+	if _, err := os.Stat(filepath.Join(s.blobs, "sha256")); err == nil {
+		dirs = append(dirs, filepath.Join(s.blobs, "sha256"))
+	}
+	for _, dir := range dirs {
+		f, err := os.CreateTemp(dir, ".write-check-*")
+		switch {
+		case err == nil:
+			f.Close()
+			os.Remove(f.Name())
+		case errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS):
+			return fmt.Errorf("blob store: %s is not writable by this process: %w", dir, err)
+		}
+	}
+	return nil
+}
+
 func (s *FS) cleanIngest(olderThan time.Time) error {
 	entries, err := os.ReadDir(s.ingest)
 	if err != nil {

@@ -14,6 +14,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -51,11 +53,21 @@ type DB struct {
 
 // Open opens or creates the metadata database at path.
 func Open(path string) (*DB, error) {
+	if err := removeTornInit(path); err != nil {
+		return nil, fmt.Errorf("open metadata %s: remove the remains of a start that ran out of disk space: %w", path, err)
+	}
+	_, statErr := os.Stat(path)
+	created := errors.Is(statErr, fs.ErrNotExist)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("open metadata %s: locked by another process (is another registry-edge using this storage root?)", path)
 	}
 	if err != nil {
+		if created {
+			// Half written (the disk is full): nothing to keep, and a
+			// torn file would stop every later start.
+			os.Remove(path)
+		}
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {

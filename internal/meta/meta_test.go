@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -278,5 +279,32 @@ func TestLegacyNegativeVerdict(t *testing.T) {
 	}
 	if v, err := db.Verdict(ctx, "fleet", "rev1", d, "central/a"); err != nil || v.Message != "newer" {
 		t.Errorf("after a newer one: %+v, %v; want the newer one", v, err)
+	}
+}
+
+// A meta.db shorter than bbolt's initial pages (a first start that ran out
+// of disk space) holds nothing: it is made again instead of faulting every
+// later start (SIGBUS in bbolt's mmap, which no recover catches).
+func TestTornInitIsMadeAgain(t *testing.T) {
+	t.Parallel()
+	db, good := openTest(t)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	torn := filepath.Join(t.TempDir(), "meta.db")
+	if err := os.WriteFile(torn, b[:2*os.Getpagesize()], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(torn)
+	if err != nil {
+		t.Fatalf("Open of a torn initialization: %v", err)
+	}
+	defer db.Close()
+	if err := db.PutTag(context.Background(), Repo{Registry: "central", Name: "app"}, "v1", TagEntry{Digest: digest.FromString("m"), FetchedAt: time.Now()}); err != nil {
+		t.Errorf("the database made again does not take writes: %v", err)
 	}
 }
