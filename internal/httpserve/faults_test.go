@@ -122,6 +122,9 @@ func TestNotAManifestFromUpstream(t *testing.T) {
 	for name, tc := range map[string]struct{ mediaType, body string }{
 		"captive portal": {"text/html", "<html><body>Sign in to the network</body></html>"},
 		"not JSON":       {ocispec.MediaTypeImageManifest, "not json at all"},
+		// JSON that names a type a browser renders: served with it, it
+		// would be a page on the mirror's origin.
+		"JSON page": {"text/html", `{"schemaVersion":2,"mediaType":"text/html","config":{},"layers":[],"annotations":{"x":"<script>alert(1)</script>"}}`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -130,6 +133,9 @@ func TestNotAManifestFromUpstream(t *testing.T) {
 			before := m.storedBlobs()
 			resp, body := m.get(http.MethodGet, manifestPath("app", "v1"), "Accept", ocispec.MediaTypeImageManifest)
 			m.wantCode(resp, body, http.StatusBadGateway, "MANIFEST_INVALID")
+			if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+				t.Errorf("X-Content-Type-Options = %q, want nosniff", got)
+			}
 			if got := m.storedBlobs(); got != before {
 				t.Errorf("the store holds %d items after the upstream's junk, want %d", got, before)
 			}
@@ -476,6 +482,9 @@ func TestBaseAndHealth(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t)
 	resp, body := m.get(http.MethodGet, "/v2/")
+	if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+		t.Errorf("GET /v2/: X-Content-Type-Options = %q, want nosniff on every answer", got)
+	}
 	if resp.StatusCode != 200 || resp.Header.Get("Docker-Distribution-API-Version") != "registry/2.0" || string(body) != "{}" {
 		t.Errorf("GET /v2/: %d %q %s", resp.StatusCode, resp.Header.Get("Docker-Distribution-API-Version"), body)
 	}

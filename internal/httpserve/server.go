@@ -167,6 +167,10 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w}
 	acc := &accessEntry{}
 	rec.Header().Set(ociapi.HeaderAPIVersion, "registry/2.0")
+	// Content is served with the type its upstream gave: never sniffed
+	// into a page on the mirror's origin, where the status page and the
+	// admin API live.
+	rec.Header().Set("X-Content-Type-Options", "nosniff")
 
 	defer func() {
 		if v := recover(); v != nil {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -401,8 +402,10 @@ func (p *Proxy) beyondMaxStale(t Target, confirmed time.Time) (time.Duration, bo
 
 // manifestMediaType returns the media type of a manifest: the upstream's
 // Content-Type when it names a manifest type, else the document's own
-// mediaType field, else a guess from its shape (OCI allows the field to be
-// absent).
+// mediaType field if that names one, else a guess from its shape (OCI
+// allows the field to be absent). "" means not a manifest: the type is
+// the Content-Type the manifest is served with, and one like text/html
+// would make a hostile upstream's document a page on the mirror's origin.
 func manifestMediaType(contentType string, body []byte) string {
 	for _, mt := range ociapi.ManifestMediaTypes {
 		if contentType == mt {
@@ -419,7 +422,10 @@ func manifestMediaType(contentType string, body []byte) string {
 	}
 	switch {
 	case doc.MediaType != "":
-		return doc.MediaType
+		if slices.Contains(ociapi.ManifestMediaTypes, doc.MediaType) {
+			return doc.MediaType
+		}
+		return ""
 	case doc.Manifests != nil:
 		return ociapi.MediaTypeOCIIndex
 	case doc.Config != nil:
