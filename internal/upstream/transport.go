@@ -107,10 +107,15 @@ func newBaseTransport(o Options, registryAddr netip.Addr) (*http.Transport, erro
 		Control:   dialControl(registryAddr),
 	}
 	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       tlsConf,
-		ForceAttemptHTTP2:     true,
+		Proxy:             http.ProxyFromEnvironment,
+		DialContext:       dialer.DialContext,
+		TLSClientConfig:   tlsConf,
+		ForceAttemptHTTP2: true,
+		// Bytes are content-addressed: what arrives is what is hashed
+		// and stored, with the size the upstream states. Go's transparent
+		// gzip would hand over bytes of another size (without one, for a
+		// body that inflates without bound) and cannot resume by Range.
+		DisableCompression:    true,
 		TLSHandshakeTimeout:   o.ConnectTimeout,
 		ResponseHeaderTimeout: o.ResponseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,
