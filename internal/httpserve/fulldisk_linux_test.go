@@ -1,11 +1,13 @@
 package httpserve_test
 
 import (
+	"bytes"
 	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -148,5 +150,28 @@ func TestDeltaRebuildOnAFullDiskIsNoted(t *testing.T) {
 	}
 	if got := metricValue(t, m.metrics, "registry_edge_store_full_total"); got < 1 {
 		t.Errorf("store_full_total = %v after a rebuild ran out of room, want at least 1", got)
+	}
+}
+
+// A fill that fails before its first byte (the disk is full) answers its
+// client with an error status and envelope, not 200 and a cut connection;
+// the next request passes the blob through.
+func TestFillFailingBeforeItsFirstByteAnswersAnError(t *testing.T) {
+	t.Parallel()
+	m, root := newMirrorOnSmallDisk(t, 4<<20)
+	blob := fakeupstream.Random(t, 1<<20)
+	d := m.fake.AddBlob(blob)
+	m.fake.LinkBlob("app", d.Digest)
+	fillDisk(t, root)
+	resp, body, err := m.do(http.MethodGet, blobPath("app", d.Digest))
+	if err != nil {
+		t.Fatalf("first GET on a full disk: %v (a cut connection), want an error answer", err)
+	}
+	if resp.StatusCode < 500 || !strings.Contains(string(body), `"errors"`) {
+		t.Errorf("first GET on a full disk: %d %q, want a 5xx error envelope", resp.StatusCode, body)
+	}
+	resp, body, err = m.do(http.MethodGet, blobPath("app", d.Digest))
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, blob) {
+		t.Errorf("second GET: %v %v, %d bytes; want the blob passed through", err, resp.StatusCode, len(body))
 	}
 }

@@ -199,12 +199,16 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 		}
 		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, res.Size))
 		h.Set("Content-Length", strconv.FormatInt(length, 10))
-		w.WriteHeader(http.StatusPartialContent)
-	} else {
-		if length >= 0 {
-			h.Set("Content-Length", strconv.FormatInt(length, 10))
-		}
-		w.WriteHeader(http.StatusOK)
+	} else if length >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(length, 10))
+	}
+	status := http.StatusOK
+	if partial {
+		status = http.StatusPartialContent
+	}
+	fill := res.Bytes == nil && res.Cache != proxy.CacheHit
+	if !fill {
+		w.WriteHeader(status)
 	}
 	var n int64
 	switch {
@@ -212,11 +216,18 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 		// In memory: headers and body leave together.
 		err = writeBody(w, r, res.Bytes[start:start+length])
 		n = length
-	case res.Cache != proxy.CacheHit:
+	case fill:
 		// A fill: its body arrives at the upstream's pace. Send the headers
 		// with the first bytes as soon as they are here (net/http would
-		// hold them for 512 bytes), then the rest as it comes.
-		n, err = copyFirstThenRest(w, res.Content, length)
+		// hold them for 512 bytes), then the rest as it comes; a fill that
+		// fails before its first byte gets an error answer instead.
+		n, err = copyFirstThenRest(w, res.Content, length, status)
+		if errors.Is(err, errNothingSent) {
+			for _, k := range []string{"Content-Length", "Content-Range", "Accept-Ranges", "ETag", ociapi.HeaderContentDigest, "Content-Type"} {
+				h.Del(k)
+			}
+			return err
+		}
 	case length >= 0:
 		n, err = copyBuffered(w, io.LimitReader(res.Content, length))
 	default:
@@ -237,8 +248,9 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 // flushing the response after the first read so that the headers and the
 // first body bytes leave in one segment; the rest goes through the same
 // pooled buffer, flushed after every write.
-func copyFirstThenRest(w *recorder, src io.Reader, length int64) (int64, error) {
+func copyFirstThenRest(w *recorder, src io.Reader, length int64, status int) (int64, error) {
 	if length == 0 {
+		w.WriteHeader(status)
 		w.Flush()
 		return 0, nil
 	}
@@ -249,6 +261,12 @@ func copyFirstThenRest(w *recorder, src io.Reader, length int64) (int64, error) 
 		buf = buf[:length]
 	}
 	k, err := src.Read(buf)
+	if k == 0 && err != nil && err != io.EOF {
+		// Nothing sent yet, not even the status: the caller answers with
+		// the error.
+		return 0, fmt.Errorf("%w: %w", errNothingSent, err)
+	}
+	w.WriteHeader(status)
 	if k > 0 {
 		if _, werr := w.Write(buf[:k]); werr != nil {
 			return 0, werr
@@ -269,6 +287,10 @@ func copyFirstThenRest(w *recorder, src io.Reader, length int64) (int64, error) 
 	m, err := io.CopyBuffer(flushWriter{w}, struct{ io.Reader }{rest}, *bp)
 	return n + m, err
 }
+
+// errNothingSent marks a fill's failure before its first byte: the client
+// has received nothing, and gets an error answer.
+var errNothingSent = errors.New("the fill failed before its first byte")
 
 // flushWriter flushes the response after every write: a fill's bytes
 // arrive at the upstream's pace, and a short piece left in net/http's
