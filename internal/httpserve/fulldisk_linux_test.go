@@ -167,11 +167,39 @@ func TestFillFailingBeforeItsFirstByteAnswersAnError(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first GET on a full disk: %v (a cut connection), want an error answer", err)
 	}
-	if resp.StatusCode < 500 || !strings.Contains(string(body), `"errors"`) {
-		t.Errorf("first GET on a full disk: %d %q, want a 5xx error envelope", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "the mirror's disk is full") {
+		t.Errorf("first GET on a full disk: %d %q, want 503 saying the mirror's disk is full", resp.StatusCode, body)
 	}
 	resp, body, err = m.do(http.MethodGet, blobPath("app", d.Digest))
 	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, blob) {
 		t.Errorf("second GET: %v %v, %d bytes; want the blob passed through", err, resp.StatusCode, len(body))
+	}
+}
+
+// A region whose disk cannot hold the tars of a delta it computes for a
+// site answers with the full layer at once (not a 500 the site retries),
+// and notes the full disk.
+func TestRegionWithoutRoomForADeltaAnswersFull(t *testing.T) {
+	t.Parallel()
+	region, root := newMirrorOnSmallDisk(t, 16<<20, withDeltas)
+	site, _, nw, _ := tiers(t, region)
+	fillDisk(t, root)
+	st, err := os.Stat(filepath.Join(root, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Room for the new layer, not for the tars of a delta.
+	if err := os.Truncate(filepath.Join(root, "filler"), st.Size()-int64(len(nw))-512<<10); err != nil {
+		t.Fatal(err)
+	}
+	pullImage(t, site, "v2", nw)
+	if got := metricValue(t, region.metrics, "registry_edge_delta_negotiations_total", "result", "full"); got != 1 {
+		t.Errorf("region answered %v negotiations in full, want 1", got)
+	}
+	if got := metricValue(t, region.metrics, "registry_edge_store_full_total"); got < 1 {
+		t.Errorf("region store_full_total = %v, want the full disk noted", got)
+	}
+	if got := metricValue(t, site.metrics, "registry_edge_upstream_requests_total", "upstream", "central.test", "op", "negotiate", "result", "error"); got != 0 {
+		t.Errorf("site counted %v failed negotiations, want 0 (an answer in full)", got)
 	}
 }

@@ -685,6 +685,13 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 	case <-ctx.Done():
 		return layerdelta.Layer{}, ctx.Err()
 	}
+	if diskFull(r.Err) {
+		// The tars did not fit: the lower tier gets the layer in full at
+		// once (not a 500 it would retry), room is asked for, and the
+		// next negotiation tries again.
+		p.noteWriteError(ctx, r.Err)
+		return layerdelta.Layer{}, fmt.Errorf("blob %s: no room to compute a delta: %w", d, ErrNoDelta)
+	}
 	if errors.Is(r.Err, ErrNoDelta) && !errors.Is(r.Err, errDeltaQueueFull) {
 		p.rememberNoDelta(key)
 	}

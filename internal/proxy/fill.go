@@ -293,6 +293,10 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 	}
 
 	p.noteWriteError(ctx, err)
+	if diskFull(err) {
+		// Its clients are told it is this mirror's disk, not a 500.
+		err = fmt.Errorf("%w: %w", errDiskFullAnswer, err)
+	}
 	result := "ok"
 	if err != nil {
 		result = "error"

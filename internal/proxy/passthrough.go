@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"syscall"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/ociapi"
 	"github.com/registry-edge/registry-edge/internal/verify"
 )
 
@@ -46,6 +48,12 @@ func (p *Proxy) noteWriteError(ctx context.Context, err error) {
 		}()
 	}
 }
+
+// errDiskFullAnswer is what the clients of a fill that ran out of disk
+// space are told (those that have received nothing yet): the next request
+// passes through.
+var errDiskFullAnswer = &ociapi.Error{Status: http.StatusServiceUnavailable, Code: ociapi.CodeUnavailable,
+	Message: "the mirror's disk is full: ask again, the blob is then passed through from the upstream", RetryAfter: time.Second}
 
 // diskFull reports whether err says the disk is full. bbolt words some of
 // its write errors with the system error's text only.
