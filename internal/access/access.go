@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -193,12 +194,17 @@ func (p *Policy) checkPassword(user, pass string) bool {
 		return false
 	}
 	ok := false
+	// At most half the processors hash at once: a flood of made-up
+	// logins waits for its turn instead of taking every core from the
+	// pulls (known clients do not hash again, see above).
+	bcryptSlots <- struct{}{}
 	if known {
 		ok = bcrypt.CompareHashAndPassword(hash, []byte(pass)) == nil
 	} else if p.dummy != nil {
 		// Spend the time anyway, so user names cannot be probed by timing.
 		bcrypt.CompareHashAndPassword(p.dummy, []byte(pass))
 	}
+	<-bcryptSlots
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if ok {
@@ -211,6 +217,9 @@ func (p *Policy) checkPassword(user, pass string) bool {
 	p.rejected[pair] = time.Now().Add(rejectedTTL)
 	return false
 }
+
+// bcryptSlots bounds the password hashes computed at once.
+var bcryptSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
 
 // Remembered failed pairs: how many, and for how long.
 const (

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -180,5 +181,31 @@ func TestFailedPairIsRemembered(t *testing.T) {
 	p.users["alice"] = h
 	if p.checkPassword("alice", "stale") {
 		t.Error("a pair that failed a moment ago was checked with bcrypt again")
+	}
+}
+
+// Password hashes wait for a slot (at most half the processors hash at
+// once): with every slot taken, a login does not hash until one frees.
+func TestHashingWaitsForASlot(t *testing.T) {
+	f := htpasswd(t, map[string]string{"alice": "wonderland"})
+	p, err := New(Options{Anonymous: true, HtpasswdFile: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range cap(bcryptSlots) {
+		bcryptSlots <- struct{}{}
+	}
+	done := make(chan bool)
+	go func() { done <- p.checkPassword("alice", "wonderland") }()
+	select {
+	case <-done:
+		t.Fatal("a password was hashed while every slot was taken")
+	case <-time.After(100 * time.Millisecond):
+	}
+	for range cap(bcryptSlots) {
+		<-bcryptSlots
+	}
+	if !<-done {
+		t.Error("the right password did not verify once a slot was free")
 	}
 }
