@@ -53,6 +53,8 @@ type mirror struct {
 	maxDeltaWait time.Duration
 	// accessLog, if set, receives the access log (text lines).
 	accessLog io.Writer
+	// server is the handler srv serves.
+	server *httpserve.Server
 }
 
 // clock is a settable clock shared by the proxy and the upstream client's
@@ -146,7 +148,8 @@ func (m *mirror) start() {
 	if m.accessLog != nil {
 		so.AccessLog, so.Logger = true, slog.New(slog.NewTextHandler(m.accessLog, nil))
 	}
-	m.srv = httptest.NewUnstartedServer(httpserve.New(m.proxy, so))
+	m.server = httpserve.New(m.proxy, so)
+	m.srv = httptest.NewUnstartedServer(m.server)
 	m.srv.Config.ConnContext = httpserve.ConnContext // as registry-edge serve does
 	m.srv.Start()
 }

@@ -12,6 +12,9 @@ type Pull struct {
 	Ref    string
 	Status int
 	Cache  string
+	// Reason is what an error answer said (a signature denial names its
+	// rule and why); empty for a success.
+	Reason string
 }
 
 // recentPulls keeps the last manifest requests.

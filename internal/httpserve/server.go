@@ -160,6 +160,9 @@ type accessEntry struct {
 	cache  string
 	client access.Client
 	err    error
+	// reason is the error answer's message (safe to show: FromError never
+	// echoes an internal error).
+	reason string
 }
 
 func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
@@ -198,6 +201,7 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		acc.err = err
 		oe := ociapi.FromError(err, rt.Kind)
+		acc.reason = oe.Message
 		if rec.wroteHeader {
 			// Headers (and maybe part of the body) are out: the only honest
 			// signal left is to break the connection.
@@ -255,7 +259,7 @@ func (s *Server) finish(r *http.Request, rec *recorder, acc *accessEntry, start 
 		s.m.Cache.WithLabelValues(kind, acc.cache).Inc()
 	}
 	if acc.route.Kind == ociapi.KindManifest && r.Method == http.MethodGet {
-		s.recent.add(Pull{Time: start, Repo: acc.route.Name, Ref: acc.route.Reference, Status: status, Cache: acc.cache})
+		s.recent.add(Pull{Time: start, Repo: acc.route.Name, Ref: acc.route.Reference, Status: status, Cache: acc.cache, Reason: acc.reason})
 	}
 	if !s.opts.AccessLog && acc.err == nil {
 		return

@@ -468,6 +468,10 @@ func TestNegativeVerdictStaysInItsRepository(t *testing.T) {
 	if msg := deniedMessage(t, resp, body); !strings.Contains(msg, "no_signature") {
 		t.Errorf("unsigned copy: %q, want no_signature", msg)
 	}
+	// The status page's recent pulls say why (the operator's first look).
+	if pulls := m.server.RecentPulls(); len(pulls) == 0 || pulls[0].Status != http.StatusForbidden || !strings.Contains(pulls[0].Reason, "no_signature") {
+		t.Errorf("recent pulls after a denial: %+v, want the 403 with its reason", pulls)
+	}
 	if resp, body := get("app"); resp.StatusCode != http.StatusOK {
 		t.Errorf("signed original after its unsigned copy: %d %s, want 200", resp.StatusCode, body)
 	}

@@ -36,7 +36,8 @@ func TestPageShowsTheFigures(t *testing.T) {
 			return []prefetch.Status{{Image: prefetch.Image{Ref: "org/app:<b>1</b>"}, State: prefetch.StateComplete, Blobs: 2, BlobsDone: 2}}
 		},
 		Recent: func() []httpserve.Pull {
-			return []httpserve.Pull{{Time: now, Repo: "library/alpine", Ref: "3.20", Status: 200, Cache: "hit"}}
+			return []httpserve.Pull{{Time: now, Repo: "library/alpine", Ref: "3.20", Status: 200, Cache: "hit"},
+				{Time: now, Repo: "fleet/app", Ref: "1.5", Status: 403, Reason: `signature rule "fleet" (enforce): no_signature <i>`}}
 		},
 	})
 	srv := httptest.NewServer(h)
@@ -58,6 +59,7 @@ func TestPageShowsTheFigures(t *testing.T) {
 		"uplink saved: 3.0 MiB", // served minus fetched
 		"central.example", "unreachable (circuit open)", "1m30s ago",
 		"library/alpine", "3.20",
+		`signature rule &#34;fleet&#34; (enforce): no_signature &lt;i&gt;`, // a denial's reason, escaped
 		"1 of 1 complete", "org/app:&lt;b&gt;1&lt;/b&gt;", // escaped
 		"version v1.2.3",
 		"9.0 MiB", "2 layers rebuilt from deltas, at 10.0 % of their size", // deltas

@@ -52,9 +52,9 @@ td.mono { font-family: ui-monospace, monospace; font-size: .8rem; }
 </table>
 
 <h2>Recent pulls</h2>
-<table id="pulls"><tr><th>Time</th><th>Repository</th><th>Reference</th><th>Status</th><th>Cache</th></tr>
-{{range .Pulls}}<tr><td>{{.Time.Format "15:04:05"}}</td><td>{{.Repo}}</td><td class="mono">{{.Ref}}</td><td class="{{if ge .Status 400}}bad{{end}}">{{.Status}}</td><td>{{.Cache}}</td></tr>
-{{else}}<tr><td colspan="5">none yet</td></tr>{{end}}
+<table id="pulls"><tr><th>Time</th><th>Repository</th><th>Reference</th><th>Status</th><th>Cache</th><th>Reason</th></tr>
+{{range .Pulls}}<tr><td>{{.Time.Format "15:04:05"}}</td><td>{{.Repo}}</td><td class="mono">{{.Ref}}</td><td class="{{if ge .Status 400}}bad{{end}}">{{.Status}}</td><td>{{.Cache}}</td><td>{{.Reason}}</td></tr>
+{{else}}<tr><td colspan="6">none yet</td></tr>{{end}}
 </table>
 </body>
 </html>
