@@ -42,7 +42,7 @@ func TestAccessRulesWithClients(t *testing.T) {
       users: ["alice"]
     - repositories: ["%s/secret/*"]
       users: ["alice"]
-`, htpasswd, centralName)})
+`, htpasswd, centralName), ownUpstreams: true})
 	// Docker's config.json and containers' auth.json, with alice's
 	// credentials for the mirror.
 	authDir := t.TempDir()

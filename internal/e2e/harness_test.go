@@ -357,9 +357,11 @@ type mirrorOptions struct {
 	// the storage of an earlier one).
 	storage string
 	// config is more YAML for the config file (top-level keys other than
-	// cache). If it has an upstreams key, the upstream argument of
-	// startMirror is not passed as --upstream.
+	// cache).
 	config string
+	// ownUpstreams says config has the upstreams: the upstream argument
+	// of startMirror is not passed as --upstream (which replaces them).
+	ownUpstreams bool
 }
 
 // startMirror starts registry-edge with upstream as its only (default)
@@ -372,7 +374,7 @@ func startMirror(t *testing.T, upstream string, opts mirrorOptions) *mirror {
 	}
 	addr, p := startServer(t, "registry-edge", "/healthz", func(addr string) *process {
 		args := []string{"serve", "--listen", addr, "--storage", storage}
-		if !strings.Contains(opts.config, "upstreams:") {
+		if !opts.ownUpstreams {
 			args = append(args, "--upstream", "http://"+upstream)
 		}
 		if opts.tagTTL != "" || opts.config != "" {

@@ -22,7 +22,7 @@ func TestPodman(t *testing.T) {
 	cor := seedCorpus(t, c)
 	// Central by name, not the default upstream: the mirror routes by the
 	// location's registry prefix.
-	m := startMirror(t, c.addr, mirrorOptions{config: namedCentral(c, false)})
+	m := startMirror(t, c.addr, mirrorOptions{config: namedCentral(c, false), ownUpstreams: true})
 	policy := writePolicy(t)
 	conf := writeRegistriesConf(t, centralName, m.addr)
 	// An empty containers.conf and a storage.conf of our own keep the

@@ -90,7 +90,7 @@ func TestSkopeo(t *testing.T) {
 		// skopeo 1.9 ignores CONTAINERS_REGISTRIES_CONF; --registries-conf works.
 		// Central by name, not the default upstream: the mirror routes by
 		// the location's registry prefix.
-		m := startMirror(t, c.addr, mirrorOptions{config: namedCentral(c, false)})
+		m := startMirror(t, c.addr, mirrorOptions{config: namedCentral(c, false), ownUpstreams: true})
 		conf := writeRegistriesConf(t, centralName, m.addr)
 		cmark, mmark := len(c.accessLog()), m.mark(t)
 		dir := filepath.Join(t.TempDir(), "dir")
