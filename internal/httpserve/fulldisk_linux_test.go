@@ -170,6 +170,11 @@ func TestFillFailingBeforeItsFirstByteAnswersAnError(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "the mirror's disk is full") {
 		t.Errorf("first GET on a full disk: %d %q, want 503 saying the mirror's disk is full", resp.StatusCode, body)
 	}
+	for _, h := range []string{"Cache-Control", "ETag", "Docker-Content-Digest"} {
+		if v := resp.Header.Get(h); v != "" {
+			t.Errorf("the error answer carries the blob's %s: %q", h, v)
+		}
+	}
 	resp, body, err = m.do(http.MethodGet, blobPath("app", d.Digest))
 	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, blob) {
 		t.Errorf("second GET: %v %v, %d bytes; want the blob passed through", err, resp.StatusCode, len(body))
@@ -201,5 +206,22 @@ func TestRegionWithoutRoomForADeltaAnswersFull(t *testing.T) {
 	}
 	if got := metricValue(t, site.metrics, "registry_edge_upstream_requests_total", "upstream", "central.test", "op", "negotiate", "result", "error"); got != 0 {
 		t.Errorf("site counted %v failed negotiations, want 0 (an answer in full)", got)
+	}
+}
+
+// A site below a region whose disk is full: the region's "ask again" is
+// its own failure, not its upstream's, so the site asks again, and gets
+// the blob the region then passes through.
+func TestSiteBelowARegionWithAFullDiskGetsTheBlob(t *testing.T) {
+	t.Parallel()
+	region, root := newMirrorOnSmallDisk(t, 4<<20)
+	blob := fakeupstream.Random(t, 1<<20)
+	d := region.fake.AddBlob(blob)
+	region.fake.LinkBlob("app", d.Digest)
+	site := newMirrorOver(t, region.srv.URL, nil)
+	fillDisk(t, root)
+	resp, body, err := site.do(http.MethodGet, blobPath("app", d.Digest))
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, blob) {
+		t.Errorf("site: %v %v %.200q; want the blob the region passes through when asked again", err, resp.StatusCode, body)
 	}
 }

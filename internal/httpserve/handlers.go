@@ -223,7 +223,7 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 		// fails before its first byte gets an error answer instead.
 		n, err = copyFirstThenRest(w, res.Content, length, status)
 		if errors.Is(err, errNothingSent) {
-			for _, k := range []string{"Content-Length", "Content-Range", "Accept-Ranges", "ETag", ociapi.HeaderContentDigest, "Content-Type"} {
+			for _, k := range []string{"Content-Length", "Content-Range", "Accept-Ranges", "ETag", ociapi.HeaderContentDigest, "Content-Type", "Cache-Control"} {
 				h.Del(k)
 			}
 			return err

@@ -207,7 +207,7 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 			// signal left is to break the connection.
 			panic(http.ErrAbortHandler)
 		}
-		if oe.Status >= 500 && oe.Status != http.StatusInternalServerError {
+		if oe.Status >= 500 && oe.Status != http.StatusInternalServerError && !oe.Local {
 			// This mirror answers; what failed is upstream of it (a
 			// registry-edge tier below must not take it for a dead link).
 			rec.Header().Set(upstream.HeaderTierError, "upstream")

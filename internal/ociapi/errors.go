@@ -51,6 +51,9 @@ type Error struct {
 	Detail  any    `json:"detail,omitempty"`
 	// RetryAfter, when positive, is sent as a Retry-After header.
 	RetryAfter time.Duration `json:"-"`
+	// Local marks a failure of this mirror itself (its disk), not of its
+	// upstream: a tier below may retry it.
+	Local bool `json:"-"`
 }
 
 // NewError returns an *Error with the given status, code and message.

@@ -53,7 +53,7 @@ func (p *Proxy) noteWriteError(ctx context.Context, err error) {
 // space are told (those that have received nothing yet): the next request
 // passes through.
 var errDiskFullAnswer = &ociapi.Error{Status: http.StatusServiceUnavailable, Code: ociapi.CodeUnavailable,
-	Message: "the mirror's disk is full: ask again, the blob is then passed through from the upstream", RetryAfter: time.Second}
+	Message: "the mirror's disk is full: ask again, the blob is then passed through from the upstream", RetryAfter: time.Second, Local: true}
 
 // diskFull reports whether err says the disk is full. bbolt words some of
 // its write errors with the system error's text only.
