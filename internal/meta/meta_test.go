@@ -308,3 +308,31 @@ func TestTornInitIsMadeAgain(t *testing.T) {
 		t.Errorf("the database made again does not take writes: %v", err)
 	}
 }
+
+// A database made with pages smaller than the opening machine's (made on
+// a 4 KiB page kernel, opened on a 16 or 64 KiB one; here: made with 1 KiB
+// pages) is not taken for a torn one: the page size is read from the file.
+func TestSmallPageDatabaseIsKept(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "meta.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{PageSize: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := removeTornInit(path); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(path)
+	if err != nil || after.Size() != before.Size() {
+		t.Fatalf("a whole %d-byte database of 1 KiB pages was taken for a torn one: %v", before.Size(), err)
+	}
+	if db, err = bolt.Open(path, 0o600, nil); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+}

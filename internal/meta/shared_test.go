@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,5 +301,54 @@ func TestSharedReplicaIDCollision(t *testing.T) {
 	}
 	if err := touch(restarted, "g"); err != nil {
 		t.Errorf("publish with a marker about another process: %v", err)
+	}
+}
+
+// unreachableBucket is a shared store that counts its reads and can fail
+// them all.
+type unreachableBucket struct {
+	gets atomic.Int64
+	down atomic.Bool
+}
+
+func (s *unreachableBucket) GetRecord(context.Context, string) ([]byte, error) {
+	s.gets.Add(1)
+	if s.down.Load() {
+		return nil, errors.New("bucket unreachable")
+	}
+	return nil, errdef.ErrNotFound
+}
+func (s *unreachableBucket) PutRecord(context.Context, string, []byte) error       { return nil }
+func (s *unreachableBucket) DeleteRecord(context.Context, string) error            { return nil }
+func (s *unreachableBucket) ListRecords(context.Context, string) ([]string, error) { return nil, nil }
+
+// A repository's negative verdict is found locally, before the shared
+// store (which holds positive ones only): no bucket read for it, and it
+// holds with the bucket unreachable.
+func TestNegativeVerdictIsFoundWithoutTheBucket(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, _ := openTest(t)
+	defer db.Close()
+	bucket := &unreachableBucket{}
+	if err := db.Share(bucket, "replica-a"); err != nil {
+		t.Fatal(err)
+	}
+	d := digest.FromString("unsigned")
+	if err := db.PutVerdict(ctx, "fleet", "rev1", d, Verdict{Reason: "no_signature", Repo: "central/app", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	before := bucket.gets.Load()
+	for range 10 {
+		if v, err := db.Verdict(ctx, "fleet", "rev1", d, "central/app"); err != nil || v.OK {
+			t.Fatalf("Verdict = %+v, %v; want the negative verdict", v, err)
+		}
+	}
+	if n := bucket.gets.Load() - before; n != 0 {
+		t.Errorf("%d bucket reads for 10 lookups of a local negative verdict, want 0", n)
+	}
+	bucket.down.Store(true)
+	if v, err := db.Verdict(ctx, "fleet", "rev1", d, "central/app"); err != nil || v.Reason != "no_signature" {
+		t.Errorf("bucket unreachable: Verdict = %+v, %v; want the local negative verdict", v, err)
 	}
 }

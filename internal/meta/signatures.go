@@ -81,7 +81,24 @@ func (m *DB) Verdict(ctx context.Context, rule, revision string, d digest.Digest
 		return v, nil
 	case err != nil && !errors.Is(err, errdef.ErrNotFound):
 		return Verdict{}, err
-	case err != nil && m.shared != nil && d.Validate() == nil:
+	}
+	if repo != "" {
+		// This repository's own negative verdict, before the shared store
+		// (which holds positive ones only): no bucket request for it, and
+		// it holds with the bucket unreachable.
+		var neg Verdict
+		switch nerr := get(m.db, bucketVerdicts, negativeKey(rule, revision, d, repo), &neg); {
+		case nerr == nil:
+			return neg, nil
+		case !errors.Is(nerr, errdef.ErrNotFound):
+			return Verdict{}, nerr
+		}
+		if err == nil && v.Repo == repo {
+			// Recorded before negative verdicts had keys of their own.
+			return v, nil
+		}
+	}
+	if m.shared != nil && d.Validate() == nil {
 		var sv Verdict
 		found, serr := m.getShared(ctx, sharedVerdictKey(rule, revision, d), &sv)
 		switch {
@@ -90,20 +107,6 @@ func (m *DB) Verdict(ctx context.Context, rule, revision string, d digest.Digest
 		case found && sv.OK:
 			return sv, put(m.db, bucketVerdicts, sigKey(rule, revision, d), sv)
 		}
-	}
-	// A negative verdict recorded before they had keys of their own.
-	legacy := err == nil && repo != "" && v.Repo == repo
-	if repo == "" {
-		return Verdict{}, errdef.ErrNotFound
-	}
-	var neg Verdict
-	switch err := get(m.db, bucketVerdicts, negativeKey(rule, revision, d, repo), &neg); {
-	case err == nil:
-		return neg, nil
-	case !errors.Is(err, errdef.ErrNotFound):
-		return Verdict{}, err
-	case legacy:
-		return v, nil
 	}
 	return Verdict{}, errdef.ErrNotFound
 }
