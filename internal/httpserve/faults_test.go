@@ -143,6 +143,21 @@ func TestNotAManifestFromUpstream(t *testing.T) {
 	}
 }
 
+// An OCI artifact manifest (image-spec 1.1 release candidates), as
+// registries that implemented them serve it, is a manifest: vendor JSON
+// types are served, types a browser renders are not.
+func TestArtifactManifestIsServed(t *testing.T) {
+	t.Parallel()
+	const mt = "application/vnd.oci.artifact.manifest.v1+json"
+	body := `{"mediaType":"` + mt + `","artifactType":"application/vnd.cncf.notary.signature","blobs":[],"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":1}}`
+	m := newMirror(t)
+	m.fake.AddManifest("app", "sig", mt, []byte(body))
+	resp, b := m.get(http.MethodGet, manifestPath("app", "sig"), "Accept", mt)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != mt || string(b) != body {
+		t.Errorf("artifact manifest: %d %s %q, want 200 with its type and bytes", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+	}
+}
+
 func TestWrongManifestFromUpstream(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t)

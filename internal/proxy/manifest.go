@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -400,6 +401,14 @@ func (p *Proxy) beyondMaxStale(t Target, confirmed time.Time) (time.Duration, bo
 	return limit, limit > 0 && p.now().Sub(confirmed) > limit
 }
 
+// registryJSONType reports whether mt is a vendor JSON type (such as the
+// OCI 1.1 release candidates' application/vnd.oci.artifact.manifest.v1+json):
+// a browser renders none of them.
+func registryJSONType(mt string) bool {
+	return strings.HasPrefix(mt, "application/vnd.") && strings.HasSuffix(mt, "+json") &&
+		!strings.ContainsAny(mt, " ;,\"\\\r\n")
+}
+
 // manifestMediaType returns the media type of a manifest: the upstream's
 // Content-Type when it names a manifest type, else the document's own
 // mediaType field if that names one, else a guess from its shape (OCI
@@ -422,7 +431,7 @@ func manifestMediaType(contentType string, body []byte) string {
 	}
 	switch {
 	case doc.MediaType != "":
-		if slices.Contains(ociapi.ManifestMediaTypes, doc.MediaType) {
+		if slices.Contains(ociapi.ManifestMediaTypes, doc.MediaType) || registryJSONType(doc.MediaType) {
 			return doc.MediaType
 		}
 		return ""
