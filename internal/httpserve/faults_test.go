@@ -355,6 +355,49 @@ func TestClientLeavingDoesNotStopFill(t *testing.T) {
 	}
 }
 
+// A client that leaves while its stale tag is being revalidated (the tag
+// moved, the new manifest is on its way) is not counted as a stale serve:
+// the upstream is fine.
+func TestClientLeavingARevalidationIsNoStaleServe(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	m.fake.Image("app", "v1", []byte("old layer"))
+	pullImage(t, m, "v1", []byte("old layer"))
+	moved, _ := m.fake.Image("app", "v1", []byte("new layer"))
+	m.clock.advance(2 * time.Minute) // past the tag TTL
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	m.fake.Fail(func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if r.Method == http.MethodGet && r.URL.Path == manifestPath("app", moved.Digest.String()) {
+			<-release
+		}
+		return false
+	})
+	target, err := m.router.Route("app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.proxy.Manifest(ctx, target, "v1")
+		done <- err
+	}()
+	for m.fake.Count(http.MethodGet, manifestPath("app", moved.Digest.String())) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("client that left: %v, want context.Canceled", err)
+	}
+	unblock()
+	if got := metricValue(t, m.metrics, "registry_edge_stale_tags_served_total"); got != 0 {
+		t.Errorf("stale serves = %v for a client that left a healthy revalidation, want 0", got)
+	}
+}
+
 // A client that leaves while the manifest it asked for is being fetched
 // returns at once; the fetch, shared with any other client of the tag,
 // goes on and is stored.

@@ -498,11 +498,11 @@ func (s *Server) deltaAnswer(w *recorder, r *http.Request, rt ociapi.Route, t pr
 	wait, async := s.preferredWait(r)
 	if async {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, wait)
+		ctx, cancel = context.WithTimeoutCause(ctx, wait, errStillComputing)
 		defer cancel()
 	}
 	l, err := s.p.DeltaFor(ctx, t, rt.Digest, bases)
-	if err != nil && async && ctx.Err() != nil && r.Context().Err() == nil {
+	if err != nil && async && errors.Is(err, context.DeadlineExceeded) && context.Cause(ctx) == errStillComputing {
 		// Still computing (the computation goes on): the lower tier asks
 		// again rather than time out and fetch the layer in full.
 		s.m.Deltas.Served.WithLabelValues("pending").Inc()
@@ -545,6 +545,9 @@ func (s *Server) deltaAnswer(w *recorder, r *http.Request, rt ociapi.Route, t pr
 	w.WriteHeader(upstream.StatusIMUsed)
 	return true, nil
 }
+
+// errStillComputing is the cause of a delta negotiation's wait running out.
+var errStillComputing = errors.New("the delta is still being computed")
 
 // preferredWait returns how long a delta negotiation may wait for its
 // delta and whether its client takes a 202 answer to ask again: RFC 7240

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -155,7 +156,15 @@ func (p *Proxy) readStoredAtMost(ctx context.Context, d digest.Digest, size, lim
 // callers), verifies and stores it, and links it to t's repository.
 func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstream.Manifest, error) {
 	key := t.Repo.String() + "@" + ref
-	ch := p.manifests.DoChan(key, func() (any, error) {
+	ch := p.manifests.DoChan(key, func() (_ any, err error) {
+		// DoChan re-raises a panic where nothing can recover it (the
+		// whole process would go): it is this fetch's error instead.
+		defer func() {
+			if r := recover(); r != nil {
+				p.log.Error("panic in a manifest fetch", slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
+				err = fmt.Errorf("manifest %s: internal error", ref)
+			}
+		}()
 		// Detached from the first caller, so that its disconnect does not
 		// fail the other callers sharing this fetch.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.FillTimeout)
@@ -307,6 +316,9 @@ func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.
 	case err == nil:
 		// The tag moved: fetch the new manifest by digest.
 		m, ferr := p.fetchManifest(ctx, t, desc.Digest.String())
+		if ferr != nil && ctx.Err() != nil {
+			return ManifestResult{}, ctx.Err() // the client left: nothing was stale
+		}
 		if ferr != nil {
 			return p.serveStale(ctx, t, tag, e, ferr)
 		}
@@ -321,6 +333,9 @@ func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.
 	case errors.Is(err, errdef.ErrUnsupported):
 		// No digest on HEAD: one GET by tag instead.
 		res, ferr := p.fetchTag(ctx, t, tag)
+		if ferr != nil && ctx.Err() != nil {
+			return ManifestResult{}, ctx.Err()
+		}
 		if ferr != nil && !errors.Is(ferr, errdef.ErrNotFound) {
 			return p.serveStale(ctx, t, tag, e, ferr)
 		}
