@@ -355,6 +355,53 @@ func TestClientLeavingDoesNotStopFill(t *testing.T) {
 	}
 }
 
+// A client that gives up before its answer (a layer being rebuilt, a
+// region still computing) is logged and counted as 499, not as a server
+// error.
+func TestClientLeavingIsNoServerError(t *testing.T) {
+	t.Parallel()
+	var log syncbuf.Buffer
+	m := newMirror(t)
+	m.accessLog = &log
+	m.restart()
+	m.fake.Image("app", "v1", []byte("layer"))
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	m.fake.Fail(func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if r.URL.Path == manifestPath("app", "v1") {
+			<-release
+		}
+		return false
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.srv.URL+manifestPath("app", "v1"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for m.fake.Count(http.MethodGet, manifestPath("app", "v1")) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the request was answered %d after its client left", resp.StatusCode)
+	}
+	unblock()
+	for i := 0; i < 500 && !strings.Contains(log.String(), "status=499"); i++ {
+		time.Sleep(10 * time.Millisecond) // the handler notices the client is gone
+	}
+	if !strings.Contains(log.String(), "status=499") {
+		t.Errorf("access log has no status=499 for the client that left:\n%s", log.String())
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_http_requests_total", "code", "500"); got != 0 {
+		t.Errorf("%v requests counted as 500 for a client that left", got)
+	}
+}
+
 // A client that leaves while its stale tag is being revalidated (the tag
 // moved, the new manifest is on its way) is not counted as a stale serve:
 // the upstream is fine.

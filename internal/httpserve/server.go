@@ -5,6 +5,7 @@
 package httpserve
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -148,6 +149,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// statusClientClosed is the status logged and counted for a request whose
+// client left before its answer (nginx's 499); nothing is sent.
+const statusClientClosed = 499
+
 func writeText(w http.ResponseWriter, status int, body string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(status)
@@ -206,6 +211,13 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 			// Headers (and maybe part of the body) are out: the only honest
 			// signal left is to break the connection.
 			panic(http.ErrAbortHandler)
+		}
+		if r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			// The client left (a device that gave up on a layer being
+			// rebuilt, to ask again): nothing failed here, and nobody
+			// reads an answer. 499, as nginx logs it, not a 500.
+			rec.status = statusClientClosed
+			return
 		}
 		if oe.Status >= 500 && oe.Status != http.StatusInternalServerError && !oe.Local {
 			// This mirror answers; what failed is upstream of it (a

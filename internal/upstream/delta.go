@@ -78,7 +78,7 @@ const (
 // descriptor (its target and bases) and verifies the rebuilt blob.
 //
 // The request prefers an asynchronous answer (RFC 7240 "Prefer:
-// respond-async, wait"), with a wait well within this client's response
+// respond-async, wait"), with a wait of half this client's response
 // header timeout: a delta of a large layer can take longer to compute than
 // the timeout, which would turn the negotiation into a full fetch.
 func (c *Client) NegotiateDelta(ctx context.Context, repo string, d digest.Digest, bases []digest.Digest) (ocispec.Descriptor, bool, error) {
@@ -131,10 +131,11 @@ func (c *Client) NegotiateDelta(ctx context.Context, repo string, d digest.Diges
 }
 
 // deltaWait is how many seconds a negotiation asks the upstream to wait
-// for a delta before it answers 202: two thirds of the response header
-// timeout, at least one.
+// for a delta before it answers 202: half the response header timeout,
+// rounded down (0, an answer at once, below 2 s), so that a 202 written
+// late on a busy upstream still arrives in time.
 func (c *Client) deltaWait() int {
-	return max(1, int(c.headerTimeout*2/3/time.Second))
+	return int(c.headerTimeout / 2 / time.Second)
 }
 
 // ParseIfNoneMatch returns the digests named by the entity tags of an

@@ -39,8 +39,8 @@ func TestNegotiateDeltaPending(t *testing.T) {
 		if ok || !errors.As(err, &pending) || pending.RetryAfter != c.want {
 			t.Errorf("Retry-After %q: ok %v, err %v; want DeltaPending after %s", c.retryAfter, ok, err, c.want)
 		}
-		if got := <-prefer; got != "respond-async, wait=20" {
-			t.Errorf("Prefer = %q, want respond-async, wait=20 (two thirds of the header timeout)", got)
+		if got := <-prefer; got != "respond-async, wait=15" {
+			t.Errorf("Prefer = %q, want respond-async, wait=15 (half the header timeout)", got)
 		}
 	}
 }
