@@ -494,10 +494,13 @@ func TestClientOfADeltaAttemptIsToldToComeBack(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t, withDeltas, func(o *proxy.Options) {
 		o.FillTimeout = 4 * time.Second // 2 s for the delta, which stalls
-		o.ClientStallTimeout = 100 * time.Millisecond
 	})
 	s := publishDelta(t, m, nil)
 	pullImage(t, m, "v1", s.old)
+	// Short only now: v1's own fill must not be told to come back on a
+	// loaded machine.
+	m.opts.ClientStallTimeout = 100 * time.Millisecond
+	m.restart()
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, s.l.Delta.Digest.String(), fakeupstream.Stall(s.delta, 10, release)))

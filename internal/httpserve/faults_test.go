@@ -355,6 +355,45 @@ func TestClientLeavingDoesNotStopFill(t *testing.T) {
 	}
 }
 
+// holdGET holds the upstream's answers to GETs of path until the returned
+// function is called (at the latest when the test ends).
+func holdGET(t *testing.T, m *mirror, path string) (unblock func()) {
+	t.Helper()
+	release := make(chan struct{})
+	var once sync.Once
+	unblock = func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	m.fake.Fail(func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if r.Method == http.MethodGet && r.URL.Path == path {
+			<-release
+		}
+		return false
+	})
+	return unblock
+}
+
+// leaveManifest asks the mirror's proxy for app:ref as a client that
+// leaves once the upstream was asked for held (a path holdGET holds), and
+// returns where Manifest's error arrives.
+func leaveManifest(t *testing.T, m *mirror, ref, held string) <-chan error {
+	t.Helper()
+	target, err := m.router.Route("app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.proxy.Manifest(ctx, target, ref)
+		done <- err
+	}()
+	for m.fake.Count(http.MethodGet, held) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	return done
+}
+
 // A client that gives up before its answer (a layer being rebuilt, a
 // region still computing) is logged and counted as 499, not as a server
 // error.
@@ -365,16 +404,7 @@ func TestClientLeavingIsNoServerError(t *testing.T) {
 	m.accessLog = &log
 	m.restart()
 	m.fake.Image("app", "v1", []byte("layer"))
-	release := make(chan struct{})
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(unblock)
-	m.fake.Fail(func(w http.ResponseWriter, r *http.Request, n int) bool {
-		if r.URL.Path == manifestPath("app", "v1") {
-			<-release
-		}
-		return false
-	})
+	unblock := holdGET(t, m, manifestPath("app", "v1"))
 	ctx, cancel := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.srv.URL+manifestPath("app", "v1"), nil)
 	if err != nil {
@@ -412,31 +442,8 @@ func TestClientLeavingARevalidationIsNoStaleServe(t *testing.T) {
 	pullImage(t, m, "v1", []byte("old layer"))
 	moved, _ := m.fake.Image("app", "v1", []byte("new layer"))
 	m.clock.advance(2 * time.Minute) // past the tag TTL
-	release := make(chan struct{})
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(unblock)
-	m.fake.Fail(func(w http.ResponseWriter, r *http.Request, n int) bool {
-		if r.Method == http.MethodGet && r.URL.Path == manifestPath("app", moved.Digest.String()) {
-			<-release
-		}
-		return false
-	})
-	target, err := m.router.Route("app", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := m.proxy.Manifest(ctx, target, "v1")
-		done <- err
-	}()
-	for m.fake.Count(http.MethodGet, manifestPath("app", moved.Digest.String())) == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
+	unblock := holdGET(t, m, manifestPath("app", moved.Digest.String()))
+	if err := <-leaveManifest(t, m, "v1", manifestPath("app", moved.Digest.String())); !errors.Is(err, context.Canceled) {
 		t.Errorf("client that left: %v, want context.Canceled", err)
 	}
 	unblock()
@@ -452,30 +459,8 @@ func TestClientLeavingAManifestFetchReturns(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t)
 	m.fake.Image("app", "v1", []byte("layer"))
-	release := make(chan struct{})
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(unblock)
-	m.fake.Fail(func(w http.ResponseWriter, r *http.Request, n int) bool {
-		if r.Method == http.MethodGet && r.URL.Path == manifestPath("app", "v1") {
-			<-release
-		}
-		return false
-	})
-	target, err := m.router.Route("app", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := m.proxy.Manifest(ctx, target, "v1")
-		done <- err
-	}()
-	for m.fake.Count(http.MethodGet, manifestPath("app", "v1")) == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	cancel()
+	unblock := holdGET(t, m, manifestPath("app", "v1"))
+	done := leaveManifest(t, m, "v1", manifestPath("app", "v1"))
 	select {
 	case err := <-done:
 		if !errors.Is(err, context.Canceled) {
@@ -485,6 +470,10 @@ func TestClientLeavingAManifestFetchReturns(t *testing.T) {
 		t.Fatal("the client that left still waits for the upstream")
 	}
 	unblock()
+	target, err := m.router.Route("app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := m.proxy.Manifest(context.Background(), target, "v1"); err != nil {
 		t.Fatal(err)
 	}

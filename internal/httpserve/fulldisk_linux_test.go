@@ -65,6 +65,20 @@ func fillDisk(t *testing.T, dir string) {
 	}
 }
 
+// leaveRoom fills the file system at dir but for about n bytes.
+func leaveRoom(t *testing.T, dir string, n int64) {
+	t.Helper()
+	fillDisk(t, dir)
+	filler := filepath.Join(dir, "filler")
+	st, err := os.Stat(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filler, st.Size()-n); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // On a full disk, cached images keep being served by tag when the tag is
 // revalidated upstream (its new check cannot be recorded), and manifests
 // not cached pass through.
@@ -135,15 +149,8 @@ func TestDeltaRebuildOnAFullDiskIsNoted(t *testing.T) {
 	m, root := newMirrorOnSmallDisk(t, 16<<20, withDeltas)
 	s := publishDelta(t, m, nil)
 	pullImage(t, m, "v1", s.old)
-	fillDisk(t, root)
-	st, err := os.Stat(filepath.Join(root, "filler"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Room for the layer, not for the tars a rebuild writes first.
-	if err := os.Truncate(filepath.Join(root, "filler"), st.Size()-int64(len(s.nw))-512<<10); err != nil {
-		t.Fatal(err)
-	}
+	leaveRoom(t, root, int64(len(s.nw))+512<<10)
 	pullImage(t, m, "v2", s.nw)
 	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "failed"); got != 1 {
 		t.Errorf("failed deltas = %v, want 1 (the rebuild did not fit)", got)
@@ -188,15 +195,8 @@ func TestRegionWithoutRoomForADeltaAnswersFull(t *testing.T) {
 	t.Parallel()
 	region, root := newMirrorOnSmallDisk(t, 16<<20, withDeltas)
 	site, _, nw, _ := tiers(t, region)
-	fillDisk(t, root)
-	st, err := os.Stat(filepath.Join(root, "filler"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Room for the new layer, not for the tars of a delta.
-	if err := os.Truncate(filepath.Join(root, "filler"), st.Size()-int64(len(nw))-512<<10); err != nil {
-		t.Fatal(err)
-	}
+	leaveRoom(t, root, int64(len(nw))+512<<10)
 	pullImage(t, site, "v2", nw)
 	if got := metricValue(t, region.metrics, "registry_edge_delta_negotiations_total", "result", "full"); got != 1 {
 		t.Errorf("region answered %v negotiations in full, want 1", got)
