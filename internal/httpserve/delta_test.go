@@ -331,6 +331,72 @@ func TestSiteWaitsForADeltaBeingComputed(t *testing.T) {
 	}
 }
 
+// Of the deltas a region holds for a layer, a site that holds the bases
+// of several gets the smallest, not the newest.
+func TestRegionSendsTheSmallestDelta(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t, withDeltas)
+	gen := layergen.New(60, 60, 16<<10)
+	v2gen := gen.Update(61)
+	v1, v2, v3 := layergen.Gzip(gen.Tar(), -1), layergen.Gzip(v2gen.Tar(), -1), layergen.Gzip(v2gen.Update(62).Tar(), -1)
+	_, l3 := region.fake.Image("app", "v3", v3)
+	region.fake.Image("app", "v1", v1)
+	region.fake.Image("app", "v2", v2)
+	pullImage(t, region, "v1", v1)
+	pullImage(t, region, "v2", v2)
+	content := func(b []byte) layerdelta.Content {
+		return layerdelta.Content{Blob: layerdelta.Blob{Digest: digest.FromBytes(b), Size: int64(len(b))}, R: bytes.NewReader(b)}
+	}
+	var deltas []layerdelta.Layer
+	for _, base := range [][]byte{v2, v1} { // the smaller delta recorded first: the newest is the larger
+		res, err := layerdelta.Make(context.Background(), content(v3), []layerdelta.Content{content(base)}, layerdelta.Options{TempDir: t.TempDir()})
+		if err != nil || !res.OK() {
+			t.Fatalf("Make: %v", err)
+		}
+		if err := region.store.Put(context.Background(), res.Layer.Delta, res.File); err != nil {
+			t.Fatal(err)
+		}
+		res.Close()
+		desc, err := res.Layer.Descriptor()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := region.db.AddDelta(context.Background(), l3[0].Digest, meta.DeltaRecord{Repo: meta.Repo{Registry: "central.test", Name: "app"}, Descriptor: desc}); err != nil {
+			t.Fatal(err)
+		}
+		deltas = append(deltas, res.Layer)
+	}
+	if deltas[0].Delta.Size >= deltas[1].Delta.Size {
+		t.Fatalf("test assumption: the delta from v2 (%d bytes) is smaller than from v1 (%d)", deltas[0].Delta.Size, deltas[1].Delta.Size)
+	}
+	resp, _ := region.get(http.MethodHead, blobPath("app", l3[0].Digest), "A-IM", "vnd.registry-edge.delta.v1",
+		"If-None-Match", `"`+digest.FromBytes(v1).String()+`", "`+digest.FromBytes(v2).String()+`"`)
+	if resp.StatusCode != 226 || !strings.Contains(resp.Header.Get("Registry-Edge-Delta"), deltas[0].Delta.Digest.String()) {
+		t.Errorf("negotiation: %d, delta %s; want 226 with the smaller delta %s", resp.StatusCode, resp.Header.Get("Registry-Edge-Delta"), deltas[0].Delta.Digest)
+	}
+}
+
+// "No delta worth sending" is remembered by the computation itself: a
+// site answered 202 meanwhile (its wait ran out) asks again and gets the
+// layer in full, without the same delta computed a second time.
+func TestNoDeltaIsRememberedWithoutAWaiter(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t, withDeltas, func(o *proxy.Options) { o.MaxDeltaRatio = 0.0001 })
+	region.maxDeltaWait = time.Nanosecond
+	region.restart()
+	site, _, nw, _ := tiers(t, region)
+	pullImage(t, site, "v2", nw)
+	if err := region.proxy.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := metricValue(t, region.metrics, "registry_edge_delta_negotiations_total", "result", "full"); got != 1 {
+		t.Errorf("region answered %v negotiations in full, want 1", got)
+	}
+	if got := metricValue(t, region.metrics, "registry_edge_delta_recipes_total"); got != 1 {
+		t.Errorf("region computed the delta %v times, want 1", got)
+	}
+}
+
 // A region whose delta would not be smaller than deltas.maxRatio of the
 // layer answers with the layer.
 func TestTierServesFullLayerWhenDeltaTooBig(t *testing.T) {

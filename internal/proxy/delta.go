@@ -664,8 +664,10 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 	for _, c := range cands {
 		held[c.b.Digest] = true
 	}
-	// A delta computed before against bases the requester holds.
+	// The smallest delta computed before against bases the requester
+	// holds.
 	if recs, err := p.db.Deltas(ctx, d); err == nil {
+		var best layerdelta.Layer
 		for _, rec := range recs {
 			l, err := layerdelta.ParseDescriptor(rec.Descriptor)
 			if err != nil || rec.Repo != t.Repo {
@@ -674,9 +676,15 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 			if l.Usable(func(b layerdelta.Blob) bool { return held[b.Digest] }) != nil {
 				continue
 			}
-			if _, err := p.store.Stat(ctx, l.Delta.Digest); err == nil {
-				return l, nil
+			if best.Delta.Digest != "" && l.Delta.Size >= best.Delta.Size {
+				continue
 			}
+			if _, err := p.store.Stat(ctx, l.Delta.Digest); err == nil {
+				best = l
+			}
+		}
+		if best.Delta.Digest != "" {
+			return best, nil
 		}
 	}
 	var bases []layerdelta.Blob
@@ -702,7 +710,15 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 		defer cancel()
 		stop := context.AfterFunc(p.closing, cancel)
 		defer stop()
-		return p.computeDelta(cctx, t, layerdelta.Blob{Digest: d, Size: size}, bases)
+		l, err := p.computeDelta(cctx, t, layerdelta.Blob{Digest: d, Size: size}, bases)
+		p.noteWriteError(cctx, err) // a full disk is noted whoever still waits
+		if errors.Is(err, ErrNoDelta) && !errors.Is(err, errDeltaQueueFull) && !diskFull(err) {
+			// Remembered here, not by a waiting requester: one that gave
+			// up (or was answered 202) must not leave it forgotten, and
+			// the same delta computed again at the next ask.
+			p.rememberNoDelta(key)
+		}
+		return l, err
 	})
 	var r singleflight.Result
 	select {
@@ -712,13 +728,9 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 	}
 	if diskFull(r.Err) {
 		// The tars did not fit: the lower tier gets the layer in full at
-		// once (not a 500 it would retry), room is asked for, and the
+		// once (not a 500 it would retry), room was asked for, and the
 		// next negotiation tries again.
-		p.noteWriteError(ctx, r.Err)
 		return layerdelta.Layer{}, fmt.Errorf("blob %s: no room to compute a delta: %w", d, ErrNoDelta)
-	}
-	if errors.Is(r.Err, ErrNoDelta) && !errors.Is(r.Err, errDeltaQueueFull) {
-		p.rememberNoDelta(key)
 	}
 	if r.Err != nil {
 		return layerdelta.Layer{}, r.Err
