@@ -420,10 +420,12 @@ func TestClientLeavingIsNoServerError(t *testing.T) {
 		resp.Body.Close()
 		t.Fatalf("the request was answered %d after its client left", resp.StatusCode)
 	}
-	unblock()
-	for i := 0; i < 500 && !strings.Contains(log.String(), "status=499"); i++ {
-		time.Sleep(10 * time.Millisecond) // the handler notices the client is gone
+	// The upstream still holds its answer: the handler ends when it
+	// notices its client's connection is gone.
+	for i := 0; i < 1000 && !strings.Contains(log.String(), "status=499"); i++ {
+		time.Sleep(10 * time.Millisecond)
 	}
+	unblock()
 	if !strings.Contains(log.String(), "status=499") {
 		t.Errorf("access log has no status=499 for the client that left:\n%s", log.String())
 	}
@@ -447,6 +449,14 @@ func TestClientLeavingARevalidationIsNoStaleServe(t *testing.T) {
 		t.Errorf("client that left: %v, want context.Canceled", err)
 	}
 	unblock()
+	// The fetch went on: wait for it (it writes to the store).
+	target, err := m.router.Route("app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.proxy.Manifest(context.Background(), target, moved.Digest.String()); err != nil {
+		t.Fatal(err)
+	}
 	if got := metricValue(t, m.metrics, "registry_edge_stale_tags_served_total"); got != 0 {
 		t.Errorf("stale serves = %v for a client that left a healthy revalidation, want 0", got)
 	}
