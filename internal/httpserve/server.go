@@ -149,6 +149,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// Headers every registry answer carries, as canonical keys and shared
+// values (net/http never modifies them): no allocation per request.
+var (
+	apiVersionKey   = http.CanonicalHeaderKey(ociapi.HeaderAPIVersion)
+	apiVersionValue = []string{"registry/2.0"}
+	nosniffKey      = http.CanonicalHeaderKey("X-Content-Type-Options")
+	nosniffValue    = []string{"nosniff"}
+)
+
 // statusClientClosed is the status logged and counted for a request whose
 // client left before its answer (nginx's 499); nothing is sent.
 const statusClientClosed = 499
@@ -174,11 +183,12 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
 	acc := &accessEntry{}
-	rec.Header().Set(ociapi.HeaderAPIVersion, "registry/2.0")
+	h := rec.Header()
+	h[apiVersionKey] = apiVersionValue
 	// Content is served with the type its upstream gave: never sniffed
 	// into a page on the mirror's origin, where the status page and the
 	// admin API live.
-	rec.Header().Set("X-Content-Type-Options", "nosniff")
+	h[nosniffKey] = nosniffValue
 
 	defer func() {
 		if v := recover(); v != nil {
