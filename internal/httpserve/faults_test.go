@@ -394,15 +394,23 @@ func leaveManifest(t *testing.T, m *mirror, ref, held string) <-chan error {
 	return done
 }
 
+// newMirrorWithAccessLog is newMirror whose access log goes to the buffer
+// it returns.
+func newMirrorWithAccessLog(t *testing.T, opts ...mirrorOpt) (*mirror, *syncbuf.Buffer) {
+	t.Helper()
+	var log syncbuf.Buffer
+	m := newMirror(t, opts...)
+	m.accessLog = &log
+	m.restart()
+	return m, &log
+}
+
 // A client that gives up before its answer (a layer being rebuilt, a
 // region still computing) is logged and counted as 499, not as a server
 // error.
 func TestClientLeavingIsNoServerError(t *testing.T) {
 	t.Parallel()
-	var log syncbuf.Buffer
-	m := newMirror(t)
-	m.accessLog = &log
-	m.restart()
+	m, log := newMirrorWithAccessLog(t)
 	m.fake.Image("app", "v1", []byte("layer"))
 	unblock := holdGET(t, m, manifestPath("app", "v1"))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -496,10 +504,7 @@ func TestClientLeavingAManifestFetchReturns(t *testing.T) {
 // metrics: one label value for all of them, and a bounded log field.
 func TestMadeUpMethodsDoNotGrowTheMetrics(t *testing.T) {
 	t.Parallel()
-	var log syncbuf.Buffer
-	m := newMirror(t)
-	m.accessLog = &log
-	m.restart()
+	m, log := newMirrorWithAccessLog(t)
 	long := strings.Repeat("X", 10000)
 	for i := range 50 {
 		resp, _, err := m.do(fmt.Sprintf("M%d%s", i, long), "/v2/")

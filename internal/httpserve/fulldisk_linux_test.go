@@ -160,16 +160,24 @@ func TestDeltaRebuildOnAFullDiskIsNoted(t *testing.T) {
 	}
 }
 
-// A fill that fails before its first byte (the disk is full) answers its
-// client with an error status and envelope, not 200 and a cut connection;
-// the next request passes the blob through.
-func TestFillFailingBeforeItsFirstByteAnswersAnError(t *testing.T) {
-	t.Parallel()
+// fullDiskWithABlob is a mirror on a full disk whose upstream holds a
+// 1 MiB blob of app.
+func fullDiskWithABlob(t *testing.T) (*mirror, []byte, ocispec.Descriptor) {
+	t.Helper()
 	m, root := newMirrorOnSmallDisk(t, 4<<20)
 	blob := fakeupstream.Random(t, 1<<20)
 	d := m.fake.AddBlob(blob)
 	m.fake.LinkBlob("app", d.Digest)
 	fillDisk(t, root)
+	return m, blob, d
+}
+
+// A fill that fails before its first byte (the disk is full) answers its
+// client with an error status and envelope, not 200 and a cut connection;
+// the next request passes the blob through.
+func TestFillFailingBeforeItsFirstByteAnswersAnError(t *testing.T) {
+	t.Parallel()
+	m, blob, d := fullDiskWithABlob(t)
 	resp, body, err := m.do(http.MethodGet, blobPath("app", d.Digest))
 	if err != nil {
 		t.Fatalf("first GET on a full disk: %v (a cut connection), want an error answer", err)
@@ -214,12 +222,8 @@ func TestRegionWithoutRoomForADeltaAnswersFull(t *testing.T) {
 // the blob the region then passes through.
 func TestSiteBelowARegionWithAFullDiskGetsTheBlob(t *testing.T) {
 	t.Parallel()
-	region, root := newMirrorOnSmallDisk(t, 4<<20)
-	blob := fakeupstream.Random(t, 1<<20)
-	d := region.fake.AddBlob(blob)
-	region.fake.LinkBlob("app", d.Digest)
+	region, blob, d := fullDiskWithABlob(t)
 	site := newMirrorOver(t, region.srv.URL, nil)
-	fillDisk(t, root)
 	resp, body, err := site.do(http.MethodGet, blobPath("app", d.Digest))
 	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, blob) {
 		t.Errorf("site: %v %v %.200q; want the blob the region passes through when asked again", err, resp.StatusCode, body)
