@@ -414,32 +414,32 @@ func (p *Proxy) askForDelta(ctx context.Context, n deltaNegotiator, f *fill, can
 	failed := 0                        // failed asks since it
 	for asked := 1; ; asked++ {
 		desc, ok, err := n.NegotiateDelta(upstream.Optional(ctx), f.target.Repo.Name, f.d, cands)
-		var pend *upstream.DeltaPending
-		if !errors.As(err, &pend) {
+		if pend := (*upstream.DeltaPending)(nil); errors.As(err, &pend) {
+			pending, failed = pend, 0
+			p.m.UpstreamRequests.WithLabelValues(f.target.Remote.Name, "negotiate", "pending").Inc()
+			if asked == 1 {
+				log.LogAttrs(ctx, slog.LevelInfo, "upstream is computing the delta; waiting for it", slog.Duration("up_to", budget))
+			}
+		} else {
 			p.countUpstream(f.target, "negotiate", err)
 			// An upstream that said it computes the delta is asked again
 			// after a failed ask or two (a 202 written late on a busy
-			// upstream arrives after the header timeout), within the
-			// budget.
-			if err == nil || pending == nil || ctx.Err() != nil || failed >= maxFailedPendingAsks || time.Now().Add(pending.RetryAfter).After(giveUp) {
+			// upstream arrives after the header timeout).
+			if err == nil || pending == nil || failed >= maxFailedPendingAsks {
 				return desc, ok, err
 			}
 			failed++
-			if !p.sleep(ctx, pending.RetryAfter) {
-				return ocispec.Descriptor{}, false, fmt.Errorf("waiting for the upstream's delta: %w", errdef.ErrUnavailable)
-			}
-			continue
-		}
-		pending, failed = pend, 0
-		p.m.UpstreamRequests.WithLabelValues(f.target.Remote.Name, "negotiate", "pending").Inc()
-		if asked == 1 {
-			log.LogAttrs(ctx, slog.LevelInfo, "upstream is computing the delta; waiting for it", slog.Duration("up_to", budget))
 		}
 		if time.Now().Add(pending.RetryAfter).After(giveUp) {
-			return ocispec.Descriptor{}, false, fmt.Errorf("upstream still computing the delta after %d requests: %w", asked, err)
+			return ocispec.Descriptor{}, false, fmt.Errorf("upstream still computing the delta after %d requests: %w", asked, errdef.ErrUnavailable)
 		}
-		if !p.sleep(ctx, pending.RetryAfter) {
-			return ocispec.Descriptor{}, false, fmt.Errorf("waiting for the upstream's delta: %w", errdef.ErrUnavailable)
+		// The fill's context ends with the fill, and with the proxy.
+		t := time.NewTimer(pending.RetryAfter)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ocispec.Descriptor{}, false, fmt.Errorf("waiting for the upstream's delta: %w", ctx.Err())
 		}
 	}
 }
@@ -447,20 +447,6 @@ func (p *Proxy) askForDelta(ctx context.Context, n deltaNegotiator, f *fill, can
 // maxFailedPendingAsks bounds the failed asks in a row askForDelta makes
 // of an upstream that said it computes the delta.
 const maxFailedPendingAsks = 2
-
-// sleep waits d, and reports false if ctx ends or the proxy closes first.
-func (p *Proxy) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-p.closing.Done():
-		return false
-	}
-}
 
 // mayNegotiate returns f's upstream as a negotiator if it is a tier that
 // may offer a delta for f's blob.

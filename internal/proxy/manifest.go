@@ -316,9 +316,6 @@ func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.
 	case err == nil:
 		// The tag moved: fetch the new manifest by digest.
 		m, ferr := p.fetchManifest(ctx, t, desc.Digest.String())
-		if ferr != nil && ctx.Err() != nil {
-			return ManifestResult{}, ctx.Err() // the client left: nothing was stale
-		}
 		if ferr != nil {
 			return p.serveStale(ctx, t, tag, e, ferr)
 		}
@@ -333,9 +330,6 @@ func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.
 	case errors.Is(err, errdef.ErrUnsupported):
 		// No digest on HEAD: one GET by tag instead.
 		res, ferr := p.fetchTag(ctx, t, tag)
-		if ferr != nil && ctx.Err() != nil {
-			return ManifestResult{}, ctx.Err()
-		}
 		if ferr != nil && !errors.Is(ferr, errdef.ErrNotFound) {
 			return p.serveStale(ctx, t, tag, e, ferr)
 		}
@@ -360,6 +354,9 @@ func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.
 // *StaleTagError (503). A 404 from the upstream is not bounded here: the
 // upstream answered, and cache.tagNotFound decides.
 func (p *Proxy) serveStale(ctx context.Context, t Target, tag string, e meta.TagEntry, cause error) (ManifestResult, error) {
+	if ctx.Err() != nil {
+		return ManifestResult{}, ctx.Err() // the client left: nothing was stale
+	}
 	age := p.now().Sub(e.Confirmed())
 	if limit, old := p.beyondMaxStale(t, e.Confirmed()); old && !errors.Is(cause, errdef.ErrNotFound) {
 		p.m.StaleRefused.WithLabelValues(t.Remote.Name).Inc()

@@ -113,8 +113,6 @@ type Client struct {
 	// bodyStall bounds each wait for the next bytes of a body read whole
 	// (manifests, tag lists, referrers): ResponseHeaderTimeout.
 	bodyStall time.Duration
-	// headerTimeout is ResponseHeaderTimeout.
-	headerTimeout time.Duration
 }
 
 // New returns a Client for the registry at o.URL. It makes no request.
@@ -188,7 +186,6 @@ func New(o Options) (*Client, error) {
 		maxWait:       o.RetryMaxWait,
 		maxRetryAfter: o.MaxRetryAfter,
 		bodyStall:     o.ResponseHeaderTimeout,
-		headerTimeout: o.ResponseHeaderTimeout,
 	}
 	if creds.basic() {
 		c.secrets = append(c.secrets, base64.StdEncoding.EncodeToString([]byte(creds.username+":"+creds.password)))

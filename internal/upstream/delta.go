@@ -135,7 +135,7 @@ func (c *Client) NegotiateDelta(ctx context.Context, repo string, d digest.Diges
 // rounded down (0, an answer at once, below 2 s), so that a 202 written
 // late on a busy upstream still arrives in time.
 func (c *Client) deltaWait() int {
-	return int(c.headerTimeout / 2 / time.Second)
+	return int(c.bodyStall / 2 / time.Second) // bodyStall is the response header timeout
 }
 
 // ParseIfNoneMatch returns the digests named by the entity tags of an
