@@ -21,6 +21,7 @@ import (
 
 	"github.com/registry-edge/registry-edge/internal/config"
 	"github.com/registry-edge/registry-edge/internal/testutil/certs"
+	"github.com/registry-edge/registry-edge/internal/testutil/cosigntest"
 	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
 )
 
@@ -336,6 +337,60 @@ func TestReloadAppliesAccessPolicy(t *testing.T) {
 	}
 	if code := srv.stop(); code != 0 {
 		t.Errorf("serve exit = %d; stderr:\n%s", code, stderr.String())
+	}
+}
+
+// A key file whose content changed (a key rotated or revoked) with the
+// configuration unchanged is named on SIGHUP as taking effect at the next
+// restart; a reload that changes nothing of the policy does not name it.
+func TestReloadNamesAChangedKeyFile(t *testing.T) {
+	addr := freeAddr(t)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "release.pub")
+	if err := os.WriteFile(key, []byte(cosigntest.NewKey(t).PublicPEM), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "config.yaml")
+	body := "signatures:\n  rules:\n    - name: fleet\n      repositories: [\"127.0.0.1:1/fleet/**\"]\n      mode: enforce\n      keys: [" + key + "]\n"
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startRun(t, "--config", conf, "--listen", addr, "--storage", filepath.Join(dir, "data"), "--upstream", "http://127.0.0.1:1")
+	reloaded := func(n int) string {
+		t.Helper()
+		for i := 0; i < 250; i++ {
+			if lines := strings.Split(srv.stderr.String(), "\n"); strings.Count(srv.stderr.String(), "configuration reloaded") >= n {
+				for _, l := range slices.Backward(lines) {
+					if strings.Contains(l, "configuration reloaded") {
+						return l
+					}
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("no reload logged; log:\n%s", srv.stderr.String())
+		return ""
+	}
+	for i := 0; i < 250; i++ { // serving: its SIGHUP handler runs
+		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	reloadRequests <- struct{}{}
+	if line := reloaded(1); strings.Contains(line, "signatures") {
+		t.Errorf("nothing changed, yet: %s", line)
+	}
+	if err := os.WriteFile(key, []byte(cosigntest.NewKey(t).PublicPEM), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reloadRequests <- struct{}{}
+	if line := reloaded(2); !strings.Contains(line, "not_applied") || !strings.Contains(line, "signatures.rules") {
+		t.Errorf("a replaced key file is not named as needing a restart: %s", line)
+	}
+	if code := srv.stop(); code != 0 {
+		t.Errorf("serve exit = %d; stderr:\n%s", code, srv.stderr.String())
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/prefetch"
 	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/sigpolicy"
 	"github.com/registry-edge/registry-edge/internal/status"
 	"github.com/registry-edge/registry-edge/internal/tlsserve"
 	"github.com/registry-edge/registry-edge/internal/upstream"
@@ -241,7 +243,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 			case <-pctx.Done():
 				return
 			case <-reloadRequests:
-				applyReload(pctx, log, reload, cfg, level, devices, maint)
+				applyReload(pctx, log, reload, cfg, policy, level, devices, maint)
 			}
 		}
 	})
@@ -369,9 +371,12 @@ func gcOptions(cfg config.Config) gc.Options {
 
 // applyReload reads the configuration again and applies what can change
 // while serving: the access policy (and its htpasswd file), the log level
-// and the storage budget. Other changes are logged as needing a restart. A
-// configuration that does not load changes nothing.
-func applyReload(ctx context.Context, log *slog.Logger, reload reloadFunc, running config.Config, level *slog.LevelVar, devices *access.Dynamic, maint *gc.Maintainer) {
+// and the storage budget. Other changes are logged as needing a restart,
+// among them a signature key or certificate file whose content changed
+// (runningPolicy is the policy in force). A configuration that does not
+// load changes nothing.
+func applyReload(ctx context.Context, log *slog.Logger, reload reloadFunc, running config.Config, runningPolicy *sigpolicy.Policy,
+	level *slog.LevelVar, devices *access.Dynamic, maint *gc.Maintainer) {
 	if reload == nil {
 		log.LogAttrs(ctx, slog.LevelWarn, "SIGHUP: running on the embedded default configuration, nothing to reload (start with --config)")
 		return
@@ -395,10 +400,21 @@ func applyReload(ctx context.Context, log *slog.Logger, reload reloadFunc, runni
 		return c
 	}
 	attrs := []slog.Attr{slog.String("applied", "access (anonymous, htpasswd, challengeBase, rules), log.level, storage.maxSize, storage.lowWatermark, storage.maxAge")}
-	if keys := changedKeys(live(running), live(next)); len(keys) > 0 {
+	keys := changedKeys(live(running), live(next))
+	nextPolicy, perr := next.SignaturePolicy()
+	if perr == nil && !slices.Equal(runningPolicy.Revisions(), nextPolicy.Revisions()) &&
+		!slices.ContainsFunc(keys, func(k string) bool { return strings.HasPrefix(k, "signatures") }) {
+		// Same configuration, other trust: a key, certificate or Rekor
+		// key file was replaced (a key rotated or revoked).
+		keys = append(keys, "signatures.rules (the content of a key or certificate file)")
+	}
+	if len(keys) > 0 {
 		attrs = append(attrs, slog.String("not_applied", strings.Join(keys, ", ")+": take effect at the next restart"))
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "configuration reloaded", attrs...)
+	if perr != nil {
+		log.LogAttrs(ctx, slog.LevelError, "the signature policy no longer loads; the running one stays, and the mirror will not start with it", slog.Any("err", perr))
+	}
 	for _, w := range next.SignatureScopeWarnings() {
 		log.LogAttrs(ctx, slog.LevelWarn, "signature rule for another registry", slog.String("warning", w))
 	}

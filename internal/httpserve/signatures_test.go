@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/registry-edge/registry-edge/internal/delta"
 	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/sigpolicy"
 	"github.com/registry-edge/registry-edge/internal/testutil/cosigntest"
@@ -170,6 +172,11 @@ func TestSignedIndexCoversChildren(t *testing.T) {
 	_, unsignedChild := index("unsigned-multi", []byte("other child layer"))
 	sign(t, m, key, signedIdx.Digest)
 
+	// A child asked for before its index is refused (no verified index
+	// lists it yet), and served once the index is verified: the refusal
+	// recorded for it does not outlive the index's verification.
+	resp, body := m.get(http.MethodGet, manifestPath("app", signedChild.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)
+	deniedMessage(t, resp, body)
 	for _, c := range []struct {
 		ref  string
 		want int
@@ -184,7 +191,7 @@ func TestSignedIndexCoversChildren(t *testing.T) {
 			t.Errorf("GET %s: %d %s, want %d", c.ref, resp.StatusCode, body, c.want)
 		}
 	}
-	resp, _ := m.get(http.MethodGet, blobPath("app", digest.FromBytes([]byte("child layer"))))
+	resp, _ = m.get(http.MethodGet, blobPath("app", digest.FromBytes([]byte("child layer"))))
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("layer of a covered child: %d", resp.StatusCode)
 	}
@@ -261,7 +268,20 @@ func TestEvidenceCannotVouchForAManifest(t *testing.T) {
 	m, signed := signedMirror(t)
 	evil, _ := m.fake.Image("app", "evil", []byte("evil layer"))
 
-	art := artifact(t, m, "readme", sigpolicy.SimpleSigningMediaType, evil.Digest, nil, &signed)
+	// The artifact's layer is the unsigned manifest's bytes: JSON, so
+	// evidence by its content.
+	req, _ := http.NewRequest(http.MethodGet, m.upstream.URL+manifestPath("app", evil.Digest.String()), nil)
+	req.Header.Set("Accept", ocispec.MediaTypeImageManifest)
+	up, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evilBody, err := io.ReadAll(up.Body)
+	up.Body.Close()
+	if err != nil || digest.FromBytes(evilBody) != evil.Digest {
+		t.Fatalf("the unsigned manifest from the upstream: %v", err)
+	}
+	art := artifact(t, m, "readme", sigpolicy.SimpleSigningMediaType, "", evilBody, &signed)
 	resp, body := m.get(http.MethodGet, manifestPath("app", art.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET the artifact (evidence of a signed image): %d %s", resp.StatusCode, body)
@@ -320,9 +340,10 @@ func TestOnlyEvidenceIsServedUnsigned(t *testing.T) {
 
 // A layer is evidence by its content, not by its label: an image whose
 // gzip-tar layers are labelled as a cosign signature, attached to a signed
-// image (subject, or cosign's .att tag), has its manifest served but not
-// its layers (podman unpacks them whatever the label); a manifest without
-// layers is no evidence at all (a runtime runs its config).
+// image (subject, or cosign's .att tag), is verified like any image (podman
+// unpacks its layers whatever the label), so neither its manifest nor its
+// layers are served; a manifest without layers is no evidence at all (a
+// runtime runs its config).
 func TestEvidenceIsCheckedByItsContent(t *testing.T) {
 	t.Parallel()
 	m, signed := signedMirror(t)
@@ -339,8 +360,8 @@ func TestEvidenceIsCheckedByItsContent(t *testing.T) {
 			get = ref
 		}
 		resp, body := m.get(http.MethodGet, manifestPath("app", get), "Accept", ocispec.MediaTypeImageManifest)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("%q: the artifact's manifest: %d %s", ref, resp.StatusCode, body)
+		if msg := deniedMessage(t, resp, body); !strings.Contains(msg, "no_signature") {
+			t.Errorf("%q: the artifact's manifest: %q, want no_signature", ref, msg)
 		}
 		resp, body = m.get(http.MethodGet, blobPath("app", digest.FromBytes(code)))
 		deniedMessage(t, resp, body)
@@ -355,41 +376,117 @@ func TestEvidenceIsCheckedByItsContent(t *testing.T) {
 		t.Errorf("a real signature's payload: %d %s", resp.StatusCode, body)
 	}
 
-	// No layers: an image config with an empty root file system.
+	// No layers: an image config with an empty root file system, also
+	// when evidence is listed under "blobs".
 	cfg := m.fake.AddBlob([]byte(`{"config":{"Entrypoint":["/bin/sh"],"Env":["LD_PRELOAD=/x.so"]}}`))
 	m.fake.LinkBlob("app", cfg.Digest)
 	cfg.MediaType = ocispec.MediaTypeImageConfig
-	empty := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{}, Subject: &signed}
-	empty.SchemaVersion = 2
-	b, err := json.Marshal(empty)
-	if err != nil {
-		t.Fatal(err)
+	sig := m.fake.AddBlob(payload)
+	sig.MediaType = sigpolicy.SimpleSigningMediaType
+	for _, blobs := range [][]ocispec.Descriptor{nil, {sig}} {
+		var empty struct {
+			ocispec.Manifest
+			Blobs []ocispec.Descriptor `json:"blobs,omitempty"`
+		}
+		empty.Manifest = ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{}, Subject: &signed}
+		empty.SchemaVersion = 2
+		empty.Blobs = blobs
+		b, err := json.Marshal(empty)
+		if err != nil {
+			t.Fatal(err)
+		}
+		desc := m.fake.AddManifest("app", "", ocispec.MediaTypeImageManifest, b)
+		resp, body := m.get(http.MethodGet, manifestPath("app", desc.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)
+		if msg := deniedMessage(t, resp, body); !strings.Contains(msg, "no_signature") {
+			t.Errorf("manifest without layers (blobs %d): %q, want no_signature", len(blobs), msg)
+		}
 	}
-	desc := m.fake.AddManifest("app", "", ocispec.MediaTypeImageManifest, b)
-	resp, body := m.get(http.MethodGet, manifestPath("app", desc.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)
+}
+
+// Evidence is judged by the bytes that are served, all of them: an
+// upstream that answers a range of a signature-labelled blob with JSON,
+// and the blob itself with a gzip tar, gets neither served.
+func TestEvidenceIsJudgedByTheBytesServed(t *testing.T) {
+	t.Parallel()
+	m, signed := signedMirror(t)
+	code := layergen.Gzip(layergen.New(62, 40, 64<<10).Tar(), -1)
+	if len(code) <= 1<<20 {
+		t.Fatalf("test assumption: a layer over 1 MiB, got %d bytes", len(code))
+	}
+	art := artifact(t, m, "", sigpolicy.SimpleSigningMediaType, "", code, &signed)
+	lie := []byte(`{"critical":{"image":{"docker-manifest-digest":"` + signed.Digest.String() + `"}}}`)
+	lie = append(lie, bytes.Repeat([]byte(" "), 512-len(lie))...)
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, digest.FromBytes(code).String(), func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		if !strings.HasPrefix(r.Header.Get("Range"), "bytes=0-") || r.Header.Get("Range") == "bytes=0-" {
+			return false
+		}
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-511/%d", len(code)))
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(lie)
+		return true
+	}))
+	resp, body := m.get(http.MethodGet, manifestPath("app", art.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)
 	if msg := deniedMessage(t, resp, body); !strings.Contains(msg, "no_signature") {
-		t.Errorf("manifest without layers: %q, want no_signature", msg)
+		t.Errorf("the artifact's manifest: %q, want no_signature", msg)
+	}
+	resp, body = m.get(http.MethodGet, blobPath("app", digest.FromBytes(code)))
+	deniedMessage(t, resp, body)
+}
+
+// Evidence cannot lend a signed image's layers a config of its own: an
+// artifact attached to the signed image (or to nothing) whose config
+// starts a shell and whose layers are the signed image's, labelled as
+// signatures or as deltas (which are not read to be checked), is an
+// unsigned image and refused; so is its config.
+func TestEvidenceCannotDressSignedLayers(t *testing.T) {
+	t.Parallel()
+	m, signed := signedMirror(t)
+	layer := m.fake.AddBlob([]byte("signed layer")) // the signed image's own layer, stored by pullImage
+	cfg := m.fake.AddBlob([]byte(`{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/bin/sh","-c","evil"]},"rootfs":{"type":"layers","diff_ids":["` + layer.Digest.String() + `"]}}`))
+	m.fake.LinkBlob("app", cfg.Digest)
+	cfg.MediaType = ocispec.MediaTypeImageConfig
+	for _, c := range []struct {
+		label   string
+		subject *ocispec.Descriptor
+	}{{sigpolicy.SimpleSigningMediaType, &signed}, {sigpolicy.SimpleSigningMediaType, nil}, {delta.MediaType, &signed}} {
+		subject := c.subject
+		layer.MediaType = c.label
+		man := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{layer}, Subject: subject}
+		man.SchemaVersion = 2
+		b, err := json.Marshal(man)
+		if err != nil {
+			t.Fatal(err)
+		}
+		desc := m.fake.AddManifest("app", "", ocispec.MediaTypeImageManifest, b)
+		resp, body := m.get(http.MethodGet, manifestPath("app", desc.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)
+		if msg := deniedMessage(t, resp, body); !strings.Contains(msg, "no_signature") {
+			t.Errorf("%s, subject %v: %q, want no_signature", c.label, subject != nil, msg)
+		}
+		resp, body = m.get(http.MethodGet, blobPath("app", cfg.Digest))
+		deniedMessage(t, resp, body)
 	}
 }
 
 // Evidence whose blob could not be read to be checked (the upstream
-// failed) is checked again on the next request for it, not left untrusted.
+// failed) is refused, and checked again on the next request for it.
 func TestEvidenceUnreadableOnceIsCheckedAgain(t *testing.T) {
 	t.Parallel()
 	m, signed := signedMirror(t)
 	payload := []byte(`{"critical":{"image":{"docker-manifest-digest":"` + signed.Digest.String() + `"}}}`)
 	art := artifact(t, m, "", "application/spdx+json", "", payload, &signed)
 	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, digest.FromBytes(payload).String(), fakeupstream.First(1, fakeupstream.Status(http.StatusNotFound, "", 0))))
-	getManifest := func() {
-		t.Helper()
-		if resp, body := m.get(http.MethodGet, manifestPath("app", art.Digest.String()), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
-			t.Fatalf("evidence manifest: %d %s", resp.StatusCode, body)
-		}
+	// Its blob could not be read: refused, as a manifest whose signatures
+	// cannot be fetched is, and nothing is trusted.
+	resp, body := m.get(http.MethodGet, manifestPath("app", art.Digest.String()), "Accept", ocispec.MediaTypeImageManifest)
+	if msg := deniedMessage(t, resp, body); !strings.Contains(msg, "cannot verify") {
+		t.Errorf("evidence whose blob could not be read: %q, want cannot verify", msg)
 	}
-	getManifest() // its blob could not be read: not trusted yet
-	resp, body := m.get(http.MethodGet, blobPath("app", digest.FromBytes(payload)))
+	resp, body = m.get(http.MethodGet, blobPath("app", digest.FromBytes(payload)))
 	deniedMessage(t, resp, body)
-	getManifest() // read now
+	// Read now.
+	if resp, body := m.get(http.MethodGet, manifestPath("app", art.Digest.String()), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+		t.Fatalf("evidence manifest: %d %s", resp.StatusCode, body)
+	}
 	if resp, body := m.get(http.MethodGet, blobPath("app", digest.FromBytes(payload))); resp.StatusCode != http.StatusOK || !bytes.Equal(body, payload) {
 		t.Errorf("evidence blob after the manifest was asked for again: %d %s", resp.StatusCode, body)
 	}

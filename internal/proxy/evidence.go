@@ -1,103 +1,110 @@
 package proxy
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
-	"io"
-	"strconv"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 
-	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/registry-edge/registry-edge/internal/delta"
+	"github.com/registry-edge/registry-edge/internal/errdef"
 )
 
-// evidenceHeadSize is how much of an evidence blob is read to see what it
-// is: a tar header is 512 bytes.
-const evidenceHeadSize = 512
+// Bounds of an artifact served as evidence: larger ones are verified like
+// images (ADR 0011).
+const (
+	maxEvidenceBlobs = 64
+	maxEvidenceBlob  = 16 << 20
+)
 
-// evidenceBlobs returns the blobs of evidence (descs: content.descs)
-// whose first bytes are what their media type says. A
-// layer is trusted as evidence by its label only if its content agrees: a
-// tar labelled as a signature is unpacked by some runtimes (podman), so a
-// label alone would let anyone with push access run unsigned code. all is
-// false when a blob could not be read (the upstream failed): it is to be
-// looked at again.
-func (p *Proxy) evidenceBlobs(ctx context.Context, t Target, descs []ocispec.Descriptor) (ok []digest.Digest, all bool) {
-	all = true
-	for _, desc := range descs {
-		var head []byte
-		var err error
-		if desc.Size >= 0 && desc.Size <= smallEvidence {
-			// Read whole, and stored: it is about to be asked for.
-			head, err = sigSource{p: p, t: t}.Blob(ctx, "", desc.Digest, smallEvidence)
-		} else {
-			head, err = p.blobHead(ctx, t, desc.Digest)
+// evidenceBlobs reads the blobs of c, a manifest labelled as evidence,
+// whole and verified against their digests, and reports whether each is
+// what its media type says. An artifact is evidence only if all are: a
+// runtime such as podman unpacks a layer whatever its label, so one tar,
+// compressed stream or executable among them, or a blob too large to be
+// read, makes the manifest an image to be verified. Judging by the bytes
+// that are served, and by all of them, is what keeps a label from vouching
+// for code: a first-bytes sniff can be answered by a lying upstream's range
+// response, or raced by a tar header made of text. A delta is the
+// exception: it can be as large as a layer, and a site reads only the
+// deltas it uses, so it is not read here; it is evidence only in an
+// artifact whose config is the empty one (as deltactl publishes them),
+// with which no runtime unpacks anything, since it names no layer. err is
+// set when a blob could not be read (the upstream failed): nothing is
+// decided then.
+func (p *Proxy) evidenceBlobs(ctx context.Context, t Target, c content) (ok bool, err error) {
+	if len(c.descs) > maxEvidenceBlobs {
+		return false, nil
+	}
+	for _, desc := range c.descs {
+		mt, _, _ := strings.Cut(desc.MediaType, ";")
+		switch {
+		case desc.MediaType == ocispec.MediaTypeEmptyJSON && desc.Digest == ocispec.DescriptorEmptyJSON.Digest:
+			continue // "{}", known by its digest
+		case strings.TrimSpace(mt) == delta.MediaType:
+			if c.runnableConfig {
+				return false, nil
+			}
+			continue
+		case desc.Size > maxEvidenceBlob:
+			return false, nil
+		}
+		b, err := sigSource{p: p, t: t}.Blob(ctx, "", desc.Digest, maxEvidenceBlob)
+		if errors.Is(err, errdef.ErrTooLarge) {
+			return false, nil
 		}
 		if err != nil {
-			all = false
-			continue
+			return false, fmt.Errorf("evidence blob %s: %w", desc.Digest, err)
 		}
-		if evidenceContent(desc.MediaType, head[:min(len(head), evidenceHeadSize)]) {
-			ok = append(ok, desc.Digest)
+		if !evidenceContent(desc.MediaType, b) {
+			return false, nil
 		}
 	}
-	return ok, all
+	return true, nil
 }
 
-// smallEvidence is the size up to which an evidence blob is fetched whole
-// to be looked at (signatures, attestations and most SBOMs): it is stored,
-// for the client about to ask for it.
-const smallEvidence = 1 << 20
-
-// blobHead returns the first bytes of blob d of t: from the store if it is
-// there, else with one bounded range request.
-func (p *Proxy) blobHead(ctx context.Context, t Target, d digest.Digest) ([]byte, error) {
-	if rc, err := p.store.Open(ctx, d); err == nil {
-		defer rc.Close()
-		head := make([]byte, evidenceHeadSize)
-		n, err := io.ReadFull(rc, head)
-		if err == io.ErrUnexpectedEOF || err == io.EOF {
-			err = nil
-		}
-		return head[:n], err
-	}
-	head, err := t.Remote.Client.BlobRange(ctx, t.Repo.Name, d, 0, evidenceHeadSize)
-	p.countUpstream(t, "blob", err)
-	return head, err
-}
-
-// evidenceContent reports whether head, the first bytes of a blob, is
-// what evidence of media type mt holds: JSON, XML or text for signatures,
-// attestations, bundles and SBOMs, COSE for notation, a delta for a
-// delta; and never an archive or an executable, whatever the label.
-func evidenceContent(mt string, head []byte) bool {
-	if looksExecutable(head) {
+// evidenceContent reports whether b, a whole blob, is what evidence of
+// media type mt holds: JSON, XML or text for signatures, attestations,
+// bundles and SBOMs, COSE for notation, a delta for a delta; and never
+// something a runtime unpacks or runs, whatever the label.
+func evidenceContent(mt string, b []byte) bool {
+	if unpackable(b) {
 		return false
 	}
 	mt, _, _ = strings.Cut(mt, ";")
 	switch strings.TrimSpace(mt) {
 	case delta.MediaType:
-		return delta.HasMagic(head)
+		return delta.HasMagic(b)
 	case "application/cose":
-		return len(head) >= 2 && (head[0] == 0xd2 || head[0] == 0x84)
+		return len(b) >= 2 && (b[0] == 0xd2 || b[0] == 0x84)
 	case ocispec.MediaTypeEmptyJSON:
-		return string(head) == "{}"
+		return string(b) == "{}"
 	case "text/spdx":
-		return isText(head)
+		return isText(b)
 	case "application/vnd.cyclonedx+xml":
-		return isText(head) && firstChar(head) == '<'
+		return isText(b) && firstChar(b) == '<'
 	case "application/vnd.cyclonedx":
-		return isText(head) && (firstChar(head) == '{' || firstChar(head) == '<')
+		switch firstChar(b) {
+		case '<':
+			return isText(b)
+		case '{':
+			return isJSON(b)
+		}
+		return false
 	}
-	c := firstChar(head)
-	return isText(head) && (c == '{' || c == '[')
+	return isJSON(b)
 }
 
-// looksExecutable reports whether head starts a compressed stream, a tar
-// archive or an executable: what a runtime would unpack or run.
-func looksExecutable(head []byte) bool {
+// unpackable reports whether blob b is what a runtime would unpack as a
+// layer or run: a compressed stream (as containers/image and containerd
+// detect them), an executable, or a tar that Go's archive/tar (which
+// podman, containerd and Docker unpack with) reads a header from.
+func unpackable(b []byte) bool {
 	for _, magic := range [][]byte{
 		{0x1f, 0x8b},             // gzip
 		{0x28, 0xb5, 0x2f, 0xfd}, // zstd
@@ -106,53 +113,43 @@ func looksExecutable(head []byte) bool {
 		{0x7f, 'E', 'L', 'F'},
 		{0x00, 'a', 's', 'm'}, // WebAssembly
 	} {
-		if bytes.HasPrefix(head, magic) {
+		if bytes.HasPrefix(b, magic) {
 			return true
 		}
 	}
-	return isTarHeader(head)
+	if len(b) >= 4 && b[0]&0xf0 == 0x50 && b[1] == 0x2a && b[2] == 0x4d && b[3] == 0x18 {
+		return true // a zstd skippable frame, which containerd takes for zstd
+	}
+	_, err := tar.NewReader(bytes.NewReader(b)).Next()
+	return err == nil
 }
 
-// isTarHeader reports whether head starts with a tar header whose checksum
-// holds (any tar format, the old v7 one without "ustar" included).
-func isTarHeader(head []byte) bool {
-	if len(head) < 512 {
-		return false
-	}
-	field := strings.TrimRight(strings.TrimSpace(string(bytes.TrimRight(head[148:156], "\x00"))), "\x00 ")
-	want, err := strconv.ParseInt(field, 8, 64)
-	if err != nil {
-		return false
-	}
-	var sum int64
-	for i, b := range head[:512] {
-		if i >= 148 && i < 156 {
-			b = ' '
-		}
-		sum += int64(b)
-	}
-	return sum == want
+// isJSON reports whether b, after a byte order mark, is one JSON object or
+// array and nothing else.
+func isJSON(b []byte) bool {
+	b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf"))
+	c := firstChar(b)
+	return (c == '{' || c == '[') && json.Valid(b)
 }
 
-// isText reports whether head has no control bytes but tabs and line
-// breaks (JSON, XML and SPDX tag-value are text; a tar header or a binary
-// is not).
-func isText(head []byte) bool {
-	for _, b := range head {
-		if b < 0x20 && b != '\t' && b != '\n' && b != '\r' {
+// isText reports whether b has no control bytes but tabs and line breaks
+// (JSON, XML and SPDX tag-value are text; a tar header or a binary is not).
+func isText(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 && c != '\t' && c != '\n' && c != '\r' {
 			return false
 		}
 	}
-	return len(head) > 0
+	return len(b) > 0
 }
 
-// firstChar returns the first byte of head after white space and a UTF-8
+// firstChar returns the first byte of b after white space and a UTF-8
 // byte order mark, or 0.
-func firstChar(head []byte) byte {
-	head = bytes.TrimPrefix(head, []byte("\xef\xbb\xbf"))
-	head = bytes.TrimLeft(head, " \t\r\n")
-	if len(head) == 0 {
+func firstChar(b []byte) byte {
+	b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf"))
+	b = bytes.TrimLeft(b, " \t\r\n")
+	if len(b) == 0 {
 		return 0
 	}
-	return head[0]
+	return b[0]
 }

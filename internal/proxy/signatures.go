@@ -64,40 +64,35 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, ref string, res Man
 		return nil
 	}
 	if c.evidence {
-		// Evidence runs nothing: it is served. What it lists is content,
-		// never a manifest, and only about something already trusted: an
-		// artifact anyone can push must not make its blobs servable.
+		// Evidence runs nothing: it is served unsigned, once its blobs
+		// show that it is what its labels say. What it lists is content,
+		// never a manifest, and trusted only when it is about something
+		// already trusted: an artifact anyone can push must not make its
+		// blobs servable.
 		about := c.subject
 		if about == "" {
 			about = ociapi.CosignTagSubject(ref)
 		}
-		if about == "" || !p.trustedManifest(ctx, m, about) {
+		ok, err := p.evidenceBlobs(ctx, t, c)
+		if err != nil {
+			return p.cannotVerify(ctx, t, m, d, err)
+		}
+		if ok {
+			if about == "" || !p.trustedManifest(ctx, m, about) {
+				return nil
+			}
+			if err := p.db.Trust(ctx, m.Rule, m.Revision, d, nil, c.blobs); err != nil {
+				return err
+			}
+			p.verified.Store(key, struct{}{})
 			return nil
 		}
-		blobs, all := p.evidenceBlobs(ctx, t, c.descs)
-		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, nil, blobs); err != nil {
-			return err
-		}
-		if all { // else looked at again on the next request
-			p.verified.Store(key, struct{}{})
-		}
-		return nil
+		// A blob that is no evidence: an image under evidence's labels,
+		// verified as one.
 	}
 	v, err := p.verdict(ctx, t, m, d)
 	if err != nil {
-		if m.Mode == sigpolicy.ModeWarn {
-			p.log.LogAttrs(ctx, slog.LevelWarn, "cannot verify the signature; serving (warn)", slog.String("repo", t.Repo.Name),
-				slog.String("digest", d.String()), slog.String("rule", m.Rule), slog.Any("err", err))
-			p.m.Signatures.Warnings.WithLabelValues(m.Rule).Inc()
-			return nil
-		}
-		p.m.Signatures.Denials.WithLabelValues(m.Rule, "unverifiable").Inc()
-		p.log.LogAttrs(ctx, slog.LevelWarn, "manifest denied: its signatures cannot be verified", slog.String("repo", t.Repo.Name),
-			slog.String("digest", d.String()), slog.String("rule", m.Rule), slog.Any("err", err))
-		// 403, not 5xx: a device must not take the mirror's failure as a
-		// reason to pull the image from elsewhere.
-		return ociapi.NewError(http.StatusForbidden, ociapi.CodeDenied,
-			fmt.Sprintf("signature rule %q (%s): cannot verify: %s", m.Rule, m.Mode, unverifiableReason(err)))
+		return p.cannotVerify(ctx, t, m, d, err)
 	}
 	if v.OK {
 		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, c.children, c.blobs); err != nil {
@@ -118,6 +113,24 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, ref string, res Man
 	return ociapi.NewError(http.StatusForbidden, ociapi.CodeDenied, v.Message)
 }
 
+// cannotVerify answers a manifest whose signatures (or evidence) could not
+// be checked: served with a warning under warn, refused under enforce.
+func (p *Proxy) cannotVerify(ctx context.Context, t Target, m sigpolicy.Match, d digest.Digest, err error) error {
+	if m.Mode == sigpolicy.ModeWarn {
+		p.log.LogAttrs(ctx, slog.LevelWarn, "cannot verify the signature; serving (warn)", slog.String("repo", t.Repo.Name),
+			slog.String("digest", d.String()), slog.String("rule", m.Rule), slog.Any("err", err))
+		p.m.Signatures.Warnings.WithLabelValues(m.Rule).Inc()
+		return nil
+	}
+	p.m.Signatures.Denials.WithLabelValues(m.Rule, "unverifiable").Inc()
+	p.log.LogAttrs(ctx, slog.LevelWarn, "manifest denied: its signatures cannot be verified", slog.String("repo", t.Repo.Name),
+		slog.String("digest", d.String()), slog.String("rule", m.Rule), slog.Any("err", err))
+	// 403, not 5xx: a device must not take the mirror's failure as a
+	// reason to pull the image from elsewhere.
+	return ociapi.NewError(http.StatusForbidden, ociapi.CodeDenied,
+		fmt.Sprintf("signature rule %q (%s): cannot verify: %s", m.Rule, m.Mode, unverifiableReason(err)))
+}
+
 // trustedManifest reports whether manifest d is trusted under m: served
 // under the rule revision before, verified, or covered by a verified index.
 // It verifies nothing itself.
@@ -133,21 +146,27 @@ func (p *Proxy) trustedManifest(ctx context.Context, m sigpolicy.Match, d digest
 }
 
 // verdict returns the verdict of manifest d under m: recorded (a positive
-// one for as long as the rule's revision holds, in any repository; a
-// negative one for negativeVerdictTTL, in the repository it was made for),
-// covered by a verified index, or verified now. When
+// one for as long as the rule's revision holds, in any repository), covered
+// by a verified index, recorded negative (for negativeVerdictTTL, in the
+// repository it was made for), or verified now. When
 // the signatures cannot be fetched, the last verdict recorded is used,
 // however old: verification must keep working with the uplink down.
 func (p *Proxy) verdict(ctx context.Context, t Target, m sigpolicy.Match, d digest.Digest) (meta.Verdict, error) {
 	repo := t.Remote.Name + "/" + t.Repo.Name
 	rec, recErr := p.db.Verdict(ctx, m.Rule, m.Revision, d, repo)
-	if recErr == nil && (rec.OK || p.now().Sub(rec.At) < negativeVerdictTTL) {
+	if recErr == nil && rec.OK {
 		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
 		return rec, nil
 	}
+	// Before a negative verdict: a platform manifest refused on its own
+	// is served once a verified index lists it.
 	if ok, err := p.db.Trusted(ctx, m.Rule, m.Revision, meta.TrustManifest, d); err == nil && ok {
 		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
 		return meta.Verdict{OK: true, Reason: string(sigpolicy.ReasonVerified), Message: "covered by a verified index", At: p.now()}, nil
+	}
+	if recErr == nil && p.now().Sub(rec.At) < negativeVerdictTTL {
+		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
+		return rec, nil
 	}
 	p.m.Signatures.Cache.WithLabelValues("miss").Inc()
 	// Devices pulling a new image at once share one verification (and
@@ -198,7 +217,7 @@ func (p *Proxy) verifyNow(ctx context.Context, t Target, m sigpolicy.Match, d di
 // Bounds of the evidence stored for a verified manifest.
 const (
 	maxEvidenceManifests = 16
-	maxEvidenceBlob      = 16 << 20
+	maxEvidenceStored    = 64 << 20
 )
 
 // Evidence returns the digests of the manifests that are evidence about
@@ -237,8 +256,8 @@ func (p *Proxy) Evidence(ctx context.Context, t Target, d digest.Digest) ([]dige
 
 // storeEvidence fetches and stores, in the background, the evidence of
 // verified manifest d (see Evidence) with its blobs (each at most
-// maxEvidenceBlob), so that devices and admins can check it against the
-// mirror with the uplink down.
+// maxEvidenceBlob, together at most maxEvidenceStored), so that devices
+// and admins can check it against the mirror with the uplink down.
 func (p *Proxy) storeEvidence(ctx context.Context, t Target, d digest.Digest) {
 	key := t.Remote.Name + "/" + t.Repo.Name + "@" + string(d)
 	if _, running := p.storingEvidence.LoadOrStore(key, true); running {
@@ -259,6 +278,7 @@ func (p *Proxy) storeEvidence(ctx context.Context, t Target, d digest.Digest) {
 		if err != nil {
 			p.log.LogAttrs(ctx, slog.LevelDebug, "cannot list evidence", slog.String("digest", d.String()), slog.Any("err", err))
 		}
+		var total int64
 		for i, ref := range refs {
 			if i == maxEvidenceManifests {
 				break
@@ -267,10 +287,16 @@ func (p *Proxy) storeEvidence(ctx context.Context, t Target, d digest.Digest) {
 			if err != nil {
 				continue
 			}
-			for _, b := range manifestContent(res.Body).blobs {
-				if size, _, err := p.statBlob(ctx, t, b); err != nil || size > maxEvidenceBlob {
+			c := manifestContent(res.Body)
+			if !c.evidence {
+				continue // an artifact that is no evidence: not kept for it
+			}
+			for _, b := range c.blobs {
+				size, _, err := p.statBlob(ctx, t, b)
+				if err != nil || size > maxEvidenceBlob || total+size > maxEvidenceStored {
 					continue
 				}
+				total += size
 				if _, err := p.EnsureBlob(ctx, t, b); err != nil {
 					p.log.LogAttrs(ctx, slog.LevelDebug, "cannot store evidence", slog.String("digest", b.String()), slog.Any("err", err))
 				}
@@ -356,6 +382,9 @@ type content struct {
 	// config's as "application/json" unless it is the empty descriptor).
 	descs   []ocispec.Descriptor
 	subject digest.Digest // the OCI 1.1 subject, if any
+	// runnableConfig is set for a config other than the empty one: a
+	// runtime unpacks the layers it names.
+	runnableConfig bool
 	// evidence is set for a manifest whose every layer is a signature, an
 	// attestation, an SBOM or a delta (evidenceMediaType): it runs nothing.
 	// Everything else (images, indexes, Helm charts, WebAssembly, unknown
@@ -382,6 +411,7 @@ func manifestContent(body []byte) content {
 	if m.Config != nil {
 		c.blobs = append(c.blobs, m.Config.Digest)
 		cfg := *m.Config
+		c.runnableConfig = cfg.MediaType != ocispec.MediaTypeEmptyJSON || cfg.Digest != ocispec.DescriptorEmptyJSON.Digest
 		if cfg.MediaType != ocispec.MediaTypeEmptyJSON {
 			cfg.MediaType = "application/json" // any config is JSON
 		}
@@ -391,9 +421,11 @@ func manifestContent(body []byte) content {
 		c.subject = m.Subject.Digest
 	}
 	c.index = m.Manifests != nil
-	// Evidence has something to say: a manifest without layers is an
-	// image's config with an empty root file system, which a runtime runs.
-	c.evidence = !c.index && len(m.Layers)+len(m.Blobs) > 0
+	// Evidence has something to say: a manifest with a config and no
+	// layers is an image with an empty root file system, which a runtime
+	// runs (whatever else it lists); an artifact manifest (OCI 1.1 rc) has
+	// blobs and no config.
+	c.evidence = !c.index && (len(m.Layers) > 0 || m.Config == nil && len(m.Blobs) > 0)
 	for _, l := range append(m.Layers, m.Blobs...) {
 		c.blobs = append(c.blobs, l.Digest)
 		c.descs = append(c.descs, l)

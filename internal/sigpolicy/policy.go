@@ -415,6 +415,20 @@ func revision(rs RuleSpec) string {
 	return hex.EncodeToString(sum[:8])
 }
 
+// Revisions returns each rule's name and revision ("name@revision"), in
+// order: two policies with the same revisions accept the same signatures
+// (a key file whose content changed changes them). Nil for a nil policy.
+func (p *Policy) Revisions() []string {
+	if p == nil {
+		return nil
+	}
+	out := make([]string, len(p.rules))
+	for i, r := range p.rules {
+		out[i] = r.name + "@" + r.revision
+	}
+	return out
+}
+
 // Match returns the rule that applies to repository repo of registry
 // (host[:port], as the mirror routes it, such as "docker.io" with
 // "library/nginx"). The registry is compared in lower case.
