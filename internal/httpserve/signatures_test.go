@@ -789,3 +789,31 @@ func TestSignatureVerificationRequests(t *testing.T) {
 		t.Errorf("second pull: %d upstream requests, want 0", n)
 	}
 }
+
+// After an image verifies, its evidence is stored in the background (for
+// cosign against the mirror offline), and nothing else: a referrer that is
+// no evidence, such as a Helm chart attached to the image, is not
+// downloaded on that account.
+func TestOnlyEvidenceIsStoredAfterAVerification(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	signed, _ := m.fake.Image("app", "signed", []byte("signed layer"))
+	sign(t, m, key, signed.Digest)
+	sbom := []byte(`{"spdxVersion":"SPDX-2.3"}`)
+	chart := []byte("a chart, not evidence")
+	// The chart first: the referrers are stored in their order, so once
+	// the SBOM is, the chart has been looked at.
+	artifact(t, m, "", "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "", chart, &signed)
+	artifact(t, m, "", "application/spdx+json", "", sbom, &signed)
+	pullImage(t, m, "signed", []byte("signed layer"))
+	for i := 0; i < 250 && m.fake.Count(http.MethodGet, blobPath("app", digest.FromBytes(sbom))) == 0; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if m.fake.Count(http.MethodGet, blobPath("app", digest.FromBytes(sbom))) == 0 {
+		t.Fatal("the SBOM attached to the verified image was not stored")
+	}
+	if n := m.fake.Count(http.MethodGet, blobPath("app", digest.FromBytes(chart))); n != 0 {
+		t.Errorf("the chart attached to the verified image was fetched %d times", n)
+	}
+}
