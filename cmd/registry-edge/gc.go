@@ -19,8 +19,8 @@ const gcUsage = `usage: registry-edge gc [flags]
 Asks a running registry-edge to bring its store within storage.maxSize and
 storage.maxAge now (it also does so every minute), or with --dry-run lists what
 would be evicted and why, without deleting anything. Exit status 1 when the
-store is still over budget afterwards (what is left is pinned, or on a shared
-bucket was used in the last few minutes).
+store is still over budget afterwards (what is left is pinned, or was served
+within storage.minIdle).
 
 flags:
 `
@@ -58,7 +58,7 @@ func gcCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if plan.OverBudget && !*dryRun {
 		// A script (the runbook's "disk is full" steps) must be able to
 		// tell: exit status 1.
-		return errors.New("still over budget after eviction: what is left is pinned (pre-staged), or on a shared bucket was used in the last few minutes")
+		return errors.New("still over budget after eviction: what is left is pinned (pre-staged), or was served within storage.minIdle (a device may be pulling it)")
 	}
 	return nil
 }
@@ -87,6 +87,6 @@ func printPlan(w io.Writer, p *gc.Plan, dryRun bool) {
 		tw.Flush()
 	}
 	if p.OverBudget && dryRun {
-		fmt.Fprintln(w, "would still be over budget: what is left is pinned (pre-staged), or on a shared bucket was used in the last few minutes")
+		fmt.Fprintln(w, "would still be over budget: what is left is pinned (pre-staged), or was served within storage.minIdle (a device may be pulling it)")
 	}
 }

@@ -6,7 +6,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/registry-edge/registry-edge/internal/config"
 	"github.com/registry-edge/registry-edge/internal/gc"
 )
 
@@ -30,5 +32,24 @@ func TestGCOverBudgetExitStatus(t *testing.T) {
 	}
 	if code, _, _ := runCmd(t, "gc", "--mirror", srv.URL, "--format", "json"); code != 1 {
 		t.Errorf("gc --format json over budget: exit %d, want 1", code)
+	}
+}
+
+// Eviction spares what was served in the last storage.minIdle (five
+// minutes by default) on a filesystem store too, not only on a shared
+// bucket: an image evicted while a device pulls it is lost to a site whose
+// uplink is down. On a bucket the replicas' five minutes are the least.
+func TestGCSparesRecentImages(t *testing.T) {
+	cfg := config.Default()
+	if got := gcOptions(cfg).MinIdle; got != 5*time.Minute {
+		t.Errorf("filesystem store, default config: MinIdle = %v, want 5m", got)
+	}
+	cfg.Storage.MinIdle = 0
+	if got := gcOptions(cfg).MinIdle; got != 0 {
+		t.Errorf("filesystem store, minIdle 0s: MinIdle = %v, want 0", got)
+	}
+	cfg.Storage.Blobs.Driver = config.BlobsS3
+	if got := gcOptions(cfg).MinIdle; got != sharedMinIdle {
+		t.Errorf("shared bucket, minIdle 0s: MinIdle = %v, want %v", got, sharedMinIdle)
 	}
 }

@@ -359,12 +359,12 @@ func accessPolicy(a config.Access) (*access.Policy, error) {
 
 func gcOptions(cfg config.Config) gc.Options {
 	o := gc.Options{MaxSize: int64(cfg.Storage.MaxSize), LowWatermark: cfg.Storage.LowWatermark, MaxAge: cfg.Storage.MaxAge.D(),
-		KeepDeltaBases: cfg.Deltas.Enabled}
+		MinIdle: cfg.Storage.MinIdle.D(), KeepDeltaBases: cfg.Deltas.Enabled}
 	if cfg.Storage.Blobs.Driver == config.BlobsS3 {
 		// Other replicas publish what they served once a minute (the
 		// maintenance interval): content younger than a few of those may
 		// be in use on a replica the evicting one has not heard from yet.
-		o.MinIdle = sharedMinIdle
+		o.MinIdle = max(o.MinIdle, sharedMinIdle)
 	}
 	return o
 }
@@ -396,10 +396,10 @@ func applyReload(ctx context.Context, log *slog.Logger, reload reloadFunc, runni
 	maint.SetOptions(gcOptions(next))
 	live := func(c config.Config) config.Config {
 		c.Access, c.Log.Level = config.Access{RateLimit: c.Access.RateLimit, TrustedProxies: c.Access.TrustedProxies}, 0
-		c.Storage.MaxSize, c.Storage.LowWatermark, c.Storage.MaxAge = 0, 0, 0
+		c.Storage.MaxSize, c.Storage.LowWatermark, c.Storage.MaxAge, c.Storage.MinIdle = 0, 0, 0, 0
 		return c
 	}
-	attrs := []slog.Attr{slog.String("applied", "access (anonymous, htpasswd, challengeBase, rules), log.level, storage.maxSize, storage.lowWatermark, storage.maxAge")}
+	attrs := []slog.Attr{slog.String("applied", "access (anonymous, htpasswd, challengeBase, rules), log.level, storage.maxSize, storage.lowWatermark, storage.maxAge, storage.minIdle")}
 	keys := changedKeys(live(running), live(next))
 	nextPolicy, perr := next.SignaturePolicy()
 	if perr == nil && !slices.Equal(runningPolicy.Revisions(), nextPolicy.Revisions()) &&

@@ -198,6 +198,11 @@ type Storage struct {
 	LowWatermark float64 `yaml:"lowWatermark"`
 	// MaxAge evicts images not pulled for longer; 0 means no age limit.
 	MaxAge Duration `yaml:"maxAge"`
+	// MinIdle spares from eviction images served (or stored) less than
+	// this long ago: a device may be pulling them, and with the uplink down
+	// an image evicted mid-pull is lost to the site. The budget may be
+	// exceeded meanwhile.
+	MinIdle Duration `yaml:"minIdle"`
 	// Blobs selects where blobs and manifests are stored: under Root
 	// (default) or in an S3 bucket.
 	Blobs Blobs `yaml:"blobs,omitempty"`
@@ -335,6 +340,7 @@ func Default() Config {
 			TempMaxAge:         Duration(24 * time.Hour),
 			PartialMaxAge:      Duration(72 * time.Hour),
 			LowWatermark:       0.9,
+			MinIdle:            Duration(5 * time.Minute),
 			Blobs:              Blobs{Driver: BlobsFilesystem},
 		},
 		Cache: Cache{

@@ -69,6 +69,7 @@ func (c Config) Validate() error {
 		add("storage.lowWatermark", "must be greater than 0 and at most 1, got %g", c.Storage.LowWatermark)
 	}
 	nonNegative(add, "storage.maxAge", c.Storage.MaxAge)
+	nonNegative(add, "storage.minIdle", c.Storage.MinIdle)
 	if c.Storage.Blobs.Driver == BlobsS3 && !c.Storage.Blobs.Replica.Evicts() {
 		const why = "set on a replica that does not evict (storage.blobs.replica.evict: false): set it on the replica that evicts"
 		if c.Storage.MaxSize > 0 {

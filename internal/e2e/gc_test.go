@@ -18,7 +18,7 @@ func TestEvictionToBudget(t *testing.T) {
 	for _, repo := range []string{"edge/old", "edge/mid", "edge/new"} {
 		imgs = append(imgs, pushImage(t, c, repo, "v1", ociImage(t, runtime.GOARCH, 1, 600<<10)))
 	}
-	m := startMirror(t, c.addr, mirrorOptions{config: "storage:\n  maxSize: 1500KiB\n  lowWatermark: 0.9\n"})
+	m := startMirror(t, c.addr, mirrorOptions{config: "storage:\n  maxSize: 1500KiB\n  lowWatermark: 0.9\n  minIdle: 0s\n"})
 	for i, img := range imgs {
 		if i > 0 {
 			time.Sleep(1100 * time.Millisecond) // access times have a one-second resolution
