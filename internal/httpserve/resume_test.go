@@ -719,3 +719,25 @@ func TestFullDiskAsksForRoomOnce(t *testing.T) {
 	m.get(http.MethodGet, manifestPath("app", "later"), "Accept", ocispec.MediaTypeImageManifest)
 	<-asks // asked again (the test's deadline bounds the wait)
 }
+
+// A body without a length that ends cleanly before the size the blob's
+// manifest gave was cut (a proxy that closes a close-delimited body): the
+// fill resumes from the bytes it has, the client gets the whole blob, and
+// nothing is fetched twice.
+func TestShortBodyOfKnownSizeIsResumed(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	m.get(http.MethodGet, manifestPath("app", "v1")) // the mirror learns the layer's size
+	m.fake.Fail(fakeupstream.First(1, fakeupstream.ForPath(http.MethodGet, d.String(), fakeupstream.Body(layer[:100_000], -1, false))))
+	resp, body, err := m.do(http.MethodGet, blobPath("app", d))
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("GET: %v, %v, %d bytes, equal %v", err, resp, len(body), bytes.Equal(body, layer))
+	}
+	m.waitFills()
+	if ranges := m.fake.Ranges(http.MethodGet, blobPath("app", d)); len(ranges) != 2 || ranges[1] != "bytes=100000-" {
+		t.Errorf("upstream GETs with Range %q, want a first one and then bytes=100000-", ranges)
+	}
+}

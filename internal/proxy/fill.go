@@ -530,13 +530,20 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 	}
 
 	size := f.finalSize()
-	limit, bound := size, "the blob's size"
+	// known is the blob's size when it is known, from any source: a body
+	// without a length that ends before it was cut, however cleanly, and
+	// is resumed. limit may be a mere bound (the store's budget).
+	limit, bound, known := size, "the blob's size", size
 	switch {
 	case limit >= 0:
 	case f.expect >= 0:
-		limit, bound = f.expect, "its descriptor's size"
+		limit, bound, known = f.expect, "its descriptor's size", f.expect
 	default:
-		limit, bound = p.sizeBound(f.target.Repo, f.d)
+		var exact bool
+		limit, bound, exact = p.sizeBound(f.target.Repo, f.d)
+		if exact {
+			known = limit
+		}
 	}
 	lastCheckpoint := time.Now()
 	for {
@@ -564,8 +571,8 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 			}
 		}
 		if rerr == io.EOF {
-			if size >= 0 && f.keptBytes() < size {
-				return fmt.Errorf("blob %s: upstream body ended after %d of %d bytes: %w", f.d, f.keptBytes(), size, errdef.ErrUnavailable)
+			if known >= 0 && f.keptBytes() < known {
+				return fmt.Errorf("blob %s: upstream body ended after %d of %d bytes: %w", f.d, f.keptBytes(), known, errdef.ErrUnavailable)
 			}
 			return nil
 		}
@@ -582,18 +589,18 @@ type expectSizeKey struct{}
 
 // sizeBound returns the most bytes a fill of blob d whose size the upstream
 // did not give may receive, and what it is: the size a manifest gave
-// (layerHints), else the store's budget (a larger blob could not be kept),
-// else -1 (no bound).
-func (p *Proxy) sizeBound(r meta.Repo, d digest.Digest) (int64, string) {
+// (layerHints; exact), else the store's budget (a larger blob could not be
+// kept), else -1 (no bound).
+func (p *Proxy) sizeBound(r meta.Repo, d digest.Digest) (limit int64, bound string, exact bool) {
 	if size, ok := p.layerHints.get(r, d); ok {
-		return size, "its size in a manifest"
+		return size, "its size in a manifest", true
 	}
 	if p.opts.StoreBudget != nil {
 		if b := p.opts.StoreBudget(); b > 0 {
-			return b, "storage.maxSize"
+			return b, "storage.maxSize", false
 		}
 	}
-	return -1, ""
+	return -1, "", false
 }
 
 // keptBytes is the number of bytes of the blob on disk.
