@@ -129,6 +129,9 @@ type Prefetcher struct {
 	// On-demand requests: those that ignore the time windows and those
 	// that wait for one, each queue with its own runner.
 	triggerNow, triggerLater *queue
+	// retrySoon is a token when an on-demand run left an image failed:
+	// the background loop then tries the list again soon too.
+	retrySoon chan struct{}
 }
 
 // queue holds the images of on-demand requests until its runner takes
@@ -191,7 +194,8 @@ func New(p Proxy, router *proxy.Router, store Store, opts Options) (*Prefetcher,
 		}
 	}
 	pf := &Prefetcher{p: p, router: router, store: store, opts: opts, log: opts.Logger,
-		status: map[string]*Status{}, added: map[string]Image{}, triggerNow: newQueue(), triggerLater: newQueue()}
+		status: map[string]*Status{}, added: map[string]Image{}, triggerNow: newQueue(), triggerLater: newQueue(),
+		retrySoon: make(chan struct{}, 1)}
 	for _, img := range opts.Images {
 		pf.track(img)
 	}
@@ -291,6 +295,12 @@ func (pf *Prefetcher) Run(ctx context.Context) {
 				case <-q.wake:
 					if images := q.take(); len(images) > 0 {
 						pf.run(ctx, images, q == pf.triggerNow)
+						if pf.anyFailed() {
+							select {
+							case pf.retrySoon <- struct{}{}:
+							default:
+							}
+						}
 					}
 				}
 			}
@@ -298,26 +308,41 @@ func (pf *Prefetcher) Run(ctx context.Context) {
 	}
 	defer wg.Wait()
 	retry := pf.opts.RetryAfter
+	// soon is the wait before the next try of a list that failed (a
+	// pre-stage before an outage or a rollout must not wait an hour for
+	// the link's return), longer the longer it fails.
+	soon := func() time.Duration {
+		d := min(retry, pf.opts.Interval)
+		retry = min(2*retry, pf.opts.Interval)
+		return d
+	}
 	for {
 		wait := pf.opts.Interval
 		if images := pf.list(); len(images) > 0 {
 			pf.run(ctx, images, false)
 			if pf.anyFailed() {
-				// Tried again soon (a pre-stage before an outage or a
-				// rollout must not wait an hour for the link's return),
-				// less often the longer it fails.
-				wait = min(retry, wait)
-				retry = min(2*retry, pf.opts.Interval)
+				wait = soon()
 			} else {
 				retry = pf.opts.RetryAfter
 			}
 		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return
-		case <-timer.C:
+		next := time.Now().Add(wait)
+		for waiting := true; waiting; {
+			timer := time.NewTimer(time.Until(next))
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return
+			case <-pf.retrySoon:
+				// An on-demand run failed: tried again soon, unless
+				// the next run comes sooner anyway.
+				timer.Stop()
+				if t := time.Now().Add(soon()); t.Before(next) {
+					next = t
+				}
+			case <-timer.C:
+				waiting = false
+			}
 		}
 	}
 }

@@ -476,3 +476,19 @@ func TestRemoveDuringTheRunsPinLeavesNoPins(t *testing.T) {
 		t.Errorf("removed image pinned by %v (%v), want none", owners, err)
 	}
 }
+
+// An image asked for now (registry-edge prefetch --now) while the uplink
+// is down is tried again soon as well, not at the next interval, also
+// when the configuration lists no image.
+func TestFailedRequestIsRetriedSoon(t *testing.T) {
+	s := newSite(t)
+	s.fake.Image("org/app", "1.0", fakeupstream.Random(t, 1000))
+	s.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	pf, _ := run(t, s, prefetch.Options{Interval: time.Hour, RetryAfter: 20 * time.Millisecond})
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/app:1.0"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, pf, "org/app:1.0", prefetch.StateFailed)
+	s.fake.ClearFaults() // the link is back
+	waitState(t, pf, "org/app:1.0", prefetch.StateComplete)
+}
