@@ -495,3 +495,45 @@ func TestStreamingFillIsJoinedWithTheBreakerOpen(t *testing.T) {
 		t.Errorf("second client of a streaming fill, breaker open: %d bytes, want the blob", len(b))
 	}
 }
+
+// When the link is back, a fill that waits to resume a broken transfer
+// tries again as soon as a client asks for its blob and the breaker's
+// probe is due, not at the end of its backoff (which grows to 30 s while
+// the link is down): the client that asked is told 503 at once, and its
+// next try gets the blob.
+func TestBrokenFillResumesWhenAClientAsksAfterTheLinkIsBack(t *testing.T) {
+	t.Parallel()
+	m, layer, layers, path := breakerMirrorWithLayer(t)
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.First(1, fakeupstream.Cut(layer, 1000, true))))
+	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	go func() {
+		client := &http.Client{Timeout: 2 * time.Second}
+		if resp, err := client.Get(m.srv.URL + path); err == nil {
+			io.Copy(io.Discard, resp.Body) // the fill's first client: its outcome is not the point
+			resp.Body.Close()
+		}
+	}()
+	// The fill's resumes open the breaker, then are refused by it, each
+	// after a longer wait: 0.5, 1, 2, 4 s, then 8 s or more.
+	for m.client.Health().Refused < 4 {
+		time.Sleep(10 * time.Millisecond) // the test's deadline bounds the wait
+	}
+	m.fake.ClearFaults()            // the link is back
+	m.clock.advance(2 * time.Minute) // the breaker's probe is due
+	resp, body := m.get(http.MethodGet, path)
+	m.wantCode(resp, body, http.StatusServiceUnavailable, "UNAVAILABLE")
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		resp, body := m.get(http.MethodGet, path)
+		if resp.StatusCode == http.StatusOK {
+			if !bytes.Equal(body, layer) {
+				t.Fatalf("the blob after the link came back: %d bytes", len(body))
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the blob still answered %d %s 3 s after the link came back", resp.StatusCode, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

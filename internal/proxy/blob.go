@@ -66,11 +66,21 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 		}
 		break
 	}
-	if !created && upstreamDown(t) && f.waitingForLink() {
-		// A fill waiting for the uplink to come back: a new client is
-		// told at once, as for any blob not here, so that it can turn to
-		// another host rather than wait for the stall limit.
-		return BlobResult{}, fmt.Errorf("blob %s: not all here, and the upstream is unreachable: %w", d, errdef.ErrUnavailable)
+	if !created && f.waitingForLink() {
+		h := upstreamHealth(t)
+		if h.State != upstream.BreakerOpen || h.ProbeDue {
+			// The link may be back (another request closed the breaker,
+			// or its probe is due): the fill tries now rather than at the
+			// end of its backoff, so that this client, or its next try,
+			// gets the bytes (the fill's attempt is the probe).
+			f.retry()
+		}
+		if h.State == upstream.BreakerOpen {
+			// A fill waiting for the uplink to come back: a new client is
+			// told at once, as for any blob not here, so that it can turn
+			// to another host rather than wait for the stall limit.
+			return BlobResult{}, fmt.Errorf("blob %s: not all here, and the upstream is unreachable: %w", d, errdef.ErrUnavailable)
+		}
 	}
 	r, err := f.newReader(ctx, p.opts.ClientStallTimeout, p.m.ClientStalls.Inc)
 	if err != nil {
@@ -173,11 +183,13 @@ func (p *Proxy) localBlob(ctx context.Context, t Target, d digest.Digest) (BlobR
 	return BlobResult{Size: size, Content: rc, Cache: CacheHit}, nil
 }
 
-// upstreamDown reports whether t's upstream is known unreachable: its
-// circuit breaker is open.
-func upstreamDown(t Target) bool {
-	h, ok := t.Remote.Client.(interface{ Health() upstream.Health })
-	return ok && h.Health().State == upstream.BreakerOpen
+// upstreamHealth returns the reachability of t's upstream (closed for a
+// client that does not track it).
+func upstreamHealth(t Target) upstream.Health {
+	if h, ok := t.Remote.Client.(interface{ Health() upstream.Health }); ok {
+		return h.Health()
+	}
+	return upstream.Health{}
 }
 
 // errNotStored means the store lacks a blob (as opposed to this repository

@@ -59,6 +59,9 @@ type fill struct {
 	deltaAttempt bool
 	// broken is set from a broken transfer until bytes flow again.
 	broken bool
+	// retryNow cuts short the wait of a broken transfer (a token): a
+	// client asked for the blob while the upstream may be back.
+	retryNow chan struct{}
 	done   bool
 	err    error
 	wake   chan struct{} // closed and replaced on every change
@@ -95,7 +98,7 @@ func (p *Proxy) joinFill(ctx context.Context, t Target, d digest.Digest) (*fill,
 		p.mu.Unlock()
 		return nil, false, fmt.Errorf("blob %s: the mirror is shutting down: %w", d, errdef.ErrUnavailable)
 	}
-	f := &fill{d: d, target: t, size: -1, expect: -1, wake: make(chan struct{})}
+	f := &fill{d: d, target: t, size: -1, expect: -1, wake: make(chan struct{}), retryNow: make(chan struct{}, 1)}
 	if size, ok := ctx.Value(expectSizeKey{}).(int64); ok {
 		f.expect = size
 	}
@@ -428,6 +431,8 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
+		case <-f.retryNow:
+			t.Stop()
 		case <-ctx.Done():
 			t.Stop()
 			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
@@ -663,6 +668,14 @@ func (f *fill) finalSize() int64 {
 
 // waitingForLink reports whether the fill's transfer broke and no byte
 // has come since, with bytes still missing.
+// retry cuts short the wait of a broken transfer, if it is waiting.
+func (f *fill) retry() {
+	select {
+	case f.retryNow <- struct{}{}:
+	default:
+	}
+}
+
 func (f *fill) waitingForLink() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()

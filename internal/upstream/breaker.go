@@ -105,6 +105,9 @@ type Health struct {
 	LastContact time.Time
 	// Refused counts the requests the open breaker refused.
 	Refused uint64
+	// ProbeDue is set when the breaker is open and its next request
+	// would go as the probe.
+	ProbeDue bool
 }
 
 // Health returns the client's reachability state.
@@ -363,6 +366,7 @@ func (b *breaker) health() Health {
 	if b.threshold != 0 {
 		b.mu.Lock()
 		h.State = b.state
+		h.ProbeDue = b.state == BreakerOpen && !b.now().Before(b.probeAt)
 		b.mu.Unlock()
 	}
 	return h
