@@ -66,9 +66,10 @@ type Options struct {
 	// of the deltas that will bring the repository's next version (issue
 	// #5). The budget and the age limit still apply to it.
 	KeepDeltaBases bool
-	// MinIdle spares units served (or stored) less than this long ago,
-	// whatever the budget: replicas sharing a bucket learn of each other's
-	// accesses late, so recent content may be in use elsewhere. 0: none.
+	// MinIdle spares units any part of which (a manifest or a blob) was
+	// served (or stored) less than this long ago, whatever the budget: a
+	// device may be pulling them, and replicas sharing a bucket learn of
+	// each other's accesses late. 0: none.
 	MinIdle time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -82,7 +83,11 @@ type Unit struct {
 	Manifests  []digest.Digest `json:"manifests,omitempty"`
 	Blobs      []digest.Digest `json:"blobs,omitempty"`
 	LastAccess time.Time       `json:"lastAccess"`
-	Pinned     bool            `json:"pinned,omitempty"`
+	// LastUsed is when any part of it, a blob included, was last served
+	// (or stored): what Options.MinIdle looks at. A pull reads the
+	// manifests first and the layers after, for minutes maybe.
+	LastUsed time.Time `json:"lastUsed"`
+	Pinned   bool      `json:"pinned,omitempty"`
 	// DeltaBase marks the most recently served image of a repository,
 	// evicted last (Options.KeepDeltaBases).
 	DeltaBase bool `json:"deltaBase,omitempty"`
@@ -186,7 +191,7 @@ func MakePlan(ctx context.Context, store Store, db DB, opts Options) (*Plan, err
 	now := opts.Now()
 	deleted := map[digest.Digest]bool{}
 	for _, u := range units {
-		if u.Pinned || (opts.MinIdle > 0 && now.Sub(u.LastAccess) < opts.MinIdle) {
+		if u.Pinned || (opts.MinIdle > 0 && now.Sub(u.LastUsed) < opts.MinIdle) {
 			continue
 		}
 		reason := ""
@@ -463,6 +468,16 @@ func buildUnits(ctx context.Context, store Store, db DB, stored map[digest.Diges
 				u.LastAccess = t
 			}
 			u.Tags = append(u.Tags, tagsOf[d]...)
+		}
+		u.LastUsed = u.LastAccess
+		for _, d := range u.Blobs {
+			t, ok := access[d]
+			if !ok {
+				t = stored[d].modTime
+			}
+			if t.After(u.LastUsed) {
+				u.LastUsed = t
+			}
 		}
 		sort.Strings(u.Tags)
 	}

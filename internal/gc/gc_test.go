@@ -549,3 +549,31 @@ func TestOptionsDoNotWaitForACollection(t *testing.T) {
 	close(c.release)
 	<-done
 }
+
+// MinIdle spares an image whose layers are being served, not only one
+// whose manifests were: a pull reads the manifests first and may spend
+// minutes on the layers, and an image evicted under it is lost to a site
+// whose uplink is down. When the image was last used is not when it was
+// last pulled: the eviction order stays by manifests.
+func TestMinIdleSparesAnImageWhoseLayersAreServed(t *testing.T) {
+	s := newSite(t)
+	s.now = time.Now().Add(time.Hour) // everything was stored an hour before
+	layer := s.blob(100_000)
+	img := s.image("v1", 20*time.Minute, layer) // its manifests served 20 minutes ago
+	opts := gc.Options{MaxSize: 1, MinIdle: 5 * time.Minute}
+	if got := roots(s.plan(opts)); !slices.Equal(got, []digest.Digest{img.Digest}) {
+		t.Fatalf("victims = %v, want %s", got, img.Digest)
+	}
+	if err := s.db.Touch(context.Background(), map[digest.Digest]time.Time{layer.Digest: s.now.Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	p := s.plan(opts)
+	if len(p.Victims) != 0 {
+		t.Errorf("victims while its layer is being served = %v, want none", roots(p))
+	}
+	opts.MinIdle = 0
+	p = s.plan(opts)
+	if len(p.Victims) != 1 || !p.Victims[0].LastAccess.Equal(s.now.Add(-20*time.Minute).Truncate(time.Second)) {
+		t.Errorf("without MinIdle: victims %+v, want the image, last pulled 20 minutes ago", p.Victims)
+	}
+}

@@ -280,3 +280,36 @@ func TestReadDuringEvictionLeavesNothingInMemory(t *testing.T) {
 		t.Errorf("upstream GETs of the evicted layer = %d, want 1 (not served from memory)", n)
 	}
 }
+
+// Serving a stored layer records it as used, for eviction to spare an
+// image whose layers a device is pulling (storage.minIdle; a layer just
+// stored counts as used by its storage time).
+func TestServedLayerIsRecordedAsUsed(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 10_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	pullImage(t, m, "v1", layer)
+	m.waitFills()
+	if err := m.proxy.FlushAccess(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	before, err := m.db.AccessTimes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.clock.advance(time.Hour)
+	if resp, _ := m.get(http.MethodGet, blobPath("app", layers[0].Digest)); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET the stored layer: %d", resp.StatusCode)
+	}
+	if err := m.proxy.FlushAccess(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	after, err := m.db.AccessTimes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := after[layers[0].Digest], m.clock.Now().Truncate(time.Second); !got.Equal(want) || got.Equal(before[layers[0].Digest]) {
+		t.Errorf("serving the stored layer an hour later recorded its use at %v, want %v", got, want)
+	}
+}

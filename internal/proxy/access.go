@@ -8,10 +8,10 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// accessTracker remembers when manifests were last served, in memory; the
-// proxy flushes it to the metadata store in batches (FlushAccess), where
-// eviction reads it. Blobs are not tracked: an image is used when its
-// manifests are, and every pull reads them.
+// accessTracker remembers when manifests and blobs were last served, in
+// memory; the proxy flushes it to the metadata store in batches
+// (FlushAccess), where eviction reads it: an image was pulled when its
+// manifests were, and is in use while its blobs are (gc.Options.MinIdle).
 type accessTracker struct {
 	mu sync.Mutex
 	m  map[digest.Digest]int64 // unix seconds

@@ -49,6 +49,9 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 	)
 	for attempt := 0; ; attempt++ {
 		res, err := p.localBlob(ctx, t, d)
+		if err == nil {
+			p.access.touch(d, p.now()) // in use: not evicted under a pull (gc.Options.MinIdle)
+		}
 		if err == nil || !errors.Is(err, errNotStored) || attempt == 2 {
 			return res, err
 		}
