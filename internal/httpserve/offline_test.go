@@ -518,7 +518,7 @@ func TestBrokenFillResumesWhenAClientAsksAfterTheLinkIsBack(t *testing.T) {
 	for m.client.Health().Refused < 4 {
 		time.Sleep(10 * time.Millisecond) // the test's deadline bounds the wait
 	}
-	m.fake.ClearFaults()            // the link is back
+	m.fake.ClearFaults()             // the link is back
 	m.clock.advance(2 * time.Minute) // the breaker's probe is due
 	resp, body := m.get(http.MethodGet, path)
 	m.wantCode(resp, body, http.StatusServiceUnavailable, "UNAVAILABLE")

@@ -62,9 +62,9 @@ type fill struct {
 	// retryNow cuts short the wait of a broken transfer (a token): a
 	// client asked for the blob while the upstream may be back.
 	retryNow chan struct{}
-	done   bool
-	err    error
-	wake   chan struct{} // closed and replaced on every change
+	done     bool
+	err      error
+	wake     chan struct{} // closed and replaced on every change
 }
 
 // joinFill returns the running fill of d, or starts one.
