@@ -5,15 +5,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 )
@@ -448,5 +453,70 @@ func TestEmptyReferrersOfUnknownSubjectsAreNotKept(t *testing.T) {
 	}
 	if recs, err := m.db.AllReferrers(context.Background()); err != nil || len(recs) != 1 {
 		t.Errorf("referrers records after a stored image's: %d, %v; want 1", len(recs), err)
+	}
+}
+
+// alteredStore is a store whose stored copy of one blob, or manifest, was
+// altered behind its back: reading it whole fails with ErrDigestMismatch
+// (as an object store's reader does) and removes it.
+type alteredStore struct {
+	*blobstore.FS
+	mu      sync.Mutex
+	altered map[digest.Digest]bool
+}
+
+func (s *alteredStore) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error) {
+	s.mu.Lock()
+	bad := s.altered[d]
+	delete(s.altered, d)
+	s.mu.Unlock()
+	if !bad {
+		return s.FS.Open(ctx, d)
+	}
+	info, err := s.FS.Stat(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.FS.Delete(ctx, d); err != nil {
+		return nil, err
+	}
+	return &alteredReader{Reader: io.MultiReader(strings.NewReader("x"), iotest.ErrReader(fmt.Errorf("stored %s: %w", d, errdef.ErrDigestMismatch))), size: info.Size}, nil
+}
+
+// alteredReader reads a byte and then fails; its size is the blob's.
+type alteredReader struct {
+	io.Reader
+	size int64
+}
+
+func (r *alteredReader) Seek(off int64, whence int) (int64, error) {
+	if whence == io.SeekEnd {
+		return r.size + off, nil
+	}
+	return off, nil
+}
+
+func (*alteredReader) Close() error { return nil }
+
+// A stored manifest or small blob whose copy turns out altered when it is
+// read (an object store's reader checks the digest) is fetched again from
+// the upstream and served right, not answered with an error.
+func TestAlteredStoredCopyIsFetchedAgain(t *testing.T) {
+	t.Parallel()
+	s := &alteredStore{altered: map[digest.Digest]bool{}}
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { s.FS = fs; return s })
+	layer := fakeupstream.Random(t, 10_000)
+	img, layers := m.fake.Image("app", "v1", layer)
+	pullImage(t, m, "v1", layer)
+	m.waitFills()
+	m.restart() // nothing in memory
+	s.mu.Lock()
+	s.altered[img.Digest], s.altered[layers[0].Digest] = true, true
+	s.mu.Unlock()
+	if resp, body := m.get(http.MethodGet, manifestPath("app", img.Digest.String()), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK || digest.FromBytes(body) != img.Digest {
+		t.Errorf("altered manifest: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if resp, body := m.get(http.MethodGet, blobPath("app", layers[0].Digest)); resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Errorf("altered small blob: %d, %d bytes", resp.StatusCode, len(body))
 	}
 }

@@ -177,6 +177,12 @@ func (p *Proxy) localBlob(ctx context.Context, t Target, d digest.Digest) (BlobR
 		b := make([]byte, size)
 		if _, err := io.ReadFull(rc, b); err != nil {
 			rc.Close()
+			if errors.Is(err, errdef.ErrDigestMismatch) {
+				// Altered in the store (a bucket written by someone
+				// else): as if not stored, fetched again.
+				p.log.LogAttrs(ctx, slog.LevelWarn, "stored blob does not match its digest; fetching it again", slog.String("digest", d.String()), slog.Any("err", err))
+				return BlobResult{}, fmt.Errorf("%w: %w", errNotStored, err)
+			}
 			return BlobResult{}, fmt.Errorf("blob %s: %w", d, err)
 		}
 		rc.Close()

@@ -31,6 +31,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -173,14 +174,23 @@ func (s *Store) Stat(ctx context.Context, d digest.Digest) (blobstore.Info, erro
 }
 
 // Open implements blobstore.Reader. The result reads through
-// driver.Reader and reopens it at the new offset after a Seek.
+// driver.Reader and reopens it at the new offset after a Seek. Read from
+// its start to its end, it is checked against its digest before its last
+// bytes are returned: an object altered in the bucket behind the mirror's
+// back (another writer, a bad copy, bit rot) fails the read with
+// ErrDigestMismatch instead of ending cleanly, and is removed, so that the
+// blob is fetched again.
 func (s *Store) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error) {
 	info, err := s.Stat(ctx, d)
 	if err != nil {
 		return nil, err
 	}
 	p, _ := blobPath(d)
-	return &objReader{ctx: context.WithoutCancel(ctx), d: s.d, path: p, size: info.Size}, nil
+	r := &objReader{ctx: context.WithoutCancel(ctx), d: s.d, path: p, size: info.Size, digest: d}
+	if d.Algorithm().Available() {
+		r.h = d.Algorithm().Hash()
+	}
+	return r, nil
 }
 
 // Put implements blobstore.Store.
@@ -407,13 +417,18 @@ func (s *Store) CleanTempDir() (int, error) {
 // objReader reads an object from an offset, reopening the driver's reader
 // after a Seek.
 type objReader struct {
-	ctx  context.Context
-	d    storagedriver.StorageDriver
-	path string
-	size int64
+	ctx    context.Context
+	d      storagedriver.StorageDriver
+	path   string
+	size   int64
+	digest digest.Digest
 
 	off int64
 	rc  io.ReadCloser
+	// h hashes the bytes read from the start, as long as the reads are
+	// in order (hashed of them so far); nil after a read elsewhere.
+	h      hash.Hash
+	hashed int64
 }
 
 func (r *objReader) Read(p []byte) (int, error) {
@@ -433,10 +448,26 @@ func (r *objReader) Read(p []byte) (int, error) {
 	if rest := r.size - r.off; int64(len(p)) > rest {
 		p = p[:rest]
 	}
+	at := r.off
 	n, err := r.rc.Read(p)
 	r.off += int64(n)
 	if err == io.EOF && r.off < r.size {
 		err = io.ErrUnexpectedEOF
+	}
+	if r.h != nil && at == r.hashed {
+		r.h.Write(p[:n])
+		r.hashed += int64(n)
+		if r.hashed == r.size && digest.NewDigest(r.digest.Algorithm(), r.h) != r.digest {
+			// Not a byte of the end: a client must not see a clean end
+			// of a wrong blob.
+			r.h = nil
+			if derr := r.d.Delete(r.ctx, r.path); derr != nil && !isNotFound(derr) {
+				return 0, fmt.Errorf("object %s does not match its digest (not removed: %v): %w", r.path, derr, errdef.ErrDigestMismatch)
+			}
+			return 0, fmt.Errorf("object %s does not match its digest; removed, to be fetched again: %w", r.path, errdef.ErrDigestMismatch)
+		}
+	} else if at != r.hashed {
+		r.h = nil // a range: not checked
 	}
 	return n, err
 }

@@ -462,3 +462,70 @@ func TestCleanTempDir(t *testing.T) {
 		t.Errorf("temp dir holds %v, want only not-ours", entries)
 	}
 }
+
+// An object altered in the bucket behind the store's back (other bytes of
+// the same size, or cut short) fails a read from its start to its end with
+// ErrDigestMismatch before its last bytes, never with a clean end, and is
+// removed so that the blob is fetched again. Reads of a range are not
+// checked.
+func TestAlteredObjectFailsItsReadAndIsRemoved(t *testing.T) {
+	ctx := context.Background()
+	content := randomBytes(300_000, 9)
+	want := desc(content)
+	h := want.Digest.Encoded()
+	path := "/blobs/sha256/" + h[:2] + "/" + h
+	for _, c := range []struct {
+		name    string
+		altered []byte
+	}{
+		{"other bytes", randomBytes(len(content), 10)},
+		{"cut short", content[:100_000]},
+	} {
+		s := newMem(t)
+		if err := s.Put(ctx, want, bytes.NewReader(content)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Driver().PutContent(ctx, path, c.altered); err != nil {
+			t.Fatal(err)
+		}
+		rc, err := s.Open(ctx, want.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rc.Seek(1000, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(rc, make([]byte, 10)); err != nil {
+			t.Errorf("%s: a range read: %v", c.name, err)
+		}
+		if _, err := rc.Seek(0, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		rc.Close()
+		rc, err = s.Open(ctx, want.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if !errors.Is(err, errdef.ErrDigestMismatch) || len(got) >= len(c.altered) {
+			t.Errorf("%s: read %d of %d bytes, %v; want ErrDigestMismatch before the end", c.name, len(got), len(c.altered), err)
+		}
+		if _, err := s.Stat(ctx, want.Digest); !errors.Is(err, errdef.ErrNotFound) {
+			t.Errorf("%s: after the failed read, Stat = %v, want ErrNotFound", c.name, err)
+		}
+	}
+	// The intact object reads whole, as ever.
+	s := newMem(t)
+	if err := s.Put(ctx, want, bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := s.Open(ctx, want.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, content) {
+		t.Errorf("intact object: %d bytes, %v", len(got), err)
+	}
+}
