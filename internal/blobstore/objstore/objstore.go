@@ -47,6 +47,7 @@ import (
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/stall"
 	"github.com/registry-edge/registry-edge/internal/verify"
 )
 
@@ -62,9 +63,29 @@ const (
 
 // Store is a blobstore.Store on a storage driver.
 type Store struct {
-	d       storagedriver.StorageDriver
-	tempDir string
-	aborter *multipartAborter // nil unless the driver is s3
+	d         storagedriver.StorageDriver
+	tempDir   string
+	aborter   *multipartAborter // nil unless the driver is s3
+	opTimeout time.Duration
+}
+
+// DefaultOpTimeout bounds a request to the bucket that should answer at
+// once: a stat, a delete, a record, the start of a read, and each wait for
+// the next bytes of a read.
+const DefaultOpTimeout = 30 * time.Second
+
+// bounded returns ctx bounded by the store's operation timeout, and the
+// error to return for err: a bucket that accepts connections and never
+// answers (hung, blackholed) must not hold a client forever, and says so
+// as unavailable.
+func (s *Store) bounded(ctx context.Context) (context.Context, context.CancelFunc, func(error) error) {
+	bctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	return bctx, cancel, func(err error) error {
+		if err != nil && errors.Is(bctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+			return fmt.Errorf("the bucket did not answer within %s: %w: %w", s.opTimeout, errdef.ErrUnavailable, err)
+		}
+		return err
+	}
 }
 
 var (
@@ -79,6 +100,9 @@ type Options struct {
 	// is written (so that concurrent readers can read it at once). ""
 	// means os.TempDir(). It is created if missing.
 	TempDir string
+	// OpTimeout bounds each request that should answer at once (see
+	// DefaultOpTimeout, the default).
+	OpTimeout time.Duration
 }
 
 // New returns a Store on d.
@@ -93,7 +117,11 @@ func New(d storagedriver.StorageDriver, opts Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("object store temp dir: %w", err)
 	}
-	return &Store{d: d, tempDir: dir}, nil
+	timeout := opts.OpTimeout
+	if timeout <= 0 {
+		timeout = DefaultOpTimeout
+	}
+	return &Store{d: d, tempDir: dir, opTimeout: timeout}, nil
 }
 
 // NewFromParameters creates the storage driver name ("s3", "s3aws",
@@ -163,9 +191,11 @@ func (s *Store) Stat(ctx context.Context, d digest.Digest) (blobstore.Info, erro
 	if err != nil {
 		return blobstore.Info{}, err
 	}
-	fi, err := s.d.Stat(ctx, p)
+	bctx, cancel, why := s.bounded(ctx)
+	defer cancel()
+	fi, err := s.d.Stat(bctx, p)
 	if err != nil {
-		return blobstore.Info{}, wrapErr(d, "", err)
+		return blobstore.Info{}, wrapErr(d, "", why(err))
 	}
 	if fi.IsDir() {
 		return blobstore.Info{}, fmt.Errorf("blob %s: %w", d, errdef.ErrNotFound)
@@ -186,7 +216,7 @@ func (s *Store) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, e
 		return nil, err
 	}
 	p, _ := blobPath(d)
-	r := &objReader{ctx: context.WithoutCancel(ctx), d: s.d, path: p, size: info.Size, digest: d}
+	r := &objReader{ctx: context.WithoutCancel(ctx), d: s.d, path: p, size: info.Size, digest: d, timeout: s.opTimeout}
 	if d.Algorithm().Available() {
 		r.h = d.Algorithm().Hash()
 	}
@@ -285,8 +315,10 @@ func (s *Store) Delete(ctx context.Context, d digest.Digest) error {
 	if err != nil {
 		return err
 	}
-	if err := s.d.Delete(ctx, p); err != nil {
-		return wrapErr(d, "delete", err)
+	bctx, cancel, why := s.bounded(ctx)
+	defer cancel()
+	if err := s.d.Delete(bctx, p); err != nil {
+		return wrapErr(d, "delete", why(err))
 	}
 	return nil
 }
@@ -417,11 +449,12 @@ func (s *Store) CleanTempDir() (int, error) {
 // objReader reads an object from an offset, reopening the driver's reader
 // after a Seek.
 type objReader struct {
-	ctx    context.Context
-	d      storagedriver.StorageDriver
-	path   string
-	size   int64
-	digest digest.Digest
+	ctx     context.Context
+	d       storagedriver.StorageDriver
+	path    string
+	size    int64
+	digest  digest.Digest
+	timeout time.Duration // for the start of a read, and each wait for bytes
 
 	off int64
 	rc  io.ReadCloser
@@ -436,14 +469,26 @@ func (r *objReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	if r.rc == nil {
-		rc, err := r.d.Reader(r.ctx, r.path, r.off)
+		// The request's context lives as long as the body; only its
+		// start is bounded here, the body by stall.Reader.
+		rctx, cancel := context.WithCancel(r.ctx)
+		timer := time.AfterFunc(r.timeout, cancel)
+		rc, err := r.d.Reader(rctx, r.path, r.off)
+		if !timer.Stop() {
+			if err == nil {
+				rc.Close()
+			}
+			cancel()
+			return 0, fmt.Errorf("object %s: the bucket did not answer within %s: %w", r.path, r.timeout, errdef.ErrUnavailable)
+		}
 		if err != nil {
+			cancel()
 			if isNotFound(err) {
 				return 0, fmt.Errorf("object %s: %w", r.path, errdef.ErrNotFound)
 			}
 			return 0, err
 		}
-		r.rc = rc
+		r.rc = cancelCloser{stall.NewReader(rc, r.timeout), cancel}
 	}
 	if rest := r.size - r.off; int64(len(p)) > rest {
 		p = p[:rest]
@@ -493,6 +538,18 @@ func (r *objReader) Seek(offset int64, whence int) (int64, error) {
 	}
 	r.off = abs
 	return abs, nil
+}
+
+// cancelCloser cancels a read's context when its body is closed.
+type cancelCloser struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c cancelCloser) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }
 
 func (r *objReader) Close() error {

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -527,5 +529,124 @@ func TestAlteredObjectFailsItsReadAndIsRemoved(t *testing.T) {
 	defer rc.Close()
 	if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, content) {
 		t.Errorf("intact object: %d bytes, %v", len(got), err)
+	}
+}
+
+// hungDriver is a bucket that accepts requests and never answers them
+// (stopped, blackholed), or whose reads stop sending bytes.
+type hungDriver struct {
+	storagedriver.StorageDriver
+	hang      atomic.Bool
+	stallBody atomic.Bool
+}
+
+func (h *hungDriver) Stat(ctx context.Context, p string) (storagedriver.FileInfo, error) {
+	if h.hang.Load() {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return h.StorageDriver.Stat(ctx, p)
+}
+
+func (h *hungDriver) GetContent(ctx context.Context, p string) ([]byte, error) {
+	if h.hang.Load() {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return h.StorageDriver.GetContent(ctx, p)
+}
+
+func (h *hungDriver) Reader(ctx context.Context, p string, off int64) (io.ReadCloser, error) {
+	if h.hang.Load() {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	rc, err := h.StorageDriver.Reader(ctx, p, off)
+	if err != nil || !h.stallBody.Load() {
+		return rc, err
+	}
+	return &stalledBody{ReadCloser: rc, ctx: ctx, closed: make(chan struct{})}, nil
+}
+
+// stalledBody sends 10 bytes, then nothing until it is closed (as an HTTP
+// body's Read returns when the body is closed) or its request ends.
+type stalledBody struct {
+	io.ReadCloser
+	ctx    context.Context
+	closed chan struct{}
+	once   sync.Once
+	sent   bool
+}
+
+func (b *stalledBody) Read(p []byte) (int, error) {
+	if !b.sent {
+		b.sent = true
+		return b.ReadCloser.Read(p[:min(len(p), 10)])
+	}
+	select {
+	case <-b.ctx.Done():
+		return 0, b.ctx.Err()
+	case <-b.closed:
+		return 0, errors.New("read on a closed body")
+	}
+}
+
+func (b *stalledBody) Close() error {
+	b.once.Do(func() { close(b.closed) })
+	return b.ReadCloser.Close()
+}
+
+// A bucket that stops answering fails each request after the operation
+// timeout, as unavailable, instead of holding the mirror's clients for as
+// long as it is stopped; so does a read whose bytes stop coming.
+func TestHungBucketFailsWithinTheTimeout(t *testing.T) {
+	ctx := context.Background()
+	h := &hungDriver{StorageDriver: inmemory.New()}
+	s, err := objstore.New(h, objstore.Options{TempDir: t.TempDir(), OpTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := randomBytes(100_000, 11)
+	want := desc(content)
+	if err := s.Put(ctx, want, bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutRecord(ctx, "r", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := s.Open(ctx, want.Digest) // opened before the bucket hangs
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	h.hang.Store(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := s.Stat(ctx, want.Digest); !errors.Is(err, errdef.ErrUnavailable) {
+			t.Errorf("Stat of a hung bucket: %v, want ErrUnavailable", err)
+		}
+		if _, err := s.GetRecord(ctx, "r"); !errors.Is(err, errdef.ErrUnavailable) {
+			t.Errorf("GetRecord of a hung bucket: %v, want ErrUnavailable", err)
+		}
+		if _, err := rc.Read(make([]byte, 10)); !errors.Is(err, errdef.ErrUnavailable) {
+			t.Errorf("Read of a hung bucket: %v, want ErrUnavailable", err)
+		}
+		h.hang.Store(false)
+		h.stallBody.Store(true)
+		rc2, err := s.Open(ctx, want.Digest)
+		if err != nil {
+			t.Errorf("Open: %v", err)
+			return
+		}
+		defer rc2.Close()
+		if got, err := io.ReadAll(rc2); err == nil || len(got) != 10 {
+			t.Errorf("a read whose bytes stopped after 10: %d bytes, %v; want 10 and an error", len(got), err)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("requests to a hung bucket still waiting after 20 s (the operation timeout is 100 ms)")
 	}
 }

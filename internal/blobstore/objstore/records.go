@@ -34,7 +34,10 @@ func (s *Store) GetRecord(ctx context.Context, key string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := s.d.GetContent(ctx, p)
+	bctx, cancel, why := s.bounded(ctx)
+	defer cancel()
+	b, err := s.d.GetContent(bctx, p)
+	err = why(err)
 	if isNotFound(err) {
 		return nil, fmt.Errorf("record %s: %w", key, errdef.ErrNotFound)
 	}
@@ -51,7 +54,9 @@ func (s *Store) PutRecord(ctx context.Context, key string, b []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := s.d.PutContent(ctx, p, b); err != nil {
+	bctx, cancel, why := s.bounded(ctx)
+	defer cancel()
+	if err := why(s.d.PutContent(bctx, p, b)); err != nil {
 		return fmt.Errorf("record %s: %w", key, err)
 	}
 	return nil
@@ -64,7 +69,9 @@ func (s *Store) DeleteRecord(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.d.Delete(ctx, p); err != nil && !isNotFound(err) {
+	bctx, cancel, why := s.bounded(ctx)
+	defer cancel()
+	if err := why(s.d.Delete(bctx, p)); err != nil && !isNotFound(err) {
 		return fmt.Errorf("record %s: %w", key, err)
 	}
 	return nil
@@ -77,7 +84,10 @@ func (s *Store) ListRecords(ctx context.Context, dir string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	paths, err := s.d.List(ctx, p)
+	bctx, cancel, why := s.bounded(ctx)
+	defer cancel()
+	paths, err := s.d.List(bctx, p)
+	err = why(err)
 	if isNotFound(err) {
 		return nil, nil
 	}
