@@ -173,7 +173,8 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	}
 	devices.Set(pol)
 	hopts.Access = devices
-	maint = &gc.Maintainer{Store: store, DB: db, Cache: p, Options: gcOptions(cfg), Metrics: m, Logger: log.With(slog.String("component", "gc"))}
+	maint = &gc.Maintainer{Store: store, DB: db, Cache: p, Options: gcOptions(cfg), Metrics: m, Logger: log.With(slog.String("component", "gc")),
+		PinnedTags: pf.PinnedTags}
 	if allow := cfg.Admin.AllowedNetworks(); len(allow) > 0 {
 		// Both under the budget in force, which a reload may have changed.
 		hopts.Admin = admin.New(admin.Options{Prefetcher: pf, Allow: allow, GC: func(ctx context.Context, dryRun bool) (*gc.Plan, error) {

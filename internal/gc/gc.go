@@ -71,6 +71,11 @@ type Options struct {
 	// device may be pulling them, and replicas sharing a bucket learn of
 	// each other's accesses late. 0: none.
 	MinIdle time.Duration
+	// PinnedTags, if set, returns the tags (<registry>/<repo>:<tag>)
+	// whose current image is pinned whatever digest it has: pre-staged
+	// tags, which may have moved since their image was fetched and pinned
+	// (the next prefetch run pins the new one).
+	PinnedTags func() []string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -147,6 +152,13 @@ func MakePlan(ctx context.Context, store Store, db DB, opts Options) (*Plan, err
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	var pinnedTags map[string]bool
+	if opts.PinnedTags != nil {
+		pinnedTags = map[string]bool{}
+		for _, t := range opts.PinnedTags() {
+			pinnedTags[t] = true
+		}
+	}
 	stored := map[digest.Digest]*content{}
 	var used int64
 	if err := store.Walk(ctx, func(i blobstore.Info) error {
@@ -165,6 +177,11 @@ func MakePlan(ctx context.Context, store Store, db DB, opts Options) (*Plan, err
 		markDeltaBases(units)
 	}
 	for _, u := range units {
+		for _, t := range u.Tags {
+			if pinnedTags[t] {
+				u.Pinned = true // the image a pre-staged tag names now
+			}
+		}
 		if u.Pinned {
 			plan.PinnedUnits++
 		}

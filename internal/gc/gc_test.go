@@ -577,3 +577,25 @@ func TestMinIdleSparesAnImageWhoseLayersAreServed(t *testing.T) {
 		t.Errorf("without MinIdle: victims %+v, want the image, last pulled 20 minutes ago", p.Victims)
 	}
 }
+
+// The image a pre-staged tag names now is kept, also when the tag moved
+// after its old image was fetched and pinned: until the next prefetch run
+// pins the new image, the pin alone would keep the old one and let the one
+// devices run go first.
+func TestPinnedTagKeepsTheImageItNamesNow(t *testing.T) {
+	s := newSite(t)
+	old := s.image("", 2*time.Hour, s.blob(100_000)) // what v1 named when it was pinned
+	if err := s.db.SetPins(context.Background(), "prefetch:org/app:v1", []digest.Digest{old.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	now := s.image("v1", time.Hour, s.blob(100_000)) // v1 now
+	opts := gc.Options{MaxSize: 1}
+	if got := roots(s.plan(opts)); !slices.Equal(got, []digest.Digest{now.Digest}) {
+		t.Fatalf("without pinned tags: victims = %v, want %s", got, now.Digest)
+	}
+	opts.PinnedTags = func() []string { return []string{repo.String() + ":v1"} }
+	p := s.plan(opts)
+	if len(p.Victims) != 0 || p.PinnedUnits != 2 {
+		t.Errorf("with v1 pre-staged: victims = %v, pinned units %d; want none, 2", roots(p), p.PinnedUnits)
+	}
+}

@@ -28,6 +28,9 @@ type Maintainer struct {
 	Options Options
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
+	// PinnedTags is Options.PinnedTags when the options (which a reload
+	// replaces) have none: the prefetch list's tags.
+	PinnedTags func() []string
 
 	mu    sync.Mutex // one collection at a time
 	optMu sync.Mutex // Options, apart from mu: a reload or the status page must not wait for a collection
@@ -64,7 +67,11 @@ func (m *Maintainer) flushAndPlan(ctx context.Context) (*Plan, error) {
 	if err := m.Cache.FlushAccess(ctx); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
 		return nil, err
 	}
-	return MakePlan(ctx, m.Store, m.DB, m.CurrentOptions())
+	opts := m.CurrentOptions()
+	if opts.PinnedTags == nil {
+		opts.PinnedTags = m.PinnedTags
+	}
+	return MakePlan(ctx, m.Store, m.DB, opts)
 }
 
 // RunNow flushes access times, measures the store and evicts what the

@@ -245,6 +245,26 @@ func (pf *Prefetcher) loadAdded(ctx context.Context) {
 	}
 }
 
+// PinnedTags returns the tags on the list, as the metadata names them
+// (<registry>/<repo>:<tag>): eviction keeps the image each names now,
+// also after the tag moved and before the next run pins the new image.
+// References by digest are pinned by digest already.
+func (pf *Prefetcher) PinnedTags() []string {
+	var out []string
+	for _, img := range pf.list() {
+		name, ref, err := ParseRef(img.Ref)
+		if err != nil || strings.Contains(ref, ":") {
+			continue // a digest
+		}
+		t, err := pf.router.Route(name, "")
+		if err != nil {
+			continue
+		}
+		out = append(out, t.Repo.String()+":"+ref)
+	}
+	return out
+}
+
 // Remove takes an image added at run time off the list and unpins it. An
 // image of the configuration is removed there instead.
 func (pf *Prefetcher) Remove(ctx context.Context, ref string) error {

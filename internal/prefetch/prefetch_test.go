@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -491,4 +492,20 @@ func TestFailedRequestIsRetriedSoon(t *testing.T) {
 	waitState(t, pf, "org/app:1.0", prefetch.StateFailed)
 	s.fake.ClearFaults() // the link is back
 	waitState(t, pf, "org/app:1.0", prefetch.StateComplete)
+}
+
+// The list's tags are named as the metadata names them, for eviction to
+// keep the image each names now; images by digest are pinned by digest.
+func TestPinnedTags(t *testing.T) {
+	s := newSite(t)
+	pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/app:1.0"}, {Ref: "org/app@sha256:" + strings.Repeat("a", 64)}},
+		Interval: time.Hour})
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/tool:2"}}, false); err != nil {
+		t.Fatal(err)
+	}
+	got := pf.PinnedTags()
+	slices.Sort(got)
+	if want := []string{"central.test/org/app:1.0", "central.test/org/tool:2"}; !slices.Equal(got, want) {
+		t.Errorf("PinnedTags = %v, want %v", got, want)
+	}
 }
