@@ -741,3 +741,48 @@ func TestShortBodyOfKnownSizeIsResumed(t *testing.T) {
 		t.Errorf("upstream GETs with Range %q, want a first one and then bytes=100000-", ranges)
 	}
 }
+
+// An upstream that ignores Range on a link that breaks before the bytes
+// on disk have been sent again can never finish the blob: the fill gives
+// up after a few such tries (each cost the bytes on disk again) instead of
+// paying them every 30 s until its deadline; the client's connection is
+// cut, not ended cleanly.
+func TestFillGivesUpOnRangeIgnoredAndCutBeforeProgress(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if n == 1 {
+			return fakeupstream.Cut(layer, 180_000, true)(w, r, n)
+		}
+		return fakeupstream.Body(layer[:100_000], len(layer), true)(w, r, n) // Range ignored, cut early
+	}))
+	resp, body, err := m.do(http.MethodGet, blobPath("app", d))
+	if err == nil && resp.StatusCode == http.StatusOK && len(body) == len(layer) {
+		t.Fatal("the blob was served whole")
+	}
+	m.waitFills()
+	if n := m.fake.Count(http.MethodGet, blobPath("app", d)); n != 4 {
+		t.Errorf("upstream GETs of the blob = %d, want 4: the first, then 3 cut before the bytes on disk", n)
+	}
+}
+
+// Bytes received and then thrown away because the blob failed its check
+// are counted as waste (registry_edge_fill_refetched_bytes_total): the
+// next fill fetches them again.
+func TestBytesThrownAwayAreCountedAsRefetched(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 50_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	corrupt := bytes.Clone(layer)
+	corrupt[100] ^= 1
+	m.fake.Fail(fakeupstream.First(1, fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Body(corrupt, len(corrupt), false))))
+	m.do(http.MethodGet, blobPath("app", layers[0].Digest))
+	m.waitFills()
+	if got := metricValue(t, m.metrics, "registry_edge_fill_refetched_bytes_total", "upstream", "central.test"); got != float64(len(corrupt)) {
+		t.Errorf("refetched bytes after a blob failed its check = %v, want %d", got, len(corrupt))
+	}
+}

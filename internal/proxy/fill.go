@@ -291,6 +291,11 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 				kept = f.keptBytes()
 			}
 		} else {
+			if f.keptBytes() > 0 && (errors.Is(err, errdef.ErrDigestMismatch) || errors.Is(err, errdef.ErrSizeMismatch)) {
+				// Received once and thrown away: the next fill fetches
+				// them again (the waste the metric counts).
+				p.m.FillRefetchedBytes.WithLabelValues(f.target.Remote.Name).Add(float64(f.keptBytes()))
+			}
 			f.ing.Cancel()
 		}
 	}
@@ -383,6 +388,7 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 	up := f.target.Remote.Name
 	wait := resumeMinWait
 	answered := false
+	skipCuts := 0 // attempts in a row cut while the upstream resent bytes on disk
 	for attempt := 0; ; attempt++ {
 		if size := f.finalSize(); size >= 0 && f.keptBytes() == size {
 			// Every byte is on disk already; Verify decides. Unless the
@@ -413,6 +419,17 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 		if !answered || !resumable(err) || ctx.Err() != nil {
 			return err
 		}
+		if errors.Is(err, errCutWhileSkipping) && f.keptBytes() == before {
+			// The upstream ignores Range and the link breaks before the
+			// bytes on disk are sent again: every try costs them again
+			// and gains nothing. Given up after a few, not for hours.
+			if skipCuts++; skipCuts >= maxSkipCuts {
+				return fmt.Errorf("blob %s: the upstream ignores Range and the link broke %d times before the %d bytes on disk were sent again; giving up: %w",
+					f.d, skipCuts, f.keptBytes(), errdef.ErrUnavailable)
+			}
+		} else {
+			skipCuts = 0
+		}
 		// A transfer that made progress resumes at once (a dropped link
 		// that is back); one that made none backs off.
 		var d time.Duration
@@ -439,6 +456,14 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 		}
 	}
 }
+
+// errCutWhileSkipping marks a transfer from an upstream that ignored Range
+// which broke before it had resent the bytes already on disk.
+var errCutWhileSkipping = errors.New("cut while the upstream resent bytes on disk")
+
+// maxSkipCuts is how many attempts in a row may break that way before the
+// fill gives up (each one fetched the bytes on disk again, for nothing).
+const maxSkipCuts = 3
 
 // jitter returns a duration in [d/2, d).
 func jitter(d time.Duration) time.Duration {
@@ -529,7 +554,7 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 				return fmt.Errorf("blob %s: the upstream's blob ended after %d bytes, %d are on disk: %w", f.d, offset-skip, offset, errdef.ErrSizeMismatch)
 			}
 			if rerr != nil && skip > 0 {
-				return readErr(offset-skip, rerr)
+				return fmt.Errorf("%w: %w", errCutWhileSkipping, readErr(offset-skip, rerr))
 			}
 		}
 	}
