@@ -1,12 +1,22 @@
 package main
 
 import (
+	"bytes"
 	"debug/elf"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/registry-edge/registry-edge/internal/config"
 )
 
 // The gateway targets build as static binaries (what `make release` ships).
@@ -71,5 +81,165 @@ func TestSystemdUnitVerifies(t *testing.T) {
 	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "" {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// The Kubernetes manifest agrees with the binary and the image: its
+// configuration loads, the command line is one serve accepts with that
+// configuration, the config file is where the ConfigMap is mounted, the
+// store is on the volume, the probes are the server's, the ports line up,
+// and the user is the image's.
+func TestKubernetesManifest(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../../deploy/kubernetes/registry-edge.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type probe struct {
+		HTTPGet struct {
+			Path string `yaml:"path"`
+			Port string `yaml:"port"`
+		} `yaml:"httpGet"`
+	}
+	var (
+		configYAML, configMap, claim string
+		dep                          struct {
+			Spec struct {
+				Template struct {
+					Spec struct {
+						SecurityContext struct {
+							RunAsUser int `yaml:"runAsUser"`
+						} `yaml:"securityContext"`
+						Containers []struct {
+							Args  []string `yaml:"args"`
+							Ports []struct {
+								Name          string `yaml:"name"`
+								ContainerPort int    `yaml:"containerPort"`
+							} `yaml:"ports"`
+							ReadinessProbe probe `yaml:"readinessProbe"`
+							LivenessProbe  probe `yaml:"livenessProbe"`
+							VolumeMounts   []struct {
+								Name      string `yaml:"name"`
+								MountPath string `yaml:"mountPath"`
+							} `yaml:"volumeMounts"`
+						} `yaml:"containers"`
+						Volumes []struct {
+							Name      string `yaml:"name"`
+							ConfigMap struct {
+								Name string `yaml:"name"`
+							} `yaml:"configMap"`
+							PersistentVolumeClaim struct {
+								ClaimName string `yaml:"claimName"`
+							} `yaml:"persistentVolumeClaim"`
+						} `yaml:"volumes"`
+					} `yaml:"spec"`
+				} `yaml:"template"`
+			} `yaml:"spec"`
+		}
+		svcTarget string
+	)
+	kinds := map[string]bool{}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	for {
+		var doc struct {
+			Kind     string                `yaml:"kind"`
+			Metadata struct{ Name string } `yaml:"metadata"`
+			Data     map[string]string     `yaml:"data"`
+			Spec     yaml.Node             `yaml:"spec"`
+		}
+		if err := dec.Decode(&doc); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		kinds[doc.Kind] = true
+		switch doc.Kind {
+		case "ConfigMap":
+			configMap, configYAML = doc.Metadata.Name, doc.Data["config.yaml"]
+		case "PersistentVolumeClaim":
+			claim = doc.Metadata.Name
+		case "Deployment":
+			if err := doc.Spec.Decode(&dep.Spec); err != nil {
+				t.Fatal(err)
+			}
+		case "Service":
+			var svc struct {
+				Ports []struct {
+					TargetPort string `yaml:"targetPort"`
+				} `yaml:"ports"`
+			}
+			if err := doc.Spec.Decode(&svc); err != nil || len(svc.Ports) != 1 {
+				t.Fatalf("Service: %v, %+v", err, svc)
+			}
+			svcTarget = svc.Ports[0].TargetPort
+		}
+	}
+	for _, k := range []string{"ConfigMap", "PersistentVolumeClaim", "Deployment", "Service"} {
+		if !kinds[k] {
+			t.Fatalf("no %s in the manifest", k)
+		}
+	}
+	cfg, err := config.Load(strings.NewReader(configYAML))
+	if err != nil {
+		t.Fatalf("the ConfigMap's config.yaml: %v", err)
+	}
+	pod := dep.Spec.Template.Spec
+	if len(pod.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(pod.Containers))
+	}
+	c := pod.Containers[0]
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	for _, v := range pod.Volumes {
+		switch {
+		case v.ConfigMap.Name != "" && v.ConfigMap.Name != configMap:
+			t.Errorf("volume %s mounts ConfigMap %s, the manifest's is %s", v.Name, v.ConfigMap.Name, configMap)
+		case v.PersistentVolumeClaim.ClaimName != "" && v.PersistentVolumeClaim.ClaimName != claim:
+			t.Errorf("volume %s mounts claim %s, the manifest's is %s", v.Name, v.PersistentVolumeClaim.ClaimName, claim)
+		}
+	}
+	if want := []string{"serve", "--config", mounts["config"] + "/config.yaml"}; !slices.Equal(c.Args, want) {
+		t.Errorf("args %q, want %q", c.Args, want)
+	}
+	if cfg.Storage.Root != mounts["data"] {
+		t.Errorf("storage.root %s, the volume is at %s", cfg.Storage.Root, mounts["data"])
+	}
+	if len(c.Ports) != 1 || cfg.Listen != fmt.Sprintf(":%d", c.Ports[0].ContainerPort) || svcTarget != c.Ports[0].Name {
+		t.Errorf("listen %s, container ports %+v, Service targetPort %s: they do not line up", cfg.Listen, c.Ports, svcTarget)
+	}
+	if c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe.HTTPGet.Path != "/healthz" {
+		t.Errorf("probes %s and %s, want /readyz and /healthz", c.ReadinessProbe.HTTPGet.Path, c.LivenessProbe.HTTPGet.Path)
+	}
+	docker, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("USER %d:%d", pod.SecurityContext.RunAsUser, pod.SecurityContext.RunAsUser); !strings.Contains(string(docker), want) {
+		t.Errorf("runAsUser %d, the Dockerfile has no %q", pod.SecurityContext.RunAsUser, want)
+	}
+
+	// serve takes that command line with that configuration (a store and
+	// a port of the test's own).
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "config.yaml")
+	addr := freeAddr(t)
+	local := strings.Replace(strings.Replace(configYAML, cfg.Storage.Root, filepath.Join(dir, "data"), 1), `":5000"`, `"`+addr+`"`, 1)
+	if err := os.WriteFile(conf, []byte(local), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := slices.Clone(c.Args)
+	args[2] = conf
+	srv := startRun(t, append(args, "--upstream", "http://127.0.0.1:1")...)
+	for i := 0; i < 250; i++ {
+		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code := srv.stop(); code != 0 {
+		t.Errorf("serve %q exited %d:\n%s", args, code, srv.stderr.String())
 	}
 }
