@@ -242,9 +242,15 @@ func (r *rule) diagnoseSimple(ctx context.Context, sig oci.Signature, h v1.Hash)
 			}
 		}
 	} else if cert != nil && key == nil {
-		if err := cosign.CheckExpiry(cert, time.Now()); err != nil {
-			return failure{reason: ReasonInvalidSignature, rank: rankClaims,
-				msg: "certificate expired, and the rule requires no transparency-log proof of when it signed"}
+		if now := time.Now(); cosign.CheckExpiry(cert, now) != nil {
+			// Not yet valid, on a gateway, is most often this machine's
+			// clock behind (a reset real-time clock), not the signer.
+			msg := "certificate expired, and the rule requires no transparency-log proof of when it signed"
+			if now.Before(cert.NotBefore) {
+				msg = fmt.Sprintf("certificate not valid yet (from %s; this machine's clock says %s: check it), and the rule requires no transparency-log proof of when it signed",
+					cert.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+			}
+			return failure{reason: ReasonInvalidSignature, rank: rankClaims, msg: msg}
 		}
 	}
 	return failure{reason: ReasonInvalidSignature, rank: rankClaims, msg: "signature rejected"}

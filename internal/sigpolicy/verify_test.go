@@ -716,3 +716,28 @@ func TestVerifyMalformedSignature(t *testing.T) {
 		})
 	}
 }
+
+// A certificate not valid yet is not called expired: on a gateway it most
+// often means this machine's clock is behind, which the message says.
+func TestCertificateNotValidYetNamesTheClock(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t)
+	exact := IdentitySpec{Issuer: testIssuer, Subject: testSubject}
+	for _, c := range []struct {
+		name      string
+		notBefore time.Time
+		want      string
+	}{
+		{"not valid yet", time.Now().Add(6 * time.Hour), "not valid yet"},
+		{"expired", time.Now().Add(-time.Hour), "certificate expired"},
+	} {
+		src := newFakeSource()
+		d := src.putImage(t, testRepo)
+		attachTag(t, src, d, ca.leaf(t, testSubject, testIssuer, c.notBefore).sign(t, d, sigOpts{}))
+		v := mustVerify(t, mustNew(t, keylessRule(ca, exact)), src, d)
+		checkVerdict(t, v, ReasonInvalidSignature)
+		if !strings.Contains(v.Message, c.want) {
+			t.Errorf("%s: message %q, want it to say %q", c.name, v.Message, c.want)
+		}
+	}
+}
