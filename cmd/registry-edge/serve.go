@@ -171,6 +171,9 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	if err != nil {
 		return err
 	}
+	for _, w := range pol.UnknownUsers() {
+		log.LogAttrs(ctx, slog.LevelWarn, "access rule names an unknown user", slog.String("warning", w))
+	}
 	devices.Set(pol)
 	hopts.Access = devices
 	maint = &gc.Maintainer{Store: store, DB: db, Cache: p, Options: gcOptions(cfg), Metrics: m, Logger: log.With(slog.String("component", "gc")),
@@ -393,6 +396,9 @@ func applyReload(ctx context.Context, log *slog.Logger, reload reloadFunc, runni
 		return
 	}
 	devices.Set(pol)
+	for _, w := range pol.UnknownUsers() {
+		log.LogAttrs(ctx, slog.LevelWarn, "access rule names an unknown user", slog.String("warning", w))
+	}
 	level.Set(next.Log.Level.Level())
 	maint.SetOptions(gcOptions(next))
 	live := func(c config.Config) config.Config {

@@ -130,6 +130,24 @@ func New(o Options) (*Policy, error) {
 	return p, nil
 }
 
+// UnknownUsers names the users the rules list (by name, not by a pattern)
+// that the htpasswd file does not have, each with its field path: a typo
+// there locks the intended user out without a word.
+func (p *Policy) UnknownUsers() []string {
+	var out []string
+	for i, r := range p.o.Rules {
+		for _, u := range r.Users {
+			if strings.ContainsAny(u, `*?[\`) {
+				continue
+			}
+			if _, ok := p.users[u]; !ok {
+				out = append(out, fmt.Sprintf("access.rules[%d].users: %q is not a user of the htpasswd file", i, u))
+			}
+		}
+	}
+	return out
+}
+
 // principal is who sent a request; user and cert empty means anonymous.
 type principal struct {
 	user     string

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -207,5 +208,22 @@ func TestHashingWaitsForASlot(t *testing.T) {
 	}
 	if !<-done {
 		t.Error("the right password did not verify once a slot was free")
+	}
+}
+
+// A rule naming a user the htpasswd file does not have (a typo) is named,
+// with its field path; patterns and known users are not.
+func TestUnknownUsers(t *testing.T) {
+	t.Parallel()
+	p, err := New(Options{HtpasswdFile: htpasswd(t, map[string]string{"alice": "wonderland", "bob": "builder"}), Rules: []Rule{
+		{Repositories: []string{"private/**"}, Users: []string{"alice", "alcie"}},
+		{Repositories: []string{"team/**"}, Users: []string{"bo*", "bob"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`access.rules[0].users: "alcie" is not a user of the htpasswd file`}
+	if got := p.UnknownUsers(); !slices.Equal(got, want) {
+		t.Errorf("UnknownUsers = %q, want %q", got, want)
 	}
 }
