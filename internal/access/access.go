@@ -343,8 +343,30 @@ func matchAny(patterns []string, s string) bool {
 // configuration reload); nil lets every request through.
 type Dynamic struct{ p atomic.Pointer[Policy] }
 
-// Set replaces the policy.
-func (d *Dynamic) Set(p *Policy) { d.p.Store(p) }
+// Set replaces the policy. Passwords the old policy verified stay verified
+// for the users whose hash did not change: a reload (of the log level,
+// say) must not make every device of the site hash again, behind any
+// flood of wrong passwords.
+func (d *Dynamic) Set(p *Policy) {
+	if old := d.p.Load(); old != nil && p != nil && old != p {
+		old.mu.Lock()
+		kept := map[string][32]byte{}
+		for user, sum := range old.verified {
+			if h, ok := p.users[user]; ok && bytes.Equal(h, old.users[user]) {
+				kept[user] = sum
+			}
+		}
+		old.mu.Unlock()
+		p.mu.Lock()
+		for user, sum := range kept {
+			if _, ok := p.verified[user]; !ok {
+				p.verified[user] = sum
+			}
+		}
+		p.mu.Unlock()
+	}
+	d.p.Store(p)
+}
 
 // Check applies the current policy.
 func (d *Dynamic) Check(r *http.Request, repo string, names func() []string) (Client, error) {

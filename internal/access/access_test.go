@@ -227,3 +227,35 @@ func TestUnknownUsers(t *testing.T) {
 		t.Errorf("UnknownUsers = %q, want %q", got, want)
 	}
 }
+
+// A reload keeps the passwords verified before for the users whose hash
+// did not change (no bcrypt again for every device of the site), and only
+// for them.
+func TestReloadKeepsVerifiedPasswords(t *testing.T) {
+	t.Parallel()
+	f := htpasswd(t, map[string]string{"alice": "wonderland", "bob": "builder"})
+	p1, err := New(Options{HtpasswdFile: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p1.checkPassword("alice", "wonderland") || !p1.checkPassword("bob", "builder") {
+		t.Fatal("the right passwords did not verify")
+	}
+	var d Dynamic
+	d.Set(p1)
+	p2, err := New(Options{HtpasswdFile: f}) // the same file, read again
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := bcrypt.GenerateFromPassword([]byte("new"), bcrypt.MinCost)
+	p2.users["bob"] = h // bob's password was changed
+	d.Set(p2)
+	// Were bcrypt asked, this hash would refuse alice's password.
+	p2.users["alice"], _ = bcrypt.GenerateFromPassword([]byte("other"), bcrypt.MinCost)
+	if !p2.checkPassword("alice", "wonderland") {
+		t.Error("alice's password, verified before the reload, was checked with bcrypt again")
+	}
+	if p2.checkPassword("bob", "builder") {
+		t.Error("bob's old password still verified after his hash changed")
+	}
+}
