@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -518,5 +519,42 @@ func TestAlteredStoredCopyIsFetchedAgain(t *testing.T) {
 	}
 	if resp, body := m.get(http.MethodGet, blobPath("app", layers[0].Digest)); resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
 		t.Errorf("altered small blob: %d, %d bytes", resp.StatusCode, len(body))
+	}
+}
+
+// failingStore cannot read one blob (an I/O error, a bucket that fails).
+type failingStore struct {
+	*blobstore.FS
+	mu  sync.Mutex
+	bad digest.Digest
+}
+
+func (s *failingStore) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error) {
+	s.mu.Lock()
+	bad := s.bad
+	s.mu.Unlock()
+	if d == bad {
+		return nil, errors.New("read: input/output error")
+	}
+	return s.FS.Open(ctx, d)
+}
+
+// A stored blob the store cannot read is answered 503, as this mirror's
+// own failure (so that a device turns to another host), not 500.
+func TestUnreadableStoreIsUnavailable(t *testing.T) {
+	t.Parallel()
+	s := &failingStore{}
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { s.FS = fs; return s })
+	layer := fakeupstream.Random(t, 100_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	pullImage(t, m, "v1", layer)
+	m.waitFills()
+	s.mu.Lock()
+	s.bad = layers[0].Digest
+	s.mu.Unlock()
+	resp, body := m.get(http.MethodGet, blobPath("app", layers[0].Digest))
+	m.wantCode(resp, body, http.StatusServiceUnavailable, "UNAVAILABLE")
+	if !strings.Contains(string(body), "cannot read its store") {
+		t.Errorf("body %s, want it to say the store cannot be read", body)
 	}
 }

@@ -149,7 +149,7 @@ func (p *Proxy) localBlob(ctx context.Context, t Target, d digest.Digest) (BlobR
 		return BlobResult{}, fmt.Errorf("%w: %w", errNotStored, err)
 	}
 	if err != nil {
-		return BlobResult{}, err
+		return BlobResult{}, storeFailed(err)
 	}
 	if err := p.ensureLinked(ctx, t, d); err != nil {
 		rc.Close()
@@ -183,7 +183,7 @@ func (p *Proxy) localBlob(ctx context.Context, t Target, d digest.Digest) (BlobR
 				p.log.LogAttrs(ctx, slog.LevelWarn, "stored blob does not match its digest; fetching it again", slog.String("digest", d.String()), slog.Any("err", err))
 				return BlobResult{}, fmt.Errorf("%w: %w", errNotStored, err)
 			}
-			return BlobResult{}, fmt.Errorf("blob %s: %w", d, err)
+			return BlobResult{}, storeFailed(fmt.Errorf("blob %s: %w", d, err))
 		}
 		rc.Close()
 		p.hot.add(d, b, epoch)

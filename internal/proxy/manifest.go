@@ -59,7 +59,7 @@ func (p *Proxy) manifest(ctx context.Context, t Target, ref string) (ManifestRes
 func (p *Proxy) manifestByDigest(ctx context.Context, t Target, d digest.Digest) (ManifestResult, error) {
 	if res, err := p.localManifest(ctx, t, d); err == nil {
 		return res, nil
-	} else if !errors.Is(err, errdef.ErrNotFound) {
+	} else if !errors.Is(err, errdef.ErrNotFound) && !errors.Is(err, errStoreAnswer) {
 		return ManifestResult{}, err
 	}
 	m, err := p.fetchManifest(ctx, t, d.String())
@@ -136,7 +136,7 @@ func (p *Proxy) readStoredAtMost(ctx context.Context, d digest.Digest, size, lim
 	epoch := p.hot.epoch()
 	f, err := p.store.Open(ctx, d)
 	if err != nil {
-		return nil, err
+		return nil, storeFailed(err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))
@@ -147,7 +147,7 @@ func (p *Proxy) readStoredAtMost(ctx context.Context, d digest.Digest, size, lim
 		p.log.LogAttrs(ctx, slog.LevelWarn, "stored manifest does not match its digest; fetching it again", slog.String("digest", d.String()), slog.Any("err", err))
 		return nil, fmt.Errorf("manifest %s: %w: %w", d, errdef.ErrNotFound, err)
 	case err != nil:
-		return nil, err
+		return nil, storeFailed(err)
 	case int64(len(b)) > limit:
 		return nil, fmt.Errorf("manifest %s: more than %d bytes: %w", d, limit, errdef.ErrTooLarge)
 	case size >= 0 && int64(len(b)) != size:

@@ -55,6 +55,22 @@ func (p *Proxy) noteWriteError(ctx context.Context, err error) {
 var errDiskFullAnswer = &ociapi.Error{Status: http.StatusServiceUnavailable, Code: ociapi.CodeUnavailable,
 	Message: "the mirror's disk is full: ask again, the blob is then passed through from the upstream", RetryAfter: time.Second, Local: true}
 
+// errStoreAnswer is what a client is told when the store cannot be read
+// (an I/O error, a bucket that fails or does not answer): this mirror's own
+// failure, 503, so that a device turns to another host (the registry
+// itself) rather than take it for a bug, or for the upstream's.
+var errStoreAnswer = &ociapi.Error{Status: http.StatusServiceUnavailable, Code: ociapi.CodeUnavailable,
+	Message: "the mirror cannot read its store now", RetryAfter: time.Second, Local: true}
+
+// storeFailed marks err, a failure to read the store, as errStoreAnswer;
+// not found and a client that left are left as they are.
+func storeFailed(err error) error {
+	if err == nil || errors.Is(err, errdef.ErrNotFound) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errStoreAnswer, err)
+}
+
 // diskFull reports whether err says the disk is full. bbolt words some of
 // its write errors with the system error's text only.
 func diskFull(err error) bool {
