@@ -134,6 +134,9 @@ func New(o Options) (*Policy, error) {
 // that the htpasswd file does not have, each with its field path: a typo
 // there locks the intended user out without a word.
 func (p *Policy) UnknownUsers() []string {
+	if p == nil {
+		return nil // no access control configured
+	}
 	var out []string
 	for i, r := range p.o.Rules {
 		for _, u := range r.Users {

@@ -222,6 +222,9 @@ func TestUnknownUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got := (*Policy)(nil).UnknownUsers(); got != nil {
+		t.Errorf("no policy (access open to all): UnknownUsers = %q", got)
+	}
 	want := []string{`access.rules[0].users: "alcie" is not a user of the htpasswd file`}
 	if got := p.UnknownUsers(); !slices.Equal(got, want) {
 		t.Errorf("UnknownUsers = %q, want %q", got, want)
