@@ -429,15 +429,10 @@ func breakerMirrorWithLayer(t *testing.T) (*offlineMirror, []byte, []ocispec.Des
 	return m, layer, layers, blobPath("app", layers[0].Digest)
 }
 
-// With the uplink down (the breaker open), a client asking for a blob
-// whose fill waits to resume a broken transfer is answered 503 at once,
-// like for any blob not here, so that it can turn to another host; it is
-// not handed the bytes on disk and held until the stall limit. A fill
-// whose bytes keep coming is joined as ever, whatever the breaker says.
-func TestNewClientOfABrokenFillIsToldAtOnce(t *testing.T) {
-	t.Parallel()
-	m, layer, layers, path := breakerMirrorWithLayer(t)
-	// The link breaks 1000 bytes into the layer, and stays down.
+// breakLinkMidLayer breaks the link 1000 bytes into the layer of
+// breakerMirrorWithLayer and keeps it down (every request answered 503),
+// with a first client filling the layer in the background.
+func breakLinkMidLayer(m *offlineMirror, layer []byte, layers []ocispec.Descriptor, path string) {
 	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.First(1, fakeupstream.Cut(layer, 1000, true))))
 	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
 	go func() {
@@ -447,6 +442,17 @@ func TestNewClientOfABrokenFillIsToldAtOnce(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
+}
+
+// With the uplink down (the breaker open), a client asking for a blob
+// whose fill waits to resume a broken transfer is answered 503 at once,
+// like for any blob not here, so that it can turn to another host; it is
+// not handed the bytes on disk and held until the stall limit. A fill
+// whose bytes keep coming is joined as ever, whatever the breaker says.
+func TestNewClientOfABrokenFillIsToldAtOnce(t *testing.T) {
+	t.Parallel()
+	m, layer, layers, path := breakerMirrorWithLayer(t)
+	breakLinkMidLayer(m, layer, layers, path)
 	for m.client.Health().State != upstream.BreakerOpen {
 		time.Sleep(5 * time.Millisecond) // the fill's resumes open it; the test's deadline bounds the wait
 	}
@@ -504,15 +510,7 @@ func TestStreamingFillIsJoinedWithTheBreakerOpen(t *testing.T) {
 func TestBrokenFillResumesWhenAClientAsksAfterTheLinkIsBack(t *testing.T) {
 	t.Parallel()
 	m, layer, layers, path := breakerMirrorWithLayer(t)
-	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.First(1, fakeupstream.Cut(layer, 1000, true))))
-	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
-	go func() {
-		client := &http.Client{Timeout: 2 * time.Second}
-		if resp, err := client.Get(m.srv.URL + path); err == nil {
-			io.Copy(io.Discard, resp.Body) // the fill's first client: its outcome is not the point
-			resp.Body.Close()
-		}
-	}()
+	breakLinkMidLayer(m, layer, layers, path)
 	// The fill's resumes open the breaker, then are refused by it, each
 	// after a longer wait: 0.5, 1, 2, 4 s, then 8 s or more.
 	for m.client.Health().Refused < 4 {
