@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"hash/fnv"
 	"net/http"
 	"os"
 	"path"
@@ -200,19 +201,19 @@ func (p *Policy) identify(r *http.Request) (principal, error) {
 // request too (and may read open repositories all the same).
 func (p *Policy) checkPassword(user, pass string) bool {
 	sum := sha256.Sum256([]byte(pass))
-	hash, known := p.users[user]
-	p.mu.Lock()
-	good, seen := p.verified[user]
-	p.mu.Unlock()
-	if known && seen && subtle.ConstantTimeCompare(good[:], sum[:]) == 1 {
-		return true
-	}
 	pair := sha256.Sum256([]byte(user + "\x00" + pass))
-	p.mu.Lock()
-	until, failed := p.rejected[pair]
-	p.mu.Unlock()
-	if failed && time.Now().Before(until) {
-		return false
+	hash, known := p.users[user]
+	if ok, decided := p.remembered(user, known, sum, pair); decided {
+		return ok
+	}
+	// The passwords of one user name are hashed one at a time: a flood of
+	// wrong passwords for one user takes one hashing slot, not all of
+	// them, and the other users' first logins do not queue behind it.
+	stripe := &userStripes[userStripe(user)]
+	stripe.Lock()
+	defer stripe.Unlock()
+	if ok, decided := p.remembered(user, known, sum, pair); decided {
+		return ok // decided while this one waited
 	}
 	ok := false
 	// At most half the processors hash at once: a flood of made-up
@@ -237,6 +238,31 @@ func (p *Policy) checkPassword(user, pass string) bool {
 	}
 	p.rejected[pair] = time.Now().Add(rejectedTTL)
 	return false
+}
+
+// remembered answers from what was decided before: a password bcrypt
+// accepted for user (sum), or a user-password pair refused lately.
+func (p *Policy) remembered(user string, known bool, sum, pair [32]byte) (ok, decided bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if good, seen := p.verified[user]; known && seen && subtle.ConstantTimeCompare(good[:], sum[:]) == 1 {
+		return true, true
+	}
+	if until, failed := p.rejected[pair]; failed && time.Now().Before(until) {
+		return false, true
+	}
+	return false, false
+}
+
+// userStripes serialize the hashing of one user name's passwords
+// (userStripe picks a user's), in a bounded table: made-up names share
+// stripes rather than grow it.
+var userStripes [64]sync.Mutex
+
+func userStripe(user string) int {
+	h := fnv.New32a()
+	h.Write([]byte(user))
+	return int(h.Sum32() % uint32(len(userStripes)))
 }
 
 // bcryptSlots bounds the password hashes computed at once.

@@ -262,3 +262,33 @@ func TestReloadKeepsVerifiedPasswords(t *testing.T) {
 		t.Error("bob's old password still verified after his hash changed")
 	}
 }
+
+// A user's passwords are hashed one at a time: while one user's hashing
+// is held (a flood of wrong passwords for it), another user's first login
+// is not held with it.
+func TestOneUsersFloodDoesNotHoldAnother(t *testing.T) {
+	f := htpasswd(t, map[string]string{"alice": "wonderland", "heavy": "heavypw"})
+	p, err := New(Options{HtpasswdFile: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if userStripe("alice") == userStripe("heavy") {
+		t.Fatal("test assumption: alice and heavy hash in different stripes")
+	}
+	stripe := &userStripes[userStripe("heavy")]
+	stripe.Lock() // heavy's hashing is busy
+	heavy := make(chan bool)
+	go func() { heavy <- p.checkPassword("heavy", "wrong") }()
+	if !p.checkPassword("alice", "wonderland") {
+		t.Error("alice's password did not verify while heavy's hashing was held")
+	}
+	select {
+	case <-heavy:
+		t.Fatal("heavy's password was hashed while its stripe was held")
+	case <-time.After(100 * time.Millisecond):
+	}
+	stripe.Unlock()
+	if <-heavy {
+		t.Error("a wrong password verified")
+	}
+}
