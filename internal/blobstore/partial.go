@@ -53,6 +53,10 @@ type PartialMeta struct {
 	Size int64 `json:"size"`
 	// ETag is the upstream's validator of the content, for If-Range.
 	ETag string `json:"etag,omitempty"`
+	// Repo is the repository (registry/name) the upstream sent the bytes
+	// for: it holds the blob, so a fill of it that finds every byte here
+	// need not ask again (with the uplink down, it could not).
+	Repo string `json:"repo,omitempty"`
 }
 
 // ErrPartialBusy means another process holds a partial download.

@@ -786,3 +786,42 @@ func TestBytesThrownAwayAreCountedAsRefetched(t *testing.T) {
 		t.Errorf("refetched bytes after a blob failed its check = %v, want %d", got, len(corrupt))
 	}
 }
+
+// A complete partial download whose bytes the upstream sent for the same
+// repository (a crash between the last byte and the commit) is served with
+// the uplink down, verified, without asking the upstream; one left by
+// another repository's fill is not served before the upstream confirms.
+func TestCompletePartialOfTheSameRepositoryIsServedOffline(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	m.fake.Image("other", "v1", fakeupstream.Random(t, 1000))
+	m.fake.LinkBlob("other", d)
+	for _, c := range []struct{ repo, ask string }{{"central.test/other", "app"}, {"central.test/app", "app"}} {
+		part, err := m.store.Resume(context.Background(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := part.Write(layer[part.Written():]); err != nil {
+			t.Fatal(err)
+		}
+		if err := part.Suspend(blobstore.PartialMeta{Size: int64(len(layer)), Repo: c.repo}); err != nil {
+			t.Fatal(err)
+		}
+		m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0)) // the uplink is down
+		before := m.fake.Count(http.MethodGet, blobPath(c.ask, d))
+		resp, body, err := m.do(http.MethodGet, blobPath(c.ask, d))
+		m.waitFills()
+		m.fake.ClearFaults()
+		served := err == nil && resp.StatusCode == http.StatusOK && bytes.Equal(body, layer)
+		same := c.repo == "central.test/"+c.ask
+		if served != same {
+			t.Errorf("partial of %s, asked through %s with the uplink down: served %v, want %v", c.repo, c.ask, served, same)
+		}
+		if n := m.fake.Count(http.MethodGet, blobPath(c.ask, d)) - before; same && n != 0 {
+			t.Errorf("partial of %s: %d upstream GETs of the blob, want none", c.repo, n)
+		}
+	}
+}

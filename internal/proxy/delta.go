@@ -338,10 +338,15 @@ func (p *Proxy) confirm(ctx context.Context, f *fill) error {
 
 // confirmPartial checks, for a fill that found every byte of its blob in a
 // partial download another fill left (of another repository, or of another
-// upstream: the partial does not say), that its upstream sends bytes of it
-// (upstreamSends): the upstream's word alone would let one that lies read
-// what another upstream sent.
+// upstream, or one that does not say: older partials), that its upstream
+// sends bytes of it (upstreamSends): the upstream's word alone would let
+// one that lies read what another upstream sent. A partial whose bytes the
+// upstream sent for this very repository needs no such check (and gets
+// none with the uplink down).
 func (p *Proxy) confirmPartial(ctx context.Context, f *fill) error {
+	if f.partRepo != "" && f.partRepo == f.target.Repo.String() {
+		return nil // the upstream sent these bytes for this repository
+	}
 	if ok, err := p.linked(ctx, f.target, f.d); err != nil || ok {
 		return err
 	}

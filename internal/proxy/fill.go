@@ -45,6 +45,10 @@ type fill struct {
 	// blob without the fill's own request for it (a delta of the blob
 	// published for that repository, or offered by the tier above).
 	confirmed bool
+	// partRepo is the repository the upstream said holds the bytes on
+	// disk (recorded with the partial): this fill's once the upstream
+	// answered it.
+	partRepo string
 
 	mu      sync.Mutex
 	size    int64 // total size, -1 until known or if the upstream did not say
@@ -171,7 +175,7 @@ func (p *Proxy) openIngest(ctx context.Context, f *fill, log *slog.Logger) error
 	if r, ok := p.store.(blobstore.Resumer); ok {
 		part, err := r.Resume(ctx, f.d)
 		if err == nil {
-			f.ing, f.part, f.etag = part, part, part.Meta().ETag
+			f.ing, f.part, f.etag, f.partRepo = part, part, part.Meta().ETag, part.Meta().Repo
 			f.mu.Lock()
 			f.written, f.size = part.Written(), part.Meta().Size
 			f.mu.Unlock()
@@ -285,7 +289,7 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 			// Kept for the next fill, unless this machine failed (a full
 			// disk, most often): the bytes would hold the space that
 			// eviction, which counts only stored blobs, cannot free.
-			if serr := f.part.Suspend(blobstore.PartialMeta{Size: f.finalSize(), ETag: f.etag}); serr != nil {
+			if serr := f.part.Suspend(blobstore.PartialMeta{Size: f.finalSize(), ETag: f.etag, Repo: f.partRepo}); serr != nil {
 				log.LogAttrs(ctx, slog.LevelWarn, "cannot keep the partial download", slog.Any("err", serr))
 			} else {
 				kept = f.keptBytes()
@@ -492,6 +496,7 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 			// A blob of unknown size (the upstream sent no length), all of
 			// which is on disk already: the upstream has no byte after it.
 			*answered = true
+			f.partRepo = f.target.Repo.String()
 			f.setSize(offset)
 			return nil
 		}
@@ -521,6 +526,7 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 		}
 		f.setSize(size)
 		*answered = true
+		f.partRepo = f.target.Repo.String()
 	}
 
 	// The body, watched for stalls: a Read that waits FillStallTimeout for
@@ -594,7 +600,7 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 			// scheduler to move it, milliseconds on a loaded VM.
 			runtime.Gosched()
 			if f.part != nil && time.Since(lastCheckpoint) >= checkpointEvery {
-				if err := f.part.Checkpoint(blobstore.PartialMeta{Size: size, ETag: f.etag}); err != nil {
+				if err := f.part.Checkpoint(blobstore.PartialMeta{Size: size, ETag: f.etag, Repo: f.partRepo}); err != nil {
 					return &localError{err}
 				}
 				lastCheckpoint = time.Now()
