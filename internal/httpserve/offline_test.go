@@ -535,3 +535,17 @@ func TestBrokenFillResumesWhenAClientAsksAfterTheLinkIsBack(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Attempts the open breaker refuses before they leave are not counted as
+// resumes (nor logged as such): the metric says what went over the link.
+func TestRefusedAttemptsAreNoResumes(t *testing.T) {
+	t.Parallel()
+	m, layer, layers, path := breakerMirrorWithLayer(t)
+	breakLinkMidLayer(m, layer, layers, path)
+	for m.client.Health().Refused < 3 {
+		time.Sleep(10 * time.Millisecond) // the test's deadline bounds the wait
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_fill_resumes_total", "upstream", "central.test", "cause", "link"); got > 2 {
+		t.Errorf("resumes counted = %v after %d refused attempts, want at most the 2 that reached the upstream", got, m.client.Health().Refused)
+	}
+}
