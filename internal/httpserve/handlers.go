@@ -76,12 +76,13 @@ func (s *Server) manifest(w *recorder, r *http.Request, rt ociapi.Route, t proxy
 	}
 	acc.cache = res.Cache
 	age := res.Age
-	if accept := r.Header.Values("Accept"); ociapi.IsIndex(res.Descriptor.MediaType) &&
+	if accept := r.Header.Values("Accept"); !rt.IsDigest() && ociapi.IsIndex(res.Descriptor.MediaType) &&
 		!ociapi.Accepts(accept, ociapi.MediaTypeOCIIndex) && !ociapi.Accepts(accept, ociapi.MediaTypeDockerManifestList) {
 		// A client that cannot read indexes (old Docker engines) gets the
-		// linux/amd64 image of the index, as distribution does. Every other
-		// manifest is served as stored, whatever the Accept header says,
-		// because its digest covers exactly those bytes.
+		// linux/amd64 image of the index a tag names, as distribution
+		// does. Every other manifest, and anything asked for by digest, is
+		// served as stored, whatever the Accept header says, because its
+		// digest covers exactly those bytes.
 		if res, err = s.platformManifest(r, t, res); err != nil {
 			return err
 		}

@@ -198,10 +198,18 @@ func TestMultiArchIndexServedByteForByte(t *testing.T) {
 	if resp.Header.Get("Docker-Content-Digest") != want.Digest.String() || resp.Header.Get("Content-Type") != ocispec.MediaTypeImageIndex {
 		t.Errorf("index headers = %v", resp.Header)
 	}
-	// A client that cannot read indexes gets the linux/amd64 image.
+	// A client that cannot read indexes gets the linux/amd64 image of the
+	// tag; by digest, the index it asked for (nothing else has that
+	// digest), on GET and HEAD.
 	resp, body = m.get(http.MethodGet, manifestPath("multi", "v1"), "Accept", "application/vnd.docker.distribution.manifest.v2+json")
 	if resp.StatusCode != 200 || digest.FromBytes(body) != a.Digest {
 		t.Errorf("index for a client without index support: %d %s, want the amd64 image %s", resp.StatusCode, digest.FromBytes(body), a.Digest)
+	}
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		resp, body = m.get(method, manifestPath("multi", want.Digest.String()), "Accept", "application/vnd.docker.distribution.manifest.v2+json")
+		if resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != want.Digest.String() || (method == http.MethodGet && string(body) != idx) {
+			t.Errorf("%s index by digest for a client without index support: %d, digest %s, want the index %s", method, resp.StatusCode, resp.Header.Get("Docker-Content-Digest"), want.Digest)
+		}
 	}
 	// HEAD answers the same headers without a body.
 	resp, body = m.get(http.MethodHead, manifestPath("multi", "v1"))
