@@ -566,3 +566,44 @@ func TestUnreadableStoreIsUnavailable(t *testing.T) {
 		t.Errorf("body %s, want it to say the store cannot be read", body)
 	}
 }
+
+// An upstream that refuses a cached tag (401 or 403: a repository deleted
+// or made private, as Docker Hub answers) has answered: cache.tagNotFound
+// decides, as for a 404, instead of the tag being served as if the uplink
+// were down (forever, with no maxStale).
+func TestTagRefusedUpstreamFollowsTagNotFound(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{http.StatusUnauthorized, http.StatusForbidden} {
+		m := newMirror(t, func(o *proxyOptions) { o.TagNotFound = "not-found" })
+		m.fake.Image("app", "v1", []byte("x"))
+		if resp, body := m.get(http.MethodGet, manifestPath("app", "v1")); resp.StatusCode != http.StatusOK {
+			t.Fatalf("first pull: %d %s", resp.StatusCode, body)
+		}
+		m.fake.Fail(fakeupstream.ForPath("", "/manifests/v1", fakeupstream.Status(status, "", 0)))
+		m.clock.advance(time.Hour)
+		resp, body := m.get(http.MethodGet, manifestPath("app", "v1"))
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("upstream %d for the tag, tagNotFound not-found: served from the cache", status)
+		}
+		m.wantCode(resp, body, http.StatusBadGateway, "DENIED")
+		if got := metricValue(t, m.metrics, "registry_edge_stale_tags_served_total", "upstream", "central.test"); got != 0 {
+			t.Errorf("upstream %d: counted as %v stale serves", status, got)
+		}
+	}
+}
+
+// An upstream without HEAD on manifests (405) has a cached tag revalidated
+// with a GET, which follows a tag that moved.
+func TestTagRevalidatedWithGETWhenHEADIsNotAllowed(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	m.fake.Image("app", "v1", []byte("one"))
+	m.get(http.MethodGet, manifestPath("app", "v1"))
+	moved, _ := m.fake.Image("app", "v1", []byte("two"))
+	m.fake.Fail(fakeupstream.ForPath(http.MethodHead, "/manifests/v1", fakeupstream.Status(http.StatusMethodNotAllowed, "", 0)))
+	m.clock.advance(time.Hour)
+	resp, body := m.get(http.MethodGet, manifestPath("app", "v1"), "Accept", ocispec.MediaTypeImageManifest)
+	if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != moved.Digest {
+		t.Errorf("tag moved upstream, HEAD not allowed: %d, digest %s, want %s", resp.StatusCode, digest.FromBytes(body), moved.Digest)
+	}
+}

@@ -332,14 +332,21 @@ func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.
 			return ManifestResult{}, &StaleTagError{Repo: t.Repo.Name, Tag: tag, Age: p.ageOf(ne), MaxStale: limit, Err: errTierStale}
 		}
 		return ManifestResult{Descriptor: m.Descriptor, Body: m.Body, Cache: CacheMiss, Age: p.ageOf(ne)}, nil
-	case errors.Is(err, errdef.ErrUnsupported):
-		// No digest on HEAD: one GET by tag instead.
-		res, ferr := p.fetchTag(ctx, t, tag)
+	case errors.Is(err, errdef.ErrUnsupported) || upstreamStatus(err) == http.StatusMethodNotAllowed || upstreamStatus(err) == http.StatusNotImplemented:
+		// No digest on HEAD, or no HEAD: one GET by tag instead, within
+		// the revalidation's time too (the fetch goes on for the cache).
+		fctx, fcancel := context.WithTimeout(ctx, p.opts.RevalidateTimeout)
+		res, ferr := p.fetchTag(fctx, t, tag)
+		fcancel()
 		if ferr != nil && !errors.Is(ferr, errdef.ErrNotFound) {
 			return p.serveStale(ctx, t, tag, e, ferr)
 		}
 		return res, ferr
-	case errors.Is(err, errdef.ErrNotFound):
+	case upstreamSaidNo(err):
+		// The upstream answered that the tag is not there, or not for
+		// this mirror (a repository deleted or made private: Docker Hub
+		// answers 401 for both): cache.tagNotFound decides, as for a
+		// 404; it is no outage.
 		if p.opts.TagNotFound == TagNotFoundForget {
 			if derr := p.db.DeleteTag(ctx, t.Repo, tag); derr != nil {
 				return ManifestResult{}, derr
@@ -352,18 +359,35 @@ func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.
 	}
 }
 
+// upstreamSaidNo reports whether err is the upstream's answer that a tag is
+// not there (404), or not for this mirror (401, 403): an answer, not an
+// outage.
+func upstreamSaidNo(err error) bool {
+	return errors.Is(err, errdef.ErrNotFound) || errors.Is(err, errdef.ErrUnauthorized) || errors.Is(err, errdef.ErrDenied)
+}
+
+// upstreamStatus returns the HTTP status of the upstream's answer err
+// carries, or 0.
+func upstreamStatus(err error) int {
+	var us interface{ UpstreamStatus() int }
+	if errors.As(err, &us) {
+		return us.UpstreamStatus()
+	}
+	return 0
+}
+
 // serveStale answers a tag the upstream could not confirm with its cached
 // digest, unless its last confirmation at its origin (e.Confirmed: through
 // a tier above, possibly older than this mirror's last check) is older
 // than the staleness limit of its repository: then the client gets a
-// *StaleTagError (503). A 404 from the upstream is not bounded here: the
+// *StaleTagError (503). A 404, 401 or 403 from the upstream is not bounded here: the
 // upstream answered, and cache.tagNotFound decides.
 func (p *Proxy) serveStale(ctx context.Context, t Target, tag string, e meta.TagEntry, cause error) (ManifestResult, error) {
 	if ctx.Err() != nil {
 		return ManifestResult{}, ctx.Err() // the client left: nothing was stale
 	}
 	age := p.now().Sub(e.Confirmed())
-	if limit, old := p.beyondMaxStale(t, e.Confirmed()); old && !errors.Is(cause, errdef.ErrNotFound) {
+	if limit, old := p.beyondMaxStale(t, e.Confirmed()); old && !upstreamSaidNo(cause) {
 		p.m.StaleRefused.WithLabelValues(t.Remote.Name).Inc()
 		p.log.LogAttrs(ctx, slog.LevelWarn, "cached tag beyond max staleness",
 			slog.String("upstream", t.Remote.Name), slog.String("repo", t.Repo.Name), slog.String("ref", tag),
