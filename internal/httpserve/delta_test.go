@@ -1002,3 +1002,24 @@ func TestDeltaAttemptJoinsAPlainFillOfItsDelta(t *testing.T) {
 		t.Errorf("the layer was fetched in full %d times while its delta was being fetched", n)
 	}
 }
+
+// A site pulling the first image of a repository asks its region for no
+// delta: the image's own layers, stored a moment before, are other parts of
+// it, not an older version (the region computed deltas between them while
+// the device waited).
+func TestFirstImageOfARepositoryNegotiatesNoDelta(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t, withDeltas)
+	a, b := layergen.Gzip(layergen.New(71, 60, 16<<10).Tar(), -1), layergen.Gzip(layergen.New(72, 60, 16<<10).Tar(), -1)
+	if len(a) < 64<<10 || len(b) < 64<<10 {
+		t.Fatalf("test assumption: layers large enough to negotiate, got %d and %d bytes", len(a), len(b))
+	}
+	region.fake.Image("app", "v1", a, b)
+	site := newMirrorOver(t, region.srv.URL, nil, withDeltas)
+	pullImage(t, site, "v1", a, b)
+	for _, result := range []string{"delta", "full", "pending"} {
+		if got := metricValue(t, region.metrics, "registry_edge_delta_negotiations_total", "result", result); got != 0 {
+			t.Errorf("region answered %v negotiations with %s for a repository the site held nothing of", got, result)
+		}
+	}
+}

@@ -564,6 +564,13 @@ func (p *Proxy) baseCandidates(ctx context.Context, t Target, d digest.Digest) [
 		if json.Unmarshal(body, &man) != nil {
 			return
 		}
+		if slices.ContainsFunc(man.Layers, func(l ocispec.Descriptor) bool { return l.Digest == d }) {
+			// The image being pulled: its other layers are other parts of
+			// it, not an older version of this one (a region would compute
+			// a delta between them, mostly for nothing, while the device
+			// waits).
+			return
+		}
 		for _, c := range man.Manifests {
 			visit(c.Digest, depth+1)
 		}
