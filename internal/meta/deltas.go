@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/opencontainers/go-digest"
@@ -57,17 +58,17 @@ func (m *DB) Deltas(ctx context.Context, d digest.Digest) ([]DeltaRecord, error)
 		if err != nil {
 			return recs, err
 		}
-		if found && !slices.ContainsFunc(recs, func(r DeltaRecord) bool {
-			return r.Repo == rec.Repo && r.Descriptor.Digest == rec.Descriptor.Digest
-		}) {
+		if found && !slices.ContainsFunc(recs, func(r DeltaRecord) bool { return sameDelta(r, rec) }) {
 			recs = append(recs, rec)
 		}
 	}
 	return recs, nil
 }
 
-// AddDelta records a delta of layer d (once per delta blob and repository),
-// then in the shared store, if any.
+// AddDelta records a delta of layer d (once per delta blob, repository and
+// annotations: the same delta blob published with other bases, from
+// another old image with the same layer contents, is another record, one
+// a site may hold the bases of), then in the shared store, if any.
 func (m *DB) AddDelta(ctx context.Context, d digest.Digest, rec DeltaRecord) error {
 	if err := m.addDelta(d, rec); err != nil || m.shared == nil {
 		return err
@@ -76,6 +77,12 @@ func (m *DB) AddDelta(ctx context.Context, d digest.Digest, rec DeltaRecord) err
 		return nil
 	}
 	return m.putShared(ctx, sharedDeltaKey(d, rec), rec)
+}
+
+// sameDelta reports whether a and b record the same delta: blob, repository
+// and annotations (its bases).
+func sameDelta(a, b DeltaRecord) bool {
+	return a.Repo == b.Repo && a.Descriptor.Digest == b.Descriptor.Digest && maps.Equal(a.Descriptor.Annotations, b.Descriptor.Annotations)
 }
 
 func (m *DB) addDelta(d digest.Digest, rec DeltaRecord) error {
@@ -87,9 +94,7 @@ func (m *DB) addDelta(d digest.Digest, rec DeltaRecord) error {
 				return err
 			}
 		}
-		recs = slices.DeleteFunc(recs, func(r DeltaRecord) bool {
-			return r.Repo == rec.Repo && r.Descriptor.Digest == rec.Descriptor.Digest
-		})
+		recs = slices.DeleteFunc(recs, func(r DeltaRecord) bool { return sameDelta(r, rec) })
 		recs = append([]DeltaRecord{rec}, recs...)
 		if len(recs) > maxDeltasPerLayer {
 			recs = recs[:maxDeltasPerLayer]

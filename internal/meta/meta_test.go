@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
@@ -335,4 +336,33 @@ func TestSmallPageDatabaseIsKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
+}
+
+// The same delta blob published twice with other bases (from two old
+// images with the same layer contents) is two records: a site holds the
+// bases of one of them, whichever was recorded last.
+func TestSameDeltaWithOtherBasesIsKept(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	layer, blob := digest.FromString("layer"), digest.FromString("delta")
+	repo := Repo{Registry: "central.test", Name: "app"}
+	rec := func(bases string) DeltaRecord {
+		return DeltaRecord{Repo: repo, Descriptor: ocispec.Descriptor{Digest: blob, Size: 10, Annotations: map[string]string{"bases": bases}}}
+	}
+	for _, r := range []DeltaRecord{rec("held"), rec("other"), rec("other")} {
+		if err := db.AddDelta(ctx, layer, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := db.Deltas(ctx, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bases []string
+	for _, r := range recs {
+		bases = append(bases, r.Descriptor.Annotations["bases"])
+	}
+	if !slices.Equal(bases, []string{"other", "held"}) {
+		t.Errorf("records' bases = %q, want [other held]", bases)
+	}
 }
