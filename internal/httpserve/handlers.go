@@ -153,6 +153,12 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 		return nil
 	}
 	spec := r.Header.Get("Range")
+	if ir := r.Header.Get("If-Range"); ir != "" && ir != `"`+rt.Digest.String()+`"` {
+		// A validator of another representation (another host's ETag, or
+		// a date, which this server gives none of): the whole blob, not a
+		// range of it to splice onto bytes from elsewhere (RFC 9110 13.1.5).
+		spec = ""
+	}
 	if spec != "" {
 		// Check the range before anything is fetched: a bad range must not
 		// start a fill. The size comes from the store or an upstream HEAD.

@@ -607,3 +607,34 @@ func TestTagRevalidatedWithGETWhenHEADIsNotAllowed(t *testing.T) {
 		t.Errorf("tag moved upstream, HEAD not allowed: %d, digest %s, want %s", resp.StatusCode, digest.FromBytes(body), moved.Digest)
 	}
 }
+
+// If-Range (RFC 9110 13.1.5): a range is sent only when the validator is
+// this blob's ETag; another host's ETag, or a date, gets the whole blob
+// (a client resuming a download started elsewhere must not splice a range
+// of another object onto it).
+func TestBlobIfRange(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 10_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	p := blobPath("app", layers[0].Digest)
+	for _, cached := range []bool{false, true} {
+		for _, c := range []struct {
+			ifRange string
+			partial bool
+		}{
+			{`"` + layers[0].Digest.String() + `"`, true},
+			{`"some-other-etag"`, false},
+			{"Wed, 21 Oct 2026 07:28:00 GMT", false},
+		} {
+			resp, body := m.get(http.MethodGet, p, "Range", "bytes=100-199", "If-Range", c.ifRange)
+			switch {
+			case c.partial && (resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, layer[100:200])):
+				t.Errorf("cached=%v, If-Range %s: %d, %d bytes; want 206 and the range", cached, c.ifRange, resp.StatusCode, len(body))
+			case !c.partial && (resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer)):
+				t.Errorf("cached=%v, If-Range %s: %d, %d bytes; want 200 and the whole blob", cached, c.ifRange, resp.StatusCode, len(body))
+			}
+			m.waitFills()
+		}
+	}
+}
