@@ -98,18 +98,26 @@ func (r *Router) AccessNames(name, ns string) []string {
 func (r *Router) Route(name, ns string) (Target, error) {
 	rm := r.def
 	repo := name
-	if first, rest, ok := strings.Cut(name, "/"); ok {
-		if p, found := r.byName[first]; found {
-			rm, repo = p, rest
-			ns = ""
-		}
-	}
-	if ns != "" {
+	first, rest, nested := strings.Cut(name, "/")
+	switch {
+	case ns != "":
+		// containerd names the image's registry in ns and sends the
+		// repository as it is on that registry, which may well start
+		// with another registry's name (images copied with their source
+		// path): ns decides, and the name is taken as it is, unless it
+		// repeats ns's registry (a mirror path that names it).
 		p, found := r.byName[strings.ToLower(ns)]
 		if !found {
 			return Target{}, ociapi.NewError(404, ociapi.CodeNameUnknown, "no upstream configured for registry "+ociapi.Sanitize(ns))
 		}
 		rm = p
+		if nested && r.byName[first] == p {
+			repo = rest
+		}
+	case nested:
+		if p, found := r.byName[first]; found {
+			rm, repo = p, rest
+		}
 	}
 	if rm.Library && !strings.Contains(repo, "/") {
 		repo = "library/" + repo

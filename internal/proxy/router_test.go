@@ -30,8 +30,10 @@ func TestRouter(t *testing.T) {
 		{"alpine", "docker.io", hub, "library/alpine"},
 		{"alpine", "registry-1.docker.io", hub, "library/alpine"},
 		{"fleet/app", "central.example.com:5000", central, "fleet/app"},
-		{"ghcr.io/org/app", "docker.io", ghcr, "org/app"}, // an explicit prefix wins over ns
-		{"ghcr.io", "", hub, "library/ghcr.io"},           // a lone component is a repository
+		{"ghcr.io/org/app", "docker.io", hub, "ghcr.io/org/app"}, // ns decides: a copy of ghcr.io's image on Docker Hub, under its source path
+		{"ghcr.io/org/app", "ghcr.io", ghcr, "org/app"},          // a path that repeats ns's registry
+		{"docker.io/library/alpine", "central.example.com:5000", central, "docker.io/library/alpine"},
+		{"ghcr.io", "", hub, "library/ghcr.io"}, // a lone component is a repository
 	}
 	for _, tt := range tests {
 		got, err := r.Route(tt.name, tt.ns)
