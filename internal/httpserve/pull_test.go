@@ -638,3 +638,21 @@ func TestBlobIfRange(t *testing.T) {
 		}
 	}
 }
+
+// An upstream that answers the referrers API with something that is not an
+// index (a web page behind a catch-all route) is the upstream's fault: 502,
+// not 400 NAME_INVALID, which tells a client its own request was wrong.
+func TestReferrersNotAnIndexFromUpstream(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	img, _ := m.fake.Image("app", "v1", []byte("x"))
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, "/referrers/"+img.Digest.String(), func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		w.Header().Set("Content-Type", "text/html")
+		w.Write([]byte("<html><body>registry UI</body></html>"))
+		return true
+	}))
+	resp, body := m.get(http.MethodGet, "/v2/app/referrers/"+img.Digest.String())
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("referrers answered with a web page upstream: %d %s, want 502", resp.StatusCode, body)
+	}
+}

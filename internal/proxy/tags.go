@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sort"
 
 	"github.com/opencontainers/go-digest"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/meta"
+	"github.com/registry-edge/registry-edge/internal/ociapi"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
@@ -146,10 +148,14 @@ func emptyIndex(body []byte) bool {
 	return json.Unmarshal(body, &idx) == nil && len(idx.Manifests) == 0
 }
 
+// validIndex checks that the upstream's referrers answer is an image
+// index. Anything else (a web page behind a catch-all route, a broken
+// upstream) is the upstream's fault, not the client's request: 502.
 func validIndex(m upstream.Manifest) error {
 	var idx ocispec.Index
 	if err := json.Unmarshal(m.Body, &idx); err != nil || idx.SchemaVersion != 2 {
-		return fmt.Errorf("referrers response is not an image index: %w", errdef.ErrInvalid)
+		return &ociapi.Error{Status: http.StatusBadGateway, Code: ociapi.CodeUnknown,
+			Message: "the upstream answered the referrers request with something that is not an image index"}
 	}
 	return nil
 }
