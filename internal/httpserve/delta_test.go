@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	dto "github.com/prometheus/client_model/go"
 
@@ -1021,5 +1022,40 @@ func TestFirstImageOfARepositoryNegotiatesNoDelta(t *testing.T) {
 		if got := metricValue(t, region.metrics, "registry_edge_delta_negotiations_total", "result", result); got != 0 {
 			t.Errorf("region answered %v negotiations with %s for a repository the site held nothing of", got, result)
 		}
+	}
+}
+
+// Deltas published after the site fetched the new image's manifest are
+// found also when the site had recorded deltas it cannot use (published
+// from an older release whose layers it does not hold): a fill whose
+// recorded deltas are all unusable looks again, as one with none does.
+func TestUsableDeltaPublishedAfterAnUnusableOneIsFound(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, withDeltas)
+	s := publishDelta(t, m, nil)
+	// From an older release the site never held: its base is not here.
+	old := s.l
+	old.Bases = []layerdelta.Blob{{Digest: digest.FromString("v0 layer"), Size: 12345}}
+	v0 := digest.FromString("v0 manifest")
+	body, desc, err := layerdelta.Manifest(s.v2, v0, []layerdelta.Layer{old})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.fake.AddManifest("app", "", ocispec.MediaTypeImageManifest, body)
+	desc.ArtifactType = layerdelta.ArtifactType
+	only := func(w http.ResponseWriter, _ *http.Request, _ int) bool {
+		idx, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{desc}})
+		w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+		w.Write(idx)
+		return true
+	}
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, "/referrers/"+s.v2.Digest.String(), only))
+	pullImage(t, m, "v1", s.old)
+	pullImage(t, m, "v2") // the manifest only: only the unusable delta is published yet
+	m.fake.ClearFaults()  // now the usable one is too
+	m.clock.advance(2 * time.Minute)
+	pullImage(t, m, "v2", s.nw)
+	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
+		t.Errorf("applied deltas = %v, want 1", got)
 	}
 }

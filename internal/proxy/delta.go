@@ -173,48 +173,14 @@ func (p *Proxy) fillFromDelta(ctx context.Context, f *fill, log *slog.Logger) bo
 	if err != nil {
 		return false
 	}
-	if len(recs) == 0 && p.lookAgain(ctx, f) {
-		recs, _ = p.db.Deltas(ctx, f.d)
-	}
-	var (
-		best    layerdelta.Layer
-		bestRec meta.DeltaRecord
-		reason  = metrics.DeltaNoBase
-		// Asked at most once, and only if a record needs it.
-		confirmed = sync.OnceValue(func() bool { return p.confirmed(ctx, f, log) })
-	)
-	for _, rec := range recs {
-		l, err := layerdelta.ParseDescriptor(rec.Descriptor)
-		if err != nil || l.Target.Digest != f.d || rec.Repo.Registry != f.target.Repo.Registry {
-			continue
-		}
-		if rec.Repo != f.target.Repo && !confirmed() {
-			// Published for another repository of the registry: whether
-			// this one may have the layer is the upstream's to say, and
-			// the rebuilt layer would reach its clients without any
-			// request of theirs going upstream.
-			if reason == metrics.DeltaNoBase {
-				reason = metrics.DeltaNotConfirmed
-			}
-			continue
-		}
-		err = l.Usable(p.holds(ctx))
-		if errors.Is(err, errdef.ErrUnsupported) {
-			reason = metrics.DeltaUnreproducible
-		}
-		if size, ok := p.layerHints.get(f.target.Repo, f.d); ok && err == nil && l.Target.Size != size {
-			err = fmt.Errorf("delta for a layer of %d bytes, the manifest says %d", l.Target.Size, size)
-		}
-		if err == nil && l.Delta.Size >= l.Target.Size {
-			// Not smaller than the layer: the full fetch costs less.
-			err = fmt.Errorf("delta of %d bytes for a layer of %d", l.Delta.Size, l.Target.Size)
-		}
-		if err != nil {
-			log.LogAttrs(ctx, slog.LevelDebug, "delta not usable", slog.String("delta", l.Delta.Digest.String()), slog.Any("err", err))
-			continue
-		}
-		if best.Delta.Digest == "" || l.Delta.Size < best.Delta.Size {
-			best, bestRec = l, rec
+	// Asked at most once, and only if a record needs it.
+	confirmed := sync.OnceValue(func() bool { return p.confirmed(ctx, f, log) })
+	best, bestRec, reason := p.bestDelta(ctx, f, recs, confirmed, log)
+	if best.Delta.Digest == "" && p.lookAgain(ctx, f) {
+		// None usable (none recorded, or none whose bases are here):
+		// deltas published since the manifest was last looked at may be.
+		if recs, err = p.db.Deltas(ctx, f.d); err == nil {
+			best, bestRec, reason = p.bestDelta(ctx, f, recs, confirmed, log)
 		}
 	}
 	if best.Delta.Digest == "" {
@@ -515,6 +481,48 @@ func (p *Proxy) lookAgain(ctx context.Context, f *fill) bool {
 	}
 	p.discoverDeltas(context.WithValue(ctx, freshReferrersKey{}, true), f.target, m, man)
 	return true
+}
+
+// bestDelta returns the smallest of recs (deltas recorded for f's layer)
+// that rebuilds it from bases held here, or none, with the reason why none
+// is usable.
+func (p *Proxy) bestDelta(ctx context.Context, f *fill, recs []meta.DeltaRecord, confirmed func() bool, log *slog.Logger) (best layerdelta.Layer, bestRec meta.DeltaRecord, reason string) {
+	reason = metrics.DeltaNoBase
+	for _, rec := range recs {
+		l, err := layerdelta.ParseDescriptor(rec.Descriptor)
+		if err != nil || l.Target.Digest != f.d || rec.Repo.Registry != f.target.Repo.Registry {
+			continue
+		}
+		if rec.Repo != f.target.Repo && !confirmed() {
+			// Published for another repository of the registry: whether
+			// this one may have the layer is the upstream's to say, and
+			// the rebuilt layer would reach its clients without any
+			// request of theirs going upstream.
+			if reason == metrics.DeltaNoBase {
+				reason = metrics.DeltaNotConfirmed
+			}
+			continue
+		}
+		err = l.Usable(p.holds(ctx))
+		if errors.Is(err, errdef.ErrUnsupported) {
+			reason = metrics.DeltaUnreproducible
+		}
+		if size, ok := p.layerHints.get(f.target.Repo, f.d); ok && err == nil && l.Target.Size != size {
+			err = fmt.Errorf("delta for a layer of %d bytes, the manifest says %d", l.Target.Size, size)
+		}
+		if err == nil && l.Delta.Size >= l.Target.Size {
+			// Not smaller than the layer: the full fetch costs less.
+			err = fmt.Errorf("delta of %d bytes for a layer of %d", l.Delta.Size, l.Target.Size)
+		}
+		if err != nil {
+			log.LogAttrs(ctx, slog.LevelDebug, "delta not usable", slog.String("delta", l.Delta.Digest.String()), slog.Any("err", err))
+			continue
+		}
+		if best.Delta.Digest == "" || l.Delta.Size < best.Delta.Size {
+			best, bestRec = l, rec
+		}
+	}
+	return best, bestRec, reason
 }
 
 // holds returns a predicate: is blob b stored here, in its size?
