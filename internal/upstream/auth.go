@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -208,14 +210,20 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(r)
 }
 
-// learn records the first usable challenge of chs and reports whether
-// there is one this transport can answer.
+// learn records the usable challenge of chs, Bearer before Basic whatever
+// their order (as containerd and Docker choose: an upstream, or a proxy in
+// front of it, may list Basic first and take only tokens), and reports
+// whether there is one this transport can answer.
 func (t *authTransport) learn(chs []challenge) bool {
 	if len(chs) > 0 {
 		t.mu.Lock()
 		t.asked = chs[0].scheme
 		t.mu.Unlock()
 	}
+	chs = slices.Clone(chs)
+	slices.SortStableFunc(chs, func(a, b challenge) int {
+		return cmp.Compare(schemeRank(a.scheme), schemeRank(b.scheme))
+	})
 	for _, ch := range chs {
 		switch ch.scheme {
 		case "bearer":
@@ -244,6 +252,14 @@ func (t *authTransport) learn(chs []challenge) bool {
 		}
 	}
 	return false
+}
+
+// schemeRank orders challenge schemes by preference: Bearer first.
+func schemeRank(scheme string) int {
+	if scheme == "bearer" {
+		return 0
+	}
+	return 1
 }
 
 // scopeFromChallenge returns the scope a Bearer challenge asks for, or

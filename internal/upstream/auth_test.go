@@ -35,6 +35,8 @@ type tokenRegistry struct {
 	pass     string
 	refresh  string // accepted OAuth2 refresh token, if set
 	ttl      int    // expires_in
+	// basicFirst lists a Basic challenge before the Bearer one.
+	basicFirst atomic.Bool
 
 	mu     sync.Mutex
 	valid  map[string]string // token → scope
@@ -110,7 +112,11 @@ func (tr *tokenRegistry) serveRegistry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ok || !valid || got != scope {
-		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm=%q,service="test-registry",scope=%q`, tr.realm, scope))
+		ch := fmt.Sprintf(`Bearer realm=%q,service="test-registry",scope=%q`, tr.realm, scope)
+		if tr.basicFirst.Load() {
+			ch = `Basic realm="registry", ` + ch
+		}
+		w.Header().Set("WWW-Authenticate", ch)
 		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
 		return
 	}
@@ -701,5 +707,21 @@ func TestTokenServerErrorIsRetried(t *testing.T) {
 	}
 	if got := failed.total(); got != 2 {
 		t.Errorf("token requests = %d, want 2", got)
+	}
+}
+
+// An upstream (or a proxy in front of it) that lists a Basic challenge
+// before the Bearer one gets a token: Bearer is preferred whatever the
+// order, as containerd and Docker do, not the password by Basic.
+func TestBearerPreferredOverBasicListedFirst(t *testing.T) {
+	t.Parallel()
+	tr := newTokenRegistry(t, "alice", "pa55word-secret")
+	tr.basicFirst.Store(true)
+	c := newTestClient(t, tr.reg, func(o *Options) { o.Username, o.Password = "alice", "pa55word-secret" })
+	if _, err := c.Manifest(context.Background(), "library/alpine", "latest", nil, 1<<20); err != nil {
+		t.Fatalf("Manifest() error = %v", err)
+	}
+	if got := tr.tokens.total(); got != 1 {
+		t.Errorf("token server hit %d times, want 1", got)
 	}
 }
