@@ -656,3 +656,39 @@ func TestReferrersNotAnIndexFromUpstream(t *testing.T) {
 		t.Errorf("referrers answered with a web page upstream: %d %s, want 502", resp.StatusCode, body)
 	}
 }
+
+// Clients asking for a stale tag at once share one upstream HEAD to
+// revalidate it (they sent one each).
+func TestStaleTagRevalidationIsShared(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	m.fake.Image("app", "v1", []byte("x"))
+	m.get(http.MethodGet, manifestPath("app", "v1"))
+	release := make(chan struct{})
+	var once sync.Once
+	m.fake.Fail(fakeupstream.ForPath(http.MethodHead, "/manifests/v1", func(w http.ResponseWriter, r *http.Request, n int) bool {
+		once.Do(func() { <-release }) // the first HEAD waits for the other clients
+		return false
+	}))
+	m.clock.advance(time.Hour)
+	const clients = 8
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, body := m.get(http.MethodGet, manifestPath("app", "v1")); resp.StatusCode != http.StatusOK {
+				t.Errorf("GET of the stale tag: %d %s", resp.StatusCode, body)
+			}
+		}()
+	}
+	for m.fake.Count(http.MethodHead, manifestPath("app", "v1")) == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // for the other clients to arrive; fewer HEADs than clients does not depend on it
+	close(release)
+	wg.Wait()
+	if n := m.fake.Count(http.MethodHead, manifestPath("app", "v1")); n >= clients {
+		t.Errorf("%d clients of a stale tag sent %d upstream HEADs, want them shared", clients, n)
+	}
+}

@@ -295,10 +295,7 @@ func (p *Proxy) tagEntry(desc ocispec.Descriptor, age time.Duration) meta.TagEnt
 // tag still points at the cached digest. If the upstream cannot answer, the
 // cached digest is served (stale-if-error).
 func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.TagEntry) (ManifestResult, error) {
-	rctx, cancel := context.WithTimeout(ctx, p.opts.RevalidateTimeout)
-	r, err := t.Remote.Client.Resolve(rctx, t.Repo.Name, tag, ociapi.ManifestMediaTypes)
-	cancel()
-	p.countUpstream(t, "resolve", err)
+	r, err := p.resolveShared(ctx, t, tag)
 	desc := r.Descriptor
 	switch {
 	case err == nil && desc.Digest == e.Digest:
@@ -356,6 +353,27 @@ func (p *Proxy) revalidateTag(ctx context.Context, t Target, tag string, e meta.
 		return p.serveGone(ctx, t, tag, e, err)
 	default:
 		return p.serveStale(ctx, t, tag, e, err)
+	}
+}
+
+// resolveShared asks t's upstream what tag names now (a HEAD), within
+// RevalidateTimeout: one request for every client revalidating the same
+// tag at once, each of which may leave without ending it for the others.
+func (p *Proxy) resolveShared(ctx context.Context, t Target, tag string) (upstream.Resolved, error) {
+	key := t.Remote.Name + "\x00" + t.Repo.Name + "\x00" + tag
+	ch := p.resolving.DoChan(key, func() (any, error) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.RevalidateTimeout)
+		defer cancel()
+		r, err := t.Remote.Client.Resolve(rctx, t.Repo.Name, tag, ociapi.ManifestMediaTypes)
+		p.countUpstream(t, "resolve", err)
+		return r, err
+	})
+	select {
+	case res := <-ch:
+		r, _ := res.Val.(upstream.Resolved)
+		return r, res.Err
+	case <-ctx.Done():
+		return upstream.Resolved{}, ctx.Err()
 	}
 }
 

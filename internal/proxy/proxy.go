@@ -132,6 +132,9 @@ type Proxy struct {
 	now    func() time.Time
 
 	manifests singleflight.Group
+	// resolving shares one upstream HEAD among the clients revalidating
+	// the same stale tag at once.
+	resolving singleflight.Group
 	// verifying shares a signature verification among the requests of
 	// one manifest (verdict); storingEvidence holds the images whose
 	// evidence is being stored (storeEvidence).
