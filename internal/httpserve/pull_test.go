@@ -692,3 +692,28 @@ func TestStaleTagRevalidationIsShared(t *testing.T) {
 		t.Errorf("%d clients of a stale tag sent %d upstream HEADs, want them shared", clients, n)
 	}
 }
+
+// A manifest whose Content-Type contradicts its own mediaType (a proxy's or
+// a CDN's slip) is served, and stored, as the type it names.
+func TestManifestTypeFromItsBody(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := m.fake.AddBlob([]byte("x"))
+	m.fake.LinkBlob("app", layer.Digest)
+	cfg := m.fake.AddBlob([]byte("{}"))
+	m.fake.LinkBlob("app", cfg.Digest)
+	cfg.MediaType = ocispec.MediaTypeImageConfig
+	man := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{layer}}
+	man.SchemaVersion = 2
+	body, err := json.Marshal(man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := m.fake.AddManifest("app", "v1", ocispec.MediaTypeImageIndex, body) // the header says index
+	for _, ref := range []string{"v1", img.Digest.String()} {
+		resp, got := m.get(http.MethodGet, manifestPath("app", ref), "Accept", ocispec.MediaTypeImageManifest+", "+ocispec.MediaTypeImageIndex)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != ocispec.MediaTypeImageManifest || digest.FromBytes(got) != img.Digest {
+			t.Errorf("GET %s: %d, Content-Type %q, want %q", ref, resp.StatusCode, resp.Header.Get("Content-Type"), ocispec.MediaTypeImageManifest)
+		}
+	}
+}

@@ -475,17 +475,25 @@ func registryJSONType(mt string) bool {
 // the Content-Type the manifest is served with, and one like text/html
 // would make a hostile upstream's document a page on the mirror's origin.
 func manifestMediaType(contentType string, body []byte) string {
-	for _, mt := range ociapi.ManifestMediaTypes {
-		if contentType == mt {
-			return mt
-		}
-	}
 	var doc struct {
 		MediaType string          `json:"mediaType"`
 		Manifests json.RawMessage `json:"manifests"`
 		Config    json.RawMessage `json:"config"`
 	}
-	if err := json.Unmarshal(body, &doc); err != nil {
+	err := json.Unmarshal(body, &doc)
+	if err == nil && doc.MediaType != "" && doc.MediaType != contentType && slices.Contains(ociapi.ManifestMediaTypes, doc.MediaType) {
+		// The manifest names its own type, which the image spec requires
+		// Content-Type to agree with: a header that says otherwise (a
+		// proxy's or a CDN's slip) must not become the digest's type here
+		// for good.
+		return doc.MediaType
+	}
+	for _, mt := range ociapi.ManifestMediaTypes {
+		if contentType == mt {
+			return mt
+		}
+	}
+	if err != nil {
 		return ""
 	}
 	switch {
