@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -21,7 +22,8 @@ const maxTagsBody = 4 << 20
 type TagPage struct {
 	// Name is the repository name the upstream reported.
 	Name string
-	// Tags are the tags of this page, in the upstream's order.
+	// Tags are the tags of this page, in the upstream's order (sorted
+	// when the upstream pages with a cursor, see Tags).
 	Tags []string
 	// Next is the "last" value for the next page, taken from the Link
 	// header's rel="next" target; "" when there is no next page.
@@ -49,35 +51,90 @@ func (c *Client) Tags(ctx context.Context, repo string, n int, last string) (Tag
 	if last != "" {
 		q.Set("last", last)
 	}
+	page, next, err := c.tagsPage(ctx, op, repo, q)
+	if err != nil || next == nil {
+		return page, err
+	}
+	if l := next.Query().Get("last"); l != "" && len(page.Tags) > 0 && l == page.Tags[len(page.Tags)-1] {
+		page.Next = l // pages by tag, as the spec has them: relayed as they are
+		return page, nil
+	}
+	// A cursor that is no tag (quay.io's next_page, an opaque last): it
+	// cannot be handed on as the mirror's own "last", so the whole list is
+	// read here, page by page from the start, and paged by tag.
+	var all []string
+	q = url.Values{}
+	for pages := 0; ; pages++ {
+		if pages == maxTagPages || len(all) > maxTags {
+			return TagPage{}, c.fail(op, fmt.Errorf("tag list of more than %d pages or %d tags: %w", maxTagPages, maxTags, errdef.ErrTooLarge))
+		}
+		p, next, err := c.tagsPage(ctx, op, repo, q)
+		if err != nil {
+			return TagPage{}, err
+		}
+		all = append(all, p.Tags...)
+		page.Name = p.Name
+		if next == nil {
+			break
+		}
+		q = next.Query() // only the continuation: always this repository's list, on this registry
+	}
+	slices.Sort(all)
+	all = slices.Compact(all)
+	i := 0
+	if last != "" {
+		i, _ = slices.BinarySearch(all, last)
+		if i < len(all) && all[i] == last {
+			i++
+		}
+	}
+	page.Tags, page.Next = all[i:], ""
+	if n > 0 && len(page.Tags) > n {
+		page.Tags = page.Tags[:n]
+		page.Next = page.Tags[n-1]
+	}
+	return page, nil
+}
+
+// Bounds of a tag list read page by page (a cursor the mirror cannot
+// relay).
+const (
+	maxTagPages = 200
+	maxTags     = 200_000
+)
+
+// tagsPage makes one tag list request with query q and returns the page
+// and the upstream's rel="next" target, if any.
+func (c *Client) tagsPage(ctx context.Context, op opInfo, repo string, q url.Values) (TagPage, *url.URL, error) {
 	resp, err := c.do(ctx, op, request{method: http.MethodGet, path: repo + "/tags/list", query: q, accept: []string{"application/json"}})
 	if err != nil {
-		return TagPage{}, err
+		return TagPage{}, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return TagPage{}, c.statusError(op, resp)
+		return TagPage{}, nil, c.statusError(op, resp)
 	}
 	defer drain(resp.Body)
 	body, err := c.readAll(resp.Body, maxTagsBody)
 	if err != nil {
 		if errors.Is(err, errdef.ErrTooLarge) {
-			return TagPage{}, c.fail(op, err)
+			return TagPage{}, nil, c.fail(op, err)
 		}
-		return TagPage{}, c.fail(op, fmt.Errorf("read body: %w: %w", errdef.ErrUnavailable, redactError(err)))
+		return TagPage{}, nil, c.fail(op, fmt.Errorf("read body: %w: %w", errdef.ErrUnavailable, redactError(err)))
 	}
 	var doc struct {
 		Name string   `json:"name"`
 		Tags []string `json:"tags"`
 	}
 	if err := json.Unmarshal(body, &doc); err != nil {
-		return TagPage{}, c.fail(op, fmt.Errorf("tag list is not JSON: %w", errdef.ErrUnavailable))
+		return TagPage{}, nil, c.fail(op, fmt.Errorf("tag list is not JSON: %w", errdef.ErrUnavailable))
 	}
-	page := TagPage{Name: doc.Name, Tags: doc.Tags}
-	if next := parseLinkNext(resp.Header.Values("Link")); next != "" {
-		if u, err := url.Parse(next); err == nil {
-			page.Next = u.Query().Get("last")
+	var next *url.URL
+	if l := parseLinkNext(resp.Header.Values("Link")); l != "" {
+		if u, err := url.Parse(l); err == nil {
+			next = u
 		}
 	}
-	return page, nil
+	return TagPage{Name: doc.Name, Tags: doc.Tags}, next, nil
 }
 
 // parseLinkNext returns the target URI of the first rel="next" link in the

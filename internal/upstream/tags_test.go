@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -182,6 +183,58 @@ func TestDecodeErrorBody(t *testing.T) {
 		codes, msg := decodeErrorBody([]byte(tt.in))
 		if diff := cmp.Diff(tt.wantCodes, codes); diff != "" || msg != tt.wantMsg {
 			t.Errorf("decodeErrorBody(%q) = %q, %q, want %q, %q", tt.in, codes, msg, tt.wantCodes, tt.wantMsg)
+		}
+	}
+}
+
+// cursorTagServer lists tags two at a time whatever n asks, with a cursor
+// in its Link header that is no tag (quay.io's next_page, or an opaque
+// last), and ignores last as a tag.
+func cursorTagServer(t *testing.T, tags []string, param string) string {
+	t.Helper()
+	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i := 0
+		if c := r.URL.Query().Get(param); c != "" {
+			i, _ = strconv.Atoi(strings.TrimPrefix(c, "cursor-"))
+		}
+		end := min(i+2, len(tags))
+		if end < len(tags) {
+			w.Header().Set("Link", fmt.Sprintf(`</v2/a/tags/list?n=2&%s=cursor-%d>; rel="next"`, param, end))
+		}
+		b, _ := json.Marshal(map[string]any{"name": "a", "tags": tags[i:end]})
+		_, _ = w.Write(b)
+	}))
+	return srv.URL
+}
+
+// A tag list paged with a cursor that is no tag is read whole, page by
+// page, and paged by tag for the mirror's clients: not cut after the first
+// page (the next link dropped), nor relayed as a "last" the mirror cannot
+// read back.
+func TestTagsCursorPagination(t *testing.T) {
+	t.Parallel()
+	tags := []string{"a00", "a01", "a02", "a03", "a04", "a05", "a06"}
+	for _, param := range []string{"next_page", "last"} {
+		c := newTestClient(t, cursorTagServer(t, tags, param))
+		all, err := c.Tags(context.Background(), "a", 0, "")
+		if err != nil || !slices.Equal(all.Tags, tags) || all.Next != "" {
+			t.Errorf("%s: whole list = %v, next %q, %v; want every tag", param, all.Tags, all.Next, err)
+		}
+		var got []string
+		last := ""
+		for range 10 {
+			page, err := c.Tags(context.Background(), "a", 3, last)
+			if err != nil {
+				t.Fatalf("%s: Tags(n=3, last=%q): %v", param, last, err)
+			}
+			got = append(got, page.Tags...)
+			if page.Next == "" {
+				break
+			}
+			last = page.Next
+		}
+		if !slices.Equal(got, tags) {
+			t.Errorf("%s: paged by 3 = %v, want %v", param, got, tags)
 		}
 	}
 }
