@@ -71,7 +71,7 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 	}
 	if !created && f.waitingForLink() {
 		h := upstreamHealth(t)
-		if h.State != upstream.BreakerOpen || h.ProbeDue {
+		if !h.Refusing() {
 			// The link may be back (another request closed the breaker,
 			// or its probe is due): the fill tries now rather than at the
 			// end of its backoff, so that this client, or its next try,
@@ -177,13 +177,7 @@ func (p *Proxy) localBlob(ctx context.Context, t Target, d digest.Digest) (BlobR
 		b := make([]byte, size)
 		if _, err := io.ReadFull(rc, b); err != nil {
 			rc.Close()
-			if errors.Is(err, errdef.ErrDigestMismatch) {
-				// Altered in the store (a bucket written by someone
-				// else): as if not stored, fetched again.
-				p.log.LogAttrs(ctx, slog.LevelWarn, "stored blob does not match its digest; fetching it again", slog.String("digest", d.String()), slog.Any("err", err))
-				return BlobResult{}, fmt.Errorf("%w: %w", errNotStored, err)
-			}
-			return BlobResult{}, storeFailed(fmt.Errorf("blob %s: %w", d, err))
+			return BlobResult{}, p.readFailed(ctx, "blob", d, errNotStored, err)
 		}
 		rc.Close()
 		p.hot.add(d, b, epoch)

@@ -408,9 +408,7 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 		}
 		// An attempt the open breaker refuses before it leaves is no resume
 		// to count or log.
-		h := upstreamHealth(f.target)
-		refused := h.State == upstream.BreakerOpen && !h.ProbeDue
-		if kept := f.keptBytes(); kept > 0 && !refused {
+		if kept := f.keptBytes(); kept > 0 && !upstreamHealth(f.target).Refusing() {
 			cause := "link"
 			if attempt == 0 {
 				cause = "restart"

@@ -141,13 +141,8 @@ func (p *Proxy) readStoredAtMost(ctx context.Context, d digest.Digest, size, lim
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	switch {
-	case errors.Is(err, errdef.ErrDigestMismatch):
-		// Altered in the store (a bucket written by someone else): as if
-		// not stored, fetched again.
-		p.log.LogAttrs(ctx, slog.LevelWarn, "stored manifest does not match its digest; fetching it again", slog.String("digest", d.String()), slog.Any("err", err))
-		return nil, fmt.Errorf("manifest %s: %w: %w", d, errdef.ErrNotFound, err)
 	case err != nil:
-		return nil, storeFailed(err)
+		return nil, p.readFailed(ctx, "manifest", d, errdef.ErrNotFound, err)
 	case int64(len(b)) > limit:
 		return nil, fmt.Errorf("manifest %s: more than %d bytes: %w", d, limit, errdef.ErrTooLarge)
 	case size >= 0 && int64(len(b)) != size:

@@ -71,6 +71,20 @@ func storeFailed(err error) error {
 	return fmt.Errorf("%w: %w", errStoreAnswer, err)
 }
 
+// readFailed words err, a failed read of stored content d (a "blob" or a
+// "manifest"): a copy altered in the store (a bucket written by someone
+// else), whose digest the read found wrong, is as good as not stored and
+// fetched again (notStored, the caller's sentinel for that); any other
+// failure is the store's (storeFailed).
+func (p *Proxy) readFailed(ctx context.Context, what string, d digest.Digest, notStored, err error) error {
+	if errors.Is(err, errdef.ErrDigestMismatch) {
+		p.log.LogAttrs(ctx, slog.LevelWarn, "stored "+what+" does not match its digest; fetching it again",
+			slog.String("digest", d.String()), slog.Any("err", err))
+		return fmt.Errorf("%s %s: %w: %w", what, d, notStored, err)
+	}
+	return storeFailed(fmt.Errorf("%s %s: %w", what, d, err))
+}
+
 // diskFull reports whether err says the disk is full. bbolt words some of
 // its write errors with the system error's text only.
 func diskFull(err error) bool {

@@ -110,6 +110,10 @@ type Health struct {
 	ProbeDue bool
 }
 
+// Refusing reports whether a request now would be refused before it
+// leaves: the breaker is open and its probe is not due yet.
+func (h Health) Refusing() bool { return h.State == BreakerOpen && !h.ProbeDue }
+
 // Health returns the client's reachability state.
 func (c *Client) Health() Health { return c.breaker.health() }
 
