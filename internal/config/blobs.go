@@ -221,8 +221,8 @@ func (b Blobs) validate(prefix string) []error {
 			add("s3.region", "required with driver s3 (any value, e.g. us-east-1, for S3-compatible servers)")
 		}
 		if s.RegionEndpoint != "" {
-			if u, err := url.Parse(s.RegionEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				add("s3.regionEndpoint", "must be an http:// or https:// URL, got %q", s.RegionEndpoint)
+			if msg := checkEndpoint(s.RegionEndpoint); msg != "" {
+				add("s3.regionEndpoint", "%s", msg)
 			}
 		}
 		if s.SecretKey != "" && s.SecretKeyFile != "" {
@@ -239,8 +239,8 @@ func (b Blobs) validate(prefix string) []error {
 			add("s3.chunkSize", "must be at least 5MiB (S3's smallest multipart part), got %d", int64(s.ChunkSize))
 		}
 		if s.RedirectEndpoint != "" {
-			if u, err := url.Parse(s.RedirectEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				add("s3.redirectEndpoint", "must be an http:// or https:// URL, got %q", s.RedirectEndpoint)
+			if msg := checkEndpoint(s.RedirectEndpoint); msg != "" {
+				add("s3.redirectEndpoint", "%s", msg)
 			} else if !s.Redirect {
 				add("s3.redirectEndpoint", "set, but redirect is false")
 			}
@@ -252,6 +252,25 @@ func (b Blobs) validate(prefix string) []error {
 		add("driver", "must be %s or %s, got %q", BlobsFilesystem, BlobsS3, b.Driver)
 	}
 	return errs
+}
+
+// checkEndpoint validates an S3 endpoint URL and returns what is wrong
+// with it, or "". Credentials are refused, and the message never echoes a
+// value that holds any: it goes to the log and to check-config's output,
+// and the endpoint itself is logged at start.
+func checkEndpoint(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil && strings.Contains(s, "@"):
+		// url.Parse's own message quotes pieces of the input (a password
+		// with a '/' in it is read as a port).
+		return "is not a valid URL, and holds credentials, which are not allowed here; use accessKey with secretKeyFile"
+	case err == nil && u.User != nil:
+		return "credentials in the URL are not allowed; use accessKey with secretKeyFile"
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return fmt.Sprintf("must be an http:// or https:// URL, got %q", s)
+	}
+	return ""
 }
 
 func (b Blobs) driverName() string {

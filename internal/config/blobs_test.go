@@ -182,3 +182,35 @@ func TestS3NeverPrintsSecretKey(t *testing.T) {
 		}
 	}
 }
+
+// A URL that holds credentials is refused, and the refusal (shown by
+// check-config and logged by serve) never repeats them, not even the
+// pieces url.Parse quotes in its own errors (a password with a '/' is read
+// as a port).
+func TestEndpointCredentialsNeverEchoed(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, in, field string }{
+		{"regionEndpoint https", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, regionEndpoint: 'https://admin:SecretS3Key@minio:9000'}}\n", "storage.blobs.s3.regionEndpoint"},
+		{"regionEndpoint other scheme", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, regionEndpoint: 'minio://admin:SecretS3Key@minio:9000'}}\n", "storage.blobs.s3.regionEndpoint"},
+		{"regionEndpoint unparsable", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, regionEndpoint: 'https://admin:Sec/retS3Key@minio:9000'}}\n", "storage.blobs.s3.regionEndpoint"},
+		{"redirectEndpoint", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, redirect: true, redirectEndpoint: 'https://admin:SecretS3Key@s3.example.com'}}\n", "storage.blobs.s3.redirectEndpoint"},
+		{"upstream url unparsable", "upstreams:\n  - {registry: r.example, url: 'https://bot:Sec/retS3Key@r.example'}\n", "upstreams[0].url"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Load(strings.NewReader(tt.in))
+			if err == nil {
+				t.Fatal("Load() error = nil, want the URL refused")
+			}
+			if !strings.Contains(err.Error(), tt.field) || !strings.Contains(err.Error(), "credentials") {
+				t.Errorf("Load() error = %v, want %s refused for its credentials", err, tt.field)
+			}
+			for _, piece := range []string{"Sec", "S3Key"} {
+				if strings.Contains(err.Error(), piece) {
+					t.Errorf("Load() error = %v: it shows a piece of the secret (%q)", err, piece)
+				}
+			}
+		})
+	}
+}

@@ -315,6 +315,11 @@ func parseUpstreamURL(s string) (*url.URL, string) {
 		return nil, "required"
 	}
 	u, err := url.Parse(s)
+	if err != nil && strings.Contains(s, "@") {
+		// url.Parse's message quotes pieces of the input: a password with
+		// a '/' in it is read as the host's port, and would be shown.
+		return nil, "invalid URL, and credentials in the URL are not allowed; use auth.username with auth.passwordFile"
+	}
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
