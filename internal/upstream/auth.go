@@ -465,7 +465,9 @@ func (t *authTransport) tokenRequest(ctx context.Context, req *http.Request) (to
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-		codes, msg := decodeErrorBody(body)
+		// The message is kept as sent (at most maxErrorBody), for
+		// transportError to scrub before it shortens it.
+		codes, msg := decodeErrorBodyRaw(body)
 		te := &tokenError{status: resp.StatusCode, codes: codes, message: msg}
 		te.retryAfter, _ = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		return token{}, te

@@ -600,6 +600,60 @@ func TestNoSecretsInErrors(t *testing.T) {
 	}
 }
 
+// A secret an upstream echoes where its message is cut to maxMessageLen
+// is scrubbed whole, not cut first and then missed by the scrub: the
+// part before the cut would show in the error, the log and the status page.
+func TestNoSecretCutAtTheMessageLimit(t *testing.T) {
+	t.Parallel()
+	const password = "hunter2-password"
+	// The password begins 6 bytes before the limit.
+	pad := strings.Repeat("x", maxMessageLen-7) + " "
+	echo := func(w http.ResponseWriter, status int, p string) {
+		writeError(w, status, "DENIED", pad+p+" denied")
+	}
+	t.Run("registry", func(t *testing.T) {
+		t.Parallel()
+		srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, p, ok := r.BasicAuth()
+			if !ok {
+				w.Header().Set("WWW-Authenticate", `Basic realm="x"`)
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			echo(w, http.StatusForbidden, p)
+		}))
+		c := newTestClient(t, srv.URL, func(o *Options) { o.Username, o.Password = "eve", password })
+		_, err := c.Blob(context.Background(), "a/b", digest.FromString("x"), 0, "")
+		if err == nil {
+			t.Fatal("Blob() error = nil, want an error")
+		}
+		if !strings.Contains(err.Error(), pad[:32]) {
+			t.Fatalf("Blob() error = %v, want the upstream's message in it", err)
+		}
+		assertNoSecret(t, "error", err.Error(), password[:6])
+	})
+	t.Run("token server", func(t *testing.T) {
+		t.Parallel()
+		tok := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, p, _ := r.BasicAuth()
+			echo(w, http.StatusUnauthorized, p)
+		}))
+		srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm=%q,service="test-registry"`, tok.URL+"/token"))
+			w.WriteHeader(http.StatusUnauthorized)
+		}))
+		c := newTestClient(t, srv.URL, func(o *Options) { o.Username, o.Password = "eve", password })
+		_, err := c.Blob(context.Background(), "a/b", digest.FromString("x"), 0, "")
+		if err == nil {
+			t.Fatal("Blob() error = nil, want an error")
+		}
+		if !strings.Contains(err.Error(), pad[:32]) {
+			t.Fatalf("Blob() error = %v, want the upstream's message in it", err)
+		}
+		assertNoSecret(t, "error", err.Error(), password[:6])
+	})
+}
+
 func TestNoTokenInErrors(t *testing.T) {
 	t.Parallel()
 	tr := newTokenRegistry(t, "", "")

@@ -161,6 +161,15 @@ const (
 // References:
 //   - https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#error-codes
 func decodeErrorBody(body []byte) (codes []string, message string) {
+	codes, raw := decodeErrorBodyRaw(body)
+	return codes, sanitize(raw)
+}
+
+// decodeErrorBodyRaw is decodeErrorBody with the message as the upstream
+// sent it: secrets are scrubbed from it before sanitize shortens it, which
+// would otherwise cut a secret that straddles its limit and leave the
+// first part of it where no scrub matches.
+func decodeErrorBodyRaw(body []byte) (codes []string, message string) {
 	var env struct {
 		Errors []struct {
 			Code    any `json:"code"`
@@ -178,8 +187,8 @@ func decodeErrorBody(body []byte) (codes []string, message string) {
 			codes = append(codes, c)
 		}
 		if message == "" {
-			if m, ok := e.Message.(string); ok {
-				message = sanitize(m)
+			if m, ok := e.Message.(string); ok && sanitize(m) != "" {
+				message = m
 			}
 		}
 	}
@@ -187,8 +196,8 @@ func decodeErrorBody(body []byte) (codes []string, message string) {
 		if message != "" {
 			break
 		}
-		if m, ok := v.(string); ok {
-			message = sanitize(m)
+		if m, ok := v.(string); ok && sanitize(m) != "" {
+			message = m
 		}
 	}
 	return codes, message
@@ -251,9 +260,9 @@ func (c *Client) statusError(op opInfo, resp *http.Response) *Error {
 		return e
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	codes, msg := decodeErrorBody(body)
+	codes, msg := decodeErrorBodyRaw(body)
 	e.Codes = codes
-	e.Message = c.scrub(msg)
+	e.Message = sanitize(c.scrub(msg))
 	return e
 }
 
@@ -279,7 +288,7 @@ func (c *Client) transportError(op opInfo, err error) *Error {
 		e := c.newError(op)
 		e.Status = te.status
 		e.Codes = te.codes
-		e.Message = c.scrub(te.message)
+		e.Message = sanitize(c.scrub(te.message))
 		e.RetryAfter = te.retryAfter
 		e.Err = errors.New("token request failed")
 		return e
