@@ -549,3 +549,28 @@ func TestRefusedAttemptsAreNoResumes(t *testing.T) {
 		t.Errorf("resumes counted = %v after %d refused attempts, want at most the 2 that reached the upstream", got, m.client.Health().Refused)
 	}
 }
+
+// A broken transfer whose link stays down for two more tries and then
+// comes back was resumed once: the tries that found the link down (an
+// upstream 503 each, the breaker still closed) are no resumes, whatever
+// the log says of each.
+func TestResumeIsCountedOnceItContinues(t *testing.T) {
+	t.Parallel()
+	m := newOfflineMirror(t, offlineSetup{breaker: upstream.BreakerOptions{Failures: 100}})
+	layer := fakeupstream.Random(t, 100_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	m.get(http.MethodGet, manifestPath("app", "v1"))
+	d := layers[0].Digest
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), fakeupstream.First(1, fakeupstream.Cut(layer, 1000, true))))
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), fakeupstream.Status(http.StatusServiceUnavailable, "", 3)))
+	_, body := m.get(http.MethodGet, blobPath("app", d))
+	if !bytes.Equal(body, layer) {
+		t.Fatalf("blob: got %d bytes, want the layer's %d", len(body), len(layer))
+	}
+	if n := m.fake.Count(http.MethodGet, blobPath("app", d)); n != 4 {
+		t.Fatalf("upstream GETs of the blob = %d, want 4 (cut, two 503s, the rest)", n)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_fill_resumes_total", "upstream", "central.test", "cause", "link"); got != 1 {
+		t.Errorf("resumes counted = %v, want 1", got)
+	}
+}

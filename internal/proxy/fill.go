@@ -393,6 +393,10 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 	wait := resumeMinWait
 	answered := false
 	skipCuts := 0 // attempts in a row cut while the upstream resent bytes on disk
+	// resumeCause is why bytes on disk are being continued ("restart": a
+	// partial from before this fill; "link": a broken transfer), until an
+	// attempt brings more of them.
+	resumeCause := ""
 	for attempt := 0; ; attempt++ {
 		if size := f.finalSize(); size >= 0 && f.keptBytes() == size {
 			// Every byte is on disk already; Verify decides. Unless the
@@ -407,18 +411,25 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 			return nil
 		}
 		// An attempt the open breaker refuses before it leaves is no resume
-		// to count or log.
+		// to log.
 		if kept := f.keptBytes(); kept > 0 && !upstreamHealth(f.target).Refusing() {
-			cause := "link"
-			if attempt == 0 {
-				cause = "restart"
+			if resumeCause == "" {
+				resumeCause = "link"
+				if attempt == 0 {
+					resumeCause = "restart"
+				}
 			}
-			p.m.FillResumes.WithLabelValues(up, cause).Inc()
-			log.LogAttrs(ctx, slog.LevelInfo, "resuming blob transfer", slog.Int64("offset", kept), slog.String("cause", cause))
+			log.LogAttrs(ctx, slog.LevelInfo, "resuming blob transfer", slog.Int64("offset", kept), slog.String("cause", resumeCause))
 		}
 		before := f.keptBytes()
 		err := p.fetchOnce(ctx, f, &answered, first)
 		first = nil
+		if resumeCause != "" && (err == nil || f.keptBytes() > before) {
+			// A resume is counted once it continued the transfer, not
+			// for each try that found the link still down.
+			p.m.FillResumes.WithLabelValues(up, resumeCause).Inc()
+			resumeCause = ""
+		}
 		if err == nil {
 			return nil
 		}
