@@ -71,6 +71,9 @@ func Open(path string) (*DB, error) {
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
+		if err := checkFormat(tx); err != nil {
+			return err
+		}
 		for _, b := range [][]byte{bucketTags, bucketManifests, bucketLinks, bucketReferrers, bucketDeltas, bucketVerdicts, bucketTrusted} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
