@@ -284,6 +284,22 @@ upstreams:
 	}
 }
 
+// A configuration written when fillTimeout defaulted to 30m, with an age
+// chosen against that default, no longer loads: the error says which value
+// to change and that the default moved, not only the rule.
+func TestAgeBelowTheOldFillTimeoutDefault(t *testing.T) {
+	t.Parallel()
+	wantLoadErrors(t, "storage: {tempMaxAge: 1h, partialMaxAge: 2h}\n", []string{
+		"storage.tempMaxAge: must be at least storage.fillTimeout (6h): raise it, or set storage.fillTimeout to at most 1h (its default is 6h; it was 30m before fills resumed across restarts)",
+		"storage.partialMaxAge: must be at least storage.fillTimeout (6h): raise it, or set storage.fillTimeout to at most 2h (its default",
+	})
+	// A fillTimeout set in the file is no default: no word of one.
+	err := wantLoadErrors(t, "storage: {fillTimeout: 3h, tempMaxAge: 1h}\n", []string{"storage.tempMaxAge: must be at least storage.fillTimeout (3h): raise it, or set storage.fillTimeout to at most 1h"})
+	if strings.Contains(err.Error(), "default") {
+		t.Errorf("error for an explicit fillTimeout = %q, speaks of a default", err)
+	}
+}
+
 // A secret written one level off, where the decoder wants a mapping, is not
 // repeated in the error (which a reload logs); the error still says where.
 func TestLoadErrorsDoNotRepeatValues(t *testing.T) {

@@ -89,7 +89,14 @@ func (c Config) Validate() error {
 		if c.Storage.FillTimeout > 0 && f.v > 0 && f.v < c.Storage.FillTimeout {
 			// A younger file may belong to a fill still running in another
 			// process sharing the root.
-			add(f.path, "must be at least storage.fillTimeout (%s)", c.Storage.FillTimeout)
+			msg := fmt.Sprintf("must be at least storage.fillTimeout (%s): raise it, or set storage.fillTimeout to at most %s", c.Storage.FillTimeout, f.v)
+			if c.Storage.FillTimeout == Default().Storage.FillTimeout {
+				// Configurations written for the first versions chose
+				// these ages against a fillTimeout default of 30m; since
+				// fills resume it is 6h, and they stopped loading.
+				msg += fmt.Sprintf(" (its default is %s; it was 30m before fills resumed across restarts)", c.Storage.FillTimeout)
+			}
+			add(f.path, "%s", msg)
 		}
 	}
 
