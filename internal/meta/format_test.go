@@ -1,9 +1,16 @@
 package meta
 
 import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -53,6 +60,72 @@ func TestStoreFormatIsRecorded(t *testing.T) {
 	db.db.View(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketFormat); b == nil || string(b.Get([]byte("version"))) != "1" {
 			t.Errorf("store format of a database without one: not recorded as 1")
+		}
+		return nil
+	})
+}
+
+// A database written by an older version (testdata/meta-v0.db, from the
+// meta package of a81acca^: no registry index of links, trust without its
+// kind, no store format) opens with every record it held, the index
+// filled, its unsound trust dropped and this version's format recorded.
+func TestDatabaseOfAnOldVersionOpens(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("testdata/meta-v0.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "meta.db")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(path)
+	if err != nil {
+		t.Fatalf("Open of an old version's database: %v", err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	r := Repo{Registry: "docker.io", Name: "library/alpine"}
+	m, layer, dl := digest.FromString("manifest"), digest.FromString("layer"), digest.FromString("delta")
+	at := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+	if e, err := db.Tag(ctx, r, "3.20"); err != nil || e.Digest != m || !e.FetchedAt.Equal(at) {
+		t.Errorf("Tag = %+v, %v; want %s fetched at %s", e, err, m, at)
+	}
+	if e, err := db.Manifest(ctx, m); err != nil || e.Size != 500 || e.MediaType != ocispec.MediaTypeImageManifest {
+		t.Errorf("Manifest = %+v, %v", e, err)
+	}
+	for _, d := range []digest.Digest{m, layer} {
+		if ok, err := db.Linked(ctx, r, d); err != nil || !ok {
+			t.Errorf("Linked(%s) = %v, %v; want true", d, ok, err)
+		}
+		if ok, err := db.LinkedInRegistry(ctx, "docker.io", d); err != nil || !ok {
+			t.Errorf("LinkedInRegistry(%s) = %v, %v; want true (the index is filled at Open)", d, ok, err)
+		}
+	}
+	if recs, err := db.Deltas(ctx, layer); err != nil || len(recs) != 1 || recs[0].Descriptor.Digest != dl || recs[0].Repo != r {
+		t.Errorf("Deltas = %+v, %v; want the delta %s of %s", recs, err, dl, r)
+	}
+	if owners, err := db.PinnedBy(ctx, layer); err != nil || !slices.Equal(owners, []string{"prefetch"}) {
+		t.Errorf("PinnedBy = %v, %v; want [prefetch]", owners, err)
+	}
+	if reqs, err := db.Prefetches(ctx); err != nil || len(reqs) != 1 || reqs[0].Ref != "docker.io/library/alpine:3.20" {
+		t.Errorf("Prefetches = %+v, %v", reqs, err)
+	}
+	if v, err := db.Verdict(ctx, "fleet", "rev1", m, "docker.io/library/alpine"); err != nil || !v.OK {
+		t.Errorf("Verdict = %+v, %v; want the positive verdict kept", v, err)
+	}
+	for _, kind := range []TrustKind{TrustManifest, TrustBlob} {
+		if ok, err := db.Trusted(ctx, "fleet", "rev1", kind, layer); err != nil || ok {
+			t.Errorf("Trusted(%s) = %v, %v; want false (trust without its kind is dropped)", kind, ok, err)
+		}
+	}
+	if times, err := db.AccessTimes(ctx); err != nil || !times[m].Equal(at) || !times[layer].Equal(at) {
+		t.Errorf("AccessTimes = %v, %v; want both at %s", times, err, at)
+	}
+	db.db.View(func(tx *bolt.Tx) error {
+		if v := string(tx.Bucket(bucketFormat).Get([]byte("version"))); v != "1" {
+			t.Errorf("store format = %q, want 1 recorded", v)
 		}
 		return nil
 	})
