@@ -44,3 +44,30 @@ func checkFormat(tx *bolt.Tx) error {
 	}
 	return b.Put([]byte("version"), []byte(strconv.Itoa(StoreFormat)))
 }
+
+// closedTx, in bucketFormat, is the id of the write transaction with which
+// this version last closed the database: if the next write transaction is
+// the one after it, nothing wrote in between. Else a crash cut the last
+// run, or another binary wrote, maybe one from before records this
+// version derives from others (the registry index of links): those are
+// made again at Open.
+var closedTx = []byte("closedTx")
+
+func noteClosed(tx *bolt.Tx) error {
+	b, err := tx.CreateBucketIfNotExists(bucketFormat)
+	if err != nil {
+		return err
+	}
+	return b.Put(closedTx, []byte(strconv.Itoa(tx.ID())))
+}
+
+// closedLast reports whether the database was last written by this
+// version's Close: tx is the first write transaction since.
+func closedLast(tx *bolt.Tx) bool {
+	b := tx.Bucket(bucketFormat)
+	if b == nil {
+		return false
+	}
+	n, err := strconv.Atoi(string(b.Get(closedTx)))
+	return err == nil && n+1 == tx.ID()
+}

@@ -130,3 +130,40 @@ func TestDatabaseOfAnOldVersionOpens(t *testing.T) {
 		return nil
 	})
 }
+
+// After a downgrade to a binary from before the registry index of links,
+// the links it recorded are not indexed; back on this version they are:
+// content the older binary fetched counts as from its registry.
+func TestLinksOfAnOlderBinaryAreIndexed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, path := openTest(t)
+	r := Repo{Registry: "ghcr.io", Name: "org/app"}
+	before, during := digest.FromString("before"), digest.FromString("during")
+	if err := db.Link(ctx, r, before); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The older binary: it links and knows nothing of the index.
+	raw, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketLinks).Put(linkKey(r, during), nil) }); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+
+	db, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, d := range []digest.Digest{before, during} {
+		if ok, err := db.LinkedInRegistry(ctx, "ghcr.io", d); err != nil || !ok {
+			t.Errorf("LinkedInRegistry(%s) = %v, %v; want true", d, ok, err)
+		}
+	}
+}

@@ -84,8 +84,16 @@ func Open(path string) (*DB, error) {
 				return err
 			}
 		}
-		if tx.Bucket(bucketRegistryLinks) == nil {
-			// New (or a database from before the index): fill it.
+		if tx.Bucket(bucketRegistryLinks) == nil || !closedLast(tx) {
+			// New, a database from before the index, or one another
+			// process may have written since this version closed it (a
+			// binary from before the index, after a downgrade, links
+			// without indexing): fill it from the links.
+			if tx.Bucket(bucketRegistryLinks) != nil {
+				if err := tx.DeleteBucket(bucketRegistryLinks); err != nil {
+					return err
+				}
+			}
 			idx, err := tx.CreateBucket(bucketRegistryLinks)
 			if err != nil {
 				return err
@@ -106,8 +114,15 @@ func Open(path string) (*DB, error) {
 	return &DB{db: db}, nil
 }
 
-// Close closes the database.
-func (m *DB) Close() error { return m.db.Close() }
+// Close notes that this version closed the database (closedLast), then
+// closes it.
+func (m *DB) Close() error {
+	noteErr := m.db.Update(noteClosed)
+	if err := m.db.Close(); err != nil {
+		return err
+	}
+	return noteErr
+}
 
 // Repo names a repository of one upstream registry.
 type Repo struct {
