@@ -15,7 +15,8 @@ type Metrics struct {
 
 	// Requests counts downstream requests by endpoint kind, method and status.
 	Requests *prometheus.CounterVec
-	// Cache counts cache outcomes by endpoint kind and result (hit, miss, fill, stale).
+	// Cache counts cache outcomes by endpoint kind and result (hit, miss, fill,
+	// stale, pass, delta, pending).
 	Cache *prometheus.CounterVec
 	// BytesServed counts body bytes of successful responses sent to
 	// clients, by endpoint kind.
@@ -80,7 +81,7 @@ func New() *Metrics {
 			Name: "registry_edge_http_requests_total", Help: "Downstream HTTP requests by endpoint, method and status code.",
 		}, []string{"endpoint", "method", "code"}),
 		Cache: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "registry_edge_cache_requests_total", Help: "Cache outcomes by endpoint and result (hit, miss, fill, stale, pass, delta).",
+			Name: "registry_edge_cache_requests_total", Help: "Cache outcomes by endpoint and result (hit, miss, fill, stale, pass, delta, pending).",
 		}, []string{"endpoint", "result"}),
 		BytesServed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "registry_edge_served_bytes_total", Help: "Body bytes of successful responses (status below 400) sent to clients, by endpoint.",
