@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
@@ -89,9 +90,13 @@ func (s *Server) manifest(w *recorder, r *http.Request, rt ociapi.Route, t proxy
 	}
 	h := w.Header()
 	h.Set("Content-Type", res.Descriptor.MediaType)
-	h.Set("Content-Length", strconv.Itoa(len(res.Body)))
 	h.Set(ociapi.HeaderContentDigest, res.Descriptor.Digest.String())
 	h.Set("ETag", `"`+res.Descriptor.Digest.String()+`"`)
+	if etagListed(r, res.Descriptor.Digest) {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	h.Set("Content-Length", strconv.Itoa(len(res.Body)))
 	if age >= time.Second {
 		// A tag from the cache: how old its confirmation is, which a
 		// registry-edge tier below holds to its offline.maxStale.
@@ -138,6 +143,18 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 		} else if done, err := s.deltaAnswer(w, r, rt, t, acc); done || err != nil {
 			return err
 		}
+	}
+	if etagListed(r, rt.Digest) {
+		// The client holds these bytes (a digest names one content): the
+		// blob's existence here is all there is to confirm.
+		_, cache, err := s.p.StatBlob(r.Context(), t, rt.Digest)
+		if err != nil {
+			return err
+		}
+		acc.cache = cache
+		setBlobHeaders(h, rt)
+		w.WriteHeader(http.StatusNotModified)
+		return nil
 	}
 	if r.Method == http.MethodHead {
 		size, cache, err := s.p.StatBlob(r.Context(), t, rt.Digest)
@@ -335,6 +352,23 @@ func setBlobHeaders(h http.Header, rt ociapi.Route) {
 	h.Set(ociapi.HeaderContentDigest, rt.Digest.String())
 	h.Set("ETag", `"`+rt.Digest.String()+`"`)
 	h.Set("Cache-Control", "max-age=31536000, immutable")
+}
+
+// etagListed reports whether the request's If-None-Match names the
+// representation whose ETag is d's (or is "*"): the client holds it, and
+// a GET or HEAD is answered 304 without a body (RFC 9110 13.1.2, weak
+// comparison), as distribution answers.
+func etagListed(r *http.Request, d digest.Digest) bool {
+	want := `"` + d.String() + `"`
+	for _, v := range r.Header.Values("If-None-Match") {
+		for _, tag := range strings.Split(v, ",") {
+			tag = strings.TrimSpace(tag)
+			if tag == "*" || strings.TrimPrefix(tag, "W/") == want {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // parseRange parses a Range header for content of size bytes. It serves

@@ -717,3 +717,52 @@ func TestManifestTypeFromItsBody(t *testing.T) {
 		}
 	}
 }
+
+// A client that names the ETag it holds in If-None-Match gets 304 and no
+// body, for a manifest by tag or digest and for a blob, as from
+// distribution; another ETag gets the content, and a blob the repository
+// does not have is still unknown.
+func TestIfNoneMatchAnswersNotModified(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 10_000)
+	mdesc, layers := m.fake.Image("app", "v1", layer)
+	etag := func(d digest.Digest) string { return `"` + d.String() + `"` }
+	other := etag(digest.FromString("other"))
+	for _, tt := range []struct {
+		path string
+		d    digest.Digest
+	}{
+		{manifestPath("app", "v1"), mdesc.Digest},
+		{manifestPath("app", mdesc.Digest.String()), mdesc.Digest},
+		{blobPath("app", layers[0].Digest), layers[0].Digest},
+	} {
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			for _, inm := range []string{etag(tt.d), other + ", W/" + etag(tt.d), "*"} {
+				resp, body := m.get(method, tt.path, "If-None-Match", inm)
+				if resp.StatusCode != http.StatusNotModified || len(body) != 0 || resp.Header.Get("ETag") != etag(tt.d) {
+					t.Errorf("%s %s, If-None-Match %s: %d, %d body bytes, ETag %q; want 304, none, %s",
+						method, tt.path, inm, resp.StatusCode, len(body), resp.Header.Get("ETag"), etag(tt.d))
+				}
+			}
+			resp, body := m.get(method, tt.path, "If-None-Match", other)
+			if resp.StatusCode != http.StatusOK || method == http.MethodGet && len(body) == 0 {
+				t.Errorf("%s %s, If-None-Match of another content: %d, %d bytes; want 200 and the content", method, tt.path, resp.StatusCode, len(body))
+			}
+			m.waitFills()
+		}
+	}
+	missing := digest.FromString("not in the repository")
+	resp, err := http.DefaultClient.Do(func() *http.Request {
+		req, _ := http.NewRequest(http.MethodGet, m.srv.URL+blobPath("app", missing), nil)
+		req.Header.Set("If-None-Match", etag(missing))
+		return req
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET of a blob the repository lacks, with its ETag in If-None-Match: %d, want 404", resp.StatusCode)
+	}
+}
