@@ -16,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/registry-edge/registry-edge/internal/delta"
+	"github.com/registry-edge/registry-edge/internal/gc"
 	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/sigpolicy"
 	"github.com/registry-edge/registry-edge/internal/testutil/cosigntest"
@@ -815,5 +816,43 @@ func TestOnlyEvidenceIsStoredAfterAVerification(t *testing.T) {
 	}
 	if n := m.fake.Count(http.MethodGet, blobPath("app", digest.FromBytes(chart))); n != 0 {
 		t.Errorf("the chart attached to the verified image was fetched %d times", n)
+	}
+}
+
+// An evicted image takes its verdict and trust records with it (they grew
+// without bound on a mirror that runs for months), and the proxy's memory
+// of it goes too: pulled again, it is verified again and its layers are
+// served. With the memory kept, the manifest skipped its verification, so
+// its trust was not recorded again, and a layer no client had asked for
+// before the eviction was refused 403.
+func TestEvictedImageIsVerifiedAgain(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	layer := []byte("signed layer")
+	signed, _ := m.fake.Image("app", "signed", layer)
+	sign(t, m, key, signed.Digest)
+	// A device reads the manifest; its layer it has.
+	if resp, body := m.get(http.MethodGet, manifestPath("app", "signed"), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET manifest: %d %s", resp.StatusCode, body)
+	}
+	// Its signature is stored in the background: all of it is evicted.
+	if err := m.proxy.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	mt := &gc.Maintainer{Store: m.store, DB: m.db, Cache: m.proxy, Options: gc.Options{MaxSize: 1, Now: m.clock.Now}}
+	if plan := mt.RunOnce(context.Background()); plan == nil || len(plan.Delete) == 0 {
+		t.Fatalf("eviction plan %+v, want everything evicted", plan)
+	}
+	if n := m.storedBlobs(); n != 0 {
+		t.Fatalf("%d blobs left after evicting everything", n)
+	}
+	sigs := m.fake.Count(http.MethodGet, manifestPath("app", cosigntest.SignatureTag(signed.Digest)))
+
+	// Another device pulls the whole image.
+	pullImage(t, m, "signed", layer)
+	if n := m.fake.Count(http.MethodGet, manifestPath("app", cosigntest.SignatureTag(signed.Digest))); n == sigs {
+		t.Errorf("the signature was not fetched again: the image was not verified again")
 	}
 }

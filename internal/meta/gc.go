@@ -88,10 +88,12 @@ func (m *DB) AllReferrers(_ context.Context) ([]ReferrersRecord, error) {
 
 // Forget removes every record of the content in ds, in one transaction:
 // manifest records, the links of every repository to it, the tags that
-// point at it, the referrers lists whose subject or list it is, and its
-// access time. The content files are the caller's to delete, after this.
-// With a shared store, the shared manifest and delta records of ds go too
-// (links and trust stay: they remain true of the content, should it come
+// point at it, the referrers lists whose subject or list it is, its access
+// time, its signature verdicts and trust, under every rule revision, and
+// the trust of what it covered as a verified manifest.
+// The content files are the caller's to delete, after this. With a shared
+// store, the shared manifest and delta records of ds go too (links,
+// verdicts and trust stay: they remain true of the content, should it come
 // back).
 func (m *DB) Forget(ctx context.Context, ds []digest.Digest) error {
 	set := map[digest.Digest]bool{}
@@ -180,8 +182,59 @@ func (m *DB) forget(set map[digest.Digest]bool) error {
 				return err
 			}
 		}
-		return nil
+		// Signature verdicts and trust: a regional mirror verifies
+		// thousands of images a month, about 1 KiB of records each, which
+		// grew without bound when they outlived their content. Gone, it
+		// is verified again if pulled again (through the upstream, which
+		// it must be fetched from anyway).
+		// Trust goes with the content and with the manifest that covers
+		// it (content never stored here, a layer a device already had,
+		// would keep it forever); another manifest's record still covers
+		// content they share.
+		if err := deleteKeys(tx.Bucket(bucketVerdicts), func(k []byte) bool {
+			return set[digest.Digest(keyField(k, 2))]
+		}); err != nil {
+			return err
+		}
+		return deleteKeys(tx.Bucket(bucketTrusted), func(k []byte) bool {
+			return set[digest.Digest(keyField(k, 3))] || set[digest.Digest(keyField(k, 4))]
+		})
 	})
+}
+
+// deleteKeys deletes the keys of bk that match.
+func deleteKeys(bk *bolt.Bucket, match func(k []byte) bool) error {
+	var del [][]byte
+	if err := bk.ForEach(func(k, _ []byte) error {
+		if match(k) {
+			del = append(del, bytes.Clone(k))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range del {
+		if err := bk.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// keyField returns field i of a key of NUL-separated fields (nil if it has
+// fewer).
+func keyField(k []byte, i int) []byte {
+	for ; i > 0; i-- {
+		j := bytes.IndexByte(k, 0)
+		if j < 0 {
+			return nil
+		}
+		k = k[j+1:]
+	}
+	if j := bytes.IndexByte(k, 0); j >= 0 {
+		return k[:j]
+	}
+	return k
 }
 
 // Touch records access times (later ones win over what is stored). With a

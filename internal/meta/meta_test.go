@@ -366,3 +366,98 @@ func TestSameDeltaWithOtherBasesIsKept(t *testing.T) {
 		t.Errorf("records' bases = %q, want [other held]", bases)
 	}
 }
+
+// Verdicts and trust go with their content: a mirror that verifies
+// thousands of images a month kept ~1 KiB of records for each, forever.
+// What another manifest still covers, and what is still stored, stays.
+func TestForgetPrunesVerdictsAndTrust(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, _ := openTest(t)
+	defer db.Close()
+	gone, kept := digest.FromString("evicted image"), digest.FromString("stored image")
+	goneLayer, sharedLayer, child := digest.FromString("its layer"), digest.FromString("shared layer"), digest.FromString("its child")
+	// A layer the devices already had: never stored here, never forgotten
+	// itself, its trust goes with the manifest that covered it.
+	notStored := digest.FromString("a layer never stored")
+	at := time.Date(2026, 11, 25, 1, 0, 0, 0, time.UTC)
+	for _, rev := range []string{"rev1", "rev2"} {
+		for _, d := range []digest.Digest{gone, kept} {
+			if err := db.PutVerdict(ctx, "fleet", rev, d, Verdict{OK: true, Signer: "key", At: at}); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.PutVerdict(ctx, "fleet", rev, d, Verdict{Reason: "no_signature", Repo: "central/copy", At: at}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := db.Trust(ctx, "fleet", rev, gone, []digest.Digest{child}, []digest.Digest{goneLayer, sharedLayer, notStored}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Trust(ctx, "fleet", rev, kept, nil, []digest.Digest{sharedLayer}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Forget(ctx, []digest.Digest{gone, goneLayer, child}); err != nil {
+		t.Fatal(err)
+	}
+	for _, rev := range []string{"rev1", "rev2"} {
+		for _, repo := range []string{"", "central/copy"} {
+			if v, err := db.Verdict(ctx, "fleet", rev, gone, repo); !errors.Is(err, errdef.ErrNotFound) {
+				t.Errorf("%s: verdict of the forgotten manifest for %q = %+v, %v; want not found", rev, repo, v, err)
+			}
+		}
+		if v, err := db.Verdict(ctx, "fleet", rev, kept, ""); err != nil || !v.OK {
+			t.Errorf("%s: verdict of the stored manifest = %+v, %v; want it kept", rev, v, err)
+		}
+		if v, err := db.Verdict(ctx, "fleet", rev, kept, "central/copy"); err != nil || !v.OK {
+			t.Errorf("%s: verdict of the stored manifest in central/copy = %+v, %v; want the positive one", rev, v, err)
+		}
+		for _, c := range []struct {
+			kind TrustKind
+			d    digest.Digest
+			want bool
+		}{{TrustBlob, goneLayer, false}, {TrustManifest, child, false}, {TrustBlob, notStored, false}, {TrustBlob, sharedLayer, true}} {
+			if ok, err := db.Trusted(ctx, "fleet", rev, c.kind, c.d); err != nil || ok != c.want {
+				t.Errorf("%s: Trusted(%s %s) = %v, %v; want %v", rev, c.kind, c.d, ok, err, c.want)
+			}
+		}
+	}
+	var left int
+	db.db.View(func(tx *bolt.Tx) error {
+		left = tx.Bucket(bucketVerdicts).Stats().KeyN + tx.Bucket(bucketTrusted).Stats().KeyN
+		return nil
+	})
+	if want := 2*2 + 2; left != want { // kept's two verdicts and the shared layer's trust, per revision
+		t.Errorf("%d verdict and trust records left, want %d", left, want)
+	}
+}
+
+// Trust recorded before its key named the covering manifest still counts.
+func TestTrustWithoutViaInItsKeyCounts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, _ := openTest(t)
+	defer db.Close()
+	d, other := digest.FromString("layer"), digest.FromString("layer trusted as a manifest only")
+	err := db.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTrusted).Put(trustPrefix("fleet", "rev1", TrustBlob, d), []byte(`{"via":"sha256:0"}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Trust(ctx, "fleet", "rev1", digest.FromString("index"), []digest.Digest{other}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		kind TrustKind
+		d    digest.Digest
+		want bool
+	}{{TrustBlob, d, true}, {TrustManifest, d, false}, {TrustManifest, other, true}, {TrustBlob, other, false}} {
+		if ok, err := db.Trusted(ctx, "fleet", "rev1", c.kind, c.d); err != nil || ok != c.want {
+			t.Errorf("Trusted(%s %s) = %v, %v; want %v", c.kind, c.d, ok, err, c.want)
+		}
+	}
+	if ok, _ := db.Trusted(ctx, "fleet", "rev2", TrustBlob, d); ok {
+		t.Error("trusted under another revision")
+	}
+}

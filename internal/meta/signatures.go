@@ -1,6 +1,7 @@
 package meta
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,10 +19,14 @@ var (
 	// Verdict of that repository (a signature is over the digest and holds
 	// everywhere; its absence is one repository's).
 	bucketVerdicts = []byte("sigverdicts")
-	// bucketTrusted: <rule> 0x00 <revision> 0x00 <kind> 0x00 <digest> ->
-	// Trust: content a verified manifest covers, as what it may be served
-	// (children of a verified index as manifests; config and layers of a
-	// verified image, and blobs of its evidence, as blobs).
+	// bucketTrusted: <rule> 0x00 <revision> 0x00 <kind> 0x00 <digest> 0x00
+	// <via> -> Trust: content a verified manifest (via) covers, as what it
+	// may be served (children of a verified index as manifests; config and
+	// layers of a verified image, and blobs of its evidence, as blobs).
+	// One record per covering manifest, so that each goes with its
+	// manifest (Forget) while the others still cover the content. Records
+	// written before 2026-11-25 end at <digest> (their via is in the
+	// value).
 	bucketTrusted = []byte("sigtrust")
 	// bucketTrustedV1 held trust without its kind (before 2026-11-24): a
 	// digest trusted as a blob was taken for a trusted manifest too. It is
@@ -64,8 +69,15 @@ func sigKey(rule, revision string, d digest.Digest) []byte {
 	return []byte(rule + "\x00" + revision + "\x00" + string(d))
 }
 
-func trustKey(rule, revision string, kind TrustKind, d digest.Digest) []byte {
+// trustPrefix is the start of the keys of every record trusting d as kind:
+// a record's key is the prefix, then 0x00 and the covering manifest, or
+// the prefix alone (a record from before the manifest was in the key).
+func trustPrefix(rule, revision string, kind TrustKind, d digest.Digest) []byte {
 	return []byte(rule + "\x00" + revision + "\x00" + string(kind) + "\x00" + string(d))
+}
+
+func trustKey(rule, revision string, kind TrustKind, d, via digest.Digest) []byte {
+	return append(trustPrefix(rule, revision, kind, d), append([]byte{0}, via...)...)
 }
 
 // Verdict returns the recorded verdict of manifest d under rule/revision
@@ -134,19 +146,22 @@ func (m *DB) PutVerdict(ctx context.Context, rule, revision string, d digest.Dig
 // manifest under rule/revision. With a shared store, trust another replica
 // recorded counts, and is kept locally.
 func (m *DB) Trusted(ctx context.Context, rule, revision string, kind TrustKind, d digest.Digest) (bool, error) {
+	prefix := trustPrefix(rule, revision, kind, d)
+	var found bool
+	err := m.db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucketTrusted).Cursor().Seek(prefix)
+		found = bytes.HasPrefix(k, prefix) && (len(k) == len(prefix) || k[len(prefix)] == 0)
+		return nil
+	})
+	if err != nil || found || m.shared == nil || d.Validate() != nil {
+		return found, err
+	}
 	var t Trust
-	err := get(m.db, bucketTrusted, trustKey(rule, revision, kind, d), &t)
-	if errors.Is(err, errdef.ErrNotFound) && m.shared != nil && d.Validate() == nil {
-		found, err := m.getShared(ctx, sharedTrustKey(rule, revision, kind, d), &t)
-		if err != nil || !found {
-			return false, err
-		}
-		return true, m.trust(rule, revision, t.Via, kind, []digest.Digest{d})
+	found, err = m.getShared(ctx, sharedTrustKey(rule, revision, kind, d), &t)
+	if err != nil || !found {
+		return false, err
 	}
-	if errors.Is(err, errdef.ErrNotFound) {
-		return false, nil
-	}
-	return err == nil, err
+	return true, m.trust(rule, revision, t.Via, kind, []digest.Digest{d})
 }
 
 // Trust records that verified manifest via covers manifests (the children
@@ -186,7 +201,7 @@ func (m *DB) trust(rule, revision string, via digest.Digest, kind TrustKind, ds 
 	return m.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketTrusted)
 		for _, d := range ds {
-			if err := bk.Put(trustKey(rule, revision, kind, d), b); err != nil {
+			if err := bk.Put(trustKey(rule, revision, kind, d, via), b); err != nil {
 				return err
 			}
 		}

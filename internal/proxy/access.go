@@ -45,9 +45,11 @@ func (p *Proxy) FlushAccess(ctx context.Context) error {
 	return p.db.Touch(ctx, p.access.drain())
 }
 
-// Forget drops evicted content d from the proxy's memory caches. The
-// repository links cache is cleared as a whole (it refills from metadata).
+// Forget drops evicted content d from the proxy's memory caches, its
+// signature trust included (its records went with it). The repository
+// links cache is cleared as a whole (it refills from metadata).
 func (p *Proxy) Forget(d digest.Digest) {
 	p.hot.remove(d)
 	p.links.clear()
+	p.verified.forget(d)
 }

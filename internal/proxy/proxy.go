@@ -163,7 +163,7 @@ type Proxy struct {
 	// verified holds the content known trusted under a rule revision
 	// (manifests verified or served as evidence, blobs they reference):
 	// verifiedKey. It spares the hot paths a bbolt read.
-	verified sync.Map
+	verified trustCache
 	hot      *hotCache
 	links    *linkCache
 	// evictions keeps eviction from racing the recording of content

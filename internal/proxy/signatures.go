@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -49,8 +50,8 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, ref string, res Man
 	d := res.Descriptor.Digest
 	// The hot path: a manifest verified (or served as evidence of one)
 	// before under this rule revision costs a map lookup.
-	key := verifiedKey(m, meta.TrustManifest, d)
-	if _, ok := p.verified.Load(key); ok {
+	key := verifiedKey(m, meta.TrustManifest)
+	if p.verified.has(d, key) {
 		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
 		return nil
 	}
@@ -84,7 +85,7 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, ref string, res Man
 			if err := p.db.Trust(ctx, m.Rule, m.Revision, d, nil, c.blobs); err != nil {
 				return err
 			}
-			p.verified.Store(key, struct{}{})
+			p.verified.add(d, key)
 			return nil
 		}
 		// A blob that is no evidence: an image under evidence's labels,
@@ -98,7 +99,7 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, ref string, res Man
 		if err := p.db.Trust(ctx, m.Rule, m.Revision, d, c.children, c.blobs); err != nil {
 			return err
 		}
-		p.verified.Store(key, struct{}{})
+		p.verified.add(d, key)
 		p.storeEvidence(ctx, t, d)
 		return nil
 	}
@@ -135,7 +136,7 @@ func (p *Proxy) cannotVerify(ctx context.Context, t Target, m sigpolicy.Match, d
 // under the rule revision before, verified, or covered by a verified index.
 // It verifies nothing itself.
 func (p *Proxy) trustedManifest(ctx context.Context, m sigpolicy.Match, d digest.Digest) bool {
-	if _, ok := p.verified.Load(verifiedKey(m, meta.TrustManifest, d)); ok {
+	if p.verified.has(d, verifiedKey(m, meta.TrustManifest)) {
 		return true
 	}
 	if v, err := p.db.Verdict(ctx, m.Rule, m.Revision, d, ""); err == nil && v.OK {
@@ -349,8 +350,8 @@ func (p *Proxy) checkBlob(ctx context.Context, t Target, d digest.Digest) error 
 	if m.Mode != sigpolicy.ModeEnforce {
 		return nil
 	}
-	key := verifiedKey(m, meta.TrustBlob, d)
-	if _, ok := p.verified.Load(key); ok {
+	key := verifiedKey(m, meta.TrustBlob)
+	if p.verified.has(d, key) {
 		return nil // the hot path: a blob served before under this rule revision
 	}
 	ok, err := p.db.Trusted(ctx, m.Rule, m.Revision, meta.TrustBlob, d)
@@ -358,7 +359,7 @@ func (p *Proxy) checkBlob(ctx context.Context, t Target, d digest.Digest) error 
 		return err
 	}
 	if ok {
-		p.verified.Store(key, struct{}{})
+		p.verified.add(d, key)
 	} else {
 		p.m.Signatures.Denials.WithLabelValues(m.Rule, "blob").Inc()
 		return ociapi.NewError(http.StatusForbidden, ociapi.CodeDenied,
@@ -367,11 +368,37 @@ func (p *Proxy) checkBlob(ctx context.Context, t Target, d digest.Digest) error 
 	return nil
 }
 
-// verifiedKey is the key of Proxy.verified: content d trusted as kind
-// under m's rule revision.
-func verifiedKey(m sigpolicy.Match, kind meta.TrustKind, d digest.Digest) string {
-	return m.Rule + "\x00" + m.Revision + "\x00" + string(kind) + "\x00" + string(d)
+// verifiedKey is a key of Proxy.verified: trusted as kind under m's rule
+// revision.
+func verifiedKey(m sigpolicy.Match, kind meta.TrustKind) string {
+	return m.Rule + "\x00" + m.Revision + "\x00" + string(kind)
 }
+
+// trustCache holds, per digest, the verifiedKeys under which the content is
+// known trusted. It is keyed by digest first so that evicted content leaves
+// it (forget): a mirror running for months verifies many thousands of
+// images, and the records it mirrors go with their content (meta.Forget),
+// so an entry left here would also skip the recording of trust when the
+// image is pulled again, and its blobs would be refused.
+type trustCache struct {
+	m sync.Map // digest.Digest -> *sync.Map of verifiedKey -> struct{}
+}
+
+func (c *trustCache) has(d digest.Digest, key string) bool {
+	keys, ok := c.m.Load(d)
+	if !ok {
+		return false
+	}
+	_, ok = keys.(*sync.Map).Load(key)
+	return ok
+}
+
+func (c *trustCache) add(d digest.Digest, key string) {
+	keys, _ := c.m.LoadOrStore(d, new(sync.Map))
+	keys.(*sync.Map).Store(key, struct{}{})
+}
+
+func (c *trustCache) forget(d digest.Digest) { c.m.Delete(d) }
 
 // content is what a manifest references, and what it is to the policy.
 type content struct {
