@@ -128,97 +128,17 @@ func (m *DB) forget(set map[digest.Digest]bool) error {
 				}
 			}
 		}
-		var del [][]byte
-		links := tx.Bucket(bucketLinks)
-		if err := links.ForEach(func(k, _ []byte) error {
-			if i := bytes.LastIndexByte(k, '@'); i >= 0 && set[digest.Digest(k[i+1:])] {
-				del = append(del, bytes.Clone(k))
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		regs := tx.Bucket(bucketRegistryLinks)
-		for _, k := range del {
-			if err := links.Delete(k); err != nil {
-				return err
-			}
-			if reg, d, ok := splitLinkKey(k); ok {
-				if err := regs.Delete(registryLinkKey(reg, d)); err != nil {
-					return err
-				}
-			}
-		}
-		del = del[:0]
-		tags := tx.Bucket(bucketTags)
-		if err := tags.ForEach(func(k, v []byte) error {
-			var e TagEntry
-			if json.Unmarshal(v, &e) == nil && set[e.Digest] {
-				del = append(del, bytes.Clone(k))
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		for _, k := range del {
-			if err := tags.Delete(k); err != nil {
-				return err
-			}
-		}
-		del = del[:0]
-		refs := tx.Bucket(bucketReferrers)
-		if err := refs.ForEach(func(k, v []byte) error {
-			var e Referrers
-			i := bytes.LastIndexByte(k, '@')
-			if (i >= 0 && set[digest.Digest(k[i+1:])]) || (json.Unmarshal(v, &e) == nil && set[e.Digest]) {
-				del = append(del, bytes.Clone(k))
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		for _, k := range del {
-			if err := refs.Delete(k); err != nil {
-				return err
-			}
-		}
-		// Signature verdicts and trust: a regional mirror verifies
-		// thousands of images a month, about 1 KiB of records each, which
-		// grew without bound when they outlived their content. Gone, it
-		// is verified again if pulled again (through the upstream, which
-		// it must be fetched from anyway).
+		// Links, tags, referrers lists, and signature verdicts and
+		// trust (a regional mirror verifies thousands of images a month,
+		// about 1 KiB of records each, which grew without bound when they
+		// outlived their content; gone, it is verified again if pulled
+		// again, through the upstream it must be fetched from anyway).
 		// Trust goes with the content and with the manifest that covers
 		// it (content never stored here, a layer a device already had,
 		// would keep it forever); another manifest's record still covers
 		// content they share.
-		if err := deleteKeys(tx.Bucket(bucketVerdicts), func(k []byte) bool {
-			return set[digest.Digest(keyField(k, 2))]
-		}); err != nil {
-			return err
-		}
-		return deleteKeys(tx.Bucket(bucketTrusted), func(k []byte) bool {
-			return set[digest.Digest(keyField(k, 3))] || set[digest.Digest(keyField(k, 4))]
-		})
+		return forgetIndexed(tx, set)
 	})
-}
-
-// deleteKeys deletes the keys of bk that match.
-func deleteKeys(bk *bolt.Bucket, match func(k []byte) bool) error {
-	var del [][]byte
-	if err := bk.ForEach(func(k, _ []byte) error {
-		if match(k) {
-			del = append(del, bytes.Clone(k))
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	for _, k := range del {
-		if err := bk.Delete(k); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // keyField returns field i of a key of NUL-separated fields (nil if it has

@@ -98,12 +98,17 @@ func Open(path string) (*DB, error) {
 			if err != nil {
 				return err
 			}
-			return tx.Bucket(bucketLinks).ForEach(func(k, _ []byte) error {
+			if err := tx.Bucket(bucketLinks).ForEach(func(k, _ []byte) error {
 				if reg, d, ok := splitLinkKey(k); ok {
 					return idx.Put(registryLinkKey(reg, d), nil)
 				}
 				return nil
-			})
+			}); err != nil {
+				return err
+			}
+		}
+		if tx.Bucket(bucketByDigest) == nil {
+			return buildByDigest(tx)
 		}
 		return nil
 	})
@@ -188,7 +193,11 @@ func splitLinkKey(k []byte) (string, digest.Digest, bool) {
 
 // putLink records link r@d and its registry index entry in tx.
 func putLink(tx *bolt.Tx, r Repo, d digest.Digest) error {
-	if err := tx.Bucket(bucketLinks).Put(linkKey(r, d), nil); err != nil {
+	k := linkKey(r, d)
+	if err := tx.Bucket(bucketLinks).Put(k, nil); err != nil {
+		return err
+	}
+	if err := index(tx, bucketLinks, k, d); err != nil {
 		return err
 	}
 	return tx.Bucket(bucketRegistryLinks).Put(registryLinkKey(r.Registry, d), nil)
@@ -223,7 +232,7 @@ func (m *DB) Tag(_ context.Context, r Repo, tag string) (TagEntry, error) {
 
 // PutTag records where a tag points.
 func (m *DB) PutTag(_ context.Context, r Repo, tag string, e TagEntry) error {
-	return put(m.db, bucketTags, tagKey(r, tag), e)
+	return putIndexed(m.db, bucketTags, tagKey(r, tag), e, e.Digest)
 }
 
 // DeleteTag forgets a tag.
@@ -367,7 +376,7 @@ func (m *DB) Referrers(_ context.Context, r Repo, d digest.Digest) (Referrers, e
 
 // PutReferrers records a cached referrers list.
 func (m *DB) PutReferrers(_ context.Context, r Repo, d digest.Digest, e Referrers) error {
-	return put(m.db, bucketReferrers, linkKey(r, d), e)
+	return putIndexed(m.db, bucketReferrers, linkKey(r, d), e, d, e.Digest)
 }
 
 // IsNotFound reports whether err means a missing record.

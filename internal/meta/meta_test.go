@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -459,5 +460,119 @@ func TestTrustWithoutViaInItsKeyCounts(t *testing.T) {
 	}
 	if ok, _ := db.Trusted(ctx, "fleet", "rev2", TrustBlob, d); ok {
 		t.Error("trusted under another revision")
+	}
+}
+
+// Forgetting a batch of evicted content reads the records that name it,
+// not every record: on a mirror of 20,000 images each batch read all the
+// links, tags, referrers lists, verdicts and trust (150 ms per batch of 64
+// digests, the write lock held), and an eviction of thousands of images
+// took minutes. What it costs must not grow with the rest of the database
+// (measured in allocations: decoding each tag's record allocated).
+func TestForgetDoesNotReadEveryRecord(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	defer db.Close()
+	db.db.NoSync = true // only what Forget reads matters here
+	record := func(i int) digest.Digest {
+		r := Repo{Registry: "central.test", Name: fmt.Sprintf("org/app-%d", i%50)}
+		d, layer := digest.FromString(fmt.Sprint("manifest ", i)), digest.FromString(fmt.Sprint("layer ", i))
+		for _, err := range []error{
+			db.PutManifest(ctx, r, d, Manifest{MediaType: ocispec.MediaTypeImageManifest, Size: 1}),
+			db.Link(ctx, r, layer),
+			db.PutTag(ctx, r, fmt.Sprint("v", i), TagEntry{Digest: d, MediaType: ocispec.MediaTypeImageManifest, Size: 1}),
+			db.PutVerdict(ctx, "fleet", "rev1", d, Verdict{OK: true, Signer: "key"}),
+			db.Trust(ctx, "fleet", "rev1", d, nil, []digest.Digest{layer}),
+		} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
+	const others = 2000
+	for i := range others {
+		record(i)
+	}
+	gone := record(others)
+	allocs := testing.AllocsPerRun(1, func() {
+		if err := db.Forget(ctx, []digest.Digest{gone}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > others/4 {
+		t.Errorf("Forget of one digest allocated %.0f times with %d other images recorded: it reads every record", allocs, others)
+	}
+	if tags, _ := db.Tags(ctx, Repo{Registry: "central.test", Name: fmt.Sprintf("org/app-%d", others%50)}); slices.Contains(tags, fmt.Sprint("v", others)) {
+		t.Error("the forgotten image's tag is still there")
+	}
+}
+
+// A database from before the digest index gets one at Open, and what its
+// records name is forgotten; a tag that moved to other content stays.
+func TestForgetWithAnIndexBuiltAtOpen(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, path := openTest(t)
+	r := Repo{Registry: "central.test", Name: "org/app"}
+	gone, stays, layer, list := digest.FromString("gone"), digest.FromString("stays"), digest.FromString("layer"), digest.FromString("list")
+	for _, err := range []error{
+		db.PutManifest(ctx, r, gone, Manifest{MediaType: ocispec.MediaTypeImageManifest}),
+		db.PutManifest(ctx, r, stays, Manifest{MediaType: ocispec.MediaTypeImageManifest}),
+		db.Link(ctx, r, layer),
+		db.PutTag(ctx, r, "latest", TagEntry{Digest: gone}),
+		db.PutTag(ctx, r, "moved", TagEntry{Digest: gone}),
+		db.PutTag(ctx, r, "moved", TagEntry{Digest: stays}),
+		db.PutReferrers(ctx, r, gone, Referrers{Digest: list}),
+		db.PutReferrers(ctx, r, stays, Referrers{Digest: list}),
+		db.PutVerdict(ctx, "fleet", "rev1", gone, Verdict{OK: true}),
+		db.Trust(ctx, "fleet", "rev1", gone, nil, []digest.Digest{layer}),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketByDigest) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Forget(ctx, []digest.Digest{gone, layer}); err != nil {
+		t.Fatal(err)
+	}
+	if tags, _ := db.Tags(ctx, r); !slices.Equal(tags, []string{"moved"}) {
+		t.Errorf("tags after Forget: %q, want the one that moved", tags)
+	}
+	if ok, _ := db.Linked(ctx, r, layer); ok {
+		t.Error("the forgotten layer is still linked")
+	}
+	if ok, _ := db.LinkedInRegistry(ctx, r.Registry, layer); ok {
+		t.Error("the forgotten layer is still linked in its registry")
+	}
+	if ok, _ := db.Linked(ctx, r, stays); !ok {
+		t.Error("the kept manifest lost its link")
+	}
+	if _, err := db.Referrers(ctx, r, gone); !IsNotFound(err) {
+		t.Errorf("referrers of the forgotten manifest: %v, want not found", err)
+	}
+	if _, err := db.Referrers(ctx, r, stays); err != nil {
+		t.Errorf("referrers of the kept manifest: %v", err)
+	}
+	if _, err := db.Verdict(ctx, "fleet", "rev1", gone, ""); !IsNotFound(err) {
+		t.Errorf("verdict of the forgotten manifest: %v, want not found", err)
+	}
+	if ok, _ := db.Trusted(ctx, "fleet", "rev1", TrustBlob, layer); ok {
+		t.Error("the forgotten layer is still trusted")
+	}
+	// Forgetting a referrers list forgets the records that name it.
+	if err := db.Forget(ctx, []digest.Digest{list}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Referrers(ctx, r, stays); !IsNotFound(err) {
+		t.Errorf("referrers record whose list was forgotten: %v, want not found", err)
 	}
 }

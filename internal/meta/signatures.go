@@ -117,7 +117,7 @@ func (m *DB) Verdict(ctx context.Context, rule, revision string, d digest.Digest
 		case serr != nil:
 			return Verdict{}, serr
 		case found && sv.OK:
-			return sv, put(m.db, bucketVerdicts, sigKey(rule, revision, d), sv)
+			return sv, putIndexed(m.db, bucketVerdicts, sigKey(rule, revision, d), sv, d)
 		}
 	}
 	return Verdict{}, errdef.ErrNotFound
@@ -134,9 +134,9 @@ func negativeKey(rule, revision string, d digest.Digest, repo string) []byte {
 // change (a signature may be added) and is found again.
 func (m *DB) PutVerdict(ctx context.Context, rule, revision string, d digest.Digest, v Verdict) error {
 	if !v.OK {
-		return put(m.db, bucketVerdicts, negativeKey(rule, revision, d, v.Repo), v)
+		return putIndexed(m.db, bucketVerdicts, negativeKey(rule, revision, d, v.Repo), v, d)
 	}
-	if err := put(m.db, bucketVerdicts, sigKey(rule, revision, d), v); err != nil || m.shared == nil || d.Validate() != nil {
+	if err := putIndexed(m.db, bucketVerdicts, sigKey(rule, revision, d), v, d); err != nil || m.shared == nil || d.Validate() != nil {
 		return err
 	}
 	return m.putShared(ctx, sharedVerdictKey(rule, revision, d), v)
@@ -201,7 +201,11 @@ func (m *DB) trust(rule, revision string, via digest.Digest, kind TrustKind, ds 
 	return m.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketTrusted)
 		for _, d := range ds {
-			if err := bk.Put(trustKey(rule, revision, kind, d, via), b); err != nil {
+			k := trustKey(rule, revision, kind, d, via)
+			if err := bk.Put(k, b); err != nil {
+				return err
+			}
+			if err := index(tx, bucketTrusted, k, d, via); err != nil {
 				return err
 			}
 		}
