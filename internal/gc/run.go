@@ -35,6 +35,7 @@ type Maintainer struct {
 	mu    sync.Mutex // one collection at a time
 	optMu sync.Mutex // Options, apart from mu: a reload or the status page must not wait for a collection
 	sized bool       // the store was measured once; the proxy keeps the gauge current since
+	refs  refCache   // what stored manifests point at, from the last plan
 }
 
 // SetOptions replaces the budget (a configuration reload).
@@ -71,7 +72,7 @@ func (m *Maintainer) flushAndPlan(ctx context.Context) (*Plan, error) {
 	if opts.PinnedTags == nil {
 		opts.PinnedTags = m.PinnedTags
 	}
-	return MakePlan(ctx, m.Store, m.DB, opts)
+	return makePlan(ctx, m.Store, m.DB, opts, &m.refs)
 }
 
 // RunNow flushes access times, measures the store and evicts what the
@@ -131,7 +132,7 @@ func (m *Maintainer) RunOnce(ctx context.Context) *Plan {
 	if (opts.MaxSize <= 0 || used <= opts.MaxSize) && opts.MaxAge <= 0 {
 		return nil
 	}
-	plan, err := MakePlan(ctx, m.Store, m.DB, opts)
+	plan, err := makePlan(ctx, m.Store, m.DB, opts, &m.refs)
 	if err != nil {
 		log.LogAttrs(ctx, slog.LevelError, "eviction failed", slog.Any("err", err))
 		return nil
