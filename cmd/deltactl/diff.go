@@ -46,6 +46,7 @@ type diffOptions struct {
 	platforms platformList
 	maxBases  int
 	maxRatio  float64
+	min       layerdelta.Minimums
 	push      bool
 	outputDir string
 	level     delta.Level
@@ -62,6 +63,7 @@ func diffCmd(ctx context.Context, e *env, args []string) (err error) {
 	f.platformFlag(&o.platforms)
 	f.IntVar(&o.maxBases, "max-bases", 2, fmt.Sprintf("most base layers per delta, 1 to %d", delta.DefaultMaxBases))
 	f.Float64Var(&o.maxRatio, "max-ratio", 1, "keep a delta only if it is smaller than this fraction of its layer's size, in (0, 1]")
+	f.minimumsFlags(&o.min)
 	f.BoolVar(&o.push, "push", false, "publish the deltas to NEW's repository (referrers of NEW's platform manifests)")
 	f.StringVar(&o.outputDir, "output-dir", "", "write each delta and its descriptor to `directory` (created if missing)")
 	level := f.String("level", "best", "compression of the changed bytes: fastest, default, better (about 2-4 times as fast as best, deltas 1-18% larger on our corpus) or best")
@@ -77,6 +79,9 @@ func diffCmd(ctx context.Context, e *env, args []string) (err error) {
 	}
 	if !(o.maxRatio > 0 && o.maxRatio <= 1) {
 		return f.usageErr("--max-ratio %g: want a number in (0, 1]", o.maxRatio)
+	}
+	if err := f.checkMinimums(o.min); err != nil {
+		return err
 	}
 	lv, ok := levels[*level]
 	if !ok {
@@ -394,6 +399,7 @@ func (d *differ) make(ctx context.Context, newImg, oldImg *image, target layerde
 	opts := layerdelta.Options{
 		TempDir:  d.tmp,
 		MaxRatio: d.o.maxRatio,
+		Min:      d.o.min,
 		Encode:   delta.EncodeOptions{Level: d.o.level, Progress: func(done, total int64) { d.prog.bar(label, done, total) }},
 	}
 	res, err := layerdelta.Make(ctx, tc, bcs, opts)

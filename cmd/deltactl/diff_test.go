@@ -374,3 +374,26 @@ func TestSelectBases(t *testing.T) {
 		})
 	}
 }
+
+// A layer of a few KiB gets no delta, and nothing is pushed for it: the
+// artifact and the round trips would cost a site more than the delta
+// saves. --min-layer-size and --min-saving lower the rule.
+func TestDiffSkipsTinyLayers(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, true)
+	repo := host + "/edge/tiny"
+	gen := layergen.New(700, 6, 4<<10)
+	pushImage(t, repo+":1", testImage(t, "amd64", layer(t, goGzip, gen)))
+	pushImage(t, repo+":2", testImage(t, "amd64", layer(t, goGzip, gen.Update(701))))
+	var diff diffReport
+	mustJSON(t, &diff, "diff", "--push", repo+":1", repo+":2")
+	p := diff.Platforms[0]
+	if l := p.Layers[0]; l.Delta != nil || p.Artifact != nil || !strings.Contains(l.Reason, "minimum for a delta") {
+		t.Errorf("diff --push of a %d-byte layer: delta %v, artifact %v, reason %q; want none, nothing pushed, the minimum named", l.Target.Size, l.Delta, p.Artifact, l.Reason)
+	}
+	diff = diffReport{}
+	mustJSON(t, &diff, "diff", "--min-layer-size", "0", "--min-saving", "0", repo+":1", repo+":2")
+	if l := diff.Platforms[0].Layers[0]; l.Delta == nil {
+		t.Errorf("diff --min-layer-size 0 --min-saving 0: no delta (%s)", l.Reason)
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/registry-edge/registry-edge/internal/layerdelta"
 )
 
 // Output formats (--format).
@@ -153,4 +155,20 @@ func (p *platformList) Set(v string) error {
 // platformFlag adds --platform.
 func (f *flags) platformFlag(p *platformList) {
 	f.Var(p, "platform", "only this `os/arch[/variant]` of an index (repeatable, or a comma list; default: all)")
+}
+
+// minimumsFlags adds --min-layer-size and --min-saving, defaulting to
+// layerdelta.DefaultMinimums (the rule registry-edge tiers use too).
+func (f *flags) minimumsFlags(m *layerdelta.Minimums) {
+	*m = layerdelta.DefaultMinimums
+	f.Int64Var(&m.LayerSize, "min-layer-size", m.LayerSize, "smallest layer, in bytes, worth a delta: below it a delta's artifact and round trips cost more than they save")
+	f.Int64Var(&m.Saving, "min-saving", m.Saving, "fewest bytes a delta must save over its layer")
+}
+
+// checkMinimums rejects negative minimums.
+func (f *flags) checkMinimums(m layerdelta.Minimums) error {
+	if m.LayerSize < 0 || m.Saving < 0 {
+		return f.usageErr("--min-layer-size %d, --min-saving %d: want 0 or more bytes", m.LayerSize, m.Saving)
+	}
+	return nil
 }

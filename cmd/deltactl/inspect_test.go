@@ -107,8 +107,15 @@ func TestPublishedDeltasThatDoNotHelp(t *testing.T) {
 		}
 	}
 
+	// The layer is a few KiB: by default no delta of it counts, it costs
+	// more round trips than it saves.
 	var plan planReport
 	mustJSON(t, &plan, "plan", "--site-has", repo+":1", repo+":2")
+	if p := plan.Platforms[0]; len(p.Artifacts) != 0 || p.With != p.Without || p.Layers[0].Delta != nil {
+		t.Errorf("plan of a %d-byte layer: artifacts %v, delta %v, %d bytes with deltas, %d without; want no delta counted", b.Blob().Size, p.Artifacts, p.Layers[0].Delta, p.With, p.Without)
+	}
+	plan = planReport{}
+	mustJSON(t, &plan, "plan", "--min-layer-size", "0", "--site-has", repo+":1", repo+":2")
 	p := plan.Platforms[0]
 	wantLayers := []planLayer{{Target: b.Blob(), Delta: &layerdelta.Blob{Digest: blobDelta(50, a.Blob()).Delta.Digest, Size: 50}, Artifact: small.Digest}}
 	if d := cmp.Diff(wantLayers, p.Layers); d != "" {

@@ -75,11 +75,16 @@ func planCmd(ctx context.Context, e *env, args []string) error {
 	var platforms platformList
 	var siteHas string
 	f.StringVar(&siteHas, "site-has", "", "the `image` the site holds (required)")
+	var minimums layerdelta.Minimums
+	f.minimumsFlags(&minimums)
 	f.platformFlag(&platforms)
 	f.registryFlags()
 	f.formatFlag()
 	pos, err := f.parse(args, 1, 1)
 	if err != nil {
+		return err
+	}
+	if err := f.checkMinimums(minimums); err != nil {
 		return err
 	}
 	if siteHas == "" {
@@ -116,7 +121,7 @@ func planCmd(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		p := planPlatformOf(oldImg, newImg, pm, arts)
+		p := planPlatformOf(oldImg, newImg, pm, arts, minimums)
 		rep.Platforms = append(rep.Platforms, p)
 		rep.Totals.Without += p.Without
 		rep.Totals.With += p.With
@@ -130,8 +135,9 @@ func planCmd(ctx context.Context, e *env, args []string) error {
 }
 
 // planPlatformOf counts what a site holding old's manifest for pm's
-// platform downloads for pm, with arts the delta artifacts of pm.
-func planPlatformOf(oldImg, newImg *image, pm platformManifest, arts []artifact) planPlatform {
+// platform downloads for pm, with arts the delta artifacts of pm. A site
+// uses a delta only if it passes min (deltas.minLayerSize, .minSaving).
+func planPlatformOf(oldImg, newImg *image, pm platformManifest, arts []artifact, min layerdelta.Minimums) planPlatform {
 	p := planPlatform{Platform: platformString(pm.platform), Manifest: digest.Digest(pm.desc.Digest.String()), Layers: []planLayer{}, Artifacts: []layerdelta.Blob{}}
 	has := map[layerdelta.Blob]bool{}
 	oldPM := oldImg.counterpart(newImg, pm)
@@ -166,7 +172,7 @@ func planPlatformOf(oldImg, newImg *image, pm platformManifest, arts []artifact)
 		var art layerdelta.Blob
 		for _, a := range arts {
 			for _, dl := range a.parsed.Layers {
-				if dl.Target != target || dl.Delta.Size >= target.Size || dl.Usable(held) != nil {
+				if dl.Target != target || min.NotWorth(target.Size, dl.Delta.Size) != "" || dl.Usable(held) != nil {
 					continue
 				}
 				if pl.Delta == nil || dl.Delta.Size < pl.Delta.Size {

@@ -22,6 +22,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/gc"
 	"github.com/registry-edge/registry-edge/internal/httpserve"
+	"github.com/registry-edge/registry-edge/internal/layerdelta"
 	"github.com/registry-edge/registry-edge/internal/logging"
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/metrics"
@@ -139,6 +140,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 		NegotiateDeltas:       cfg.Deltas.Enabled && cfg.Deltas.Negotiate,
 		MaxBaseCandidates:     cfg.Deltas.MaxBaseCandidates,
 		MaxDeltaRatio:         cfg.Deltas.MaxRatio,
+		DeltaMinimums:         &layerdelta.Minimums{LayerSize: int64(cfg.Deltas.MinLayerSize), Saving: int64(cfg.Deltas.MinSaving)},
 		PrecomputeDeltas:      cfg.Deltas.Serve && cfg.Deltas.Precompute,
 		DeltaWorkers:          cfg.Deltas.Workers,
 		RedirectBlobs:         cfg.Storage.Blobs.Driver == config.BlobsS3 && cfg.Storage.Blobs.S3.Redirect,

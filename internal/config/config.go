@@ -88,6 +88,12 @@ type Deltas struct {
 	// MaxRatio bounds the delta served to a lower tier: it must be smaller
 	// than this fraction of the layer, or the full layer is served.
 	MaxRatio float64 `yaml:"maxRatio"`
+	// MinLayerSize is the smallest layer a delta is negotiated, computed
+	// or used for, MinSaving the fewest bytes a delta must save over its
+	// layer: below them a delta's requests and rebuild cost more than it
+	// saves.
+	MinLayerSize ByteSize `yaml:"minLayerSize"`
+	MinSaving    ByteSize `yaml:"minSaving"`
 	// MaxBaseCandidates bounds the layers a mirror offers as bases in one
 	// negotiation.
 	MaxBaseCandidates int `yaml:"maxBaseCandidates"`
@@ -365,7 +371,8 @@ func Default() Config {
 		Admin:  Admin{AllowFrom: []string{"127.0.0.0/8", "::1/128"}},
 		Access: Access{Anonymous: true, RateLimit: RateLimit{Burst: 200}},
 		Deltas: Deltas{Enabled: true, DiscoveryTimeout: Duration(5 * time.Second), Negotiate: true, Serve: true,
-			Precompute: true, MaxRatio: 0.5, MaxBaseCandidates: 16, Workers: 1, MemoryBudget: 1 << 30},
+			Precompute: true, MaxRatio: 0.5, MinLayerSize: 64 << 10, MinSaving: 16 << 10, // layerdelta.DefaultMinimums
+			MaxBaseCandidates: 16, Workers: 1, MemoryBudget: 1 << 30},
 	}
 }
 

@@ -104,6 +104,12 @@ func (c Config) Validate() error {
 	if !(c.Deltas.MaxRatio > 0 && c.Deltas.MaxRatio <= 1) {
 		add("deltas.maxRatio", "must be in (0, 1]")
 	}
+	if c.Deltas.MinLayerSize < 0 {
+		add("deltas.minLayerSize", "must not be negative")
+	}
+	if c.Deltas.MinSaving < 0 {
+		add("deltas.minSaving", "must not be negative")
+	}
 	validatePrefixes(add, "deltas.serveTo", c.Deltas.ServeTo)
 	if c.Deltas.MaxBaseCandidates < 1 || c.Deltas.MaxBaseCandidates > 64 {
 		add("deltas.maxBaseCandidates", "must be between 1 and 64")

@@ -1059,3 +1059,83 @@ func TestUsableDeltaPublishedAfterAnUnusableOneIsFound(t *testing.T) {
 		t.Errorf("applied deltas = %v, want 1", got)
 	}
 }
+
+// A region computes no delta of a layer of a few KiB: the negotiation, the
+// delta's own request and the rebuild cost more than the layer
+// (layerdelta.DefaultMinimums). It answers in full, without computing.
+func TestRegionComputesNoDeltaOfATinyLayer(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t, withDeltas)
+	gen := layergen.New(80, 6, 4<<10)
+	v1, v2 := layergen.Gzip(gen.Tar(), -1), layergen.Gzip(gen.Update(81).Tar(), -1)
+	if len(v2) >= int(layerdelta.DefaultMinimums.LayerSize) {
+		t.Fatalf("test assumption: a %d-byte layer is under the minimum", len(v2))
+	}
+	region.fake.Image("app", "v1", v1)
+	_, l2 := region.fake.Image("app", "v2", v2)
+	pullImage(t, region, "v1", v1)
+	pullImage(t, region, "v2", v2)
+	resp, _ := region.get(http.MethodHead, blobPath("app", l2[0].Digest), "A-IM", "vnd.registry-edge.delta.v1",
+		"If-None-Match", `"`+digest.FromBytes(v1).String()+`"`)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("negotiation of a %d-byte layer: %d (delta %s), want 200 with the layer", len(v2), resp.StatusCode, resp.Header.Get("Registry-Edge-Delta"))
+	}
+	if got := metricValue(t, region.metrics, "registry_edge_delta_recipes_total"); got != 0 {
+		t.Errorf("region computed %v deltas of a tiny layer, want 0", got)
+	}
+}
+
+// A published delta that saves less than the minimum (here: a layer that
+// gained a large incompressible file, its delta a few KiB smaller than the
+// layer) is not used: the layer is fetched in full, as deltactl plan says.
+func TestSiteSkipsAPublishedDeltaThatSavesTooLittle(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, withDeltas)
+	var noise []byte
+	for i := uint64(0); len(noise) < 192<<10; i++ {
+		for _, b := range layergen.New(90+i, 1, 64<<10) {
+			noise = append(noise, b...)
+		}
+	}
+	v1 := layergen.New(85, 4, 8<<10)
+	v2 := layergen.Tree{"usr/share/noise.bin": noise}
+	for p, c := range v1 {
+		v2[p] = c
+	}
+	old, nw := layergen.Gzip(v1.Tar(), -1), layergen.Gzip(v2.Tar(), -1)
+	m.fake.Image("app", "v1", old)
+	v2desc, _ := m.fake.Image("app", "v2", nw)
+	v1desc, _ := m.fake.Image("app", "v1", old)
+	content := func(b []byte) layerdelta.Content {
+		return layerdelta.Content{Blob: layerdelta.Blob{Digest: digest.FromBytes(b), Size: int64(len(b))}, R: bytes.NewReader(b)}
+	}
+	res, err := layerdelta.Make(context.Background(), content(nw), []layerdelta.Content{content(old)}, layerdelta.Options{TempDir: t.TempDir()})
+	if err != nil || !res.OK() {
+		t.Fatalf("Make: %v %s", err, res.Reason)
+	}
+	defer res.Close()
+	if saving := int64(len(nw)) - res.Layer.Delta.Size; saving <= 0 || saving >= layerdelta.DefaultMinimums.Saving {
+		t.Fatalf("test assumption: the delta saves %d bytes, under the %d-byte minimum", saving, layerdelta.DefaultMinimums.Saving)
+	}
+	d, err := io.ReadAll(res.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.fake.AddBlob(d)
+	m.fake.LinkBlob("app", res.Layer.Delta.Digest)
+	body, desc, err := layerdelta.Manifest(v2desc, v1desc.Digest, []layerdelta.Layer{res.Layer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.fake.AddManifest("app", "", ocispec.MediaTypeImageManifest, body)
+	m.fake.AddReferrer("app", v2desc.Digest, desc)
+
+	pullImage(t, m, "v1", old)
+	pullImage(t, m, "v2", nw)
+	if n := m.fake.Count(http.MethodGet, blobPath("app", res.Layer.Delta.Digest)); n != 0 {
+		t.Errorf("the delta saving %d bytes was fetched %d times, want 0", int64(len(nw))-res.Layer.Delta.Size, n)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 0 {
+		t.Errorf("applied deltas = %v, want 0", got)
+	}
+}

@@ -434,3 +434,42 @@ func TestMaxRatio(t *testing.T) {
 		t.Errorf("ratio 0.001: ok %v, reason %q; want no delta and the ratio as 0.1%%", res.OK(), res.Reason)
 	}
 }
+
+// Layers under Min.LayerSize get no delta (not even read), and a delta that
+// saves less than Min.Saving is dropped even when MaxRatio would keep it.
+func TestMinimums(t *testing.T) {
+	v1 := layergen.New(5, 40, 16<<10)
+	old := layergen.Gzip(v1.Tar(), -1)
+	nw := layergen.Gzip(v1.Update(6).Tar(), -1)
+	full := mustMake(t, nw, old)
+	if !full.OK() {
+		t.Fatalf("no delta: %s", full.Reason)
+	}
+	saving := int64(len(nw)) - full.Layer.Delta.Size
+	full.Close()
+	makeWith := func(m Minimums) Result {
+		t.Helper()
+		res, err := Make(context.Background(), content(nw), []Content{content(old)}, Options{TempDir: t.TempDir(), Min: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { res.Close() })
+		return res
+	}
+	if res := makeWith(Minimums{LayerSize: int64(len(nw)), Saving: saving}); !res.OK() {
+		t.Errorf("a delta at both minimums was dropped: %s", res.Reason)
+	}
+	if res := makeWith(Minimums{Saving: saving + 1}); res.OK() || !strings.Contains(res.Reason, "less than the") {
+		t.Errorf("saving one byte under the minimum: ok %v, reason %q; want no delta and the saving named", res.OK(), res.Reason)
+	}
+	if res := makeWith(Minimums{LayerSize: int64(len(nw)) + 1}); res.OK() || !strings.Contains(res.Reason, "smaller than the") {
+		t.Errorf("layer one byte under the minimum: ok %v, reason %q", res.OK(), res.Reason)
+	}
+	// The default rule: a delta of a few-KiB layer is never worth it.
+	small := layergen.New(7, 4, 1<<10)
+	so, sn := layergen.Gzip(small.Tar(), -1), layergen.Gzip(small.Update(8).Tar(), -1)
+	res, err := Make(context.Background(), content(sn), []Content{content(so)}, Options{TempDir: t.TempDir(), Min: DefaultMinimums})
+	if err != nil || res.OK() {
+		t.Errorf("a %d-byte layer with the default minimums: ok %v, err %v", len(sn), res.OK(), err)
+	}
+}

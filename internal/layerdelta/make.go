@@ -38,6 +38,10 @@ type Options struct {
 	// MaxTarSize bounds the uncompressed size of a layer; zero means
 	// recipe.DefaultMaxTarSize.
 	MaxTarSize int64
+	// Min are the smallest layer and saving a delta is made for; the
+	// zero value means none (callers pass DefaultMinimums or their
+	// settings).
+	Min Minimums
 }
 
 // Result is the outcome of Make.
@@ -73,7 +77,8 @@ func (r *Result) Close() error {
 // the new tar into target goes with the delta. When target has no recipe
 // (its encoder is not one Detect knows), it tries a blob delta on the
 // compressed bytes. It returns a Result without a delta, and a nil error,
-// when the delta would not be smaller than opts.MaxRatio of the blob.
+// when the delta would not be smaller than opts.MaxRatio of the blob, or
+// when the layer or the saving is under opts.Min.
 func Make(ctx context.Context, target Content, bases []Content, opts Options) (res Result, err error) {
 	if len(bases) == 0 {
 		return Result{}, fmt.Errorf("delta for %s: no base: %w", target.Digest, errdef.ErrInvalid)
@@ -90,6 +95,11 @@ func Make(ctx context.Context, target Content, bases []Content, opts Options) (r
 	res.Layer = Layer{Target: target.Blob}
 	for _, b := range bases {
 		res.Layer.Bases = append(res.Layer.Bases, b.Blob)
+	}
+	if r := opts.Min.TooSmall(target.Size); r != "" {
+		// Not even read: no delta of it would be worth fetching.
+		res.Reason = r
+		return res, nil
 	}
 	rec, err := recipe.Detect(ctx, target.R, target.Size, target.Digest, recipe.WithMaxTarSize(opts.MaxTarSize))
 	var noMatch *recipe.NoMatchError
@@ -141,6 +151,11 @@ func Make(ctx context.Context, target Content, bases []Content, opts Options) (r
 	res.Stats = stats
 	if cw.n >= limit {
 		res.Reason += fmt.Sprintf("; %s delta of %d bytes is not smaller than %s%% of the %d-byte blob", res.Layer.Kind, cw.n, strconv.FormatFloat(100*opts.MaxRatio, 'f', -1, 64), target.Size)
+		res.Layer.Kind, res.Layer.Recipe = "", nil
+		return res, nil
+	}
+	if r := opts.Min.NotWorth(target.Size, cw.n); r != "" {
+		res.Reason += "; " + string(res.Layer.Kind) + " " + r
 		res.Layer.Kind, res.Layer.Recipe = "", nil
 		return res, nil
 	}

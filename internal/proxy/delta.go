@@ -428,7 +428,7 @@ func (p *Proxy) mayNegotiate(f *fill) (deltaNegotiator, bool) {
 	}
 	// Only layers of images pulled through this mirror, big enough for a
 	// delta to pay for the round trip; not configs, not delta blobs.
-	if size, ok := p.layerHints.get(f.target.Repo, f.d); !ok || size < minNegotiatedSize {
+	if size, ok := p.layerHints.get(f.target.Repo, f.d); !ok || p.opts.DeltaMinimums.TooSmall(size) != "" {
 		return nil, false
 	}
 	return n, true
@@ -510,9 +510,10 @@ func (p *Proxy) bestDelta(ctx context.Context, f *fill, recs []meta.DeltaRecord,
 		if size, ok := p.layerHints.get(f.target.Repo, f.d); ok && err == nil && l.Target.Size != size {
 			err = fmt.Errorf("delta for a layer of %d bytes, the manifest says %d", l.Target.Size, size)
 		}
-		if err == nil && l.Delta.Size >= l.Target.Size {
-			// Not smaller than the layer: the full fetch costs less.
-			err = fmt.Errorf("delta of %d bytes for a layer of %d", l.Delta.Size, l.Target.Size)
+		if r := p.opts.DeltaMinimums.NotWorth(l.Target.Size, l.Delta.Size); err == nil && r != "" {
+			// Not enough smaller than the layer: the delta's request and
+			// rebuild cost more than the full fetch.
+			err = errors.New(r)
 		}
 		if err != nil {
 			log.LogAttrs(ctx, slog.LevelDebug, "delta not usable", slog.String("delta", l.Delta.Digest.String()), slog.Any("err", err))
@@ -642,6 +643,9 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 	if err != nil {
 		return layerdelta.Layer{}, err
 	}
+	if r := p.opts.DeltaMinimums.TooSmall(size); r != "" {
+		return layerdelta.Layer{}, fmt.Errorf("blob %s: %s: %w", d, r, ErrNoDelta)
+	}
 	type cand struct {
 		b    layerdelta.Blob
 		dist int64
@@ -679,7 +683,7 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 			if err != nil || rec.Repo != t.Repo {
 				continue
 			}
-			if l.Usable(func(b layerdelta.Blob) bool { return held[b.Digest] }) != nil {
+			if l.Usable(func(b layerdelta.Blob) bool { return held[b.Digest] }) != nil || p.opts.DeltaMinimums.NotWorth(l.Target.Size, l.Delta.Size) != "" {
 				continue
 			}
 			if best.Delta.Digest != "" && l.Delta.Size >= best.Delta.Size {
@@ -808,7 +812,7 @@ func (p *Proxy) computeDelta(ctx context.Context, t Target, target layerdelta.Bl
 		bcs = append(bcs, c)
 	}
 	start := time.Now()
-	res, err := layerdelta.Make(ctx, tc, bcs, layerdelta.Options{TempDir: p.tempDir(), MaxRatio: p.opts.MaxDeltaRatio})
+	res, err := layerdelta.Make(ctx, tc, bcs, layerdelta.Options{TempDir: p.tempDir(), MaxRatio: p.opts.MaxDeltaRatio, Min: *p.opts.DeltaMinimums})
 	if err != nil {
 		return layerdelta.Layer{}, err
 	}
@@ -976,9 +980,6 @@ func (p *Proxy) fetchOfferedBase(ctx context.Context, t Target, target layerdelt
 		}
 	}()
 }
-
-// minNegotiatedSize is the smallest layer a delta is negotiated for.
-const minNegotiatedSize = 64 << 10
 
 // noteLayers records the layers of m, if it is an image manifest (not an
 // index, not an artifact such as a delta artifact), in layerHints, and

@@ -20,6 +20,7 @@ import (
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/layerdelta"
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/sigpolicy"
@@ -95,6 +96,11 @@ type Options struct {
 	// MaxDeltaRatio is the largest delta computed for a lower tier, as a
 	// fraction of the layer (DeltaFor).
 	MaxDeltaRatio float64
+	// DeltaMinimums are the smallest layer a delta is negotiated or
+	// computed for, and the fewest bytes a delta (published or
+	// negotiated) must save to be used; nil means
+	// layerdelta.DefaultMinimums.
+	DeltaMinimums *layerdelta.Minimums
 	// PrecomputeDeltas computes, when an image manifest is fetched, the
 	// deltas of its layers against the repository's other stored images,
 	// for lower tiers.
@@ -216,6 +222,9 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 	}
 	if opts.MaxDeltaRatio <= 0 {
 		opts.MaxDeltaRatio = 0.5
+	}
+	if opts.DeltaMinimums == nil {
+		opts.DeltaMinimums = &layerdelta.DefaultMinimums
 	}
 	if opts.DeltaWorkers <= 0 {
 		opts.DeltaWorkers = 1
