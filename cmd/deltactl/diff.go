@@ -30,6 +30,9 @@ an index or of one image manifest.
 The bases of a new layer are the layers of OLD's manifest for the same
 platform that NEW lacks, nearest layer index first, at most --max-bases; when
 OLD has no such layer, the layer of OLD at the same index (or its last).
+Layers that OLD and NEW share and that hold files at the paths of the new
+layer's files are tried as bases too (a site holding OLD has them): the
+smaller delta is kept.
 
 --push publishes, for each platform manifest of NEW that got a delta, the
 deltas and an artifact manifest (artifact type
@@ -114,7 +117,7 @@ func diffCmd(ctx context.Context, e *env, args []string) (err error) {
 		}
 	}
 
-	d := &differ{c: c, o: o, tmp: f.tmp, prog: newProgress(e.stderr), cache: map[string]*made{}, written: map[digest.Digest]deltaFiles{}}
+	d := &differ{c: c, o: o, tmp: f.tmp, prog: newProgress(e.stderr), cache: map[string]*made{}, written: map[digest.Digest]deltaFiles{}, paths: map[digest.Digest]map[string]int64{}}
 	d.blobs = newBlobFiles(c, f.tmp, d.prog)
 	defer d.close()
 	rep, err := d.run(ctx, oldRef, newRef, pos[0], pos[1])
@@ -217,6 +220,8 @@ type differ struct {
 	cache map[string]*made
 	// written are the deltas written to --output-dir.
 	written map[digest.Digest]deltaFiles
+	// paths are the files of the layers listed (sharedBases).
+	paths map[digest.Digest]map[string]int64
 }
 
 // made is the outcome of layerdelta.Make for one target and its bases.
@@ -310,7 +315,11 @@ func (d *differ) platform(ctx context.Context, oldImg, newImg *image, pm platfor
 		}
 		seen[l.Digest] = true
 		bases := selectBases(oldPM.manifest.Layers, inNew, i, d.o.maxBases)
-		row, m, err := d.layer(ctx, oldImg, newImg, i, l, bases, dp.Platform)
+		more, err := d.sharedBases(ctx, oldImg, newImg, l, oldPM.manifest.Layers, inNew, bases)
+		if err != nil {
+			return diffPlatform{}, err
+		}
+		row, m, err := d.layer(ctx, oldImg, newImg, i, l, bases, more, dp.Platform)
 		if err != nil {
 			return diffPlatform{}, err
 		}
@@ -330,20 +339,33 @@ func (d *differ) platform(ctx context.Context, oldImg, newImg *image, pm platfor
 }
 
 // layer computes the delta of layer l (at index i) of newImg from bases,
-// layers of oldImg, writes it to --output-dir if asked, and returns its
-// row, with the delta if there is one.
-func (d *differ) layer(ctx context.Context, oldImg, newImg *image, i int, l v1.Descriptor, bases []v1.Descriptor, platform string) (diffLayer, *made, error) {
+// layers of oldImg, and, when more is not empty, from more too (bases with
+// layers that both images share); it keeps the smaller, writes it to
+// --output-dir if asked, and returns its row, with the delta if there is
+// one.
+func (d *differ) layer(ctx context.Context, oldImg, newImg *image, i int, l v1.Descriptor, bases, more []v1.Descriptor, platform string) (diffLayer, *made, error) {
 	row := diffLayer{Index: i, Target: blobOf(l), Bases: []layerdelta.Blob{}}
-	for _, b := range bases {
-		row.Bases = append(row.Bases, blobOf(b))
-	}
-	if len(row.Bases) == 0 {
+	defer d.blobs.release(row.Target.Digest) // a layer of NEW only: no base of another
+	if len(bases) == 0 {
 		row.Reason = "OLD has no layer"
 		return row, nil, nil
 	}
-	m, err := d.make(ctx, newImg, oldImg, row.Target, row.Bases, platform)
+	m, err := d.make(ctx, newImg, oldImg, row.Target, blobsOf(bases), platform)
 	if err != nil {
 		return diffLayer{}, nil, err
+	}
+	if len(more) > 0 {
+		m2, err := d.make(ctx, newImg, oldImg, row.Target, blobsOf(more), platform)
+		if err != nil {
+			return diffLayer{}, nil, err
+		}
+		if m2.err == nil && m2.res.OK() && (m.err != nil || !m.res.OK() || m2.res.Layer.Delta.Size < m.res.Layer.Delta.Size) {
+			m = m2
+		}
+	}
+	row.Bases = append(row.Bases, m.res.Layer.Bases...)
+	if m.err != nil {
+		row.Bases = blobsOf(bases)
 	}
 	row.Reason = m.res.Reason
 	if m.err != nil {
@@ -385,7 +407,6 @@ func (d *differ) make(ctx context.Context, newImg, oldImg *image, target layerde
 	if err != nil {
 		return nil, err
 	}
-	defer d.blobs.release(target.Digest)
 	var bcs []layerdelta.Content
 	for _, b := range bases {
 		bc, err := d.blobs.open(oldImg.repo(), b)
@@ -410,6 +431,98 @@ func (d *differ) make(ctx context.Context, newImg, oldImg *image, target layerde
 	m := &made{res: res, err: err}
 	d.cache[key] = m
 	return m, nil
+}
+
+// blobsOf returns the blobs of ds.
+func blobsOf(ds []v1.Descriptor) []layerdelta.Blob {
+	out := []layerdelta.Blob{}
+	for _, d := range ds {
+		out = append(out, blobOf(d))
+	}
+	return out
+}
+
+// sharedBases returns, for the new layer l, a second set of bases to try:
+// bases (those selectBases chose) with the layers that old and the new
+// image share, and that hold files at the paths of l's files, in place of
+// the last of them (at most --max-bases; the first of bases stays). A site
+// that holds old holds the shared layers too, and a file that moved from a
+// shared layer into a changed one (a package upgraded in the top layer
+// that the base layer had) is found there rather than sent in full. It
+// returns nil when no shared layer has such a file, or --max-bases is 1.
+func (d *differ) sharedBases(ctx context.Context, oldImg, newImg *image, l v1.Descriptor, old []v1.Descriptor, inNew map[v1.Hash]bool, bases []v1.Descriptor) ([]v1.Descriptor, error) {
+	if d.o.maxBases < 2 || len(bases) == 0 || blobOf(l).Size < d.o.min.LayerSize {
+		return nil, nil
+	}
+	type cand struct {
+		l       v1.Descriptor
+		overlap int64 // bytes of l's files at paths the layer has too
+	}
+	var cands []cand
+	taken := map[v1.Hash]bool{}
+	for _, b := range bases {
+		taken[b.Digest] = true
+	}
+	var target map[string]int64
+	for _, o := range old {
+		if !inNew[o.Digest] || taken[o.Digest] {
+			continue
+		}
+		taken[o.Digest] = true
+		if target == nil {
+			t, err := d.files(ctx, newImg, blobOf(l))
+			if err != nil || len(t) == 0 {
+				return nil, err
+			}
+			target = t
+		}
+		files, err := d.files(ctx, oldImg, blobOf(o))
+		if err != nil {
+			return nil, err
+		}
+		var overlap int64
+		for p, size := range target {
+			if _, ok := files[p]; ok {
+				overlap += size
+			}
+		}
+		if overlap > 0 {
+			cands = append(cands, cand{o, overlap})
+		}
+	}
+	if len(cands) == 0 {
+		return nil, nil
+	}
+	slices.SortStableFunc(cands, func(a, b cand) int { return cmp.Compare(b.overlap, a.overlap) })
+	keep := min(len(bases), d.o.maxBases-min(len(cands), d.o.maxBases-1))
+	out := slices.Clone(bases[:keep])
+	for _, c := range cands[:min(len(cands), d.o.maxBases-keep)] {
+		out = append(out, c.l)
+	}
+	return out, nil
+}
+
+// files returns the regular files of layer b of img, by path (listed once
+// per layer; a layer that is no tar lists none).
+func (d *differ) files(ctx context.Context, img *image, b layerdelta.Blob) (map[string]int64, error) {
+	if f, ok := d.paths[b.Digest]; ok {
+		return f, nil
+	}
+	c, err := d.blobs.open(img.repo(), b)
+	if err != nil {
+		return nil, err
+	}
+	d.prog.status("list files of " + shortDigest(b.Digest))
+	f, err := layerdelta.Files(ctx, c, 0)
+	d.prog.clear()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		f = map[string]int64{} // no tar: the bases selectBases chose will say why
+	}
+	d.paths[b.Digest] = f
+	return f, nil
 }
 
 // selectBases returns the layers of old to use as bases for the new layer at

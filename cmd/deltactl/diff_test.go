@@ -397,3 +397,52 @@ func TestDiffSkipsTinyLayers(t *testing.T) {
 		t.Errorf("diff --min-layer-size 0 --min-saving 0: no delta (%s)", l.Reason)
 	}
 }
+
+// A file of a layer that OLD and NEW share, upgraded in NEW's changed top
+// layer (a package the base layer had), is found in the shared layer: a
+// site that holds OLD holds it too. The delta names it as a base, and is
+// smaller than the one against OLD's top layer alone.
+func TestDiffUsesSharedLayersAsBases(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, true)
+	repo := host + "/edge/moved"
+	base := layergen.New(800, 24, 16<<10)
+	top := layergen.New(801, 12, 8<<10)
+	next := top.Update(802)
+	upgraded := base.Update(803)
+	for _, p := range base.Paths()[:8] {
+		if c, ok := upgraded[p]; ok {
+			next[p] = c
+		}
+	}
+	s, t1, t2 := layer(t, goGzip, base), layer(t, goGzip, top), layer(t, goGzip, next)
+	pushImage(t, repo+":1", testImage(t, "amd64", s, t1))
+	pushImage(t, repo+":2", testImage(t, "amd64", s, t2))
+
+	var plain, diff diffReport
+	mustJSON(t, &plain, "diff", "--max-bases", "1", repo+":1", repo+":2")
+	mustJSON(t, &diff, "diff", "--push", repo+":1", repo+":2")
+	p, l := plain.Platforms[0].Layers[0], diff.Platforms[0].Layers[0]
+	if p.Delta == nil || l.Delta == nil {
+		t.Fatalf("no delta: %s / %s", p.Reason, l.Reason)
+	}
+	if want := []layerdelta.Blob{t1.Blob(), s.Blob()}; !cmp.Equal(l.Bases, want) {
+		t.Errorf("bases %v, want OLD's top layer then the shared layer %v", l.Bases, want)
+	}
+	if l.Delta.Size >= p.Delta.Size {
+		t.Errorf("delta with the shared layer %d bytes, against the top layer alone %d", l.Delta.Size, p.Delta.Size)
+	}
+	t.Logf("delta %d bytes with the shared layer, %d without, layer %d", l.Delta.Size, p.Delta.Size, l.Target.Size)
+	// More room than layers: the same two bases.
+	var wide diffReport
+	mustJSON(t, &wide, "diff", "--max-bases", "4", repo+":1", repo+":2")
+	if got := wide.Platforms[0].Layers[0].Bases; !cmp.Equal(got, l.Bases) {
+		t.Errorf("--max-bases 4: bases %v, want %v", got, l.Bases)
+	}
+	// What was published names bases a site holding OLD has: plan counts it.
+	var plan planReport
+	mustJSON(t, &plan, "plan", "--site-has", repo+":1", repo+":2")
+	if pl := plan.Platforms[0].Layers[0]; pl.Delta == nil || *pl.Delta != *l.Delta {
+		t.Errorf("plan: delta %v, want the published %v", pl.Delta, l.Delta)
+	}
+}

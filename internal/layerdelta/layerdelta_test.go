@@ -473,3 +473,26 @@ func TestMinimums(t *testing.T) {
 		t.Errorf("a %d-byte layer with the default minimums: ok %v, err %v", len(sn), res.OK(), err)
 	}
 }
+
+// Files lists a layer's regular files, compressed or not, and checks the
+// blob's digest on the way.
+func TestFiles(t *testing.T) {
+	tree := layergen.New(9, 12, 2<<10)
+	for name, compress := range map[string]func(testing.TB, []byte) []byte{"gzip": compressors["go-gzip-default"], "zstd": compressors["zstd-default"], "uncompressed": compressors["uncompressed"]} {
+		b := compress(t, tree.Tar())
+		got, err := Files(context.Background(), content(b), 0)
+		if err != nil || len(got) != len(tree) {
+			t.Fatalf("%s: %d files, %v; want %d", name, len(got), err, len(tree))
+		}
+		for p, c := range tree {
+			if got[p] != int64(len(c)) {
+				t.Errorf("%s: %s: %d bytes, want %d", name, p, got[p], len(c))
+			}
+		}
+		bad := content(b)
+		bad.Digest = digest.FromString("other")
+		if _, err := Files(context.Background(), bad, 0); err == nil {
+			t.Errorf("%s: a blob of another digest was listed", name)
+		}
+	}
+}
