@@ -1139,3 +1139,78 @@ func TestSiteSkipsAPublishedDeltaThatSavesTooLittle(t *testing.T) {
 		t.Errorf("applied deltas = %v, want 0", got)
 	}
 }
+
+// prefixed returns t with every path under dir.
+func prefixed(t layergen.Tree, dir string) layergen.Tree {
+	out := layergen.Tree{}
+	for p, c := range t {
+		out[dir+"/"+p] = c
+	}
+	return out
+}
+
+// closestInSize returns, of the layers made of seed's trees of 4 to 80
+// files under dir, the one closest in size to size.
+func closestInSize(seed uint64, dir string, size int) []byte {
+	var best []byte
+	for n := 4; n <= 80; n++ {
+		b := layergen.Gzip(prefixed(layergen.New(seed, n, 8<<10), dir).Tar(), -1)
+		if best == nil || abs(len(b)-size) < abs(len(best)-size) {
+			best = b
+		}
+	}
+	return best
+}
+
+func abs(n int) int { return max(n, -n) }
+
+// A region offered more layers than it uses chooses those that hold the
+// new layer's files (the previous version of the layer), not the two
+// closest in size: here the site's previous top layer is much smaller
+// than the new one (a file was added), and two other layers of the
+// repository are each closer in size.
+func TestRegionChoosesTheBasesThatHoldTheLayersFiles(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t, withDeltas)
+	prev := layergen.New(95, 30, 8<<10)
+	next := prev.Update(96)
+	for p, c := range prefixed(layergen.New(97, 6, 8<<10), "usr/share/added") {
+		next[p] = c
+	}
+	t1, t2 := layergen.Gzip(prev.Tar(), -1), layergen.Gzip(next.Tar(), -1)
+	s := closestInSize(98, "opt/base", len(t2))
+	u := closestInSize(99, "opt/other", len(t2))
+	if d := abs(len(t1) - len(t2)); abs(len(s)-len(t2)) >= d || abs(len(u)-len(t2)) >= d {
+		t.Fatalf("test assumption: layers of %d and %d bytes are closer to %d than the previous version's %d", len(s), len(u), len(t2), len(t1))
+	}
+	region.fake.Image("app", "v1", s, t1)
+	region.fake.Image("app", "old", u)
+	_, l2 := region.fake.Image("app", "v2", s, t2)
+	pullImage(t, region, "v1", s, t1)
+	pullImage(t, region, "old", u)
+	pullImage(t, region, "v2", s, t2)
+	// Offered as a site orders them: its newest image's top layer first.
+	var etags []string
+	for _, b := range [][]byte{t1, s, u} {
+		etags = append(etags, `"`+digest.FromBytes(b).String()+`"`)
+	}
+	resp, _ := region.get(http.MethodHead, blobPath("app", l2[1].Digest), "A-IM", "vnd.registry-edge.delta.v1", "If-None-Match", strings.Join(etags, ", "))
+	if resp.StatusCode != 226 {
+		t.Fatalf("negotiation: %d, want 226", resp.StatusCode)
+	}
+	var desc ocispec.Descriptor
+	if err := json.Unmarshal([]byte(resp.Header.Get("Registry-Edge-Delta")), &desc); err != nil {
+		t.Fatal(err)
+	}
+	l, err := layerdelta.ParseDescriptor(desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, b := range l.Bases {
+		found = found || b.Digest == digest.FromBytes(t1)
+	}
+	if !found {
+		t.Errorf("delta of %d bytes against %v; want one against the previous version %s", l.Delta.Size, l.Bases, digest.FromBytes(t1))
+	}
+}

@@ -618,7 +618,8 @@ var ErrNoDelta = errors.New("no delta")
 // DeltaFor returns a delta, stored here as a blob of t's repository, that
 // rebuilds blob d of t from some of the offered blobs (which a lower tier
 // holds). It fetches d if needed, uses offered blobs this mirror holds and
-// t's repository may read, the closest in size to d first, reuses a delta
+// t's repository may read (the first maxRankedBases; of those the two
+// that hold most of d's files, chooseBases), reuses a delta
 // computed before, and computes one otherwise (one computation per layer
 // and bases at a time, at most DeltaWorkers at once). It returns an error
 // wrapping ErrNoDelta when no usable delta is smaller than MaxDeltaRatio of
@@ -646,12 +647,11 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 	if r := p.opts.DeltaMinimums.TooSmall(size); r != "" {
 		return layerdelta.Layer{}, fmt.Errorf("blob %s: %s: %w", d, r, ErrNoDelta)
 	}
-	type cand struct {
-		b    layerdelta.Blob
-		dist int64
-	}
-	var cands []cand
+	var cands []layerdelta.Blob
 	for _, o := range offered {
+		if len(cands) == maxRankedBases {
+			break
+		}
 		if o == d {
 			continue
 		}
@@ -662,17 +662,15 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 		if ok, err := p.linked(ctx, t, o); err != nil || !ok {
 			continue
 		}
-		dist := info.Size - size
-		cands = append(cands, cand{layerdelta.Blob{Digest: o, Size: info.Size}, max(dist, -dist)})
+		cands = append(cands, layerdelta.Blob{Digest: o, Size: info.Size})
 	}
 	if len(cands) == 0 {
 		p.fetchOfferedBase(ctx, t, layerdelta.Blob{Digest: d, Size: size}, offered)
 		return layerdelta.Layer{}, fmt.Errorf("blob %s: none of the %d offered bases is held here: %w", d, len(offered), ErrNoDelta)
 	}
-	slices.SortStableFunc(cands, func(a, b cand) int { return cmp.Compare(a.dist, b.dist) })
 	held := map[digest.Digest]bool{}
 	for _, c := range cands {
-		held[c.b.Digest] = true
+		held[c.Digest] = true
 	}
 	// The smallest delta computed before against bases the requester
 	// holds.
@@ -697,10 +695,10 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 			return best, nil
 		}
 	}
-	var bases []layerdelta.Blob
-	for _, c := range cands[:min(len(cands), maxNegotiatedBases)] {
-		bases = append(bases, c.b)
-	}
+	// The candidates, in the order offered (the lower tier's previous
+	// version first, its top layers first): computeDelta chooses among
+	// them.
+	bases := cands
 	key := d.String()
 	for _, b := range bases {
 		key += "," + b.Digest.String()
@@ -777,9 +775,10 @@ func (p *Proxy) rememberNoDelta(key string) {
 	})
 }
 
-// computeDelta makes the delta of target against bases, all stored here,
-// and stores it as a blob of t's repository.
-func (p *Proxy) computeDelta(ctx context.Context, t Target, target layerdelta.Blob, bases []layerdelta.Blob) (layerdelta.Layer, error) {
+// computeDelta makes the delta of target against the best
+// maxNegotiatedBases of cands (chooseBases), all stored here, and stores
+// it as a blob of t's repository.
+func (p *Proxy) computeDelta(ctx context.Context, t Target, target layerdelta.Blob, cands []layerdelta.Blob) (layerdelta.Layer, error) {
 	if p.deltasQueued.Add(1) > maxQueuedDeltas {
 		p.deltasQueued.Add(-1)
 		return layerdelta.Layer{}, fmt.Errorf("blob %s: %w: %w", target.Digest, errDeltaQueueFull, ErrNoDelta)
@@ -792,6 +791,7 @@ func (p *Proxy) computeDelta(ctx context.Context, t Target, target layerdelta.Bl
 		p.deltasQueued.Add(-1)
 		return layerdelta.Layer{}, ctx.Err()
 	}
+	bases := p.chooseBases(ctx, target, cands)
 	need := min(deltaMemory(bases), p.opts.DeltaMemoryBudget)
 	if err := p.deltaMemory.Acquire(ctx, need); err != nil {
 		return layerdelta.Layer{}, err
@@ -850,6 +850,61 @@ func (p *Proxy) computeDelta(ctx context.Context, t Target, target layerdelta.Bl
 	log.LogAttrs(ctx, slog.LevelInfo, "computed a delta for a lower tier", slog.Int64("size", target.Size),
 		slog.Int64("delta_size", res.Layer.Delta.Size), slog.String("kind", string(res.Layer.Kind)), slog.Duration("duration", time.Since(start)))
 	return res.Layer, nil
+}
+
+// maxRankedBases bounds the offered layers chooseBases compares (each is
+// read once to list its files).
+const maxRankedBases = 8
+
+// chooseBases returns the maxNegotiatedBases of cands (offered layers held
+// here, in the order offered) that hold the most bytes of target's files
+// at the same paths: a delta finds a file's old bytes in the layer that had
+// its path, and the layer closest in size may be another part of the image
+// (its base layer) rather than the previous version of this one. Layers
+// that share no path (or are no tars: blob deltas) follow, closest in
+// size first, as before files were compared. Listing a layer's files reads
+// it once, far cheaper than encoding against the wrong one.
+func (p *Proxy) chooseBases(ctx context.Context, target layerdelta.Blob, cands []layerdelta.Blob) []layerdelta.Blob {
+	if len(cands) <= maxNegotiatedBases {
+		return cands
+	}
+	files := &storeFiles{p: p}
+	defer files.closeAll()
+	list := func(b layerdelta.Blob) map[string]int64 {
+		c, err := files.open(ctx, b.Digest)
+		if err != nil {
+			return nil
+		}
+		f, _ := layerdelta.Files(ctx, c, 0)
+		return f
+	}
+	type ranked struct {
+		b       layerdelta.Blob
+		overlap int64 // bytes of target's files at paths b has too
+		dist    int64 // size difference
+	}
+	want := list(target)
+	var rs []ranked
+	for _, c := range cands {
+		r := ranked{b: c, dist: max(c.Size-target.Size, target.Size-c.Size)}
+		if len(want) > 0 {
+			for path := range list(c) {
+				r.overlap += want[path]
+			}
+		}
+		rs = append(rs, r)
+	}
+	slices.SortStableFunc(rs, func(a, b ranked) int {
+		if c := cmp.Compare(b.overlap, a.overlap); c != 0 || a.overlap > 0 {
+			return c
+		}
+		return cmp.Compare(a.dist, b.dist)
+	})
+	var out []layerdelta.Blob
+	for _, r := range rs[:maxNegotiatedBases] {
+		out = append(out, r.b)
+	}
+	return out
 }
 
 // deltaMemory estimates the peak memory of computing a delta against
