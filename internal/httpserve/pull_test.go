@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -348,6 +349,38 @@ func TestReferrersWithArtifactTypeFilter(t *testing.T) {
 	resp, body = m.get(http.MethodGet, "/v2/app/referrers/"+subject.Digest.String()+"?artifactType=application/spdx%2Bjson")
 	if err := json.Unmarshal(body, &idx); err != nil || len(idx.Manifests) != 1 || idx.Manifests[0].Digest != sbom.Digest {
 		t.Fatalf("filtered referrers: %s", body)
+	}
+	if resp.Header.Get("OCI-Filters-Applied") != "artifactType" {
+		t.Errorf("OCI-Filters-Applied = %q", resp.Header.Get("OCI-Filters-Applied"))
+	}
+}
+
+// An upstream that pages its referrers answer (Link rel="next"): every
+// page's referrers are served, and filtered, not the first page's only.
+func TestReferrersPagedUpstream(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	m.fake.ReferrersPageSize = 1
+	subject, _ := m.fake.Image("app", "v1", []byte("x"))
+	const sigType = "application/vnd.dev.cosign.artifact.sig.v1+json"
+	sig := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("sig"), Size: 10, ArtifactType: sigType}
+	sbom := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("sbom"), Size: 10, ArtifactType: "application/spdx+json"}
+	sig2 := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("sig2"), Size: 10, ArtifactType: sigType}
+	for _, d := range []ocispec.Descriptor{sig, sbom, sig2} {
+		m.fake.AddReferrer("app", subject.Digest, d)
+	}
+	var idx ocispec.Index
+	resp, body := m.get(http.MethodGet, "/v2/app/referrers/"+subject.Digest.String())
+	if err := json.Unmarshal(body, &idx); err != nil || resp.StatusCode != 200 || len(idx.Manifests) != 3 {
+		t.Fatalf("referrers of a paging upstream: %d %s, want all 3", resp.StatusCode, body)
+	}
+	if resp.Header.Get("Link") != "" || resp.Header.Get("OCI-Filters-Applied") != "" {
+		t.Errorf("whole list served with Link %q, OCI-Filters-Applied %q", resp.Header.Get("Link"), resp.Header.Get("OCI-Filters-Applied"))
+	}
+	resp, body = m.get(http.MethodGet, "/v2/app/referrers/"+subject.Digest.String()+"?artifactType="+url.QueryEscape(sigType))
+	idx = ocispec.Index{}
+	if err := json.Unmarshal(body, &idx); err != nil || len(idx.Manifests) != 2 || idx.Manifests[0].Digest != sig.Digest || idx.Manifests[1].Digest != sig2.Digest {
+		t.Fatalf("filtered referrers of a paging upstream: %s, want sig and sig2", body)
 	}
 	if resp.Header.Get("OCI-Filters-Applied") != "artifactType" {
 		t.Errorf("OCI-Filters-Applied = %q", resp.Header.Get("OCI-Filters-Applied"))

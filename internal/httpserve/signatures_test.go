@@ -856,3 +856,27 @@ func TestEvictedImageIsVerifiedAgain(t *testing.T) {
 		t.Errorf("the signature was not fetched again: the image was not verified again")
 	}
 }
+
+// A signature that an upstream lists on the second page of its referrers
+// answer (Link rel="next") is found: the image is served under enforce.
+func TestSignatureOnLaterReferrersPage(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	m.fake.ReferrersPageSize = 1
+	signed, _ := m.fake.Image("app", "signed", []byte("signed layer"))
+	other := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("sbom"), Size: 10, ArtifactType: "application/spdx+json"}
+	m.fake.AddReferrer("app", signed.Digest, other)
+	man, blobs := cosigntest.Parts(t, key.Sign(t, "central.test/app", signed.Digest))
+	for _, b := range blobs {
+		m.fake.LinkBlob("app", m.fake.AddBlob(b).Digest)
+	}
+	desc := m.fake.AddManifest("app", digest.FromBytes(man).String(), ocispec.MediaTypeImageManifest, man)
+	desc.ArtifactType = sigpolicy.SignatureArtifactType
+	m.fake.AddReferrer("app", signed.Digest, desc)
+
+	resp, body := m.get(http.MethodGet, manifestPath("app", "signed"), "Accept", ocispec.MediaTypeImageManifest)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("image signed on the second referrers page: %d %s, want 200", resp.StatusCode, body)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/ocipage"
 )
 
 // HeaderContentDigest is the response header in which registries state a
@@ -218,8 +220,10 @@ func (c *Client) Resolve(ctx context.Context, repo, ref string, accept []string)
 const emptyIndex = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`
 
 // Referrers returns the referrers of manifest d as the raw image index the
-// upstream sent (GET /v2/<repo>/referrers/<d>, unfiltered). An upstream
-// without the referrers API (404 or 405) is asked for the OCI 1.1 tag
+// upstream sent (GET /v2/<repo>/referrers/<d>, unfiltered); an answer paged
+// with Link rel="next" headers is read to its end and its pages merged into
+// one index (see referrersPages). An upstream without the referrers API
+// (404 or 405) is asked for the OCI 1.1 tag
 // schema fallback, the index tagged "<alg>-<hex>"; if that is absent too, or
 // is not an OCI image index, the result is an empty index, not an error.
 //
@@ -235,25 +239,14 @@ func (c *Client) Referrers(ctx context.Context, repo string, d digest.Digest) (M
 		return Manifest{}, c.fail(op, fmt.Errorf("digest: %w", errdef.ErrInvalid))
 	}
 	accept := []string{ocispec.MediaTypeImageIndex}
-	resp, err := c.do(ctx, op, request{method: http.MethodGet, path: repo + "/referrers/" + d.String(), accept: accept})
+	path := repo + "/referrers/" + d.String()
+	resp, err := c.do(ctx, op, request{method: http.MethodGet, path: path, accept: accept})
 	if err != nil {
 		return Manifest{}, err
 	}
 	switch resp.StatusCode {
 	case http.StatusOK:
-		defer drain(resp.Body)
-		body, err := c.readAll(resp.Body, MaxReferrersSize)
-		if err != nil {
-			if errors.Is(err, errdef.ErrTooLarge) {
-				return Manifest{}, c.fail(op, err)
-			}
-			return Manifest{}, c.fail(op, fmt.Errorf("read body: %w: %w", errdef.ErrUnavailable, redactError(err)))
-		}
-		mt := mediaType(resp.Header.Get("Content-Type"))
-		if mt == "" {
-			mt = ocispec.MediaTypeImageIndex
-		}
-		return newManifest(mt, body), nil
+		return c.referrersPages(ctx, op, path, resp)
 	case http.StatusNotFound, http.StatusMethodNotAllowed:
 		drain(resp.Body)
 	default:
@@ -275,6 +268,81 @@ func (c *Client) Referrers(ctx context.Context, repo string, d digest.Digest) (M
 	}
 	m.Descriptor.MediaType = ocispec.MediaTypeImageIndex
 	return m, nil
+}
+
+// referrersPages reads a 200 referrers answer, resp to the request for
+// path, and the pages its Link headers lead to: on the same registry only
+// (relative or absolute links), at most ocipage.MaxPages pages and
+// MaxReferrersSize bytes in all (errdef.ErrTooLarge past either). A link
+// back to a page already read ends the list: every page it leads to has
+// been read. A single page is returned as the upstream sent it.
+func (c *Client) referrersPages(ctx context.Context, op opInfo, path string, resp *http.Response) (Manifest, error) {
+	var (
+		merged  ocipage.Index
+		first   []byte
+		mt      string
+		total   int64
+		visited = map[string]bool{}
+	)
+	q := url.Values(nil)
+	for pages := 1; ; pages++ {
+		reqURL := *c.base
+		reqURL.Path = c.base.Path + "/v2/" + path
+		reqURL.RawQuery = q.Encode()
+		visited[reqURL.String()] = true
+		body, err := c.readAll(resp.Body, MaxReferrersSize-total)
+		drain(resp.Body)
+		if err != nil {
+			if errors.Is(err, errdef.ErrTooLarge) {
+				return Manifest{}, c.fail(op, fmt.Errorf("referrers index of more than %d bytes in all its pages: %w", MaxReferrersSize, err))
+			}
+			return Manifest{}, c.fail(op, fmt.Errorf("read body: %w: %w", errdef.ErrUnavailable, redactError(err)))
+		}
+		total += int64(len(body))
+		if pages == 1 {
+			first = body
+			if mt = mediaType(resp.Header.Get("Content-Type")); mt == "" {
+				mt = ocispec.MediaTypeImageIndex
+			}
+		}
+		next, err := ocipage.Next(&reqURL, resp.Header.Values("Link"))
+		if err != nil {
+			return Manifest{}, c.fail(op, fmt.Errorf("referrers page %d: %w: %w", pages, errdef.ErrUnavailable, err))
+		}
+		if pages == 1 && next == nil {
+			return newManifest(mt, body), nil
+		}
+		if err := merged.Add(body); err != nil {
+			if pages == 1 {
+				// Not an index: judged (and refused) as the one page it is.
+				return newManifest(mt, first), nil
+			}
+			return Manifest{}, c.fail(op, fmt.Errorf("%w: %w", errdef.ErrUnavailable, err))
+		}
+		if next == nil || visited[next.String()] {
+			break
+		}
+		if pages == ocipage.MaxPages {
+			return Manifest{}, c.fail(op, fmt.Errorf("referrers index of more than %d pages: %w", ocipage.MaxPages, errdef.ErrTooLarge))
+		}
+		rest, ok := strings.CutPrefix(next.Path, c.base.Path+"/v2/")
+		if !ok {
+			return Manifest{}, c.fail(op, fmt.Errorf("referrers page %d links to %s, outside the registry API: %w", pages, next.Path, errdef.ErrUnavailable))
+		}
+		path, q = rest, next.Query()
+		resp, err = c.do(ctx, op, request{method: http.MethodGet, path: path, query: q, accept: []string{ocispec.MediaTypeImageIndex}})
+		if err != nil {
+			return Manifest{}, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return Manifest{}, c.statusError(op, resp)
+		}
+	}
+	body, err := merged.Bytes()
+	if err != nil {
+		return Manifest{}, c.fail(op, err)
+	}
+	return newManifest(mt, body), nil
 }
 
 // isIndex reports whether m is an OCI image index by its Content-Type or,

@@ -3,8 +3,10 @@ package upstream
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -16,6 +18,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/ocipage"
 )
 
 const testManifestType = "application/vnd.oci.image.manifest.v1+json"
@@ -326,6 +329,140 @@ func TestReferrers(t *testing.T) {
 				t.Errorf("%d requests, want %d", n, len(tt.wantCalls))
 			}
 		})
+	}
+}
+
+// refDesc is a referrer descriptor of digest of s, for paged indexes.
+func refDesc(s, artifactType string) string {
+	return `{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` + digest.FromString(s).String() + `","size":2,"artifactType":"` + artifactType + `"}`
+}
+
+// pagedReferrers serves the referrers of subject in pages: pages[i] lists
+// the descriptors of page i, and links[i] is the Link target of page i
+// ("" for none).
+func pagedReferrers(t *testing.T, subject digest.Digest, pages [][]string, links []string, cnt *counter) *httptest.Server {
+	return newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cnt.add(r)
+		if r.URL.Path != "/v2/app/referrers/"+subject.String() {
+			writeError(w, http.StatusNotFound, "NOT_FOUND", "no")
+			return
+		}
+		i := 0
+		if p := r.URL.Query().Get("page"); p != "" {
+			i, _ = strconv.Atoi(p)
+		}
+		if i >= len(pages) {
+			writeError(w, http.StatusBadRequest, "BAD", "no such page")
+			return
+		}
+		if links[i] != "" {
+			w.Header().Set("Link", "<"+strings.ReplaceAll(links[i], "SELF", "http://"+r.Host)+`>; rel="next"`)
+		}
+		w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+		_, _ = w.Write([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[` + strings.Join(pages[i], ",") + `]}`))
+	}))
+}
+
+// A referrers answer paged with Link rel="next" (relative or absolute, on
+// the same host) is read to its end and merged into one index, each
+// referrer once; a link back to a page already read ends it.
+func TestReferrersPaged(t *testing.T) {
+	t.Parallel()
+	subject := digest.FromString("subject")
+	a, b, c := refDesc("a", "application/x.sig"), refDesc("b", "application/x.sbom"), refDesc("c", "application/x.sig")
+	all := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[` + a + "," + b + "," + c + `]}`
+	tests := []struct {
+		name  string
+		pages [][]string
+		links []string
+		calls int
+	}{
+		{"relative links", [][]string{{a}, {b}, {c}}, []string{"/v2/app/referrers/" + subject.String() + "?page=1", "?page=2", ""}, 3},
+		{"absolute link", [][]string{{a, b}, {c}}, []string{"SELF/v2/app/referrers/" + subject.String() + "?page=1", ""}, 2},
+		{"overlapping pages", [][]string{{a, b}, {b, c}}, []string{"?page=1", ""}, 2},
+		// The first page is asked without ?page=0, hence once more.
+		{"loop", [][]string{{a}, {b, c}}, []string{"?page=1", "?page=0"}, 3},
+		{"link to itself", [][]string{{a, b, c}}, []string{"?page=0"}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var cnt counter
+			srv := pagedReferrers(t, subject, tt.pages, tt.links, &cnt)
+			got, err := newTestClient(t, srv.URL).Referrers(context.Background(), "app", subject)
+			if err != nil {
+				t.Fatalf("Referrers() error = %v", err)
+			}
+			if string(got.Body) != all {
+				t.Errorf("Referrers() = %s\nwant %s", got.Body, all)
+			}
+			var idx ocispec.Index
+			if err := json.Unmarshal(got.Body, &idx); err != nil || len(idx.Manifests) != 3 {
+				t.Errorf("Referrers() = %s: %d manifests (%v), want 3", got.Body, len(idx.Manifests), err)
+			}
+			if got.Descriptor.Digest != digest.FromBytes(got.Body) {
+				t.Errorf("descriptor %s, not the body's", got.Descriptor.Digest)
+			}
+			if n := cnt.total(); n != tt.calls {
+				t.Errorf("%d requests, want %d", n, tt.calls)
+			}
+		})
+	}
+}
+
+// A paged referrers answer that leads to another host, never ends, or
+// fails on a later page is an error, not the first page taken as the list.
+func TestReferrersPagedRefused(t *testing.T) {
+	t.Parallel()
+	subject := digest.FromString("subject")
+	endless := make([][]string, ocipage.MaxPages+5)
+	endlessLinks := make([]string, len(endless))
+	for i := range endless {
+		endless[i] = []string{refDesc(strconv.Itoa(i), "application/x.sig")}
+		endlessLinks[i] = "?page=" + strconv.Itoa(i+1)
+	}
+	tests := []struct {
+		name    string
+		pages   [][]string
+		links   []string
+		wantErr error
+		want    string
+	}{
+		{"other host", [][]string{{refDesc("a", "x")}}, []string{"http://elsewhere.invalid/v2/app/referrers/" + subject.String() + "?page=1"}, errdef.ErrUnavailable, "another host"},
+		{"endless", endless, endlessLinks, errdef.ErrTooLarge, "pages"},
+		{"later page fails", [][]string{{refDesc("a", "x")}}, []string{"?page=7"}, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var cnt counter
+			srv := pagedReferrers(t, subject, tt.pages, tt.links, &cnt)
+			_, err := newTestClient(t, srv.URL).Referrers(context.Background(), "app", subject)
+			if err == nil || (tt.wantErr != nil && !errors.Is(err, tt.wantErr)) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Referrers() error = %v, want %v containing %q", err, tt.wantErr, tt.want)
+			}
+			if n := cnt.total(); n > ocipage.MaxPages {
+				t.Errorf("%d requests, want at most %d", n, ocipage.MaxPages)
+			}
+		})
+	}
+}
+
+// A paged answer larger in all than MaxReferrersSize is refused.
+func TestReferrersPagedTooLarge(t *testing.T) {
+	t.Parallel()
+	subject := digest.FromString("subject")
+	big := make([]string, 0, 4000)
+	for i := range 4000 {
+		big = append(big, refDesc("big"+strconv.Itoa(i), strings.Repeat("x", 500)))
+	}
+	pages := [][]string{big[:2000], big[2000:], big[:2000], big[2000:]}
+	// Same descriptors again on later pages: each page is under the
+	// bound, their sum is not.
+	srv := pagedReferrers(t, subject, pages, []string{"?page=1", "?page=2", "?page=3", ""}, &counter{})
+	_, err := newTestClient(t, srv.URL).Referrers(context.Background(), "app", subject)
+	if !errors.Is(err, errdef.ErrTooLarge) {
+		t.Errorf("Referrers() error = %v, want ErrTooLarge", err)
 	}
 }
 

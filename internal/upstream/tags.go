@@ -9,9 +9,9 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/ocipage"
 )
 
 // maxTagsBody bounds a tag list page. 4 MiB holds ~100k tags of typical
@@ -138,70 +138,8 @@ func (c *Client) tagsPage(ctx context.Context, op opInfo, repo string, q url.Val
 }
 
 // parseLinkNext returns the target URI of the first rel="next" link in the
-// Link header values (RFC 8288), "" if there is none. The relation type may
-// be one of several ("next last"), quoted or not, in any case.
-//
-//	Link: </v2/library/alpine/tags/list?n=2&last=b>; rel="next"
-func parseLinkNext(values []string) string {
-	for _, v := range values {
-		for v != "" {
-			open := strings.IndexByte(v, '<')
-			if open < 0 {
-				break
-			}
-			end := strings.IndexByte(v[open:], '>')
-			if end < 0 {
-				break
-			}
-			target := v[open+1 : open+end]
-			if i := strings.LastIndexByte(target, '<'); i >= 0 {
-				target = target[i+1:] // "<<x>": the URI is what the last '<' opens
-			}
-			rest := v[open+end+1:]
-			params, tail := splitLinkParams(rest)
-			if relNext(params) {
-				return strings.TrimSpace(target)
-			}
-			v = tail
-		}
-	}
-	return ""
-}
-
-// splitLinkParams returns the parameter part of one link-value (up to the
-// next comma outside a quoted string) and what follows it.
-func splitLinkParams(s string) (params, tail string) {
-	quoted := false
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '\\' && quoted:
-			i++
-		case c == '"':
-			quoted = !quoted
-		case c == ',' && !quoted:
-			return s[:i], s[i+1:]
-		}
-	}
-	return s, ""
-}
-
-// relNext reports whether link params ("; rel=next; type=...") include the
-// relation type "next".
-func relNext(params string) bool {
-	for _, p := range strings.Split(params, ";") {
-		name, val, ok := strings.Cut(p, "=")
-		if !ok || !strings.EqualFold(strings.TrimSpace(name), "rel") {
-			continue
-		}
-		val = strings.Trim(strings.TrimSpace(val), `"`)
-		for _, rel := range strings.Fields(val) {
-			if strings.EqualFold(rel, "next") {
-				return true
-			}
-		}
-	}
-	return false
-}
+// Link header values, "" if there is none (see ocipage.LinkNext).
+func parseLinkNext(values []string) string { return ocipage.LinkNext(values) }
 
 // Ping checks that the registry answers the API version check, GET /v2/.
 // A 401 challenge counts as reachable; credentials are not exchanged, but

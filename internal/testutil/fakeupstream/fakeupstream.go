@@ -40,6 +40,10 @@ type Registry struct {
 	ranges    map[string][]string // "METHOD path" -> Range header of each request
 	// NoReferrersAPI makes the referrers endpoint answer 404.
 	NoReferrersAPI bool
+	// ReferrersPageSize, when not 0, has the referrers endpoint answer in
+	// pages of that many descriptors, each but the last with a relative
+	// Link rel="next" to the next (?page=N).
+	ReferrersPageSize int
 }
 
 type manifest struct {
@@ -305,7 +309,16 @@ func (g *Registry) serveReferrers(w http.ResponseWriter, r *http.Request, repo s
 	}
 	g.mu.Lock()
 	descs := append([]ocispec.Descriptor{}, g.referrers[repo+"@"+d.String()]...)
+	size := g.ReferrersPageSize
 	g.mu.Unlock()
+	if size > 0 {
+		page, _ := strconv.Atoi(r.URL.Query().Get("page"))
+		all := len(descs)
+		descs = descs[min(page*size, all):min((page+1)*size, all)]
+		if (page+1)*size < all {
+			w.Header().Set("Link", fmt.Sprintf(`<?page=%d>; rel="next"`, page+1))
+		}
+	}
 	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: descs}
 	idx.SchemaVersion = 2
 	w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
