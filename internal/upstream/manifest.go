@@ -223,7 +223,7 @@ const emptyIndex = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.in
 // upstream sent (GET /v2/<repo>/referrers/<d>, unfiltered); an answer paged
 // with Link rel="next" headers is read to its end and its pages merged into
 // one index (see referrersPages). An upstream without the referrers API
-// (404 or 405) is asked for the OCI 1.1 tag
+// (404, 405 or 400) is asked for the OCI 1.1 tag
 // schema fallback, the index tagged "<alg>-<hex>"; if that is absent too, or
 // is not an OCI image index, the result is an empty index, not an error.
 //
@@ -247,7 +247,12 @@ func (c *Client) Referrers(ctx context.Context, repo string, d digest.Digest) (M
 	switch resp.StatusCode {
 	case http.StatusOK:
 		return c.referrersPages(ctx, op, path, resp)
-	case http.StatusNotFound, http.StatusMethodNotAllowed:
+	case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusBadRequest:
+		// 404 is how the spec has a registry without the API answer;
+		// 405, and 400 (the digest was checked above, so the registry
+		// does not know the route: an old Harbor or Nexus), say the same,
+		// and go-containerregistry (cosign, crane) takes the tag then too,
+		// so signatures pushed by those tools are found where they put them.
 		drain(resp.Body)
 	default:
 		return Manifest{}, c.statusError(op, resp)

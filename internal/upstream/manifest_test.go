@@ -275,6 +275,8 @@ func TestReferrers(t *testing.T) {
 		{"referrers API", http.StatusOK, nil, "", apiIndex, []string{"GET /v2/app/referrers/" + subject.String()}},
 		{"tag schema fallback after 404", http.StatusNotFound, tagIndex, ocispec.MediaTypeImageIndex, tagIndex,
 			[]string{"GET /v2/app/referrers/" + subject.String(), "GET " + tagPath}},
+		{"tag schema fallback after 400", http.StatusBadRequest, tagIndex, ocispec.MediaTypeImageIndex, tagIndex,
+			[]string{"GET /v2/app/referrers/" + subject.String(), "GET " + tagPath}},
 		{"tag schema fallback after 405", http.StatusMethodNotAllowed, tagIndex, ocispec.MediaTypeImageIndex, tagIndex,
 			[]string{"GET /v2/app/referrers/" + subject.String(), "GET " + tagPath}},
 		{"neither", http.StatusNotFound, nil, "", []byte(emptyIndex),
