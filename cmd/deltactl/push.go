@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -90,11 +91,11 @@ func (d *differ) tagSchema(repo name.Repository, subject v1.Descriptor) bool {
 // listed reports whether the referrers of subject in repo (the API, or the
 // tag schema's index) list manifest d.
 func (d *differ) listed(repo name.Repository, subject v1.Descriptor, dg digest.Digest) (bool, error) {
-	idx, err := remote.Referrers(repo.Digest(subject.Digest.String()), d.c.opts...)
+	b, err := d.c.referrers(d.c.ctx, repo.Digest(subject.Digest.String()))
 	if err != nil {
 		return false, err
 	}
-	im, err := idx.IndexManifest()
+	im, err := v1.ParseIndexManifest(bytes.NewReader(b))
 	if err != nil {
 		return false, err
 	}

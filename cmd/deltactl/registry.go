@@ -33,6 +33,8 @@ import (
 type client struct {
 	nameOpts []name.Option
 	opts     []remote.Option
+	ctx      context.Context
+	refs     *referrersClient
 }
 
 // newClient returns a client; insecure allows plain HTTP and TLS
@@ -53,6 +55,8 @@ func newClient(ctx context.Context, insecure bool, timeout time.Duration) *clien
 		nameOpts = append(nameOpts, name.Insecure)
 	}
 	return &client{
+		ctx:      ctx,
+		refs:     &referrersClient{keychain: authn.DefaultKeychain, rt: stallTransport{t, timeout}},
 		nameOpts: nameOpts,
 		opts: []remote.Option{
 			remote.WithContext(ctx),
@@ -380,11 +384,11 @@ const emptyJSONType = ocispec.MediaTypeEmptyJSON
 // subject of repo: its referrers (the referrers API, or the tag schema on
 // registries without it) of artifact type layerdelta.ArtifactType.
 func (c *client) deltaArtifacts(repo name.Repository, subject v1.Descriptor) ([]artifact, error) {
-	idx, err := remote.Referrers(repo.Digest(subject.Digest.String()), c.opts...)
+	b, err := c.referrers(c.ctx, repo.Digest(subject.Digest.String()))
 	if err != nil {
 		return nil, fmt.Errorf("referrers of %s@%s: %w", repo, subject.Digest, err)
 	}
-	im, err := idx.IndexManifest()
+	im, err := v1.ParseIndexManifest(bytes.NewReader(b))
 	if err != nil {
 		return nil, fmt.Errorf("referrers of %s@%s: %w", repo, subject.Digest, err)
 	}

@@ -302,11 +302,7 @@ func (s *remoteSource) Manifest(ctx context.Context, _, ref string) ([]byte, err
 // index).
 func (s *remoteSource) Referrers(ctx context.Context, _ string, subject digest.Digest) ([]byte, error) {
 	r := s.repo.Digest(subject.String())
-	idx, err := remote.Referrers(r, s.opts(ctx)...)
-	if err != nil {
-		return nil, sourceErr("referrers of "+r.String(), err)
-	}
-	b, err := idx.RawManifest()
+	b, err := s.c.referrers(ctx, r)
 	if err != nil {
 		return nil, sourceErr("referrers of "+r.String(), err)
 	}
