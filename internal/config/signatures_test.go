@@ -82,4 +82,39 @@ signatures:
 	if w := c.SignatureScopeWarnings(); len(w) != 1 || !strings.Contains(w[0], "repositories[4]") || !strings.Contains(w[0], "ghcr.io/acme/**") {
 		t.Errorf("SignatureScopeWarnings() = %q, want one for ghcr.io/acme/**", w)
 	}
+
+	// signatureRepository (COSIGN_REPOSITORY): a repository name, on an
+	// upstream of a rule that applies here.
+	wantLoadErrors(t, `
+upstreams: [{registry: central.example.com, url: "https://central.example.com", default: true}]
+signatures:
+  rules:
+    - name: fleet
+      repositories: ["central.example.com/fleet/**"]
+      keys: [`+file+`]
+      signatureRepository: "central.example.com/Fleet/**"
+`, []string{"signatures.rules[0].signatureRepository"})
+	for _, tt := range []struct{ repos, sigRepo, wantErr string }{
+		{`["central.example.com/fleet/**"]`, "central.example.com/fleet/signatures", ""},
+		{`["central.example.com/fleet/**"]`, "CENTRAL.example.com/fleet/signatures", ""},
+		{`["central.example.com/fleet/**"]`, "ghcr.io/acme/signatures", `signatures.rules[0].signatureRepository: "ghcr.io/acme/signatures" is on ghcr.io, which no upstream has`},
+		{`["ghcr.io/acme/**"]`, "ghcr.io/acme/signatures", ""}, // the rule does not apply here
+	} {
+		c, err := Load(strings.NewReader(`
+upstreams: [{registry: central.example.com, url: "https://central.example.com", default: true}]
+signatures:
+  rules:
+    - name: fleet
+      repositories: ` + tt.repos + `
+      keys: [` + file + `]
+      signatureRepository: "` + tt.sigRepo + `"
+`))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.sigRepo, err)
+		}
+		err = c.CheckSignatureScopes()
+		if (tt.wantErr == "") != (err == nil) || (err != nil && !strings.HasPrefix(err.Error(), tt.wantErr)) {
+			t.Errorf("signatureRepository %q for %s: CheckSignatureScopes() = %v, want %q", tt.sigRepo, tt.repos, err, tt.wantErr)
+		}
+	}
 }

@@ -424,10 +424,12 @@ func (c Config) signatureScopes() (errs []error, warnings []string) {
 		names = append(names, u.Registry)
 	}
 	for i, r := range c.Signatures.Rules {
+		applies := false
 		for j, pat := range r.Repositories {
 			first, _, _ := strings.Cut(pat, "/")
 			g, err := glob.Compile(first)
 			if err != nil || slices.ContainsFunc(names, g.Match) {
+				applies = applies || err == nil
 				continue
 			}
 			path := fmt.Sprintf("signatures.rules[%d].repositories[%d]", i, j)
@@ -438,6 +440,14 @@ func (c Config) signatureScopes() (errs []error, warnings []string) {
 			}
 			errs = append(errs, fieldErr(path, fmt.Sprintf("%q matches no upstream: patterns are <registry>/<repository> (upstreams: %s), e.g. %s/%s",
 				pat, strings.Join(names, ", "), names[0], pat)))
+		}
+		// The signature repository is fetched through an upstream: one
+		// no upstream has would deny every image of a rule that applies.
+		if host, _, ok := strings.Cut(r.SignatureRepository, "/"); ok && applies &&
+			!slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, host) }) {
+			errs = append(errs, fieldErr(fmt.Sprintf("signatures.rules[%d].signatureRepository", i),
+				fmt.Sprintf("%q is on %s, which no upstream has (upstreams: %s): name the repository as <upstream registry>/<repository>",
+					r.SignatureRepository, host, strings.Join(names, ", "))))
 		}
 	}
 	return errs, warnings

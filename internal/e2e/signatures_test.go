@@ -3,6 +3,7 @@ package e2e
 import (
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -82,4 +83,50 @@ func fleetPolicy(c *central, keyFile string) string {
       mode: enforce
       keys: [` + keyFile + `]
 `
+}
+
+// Signatures in another repository with the real cosign: `cosign sign
+// --key` with COSIGN_REPOSITORY puts the signature of central's fleet/app
+// in fleet/signatures. A mirror whose rule says signatureRepository:
+// fleet/signatures serves the image (and, with central down, still does,
+// and cosign verify with the same COSIGN_REPOSITORY works against the
+// mirror); a mirror whose rule does not say it refuses it, no_signature.
+func TestSignatureRepositoryAtSite(t *testing.T) {
+	t.Parallel()
+	crane, cosign := need(t, "crane"), need(t, "cosign")
+	c := startCentral(t)
+	img := pushImage(t, c, "fleet/app", "v1", ociImage(t, runtime.GOARCH, 1, 32<<10))
+	home := t.TempDir() // no TUF cache or docker config of the machine
+	env := []string{"HOME=" + home, "TUF_ROOT=" + filepath.Join(home, "tuf"), "DOCKER_CONFIG=" + home, "COSIGN_PASSWORD="}
+	prefix := filepath.Join(home, "cosign")
+	run(t, env, cosign, "generate-key-pair", "--output-key-prefix", prefix)
+	sigRepo := strings.ToLower(c.addr) + "/fleet/signatures"
+	signEnv := append(slices.Clip(env), "COSIGN_REPOSITORY="+sigRepo)
+	run(t, signEnv, cosign, "sign", "--key", prefix+".key", "--tlog-upload=false", "--allow-http-registry", "--yes",
+		c.addr+"/fleet/app@"+img.digest)
+	sigTag := "sha256-" + strings.TrimPrefix(img.digest, "sha256:") + ".sig"
+	craneRun(t, crane, "manifest", sigRepo+":"+sigTag) // where cosign put it
+	if _, err := runErr(nil, crane, "--insecure", "manifest", c.addr+"/fleet/app:"+sigTag); err == nil {
+		t.Fatalf("cosign put the signature in the image's repository too: COSIGN_REPOSITORY not taken")
+	}
+
+	without := startMirror(t, c.addr, mirrorOptions{config: fleetPolicy(c, prefix+".pub")})
+	_, err := runErr(nil, crane, "--insecure", "manifest", img.ref(without.addr))
+	if err == nil || !strings.Contains(err.Error(), "DENIED") || !strings.Contains(err.Error(), "no_signature") {
+		t.Errorf("mirror without signatureRepository: %v; want DENIED no_signature", err)
+	}
+
+	m := startMirror(t, c.addr, mirrorOptions{config: fleetPolicy(c, prefix+".pub") + "      signatureRepository: " + sigRepo + "\n"})
+	dir := pullOCI(t, crane, img.ref(m.addr))
+	readLayout(t, dir).checkImage(t, img)
+
+	c.proc.stop() // the uplink is down: the verdict and the evidence are kept
+	dir = pullOCI(t, crane, img.ref(m.addr))
+	readLayout(t, dir).checkImage(t, img)
+	verifyEnv := append(slices.Clip(env), "COSIGN_REPOSITORY="+m.addr+"/fleet/signatures")
+	out := run(t, verifyEnv, cosign, "verify", "--key", prefix+".pub", "--insecure-ignore-tlog=true", "--allow-http-registry",
+		m.addr+"/fleet/app@"+img.digest)
+	if !strings.Contains(out, img.digest) {
+		t.Errorf("cosign verify with COSIGN_REPOSITORY through the mirror printed no payload for %s:\n%s", img.digest, out)
+	}
 }

@@ -880,3 +880,46 @@ func TestSignatureOnLaterReferrersPage(t *testing.T) {
 		t.Fatalf("image signed on the second referrers page: %d %s, want 200", resp.StatusCode, body)
 	}
 }
+
+// Signatures pushed with COSIGN_REPOSITORY (another repository than the
+// image's): a rule whose signatureRepository names it finds them there; a
+// rule without it does not (no_signature).
+func TestSignatureRepository(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	for _, sigRepo := range []string{"", "central.test/fleet/signatures"} {
+		t.Run("signatureRepository="+sigRepo, func(t *testing.T) {
+			t.Parallel()
+			pol, err := sigpolicy.New(sigpolicy.Spec{Rules: []sigpolicy.RuleSpec{{
+				Name: "fleet", Repositories: []string{"central.test/**"}, Keys: []string{key.PublicPEM}, SignatureRepository: sigRepo,
+			}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := newMirror(t, func(o *proxy.Options) { o.Policy = pol })
+			signed, _ := m.fake.Image("app", "signed", []byte("signed layer"))
+			man, blobs := cosigntest.Parts(t, key.Sign(t, "central.test/app", signed.Digest))
+			for _, b := range blobs {
+				m.fake.LinkBlob("fleet/signatures", m.fake.AddBlob(b).Digest)
+			}
+			m.fake.AddManifest("fleet/signatures", cosigntest.SignatureTag(signed.Digest), ocispec.MediaTypeImageManifest, man)
+
+			resp, body := m.get(http.MethodGet, manifestPath("app", "signed"), "Accept", ocispec.MediaTypeImageManifest)
+			if sigRepo == "" {
+				if msg := deniedMessage(t, resp, body); !strings.Contains(msg, "no_signature") {
+					t.Errorf("signature in another repository, rule without signatureRepository: %q, want no_signature", msg)
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("image signed into %s: %d %s, want 200", sigRepo, resp.StatusCode, body)
+			}
+			// The evidence is served from the signature repository, for
+			// cosign verify with COSIGN_REPOSITORY against the mirror.
+			resp, _ = m.get(http.MethodGet, manifestPath("fleet/signatures", cosigntest.SignatureTag(signed.Digest)), "Accept", ocispec.MediaTypeImageManifest)
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET the signature in %s: %d", sigRepo, resp.StatusCode)
+			}
+		})
+	}
+}

@@ -100,7 +100,9 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, ref string, res Man
 			return err
 		}
 		p.verified.add(d, key)
-		p.storeEvidence(ctx, t, d)
+		if et, err := p.evidenceTarget(t, m); err == nil {
+			p.storeEvidence(ctx, et, d)
+		}
 		return nil
 	}
 	log := p.log.With(slog.String("repo", t.Repo.Name), slog.String("digest", d.String()), slog.String("rule", m.Rule), slog.String("reason", v.Reason))
@@ -188,13 +190,32 @@ func (p *Proxy) verdict(ctx context.Context, t Target, m sigpolicy.Match, d dige
 	return got.(meta.Verdict), nil
 }
 
+// evidenceTarget returns where the signatures and other evidence of t's
+// manifests are under m: t itself, or the rule's signature repository
+// (signed with COSIGN_REPOSITORY), where they are looked up, cached and
+// served, through that repository's upstream.
+func (p *Proxy) evidenceTarget(t Target, m sigpolicy.Match) (Target, error) {
+	if m.SignatureRepository == "" {
+		return t, nil
+	}
+	st, err := p.router.Route(m.SignatureRepository, "")
+	if err != nil {
+		return Target{}, fmt.Errorf("signature repository %s of rule %q: %w", m.SignatureRepository, m.Rule, err)
+	}
+	return st, nil
+}
+
 // verifyTimeout bounds one verification, signatures' fetches included.
 const verifyTimeout = 2 * time.Minute
 
 // verifyNow verifies manifest d of t under m and records the verdict.
 func (p *Proxy) verifyNow(ctx context.Context, t Target, m sigpolicy.Match, d digest.Digest, repo string) (meta.Verdict, error) {
 	start := time.Now()
-	v, err := p.opts.Policy.Verify(ctx, sigSource{p: p, t: t}, t.Remote.Name, t.Repo.Name, d)
+	st, err := p.evidenceTarget(t, m)
+	if err != nil {
+		return meta.Verdict{}, err
+	}
+	v, err := p.opts.Policy.Verify(ctx, sigSource{p: p, t: st}, t.Remote.Name, t.Repo.Name, d)
 	p.m.Signatures.Duration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		p.m.Signatures.Verifications.WithLabelValues(m.Rule, "error").Inc()

@@ -44,6 +44,7 @@ type rule struct {
 	mode     Mode
 	revision string
 	globs    []glob.Glob
+	sigRepo  string // RuleSpec.SignatureRepository
 
 	keys          []trustedKey
 	identities    []cosign.Identity
@@ -78,6 +79,9 @@ type Match struct {
 	// Mode is the rule's mode. Under ModeOff the mirror need not call
 	// Verify at all.
 	Mode Mode
+	// SignatureRepository is the rule's SignatureRepository
+	// ("<registry>/<repository>"), "" for the image's own repository.
+	SignatureRepository string
 }
 
 // New checks spec and compiles it. The error joins a *FieldError per
@@ -115,6 +119,9 @@ func New(spec Spec) (*Policy, error) {
 
 var ruleNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
+// sigRepoRE is the distribution-spec's repository name.
+var sigRepoRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+
 // compileRule checks rs at path rp and compiles it.
 func compileRule(rp string, rs RuleSpec) (*rule, []error) {
 	var errs []error
@@ -146,6 +153,17 @@ func compileRule(rp string, rs RuleSpec) (*rule, []error) {
 			continue
 		}
 		r.globs = append(r.globs, g)
+	}
+	if sr := rs.SignatureRepository; sr != "" {
+		host, repo, ok := strings.Cut(sr, "/")
+		switch {
+		case !ok || host == "" || !sigRepoRE.MatchString(repo):
+			add(".signatureRepository", "must be <registry>/<repository> as COSIGN_REPOSITORY names it (lower-case repository path), got %q", sr)
+		case strings.ContainsAny(host, "*?[]{}"):
+			add(".signatureRepository", "names one repository, not a glob: %q", sr)
+		default:
+			r.sigRepo = strings.ToLower(host) + "/" + repo
+		}
 	}
 
 	for i, k := range rs.Keys {
@@ -407,9 +425,10 @@ func revision(rs RuleSpec) string {
 		Identities                        []IdentitySpec
 		Tlog                              bool
 		Annotations                       map[string]string // json sorts map keys
+		SignatureRepository               string            `json:",omitempty"` // where a "no signature" was found
 	}{
 		norm(rs.Keys), norm(rs.FulcioRoots), norm(rs.FulcioIntermediates), norm(rs.RekorKeys),
-		rs.Identities, rs.RequireTlog, rs.Annotations,
+		rs.Identities, rs.RequireTlog, rs.Annotations, strings.ToLower(rs.SignatureRepository),
 	})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
@@ -434,7 +453,7 @@ func (p *Policy) Revisions() []string {
 // "library/nginx"). The registry is compared in lower case.
 func (p *Policy) Match(registry, repo string) Match {
 	if r := p.rule(registry, repo); r != nil {
-		return Match{Rule: r.name, Revision: r.revision, Mode: r.mode}
+		return Match{Rule: r.name, Revision: r.revision, Mode: r.mode, SignatureRepository: r.sigRepo}
 	}
 	return Match{Rule: DefaultRuleName, Mode: p.defaultMode}
 }

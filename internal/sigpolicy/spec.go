@@ -90,6 +90,13 @@ type RuleSpec struct {
 	// Annotations must all be present, with these values, in the optional
 	// section of the signed payload ("cosign sign -a key=value").
 	Annotations map[string]string `yaml:"annotations,omitempty" json:"annotations,omitempty"`
+	// SignatureRepository, when set, is where the signatures of the
+	// rule's images are, as cosign's COSIGN_REPOSITORY names it:
+	// "<registry>/<repository>" ("central.example.com/fleet/signatures"),
+	// the registry one of the mirror's upstreams. The signature tag
+	// sha256-<hex>.sig and the referrers of the image's digest are looked
+	// up there instead of in the image's own repository.
+	SignatureRepository string `yaml:"signatureRepository,omitempty" json:"signatureRepository,omitempty"`
 }
 
 // IdentitySpec is a keyless identity: a certificate matches when its OIDC
