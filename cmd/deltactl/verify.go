@@ -121,6 +121,18 @@ func verifyCmd(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	src := &remoteSource{c: c, repo: img.repo()}
+	if sr := pol.Match(registryName, img.repo().RepositoryStr()).SignatureRepository; sr != "" {
+		// Signed with COSIGN_REPOSITORY: the signatures are in that
+		// repository, which deltactl can reach only on IMAGE's registry
+		// (it knows the mirror's other upstreams by name, not address).
+		host, path, _ := strings.Cut(sr, "/")
+		if host != registryName {
+			return fmt.Errorf("the rule for %s keeps its signatures in %s, on another registry than IMAGE's (%s): verify through the mirror, or pass that repository's images by their registry", img.repo(), sr, registryName)
+		}
+		if src.repo, err = name.NewRepository(img.repo().RegistryStr()+"/"+path, c.nameOpts...); err != nil {
+			return fmt.Errorf("signature repository %s: %w", sr, err)
+		}
+	}
 	rep := verifyReport{Image: pos[0], Registry: registryName, Repository: img.repo().RepositoryStr(), Manifests: []verifyManifest{}}
 	check := func(d digest.Digest) (sigpolicy.Verdict, error) {
 		v, err := pol.Verify(ctx, src, rep.Registry, rep.Repository, d)

@@ -401,3 +401,33 @@ func TestVerifyDocs(t *testing.T) {
 		}
 	}
 }
+
+// An image signed with COSIGN_REPOSITORY: under a rule whose
+// signatureRepository names that repository, verify finds the signature
+// there; without it, no_signature.
+func TestVerifySignatureRepository(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, false)
+	key := cosigntest.NewKey(t)
+	keyFile := writeFile(t, t.TempDir(), "cosign.pub", key.PublicPEM)
+	repo := host + "/edge/app"
+	img := testImage(t, "amd64", layer(t, goGzip, layergen.New(720, 4, 2<<10)))
+	pushImage(t, repo+":1", img)
+	d := hashDigest(t, img)
+	signImage(t, key, host+"/edge/signatures", d)
+	pol := policyFile(t, strings.ToLower(host)+"/edge/**", "enforce", keyFile)
+
+	rep := verifyJSON(t, 1, "--policy", pol, repo+":1")
+	if got := rep.Manifests[0]; got.Reason != sigpolicy.ReasonNoSignature {
+		t.Errorf("without signatureRepository: %+v, want no_signature", got)
+	}
+	b, err := os.ReadFile(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withRepo := writeFile(t, t.TempDir(), "registry-edge.yaml", string(b)+"      signatureRepository: "+strings.ToLower(host)+"/edge/signatures\n")
+	rep = verifyJSON(t, 0, "--policy", withRepo, repo+":1")
+	if got := rep.Manifests[0]; !got.OK || got.Reason != sigpolicy.ReasonVerified {
+		t.Errorf("with signatureRepository: %+v, want verified", got)
+	}
+}
