@@ -48,11 +48,18 @@ func runBounded(t *testing.T, ctx context.Context, args ...string) result {
 		code := run(ctx, args, &stdout, &stderr)
 		done <- result{code: code, stdout: stdout.String(), stderr: stderr.String()}
 	}()
+	// Bounded by the test binary's deadline, not by a time of its own: a
+	// diff under -race on a loaded machine can take minutes, and only a
+	// hang is a failure.
+	var bound <-chan time.Time
+	if deadline, ok := t.Deadline(); ok {
+		bound = time.After(time.Until(deadline) - 10*time.Second)
+	}
 	select {
 	case r := <-done:
 		return r
-	case <-time.After(time.Minute):
-		t.Fatalf("deltactl %s still running after a minute", strings.Join(args, " "))
+	case <-bound:
+		t.Fatalf("deltactl %s still running near the test's deadline", strings.Join(args, " "))
 		return result{}
 	}
 }
