@@ -28,6 +28,12 @@ const (
 	formatVersion = 2
 	minVersion    = 1
 
+	// FormatVersion is the format this package writes, MinFormatVersion
+	// the oldest it reads: what a registry-edge tier states in a delta
+	// negotiation, and checks before it answers one.
+	FormatVersion    = formatVersion
+	MinFormatVersion = minVersion
+
 	tagBlock = 'B'
 	tagEnd   = 'E'
 

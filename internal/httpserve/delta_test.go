@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
@@ -19,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/delta"
 	"github.com/registry-edge/registry-edge/internal/layerdelta"
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/proxy"
@@ -374,6 +376,24 @@ func TestRegionSendsTheSmallestDelta(t *testing.T) {
 		"If-None-Match", `"`+digest.FromBytes(v1).String()+`", "`+digest.FromBytes(v2).String()+`"`)
 	if resp.StatusCode != 226 || !strings.Contains(resp.Header.Get("Registry-Edge-Delta"), deltas[0].Delta.Digest.String()) {
 		t.Errorf("negotiation: %d, delta %s; want 226 with the smaller delta %s", resp.StatusCode, resp.Header.Get("Registry-Edge-Delta"), deltas[0].Delta.Digest)
+	}
+	// A site that states the formats it reads gets a delta only in one of
+	// them; one that reads none of this version's gets the layer in full.
+	for _, tt := range []struct {
+		formats string
+		want    int
+	}{
+		{fmt.Sprintf("%d, %d", delta.MinFormatVersion, delta.FormatVersion), 226},
+		{strconv.Itoa(delta.FormatVersion + 1), http.StatusOK},
+	} {
+		resp, _ := region.get(http.MethodHead, blobPath("app", l3[0].Digest), "A-IM", "vnd.registry-edge.delta.v1",
+			"If-None-Match", `"`+digest.FromBytes(v2).String()+`"`, "Registry-Edge-Delta-Formats", tt.formats)
+		if resp.StatusCode != tt.want {
+			t.Errorf("negotiation from a site reading formats %q: %d, want %d", tt.formats, resp.StatusCode, tt.want)
+		}
+	}
+	if got := metricValue(t, region.metrics, "registry_edge_delta_negotiations_total", "result", "unreadable"); got != 1 {
+		t.Errorf("negotiations answered in full for want of a format: %v, want 1", got)
 	}
 }
 

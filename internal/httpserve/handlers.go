@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/registry-edge/registry-edge/internal/delta"
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/ociapi"
 	"github.com/registry-edge/registry-edge/internal/proxy"
@@ -531,6 +532,12 @@ func wantsDelta(r *http.Request) bool {
 // reports false, for an ordinary answer, when there is no delta worth
 // sending.
 func (s *Server) deltaAnswer(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *accessEntry) (bool, error) {
+	if !upstream.ReadsDeltaFormat(r.Header, delta.FormatVersion) {
+		// A lower tier that cannot read the deltas made here would
+		// download one, reject it and fetch the layer anyway.
+		s.m.Deltas.Served.WithLabelValues("unreadable").Inc()
+		return false, nil
+	}
 	if err := s.p.CheckBlob(r.Context(), t, rt.Digest); err != nil {
 		return true, err
 	}

@@ -51,7 +51,7 @@ func (m *Metrics) registerDeltas(reg *prometheus.Registry) {
 			Name: "registry_edge_delta_recipes_total", Help: "Compression recipe detections when computing deltas, by result (found, none).",
 		}, []string{"result"}),
 		Served: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "registry_edge_delta_negotiations_total", Help: "Delta requests from lower tiers (A-IM), by answer (delta, full, pending: 202, still computing; refused: the client is not in deltas.serveTo).",
+			Name: "registry_edge_delta_negotiations_total", Help: "Delta requests from lower tiers (A-IM), by answer (delta, full, pending: 202, still computing; refused: the client is not in deltas.serveTo; unreadable: it reads none of the delta formats made here).",
 		}, []string{"result"}),
 	}
 	reg.MustRegister(m.Deltas.Fills, m.Deltas.FetchedBytes, m.Deltas.FullBytes, m.Deltas.RebuildDuration, m.Deltas.Recipes, m.Deltas.Served)

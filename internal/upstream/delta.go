@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/registry-edge/registry-edge/internal/delta"
 	"github.com/registry-edge/registry-edge/internal/errdef"
 )
 
@@ -29,6 +30,13 @@ const (
 	// HeaderDeltas, on any response, says the server is a registry-edge
 	// that answers delta negotiations ("v1").
 	HeaderDeltas = "Registry-Edge-Deltas"
+	// HeaderDeltaFormats, on a negotiation, lists the delta format
+	// versions the lower tier reads ("1, 2"). A tier that writes none of
+	// them answers as to a plain request (the layer in full) instead of
+	// computing a delta the lower tier would download and reject. Tiers
+	// from before this header send none; they are taken to read what the
+	// upper tier writes (they cannot be told from those that do).
+	HeaderDeltaFormats = "Registry-Edge-Delta-Formats"
 	// HeaderDelta carries the JSON descriptor of the delta, with the
 	// annotations of internal/layerdelta.
 	HeaderDelta = "Registry-Edge-Delta"
@@ -101,6 +109,9 @@ func (c *Client) NegotiateDelta(ctx context.Context, repo string, d digest.Diges
 		"If-None-Match": {strings.Join(tags, ", ")},
 		"Prefer":        {"respond-async, wait=" + strconv.Itoa(c.deltaWait())},
 	}
+	if f := deltaFormats(); f != "" {
+		hdr.Set(HeaderDeltaFormats, f)
+	}
 	resp, err := c.do(ctx, op, request{method: http.MethodHead, path: repo + "/blobs/" + d.String(), header: hdr})
 	if err != nil {
 		return ocispec.Descriptor{}, false, err
@@ -159,4 +170,31 @@ func ParseIfNoneMatch(values []string, max int) []digest.Digest {
 		}
 	}
 	return out
+}
+
+// deltaFormats is the HeaderDeltaFormats value of this binary's decoder.
+func deltaFormats() string {
+	vs := make([]string, 0, delta.FormatVersion-delta.MinFormatVersion+1)
+	for v := delta.MinFormatVersion; v <= delta.FormatVersion; v++ {
+		vs = append(vs, strconv.Itoa(v))
+	}
+	return strings.Join(vs, ", ")
+}
+
+// ReadsDeltaFormat reports whether the lower tier that sent the
+// negotiation headers h reads deltas of format version v: it lists v in
+// HeaderDeltaFormats, or sends no such header.
+func ReadsDeltaFormat(h http.Header, v int) bool {
+	vals := h.Values(HeaderDeltaFormats)
+	if len(vals) == 0 {
+		return true
+	}
+	for _, val := range vals {
+		for _, f := range strings.Split(val, ",") {
+			if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n == v {
+				return true
+			}
+		}
+	}
+	return false
 }
