@@ -88,22 +88,12 @@ func Open(path string) (*DB, error) {
 			// New, a database from before the index, or one another
 			// process may have written since this version closed it (a
 			// binary from before the index, after a downgrade, links
-			// without indexing): fill it from the links.
-			if tx.Bucket(bucketRegistryLinks) != nil {
-				if err := tx.DeleteBucket(bucketRegistryLinks); err != nil {
-					return err
-				}
-			}
-			idx, err := tx.CreateBucket(bucketRegistryLinks)
-			if err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketLinks).ForEach(func(k, _ []byte) error {
-				if reg, d, ok := splitLinkKey(k); ok {
-					return idx.Put(registryLinkKey(reg, d), nil)
-				}
-				return nil
-			}); err != nil {
+			// without indexing; or this version, cut by a crash, which is
+			// the common case and changed nothing the index misses):
+			// bring it in step with the links. Only what differs is
+			// written: rebuilding it whole took 25 s at 20,000 images, at
+			// every start after a power cut.
+			if err := syncRegistryLinks(tx); err != nil {
 				return err
 			}
 		}
@@ -381,3 +371,48 @@ func (m *DB) PutReferrers(_ context.Context, r Repo, d digest.Digest, e Referrer
 
 // IsNotFound reports whether err means a missing record.
 func IsNotFound(err error) bool { return errors.Is(err, errdef.ErrNotFound) }
+
+// syncRegistryLinks makes bucketRegistryLinks (made if missing) hold an
+// entry for each registry and digest some link names, and no other:
+// entries missing (links a binary from before the index recorded) are
+// added, entries no link names any more (content that binary evicted) are
+// deleted, and the rest are not written again.
+func syncRegistryLinks(tx *bolt.Tx) error {
+	idx, err := tx.CreateBucketIfNotExists(bucketRegistryLinks)
+	if err != nil {
+		return err
+	}
+	// Two scans and a set, not a lookup per link: lookups took 2 s of
+	// CPU at 20,000 images.
+	missing := map[string]bool{}
+	if err := tx.Bucket(bucketLinks).ForEach(func(k, _ []byte) error {
+		if reg, d, ok := splitLinkKey(k); ok {
+			missing[string(registryLinkKey(reg, d))] = true
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	var stale [][]byte
+	if err := idx.ForEach(func(k, _ []byte) error {
+		if missing[string(k)] {
+			delete(missing, string(k))
+		} else {
+			stale = append(stale, bytes.Clone(k))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range stale {
+		if err := idx.Delete(k); err != nil {
+			return err
+		}
+	}
+	for k := range missing {
+		if err := idx.Put([]byte(k), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
