@@ -94,15 +94,28 @@ func digestsOf(bucket, k, v []byte) []digest.Digest {
 // indexedBuckets are the buckets bucketByDigest covers.
 var indexedBuckets = [][]byte{bucketLinks, bucketTags, bucketReferrers, bucketVerdicts, bucketTrusted}
 
-// buildByDigest fills a new bucketByDigest from the records (a database
-// from before the index).
-func buildByDigest(tx *bolt.Tx) error {
-	if _, err := tx.CreateBucket(bucketByDigest); err != nil {
+// syncByDigest adds to bucketByDigest (made if missing) the entries of
+// the records it lacks: a database from before the index, or records a
+// binary from before it wrote after a downgrade (without them, Forget
+// would leave those links, tags and verdicts of evicted content behind).
+// Entries already there are not written again; entries of records gone
+// are harmless (Forget checks the record) and are left to Forget.
+func syncByDigest(tx *bolt.Tx) error {
+	idx, err := tx.CreateBucketIfNotExists(bucketByDigest)
+	if err != nil {
 		return err
 	}
 	for _, name := range indexedBuckets {
 		if err := tx.Bucket(name).ForEach(func(k, v []byte) error {
-			return index(tx, name, k, digestsOf(name, k, v)...)
+			for _, d := range digestsOf(name, k, v) {
+				if d == "" || idx.Get(byDigestKey(d, name, k)) != nil {
+					continue
+				}
+				if err := index(tx, name, k, d); err != nil {
+					return err
+				}
+			}
+			return nil
 		}); err != nil {
 			return err
 		}

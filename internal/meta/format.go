@@ -49,8 +49,9 @@ func checkFormat(tx *bolt.Tx) error {
 // this version last closed the database: if the next write transaction is
 // the one after it, nothing wrote in between. Else a crash cut the last
 // run, or another binary wrote, maybe one from before records this
-// version derives from others (the registry index of links): those are
-// made again at Open.
+// version derives from others (the registry index of links, the index by
+// digest): those are checked against the records at Open, and what
+// differs written.
 var closedTx = []byte("closedTx")
 
 func noteClosed(tx *bolt.Tx) error {

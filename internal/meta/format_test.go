@@ -2,6 +2,7 @@ package meta
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -202,5 +203,56 @@ func TestOpenAfterACrashRewritesNoIndex(t *testing.T) {
 	}
 	if ok, err := db.LinkedInRegistry(ctx, "docker.io", digest.FromString("1999")); err != nil || !ok {
 		t.Errorf("LinkedInRegistry = %v, %v; want true", ok, err)
+	}
+}
+
+// After a downgrade to a binary from before the bydigest index, the
+// links, tags and verdicts it recorded are not indexed; back on this
+// version they are, so evicting their content forgets them too (else a
+// tag kept pointing at an evicted image, and its link said it was here).
+func TestRecordsOfAnOlderBinaryAreForgotten(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, path := openTest(t)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := Repo{Registry: "ghcr.io", Name: "org/app"}
+	m := digest.FromString("manifest")
+	raw, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketLinks).Put(linkKey(r, m), nil); err != nil {
+			return err
+		}
+		b, _ := json.Marshal(TagEntry{Digest: m})
+		if err := tx.Bucket(bucketTags).Put(tagKey(r, "v1"), b); err != nil {
+			return err
+		}
+		b, _ = json.Marshal(Verdict{OK: true})
+		return tx.Bucket(bucketVerdicts).Put(sigKey("fleet", "rev1", m), b)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+
+	db, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Forget(ctx, []digest.Digest{m}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := db.Linked(ctx, r, m); err != nil || ok {
+		t.Errorf("Linked = %v, %v; want false after Forget", ok, err)
+	}
+	if e, err := db.Tag(ctx, r, "v1"); !IsNotFound(err) {
+		t.Errorf("Tag = %+v, %v; want not found after Forget", e, err)
+	}
+	if v, err := db.Verdict(ctx, "fleet", "rev1", m, r.Registry+"/"+r.Name); !IsNotFound(err) {
+		t.Errorf("Verdict = %+v, %v; want not found after Forget", v, err)
 	}
 }

@@ -84,21 +84,19 @@ func Open(path string) (*DB, error) {
 				return err
 			}
 		}
-		if tx.Bucket(bucketRegistryLinks) == nil || !closedLast(tx) {
-			// New, a database from before the index, or one another
+		if tx.Bucket(bucketRegistryLinks) == nil || tx.Bucket(bucketByDigest) == nil || !closedLast(tx) {
+			// New, a database from before the indexes, or one another
 			// process may have written since this version closed it (a
-			// binary from before the index, after a downgrade, links
-			// without indexing; or this version, cut by a crash, which is
-			// the common case and changed nothing the index misses):
-			// bring it in step with the links. Only what differs is
-			// written: rebuilding it whole took 25 s at 20,000 images, at
-			// every start after a power cut.
+			// binary from before the indexes, after a downgrade, links
+			// and tags without indexing them; or this version, cut by a
+			// crash, which is the common case and changed nothing the
+			// indexes miss): bring them in step with the records. Only
+			// what differs is written: rebuilding them whole took 25 s
+			// at 20,000 images, at every start after a power cut.
 			if err := syncRegistryLinks(tx); err != nil {
 				return err
 			}
-		}
-		if tx.Bucket(bucketByDigest) == nil {
-			return buildByDigest(tx)
+			return syncByDigest(tx)
 		}
 		return nil
 	})
