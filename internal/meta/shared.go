@@ -3,11 +3,14 @@ package meta
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -90,9 +93,33 @@ func sharedVerdictKey(rule, revision string, d digest.Digest) string {
 
 func sharedDeltasDir(d digest.Digest) string { return "deltas/" + digestKey(d) }
 
+// sharedDeltaKey names the record of one delta of layer d: its blob, its
+// repository and its annotations (its bases), as meta.db tells records
+// apart (sameDelta). The same delta blob published with other bases, from
+// another old image with the same layer contents, is another record: with
+// the bases out of the key, the last writer replaced the others, and a
+// replica saw only the one whose bases its sites may not hold.
+//
+// The bases go last, as a fourth element: versions before it list the
+// directory and read every name of the form <alg>.<hex>.<anything>
+// (isSharedDelta), so they read these records as they read their own, and
+// their records (three elements) are read here the same way. Nothing needs
+// writing under the old names too.
 func sharedDeltaKey(d digest.Digest, rec DeltaRecord) string {
 	x := rec.Descriptor.Digest
-	return sharedDeltasDir(d) + "/" + string(x.Algorithm()) + "." + x.Encoded() + "." + name(rec.Repo.String())
+	return sharedDeltasDir(d) + "/" + string(x.Algorithm()) + "." + x.Encoded() + "." + name(rec.Repo.String()) + "." + annotationsKey(rec.Descriptor.Annotations)
+}
+
+// annotationsKey is a short hash of a set of annotations that does not
+// depend on the order of the map (none and empty are the same, as in
+// sameDelta).
+func annotationsKey(a map[string]string) string {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(a)) {
+		// Length-prefixed, so that no two sets hash the same bytes.
+		fmt.Fprintf(h, "%d:%s%d:%s", len(k), k, len(a[k]), a[k])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 func sharedAccessKey(replica string) string { return "access/" + replica }
@@ -262,7 +289,10 @@ func (m *DB) mergeSharedAccess(ctx context.Context, out map[digest.Digest]time.T
 }
 
 // isSharedDelta reports whether a record listed under a layer's deltas
-// directory names a delta with a valid digest.
+// directory names a delta with a valid digest: <alg>.<hex>.<repo>, as
+// versions before the bases were in the key wrote it, or
+// <alg>.<hex>.<repo>.<bases>. Keep it accepting both (and anything after
+// <hex>): the versions before read the new names with this same test.
 func isSharedDelta(n string) bool {
 	alg, rest, ok := strings.Cut(n, ".")
 	if !ok {

@@ -2,7 +2,9 @@ package meta
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -350,5 +352,70 @@ func TestNegativeVerdictIsFoundWithoutTheBucket(t *testing.T) {
 	bucket.down.Store(true)
 	if v, err := db.Verdict(ctx, "fleet", "rev1", d, "central/app"); err != nil || v.Reason != "no_signature" {
 		t.Errorf("bucket unreachable: Verdict = %+v, %v; want the local negative verdict", v, err)
+	}
+}
+
+// The same delta blob published with other bases (from another old image
+// with the same layer contents) is two records in the bucket, and a replica
+// that recorded neither sees both; a version from before the bases were in
+// the key (which reads any <alg>.<hex>.<...> name, isSharedDelta) reads them
+// too.
+func TestSharedDeltaWithOtherBases(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, b, bucket := twoReplicas(t)
+	layer := digest.FromString("layer v2")
+	r := Repo{Registry: "registry.example", Name: "team/app"}
+	blob := digest.FromString("the delta blob")
+	rec := func(base string) DeltaRecord {
+		return DeltaRecord{Repo: r, Descriptor: ocispec.Descriptor{MediaType: "application/x.delta", Digest: blob, Size: 10,
+			Annotations: map[string]string{"org.example.delta.base": base, "org.example.delta.algorithm": "xdelta3"}}}
+	}
+	rec1, rec2 := rec(digest.FromString("old layer of image 1").String()), rec(digest.FromString("old layer of image 2").String())
+	if err := a.AddDelta(ctx, layer, rec1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AddDelta(ctx, layer, rec2); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Deltas(ctx, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !slices.ContainsFunc(got, func(x DeltaRecord) bool { return cmp.Equal(x, rec1) }) || !slices.ContainsFunc(got, func(x DeltaRecord) bool { return cmp.Equal(x, rec2) }) {
+		t.Errorf("B's deltas: %+v, want both records of the blob (one per bases)", got)
+	}
+	names, err := bucket.ListRecords(ctx, sharedDeltasDir(layer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 2 {
+		t.Errorf("records in the bucket: %q, want 2", names)
+	}
+	for _, n := range names {
+		if !isSharedDelta(n) {
+			t.Errorf("record %q is not read by the versions before it", n)
+		}
+	}
+	// The same record, written again (by A or by another replica), is still one.
+	if err := b.AddDelta(ctx, layer, rec1); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := bucket.ListRecords(ctx, sharedDeltasDir(layer)); len(names) != 2 {
+		t.Errorf("records after B wrote one of them again: %q, want 2", names)
+	}
+	// A record an old version wrote (no bases in its name) is read too.
+	old := rec(digest.FromString("old layer of image 3").String())
+	raw, _ := json.Marshal(old)
+	if err := bucket.PutRecord(ctx, sharedDeltasDir(layer)+"/"+string(blob.Algorithm())+"."+blob.Encoded()+"."+name(r.String()), raw); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := openTest(t)
+	t.Cleanup(func() { c.Close() })
+	if err := c.Share(bucket, "replica-c"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Deltas(ctx, layer); err != nil || len(got) != 3 {
+		t.Errorf("C's deltas: %+v, %v; want 3", got, err)
 	}
 }
