@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/blobstore/objstore"
 	"github.com/registry-edge/registry-edge/internal/config"
+	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/meta"
 )
 
@@ -88,8 +90,10 @@ func shareMeta(ctx context.Context, cfg config.Config, store contentStore, db *m
 	if err != nil {
 		return err
 	}
-	if err := db.Share(shared, id); err != nil {
+	if err := db.Share(ctx, shared, id); errors.Is(err, errdef.ErrInvalid) {
 		return fmt.Errorf("storage.blobs.replica.id: %w", err)
+	} else if err != nil {
+		return fmt.Errorf("storage.blobs (bucket %s): %w", cfg.Storage.Blobs.S3.Bucket, err)
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "replica of a shared bucket", slog.String("replica", id),
 		slog.Bool("evict", cfg.Storage.Blobs.Replica.Evicts()))

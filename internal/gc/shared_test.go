@@ -39,7 +39,7 @@ func sharedReplicas(t *testing.T, ids ...string) []*replica {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { db.Close() })
-		if err := db.Share(bucket, id); err != nil {
+		if err := db.Share(context.Background(), bucket, id); err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, &replica{t: t, bucket: bucket, db: db})

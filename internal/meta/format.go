@@ -1,10 +1,15 @@
 package meta
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/registry-edge/registry-edge/internal/errdef"
 )
 
 // bucketFormat holds the store format of the database: "version" ->
@@ -71,4 +76,51 @@ func closedLast(tx *bolt.Tx) bool {
 	}
 	n, err := strconv.Atoi(string(b.Get(closedTx)))
 	return err == nil && n+1 == tx.ID()
+}
+
+// SharedFormat is the format of the records replicas share in a bucket
+// (_meta/, ADR 0014), which the bucket records as sharedFormatKey. As with
+// StoreFormat, a binary refuses a bucket of a newer format, at start: its
+// replicas run different versions during every rolling upgrade, so a
+// change to the shared records that older replicas would misread, miss or
+// overwrite (a key layout they would not list, a record they would rewrite
+// without what it said) is safe only if they stop rather than go on. Raise
+// it only for such changes, and say what changed in docs/storage.md;
+// records older replicas read or ignore harmlessly (a new directory, a new
+// JSON field, the bases added to delta keys) keep it.
+const SharedFormat = 1
+
+// sharedFormatKey names the record of the bucket's shared format.
+const sharedFormatKey = "format"
+
+// sharedFormatRecord is that record.
+type sharedFormatRecord struct {
+	Format int `json:"format"`
+}
+
+// checkSharedFormat refuses a bucket whose shared records are of a newer
+// format than this binary's, and records this binary's format in one that
+// has none (new, or written only by binaries from before the marker) or an
+// older one. Two replicas that start at once may both find it missing and
+// write: the lower of two formats may then stay recorded until the newer
+// replica starts again, which is what a bucket without the marker is.
+func (m *DB) checkSharedFormat(ctx context.Context) error {
+	b, err := m.shared.GetRecord(ctx, sharedFormatKey)
+	switch {
+	case errors.Is(err, errdef.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("shared metadata: %w", err)
+	default:
+		var rec sharedFormatRecord
+		if err := json.Unmarshal(b, &rec); err != nil || rec.Format < 1 {
+			return fmt.Errorf("shared metadata: the bucket's %s record %q is not a store format: it was not written by registry-edge, or is damaged (check storage.blobs.s3.rootDirectory)", sharedFormatKey, b)
+		}
+		if rec.Format > SharedFormat {
+			return fmt.Errorf("shared metadata: the bucket's records are of format %d, written by a newer registry-edge replica; this binary reads format %d at most: run the newer version on this replica too (or give it a bucket or storage.blobs.s3.rootDirectory of its own)", rec.Format, SharedFormat)
+		}
+		if rec.Format == SharedFormat {
+			return nil
+		}
+	}
+	return m.putShared(ctx, sharedFormatKey, sharedFormatRecord{Format: SharedFormat})
 }

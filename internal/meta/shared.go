@@ -46,8 +46,10 @@ type Shared interface {
 // replicas of the bucket). Tags, referrers lists, negative verdicts, pins
 // and prefetch requests stay local: tags and referrers are revalidated
 // upstream anyway, a negative verdict may change, and pins only matter to
-// the replica that evicts. Call it once, before the database is used.
-func (m *DB) Share(s Shared, replica string) error {
+// the replica that evicts. It refuses a bucket whose records are of a newer
+// format than this binary's (SharedFormat). Call it once, before the
+// database is used.
+func (m *DB) Share(ctx context.Context, s Shared, replica string) error {
 	if !recordName(replica) {
 		return fmt.Errorf("replica id %q: want letters, digits, '.', '_' or '-': %w", replica, errdef.ErrInvalid)
 	}
@@ -56,6 +58,10 @@ func (m *DB) Share(s Shared, replica string) error {
 		return err
 	}
 	m.shared, m.replica, m.instance = s, replica, hex.EncodeToString(nonce[:])
+	if err := m.checkSharedFormat(ctx); err != nil {
+		m.shared = nil
+		return err
+	}
 	return nil
 }
 

@@ -29,10 +29,10 @@ func twoReplicas(t *testing.T) (a, b *DB, bucket *objstore.Store) {
 	a, _ = openTest(t)
 	b, _ = openTest(t)
 	t.Cleanup(func() { a.Close(); b.Close() })
-	if err := a.Share(bucket, "replica-a"); err != nil {
+	if err := a.Share(context.Background(), bucket, "replica-a"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Share(bucket, "replica-b"); err != nil {
+	if err := b.Share(context.Background(), bucket, "replica-b"); err != nil {
 		t.Fatal(err)
 	}
 	return a, b, bucket
@@ -222,7 +222,7 @@ func TestShareRejectsBadReplicaID(t *testing.T) {
 	db, _ := openTest(t)
 	defer db.Close()
 	for _, id := range []string{"", "a/b", "..", "a b", "é"} {
-		if err := db.Share(nil, id); !errors.Is(err, errdef.ErrInvalid) {
+		if err := db.Share(context.Background(), nil, id); !errors.Is(err, errdef.ErrInvalid) {
 			t.Errorf("Share(%q) = %v, want ErrInvalid", id, err)
 		}
 	}
@@ -242,7 +242,7 @@ func TestSharedReplicaIDCollision(t *testing.T) {
 	open := func() *DB {
 		db, _ := openTest(t)
 		t.Cleanup(func() { db.Close() })
-		if err := db.Share(bucket, "edge-1"); err != nil {
+		if err := db.Share(context.Background(), bucket, "edge-1"); err != nil {
 			t.Fatal(err)
 		}
 		return db
@@ -333,7 +333,7 @@ func TestNegativeVerdictIsFoundWithoutTheBucket(t *testing.T) {
 	db, _ := openTest(t)
 	defer db.Close()
 	bucket := &unreachableBucket{}
-	if err := db.Share(bucket, "replica-a"); err != nil {
+	if err := db.Share(context.Background(), bucket, "replica-a"); err != nil {
 		t.Fatal(err)
 	}
 	d := digest.FromString("unsigned")
@@ -412,10 +412,53 @@ func TestSharedDeltaWithOtherBases(t *testing.T) {
 	}
 	c, _ := openTest(t)
 	t.Cleanup(func() { c.Close() })
-	if err := c.Share(bucket, "replica-c"); err != nil {
+	if err := c.Share(context.Background(), bucket, "replica-c"); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := c.Deltas(ctx, layer); err != nil || len(got) != 3 {
 		t.Errorf("C's deltas: %+v, %v; want 3", got, err)
+	}
+}
+
+// A bucket's shared records carry their format: a replica records it in a
+// bucket without it, and a replica of an older binary refuses, at start, a
+// bucket a newer one recorded a newer format in, and leaves it as it is
+// (it would misread, miss or overwrite records it does not know).
+func TestSharedFormat(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, _, bucket := twoReplicas(t)
+	b, err := bucket.GetRecord(ctx, sharedFormatKey)
+	if err != nil || string(b) != `{"format":1}` {
+		t.Fatalf("format record of a new bucket: %q, %v; want {\"format\":1}", b, err)
+	}
+	share := func(id string) error {
+		db, _ := openTest(t)
+		t.Cleanup(func() { db.Close() })
+		return db.Share(ctx, bucket, id)
+	}
+	if err := bucket.PutRecord(ctx, sharedFormatKey, []byte(`{"format":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := share("replica-c"); err == nil || !strings.Contains(err.Error(), "format 2, written by a newer registry-edge") {
+		t.Errorf("Share of a bucket of format 2: %v, want a refusal naming the newer format", err)
+	}
+	if b, _ := bucket.GetRecord(ctx, sharedFormatKey); string(b) != `{"format":2}` {
+		t.Errorf("format record after the refusal: %q, want format 2 kept", b)
+	}
+	if err := bucket.PutRecord(ctx, sharedFormatKey, []byte(`not json`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := share("replica-d"); err == nil || !strings.Contains(err.Error(), "not a store format") {
+		t.Errorf("Share of a bucket with a damaged format record: %v, want a refusal", err)
+	}
+	if err := bucket.DeleteRecord(ctx, sharedFormatKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := share("replica-e"); err != nil {
+		t.Errorf("Share of a bucket without the format record (written by binaries before it): %v", err)
+	}
+	if b, err := bucket.GetRecord(ctx, sharedFormatKey); err != nil || string(b) != `{"format":1}` {
+		t.Errorf("format record after a replica started on a bucket without it: %q, %v", b, err)
 	}
 }
