@@ -48,6 +48,7 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 		created bool
 	)
 	for attempt := 0; ; attempt++ {
+		ended := p.endedFills()
 		res, err := p.localBlob(ctx, t, d)
 		if err == nil {
 			p.access.touch(d, p.now()) // in use: not evicted under a pull (gc.Options.MinIdle)
@@ -58,7 +59,7 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 		if p.diskIsFull() && p.runningFill(d) == nil {
 			return p.passThrough(ctx, t, d)
 		}
-		f, created, err = p.joinFill(ctx, t, d)
+		f, created, err = p.joinFill(ctx, t, d, ended)
 		if errors.Is(err, errStoredMeanwhile) {
 			// Stored by a fill, or another upstream's fill ended (see
 			// join): from the store, or a fill of this client's own.
@@ -332,13 +333,14 @@ func (p *Proxy) linked(ctx context.Context, t Target, d digest.Digest) (bool, er
 // how content is pre-staged without a client. It returns the blob's size.
 func (p *Proxy) EnsureBlob(ctx context.Context, t Target, d digest.Digest) (int64, error) {
 	for {
+		ended := p.endedFills()
 		if info, err := p.store.Stat(ctx, d); err == nil {
 			if err := p.ensureLinked(ctx, t, d); err != nil {
 				return 0, err
 			}
 			return info.Size, nil
 		}
-		f, _, err := p.joinFill(ctx, t, d)
+		f, _, err := p.joinFill(ctx, t, d, ended)
 		if errors.Is(err, errStoredMeanwhile) {
 			continue
 		}

@@ -149,7 +149,7 @@ func TestNothingStartsAfterClose(t *testing.T) {
 	if err := p.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := p.joinFill(context.Background(), Target{}, digest.FromString("after close")); !errors.Is(err, errdef.ErrUnavailable) {
+	if _, _, err := p.joinFill(context.Background(), Target{}, digest.FromString("after close"), p.endedFills()); !errors.Is(err, errdef.ErrUnavailable) {
 		t.Errorf("fill after Close: %v, want ErrUnavailable", err)
 	}
 	if p.startBackground() {

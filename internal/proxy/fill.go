@@ -71,18 +71,28 @@ type fill struct {
 	wake     chan struct{} // closed and replaced on every change
 }
 
-// joinFill returns the running fill of d, or starts one.
-func (p *Proxy) joinFill(ctx context.Context, t Target, d digest.Digest) (*fill, bool, error) {
+// joinFill returns the running fill of d, or starts one. The caller found
+// d missing in the store after ended (endedFills) fills had ended: if no
+// fill ended since, none of this process's committed d meanwhile, and the
+// store is not asked again. On a bucket that question is a HEAD and, when
+// the object is missing, a LIST (the s3 driver's Stat), for every cold
+// miss; asking it again microseconds after the caller would only catch
+// another replica's commit in that instant, which the fill's own commit
+// finds anyway (the object is there: no upload).
+func (p *Proxy) joinFill(ctx context.Context, t Target, d digest.Digest, ended uint64) (*fill, bool, error) {
 	p.mu.Lock()
 	for {
 		if f, ok := p.fills[d]; ok && !f.failed() {
 			p.mu.Unlock()
 			return p.joinRunning(ctx, t, f)
 		}
+		if p.fillsEnded == ended {
+			break
+		}
 		// The store is asked without the lock (on a bucket, a HEAD):
 		// misses of other blobs must not queue behind it. A fill that
 		// ended meanwhile may have committed d: then ask again.
-		ended := p.fillsEnded
+		ended = p.fillsEnded
 		p.mu.Unlock()
 		if _, err := p.store.Stat(ctx, d); err == nil {
 			// A fill committed the blob since the caller looked.
@@ -120,6 +130,15 @@ func (p *Proxy) joinFill(ctx context.Context, t Target, d digest.Digest) (*fill,
 		p.runFill(fctx, f)
 	}()
 	return f, true, nil
+}
+
+// endedFills returns how many fills have ended so far: taken before a
+// store lookup, it tells joinFill whether a fill could have committed the
+// blob since.
+func (p *Proxy) endedFills() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fillsEnded
 }
 
 // errStoredMeanwhile tells Blob to serve the blob from the store after all.
