@@ -330,11 +330,15 @@ func (c *Client) referrersPages(ctx context.Context, op opInfo, path string, res
 		if pages == ocipage.MaxPages {
 			return Manifest{}, c.fail(op, fmt.Errorf("referrers index of more than %d pages: %w", ocipage.MaxPages, errdef.ErrTooLarge))
 		}
-		rest, ok := strings.CutPrefix(next.Path, c.base.Path+"/v2/")
-		if !ok {
-			return Manifest{}, c.fail(op, fmt.Errorf("referrers page %d links to %s, outside the registry API: %w", pages, next.Path, errdef.ErrUnavailable))
+		// Only the query may change from page to page: a link to another
+		// path (another repository's referrers, another subject, any
+		// other endpoint) would be read with the mirror's credentials and
+		// its answer served as this manifest's referrers, to devices
+		// that may have no access to that repository.
+		if next.Path != reqURL.Path {
+			return Manifest{}, c.fail(op, fmt.Errorf("referrers page %d links to %s, not to the referrers of this manifest (%s): %w", pages, next.Path, reqURL.Path, errdef.ErrUnavailable))
 		}
-		path, q = rest, next.Query()
+		q = next.Query()
 		resp, err = c.do(ctx, op, request{method: http.MethodGet, path: path, query: q, accept: []string{ocispec.MediaTypeImageIndex}})
 		if err != nil {
 			return Manifest{}, err

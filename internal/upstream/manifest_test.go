@@ -450,6 +450,44 @@ func TestReferrersPagedRefused(t *testing.T) {
 	}
 }
 
+// A next page is the same manifest's referrers with another query: a link
+// to another repository (or subject, or endpoint) of the registry is
+// refused, not read with the mirror's credentials and served as this
+// manifest's referrers.
+func TestReferrersPagedStaysOnItsPath(t *testing.T) {
+	t.Parallel()
+	subject := digest.FromString("subject")
+	other := digest.FromString("other")
+	for _, link := range []string{
+		"/v2/secret/referrers/" + subject.String() + "?page=1",
+		"/v2/app/referrers/" + other.String(),
+		"/v2/app/referrers/" + subject.String() + "/../../../secret/referrers/" + subject.String(),
+		"/v2/secret/manifests/latest",
+	} {
+		t.Run(link, func(t *testing.T) {
+			t.Parallel()
+			var cnt counter
+			srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				cnt.add(r)
+				w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+				if r.URL.Path == "/v2/app/referrers/"+subject.String() {
+					w.Header().Set("Link", "<"+link+`>; rel="next"`)
+					_, _ = w.Write([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[` + refDesc("a", "application/x.sig") + `]}`))
+					return
+				}
+				_, _ = w.Write([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[` + refDesc("secret", "application/x.sbom") + `]}`))
+			}))
+			got, err := newTestClient(t, srv.URL).Referrers(context.Background(), "app", subject)
+			if !errors.Is(err, errdef.ErrUnavailable) || !strings.Contains(err.Error(), "not to the referrers of this manifest") {
+				t.Errorf("Referrers() = %s, error %v; want ErrUnavailable naming the link", got.Body, err)
+			}
+			if n := cnt.total(); n != 1 {
+				t.Errorf("%d requests, want 1: the link was followed", n)
+			}
+		})
+	}
+}
+
 // A paged answer larger in all than MaxReferrersSize is refused.
 func TestReferrersPagedTooLarge(t *testing.T) {
 	t.Parallel()
