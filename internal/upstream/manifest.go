@@ -294,7 +294,7 @@ func (c *Client) referrersPages(ctx context.Context, op opInfo, path string, res
 		reqURL := *c.base
 		reqURL.Path = c.base.Path + "/v2/" + path
 		reqURL.RawQuery = q.Encode()
-		visited[reqURL.String()] = true
+		visited[reqURL.RawQuery] = true // the path is the same on every page
 		body, err := c.readAll(resp.Body, MaxReferrersSize-total)
 		drain(resp.Body)
 		if err != nil {
@@ -324,19 +324,21 @@ func (c *Client) referrersPages(ctx context.Context, op opInfo, path string, res
 			}
 			return Manifest{}, c.fail(op, fmt.Errorf("%w: %w", errdef.ErrUnavailable, err))
 		}
-		if next == nil || visited[next.String()] {
-			break
-		}
-		if pages == ocipage.MaxPages {
-			return Manifest{}, c.fail(op, fmt.Errorf("referrers index of more than %d pages: %w", ocipage.MaxPages, errdef.ErrTooLarge))
-		}
 		// Only the query may change from page to page: a link to another
 		// path (another repository's referrers, another subject, any
 		// other endpoint) would be read with the mirror's credentials and
 		// its answer served as this manifest's referrers, to devices
 		// that may have no access to that repository.
-		if next.Path != reqURL.Path {
+		if next != nil && next.Path != reqURL.Path {
 			return Manifest{}, c.fail(op, fmt.Errorf("referrers page %d links to %s, not to the referrers of this manifest (%s): %w", pages, next.Path, reqURL.Path, errdef.ErrUnavailable))
+		}
+		// Compared as the query asked (q.Encode(): keys sorted), not as
+		// the link wrote it: "?n=2&last=b" is the page "?last=b&n=2" read.
+		if next == nil || visited[next.Query().Encode()] {
+			break
+		}
+		if pages == ocipage.MaxPages {
+			return Manifest{}, c.fail(op, fmt.Errorf("referrers index of more than %d pages: %w", ocipage.MaxPages, errdef.ErrTooLarge))
 		}
 		q = next.Query()
 		resp, err = c.do(ctx, op, request{method: http.MethodGet, path: path, query: q, accept: []string{ocispec.MediaTypeImageIndex}})

@@ -385,6 +385,9 @@ func TestReferrersPaged(t *testing.T) {
 		// The first page is asked without ?page=0, hence once more.
 		{"loop", [][]string{{a}, {b, c}}, []string{"?page=1", "?page=0"}, 3},
 		{"link to itself", [][]string{{a, b, c}}, []string{"?page=0"}, 2},
+		// The page read is the query sent, keys sorted: a link that
+		// writes them in another order is the same page.
+		{"last page links to itself, keys unsorted", [][]string{{a}, {b, c}}, []string{"?z=1&page=1", "?z=1&page=1"}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
