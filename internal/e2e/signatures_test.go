@@ -120,13 +120,21 @@ func TestSignatureRepositoryAtSite(t *testing.T) {
 	dir := pullOCI(t, crane, img.ref(m.addr))
 	readLayout(t, dir).checkImage(t, img)
 
+	verifyEnv := append(slices.Clip(env), "COSIGN_REPOSITORY="+m.addr+"/fleet/signatures")
+	verify := func(when string) {
+		out := run(t, verifyEnv, cosign, "verify", "--key", prefix+".pub", "--insecure-ignore-tlog=true", "--allow-http-registry",
+			m.addr+"/fleet/app@"+img.digest)
+		if !strings.Contains(out, img.digest) {
+			t.Errorf("cosign verify with COSIGN_REPOSITORY through the mirror, %s, printed no payload for %s:\n%s", when, img.digest, out)
+		}
+	}
+	// Once before the uplink goes: what cosign reads is then stored by
+	// the requests themselves, not only by the mirror's background
+	// storing of the evidence, which the stop below would race with.
+	verify("online")
+
 	c.proc.stop() // the uplink is down: the verdict and the evidence are kept
 	dir = pullOCI(t, crane, img.ref(m.addr))
 	readLayout(t, dir).checkImage(t, img)
-	verifyEnv := append(slices.Clip(env), "COSIGN_REPOSITORY="+m.addr+"/fleet/signatures")
-	out := run(t, verifyEnv, cosign, "verify", "--key", prefix+".pub", "--insecure-ignore-tlog=true", "--allow-http-registry",
-		m.addr+"/fleet/app@"+img.digest)
-	if !strings.Contains(out, img.digest) {
-		t.Errorf("cosign verify with COSIGN_REPOSITORY through the mirror printed no payload for %s:\n%s", img.digest, out)
-	}
+	verify("offline")
 }

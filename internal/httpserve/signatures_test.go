@@ -923,3 +923,47 @@ func TestSignatureRepository(t *testing.T) {
 		})
 	}
 }
+
+// Signed with COSIGN_REPOSITORY, verified once: with the uplink down, the
+// signature is still served from the signature repository, whole (cosign
+// verify against the mirror with COSIGN_REPOSITORY set works offline).
+func TestSignatureRepositoryEvidenceOffline(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	pol, err := sigpolicy.New(sigpolicy.Spec{Rules: []sigpolicy.RuleSpec{{
+		Name: "fleet", Repositories: []string{"central.test/**"}, Keys: []string{key.PublicPEM}, SignatureRepository: "central.test/fleet/signatures",
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMirror(t, func(o *proxy.Options) { o.Policy = pol })
+	signed, _ := m.fake.Image("app", "signed", []byte("signed layer"))
+	man, blobs := cosigntest.Parts(t, key.Sign(t, "central.test/app", signed.Digest))
+	for _, b := range blobs {
+		m.fake.LinkBlob("fleet/signatures", m.fake.AddBlob(b).Digest)
+	}
+	sigTag := cosigntest.SignatureTag(signed.Digest)
+	m.fake.AddManifest("fleet/signatures", sigTag, ocispec.MediaTypeImageManifest, man)
+	if resp, body := m.get(http.MethodGet, manifestPath("app", "signed"), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+		t.Fatalf("image signed into fleet/signatures: %d %s, want 200", resp.StatusCode, body)
+	}
+	if err := m.proxy.Wait(context.Background()); err != nil { // the evidence is stored
+		t.Fatal(err)
+	}
+
+	m.upstream.Close()
+	m.restart()
+	resp, body := m.get(http.MethodGet, manifestPath("fleet/signatures", sigTag), "Accept", ocispec.MediaTypeImageManifest)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET the signature in fleet/signatures offline: %d %s, want 200", resp.StatusCode, body)
+	}
+	var sm ocispec.Manifest
+	if err := json.Unmarshal(body, &sm); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range append([]ocispec.Descriptor{sm.Config}, sm.Layers...) {
+		if resp, _ := m.get(http.MethodGet, blobPath("fleet/signatures", d.Digest)); resp.StatusCode != http.StatusOK {
+			t.Errorf("GET signature blob %s offline: %d, want 200", d.Digest, resp.StatusCode)
+		}
+	}
+}
