@@ -63,9 +63,9 @@ func (rc *referrersClient) transport(ctx context.Context, repo name.Repository) 
 }
 
 // referrers returns the referrers index of manifest d: the referrers API's
-// answer read to its last page (on the same registry only, at most
-// ocipage.MaxPages pages and maxReferrersSize bytes in all, its pages
-// merged into one index), or, on a registry without the API (404, 400, 405,
+// answer read to its last page (links to the same URL with another query
+// only, at most ocipage.MaxPages pages and maxReferrersSize bytes in all,
+// its pages merged into one index), or, on a registry without the API (404, 400, 405,
 // 406, or a 200 that is not an index, as go-containerregistry has it), the
 // tag schema's index under sha256-<hex>; none is an empty index.
 func (c *client) referrers(ctx context.Context, d name.Digest) ([]byte, error) {
@@ -76,6 +76,7 @@ func (c *client) referrers(ctx context.Context, d name.Digest) ([]byte, error) {
 	}
 	hc := &http.Client{Transport: rt}
 	u := &url.URL{Scheme: repo.Scheme(), Host: repo.RegistryStr(), Path: "/v2/" + repo.RepositoryStr() + "/referrers/" + d.DigestStr()}
+	self := u.Path
 	var (
 		merged  ocipage.Index
 		total   int64
@@ -106,6 +107,13 @@ func (c *client) referrers(ctx context.Context, d name.Digest) ([]byte, error) {
 		}
 		if next == nil || visited[next.String()] {
 			return merged.Bytes()
+		}
+		// Only the query may change from page to page: a link to another
+		// repository's referrers (or another subject, or endpoint) would
+		// list what is not about d, read with this repository's
+		// credentials.
+		if next.Path != self {
+			return nil, fmt.Errorf("%s: the next page link leads to %s, not to the referrers of %s; the registry's paging is broken", u.Redacted(), next.Path, d)
 		}
 		if pages == ocipage.MaxPages {
 			return nil, fmt.Errorf("referrers of %s: more than %d pages; the registry pages without end", d, ocipage.MaxPages)

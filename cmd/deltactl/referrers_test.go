@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,7 +13,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -119,5 +122,39 @@ func testInspectPagedReferrers(t *testing.T, loop bool) {
 	// A link back to a page already read ends the list.
 	if n := calls.Load(); n != 3 {
 		t.Errorf("%d referrers requests, want 3 (one per page)", n)
+	}
+}
+
+// A next page link to another repository's referrers (or any other path)
+// is refused, not read: its list is not about the manifest asked.
+func TestReferrersPageLinkStaysOnItsPath(t *testing.T) {
+	t.Parallel()
+	d := digest.FromString("subject")
+	var other atomic.Int32
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return // the API check
+		}
+		w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+		if r.URL.Path != "/v2/edge/app/referrers/"+d.String() {
+			other.Add(1)
+			_, _ = w.Write([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` + digest.FromString("secret").String() + `","size":2}]}`))
+			return
+		}
+		w.Header().Set("Link", `</v2/secret/referrers/`+d.String()+`>; rel="next"`)
+		_, _ = w.Write([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`))
+	}))
+	t.Cleanup(s.Close)
+	c := newClient(context.Background(), true, 10*time.Second)
+	ref, err := name.NewDigest(strings.TrimPrefix(s.URL, "http://")+"/edge/app@"+d.String(), name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.referrers(context.Background(), ref)
+	if err == nil || !strings.Contains(err.Error(), "not to the referrers of") {
+		t.Errorf("referrers() = %s, %v; want an error naming the link", got, err)
+	}
+	if n := other.Load(); n != 0 {
+		t.Errorf("the link to another repository was followed (%d requests)", n)
 	}
 }
