@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
@@ -673,20 +674,42 @@ func TestBlobIfRange(t *testing.T) {
 }
 
 // An upstream that answers the referrers API with something that is not an
-// index (a web page behind a catch-all route) is the upstream's fault: 502,
-// not 400 NAME_INVALID, which tells a client its own request was wrong.
+// index (a web page behind a catch-all route) has no referrers API, as
+// cosign and crane read it: the referrers are those of the tag schema
+// (an empty list without that tag), not an error.
 func TestReferrersNotAnIndexFromUpstream(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t)
 	img, _ := m.fake.Image("app", "v1", []byte("x"))
-	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, "/referrers/"+img.Digest.String(), func(w http.ResponseWriter, r *http.Request, _ int) bool {
-		w.Header().Set("Content-Type", "text/html")
-		w.Write([]byte("<html><body>registry UI</body></html>"))
-		return true
-	}))
-	resp, body := m.get(http.MethodGet, "/v2/app/referrers/"+img.Digest.String())
-	if resp.StatusCode != http.StatusBadGateway {
-		t.Errorf("referrers answered with a web page upstream: %d %s, want 502", resp.StatusCode, body)
+	other, _ := m.fake.Image("app", "v2", []byte("y"))
+	for _, d := range []digest.Digest{img.Digest, other.Digest} {
+		m.fake.Fail(fakeupstream.ForPath(http.MethodGet, "/referrers/"+d.String(), func(w http.ResponseWriter, r *http.Request, _ int) bool {
+			w.Header().Set("Content-Type", "text/html")
+			w.Write([]byte("<html><body>registry UI</body></html>"))
+			return true
+		}))
+	}
+	sbom := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("sbom"), Size: 10, ArtifactType: "application/spdx+json"}
+	idx, err := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{sbom}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.fake.AddManifest("app", "sha256-"+img.Digest.Encoded(), ocispec.MediaTypeImageIndex, idx)
+	for _, tt := range []struct {
+		d    digest.Digest
+		want []digest.Digest
+	}{
+		{img.Digest, []digest.Digest{sbom.Digest}},
+		{other.Digest, nil},
+	} {
+		resp, body := m.get(http.MethodGet, "/v2/app/referrers/"+tt.d.String())
+		var got ocispec.Index
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &got) != nil {
+			t.Fatalf("referrers of %s answered with a web page upstream: %d %s, want 200 and an index", tt.d, resp.StatusCode, body)
+		}
+		if len(got.Manifests) != len(tt.want) || len(tt.want) == 1 && got.Manifests[0].Digest != tt.want[0] {
+			t.Errorf("referrers of %s: %v, want those of its tag schema index, %v", tt.d, got.Manifests, tt.want)
+		}
 	}
 }
 

@@ -223,8 +223,8 @@ const emptyIndex = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.in
 // upstream sent (GET /v2/<repo>/referrers/<d>, unfiltered); an answer paged
 // with Link rel="next" headers is read to its end and its pages merged into
 // one index (see referrersPages). An upstream without the referrers API
-// (404, 405 or 400) is asked for the OCI 1.1 tag
-// schema fallback, the index tagged "<alg>-<hex>"; if that is absent too, or
+// (404, 405 or 400, or a 200 that is no image index) is asked for the OCI
+// 1.1 tag schema fallback, the index tagged "<alg>-<hex>"; if that is absent too, or
 // is not an OCI image index, the result is an empty index, not an error.
 //
 // References:
@@ -246,7 +246,15 @@ func (c *Client) Referrers(ctx context.Context, repo string, d digest.Digest) (M
 	}
 	switch resp.StatusCode {
 	case http.StatusOK:
-		return c.referrersPages(ctx, op, path, resp)
+		m, err := c.referrersPages(ctx, op, path, resp)
+		if err != nil || isIndex(m) {
+			return m, err
+		}
+		// A 200 that is no index (a web page behind a catch-all route, a
+		// registry that does not know the API) says the API is not there,
+		// as go-containerregistry (cosign, crane) reads it: the tag then.
+		c.log.LogAttrs(ctx, slog.LevelDebug, "referrers answer is not an image index; reading the tag schema",
+			slog.String("repo", repo), slog.String("ref", d.String()))
 	case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusBadRequest:
 		// 404 is how the spec has a registry without the API answer;
 		// 405, and 400 (the digest was checked above, so the registry
