@@ -851,20 +851,30 @@ func TestAnotherUpstreamMustSendTheManifest(t *testing.T) {
 	}
 }
 
-// slowStat is a store whose Stat of blob gate waits for release (a bucket
-// that is slow to answer a HEAD), after closing reached.
-type slowStat struct {
+// slowLookup is a store whose first lookup of blob gate (an Open or a
+// Stat, whichever the proxy asks first) waits for release, after closing
+// reached: a bucket that is slow to answer a GET or a HEAD.
+type slowLookup struct {
 	*blobstore.FS
 	gate             digest.Digest
 	reached, release chan struct{}
 	once             sync.Once
 }
 
-func (s *slowStat) Stat(ctx context.Context, d digest.Digest) (blobstore.Info, error) {
+func (s *slowLookup) wait(d digest.Digest) {
 	if d == s.gate {
 		s.once.Do(func() { close(s.reached); <-s.release })
 	}
+}
+
+func (s *slowLookup) Stat(ctx context.Context, d digest.Digest) (blobstore.Info, error) {
+	s.wait(d)
 	return s.FS.Stat(ctx, d)
+}
+
+func (s *slowLookup) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error) {
+	s.wait(d)
+	return s.FS.Open(ctx, d)
 }
 
 // A miss waiting on the store (a slow bucket) does not hold up misses of
@@ -872,7 +882,7 @@ func (s *slowStat) Stat(ctx context.Context, d digest.Digest) (blobstore.Info, e
 func TestSlowStoreDoesNotSerializeMisses(t *testing.T) {
 	t.Parallel()
 	a, b := fakeupstream.Random(t, 1000), fakeupstream.Random(t, 1000)
-	s := &slowStat{gate: digest.FromBytes(a), reached: make(chan struct{}), release: make(chan struct{})}
+	s := &slowLookup{gate: digest.FromBytes(a), reached: make(chan struct{}), release: make(chan struct{})}
 	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { s.FS = fs; return s })
 	for _, blob := range [][]byte{a, b} {
 		m.fake.LinkBlob("app", m.fake.AddBlob(blob).Digest)
