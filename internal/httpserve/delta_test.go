@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1234,3 +1235,46 @@ func TestRegionChoosesTheBasesThatHoldTheLayersFiles(t *testing.T) {
 		t.Errorf("delta of %d bytes against %v; want one against the previous version %s", l.Delta.Size, l.Bases, digest.FromBytes(t1))
 	}
 }
+
+// A site offers its newest image's top layers first, so the previous
+// version of a lower layer of a many-layer image comes late in its list:
+// the region still compares it (the layers closest in size join the first
+// ones offered), instead of only the first few offered, and computes the
+// delta against it.
+func TestRegionComparesALateOfferedPreviousVersion(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t, withDeltas)
+	prev := layergen.New(105, 30, 8<<10)
+	t1, t2 := layergen.Gzip(prev.Tar(), -1), layergen.Gzip(prev.Update(106).Tar(), -1)
+	var fillers [][]byte
+	for i := range maxRankedForTest + 1 {
+		fillers = append(fillers, layergen.Gzip(prefixed(layergen.New(uint64(110+i), 2, 1<<10), fmt.Sprintf("etc/f%d", i)).Tar(), -1))
+	}
+	v1 := append([][]byte{t1}, fillers...) // t1 the lowest layer
+	region.fake.Image("app", "v1", v1...)
+	_, l2 := region.fake.Image("app", "v2", append([][]byte{t2}, fillers...)...)
+	pullImage(t, region, "v1", v1...)
+	var etags []string // as a site orders them: top layer first
+	for i := len(v1) - 1; i >= 0; i-- {
+		etags = append(etags, `"`+digest.FromBytes(v1[i]).String()+`"`)
+	}
+	resp, _ := region.get(http.MethodHead, blobPath("app", l2[0].Digest), "A-IM", "vnd.registry-edge.delta.v1", "If-None-Match", strings.Join(etags, ", "))
+	if resp.StatusCode != 226 {
+		t.Fatalf("negotiation with the previous version offered last of %d: %d, want 226", len(etags), resp.StatusCode)
+	}
+	var desc ocispec.Descriptor
+	if err := json.Unmarshal([]byte(resp.Header.Get("Registry-Edge-Delta")), &desc); err != nil {
+		t.Fatal(err)
+	}
+	l, err := layerdelta.ParseDescriptor(desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(l.Bases, func(b layerdelta.Blob) bool { return b.Digest == digest.FromBytes(t1) }) {
+		t.Errorf("delta against %v; want one against the previous version %s", l.Bases, digest.FromBytes(t1))
+	}
+}
+
+// maxRankedForTest is proxy's maxRankedBases (how many offered layers the
+// region compares): the previous version is offered after that many.
+const maxRankedForTest = 8

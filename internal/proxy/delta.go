@@ -618,8 +618,8 @@ var ErrNoDelta = errors.New("no delta")
 // DeltaFor returns a delta, stored here as a blob of t's repository, that
 // rebuilds blob d of t from some of the offered blobs (which a lower tier
 // holds). It fetches d if needed, uses offered blobs this mirror holds and
-// t's repository may read (the first maxRankedBases; of those the two
-// that hold most of d's files, chooseBases), reuses a delta
+// t's repository may read (at most maxRankedBases of them, rankable; of
+// those the two that hold most of d's files, chooseBases), reuses a delta
 // computed before, and computes one otherwise (one computation per layer
 // and bases at a time, at most DeltaWorkers at once). It returns an error
 // wrapping ErrNoDelta when no usable delta is smaller than MaxDeltaRatio of
@@ -649,9 +649,6 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 	}
 	var cands []layerdelta.Blob
 	for _, o := range offered {
-		if len(cands) == maxRankedBases {
-			break
-		}
 		if o == d {
 			continue
 		}
@@ -695,10 +692,10 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 			return best, nil
 		}
 	}
-	// The candidates, in the order offered (the lower tier's previous
-	// version first, its top layers first): computeDelta chooses among
-	// them.
-	bases := cands
+	// The candidates computeDelta chooses among (rankable): the first
+	// offered (the lower tier's previous version, its top layers first)
+	// and those closest in size.
+	bases := rankable(cands, size)
 	key := d.String()
 	for _, b := range bases {
 		key += "," + b.Digest.String()
@@ -855,6 +852,22 @@ func (p *Proxy) computeDelta(ctx context.Context, t Target, target layerdelta.Bl
 // maxRankedBases bounds the offered layers chooseBases compares (each is
 // read once to list its files).
 const maxRankedBases = 8
+
+// rankable returns the offered layers held here (cands, in the order
+// offered) that chooseBases compares for a target of size bytes: the first
+// half of maxRankedBases as offered (a lower tier lists its newest image's
+// top layers first) and, of the rest, those closest in size: the previous
+// version of a lower layer of a many-layer image comes late in that list.
+func rankable(cands []layerdelta.Blob, size int64) []layerdelta.Blob {
+	if len(cands) <= maxRankedBases {
+		return cands
+	}
+	out := slices.Clone(cands[:maxRankedBases/2])
+	rest := slices.Clone(cands[maxRankedBases/2:])
+	dist := func(b layerdelta.Blob) int64 { return max(b.Size-size, size-b.Size) }
+	slices.SortStableFunc(rest, func(a, b layerdelta.Blob) int { return cmp.Compare(dist(a), dist(b)) })
+	return append(out, rest[:maxRankedBases-len(out)]...)
+}
 
 // chooseBases returns the maxNegotiatedBases of cands (offered layers held
 // here, in the order offered) that hold the most bytes of target's files
