@@ -76,14 +76,12 @@ func (c *client) referrers(ctx context.Context, d name.Digest) ([]byte, error) {
 	}
 	hc := &http.Client{Transport: rt}
 	u := &url.URL{Scheme: repo.Scheme(), Host: repo.RegistryStr(), Path: "/v2/" + repo.RepositoryStr() + "/referrers/" + d.DigestStr()}
-	self := u.Path
 	var (
-		merged  ocipage.Index
-		total   int64
-		visited = map[string]bool{}
+		merged ocipage.Index
+		pager  ocipage.Pager
+		total  int64
 	)
 	for pages := 1; ; pages++ {
-		visited[u.String()] = true
 		body, resp, err := getIndex(ctx, hc, u, maxReferrersSize-total)
 		if err != nil {
 			return nil, err
@@ -101,22 +99,20 @@ func (c *client) referrers(ctx context.Context, d name.Digest) ([]byte, error) {
 		if err := merged.Add(body); err != nil {
 			return nil, fmt.Errorf("%s: %w", u.Redacted(), err)
 		}
-		next, err := ocipage.Next(u, resp.Header.Values("Link"))
-		if err != nil {
+		next, err := pager.Next(u, resp.Header.Values("Link"))
+		switch {
+		case errors.Is(err, ocipage.ErrOtherPath):
+			// Another repository's referrers (or another subject's, or
+			// another endpoint) would list what is not about d, read
+			// with this repository's credentials.
+			return nil, fmt.Errorf("%s: the next page link leads elsewhere, not to the referrers of %s; the registry's paging is broken: %w", u.Redacted(), d, err)
+		case errors.Is(err, ocipage.ErrTooManyPages):
+			return nil, fmt.Errorf("referrers of %s: more than %d pages; the registry pages without end", d, ocipage.MaxPages)
+		case err != nil:
 			return nil, fmt.Errorf("%s: %w", u.Redacted(), err)
 		}
-		if next == nil || visited[next.String()] {
+		if next == nil {
 			return merged.Bytes()
-		}
-		// Only the query may change from page to page: a link to another
-		// repository's referrers (or another subject, or endpoint) would
-		// list what is not about d, read with this repository's
-		// credentials.
-		if next.Path != self {
-			return nil, fmt.Errorf("%s: the next page link leads to %s, not to the referrers of %s; the registry's paging is broken", u.Redacted(), next.Path, d)
-		}
-		if pages == ocipage.MaxPages {
-			return nil, fmt.Errorf("referrers of %s: more than %d pages; the registry pages without end", d, ocipage.MaxPages)
 		}
 		u = next
 	}

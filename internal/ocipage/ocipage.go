@@ -114,6 +114,52 @@ func Next(req *url.URL, link []string) (*url.URL, error) {
 	return u, nil
 }
 
+// ErrOtherPath is returned by Pager.Next for a next page at another path
+// than the page it was read from.
+var ErrOtherPath = errors.New("next page at another path")
+
+// ErrTooManyPages is returned by Pager.Next past MaxPages pages.
+var ErrTooManyPages = errors.New("too many pages")
+
+// Pager follows the pages of one paged answer. A next page must be on the
+// same scheme and host (Next) and at the same path: only the query may
+// change, since a link to another path (another repository's referrers,
+// another subject, any other endpoint) would be read with this resource's
+// credentials and its answer taken for this resource's. A link back to a
+// page already read ends the walk, pages compared by their query as asked
+// (keys sorted: "?n=2&last=b" is the page "?last=b&n=2" read); a next page
+// past MaxPages is an error. The zero Pager is ready to use.
+type Pager struct {
+	read  map[string]bool
+	pages int
+}
+
+// Next notes that a page was read from page, and returns the URL of the
+// page to read after it, from that answer's Link header values: nil when
+// the walk is over, an error wrapping ErrOtherHost, ErrOtherPath or
+// ErrTooManyPages when the link may not be followed.
+func (p *Pager) Next(page *url.URL, link []string) (*url.URL, error) {
+	if p.read == nil {
+		p.read = map[string]bool{}
+	}
+	p.pages++
+	p.read[page.Query().Encode()] = true
+	next, err := Next(page, link)
+	if err != nil || next == nil {
+		return nil, err
+	}
+	if next.Path != page.Path {
+		return nil, fmt.Errorf("next page link to %s, not to another page of %s: %w", next.Path, page.Path, ErrOtherPath)
+	}
+	if p.read[next.Query().Encode()] {
+		return nil, nil
+	}
+	if p.pages >= MaxPages {
+		return nil, fmt.Errorf("more than %d pages: %w", MaxPages, ErrTooManyPages)
+	}
+	return next, nil
+}
+
 // Index gathers the pages of a referrers index into one image index: the
 // first page's fields with the manifests of every page, in order, each
 // digest once (pages that overlap, or a link back to a page already read,

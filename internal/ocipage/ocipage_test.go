@@ -2,6 +2,7 @@ package ocipage
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
 	"testing"
 )
@@ -66,5 +67,36 @@ func TestIndexMerge(t *testing.T) {
 	}
 	if err := x.Add([]byte(`{"manifests":{}}`)); err == nil {
 		t.Error("a page whose manifests is not an array was added")
+	}
+}
+
+// A Pager follows other pages of the same URL, ends at a page already read
+// (whatever the order of its query's keys), and refuses another path or
+// more than MaxPages pages.
+func TestPager(t *testing.T) {
+	t.Parallel()
+	page := func(q string) *url.URL {
+		u, _ := url.Parse("https://reg.test/v2/app/referrers/sha256:aa" + q)
+		return u
+	}
+	link := func(target string) []string { return []string{"<" + target + `>; rel="next"`} }
+	var p Pager
+	next, err := p.Next(page("?n=2&last=b"), link("/v2/app/referrers/sha256:aa?last=c&n=2"))
+	if err != nil || next == nil || next.Query().Get("last") != "c" {
+		t.Fatalf("Next to another page of the same URL: %v, %v", next, err)
+	}
+	if next, err := p.Next(next, link("?last=b&n=2")); err != nil || next != nil {
+		t.Errorf("Next back to the first page, its keys in another order: %v, %v; want the end", next, err)
+	}
+	if _, err := new(Pager).Next(page(""), link("/v2/other/referrers/sha256:aa?p=2")); !errors.Is(err, ErrOtherPath) {
+		t.Errorf("Next to another repository's referrers: %v, want ErrOtherPath", err)
+	}
+	var q Pager
+	var err2 error
+	for i := 0; i < MaxPages && err2 == nil; i++ {
+		_, err2 = q.Next(page(fmt.Sprintf("?p=%d", i)), link(fmt.Sprintf("?p=%d", i+1)))
+	}
+	if !errors.Is(err2, ErrTooManyPages) {
+		t.Errorf("after %d pages that each link to a new one: %v, want ErrTooManyPages", MaxPages, err2)
 	}
 }

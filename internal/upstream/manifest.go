@@ -284,25 +284,23 @@ func (c *Client) Referrers(ctx context.Context, repo string, d digest.Digest) (M
 }
 
 // referrersPages reads a 200 referrers answer, resp to the request for
-// path, and the pages its Link headers lead to: on the same registry only
-// (relative or absolute links), at most ocipage.MaxPages pages and
-// MaxReferrersSize bytes in all (errdef.ErrTooLarge past either). A link
-// back to a page already read ends the list: every page it leads to has
-// been read. A single page is returned as the upstream sent it.
+// path, and the pages its Link headers lead to as ocipage.Pager allows
+// (other pages of the same URL only, a link back to a page read ends the
+// list), at most ocipage.MaxPages pages and MaxReferrersSize bytes in all
+// (errdef.ErrTooLarge past either). A single page is returned as the
+// upstream sent it.
 func (c *Client) referrersPages(ctx context.Context, op opInfo, path string, resp *http.Response) (Manifest, error) {
 	var (
-		merged  ocipage.Index
-		first   []byte
-		mt      string
-		total   int64
-		visited = map[string]bool{}
+		merged ocipage.Index
+		pager  ocipage.Pager
+		mt     string
+		total  int64
 	)
 	q := url.Values(nil)
 	for pages := 1; ; pages++ {
 		reqURL := *c.base
 		reqURL.Path = c.base.Path + "/v2/" + path
 		reqURL.RawQuery = q.Encode()
-		visited[reqURL.RawQuery] = true // the path is the same on every page
 		body, err := c.readAll(resp.Body, MaxReferrersSize-total)
 		drain(resp.Body)
 		if err != nil {
@@ -313,13 +311,20 @@ func (c *Client) referrersPages(ctx context.Context, op opInfo, path string, res
 		}
 		total += int64(len(body))
 		if pages == 1 {
-			first = body
 			if mt = mediaType(resp.Header.Get("Content-Type")); mt == "" {
 				mt = ocispec.MediaTypeImageIndex
 			}
 		}
-		next, err := ocipage.Next(&reqURL, resp.Header.Values("Link"))
-		if err != nil {
+		next, err := pager.Next(&reqURL, resp.Header.Values("Link"))
+		switch {
+		case errors.Is(err, ocipage.ErrOtherPath):
+			// Read with the mirror's credentials and served as this
+			// manifest's referrers, to devices that may have no access
+			// to that repository: refused.
+			return Manifest{}, c.fail(op, fmt.Errorf("referrers page %d: not to the referrers of this manifest (%s): %w: %w", pages, reqURL.Path, errdef.ErrUnavailable, err))
+		case errors.Is(err, ocipage.ErrTooManyPages):
+			return Manifest{}, c.fail(op, fmt.Errorf("referrers index of more than %d pages: %w", ocipage.MaxPages, errdef.ErrTooLarge))
+		case err != nil:
 			return Manifest{}, c.fail(op, fmt.Errorf("referrers page %d: %w: %w", pages, errdef.ErrUnavailable, err))
 		}
 		if pages == 1 && next == nil {
@@ -328,25 +333,12 @@ func (c *Client) referrersPages(ctx context.Context, op opInfo, path string, res
 		if err := merged.Add(body); err != nil {
 			if pages == 1 {
 				// Not an index: judged (and refused) as the one page it is.
-				return newManifest(mt, first), nil
+				return newManifest(mt, body), nil
 			}
 			return Manifest{}, c.fail(op, fmt.Errorf("%w: %w", errdef.ErrUnavailable, err))
 		}
-		// Only the query may change from page to page: a link to another
-		// path (another repository's referrers, another subject, any
-		// other endpoint) would be read with the mirror's credentials and
-		// its answer served as this manifest's referrers, to devices
-		// that may have no access to that repository.
-		if next != nil && next.Path != reqURL.Path {
-			return Manifest{}, c.fail(op, fmt.Errorf("referrers page %d links to %s, not to the referrers of this manifest (%s): %w", pages, next.Path, reqURL.Path, errdef.ErrUnavailable))
-		}
-		// Compared as the query asked (q.Encode(): keys sorted), not as
-		// the link wrote it: "?n=2&last=b" is the page "?last=b&n=2" read.
-		if next == nil || visited[next.Query().Encode()] {
+		if next == nil {
 			break
-		}
-		if pages == ocipage.MaxPages {
-			return Manifest{}, c.fail(op, fmt.Errorf("referrers index of more than %d pages: %w", ocipage.MaxPages, errdef.ErrTooLarge))
 		}
 		q = next.Query()
 		resp, err = c.do(ctx, op, request{method: http.MethodGet, path: path, query: q, accept: []string{ocispec.MediaTypeImageIndex}})
