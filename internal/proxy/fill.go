@@ -832,7 +832,20 @@ func (f *fill) newReader(ctx context.Context, stall time.Duration, onStall func(
 	}
 	file, err := f.ing.OpenReader()
 	if err != nil {
-		return nil, err
+		// The fill ended between its answer and this open: a failed fill
+		// removed its file (its error, such as a full disk, is this
+		// client's answer, not the store's "not found"), a committed one
+		// moved it to where the ingest opens it now.
+		wctx, cancel := context.WithTimeout(ctx, stall)
+		werr := f.wait(wctx)
+		ended := wctx.Err() == nil
+		cancel()
+		if werr != nil && ended {
+			return nil, werr
+		}
+		if file, err = f.ing.OpenReader(); err != nil {
+			return nil, fmt.Errorf("blob %s: open the fill's file: %w: %v", f.d, errStoreAnswer, err)
+		}
 	}
 	return &fillReader{f: f, ctx: ctx, file: file, size: size, last: -1, stall: stall, onStall: onStall}, nil
 }
