@@ -195,8 +195,19 @@ func (p *Proxy) openIngest(ctx context.Context, f *fill, log *slog.Logger) error
 		part, err := r.Resume(ctx, f.d)
 		if err == nil {
 			f.ing, f.part, f.etag, f.partRepo = part, part, part.Meta().ETag, part.Meta().Repo
+			size := part.Meta().Size
+			if size < 0 && part.Written() > 0 && part.Verify(-1) == nil {
+				// Bytes that hash to the digest are the whole blob, whatever
+				// the checkpoint says: a fill killed after its clients had
+				// the last byte and before its commit leaves them with no
+				// checkpoint, or one written before the upstream gave the
+				// size. Unknown, the size would send the fill upstream for
+				// the bytes after them (a 416), and with the uplink down
+				// the blob would not be served.
+				size = part.Written()
+			}
 			f.mu.Lock()
-			f.written, f.size = part.Written(), part.Meta().Size
+			f.written, f.size = part.Written(), size
 			f.mu.Unlock()
 			return nil
 		}
