@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"path"
@@ -65,7 +66,11 @@ func (c Config) Validate() error {
 	} else if c.Storage.MaxSize > 0 && c.Storage.MaxSize < MinStoreSize {
 		add("storage.maxSize", "must be 0 (no limit) or at least %s", ByteSize(MinStoreSize))
 	}
-	if c.Storage.LowWatermark <= 0 || c.Storage.LowWatermark > 1 {
+	// Written as a negation so that NaN (.nan in YAML), which compares
+	// false with everything, is refused too: eviction's target would be
+	// int64(NaN), which is 0 on arm64 (evict everything) and negative on
+	// amd64 (never evict).
+	if !(c.Storage.LowWatermark > 0 && c.Storage.LowWatermark <= 1) {
 		add("storage.lowWatermark", "must be greater than 0 and at most 1, got %g", c.Storage.LowWatermark)
 	}
 	nonNegative(add, "storage.maxAge", c.Storage.MaxAge)
@@ -205,7 +210,10 @@ func (c Config) Validate() error {
 			add(p+".certs", "needs tls.clientAuth verify-if-given or require")
 		}
 	}
-	if rl := c.Access.RateLimit; rl.RequestsPerSecond < 0 {
+	if rl := c.Access.RateLimit; math.IsNaN(rl.RequestsPerSecond) || math.IsInf(rl.RequestsPerSecond, 0) {
+		// .nan would turn the limit off and .inf lift it, both silently.
+		add("access.rateLimit.requestsPerSecond", "must be a finite number, got %g", rl.RequestsPerSecond)
+	} else if rl.RequestsPerSecond < 0 {
 		add("access.rateLimit.requestsPerSecond", "must not be negative")
 	} else if rl.RequestsPerSecond > 0 && rl.Burst < 1 {
 		add("access.rateLimit.burst", "must be at least 1 when requestsPerSecond is set")
