@@ -226,6 +226,8 @@ upstreams:
 		{"watermark not a number", "storage: {lowWatermark: .nan}\n", []string{"storage.lowWatermark: must be greater than 0 and at most 1, got NaN"}},
 		{"rate not a number", "access: {rateLimit: {requestsPerSecond: .nan}}\n", []string{"access.rateLimit.requestsPerSecond: must be a finite number, got NaN"}},
 		{"rate infinite", "access: {rateLimit: {requestsPerSecond: .inf}}\n", []string{"access.rateLimit.requestsPerSecond: must be a finite number, got +Inf"}},
+		{"access pattern of an earlier rule", "access:\n  htpasswd: /h\n  rules:\n    - {repositories: [private/*, private/*], users: [ops]}\n    - {repositories: [other/*, private/*], users: [dev]}\n",
+			[]string{`access.rules[1].repositories[1]: duplicate of access.rules[0].repositories[0] "private/*", which always matches first`}},
 		{"bad rate limit", "access: {rateLimit: {requestsPerSecond: 10, burst: 0}}\n", []string{"access.rateLimit.burst: must be at least 1"}},
 		{"bad trusted proxy", "access: {trustedProxies: [10.0.0.5/32, nginx]}\n", []string{`access.trustedProxies[1]: "nginx" is not a network in CIDR notation`}},
 		{"bad admin network", "admin: {allowFrom: [10.0.0.1, 192.168.0.0/16]}\n", []string{`admin.allowFrom[0]: "10.0.0.1" is not a network in CIDR notation`}},

@@ -183,10 +183,22 @@ func (c Config) Validate() error {
 	}
 	c.Admin.validate(add)
 	validatePrefixes(add, "access.trustedProxies", c.Access.TrustedProxies)
+	firstRule := map[string]string{} // pattern → path of its first use
 	for i, r := range c.Access.Rules {
 		p := fmt.Sprintf("access.rules[%d]", i)
 		if len(r.Repositories) == 0 {
 			add(p+".repositories", "at least one pattern is required")
+		}
+		for j, pat := range r.Repositories {
+			// The first rule that matches decides: a later rule's copy of
+			// a pattern never applies (users in one rule and certs in the
+			// next leave the certs out).
+			pp := fmt.Sprintf("%s.repositories[%d]", p, j)
+			if first, ok := firstRule[pat]; !ok {
+				firstRule[pat] = pp
+			} else if !strings.HasPrefix(first, p+".") {
+				add(pp, "duplicate of %s %q, which always matches first: put the rule's users and certs in one rule", first, pat)
+			}
 		}
 		if len(r.Users) == 0 && len(r.Certs) == 0 {
 			add(p, "needs users or certs: a rule that lets nobody in hides its repositories")

@@ -100,12 +100,24 @@ func New(spec Spec) (*Policy, error) {
 		add("defaultMode", "must be enforce, warn or off, got %q", spec.DefaultMode)
 	}
 	names := map[string]int{}
+	firstRule := map[string]string{} // pattern → path of its first use
 	for i, rs := range spec.Rules {
 		rp := fmt.Sprintf("rules[%d]", i)
 		if j, ok := names[rs.Name]; ok && rs.Name != "" {
 			add(rp+".name", "duplicate of rules[%d].name %q", j, rs.Name)
 		} else {
 			names[rs.Name] = i
+		}
+		for j, pat := range rs.Repositories {
+			// The first rule that matches applies: a later rule's copy
+			// of a pattern never does, and the images it was written to
+			// protect go by the earlier rule (off, perhaps).
+			pp := fmt.Sprintf("%s.repositories[%d]", rp, j)
+			if first, ok := firstRule[pat]; !ok {
+				firstRule[pat] = pp
+			} else if !strings.HasPrefix(first, rp+".") {
+				add(pp, "duplicate of %s %q, which always matches first", first, pat)
+			}
 		}
 		r, rerrs := compileRule(rp, rs)
 		errs = append(errs, rerrs...)

@@ -100,6 +100,9 @@ func TestNewErrors(t *testing.T) {
 		{"reserved name", Spec{Rules: []RuleSpec{with(func(r *RuleSpec) { r.Name = "default" })}}, []string{"rules[0].name: \"default\" is reserved"}},
 		{"bad name", Spec{Rules: []RuleSpec{with(func(r *RuleSpec) { r.Name = "a b" })}}, []string{"rules[0].name: must be"}},
 		{"duplicate name", Spec{Rules: []RuleSpec{ok, ok}}, []string{`rules[1].name: duplicate of rules[0].name "fleet"`}},
+		{"pattern of an earlier rule", Spec{Rules: []RuleSpec{with(func(r *RuleSpec) { r.Repositories = []string{"docker.io/fleet/**"}; r.Mode = ModeOff }),
+			with(func(r *RuleSpec) { r.Name = "b"; r.Repositories = []string{"docker.io/other/*", "docker.io/fleet/**"} })}},
+			[]string{`rules[1].repositories[1]: duplicate of rules[0].repositories[0] "docker.io/fleet/**", which always matches first`}},
 		{"no repositories", Spec{Rules: []RuleSpec{with(func(r *RuleSpec) { r.Repositories = nil })}}, []string{"rules[0].repositories: required"}},
 		{
 			"bad globs", Spec{Rules: []RuleSpec{with(func(r *RuleSpec) { r.Repositories = []string{"a/**", "b/*", "c//d", "E/x"} })}},
