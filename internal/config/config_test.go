@@ -247,6 +247,7 @@ upstreams:
 		{"missing url", two + "  - registry: ghcr.io\n", []string{"upstreams[1].url: required"}},
 		{"registry with scheme", two + "  - {registry: 'https://ghcr.io', url: 'https://ghcr.io'}\n", []string{"upstreams[1].registry: want a host[:port]"}},
 		{"registry with path", two + "  - {registry: ghcr.io/org, url: 'https://ghcr.io'}\n", []string{"upstreams[1].registry: want a host[:port]"}},
+		{"registry with credentials", two + "  - {registry: 'https://bob:hunter2@ghcr.io', url: 'https://ghcr.io'}\n", []string{"upstreams[1].registry: want a host[:port]", "credentials go in auth"}},
 		{"registry without dot", two + "  - {registry: myregistry, url: 'https://myregistry'}\n", []string{"upstreams[1].registry:", "repository namespace"}},
 		{"registry bad port", two + "  - {registry: 'a.example.com:99999', url: 'https://a.example.com'}\n", []string{`upstreams[1].registry: invalid port "99999"`}},
 		{"registry bad host", two + "  - {registry: 'a_b.example.com', url: 'https://a.example.com'}\n", []string{`upstreams[1].registry: invalid host`}},

@@ -315,7 +315,12 @@ func checkRegistry(s string) string {
 	if s == "" {
 		return "required"
 	}
-	if strings.Contains(s, "://") || strings.ContainsAny(s, "/?#@") {
+	if strings.Contains(s, "@") {
+		// A URL with credentials pasted as the name: like the url
+		// messages, this one does not repeat it, password and all.
+		return "want a host[:port] such as ghcr.io or registry.example.com:5000, without scheme, path or credentials; credentials go in auth"
+	}
+	if strings.Contains(s, "://") || strings.ContainsAny(s, "/?#") {
 		return fmt.Sprintf("want a host[:port] such as ghcr.io or registry.example.com:5000, without scheme or path, got %q", s)
 	}
 	host, port := s, ""
