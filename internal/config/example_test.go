@@ -5,6 +5,8 @@ import (
 	"flag"
 	"os"
 	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -97,25 +99,38 @@ func TestDefaultGolden(t *testing.T) {
 }
 
 // keyPaths lists every YAML key path of t: "storage.root",
-// "upstreams[].auth.passwordFile", ...
+// "upstreams[].auth.passwordFile", ... Untagged fields count under the
+// name yaml.v3 gives them, inline ones under their parent, and the values
+// of a map of structs under "map.*.".
 func keyPaths(t reflect.Type, prefix string) []string {
 	var out []string
 	for i := range t.NumField() {
 		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "" || name == "-" {
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" || !f.IsExported() {
 			continue
 		}
-		p := prefix + name
 		ft := f.Type
 		if ft.Kind() == reflect.Pointer {
 			ft = ft.Elem()
 		}
+		if slices.Contains(strings.Split(opts, ","), "inline") {
+			out = append(out, keyPaths(ft, prefix)...) // its keys are this struct's
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name) // what yaml.v3 reads an untagged field as
+		}
+		p := prefix + name
 		switch {
 		case ft.Kind() == reflect.Struct:
 			out = append(out, keyPaths(ft, p+".")...)
-		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
-			out = append(out, keyPaths(ft.Elem(), p+"[].")...)
+		case (ft.Kind() == reflect.Slice || ft.Kind() == reflect.Map) && ft.Elem().Kind() == reflect.Struct:
+			sub := "[]."
+			if ft.Kind() == reflect.Map {
+				sub = ".*."
+			}
+			out = append(out, keyPaths(ft.Elem(), p+sub)...)
 		default:
 			out = append(out, p)
 		}
@@ -148,7 +163,22 @@ func TestEveryKeyIsDocumented(t *testing.T) {
 			t.Errorf("%s: not documented in %s (want `%s`)", p, docsPath, p)
 		}
 	}
+	// And the other way: every key a reference table documents exists
+	// (a renamed or removed field leaves its row behind).
+	rows := docsKeyRow.FindAllSubmatch(docs, -1)
+	if len(rows) < len(paths) {
+		t.Fatalf("%s: %d key rows found, want at least %d", docsPath, len(rows), len(paths))
+	}
+	for _, m := range rows {
+		if p := string(m[1]); !slices.Contains(paths, p) {
+			t.Errorf("%s documents `%s`, which is no key of Config", docsPath, p)
+		}
+	}
 }
+
+// docsKeyRow is the first cell of a row of a key table in docs/config.md:
+// "| `upstreams[].retry.max` |".
+var docsKeyRow = regexp.MustCompile("(?m)^\\| `([a-zA-Z][a-zA-Z0-9.\\[\\]]*)` \\|")
 
 // hasKeyLine reports whether some line of yamlText, once leading spaces,
 // comment marks and list dashes are removed, starts with "key:".
