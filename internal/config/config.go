@@ -429,8 +429,16 @@ func Load(r io.Reader) (Config, error) {
 		}
 		return Config{}, invalid(fmt.Errorf("decode config: %w", err))
 	}
+	// A document separator with nothing after it ("---" at the end, as
+	// tools that concatenate YAML leave) is an empty document, not a
+	// second configuration.
 	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+	err = dec.Decode(&extra)
+	for err == nil && emptyDocument(&extra) {
+		extra = yaml.Node{}
+		err = dec.Decode(&extra)
+	}
+	if !errors.Is(err, io.EOF) {
 		if err == nil {
 			line := extra.Line
 			if len(extra.Content) > 0 {
@@ -445,6 +453,12 @@ func Load(r io.Reader) (Config, error) {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// emptyDocument reports whether n, a document the decoder returned, holds
+// nothing but a null.
+func emptyDocument(n *yaml.Node) bool {
+	return len(n.Content) == 0 || len(n.Content) == 1 && n.Content[0].Kind == yaml.ScalarNode && n.Content[0].Tag == "!!null"
 }
 
 // LoadFile is Load on the named file; every error names the path.

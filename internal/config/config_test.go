@@ -47,6 +47,11 @@ func TestLoad(t *testing.T) {
 			want: Default,
 		},
 		{
+			name: "empty documents after the first",
+			in:   "listen: 127.0.0.1:8080\n---\n---\n# end\n",
+			want: func() Config { c := Default(); c.Listen = "127.0.0.1:8080"; return c },
+		},
+		{
 			name: "null sections keep defaults",
 			in:   "storage:\ncache: ~\nlog: {}\n",
 			want: Default,
@@ -202,6 +207,8 @@ upstreams:
 		{"wrong type", "listen: [a]\n", []string{"line 1", "cannot unmarshal"}},
 		{"duplicate key", "listen: :1\nlisten: :2\n", []string{`"listen" already defined`}},
 		{"two documents", "listen: :1\n---\nlisten: :2\n", []string{"line 3", "more than one YAML document"}},
+		{"a document after an empty one", "listen: :1\n---\n---\nlisten: :2\n", []string{"line 4", "more than one YAML document"}},
+		{"a configuration after an empty first document", "---\n---\nlisten: :2\n", []string{"line 3", "more than one YAML document"}},
 		{"syntax error", "listen: [\n", []string{"line"}},
 		{"several errors at once", "foo: 1\ncache: {tagTTL: x}\n", []string{"line 1: foo: field foo", "line 2: cache: invalid duration"}},
 
