@@ -223,6 +223,7 @@ upstreams:
 			[]string{"deltas.workers: must be between 1 and 64, got 0", "deltas.memoryBudget: must be at least 256MiB"}},
 		{"tls key without cert", "tls: {keyFile: k.pem}\n", []string{"tls: certFile and keyFile go together"}},
 		{"tls client auth without CA", "tls: {certFile: c.pem, keyFile: k.pem, clientAuth: require}\n", []string{"tls.clientCAFile: required when clientAuth is require"}},
+		{"tls client CA without client auth", "tls: {certFile: c.pem, keyFile: k.pem, clientCAFile: ca.pem}\n", []string{"tls.clientCAFile: set, but clientAuth is none"}},
 		{"tls bad client auth", "tls: {certFile: c.pem, keyFile: k.pem, clientAuth: yes}\n", []string{"tls.clientAuth: must be one of none, verify-if-given, require"}},
 		{"closed without credentials", "access: {anonymous: false}\n", []string{"access.anonymous: false needs access.htpasswd or tls.clientAuth"}},
 		{"challenge without users", "access: {challengeBase: true}\n", []string{"access.challengeBase: needs access.htpasswd"}},

@@ -171,6 +171,11 @@ func (c Config) Validate() error {
 	}
 	switch c.TLS.ClientAuth {
 	case "", "none":
+		if c.TLS.ClientCAFile != "" {
+			// Ignored without clientAuth: the admin who set it expects
+			// devices to need certificates, and none are even asked for.
+			add("tls.clientCAFile", "set, but clientAuth is none: no client certificate is asked for; set clientAuth to require or verify-if-given, or remove clientCAFile")
+		}
 	case "verify-if-given", "require":
 		if !c.TLS.Enabled() {
 			add("tls.clientAuth", "needs certFile and keyFile")
