@@ -420,7 +420,7 @@ func Load(r io.Reader) (Config, error) {
 		if errors.Is(err, io.EOF) {
 			return Default(), nil
 		}
-		err = withPaths(withoutValues(err), b)
+		err = withPaths(withoutValues(err, b), b)
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
 			// One line per problem, as validation reports them, without
@@ -584,8 +584,14 @@ func (e invalidError) Unwrap() []error { return []error{e.err, errdef.ErrInvalid
 func invalid(err error) error { return invalidError{err} }
 
 // yamlValue is the excerpt of a value that the YAML decoder puts in its
-// type errors: "cannot unmarshal !!str `s3cr3t` into config.Auth".
-var yamlValue = regexp.MustCompile("(cannot unmarshal !!\\w+) `[^`]*`")
+// errors, quoted in backticks: "cannot unmarshal !!str `s3cr3t` into
+// config.Auth", "cannot unmarshal !x `s3cr3t...` into config.Auth",
+// "cannot decode !!str `s3cr3t` as a !!int".
+var yamlValue = regexp.MustCompile(" `[^`]*`")
+
+// yamlAnchor is the name in the decoder's error for an alias of no anchor:
+// an unquoted password that starts with '*' is read as one.
+var yamlAnchor = regexp.MustCompile(`unknown anchor '([^']*)' referenced`)
 
 // yamlLine is the start of one of the YAML decoder's type errors.
 var yamlLine = regexp.MustCompile(`^line (\d+): `)
@@ -665,17 +671,35 @@ func linePaths(b []byte) map[int]string {
 	return out
 }
 
-// withoutValues drops the values from the YAML decoder's type errors: a
-// secret written one level off (auth: s3cr3t) would otherwise be repeated
-// in the error, and in the log of a reload.
-func withoutValues(err error) error {
+// withoutValues drops the values from the YAML decoder's errors: a secret
+// written one level off (auth: s3cr3t), under an explicit tag (password:
+// !!int s3cr3t) or unquoted after a '*' (password: *s3cr3t, an alias)
+// would otherwise be repeated in the error, and in the log of a reload.
+func withoutValues(err error, b []byte) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
-		return err
+		return errors.New(scrubValues(err.Error(), b))
 	}
 	out := &yaml.TypeError{Errors: make([]string, len(te.Errors))}
 	for i, e := range te.Errors {
-		out.Errors[i] = yamlValue.ReplaceAllString(e, "$1 value")
+		out.Errors[i] = scrubValues(e, b)
 	}
 	return out
+}
+
+// scrubValues drops the values from one of the decoder's messages about
+// document b; an alias of no anchor, reported without a line, gets the
+// line of its first use.
+func scrubValues(msg string, b []byte) string {
+	msg = yamlValue.ReplaceAllString(msg, " value")
+	return yamlAnchor.ReplaceAllStringFunc(msg, func(m string) string {
+		const what = "unknown anchor referenced (a value starting with '*' is an alias: quote it)"
+		alias := "*" + yamlAnchor.FindStringSubmatch(m)[1]
+		for n, line := range slices.Collect(strings.Lines(string(b))) {
+			if strings.Contains(line, alias) {
+				return fmt.Sprintf("line %d: %s", n+1, what)
+			}
+		}
+		return what
+	})
 }

@@ -317,9 +317,16 @@ func TestAgeBelowTheOldFillTimeoutDefault(t *testing.T) {
 // A secret written one level off, where the decoder wants a mapping, is not
 // repeated in the error (which a reload logs); the error still says where.
 func TestLoadErrorsDoNotRepeatValues(t *testing.T) {
-	for _, in := range []string{
-		"upstreams:\n  - registry: central.test\n    url: https://central.test\n    auth: Hunter2pw\n",
-		"storage:\n  blobs:\n    s3: wJalrXUtnFEMI/K7MDENG\n",
+	const auth = "upstreams:\n  - registry: central.test\n    url: https://central.test\n    auth:\n      username: bob\n"
+	for in, want := range map[string]string{
+		"upstreams:\n  - registry: central.test\n    url: https://central.test\n    auth: Hunter2pw\n": "line 4: upstreams[0].auth: cannot unmarshal !!str value into",
+		"storage:\n  blobs:\n    s3: wJalrXUtnFEMI/K7MDENG\n":                                          "line 3: storage.blobs.s3: cannot unmarshal !!str value into",
+		// A tag the decoder cannot apply, on the value or one level off.
+		"upstreams:\n  - registry: central.test\n    url: https://central.test\n    auth: !x Hunter2pw\n": "line 4: upstreams[0].auth: cannot unmarshal !x value into",
+		auth + "      password: !!int Hunter2pw\n":                                                        "cannot decode !!str value as a !!int",
+		auth + "      password: !!bool Hunter2pw\n":                                                       "cannot decode !!str value as a !!bool",
+		// An unquoted password starting with '*' is an alias.
+		auth + "      password: *Hunter2pw\n": "line 6: unknown anchor referenced (a value starting with '*' is an alias: quote it)",
 	} {
 		_, err := Load(strings.NewReader(in))
 		if err == nil {
@@ -327,10 +334,10 @@ func TestLoadErrorsDoNotRepeatValues(t *testing.T) {
 		}
 		msg := err.Error()
 		if strings.Contains(msg, "Hunter2") || strings.Contains(msg, "wJalr") {
-			t.Errorf("error repeats the value: %s", msg)
+			t.Errorf("Load(%q) error = %q, repeats the value", in, msg)
 		}
-		if !strings.Contains(msg, "line ") || !strings.Contains(msg, "cannot unmarshal !!str value into") {
-			t.Errorf("error lost its position or kind: %s", msg)
+		if !strings.Contains(msg, want) {
+			t.Errorf("Load(%q) error = %q, want it to contain %q (position and kind)", in, msg, want)
 		}
 	}
 }
