@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/registry-edge/registry-edge/internal/config"
@@ -119,7 +120,7 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, w := range cfg.SignatureScopeWarnings() {
+	for _, w := range slices.Concat(cfg.SignatureScopeWarnings(), cfg.PrefetchWarnings()) {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)

@@ -57,6 +57,13 @@ func TestCheckConfig(t *testing.T) {
 	if code, _, errOut = runCmd(t, "check-config", unknown); code != 1 || !strings.Contains(errOut, "lisen") {
 		t.Errorf("check-config unknown key = %d %q", code, errOut)
 	}
+	// A prefetch image of a registry no upstream has loads, with a warning.
+	pf := filepath.Join(t.TempDir(), "prefetch.yaml")
+	os.WriteFile(pf, []byte("prefetch:\n  images:\n    - ref: ghcr.io/org/app:1\n"), 0o644)
+	if code, out, errOut = runCmd(t, "check-config", pf); code != 0 || !strings.Contains(out, ": ok") ||
+		!strings.Contains(errOut, "warning: prefetch.images[0].ref:") || !strings.Contains(errOut, "no upstream has") {
+		t.Errorf("check-config prefetch of another registry = %d %q %q, want ok and a warning naming prefetch.images[0].ref", code, out, errOut)
+	}
 	if code, _, _ = runCmd(t, "check-config"); code != 2 {
 		t.Errorf("check-config without FILE exit = %d, want 2", code)
 	}

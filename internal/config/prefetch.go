@@ -116,3 +116,32 @@ func (p Prefetch) validate(add addFunc) {
 }
 
 func (a Admin) validate(add addFunc) { validatePrefixes(add, "admin.allowFrom", a.AllowFrom) }
+
+// PrefetchWarnings lists the prefetch.images whose first name segment is a
+// registry name (a '.', a ':port' or localhost) that no upstream has. They
+// are routed like a pull, so to the default upstream with that segment as
+// part of the repository name, which is seldom what was meant
+// (ghcr.io/org/app on a mirror of Docker Hub alone). Only a warning: a
+// default upstream may hold images copied with their source path.
+func (c Config) PrefetchWarnings() []string {
+	def := c.DefaultUpstream()
+	if def < 0 {
+		return nil
+	}
+	var out []string
+	for i, img := range c.Prefetch.Images {
+		name, _, err := ociapi.ParseReference(img.Ref)
+		first, rest, ok := strings.Cut(name, "/")
+		if err != nil || !ok || c.UpstreamIndex(first) >= 0 ||
+			!(strings.ContainsAny(first, ".:") || strings.EqualFold(first, "localhost")) {
+			continue
+		}
+		names := make([]string, len(c.Upstreams))
+		for j, u := range c.Upstreams {
+			names[j] = u.Registry
+		}
+		out = append(out, fmt.Sprintf("prefetch.images[%d].ref: %q names registry %s, which no upstream has (upstreams: %s): it is fetched from the default upstream %s as repository %s/%s",
+			i, img.Ref, first, strings.Join(names, ", "), c.Upstreams[def].Registry, first, rest))
+	}
+	return out
+}
