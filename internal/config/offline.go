@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"path"
+	"strings"
 )
 
 // Offline is the bounded-staleness policy of an upstream: how long after
@@ -45,8 +46,9 @@ type Breaker struct {
 	MaxProbe Duration `yaml:"maxProbe"`
 }
 
-// validate checks o at path p; tagTTL is cache.tagTTL.
-func (o Offline) validate(p string, tagTTL Duration) []error {
+// validate checks o at path p of the upstream named registry; tagTTL is
+// cache.tagTTL.
+func (o Offline) validate(p, registry string, tagTTL Duration) []error {
 	var errs []error
 	add := func(path, format string, args ...any) {
 		errs = append(errs, fieldErr(path, fmt.Sprintf(format, args...)))
@@ -70,6 +72,14 @@ func (o Offline) validate(p string, tagTTL Duration) []error {
 			add(rp+".match", "required")
 		case err != nil:
 			add(rp+".match", "invalid glob %q: %v", r.Match, err)
+		case r.Match != strings.ToLower(r.Match):
+			// Repository names are lower case: the limit would never
+			// apply, and the repositories would go by the upstream's.
+			add(rp+".match", "%q matches no repository: repository names are lower case", r.Match)
+		case strings.HasPrefix(r.Match, "/") || strings.HasSuffix(r.Match, "/") || strings.Contains(r.Match, "//"):
+			add(rp+".match", "%q matches no repository: empty path segment (leading, trailing or double \"/\")", r.Match)
+		case registry != "" && strings.EqualFold(strings.SplitN(r.Match, "/", 2)[0], registry):
+			add(rp+".match", "%q matches no repository: patterns match the name as routed to this upstream, without its registry %s", r.Match, registry)
 		default:
 			if j, ok := seen[r.Match]; ok {
 				add(rp+".match", "duplicate of repositories[%d].match %q, which always matches first", j, r.Match)

@@ -149,7 +149,7 @@ func (c Config) Validate() error {
 	for i, u := range c.Upstreams {
 		p := fmt.Sprintf("upstreams[%d]", i)
 		errs = append(errs, u.validate(p)...)
-		errs = append(errs, u.Offline.validate(p+".offline", c.Cache.TagTTL)...)
+		errs = append(errs, u.Offline.validate(p+".offline", u.Registry, c.Cache.TagTTL)...)
 		errs = append(errs, u.Breaker.validate(p+".breaker")...)
 		key := strings.ToLower(u.Registry)
 		if j, ok := seen[key]; ok && key != "" {
