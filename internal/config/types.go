@@ -3,7 +3,9 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"math/big"
+	"regexp"
 	"strings"
 	"time"
 
@@ -31,6 +33,13 @@ func (d Duration) String() string {
 	return s
 }
 
+// durationSyntax is what time.ParseDuration accepts, whatever the size;
+// durationDays the same with days, which it does not.
+var (
+	durationSyntax = regexp.MustCompile(`^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`)
+	durationDays   = regexp.MustCompile(`^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h|d))+$`)
+)
+
 // MarshalText implements encoding.TextMarshaler.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
@@ -38,6 +47,13 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 func (d *Duration) UnmarshalText(text []byte) error {
 	v, err := time.ParseDuration(strings.TrimSpace(string(text)))
 	if err != nil {
+		switch s := strings.TrimSpace(string(text)); {
+		case durationSyntax.MatchString(s):
+			// Well formed, so out of time.Duration's range.
+			return fmt.Errorf("invalid duration %q: too large, at most %s", text, Duration(math.MaxInt64).String())
+		case durationDays.MatchString(s):
+			return fmt.Errorf("invalid duration %q: d is no unit; use hours, such as 24h or 168h", text)
+		}
 		return fmt.Errorf("invalid duration %q: want a number with a unit such as 30s, 5m or 1h", text)
 	}
 	*d = Duration(v)

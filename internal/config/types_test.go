@@ -134,6 +134,19 @@ func TestDuration(t *testing.T) {
 		{"5 minutes", 0, "", true},
 		{"", 0, "", true},
 	}
+	// The message says what is wrong with a value that has units.
+	for in, want := range map[string]string{
+		"9999999h": `invalid duration "9999999h": too large, at most 2562047h47m16.854775807s`,
+		"1d":       `invalid duration "1d": d is no unit; use hours, such as 24h or 168h`,
+		"1h1x":     `invalid duration "1h1x": want a number with a unit such as 30s, 5m or 1h`,
+		"h":        `invalid duration "h": want a number with a unit such as 30s, 5m or 1h`,
+		".s":       `invalid duration ".s": want a number with a unit such as 30s, 5m or 1h`,
+	} {
+		var d Duration
+		if err := d.UnmarshalText([]byte(in)); err == nil || err.Error() != want {
+			t.Errorf("Duration.UnmarshalText(%q) error = %v, want %q", in, err, want)
+		}
+	}
 	for _, tt := range tests {
 		var d Duration
 		err := d.UnmarshalText([]byte(tt.in))
