@@ -6,6 +6,8 @@
 #   docker run ... registry-edge serve --config /etc/registry-edge/config.yaml --storage /var/lib/registry-edge
 # (arguments replace the whole CMD: keep --storage, or set storage.root: /var/lib/registry-edge in the file,
 # since the example's relative "data" would resolve to /data on the read-only root).
+# prefetch.windows are local times: the image has no /etc/localtime, so set TZ (docker run -e TZ=Europe/Berlin)
+# or they are UTC; the binary carries the time zone database.
 FROM golang:1.26 AS build
 ARG VERSION=devel
 WORKDIR /src

@@ -243,3 +243,18 @@ func TestKubernetesManifest(t *testing.T) {
 		t.Errorf("serve %q exited %d:\n%s", args, code, srv.stderr.String())
 	}
 }
+
+// The binary carries the time zone database: prefetch.windows are local
+// times, and the image (FROM scratch) and minimal gateway systems have no
+// /usr/share/zoneinfo, where TZ=Europe/Berlin would silently mean UTC.
+// The host running the tests has zoneinfo, so the build itself is checked.
+func TestEmbedsTimeZoneDatabase(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	if !slices.Contains(strings.Fields(string(out)), "time/tzdata") {
+		t.Error("registry-edge does not import time/tzdata: a TZ set in the container or on a gateway without zoneinfo is ignored")
+	}
+}

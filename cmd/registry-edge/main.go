@@ -19,6 +19,11 @@ import (
 	"os/signal"
 	"slices"
 	"syscall"
+	// The time zone database, for prefetch.windows (local times) where
+	// the system has none: the container image is FROM scratch, and
+	// minimal gateway images often lack /usr/share/zoneinfo. Without it
+	// TZ=Europe/Berlin silently means UTC. About 450 KB.
+	_ "time/tzdata"
 
 	"github.com/registry-edge/registry-edge/internal/config"
 	"github.com/registry-edge/registry-edge/internal/version"
