@@ -258,3 +258,33 @@ func TestEmbedsTimeZoneDatabase(t *testing.T) {
 		t.Error("registry-edge does not import time/tzdata: a TZ set in the container or on a gateway without zoneinfo is ignored")
 	}
 }
+
+// The Docker build context leaves out what .gitignore does, the store of a
+// mirror run from the repository (./data, the default storage.root) above
+// all: `docker build .` would otherwise send the whole cache to the engine
+// and copy it into the build stage.
+func TestDockerignore(t *testing.T) {
+	t.Parallel()
+	patterns := func(name string) map[string]bool {
+		b, err := os.ReadFile(filepath.Join("..", "..", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]bool{}
+		for line := range strings.Lines(string(b)) {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				m[strings.Trim(line, "/")] = true
+			}
+		}
+		return m
+	}
+	docker := patterns(".dockerignore")
+	for p := range patterns(".gitignore") {
+		if !docker[p] {
+			t.Errorf(".gitignore has %s, .dockerignore does not", p)
+		}
+	}
+	if root := config.Default().Storage.Root; !docker[root] {
+		t.Errorf(".dockerignore leaves out no %s, the default storage.root", root)
+	}
+}
