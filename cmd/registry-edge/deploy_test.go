@@ -288,3 +288,24 @@ func TestDockerignore(t *testing.T) {
 		t.Errorf(".dockerignore leaves out no %s, the default storage.root", root)
 	}
 }
+
+// prefetch.windows are local times: the start line names the zone they are
+// read in, so that a container without TZ (UTC) shows at once.
+func TestStartLogNamesTheWindowsTimeZone(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "config.yaml")
+	yml := fmt.Sprintf("listen: %q\nstorage:\n  root: %s\nprefetch:\n  windows: [\"22:00-06:00\"]\n", freeAddr(t), filepath.Join(dir, "data"))
+	if err := os.WriteFile(conf, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startRun(t, "serve", "--config", conf, "--upstream", "http://127.0.0.1:1")
+	srv.waitLog(t, "registry-edge started")
+	if code := srv.stop(); code != 0 {
+		t.Fatalf("serve exited %d:\n%s", code, srv.stderr.String())
+	}
+	want := `prefetch_windows=22:00-06:00 time_zone="` + time.Now().Format("MST (UTC-07:00)") + `"`
+	if !strings.Contains(srv.stderr.String(), want) {
+		t.Errorf("start log lacks %s:\n%s", want, srv.stderr.String())
+	}
+}

@@ -224,9 +224,16 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	for i, r := range remotes {
 		upstreams[i] = r.Name
 	}
-	log.LogAttrs(ctx, slog.LevelInfo, "registry-edge started", slog.String("version", version.String()),
+	started := []slog.Attr{slog.String("version", version.String()),
 		slog.String("listen", ln.Addr().String()), slog.Bool("tls", srv.TLSConfig != nil), slog.String("storage", cfg.Storage.Root),
-		slog.Any("upstreams", upstreams), slog.String("default_upstream", remotes[cfg.DefaultUpstream()].Name))
+		slog.Any("upstreams", upstreams), slog.String("default_upstream", remotes[cfg.DefaultUpstream()].Name)}
+	if len(cfg.Prefetch.Windows) > 0 {
+		// The windows are local times: a container without TZ runs
+		// them in UTC, which the admin should see here.
+		started = append(started, slog.String("prefetch_windows", strings.Join(cfg.Prefetch.Windows, ",")),
+			slog.String("time_zone", time.Now().Format("MST (UTC-07:00)")))
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, "registry-edge started", started...)
 	for _, w := range cfg.SignatureScopeWarnings() {
 		log.LogAttrs(ctx, slog.LevelWarn, "signature rule for another registry", slog.String("warning", w))
 	}
