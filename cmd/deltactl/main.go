@@ -126,7 +126,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "deltactl: %s\n", msg)
 		return exitInterrupted
 	}
-	fmt.Fprintf(stderr, "deltactl: %s\n", oneLine(err.Error()))
+	fmt.Fprintf(stderr, "deltactl: %s\n", redactURLs(oneLine(err.Error())))
 	if u, ok := errors.AsType[*usageError](err); ok {
 		u.printUsage(stderr)
 		return 2

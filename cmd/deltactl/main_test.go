@@ -139,6 +139,58 @@ func TestRegistryErrors(t *testing.T) {
 	}
 }
 
+// TestRegistryAnswersInTheReason checks the reason a registry's answer
+// gives: a redirect's query (a CDN's signature, a token) is redacted from
+// the URL Go's HTTP client quotes, and an error page that is not JSON (a
+// proxy's HTML) is cut short rather than dumped on stderr.
+func TestRegistryAnswersInTheReason(t *testing.T) {
+	t.Parallel()
+	const secret = "S3cretSignature"
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close() // a CDN that does not answer
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	page := "<html>\n<body>\n" + strings.Repeat("<p>upstream connect error or disconnect/reset before headers</p>\n", 2000) + "</body>\n</html>\n"
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/manifests/redirected"):
+			http.Redirect(w, r, closed.URL+"/m?X-Amz-Credential=AKIA"+secret+"&X-Amz-Signature="+secret+"&token="+secret, http.StatusTemporaryRedirect)
+		case strings.HasSuffix(r.URL.Path, "/manifests/broken"):
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusForbidden) // a proxy's page (a 5xx is tried again)
+			io.WriteString(w, page)
+		default:
+			reg.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(s.Close)
+	repo := strings.TrimPrefix(s.URL, "http://") + "/edge/app"
+	pushImage(t, repo+":1", testImage(t, "amd64", layer(t, goGzip, layergen.New(500, 4, 2<<10))))
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"inspect, redirected", []string{"inspect", repo + ":redirected"}, "X-Amz-Signature=redacted"},
+		{"diff, redirected", []string{"diff", repo + ":1", repo + ":redirected"}, "connection refused"},
+		{"plan, redirected", []string{"plan", "--site-has", repo + ":redirected", repo + ":1"}, "token=redacted"},
+		{"inspect, error page", []string{"inspect", repo + ":broken"}, "403 Forbidden: <html>; <body>; <p>upstream connect error"},
+		{"diff, error page", []string{"diff", repo + ":broken", repo + ":1"}, "403 Forbidden"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := deltactl(t, tt.args...)
+			checkFailure(t, r, 1, tt.want)
+			if strings.Contains(r.stderr, secret) {
+				t.Errorf("a redirect's secret is on stderr: %q", r.stderr)
+			}
+			if len(r.stderr) > 1024 {
+				t.Errorf("stderr is %d bytes, want a short reason: %.300q...", len(r.stderr), r.stderr)
+			}
+		})
+	}
+}
+
 // TestCredentials reads credentials from Docker's config.json and keeps
 // them out of every output.
 func TestCredentials(t *testing.T) {

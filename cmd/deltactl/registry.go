@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -79,7 +80,31 @@ func (t stallTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp.Body = stall.NewReader(resp.Body, t.limit)
+	if resp.StatusCode >= http.StatusBadRequest {
+		shortenErrorPage(resp)
+	}
 	return resp, nil
+}
+
+// An error answer's body is quoted in the reason on stderr by
+// go-containerregistry: the messages of an OCI error envelope (JSON), or
+// else the whole body, up to 64 KiB. A proxy or load balancer in front of a
+// registry answers with an HTML page, whose first lines say enough.
+const (
+	maxErrorBody = 64 << 10 // go-containerregistry's limit too
+	maxErrorPage = 256      // what is kept of a body that is not JSON
+)
+
+// shortenErrorPage cuts the body of the error answer resp to maxErrorPage
+// bytes, "..." marking the cut, unless it is JSON.
+func shortenErrorPage(resp *http.Response) {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody)) // an error on the way ends the body
+	resp.Body.Close()
+	if len(b) > maxErrorPage && !json.Valid(b) {
+		b = append([]byte(strings.ToValidUTF8(string(b[:maxErrorPage]), "")), "..."...)
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
 }
 
 // parseRef parses an image reference ([registry/]repo[:tag|@digest]).
