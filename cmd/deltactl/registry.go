@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -224,36 +225,24 @@ func bare(d v1.Descriptor) v1.Descriptor {
 }
 
 // selectPlatforms returns the manifests of img for the platforms asked
-// (all of them when none is); a platform that none matches is an error.
+// (all of them when none is), in img's order whatever the order asked; a
+// platform that none matches is an error.
 func (img *image) selectPlatforms(want platformList) ([]platformManifest, error) {
 	if len(want) == 0 {
 		return img.manifests, nil
 	}
-	var out []platformManifest
 	for _, w := range want {
-		found := false
-		for _, pm := range img.manifests {
-			if platformSatisfies(pm.platform, w) {
-				found = true
-				if !containsManifest(out, pm) {
-					out = append(out, pm)
-				}
-			}
-		}
-		if !found {
+		if !slices.ContainsFunc(img.manifests, func(pm platformManifest) bool { return platformSatisfies(pm.platform, w) }) {
 			return nil, fmt.Errorf("image %s has no platform %s (it has %s)", img.ref, platformString(w), img.platformNames())
 		}
 	}
-	return out, nil
-}
-
-func containsManifest(pms []platformManifest, pm platformManifest) bool {
-	for _, p := range pms {
-		if p.desc.Digest == pm.desc.Digest {
-			return true
+	var out []platformManifest
+	for _, pm := range img.manifests {
+		if slices.ContainsFunc(want, func(w v1.Platform) bool { return platformSatisfies(pm.platform, w) }) {
+			out = append(out, pm)
 		}
 	}
-	return false
+	return out, nil
 }
 
 func (img *image) platformNames() string {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -204,6 +205,17 @@ func TestVerifyIndex(t *testing.T) {
 		rep = verifyJSON(t, 0, "--policy", pol, "--platform", "linux/amd64", repo+":1")
 		if len(rep.Manifests) != 2 || rep.Manifests[1].Digest != dAmd || rep.Manifests[1].CoveredBy != dIdx {
 			t.Errorf("verify --platform linux/amd64: %+v", rep.Manifests)
+		}
+		// In the index's order, whatever the order of --platform (as
+		// docs/deltactl.md says of every command's platforms).
+		rep = verifyJSON(t, 0, "--policy", pol, "--platform", "linux/arm64,linux/amd64", repo+":1")
+		if got := digestsOf(rep.Manifests); !slices.Equal(got, []digest.Digest{dIdx, dAmd, dArm}) {
+			t.Errorf("verify --platform linux/arm64,linux/amd64: manifests %v, want the index's order %v", got, []digest.Digest{dIdx, dAmd, dArm})
+		}
+		var ins inspectReport
+		mustJSON(t, &ins, "inspect", "--platform", "linux/arm64", "--platform", "linux/amd64", repo+":1")
+		if len(ins.Platforms) != 2 || ins.Platforms[0].Manifest != dAmd || ins.Platforms[1].Manifest != dArm {
+			t.Errorf("inspect --platform linux/arm64 --platform linux/amd64: %+v, want linux/amd64 then linux/arm64", ins.Platforms)
 		}
 		r := mustRun(t, "verify", "--policy", pol, repo+":1")
 		if !strings.Contains(r.stdout, "covered by index") || !strings.Contains(r.stdout, "3 manifest(s), all would be served") {
@@ -430,4 +442,13 @@ func TestVerifySignatureRepository(t *testing.T) {
 	if got := rep.Manifests[0]; !got.OK || got.Reason != sigpolicy.ReasonVerified {
 		t.Errorf("with signatureRepository: %+v, want verified", got)
 	}
+}
+
+// digestsOf returns the digests of ms, in order.
+func digestsOf(ms []verifyManifest) []digest.Digest {
+	var out []digest.Digest
+	for _, m := range ms {
+		out = append(out, m.Digest)
+	}
+	return out
 }
