@@ -388,3 +388,29 @@ func TestOneLine(t *testing.T) {
 		t.Errorf("oneLine = %q, want %q", got, want)
 	}
 }
+
+// TestFetchFailureClearsProgress checks that a download that fails part-way
+// erases its progress bar, so that the reason after it starts its own line
+// on a terminal.
+func TestFetchFailureClearsProgress(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, false)
+	repo := host + "/edge/progress"
+	l := layer(t, goGzip, layergen.New(900, 4, 2<<10))
+	pushImage(t, repo+":1", testImage(t, "amd64", l))
+	var buf bytes.Buffer
+	p := &progress{w: &buf, on: true, now: time.Now}
+	dir := t.TempDir()
+	bf := newBlobFiles(newClient(t.Context(), false, time.Minute), dir, p)
+	b := l.Blob()
+	b.Size++ // the registry's blob falls short of it: the download fails at its end
+	if _, err := bf.open(ref(t, repo+":1").Context(), b); err == nil {
+		t.Fatalf("open(%s, %d bytes) succeeded, want a size mismatch", b.Digest, b.Size)
+	}
+	if got := buf.String(); !strings.Contains(got, "fetch "+shortDigest(b.Digest)) || !strings.HasSuffix(got, "\r\033[K") {
+		t.Errorf("progress after a failed fetch = %q, want a bar and then an erase", got)
+	}
+	if got := dirEntries(t, dir); len(got) != 0 {
+		t.Errorf("a failed fetch left %v in --tmp", got)
+	}
+}

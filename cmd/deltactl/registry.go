@@ -355,10 +355,10 @@ func (bf *blobFiles) fetch(repo name.Repository, b layerdelta.Blob) (_ *os.File,
 		}
 	}()
 	label := "fetch " + shortDigest(b.Digest)
+	defer bf.prog.clear() // a failure too: its reason starts a line of its own
 	if _, err := io.Copy(f, bf.prog.reader(vr, label, b.Size)); err != nil {
 		return nil, err
 	}
-	bf.prog.clear()
 	return f, nil
 }
 
