@@ -47,6 +47,8 @@ func TestUsageErrors(t *testing.T) {
 		{"bad platform", []string{"diff", "--platform", "linux", "a", "b"}, `platform "linux": want os/arch[/variant]`},
 		{"bad platform in a list", []string{"inspect", "--platform", "linux/amd64,/arm64", "a"}, `platform "/arm64"`},
 		{"bad reference", []string{"diff", "a", "Not A Reference"}, "NEW:"},
+		{"a URL for an image", []string{"inspect", "https://ci:s3cret-Pa55word@registry.example.com/app:1"}, "IMAGE: an image reference has no URL scheme (https://): write [registry/]repository[:tag|@digest] (--insecure allows plain HTTP)"},
+		{"a URL for OLD", []string{"diff", "http://registry.example.com/app:1", "registry.example.com/app:2"}, "OLD: an image reference has no URL scheme (http://)"},
 		{"bad tmp", []string{"diff", "--tmp", "/nonexistent/tmp", "a", "b"}, "--tmp /nonexistent/tmp: not a directory"},
 		{"inspect without image", []string{"inspect"}, "want 1 argument(s), got 0"},
 		{"plan without site-has", []string{"plan", "a"}, "--site-has is required"},
@@ -70,6 +72,9 @@ func TestUsageErrors(t *testing.T) {
 			}
 			if r.stdout != "" {
 				t.Errorf("deltactl %q: a usage error wrote %q to stdout", tt.args, r.stdout)
+			}
+			if strings.Contains(r.stderr, "s3cret") {
+				t.Errorf("deltactl %q: the password is on stderr: %q", tt.args, r.stderr)
 			}
 		})
 	}

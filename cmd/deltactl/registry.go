@@ -110,6 +110,11 @@ func shortenErrorPage(resp *http.Response) {
 
 // parseRef parses an image reference ([registry/]repo[:tag|@digest]).
 func (c *client) parseRef(s string) (name.Reference, error) {
+	if scheme, _, ok := strings.Cut(s, "://"); ok && !strings.ContainsAny(scheme, "/:@") {
+		// A URL pasted for an image: go-containerregistry's reason names
+		// its Go API (name.Insecure), and s may hold user:password.
+		return nil, fmt.Errorf("an image reference has no URL scheme (%s://): write [registry/]repository[:tag|@digest] (--insecure allows plain HTTP)", scheme)
+	}
 	return name.ParseReference(s, c.nameOpts...)
 }
 
