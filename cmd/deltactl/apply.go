@@ -123,7 +123,7 @@ func applyCmd(ctx context.Context, e *env, args []string) error {
 	if dst.path != "" {
 		err = writeFileAtomic(dst.path, rebuild)
 	} else {
-		err = writeVerified(f.tmp, dst.open, rebuild)
+		err = writeVerified(ctx, f.tmp, dst.open, rebuild)
 	}
 	if err != nil {
 		return fmt.Errorf("apply %s: %w", deltaPath, err)
@@ -189,8 +189,11 @@ func resolveOutput(out string, stdout io.Writer) (output, error) {
 
 // writeVerified runs write into a temporary file under dir (write fails
 // unless what it wrote is verified), then copies that file to open's
-// writer: nothing unverified reaches a stream.
-func writeVerified(dir string, open func() (io.WriteCloser, error), write func(io.Writer) error) error {
+// writer: nothing unverified reaches a stream. The end of ctx (Ctrl-C)
+// ends the wait for the stream too: opening a FIFO waits for its reader,
+// and writing to it for the reader to read; the temporary file goes
+// either way.
+func writeVerified(ctx context.Context, dir string, open func() (io.WriteCloser, error), write func(io.Writer) error) error {
 	tmp, err := os.CreateTemp(dir, "deltactl-apply-*")
 	if err != nil {
 		return err
@@ -203,15 +206,28 @@ func writeVerified(dir string, open func() (io.WriteCloser, error), write func(i
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	w, err := open()
-	if err != nil {
+	done := make(chan error, 1)
+	go func() {
+		w, err := open()
+		if err != nil {
+			done <- err
+			return
+		}
+		if _, err := io.Copy(w, tmp); err != nil {
+			w.Close()
+			done <- err
+			return
+		}
+		done <- w.Close()
+	}()
+	select {
+	case err := <-done:
 		return err
+	case <-ctx.Done():
+		// The copy, if it ever starts, fails on the closed file; an
+		// open that waits for a reader waits until deltactl exits.
+		return ctx.Err()
 	}
-	if _, err := io.Copy(w, tmp); err != nil {
-		w.Close()
-		return err
-	}
-	return w.Close()
 }
 
 type nopCloser struct{ io.Writer }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -293,6 +294,33 @@ func TestApply(t *testing.T) {
 		}
 		if d := <-got; d != o.tar.Target.Digest {
 			t.Errorf("the FIFO's reader got %s, want %s", d, o.tar.Target.Digest)
+		}
+	})
+	t.Run("Ctrl-C while the FIFO's reader does not read", func(t *testing.T) {
+		// More than a pipe holds (64 KiB on Linux): the write waits for
+		// the reader, which reads one byte and then nothing.
+		if o.tar.Target.Size <= 4*64<<10 {
+			t.Fatalf("layer of %d bytes: too small to fill a pipe", o.tar.Target.Size)
+		}
+		fifo, tmp := filepath.Join(t.TempDir(), "out.fifo"), t.TempDir()
+		if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+			t.Skipf("mkfifo: %v", err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			f, err := os.Open(fifo)
+			if err == nil {
+				t.Cleanup(func() { f.Close() })
+				f.Read(make([]byte, 1)) // deltactl is writing
+			}
+			cancel()
+		}()
+		r := runBounded(t, ctx, "apply", "--tmp", tmp, "--delta", o.tar.Files.Delta, "--base", base, "-o", fifo)
+		if r.code != exitInterrupted || r.stderr != "deltactl: interrupted\n" {
+			t.Errorf("apply -o FIFO, interrupted: exit %d, stderr %q; want %d and \"deltactl: interrupted\"", r.code, r.stderr, exitInterrupted)
+		}
+		if ents := dirEntries(t, tmp); len(ents) != 0 {
+			t.Errorf("an interrupted apply left %v in --tmp", ents)
 		}
 	})
 	t.Run("existing OUT is kept on failure", func(t *testing.T) {
