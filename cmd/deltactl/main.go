@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"unicode"
 
 	"github.com/registry-edge/registry-edge/internal/version"
 )
@@ -159,7 +160,9 @@ func leadingFlags(args []string) (global, rest []string) {
 }
 
 // oneLine folds a message onto one line: registry error bodies and joined
-// errors may hold newlines, which become "; " (blank lines go).
+// errors may hold newlines, which become "; " (blank lines go). Other
+// control characters, which a registry's answer may hold too (an escape
+// sequence would be run by the terminal), are written as \xNN.
 func oneLine(s string) string {
 	var parts []string
 	for _, l := range strings.Split(s, "\n") {
@@ -167,7 +170,15 @@ func oneLine(s string) string {
 			parts = append(parts, l)
 		}
 	}
-	return strings.Join(parts, "; ")
+	var b strings.Builder
+	for _, r := range strings.Join(parts, "; ") {
+		if unicode.IsControl(r) {
+			fmt.Fprintf(&b, "\\x%02x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 const versionUsage = `usage: deltactl version [--format table|json]

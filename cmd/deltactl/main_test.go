@@ -163,6 +163,10 @@ func TestRegistryAnswersInTheReason(t *testing.T) {
 			w.Header().Set("Content-Type", "text/html")
 			w.WriteHeader(http.StatusForbidden) // a proxy's page (a 5xx is tried again)
 			io.WriteString(w, page)
+		case strings.HasSuffix(r.URL.Path, "/manifests/escape"):
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			io.WriteString(w, `{"errors":[{"code":"DENIED","message":"\u001b]0;pwned\u0007\u001b[2Jdenied"}]}`)
 		default:
 			reg.ServeHTTP(w, r)
 		}
@@ -180,6 +184,7 @@ func TestRegistryAnswersInTheReason(t *testing.T) {
 		{"plan, redirected", []string{"plan", "--site-has", repo + ":redirected", repo + ":1"}, "token=redacted"},
 		{"inspect, error page", []string{"inspect", repo + ":broken"}, "403 Forbidden: <html>; <body>; <p>upstream connect error"},
 		{"diff, error page", []string{"diff", repo + ":broken", repo + ":1"}, "403 Forbidden"},
+		{"inspect, escape sequence", []string{"inspect", repo + ":escape"}, `DENIED: \x1b]0;pwned\x07\x1b[2Jdenied`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -188,6 +193,9 @@ func TestRegistryAnswersInTheReason(t *testing.T) {
 			checkFailure(t, r, 1, tt.want)
 			if strings.Contains(r.stderr, secret) {
 				t.Errorf("a redirect's secret is on stderr: %q", r.stderr)
+			}
+			if strings.ContainsRune(r.stderr, 0x1b) {
+				t.Errorf("an escape sequence is on stderr: %q", r.stderr)
 			}
 			if len(r.stderr) > 1024 {
 				t.Errorf("stderr is %d bytes, want a short reason: %.300q...", len(r.stderr), r.stderr)
@@ -391,6 +399,11 @@ func TestOneLine(t *testing.T) {
 	in := "load config x.yaml: line 2: cache.tagTTL: bad\n\n  line 3:   cache.bogus: unknown  \n"
 	if got, want := oneLine(in), "load config x.yaml: line 2: cache.tagTTL: bad; line 3: cache.bogus: unknown"; got != want {
 		t.Errorf("oneLine = %q, want %q", got, want)
+	}
+	// A registry's message with a terminal escape sequence: shown, not run.
+	in = "GET /v2/x: DENIED: \x1b]0;pwned\x07\x1b[2Jgone"
+	if got, want := oneLine(in), `GET /v2/x: DENIED: \x1b]0;pwned\x07\x1b[2Jgone`; got != want {
+		t.Errorf("oneLine(%q) = %q, want %q", in, got, want)
 	}
 }
 
