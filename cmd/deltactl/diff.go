@@ -588,7 +588,7 @@ func (r *diffReport) writeTable(e *env) {
 	tw.Flush()
 	for _, p := range r.Platforms {
 		if p.Artifact != nil {
-			fmt.Fprintf(e.stdout, "pushed %s (%d bytes) for %s (%s)\n", p.Artifact.Digest, p.Artifact.Size, p.Manifest, p.Platform)
+			fmt.Fprintf(escapeWriter{e.stdout}, "pushed %s (%d bytes) for %s (%s)\n", p.Artifact.Digest, p.Artifact.Size, p.Manifest, p.Platform)
 		}
 	}
 	var files []string

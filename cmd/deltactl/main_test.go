@@ -21,7 +21,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
 
+	"github.com/registry-edge/registry-edge/internal/layerdelta"
 	"github.com/registry-edge/registry-edge/internal/testutil/layergen"
 )
 
@@ -430,5 +432,26 @@ func TestFetchFailureClearsProgress(t *testing.T) {
 	}
 	if got := dirEntries(t, dir); len(got) != 0 {
 		t.Errorf("a failed fetch left %v in --tmp", got)
+	}
+}
+
+// TestTablesEscapeControlCharacters checks that strings from a registry
+// (an index's platforms, an artifact's parse error) with a terminal escape
+// sequence are shown in tables, not run by the terminal.
+func TestTablesEscapeControlCharacters(t *testing.T) {
+	t.Parallel()
+	const platform, why = "linux\x1b[2J/amd64", "annotation \"\x1b]0;pwned\x07\" is not JSON"
+	d := digest.FromString("x")
+	ins := inspectReport{Image: imageRef{Ref: "r/app:1", Digest: d}, Platforms: []inspectPlatform{{Platform: platform, Manifest: d, Artifacts: []inspectArtifact{{Digest: d, Error: why}}}}}
+	diff := diffReport{Platforms: []diffPlatform{{Platform: platform, Manifest: d, Artifact: &layerdelta.Blob{Digest: d, Size: 1}}}}
+	for name, write := range map[string]func(*env){"inspect": ins.writeTable, "diff": diff.writeTable} {
+		var out strings.Builder
+		write(&env{stdout: &out})
+		if strings.ContainsRune(out.String(), 0x1b) || strings.ContainsRune(out.String(), 0x07) {
+			t.Errorf("%s table holds control characters: %q", name, out.String())
+		}
+		if !strings.Contains(out.String(), `linux\x1b[2J/amd64`) {
+			t.Errorf("%s table does not show the platform escaped: %q", name, out.String())
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -21,10 +24,40 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// newTable returns a tab-separated table writer; Flush prints it aligned.
+// newTable returns a tab-separated table writer; Flush prints it aligned,
+// with control characters in its cells shown as \xNN (escapeWriter).
 func newTable(w io.Writer) *tabwriter.Writer {
-	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	return tabwriter.NewWriter(escapeWriter{w}, 0, 0, 2, ' ', 0)
 }
+
+// escapeWriter writes control characters other than newlines as \xNN.
+// Tables show strings that come from registries (platforms of an index,
+// annotations, certificate subjects, error messages), and an escape
+// sequence in one would be run by the terminal.
+type escapeWriter struct{ w io.Writer }
+
+func (e escapeWriter) Write(p []byte) (int, error) {
+	if !bytes.ContainsFunc(p, escaped) {
+		return e.w.Write(p)
+	}
+	var b bytes.Buffer
+	for rest := p; len(rest) > 0; {
+		r, n := utf8.DecodeRune(rest)
+		if escaped(r) {
+			fmt.Fprintf(&b, "\\x%02x", r)
+		} else {
+			b.Write(rest[:n]) // invalid UTF-8 as it was
+		}
+		rest = rest[n:]
+	}
+	if _, err := e.w.Write(b.Bytes()); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// escaped reports whether escapeWriter escapes r.
+func escaped(r rune) bool { return r != '\n' && unicode.IsControl(r) }
 
 // shortDigest is "sha256:" and the first 12 hex digits, as tables show
 // digests.
