@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
+	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
@@ -34,6 +36,7 @@ type offlineSetup struct {
 	responseHeader    time.Duration
 	revalidateTimeout time.Duration
 	deltas            bool
+	logger            *slog.Logger
 }
 
 // offlineMirror is a mirror whose upstream client has a circuit breaker,
@@ -99,6 +102,7 @@ func newOfflineMirror(t *testing.T, s offlineSetup, via ...func(fakeAddr string)
 	p := proxy.New(store, db, router, proxy.Options{
 		TagTTL: time.Minute, RevalidateTimeout: s.revalidateTimeout, FillTimeout: time.Minute,
 		Metrics: m, Now: clk.Now, Deltas: s.deltas, DeltaDiscoveryTimeout: 10 * time.Second,
+		Logger: s.logger,
 	})
 	srv := httptest.NewServer(httpserve.New(p, httpserve.Options{Metrics: m}))
 	t.Cleanup(func() {
@@ -341,6 +345,66 @@ func TestOfflineBoundedStaleness(t *testing.T) {
 	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
 	m.clock.advance(time.Hour)
 	check("1h after the confirmation", map[string]int{"app": 200})
+}
+
+// A long outage warns once per stale tag, not once per pull: every pull of
+// a tag past its TTL is answered stale (or refused past maxStale), and a
+// warning each time buried a gateway's log. The tag warns again when it
+// goes from served to refused, and after the upstream confirmed it again.
+func TestOutageWarnsOncePerStaleTag(t *testing.T) {
+	t.Parallel()
+	var logs syncbuf.Buffer
+	m := newOfflineMirror(t, offlineSetup{
+		breaker:   upstream.BreakerOptions{Failures: 1, MinProbe: time.Hour, MaxProbe: time.Hour},
+		staleness: proxy.Staleness{MaxStale: 24 * time.Hour},
+		logger:    slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	m.fake.Image("app", "v1", []byte("layer"))
+	m.fake.Image("app", "v2", []byte("layer 2"))
+	pull := func(tag string, n, want int) {
+		t.Helper()
+		for range n {
+			if resp, body := m.get(http.MethodGet, manifestPath("app", tag)); resp.StatusCode != want {
+				t.Fatalf("GET app:%s = %d, want %d (%s)", tag, resp.StatusCode, want, body)
+			}
+		}
+	}
+	warnings := func(msg string) int {
+		return strings.Count(logs.String(), "level=WARN msg=\""+msg+"\"")
+	}
+	pull("v1", 1, http.StatusOK)
+	pull("v2", 1, http.StatusOK)
+	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+
+	m.clock.advance(time.Hour)
+	pull("v1", 5, http.StatusOK)
+	pull("v2", 5, http.StatusOK)
+	m.clock.advance(10 * time.Hour)
+	pull("v1", 5, http.StatusOK)
+	if got := warnings("serving stale tag"); got != 2 {
+		t.Errorf("%d warnings \"serving stale tag\" for 15 stale pulls of 2 tags, want 2 (one per tag):\n%s", got, logs.String())
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_stale_tags_served_total", "upstream", "central.test"); got != 15 {
+		t.Errorf("stale tags served metric = %v, want 15 (it counts answers)", got)
+	}
+
+	m.clock.advance(24 * time.Hour)
+	pull("v1", 5, http.StatusServiceUnavailable)
+	if got := warnings("cached tag beyond max staleness"); got != 1 {
+		t.Errorf("%d warnings \"cached tag beyond max staleness\" for 5 refused pulls of a tag, want 1:\n%s", got, logs.String())
+	}
+
+	// The link is back: the tag is confirmed, and the next outage warns
+	// again.
+	m.fake.ClearFaults()
+	m.clock.advance(time.Hour) // the breaker's probe is due
+	pull("v1", 1, http.StatusOK)
+	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	m.clock.advance(time.Hour)
+	pull("v1", 3, http.StatusOK)
+	if got := warnings("serving stale tag"); got != 3 {
+		t.Errorf("%d warnings \"serving stale tag\" after the tag was confirmed and the link lost again, want 3:\n%s", got, logs.String())
+	}
 }
 
 // An upstream 404 for a cached tag is an answer, not an outage: the

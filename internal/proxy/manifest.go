@@ -400,9 +400,19 @@ func (p *Proxy) serveStale(ctx context.Context, t Target, tag string, e meta.Tag
 		return ManifestResult{}, ctx.Err() // the client left: nothing was stale
 	}
 	age := p.now().Sub(e.Confirmed())
-	if limit, old := p.beyondMaxStale(t, e.Confirmed()); old && !upstreamSaidNo(cause) {
+	limit, old := p.beyondMaxStale(t, e.Confirmed())
+	refused := old && !upstreamSaidNo(cause)
+	// One warning per tag and state, not one per pull of a long outage;
+	// the repeats are debug records. An upstream's 404 comes here once
+	// per tag TTL (serveGone) and warns each time.
+	level := slog.LevelWarn
+	if !upstreamSaidNo(cause) && !p.staleLogged.first(t.Remote.Name+"\x00"+t.Repo.Name+"\x00"+tag,
+		staleNote{confirmed: e.Confirmed(), refused: refused}) {
+		level = slog.LevelDebug
+	}
+	if refused {
 		p.m.StaleRefused.WithLabelValues(t.Remote.Name).Inc()
-		p.log.LogAttrs(ctx, slog.LevelWarn, "cached tag beyond max staleness",
+		p.log.LogAttrs(ctx, level, "cached tag beyond max staleness",
 			slog.String("upstream", t.Remote.Name), slog.String("repo", t.Repo.Name), slog.String("ref", tag),
 			slog.String("digest", e.Digest.String()), slog.Time("fetched_at", e.FetchedAt),
 			slog.Duration("age", age), slog.Duration("max_stale", limit), slog.Any("err", cause))
@@ -415,7 +425,7 @@ func (p *Proxy) serveStale(ctx context.Context, t Target, tag string, e meta.Tag
 	res.Cache = CacheStale
 	res.Age = p.ageOf(e)
 	p.m.StaleServed.WithLabelValues(t.Remote.Name).Inc()
-	p.log.LogAttrs(ctx, slog.LevelWarn, "serving stale tag",
+	p.log.LogAttrs(ctx, level, "serving stale tag",
 		slog.String("upstream", t.Remote.Name), slog.String("repo", t.Repo.Name), slog.String("ref", tag),
 		slog.String("digest", e.Digest.String()), slog.Time("fetched_at", e.FetchedAt),
 		slog.Duration("age", age), slog.Any("err", cause))

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
@@ -98,4 +99,40 @@ func shortDuration(d time.Duration) string {
 		s = s[:len(s)-2]
 	}
 	return s
+}
+
+// maxStaleNotes bounds staleNotes; past it the record starts afresh (a
+// tag then warns once more).
+const maxStaleNotes = 4096
+
+// staleNotes remembers, per tag, the last stale answer that was logged as
+// a warning: during an outage of days every pull of a tag past its TTL is
+// answered stale (or refused), and a warning per pull buried the log of a
+// gateway (the access log already has each request, cache=stale). A tag
+// warns again when its state changes: it was confirmed since, or it went
+// from served to refused. It is safe for concurrent use.
+type staleNotes struct {
+	mu sync.Mutex
+	m  map[string]staleNote
+}
+
+// staleNote is what was logged for one tag.
+type staleNote struct {
+	confirmed time.Time // the tag's last confirmation at its origin
+	refused   bool      // beyond its staleness limit
+}
+
+// first records n for key and reports whether it differs from what was
+// recorded last, that is, whether it is worth a warning.
+func (s *staleNotes) first(key string, n staleNote) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.m[key]; ok && old.refused == n.refused && old.confirmed.Equal(n.confirmed) {
+		return false
+	}
+	if s.m == nil || len(s.m) >= maxStaleNotes {
+		s.m = map[string]staleNote{}
+	}
+	s.m[key] = n
+	return true
 }

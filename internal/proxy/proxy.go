@@ -141,6 +141,9 @@ type Proxy struct {
 	// resolving shares one upstream HEAD among the clients revalidating
 	// the same stale tag at once.
 	resolving singleflight.Group
+	// staleLogged keeps an outage from logging a warning per pull of
+	// each stale tag.
+	staleLogged staleNotes
 	// verifying shares a signature verification among the requests of
 	// one manifest (verdict); storingEvidence holds the images whose
 	// evidence is being stored (storeEvidence).
