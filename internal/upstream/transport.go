@@ -122,5 +122,18 @@ func newBaseTransport(o Options, registryAddr netip.Addr) (*http.Transport, erro
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
+		// An HTTP/2 connection that went silent (a cellular link whose
+		// carrier NAT dropped it during an outage) is closed once a ping
+		// goes unanswered. Without it the pool kept it after each
+		// response-header timeout and sent every later request, and
+		// every probe of the breaker, into it: a mirror whose link was
+		// back stayed offline until the kernel gave up on the connection
+		// (about 15 minutes). Pings go only after the connection has been
+		// silent for ResponseHeaderTimeout, so an idle edge sends a few
+		// before IdleConnTimeout closes it, and nothing after.
+		HTTP2: &http.HTTP2Config{
+			SendPingTimeout: o.ResponseHeaderTimeout,
+			PingTimeout:     o.ConnectTimeout,
+		},
 	}, nil
 }
