@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -283,13 +284,23 @@ func (b *breaker) allow() (ticket, error) {
 	return ticket{probe: true, gen: b.gen}, nil
 }
 
-// done records the outcome of an attempt admitted with t.
-func (b *breaker) done(t ticket, o outcome) {
+// transition is a change of the breaker between closed and open that
+// done made, for the log: one record per outage, not one per request.
+type transition struct {
+	opened, closed bool
+	fails          int           // opened: the consecutive failures
+	nextProbe      time.Duration // opened: the wait before the probe
+	down           time.Duration // closed: how long it was open
+}
+
+// done records the outcome of an attempt admitted with t and returns the
+// transition it caused, if any.
+func (b *breaker) done(t ticket, o outcome) transition {
 	if o == outcomeNeutral && !t.probe {
-		return
+		return transition{}
 	}
 	if b.threshold == 0 {
-		return
+		return transition{}
 	}
 	now := b.now()
 	b.mu.Lock()
@@ -298,6 +309,7 @@ func (b *breaker) done(t ticket, o outcome) {
 		switch o {
 		case outcomeSuccess:
 			b.close()
+			return transition{closed: true, down: now.Sub(b.opened)}
 		case outcomeFailure:
 			b.probes++
 			b.state = BreakerOpen
@@ -307,16 +319,20 @@ func (b *breaker) done(t ticket, o outcome) {
 			b.state = BreakerOpen
 			b.probeAt = now
 		}
-		return
+		return transition{}
 	}
 	switch o {
 	case outcomeSuccess:
 		// Any answer, even one to a request sent before the breaker
 		// opened, proves the upstream reachable.
+		wasOpen := b.state != BreakerClosed
 		b.close()
+		if wasOpen {
+			return transition{closed: true, down: now.Sub(b.opened)}
+		}
 	case outcomeFailure:
 		if b.state != BreakerClosed {
-			return // late failures do not push the probe back
+			return transition{} // late failures do not push the probe back
 		}
 		b.fails++
 		if b.fails >= b.threshold {
@@ -324,8 +340,10 @@ func (b *breaker) done(t ticket, o outcome) {
 			b.opened = now
 			b.probes = 0
 			b.probeAt = now.Add(b.probeDelay(0))
+			return transition{opened: true, fails: b.fails, nextProbe: b.probeAt.Sub(now)}
 		}
 	}
+	return transition{}
 }
 
 // close closes the breaker; b.mu must be held.
@@ -378,10 +396,12 @@ func (b *breaker) health() Health {
 
 // breakerTransport applies the breaker to every attempt that reaches the
 // registry host or its token server. Attempts created by a redirect pass
-// through uncounted.
+// through uncounted. It logs when the breaker opens and when it closes
+// again: an outage of days is two records, not one per refused request.
 type breakerTransport struct {
 	next http.RoundTripper
 	b    *breaker
+	log  *slog.Logger
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -404,7 +424,20 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if o == outcomeFailure && req.Context().Value(optionalKey{}) != nil {
 		o = outcomeNeutral
 	}
-	t.b.done(tk, o)
+	tr := t.b.done(tk, o)
+	switch {
+	case tr.opened:
+		attrs := []slog.Attr{slog.Int("failures", tr.fails), slog.Duration("next_probe", tr.nextProbe)}
+		if err != nil {
+			attrs = append(attrs, slog.Any("err", redactError(err)))
+		} else {
+			attrs = append(attrs, slog.Int("status", resp.StatusCode))
+		}
+		t.log.LogAttrs(req.Context(), slog.LevelWarn, "upstream unreachable, circuit breaker open", attrs...)
+	case tr.closed:
+		t.log.LogAttrs(req.Context(), slog.LevelInfo, "upstream reachable again, circuit breaker closed",
+			slog.Duration("down_for", tr.down))
+	}
 	return resp, err
 }
 

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -19,6 +21,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
 )
 
 // fakeClock is a goroutine-safe settable clock.
@@ -582,5 +585,72 @@ func TestClientBreakerIgnoresRedirectTargets(t *testing.T) {
 	}
 	if s := c.Health().State; s != BreakerClosed {
 		t.Errorf("state = %s, want closed: the registry itself answered", s)
+	}
+}
+
+// An outage is logged once when the breaker opens and once when it closes
+// again, with how long the upstream was unreachable; the requests refused
+// meanwhile and the failed probes log nothing (an outage of days with
+// devices pulling wrote nothing that said when it began or ended).
+func TestClientBreakerLogsTheOutageOnce(t *testing.T) {
+	t.Parallel()
+	var healthy atomic.Bool
+	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !healthy.Load() {
+			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "down")
+			return
+		}
+		_, _ = w.Write(testManifest)
+	}))
+	clk := newFakeClock()
+	var logs syncbuf.Buffer
+	c := newTestClient(t, srv.URL, breakerOptions(clk, 2), func(o *Options) {
+		o.RetryMax = 0
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	ctx := context.Background()
+	count := func(msg string) int { return strings.Count(logs.String(), `msg="`+msg+`"`) }
+	const opened, closed = "upstream unreachable, circuit breaker open", "upstream reachable again, circuit breaker closed"
+
+	for range 10 {
+		_, _ = c.Manifest(ctx, "a", "v1", nil, 1<<20)
+	}
+	for range 3 { // failed probes
+		clk.Add(time.Minute)
+		if _, err := c.Manifest(ctx, "a", "v1", nil, 1<<20); errors.As(err, new(*BreakerOpenError)) {
+			t.Fatalf("the probe was refused: %v", err)
+		}
+	}
+	if got := count(opened); got != 1 {
+		t.Errorf("%d records %q for an outage of 13 requests, want 1:\n%s", got, opened, logs.String())
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "failures=2 ") || !strings.Contains(logs.String(), "status=503") {
+		t.Errorf("the record of the opening does not say failures=2 and the status 503, at warning level:\n%s", logs.String())
+	}
+	if got := count(closed); got != 0 {
+		t.Errorf("%d records %q while the upstream is down, want 0", got, closed)
+	}
+
+	healthy.Store(true)
+	clk.Add(time.Hour)
+	for range 3 {
+		if _, err := c.Manifest(ctx, "a", "v1", nil, 1<<20); err != nil {
+			t.Fatalf("Manifest() with the upstream back: %v", err)
+		}
+	}
+	if got := count(closed); got != 1 {
+		t.Errorf("%d records %q after the probe succeeded, want 1:\n%s", got, closed, logs.String())
+	}
+	if !strings.Contains(logs.String(), "down_for=1h3m0s") {
+		t.Errorf("the record of the closing does not say how long the upstream was down (1h3m0s):\n%s", logs.String())
+	}
+
+	// The next outage is logged again.
+	healthy.Store(false)
+	for range 4 {
+		_, _ = c.Manifest(ctx, "a", "v1", nil, 1<<20)
+	}
+	if got := count(opened); got != 2 {
+		t.Errorf("%d records %q after a second outage, want 2", got, opened)
 	}
 }

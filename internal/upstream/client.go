@@ -81,7 +81,9 @@ type Options struct {
 	RetryMinWait, RetryMaxWait, MaxRetryAfter time.Duration
 	// UserAgent is sent with every request (default "registry-edge").
 	UserAgent string
-	// Logger receives debug records (retries, token fetches); nil discards.
+	// Logger receives debug records (retries, token fetches), a warning
+	// when the circuit breaker opens and a record when it closes again;
+	// nil discards.
 	// The records do not name the upstream: give a logger that does
 	// (serve's has upstream=<name>).
 	Logger *slog.Logger
@@ -200,7 +202,7 @@ func New(o Options) (*Client, error) {
 	// stops as soon as the breaker opens. A probe can take a dial, a TLS
 	// handshake and a response-header wait.
 	c.breaker = newBreaker(o.Breaker, 2*o.ConnectTimeout+o.ResponseHeaderTimeout, o.Now)
-	base = &breakerTransport{next: base, b: c.breaker}
+	base = &breakerTransport{next: base, b: c.breaker, log: log}
 	c.auth = newAuthTransport(base, u, creds, o.UserAgent, log)
 	c.rc = &retryablehttp.Client{
 		HTTPClient: &http.Client{
