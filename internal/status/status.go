@@ -141,13 +141,22 @@ func (h *Handler) page() (*Page, error) {
 
 	for _, name := range g.labelValues("registry_edge_upstream_breaker_state", "upstream") {
 		u := Upstream{Name: name, State: "reachable", LastContact: "never since start"}
+		ts := g.sum("registry_edge_upstream_last_contact_timestamp_seconds", "upstream", name)
 		switch g.sum("registry_edge_upstream_breaker_state", "upstream", name) {
 		case 1:
 			u.State = "unreachable (circuit open)"
 		case 2:
 			u.State = "probing"
+		default:
+			if ts <= 0 {
+				// The breaker is closed, but the upstream has not
+				// answered anything, not even the check at start: a
+				// gateway started during an outage (before the breaker
+				// opens) or an upstream whose certificate is refused.
+				u.State = "no answer since start"
+			}
 		}
-		if ts := g.sum("registry_edge_upstream_last_contact_timestamp_seconds", "upstream", name); ts > 0 {
+		if ts > 0 {
 			ago := now.Sub(time.Unix(int64(ts), 0)).Round(time.Second)
 			u.LastContact = ago.String() + " ago"
 		}

@@ -76,3 +76,32 @@ func TestPageShowsTheFigures(t *testing.T) {
 		t.Errorf("POST: %d, want 405", resp.StatusCode)
 	}
 }
+
+// An upstream that has not answered anything since the start (a gateway
+// started during an outage, before its breaker opens; an upstream whose
+// certificate is refused, which never opens it) is not shown reachable.
+func TestUpstreamWithoutAnswerIsNotReachable(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	m := metrics.New()
+	m.AddUpstream("silent.example", func() metrics.UpstreamHealth { return metrics.UpstreamHealth{} })
+	m.AddUpstream("central.example", func() metrics.UpstreamHealth {
+		return metrics.UpstreamHealth{LastContact: now.Add(-time.Minute)}
+	})
+	srv := httptest.NewServer(New(Options{Metrics: m, Now: func() time.Time { return now }}))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page := string(b)
+	for _, want := range []string{
+		`<td>silent.example</td><td class="bad">no answer since start</td><td>never since start</td>`,
+		`<td>central.example</td><td class="ok">reachable</td><td>1m0s ago</td>`,
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %s:\n%s", want, page)
+		}
+	}
+}
