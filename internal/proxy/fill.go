@@ -740,8 +740,6 @@ func (f *fill) finalSize() int64 {
 	return -1
 }
 
-// waitingForLink reports whether the fill's transfer broke and no byte
-// has come since, with bytes still missing.
 // retry cuts short the wait of a broken transfer, if it is waiting.
 func (f *fill) retry() {
 	select {
@@ -750,6 +748,8 @@ func (f *fill) retry() {
 	}
 }
 
+// waitingForLink reports whether the fill's transfer broke and no byte
+// has come since, with bytes still missing.
 func (f *fill) waitingForLink() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
