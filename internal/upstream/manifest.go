@@ -219,13 +219,26 @@ func (c *Client) Resolve(ctx context.Context, repo, ref string, accept []string)
 // emptyIndex is the answer for a subject without referrers.
 const emptyIndex = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`
 
+// referrersTag is the tag of the referrers tag schema for subject d:
+// "<alg>-<ref>", with <ref> the encoded digest cut to 64 characters
+// (distribution-spec v1.1, "Referrers Tag Schema"). Uncut, a sha512
+// subject's tag would be 135 characters, over the 128 a tag may have.
+func referrersTag(d digest.Digest) string {
+	enc := d.Encoded()
+	if len(enc) > 64 {
+		enc = enc[:64]
+	}
+	return d.Algorithm().String() + "-" + enc
+}
+
 // Referrers returns the referrers of manifest d as the raw image index the
 // upstream sent (GET /v2/<repo>/referrers/<d>, unfiltered); an answer paged
 // with Link rel="next" headers is read to its end and its pages merged into
 // one index (see referrersPages). An upstream without the referrers API
 // (404, 405 or 400, or a 200 that is no image index) is asked for the OCI
-// 1.1 tag schema fallback, the index tagged "<alg>-<hex>"; if that is absent too, or
-// is not an OCI image index, the result is an empty index, not an error.
+// 1.1 tag schema fallback, the index tagged referrersTag(d); if that is
+// absent too, or is not an OCI image index, the result is an empty index,
+// not an error.
 //
 // References:
 //   - https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#listing-referrers
@@ -266,7 +279,7 @@ func (c *Client) Referrers(ctx context.Context, repo string, d digest.Digest) (M
 		return Manifest{}, c.statusError(op, resp)
 	}
 
-	tag := d.Algorithm().String() + "-" + d.Encoded()
+	tag := referrersTag(d)
 	op = opInfo{name: "referrers tag", repo: repo, ref: tag}
 	m, err := c.manifest(ctx, op, repo, tag, accept, MaxReferrersSize)
 	switch {

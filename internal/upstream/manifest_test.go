@@ -334,6 +334,33 @@ func TestReferrers(t *testing.T) {
 	}
 }
 
+// The tag schema fallback names a sha512 subject by the first 64
+// characters of its digest, as the spec has it: the whole digest would be
+// a 135-character tag, which no registry takes (the mirror answered 400).
+func TestReferrersTagSchemaOfSHA512Subject(t *testing.T) {
+	t.Parallel()
+	subject := digest.SHA512.FromBytes(testManifest)
+	tagIndex := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2,"artifactType":"application/x.sbom"}]}`)
+	tagPath := "/v2/app/manifests/sha512-" + subject.Encoded()[:64]
+	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case tagPath:
+			w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+			_, _ = w.Write(tagIndex)
+		default:
+			writeError(w, http.StatusNotFound, "NOT_FOUND", "no")
+		}
+	}))
+	c := newTestClient(t, srv.URL)
+	got, err := c.Referrers(context.Background(), "app", subject)
+	if err != nil {
+		t.Fatalf("Referrers() error = %v", err)
+	}
+	if !bytes.Equal(got.Body, tagIndex) {
+		t.Errorf("Referrers() = %s, want the index tagged %s", got.Body, tagPath)
+	}
+}
+
 // refDesc is a referrer descriptor of digest of s, for paged indexes.
 func refDesc(s, artifactType string) string {
 	return `{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` + digest.FromString(s).String() + `","size":2,"artifactType":"` + artifactType + `"}`
