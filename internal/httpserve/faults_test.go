@@ -587,6 +587,45 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// A 405 names the methods its resource has (RFC 9110 section 15.5.6
+// makes Allow a MUST), and OPTIONS is answered with them rather than
+// refused as a push.
+func TestMethodNotAllowedSaysWhatIsAllowed(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	d := digest.FromString("x").String()
+	tests := []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{"POST", "/v2/", 405, "GET, HEAD, OPTIONS"},
+		{"PUT", "/v2/app/manifests/latest", 405, "GET, HEAD, OPTIONS"},
+		{"DELETE", "/v2/app/blobs/" + d, 405, "GET, HEAD, OPTIONS"},
+		{"DELETE", "/v2/app/tags/list", 405, "GET, HEAD, OPTIONS"},
+		{"POST", "/v2/app/blobs/uploads/", 405, "OPTIONS"},
+		{"GET", "/v2/app/blobs/uploads/some-session", 405, "OPTIONS"},
+		{"OPTIONS", "/v2/", 204, "GET, HEAD, OPTIONS"},
+		{"OPTIONS", "/v2/app/manifests/latest", 204, "GET, HEAD, OPTIONS"},
+		{"OPTIONS", "/v2/app/blobs/uploads/", 204, "OPTIONS"},
+	}
+	for _, tt := range tests {
+		resp, body := m.get(tt.method, tt.path)
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s %s: status %d, want %d (%s)", tt.method, tt.path, resp.StatusCode, tt.status, body)
+		}
+		if got := resp.Header.Get("Allow"); got != tt.allow {
+			t.Errorf("%s %s: Allow = %q, want %q", tt.method, tt.path, got, tt.allow)
+		}
+		if tt.status == 204 && len(body) != 0 {
+			t.Errorf("%s %s: body %q, want none", tt.method, tt.path, body)
+		}
+	}
+	if got := m.storedBlobs(); got != 0 {
+		t.Errorf("OPTIONS and refused writes left %d blobs in the store", got)
+	}
+}
+
 func TestBaseAndHealth(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t)

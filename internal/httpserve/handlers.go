@@ -25,6 +25,19 @@ import (
 
 func (s *Server) dispatch(w *recorder, r *http.Request, rt ociapi.Route, acc *accessEntry) error {
 	read := r.Method == http.MethodGet || r.Method == http.MethodHead
+	if rt.Kind != ociapi.KindCatalog {
+		// Every 405 names the methods the resource has (RFC 9110 section
+		// 15.5.6: MUST), and OPTIONS is answered with them.
+		allow := "GET, HEAD, OPTIONS"
+		if rt.Kind == ociapi.KindBlobUpload {
+			allow = "OPTIONS"
+		}
+		w.Header().Set("Allow", allow)
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
+	}
 	switch rt.Kind {
 	case ociapi.KindBase:
 		if !read {
