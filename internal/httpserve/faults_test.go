@@ -608,6 +608,7 @@ func TestMethodNotAllowedSaysWhatIsAllowed(t *testing.T) {
 		{"OPTIONS", "/v2/", 204, "GET, HEAD, OPTIONS"},
 		{"OPTIONS", "/v2/app/manifests/latest", 204, "GET, HEAD, OPTIONS"},
 		{"OPTIONS", "/v2/app/blobs/uploads/", 204, "OPTIONS"},
+		{"GET", "/v2/", 200, ""},
 	}
 	for _, tt := range tests {
 		resp, body := m.get(tt.method, tt.path)

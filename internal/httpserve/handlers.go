@@ -25,7 +25,7 @@ import (
 
 func (s *Server) dispatch(w *recorder, r *http.Request, rt ociapi.Route, acc *accessEntry) error {
 	read := r.Method == http.MethodGet || r.Method == http.MethodHead
-	if rt.Kind != ociapi.KindCatalog {
+	if (!read || rt.Kind == ociapi.KindBlobUpload) && rt.Kind != ociapi.KindCatalog {
 		// Every 405 names the methods the resource has (RFC 9110 section
 		// 15.5.6: MUST), and OPTIONS is answered with them.
 		allow := "GET, HEAD, OPTIONS"
