@@ -164,7 +164,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	}
 	m.SetPrefetchSource(pf.Progress)
 	hopts := httpserve.Options{Logger: log, Metrics: m, AccessLog: cfg.Log.AccessLog, ServeDeltas: cfg.Deltas.Serve, ServeDeltasTo: cfg.Deltas.ServeToNetworks(),
-		TrustedProxies: cfg.Access.TrustedProxyNetworks()}
+		TrustedProxies: cfg.Access.TrustedProxyNetworks(), WriteStallTimeout: cfg.Storage.ClientStallTimeout.D()}
 	if rl := cfg.Access.RateLimit; rl.RequestsPerSecond > 0 {
 		hopts.RateLimit = access.NewRateLimiter(rl.RequestsPerSecond, rl.Burst, nil)
 	}

@@ -51,6 +51,7 @@ type mirror struct {
 	// maxDeltaWait bounds a negotiation's wait for its delta.
 	deltasTo     []netip.Prefix
 	maxDeltaWait time.Duration
+	writeStall   time.Duration
 	// accessLog, if set, receives the access log (text lines).
 	accessLog io.Writer
 	// server is the handler srv serves.
@@ -144,7 +145,7 @@ func (m *mirror) start() {
 	}
 	m.store, m.db, m.proxy = store, db, proxy.New(ps, db, m.router, po)
 	so := httpserve.Options{Metrics: m.metrics, Access: m.access, RateLimit: m.limit, ServeDeltas: po.Deltas, ServeDeltasTo: m.deltasTo, TrustedProxies: m.trusted,
-		MaxDeltaWait: m.maxDeltaWait}
+		MaxDeltaWait: m.maxDeltaWait, WriteStallTimeout: m.writeStall}
 	if m.accessLog != nil {
 		so.AccessLog, so.Logger = true, slog.New(slog.NewTextHandler(m.accessLog, nil))
 	}

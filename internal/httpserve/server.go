@@ -57,6 +57,19 @@ type Options struct {
 	// delta negotiations are answered (the lower tiers); other clients'
 	// are answered as plain requests.
 	ServeDeltasTo []netip.Prefix
+	// WriteStallTimeout is how long a registry answer may wait for its
+	// client to take more of it (every write, and the answer's headers,
+	// must go out within it) before the connection is dropped: a device
+	// that stopped reading, or a client that holds its TCP window shut,
+	// would otherwise hold its connection, a goroutine and an open blob
+	// for good (the server has no overall write timeout, which a slow
+	// link's layer download would hit). The deadline is set when the
+	// answer starts and at every write, not while the handler waits for
+	// its content (over HTTP/2 it runs on in that wait: a fill that
+	// brings nothing for this long loses its client, as
+	// storage.clientStallTimeout has it anyway). Default 2m; registry-edge
+	// serve sets storage.clientStallTimeout.
+	WriteStallTimeout time.Duration
 	// MaxDeltaWait bounds how long a delta negotiation that prefers an
 	// asynchronous answer (RFC 7240 "Prefer: respond-async, wait=N")
 	// waits for the delta before it is answered 202 Accepted, to ask
@@ -106,6 +119,9 @@ func New(p *proxy.Proxy, opts Options) *Server {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New()
+	}
+	if opts.WriteStallTimeout <= 0 {
+		opts.WriteStallTimeout = defaultWriteStallTimeout
 	}
 	var b [4]byte
 	_, _ = rand.Read(b[:])
@@ -158,6 +174,10 @@ var (
 	nosniffValue    = []string{"nosniff"}
 )
 
+// defaultWriteStallTimeout is Options.WriteStallTimeout's default, the
+// default of storage.clientStallTimeout.
+const defaultWriteStallTimeout = 2 * time.Minute
+
 // statusClientClosed is the status logged and counted for a request whose
 // client left before its answer (nginx's 499); nothing is sent.
 const statusClientClosed = 499
@@ -181,7 +201,7 @@ type accessEntry struct {
 
 func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w}
+	rec := &recorder{ResponseWriter: w, stall: s.opts.WriteStallTimeout}
 	acc := &accessEntry{}
 	h := rec.Header()
 	h[apiVersionKey] = apiVersionValue
@@ -358,19 +378,32 @@ func (s *Server) requestID() string {
 	return s.idPrefix + strconv.FormatUint(s.ids.Add(1), 36)
 }
 
-// recorder captures the status and byte count of a response. It keeps
-// io.ReaderFrom for the callers that copy into it with io.Copy (stored
-// blobs do not: see copyBuffered).
+// recorder captures the status and byte count of a response, and gives
+// each write a deadline (see extendDeadline).
 type recorder struct {
 	http.ResponseWriter
 	status      int
 	written     int64
 	wroteHeader bool
+	// stall is how long each write may wait for the client (0: no limit).
+	stall time.Duration
+}
+
+// extendDeadline gives the next write stall to finish: a client that takes
+// no bytes for that long has the connection dropped, while one that keeps
+// reading, however slowly, is served to the end.
+func (w *recorder) extendDeadline() {
+	if w.stall > 0 {
+		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.stall))
+	}
 }
 
 func (w *recorder) WriteHeader(code int) {
 	if !w.wroteHeader {
 		w.status, w.wroteHeader = code, true
+		// Also the deadline of the headers of an answer without a body,
+		// which net/http writes after the handler returns.
+		w.extendDeadline()
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -379,21 +412,20 @@ func (w *recorder) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	w.extendDeadline()
 	n, err := w.ResponseWriter.Write(p)
 	w.written += int64(n)
 	return n, err
 }
 
+// ReadFrom copies src through Write, so that every piece gets its own
+// write deadline.
 func (w *recorder) ReadFrom(src io.Reader) (int64, error) {
-	if !w.wroteHeader {
-		w.WriteHeader(http.StatusOK)
-	}
-	n, err := io.Copy(w.ResponseWriter, src)
-	w.written += n
-	return n, err
+	return copyBuffered(w, src)
 }
 
 func (w *recorder) Flush() {
+	w.extendDeadline()
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
