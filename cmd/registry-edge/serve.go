@@ -182,7 +182,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 		PinnedTags: pf.PinnedTags}
 	if allow := cfg.Admin.AllowedNetworks(); len(allow) > 0 {
 		// Both under the budget in force, which a reload may have changed.
-		hopts.Admin = admin.New(admin.Options{Prefetcher: pf, Allow: allow, GC: func(ctx context.Context, dryRun bool) (*gc.Plan, error) {
+		hopts.Admin = admin.New(admin.Options{Prefetcher: pf, Allow: allow, Hosts: adminHosts(cfg.Admin), GC: func(ctx context.Context, dryRun bool) (*gc.Plan, error) {
 			if dryRun {
 				return maint.Plan(ctx)
 			}
@@ -191,7 +191,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	}
 	var handler *httpserve.Server
 	if allow := cfg.Admin.AllowedNetworks(); len(allow) > 0 {
-		hopts.Status = admin.Only(allow, status.New(status.Options{
+		hopts.Status = admin.Only(allow, adminHosts(cfg.Admin), status.New(status.Options{
 			Metrics: m, Prefetch: pf.Status, Recent: func() []httpserve.Pull { return handler.RecentPulls() },
 			Budget: func() int64 { return maint.CurrentOptions().MaxSize }, Root: cfg.Storage.Root, Version: version.String(),
 			SignaturePolicy: policy != nil,
@@ -476,4 +476,16 @@ func yamlKey(f reflect.StructField) string {
 		return ""
 	}
 	return name
+}
+
+// adminHosts returns the names the admin API and the status page answer
+// to besides IP addresses and localhost: admin.hosts and the machine's host
+// name, whole and its first label (gateway-17.site.lan and gateway-17).
+func adminHosts(a config.Admin) []string {
+	hosts := slices.Clone(a.Hosts)
+	if h, err := os.Hostname(); err == nil && h != "" {
+		short, _, _ := strings.Cut(h, ".")
+		hosts = append(hosts, h, short)
+	}
+	return hosts
 }

@@ -18,8 +18,10 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/gc"
@@ -65,6 +67,9 @@ type Options struct {
 	// Allow lists the networks whose clients may use the API; others get
 	// 403.
 	Allow []netip.Prefix
+	// Hosts are the names (admin.hosts) by which the API may be addressed
+	// in the Host header, besides IP addresses and localhost (addressedHere).
+	Hosts []string
 }
 
 // Handler serves the admin API.
@@ -72,23 +77,65 @@ type Handler struct {
 	pf    Prefetcher
 	gc    GCFunc
 	allow []netip.Prefix
+	hosts map[string]bool
 }
 
 // New returns the admin API handler.
-func New(o Options) *Handler { return &Handler{pf: o.Prefetcher, gc: o.GC, allow: o.Allow} }
+func New(o Options) *Handler {
+	return &Handler{pf: o.Prefetcher, gc: o.GC, allow: o.Allow, hosts: hostSet(o.Hosts)}
+}
 
 func (h *Handler) allowed(remote string) bool { return allowed(h.allow, remote) }
 
-// Only serves next to clients in allow and answers 403 to others: the
-// status page shares the admin API's allow-list.
-func Only(allow []netip.Prefix, next http.Handler) http.Handler {
+// Only serves next to clients in allow that address it by a name in hosts
+// (or an IP address, or localhost: addressedHere) and answers 403 to
+// others: the status page shares the admin API's allow-list.
+func Only(allow []netip.Prefix, hosts []string, next http.Handler) http.Handler {
+	names := hostSet(hosts)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !allowed(allow, r.RemoteAddr) {
 			writeError(w, http.StatusForbidden, "not open to this address (see admin.allowFrom)")
 			return
 		}
+		if !addressedHere(names, r.Host) {
+			writeError(w, http.StatusForbidden, misaddressed(r.Host))
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// hostSet returns names in the form addressedHere compares.
+func hostSet(names []string) map[string]bool {
+	set := make(map[string]bool, len(names))
+	for _, n := range names {
+		set[strings.TrimSuffix(strings.ToLower(n), ".")] = true
+	}
+	return set
+}
+
+// addressedHere reports whether a request's Host header names this mirror
+// in a way a web page cannot borrow: an IP address, localhost, or one of
+// names (admin.hosts). A page whose own host name an attacker makes
+// resolve to the mirror (DNS rebinding) reads the mirror as its own origin,
+// and a browser on an allowed host would hand it the status page and the
+// prefetch list; its requests carry that name, which is none of these.
+// Clients that send no Host (HTTP/1.0) are no browser.
+func addressedHere(names map[string]bool, hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if host == "" || host == "localhost" || strings.HasSuffix(host, ".localhost") || names[host] {
+		return true
+	}
+	_, err = netip.ParseAddr(host)
+	return err == nil
+}
+
+func misaddressed(host string) string {
+	return fmt.Sprintf("not open to requests for host %q: use the mirror's IP address, localhost, or a name listed in admin.hosts", host)
 }
 
 // fromWebPage refuses (status, reason) a request that changes something and
@@ -129,6 +176,10 @@ func allowed(allow []netip.Prefix, remote string) bool {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.allowed(r.RemoteAddr) {
 		writeError(w, http.StatusForbidden, "the admin API is not open to this address (see admin.allowFrom)")
+		return
+	}
+	if !addressedHere(h.hosts, r.Host) {
+		writeError(w, http.StatusForbidden, misaddressed(r.Host))
 		return
 	}
 	if status, msg := fromWebPage(r); status != 0 {

@@ -214,3 +214,39 @@ func TestClientNamesTheLikelyCause(t *testing.T) {
 		}
 	}
 }
+
+// A web page in a browser on an allowed host can make its own host name
+// resolve to the mirror (DNS rebinding): its scripts then read the mirror
+// as their own origin, with no Origin header on a GET. The admin API and
+// the status page answer only requests addressed to the mirror by an IP
+// address, localhost, or a name in admin.hosts.
+func TestAdminRefusesRebindingHostNames(t *testing.T) {
+	page := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "status") })
+	api := admin.New(admin.Options{Prefetcher: &fakePrefetcher{}, Allow: loopback, Hosts: []string{"Mirror.Site.Lan"}})
+	status := admin.Only(loopback, []string{"Mirror.Site.Lan"}, page)
+	for _, tc := range []struct {
+		host string
+		want int
+	}{
+		{"rebind.attacker.example", http.StatusForbidden},
+		{"rebind.attacker.example:5000", http.StatusForbidden},
+		{"mirror.site.lan.attacker.example", http.StatusForbidden},
+		{"127.0.0.1:5000", http.StatusOK},
+		{"[::1]:5000", http.StatusOK},
+		{"192.168.1.20", http.StatusOK},
+		{"localhost:5000", http.StatusOK},
+		{"mirror.site.lan:5000", http.StatusOK},
+		{"MIRROR.site.lan.", http.StatusOK},
+	} {
+		for name, h := range map[string]http.Handler{"admin API": api, "status page": status} {
+			r := httptest.NewRequest(http.MethodGet, admin.PrefetchPath, nil)
+			r.Host = tc.host
+			r.RemoteAddr = "127.0.0.1:40000"
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != tc.want {
+				t.Errorf("%s, Host %q: %d, want %d", name, tc.host, w.Code, tc.want)
+			}
+		}
+	}
+}

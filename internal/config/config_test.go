@@ -239,6 +239,8 @@ upstreams:
 		{"bad rate limit", "access: {rateLimit: {requestsPerSecond: 10, burst: 0}}\n", []string{"access.rateLimit.burst: must be at least 1"}},
 		{"bad trusted proxy", "access: {trustedProxies: [10.0.0.5/32, nginx]}\n", []string{`access.trustedProxies[1]: "nginx" is not a network in CIDR notation`}},
 		{"bad admin network", "admin: {allowFrom: [10.0.0.1, 192.168.0.0/16]}\n", []string{`admin.allowFrom[0]: "10.0.0.1" is not a network in CIDR notation`}},
+		{"bad admin host", "admin: {hosts: [mirror.site.lan, 'http://mirror', 'mirror:5000', '']}\n", []string{`admin.hosts[1]: "http://mirror" is not a host name`,
+			`admin.hosts[2]: "mirror:5000" is not a host name`, `admin.hosts[3]: "" is not a host name`}},
 		{"bad listen port", "listen: :http\n", []string{`listen: invalid port "http"`}},
 		{"empty root", "storage: {root: ''}\n", []string{"storage.root: required"}},
 		{"zero fill timeout", "storage: {fillTimeout: 0s}\n", []string{"storage.fillTimeout: must be greater than 0"}},

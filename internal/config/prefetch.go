@@ -45,6 +45,11 @@ type Admin struct {
 	// API; others get 403. Empty disables the API. It has no other
 	// authentication: keep it to loopback or a management network.
 	AllowFrom []string `yaml:"allowFrom"`
+	// Hosts are the names by which browsers may address the admin API and
+	// the status page (the Host header), besides IP addresses, localhost
+	// and the machine's host name: a web page whose own name resolves to
+	// the mirror (DNS rebinding) is refused.
+	Hosts []string `yaml:"hosts,omitempty"`
 }
 
 // AllowedNetworks returns AllowFrom parsed; Validate has checked it.
@@ -115,7 +120,33 @@ func (p Prefetch) validate(add addFunc) {
 	}
 }
 
-func (a Admin) validate(add addFunc) { validatePrefixes(add, "admin.allowFrom", a.AllowFrom) }
+func (a Admin) validate(add addFunc) {
+	validatePrefixes(add, "admin.allowFrom", a.AllowFrom)
+	for i, h := range a.Hosts {
+		if !hostName(h) {
+			add(fmt.Sprintf("admin.hosts[%d]", i), "%q is not a host name (letters, digits, '-' and '.'; no scheme or port)", h)
+		}
+	}
+}
+
+// hostName reports whether s is a DNS host name.
+func hostName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // PrefetchWarnings lists the prefetch.images whose first name segment is a
 // registry name (a '.', a ':port' or localhost) that no upstream has. They
