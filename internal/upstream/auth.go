@@ -513,12 +513,18 @@ func scopeFromReq(req *http.Request) string {
 }
 
 // checkRealmRedirect bounds redirects of token requests and never forwards
-// credentials to another host or over plain HTTP from HTTPS.
+// credentials to another host or over plain HTTP from HTTPS: the
+// Authorization header is dropped, and a request whose body goes along (a
+// 307 or 308 of the OAuth2 POST, whose form holds the identity token) is
+// refused.
 func (t *authTransport) checkRealmRedirect(req *http.Request, via []*http.Request) error {
 	if err := checkRedirect(req, via, t.scheme); err != nil {
 		return err
 	}
 	if prev := via[len(via)-1]; req.URL.Host != prev.URL.Host || req.URL.Scheme != prev.URL.Scheme {
+		if req.Method != http.MethodGet && req.Method != http.MethodHead {
+			return fmt.Errorf("token request redirected to another host with its body: %w", errPolicy)
+		}
 		req.Header.Del("Authorization")
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -777,5 +778,47 @@ func TestBearerPreferredOverBasicListedFirst(t *testing.T) {
 	}
 	if got := tr.tokens.total(); got != 1 {
 		t.Errorf("token server hit %d times, want 1", got)
+	}
+}
+
+// A token server that redirects the OAuth2 request of an identity token
+// (307 and 308 resend the body) elsewhere must not have the refresh token
+// sent on: it is a long-lived credential, like a password, which the
+// redirect strips from the Authorization header only.
+func TestRefreshTokenNotSentOnRedirect(t *testing.T) {
+	t.Parallel()
+	const refresh = "refresh-token-secret"
+	tr := newTokenRegistry(t, "", "")
+	tr.refresh = refresh
+	var mu sync.Mutex
+	var leaked []string
+	elsewhere := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		leaked = append(leaked, r.Method+" "+string(b))
+		mu.Unlock()
+		w.WriteHeader(http.StatusNotFound)
+	}))
+	for _, code := range []int{http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		realm := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, elsewhere.URL+"/token", code)
+		}))
+		tr.realm = realm.URL + "/token"
+		cfg := filepath.Join(t.TempDir(), "config.json")
+		host := strings.TrimPrefix(tr.reg, "http://")
+		body := fmt.Sprintf(`{"auths":{%q:{"auth":%q,"identitytoken":%q}}}`, host,
+			base64.StdEncoding.EncodeToString([]byte("<token>:")), refresh)
+		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := newTestClient(t, tr.reg, func(o *Options) { o.DockerConfig = cfg })
+		c.Manifest(context.Background(), "library/alpine", "latest", nil, 1<<20)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, l := range leaked {
+		if strings.Contains(l, refresh) {
+			t.Errorf("the redirect target got %q", l)
+		}
 	}
 }
