@@ -638,3 +638,46 @@ func TestResumeIsCountedOnceItContinues(t *testing.T) {
 		t.Errorf("resumes counted = %v, want 1", got)
 	}
 }
+
+// An outage warns once per repository whose cached tag list is served, not
+// once per listing, as for stale tags; after the upstream listed the tags
+// again, the next outage warns again.
+func TestOutageWarnsOncePerCachedTagList(t *testing.T) {
+	t.Parallel()
+	var logs syncbuf.Buffer
+	m := newOfflineMirror(t, offlineSetup{
+		breaker: upstream.BreakerOptions{Failures: 1, MinProbe: time.Hour, MaxProbe: time.Hour},
+		logger:  slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	m.fake.Image("app", "v1", []byte("layer"))
+	m.fake.Image("other", "v1", []byte("layer 2"))
+	list := func(repo string, n int) {
+		t.Helper()
+		for range n {
+			if resp, body := m.get(http.MethodGet, "/v2/"+repo+"/tags/list"); resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"v1"`)) {
+				t.Fatalf("GET %s tags = %d %s, want the list", repo, resp.StatusCode, body)
+			}
+		}
+	}
+	warnings := func() int { return strings.Count(logs.String(), `level=WARN msg="serving cached tag list"`) }
+	for _, repo := range []string{"app", "other"} {
+		if resp, body := m.get(http.MethodGet, manifestPath(repo, "v1")); resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s:v1 = %d %s", repo, resp.StatusCode, body)
+		}
+	}
+	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	list("app", 5)
+	list("other", 5)
+	if got := warnings(); got != 2 {
+		t.Errorf("%d warnings \"serving cached tag list\" for 10 listings of 2 repositories, want 2:\n%s", got, logs.String())
+	}
+
+	m.fake.ClearFaults()
+	m.clock.advance(time.Hour) // the breaker's probe is due
+	list("app", 1)
+	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	list("app", 3)
+	if got := warnings(); got != 3 {
+		t.Errorf("%d warnings \"serving cached tag list\" after the upstream listed the tags and the link was lost again, want 3:\n%s", got, logs.String())
+	}
+}

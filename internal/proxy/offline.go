@@ -122,6 +122,13 @@ type staleNote struct {
 	refused   bool      // beyond its staleness limit
 }
 
+// forget drops what was recorded for key: its next stale answer warns.
+func (s *staleNotes) forget(key string) {
+	s.mu.Lock()
+	delete(s.m, key)
+	s.mu.Unlock()
+}
+
 // first records n for key and reports whether it differs from what was
 // recorded last, that is, whether it is worth a warning.
 func (s *staleNotes) first(key string, n staleNote) bool {

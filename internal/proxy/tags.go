@@ -33,7 +33,10 @@ type TagPage struct {
 func (p *Proxy) Tags(ctx context.Context, t Target, n int, last string) (TagPage, error) {
 	page, err := t.Remote.Client.Tags(ctx, t.Repo.Name, n, last)
 	p.countUpstream(t, "tags", err)
+	// A tag list's key among the stale tags: no tag is empty.
+	key := t.Remote.Name + "\x00" + t.Repo.Name + "\x00"
 	if err == nil {
+		p.staleLogged.forget(key)
 		tags := page.Tags
 		if tags == nil {
 			tags = []string{}
@@ -47,7 +50,12 @@ func (p *Proxy) Tags(ctx context.Context, t Target, n int, last string) (TagPage
 	if lerr != nil || len(cached) == 0 {
 		return TagPage{}, err
 	}
-	p.log.LogAttrs(ctx, slog.LevelWarn, "serving cached tag list", slog.String("upstream", t.Remote.Name),
+	// One warning per repository and outage, as for stale tags.
+	level := slog.LevelWarn
+	if !p.staleLogged.first(key, staleNote{}) {
+		level = slog.LevelDebug
+	}
+	p.log.LogAttrs(ctx, level, "serving cached tag list", slog.String("upstream", t.Remote.Name),
 		slog.String("repo", t.Repo.Name), slog.Any("err", err))
 	return paginate(cached, n, last), nil
 }
