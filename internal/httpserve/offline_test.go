@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -76,7 +77,7 @@ func newOfflineMirror(t *testing.T, s offlineSetup, via ...func(fakeAddr string)
 		URL: u, RegistryName: "central.test",
 		ConnectTimeout: s.connectTimeout, ResponseHeaderTimeout: s.responseHeader,
 		RetryMax: s.retryMax, RetryMinWait: time.Millisecond, RetryMaxWait: 5 * time.Millisecond, MaxRetryAfter: time.Second,
-		Breaker: s.breaker, Now: clk.Now,
+		Breaker: s.breaker, Now: clk.Now, Logger: s.logger,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -679,5 +680,29 @@ func TestOutageWarnsOncePerCachedTagList(t *testing.T) {
 	list("app", 3)
 	if got := warnings(); got != 3 {
 		t.Errorf("%d warnings \"serving cached tag list\" after the upstream listed the tags and the link was lost again, want 3:\n%s", got, logs.String())
+	}
+}
+
+// With the breaker open, a request for an uncached blob answers 503 and
+// logs no error of its own: the outage was logged once, when the breaker
+// opened (operations.md: the requests in between are in the access log).
+func TestOutageLogsNoErrorPerUncachedBlob(t *testing.T) {
+	t.Parallel()
+	var logs syncbuf.Buffer
+	m := newOfflineMirror(t, offlineSetup{
+		breaker: upstream.BreakerOptions{Failures: 1, MinProbe: time.Hour, MaxProbe: time.Hour},
+		logger:  slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	for i := range 6 {
+		resp, body := m.get(http.MethodGet, blobPath("app", digest.FromString(fmt.Sprint("blob ", i))))
+		m.wantCode(resp, body, http.StatusServiceUnavailable, "UNAVAILABLE")
+	}
+	if got := strings.Count(logs.String(), `level=WARN msg="upstream unreachable, circuit breaker open"`); got != 1 {
+		t.Fatalf("%d warnings that the breaker opened, want 1:\n%s", got, logs.String())
+	}
+	// The request that opened the breaker failed on its own: one error.
+	if got := strings.Count(logs.String(), `level=ERROR msg="blob fill failed"`); got != 1 {
+		t.Errorf("%d errors \"blob fill failed\" for 6 uncached blobs, 5 of them refused by the open breaker, want 1:\n%s", got, logs.String())
 	}
 }

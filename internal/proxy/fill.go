@@ -352,10 +352,16 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 			reason = "io"
 		}
 		p.m.FillFailures.WithLabelValues(reason).Inc()
+		level := slog.LevelError
+		if errors.As(err, new(*upstream.BreakerOpenError)) {
+			// The outage was logged once when the breaker opened; a
+			// record per uncached blob asked for during it is noise.
+			level = slog.LevelDebug
+		}
 		if reason == "not_found" {
 			log.LogAttrs(ctx, slog.LevelDebug, "blob not found upstream")
 		} else {
-			log.LogAttrs(ctx, slog.LevelError, "blob fill failed", slog.Int64("size", f.finalSize()),
+			log.LogAttrs(ctx, level, "blob fill failed", slog.Int64("size", f.finalSize()),
 				slog.Int64("kept", kept), slog.Any("err", err))
 		}
 	} else {
