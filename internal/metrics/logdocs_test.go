@@ -31,6 +31,7 @@ var operationsLogMessages = []string{
 	"cannot record access times",
 	"replica of a shared bucket",
 	"manifest denied by the signature policy",
+	"manifest denied: its signatures cannot be verified",
 	"signature verification failed",
 }
 
