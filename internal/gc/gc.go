@@ -122,8 +122,11 @@ type Plan struct {
 	PinnedUnits int `json:"pinnedUnits"`
 	// BaseUnits counts the images that are delta bases (evicted last).
 	BaseUnits int `json:"baseUnits,omitempty"`
-	// OverBudget is set when even evicting everything unpinned leaves the
-	// store above its budget.
+	// RecentUnits counts the unpinned closures spared because some of
+	// their content was served (or stored) within Options.MinIdle.
+	RecentUnits int `json:"recentUnits,omitempty"`
+	// OverBudget is set when even evicting everything neither pinned nor
+	// recent leaves the store above its budget.
 	OverBudget bool `json:"overBudget,omitempty"`
 
 	// manifests are the manifests recorded when the plan was made.
@@ -222,7 +225,11 @@ func makePlan(ctx context.Context, store Store, db DB, opts Options, cache *refC
 	now := opts.Now()
 	deleted := map[digest.Digest]bool{}
 	for _, u := range units {
-		if u.Pinned || (opts.MinIdle > 0 && now.Sub(u.LastUsed) < opts.MinIdle) {
+		if u.Pinned {
+			continue
+		}
+		if opts.MinIdle > 0 && now.Sub(u.LastUsed) < opts.MinIdle {
+			plan.RecentUnits++
 			continue
 		}
 		reason := ""

@@ -572,6 +572,10 @@ func TestMinIdleSparesAnImageWhoseLayersAreServed(t *testing.T) {
 	if len(p.Victims) != 0 {
 		t.Errorf("victims while its layer is being served = %v, want none", roots(p))
 	}
+	// Over budget because of it, and the plan says why: not a pin.
+	if !p.OverBudget || p.RecentUnits != 1 || p.PinnedUnits != 0 {
+		t.Errorf("OverBudget = %v, RecentUnits = %d, PinnedUnits = %d; want true, 1, 0", p.OverBudget, p.RecentUnits, p.PinnedUnits)
+	}
 	opts.MinIdle = 0
 	p = s.plan(opts)
 	if len(p.Victims) != 1 || !p.Victims[0].LastAccess.Equal(s.now.Add(-20*time.Minute).Truncate(time.Second)) {

@@ -167,8 +167,9 @@ func (m *Maintainer) carryOut(ctx context.Context, plan *Plan) error {
 			slog.Time("last_pulled", v.LastAccess), slog.Int64("freed", v.Freed), slog.String("reason", v.Reason))
 	}
 	if plan.OverBudget {
-		log.LogAttrs(ctx, slog.LevelWarn, "store still over its budget: the rest is pinned (pre-staged) content",
+		log.LogAttrs(ctx, slog.LevelWarn, "store still over its budget: the rest is pinned (pre-staged) or served within storage.minIdle",
 			slog.Int64("used", plan.Used-plan.Freed), slog.Int64("budget", plan.Budget), slog.Int("pinned_images", plan.PinnedUnits),
+			slog.Int("recent_images", plan.RecentUnits),
 			slog.Int("delta_base_images", plan.BaseUnits))
 	}
 	return nil
