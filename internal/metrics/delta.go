@@ -44,7 +44,7 @@ func (m *Metrics) registerDeltas(reg *prometheus.Registry) {
 			Name: "registry_edge_delta_full_bytes_total", Help: "Size of the layers rebuilt from deltas: what full fetches would have cost.",
 		}),
 		RebuildDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "registry_edge_delta_rebuild_duration_seconds", Help: "Time to apply a delta and verify the rebuilt layer.",
+			Name: "registry_edge_delta_rebuild_duration_seconds", Help: "Time to apply a delta, recompress and verify the rebuilt layer (the delta's fetch excluded).",
 			Buckets: prometheus.ExponentialBuckets(0.01, 4, 9),
 		}),
 		Recipes: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -21,7 +21,7 @@ type Metrics struct {
 	// BytesServed counts body bytes of successful responses sent to
 	// clients, by endpoint kind.
 	BytesServed *prometheus.CounterVec
-	// UpstreamBytes counts blob bytes received from each upstream.
+	// UpstreamBytes counts manifest and blob bytes received from each upstream.
 	UpstreamBytes *prometheus.CounterVec
 	// UpstreamRequests counts requests the mirror made to each upstream, by operation.
 	UpstreamRequests *prometheus.CounterVec
