@@ -123,29 +123,10 @@ func (p Prefetch) validate(add addFunc) {
 func (a Admin) validate(add addFunc) {
 	validatePrefixes(add, "admin.allowFrom", a.AllowFrom)
 	for i, h := range a.Hosts {
-		if !hostName(h) {
+		if !isHostname(strings.TrimSuffix(h, ".")) {
 			add(fmt.Sprintf("admin.hosts[%d]", i), "%q is not a host name (letters, digits, '-' and '.'; no scheme or port)", h)
 		}
 	}
-}
-
-// hostName reports whether s is a DNS host name.
-func hostName(s string) bool {
-	s = strings.TrimSuffix(s, ".")
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // PrefetchWarnings lists the prefetch.images whose first name segment is a

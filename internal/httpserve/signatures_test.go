@@ -881,6 +881,27 @@ func TestSignatureOnLaterReferrersPage(t *testing.T) {
 	}
 }
 
+// signedIntoRepository is a mirror under one rule of key's whose
+// signatureRepository is sigRepo, over an upstream where app:signed is
+// signed into fleet/signatures (cosign sign with COSIGN_REPOSITORY).
+func signedIntoRepository(t *testing.T, key *cosigntest.Key, sigRepo string) (*mirror, ocispec.Descriptor) {
+	t.Helper()
+	pol, err := sigpolicy.New(sigpolicy.Spec{Rules: []sigpolicy.RuleSpec{{
+		Name: "fleet", Repositories: []string{"central.test/**"}, Keys: []string{key.PublicPEM}, SignatureRepository: sigRepo,
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMirror(t, func(o *proxy.Options) { o.Policy = pol })
+	signed, _ := m.fake.Image("app", "signed", []byte("signed layer"))
+	man, blobs := cosigntest.Parts(t, key.Sign(t, "central.test/app", signed.Digest))
+	for _, b := range blobs {
+		m.fake.LinkBlob("fleet/signatures", m.fake.AddBlob(b).Digest)
+	}
+	m.fake.AddManifest("fleet/signatures", cosigntest.SignatureTag(signed.Digest), ocispec.MediaTypeImageManifest, man)
+	return m, signed
+}
+
 // Signatures pushed with COSIGN_REPOSITORY (another repository than the
 // image's): a rule whose signatureRepository names it finds them there; a
 // rule without it does not (no_signature).
@@ -890,19 +911,7 @@ func TestSignatureRepository(t *testing.T) {
 	for _, sigRepo := range []string{"", "central.test/fleet/signatures"} {
 		t.Run("signatureRepository="+sigRepo, func(t *testing.T) {
 			t.Parallel()
-			pol, err := sigpolicy.New(sigpolicy.Spec{Rules: []sigpolicy.RuleSpec{{
-				Name: "fleet", Repositories: []string{"central.test/**"}, Keys: []string{key.PublicPEM}, SignatureRepository: sigRepo,
-			}}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			m := newMirror(t, func(o *proxy.Options) { o.Policy = pol })
-			signed, _ := m.fake.Image("app", "signed", []byte("signed layer"))
-			man, blobs := cosigntest.Parts(t, key.Sign(t, "central.test/app", signed.Digest))
-			for _, b := range blobs {
-				m.fake.LinkBlob("fleet/signatures", m.fake.AddBlob(b).Digest)
-			}
-			m.fake.AddManifest("fleet/signatures", cosigntest.SignatureTag(signed.Digest), ocispec.MediaTypeImageManifest, man)
+			m, signed := signedIntoRepository(t, key, sigRepo)
 
 			resp, body := m.get(http.MethodGet, manifestPath("app", "signed"), "Accept", ocispec.MediaTypeImageManifest)
 			if sigRepo == "" {
@@ -929,21 +938,8 @@ func TestSignatureRepository(t *testing.T) {
 // verify against the mirror with COSIGN_REPOSITORY set works offline).
 func TestSignatureRepositoryEvidenceOffline(t *testing.T) {
 	t.Parallel()
-	key := cosigntest.NewKey(t)
-	pol, err := sigpolicy.New(sigpolicy.Spec{Rules: []sigpolicy.RuleSpec{{
-		Name: "fleet", Repositories: []string{"central.test/**"}, Keys: []string{key.PublicPEM}, SignatureRepository: "central.test/fleet/signatures",
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := newMirror(t, func(o *proxy.Options) { o.Policy = pol })
-	signed, _ := m.fake.Image("app", "signed", []byte("signed layer"))
-	man, blobs := cosigntest.Parts(t, key.Sign(t, "central.test/app", signed.Digest))
-	for _, b := range blobs {
-		m.fake.LinkBlob("fleet/signatures", m.fake.AddBlob(b).Digest)
-	}
+	m, signed := signedIntoRepository(t, cosigntest.NewKey(t), "central.test/fleet/signatures")
 	sigTag := cosigntest.SignatureTag(signed.Digest)
-	m.fake.AddManifest("fleet/signatures", sigTag, ocispec.MediaTypeImageManifest, man)
 	if resp, body := m.get(http.MethodGet, manifestPath("app", "signed"), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
 		t.Fatalf("image signed into fleet/signatures: %d %s, want 200", resp.StatusCode, body)
 	}
