@@ -125,7 +125,7 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, w := range slices.Concat(cfg.SignatureScopeWarnings(), cfg.PrefetchWarnings()) {
+	for _, w := range slices.Concat(cfg.SignatureScopeWarnings(), cfg.PrefetchWarnings(), cfg.DeltaWarnings()) {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)

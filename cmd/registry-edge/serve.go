@@ -240,6 +240,9 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	for _, w := range cfg.PrefetchWarnings() {
 		log.LogAttrs(ctx, slog.LevelWarn, "prefetch image of a registry no upstream has", slog.String("warning", w))
 	}
+	for _, w := range cfg.DeltaWarnings() {
+		log.LogAttrs(ctx, slog.LevelWarn, "delta setting without effect", slog.String("warning", w))
+	}
 
 	// Background work: pre-staging, and keeping the store in its budget
 	// (access times are flushed every minute too).

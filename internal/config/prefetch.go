@@ -129,6 +129,15 @@ func (a Admin) validate(add addFunc) {
 	}
 }
 
+// DeltaWarnings lists delta settings that have no effect as configured:
+// networks allowed to ask for deltas on a mirror that answers none.
+func (c Config) DeltaWarnings() []string {
+	if len(c.Deltas.ServeTo) > 0 && !c.Deltas.Serve {
+		return []string{"deltas.serveTo: has no effect with deltas.serve: false (this mirror computes no deltas for lower tiers)"}
+	}
+	return nil
+}
+
 // PrefetchWarnings lists the prefetch.images whose first name segment is a
 // registry name (a '.', a ':port' or localhost) that no upstream has. They
 // are routed like a pull, so to the default upstream with that segment as

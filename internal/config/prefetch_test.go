@@ -37,3 +37,23 @@ prefetch:
 		t.Errorf("PrefetchWarnings() mismatch (-want +got):\n%s", diff)
 	}
 }
+
+func TestDeltaWarnings(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		yaml string
+		want []string
+	}{
+		{"deltas: {serve: false, serveTo: [10.0.0.0/8]}", []string{"deltas.serveTo: has no effect with deltas.serve: false (this mirror computes no deltas for lower tiers)"}},
+		{"deltas: {serve: true, serveTo: [10.0.0.0/8]}", nil},
+		{"deltas: {serve: false}", nil},
+	} {
+		c, err := Load(strings.NewReader(tc.yaml))
+		if err != nil {
+			t.Fatalf("Load(%q) error = %v", tc.yaml, err)
+		}
+		if diff := cmp.Diff(tc.want, c.DeltaWarnings()); diff != "" {
+			t.Errorf("%s: DeltaWarnings() mismatch (-want +got):\n%s", tc.yaml, diff)
+		}
+	}
+}
