@@ -601,6 +601,43 @@ func TestBrokenFillResumesWhenAClientAsksAfterTheLinkIsBack(t *testing.T) {
 	}
 }
 
+// A fill that waits to resume a broken transfer also tries again as soon as
+// the breaker closes, when no client asks for its blob (its clients gave
+// up, or it is a prefetch): another request's answer proves the link back,
+// and the blob is on disk seconds later, not after the fill's backoff.
+func TestBrokenFillResumesWhenTheBreakerCloses(t *testing.T) {
+	t.Parallel()
+	m, layer, layers, path := breakerMirrorWithLayer(t)
+	breakLinkMidLayer(m, layer, layers, path)
+	// Refused tries wait 0.5, 1, 2, 4 s, then 8 s or more: from the
+	// fifth on, a resume at the end of its backoff is later than the
+	// deadline below.
+	for m.client.Health().Refused < 5 {
+		time.Sleep(10 * time.Millisecond) // the test's deadline bounds the wait
+	}
+	m.fake.ClearFaults()             // the link is back
+	m.clock.advance(2 * time.Minute) // the breaker's probe is due
+	if resp, body := m.get(http.MethodGet, manifestPath("app", "v2")); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET app:v2 (the probe) = %d %s", resp.StatusCode, body)
+	}
+	if h := m.client.Health(); h.State != upstream.BreakerClosed {
+		t.Fatalf("breaker %v after an answer, want closed", h.State)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if _, err := m.store.Stat(context.Background(), layers[0].Digest); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the blob is not stored 3 s after the breaker closed (no client asked for it)")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := m.fake.Count(http.MethodGet, path); n < 2 {
+		t.Errorf("upstream GETs of the blob = %d, want the cut one and the resume", n)
+	}
+}
+
 // Attempts the open breaker refuses before they leave are not counted as
 // resumes (nor logged as such): the metric says what went over the link.
 func TestRefusedAttemptsAreNoResumes(t *testing.T) {

@@ -503,6 +503,8 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 		case <-t.C:
 		case <-f.retryNow:
 			t.Stop()
+		case <-upstreamHealth(f.target).Recovered: // nil, never ready, while the breaker is closed
+			t.Stop()
 		case <-ctx.Done():
 			t.Stop()
 			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())

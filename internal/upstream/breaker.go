@@ -109,6 +109,10 @@ type Health struct {
 	// ProbeDue is set when the breaker is open and its next request
 	// would go as the probe.
 	ProbeDue bool
+	// Recovered, while the breaker is open or half-open, is closed when it
+	// closes again (nil while it is closed): work that waits for the link
+	// can wake when another request proved it back.
+	Recovered <-chan struct{}
 }
 
 // Refusing reports whether a request now would be refused before it
@@ -183,12 +187,13 @@ type breaker struct {
 
 	mu         sync.Mutex
 	state      BreakerState
-	fails      int       // consecutive failures (closed), or those that opened it
-	opened     time.Time // when it last opened
-	probes     int       // failed probes since it opened: the backoff exponent
-	probeAt    time.Time // open: when the next probe may go
-	probeStart time.Time // half-open: when the probe left
-	gen        uint64    // incremented for every probe admitted
+	fails      int           // consecutive failures (closed), or those that opened it
+	opened     time.Time     // when it last opened
+	probes     int           // failed probes since it opened: the backoff exponent
+	probeAt    time.Time     // open: when the next probe may go
+	probeStart time.Time     // half-open: when the probe left
+	gen        uint64        // incremented for every probe admitted
+	recovered  chan struct{} // open or half-open: closed when it closes
 
 	refused     atomic.Uint64
 	lastContact atomic.Int64 // unix nanoseconds, 0: never
@@ -338,6 +343,7 @@ func (b *breaker) done(t ticket, o outcome) transition {
 		if b.fails >= b.threshold {
 			b.state = BreakerOpen
 			b.opened = now
+			b.recovered = make(chan struct{})
 			b.probes = 0
 			b.probeAt = now.Add(b.probeDelay(0))
 			return transition{opened: true, fails: b.fails, nextProbe: b.probeAt.Sub(now)}
@@ -351,6 +357,10 @@ func (b *breaker) close() {
 	b.state = BreakerClosed
 	b.fails = 0
 	b.probes = 0
+	if b.recovered != nil {
+		close(b.recovered)
+		b.recovered = nil
+	}
 }
 
 // open reports whether the breaker is open or half-open: a retry would be
@@ -389,6 +399,9 @@ func (b *breaker) health() Health {
 		b.mu.Lock()
 		h.State = b.state
 		h.ProbeDue = b.state == BreakerOpen && !b.now().Before(b.probeAt)
+		if b.recovered != nil {
+			h.Recovered = b.recovered
+		}
 		b.mu.Unlock()
 	}
 	return h
