@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/thp"
 )
 
 // Level trades encoding speed for delta size. It maps onto the zstd
@@ -99,6 +100,10 @@ type Stats struct {
 }
 
 const (
+	// tableHeap is the heap one worker fills with encoder tables at the best
+	// level (68 MiB) and their neighbours (two encoders of the next level,
+	// the dictionary buffer, the block's literals and frames).
+	tableHeap = 96 << 20
 	// exactMax bounds the files looked up by content hash; larger identical
 	// files are found by the anchor index instead.
 	exactMax = 4 << 20
@@ -141,9 +146,11 @@ func Encode(ctx context.Context, w io.Writer, target io.ReaderAt, size int64, ba
 	if len(bases) > DefaultMaxBases {
 		return Stats{}, fmt.Errorf("delta: %d bases, at most %d: %w", len(bases), DefaultMaxBases, errdef.ErrTooLarge)
 	}
+	// The encoder tables are most of what a fresh process touches: back
+	// them with huge pages where the kernel allows it (ADR 0019).
+	thp.PreferForHeap(opts.Concurrency * tableHeap)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-
 	sumc := make(chan hashResult, 1)
 	go func() { sumc <- hashTarget(ctx, target, size) }()
 
@@ -154,7 +161,12 @@ func Encode(ctx context.Context, w io.Writer, target io.ReaderAt, size int64, ba
 		tsize:   size,
 		seed:    maphash.MakeSeed(),
 		lastEnd: -1,
+		warm:    startWarmer(ctx, opts, opts.Concurrency),
 	}
+	// Encode closes its pipeline before it returns, so the deferred
+	// release sees every worker done: the encoders none took go back to
+	// the pool.
+	defer e.warm.release()
 	e.stats.TargetSize = size
 	// Deferred before the pipeline exists, so it runs after out.close has
 	// waited for every worker: nothing reads a mapped base afterwards.
@@ -176,7 +188,7 @@ func Encode(ctx context.Context, w io.Writer, target io.ReaderAt, size int64, ba
 	for _, b := range e.bases {
 		hdr.Bases = append(hdr.Bases, b.ref)
 	}
-	e.out = newPipeline(ctx, w, hdr, sumc, e.bases, opts, &e.stats)
+	e.out = newPipeline(ctx, w, hdr, sumc, e.bases, e.warm, opts, &e.stats)
 	e.state = newCtlState(len(e.bases))
 	e.dictBudget = 4*size + 64<<20
 	e.cur.lit = e.out.litBuf()
@@ -247,6 +259,7 @@ type contentKey struct {
 type encoder struct {
 	ctx   context.Context
 	opts  EncodeOptions
+	warm  *warmer
 	stats Stats
 	seed  maphash.Seed
 
@@ -783,6 +796,10 @@ func (e *encoder) put(tpos int64, b []byte, h *hint, add *align) error {
 			e.cur.lit = append(e.cur.lit, b[:k]...)
 			e.cur.addLiteral(k, tpos+int64(k))
 			e.stats.LiteralBytes += int64(k)
+		}
+		if !e.cur.warmAsked && e.cur.large() {
+			e.cur.warmAsked = true
+			e.warm.want()
 		}
 		e.p = tpos + int64(k)
 		tpos += int64(k)
