@@ -10,7 +10,6 @@ import (
 	"math/bits"
 	"slices"
 	"sync"
-	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -42,16 +41,6 @@ type block struct {
 	ops     []op
 	dictEst int64 // upper bound of the union of ranges
 	ctlEst  int   // upper bound of the encoded control section
-	// warmAsked is set once the block asked the warmer for a worker's
-	// encoders.
-	warmAsked bool
-}
-
-// large reports whether the block goes to the worker's large literal
-// encoder (see worker): it has ADD differences, or literals that with their
-// dictionary exceed smallBlock.
-func (b *block) large() bool {
-	return len(b.add) > 0 || int64(len(b.lit))+b.dictEst > smallBlock
 }
 
 func (b *block) addLiteral(n int, tend int64) {
@@ -232,7 +221,6 @@ type pipeline struct {
 	free   chan []byte
 	wg     sync.WaitGroup
 	result chan error
-	warm   *warmer
 
 	mu       sync.Mutex
 	err      error
@@ -240,7 +228,7 @@ type pipeline struct {
 	litCap   int
 }
 
-func newPipeline(ctx context.Context, w io.Writer, hdr Header, sumc <-chan hashResult, bases []*baseData, warm *warmer, opts EncodeOptions, stats *Stats) *pipeline {
+func newPipeline(ctx context.Context, w io.Writer, hdr Header, sumc <-chan hashResult, bases []*baseData, opts EncodeOptions, stats *Stats) *pipeline {
 	ctx, cancel := context.WithCancel(ctx)
 	n := opts.Concurrency
 	p := &pipeline{
@@ -250,7 +238,6 @@ func newPipeline(ctx context.Context, w io.Writer, hdr Header, sumc <-chan hashR
 		order:  make(chan *job, n+1),
 		free:   make(chan []byte, 4*n+6),
 		result: make(chan error, 1),
-		warm:   warm,
 		litCap: int(min(int64(opts.BlockSize), max(hdr.TargetSize, 4<<10))),
 	}
 	for range n {
@@ -351,19 +338,13 @@ type encoderKey struct {
 // than a typical block costs to compress.
 var encoderPools sync.Map // encoderKey -> *sync.Pool
 
-// keyOf returns the pool key of the encoders for opts.
-func keyOf(opts EncodeOptions) encoderKey {
+// getEncoders returns a worker's encoders, from the pool if it has some.
+func getEncoders(opts EncodeOptions) (*encoders, encoderKey, error) {
 	// The window must reach over the dictionary and the block for matches
 	// into the dictionary to be found.
 	win := 1 << bits.Len(uint(opts.MaxDict+opts.BlockSize-1))
 	win = max(min(win, zstd.MaxWindowSize), zstd.MinWindowSize)
-	return encoderKey{level: opts.Level, win: win}
-}
-
-// getEncoders returns a worker's encoders, from the pool if it has some.
-func getEncoders(opts EncodeOptions) (*encoders, encoderKey, error) {
-	key := keyOf(opts)
-	win := key.win
+	key := encoderKey{level: opts.Level, win: win}
 	pool, _ := encoderPools.LoadOrStore(key, &sync.Pool{})
 	if e, ok := pool.(*sync.Pool).Get().(*encoders); ok {
 		return e, key, nil
@@ -384,84 +365,6 @@ func getEncoders(opts EncodeOptions) (*encoders, encoderKey, error) {
 		return nil, key, err
 	}
 	return &encoders{lit: lit, small: small, ctl: ctl}, key, nil
-}
-
-// warmer makes a worker's encoders ready before its first block reaches
-// it, on the processor that is idle while the encoder builds that block: in
-// a fresh process, the first reset of the best level's tables writes
-// 68 MiB of memory never touched before, which cost a one-layer encode about
-// a third of its time on the benchmark machine (ADR 0019). The encoder asks
-// for a worker's encoders (want) when a block it builds will need the large
-// ones, so that a delta of small blocks warms none.
-type warmer struct {
-	key   encoderKey
-	n     int32
-	ask   chan struct{}  // one per encoders wanted
-	c     chan *encoders // closed when the warmer is done
-	asked atomic.Int32   // encoders asked for
-	taken atomic.Int32   // workers that looked for warmed encoders
-}
-
-// startWarmer warms up to n workers' encoders in the background, as they
-// are asked for, until ctx ends.
-func startWarmer(ctx context.Context, opts EncodeOptions, n int) *warmer {
-	w := &warmer{key: keyOf(opts), n: int32(n), ask: make(chan struct{}, n), c: make(chan *encoders, n)}
-	go func() {
-		defer close(w.c)
-		for range n {
-			select {
-			case <-w.ask:
-			case <-ctx.Done():
-				return
-			}
-			e, _, err := getEncoders(opts)
-			if err != nil {
-				return // the worker gets the same error from getEncoders
-			}
-			// A reset with a raw dictionary, even an empty one, writes
-			// every entry of the tables; the worker's first block resets
-			// them again, in memory that is faulted in by then.
-			if e.lit.ResetWithOptions(io.Discard, zstd.WithEncoderDictRaw(0, nil)) != nil {
-				putEncoders(e, w.key)
-				return
-			}
-			w.c <- e
-		}
-	}()
-	return w
-}
-
-// want asks for one more worker's encoders, unless n were asked for. Only
-// the encoder's goroutine calls it, before it submits the block.
-func (w *warmer) want() {
-	if w.asked.Load() < w.n {
-		w.asked.Add(1)
-		w.ask <- struct{}{}
-	}
-}
-
-// take returns warmed encoders if some were asked for that no worker took
-// yet, waiting for the warmer if it is still at work; nil otherwise.
-func (w *warmer) take() *encoders {
-	for {
-		t := w.taken.Load()
-		if t >= w.asked.Load() {
-			return nil
-		}
-		if w.taken.CompareAndSwap(t, t+1) {
-			return <-w.c // nil if the warmer stopped
-		}
-	}
-}
-
-// release returns the encoders no worker took to the pool, once the
-// warmer is done.
-func (w *warmer) release() {
-	go func() {
-		for e := range w.c {
-			putEncoders(e, w.key)
-		}
-	}()
 }
 
 // putEncoders returns a worker's encoders to the pool. Their last
@@ -485,11 +388,7 @@ func (p *pipeline) worker(bases []*baseData, opts EncodeOptions) {
 		if encs == nil {
 			// Only when a block comes: a worker without work allocates
 			// nothing.
-			key := keyOf(opts)
-			e, err := p.warm.take(), error(nil)
-			if e == nil {
-				e, key, err = getEncoders(opts)
-			}
+			e, key, err := getEncoders(opts)
 			if err != nil {
 				j.err = fmt.Errorf("delta encoder: %w", err)
 				p.fail(j.err)

@@ -404,37 +404,3 @@ func TestEncodeFileBases(t *testing.T) {
 		}
 	}
 }
-
-// The warmer hands out as many encoders as were asked for, to the first
-// workers that look; later workers get none and build their own, without
-// waiting. A cancelled warmer never leaves a worker waiting.
-func TestWarmerHandsOutWhatWasAskedFor(t *testing.T) {
-	opts, err := EncodeOptions{Level: LevelBetter}.withDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := startWarmer(t.Context(), opts, 2)
-	defer w.release()
-	if e := w.take(); e != nil {
-		t.Fatal("take before any want returned encoders")
-	}
-	w.want()
-	if e := w.take(); e == nil {
-		t.Fatal("take after want returned none")
-	}
-	w.want()
-	w.want() // a third: beyond n, ignored
-	if e := w.take(); e == nil {
-		t.Fatal("second take after a second want returned none")
-	}
-	if e := w.take(); e != nil {
-		t.Fatal("take beyond what was asked for returned encoders")
-	}
-
-	ctx, cancel := context.WithCancel(t.Context())
-	w2 := startWarmer(ctx, opts, 2)
-	defer w2.release()
-	cancel()
-	w2.want()
-	w2.take() // encoders if the warmer was quicker than the cancel, else nil; a hang fails the run
-}

@@ -151,6 +151,7 @@ func Encode(ctx context.Context, w io.Writer, target io.ReaderAt, size int64, ba
 	thp.PreferForHeap(opts.Concurrency * tableHeap)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+
 	sumc := make(chan hashResult, 1)
 	go func() { sumc <- hashTarget(ctx, target, size) }()
 
@@ -161,12 +162,7 @@ func Encode(ctx context.Context, w io.Writer, target io.ReaderAt, size int64, ba
 		tsize:   size,
 		seed:    maphash.MakeSeed(),
 		lastEnd: -1,
-		warm:    startWarmer(ctx, opts, opts.Concurrency),
 	}
-	// Encode closes its pipeline before it returns, so the deferred
-	// release sees every worker done: the encoders none took go back to
-	// the pool.
-	defer e.warm.release()
 	e.stats.TargetSize = size
 	// Deferred before the pipeline exists, so it runs after out.close has
 	// waited for every worker: nothing reads a mapped base afterwards.
@@ -188,7 +184,7 @@ func Encode(ctx context.Context, w io.Writer, target io.ReaderAt, size int64, ba
 	for _, b := range e.bases {
 		hdr.Bases = append(hdr.Bases, b.ref)
 	}
-	e.out = newPipeline(ctx, w, hdr, sumc, e.bases, e.warm, opts, &e.stats)
+	e.out = newPipeline(ctx, w, hdr, sumc, e.bases, opts, &e.stats)
 	e.state = newCtlState(len(e.bases))
 	e.dictBudget = 4*size + 64<<20
 	e.cur.lit = e.out.litBuf()
@@ -259,7 +255,6 @@ type contentKey struct {
 type encoder struct {
 	ctx   context.Context
 	opts  EncodeOptions
-	warm  *warmer
 	stats Stats
 	seed  maphash.Seed
 
@@ -796,10 +791,6 @@ func (e *encoder) put(tpos int64, b []byte, h *hint, add *align) error {
 			e.cur.lit = append(e.cur.lit, b[:k]...)
 			e.cur.addLiteral(k, tpos+int64(k))
 			e.stats.LiteralBytes += int64(k)
-		}
-		if !e.cur.warmAsked && e.cur.large() {
-			e.cur.warmAsked = true
-			e.warm.want()
 		}
 		e.p = tpos + int64(k)
 		tpos += int64(k)
