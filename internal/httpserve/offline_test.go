@@ -567,6 +567,22 @@ func TestStreamingFillIsJoinedWithTheBreakerOpen(t *testing.T) {
 	}
 }
 
+// linkBackAfterRefusals breaks the link in the middle of a layer being
+// filled (breakLinkMidLayer), waits until the open breaker has refused the
+// fill's resumes n times (each after a longer wait: 0.5, 1, 2, 4 s, then
+// 8 s or more), and brings the link back with the breaker's probe due.
+func linkBackAfterRefusals(t *testing.T, n uint64) (*offlineMirror, []byte, []ocispec.Descriptor, string) {
+	t.Helper()
+	m, layer, layers, path := breakerMirrorWithLayer(t)
+	breakLinkMidLayer(m, layer, layers, path)
+	for m.client.Health().Refused < n {
+		time.Sleep(10 * time.Millisecond) // the test's deadline bounds the wait
+	}
+	m.fake.ClearFaults()             // the link is back
+	m.clock.advance(2 * time.Minute) // the breaker's probe is due
+	return m, layer, layers, path
+}
+
 // When the link is back, a fill that waits to resume a broken transfer
 // tries again as soon as a client asks for its blob and the breaker's
 // probe is due, not at the end of its backoff (which grows to 30 s while
@@ -574,15 +590,7 @@ func TestStreamingFillIsJoinedWithTheBreakerOpen(t *testing.T) {
 // next try gets the blob.
 func TestBrokenFillResumesWhenAClientAsksAfterTheLinkIsBack(t *testing.T) {
 	t.Parallel()
-	m, layer, layers, path := breakerMirrorWithLayer(t)
-	breakLinkMidLayer(m, layer, layers, path)
-	// The fill's resumes open the breaker, then are refused by it, each
-	// after a longer wait: 0.5, 1, 2, 4 s, then 8 s or more.
-	for m.client.Health().Refused < 4 {
-		time.Sleep(10 * time.Millisecond) // the test's deadline bounds the wait
-	}
-	m.fake.ClearFaults()             // the link is back
-	m.clock.advance(2 * time.Minute) // the breaker's probe is due
+	m, layer, _, path := linkBackAfterRefusals(t, 4)
 	resp, body := m.get(http.MethodGet, path)
 	m.wantCode(resp, body, http.StatusServiceUnavailable, "UNAVAILABLE")
 	deadline := time.Now().Add(3 * time.Second)
@@ -607,16 +615,9 @@ func TestBrokenFillResumesWhenAClientAsksAfterTheLinkIsBack(t *testing.T) {
 // and the blob is on disk seconds later, not after the fill's backoff.
 func TestBrokenFillResumesWhenTheBreakerCloses(t *testing.T) {
 	t.Parallel()
-	m, layer, layers, path := breakerMirrorWithLayer(t)
-	breakLinkMidLayer(m, layer, layers, path)
-	// Refused tries wait 0.5, 1, 2, 4 s, then 8 s or more: from the
-	// fifth on, a resume at the end of its backoff is later than the
-	// deadline below.
-	for m.client.Health().Refused < 5 {
-		time.Sleep(10 * time.Millisecond) // the test's deadline bounds the wait
-	}
-	m.fake.ClearFaults()             // the link is back
-	m.clock.advance(2 * time.Minute) // the breaker's probe is due
+	// After the fifth refusal the fill's backoff is 4 s or more: a resume
+	// at its end is later than the deadline below.
+	m, _, layers, path := linkBackAfterRefusals(t, 5)
 	if resp, body := m.get(http.MethodGet, manifestPath("app", "v2")); resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET app:v2 (the probe) = %d %s", resp.StatusCode, body)
 	}
