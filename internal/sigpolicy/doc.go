@@ -11,8 +11,10 @@
 // that no rule matches get the default mode, off unless set. Rule modes
 // default to enforce. A rule accepts a signature that:
 //
-//   - verifies with any of its public keys (PEM: ECDSA, Ed25519, RSA; any
-//     of them, so keys can be rotated by listing old and new), or carries a
+//   - verifies with any of its public keys (PEM: ECDSA on P-256, P-384 or
+//     P-521, hashed with the curve's hash as cosign signs, or with SHA-256
+//     as cosign before v2.2 did; Ed25519; RSA; any of them, so keys can be
+//     rotated by listing old and new), or carries a
 //     certificate that chains to its pinned Fulcio roots (through its
 //     pinned intermediates, or the chain in the signature) and whose OIDC
 //     issuer and subject match any of its identities (exact or anchored

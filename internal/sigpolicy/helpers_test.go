@@ -224,6 +224,21 @@ func newECDSAKey(t testing.TB) *signer {
 	return newKey(t, protocommon.PublicKeyDetails_PKIX_ECDSA_P256_SHA_256)
 }
 
+// newECDSAKeySHA256 is an ECDSA key on curve c loaded as cosign before
+// v2.2 did, signing with SHA-256 whatever the curve.
+func newECDSAKeySHA256(t testing.TB, c elliptic.Curve) *signer {
+	t.Helper()
+	pk, err := ecdsa.GenerateKey(c, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := signature.LoadSignerVerifier(pk, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return withSV(t, sv)
+}
+
 func withSV(t testing.TB, sv signature.SignerVerifier) *signer {
 	t.Helper()
 	pub, err := sv.PublicKey()

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
@@ -60,7 +61,9 @@ type rule struct {
 
 // trustedKey is a public key of a rule with the verifiers to try: cosign
 // signs with Ed25519ph by default and older cosign with pure Ed25519, so
-// an Ed25519 key has both; other keys have one (SHA-256, as cosign).
+// an Ed25519 key has both; a P-384 or P-521 key has its curve's hash
+// (cosign's default since v2.2) and SHA-256 (before); other keys have
+// SHA-256, as cosign.
 type trustedKey struct {
 	fingerprint string
 	verifiers   []signature.Verifier
@@ -356,11 +359,22 @@ func parseKey(s string) (trustedKey, error) {
 		return trustedKey{}, errors.New("not a PEM public key")
 	}
 	var vs []signature.Verifier
-	switch pub.(type) {
-	case *ecdsa.PublicKey, *rsa.PublicKey:
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		// cosign signs with the hash that goes with the curve (SHA-384 for
+		// P-384, SHA-512 for P-521: sigstore's default algorithm for the
+		// key), and signed with SHA-256 whatever the curve before v2.2.
+		for _, h := range ecdsaHashes(k) {
+			v, err := signature.LoadVerifier(pub, h)
+			if err != nil {
+				return trustedKey{}, fmt.Errorf("unusable ECDSA key: %v", err)
+			}
+			vs = append(vs, v)
+		}
+	case *rsa.PublicKey:
 		v, err := signature.LoadVerifier(pub, crypto.SHA256)
 		if err != nil {
-			return trustedKey{}, fmt.Errorf("unusable %s key: %v", keyType(pub), err)
+			return trustedKey{}, fmt.Errorf("unusable RSA key: %v", err)
 		}
 		vs = append(vs, v)
 	case ed25519.PublicKey:
@@ -381,6 +395,18 @@ func parseKey(s string) (trustedKey, error) {
 		return trustedKey{}, err
 	}
 	return trustedKey{fingerprint: fp, verifiers: vs}, nil
+}
+
+// ecdsaHashes returns the hashes an ECDSA signature by k may be made with:
+// SHA-256, and the curve's own hash when it is another one.
+func ecdsaHashes(k *ecdsa.PublicKey) []crypto.Hash {
+	switch k.Curve {
+	case elliptic.P384():
+		return []crypto.Hash{crypto.SHA384, crypto.SHA256}
+	case elliptic.P521():
+		return []crypto.Hash{crypto.SHA512, crypto.SHA256}
+	}
+	return []crypto.Hash{crypto.SHA256}
 }
 
 // KeyFingerprint returns the fingerprint that verdicts name a public key

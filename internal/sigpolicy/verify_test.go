@@ -2,6 +2,7 @@ package sigpolicy
 
 import (
 	"context"
+	"crypto/elliptic"
 	"encoding/base64"
 	"errors"
 	"strings"
@@ -23,6 +24,9 @@ func TestVerifyKeys(t *testing.T) {
 	ed := newKey(t, protocommon.PublicKeyDetails_PKIX_ED25519_PH)
 	edPure := newPureEd25519Key(t)
 	rsaKey := newKey(t, protocommon.PublicKeyDetails_PKIX_RSA_PKCS1V15_2048_SHA256)
+	p384 := newKey(t, protocommon.PublicKeyDetails_PKIX_ECDSA_P384_SHA_384)
+	p521 := newKey(t, protocommon.PublicKeyDetails_PKIX_ECDSA_P521_SHA_512)
+	p384SHA256 := newECDSAKeySHA256(t, elliptic.P384())
 	oldKey, newKey := newECDSAKey(t), newECDSAKey(t)
 	other := newECDSAKey(t)
 
@@ -64,6 +68,30 @@ func TestVerifyKeys(t *testing.T) {
 				attachTag(t, src, d, rsaKey.sign(t, d, sigOpts{}))
 			},
 			want: ReasonVerified, signer: rsaKey,
+		},
+		{
+			name: "ecdsa p-384, signed with sha-384 as cosign does",
+			rule: keyRule(p384),
+			attach: func(t *testing.T, src *fakeSource, d digest.Digest) {
+				attachTag(t, src, d, p384.sign(t, d, sigOpts{}))
+			},
+			want: ReasonVerified, signer: p384,
+		},
+		{
+			name: "ecdsa p-521, signed with sha-512 as cosign does",
+			rule: keyRule(p521),
+			attach: func(t *testing.T, src *fakeSource, d digest.Digest) {
+				attachTag(t, src, d, p521.sign(t, d, sigOpts{}))
+			},
+			want: ReasonVerified, signer: p521,
+		},
+		{
+			name: "ecdsa p-384, signed with sha-256 as cosign before v2.2",
+			rule: keyRule(p384SHA256),
+			attach: func(t *testing.T, src *fakeSource, d digest.Digest) {
+				attachTag(t, src, d, p384SHA256.sign(t, d, sigOpts{}))
+			},
+			want: ReasonVerified, signer: p384SHA256,
 		},
 		{
 			name: "rotation: signed by the second key",
@@ -436,6 +464,7 @@ func TestVerifyTlog(t *testing.T) {
 func TestVerifyBundleFormat(t *testing.T) {
 	t.Parallel()
 	key, other := newECDSAKey(t), newECDSAKey(t)
+	p384 := newKey(t, protocommon.PublicKeyDetails_PKIX_ECDSA_P384_SHA_384)
 	ca := newTestCA(t)
 	exact := IdentitySpec{Issuer: testIssuer, Subject: testSubject}
 	pinned := keylessRule(ca, exact)
@@ -459,6 +488,7 @@ func TestVerifyBundleFormat(t *testing.T) {
 		want Reason
 	}{
 		{name: "key", rule: keyRule(key), s: key, want: ReasonVerified},
+		{name: "ecdsa p-384 key, sha-384", rule: keyRule(p384), s: p384, want: ReasonVerified},
 		{name: "wrong key", rule: keyRule(key), s: other, want: ReasonWrongKey},
 		{name: "statement about another digest", rule: keyRule(key), s: key, o: bundleOpts{digest: digest.FromString("x")}, want: ReasonInvalidSignature},
 		{name: "attestation, not a signature", rule: keyRule(key), s: key, o: bundleOpts{predicateType: "https://slsa.dev/provenance/v1"}, want: ReasonNoSignature},
