@@ -14,11 +14,11 @@
 //   - verifies with any of its public keys (PEM: ECDSA on P-256, P-384 or
 //     P-521, hashed with the curve's hash as cosign signs, or with SHA-256
 //     as cosign before v2.2 did; Ed25519; RSA; any of them, so keys can be
-//     rotated by listing old and new), or carries a
-//     certificate that chains to its pinned Fulcio roots (through its
-//     pinned intermediates, or the chain in the signature) and whose OIDC
-//     issuer and subject match any of its identities (exact or anchored
-//     regular expression);
+//     rotated by listing old and new, in one PEM text or in several), or
+//     carries a certificate that chains to its pinned Fulcio roots
+//     (through its pinned intermediates, or the chain in the signature)
+//     and whose OIDC issuer and subject match any of its identities
+//     (exact or anchored regular expression);
 //   - signs a payload naming the manifest's digest
 //     (critical.image.docker-manifest-digest, or the subject of the in-toto
 //     statement of a sigstore bundle);

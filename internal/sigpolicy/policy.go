@@ -182,12 +182,22 @@ func compileRule(rp string, rs RuleSpec) (*rule, []error) {
 	}
 
 	for i, k := range rs.Keys {
-		tk, err := parseKey(k)
+		// A file may hold several keys (old and new, for a rotation), as
+		// a fulcioRoots file may hold several certificates: all are
+		// trusted, not only the first.
+		blocks, err := publicKeyBlocks(k)
 		if err != nil {
 			add(fmt.Sprintf(".keys[%d]", i), "%v", err)
 			continue
 		}
-		r.keys = append(r.keys, tk)
+		for _, b := range blocks {
+			tk, err := parseKey(b)
+			if err != nil {
+				add(fmt.Sprintf(".keys[%d]", i), "%v", err)
+				continue
+			}
+			r.keys = append(r.keys, tk)
+		}
 	}
 
 	for i, id := range rs.Identities {
@@ -239,9 +249,27 @@ func compileRule(rp string, rs RuleSpec) (*rule, []error) {
 		r.rekorKeys = &keys
 		rekorLogs = map[string]*root.TransparencyLog{}
 	}
+	var rekorPEMs []struct {
+		path string
+		pem  []byte
+	}
 	for i, s := range rs.RekorKeys {
 		kp := fmt.Sprintf(".rekorKeys[%d]", i)
-		pub, err := cryptoutils.UnmarshalPEMToPublicKey([]byte(strings.TrimSpace(s)))
+		blocks, err := publicKeyBlocks(s)
+		if err != nil {
+			add(kp, "%v", err)
+			continue
+		}
+		for _, b := range blocks {
+			rekorPEMs = append(rekorPEMs, struct {
+				path string
+				pem  []byte
+			}{kp, b})
+		}
+	}
+	for _, rk := range rekorPEMs {
+		kp, pemBytes := rk.path, rk.pem
+		pub, err := cryptoutils.UnmarshalPEMToPublicKey(pemBytes)
 		if err != nil {
 			add(kp, "not a PEM public key")
 			continue
@@ -253,7 +281,7 @@ func compileRule(rp string, rs RuleSpec) (*rule, []error) {
 			add(kp, "must be an ECDSA key, got %s", keyType(pub))
 			continue
 		}
-		if err := r.rekorKeys.AddTransparencyLogPubKey([]byte(strings.TrimSpace(s)), tuf.Active); err != nil {
+		if err := r.rekorKeys.AddTransparencyLogPubKey(pemBytes, tuf.Active); err != nil {
 			add(kp, "%v", err)
 			continue
 		}
@@ -348,12 +376,31 @@ func compileIdentity(ip string, id IdentitySpec) (cosign.Identity, []error) {
 	}, errs
 }
 
-// parseKey parses one PEM public key of a rule.
-func parseKey(s string) (trustedKey, error) {
-	b := []byte(strings.TrimSpace(s))
-	if blk, _ := pem.Decode(b); blk == nil || blk.Type != "PUBLIC KEY" {
-		return trustedKey{}, errors.New(`not a PEM public key (want a "PUBLIC KEY" block)`)
+// publicKeyBlocks splits a PEM field of public keys into its blocks, each
+// re-encoded on its own: a key file may hold several. Every block must be
+// a "PUBLIC KEY".
+func publicKeyBlocks(s string) ([][]byte, error) {
+	var out [][]byte
+	rest := []byte(strings.TrimSpace(s))
+	for {
+		blk, r := pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "PUBLIC KEY" {
+			return nil, fmt.Errorf(`not a PEM public key (want "PUBLIC KEY" blocks, got %q)`, blk.Type)
+		}
+		out = append(out, pem.EncodeToMemory(blk))
+		rest = r
 	}
+	if len(out) == 0 {
+		return nil, errors.New(`not a PEM public key (want a "PUBLIC KEY" block)`)
+	}
+	return out, nil
+}
+
+// parseKey parses one PEM public key of a rule.
+func parseKey(b []byte) (trustedKey, error) {
 	pub, err := cryptoutils.UnmarshalPEMToPublicKey(b)
 	if err != nil {
 		return trustedKey{}, errors.New("not a PEM public key")

@@ -110,6 +110,7 @@ func TestNewErrors(t *testing.T) {
 		},
 		{"not a key", Spec{Rules: []RuleSpec{ok, with(func(r *RuleSpec) { r.Keys = []string{key.pubPEM, "hello"} })}}, []string{"rules[1].keys[1]: not a PEM public key"}},
 		{"certificate as key", Spec{Rules: []RuleSpec{with(func(r *RuleSpec) { r.Keys = []string{string(leaf.certPEM)} })}}, []string{"rules[0].keys[0]: not a PEM public key"}},
+		{"key file with a certificate after the key", Spec{Rules: []RuleSpec{with(func(r *RuleSpec) { r.Keys = []string{key.pubPEM + string(leaf.certPEM)} })}}, []string{"rules[0].keys[0]: not a PEM public key", `got "CERTIFICATE"`}},
 		{"nothing to verify with", Spec{Rules: []RuleSpec{with(func(r *RuleSpec) { r.Keys = nil })}}, []string{"rules[0]: keys or identities required"}},
 		{"identities without roots", Spec{Rules: []RuleSpec{with(func(r *RuleSpec) {
 			r.Identities = []IdentitySpec{{Issuer: testIssuer, Subject: testSubject}}

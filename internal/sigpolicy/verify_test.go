@@ -102,6 +102,14 @@ func TestVerifyKeys(t *testing.T) {
 			want: ReasonVerified, signer: newKey,
 		},
 		{
+			name: "rotation: old and new key in one file",
+			rule: RuleSpec{Name: "fleet", Repositories: []string{testRegistry + "/fleet/**"}, Keys: []string{oldKey.pubPEM + newKey.pubPEM}},
+			attach: func(t *testing.T, src *fakeSource, d digest.Digest) {
+				attachTag(t, src, d, newKey.sign(t, d, sigOpts{}))
+			},
+			want: ReasonVerified, signer: newKey,
+		},
+		{
 			name: "one of several signatures verifies",
 			rule: keyRule(ecdsaKey),
 			attach: func(t *testing.T, src *fakeSource, d digest.Digest) {
@@ -350,6 +358,10 @@ func TestVerifyTlog(t *testing.T) {
 	keyed := keyRule(key)
 	keyed.RequireTlog = true
 	keyed.RekorKeys = []string{rekor.pubPEM}
+	// Two logs' keys in one file: the second is trusted too.
+	keyedTwoLogs := keyRule(key)
+	keyedTwoLogs.RequireTlog = true
+	keyedTwoLogs.RekorKeys = []string{otherRekor.pubPEM + rekor.pubPEM}
 
 	tests := []struct {
 		name string
@@ -360,6 +372,7 @@ func TestVerifyTlog(t *testing.T) {
 	}{
 		{name: "keyless, logged while the certificate was valid", rule: keyless, s: leaf, o: sigOpts{rekor: rekor, integrated: inValidity}, want: ReasonVerified},
 		{name: "key, logged", rule: keyed, s: key, o: sigOpts{rekor: rekor}, want: ReasonVerified},
+		{name: "key, logged by the second log of a rekorKeys file", rule: keyedTwoLogs, s: key, o: sigOpts{rekor: rekor}, want: ReasonVerified},
 		{name: "keyless, no bundle", rule: keyless, s: leaf, want: ReasonBadTlog},
 		{name: "keyless, certificate still valid, no bundle", rule: keyless, s: fresh, want: ReasonBadTlog},
 		{
