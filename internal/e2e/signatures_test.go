@@ -1,6 +1,12 @@
 package e2e
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -137,4 +143,58 @@ func TestSignatureRepositoryAtSite(t *testing.T) {
 	dir = pullOCI(t, crane, img.ref(m.addr))
 	readLayout(t, dir).checkImage(t, img)
 	verify("offline")
+}
+
+// Keys as release teams hold them, with the real cosign: a P-384 key
+// imported with cosign import-key-pair (cosign then signs with SHA-384),
+// signing one image the classic way (sha256-<hex>.sig) and one as a
+// sigstore bundle among the referrers, and cosign's own key signing a
+// third; the mirror's rule names one key file holding both public keys
+// (a rotation). All three images are served.
+func TestImportedAndRotatedKeysAtSite(t *testing.T) {
+	t.Parallel()
+	crane, cosign := need(t, "crane"), need(t, "cosign")
+	c := startCentral(t)
+	classic := pushImage(t, c, "fleet/app", "classic", ociImage(t, runtime.GOARCH, 1, 32<<10))
+	bundled := pushImage(t, c, "fleet/app", "bundled", ociImage(t, runtime.GOARCH, 1, 32<<10))
+	old := pushImage(t, c, "fleet/app", "old", ociImage(t, runtime.GOARCH, 1, 32<<10))
+	home := t.TempDir() // no TUF cache or docker config of the machine
+	env := []string{"HOME=" + home, "TUF_ROOT=" + filepath.Join(home, "tuf"), "DOCKER_CONFIG=" + home, "COSIGN_PASSWORD="}
+
+	pk, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(pk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(home, "p384.pem"), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})))
+	newKey, oldKey := filepath.Join(home, "new"), filepath.Join(home, "old")
+	run(t, env, cosign, "import-key-pair", "--key", filepath.Join(home, "p384.pem"), "--output-key-prefix", newKey)
+	run(t, env, cosign, "generate-key-pair", "--output-key-prefix", oldKey)
+	sign := func(key string, p pushed, extra ...string) {
+		args := append([]string{"sign", "--key", key + ".key", "--tlog-upload=false", "--allow-http-registry", "--yes"}, extra...)
+		run(t, env, cosign, append(args, c.addr+"/"+p.repo+"@"+p.digest)...)
+	}
+	sign(newKey, classic)
+	sign(newKey, bundled, "--new-bundle-format")
+	sign(oldKey, old)
+
+	var both []byte
+	for _, f := range []string{oldKey + ".pub", newKey + ".pub"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		both = append(both, b...)
+	}
+	keyFile := filepath.Join(home, "keys.pub")
+	writeFile(t, keyFile, string(both))
+	m := startMirror(t, c.addr, mirrorOptions{config: fleetPolicy(c, keyFile)})
+	for _, p := range []pushed{classic, bundled, old} {
+		if out, err := runErr(nil, crane, "--insecure", "manifest", p.ref(m.addr)); err != nil {
+			t.Errorf("crane manifest %s through the mirror: %v\n%s", p.ref(m.addr), err, out)
+		}
+	}
 }
