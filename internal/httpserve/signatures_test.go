@@ -963,3 +963,31 @@ func TestSignatureRepositoryEvidenceOffline(t *testing.T) {
 		}
 	}
 }
+
+// The verdict cache metric counts the lookups of manifests that are not
+// evidence (docs/metrics.md): a signature manifest pulled again and again,
+// as cosign verify and the devices' referrers lookups do, is no hit; the
+// signed image pulled again is one.
+func TestEvidenceIsNoVerdictCacheLookup(t *testing.T) {
+	t.Parallel()
+	m, signed := signedMirror(t)
+	hits := func() float64 {
+		return metricValue(t, m.metrics, "registry_edge_signature_verdict_cache_total", "result", "hit")
+	}
+	before := hits()
+	for range 3 {
+		resp, body := m.get(http.MethodGet, manifestPath("app", cosigntest.SignatureTag(signed.Digest)), "Accept", ocispec.MediaTypeImageManifest)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET signature: %d %s", resp.StatusCode, body)
+		}
+	}
+	if got := hits(); got != before {
+		t.Errorf("verdict cache hits after pulling the signature 3 times = %v, want %v", got, before)
+	}
+	if resp, body := m.get(http.MethodGet, manifestPath("app", signed.Digest.String()), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET signed manifest: %d %s", resp.StatusCode, body)
+	}
+	if got := hits(); got != before+1 {
+		t.Errorf("verdict cache hits after pulling the signed image again = %v, want %v", got, before+1)
+	}
+}

@@ -55,6 +55,9 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, ref string, res Man
 		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
 		return nil
 	}
+	if p.verified.has(d, verifiedKey(m, trustEvidence)) {
+		return nil // evidence judged before: no verdict is looked up for it
+	}
 	c := manifestContent(res.Body)
 	if c.index && ociapi.TagSchemaSubject(ref) != "" {
 		// The OCI tag schema's listing of a manifest's referrers, read
@@ -85,7 +88,7 @@ func (p *Proxy) checkManifest(ctx context.Context, t Target, ref string, res Man
 			if err := p.db.Trust(ctx, m.Rule, m.Revision, d, nil, c.blobs); err != nil {
 				return err
 			}
-			p.verified.add(d, key)
+			p.verified.add(d, verifiedKey(m, trustEvidence))
 			return nil
 		}
 		// A blob that is no evidence: an image under evidence's labels,
@@ -138,7 +141,7 @@ func (p *Proxy) cannotVerify(ctx context.Context, t Target, m sigpolicy.Match, d
 // under the rule revision before, verified, or covered by a verified index.
 // It verifies nothing itself.
 func (p *Proxy) trustedManifest(ctx context.Context, m sigpolicy.Match, d digest.Digest) bool {
-	if p.verified.has(d, verifiedKey(m, meta.TrustManifest)) {
+	if p.verified.has(d, verifiedKey(m, meta.TrustManifest)) || p.verified.has(d, verifiedKey(m, trustEvidence)) {
 		return true
 	}
 	if v, err := p.db.Verdict(ctx, m.Rule, m.Revision, d, ""); err == nil && v.OK {
@@ -388,6 +391,11 @@ func (p *Proxy) checkBlob(ctx context.Context, t Target, d digest.Digest) error 
 	}
 	return nil
 }
+
+// trustEvidence is a kind of Proxy.verified only: evidence served about a
+// manifest trusted under the rule. It is no verdict, so a hit on it is not
+// counted as one (registry_edge_signature_verdict_cache_total).
+const trustEvidence meta.TrustKind = "evidence"
 
 // verifiedKey is a key of Proxy.verified: trusted as kind under m's rule
 // revision.
