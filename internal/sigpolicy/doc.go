@@ -69,7 +69,10 @@
 // payload's docker-reference is not compared with the repository.
 //
 // Every manifest and blob read by digest is checked against its digest
-// again. At most 16 referrers, 64 signatures (the newest of the tag's) and
+// again. A registry's "not found" is an answer, not a failure to fetch: a
+// referrer listed but absent (a stale tag schema index) is no signature,
+// and a signature whose payload or bundle is absent is an unreadable one
+// (invalid_signature). At most 16 referrers, 64 signatures (the newest of the tag's) and
 // 256 KiB per payload or bundle are read per manifest.
 //
 // # How it verifies

@@ -158,6 +158,13 @@ func referrerSignatures(ctx context.Context, src Source, repo string, idx []byte
 			continue
 		}
 		body, err := fetchManifest(ctx, src, repo, desc.Digest)
+		if errors.Is(err, errdef.ErrNotFound) {
+			// Listed but not there (a tag schema index left stale by a
+			// deletion): no signature, as the registry says, and no
+			// failure to fetch, which would leave the manifest without a
+			// verdict, verified again on every pull.
+			continue
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("referrer %s: %w", desc.Digest, err))
 			continue
@@ -286,6 +293,12 @@ func simpleSignatures(ctx context.Context, src Source, repo, where string, body 
 				cands = append(cands, candidate{where: lw, bad: badSig("signature payload too large or invalid")})
 				continue
 			}
+			if errors.Is(err, errdef.ErrNotFound) {
+				// The registry says it has no such payload: a signature
+				// that cannot be read, not a failure to fetch.
+				cands = append(cands, candidate{where: lw, bad: badSig("signature payload not found in the registry")})
+				continue
+			}
 			errs = append(errs, err)
 			continue
 		}
@@ -326,6 +339,9 @@ func bundleSignature(ctx context.Context, src Source, repo, where string, body [
 		if err != nil {
 			if errors.Is(err, errdef.ErrTooLarge) || errors.Is(err, errdef.ErrInvalid) {
 				return candidate{where: where, bad: badSig("bundle too large or invalid")}, nil
+			}
+			if errors.Is(err, errdef.ErrNotFound) {
+				return candidate{where: where, bad: badSig("bundle not found in the registry")}, nil
 			}
 			return candidate{}, err
 		}

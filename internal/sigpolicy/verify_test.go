@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	cbundle "github.com/sigstore/cosign/v2/pkg/cosign/bundle"
 	"github.com/sigstore/cosign/v2/pkg/oci"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
@@ -687,6 +688,27 @@ func TestVerifyFetchErrors(t *testing.T) {
 		if _, err := p.Verify(context.Background(), src, testRegistry, testRepo, d); !errors.Is(err, errdef.ErrUnavailable) {
 			t.Fatalf("Verify() error = %v, want ErrUnavailable", err)
 		}
+	})
+	t.Run("payload blob not in the registry: a verdict, not an error", func(t *testing.T) {
+		t.Parallel()
+		src := newFakeSource()
+		d := src.putImage(t, testRepo)
+		sig := key.sign(t, d, sigOpts{})
+		attachTag(t, src, d, sig)
+		pd, err := sig.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		delete(src.blobs, digest.Digest(pd.String()))
+		checkVerdict(t, mustVerify(t, p, src, d), ReasonInvalidSignature)
+	})
+	t.Run("referrer listed but not in the registry: no signature, not an error", func(t *testing.T) {
+		t.Parallel()
+		src := newFakeSource()
+		d := src.putImage(t, testRepo)
+		src.addReferrer(testRepo, d, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: SignatureArtifactType,
+			Digest: digest.FromString("deleted"), Size: 7})
+		checkVerdict(t, mustVerify(t, p, src, d), ReasonNoSignature)
 	})
 	t.Run("payload that does not match its digest: not trusted", func(t *testing.T) {
 		t.Parallel()
