@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -470,16 +471,24 @@ func pendingUploads(t *testing.T, srv *s3test.Server) []string {
 	return keys
 }
 
-// stagingFiles lists the files in a storage root's staging directory.
+// stagingFiles lists the files in a storage root's staging directory and
+// of the directories in it (the temporary files of delta computations).
 func stagingFiles(t *testing.T, root string) []string {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(root, "staging"))
+	dir := filepath.Join(root, "staging")
+	var names []string
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !e.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			names = append(names, rel)
+		}
+		return nil
+	})
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
 	}
 	return names
 }

@@ -56,6 +56,10 @@ const (
 	uploadsDir = "/_uploads"
 	// tempPrefix names the local staging files of Ingest in Options.TempDir.
 	tempPrefix = "objstore-"
+	// workDir is the directory in Options.TempDir that TempDir returns:
+	// the temporary files of its callers (a delta's uncompressed tars) are
+	// the store's to remove after a crash, whatever their names.
+	workDir = tempPrefix + "work"
 	// cleanupTimeout bounds the best-effort removal of temporaries after a
 	// failure, which runs even when the caller's context is cancelled.
 	cleanupTimeout = time.Minute
@@ -65,6 +69,7 @@ const (
 type Store struct {
 	d         storagedriver.StorageDriver
 	tempDir   string
+	workDir   string            // in tempDir, see TempDir
 	aborter   *multipartAborter // nil unless the driver is s3
 	opTimeout time.Duration
 }
@@ -114,14 +119,15 @@ func New(d storagedriver.StorageDriver, opts Options) (*Store, error) {
 	if dir == "" {
 		dir = os.TempDir()
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	work := filepath.Join(dir, workDir)
+	if err := os.MkdirAll(work, 0o755); err != nil {
 		return nil, fmt.Errorf("object store temp dir: %w", err)
 	}
 	timeout := opts.OpTimeout
 	if timeout <= 0 {
 		timeout = DefaultOpTimeout
 	}
-	return &Store{d: d, tempDir: dir, opTimeout: timeout}, nil
+	return &Store{d: d, tempDir: dir, workDir: work, opTimeout: timeout}, nil
 }
 
 // NewFromParameters creates the storage driver name ("s3", "s3aws",
@@ -149,9 +155,12 @@ func NewFromParameters(ctx context.Context, name string, params map[string]any, 
 // Driver returns the underlying storage driver.
 func (s *Store) Driver() storagedriver.StorageDriver { return s.d }
 
-// TempDir returns the local directory for temporary files (see
-// Options.TempDir).
-func (s *Store) TempDir() string { return s.tempDir }
+// TempDir returns a local directory for the caller's temporary files (the
+// uncompressed tars and the delta of a delta computation or rebuild): a
+// directory of the store's in Options.TempDir, whose files CleanUploads
+// (by age) and CleanTempDir (all) remove like the store's own, so that a
+// process killed while it used them does not leave them for good.
+func (s *Store) TempDir() string { return s.workDir }
 
 func blobPath(d digest.Digest) (string, error) {
 	if err := d.Validate(); err != nil {
@@ -414,19 +423,26 @@ func (s *Store) cleanObjects(ctx context.Context, olderThan time.Time) (int, err
 		return n, fmt.Errorf("object store clean temp dir: %w", err)
 	}
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), tempPrefix) {
+		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), tempPrefix) {
 			continue
 		}
 		if info, err := e.Info(); err == nil && info.ModTime().Before(olderThan) {
 			_ = os.Remove(filepath.Join(s.tempDir, e.Name()))
 		}
 	}
+	work, _ := os.ReadDir(s.workDir)
+	for _, e := range work {
+		if info, err := e.Info(); err == nil && info.ModTime().Before(olderThan) {
+			_ = os.RemoveAll(filepath.Join(s.workDir, e.Name()))
+		}
+	}
 	return n, nil
 }
 
 // CleanTempDir removes every staging file of Ingest and copy of OpenLocal
-// in TempDir, whatever its age: for a caller that knows no other process
-// uses TempDir (on s3 a fill does not resume, so they are garbage). It
+// in Options.TempDir, and every file in TempDir (a delta computation's
+// tars), whatever its age: for a caller that knows no other process uses
+// Options.TempDir (on s3 a fill does not resume, so they are garbage). It
 // returns how many it removed.
 func (s *Store) CleanTempDir() (int, error) {
 	entries, err := os.ReadDir(s.tempDir)
@@ -439,6 +455,16 @@ func (s *Store) CleanTempDir() (int, error) {
 			continue
 		}
 		if err := os.Remove(filepath.Join(s.tempDir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return n, fmt.Errorf("object store clean temp dir: %w", err)
+		}
+		n++
+	}
+	work, err := os.ReadDir(s.workDir)
+	if err != nil {
+		return n, fmt.Errorf("object store clean temp dir: %w", err)
+	}
+	for _, e := range work {
+		if err := os.RemoveAll(filepath.Join(s.workDir, e.Name())); err != nil {
 			return n, fmt.Errorf("object store clean temp dir: %w", err)
 		}
 		n++

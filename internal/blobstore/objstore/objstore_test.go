@@ -187,9 +187,15 @@ func assertTempDirEmpty(t *testing.T, s *objstore.Store) {
 	if err != nil || n != 0 {
 		t.Errorf("CleanUploads(zero time) = %d, %v", n, err)
 	}
-	entries, _ := os.ReadDir(s.TempDir())
-	if len(entries) != 0 {
-		t.Errorf("temp dir holds %v", entries)
+	// The store's staging files are in Options.TempDir, its callers' in
+	// TempDir, a directory in it.
+	for _, dir := range []string{filepath.Dir(s.TempDir()), s.TempDir()} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if filepath.Join(dir, e.Name()) != s.TempDir() {
+				t.Errorf("temp dir holds %s", filepath.Join(dir, e.Name()))
+			}
+		}
 	}
 }
 
@@ -440,7 +446,11 @@ func TestOpenLocal(t *testing.T) {
 
 func TestCleanTempDir(t *testing.T) {
 	ctx := context.Background()
-	s := newMem(t)
+	dir := t.TempDir()
+	s, err := objstore.New(inmemory.New(), objstore.Options{TempDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
 	b := randomBytes(10_000, 9)
 	w, err := s.Ingest(ctx, desc(b).Digest)
 	if err != nil {
@@ -449,19 +459,60 @@ func TestCleanTempDir(t *testing.T) {
 	if _, err := w.Write(b[:5000]); err != nil {
 		t.Fatal(err)
 	}
-	// The process dies here: its staging file stays. Another file in the
-	// directory is not the store's.
-	other := filepath.Join(s.TempDir(), "not-ours")
+	// A delta computation (layerdelta.Make, in TempDir) has its
+	// uncompressed tar half written.
+	tar, err := os.CreateTemp(s.TempDir(), "tar-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tar.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	tar.Close()
+	// The process dies here: its staging file and the tar stay. Another
+	// file in the directory is not the store's.
+	other := filepath.Join(dir, "not-ours")
 	if err := os.WriteFile(other, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	n, err := s.CleanTempDir()
-	if err != nil || n != 1 {
-		t.Errorf("CleanTempDir() = %d, %v; want 1 staging file removed", n, err)
+	if err != nil || n != 2 {
+		t.Errorf("CleanTempDir() = %d, %v; want 2 files removed (the staging file and the tar)", n, err)
 	}
-	entries, _ := os.ReadDir(s.TempDir())
-	if len(entries) != 1 || entries[0].Name() != "not-ours" {
-		t.Errorf("temp dir holds %v, want only not-ours", entries)
+	if _, err := os.Stat(tar.Name()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the tar of a killed delta computation is still there (stat: %v)", err)
+	}
+	var left []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Type().IsRegular() {
+			left = append(left, e.Name())
+		}
+	}
+	if len(left) != 1 || left[0] != "not-ours" {
+		t.Errorf("temp dir holds files %v, want only not-ours", left)
+	}
+}
+
+// CleanUploads removes, by age, the temporary files of TempDir's callers too.
+func TestCleanUploadsRemovesOldCallerTempFiles(t *testing.T) {
+	ctx := context.Background()
+	s := newMem(t)
+	tar := filepath.Join(s.TempDir(), "tar-1")
+	if err := os.WriteFile(tar, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CleanUploads(ctx, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tar); err != nil {
+		t.Errorf("a fresh temporary file was removed: %v", err)
+	}
+	if _, err := s.CleanUploads(ctx, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tar); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an old temporary file of a delta computation is still there (stat: %v)", err)
 	}
 }
 
