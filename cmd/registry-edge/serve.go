@@ -244,12 +244,14 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 		log.LogAttrs(ctx, slog.LevelWarn, "delta setting without effect", slog.String("warning", w))
 	}
 
-	// Background work: pre-staging, and keeping the store in its budget
-	// (access times are flushed every minute too).
+	// Background work: pre-staging, keeping the store in its budget
+	// (access times are flushed every minute too) and a bucket clear of
+	// the uploads of killed processes.
 	pctx, stopPrefetch := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
 	bg.Go(func() { pf.Run(pctx) })
 	bg.Go(func() { maint.Run(pctx, time.Minute) })
+	bg.Go(func() { cleanUploads(pctx, cfg, store, log) })
 	defer func() { stopPrefetch(); bg.Wait() }()
 	for i, c := range clients {
 		bg.Go(func() { checkUpstream(pctx, log, remotes[i].Name, c) })

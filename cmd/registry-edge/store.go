@@ -75,6 +75,37 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (conten
 	return store, nil
 }
 
+// cleanUploads removes, every quarter of storage.tempMaxAge (at most
+// hourly), the uploads a crash left in the bucket once they are older than
+// tempMaxAge, until ctx ends. Start-up removes only those already that old:
+// a replica killed and started again at once (an OOM kill, a crash loop)
+// would otherwise keep each killed upload, billed, until a restart a whole
+// tempMaxAge later, which on a steady replica may be months away.
+func cleanUploads(ctx context.Context, cfg config.Config, store contentStore, log *slog.Logger) {
+	obj, ok := store.(*objstore.Store)
+	if !ok {
+		return
+	}
+	age := cfg.Storage.TempMaxAge.D()
+	every := min(max(age/4, time.Second), time.Hour)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := obj.CleanBucketUploads(ctx, time.Now().Add(-age))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.LogAttrs(ctx, slog.LevelWarn, "cannot remove stale uploads from the bucket", slog.Any("err", err))
+		case n > 0:
+			log.LogAttrs(ctx, slog.LevelInfo, "removed stale uploads from the bucket", slog.Int("staleUploadsRemoved", n))
+		}
+	}
+}
+
 // sharedMinIdle is gc.Options.MinIdle on a bucket: five maintenance
 // intervals, in which every replica publishes its access times.
 const sharedMinIdle = 5 * time.Minute

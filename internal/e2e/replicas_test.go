@@ -390,6 +390,49 @@ func TestReplicaKilledMidUpload(t *testing.T) {
 	checkOnlyBlob(t, u.srv, layer)
 }
 
+// A replica killed (SIGKILL) mid-upload and started again at once (an OOM
+// kill under a supervisor) finds the incomplete multipart upload younger
+// than storage.tempMaxAge, so start-up keeps it; the running replica
+// aborts it once it is that old, instead of keeping it until a restart a
+// whole tempMaxAge later.
+func TestReplicaKilledAndRestartedAtOnceAbortsItsUpload(t *testing.T) {
+	t.Parallel()
+	u := startUploading(t)
+	layer := u.img.layers[0]
+	if err := u.a.proc.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-u.a.proc.done
+	if up := u.s3link.BytesUp(); up >= u.size {
+		t.Fatalf("%d bytes had gone up to S3 when the replica was killed, the whole %d-byte layer: the test did not kill it mid-upload", up, u.size)
+	}
+	killed := pendingUploads(t, u.srv)
+	if len(killed) == 0 {
+		t.Fatal("no pending multipart upload after the kill: nothing to clean up")
+	}
+	u.s3link.ThrottleUp(0)
+	a2 := startMirror(t, u.c.addr, mirrorOptions{storage: u.root, config: u.config("15s")})
+	resp, body := httpDo(t, "GET", "http://"+a2.addr+"/v2/"+u.img.repo+"/blobs/"+layer, nil, nil)
+	if resp.StatusCode != 200 || digest.FromBytes(body).String() != layer {
+		t.Fatalf("GET the layer after the restart: %s, digest %s, want 200 and %s", resp.Status, digest.FromBytes(body), layer)
+	}
+	waitFillsDone(t, a2)
+	// The killed upload is 15 s old 15 s after the kill; the replica
+	// checks every quarter of tempMaxAge. A minute is ample.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		pending := pendingUploads(t, u.srv)
+		if len(pending) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pending multipart uploads a minute after the restart: %v (killed: %v), want the killed one aborted once older than tempMaxAge", pending, killed)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	checkOnlyBlob(t, u.srv, layer)
+}
+
 // A replica stopped (SIGTERM) while it uploads a verified blob finishes
 // the upload before it exits: the blob is in the bucket, whole, and no
 // upload is left.

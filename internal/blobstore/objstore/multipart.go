@@ -2,6 +2,7 @@ package objstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go/aws"
+	"github.com/aws/aws-sdk-go/aws/awserr"
 	"github.com/aws/aws-sdk-go/aws/credentials"
 	"github.com/aws/aws-sdk-go/aws/session"
 	"github.com/aws/aws-sdk-go/service/s3"
@@ -79,9 +81,14 @@ func (a *multipartAborter) abortOlder(ctx context.Context, olderThan time.Time) 
 	}
 	n := 0
 	for _, u := range stale {
-		if _, err := a.client.AbortMultipartUploadWithContext(ctx, &s3.AbortMultipartUploadInput{
+		_, err := a.client.AbortMultipartUploadWithContext(ctx, &s3.AbortMultipartUploadInput{
 			Bucket: aws.String(a.bucket), Key: aws.String(u.key), UploadId: aws.String(u.id),
-		}); err != nil {
+		})
+		var aerr awserr.Error
+		if errors.As(err, &aerr) && aerr.Code() == s3.ErrCodeNoSuchUpload {
+			continue // aborted meanwhile (another replica cleaning too)
+		}
+		if err != nil {
 			return n, fmt.Errorf("abort multipart upload of %s: %w", u.key, err)
 		}
 		n++

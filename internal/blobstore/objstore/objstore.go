@@ -389,6 +389,20 @@ func parseBlobPath(p string) (digest.Digest, bool) {
 // process still running on the same bucket. It returns the number of
 // objects and multipart uploads removed.
 func (s *Store) CleanUploads(ctx context.Context, olderThan time.Time) (int, error) {
+	n, err := s.CleanBucketUploads(ctx, olderThan)
+	if err != nil {
+		return n, err
+	}
+	return n, s.cleanLocal(olderThan)
+}
+
+// CleanBucketUploads is CleanUploads without the local files: what a
+// running process calls now and then, since the uploads of a replica
+// killed and started again at once are younger than olderThan at its
+// start, and would stay until a restart long after (its own local files
+// went at that start). Another replica may remove the same leftovers at
+// the same time; that is not an error.
+func (s *Store) CleanBucketUploads(ctx context.Context, olderThan time.Time) (int, error) {
 	aborted := 0
 	if s.aborter != nil {
 		var err error
@@ -418,9 +432,15 @@ func (s *Store) cleanObjects(ctx context.Context, olderThan time.Time) (int, err
 		}
 		n++
 	}
+	return n, nil
+}
+
+// cleanLocal removes the store's files in Options.TempDir, and its
+// callers' in TempDir, older than olderThan.
+func (s *Store) cleanLocal(olderThan time.Time) error {
 	entries, err := os.ReadDir(s.tempDir)
 	if err != nil {
-		return n, fmt.Errorf("object store clean temp dir: %w", err)
+		return fmt.Errorf("object store clean temp dir: %w", err)
 	}
 	for _, e := range entries {
 		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), tempPrefix) {
@@ -436,7 +456,7 @@ func (s *Store) cleanObjects(ctx context.Context, olderThan time.Time) (int, err
 			_ = os.RemoveAll(filepath.Join(s.workDir, e.Name()))
 		}
 	}
-	return n, nil
+	return nil
 }
 
 // CleanTempDir removes every staging file of Ingest and copy of OpenLocal
