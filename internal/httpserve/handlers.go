@@ -45,6 +45,12 @@ func (s *Server) dispatch(w *recorder, r *http.Request, rt ociapi.Route, acc *ac
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", "2")
+		if s.opts.ServeDeltas {
+			// As on manifests: a lower tier started with the manifest of
+			// its pull already stored (a restart in the middle of it)
+			// learns from its start-up check that it may ask for deltas.
+			w.Header().Set(upstream.HeaderDeltas, "v1")
+		}
 		w.WriteHeader(http.StatusOK)
 		if r.Method == http.MethodGet {
 			_, _ = io.WriteString(w, "{}")

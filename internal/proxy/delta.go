@@ -1074,6 +1074,7 @@ type layerHints struct {
 	mu     sync.Mutex
 	m      map[hintKey]layerHint
 	looked map[digest.Digest]time.Time // manifest -> last discovery
+	seen   map[hintKey]bool            // stored manifests (by repository) whose layers are in m
 }
 
 type hintKey struct {
@@ -1093,8 +1094,25 @@ func (h *layerHints) add(r meta.Repo, d digest.Digest, size int64, manifest dige
 	defer h.mu.Unlock()
 	if h.m == nil || len(h.m) >= maxLayerHints {
 		h.m = map[hintKey]layerHint{}
+		h.seen = nil // their layers are forgotten too
 	}
 	h.m[hintKey{r, d}] = layerHint{size, manifest}
+}
+
+// firstSight reports whether stored manifest m of r is served for the
+// first time since its layers were last noted, and marks it seen.
+func (h *layerHints) firstSight(r meta.Repo, m digest.Digest) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	k := hintKey{r, m}
+	if h.seen[k] {
+		return false
+	}
+	if h.seen == nil || len(h.seen) >= maxLayerHints {
+		h.seen = map[hintKey]bool{}
+	}
+	h.seen[k] = true
+	return true
 }
 
 func (h *layerHints) get(r meta.Repo, d digest.Digest) (int64, bool) {

@@ -111,6 +111,12 @@ func (p *Proxy) localManifest(ctx context.Context, t Target, d digest.Digest) (M
 		}
 		cache = CacheMiss
 	}
+	if p.opts.Deltas && p.layerHints.firstSight(t.Repo, d) {
+		// Stored before this process started (fetched by one that was
+		// killed or restarted in the middle of a pull): its layers still
+		// to fetch are layers, that a delta may bring.
+		p.noteLayers(t, upstream.Manifest{Descriptor: ocispec.Descriptor{Digest: d}, Body: body})
+	}
 	return ManifestResult{
 		Descriptor: ocispec.Descriptor{MediaType: rec.MediaType, Digest: d, Size: int64(len(body))},
 		Body:       body,
