@@ -59,6 +59,23 @@ func (m *DB) SetPins(_ context.Context, owner string, ds []digest.Digest) error 
 	})
 }
 
+// Pins returns the set of digests owner pins, sorted; none if it pins
+// nothing.
+func (m *DB) Pins(_ context.Context, owner string) ([]digest.Digest, error) {
+	var out []digest.Digest
+	err := m.db.View(func(tx *bolt.Tx) error {
+		owners := tx.Bucket(bucketPinOwner)
+		if owners == nil {
+			return nil
+		}
+		if b := owners.Get([]byte(owner)); b != nil {
+			return json.Unmarshal(b, &out)
+		}
+		return nil
+	})
+	return out, err
+}
+
 // PinOwners returns every owner that pins something, sorted.
 func (m *DB) PinOwners(_ context.Context) ([]string, error) {
 	var out []string

@@ -82,6 +82,7 @@ type Proxy interface {
 // time; *meta.DB implements it.
 type Store interface {
 	SetPins(ctx context.Context, owner string, ds []digest.Digest) error
+	Pins(ctx context.Context, owner string) ([]digest.Digest, error)
 	PinOwners(ctx context.Context) ([]string, error)
 	PutPrefetch(ctx context.Context, r meta.PrefetchRequest) error
 	DeletePrefetch(ctx context.Context, ref string) error
@@ -499,7 +500,17 @@ func (pf *Prefetcher) fetchImage(ctx context.Context, img Image) {
 	pf.update(img.Ref, func(s *Status) {
 		s.State, s.Error, s.Blobs, s.BlobsDone, s.Bytes, s.BytesDone, s.Referrers = StateRunning, "", 0, 0, 0, 0, 0
 	})
-	pinned, err := pf.fetch(ctx, img, log)
+	pinned, stale, err := pf.fetch(ctx, img, log)
+	if err == nil && stale {
+		// Evidence that could not be looked up again (the uplink is
+		// down) stays pinned: it is what devices verify the image with
+		// offline. The next run that reaches the upstream drops what is
+		// no longer referred to.
+		var old []digest.Digest
+		if old, err = pf.store.Pins(ctx, pinOwner(img.Ref)); err == nil {
+			pinned = append(pinned, old...)
+		}
+	}
 	if err != nil {
 		pf.update(img.Ref, func(s *Status) { s.State, s.Error = StateFailed, err.Error() })
 		log.LogAttrs(ctx, slog.LevelWarn, "prefetch failed", slog.Any("err", err))
@@ -565,19 +576,20 @@ func (pf *Prefetcher) unpinUnlisted(ctx context.Context) {
 }
 
 // fetch stores img's manifests, blobs and referrers and returns every
-// digest it stored.
-func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) ([]digest.Digest, error) {
+// digest it stored; stale reports that some referrers could not be looked
+// up again (the upstream is unreachable).
+func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) (_ []digest.Digest, stale bool, _ error) {
 	name, ref, err := ParseRef(img.Ref)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	t, err := pf.router.Route(name, "")
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	top, err := pf.p.Manifest(ctx, t, ref)
 	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", ref, err)
+		return nil, false, fmt.Errorf("manifest %s: %w", ref, err)
 	}
 	pf.update(img.Ref, func(s *Status) { s.Digest = top.Descriptor.Digest.String() })
 
@@ -616,7 +628,7 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) ([
 		return nil
 	}
 	if err := walk(top, true); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 
 	// Signatures, attestations, SBOMs: the referrers of every manifest (OCI
@@ -630,10 +642,11 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) ([
 		refs, err := pf.p.Evidence(ctx, t, d)
 		if errors.Is(err, errdef.ErrUnavailable) {
 			log.LogAttrs(ctx, slog.LevelWarn, "prefetch: signatures and referrers not refreshed", slog.String("manifest", d.String()), slog.Any("err", err))
+			stale = true
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		for _, r := range refs {
 			rm, err := pf.p.Manifest(ctx, t, r.String())
@@ -642,10 +655,10 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) ([
 				continue
 			}
 			if err != nil {
-				return nil, fmt.Errorf("referrer %s of %s: %w", r, d, err)
+				return nil, false, fmt.Errorf("referrer %s of %s: %w", r, d, err)
 			}
 			if err := walk(rm, false); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			nref++
 		}
@@ -659,14 +672,14 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) ([
 	}
 	pf.update(img.Ref, func(s *Status) { s.Blobs, s.Bytes = len(blobs), total })
 	if err := pf.fetchBlobs(ctx, img.Ref, t, blobs); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	out := manifests
 	for _, b := range blobs {
 		out = append(out, b.Digest)
 	}
 	log.LogAttrs(ctx, slog.LevelDebug, "prefetch stored", slog.Int("manifests", len(manifests)), slog.Int("blobs", len(blobs)))
-	return out, nil
+	return out, stale, nil
 }
 
 // fetchBlobs stores blobs with at most Concurrency fills at once, and keeps

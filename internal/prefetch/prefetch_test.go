@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -507,5 +508,46 @@ func TestPinnedTags(t *testing.T) {
 	slices.Sort(got)
 	if want := []string{"central.test/org/app:1.0", "central.test/org/tool:2"}; !slices.Equal(got, want) {
 		t.Errorf("PinnedTags = %v, want %v", got, want)
+	}
+}
+
+// A refresh during an outage keeps the signature of the image pinned: the
+// referrers it could not look up again are still what devices verify the
+// image with offline, so eviction must not take them.
+func TestRefreshDuringAnOutageKeepsSignaturesPinned(t *testing.T) {
+	s := newSite(t)
+	desc, _ := s.fake.Image("org/app", "1.0", fakeupstream.Random(t, 1000))
+	sigLayer := fakeupstream.Random(t, 500)
+	sig, _ := s.fake.Image("org/app", "sha256-"+desc.Digest.Encoded()+".sig", sigLayer)
+	// A clock that moves on at every reading: the refresh's status has a
+	// later time than the first run's.
+	var tick atomic.Int64
+	now := func() time.Time { return time.Unix(tick.Add(1), 0) }
+	pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/app:1.0"}}, Now: now})
+	before := waitState(t, pf, "org/app:1.0", prefetch.StateComplete)
+
+	s.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/app:1.0"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := pf.Status()[0]
+		if st.Updated.After(before.Updated) && (st.State == prefetch.StateComplete || st.State == prefetch.StateFailed) {
+			if st.State != prefetch.StateComplete {
+				t.Fatalf("refresh during an outage: %s (%s), want complete", st.State, st.Error)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the refresh did not end: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for name, d := range map[string]digest.Digest{"image": desc.Digest, "signature": sig.Digest, "signature layer": digest.FromBytes(sigLayer)} {
+		owners, err := s.db.PinnedBy(context.Background(), d)
+		if err != nil || !slices.Equal(owners, []string{"prefetch:org/app:1.0"}) {
+			t.Errorf("after a refresh during an outage, %s pinned by %v, %v; want the prefetch entry", name, owners, err)
+		}
 	}
 }
