@@ -641,11 +641,11 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) (_
 	for _, d := range slices.Clone(manifests) {
 		refs, err := pf.p.Evidence(ctx, t, d)
 		if errors.Is(err, errdef.ErrUnavailable) {
+			// What the cache answered for (refs) is stored with the
+			// image still; the rest is kept as it is.
 			log.LogAttrs(ctx, slog.LevelWarn, "prefetch: signatures and referrers not refreshed", slog.String("manifest", d.String()), slog.Any("err", err))
 			stale = true
-			continue
-		}
-		if err != nil {
+		} else if err != nil {
 			return nil, false, err
 		}
 		for _, r := range refs {

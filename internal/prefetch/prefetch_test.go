@@ -551,3 +551,39 @@ func TestRefreshDuringAnOutageKeepsSignaturesPinned(t *testing.T) {
 		}
 	}
 }
+
+// A refresh during an outage counts the signature the mirror holds: the
+// cosign tag it stored is served from the cache, although the tags that
+// were never there (.att, .sbom) cannot be looked up. The admin reading
+// "0 referrers" would think the signature gone.
+func TestRefreshDuringAnOutageCountsStoredSignatures(t *testing.T) {
+	s := newSite(t)
+	desc, _ := s.fake.Image("org/app", "1.0", fakeupstream.Random(t, 1000))
+	s.fake.Image("org/app", "sha256-"+desc.Digest.Encoded()+".sig", fakeupstream.Random(t, 500))
+	var tick atomic.Int64
+	now := func() time.Time { return time.Unix(tick.Add(1), 0) }
+	pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/app:1.0"}}, Now: now})
+	before := waitState(t, pf, "org/app:1.0", prefetch.StateComplete)
+	if before.Referrers != 1 {
+		t.Fatalf("first run: %d referrers, want 1", before.Referrers)
+	}
+
+	s.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/app:1.0"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := pf.Status()[0]
+		if st.Updated.After(before.Updated) && (st.State == prefetch.StateComplete || st.State == prefetch.StateFailed) {
+			if st.State != prefetch.StateComplete || st.Referrers != 1 {
+				t.Errorf("refresh during an outage: %s (%s), %d referrers; want complete with 1", st.State, st.Error, st.Referrers)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the refresh did not end: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -248,13 +248,21 @@ const (
 // Evidence returns the digests of the manifests that are evidence about
 // manifest d of t: its OCI 1.1 referrers and cosign's sha256-<hex>.sig,
 // .att and .sbom tag manifests that exist, fetched through the cache.
+// With the upstream unreachable it returns what the cache answers for
+// (a stored referrers list, cosign tags served stale) together with an
+// error wrapping errdef.ErrUnavailable for what it could not look up: a
+// cosign tag the mirror never stored, such as an .att that does not
+// exist, must not hide the .sig it holds.
 func (p *Proxy) Evidence(ctx context.Context, t Target, d digest.Digest) ([]digest.Digest, error) {
 	var out []digest.Digest
+	var unavailable []error
 	body, _, err := p.Referrers(ctx, t, d, "")
-	if err != nil && !errors.Is(err, errdef.ErrNotFound) {
+	switch {
+	case errors.Is(err, errdef.ErrUnavailable):
+		unavailable = append(unavailable, fmt.Errorf("referrers of %s: %w", d, err))
+	case err != nil && !errors.Is(err, errdef.ErrNotFound):
 		return nil, fmt.Errorf("referrers of %s: %w", d, err)
-	}
-	if err == nil {
+	case err == nil:
 		var idx ocispec.Index
 		if err := json.Unmarshal(body, &idx); err != nil {
 			return nil, fmt.Errorf("referrers of %s: %w: %w", d, errdef.ErrInvalid, err)
@@ -269,6 +277,10 @@ func (p *Proxy) Evidence(ctx context.Context, t Target, d digest.Digest) ([]dige
 		if errors.Is(err, errdef.ErrNotFound) {
 			continue
 		}
+		if errors.Is(err, errdef.ErrUnavailable) {
+			unavailable = append(unavailable, fmt.Errorf("%s: %w", tag, err))
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", tag, err)
 		}
@@ -276,7 +288,7 @@ func (p *Proxy) Evidence(ctx context.Context, t Target, d digest.Digest) ([]dige
 			out = append(out, m.Descriptor.Digest)
 		}
 	}
-	return out, nil
+	return out, errors.Join(unavailable...)
 }
 
 // storeEvidence fetches and stores, in the background, the evidence of
