@@ -511,14 +511,17 @@ func TestPinnedTags(t *testing.T) {
 	}
 }
 
-// A refresh during an outage keeps the signature of the image pinned: the
-// referrers it could not look up again are still what devices verify the
-// image with offline, so eviction must not take them.
-func TestRefreshDuringAnOutageKeepsSignaturesPinned(t *testing.T) {
+// A refresh during an outage keeps the referrers of the image pinned: those
+// it could not look up again (the referrers list the mirror stored was
+// evicted, say) are still what devices verify the image with offline, so
+// eviction must not take them.
+func TestRefreshDuringAnOutageKeepsReferrersPinned(t *testing.T) {
 	s := newSite(t)
 	desc, _ := s.fake.Image("org/app", "1.0", fakeupstream.Random(t, 1000))
-	sigLayer := fakeupstream.Random(t, 500)
-	sig, _ := s.fake.Image("org/app", "sha256-"+desc.Digest.Encoded()+".sig", sigLayer)
+	sbomLayer := fakeupstream.Random(t, 700)
+	sbom, _ := s.fake.Image("org/app", "", sbomLayer)
+	sbom.ArtifactType = "application/spdx+json"
+	s.fake.AddReferrer("org/app", desc.Digest, sbom)
 	// A clock that moves on at every reading: the refresh's status has a
 	// later time than the first run's.
 	var tick atomic.Int64
@@ -526,6 +529,15 @@ func TestRefreshDuringAnOutageKeepsSignaturesPinned(t *testing.T) {
 	pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/app:1.0"}}, Now: now})
 	before := waitState(t, pf, "org/app:1.0", prefetch.StateComplete)
 
+	// The stored referrers list is gone (evicted: prefetch does not pin
+	// it) and the upstream is down: the refresh cannot list the SBOM.
+	r, err := s.db.Referrers(context.Background(), meta.Repo{Registry: "central.test", Name: "org/app"}, desc.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.store.Delete(context.Background(), r.Digest); err != nil {
+		t.Fatal(err)
+	}
 	s.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
 	if err := pf.Trigger([]prefetch.Image{{Ref: "org/app:1.0"}}, true); err != nil {
 		t.Fatal(err)
@@ -544,7 +556,7 @@ func TestRefreshDuringAnOutageKeepsSignaturesPinned(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	for name, d := range map[string]digest.Digest{"image": desc.Digest, "signature": sig.Digest, "signature layer": digest.FromBytes(sigLayer)} {
+	for name, d := range map[string]digest.Digest{"image": desc.Digest, "sbom": sbom.Digest, "sbom layer": digest.FromBytes(sbomLayer)} {
 		owners, err := s.db.PinnedBy(context.Background(), d)
 		if err != nil || !slices.Equal(owners, []string{"prefetch:org/app:1.0"}) {
 			t.Errorf("after a refresh during an outage, %s pinned by %v, %v; want the prefetch entry", name, owners, err)
