@@ -481,6 +481,9 @@ func (pf *Prefetcher) run(ctx context.Context, images []Image, now bool) {
 		if ctx.Err() != nil {
 			return
 		}
+		if !pf.listed(img.Ref) {
+			continue // removed since it was queued or the run began
+		}
 		pf.fetchImage(ctx, img)
 	}
 }

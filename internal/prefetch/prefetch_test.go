@@ -599,3 +599,47 @@ func TestRefreshDuringAnOutageCountsStoredSignatures(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// An image removed while its request waits in the queue is not fetched
+// when the runner comes to it: the admin took it off (a wrong image, too
+// large for tonight's uplink) and its bytes must not go over the link.
+func TestImageRemovedWhileQueuedIsNotFetched(t *testing.T) {
+	s := newSite(t)
+	for _, repo := range []string{"org/first", "org/removed", "org/last"} {
+		s.fake.Image(repo, "1", fakeupstream.Random(t, 100))
+	}
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	s.fake.Fail(func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if r.URL.Path == "/v2/org/first/manifests/1" {
+			<-release
+		}
+		return false
+	})
+	pf, _ := run(t, s, prefetch.Options{})
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/first:1"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, pf, "org/first:1", prefetch.StateRunning)
+	// Queued behind the held one, in this order.
+	for _, ref := range []string{"org/removed:1", "org/last:1"} {
+		if err := pf.Trigger([]prefetch.Image{{Ref: ref}}, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pf.Remove(context.Background(), "org/removed:1"); err != nil {
+		t.Fatal(err)
+	}
+	unblock()
+	waitState(t, pf, "org/last:1", prefetch.StateComplete)
+	if n := s.fake.Count(http.MethodGet, "/v2/org/removed/manifests/1"); n != 0 {
+		t.Errorf("an image removed while queued was fetched (%d manifest GETs)", n)
+	}
+	for _, st := range pf.Status() {
+		if st.Ref == "org/removed:1" {
+			t.Errorf("a removed image is listed: %+v", st)
+		}
+	}
+}
