@@ -5,9 +5,11 @@
 //
 // The delta encoder's best level allocates about 70 MiB of hash tables per
 // worker and writes all of them. In a fresh process every 4 KiB page of that
-// is a page fault; under a hypervisor one costs about 11 µs, so the tables
-// alone cost a one-layer `deltactl diff` 0.3-0.5 s. Backed by 2 MiB pages the
-// same memory faults 512 times less often (ADR 0019).
+// is a page fault; under a hypervisor one costs about 11 µs. Backed by 2 MiB
+// pages the same memory faults 512 times less often; a host that took the
+// guest's free memory back still backs it again page by page, so what this
+// saves depends on the machine: 5-13 % of a one-layer encode on the
+// benchmark VM (ADR 0019).
 package thp
 
 import "sync"

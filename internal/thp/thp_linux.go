@@ -33,7 +33,6 @@ func preferForHeap(n int) {
 	// with MADV_DONTNEED, which keeps it. An error (EINVAL on a kernel
 	// without THP) leaves ordinary pages, as before.
 	_ = unix.Madvise(b[beg:end], unix.MADV_HUGEPAGE)
-	runtime.KeepAlive(b)
-	b = nil
+	runtime.KeepAlive(b) // b is garbage from here on: the collection frees it
 	runtime.GC()
 }
