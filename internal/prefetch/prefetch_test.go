@@ -132,6 +132,23 @@ func waitState(t *testing.T, pf *prefetch.Prefetcher, ref string, states ...stri
 	return prefetch.Status{}
 }
 
+// waitRefresh waits for the first image's run after before to end
+// (complete or failed) and returns its status.
+func waitRefresh(t *testing.T, pf *prefetch.Prefetcher, before prefetch.Status) prefetch.Status {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := pf.Status()[0]
+		if st.Updated.After(before.Updated) && (st.State == prefetch.StateComplete || st.State == prefetch.StateFailed) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the refresh did not end: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // A configured index is fetched for the chosen platform only, with its
 // cosign signature (tag schema) and its OCI referrers, and pinned.
 func TestPrefetchPlatformsSignaturesReferrers(t *testing.T) {
@@ -392,19 +409,8 @@ func TestPrefetchRefreshDuringAnOutage(t *testing.T) {
 	if err := pf.Trigger([]prefetch.Image{{Ref: "org/app:1.0"}}, true); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st := pf.Status()[0]
-		if st.Updated.After(before.Updated) && (st.State == prefetch.StateComplete || st.State == prefetch.StateFailed) {
-			if st.State != prefetch.StateComplete {
-				t.Errorf("refresh during an outage: %s (%s), want complete", st.State, st.Error)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the refresh did not end: %+v", st)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if st := waitRefresh(t, pf, before); st.State != prefetch.StateComplete {
+		t.Errorf("refresh during an outage: %s (%s), want complete", st.State, st.Error)
 	}
 }
 
@@ -542,19 +548,8 @@ func TestRefreshDuringAnOutageKeepsReferrersPinned(t *testing.T) {
 	if err := pf.Trigger([]prefetch.Image{{Ref: "org/app:1.0"}}, true); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st := pf.Status()[0]
-		if st.Updated.After(before.Updated) && (st.State == prefetch.StateComplete || st.State == prefetch.StateFailed) {
-			if st.State != prefetch.StateComplete {
-				t.Fatalf("refresh during an outage: %s (%s), want complete", st.State, st.Error)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the refresh did not end: %+v", st)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if st := waitRefresh(t, pf, before); st.State != prefetch.StateComplete {
+		t.Fatalf("refresh during an outage: %s (%s), want complete", st.State, st.Error)
 	}
 	for name, d := range map[string]digest.Digest{"image": desc.Digest, "sbom": sbom.Digest, "sbom layer": digest.FromBytes(sbomLayer)} {
 		owners, err := s.db.PinnedBy(context.Background(), d)
@@ -584,19 +579,8 @@ func TestRefreshDuringAnOutageCountsStoredSignatures(t *testing.T) {
 	if err := pf.Trigger([]prefetch.Image{{Ref: "org/app:1.0"}}, true); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st := pf.Status()[0]
-		if st.Updated.After(before.Updated) && (st.State == prefetch.StateComplete || st.State == prefetch.StateFailed) {
-			if st.State != prefetch.StateComplete || st.Referrers != 1 {
-				t.Errorf("refresh during an outage: %s (%s), %d referrers; want complete with 1", st.State, st.Error, st.Referrers)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the refresh did not end: %+v", st)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if st := waitRefresh(t, pf, before); st.State != prefetch.StateComplete || st.Referrers != 1 {
+		t.Errorf("refresh during an outage: %s (%s), %d referrers; want complete with 1", st.State, st.Error, st.Referrers)
 	}
 }
 
