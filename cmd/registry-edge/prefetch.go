@@ -57,8 +57,10 @@ func prefetchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return fmt.Errorf("%w: --interval %s: want a positive duration", errUsage, *interval)
 	}
 	images := make([]prefetch.Image, 0, fs.NArg())
-	for _, ref := range fs.Args() {
-		if _, _, err := prefetch.ParseRef(ref); err != nil {
+	for _, arg := range fs.Args() {
+		// The mirror lists images in this form: progress is matched by it.
+		ref, err := prefetch.CanonicalRef(arg)
+		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 		images = append(images, prefetch.Image{Ref: ref, Platforms: platforms})

@@ -33,7 +33,15 @@ type scripted struct {
 func (s *scripted) Trigger(images []prefetch.Image, now bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.images = append(s.images, images...)
+	for _, img := range images {
+		// As the mirror lists them.
+		ref, err := prefetch.CanonicalRef(img.Ref)
+		if err != nil {
+			return err
+		}
+		img.Ref = ref
+		s.images = append(s.images, img)
+	}
 	return nil
 }
 
@@ -69,21 +77,24 @@ func (s *scripted) Status() []prefetch.Status {
 func TestPrefetchCommand(t *testing.T) {
 	for _, tt := range []struct {
 		name     string
+		args     []string
 		final    map[string]string
 		wantCode int
 		want     []string
 	}{
-		{"all complete", map[string]string{"org/a:1": prefetch.StateComplete, "org/b:2": prefetch.StateComplete}, 0,
+		{"all complete", []string{"org/a:1", "org/b:2"}, map[string]string{"org/a:1": prefetch.StateComplete, "org/b:2": prefetch.StateComplete}, 0,
 			[]string{"pending   org/a:1", "running   org/a:1", "complete  org/a:1", "complete  org/b:2"}},
-		{"one failed", map[string]string{"org/a:1": prefetch.StateComplete, "org/b:2": prefetch.StateFailed}, 1,
+		{"one failed", []string{"org/a:1", "org/b:2"}, map[string]string{"org/a:1": prefetch.StateComplete, "org/b:2": prefetch.StateFailed}, 1,
 			[]string{"complete  org/a:1", "failed    org/b:2: upstream unreachable", "1 of 2 image(s) not complete"}},
+		{"no tag is latest", []string{"org/a:1", "org/b"}, map[string]string{"org/a:1": prefetch.StateComplete, "org/b:latest": prefetch.StateComplete}, 0,
+			[]string{"complete  org/a:1", "complete  org/b:latest"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			pf := &scripted{final: tt.final}
 			srv := httptest.NewServer(admin.New(admin.Options{Prefetcher: pf, Allow: loopback}))
 			defer srv.Close()
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), []string{"prefetch", "--mirror", srv.URL, "--interval", "1ms", "--platform", "linux/arm64", "org/a:1", "org/b:2"}, &stdout, &stderr)
+			code := run(context.Background(), append([]string{"prefetch", "--mirror", srv.URL, "--interval", "1ms", "--platform", "linux/arm64"}, tt.args...), &stdout, &stderr)
 			if code != tt.wantCode {
 				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.wantCode, stdout.String(), stderr.String())
 			}

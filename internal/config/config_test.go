@@ -213,9 +213,9 @@ upstreams:
 		{"several errors at once", "foo: 1\ncache: {tagTTL: x}\n", []string{"line 1: foo: field foo", "line 2: cache: invalid duration"}},
 
 		{"bad listen", "listen: 5000\n", []string{"listen: want host:port"}},
-		{"bad prefetch list", "prefetch:\n  images:\n    - {ref: UPPER/app}\n    - {ref: org/app, platforms: [arm64]}\n    - {ref: org/app}\n  windows: [22-06]\n  concurrency: 0\n  interval: 0s\n",
+		{"bad prefetch list", "prefetch:\n  images:\n    - {ref: UPPER/app}\n    - {ref: org/app, platforms: [arm64]}\n    - {ref: org/app:latest}\n  windows: [22-06]\n  concurrency: 0\n  interval: 0s\n",
 			[]string{`prefetch.images[0].ref: "UPPER/app" is not`, `prefetch.images[1].platforms[0]: "arm64" is not os/arch`,
-				"prefetch.images[2].ref: duplicate of prefetch.images[1].ref", `prefetch.windows[0]: "22-06" is not HH:MM-HH:MM`,
+				`prefetch.images[2].ref: "org/app:latest" is the image of prefetch.images[1].ref (org/app:latest)`, `prefetch.windows[0]: "22-06" is not HH:MM-HH:MM`,
 				"prefetch.concurrency: must be between 1 and 16", "prefetch.interval: must be greater than 0"}},
 		{"bad store budget", "storage: {maxSize: 20, lowWatermark: 1.5, maxAge: -1h}\n",
 			[]string{"storage.maxSize: must be 0 (no limit) or at least 1MiB", "storage.lowWatermark: must be greater than 0 and at most 1, got 1.5", "storage.maxAge: must not be negative"}},

@@ -104,12 +104,12 @@ func (p Prefetch) validate(add addFunc) {
 	seen := map[string]int{}
 	for i, img := range p.Images {
 		path := fmt.Sprintf("prefetch.images[%d]", i)
-		if _, _, err := ociapi.ParseReference(img.Ref); err != nil {
+		if ref, err := ociapi.CanonicalReference(img.Ref); err != nil {
 			add(path+".ref", "%q is not [registry/]repository[:tag|@digest]", img.Ref)
-		} else if j, ok := seen[img.Ref]; ok {
-			add(path+".ref", "duplicate of prefetch.images[%d].ref", j)
+		} else if j, ok := seen[ref]; ok {
+			add(path+".ref", "%q is the image of prefetch.images[%d].ref (%s)", img.Ref, j, ref)
 		} else {
-			seen[img.Ref] = i
+			seen[ref] = i
 		}
 		for k, pl := range img.Platforms {
 			parts := strings.Split(pl, "/")

@@ -85,3 +85,17 @@ func EvidenceTagSubject(tag string) digest.Digest {
 	}
 	return TagSchemaSubject(tag)
 }
+
+// CanonicalReference is reference s as ParseReference reads it, with its
+// tag written out: "edge/app" and "edge/app:latest" are one image, and
+// lists keyed by reference must not hold it twice.
+func CanonicalReference(s string) (string, error) {
+	name, ref, err := ParseReference(s)
+	if err != nil {
+		return "", err
+	}
+	if strings.Contains(ref, ":") {
+		return name + "@" + ref, nil // a digest
+	}
+	return name + ":" + ref, nil
+}

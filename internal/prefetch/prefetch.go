@@ -189,11 +189,18 @@ func New(p Proxy, router *proxy.Router, store Store, opts Options) (*Prefetcher,
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	for _, img := range opts.Images {
-		if _, _, err := ParseRef(img.Ref); err != nil {
-			return nil, err
-		}
+	images, err := canonical(opts.Images)
+	if err != nil {
+		return nil, err
 	}
+	seen := map[string]bool{}
+	for _, img := range images {
+		if seen[img.Ref] {
+			return nil, fmt.Errorf("prefetch image %s: listed twice: %w", img.Ref, errdef.ErrInvalid)
+		}
+		seen[img.Ref] = true
+	}
+	opts.Images = images
 	pf := &Prefetcher{p: p, router: router, store: store, opts: opts, log: opts.Logger,
 		status: map[string]*Status{}, added: map[string]Image{}, triggerNow: newQueue(), triggerLater: newQueue(),
 		retrySoon: make(chan struct{}, 1)}
@@ -235,13 +242,28 @@ func (pf *Prefetcher) loadAdded(ctx context.Context) {
 		return
 	}
 	for _, r := range reqs {
-		if pf.configured(r.Ref) {
+		ref, err := CanonicalRef(r.Ref)
+		if err != nil {
+			pf.log.LogAttrs(ctx, slog.LevelWarn, "ignoring a stored prefetch entry", slog.String("image", r.Ref), slog.Any("err", err))
 			continue
 		}
-		img := Image{Ref: r.Ref, Platforms: r.Platforms}
+		if ref != r.Ref {
+			// Stored by an older version, as the admin wrote it.
+			err := pf.store.PutPrefetch(ctx, meta.PrefetchRequest{Ref: ref, Platforms: r.Platforms})
+			if err == nil {
+				err = pf.store.DeletePrefetch(ctx, r.Ref)
+			}
+			if err != nil {
+				pf.log.LogAttrs(ctx, slog.LevelWarn, "cannot store a prefetch entry in canonical form", slog.String("image", r.Ref), slog.Any("err", err))
+			}
+		}
+		if pf.configured(ref) {
+			continue
+		}
+		img := Image{Ref: ref, Platforms: r.Platforms}
 		pf.track(img)
 		pf.mu.Lock()
-		pf.added[r.Ref] = img
+		pf.added[ref] = img
 		pf.mu.Unlock()
 	}
 }
@@ -269,6 +291,11 @@ func (pf *Prefetcher) PinnedTags() []string {
 // Remove takes an image added at run time off the list and unpins it. An
 // image of the configuration is removed there instead.
 func (pf *Prefetcher) Remove(ctx context.Context, ref string) error {
+	asGiven := ref
+	ref, err := CanonicalRef(ref)
+	if err != nil {
+		return err
+	}
 	if pf.configured(ref) {
 		return fmt.Errorf("prefetch image %q is listed in the configuration (prefetch.images); remove it there: %w", ref, errdef.ErrInvalid)
 	}
@@ -278,7 +305,7 @@ func (pf *Prefetcher) Remove(ctx context.Context, ref string) error {
 	_, ok := pf.added[ref]
 	pf.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("prefetch image %q is not listed: %w", ref, errdef.ErrNotFound)
+		return fmt.Errorf("prefetch image %q is not listed: %w", asGiven, errdef.ErrNotFound)
 	}
 	if err := pf.store.DeletePrefetch(ctx, ref); err != nil {
 		return err
@@ -372,10 +399,9 @@ func (pf *Prefetcher) Run(ctx context.Context) {
 // images join the list (stored, so that they stay listed after a restart,
 // until Remove) and are pinned like configured ones.
 func (pf *Prefetcher) Trigger(images []Image, now bool) error {
-	for _, img := range images {
-		if _, _, err := ParseRef(img.Ref); err != nil {
-			return err
-		}
+	images, err := canonical(images)
+	if err != nil {
+		return err
 	}
 	for _, img := range images {
 		if !pf.configured(img.Ref) {
@@ -488,6 +514,31 @@ func (pf *Prefetcher) run(ctx context.Context, images []Image, now bool) {
 	}
 }
 
+// CanonicalRef is image reference s with its tag written out ("latest" if
+// none): the form the list, its status and its pins are keyed by, so that
+// "edge/app" and "edge/app:latest" are one entry. See
+// ociapi.CanonicalReference.
+func CanonicalRef(s string) (string, error) {
+	ref, err := ociapi.CanonicalReference(s)
+	if err != nil {
+		return "", fmt.Errorf("prefetch image: %w", err)
+	}
+	return ref, nil
+}
+
+// canonical returns images with their references in canonical form.
+func canonical(images []Image) ([]Image, error) {
+	out := slices.Clone(images)
+	for i := range out {
+		ref, err := CanonicalRef(out[i].Ref)
+		if err != nil {
+			return nil, err
+		}
+		out[i].Ref = ref
+	}
+	return out, nil
+}
+
 // ParseRef splits an image reference; see ociapi.ParseReference.
 func ParseRef(s string) (name, ref string, err error) {
 	name, ref, err = ociapi.ParseReference(s)
@@ -545,6 +596,27 @@ func (pf *Prefetcher) statusOf(ref string) Status {
 	return Status{}
 }
 
+// movePins adds the pins of owner from to those of owner to, and drops
+// from's.
+func (pf *Prefetcher) movePins(ctx context.Context, from, to string) {
+	pf.pinMu.Lock()
+	defer pf.pinMu.Unlock()
+	moved, err := pf.store.Pins(ctx, from)
+	var have []digest.Digest
+	if err == nil {
+		have, err = pf.store.Pins(ctx, to)
+	}
+	if err == nil {
+		err = pf.store.SetPins(ctx, to, append(have, moved...))
+	}
+	if err == nil {
+		err = pf.store.SetPins(ctx, from, nil)
+	}
+	if err != nil {
+		pf.log.LogAttrs(ctx, slog.LevelWarn, "cannot move pins", slog.String("from", from), slog.String("to", to), slog.Any("err", err))
+	}
+}
+
 // pinOwner names the pins of one list entry.
 func pinOwner(ref string) string { return "prefetch:" + ref }
 
@@ -569,6 +641,13 @@ func (pf *Prefetcher) unpinUnlisted(ctx context.Context) {
 	}
 	for _, o := range owners {
 		if strings.HasPrefix(o, "prefetch:") && !listed[o] {
+			if ref, err := CanonicalRef(strings.TrimPrefix(o, "prefetch:")); err == nil && listed[pinOwner(ref)] {
+				// Pinned by an older version under the reference as the
+				// admin wrote it: the pins move, so that the image stays
+				// pinned until a run reaches the upstream.
+				pf.movePins(ctx, o, pinOwner(ref))
+				continue
+			}
 			if err := pf.store.SetPins(ctx, o, nil); err != nil {
 				pf.log.LogAttrs(ctx, slog.LevelWarn, "cannot unpin", slog.String("owner", o), slog.Any("err", err))
 			} else {

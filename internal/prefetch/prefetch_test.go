@@ -627,3 +627,76 @@ func TestImageRemovedWhileQueuedIsNotFetched(t *testing.T) {
 		}
 	}
 }
+
+// "org/app" and "org/app:latest" are one image: asked for both ways, it is
+// listed, fetched and pinned once, and either form removes it.
+func TestReferenceWithoutTagIsTheLatestEntry(t *testing.T) {
+	s := newSite(t)
+	desc, _ := s.fake.Image("org/app", "latest", fakeupstream.Random(t, 1000))
+	pf, _ := run(t, s, prefetch.Options{})
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/app"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, pf, "org/app:latest", prefetch.StateComplete)
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/app:latest"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, pf, "org/app:latest", prefetch.StateComplete)
+	var refs []string
+	for _, st := range pf.Status() {
+		refs = append(refs, st.Ref)
+	}
+	if !slices.Equal(refs, []string{"org/app:latest"}) {
+		t.Errorf("listed %v, want [org/app:latest]", refs)
+	}
+	if owners, err := s.db.PinnedBy(context.Background(), desc.Digest); err != nil || !slices.Equal(owners, []string{"prefetch:org/app:latest"}) {
+		t.Errorf("pinned by %v, %v; want one entry", owners, err)
+	}
+	if err := pf.Remove(context.Background(), "org/app"); err != nil {
+		t.Fatal(err)
+	}
+	if st := pf.Status(); len(st) != 0 {
+		t.Errorf("listed after removal: %+v", st)
+	}
+	if owners, _ := s.db.PinnedBy(context.Background(), desc.Digest); len(owners) != 0 {
+		t.Errorf("pinned by %v after removal", owners)
+	}
+	if reqs, _ := s.db.Prefetches(context.Background()); len(reqs) != 0 {
+		t.Errorf("stored list after removal: %+v", reqs)
+	}
+	if _, err := prefetch.New(s.proxy, s.router, s.db, prefetch.Options{Images: []prefetch.Image{{Ref: "org/app"}, {Ref: "org/app:latest"}}}); !errors.Is(err, errdef.ErrInvalid) {
+		t.Errorf("a list naming one image twice: %v, want ErrInvalid", err)
+	}
+}
+
+// An entry an older version stored as the admin wrote it ("org/app") is
+// listed in canonical form after an upgrade, and its pins move with it:
+// restarted while the uplink is down, the site keeps the image pinned.
+func TestEntryStoredByAnOlderVersionKeepsItsPins(t *testing.T) {
+	s := newSite(t)
+	ctx := context.Background()
+	desc, _ := s.fake.Image("org/app", "latest", fakeupstream.Random(t, 1000))
+	confDesc, _ := s.fake.Image("org/conf", "latest", fakeupstream.Random(t, 1000))
+	if err := s.db.PutPrefetch(ctx, meta.PrefetchRequest{Ref: "org/app"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.SetPins(ctx, "prefetch:org/app", []digest.Digest{desc.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.SetPins(ctx, "prefetch:org/conf", []digest.Digest{confDesc.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	s.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/conf"}}})
+	waitState(t, pf, "org/app:latest", prefetch.StateFailed)
+	waitState(t, pf, "org/conf:latest", prefetch.StateFailed)
+	for d, want := range map[digest.Digest]string{desc.Digest: "prefetch:org/app:latest", confDesc.Digest: "prefetch:org/conf:latest"} {
+		if owners, err := s.db.PinnedBy(ctx, d); err != nil || !slices.Equal(owners, []string{want}) {
+			t.Errorf("%s pinned by %v, %v; want [%s]", d, owners, err, want)
+		}
+	}
+	reqs, err := s.db.Prefetches(ctx)
+	if err != nil || len(reqs) != 1 || reqs[0].Ref != "org/app:latest" {
+		t.Errorf("stored list %+v, %v; want org/app:latest alone", reqs, err)
+	}
+}
