@@ -60,26 +60,35 @@ func (w Window) contains(tod time.Duration) bool {
 }
 
 // Next returns how long to wait from now until one of ws is open: 0
-// if one is open now or there are none.
+// if one is open now or there are none. Windows are wall-clock times: on
+// the days clocks change for daylight saving time, 22:00 is 22:00 on the
+// clock, not 22 hours after midnight.
 func Next(ws []Window, now time.Time) time.Duration {
 	if len(ws) == 0 {
 		return 0
 	}
 	y, m, d := now.Date()
-	midnight := time.Date(y, m, d, 0, 0, 0, 0, now.Location())
-	tod := now.Sub(midnight)
+	hh, mm, ss := now.Clock()
+	tod := time.Duration(hh)*time.Hour + time.Duration(mm)*time.Minute + time.Duration(ss)*time.Second + time.Duration(now.Nanosecond())
 	best := time.Duration(-1)
 	for _, w := range ws {
 		if w.contains(tod) {
 			return 0
 		}
-		start := midnight.Add(w.Start)
+		start := at(y, m, d, w.Start, now.Location())
 		if !start.After(now) {
-			start = time.Date(y, m, d+1, 0, 0, 0, 0, now.Location()).Add(w.Start)
+			start = at(y, m, d+1, w.Start, now.Location())
 		}
 		if wait := start.Sub(now); best < 0 || wait < best {
 			best = wait
 		}
 	}
 	return best
+}
+
+// at is the time of day tod on the given day, by the clock of loc (a
+// time the clock skips, such as 02:30 when it goes from 02:00 to 03:00,
+// is the same time after the change: 03:30).
+func at(y int, m time.Month, d int, tod time.Duration, loc *time.Location) time.Time {
+	return time.Date(y, m, d, int(tod/time.Hour), int(tod%time.Hour/time.Minute), 0, 0, loc)
 }
