@@ -68,6 +68,9 @@ type Status struct {
 	Referrers int       `json:"referrers"`
 	Error     string    `json:"error,omitempty"`
 	Updated   time.Time `json:"updated"`
+
+	run   int    // runs of the image begun, so that a run ending knows whether a later one owns the status
+	again string // requested while running: the state to show when this run ends (a run follows)
 }
 
 // Proxy is what the prefetcher needs of the pull-through proxy.
@@ -422,6 +425,11 @@ func (pf *Prefetcher) Trigger(images []Image, now bool) error {
 		pf.update(img.Ref, func(s *Status) {
 			if s.State != StateRunning {
 				s.State, s.Error = state, ""
+			} else {
+				// The running fetch began before this request (the
+				// tag may have moved since): its outcome is not this
+				// request's, whose own run follows.
+				s.again = state
 			}
 		})
 	}
@@ -551,8 +559,11 @@ func ParseRef(s string) (name, ref string, err error) {
 // fetchImage resolves one image and stores everything it needs.
 func (pf *Prefetcher) fetchImage(ctx context.Context, img Image) {
 	log := pf.log.With(slog.String("image", img.Ref))
+	var run int
 	pf.update(img.Ref, func(s *Status) {
 		s.State, s.Error, s.Blobs, s.BlobsDone, s.Bytes, s.BytesDone, s.Referrers = StateRunning, "", 0, 0, 0, 0, 0
+		s.run++
+		run, s.again = s.run, ""
 	})
 	pinned, stale, err := pf.fetch(ctx, img, log)
 	if err == nil && stale {
@@ -566,7 +577,7 @@ func (pf *Prefetcher) fetchImage(ctx context.Context, img Image) {
 		}
 	}
 	if err != nil {
-		pf.update(img.Ref, func(s *Status) { s.State, s.Error = StateFailed, err.Error() })
+		pf.end(img.Ref, run, StateFailed, err.Error())
 		log.LogAttrs(ctx, slog.LevelWarn, "prefetch failed", slog.Any("err", err))
 		return
 	}
@@ -578,13 +589,28 @@ func (pf *Prefetcher) fetchImage(ctx context.Context, img Image) {
 	err = pf.store.SetPins(ctx, pinOwner(img.Ref), pinned)
 	pf.pinMu.Unlock()
 	if err != nil {
-		pf.update(img.Ref, func(s *Status) { s.State, s.Error = StateFailed, err.Error() })
+		pf.end(img.Ref, run, StateFailed, err.Error())
 		return
 	}
-	pf.update(img.Ref, func(s *Status) { s.State = StateComplete })
+	pf.end(img.Ref, run, StateComplete, "")
 	st := pf.statusOf(img.Ref)
 	log.LogAttrs(ctx, slog.LevelInfo, "prefetch complete", slog.String("digest", st.Digest),
 		slog.Int("blobs", st.Blobs), slog.Int64("bytes", st.Bytes), slog.Int("referrers", st.Referrers))
+}
+
+// end records the outcome of run of ref, unless a later run owns the
+// status, or the image was requested again while it ran: then it shows
+// what that request's own run waits in (pending or waiting).
+func (pf *Prefetcher) end(ref string, run int, state, errText string) {
+	pf.update(ref, func(s *Status) {
+		switch {
+		case s.run != run:
+		case s.again != "":
+			s.State, s.Error, s.again = s.again, "", ""
+		default:
+			s.State, s.Error = state, errText
+		}
+	})
 }
 
 func (pf *Prefetcher) statusOf(ref string) Status {

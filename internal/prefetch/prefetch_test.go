@@ -700,3 +700,53 @@ func TestEntryStoredByAnOlderVersionKeepsItsPins(t *testing.T) {
 		t.Errorf("stored list %+v, %v; want org/app:latest alone", reqs, err)
 	}
 }
+
+// A request for an image whose fetch is running gets a run of its own:
+// the running one began before the request (the tag may have moved since),
+// so its end shows the image pending, not complete, until the requested
+// run has fetched it.
+func TestRequestDuringARunWaitsForItsOwnRun(t *testing.T) {
+	s := newSite(t)
+	s.fake.Image("org/app", "1", fakeupstream.Random(t, 100))
+	s.fake.Image("org/busy", "1", fakeupstream.Random(t, 100))
+	gates := map[string]chan struct{}{"/v2/org/app/manifests/1": make(chan struct{}), "/v2/org/busy/manifests/1": make(chan struct{})}
+	var once sync.Map
+	open := func(path string) {
+		if _, done := once.LoadOrStore(path, true); !done {
+			close(gates[path])
+		}
+	}
+	t.Cleanup(func() {
+		for path := range gates {
+			open(path)
+		}
+	})
+	var appGets atomic.Int32
+	s.fake.Fail(func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if r.URL.Path == "/v2/org/app/manifests/1" && r.Method == http.MethodGet && appGets.Add(1) == 1 {
+			<-gates[r.URL.Path] // the first fetch of org/app only
+		}
+		if r.URL.Path == "/v2/org/busy/manifests/1" {
+			<-gates[r.URL.Path]
+		}
+		return false
+	})
+	// The background run fetches org/app; the on-demand runner is busy
+	// with org/busy, so the run requested below cannot start before the
+	// background one ends.
+	pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/app:1"}}})
+	waitState(t, pf, "org/app:1", prefetch.StateRunning)
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/busy:1"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, pf, "org/busy:1", prefetch.StateRunning)
+	if err := pf.Trigger([]prefetch.Image{{Ref: "org/app:1"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	open("/v2/org/app/manifests/1")
+	if st := waitState(t, pf, "org/app:1", prefetch.StatePending, prefetch.StateComplete); st.State != prefetch.StatePending {
+		t.Errorf("the run that began before the request ended as %s, want pending (the request's own run follows)", st.State)
+	}
+	open("/v2/org/busy/manifests/1")
+	waitState(t, pf, "org/app:1", prefetch.StateComplete) // the requested run
+}
