@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -93,6 +94,91 @@ func BenchmarkColdMissFirstByte(b *testing.B) {
 					b.Fatal(err)
 				}
 				total += first
+			}
+			b.ReportMetric(float64(total.Microseconds())/float64(b.N), "us/first-byte")
+		})
+	}
+}
+
+// BenchmarkColdMissFanInFirstByte is BenchmarkColdMissFirstByte with 64
+// clients asking for the blob at once, each on a connection it opened
+// before: the time until the first of them has its first body byte, the
+// figure benchmarks/run.sh's fan-in reports against a real registry.
+// "direct" sends the 64 requests to the fake upstream itself.
+func BenchmarkColdMissFanInFirstByte(b *testing.B) {
+	const clients = 64
+	for _, via := range []string{"direct", "mirror"} {
+		b.Run(via, func(b *testing.B) {
+			m := newMirror(b, func(o *proxy.Options) { o.Deltas, o.NegotiateDeltas = true, true })
+			base := m.srv.URL
+			if via == "direct" {
+				base = m.upstream.URL
+			}
+			cs := make([]*http.Client, clients)
+			for i := range cs {
+				// One transport per client: each keeps its own connection.
+				cs[i] = &http.Client{Transport: &http.Transport{}}
+				resp, err := cs[i].Get(base + "/v2/")
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			blob := make([]byte, 256<<10)
+			var total time.Duration
+			for b.Loop() {
+				b.StopTimer()
+				rand.Read(blob)
+				d := m.fake.AddBlob(blob).Digest
+				m.fake.LinkBlob("app", d)
+				firsts := make(chan time.Duration, clients)
+				errs := make(chan error, clients)
+				release := make(chan struct{})
+				var ready sync.WaitGroup
+				ready.Add(clients)
+				for _, c := range cs {
+					go func() {
+						ready.Done()
+						<-release
+						start := time.Now()
+						resp, err := c.Get(base + blobPath("app", d))
+						if err != nil {
+							errs <- err
+							return
+						}
+						defer resp.Body.Close()
+						var one [1]byte
+						if _, err := io.ReadFull(resp.Body, one[:]); err != nil {
+							errs <- err
+							return
+						}
+						firsts <- time.Since(start)
+						n, err := io.Copy(io.Discard, resp.Body)
+						if err == nil && (resp.StatusCode != http.StatusOK || n+1 != int64(len(blob))) {
+							err = fmt.Errorf("status %d, %d bytes", resp.StatusCode, n+1)
+						}
+						errs <- err
+					}()
+				}
+				ready.Wait()
+				b.StartTimer()
+				close(release)
+				first := time.Duration(-1)
+				for range clients {
+					if err := <-errs; err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				close(firsts)
+				for f := range firsts {
+					if first < 0 || f < first {
+						first = f
+					}
+				}
+				total += first
+				b.StartTimer()
 			}
 			b.ReportMetric(float64(total.Microseconds())/float64(b.N), "us/first-byte")
 		})
