@@ -117,7 +117,9 @@ func BenchmarkColdMissFanInFirstByte(b *testing.B) {
 			cs := make([]*http.Client, clients)
 			for i := range cs {
 				// One transport per client: each keeps its own connection.
-				cs[i] = &http.Client{Transport: &http.Transport{}}
+				tr := &http.Transport{}
+				defer tr.CloseIdleConnections()
+				cs[i] = &http.Client{Transport: tr}
 				resp, err := cs[i].Get(base + "/v2/")
 				if err != nil {
 					b.Fatal(err)
