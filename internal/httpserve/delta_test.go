@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -1278,3 +1281,165 @@ func TestRegionComparesALateOfferedPreviousVersion(t *testing.T) {
 // maxRankedForTest is proxy's maxRankedBases (how many offered layers the
 // region compares): the previous version is offered after that many.
 const maxRankedForTest = 8
+
+// A delta published for a repository may name as its base a layer the
+// mirror holds for another repository only (here a private one). The
+// rebuild would tell the delta's publisher, through success or a full
+// fetch, whether bytes of that layer are what he guessed: a delta's bases
+// must be readable by the repository the layer is filled for, as the
+// layer itself would be (linked, or confirmed by the upstream). The layer
+// is fetched in full instead, and the delta not even downloaded.
+func TestDeltaBaseOfAnotherRepositoryIsNotUsed(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, withDeltas)
+	secret := layergen.New(42, 60, 16<<10)
+	old := layergen.Gzip(secret.Tar(), -1)
+	nw := layergen.Gzip(secret.Update(43).Tar(), -1)
+	m.fake.Image("private", "v1", old)
+	v0, _ := m.fake.Image("app", "v0", layergen.Gzip(layergen.New(44, 4, 1<<10).Tar(), -1))
+	v2, layers := m.fake.Image("app", "v2", nw)
+	content := func(b []byte) layerdelta.Content {
+		return layerdelta.Content{Blob: layerdelta.Blob{Digest: digest.FromBytes(b), Size: int64(len(b))}, R: bytes.NewReader(b)}
+	}
+	res, err := layerdelta.Make(context.Background(), content(nw), []layerdelta.Content{content(old)}, layerdelta.Options{TempDir: t.TempDir()})
+	if err != nil || !res.OK() {
+		t.Fatalf("Make: %v %s", err, res.Reason)
+	}
+	defer res.Close()
+	d, err := io.ReadAll(res.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.fake.AddBlob(d)
+	m.fake.LinkBlob("app", res.Layer.Delta.Digest)
+	body, desc, err := layerdelta.Manifest(v2, v0.Digest, []layerdelta.Layer{res.Layer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.fake.AddManifest("app", "", ocispec.MediaTypeImageManifest, body)
+	m.fake.AddReferrer("app", v2.Digest, desc)
+
+	// A device with access to "private" pulls it; the mirror stores the
+	// base, for "private" only (the upstream has no such blob in "app").
+	for _, pull := range []struct{ repo, tag string }{{"private", "v1"}, {"app", "v0"}} {
+		if resp, _ := m.get(http.MethodGet, manifestPath(pull.repo, pull.tag), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s:%s: %d", pull.repo, pull.tag, resp.StatusCode)
+		}
+	}
+	if resp, _ := m.get(http.MethodGet, blobPath("private", digest.FromBytes(old))); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET the private layer: %d", resp.StatusCode)
+	}
+	if resp, _ := m.get(http.MethodGet, manifestPath("app", "v2"), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET app:v2: %d", resp.StatusCode)
+	}
+	resp, got := m.get(http.MethodGet, blobPath("app", layers[0].Digest))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, nw) {
+		t.Fatalf("GET app:v2's layer: %d, equal %v", resp.StatusCode, bytes.Equal(got, nw))
+	}
+	m.waitFills()
+	if n := m.fake.Count(http.MethodGet, blobPath("app", res.Layer.Delta.Digest)); n != 0 {
+		t.Errorf("the delta was fetched %d times; its base is not app's to read", n)
+	}
+	if n := m.fake.Count(http.MethodGet, blobPath("app", layers[0].Digest)); n != 1 {
+		t.Errorf("the layer was fetched in full %d times, want 1", n)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 0 {
+		t.Errorf("applied deltas = %v, want 0", got)
+	}
+}
+
+// An upper tier answers a negotiation with a delta against a layer the
+// site holds for another (private) repository, which the site did not
+// offer: the site must not read that layer into the layer it fills (the
+// rebuild would confirm the tier's guess of its bytes), and fetches the
+// layer in full.
+func TestNegotiatedDeltaOnAnotherRepositorysLayerIsRefused(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t, withDeltas)
+	secret := layergen.New(45, 60, 16<<10)
+	old := layergen.Gzip(secret.Tar(), -1)
+	nw := layergen.Gzip(secret.Update(46).Tar(), -1)
+	own := layergen.Gzip(layergen.New(47, 4, 1<<10).Tar(), -1)
+	region.fake.Image("private", "v1", old)
+	region.fake.Image("app", "v1", own)
+	_, layers := region.fake.Image("app", "v2", nw)
+	content := func(b []byte) layerdelta.Content {
+		return layerdelta.Content{Blob: layerdelta.Blob{Digest: digest.FromBytes(b), Size: int64(len(b))}, R: bytes.NewReader(b)}
+	}
+	res, err := layerdelta.Make(context.Background(), content(nw), []layerdelta.Content{content(old)}, layerdelta.Options{TempDir: t.TempDir()})
+	if err != nil || !res.OK() {
+		t.Fatalf("Make: %v %s", err, res.Reason)
+	}
+	defer res.Close()
+	d, err := io.ReadAll(res.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	region.fake.AddBlob(d)
+	region.fake.LinkBlob("app", res.Layer.Delta.Digest)
+	desc, err := res.Layer.Descriptor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, err := json.Marshal(desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The hostile tier: the region, except that it answers every
+	// negotiation for the new layer with that delta.
+	var offered []string
+	var mu sync.Mutex
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead && r.URL.Path == blobPath("app", layers[0].Digest) && r.Header.Get("A-Im") != "" {
+			mu.Lock()
+			offered = append(offered, r.Header.Get("If-None-Match"))
+			mu.Unlock()
+			w.Header().Set(upstream.HeaderDeltas, "v1")
+			w.Header().Set("IM", upstream.DeltaIM)
+			w.Header().Set(upstream.HeaderDelta, string(hdr))
+			w.WriteHeader(upstream.StatusIMUsed)
+			return
+		}
+		httputil.NewSingleHostReverseProxy(mustParseURL(t, region.srv.URL)).ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	site := newMirrorOver(t, front.URL, nil, withDeltas)
+	for _, pull := range []struct {
+		repo, tag string
+		layer     []byte
+	}{{"private", "v1", old}, {"app", "v1", own}} {
+		if resp, _ := site.get(http.MethodGet, manifestPath(pull.repo, pull.tag), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s:%s: %d", pull.repo, pull.tag, resp.StatusCode)
+		}
+		if resp, _ := site.get(http.MethodGet, blobPath(pull.repo, digest.FromBytes(pull.layer))); resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s:%s's layer: %d", pull.repo, pull.tag, resp.StatusCode)
+		}
+	}
+	site.waitFills()
+	pullImage(t, site, "v2", nw)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(offered) == 0 {
+		t.Fatal("the site negotiated no delta")
+	}
+	for _, o := range offered {
+		if strings.Contains(o, digest.FromBytes(old).String()) {
+			t.Errorf("the site offered the private layer: %s", o)
+		}
+	}
+	if got := metricValue(t, site.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 0 {
+		t.Errorf("applied deltas = %v, want 0", got)
+	}
+	if n := region.fake.Count(http.MethodGet, blobPath("app", res.Layer.Delta.Digest)); n != 0 {
+		t.Errorf("the delta was fetched %d times", n)
+	}
+}
+
+func mustParseURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}

@@ -356,7 +356,7 @@ func (p *Proxy) negotiateDelta(ctx context.Context, f *fill, log *slog.Logger) (
 		err = fmt.Errorf("delta for %s of %d bytes offered for a layer of %d: %w", f.d, l.Target.Size, size, errdef.ErrInvalid)
 	}
 	if err == nil {
-		err = l.Usable(p.holds(ctx))
+		err = l.Usable(p.readableBase(ctx, f.target))
 	}
 	if err != nil {
 		p.m.Deltas.Fills.WithLabelValues(metrics.DeltaFailed).Inc()
@@ -503,7 +503,9 @@ func (p *Proxy) bestDelta(ctx context.Context, f *fill, recs []meta.DeltaRecord,
 			}
 			continue
 		}
-		err = l.Usable(p.holds(ctx))
+		// Its bases must be readable by the repository it was published
+		// for: its author's (the layer's is confirmed above).
+		err = l.Usable(p.readableBase(ctx, Target{Remote: f.target.Remote, Repo: rec.Repo}))
 		if errors.Is(err, errdef.ErrUnsupported) {
 			reason = metrics.DeltaUnreproducible
 		}
@@ -531,6 +533,21 @@ func (p *Proxy) holds(ctx context.Context) func(layerdelta.Blob) bool {
 	return func(b layerdelta.Blob) bool {
 		info, err := p.store.Stat(ctx, b.Digest)
 		return err == nil && info.Size == b.Size
+	}
+}
+
+// readableBase returns a predicate: is blob b stored here, in its size, and
+// may t's repository, the one a delta was published or negotiated for,
+// read it (ensureLinked)? Whether a rebuild succeeds tells the delta's
+// author whether a guess of its bases' bytes was right: a base held for
+// another (possibly private) repository only, that t's upstream does not
+// confirm t holds, is no base. Bases of the repository's own images are
+// linked to it and cost no request; the upstream's failures here do not
+// count against its breaker (a delta is optional).
+func (p *Proxy) readableBase(ctx context.Context, t Target) func(layerdelta.Blob) bool {
+	holds := p.holds(ctx)
+	return func(b layerdelta.Blob) bool {
+		return holds(b) && p.ensureLinked(upstream.Optional(ctx), t, b.Digest) == nil
 	}
 }
 
