@@ -1443,3 +1443,24 @@ func mustParseURL(t *testing.T, s string) *url.URL {
 	}
 	return u
 }
+
+// A negotiation that says it waits longer than a time.Duration holds
+// ("Prefer: wait=N" with N seconds past 292 years) waits as long as the
+// region allows, not a negative time: it gets the delta, not a 202 before
+// anything was computed.
+func TestHugePreferredWaitIsTheLongestWait(t *testing.T) {
+	t.Parallel()
+	region := newMirror(t, withDeltas)
+	v1 := layergen.New(52, 60, 16<<10)
+	old, nw := layergen.Gzip(v1.Tar(), -1), layergen.Gzip(v1.Update(53).Tar(), -1)
+	region.fake.Image("app", "v1", old)
+	_, layers := region.fake.Image("app", "v2", nw)
+	pullImage(t, region, "v1", old)
+	resp, _ := region.get(http.MethodHead, blobPath("app", layers[0].Digest),
+		"A-IM", upstream.DeltaIM,
+		"If-None-Match", `"`+digest.FromBytes(old).String()+`"`,
+		"Prefer", "respond-async, wait=9223372037")
+	if resp.StatusCode != upstream.StatusIMUsed {
+		t.Fatalf("HEAD with A-IM and wait=9223372037: %d, want %d", resp.StatusCode, upstream.StatusIMUsed)
+	}
+}

@@ -632,8 +632,10 @@ func (s *Server) preferredWait(r *http.Request) (time.Duration, bool) {
 			case "respond-async":
 				async = true
 			case "wait":
-				if n, err := strconv.Atoi(strings.Trim(strings.TrimSpace(val), `"`)); err == nil && n >= 0 {
-					wait = min(wait, time.Duration(n)*time.Second)
+				// Compared in seconds: N seconds past 292 years overflow a
+				// time.Duration into a negative wait.
+				if n, err := strconv.ParseInt(strings.Trim(strings.TrimSpace(val), `"`), 10, 64); err == nil && n >= 0 && n <= int64(wait/time.Second) {
+					wait = time.Duration(n) * time.Second
 				}
 			}
 		}
