@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 // FuzzParseChallenge checks that the WWW-Authenticate parser terminates on
@@ -123,5 +124,39 @@ func FuzzParseDockerConfig(f *testing.F) {
 	f.Add([]byte(`{"auths":{"ghcr.io":{}},"credsStore":"x","credHelpers":{"ghcr.io":"y"}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = parseDockerConfig(b, configHosts("registry-1.docker.io", "docker.io"))
+	})
+}
+
+// FuzzParseIfNoneMatch checks the parser of the entity tags a lower tier
+// offers as delta bases (any client may send them): it never panics,
+// keeps its bound, returns only valid digests quoted in the input, and
+// reads its own rendering back the same.
+func FuzzParseIfNoneMatch(f *testing.F) {
+	for _, s := range []string{
+		`"sha256:` + strings.Repeat("ab", 32) + `", W/"sha256:` + strings.Repeat("cd", 32) + `"`,
+		`*`,
+		`"sha256:` + strings.Repeat("0", 64) + `","sha256:short",,""`,
+		`"sha512:` + strings.Repeat("1", 128) + `"`,
+	} {
+		f.Add(s, 3)
+	}
+	f.Fuzz(func(t *testing.T, s string, limit int) {
+		limit = max(1, min(limit, 64))
+		ds := ParseIfNoneMatch([]string{s}, limit)
+		if len(ds) > limit {
+			t.Fatalf("ParseIfNoneMatch(%q, %d) = %d digests", s, limit, len(ds))
+		}
+		tags := make([]string, len(ds))
+		for i, d := range ds {
+			if err := d.Validate(); err != nil {
+				t.Fatalf("ParseIfNoneMatch(%q) returned invalid %q: %v", s, d, err)
+			}
+			if tags[i] = `"` + d.String() + `"`; !strings.Contains(s, tags[i]) {
+				t.Fatalf("ParseIfNoneMatch(%q) returned %s, not quoted in the input", s, d)
+			}
+		}
+		if again := ParseIfNoneMatch([]string{strings.Join(tags, ", ")}, limit); !cmp.Equal(ds, again, cmpopts.EquateEmpty()) {
+			t.Fatalf("ParseIfNoneMatch(render(%v)) = %v", ds, again)
+		}
 	})
 }
