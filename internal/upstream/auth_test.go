@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -820,5 +821,52 @@ func TestRefreshTokenNotSentOnRedirect(t *testing.T) {
 		if strings.Contains(l, refresh) {
 			t.Errorf("the redirect target got %q", l)
 		}
+	}
+}
+
+// A token server that answers 404 (a realm URL that is wrong behind a
+// reverse proxy) or another status that is neither a refusal of the
+// credentials nor an outage says nothing about the image: it must not be
+// reported as the upstream's "not found" (which makes the mirror drop or
+// refuse a cached tag, and tell devices the image does not exist) nor as
+// a bad request from the device. The registry could not be asked:
+// unavailable, with the token server's status in the message.
+func TestTokenServerFailureIsNotTheUpstreamsAnswer(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		status int
+		want   error
+	}{
+		{http.StatusNotFound, errdef.ErrUnavailable},
+		{http.StatusBadRequest, errdef.ErrUnavailable},
+		{http.StatusGone, errdef.ErrUnavailable},
+		{http.StatusRequestedRangeNotSatisfiable, errdef.ErrUnavailable},
+		{http.StatusBadGateway, errdef.ErrUnavailable},
+		{http.StatusUnauthorized, errdef.ErrUnauthorized},
+		{http.StatusForbidden, errdef.ErrDenied},
+		{http.StatusTooManyRequests, errdef.ErrTooManyRequests},
+	}
+	for _, tt := range tests {
+		t.Run(http.StatusText(tt.status), func(t *testing.T) {
+			t.Parallel()
+			tr := newTokenRegistry(t, "", "")
+			failing := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				writeError(w, tt.status, "NAME_UNKNOWN", "no such realm")
+			}))
+			tr.realm = failing.URL + "/token"
+			c := newTestClient(t, tr.reg, func(o *Options) { o.RetryMax = 0 })
+			_, err := c.Manifest(context.Background(), "library/alpine", "latest", nil, 1<<20)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Manifest() error = %v, want %v", err, tt.want)
+			}
+			for _, wrong := range []error{errdef.ErrNotFound, errdef.ErrInvalid, errdef.ErrRangeNotSatisfiable} {
+				if errors.Is(err, wrong) {
+					t.Errorf("Manifest() error = %v, matches %v", err, wrong)
+				}
+			}
+			if !strings.Contains(err.Error(), "token") || !strings.Contains(err.Error(), strconv.Itoa(tt.status)) {
+				t.Errorf("Manifest() error = %v, want the token server and its status named", err)
+			}
+		})
 	}
 }

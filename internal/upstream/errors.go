@@ -280,17 +280,26 @@ func (c *Client) fail(op opInfo, err error) *Error {
 }
 
 // transportError turns an error from the HTTP round trip (after retries)
-// into an *Error. Token-server failures keep the token server's status;
-// everything else is ErrUnavailable with the redacted cause in the chain.
+// into an *Error. A token server's refusal of the credentials (401, 403),
+// its rate limit (429) and its server errors keep the token server's
+// status. Any other status it answers (404 from a realm that is wrong
+// behind a reverse proxy, 400, ...) is not the registry's answer about
+// the repository, which was never asked: it is ErrUnavailable, as
+// everything else is, with the redacted cause in the chain.
 func (c *Client) transportError(op opInfo, err error) *Error {
 	var te *tokenError
 	if errors.As(err, &te) && te.status != 0 {
 		e := c.newError(op)
-		e.Status = te.status
-		e.Codes = te.codes
 		e.Message = sanitize(c.scrub(te.message))
 		e.RetryAfter = te.retryAfter
-		e.Err = errors.New("token request failed")
+		switch s := te.status; {
+		case s == http.StatusUnauthorized, s == http.StatusForbidden, s == http.StatusTooManyRequests, s >= 500:
+			e.Status = s
+			e.Codes = te.codes
+			e.Err = errors.New("token request failed")
+		default:
+			e.Err = fmt.Errorf("token request failed: token server answered status %d: %w", s, errdef.ErrUnavailable)
+		}
 		return e
 	}
 	err = redactError(err)
