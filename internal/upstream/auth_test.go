@@ -870,3 +870,37 @@ func TestTokenServerFailureIsNotTheUpstreamsAnswer(t *testing.T) {
 		})
 	}
 }
+
+// Several auths keys can name one host ("https://ghcr.io", "ghcr.io/",
+// podman's per-namespace "ghcr.io/org"). The entry used must not depend on
+// Go's map order: the exact host wins, then a key for the whole host, then
+// the first namespaced key in sorted order.
+func TestParseDockerConfigKeyChoiceIsStable(t *testing.T) {
+	t.Parallel()
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	tests := []struct {
+		name   string
+		config string
+		want   string // user name
+	}{
+		{"exact host", `{"auths":{"https://ghcr.io/":{"auth":"` + b64("url:p") + `"},"ghcr.io":{"auth":"` + b64("exact:p") + `"},"ghcr.io/org":{"auth":"` + b64("ns:p") + `"}}}`, "exact"},
+		{"whole host before namespace", `{"auths":{"ghcr.io/aaa":{"auth":"` + b64("ns:p") + `"},"https://ghcr.io":{"auth":"` + b64("host:p") + `"},"ghcr.io/zzz":{"auth":"` + b64("ns2:p") + `"}}}`, "host"},
+		{"namespaces in sorted order", `{"auths":{"ghcr.io/zzz":{"auth":"` + b64("z:p") + `"},"ghcr.io/aaa":{"auth":"` + b64("a:p") + `"},"ghcr.io/mmm":{"auth":"` + b64("m:p") + `"}}}`, "a"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			// Map order differs from run to run: ask often enough to see
+			// two orders.
+			for range 50 {
+				got, err := parseDockerConfig([]byte(tt.config), []string{"ghcr.io"})
+				if err != nil {
+					t.Fatalf("parseDockerConfig() error = %v", err)
+				}
+				if got.username != tt.want {
+					t.Fatalf("parseDockerConfig() user = %q, want %q", got.username, tt.want)
+				}
+			}
+		})
+	}
+}

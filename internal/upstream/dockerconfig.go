@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
@@ -62,12 +64,19 @@ func parseDockerConfig(b []byte, hosts []string) (credentials, error) {
 		// The JSON error names only offsets and types, never values.
 		return credentials{}, fmt.Errorf("docker config: %w: %w", errdef.ErrInvalid, err)
 	}
+	// Several keys may name one host; which entry is used must not depend
+	// on map order: the exact host wins, then a key for the whole host
+	// ("https://ghcr.io", "https://index.docker.io/v1/"), then the first in
+	// sorted order of the keys for a part of it (podman's per-namespace
+	// "ghcr.io/org", which a client of the whole registry cannot follow).
+	keys := slices.Sorted(maps.Keys(cf.Auths))
 	byHost := map[string]dockerAuthEntry{}
-	for k, v := range cf.Auths {
+	rank := map[string]int{}
+	for _, k := range keys {
 		h := configKeyHost(k)
-		// An exact key wins over a normalised duplicate.
-		if _, dup := byHost[h]; !dup || k == h {
-			byHost[h] = v
+		r := configKeyRank(k, h)
+		if old, dup := rank[h]; !dup || r < old {
+			byHost[h], rank[h] = cf.Auths[k], r
 		}
 	}
 	helpers := map[string]bool{}
@@ -142,6 +151,24 @@ func configKeyHost(k string) string {
 		k = k[:i]
 	}
 	return k
+}
+
+// configKeyRank orders the auths keys that name host h: 0 for h itself, 1
+// for another spelling of the whole host (a scheme, a trailing "/", the
+// "/v1/" or "/v2/" of an API URL), 2 for a key that names a repository
+// namespace on it.
+func configKeyRank(k, h string) int {
+	if k == h {
+		return 0
+	}
+	k = strings.ToLower(strings.TrimSpace(k))
+	k = strings.TrimPrefix(k, "https://")
+	k = strings.TrimPrefix(k, "http://")
+	switch strings.TrimPrefix(k, h) {
+	case "", "/", "/v1", "/v1/", "/v2", "/v2/":
+		return 1
+	}
+	return 2
 }
 
 // configHosts returns the hosts to look up in a Docker config.json for a
