@@ -471,6 +471,12 @@ func TestParseDockerConfig(t *testing.T) {
 		{"no entry", `{"auths":{"quay.io":{"auth":"` + b64("u:p") + `"}}}`, []string{"ghcr.io"}, credentials{}, errdef.ErrNotFound},
 		{"creds store", `{"auths":{"ghcr.io":{}},"credsStore":"desktop"}`, []string{"ghcr.io"}, credentials{}, errdef.ErrUnsupported},
 		{"cred helper", `{"credHelpers":{"ghcr.io":"gh"}}`, []string{"ghcr.io"}, credentials{}, errdef.ErrUnsupported},
+		// Docker asks a host's credHelpers entry before its auths entry,
+		// which is then a leftover of an earlier login: not used.
+		{"cred helper over auths entry", `{"auths":{"gcr.io":{"auth":"` + b64("_json_key:old") + `"}},"credHelpers":{"gcr.io":"gcloud"}}`,
+			[]string{"gcr.io"}, credentials{}, errdef.ErrUnsupported},
+		{"cred helper for another host", `{"auths":{"ghcr.io":{"auth":"` + b64("u:p") + `"}},"credHelpers":{"gcr.io":"gcloud"}}`,
+			[]string{"ghcr.io"}, credentials{username: "u", password: "p"}, nil},
 		{"bad base64", `{"auths":{"ghcr.io":{"auth":"%%%"}}}`, []string{"ghcr.io"}, credentials{}, errdef.ErrInvalid},
 		{"not JSON", `auths`, []string{"ghcr.io"}, credentials{}, errdef.ErrInvalid},
 	}

@@ -39,9 +39,11 @@ type dockerConfigFile struct {
 // host: "https://ghcr.io", "ghcr.io" and "ghcr.io/v2/" all name ghcr.io.
 //
 // Credential helpers (credsStore, credHelpers) are not run: an edge mirror
-// should not execute programs named by a file. A host served only by a
-// helper is an error wrapping errdef.ErrUnsupported; a host without any
-// entry is an error wrapping errdef.ErrNotFound.
+// should not execute programs named by a file. A host that Docker would
+// ask a helper for (its credHelpers entry, whatever its auths entry holds,
+// or the empty auths entry a credsStore leaves) is an error wrapping
+// errdef.ErrUnsupported; a host without any entry is an error wrapping
+// errdef.ErrNotFound.
 func readDockerConfig(path string, hosts []string) (credentials, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -86,10 +88,13 @@ func parseDockerConfig(b []byte, hosts []string) (credentials, error) {
 	helperHost := ""
 	for _, h := range hosts {
 		h = strings.ToLower(h)
-		e, ok := byHost[h]
-		if helpers[h] && helperHost == "" {
-			helperHost = h
+		if helpers[h] {
+			// Docker asks the host's helper and never reads its auths
+			// entry, which is then a leftover of an earlier login (an
+			// expired key, a rotated password): not used either.
+			return credentials{}, fmt.Errorf("docker config: credentials for %s are in a credential helper (credHelpers), which registry-edge does not run: %w", h, errdef.ErrUnsupported)
 		}
+		e, ok := byHost[h]
 		if !ok {
 			continue
 		}
@@ -107,7 +112,10 @@ func parseDockerConfig(b []byte, hosts []string) (credentials, error) {
 		return c, nil
 	}
 	if helperHost != "" {
-		return credentials{}, fmt.Errorf("docker config: credentials for %s are in a credential helper, which registry-edge does not run: %w", helperHost, errdef.ErrUnsupported)
+		return credentials{}, fmt.Errorf("docker config: credentials for %s are in a credential helper (credsStore), which registry-edge does not run: %w", helperHost, errdef.ErrUnsupported)
+	}
+	if cf.CredsStore != "" {
+		return credentials{}, fmt.Errorf("docker config: no credentials for %s in auths (its credsStore is not run): %w", strings.Join(hosts, ", "), errdef.ErrNotFound)
 	}
 	return credentials{}, fmt.Errorf("docker config: no credentials for %s: %w", strings.Join(hosts, ", "), errdef.ErrNotFound)
 }
