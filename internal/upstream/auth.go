@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -482,7 +484,9 @@ func (t *authTransport) tokenRequest(ctx context.Context, req *http.Request) (to
 	var tr struct {
 		Token       string `json:"token"`
 		AccessToken string `json:"access_token"`
-		ExpiresIn   int64  `json:"expires_in"`
+		// ExpiresIn is a number by the spec; some token servers send it
+		// as a string, which must not fail the exchange.
+		ExpiresIn json.RawMessage `json:"expires_in"`
 	}
 	if err := json.Unmarshal(body, &tr); err != nil {
 		return token{}, &tokenError{err: errors.New("token response is not JSON")}
@@ -495,14 +499,40 @@ func (t *authTransport) tokenRequest(ctx context.Context, req *http.Request) (to
 		return token{}, &tokenError{err: errors.New("token response has no token")}
 	}
 	ttl := defaultTokenTTL
-	if tr.ExpiresIn > 0 && tr.ExpiresIn < int64(24*time.Hour/time.Second) {
-		ttl = time.Duration(tr.ExpiresIn) * time.Second
+	if n, ok := expiresIn(tr.ExpiresIn); ok && n > 0 && n < int64(24*time.Hour/time.Second) {
+		ttl = time.Duration(n) * time.Second
 	}
 	t.log.LogAttrs(ctx, slog.LevelDebug, "upstream token issued",
 		slog.String("scope", scopeFromReq(req)), slog.Duration("ttl", ttl))
 	// Issued-at is measured from before the request, with a 10% margin, so
 	// that a token is never presented after it expired.
 	return token{value: value, expires: start.Add(ttl - ttl/10)}, nil
+}
+
+// expiresIn reads a token response's expires_in: a JSON number (a
+// fraction rounded down) or a string holding one. ok is false for anything
+// else (absent, null, not a number), which means the default lifetime.
+func expiresIn(raw json.RawMessage) (int64, bool) {
+	var v any
+	if len(raw) == 0 || json.Unmarshal(raw, &v) != nil {
+		return 0, false
+	}
+	var f float64
+	switch v := v.(type) {
+	case float64:
+		f = v
+	case string:
+		var err error
+		if f, err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil {
+			return 0, false
+		}
+	default:
+		return 0, false
+	}
+	if math.IsNaN(f) || f < 0 || f > math.MaxInt32 {
+		return 0, false
+	}
+	return int64(f), true
 }
 
 func scopeFromReq(req *http.Request) string {

@@ -910,3 +910,68 @@ func TestParseDockerConfigKeyChoiceIsStable(t *testing.T) {
 		})
 	}
 }
+
+// expires_in is optional, and token servers written from an older version
+// of the token spec's example send it as a string ("300"); others send a
+// fraction. Neither may fail the token exchange (every pull would fail
+// with it): a number or a numeric string is the lifetime, anything else
+// the spec's default of 60 seconds.
+func TestTokenExpiresInLeniency(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		expiresIn string // JSON value
+		ttl       time.Duration
+	}{
+		{"number", `300`, 300 * time.Second},
+		{"string", `"300"`, 300 * time.Second},
+		{"fraction", `300.5`, 300 * time.Second},
+		{"not a number", `"soon"`, defaultTokenTTL},
+		{"null", `null`, defaultTokenTTL},
+		{"negative", `-5`, defaultTokenTTL},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var tokens counter
+			tokSrv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				tokens.add(r)
+				_, _ = fmt.Fprintf(w, `{"token":"tok-lenient-1234","expires_in":%s}`, tt.expiresIn)
+			}))
+			reg := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("Authorization") != "Bearer tok-lenient-1234" {
+					w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm=%q`, tokSrv.URL))
+					w.WriteHeader(http.StatusUnauthorized)
+					return
+				}
+				w.Header().Set("Content-Type", testManifestType)
+				_, _ = w.Write(testManifest)
+			}))
+			c := newTestClient(t, reg.URL)
+			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			var mu sync.Mutex
+			c.auth.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+			get := func() {
+				t.Helper()
+				if _, err := c.Manifest(context.Background(), "a/b", "latest", nil, 1<<20); err != nil {
+					t.Fatalf("Manifest() error = %v", err)
+				}
+			}
+			get()
+			mu.Lock()
+			now = now.Add(tt.ttl * 8 / 10) // within the lifetime, margin included
+			mu.Unlock()
+			get()
+			if got := tokens.total(); got != 1 {
+				t.Errorf("token requests = %d within the lifetime, want 1", got)
+			}
+			mu.Lock()
+			now = now.Add(tt.ttl * 2 / 10) // at the end of it
+			mu.Unlock()
+			get()
+			if got := tokens.total(); got != 2 {
+				t.Errorf("token requests = %d after the lifetime, want 2", got)
+			}
+		})
+	}
+}
