@@ -30,8 +30,9 @@ type Auth struct {
 	// Password is the secret inline in the file. Prefer PasswordFile.
 	Password string `yaml:"password,omitempty"`
 	// PasswordFile is the path of a file whose content, with surrounding
-	// whitespace trimmed, is the secret. It is read by Secret on every call,
-	// not at load time, so that a rotated secret is picked up.
+	// whitespace trimmed, is the secret. It is read by Secret, not at load
+	// time (check-config does not read it); serve calls Secret once, at
+	// start, so a rotated secret takes a restart (docs/operations.md).
 	PasswordFile string `yaml:"passwordFile,omitempty"`
 	// DockerConfig is the path of a Docker config.json; the entry for the
 	// upstream's registry in its "auths" map is used.
