@@ -975,3 +975,64 @@ func TestTokenExpiresInLeniency(t *testing.T) {
 		})
 	}
 }
+
+// A fill resumed with a Range request after its token was revoked (or
+// expired at the registry before the client's clock says so) gets a 401:
+// the client fetches a new token and sends the same Range and If-Range
+// again, and the fill continues from its offset.
+func TestResumedRangeRequestRefreshesToken(t *testing.T) {
+	t.Parallel()
+	blob := randomBytes(t, 4000)
+	d := digest.FromBytes(blob)
+	tr := newTokenRegistry(t, "", "")
+	var ranges []string
+	var mu sync.Mutex
+	reg := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		tr.mu.Lock()
+		_, valid := tr.valid[tok]
+		tr.mu.Unlock()
+		if !valid {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm=%q,service="test-registry",scope="repository:a/b:pull"`, tr.realm))
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		mu.Lock()
+		ranges = append(ranges, r.Header.Get("Range")+" "+r.Header.Get("If-Range"))
+		mu.Unlock()
+		w.Header().Set("ETag", `"blob-etag"`)
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(string(blob)))
+	}))
+	c := newTestClient(t, reg.URL)
+	ctx := context.Background()
+	br, err := c.Blob(ctx, "a/b", d, 0, "")
+	if err != nil {
+		t.Fatalf("Blob() error = %v", err)
+	}
+	head := make([]byte, 1000)
+	if _, err := io.ReadFull(br.Body, head); err != nil {
+		t.Fatal(err)
+	}
+	br.Body.Close() // the link broke here
+	tr.revoke()
+	br, err = c.Blob(ctx, "a/b", d, 1000, br.ETag)
+	if err != nil {
+		t.Fatalf("resumed Blob() error = %v", err)
+	}
+	defer br.Body.Close()
+	rest, err := io.ReadAll(br.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if br.Offset != 1000 || string(head)+string(rest) != string(blob) {
+		t.Fatalf("resumed Blob() = offset %d and %d bytes, want offset 1000 and the rest of the blob", br.Offset, len(rest))
+	}
+	if got := tr.tokens.total(); got != 2 {
+		t.Errorf("token requests = %d, want 2 (one more after the revocation)", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{" ", `bytes=1000- "blob-etag"`}; !cmp.Equal(ranges, want) {
+		t.Errorf("authorised requests had Range and If-Range %q, want %q", ranges, want)
+	}
+}
