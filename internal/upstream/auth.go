@@ -113,7 +113,7 @@ type authTransport struct {
 
 	mu     sync.Mutex
 	chal   *challenge       // learned challenge, nil until the first 401
-	asked  string           // scheme of the last challenge seen, usable or not
+	asked  string           // preferred scheme of the last challenge seen, usable or not
 	tokens map[string]token // scope → token
 	fetch  singleflight.Group
 }
@@ -217,15 +217,17 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // front of it, may list Basic first and take only tokens), and reports
 // whether there is one this transport can answer.
 func (t *authTransport) learn(chs []challenge) bool {
-	if len(chs) > 0 {
-		t.mu.Lock()
-		t.asked = chs[0].scheme
-		t.mu.Unlock()
-	}
 	chs = slices.Clone(chs)
 	slices.SortStableFunc(chs, func(a, b challenge) int {
 		return cmp.Compare(schemeRank(a.scheme), schemeRank(b.scheme))
 	})
+	if len(chs) > 0 {
+		// The scheme answered, not the one listed first: Challenge
+		// reports it.
+		t.mu.Lock()
+		t.asked = chs[0].scheme
+		t.mu.Unlock()
+	}
 	for _, ch := range chs {
 		switch ch.scheme {
 		case "bearer":

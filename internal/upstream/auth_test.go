@@ -1036,3 +1036,44 @@ func TestResumedRangeRequestRefreshesToken(t *testing.T) {
 		t.Errorf("authorised requests had Range and If-Range %q, want %q", ranges, want)
 	}
 }
+
+// Challenge names the scheme the client answers, Bearer before Basic
+// whatever their order: serve warns "upstream asks for credentials and
+// none are configured" on "basic", which an anonymous mirror of a registry
+// (or a proxy in front of it) that lists Basic first, and hands out
+// anonymous tokens, must not get.
+func TestChallengePrefersBearer(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		header []string
+		want   string
+	}{
+		{"basic first", []string{`Basic realm="proxy", Bearer realm="https://auth.example/token",service="s"`}, "bearer"},
+		{"basic first in its own header", []string{`Basic realm="proxy"`, `Bearer realm="https://auth.example/token"`}, "bearer"},
+		{"basic only", []string{`Basic realm="registry"`}, "basic"},
+		{"bearer only", []string{`Bearer realm="https://auth.example/token"`}, "bearer"},
+		{"other", []string{`Negotiate`}, "negotiate"},
+		{"none", nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tt.header == nil {
+					_, _ = w.Write([]byte("{}"))
+					return
+				}
+				w.Header()["Www-Authenticate"] = tt.header
+				w.WriteHeader(http.StatusUnauthorized)
+			}))
+			c := newTestClient(t, srv.URL)
+			if err := c.Ping(context.Background()); err != nil {
+				t.Fatalf("Ping() error = %v", err)
+			}
+			if got := c.Challenge(); got != tt.want {
+				t.Errorf("Challenge() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -167,8 +167,9 @@ func (c *Client) HasCredentials() bool {
 }
 
 // Challenge returns the authentication scheme the registry asked for
-// last ("basic", "bearer" or another it named), or "" if it has not asked
-// (Ping learns it).
+// last ("basic", "bearer" or another it named; "bearer" when it offered
+// both, as that is the one answered), or "" if it has not asked (Ping
+// learns it).
 func (c *Client) Challenge() string {
 	c.auth.mu.Lock()
 	defer c.auth.mu.Unlock()
