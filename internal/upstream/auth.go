@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -116,6 +117,9 @@ type authTransport struct {
 	asked  string           // preferred scheme of the last challenge seen, usable or not
 	tokens map[string]token // scope → token
 	fetch  singleflight.Group
+	// withheld is set once the credentials were withheld from a
+	// plain-HTTP token server on another host (and that was logged).
+	withheld atomic.Bool
 }
 
 func newAuthTransport(base http.RoundTripper, u *url.URL, creds credentials, ua string, log *slog.Logger) *authTransport {
@@ -404,6 +408,12 @@ func (t *authTransport) fetchToken(ctx context.Context, ch challenge, scope stri
 	// network to a host it names.
 	creds := t.creds
 	if realm.Scheme != "https" && !strings.EqualFold(realm.Hostname(), t.hostname()) {
+		if creds != (credentials{}) && !t.withheld.Swap(true) {
+			// Not silently: the 401s of private repositories would
+			// read as wrong credentials.
+			t.log.LogAttrs(ctx, slog.LevelWarn, "upstream token server over plain HTTP on another host; the mirror's credentials are not sent to it, tokens are asked for anonymously",
+				slog.String("realm_host", realm.Host))
+		}
 		creds = credentials{}
 	}
 	if creds.identityToken != "" {

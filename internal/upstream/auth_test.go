@@ -751,6 +751,43 @@ func TestPlainHTTPRealmElsewhereGetsNoCredentials(t *testing.T) {
 	}
 }
 
+// A mirror with credentials whose plain-HTTP registry names a token server
+// on another host asks it anonymously (see above), but not silently: its
+// operator would otherwise read the 401s of private repositories as wrong
+// credentials. One warning per client, naming the realm's host, not one per
+// token request.
+func TestPlainHTTPRealmElsewhereWarnsOnce(t *testing.T) {
+	t.Parallel()
+	const secret = "pa55word-secret"
+	for _, c := range []struct {
+		host  string
+		user  string
+		warns int
+	}{{"localhost", "alice", 1}, {"127.0.0.1", "alice", 0}, {"localhost", "", 0}} {
+		tr := newTokenRegistry(t, "", "")
+		tr.realm = strings.Replace(tr.realm, "127.0.0.1", c.host, 1)
+		logs := &syncbuf.Buffer{}
+		cl := newTestClient(t, tr.reg, func(o *Options) {
+			if c.user != "" {
+				o.Username, o.Password = c.user, secret
+			}
+			o.Logger = debugLogger(logs)
+		})
+		for _, repo := range []string{"library/alpine", "library/busybox"} {
+			if _, err := cl.Manifest(context.Background(), repo, "latest", nil, 1<<20); err != nil {
+				t.Fatalf("realm on %s, user %q: Manifest(%s) error = %v", c.host, c.user, repo, err)
+			}
+		}
+		if got := strings.Count(logs.String(), "level=WARN msg=\"upstream token server over plain HTTP on another host"); got != c.warns {
+			t.Errorf("realm on %s, user %q: %d warnings, want %d; log:\n%s", c.host, c.user, got, c.warns, logs.String())
+		}
+		if c.warns > 0 && !strings.Contains(logs.String(), "realm_host="+c.host) {
+			t.Errorf("the warning does not name the realm's host %s:\n%s", c.host, logs.String())
+		}
+		assertNoSecret(t, "logs", logs.String(), secret)
+	}
+}
+
 func TestTokenServerErrorIsRetried(t *testing.T) {
 	t.Parallel()
 	tr := newTokenRegistry(t, "", "")

@@ -82,8 +82,9 @@ type Options struct {
 	// UserAgent is sent with every request (default "registry-edge").
 	UserAgent string
 	// Logger receives debug records (retries, token fetches), a warning
-	// when the circuit breaker opens and a record when it closes again;
-	// nil discards.
+	// when the circuit breaker opens and a record when it closes again,
+	// and one warning if the credentials are withheld from a plain-HTTP
+	// token server on another host; nil discards.
 	// The records do not name the upstream: give a logger that does
 	// (serve's has upstream=<name>).
 	Logger *slog.Logger
