@@ -120,6 +120,9 @@ type authTransport struct {
 	// withheld is set once the credentials were withheld from a
 	// plain-HTTP token server on another host (and that was logged).
 	withheld atomic.Bool
+	// noOAuth is set once the token server refused the identity token's
+	// OAuth2 request with 404 or 405 (and that was logged).
+	noOAuth atomic.Bool
 }
 
 func newAuthTransport(base http.RoundTripper, u *url.URL, creds credentials, ua string, log *slog.Logger) *authTransport {
@@ -421,6 +424,10 @@ func (t *authTransport) fetchToken(ctx context.Context, ch challenge, scope stri
 		var te *tokenError
 		if err == nil || !errors.As(err, &te) || (te.status != http.StatusNotFound && te.status != http.StatusMethodNotAllowed) {
 			return tok, err
+		}
+		if !creds.basic() && !t.noOAuth.Swap(true) {
+			t.log.LogAttrs(ctx, slog.LevelWarn, "upstream token server does not take the identity token (no OAuth2 refresh-token grant); tokens are asked for anonymously",
+				slog.String("realm_host", realm.Host), slog.Int("status", te.status))
 		}
 	}
 	q := realm.Query()

@@ -1114,3 +1114,37 @@ func TestChallengePrefersBearer(t *testing.T) {
 		})
 	}
 }
+
+// A token server without the OAuth2 refresh-token grant (404 or 405 to the
+// POST) is asked with the GET protocol, in which an identity token has no
+// place: anonymously. Not silently: one warning per client.
+func TestIdentityTokenNotTakenWarnsOnce(t *testing.T) {
+	t.Parallel()
+	const refresh = "refresh-token-secret"
+	tr := newTokenRegistry(t, "", "")
+	noOAuth := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		tr.serveToken(w, r)
+	}))
+	tr.realm = noOAuth.URL + "/token"
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	host := strings.TrimPrefix(tr.reg, "http://")
+	body := fmt.Sprintf(`{"auths":{%q:{"identitytoken":%q}}}`, host, refresh)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncbuf.Buffer{}
+	c := newTestClient(t, tr.reg, func(o *Options) { o.DockerConfig = cfg; o.Logger = debugLogger(logs) })
+	for _, repo := range []string{"library/alpine", "library/busybox"} {
+		if _, err := c.Manifest(context.Background(), repo, "latest", nil, 1<<20); err != nil {
+			t.Fatalf("Manifest(%s) error = %v", repo, err)
+		}
+	}
+	if got := strings.Count(logs.String(), `level=WARN msg="upstream token server does not take the identity token`); got != 1 {
+		t.Errorf("%d warnings, want 1; log:\n%s", got, logs.String())
+	}
+	assertNoSecret(t, "logs", logs.String(), refresh)
+}

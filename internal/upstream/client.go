@@ -83,8 +83,9 @@ type Options struct {
 	UserAgent string
 	// Logger receives debug records (retries, token fetches), a warning
 	// when the circuit breaker opens and a record when it closes again,
-	// and one warning if the credentials are withheld from a plain-HTTP
-	// token server on another host; nil discards.
+	// and one warning each if the credentials are withheld from a
+	// plain-HTTP token server on another host or the token server does not
+	// take an identity token; nil discards.
 	// The records do not name the upstream: give a logger that does
 	// (serve's has upstream=<name>).
 	Logger *slog.Logger
