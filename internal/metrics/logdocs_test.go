@@ -23,6 +23,8 @@ var operationsLogMessages = []string{
 	"upstream refuses the mirror's credentials",
 	"upstream does not ask for credentials on /v2/",
 	"upstream asks for credentials and none are configured",
+	"upstream token server over plain HTTP on another host",
+	"upstream token server does not take the identity token",
 	"upstream unreachable, circuit breaker open",
 	"upstream reachable again, circuit breaker closed",
 	"serving stale tag",
