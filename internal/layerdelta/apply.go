@@ -20,6 +20,11 @@ type ApplyOptions struct {
 	// Limits bound the decoder. A zero MaxTargetSize is set from the
 	// target blob's size (see maxTarFor).
 	Limits delta.Limits
+	// MaxBaseTarSize bounds the uncompressed size of each base of a tar
+	// delta, written to TempDir while the delta is applied; zero sets it
+	// from the base blob's size (see maxTarFor), so that a base that is a
+	// compression bomb cannot fill the disk.
+	MaxBaseTarSize int64
 }
 
 // Usable reports why l cannot be applied by this binary with the bases
@@ -82,7 +87,11 @@ func Apply(ctx context.Context, w io.Writer, l Layer, d io.Reader, open func(Blo
 			bases = append(bases, delta.Base{Digest: b.Digest, Size: b.Size, R: c.R})
 			continue
 		}
-		base, err := tmp.decompress(ctx, c, recipe.DefaultMaxTarSize)
+		limit := opts.MaxBaseTarSize
+		if limit <= 0 {
+			limit = maxTarFor(b.Size)
+		}
+		base, err := tmp.decompress(ctx, c, limit)
 		if err != nil {
 			return fmt.Errorf("apply delta %s: base %s: %w", l.Delta.Digest, b.Digest, err)
 		}

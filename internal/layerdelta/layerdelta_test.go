@@ -264,6 +264,22 @@ func TestApplyRejects(t *testing.T) {
 			t.Errorf("recipe of another encoder generation: %v, want ErrUnsupported", err)
 		}
 	})
+	t.Run("base larger uncompressed than allowed", func(t *testing.T) {
+		// A base that is a compression bomb is decompressed to disk only up
+		// to its bound (by default set from its compressed size).
+		var out countingDiscard
+		err := Apply(context.Background(), &out, res.Layer, bytes.NewReader(d), opener(old),
+			ApplyOptions{TempDir: t.TempDir(), MaxBaseTarSize: int64(len(v1.Tar())) - 1})
+		if !errors.Is(err, errdef.ErrTooLarge) {
+			t.Errorf("base over its bound: %v, want ErrTooLarge", err)
+		}
+		if out > 0 {
+			t.Errorf("wrote %d bytes", out)
+		}
+		if got, err := apply(t, res.Layer, d, old); err != nil || !bytes.Equal(got, nw) {
+			t.Errorf("with the default bound: %v", err)
+		}
+	})
 	t.Run("bomb", func(t *testing.T) {
 		// A blob delta that declares 64 MiB of output for a 1000-byte
 		// target is refused before it writes anything.
