@@ -97,6 +97,76 @@ func TestResumeFromUpstreamIgnoringRange(t *testing.T) {
 	}
 }
 
+// An upstream whose ETag for the blob changed between two attempts (the
+// blob re-pushed, another CDN node) answers the resume's stale If-Range
+// with the whole blob and its new ETag. The next resume must name that new
+// ETag: with the old one, every later resume of the fill is answered with
+// the whole blob again, and on a link that drops every few megabytes the
+// fill fetches the blob from its start for each of them.
+func TestResumeAfterTheETagChangedUsesTheNewOne(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	var (
+		mu       sync.Mutex
+		ifRanges []string
+	)
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), func(w http.ResponseWriter, r *http.Request, n int) bool {
+		mu.Lock()
+		ifRanges = append(ifRanges, r.Header.Get("If-Range"))
+		mu.Unlock()
+		etag := `"v1"`
+		if n > 1 {
+			etag = `"v2"`
+		}
+		// Range and If-Range as a registry honours them (RFC 9110 13.1.5).
+		start := 0
+		if v, ok := strings.CutPrefix(r.Header.Get("Range"), "bytes="); ok {
+			if ir := r.Header.Get("If-Range"); ir == "" || ir == etag {
+				start, _ = strconv.Atoi(strings.TrimSuffix(v, "-"))
+			}
+		}
+		w.Header().Set("ETag", etag)
+		w.Header().Set("Content-Length", strconv.Itoa(len(layer)-start))
+		if start > 0 {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, len(layer)-1, len(layer)))
+			w.WriteHeader(http.StatusPartialContent)
+		} else {
+			w.WriteHeader(http.StatusOK)
+		}
+		// The link drops after 100 000 bytes of the first answer and at
+		// byte 200 000 of the blob in the second; the third gets through.
+		switch n {
+		case 1:
+			w.Write(layer[:100_000])
+		case 2:
+			w.Write(layer[:200_000])
+		default:
+			w.Write(layer[start:])
+			return true
+		}
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+
+	resp, body := m.get(http.MethodGet, blobPath("app", d))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("GET: %d, %d bytes, equal=%v", resp.StatusCode, len(body), bytes.Equal(body, layer))
+	}
+	m.waitFills()
+	mu.Lock()
+	got := fmt.Sprint(ifRanges)
+	mu.Unlock()
+	if want := fmt.Sprint([]string{"", `"v1"`, `"v2"`}); got != want {
+		t.Errorf("upstream GETs had If-Range %s, want %s", got, want)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_fill_refetched_bytes_total", "upstream", "central.test"); got != 100_000 {
+		t.Errorf("refetched bytes = %v, want 100000 (only the answer to the stale If-Range)", got)
+	}
+}
+
 // An upstream that stops sending is dropped after the stall timeout and
 // the transfer resumes; the client sees a pause.
 func TestStalledTransferResumes(t *testing.T) {

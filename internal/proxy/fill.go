@@ -567,10 +567,15 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 	if resp.Size >= 0 && f.expect >= 0 && resp.Size != f.expect {
 		return fmt.Errorf("blob %s: upstream says %d bytes, its descriptor %d: %w", f.d, resp.Size, f.expect, errdef.ErrSizeMismatch)
 	}
+	if resp.Offset == 0 || resp.ETag != "" {
+		// The validator of the bytes now arriving is the one the next
+		// resume names. After an answer with the whole blob, the old one
+		// failed its If-Range (the blob re-pushed, another CDN node):
+		// naming it again would have every later resume answered with
+		// the whole blob too.
+		f.etag = resp.ETag
+	}
 	if !*answered {
-		if resp.ETag != "" {
-			f.etag = resp.ETag
-		}
 		size := resp.Size
 		if size < 0 {
 			size = f.finalSize() // known from the partial's checkpoint, or still -1
