@@ -488,6 +488,45 @@ func TestFullDiskFailsTheFill(t *testing.T) {
 	}
 }
 
+// While the disk is full, a blob passed through from an upstream that
+// stops sending without closing the connection fails the client's transfer
+// after storage.fillStallTimeout, as a fill's stall would be cut: nothing
+// else bounds that wait, and the device would hang on it for good.
+func TestPassThroughFromAStalledUpstreamFails(t *testing.T) {
+	t.Parallel()
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { return fullDisk{FS: fs, limit: 100_000} },
+		fastStalls(50*time.Millisecond, time.Minute))
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	path := blobPath("app", layers[0].Digest)
+	m.do(http.MethodGet, path) // fills the disk
+	m.waitFills()
+
+	never := make(chan struct{})
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Stall(layer, 150_000, never)))
+	done := make(chan error, 1)
+	go func() {
+		resp, body, err := m.do(http.MethodGet, path)
+		if err == nil && resp.StatusCode == http.StatusOK {
+			err = fmt.Errorf("ended cleanly with %d bytes", len(body))
+		} else {
+			err = nil
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("GET passed through from a stalled upstream: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("GET passed through from a stalled upstream still waits, 30 s on (the stall limit is 50 ms)")
+	}
+	if n := m.fake.Count(http.MethodGet, path); n != 2 {
+		t.Errorf("upstream GETs = %d, want 2 (the fill, then the pass-through)", n)
+	}
+}
+
 // openAfterAsk is a store whose downloads open only once the upstream has
 // received the blob request (or after a long wait, noted in waited).
 type openAfterAsk struct {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/ociapi"
+	"github.com/registry-edge/registry-edge/internal/stall"
 	"github.com/registry-edge/registry-edge/internal/verify"
 )
 
@@ -120,7 +121,11 @@ func (p *Proxy) passThrough(ctx context.Context, t Target, d digest.Digest) (Blo
 		resp.Body.Close()
 		return BlobResult{}, err
 	}
-	r := &passReader{body: resp.Body, dg: dg, size: resp.Size, up: t.Remote.Name, p: p}
+	// Watched for stalls like a fill's body: an upstream that stops
+	// sending without closing (a cellular link gone silent) would
+	// otherwise hold the client, which nothing else times out, for good.
+	body := stall.NewReader(resp.Body, p.opts.FillStallTimeout)
+	r := &passReader{body: body, dg: dg, size: resp.Size, up: t.Remote.Name, p: p}
 	return BlobResult{Size: resp.Size, Content: r, Cache: CachePass}, nil
 }
 
