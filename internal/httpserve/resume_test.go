@@ -167,6 +167,42 @@ func TestResumeAfterTheETagChangedUsesTheNewOne(t *testing.T) {
 	}
 }
 
+// An upstream (or a proxy in front of it) that answers a resume's Range
+// with 206 and a Content-Range that starts before the byte asked for has
+// sent bytes the fill can use: those on disk already are passed over, as
+// when a Range is ignored, and the rest completes the blob. Refused, the
+// fill retried the same request until its deadline, and the partial made
+// every later fill of the blob fail the same way.
+func TestResumeAnsweredFromAnEarlierByte(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t, func(o *proxy.Options) { o.FillTimeout = 5 * time.Second })
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), fakeupstream.First(1, fakeupstream.Cut(layer, 100_000, true))))
+	// Every later request: the blob from byte 50 000 on (a proxy that
+	// serves ranges from the slices it caches), whatever was asked.
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), func(w http.ResponseWriter, r *http.Request, n int) bool {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes 50000-%d/%d", len(layer)-1, len(layer)))
+		w.Header().Set("Content-Length", strconv.Itoa(len(layer)-50_000))
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(layer[50_000:])
+		return true
+	}))
+
+	resp, body, err := m.do(http.MethodGet, blobPath("app", d))
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("GET: %v, %d bytes, equal=%v", err, len(body), bytes.Equal(body, layer))
+	}
+	m.waitFills()
+	if n := m.fake.Count(http.MethodGet, blobPath("app", d)); n != 2 {
+		t.Errorf("upstream GETs = %d, want 2 (the cut one and the resume)", n)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_fill_refetched_bytes_total", "upstream", "central.test"); got != 50_000 {
+		t.Errorf("refetched bytes = %v, want 50000", got)
+	}
+}
+
 // An upstream that stops sending is dropped after the stall timeout and
 // the transfer resumes; the client sees a pause.
 func TestStalledTransferResumes(t *testing.T) {

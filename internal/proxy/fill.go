@@ -602,10 +602,12 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 	buf := make([]byte, fillBufferSize)
 	if skip := offset - resp.Offset; skip > 0 {
 		// The upstream ignored the range (or the If-Range validator no
-		// longer matched): it sends the whole blob, and what is on disk
-		// already arrives again. Pass over it; the digest covers the rest.
+		// longer matched): it sends the whole blob, or a range from an
+		// earlier byte, and what is on disk already arrives again. Pass
+		// over it; the digest covers the rest.
 		log := p.log.With(slog.String("upstream", up), slog.String("digest", f.d.String()))
-		log.LogAttrs(ctx, slog.LevelWarn, "upstream ignored the range; receiving the blob from its start", slog.Int64("offset", offset))
+		log.LogAttrs(ctx, slog.LevelWarn, "upstream ignored the range; receiving bytes on disk again", slog.Int64("offset", offset),
+			slog.Int64("from", resp.Offset))
 		for skip > 0 {
 			n, rerr := body.Read(buf[:min(int64(len(buf)), skip)])
 			skip -= int64(n)

@@ -32,9 +32,9 @@ type BlobResponse struct {
 // (without the registry's Authorization header). With offset > 0 it sends
 // "Range: bytes=<offset>-", and "If-Range: <ifRange>" when ifRange is a
 // strong ETag the upstream sent before, and accepts a 206 only with a
-// Content-Range that starts at offset and runs to the end of the blob; a
-// 200 means the upstream sent the whole blob (Offset 0). Retries happen
-// only before Body is returned.
+// Content-Range that starts at or before offset and runs to the end of the
+// blob (Offset is where it starts); a 200 means the upstream sent the
+// whole blob (Offset 0). Retries happen only before Body is returned.
 func (c *Client) Blob(ctx context.Context, repo string, d digest.Digest, offset int64, ifRange string) (*BlobResponse, error) {
 	op := opInfo{name: "blob", repo: repo, ref: d.String()}
 	if err := checkRepo(repo); err != nil {
@@ -65,7 +65,10 @@ func (c *Client) Blob(ctx context.Context, repo string, d digest.Digest, offset 
 	case http.StatusPartialContent:
 		start, end, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		switch {
-		case !ok, start != offset,
+		// A range that starts before offset is as good as a 200 (the
+		// caller passes over the bytes it has, from Offset on); one that
+		// starts after it would leave a gap.
+		case !ok, start > offset,
 			total >= 0 && end != total-1,
 			resp.ContentLength >= 0 && resp.ContentLength != end-start+1:
 			drain(resp.Body)
