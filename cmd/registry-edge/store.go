@@ -106,6 +106,44 @@ func cleanUploads(ctx context.Context, cfg config.Config, store contentStore, lo
 	}
 }
 
+// cleanPartials removes, every quarter of storage.partialMaxAge (at most
+// hourly), the partial downloads last written longer than partialMaxAge
+// ago, until ctx ends. Start-up removes those already that old; without
+// this, the partial of a fill that gave up (a link down for longer than
+// storage.fillTimeout, a blob gone upstream) on a blob never asked for
+// again (the fleet moved to the next release) held its space, which
+// eviction cannot free, until a restart that on a steady site may be
+// months away.
+func cleanPartials(ctx context.Context, cfg config.Config, store contentStore, log *slog.Logger) {
+	fs, ok := store.(*blobstore.FS)
+	if !ok {
+		return
+	}
+	age := cfg.Storage.PartialMaxAge.D()
+	t := time.NewTicker(min(max(age/4, time.Second), time.Hour))
+	defer t.Stop()
+	sweepPartials(ctx, fs, age, t.C, log)
+}
+
+// sweepPartials removes the partials of fs older than age on every tick,
+// until ctx ends.
+func sweepPartials(ctx context.Context, fs *blobstore.FS, age time.Duration, ticks <-chan time.Time, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticks:
+		}
+		n, err := fs.CleanPartials(time.Now().Add(-age))
+		switch {
+		case err != nil:
+			log.LogAttrs(ctx, slog.LevelWarn, "cannot remove stale partial downloads", slog.Any("err", err))
+		case n > 0:
+			log.LogAttrs(ctx, slog.LevelInfo, "removed stale partial downloads", slog.Int("stalePartialsRemoved", n))
+		}
+	}
+}
+
 // sharedMinIdle is gc.Options.MinIdle on a bucket: five maintenance
 // intervals, in which every replica publishes its access times.
 const sharedMinIdle = 5 * time.Minute

@@ -64,7 +64,7 @@ func NewFS(root string, opts FSOptions) (*FS, error) {
 	if err := s.cleanIngest(time.Now().Add(-opts.TempMaxAge)); err != nil {
 		return nil, err
 	}
-	if err := s.cleanPartials(time.Now().Add(-opts.PartialMaxAge)); err != nil {
+	if _, err := s.CleanPartials(time.Now().Add(-opts.PartialMaxAge)); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -313,14 +313,20 @@ func writeFileAtomic(path string, b []byte) error {
 	return err
 }
 
-// cleanPartials removes partial downloads whose data was last written
-// before olderThan, with their checkpoints, and checkpoints without data.
-// A partial held by a running fill is skipped (its lock is taken).
-func (s *FS) cleanPartials(olderThan time.Time) error {
+// CleanPartials removes partial downloads whose data was last written
+// before olderThan, with their checkpoints, and checkpoints without data,
+// and returns how many partials it removed. A partial held by a running
+// fill is skipped (its lock is taken). NewFS runs it at start-up; a
+// long-running process runs it again now and then, or the partials of
+// fills that gave up on blobs never asked for again would hold their
+// space, which eviction (it counts stored blobs only) cannot free, until
+// the next restart.
+func (s *FS) CleanPartials(olderThan time.Time) (int, error) {
 	entries, err := os.ReadDir(s.partial)
 	if err != nil {
-		return fmt.Errorf("blob store clean partials: %w", err)
+		return 0, fmt.Errorf("blob store clean partials: %w", err)
 	}
+	removed := 0
 	for _, e := range entries {
 		name := filepath.Join(s.partial, e.Name())
 		if strings.HasSuffix(name, stateSuffix) || strings.HasSuffix(name, stateSuffix+".tmp") {
@@ -338,11 +344,20 @@ func (s *FS) cleanPartials(olderThan time.Time) error {
 		if err != nil {
 			continue
 		}
+		// Under the lock, the file must still be the partial at name,
+		// untouched since: the fill that held it may have committed it
+		// (and another started a new partial there) or resumed it.
 		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-			os.Remove(name + stateSuffix)
-			os.Remove(name)
+			locked, lerr := f.Stat()
+			at, serr := os.Stat(name)
+			if lerr == nil && serr == nil && os.SameFile(locked, at) && locked.ModTime().Before(olderThan) {
+				os.Remove(name + stateSuffix)
+				if os.Remove(name) == nil {
+					removed++
+				}
+			}
 		}
 		f.Close()
 	}
-	return nil
+	return removed, nil
 }
