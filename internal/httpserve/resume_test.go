@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -200,6 +201,59 @@ func TestResumeAnsweredFromAnEarlierByte(t *testing.T) {
 	}
 	if got := metricValue(t, m.metrics, "registry_edge_fill_refetched_bytes_total", "upstream", "central.test"); got != 50_000 {
 		t.Errorf("refetched bytes = %v, want 50000", got)
+	}
+}
+
+// A registry that redirects blob GETs (307) to a CDN with a signed URL
+// that soon expires: a resume goes back to the registry for a fresh URL,
+// with its Range, rather than to the URL of the broken transfer.
+func TestResumeThroughACDNRedirectGetsAFreshURL(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	var (
+		mu      sync.Mutex
+		signed  int      // the URL the registry handed out last
+		cdnReqs []string // sig and Range of each CDN request
+	)
+	cdn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		cdnReqs = append(cdnReqs, r.URL.Query().Get("sig")+" "+r.Header.Get("Range"))
+		fresh := r.URL.Query().Get("sig") == strconv.Itoa(signed)
+		first := len(cdnReqs) == 1
+		mu.Unlock()
+		if !fresh {
+			http.Error(w, "Request has expired", http.StatusForbidden)
+			return
+		}
+		if first {
+			fakeupstream.Cut(layer, 100_000, true)(w, r, 1)
+			return
+		}
+		w.Header().Set("ETag", `"cdn-etag"`)
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(layer))
+	}))
+	t.Cleanup(cdn.Close)
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), func(w http.ResponseWriter, r *http.Request, n int) bool {
+		mu.Lock()
+		signed = n
+		mu.Unlock()
+		http.Redirect(w, r, cdn.URL+"/blob?sig="+strconv.Itoa(n), http.StatusTemporaryRedirect)
+		return true
+	}))
+
+	resp, body, err := m.do(http.MethodGet, blobPath("app", d))
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("GET: %v, %d bytes, equal=%v", err, len(body), bytes.Equal(body, layer))
+	}
+	m.waitFills()
+	mu.Lock()
+	got := fmt.Sprint(cdnReqs)
+	mu.Unlock()
+	if want := fmt.Sprint([]string{"1 ", "2 bytes=100000-"}); got != want {
+		t.Errorf("CDN requests (sig, Range) = %s, want %s", got, want)
 	}
 }
 
