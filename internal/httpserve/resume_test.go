@@ -257,6 +257,66 @@ func TestResumeThroughACDNRedirectGetsAFreshURL(t *testing.T) {
 	}
 }
 
+// A fill whose first answer had no length (chunked) learns the blob's size
+// from the Content-Range of its resume: clients that come after get a
+// Content-Length, and their Range requests are answered with the range
+// (206), not with the whole blob.
+func TestResumeGivesTheSizeTheFirstAnswerLacked(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	path := blobPath("app", d)
+	started, release := make(chan struct{}), make(chan struct{})
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if n == 1 {
+			return fakeupstream.Body(layer[:100_000], -1, true)(w, r, n) // chunked, then the link drops
+		}
+		// The resume: bytes 100 000 to 199 999 of the range, then a pause.
+		start := 100_000
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, len(layer)-1, len(layer)))
+		w.Header().Set("Content-Length", strconv.Itoa(len(layer)-start))
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(layer[start:200_000])
+		w.(http.Flusher).Flush()
+		close(started)
+		select {
+		case <-release:
+			w.Write(layer[200_000:])
+		case <-r.Context().Done():
+		}
+		return true
+	}))
+
+	first := make(chan error, 1)
+	go func() {
+		resp, body, err := m.do(http.MethodGet, path)
+		if err == nil && (resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer)) {
+			err = fmt.Errorf("%d, %d bytes, equal=%v", resp.StatusCode, len(body), bytes.Equal(body, layer))
+		}
+		first <- err
+	}()
+	<-started
+	// The first bytes of the range are on disk: its headers leave with them.
+	resp, err := http.DefaultClient.Do(rangeRequest(t, m.srv.URL+path, "bytes=120000-120099"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || resp.Header.Get("Content-Range") != "bytes 120000-120099/300000" {
+		t.Errorf("range of the filling blob after the resume gave its size: %d, Content-Range %q", resp.StatusCode, resp.Header.Get("Content-Range"))
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("first GET: %v", err)
+	}
+	if b, err := io.ReadAll(resp.Body); err != nil || resp.StatusCode == http.StatusPartialContent && !bytes.Equal(b, layer[120000:120100]) {
+		t.Errorf("range body: %v, equal=%v", err, bytes.Equal(b, layer[120000:120100]))
+	}
+	m.waitFills()
+}
+
 // An upstream that stops sending is dropped after the stall timeout and
 // the transfer resumes; the client sees a pause.
 func TestStalledTransferResumes(t *testing.T) {

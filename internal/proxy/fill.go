@@ -575,7 +575,8 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 		// the whole blob too.
 		f.etag = resp.ETag
 	}
-	if !*answered {
+	switch {
+	case !*answered:
 		size := resp.Size
 		if size < 0 {
 			size = f.finalSize() // known from the partial's checkpoint, or still -1
@@ -583,6 +584,11 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 		f.setSize(size)
 		*answered = true
 		f.partRepo = f.target.Repo.String()
+	case resp.Size >= 0 && f.finalSize() < 0:
+		// The first answer had no length (chunked); this one says (a
+		// resume's Content-Range): clients from now on get it, and their
+		// ranges, and a body that ends early is known to be short.
+		f.setSize(resp.Size)
 	}
 
 	// The body, watched for stalls: a Read that waits FillStallTimeout for
