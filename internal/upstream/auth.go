@@ -63,6 +63,7 @@ func reqInfoFrom(ctx context.Context) reqInfo {
 // 90% of its lifetime so that it does not expire in flight.
 const (
 	defaultTokenTTL = 60 * time.Second
+	maxTokenTTL     = 24 * time.Hour
 	maxTokenBody    = 1 << 20 // token responses are a few KiB; JWTs with many claims stay far below
 	maxTokens       = 4096    // cached scopes; expired entries are swept first
 	tokenTimeout    = 30 * time.Second
@@ -518,8 +519,11 @@ func (t *authTransport) tokenRequest(ctx context.Context, req *http.Request) (to
 		return token{}, &tokenError{err: errors.New("token response has no token")}
 	}
 	ttl := defaultTokenTTL
-	if n, ok := expiresIn(tr.ExpiresIn); ok && n > 0 && n < int64(24*time.Hour/time.Second) {
-		ttl = time.Duration(n) * time.Second
+	if n, ok := expiresIn(tr.ExpiresIn); ok && n > 0 {
+		// A lifetime of days (some servers give a year) is taken as one
+		// day: a token revoked upstream is then asked for again within
+		// a day at the latest, not fetched again every minute.
+		ttl = min(time.Duration(n)*time.Second, maxTokenTTL)
 	}
 	t.log.LogAttrs(ctx, slog.LevelDebug, "upstream token issued",
 		slog.String("scope", scopeFromReq(req)), slog.Duration("ttl", ttl))

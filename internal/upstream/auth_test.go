@@ -966,6 +966,8 @@ func TestTokenExpiresInLeniency(t *testing.T) {
 		{"not a number", `"soon"`, defaultTokenTTL},
 		{"null", `null`, defaultTokenTTL},
 		{"negative", `-5`, defaultTokenTTL},
+		{"a day", `86399`, 86399 * time.Second},
+		{"a year", `31536000`, maxTokenTTL},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
