@@ -447,10 +447,13 @@ func parseRange(spec string, size int64) (start, length int64, partial bool, err
 // https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md#content-discovery
 func (s *Server) tags(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Target, acc *accessEntry) error {
 	q := r.URL.Query()
-	n := 0
-	if v := q.Get("n"); v != "" {
+	// An empty n ("?n=&last=x", from a client that fills in a URL
+	// template) is no n, as distribution reads it: the whole list, not an
+	// empty page.
+	n, hasN := 0, q.Get("n") != ""
+	if hasN {
 		var err error
-		n, err = strconv.Atoi(v)
+		n, err = strconv.Atoi(q.Get("n"))
 		if err != nil || n < 0 {
 			return ociapi.NewError(http.StatusBadRequest, "PAGINATION_NUMBER_INVALID", "n must be a non-negative integer")
 		}
@@ -460,7 +463,7 @@ func (s *Server) tags(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 		return ociapi.NewError(http.StatusBadRequest, "PAGINATION_NUMBER_INVALID", "last must be a tag")
 	}
 	var page proxy.TagPage
-	if q.Has("n") && n == 0 {
+	if hasN && n == 0 {
 		page = proxy.TagPage{Tags: []string{}}
 	} else {
 		var err error

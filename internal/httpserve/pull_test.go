@@ -314,6 +314,22 @@ func TestTagsListPagination(t *testing.T) {
 	if got := resp.Header.Get("Link"); got != `</v2/app/tags/list?last=c&n=2>; rel="next"` {
 		t.Errorf("Link = %q", got)
 	}
+	// An empty n is no n (distribution reads it so): all the tags, not
+	// an empty page.
+	for _, q := range []string{"n=", "n=&last="} {
+		resp, body = m.get(http.MethodGet, "/v2/app/tags/list?"+q)
+		if err := json.Unmarshal(body, &l); err != nil || resp.StatusCode != 200 || fmt.Sprint(l.Tags) != "[a b c d]" {
+			t.Errorf("tags list ?%s: %d %s, want [a b c d]", q, resp.StatusCode, body)
+		}
+	}
+	resp, body = m.get(http.MethodGet, "/v2/app/tags/list?n=&last=b")
+	if err := json.Unmarshal(body, &l); err != nil || resp.StatusCode != 200 || fmt.Sprint(l.Tags) != "[c d]" {
+		t.Errorf("tags list ?n=&last=b: %d %s, want [c d]", resp.StatusCode, body)
+	}
+	resp, body = m.get(http.MethodGet, "/v2/app/tags/list?n=0")
+	if err := json.Unmarshal(body, &l); err != nil || resp.StatusCode != 200 || len(l.Tags) != 0 {
+		t.Errorf("tags list ?n=0: %d %s, want no tags", resp.StatusCode, body)
+	}
 	// With the upstream down, the tags the mirror knows are listed.
 	m.get(http.MethodGet, manifestPath("app", "a"))
 	m.get(http.MethodGet, manifestPath("app", "c"))
