@@ -393,8 +393,9 @@ func etagListed(r *http.Request, d digest.Digest) bool {
 
 // parseRange parses a Range header for content of size bytes. It serves
 // a single range (RFC 9110 section 14.2); a header with several ranges is
-// ignored and the whole content is sent, which the RFC permits. A
-// malformed or unsatisfiable range is an error (416).
+// ignored and the whole content is sent, which the RFC permits, and so is
+// any range of empty content. A malformed or unsatisfiable range is an
+// error (416).
 func parseRange(spec string, size int64) (start, length int64, partial bool, err error) {
 	bad := ociapi.NewError(http.StatusRequestedRangeNotSatisfiable, ociapi.CodeRangeNotSatisfiable, "invalid or unsatisfiable range")
 	units, set, ok := strings.Cut(spec, "=")
@@ -406,6 +407,13 @@ func parseRange(spec string, size int64) (start, length int64, partial bool, err
 	}
 	if strings.Contains(set, ",") {
 		return 0, size, false, nil
+	}
+	if size == 0 {
+		// No range of an empty blob is satisfiable, but a client that puts
+		// a Range on every request ("bytes=0-") wants the blob: the whole
+		// of it, no bytes, as net/http's ServeContent (and so distribution)
+		// answers, rather than a 416 that fails its pull.
+		return 0, 0, false, nil
 	}
 	first, last, ok := strings.Cut(strings.TrimSpace(set), "-")
 	if !ok {

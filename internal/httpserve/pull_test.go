@@ -293,6 +293,30 @@ func TestBlobRange(t *testing.T) {
 	}
 }
 
+// TestRangeOfAnEmptyBlob checks that a Range on an empty blob (an
+// artifact's empty config or file) is answered with the blob, 200 and no
+// bytes, as distribution answers, not 416: some clients put a Range on
+// every request.
+func TestRangeOfAnEmptyBlob(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	_, layers := m.fake.Image("app", "v1", []byte{})
+	p := blobPath("app", layers[0].Digest)
+	for _, cached := range []bool{false, true} {
+		for _, spec := range []string{"bytes=0-", "bytes=0-1023", "bytes=-1"} {
+			resp, body := m.get(http.MethodGet, p, "Range", spec)
+			if resp.StatusCode != http.StatusOK || len(body) != 0 || resp.ContentLength != 0 {
+				t.Errorf("cached=%v: GET empty blob with Range %s: %d, %d bytes, Content-Length %d; want 200, no bytes",
+					cached, spec, resp.StatusCode, len(body), resp.ContentLength)
+			}
+			if got := resp.Header.Get("Docker-Content-Digest"); got != layers[0].Digest.String() {
+				t.Errorf("cached=%v: Range %s: Docker-Content-Digest = %q, want %s", cached, spec, got, layers[0].Digest)
+			}
+			m.waitFills()
+		}
+	}
+}
+
 func TestTagsListPagination(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t)
