@@ -101,7 +101,7 @@ func (s *Server) manifest(w *recorder, r *http.Request, rt ociapi.Route, t proxy
 		!ociapi.Accepts(accept, ociapi.MediaTypeOCIIndex) && !ociapi.Accepts(accept, ociapi.MediaTypeDockerManifestList) {
 		// A client that cannot read indexes (old Docker engines) gets the
 		// linux/amd64 image of the index a tag names, as distribution
-		// does. Every other manifest, and anything asked for by digest, is
+		// does (an OCI index without one is served as it is). Every other manifest, and anything asked for by digest, is
 		// served as stored, whatever the Accept header says, because its
 		// digest covers exactly those bytes.
 		if res, err = s.platformManifest(r, t, res); err != nil {
@@ -146,8 +146,15 @@ func (s *Server) platformManifest(r *http.Request, t proxy.Target, idx proxy.Man
 			return s.p.Manifest(r.Context(), t, m.Digest.String())
 		}
 	}
+	if idx.Descriptor.MediaType == ociapi.MediaTypeOCIIndex {
+		// No image to give instead (an arm64-only index of a fleet):
+		// the index as it is, as distribution serves an OCI index to
+		// any client, rather than a 404 that central would not answer.
+		return idx, nil
+	}
+	// A Docker manifest list without the image: distribution's 404.
 	return proxy.ManifestResult{}, ociapi.NewError(http.StatusNotFound, ociapi.CodeManifestUnknown,
-		"the manifest is an index without a linux/amd64 image, and the request's Accept header excludes indexes")
+		"the manifest is a Docker manifest list without a linux/amd64 image, and the request's Accept header excludes indexes")
 }
 
 // blob serves GET/HEAD /v2/<name>/blobs/<digest>, with single-range Range

@@ -220,6 +220,34 @@ func TestMultiArchIndexServedByteForByte(t *testing.T) {
 	}
 }
 
+// TestIndexWithoutTheDefaultPlatform checks what a client that cannot read
+// indexes gets for a tag naming an index without a linux/amd64 image (an
+// arm64-only image of a fleet): an OCI index as it is, as distribution
+// serves it (a script asking for the tag's digest with the Docker type in
+// Accept gets central's answer), and for a Docker manifest list
+// distribution's 404.
+func TestIndexWithoutTheDefaultPlatform(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	arm, _ := m.fake.Image("fleet", "", []byte("arm"))
+	entry := fmt.Sprintf(`{"mediaType":%q,"size":%d,"digest":%q,"platform":{"os":"linux","architecture":"arm64"}}`, arm.MediaType, arm.Size, arm.Digest)
+	oci := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"manifests":[%s]}`, ocispec.MediaTypeImageIndex, entry)
+	want := m.fake.AddManifest("fleet", "oci", ocispec.MediaTypeImageIndex, []byte(oci))
+	list := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[%s]}`, entry)
+	m.fake.AddManifest("fleet", "list", "application/vnd.docker.distribution.manifest.list.v2+json", []byte(list))
+	const docker = "application/vnd.docker.distribution.manifest.v2+json"
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		resp, body := m.get(method, manifestPath("fleet", "oci"), "Accept", docker)
+		if resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != want.Digest.String() ||
+			resp.Header.Get("Content-Type") != ocispec.MediaTypeImageIndex || (method == http.MethodGet && string(body) != oci) {
+			t.Errorf("%s arm64-only OCI index, Accept %s: %d, digest %q, type %q; want 200, the index %s",
+				method, docker, resp.StatusCode, resp.Header.Get("Docker-Content-Digest"), resp.Header.Get("Content-Type"), want.Digest)
+		}
+		resp, body = m.get(method, manifestPath("fleet", "list"), "Accept", docker)
+		m.wantCode(resp, body, http.StatusNotFound, "MANIFEST_UNKNOWN")
+	}
+}
+
 func TestDockerSchema2Manifest(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t)
