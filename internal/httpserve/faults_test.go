@@ -146,6 +146,22 @@ func TestNotAManifestFromUpstream(t *testing.T) {
 // An OCI artifact manifest (image-spec 1.1 release candidates), as
 // registries that implemented them serve it, is a manifest: vendor JSON
 // types are served, types a browser renders are not.
+// TestSchema1ManifestFromUpstream checks that a device asking for an image
+// the upstream has only as a Docker schema 1 manifest is told so (502, a
+// device falls back to the registry itself), not that the upstream sent
+// something that is no manifest.
+func TestSchema1ManifestFromUpstream(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	body := `{"schemaVersion":1,"name":"old","tag":"v1","architecture":"amd64","fsLayers":[],"history":[]}`
+	m.fake.AddManifest("old", "v1", "application/vnd.docker.distribution.manifest.v1+prettyjws", []byte(body))
+	resp, b := m.get(http.MethodGet, manifestPath("old", "v1"))
+	m.wantCode(resp, b, http.StatusBadGateway, "MANIFEST_INVALID")
+	if !strings.Contains(string(b), "schema 1") {
+		t.Errorf("error body %s does not say the manifest is of schema 1", b)
+	}
+}
+
 func TestArtifactManifestIsServed(t *testing.T) {
 	t.Parallel()
 	const mt = "application/vnd.oci.artifact.manifest.v1+json"

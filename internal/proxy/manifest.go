@@ -177,6 +177,13 @@ func (p *Proxy) fetchManifest(ctx context.Context, t Target, ref string) (upstre
 		defer cancel()
 		m, err := t.Remote.Client.Manifest(ctx, t.Repo.Name, ref, ociapi.ManifestMediaTypes, p.opts.MaxManifestSize)
 		p.countUpstream(t, "manifest", err)
+		if errors.Is(err, upstream.ErrSchema1) {
+			// The upstream's fault as for any content the mirror cannot
+			// serve (a device falls back to the registry itself), said
+			// as it is: no captive portal, no integrity failure.
+			return upstream.Manifest{}, &ociapi.Error{Status: http.StatusBadGateway, Code: ociapi.CodeManifestInvalid,
+				Message: "the upstream has this image only as a Docker schema 1 manifest, a deprecated format registry-edge does not serve"}
+		}
 		if err != nil {
 			return upstream.Manifest{}, err
 		}

@@ -166,6 +166,11 @@ func (c *Client) manifest(ctx context.Context, op opInfo, repo, ref string, acce
 		}
 		return Manifest{}, c.fail(op, fmt.Errorf("read body: %w: %w", errdef.ErrUnavailable, redactError(err)))
 	}
+	if isSchema1(resp.Header.Get("Content-Type"), body) {
+		// Before the digest checks: a signed one's digest is not of the
+		// bytes sent, and its mismatch is no integrity failure.
+		return Manifest{}, c.fail(op, ErrSchema1)
+	}
 	got, err := computeDigest(alg, body)
 	if err != nil {
 		return Manifest{}, c.fail(op, err)
@@ -214,6 +219,27 @@ func (c *Client) Resolve(ctx context.Context, repo, ref string, accept []string)
 		return Resolved{}, c.fail(op, fmt.Errorf("upstream says %s: %w", d, errdef.ErrDigestMismatch))
 	}
 	return Resolved{Descriptor: ocispec.Descriptor{MediaType: mediaType(resp.Header.Get("Content-Type")), Digest: d, Size: resp.ContentLength}, Age: ageOf(resp.Header)}, nil
+}
+
+// ErrSchema1 is the error of a manifest the upstream has only as a Docker
+// image manifest of schema 1 (deprecated since 2017; containerd 2 and
+// Docker 28 pull none), which the mirror does not serve: the digest of its
+// signed form covers the manifest without its signatures, not the bytes
+// sent, so it cannot be verified as every other manifest is.
+var ErrSchema1 = errors.New("docker schema 1 manifest")
+
+// isSchema1 reports whether a manifest answer is a Docker schema 1
+// manifest, by its Content-Type or, for an upstream that sends a generic
+// one, by its schemaVersion.
+func isSchema1(contentType string, body []byte) bool {
+	switch mediaType(contentType) {
+	case "application/vnd.docker.distribution.manifest.v1+prettyjws", "application/vnd.docker.distribution.manifest.v1+json":
+		return true
+	}
+	var doc struct {
+		SchemaVersion int `json:"schemaVersion"`
+	}
+	return json.Unmarshal(body, &doc) == nil && doc.SchemaVersion == 1
 }
 
 // emptyIndex is the answer for a subject without referrers.

@@ -119,6 +119,39 @@ func TestManifestDigestMismatch(t *testing.T) {
 	}
 }
 
+// TestManifestSchema1 checks that a Docker schema 1 manifest is reported as
+// such (ErrSchema1), by its Content-Type or its schemaVersion, and not as
+// a digest mismatch: a signed one's Docker-Content-Digest is that of the
+// manifest without its signatures.
+func TestManifestSchema1(t *testing.T) {
+	t.Parallel()
+	signed := []byte(`{"schemaVersion":1,"name":"library/alpine","tag":"latest","architecture":"amd64","fsLayers":[],"history":[],"signatures":[{"protected":"e30"}]}`)
+	payload := digest.FromString(`{"schemaVersion":1,"name":"library/alpine","tag":"latest","architecture":"amd64","fsLayers":[],"history":[]}`)
+	tests := []struct {
+		name, contentType string
+	}{
+		{"signed", "application/vnd.docker.distribution.manifest.v1+prettyjws"},
+		{"unsigned", "application/vnd.docker.distribution.manifest.v1+json"},
+		{"generic type", "application/json"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Docker-Content-Digest", payload.String())
+				w.Header().Set("Content-Type", tt.contentType)
+				_, _ = w.Write(signed)
+			}))
+			c := newTestClient(t, srv.URL)
+			_, err := c.Manifest(context.Background(), "library/alpine", "latest", nil, 1<<20)
+			if !errors.Is(err, ErrSchema1) || errors.Is(err, errdef.ErrDigestMismatch) {
+				t.Fatalf("Manifest() error = %v, want ErrSchema1 and no digest mismatch", err)
+			}
+			asError(t, err)
+		})
+	}
+}
+
 func TestManifestOtherAlgorithmHeaderIgnored(t *testing.T) {
 	t.Parallel()
 	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
