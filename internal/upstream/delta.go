@@ -150,10 +150,11 @@ func (c *Client) deltaWait() int {
 }
 
 // ParseIfNoneMatch returns the digests named by the entity tags of an
-// If-None-Match header (at most max), ignoring weak tags and anything that
-// is not a quoted digest.
+// If-None-Match header, each once (at most max, which must be positive),
+// ignoring weak tags and anything that is not a quoted digest.
 func ParseIfNoneMatch(values []string, max int) []digest.Digest {
 	var out []digest.Digest
+	seen := map[digest.Digest]bool{}
 	for _, v := range values {
 		for _, tag := range strings.Split(v, ",") {
 			tag = strings.TrimSpace(tag)
@@ -161,9 +162,10 @@ func ParseIfNoneMatch(values []string, max int) []digest.Digest {
 				continue
 			}
 			d := digest.Digest(tag[1 : len(tag)-1])
-			if d.Validate() != nil {
-				continue
+			if d.Validate() != nil || seen[d] {
+				continue // a base offered twice is compared once
 			}
+			seen[d] = true
 			if out = append(out, d); len(out) == max {
 				return out
 			}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/opencontainers/go-digest"
 )
 
 // FuzzParseChallenge checks that the WWW-Authenticate parser terminates on
@@ -137,6 +138,7 @@ func FuzzParseIfNoneMatch(f *testing.F) {
 		`*`,
 		`"sha256:` + strings.Repeat("0", 64) + `","sha256:short",,""`,
 		`"sha512:` + strings.Repeat("1", 128) + `"`,
+		`"sha256:` + strings.Repeat("ab", 32) + `", "sha256:` + strings.Repeat("ab", 32) + `"`,
 	} {
 		f.Add(s, 3)
 	}
@@ -147,7 +149,12 @@ func FuzzParseIfNoneMatch(f *testing.F) {
 			t.Fatalf("ParseIfNoneMatch(%q, %d) = %d digests", s, limit, len(ds))
 		}
 		tags := make([]string, len(ds))
+		seen := map[digest.Digest]bool{}
 		for i, d := range ds {
+			if seen[d] {
+				t.Fatalf("ParseIfNoneMatch(%q) returned %s twice", s, d)
+			}
+			seen[d] = true
 			if err := d.Validate(); err != nil {
 				t.Fatalf("ParseIfNoneMatch(%q) returned invalid %q: %v", s, d, err)
 			}
