@@ -89,8 +89,9 @@ func (m *DB) AllReferrers(_ context.Context) ([]ReferrersRecord, error) {
 // Forget removes every record of the content in ds, in one transaction:
 // manifest records, the links of every repository to it, the tags that
 // point at it, the referrers lists whose subject or list it is, its access
-// time, its signature verdicts and trust, under every rule revision, and
-// the trust of what it covered as a verified manifest.
+// time, its signature verdicts and trust, under every rule revision, the
+// trust of what it covered as a verified manifest, and, for a layer, the
+// deltas recorded to rebuild it.
 // The content files are the caller's to delete, after this. With a shared
 // store, the shared manifest and delta records of ds go too (links,
 // verdicts and trust stay: they remain true of the content, should it come
@@ -126,6 +127,14 @@ func (m *DB) forget(set map[digest.Digest]bool) error {
 				if err := b.Delete([]byte(d)); err != nil {
 					return err
 				}
+			}
+			// The deltas known to rebuild it: recorded for each layer a
+			// region computed one of, or an edge found published, they
+			// grew with every layer version for the life of the mirror.
+			// Pulled again, its image's manifest comes from the upstream
+			// again, and its deltas are looked for again.
+			if err := tx.Bucket(bucketDeltas).Delete([]byte(d)); err != nil {
+				return err
 			}
 		}
 		// Links, tags, referrers lists, and signature verdicts and

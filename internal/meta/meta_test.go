@@ -576,3 +576,42 @@ func TestForgetWithAnIndexBuiltAtOpen(t *testing.T) {
 		t.Errorf("referrers record whose list was forgotten: %v, want not found", err)
 	}
 }
+
+// The deltas recorded to rebuild a layer go with the layer: a region
+// records one per layer a lower tier asked for, and they were never
+// removed, one key per layer version for the life of the mirror.
+func TestForgetPrunesDeltaRecords(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, _ := openTest(t)
+	defer db.Close()
+	repo := Repo{Registry: "central.test", Name: "app"}
+	const versions = 100
+	var layers []digest.Digest
+	for i := range versions {
+		layer := digest.FromString(fmt.Sprintf("layer of version %d", i))
+		layers = append(layers, layer)
+		rec := DeltaRecord{Repo: repo, Descriptor: ocispec.Descriptor{Digest: digest.FromString(fmt.Sprintf("delta %d", i)), Size: 10}}
+		if err := db.AddDelta(ctx, layer, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Eviction forgets every layer but the newest.
+	if err := db.Forget(ctx, layers[:versions-1]); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	db.db.View(func(tx *bolt.Tx) error {
+		left = tx.Bucket(bucketDeltas).Stats().KeyN
+		return nil
+	})
+	if left != 1 {
+		t.Errorf("%d layers with delta records after %d of %d were forgotten, want 1", left, versions-1, versions)
+	}
+	if recs, err := db.Deltas(ctx, layers[versions-1]); err != nil || len(recs) != 1 {
+		t.Errorf("Deltas(stored layer) = %d records, %v; want 1", len(recs), err)
+	}
+	if recs, err := db.Deltas(ctx, layers[0]); err != nil || len(recs) != 0 {
+		t.Errorf("Deltas(forgotten layer) = %d records, %v; want none", len(recs), err)
+	}
+}
