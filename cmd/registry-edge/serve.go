@@ -247,13 +247,15 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	// Background work: pre-staging, keeping the store in its budget
 	// (access times are flushed every minute too), a bucket clear of
 	// the uploads of killed processes and the disk of partial downloads
-	// too old to resume.
+	// too old to resume, and, on a replica that does not evict, its
+	// records of what the evicting one removed.
 	pctx, stopPrefetch := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
 	bg.Go(func() { pf.Run(pctx) })
 	bg.Go(func() { maint.Run(pctx, time.Minute) })
 	bg.Go(func() { cleanUploads(pctx, cfg, store, log) })
 	bg.Go(func() { cleanPartials(pctx, cfg, store, log) })
+	bg.Go(func() { forgetEvicted(pctx, cfg, maint, log) })
 	defer func() { stopPrefetch(); bg.Wait() }()
 	for i, c := range clients {
 		bg.Go(func() { checkUpstream(pctx, log, remotes[i].Name, c) })

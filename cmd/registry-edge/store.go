@@ -12,6 +12,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/blobstore/objstore"
 	"github.com/registry-edge/registry-edge/internal/config"
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/gc"
 	"github.com/registry-edge/registry-edge/internal/meta"
 )
 
@@ -140,6 +141,34 @@ func sweepPartials(ctx context.Context, fs *blobstore.FS, age time.Duration, tic
 			log.LogAttrs(ctx, slog.LevelWarn, "cannot remove stale partial downloads", slog.Any("err", err))
 		case n > 0:
 			log.LogAttrs(ctx, slog.LevelInfo, "removed stale partial downloads", slog.Int("stalePartialsRemoved", n))
+		}
+	}
+}
+
+// forgetEvicted, on a replica of a shared bucket that does not evict,
+// forgets every hour its records of the content the evicting replica
+// removed from the bucket (gc.Maintainer.ForgetEvicted), until ctx ends.
+// Without it they were kept for the life of the replica, and the access
+// record it publishes, whole, every minute it serves something, grew with
+// every digest it ever served.
+func forgetEvicted(ctx context.Context, cfg config.Config, maint *gc.Maintainer, log *slog.Logger) {
+	if cfg.Storage.Blobs.Driver != config.BlobsS3 || cfg.Storage.Blobs.Replica.Evicts() {
+		return
+	}
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := maint.ForgetEvicted(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.LogAttrs(ctx, slog.LevelWarn, "cannot forget the records of evicted content", slog.Any("err", err))
+		case n > 0:
+			log.LogAttrs(ctx, slog.LevelInfo, "forgot the records of content another replica evicted", slog.Int("digests", n))
 		}
 	}
 }

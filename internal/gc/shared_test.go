@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -135,5 +136,105 @@ func TestSharedBucketEviction(t *testing.T) {
 	p = plan(gc.Options{MaxSize: 1 << 20, MaxAge: time.Minute}, now.Add(2*time.Minute))
 	if len(p.Victims) != 2 {
 		t.Errorf("victims without MinIdle = %v, want old and fresh", roots(p))
+	}
+}
+
+// storingCache is the serving side of a replica: Evict first runs
+// meanwhile (as a fill of the content could, just before), and it records
+// what it was told to forget.
+type storingCache struct {
+	meanwhile func()
+	forgot    []digest.Digest
+}
+
+func (*storingCache) FlushAccess(context.Context) error { return nil }
+func (c *storingCache) Forget(d digest.Digest)          { c.forgot = append(c.forgot, d) }
+func (c *storingCache) Evict(_ []digest.Digest, remove func() error) error {
+	if c.meanwhile != nil {
+		c.meanwhile()
+		c.meanwhile = nil
+	}
+	return remove()
+}
+
+// A replica that does not evict forgets its records of what the evicting
+// replica removed from the bucket: they were kept forever, and its access
+// record, which it publishes whole every minute it serves something and
+// the evicting replica reads at every plan, grew with every digest it had
+// ever served. Content stored again meanwhile keeps its records.
+func TestReplicaForgetsWhatAnotherEvicted(t *testing.T) {
+	ctx := context.Background()
+	rs := sharedReplicas(t, "evicts", "serves")
+	owner, other := rs[0], rs[1]
+	now := time.Now()
+	const images = 40
+	var mans, layers []ocispec.Descriptor
+	for i := range images {
+		served := now
+		if i == images-1 {
+			served = now.Add(50 * time.Minute) // the one still in use
+		}
+		m, l := other.image(1000+i, served)
+		if err := other.db.Touch(ctx, map[digest.Digest]time.Time{l.Digest: served}); err != nil {
+			t.Fatal(err)
+		}
+		mans, layers = append(mans, m), append(layers, l)
+	}
+	plan, err := gc.MakePlan(ctx, owner.bucket, owner.db, gc.Options{MaxAge: 30 * time.Minute, Now: func() time.Time { return now.Add(time.Hour) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Victims) != images-1 {
+		t.Fatalf("the evicting replica evicts %d images, want %d", len(plan.Victims), images-1)
+	}
+	if err := gc.Apply(ctx, owner.bucket, owner.db, plan, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// The first victim is stored again just before the serving replica
+	// forgets (a fill of another replica): its records stay.
+	again, size := layers[0], 1000
+	cache := &storingCache{meanwhile: func() {
+		other.put(bytes.Repeat([]byte{byte(size)}, size), ocispec.MediaTypeImageLayerGzip)
+	}}
+	m := &gc.Maintainer{Store: owner.bucket, DB: other.db, Cache: cache}
+	n, err := m.ForgetEvicted(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 2*(images-1) - 1; n != want || len(cache.forgot) != want {
+		t.Errorf("ForgetEvicted() = %d, forgot %d in memory; want %d (every evicted manifest and layer but the one stored again)", n, len(cache.forgot), want)
+	}
+	access, err := other.db.LocalAccessTimes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []digest.Digest{again.Digest, mans[images-1].Digest, layers[images-1].Digest}
+	slices.Sort(want)
+	got := slices.Sorted(maps.Keys(access))
+	if !slices.Equal(got, want) {
+		t.Errorf("access times kept for %d digests, want %d: the image in use and the layer stored again", len(got), len(want))
+	}
+	ds, err := other.db.ManifestDigests(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 1 || !ds[mans[images-1].Digest] {
+		t.Errorf("%d manifest records, want 1: the image in use", len(ds))
+	}
+	// What it publishes next is as small; the evicting replica reads it.
+	if err := other.db.Touch(ctx, map[digest.Digest]time.Time{mans[images-1].Digest: now.Add(55 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := owner.db.AccessTimes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != len(want) {
+		t.Errorf("the evicting replica reads %d access times, want %d", len(all), len(want))
+	}
+	// Nothing more on a second run.
+	if n, err := m.ForgetEvicted(ctx); err != nil || n != 0 {
+		t.Errorf("second ForgetEvicted() = %d, %v; want 0, nil", n, err)
 	}
 }

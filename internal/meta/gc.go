@@ -117,6 +117,19 @@ func (m *DB) Forget(ctx context.Context, ds []digest.Digest) error {
 	return nil
 }
 
+// ForgetLocal removes the records of the content in ds from this database
+// as Forget does, and leaves the shared store's alone: for a replica that
+// does not evict, the records of content the evicting replica removed from
+// the bucket (their shared records are that replica's Forget's to remove,
+// and one written meanwhile for content stored again must stay).
+func (m *DB) ForgetLocal(_ context.Context, ds []digest.Digest) error {
+	set := map[digest.Digest]bool{}
+	for _, d := range ds {
+		set[d] = true
+	}
+	return m.forget(set)
+}
+
 func (m *DB) forget(set map[digest.Digest]bool) error {
 	return m.db.Update(func(tx *bolt.Tx) error {
 		for d := range set {
@@ -207,6 +220,12 @@ func (m *DB) AccessTimes(ctx context.Context) (map[digest.Digest]time.Time, erro
 		return out, err
 	}
 	return out, m.mergeSharedAccess(ctx, out)
+}
+
+// LocalAccessTimes returns the access times recorded here, without those
+// other replicas published.
+func (m *DB) LocalAccessTimes(_ context.Context) (map[digest.Digest]time.Time, error) {
+	return m.localAccessTimes()
 }
 
 func (m *DB) localAccessTimes() (map[digest.Digest]time.Time, error) {
