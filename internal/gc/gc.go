@@ -131,6 +131,11 @@ type Plan struct {
 
 	// manifests are the manifests recorded when the plan was made.
 	manifests map[digest.Digest]bool
+	// forget is content never stored (or no longer) that only the
+	// manifests the plan deletes name: layers a site's devices already had
+	// or never pulled. Their records (the deltas found to rebuild them,
+	// links) go with those manifests; nothing else would ever forget them.
+	forget []digest.Digest
 }
 
 // content is what the collector knows of one stored digest.
@@ -185,7 +190,7 @@ func makePlan(ctx context.Context, store Store, db DB, opts Options, cache *refC
 	}); err != nil {
 		return nil, fmt.Errorf("gc: walk the store: %w", err)
 	}
-	units, records, err := buildUnits(ctx, store, db, stored, cache)
+	units, records, manifests, err := buildUnits(ctx, store, db, stored, cache)
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +263,40 @@ func makePlan(ctx context.Context, store Store, db DB, opts Options, cache *refC
 		plan.Victims = append(plan.Victims, v)
 	}
 	plan.OverBudget = opts.MaxSize > 0 && used-plan.Freed > opts.MaxSize
+	plan.forget = unstoredOnlyIn(plan.Delete, manifests, stored)
 	return plan, nil
+}
+
+// unstoredOnlyIn returns the content that the manifests among deleted
+// name, that is not stored, and that no other stored manifest names.
+func unstoredOnlyIn(deleted []digest.Digest, manifests map[digest.Digest]refs, stored map[digest.Digest]*content) []digest.Digest {
+	gone := map[digest.Digest]bool{}
+	for _, d := range deleted {
+		if _, ok := manifests[d]; ok {
+			gone[d] = true
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	named := map[digest.Digest]bool{} // by a manifest that stays
+	for m, r := range manifests {
+		if !gone[m] {
+			for _, b := range r.blobs {
+				named[b] = true
+			}
+		}
+	}
+	var out []digest.Digest
+	for _, m := range deleted {
+		for _, b := range manifests[m].blobs {
+			if stored[b] == nil && !named[b] {
+				named[b] = true // once
+				out = append(out, b)
+			}
+		}
+	}
+	return out
 }
 
 // Evictor is the serving side of an eviction; *proxy.Proxy implements it.
@@ -279,7 +317,9 @@ const evictBatch = 64
 
 // Apply carries out plan, batch after batch: it forgets the metadata of the
 // content to delete, then deletes the files, telling ev (nil: nothing is
-// served from the store meanwhile). Content already gone is not an error.
+// served from the store meanwhile); last, it forgets the records of content
+// never stored that only the deleted manifests named. Content already gone
+// is not an error.
 func Apply(ctx context.Context, store Store, db DB, plan *Plan, ev Evictor) error {
 	forgotten := map[digest.Digest]bool{} // by earlier batches
 	for batch := range slices.Chunk(plan.Delete, evictBatch) {
@@ -304,6 +344,35 @@ func Apply(ctx context.Context, store Store, db DB, plan *Plan, ev Evictor) erro
 				}
 				if err != nil && !isNotFound(err) {
 					return fmt.Errorf("gc: delete %s: %w", d, err)
+				}
+			}
+			return nil
+		}
+		var err error
+		if ev != nil {
+			err = ev.Evict(batch, remove)
+		} else {
+			err = remove()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	// Then the records of what was never stored and only the deleted
+	// manifests named, unless a manifest recorded since names it.
+	for batch := range slices.Chunk(plan.forget, evictBatch) {
+		remove := func() error {
+			keep, err := keptSince(ctx, store, db, plan, forgotten)
+			if err != nil {
+				return err
+			}
+			ds := slices.DeleteFunc(slices.Clone(batch), func(d digest.Digest) bool { return keep[d] })
+			if err := db.Forget(ctx, ds); err != nil {
+				return fmt.Errorf("gc: forget metadata: %w", err)
+			}
+			for _, d := range ds {
+				if ev != nil {
+					ev.Forget(d)
 				}
 			}
 			return nil
@@ -365,27 +434,27 @@ func keptSince(ctx context.Context, store Store, db DB, plan *Plan, forgotten ma
 }
 
 // buildUnits groups the stored content into closures. It also returns the
-// manifests recorded.
-func buildUnits(ctx context.Context, store Store, db DB, stored map[digest.Digest]*content, cache *refCache) ([]*Unit, map[digest.Digest]bool, error) {
+// manifests recorded, and what the stored ones point at.
+func buildUnits(ctx context.Context, store Store, db DB, stored map[digest.Digest]*content, cache *refCache) ([]*Unit, map[digest.Digest]bool, map[digest.Digest]refs, error) {
 	records, err := db.ManifestDigests(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("gc: %w", err)
+		return nil, nil, nil, fmt.Errorf("gc: %w", err)
 	}
 	tags, err := db.AllTags(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("gc: %w", err)
+		return nil, nil, nil, fmt.Errorf("gc: %w", err)
 	}
 	lists, err := db.AllReferrers(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("gc: %w", err)
+		return nil, nil, nil, fmt.Errorf("gc: %w", err)
 	}
 	access, err := db.AccessTimes(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("gc: %w", err)
+		return nil, nil, nil, fmt.Errorf("gc: %w", err)
 	}
 	pinned, err := db.AllPinned(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("gc: %w", err)
+		return nil, nil, nil, fmt.Errorf("gc: %w", err)
 	}
 
 	manifests := map[digest.Digest]refs{}
@@ -528,7 +597,7 @@ func buildUnits(ctx context.Context, store Store, db DB, stored map[digest.Diges
 		}
 		sort.Strings(u.Tags)
 	}
-	return units, records, nil
+	return units, records, manifests, nil
 }
 
 // markDeltaBases marks, for each repository, its unit served most recently

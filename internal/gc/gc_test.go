@@ -649,3 +649,44 @@ func TestMaintainerReadsEachManifestOnce(t *testing.T) {
 		}
 	}
 }
+
+// The records of layers never stored here (a site whose devices already
+// had them, or never pulled them) go with the last manifest that names
+// them: the deltas found to rebuild them were kept forever, keyed by a
+// layer no eviction ever deleted.
+func TestRecordsOfLayersNeverStoredGoWithTheirImage(t *testing.T) {
+	s := newSite(t)
+	ctx := context.Background()
+	layer := func(name string) ocispec.Descriptor {
+		return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromString(name), Size: 1000}
+	}
+	only, shared, kept := layer("only the old image's"), layer("both images'"), layer("the new image's")
+	stored := s.blob(5000)
+	old := s.image("v1", 48*time.Hour, only, shared, stored)
+	current := s.image("v2", time.Minute, shared, kept)
+	for _, l := range []ocispec.Descriptor{only, shared, kept} {
+		rec := meta.DeltaRecord{Repo: repo, Descriptor: ocispec.Descriptor{Digest: digest.FromString("delta of " + l.Digest.String()), Size: 10}}
+		if err := s.db.AddDelta(ctx, l.Digest, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := s.plan(gc.Options{MaxAge: 24 * time.Hour})
+	if got := roots(p); !slices.Equal(got, []digest.Digest{old.Digest}) {
+		t.Fatalf("victims = %v, want %s", got, old.Digest)
+	}
+	if err := gc.Apply(ctx, s.store, s.db, p, noCache{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		what string
+		d    digest.Digest
+		want int
+	}{{"the evicted image's own layer", only.Digest, 0}, {"a layer the current image names too", shared.Digest, 1}, {"the current image's layer", kept.Digest, 1}} {
+		if recs, err := s.db.Deltas(ctx, c.d); err != nil || len(recs) != c.want {
+			t.Errorf("delta records of %s = %d, %v; want %d", c.what, len(recs), err, c.want)
+		}
+	}
+	if !s.stored(current.Digest) || s.stored(old.Digest) || s.stored(stored.Digest) {
+		t.Errorf("stored after eviction: current %v, old %v, its stored layer %v; want true, false, false", s.stored(current.Digest), s.stored(old.Digest), s.stored(stored.Digest))
+	}
+}
