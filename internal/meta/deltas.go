@@ -106,21 +106,3 @@ func (m *DB) addDelta(d digest.Digest, rec DeltaRecord) error {
 		return bk.Put([]byte(d), b)
 	})
 }
-
-// DeltaTargets returns the layers with recorded deltas and the delta blobs
-// and bases each record names, for the collector: a delta blob is worth
-// keeping while its target is not stored.
-func (m *DB) DeltaTargets(_ context.Context) (map[digest.Digest][]DeltaRecord, error) {
-	out := map[digest.Digest][]DeltaRecord{}
-	err := m.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketDeltas).ForEach(func(k, v []byte) error {
-			var recs []DeltaRecord
-			if err := json.Unmarshal(v, &recs); err != nil {
-				return err
-			}
-			out[digest.Digest(k)] = recs
-			return nil
-		})
-	})
-	return out, err
-}
