@@ -30,7 +30,10 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	stops := make(chan os.Signal, 2)
+	signal.Notify(stops, os.Interrupt, syscall.SIGTERM)
+	go stopOnSignals(stops, cancel, os.Stderr, os.Exit)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -42,8 +45,26 @@ func main() {
 		}
 	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	signal.Stop(stops)
 	os.Exit(code)
+}
+
+// stopOnSignals stops the command (cancel) on the first SIGINT or SIGTERM.
+// A second one, while a serve waits for downloads and fills to end (up to
+// shutdownGrace and fillsGrace), exits at once with 128 + the signal's
+// number, as a shell reports a process the signal ended (130 for Ctrl-C,
+// 143 for SIGTERM): what fills received is on disk, and resumed like after
+// a kill -9.
+func stopOnSignals(sigs <-chan os.Signal, cancel context.CancelFunc, stderr io.Writer, exit func(int)) {
+	<-sigs
+	cancel()
+	sig := <-sigs
+	fmt.Fprintf(stderr, "registry-edge: %v again while stopping: exiting at once\n", sig)
+	code := 1
+	if s, ok := sig.(syscall.Signal); ok {
+		code = 128 + int(s)
+	}
+	exit(code)
 }
 
 const usage = `usage:
