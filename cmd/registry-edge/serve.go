@@ -69,10 +69,10 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	defer db.Close()
 	store, err := openStore(ctx, cfg, log)
 	if err != nil {
-		return err
+		return startFailed(ctx, log, err)
 	}
 	if err := shareMeta(ctx, cfg, store, db, log); err != nil {
-		return err
+		return startFailed(ctx, log, err)
 	}
 
 	m := metrics.New()
@@ -199,6 +199,10 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	}
 	handler = httpserve.New(p, hopts)
 
+	if ctx.Err() != nil {
+		// Stopped while starting: the port is not taken at all.
+		return startFailed(ctx, log, ctx.Err())
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -308,6 +312,18 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	case err != nil:
 		log.LogAttrs(context.Background(), slog.LevelWarn, "shutdown incomplete", slog.Any("err", err))
 	}
+	return nil
+}
+
+// startFailed is what serve returns when a step of its start-up failed
+// with err: nil if a stop (SIGTERM, Ctrl-C) came meanwhile, since the
+// step failed because it was cancelled (a bucket's start-up cleanup, say),
+// and a stop is a clean exit; err otherwise.
+func startFailed(ctx context.Context, log *slog.Logger, err error) error {
+	if ctx.Err() == nil {
+		return err
+	}
+	log.LogAttrs(context.Background(), slog.LevelInfo, "stopped while starting", slog.Any("err", err))
 	return nil
 }
 
