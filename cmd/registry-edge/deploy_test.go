@@ -309,3 +309,71 @@ func TestStartLogNamesTheWindowsTimeZone(t *testing.T) {
 		t.Errorf("start log lacks %s:\n%s", want, srv.stderr.String())
 	}
 }
+
+// Every deployment gives a stop the time serve may take (shutdownGrace for
+// downloads, then fillsGrace for fills) before it kills the process: the
+// systemd unit, the Kubernetes manifest and the compose file's mirrors
+// (whose default, as docker stop's, is 10 s).
+func TestDeploymentsWaitForTheShutdown(t *testing.T) {
+	t.Parallel()
+	need := shutdownGrace + fillsGrace
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join("..", "..", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	var unit time.Duration
+	for line := range strings.Lines(string(read("deploy/systemd/registry-edge.service"))) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "TimeoutStopSec="); ok {
+			var err error
+			if unit, err = time.ParseDuration(v); err != nil {
+				t.Fatalf("TimeoutStopSec=%s: %v", v, err)
+			}
+		}
+	}
+	if unit <= need {
+		t.Errorf("systemd TimeoutStopSec %v, want more than %v", unit, need)
+	}
+
+	var pod struct {
+		Kind string `yaml:"kind"`
+		Spec struct {
+			Template struct {
+				Spec struct {
+					TerminationGracePeriodSeconds int `yaml:"terminationGracePeriodSeconds"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(read("deploy/kubernetes/registry-edge.yaml")))
+	for pod.Kind != "Deployment" {
+		if err := dec.Decode(&pod); err != nil {
+			t.Fatalf("no Deployment in the Kubernetes manifest: %v", err)
+		}
+	}
+	// Kubernetes' default is 30 s.
+	if grace := time.Duration(pod.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second; grace <= need {
+		t.Errorf("Kubernetes terminationGracePeriodSeconds %v, want more than %v", grace, need)
+	}
+
+	var compose struct {
+		Services map[string]struct {
+			Build           string `yaml:"build"`
+			StopGracePeriod string `yaml:"stop_grace_period"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(read("docker-compose.yml"), &compose); err != nil {
+		t.Fatal(err)
+	}
+	for name, svc := range compose.Services {
+		if svc.Build == "" {
+			continue // not registry-edge
+		}
+		grace, err := time.ParseDuration(svc.StopGracePeriod)
+		if err != nil || grace <= need {
+			t.Errorf("docker-compose.yml %s: stop_grace_period %q, want more than %v", name, svc.StopGracePeriod, need)
+		}
+	}
+}
