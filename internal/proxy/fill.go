@@ -340,7 +340,14 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 		err = fmt.Errorf("%w: %w", errDiskFullAnswer, err)
 	}
 	result := "ok"
-	if err != nil {
+	switch {
+	case err != nil && p.closing.Err() != nil && errors.Is(ctx.Err(), context.Canceled):
+		// Stopped by the mirror's shutdown, not failed: a restart during
+		// a download is no error to alert on, and no fill failure.
+		result = "stopped"
+		log.LogAttrs(ctx, slog.LevelInfo, "blob fill stopped by the shutdown", slog.Int64("size", f.finalSize()),
+			slog.Int64("kept", kept))
+	case err != nil:
 		result = "error"
 		reason := "upstream"
 		switch {
@@ -364,7 +371,7 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 			log.LogAttrs(ctx, level, "blob fill failed", slog.Int64("size", f.finalSize()),
 				slog.Int64("kept", kept), slog.Any("err", err))
 		}
-	} else {
+	default:
 		log.LogAttrs(ctx, slog.LevelInfo, "blob filled", slog.Int64("size", f.finalSize()), slog.Duration("duration", time.Since(start)))
 	}
 	p.m.FillDuration.WithLabelValues(result).Observe(time.Since(start).Seconds())
