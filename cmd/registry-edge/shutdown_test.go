@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,5 +48,40 @@ storage:
 	}
 	if strings.Contains(srv.stderr.String(), "registry-edge started") {
 		t.Errorf("started after the stop:\n%s", srv.stderr.String())
+	}
+}
+
+// The first SIGINT or SIGTERM stops the command; a second one exits at
+// once, 128 + its number, with one line (TestSecondSignalExitsAtOnce in
+// internal/e2e does it to the built binary).
+func TestStopOnSignals(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		first, second os.Signal
+		want          int
+	}{
+		{syscall.SIGTERM, syscall.SIGTERM, 143},
+		{os.Interrupt, os.Interrupt, 130},
+		{syscall.SIGTERM, os.Interrupt, 130},
+	} {
+		sigs := make(chan os.Signal, 2)
+		ctx, cancel := context.WithCancel(context.Background())
+		exited := make(chan int, 1)
+		var stderr strings.Builder
+		go stopOnSignals(sigs, cancel, &stderr, func(code int) { exited <- code })
+		sigs <- tt.first
+		<-ctx.Done() // the first signal stops the command
+		select {
+		case code := <-exited:
+			t.Fatalf("exited %d on the first signal", code)
+		default:
+		}
+		sigs <- tt.second
+		if code := <-exited; code != tt.want {
+			t.Errorf("%v then %v: exit %d, want %d", tt.first, tt.second, code, tt.want)
+		}
+		if want := fmt.Sprintf("registry-edge: %v again while stopping: exiting at once\n", tt.second); stderr.String() != want {
+			t.Errorf("%v then %v: stderr %q, want %q", tt.first, tt.second, stderr.String(), want)
+		}
 	}
 }
