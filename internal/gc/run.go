@@ -120,9 +120,18 @@ func (m *Maintainer) RunOnce(ctx context.Context) *Plan {
 	if m.sized && !budget {
 		return nil // nothing to enforce, and no need to walk the disk every minute
 	}
+	// An error after ctx ended is the stop of a shutdown, not a failure:
+	// what was deleted is consistent, the next run goes on.
+	failed := func(msg string, err error) {
+		if ctx.Err() != nil {
+			log.LogAttrs(context.Background(), slog.LevelDebug, "maintenance stopped", slog.Any("err", err))
+			return
+		}
+		log.LogAttrs(ctx, slog.LevelError, msg, slog.Any("err", err))
+	}
 	var used int64
 	if err := m.Store.Walk(ctx, func(i blobstore.Info) error { used += i.Size; return nil }); err != nil {
-		log.LogAttrs(ctx, slog.LevelError, "cannot size the store", slog.Any("err", err))
+		failed("cannot size the store", err)
 		return nil
 	}
 	m.sized = true
@@ -134,11 +143,11 @@ func (m *Maintainer) RunOnce(ctx context.Context) *Plan {
 	}
 	plan, err := makePlan(ctx, m.Store, m.DB, opts, &m.refs)
 	if err != nil {
-		log.LogAttrs(ctx, slog.LevelError, "eviction failed", slog.Any("err", err))
+		failed("eviction failed", err)
 		return nil
 	}
 	if err := m.carryOut(ctx, plan); err != nil {
-		log.LogAttrs(ctx, slog.LevelError, "eviction failed", slog.Any("err", err))
+		failed("eviction failed", err)
 	}
 	return plan
 }
