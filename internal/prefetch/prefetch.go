@@ -576,6 +576,13 @@ func (pf *Prefetcher) fetchImage(ctx context.Context, img Image) {
 			pinned = append(pinned, old...)
 		}
 	}
+	if err != nil && ctx.Err() != nil {
+		// The mirror is stopping: not a failure. The image runs again
+		// at the next start, resuming what its blobs received.
+		pf.end(img.Ref, run, StatePending, "")
+		log.LogAttrs(context.Background(), slog.LevelInfo, "prefetch stopped by the shutdown")
+		return
+	}
 	if err != nil {
 		pf.end(img.Ref, run, StateFailed, err.Error())
 		log.LogAttrs(ctx, slog.LevelWarn, "prefetch failed", slog.Any("err", err))
