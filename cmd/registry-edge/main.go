@@ -112,6 +112,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// Ctrl-C or SIGTERM: say so, not the context's own words.
+			err = fmt.Errorf("%s: interrupted", cmd)
+		}
 		fmt.Fprintf(stderr, "registry-edge: %v\n", err)
 		if errors.Is(err, errUsage) {
 			return 2

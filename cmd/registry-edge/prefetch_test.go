@@ -188,6 +188,15 @@ func TestFsckCommand(t *testing.T) {
 		t.Errorf("intact content: %v", err)
 	}
 
+	// Interrupted (Ctrl-C): one line that says so, exit 1.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	stdout.Reset()
+	stderr.Reset()
+	if code := run(cctx, []string{"fsck", "--storage", root}, &stdout, &stderr); code != 1 || stderr.String() != "registry-edge: fsck: interrupted\n" {
+		t.Errorf("fsck interrupted: exit %d, stderr %q; want 1 and %q", code, stderr.String(), "registry-edge: fsck: interrupted\n")
+	}
+
 	// A directory that holds no store is an error, and stays as it was.
 	empty := t.TempDir()
 	stdout.Reset()
