@@ -175,6 +175,7 @@ type slowRead struct {
 	gate    digest.Digest
 	reached chan struct{}
 	release chan struct{}
+	closed  chan struct{} // if set, closed when the gated read's reader is
 }
 
 func (s *slowRead) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error) {
@@ -192,6 +193,13 @@ type slowReader struct {
 	io.ReadSeekCloser
 	s    *slowRead
 	once sync.Once
+}
+
+func (r *slowReader) Close() error {
+	if r.s.closed != nil {
+		close(r.s.closed)
+	}
+	return r.ReadSeekCloser.Close()
 }
 
 func (r *slowReader) Read(p []byte) (int, error) {
@@ -311,5 +319,47 @@ func TestServedLayerIsRecordedAsUsed(t *testing.T) {
 	}
 	if got, want := after[layers[0].Digest], m.clock.Now().Truncate(time.Second); !got.Equal(want) || got.Equal(before[layers[0].Digest]) {
 		t.Errorf("serving the stored layer an hour later recorded its use at %v, want %v", got, want)
+	}
+}
+
+// A layer being sent to a device is in use for as long as the transfer
+// lasts, and for storage.minIdle after it ends (a device resuming a
+// dropped transfer with Range), not only for minIdle after its request:
+// a slow device's transfer outlasts minIdle, and the image was evicted
+// from under it.
+func TestLayerBeingSentIsNotEvicted(t *testing.T) {
+	t.Parallel()
+	s := &slowRead{reached: make(chan struct{}), release: make(chan struct{}), closed: make(chan struct{})}
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { s.FS = fs; return s })
+	layer := fakeupstream.Random(t, 300_000) // served from its file
+	desc, layers := m.fake.Image("app", "v1", layer)
+	pullImage(t, m, "v1", layer)
+
+	s.mu.Lock()
+	s.gate = layers[0].Digest
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.do(http.MethodGet, blobPath("app", layers[0].Digest)) // its outcome is not the point
+	}()
+	<-s.reached // the layer is being sent
+	release := sync.OnceFunc(func() { close(s.release) })
+	t.Cleanup(func() { release(); <-done }) // also when the test fails
+	m.clock.advance(time.Hour)
+	mt := &gc.Maintainer{Store: m.store, DB: m.db, Cache: m.proxy, Options: gc.Options{MaxSize: 1, MinIdle: 5 * time.Minute, Now: m.clock.Now}}
+	if plan := mt.RunOnce(context.Background()); plan == nil || len(plan.Victims) != 0 || plan.RecentUnits != 1 {
+		t.Fatalf("eviction while the layer is sent: %+v, want the image spared as in use", plan)
+	}
+	m.clock.advance(time.Hour)
+	release()
+	<-done
+	<-s.closed // the mirror is done with the layer
+	if plan := mt.RunOnce(context.Background()); plan == nil || len(plan.Victims) != 0 {
+		t.Fatalf("eviction just after the transfer ended: %+v, want the image spared for storage.minIdle", plan)
+	}
+	m.clock.advance(10 * time.Minute)
+	if plan := mt.RunOnce(context.Background()); plan == nil || len(plan.Victims) != 1 || plan.Victims[0].Root != desc.Digest {
+		t.Fatalf("eviction minIdle after the transfer: %+v, want the image", plan)
 	}
 }

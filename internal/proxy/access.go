@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"io"
 	"sync"
 	"time"
 
@@ -15,6 +16,13 @@ import (
 type accessTracker struct {
 	mu sync.Mutex
 	m  map[digest.Digest]int64 // unix seconds
+	// sending counts the clients each blob is being sent to now. A layer
+	// sent to a slow device takes longer than storage.minIdle (1 GiB at
+	// 1 Mbit/s: over two hours), and its request was its only recorded
+	// use: eviction took the image from under the transfer, and the
+	// device's Range request to resume it after a dropped connection then
+	// found nothing, with the uplink down nothing at all.
+	sending map[digest.Digest]int
 }
 
 func (a *accessTracker) touch(d digest.Digest, now time.Time) {
@@ -27,10 +35,38 @@ func (a *accessTracker) touch(d digest.Digest, now time.Time) {
 	a.mu.Unlock()
 }
 
-func (a *accessTracker) drain() map[digest.Digest]time.Time {
+// send records that d is being sent to a client until done is called,
+// which records its use then: until it ends and for storage.minIdle
+// after (a device resuming a dropped transfer), the blob is in use.
+func (a *accessTracker) send(d digest.Digest, now func() time.Time) (done func()) {
+	a.mu.Lock()
+	if a.sending == nil {
+		a.sending = map[digest.Digest]int{}
+	}
+	a.sending[d]++
+	a.mu.Unlock()
+	return sync.OnceFunc(func() {
+		a.mu.Lock()
+		if a.sending[d]--; a.sending[d] <= 0 {
+			delete(a.sending, d)
+		}
+		a.mu.Unlock()
+		a.touch(d, now())
+	})
+}
+
+// drain returns the access times recorded since the last drain, and now
+// for every blob being sent.
+func (a *accessTracker) drain(now time.Time) map[digest.Digest]time.Time {
 	a.mu.Lock()
 	m := a.m
 	a.m = nil
+	for d := range a.sending {
+		if m == nil {
+			m = map[digest.Digest]int64{}
+		}
+		m[d] = now.Unix()
+	}
 	a.mu.Unlock()
 	out := make(map[digest.Digest]time.Time, len(m))
 	for d, s := range m {
@@ -40,9 +76,9 @@ func (a *accessTracker) drain() map[digest.Digest]time.Time {
 }
 
 // FlushAccess writes the access times recorded since the last flush to the
-// metadata store.
+// metadata store, and records the blobs being sent as used now.
 func (p *Proxy) FlushAccess(ctx context.Context) error {
-	return p.db.Touch(ctx, p.access.drain())
+	return p.db.Touch(ctx, p.access.drain(p.now()))
 }
 
 // Forget drops evicted content d from the proxy's memory caches, its
@@ -52,4 +88,15 @@ func (p *Proxy) Forget(d digest.Digest) {
 	p.hot.remove(d)
 	p.links.clear()
 	p.verified.forget(d)
+}
+
+// sentBlob is stored content being sent to a client: in use until closed.
+type sentBlob struct {
+	io.ReadSeekCloser
+	done func()
+}
+
+func (b sentBlob) Close() error {
+	b.done()
+	return b.ReadSeekCloser.Close()
 }

@@ -52,6 +52,9 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 		res, err := p.localBlob(ctx, t, d)
 		if err == nil {
 			p.access.touch(d, p.now()) // in use: not evicted under a pull (gc.Options.MinIdle)
+			if res.Content != nil {
+				res.Content = sentBlob{ReadSeekCloser: res.Content, done: p.access.send(d, p.now)}
+			}
 		}
 		if err == nil || !errors.Is(err, errNotStored) || attempt == 2 {
 			return res, err
@@ -90,6 +93,8 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 	if err != nil {
 		return BlobResult{}, err
 	}
+	// Once committed, the blob may be evicted: not while it is sent.
+	r.done = p.access.send(d, p.now)
 	cache := CacheFill
 	if created {
 		cache = CacheMiss

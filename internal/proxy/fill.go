@@ -903,6 +903,7 @@ type fillReader struct {
 	stall   time.Duration
 	onStall func()
 	timer   *time.Timer
+	done    func() // called once closed (the blob is no longer being sent), if set
 }
 
 func (r *fillReader) Read(p []byte) (int, error) {
@@ -998,6 +999,9 @@ func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
 func (r *fillReader) Close() error {
 	if r.timer != nil {
 		r.timer.Stop()
+	}
+	if r.done != nil {
+		defer r.done()
 	}
 	return r.file.Close()
 }
