@@ -559,21 +559,35 @@ func buildUnits(ctx context.Context, store Store, db DB, stored map[digest.Diges
 		}
 	}
 
+	// A manifest of a unit whose root is pinned is kept by that unit: an
+	// older index that shares a child manifest with a pre-staged one (a
+	// release that changed the amd64 image, not the arm64 one) is not
+	// pinned by that child, or every such release stayed for good, with
+	// the children and layers of its own.
+	pinnedByRoot := map[digest.Digest]bool{}
+	for _, u := range units {
+		if pinned[u.Root] {
+			for _, d := range u.Manifests {
+				pinnedByRoot[d] = true
+			}
+		}
+	}
 	for _, u := range units {
 		for _, d := range slices.Concat(u.Manifests, u.Blobs) {
 			stored[d].refs++
 		}
 		// A unit was last used when any of its manifests was served (every
 		// pull reads them); content without manifests, when it was. It is
-		// pinned when one of them is: a layer it shares with a pinned image
-		// stays anyway (it goes only when no unit refers to it), and the
-		// rest of it is no pre-staged image's.
+		// pinned when one of them is, and no unit pinned by its root holds
+		// it: a layer it shares with a pinned image stays anyway (it goes
+		// only when no unit refers to it), and the rest of it is no
+		// pre-staged image's.
 		keys := u.Manifests
 		if len(keys) == 0 {
 			keys = u.Blobs
 		}
 		for _, d := range keys {
-			if pinned[d] {
+			if pinned[d] && (d == u.Root || !pinnedByRoot[d]) {
 				u.Pinned = true
 			}
 			t, ok := access[d]

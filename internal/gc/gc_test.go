@@ -690,3 +690,64 @@ func TestRecordsOfLayersNeverStoredGoWithTheirImage(t *testing.T) {
 		t.Errorf("stored after eviction: current %v, old %v, its stored layer %v; want true, false, false", s.stored(current.Digest), s.stored(old.Digest), s.stored(stored.Digest))
 	}
 }
+
+// An older index that shares a child manifest with a pinned (pre-staged)
+// index is evicted as usual, with what is its own; the shared child stays
+// with the pinned index. It was pinned by that child: every release that
+// left one platform's image unchanged stayed for good.
+func TestIndexSharingAChildWithAPinnedIndexIsNotPinned(t *testing.T) {
+	s := newSite(t)
+	armLayer := s.blob(1000)
+	arm := s.image("", 48*time.Hour, armLayer) // unchanged between the releases
+	oldAmdLayer := s.blob(500_000)
+	oldAmd := s.image("", 48*time.Hour, oldAmdLayer)
+	newAmd := s.image("", time.Hour, s.blob(500_000))
+	index := func(tag string, lastServed time.Duration, children ...ocispec.Descriptor) ocispec.Descriptor {
+		idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: children}
+		idx.SchemaVersion = 2
+		idx.Annotations = map[string]string{"release": tag}
+		return s.manifest(idx, ocispec.MediaTypeImageIndex, tag, lastServed)
+	}
+	old := index("", 48*time.Hour, oldAmd, arm)
+	cur := index("v2", time.Hour, newAmd, arm)
+	pins := []digest.Digest{cur.Digest, newAmd.Digest, arm.Digest, armLayer.Digest}
+	if err := s.db.SetPins(context.Background(), "prefetch:org/app:v2", pins); err != nil {
+		t.Fatal(err)
+	}
+
+	p := s.plan(gc.Options{MaxSize: 600_000})
+	if got := roots(p); !slices.Equal(got, []digest.Digest{old.Digest}) {
+		t.Fatalf("victims = %v, want the old index %s", got, old.Digest)
+	}
+	for _, d := range []digest.Digest{old.Digest, oldAmd.Digest, oldAmdLayer.Digest} {
+		if !slices.Contains(p.Delete, d) {
+			t.Errorf("delete = %v, want the old index's own %s", p.Delete, d)
+		}
+	}
+	for _, d := range pins {
+		if slices.Contains(p.Delete, d) {
+			t.Errorf("delete = %v: pinned %s", p.Delete, d)
+		}
+	}
+	if p.PinnedUnits != 1 || p.OverBudget {
+		t.Errorf("PinnedUnits = %d, OverBudget = %v; want 1, false", p.PinnedUnits, p.OverBudget)
+	}
+}
+
+// A child manifest pinned by itself (pre-staged by digest) keeps every
+// index holding it.
+func TestPinnedChildKeepsItsIndex(t *testing.T) {
+	s := newSite(t)
+	armLayer := s.blob(1000)
+	arm := s.image("", 48*time.Hour, armLayer)
+	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{arm}}
+	idx.SchemaVersion = 2
+	s.manifest(idx, ocispec.MediaTypeImageIndex, "v1", 48*time.Hour)
+	if err := s.db.SetPins(context.Background(), "prefetch:org/app@"+arm.Digest.String(), []digest.Digest{arm.Digest, armLayer.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	p := s.plan(gc.Options{MaxSize: 1})
+	if len(p.Victims) != 0 || p.PinnedUnits != 1 {
+		t.Errorf("victims = %v, PinnedUnits = %d; want none, 1", roots(p), p.PinnedUnits)
+	}
+}
