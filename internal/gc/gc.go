@@ -136,6 +136,44 @@ type Plan struct {
 	// or never pulled. Their records (the deltas found to rebuild them,
 	// links) go with those manifests; nothing else would ever forget them.
 	forget []digest.Digest
+	// sizes and victimOf are the size of each digest of Delete and the
+	// index in Victims of the victim whose eviction frees it.
+	sizes    map[digest.Digest]int64
+	victimOf map[digest.Digest]int
+}
+
+// keep takes content ds, which Apply kept (pinned or pulled since the plan
+// was made), out of the plan, so that the plan says what was done: the
+// bytes freed, the victims evicted (one whose root stayed was not) and
+// whether the store is still over its budget. A plan not made by MakePlan
+// is left as it is.
+func (p *Plan) keep(ds map[digest.Digest]bool) {
+	if len(ds) == 0 || p.sizes == nil {
+		return
+	}
+	spared := map[int]bool{}
+	p.Delete = slices.DeleteFunc(p.Delete, func(d digest.Digest) bool {
+		if !ds[d] {
+			return false
+		}
+		i := p.victimOf[d]
+		p.Victims[i].Freed -= p.sizes[d]
+		p.Freed -= p.sizes[d]
+		if p.Victims[i].Root == d {
+			spared[i] = true
+		}
+		return true
+	})
+	var victims []Victim
+	for i, v := range p.Victims {
+		if !spared[i] {
+			victims = append(victims, v)
+		}
+	}
+	p.Victims = victims
+	p.victimOf = nil // indices into the old Victims
+	p.sizes = nil
+	p.OverBudget = p.Budget > 0 && p.Used-p.Freed > p.Budget
 }
 
 // content is what the collector knows of one stored digest.
@@ -194,7 +232,8 @@ func makePlan(ctx context.Context, store Store, db DB, opts Options, cache *refC
 	if err != nil {
 		return nil, err
 	}
-	plan := &Plan{Used: used, Budget: opts.MaxSize, Units: len(units), manifests: records}
+	plan := &Plan{Used: used, Budget: opts.MaxSize, Units: len(units), manifests: records,
+		sizes: map[digest.Digest]int64{}, victimOf: map[digest.Digest]int{}}
 	if opts.KeepDeltaBases {
 		markDeltaBases(units)
 	}
@@ -257,6 +296,7 @@ func makePlan(ctx context.Context, store Store, db DB, opts Options, cache *refC
 				deleted[d] = true
 				v.Freed += c.size
 				plan.Delete = append(plan.Delete, d)
+				plan.sizes[d], plan.victimOf[d] = c.size, len(plan.Victims)
 			}
 		}
 		plan.Freed += v.Freed
@@ -319,10 +359,13 @@ const evictBatch = 64
 // content to delete, then deletes the files, telling ev (nil: nothing is
 // served from the store meanwhile); last, it forgets the records of content
 // never stored that only the deleted manifests named. Content already gone
-// is not an error.
+// is not an error. What it keeps (pinned or pulled since the plan was made)
+// it takes out of plan, which then says what was done.
 func Apply(ctx context.Context, store Store, db DB, plan *Plan, ev Evictor) error {
 	forgotten := map[digest.Digest]bool{} // by earlier batches
-	for batch := range slices.Chunk(plan.Delete, evictBatch) {
+	kept := map[digest.Digest]bool{}
+	defer func() { plan.keep(kept) }()
+	for batch := range slices.Chunk(slices.Clone(plan.Delete), evictBatch) {
 		remove := func() error {
 			// The plan was made a while ago: what was pinned or pulled
 			// since then stays.
@@ -330,7 +373,12 @@ func Apply(ctx context.Context, store Store, db DB, plan *Plan, ev Evictor) erro
 			if err != nil {
 				return err
 			}
-			ds := slices.DeleteFunc(slices.Clone(batch), func(d digest.Digest) bool { return keep[d] })
+			ds := slices.DeleteFunc(slices.Clone(batch), func(d digest.Digest) bool {
+				if keep[d] {
+					kept[d] = true
+				}
+				return keep[d]
+			})
 			if err := db.Forget(ctx, ds); err != nil {
 				return fmt.Errorf("gc: forget metadata: %w", err)
 			}

@@ -21,6 +21,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/gc"
 	"github.com/registry-edge/registry-edge/internal/meta"
+	"github.com/registry-edge/registry-edge/internal/metrics"
 )
 
 var repo = meta.Repo{Registry: "central.test", Name: "org/app"}
@@ -749,5 +750,97 @@ func TestPinnedChildKeepsItsIndex(t *testing.T) {
 	p := s.plan(gc.Options{MaxSize: 1})
 	if len(p.Victims) != 0 || p.PinnedUnits != 1 {
 		t.Errorf("victims = %v, PinnedUnits = %d; want none, 1", roots(p), p.PinnedUnits)
+	}
+}
+
+// pinningCache pre-stages pins (owner and digests) when an eviction
+// starts: an image pinned between the plan and its application.
+type pinningCache struct {
+	noCache
+	db    *meta.DB
+	owner string
+	pins  []digest.Digest
+}
+
+func (c pinningCache) Evict(_ []digest.Digest, remove func() error) error {
+	if err := c.db.SetPins(context.Background(), c.owner, c.pins); err != nil {
+		return err
+	}
+	return remove()
+}
+
+func gauge(t *testing.T, m *metrics.Metrics, name string) float64 {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			mm := mf.GetMetric()[0]
+			if mm.GetCounter() != nil {
+				return mm.GetCounter().GetValue()
+			}
+			return mm.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// An image pinned (or pulled) after the plan was made stays, and the
+// collection says so: the plan returned (what gc prints), the evicted
+// metrics and the store size count only what went. They counted the
+// image as evicted, and the store as that much smaller.
+func TestKeptSinceThePlanIsNotCountedAsEvicted(t *testing.T) {
+	s := newSite(t)
+	cfg, layer := s.blob(100), s.blob(300_000)
+	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{layer}}
+	m.SchemaVersion = 2
+	img := s.manifest(m, ocispec.MediaTypeImageManifest, "a", 2*time.Hour)
+	other := s.image("b", 3*time.Hour, s.blob(1000))
+	var used int64
+	if err := s.store.Walk(context.Background(), func(i blobstore.Info) error { used += i.Size; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	met := metrics.New()
+	pins := []digest.Digest{img.Digest, cfg.Digest, layer.Digest} // as prefetch pins: all of it
+	mt := &gc.Maintainer{Store: s.store, DB: s.db, Metrics: met, Options: gc.Options{MaxSize: 1, Now: func() time.Time { return s.now }},
+		Cache: pinningCache{db: s.db, owner: "prefetch:org/app:a", pins: pins}}
+	p := mt.RunOnce(context.Background())
+	if p == nil {
+		t.Fatal("no plan")
+	}
+	if !s.stored(img.Digest) || !s.stored(cfg.Digest) || !s.stored(layer.Digest) || s.stored(other.Digest) {
+		t.Fatalf("after eviction: pinned image stored %v, config %v, layer %v, other image %v; want true, true, true, false",
+			s.stored(img.Digest), s.stored(cfg.Digest), s.stored(layer.Digest), s.stored(other.Digest))
+	}
+	if got := roots(p); !slices.Equal(got, []digest.Digest{other.Digest}) {
+		t.Errorf("victims = %v, want only %s", got, other.Digest)
+	}
+	var freed int64
+	for _, d := range p.Delete {
+		if slices.Contains(pins, d) {
+			t.Errorf("delete lists kept %s", d)
+		}
+	}
+	for _, v := range p.Victims {
+		freed += v.Freed
+	}
+	var left int64
+	if err := s.store.Walk(context.Background(), func(i blobstore.Info) error { left += i.Size; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if p.Freed != used-left || freed != p.Freed || !p.OverBudget {
+		t.Errorf("plan freed %d (victims %d), over budget %v; want %d, over budget", p.Freed, freed, p.OverBudget, used-left)
+	}
+	if got := gauge(t, met, "registry_edge_evicted_images_total"); got != 1 {
+		t.Errorf("evicted images = %v, want 1", got)
+	}
+	if got := gauge(t, met, "registry_edge_evicted_bytes_total"); got != float64(used-left) {
+		t.Errorf("evicted bytes = %v, want %d", got, used-left)
+	}
+	if got := gauge(t, met, "registry_edge_store_bytes"); got != float64(left) {
+		t.Errorf("store bytes = %v, want %d", got, left)
 	}
 }

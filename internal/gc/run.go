@@ -86,6 +86,9 @@ func (m *Maintainer) RunNow(ctx context.Context) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !m.sized && m.Metrics != nil {
+		m.Metrics.StoreBytes.Set(float64(plan.Used))
+	}
 	m.sized = true
 	return plan, m.carryOut(ctx, plan)
 }
@@ -167,7 +170,9 @@ func (m *Maintainer) carryOut(ctx context.Context, plan *Plan) error {
 		return err
 	}
 	if m.Metrics != nil {
-		m.Metrics.StoreBytes.Set(float64(plan.Used - plan.Freed))
+		// Less what went, not set to the plan's figure: content committed
+		// since the store was measured is counted (the proxy adds it).
+		m.Metrics.StoreBytes.Sub(float64(plan.Freed))
 		m.Metrics.EvictedBytes.Add(float64(plan.Freed))
 		m.Metrics.EvictedImages.Add(float64(len(plan.Victims)))
 	}
