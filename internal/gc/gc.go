@@ -510,7 +510,13 @@ func buildUnits(ctx context.Context, store Store, db DB, stored map[digest.Diges
 	referrers := map[digest.Digest][]digest.Digest{} // subject -> manifests with that subject
 	for d := range records {
 		if stored[d] == nil {
-			continue // metadata of content already gone
+			// Metadata of content already gone, or a manifest stored and
+			// recorded after the walk: the plan does not know it, and Apply
+			// keeps what it refers to as it does for any manifest recorded
+			// since the plan. Known, its layers (already stored, shared
+			// with an older image that goes) were deleted from under it.
+			delete(records, d)
+			continue
 		}
 		r, cached := refs{}, false
 		if cache != nil {

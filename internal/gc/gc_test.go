@@ -844,3 +844,45 @@ func TestKeptSinceThePlanIsNotCountedAsEvicted(t *testing.T) {
 		t.Errorf("store bytes = %v, want %d", got, left)
 	}
 }
+
+// afterWalk is a store whose first Walk calls hook once it has walked.
+type afterWalk struct {
+	*blobstore.FS
+	once sync.Once
+	hook func()
+}
+
+func (s *afterWalk) Walk(ctx context.Context, fn func(blobstore.Info) error) error {
+	err := s.FS.Walk(ctx, fn)
+	s.once.Do(s.hook)
+	return err
+}
+
+// A manifest stored and recorded while the plan walks the store (a device
+// pulls the new version of an image) keeps the layers it shares with an
+// image the plan evicts: they were deleted, and its tag then named a
+// manifest whose layers were gone (offline, an image lost to the site).
+func TestManifestRecordedDuringTheWalkKeepsItsLayers(t *testing.T) {
+	s := newSite(t)
+	base := s.blob(300_000)
+	old := s.image("v1", 48*time.Hour, base)
+	var cur ocispec.Descriptor
+	store := &afterWalk{FS: s.store, hook: func() { cur = s.image("v2", 0, base) }}
+	s.now = s.now.Add(time.Hour)
+	p, err := gc.MakePlan(context.Background(), store, s.db, gc.Options{MaxSize: 1, Now: func() time.Time { return s.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := roots(p); !slices.Contains(got, old.Digest) {
+		t.Fatalf("victims = %v, want the old image", got)
+	}
+	if err := gc.Apply(context.Background(), store, s.db, p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !s.stored(cur.Digest) || !s.stored(base.Digest) {
+		t.Errorf("after eviction: new manifest stored %v, its layer %v; want both", s.stored(cur.Digest), s.stored(base.Digest))
+	}
+	if s.stored(old.Digest) {
+		t.Error("the old image was not evicted")
+	}
+}
