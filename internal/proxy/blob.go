@@ -52,7 +52,10 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 		res, err := p.localBlob(ctx, t, d)
 		if err == nil {
 			p.access.touch(d, p.now()) // in use: not evicted under a pull (gc.Options.MinIdle)
-			if res.Content != nil {
+			if res.Content != nil && res.Bytes == nil {
+				// From the store: a transfer that may last hours. (One
+				// from memory is a single write; its request's touch
+				// covers it.)
 				res.Content = sentBlob{ReadSeekCloser: res.Content, done: p.access.send(d, p.now)}
 			}
 		}
