@@ -365,71 +365,73 @@ func Apply(ctx context.Context, store Store, db DB, plan *Plan, ev Evictor) erro
 	forgotten := map[digest.Digest]bool{} // by earlier batches
 	kept := map[digest.Digest]bool{}
 	defer func() { plan.keep(kept) }()
-	for batch := range slices.Chunk(slices.Clone(plan.Delete), evictBatch) {
-		remove := func() error {
-			// The plan was made a while ago: what was pinned or pulled
-			// since then stays.
-			keep, err := keptSince(ctx, store, db, plan, forgotten)
-			if err != nil {
-				return err
-			}
-			ds := slices.DeleteFunc(slices.Clone(batch), func(d digest.Digest) bool {
-				if keep[d] {
-					kept[d] = true
-				}
-				return keep[d]
-			})
-			if err := db.Forget(ctx, ds); err != nil {
-				return fmt.Errorf("gc: forget metadata: %w", err)
-			}
-			for _, d := range ds {
-				forgotten[d] = true
-				err := store.Delete(ctx, d)
-				if ev != nil {
-					// After the file: a read that started before the
-					// deletion must not put the content back in memory.
-					ev.Forget(d)
-				}
-				if err != nil && !isNotFound(err) {
-					return fmt.Errorf("gc: delete %s: %w", d, err)
-				}
-			}
-			return nil
+	// forget forgets the metadata of batch but for what must stay now
+	// (the plan was made a while ago: what was pinned or pulled since
+	// then stays), and returns what it forgot.
+	forget := func(batch []digest.Digest, kept map[digest.Digest]bool) ([]digest.Digest, error) {
+		keep, err := keptSince(ctx, store, db, plan, forgotten)
+		if err != nil {
+			return nil, err
 		}
-		var err error
-		if ev != nil {
-			err = ev.Evict(batch, remove)
-		} else {
-			err = remove()
+		ds := slices.DeleteFunc(slices.Clone(batch), func(d digest.Digest) bool {
+			if keep[d] && kept != nil {
+				kept[d] = true
+			}
+			return keep[d]
+		})
+		if err := db.Forget(ctx, ds); err != nil {
+			return nil, fmt.Errorf("gc: forget metadata: %w", err)
 		}
+		return ds, nil
+	}
+	err := inBatches(slices.Clone(plan.Delete), ev, func(batch []digest.Digest) error {
+		ds, err := forget(batch, kept)
 		if err != nil {
 			return err
 		}
+		for _, d := range ds {
+			forgotten[d] = true
+			err := store.Delete(ctx, d)
+			if ev != nil {
+				// After the file: a read that started before the
+				// deletion must not put the content back in memory.
+				ev.Forget(d)
+			}
+			if err != nil && !isNotFound(err) {
+				return fmt.Errorf("gc: delete %s: %w", d, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	// Then the records of what was never stored and only the deleted
 	// manifests named, unless a manifest recorded since names it.
-	for batch := range slices.Chunk(plan.forget, evictBatch) {
-		remove := func() error {
-			keep, err := keptSince(ctx, store, db, plan, forgotten)
-			if err != nil {
-				return err
-			}
-			ds := slices.DeleteFunc(slices.Clone(batch), func(d digest.Digest) bool { return keep[d] })
-			if err := db.Forget(ctx, ds); err != nil {
-				return fmt.Errorf("gc: forget metadata: %w", err)
-			}
-			for _, d := range ds {
-				if ev != nil {
-					ev.Forget(d)
-				}
-			}
-			return nil
+	return inBatches(plan.forget, ev, func(batch []digest.Digest) error {
+		ds, err := forget(batch, nil)
+		if err != nil {
+			return err
 		}
+		for _, d := range ds {
+			if ev != nil {
+				ev.Forget(d)
+			}
+		}
+		return nil
+	})
+}
+
+// inBatches runs remove on ds, evictBatch digests at a time, each batch
+// while ev (if set) holds requests for its digests.
+func inBatches(ds []digest.Digest, ev Evictor, remove func(batch []digest.Digest) error) error {
+	for batch := range slices.Chunk(ds, evictBatch) {
+		run := func() error { return remove(batch) }
 		var err error
 		if ev != nil {
-			err = ev.Evict(batch, remove)
+			err = ev.Evict(batch, run)
 		} else {
-			err = remove()
+			err = run()
 		}
 		if err != nil {
 			return err
