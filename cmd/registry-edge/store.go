@@ -76,8 +76,8 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (conten
 	return store, nil
 }
 
-// cleanUploads removes, every quarter of storage.tempMaxAge (at most
-// hourly), the uploads a crash left in the bucket once they are older than
+// cleanUploads removes, every hour (every quarter of storage.tempMaxAge
+// when that is shorter), the uploads a crash left in the bucket once they are older than
 // tempMaxAge, until ctx ends. Start-up removes only those already that old:
 // a replica killed and started again at once (an OOM kill, a crash loop)
 // would otherwise keep each killed upload, billed, until a restart a whole
@@ -107,8 +107,8 @@ func cleanUploads(ctx context.Context, cfg config.Config, store contentStore, lo
 	}
 }
 
-// cleanPartials removes, every quarter of storage.partialMaxAge (at most
-// hourly), the partial downloads last written longer than partialMaxAge
+// cleanPartials removes, every hour (every quarter of storage.partialMaxAge
+// when that is shorter), the partial downloads last written longer than partialMaxAge
 // ago, until ctx ends. Start-up removes those already that old; without
 // this, the partial of a fill that gave up (a link down for longer than
 // storage.fillTimeout, a blob gone upstream) on a blob never asked for
