@@ -3,9 +3,9 @@
 //
 //	registry-edge [serve] [--config FILE] [--listen ADDR] [--storage DIR] [--upstream URL]
 //	registry-edge check-config FILE
-//	registry-edge prefetch [--mirror URL] [--platform OS/ARCH] [--now] [IMAGE...]
-//	registry-edge gc [--mirror URL] [--dry-run]
-//	registry-edge fsck [--storage DIR] [--dry-run]
+//	registry-edge prefetch [--mirror URL] [--platform OS/ARCH] [--now] [--no-wait] [--remove] [IMAGE...]
+//	registry-edge gc [--mirror URL] [--dry-run] [--format table|json]
+//	registry-edge fsck [--storage DIR | --config FILE] [--dry-run]
 //	registry-edge version
 package main
 
@@ -97,6 +97,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "fsck":
 		err = fsckCmd(ctx, args, stdout, stderr)
 	case "version":
+		if len(args) == 1 && slices.Contains([]string{"-h", "-help", "--help"}, args[0]) {
+			// As every other command: its help, exit status 0.
+			fmt.Fprintln(stderr, "usage: registry-edge version\n\nPrints the version of this binary.")
+			return 0
+		}
 		if len(args) > 0 {
 			err = fmt.Errorf("%w: version takes no argument", errUsage)
 			break

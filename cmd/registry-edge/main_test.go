@@ -103,6 +103,16 @@ func TestHelpListsCommands(t *testing.T) {
 	}
 }
 
+// version -h is help, as for every other command, not a usage error.
+func TestVersionHelp(t *testing.T) {
+	t.Parallel()
+	for _, h := range []string{"-h", "--help"} {
+		if code, _, errOut := runCmd(t, "version", h); code != 0 || !strings.Contains(errOut, "usage: registry-edge version") {
+			t.Errorf("version %s: exit %d, %q; want 0 and the usage", h, code, errOut)
+		}
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	t.Parallel()
 	if code, _, errOut := runCmd(t, "frobnicate"); code != 2 || !strings.Contains(errOut, "unknown command") {
