@@ -74,17 +74,43 @@ func sourceStrings(t *testing.T, dirs ...string) []string {
 	return lits
 }
 
+// The log messages other pages tell admins to look for.
+var otherLogMessages = map[string][]string{
+	"docs/config.md": {
+		"store still over its budget",
+		"delta setting without effect",
+		"upstream token server over plain HTTP on another host",
+		"upstream token server does not take the identity token",
+	},
+	"docs/deltas.md": {
+		"layer rebuilt from a delta",
+		"computed a delta for a lower tier",
+		"no delta worth sending",
+		"no delta worth sending: none of the offered bases is held here; fetching one for the next request",
+	},
+}
+
 func TestOperationsLogMessagesExist(t *testing.T) {
-	doc, err := os.ReadFile("../../docs/operations.md")
+	lits := sourceStrings(t, "../../internal", "../../cmd")
+	checkLogMessages(t, "docs/operations.md", operationsLogMessages, lits)
+	for doc, msgs := range otherLogMessages {
+		checkLogMessages(t, doc, msgs, lits)
+	}
+}
+
+// checkLogMessages fails for each of msgs that the page docPath does not
+// quote, or that begins no string literal of lits.
+func checkLogMessages(t *testing.T, docPath string, msgs, lits []string) {
+	t.Helper()
+	doc, err := os.ReadFile("../../" + docPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The page wraps lines: compare with its whitespace collapsed.
 	page := strings.Join(strings.Fields(string(doc)), " ")
-	lits := sourceStrings(t, "../../internal", "../../cmd")
-	for _, msg := range operationsLogMessages {
+	for _, msg := range msgs {
 		if !strings.Contains(page, "`"+msg+"`") && !strings.Contains(page, `"`+msg+`"`) {
-			t.Errorf("docs/operations.md no longer quotes the log message %q: drop it here, or quote it there", msg)
+			t.Errorf("%s no longer quotes the log message %q: drop it here, or quote it there", docPath, msg)
 		}
 		found := false
 		for _, l := range lits {
@@ -94,7 +120,7 @@ func TestOperationsLogMessagesExist(t *testing.T) {
 			}
 		}
 		if !found {
-			t.Errorf("docs/operations.md quotes the log message %q, which no code logs", msg)
+			t.Errorf("%s quotes the log message %q, which no code logs", docPath, msg)
 		}
 	}
 }
