@@ -101,6 +101,10 @@ func prefetchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	p := &progress{w: stdout, tty: isTerminal(stdout), last: map[string]string{}}
 	for {
 		shown := selectImages(st.Images, wanted)
+		if len(images) == 0 && len(shown) == 0 {
+			fmt.Fprintln(stdout, "no image on the mirror's prefetch list (prefetch.images in its config, or registry-edge prefetch IMAGE)")
+			return nil
+		}
 		p.show(shown)
 		if len(images) == 0 || settled(shown) {
 			p.done()

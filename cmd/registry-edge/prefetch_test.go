@@ -150,6 +150,19 @@ func TestPrefetchCommandRemove(t *testing.T) {
 	}
 }
 
+// The progress of an empty list says that it is empty, not nothing.
+func TestPrefetchCommandEmptyList(t *testing.T) {
+	srv := httptest.NewServer(admin.New(admin.Options{Prefetcher: &scripted{}, Allow: loopback}))
+	defer srv.Close()
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"prefetch", "--mirror", srv.URL}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if !strings.HasPrefix(stdout.String(), "no image on the mirror's prefetch list") {
+		t.Errorf("stdout %q, want it to say the list is empty", stdout.String())
+	}
+}
+
 func TestFsckCommand(t *testing.T) {
 	root := t.TempDir()
 	store, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
