@@ -710,6 +710,8 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) (_
 
 	var manifests []digest.Digest // every manifest stored, for pins and referrers
 	var blobs []ocispec.Descriptor
+	chosen := 0          // image manifests of the image's index(es) that the platforms select
+	var offered []string // the platforms of the image's index(es), for the error when none is chosen
 	var walk func(m proxy.ManifestResult, top bool) error
 	walk = func(m proxy.ManifestResult, top bool) error {
 		manifests = append(manifests, m.Descriptor.Digest)
@@ -724,14 +726,24 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) (_
 			return fmt.Errorf("manifest %s: %w: %w", m.Descriptor.Digest, errdef.ErrInvalid, err)
 		}
 		for _, child := range doc.Manifests {
-			if top && !matchPlatform(img.Platforms, child.Platform) {
-				continue
+			// A nested index (an index whose child is an index) is
+			// walked with the same platforms: its descriptor seldom
+			// names one, its children do.
+			nested := ociapi.IsIndex(child.MediaType)
+			if top && !nested {
+				if child.Platform != nil && child.Platform.OS != "unknown" { // not BuildKit's attestations
+					offered = append(offered, platformString(child.Platform))
+				}
+				if !matchPlatform(img.Platforms, child.Platform) {
+					continue
+				}
+				chosen++
 			}
 			cm, err := pf.p.Manifest(ctx, t, child.Digest.String())
 			if err != nil {
 				return fmt.Errorf("manifest %s: %w", child.Digest, err)
 			}
-			if err := walk(cm, false); err != nil {
+			if err := walk(cm, top && nested); err != nil {
 				return err
 			}
 		}
@@ -744,6 +756,12 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) (_
 	}
 	if err := walk(top, true); err != nil {
 		return nil, false, err
+	}
+	if len(img.Platforms) > 0 && len(offered) > 0 && chosen == 0 {
+		// Reported complete, it would leave the site without the image
+		// its devices pull (a typo, or a platform the image lacks).
+		return nil, false, fmt.Errorf("index %s has no manifest for %s (it has %s): %w",
+			top.Descriptor.Digest, strings.Join(img.Platforms, ", "), strings.Join(slices.Compact(offered), ", "), errdef.ErrNotFound)
 	}
 
 	// Signatures, attestations, SBOMs: the referrers of every manifest (OCI
@@ -890,7 +908,9 @@ func uniqueBlobs(in []ocispec.Descriptor) []ocispec.Descriptor {
 }
 
 // matchPlatform reports whether p is one of want ("os/arch[/variant]");
-// an empty want matches everything.
+// an empty want matches everything. A variant that names the default
+// version of its architecture (arm64/v8, amd64/v1) is the same as none:
+// indexes write linux/arm64 or linux/arm64/v8 for the same devices.
 func matchPlatform(want []string, p *ocispec.Platform) bool {
 	if len(want) == 0 {
 		return true
@@ -901,9 +921,26 @@ func matchPlatform(want []string, p *ocispec.Platform) bool {
 	for _, w := range want {
 		parts := strings.Split(w, "/")
 		if len(parts) >= 2 && parts[0] == p.OS && parts[1] == p.Architecture &&
-			(len(parts) < 3 || parts[2] == p.Variant) {
+			(len(parts) < 3 || normalVariant(parts[1], parts[2]) == normalVariant(p.Architecture, p.Variant)) {
 			return true
 		}
 	}
 	return false
+}
+
+// normalVariant is variant, or "" for the default version of arch.
+func normalVariant(arch, variant string) string {
+	if arch == "arm64" && variant == "v8" || arch == "amd64" && variant == "v1" {
+		return ""
+	}
+	return variant
+}
+
+// platformString is p as os/arch[/variant].
+func platformString(p *ocispec.Platform) string {
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
 }

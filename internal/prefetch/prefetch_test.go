@@ -750,3 +750,69 @@ func TestRequestDuringARunWaitsForItsOwnRun(t *testing.T) {
 	open("/v2/org/busy/manifests/1")
 	waitState(t, pf, "org/app:1", prefetch.StateComplete) // the requested run
 }
+
+// The platforms of a prefetch pick the children of the index as devices
+// name them: linux/arm64/v8 is the linux/arm64 child (and the reverse), a
+// nested index (an index whose child is an index) is searched too, and a
+// platform the index lacks fails the image, naming what it has, instead of
+// reporting complete an image the site does not hold.
+func TestPrefetchPlatformShapes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		nested    bool
+		variant   string // of the arm64 child
+		want      string
+		wantError string // "" = complete with the arm64 layer only
+	}{
+		{name: "v8 asked, none in the index", want: "linux/arm64/v8"},
+		{name: "none asked, v8 in the index", variant: "v8", want: "linux/arm64"},
+		{name: "v8 asked, v8 in the index", variant: "v8", want: "linux/arm64/v8"},
+		{name: "nested index", nested: true, want: "linux/arm64"},
+		{name: "platform the index lacks", want: "linux/riscv64", wantError: "has no manifest for linux/riscv64 (it has linux/amd64, linux/arm64)"},
+		{name: "variant the index lacks", want: "linux/arm64/v7", wantError: "has no manifest for linux/arm64/v7"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSite(t)
+			amdLayer, armLayer := fakeupstream.Random(t, 3000), fakeupstream.Random(t, 2000)
+			amd := s.platformImage(t, "org/app", amdLayer)
+			arm := s.platformImage(t, "org/app", armLayer)
+			amd.Platform = &ocispec.Platform{OS: "linux", Architecture: "amd64"}
+			arm.Platform = &ocispec.Platform{OS: "linux", Architecture: "arm64", Variant: tt.variant}
+			idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{amd, arm}}
+			idx.SchemaVersion = 2
+			body, _ := json.Marshal(idx)
+			tag := "1.0"
+			if tt.nested {
+				tag = ""
+			}
+			inner := s.fake.AddManifest("org/app", tag, ocispec.MediaTypeImageIndex, body)
+			if tt.nested {
+				outer := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{inner}}
+				outer.SchemaVersion = 2
+				body, _ := json.Marshal(outer)
+				s.fake.AddManifest("org/app", "1.0", ocispec.MediaTypeImageIndex, body)
+			}
+
+			pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/app:1.0", Platforms: []string{tt.want}}}})
+			st := waitState(t, pf, "org/app:1.0", prefetch.StateComplete, prefetch.StateFailed)
+			if tt.wantError != "" {
+				if st.State != prefetch.StateFailed || !strings.Contains(st.Error, tt.wantError) {
+					t.Fatalf("prefetch of %s = %s %q, want failed with %q", tt.want, st.State, st.Error, tt.wantError)
+				}
+				return
+			}
+			if st.State != prefetch.StateComplete {
+				t.Fatalf("prefetch of %s: %+v", tt.want, st)
+			}
+			if !s.stored(digest.FromBytes(armLayer)) {
+				t.Errorf("prefetch of %s: the arm64 layer is not stored", tt.want)
+			}
+			if s.stored(digest.FromBytes(amdLayer)) {
+				t.Errorf("prefetch of %s: the amd64 layer is stored", tt.want)
+			}
+		})
+	}
+}
