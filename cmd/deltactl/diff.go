@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/registry-edge/registry-edge/internal/delta"
@@ -314,6 +315,10 @@ func (d *differ) platform(ctx context.Context, oldImg, newImg *image, pm platfor
 			continue
 		}
 		seen[l.Digest] = true
+		if !distributable(l) {
+			dp.Layers = append(dp.Layers, diffLayer{Index: i, Target: blobOf(l), Bases: []layerdelta.Blob{}, Reason: nonDistributableReason})
+			continue
+		}
 		bases := selectBases(oldPM.manifest.Layers, inNew, i, d.o.maxBases)
 		more, err := d.sharedBases(ctx, oldImg, newImg, l, oldPM.manifest.Layers, inNew, bases)
 		if err != nil {
@@ -433,6 +438,17 @@ func (d *differ) make(ctx context.Context, newImg, oldImg *image, target layerde
 	return m, nil
 }
 
+// nonDistributableReason is the reason a non-distributable layer has no
+// delta.
+const nonDistributableReason = "non-distributable layer: clients fetch it from the URLs in its manifest, not from the registry"
+
+// distributable reports whether the registry holds layer d: a
+// non-distributable layer (Docker's foreign layers of Windows base images,
+// OCI's nondistributable media types) is fetched from its URLs instead.
+func distributable(d v1.Descriptor) bool {
+	return d.MediaType != types.DockerForeignLayer && !strings.Contains(string(d.MediaType), ".nondistributable.")
+}
+
 // blobsOf returns the blobs of ds.
 func blobsOf(ds []v1.Descriptor) []layerdelta.Blob {
 	out := []layerdelta.Blob{}
@@ -465,7 +481,7 @@ func (d *differ) sharedBases(ctx context.Context, oldImg, newImg *image, l v1.De
 	}
 	var target map[string]int64
 	for _, o := range old {
-		if !inNew[o.Digest] || taken[o.Digest] {
+		if !inNew[o.Digest] || taken[o.Digest] || !distributable(o) {
 			continue
 		}
 		taken[o.Digest] = true
@@ -528,28 +544,34 @@ func (d *differ) files(ctx context.Context, img *image, b layerdelta.Blob) (map[
 // selectBases returns the layers of old to use as bases for the new layer at
 // index i: the layers of old that the new manifest lacks (inNew), nearest
 // index first (the lower on a tie), at most max; when old has no such layer,
-// its layer at index i, or its last one when it has fewer layers.
+// its layer at index i, or its last one when it has fewer layers (the
+// nearest index). Non-distributable layers are never bases: the registry
+// does not hold them.
 func selectBases(old []v1.Descriptor, inNew map[v1.Hash]bool, i, max int) []v1.Descriptor {
 	type cand struct{ j, dist int }
-	var cs []cand
+	var cs, fallback []cand
 	seen := map[v1.Hash]bool{}
 	for j, l := range old {
-		if inNew[l.Digest] || seen[l.Digest] {
+		if !distributable(l) {
 			continue
 		}
-		seen[l.Digest] = true
 		dist := j - i
 		if dist < 0 {
 			dist = -dist
 		}
+		fallback = append(fallback, cand{j, dist})
+		if inNew[l.Digest] || seen[l.Digest] {
+			continue
+		}
+		seen[l.Digest] = true
 		cs = append(cs, cand{j, dist})
 	}
 	if len(cs) == 0 {
-		if len(old) == 0 {
+		if len(fallback) == 0 {
 			return nil
 		}
-		j := min(i, len(old)-1)
-		return []v1.Descriptor{old[j]}
+		c := slices.MinFunc(fallback, func(a, b cand) int { return cmp.Compare(a.dist, b.dist) }) // the first of the nearest
+		return []v1.Descriptor{old[c.j]}
 	}
 	slices.SortStableFunc(cs, func(a, b cand) int { return cmp.Compare(a.dist, b.dist) })
 	var out []v1.Descriptor

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/registry-edge/registry-edge/internal/layerdelta"
@@ -444,5 +448,67 @@ func TestDiffUsesSharedLayersAsBases(t *testing.T) {
 	mustJSON(t, &plan, "plan", "--site-has", repo+":1", repo+":2")
 	if pl := plan.Platforms[0].Layers[0]; pl.Delta == nil || *pl.Delta != *l.Delta {
 		t.Errorf("plan: delta %v, want the published %v", pl.Delta, l.Delta)
+	}
+}
+
+// windowsImage is a Docker image whose first layer is a foreign
+// (non-distributable) base layer, as Windows base images were pushed: its
+// manifest names URLs to fetch it from, and the registry does not hold it.
+func windowsImage(t *testing.T, foreign blobLayer, layers ...blobLayer) v1.Image {
+	t.Helper()
+	img, err := mutate.Append(empty.Image, mutate.Addendum{Layer: foreignLayer{foreign}, MediaType: types.DockerForeignLayer,
+		URLs: []string{"https://mcr.example.com/v2/windows/servercore/blobs/" + foreign.Blob().Digest.String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range layers {
+		if img, err = mutate.Append(img, mutate.Addendum{Layer: l, MediaType: types.DockerLayer}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img = mutate.MediaType(img, types.DockerManifestSchema2)
+	img = mutate.ConfigMediaType(img, types.DockerConfigJSON)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture, cf.OSVersion = "windows", "amd64", "10.0.17763.5820"
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// foreignLayer is a layer that remote.Write does not upload.
+type foreignLayer struct{ blobLayer }
+
+func (foreignLayer) MediaType() (types.MediaType, error) { return types.DockerForeignLayer, nil }
+
+// Foreign (non-distributable) layers are not in the registry: clients
+// fetch them from their URLs. diff neither fetches one as a base or to list
+// its files, nor computes a delta for one (it says why), and the other
+// layers get their deltas.
+func TestDiffForeignLayers(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, true)
+	repo := host + "/edge/windows"
+	gen := layergen.New(900, 24, 16<<10)
+	base1, base2 := layer(t, goGzip, layergen.New(901, 24, 16<<10)), layer(t, goGzip, layergen.New(902, 24, 16<<10))
+	app1, app2 := layer(t, goGzip, gen), layer(t, goGzip, gen.Update(903))
+	pushImage(t, repo+":1", windowsImage(t, base1, app1))
+	pushImage(t, repo+":2", windowsImage(t, base1, app2)) // same base: shared, not in the registry
+	pushImage(t, repo+":3", windowsImage(t, base2, app2)) // the monthly base update
+
+	var diff diffReport
+	mustJSON(t, &diff, "diff", repo+":1", repo+":2")
+	if ls := diff.Platforms[0].Layers; len(ls) != 1 || ls[0].Delta == nil || slices.Contains(ls[0].Bases, base1.Blob()) {
+		t.Errorf("diff of the app layer over a shared foreign layer: %+v; want one delta, the foreign layer no base", ls)
+	}
+	diff = diffReport{}
+	mustJSON(t, &diff, "diff", repo+":2", repo+":3")
+	ls := diff.Platforms[0].Layers
+	if len(ls) != 1 || ls[0].Target != base2.Blob() || ls[0].Delta != nil || ls[0].Error != "" || !strings.Contains(ls[0].Reason, "non-distributable") {
+		t.Errorf("diff of a new foreign layer: %+v; want one row, no delta, the reason naming it non-distributable", ls)
 	}
 }
