@@ -750,7 +750,11 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) (_
 		if doc.Config != nil && doc.Config.Size > 0 {
 			blobs = append(blobs, *doc.Config)
 		}
-		blobs = append(blobs, doc.Layers...)
+		for _, l := range doc.Layers {
+			if distributable(l) {
+				blobs = append(blobs, l)
+			}
+		}
 		blobs = append(blobs, doc.Blobs...)
 		return nil
 	}
@@ -893,6 +897,15 @@ func (pf *Prefetcher) fetchBlobs(ctx context.Context, ref string, t proxy.Target
 		return firstErr
 	}
 	return ctx.Err()
+}
+
+// distributable reports whether the registry holds layer d. A
+// non-distributable layer (the foreign base layers of Windows images, OCI's
+// nondistributable media types) is not in the registry: devices fetch it
+// from the URLs its descriptor names, so the mirror cannot store it.
+func distributable(d ocispec.Descriptor) bool {
+	return d.MediaType != "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" &&
+		!strings.Contains(d.MediaType, ".nondistributable.")
 }
 
 func uniqueBlobs(in []ocispec.Descriptor) []ocispec.Descriptor {

@@ -816,3 +816,36 @@ func TestPrefetchPlatformShapes(t *testing.T) {
 		})
 	}
 }
+
+// A Windows image's foreign (non-distributable) base layer is not in the
+// registry (devices fetch it from the URLs in the manifest): the prefetch
+// stores the rest and completes, instead of failing on the layer forever.
+func TestPrefetchSkipsForeignLayers(t *testing.T) {
+	t.Parallel()
+	s := newSite(t)
+	cfg := s.fake.AddBlob([]byte(`{"architecture":"amd64","os":"windows","os.version":"10.0.17763.5820","rootfs":{"type":"layers","diff_ids":[]}}`))
+	cfg.MediaType = "application/vnd.docker.container.image.v1+json"
+	s.fake.LinkBlob("org/win", cfg.Digest)
+	appLayer := fakeupstream.Random(t, 5000)
+	app := s.fake.AddBlob(appLayer)
+	app.MediaType = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+	s.fake.LinkBlob("org/win", app.Digest)
+	foreign := ocispec.Descriptor{MediaType: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+		Digest: digest.FromString("servercore base"), Size: 1 << 30, URLs: []string{"https://mcr.example.com/servercore"}}
+	m := ocispec.Manifest{MediaType: "application/vnd.docker.distribution.manifest.v2+json", Config: cfg, Layers: []ocispec.Descriptor{foreign, app}}
+	m.SchemaVersion = 2
+	body, _ := json.Marshal(m)
+	s.fake.AddManifest("org/win", "ltsc2019", m.MediaType, body)
+
+	pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/win:ltsc2019"}}})
+	st := waitState(t, pf, "org/win:ltsc2019", prefetch.StateComplete, prefetch.StateFailed)
+	if st.State != prefetch.StateComplete || st.Blobs != 2 {
+		t.Fatalf("prefetch of a Windows image = %+v, want complete with its config and app layer", st)
+	}
+	if !s.stored(app.Digest) {
+		t.Errorf("the app layer is not stored")
+	}
+	if n := s.fake.Count(http.MethodGet, "/v2/org/win/blobs/"+foreign.Digest.String()); n != 0 {
+		t.Errorf("the foreign layer was asked of the upstream %d times", n)
+	}
+}
