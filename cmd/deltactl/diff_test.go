@@ -512,3 +512,39 @@ func TestDiffForeignLayers(t *testing.T) {
 		t.Errorf("diff of a new foreign layer: %+v; want one row, no delta, the reason naming it non-distributable", ls)
 	}
 }
+
+// An index of Windows images holds one windows/amd64 manifest per Windows
+// build (ltsc2019, ltsc2022), whose os.version revision changes every
+// month: each of NEW's is diffed against OLD's of the same build, whatever
+// the revisions and the order, and the rows say which build they are.
+func TestDiffWindowsBuilds(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, true)
+	repo := host + "/edge/winbuilds"
+	windows := func(osVersion string, seed uint64) mutate.IndexAddendum {
+		img := testImage(t, "amd64", layer(t, goGzip, layergen.New(seed, 4, 4<<10)))
+		return mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: osVersion}}}
+	}
+	oldIdx := mutate.AppendManifests(empty.Index, windows("10.0.20348.2340", 1), windows("10.0.17763.5576", 2))
+	newIdx := mutate.AppendManifests(empty.Index, windows("10.0.17763.5696", 3), windows("10.0.20348.2402", 4))
+	pushIndex(t, repo+":1", mutate.IndexMediaType(oldIdx, types.OCIImageIndex))
+	pushIndex(t, repo+":2", mutate.IndexMediaType(newIdx, types.OCIImageIndex))
+	oldM, err := oldIdx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var diff diffReport
+	mustJSON(t, &diff, "diff", repo+":1", repo+":2")
+	var got []string
+	for _, p := range diff.Platforms {
+		got = append(got, p.Platform+" from "+string(p.From))
+	}
+	want := []string{
+		"windows(10.0.17763.5696)/amd64 from " + oldM.Manifests[1].Digest.String(),
+		"windows(10.0.20348.2402)/amd64 from " + oldM.Manifests[0].Digest.String(),
+	}
+	if !cmp.Equal(got, want) {
+		t.Errorf("diff of two Windows builds: %v, want %v", got, want)
+	}
+}

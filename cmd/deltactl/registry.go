@@ -261,9 +261,22 @@ func (img *image) platformNames() string {
 // counterpart returns the manifest of old for pm's platform (a manifest of
 // img), or nil. Two single-manifest images are each other's counterpart
 // whatever their configs say: the user named both.
+//
+// A Windows manifest's counterpart is of the same Windows build (os.version
+// without its monthly revision: 10.0.17763 for 10.0.17763.5820): an index
+// holds one image per build (ltsc2019, ltsc2022) for windows/amd64, and a
+// site of one build holds no layer of the other. One whose os.version is
+// not named matches any build.
 func (old *image) counterpart(img *image, pm platformManifest) *platformManifest {
 	for i := range old.manifests {
-		if platformKey(old.manifests[i].platform) == platformKey(pm.platform) {
+		if platformKey(old.manifests[i].platform) == platformKey(pm.platform) &&
+			windowsBuild(old.manifests[i].platform) == windowsBuild(pm.platform) {
+			return &old.manifests[i]
+		}
+	}
+	for i := range old.manifests {
+		if platformKey(old.manifests[i].platform) == platformKey(pm.platform) &&
+			(windowsBuild(old.manifests[i].platform) == "" || windowsBuild(pm.platform) == "") {
 			return &old.manifests[i]
 		}
 	}
@@ -277,6 +290,16 @@ func (old *image) counterpart(img *image, pm platformManifest) *platformManifest
 // mean the default architecture version left out (arm64/v8, amd64/v1).
 func platformKey(p v1.Platform) string {
 	return platformString(v1.Platform{OS: p.OS, Architecture: p.Architecture, Variant: normalVariant(p)})
+}
+
+// windowsBuild is the Windows build of p (the first three parts of its
+// os.version), or "".
+func windowsBuild(p v1.Platform) string {
+	if p.OS != "windows" || p.OSVersion == "" {
+		return ""
+	}
+	parts := strings.SplitN(p.OSVersion, ".", 4)
+	return strings.Join(parts[:min(3, len(parts))], ".")
 }
 
 func normalVariant(p v1.Platform) string {
@@ -295,12 +318,17 @@ func platformSatisfies(have, spec v1.Platform) bool {
 }
 
 // platformString is os/arch[/variant], or "unknown" for an image whose
-// config names no platform.
+// config names no platform; an os.version is written as containerd does,
+// os(version)/arch: an index of Windows images has one windows/amd64 per
+// Windows build.
 func platformString(p v1.Platform) string {
 	if p.OS == "" && p.Architecture == "" {
 		return "unknown"
 	}
 	s := p.OS + "/" + p.Architecture
+	if p.OSVersion != "" {
+		s = p.OS + "(" + p.OSVersion + ")/" + p.Architecture
+	}
 	if p.Variant != "" {
 		s += "/" + p.Variant
 	}
