@@ -548,3 +548,23 @@ func TestDiffWindowsBuilds(t *testing.T) {
 		t.Errorf("diff of two Windows builds: %v, want %v", got, want)
 	}
 }
+
+// An index whose children are indexes is not read (nested indexes are left
+// out): the error says so and names them, so that the user can give one
+// by digest, instead of claiming the index lists no image at all.
+func TestDiffNestedIndexSaysWhy(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, true)
+	repo := host + "/edge/nested"
+	inner := testIndex(t, testImage(t, "amd64", layer(t, goGzip, layergen.New(1, 4, 4<<10))))
+	outer := mutate.IndexMediaType(mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: inner}), types.OCIImageIndex)
+	pushIndex(t, repo+":inner", inner)
+	pushIndex(t, repo+":outer", outer)
+	d, err := inner.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := deltactl(t, "diff", repo+":inner", repo+":outer")
+	checkFailure(t, r, 1, "only nested indexes, which are not read (name one by digest: "+d.String()+")")
+	mustRun(t, "diff", repo+":inner", repo+"@"+d.String())
+}

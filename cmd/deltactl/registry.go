@@ -153,7 +153,11 @@ func (c *client) resolve(ref name.Reference) (*image, error) {
 		if err != nil {
 			return nil, fmt.Errorf("image %s: index: %w", ref, err)
 		}
+		var nested []string
 		for _, child := range idx.Manifests {
+			if child.MediaType.IsIndex() {
+				nested = append(nested, child.Digest.String())
+			}
 			if !isImageManifest(child.MediaType) || isAttestation(child) {
 				continue
 			}
@@ -162,6 +166,11 @@ func (c *client) resolve(ref name.Reference) (*image, error) {
 				return nil, fmt.Errorf("image %s: %w", ref, err)
 			}
 			img.manifests = append(img.manifests, pm)
+		}
+		if len(img.manifests) == 0 && len(nested) > 0 {
+			// Name them: the user can give one by digest.
+			return nil, fmt.Errorf("image %s: the index lists no image manifest, only nested indexes, which are not read (name one by digest: %s)",
+				ref, strings.Join(nested, ", "))
 		}
 		if len(img.manifests) == 0 {
 			return nil, fmt.Errorf("image %s: the index lists no image manifest", ref)
