@@ -731,7 +731,8 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) (_
 			// names one, its children do.
 			nested := ociapi.IsIndex(child.MediaType)
 			if top && !nested {
-				if child.Platform != nil && child.Platform.OS != "unknown" { // not BuildKit's attestations
+				if child.Platform != nil && child.Platform.OS != "unknown" && // not BuildKit's attestations
+					!slices.Contains(offered, platformString(child.Platform)) { // an index of hundreds repeats them
 					offered = append(offered, platformString(child.Platform))
 				}
 				if !matchPlatform(img.Platforms, child.Platform) {
@@ -765,7 +766,7 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) (_
 		// Reported complete, it would leave the site without the image
 		// its devices pull (a typo, or a platform the image lacks).
 		return nil, false, fmt.Errorf("index %s has no manifest for %s (it has %s): %w",
-			top.Descriptor.Digest, strings.Join(img.Platforms, ", "), strings.Join(slices.Compact(offered), ", "), errdef.ErrNotFound)
+			top.Descriptor.Digest, strings.Join(img.Platforms, ", "), strings.Join(offered, ", "), errdef.ErrNotFound)
 	}
 
 	// Signatures, attestations, SBOMs: the referrers of every manifest (OCI

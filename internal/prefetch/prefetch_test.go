@@ -769,7 +769,7 @@ func TestPrefetchPlatformShapes(t *testing.T) {
 		{name: "none asked, v8 in the index", variant: "v8", want: "linux/arm64"},
 		{name: "v8 asked, v8 in the index", variant: "v8", want: "linux/arm64/v8"},
 		{name: "nested index", nested: true, want: "linux/arm64"},
-		{name: "platform the index lacks", want: "linux/riscv64", wantError: "has no manifest for linux/riscv64 (it has linux/amd64, linux/arm64)"},
+		{name: "platform the index lacks", want: "linux/riscv64", wantError: "has no manifest for linux/riscv64 (it has linux/amd64, linux/arm64): "},
 		{name: "variant the index lacks", want: "linux/arm64/v7", wantError: "has no manifest for linux/arm64/v7"},
 	}
 	for _, tt := range tests {
@@ -781,7 +781,8 @@ func TestPrefetchPlatformShapes(t *testing.T) {
 			arm := s.platformImage(t, "org/app", armLayer)
 			amd.Platform = &ocispec.Platform{OS: "linux", Architecture: "amd64"}
 			arm.Platform = &ocispec.Platform{OS: "linux", Architecture: "arm64", Variant: tt.variant}
-			idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{amd, arm}}
+			// Each platform twice, as in an index of many builds.
+			idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{amd, arm, amd, arm}}
 			idx.SchemaVersion = 2
 			body, _ := json.Marshal(idx)
 			tag := "1.0"
