@@ -568,3 +568,21 @@ func TestDiffNestedIndexSaysWhy(t *testing.T) {
 	checkFailure(t, r, 1, "only nested indexes, which are not read (name one by digest: "+d.String()+")")
 	mustRun(t, "diff", repo+":inner", repo+"@"+d.String())
 }
+
+// A site does not download a Windows image's foreign base layer (its
+// devices fetch it from the URLs in the manifest): plan counts only what
+// the site's mirror fetches.
+func TestPlanLeavesOutForeignLayers(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, true)
+	repo := host + "/edge/winplan"
+	app := layer(t, goGzip, layergen.New(910, 8, 4<<10))
+	base1, base2 := layer(t, goGzip, layergen.New(911, 24, 16<<10)), layer(t, goGzip, layergen.New(912, 24, 16<<10))
+	pushImage(t, repo+":1", windowsImage(t, base1, app))
+	pushImage(t, repo+":2", windowsImage(t, base2, app))
+	var plan planReport
+	mustJSON(t, &plan, "plan", "--site-has", repo+":1", repo+":2")
+	if p := plan.Platforms[0]; len(p.Layers) != 0 || p.Without >= base2.Blob().Size {
+		t.Errorf("plan of a new foreign base layer: %d layer(s), %d bytes without deltas; want none, less than the %d-byte foreign layer", len(p.Layers), p.Without, base2.Blob().Size)
+	}
+}

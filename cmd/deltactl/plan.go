@@ -164,7 +164,9 @@ func planPlatformOf(oldImg, newImg *image, pm platformManifest, arts []artifact,
 	held := func(b layerdelta.Blob) bool { return has[b] }
 	for _, l := range pm.manifest.Layers {
 		target := blobOf(l)
-		if has[target] || seen[target] {
+		if has[target] || seen[target] || !distributable(l) {
+			// A non-distributable layer is no download of the site's:
+			// its devices fetch it from the URLs in the manifest.
 			continue
 		}
 		seen[target] = true
