@@ -725,20 +725,35 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) (_
 		if err := json.Unmarshal(m.Body, &doc); err != nil {
 			return fmt.Errorf("manifest %s: %w: %w", m.Descriptor.Digest, errdef.ErrInvalid, err)
 		}
+		// BuildKit's attestation manifests (provenance, SBOM) are
+		// children of the index too, platform unknown/unknown: one goes
+		// with the image its annotation names.
+		picked := map[digest.Digest]bool{}
+		for _, child := range doc.Manifests {
+			if top && matchPlatform(img.Platforms, child.Platform) {
+				picked[child.Digest] = true
+			}
+		}
 		for _, child := range doc.Manifests {
 			// A nested index (an index whose child is an index) is
 			// walked with the same platforms: its descriptor seldom
 			// names one, its children do.
 			nested := ociapi.IsIndex(child.MediaType)
 			if top && !nested {
-				if child.Platform != nil && child.Platform.OS != "unknown" && // not BuildKit's attestations
-					!slices.Contains(offered, platformString(child.Platform)) { // an index of hundreds repeats them
-					offered = append(offered, platformString(child.Platform))
+				attests := digest.Digest(child.Annotations[annotationReferenceDigest])
+				if attests != "" {
+					if len(img.Platforms) > 0 && !picked[attests] {
+						continue
+					}
+				} else {
+					if child.Platform != nil && !slices.Contains(offered, platformString(child.Platform)) { // an index of hundreds repeats them
+						offered = append(offered, platformString(child.Platform))
+					}
+					if !picked[child.Digest] {
+						continue
+					}
+					chosen++
 				}
-				if !matchPlatform(img.Platforms, child.Platform) {
-					continue
-				}
-				chosen++
 			}
 			cm, err := pf.p.Manifest(ctx, t, child.Digest.String())
 			if err != nil {
@@ -920,6 +935,10 @@ func uniqueBlobs(in []ocispec.Descriptor) []ocispec.Descriptor {
 	}
 	return out
 }
+
+// annotationReferenceDigest names, on a BuildKit attestation manifest in an
+// index, the image manifest it is about.
+const annotationReferenceDigest = "vnd.docker.reference.digest"
 
 // matchPlatform reports whether p is one of want ("os/arch[/variant]");
 // an empty want matches everything. A variant that names the default

@@ -850,3 +850,47 @@ func TestPrefetchSkipsForeignLayers(t *testing.T) {
 		t.Errorf("the foreign layer was asked of the upstream %d times", n)
 	}
 }
+
+// A BuildKit index lists an attestation manifest (provenance, SBOM;
+// platform unknown/unknown) per image: a prefetch of one platform stores
+// that platform's attestation with it, as it stores the image's referrers,
+// and not the other platforms'.
+func TestPrefetchPlatformKeepsItsBuildKitAttestation(t *testing.T) {
+	t.Parallel()
+	s := newSite(t)
+	amdLayer, armLayer := fakeupstream.Random(t, 3000), fakeupstream.Random(t, 2000)
+	amdAttLayer, armAttLayer := []byte(`{"_type":"https://in-toto.io/Statement/v0.1","n":1}`), []byte(`{"_type":"https://in-toto.io/Statement/v0.1","n":2}`)
+	amd := s.platformImage(t, "org/bk", amdLayer)
+	arm := s.platformImage(t, "org/bk", armLayer)
+	amd.Platform = &ocispec.Platform{OS: "linux", Architecture: "amd64"}
+	arm.Platform = &ocispec.Platform{OS: "linux", Architecture: "arm64"}
+	attestation := func(layer []byte, of digest.Digest) ocispec.Descriptor {
+		d := s.platformImage(t, "org/bk", layer)
+		d.Platform = &ocispec.Platform{OS: "unknown", Architecture: "unknown"}
+		d.Annotations = map[string]string{"vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": of.String()}
+		return d
+	}
+	amdAtt, armAtt := attestation(amdAttLayer, amd.Digest), attestation(armAttLayer, arm.Digest)
+	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{amd, arm, amdAtt, armAtt}}
+	idx.SchemaVersion = 2
+	body, _ := json.Marshal(idx)
+	s.fake.AddManifest("org/bk", "1.0", ocispec.MediaTypeImageIndex, body)
+
+	pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/bk:1.0", Platforms: []string{"linux/arm64"}}}})
+	st := waitState(t, pf, "org/bk:1.0", prefetch.StateComplete, prefetch.StateFailed)
+	if st.State != prefetch.StateComplete {
+		t.Fatalf("prefetch: %+v", st)
+	}
+	for name, want := range map[string]bool{
+		"arm64 layer": true, "arm64 attestation": true, "amd64 layer": false, "amd64 attestation": false,
+	} {
+		d := map[string]digest.Digest{"arm64 layer": digest.FromBytes(armLayer), "arm64 attestation": digest.FromBytes(armAttLayer),
+			"amd64 layer": digest.FromBytes(amdLayer), "amd64 attestation": digest.FromBytes(amdAttLayer)}[name]
+		if got := s.stored(d); got != want {
+			t.Errorf("prefetch of linux/arm64: %s stored = %v, want %v", name, got, want)
+		}
+	}
+	if owners, _ := s.db.PinnedBy(context.Background(), armAtt.Digest); len(owners) != 1 {
+		t.Errorf("the arm64 attestation manifest is pinned by %v, want the prefetch entry", owners)
+	}
+}
