@@ -88,15 +88,9 @@ func cleanUploads(ctx context.Context, cfg config.Config, store contentStore, lo
 		return
 	}
 	age := cfg.Storage.TempMaxAge.D()
-	every := min(max(age/4, time.Second), time.Hour)
-	t := time.NewTicker(every)
+	t := time.NewTicker(sweepInterval(age))
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	onTicks(ctx, t.C, func() {
 		n, err := obj.CleanBucketUploads(ctx, time.Now().Add(-age))
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -104,6 +98,24 @@ func cleanUploads(ctx context.Context, cfg config.Config, store contentStore, lo
 		case n > 0:
 			log.LogAttrs(ctx, slog.LevelInfo, "removed stale uploads from the bucket", slog.Int("staleUploadsRemoved", n))
 		}
+	})
+}
+
+// sweepInterval is how often content older than age is swept: a quarter
+// of age, at least every hour (and at most every second).
+func sweepInterval(age time.Duration) time.Duration {
+	return min(max(age/4, time.Second), time.Hour)
+}
+
+// onTicks calls fn at every tick until ctx ends.
+func onTicks(ctx context.Context, ticks <-chan time.Time, fn func()) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticks:
+		}
+		fn()
 	}
 }
 
@@ -121,7 +133,7 @@ func cleanPartials(ctx context.Context, cfg config.Config, store contentStore, l
 		return
 	}
 	age := cfg.Storage.PartialMaxAge.D()
-	t := time.NewTicker(min(max(age/4, time.Second), time.Hour))
+	t := time.NewTicker(sweepInterval(age))
 	defer t.Stop()
 	sweepPartials(ctx, fs, age, t.C, log)
 }
@@ -129,12 +141,7 @@ func cleanPartials(ctx context.Context, cfg config.Config, store contentStore, l
 // sweepPartials removes the partials of fs older than age on every tick,
 // until ctx ends.
 func sweepPartials(ctx context.Context, fs *blobstore.FS, age time.Duration, ticks <-chan time.Time, log *slog.Logger) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticks:
-		}
+	onTicks(ctx, ticks, func() {
 		n, err := fs.CleanPartials(time.Now().Add(-age))
 		switch {
 		case err != nil:
@@ -142,7 +149,7 @@ func sweepPartials(ctx context.Context, fs *blobstore.FS, age time.Duration, tic
 		case n > 0:
 			log.LogAttrs(ctx, slog.LevelInfo, "removed stale partial downloads", slog.Int("stalePartialsRemoved", n))
 		}
-	}
+	})
 }
 
 // forgetEvicted, on a replica of a shared bucket that does not evict,
@@ -157,12 +164,7 @@ func forgetEvicted(ctx context.Context, cfg config.Config, maint *gc.Maintainer,
 	}
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	onTicks(ctx, t.C, func() {
 		n, err := maint.ForgetEvicted(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -170,7 +172,7 @@ func forgetEvicted(ctx context.Context, cfg config.Config, maint *gc.Maintainer,
 		case n > 0:
 			log.LogAttrs(ctx, slog.LevelInfo, "forgot the records of content another replica evicted", slog.Int("digests", n))
 		}
-	}
+	})
 }
 
 // sharedMinIdle is gc.Options.MinIdle on a bucket: five maintenance

@@ -48,56 +48,7 @@ func BenchmarkCachedSmallBlob(b *testing.B) {
 // handing the first bytes to the client (benchmarks/run.sh measures the
 // same against a real registry). Reported as us/first-byte.
 func BenchmarkColdMissFirstByte(b *testing.B) {
-	for _, via := range []string{"direct", "mirror"} {
-		b.Run(via, func(b *testing.B) {
-			m := newMirror(b, func(o *proxy.Options) { o.Deltas, o.NegotiateDeltas = true, true })
-			base := m.srv.URL
-			if via == "direct" {
-				base = m.upstream.URL
-			}
-			client := &http.Client{}
-			get := func(path string) (time.Duration, error) {
-				start := time.Now()
-				resp, err := client.Get(base + path)
-				if err != nil {
-					return 0, err
-				}
-				defer resp.Body.Close()
-				var one [1]byte
-				if _, err := io.ReadFull(resp.Body, one[:]); err != nil {
-					return 0, err
-				}
-				first := time.Since(start)
-				n, err := io.Copy(io.Discard, resp.Body)
-				if err == nil && (resp.StatusCode != http.StatusOK || n+1 != 256<<10) {
-					err = fmt.Errorf("status %d, %d bytes", resp.StatusCode, n+1)
-				}
-				return first, err
-			}
-			// The connection the timed requests reuse.
-			resp, err := client.Get(base + "/v2/")
-			if err != nil {
-				b.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			blob := make([]byte, 256<<10)
-			var total time.Duration
-			for b.Loop() {
-				b.StopTimer()
-				rand.Read(blob)
-				d := m.fake.AddBlob(blob).Digest
-				m.fake.LinkBlob("app", d)
-				b.StartTimer()
-				first, err := get(blobPath("app", d))
-				if err != nil {
-					b.Fatal(err)
-				}
-				total += first
-			}
-			b.ReportMetric(float64(total.Microseconds())/float64(b.N), "us/first-byte")
-		})
-	}
+	benchColdMiss(b, 1)
 }
 
 // BenchmarkColdMissFanInFirstByte is BenchmarkColdMissFirstByte with 64
@@ -106,7 +57,14 @@ func BenchmarkColdMissFirstByte(b *testing.B) {
 // figure benchmarks/run.sh's fan-in reports against a real registry.
 // "direct" sends the 64 requests to the fake upstream itself.
 func BenchmarkColdMissFanInFirstByte(b *testing.B) {
-	const clients = 64
+	benchColdMiss(b, 64)
+}
+
+// benchColdMiss has n clients, each on its own connection opened before,
+// ask at once for a new 256 KiB blob, through the mirror and straight from
+// its upstream, and reports the first client's time to its first body byte.
+func benchColdMiss(b *testing.B, n int) {
+	const size = 256 << 10
 	for _, via := range []string{"direct", "mirror"} {
 		b.Run(via, func(b *testing.B) {
 			m := newMirror(b, func(o *proxy.Options) { o.Deltas, o.NegotiateDeltas = true, true })
@@ -114,9 +72,10 @@ func BenchmarkColdMissFanInFirstByte(b *testing.B) {
 			if via == "direct" {
 				base = m.upstream.URL
 			}
-			cs := make([]*http.Client, clients)
+			cs := make([]*http.Client, n)
 			for i := range cs {
-				// One transport per client: each keeps its own connection.
+				// One transport per client: each keeps its own connection,
+				// opened here.
 				tr := &http.Transport{}
 				defer tr.CloseIdleConnections()
 				cs[i] = &http.Client{Transport: tr}
@@ -127,53 +86,37 @@ func BenchmarkColdMissFanInFirstByte(b *testing.B) {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 			}
-			blob := make([]byte, 256<<10)
+			blob := make([]byte, size)
 			var total time.Duration
 			for b.Loop() {
 				b.StopTimer()
 				rand.Read(blob)
 				d := m.fake.AddBlob(blob).Digest
 				m.fake.LinkBlob("app", d)
-				firsts := make(chan time.Duration, clients)
-				errs := make(chan error, clients)
+				url := base + blobPath("app", d)
+				firsts := make(chan time.Duration, n)
+				errs := make(chan error, n)
 				release := make(chan struct{})
 				var ready sync.WaitGroup
-				ready.Add(clients)
+				ready.Add(n)
 				for _, c := range cs {
 					go func() {
 						ready.Done()
 						<-release
-						start := time.Now()
-						resp, err := c.Get(base + blobPath("app", d))
-						if err != nil {
-							errs <- err
-							return
-						}
-						defer resp.Body.Close()
-						var one [1]byte
-						if _, err := io.ReadFull(resp.Body, one[:]); err != nil {
-							errs <- err
-							return
-						}
-						firsts <- time.Since(start)
-						n, err := io.Copy(io.Discard, resp.Body)
-						if err == nil && (resp.StatusCode != http.StatusOK || n+1 != int64(len(blob))) {
-							err = fmt.Errorf("status %d, %d bytes", resp.StatusCode, n+1)
-						}
-						errs <- err
+						errs <- firstByte(c, url, size, firsts)
 					}()
 				}
 				ready.Wait()
 				b.StartTimer()
 				close(release)
-				first := time.Duration(-1)
-				for range clients {
+				for range n {
 					if err := <-errs; err != nil {
 						b.Fatal(err)
 					}
 				}
 				b.StopTimer()
 				close(firsts)
+				first := time.Duration(-1)
 				for f := range firsts {
 					if first < 0 || f < first {
 						first = f
@@ -185,4 +128,25 @@ func BenchmarkColdMissFanInFirstByte(b *testing.B) {
 			b.ReportMetric(float64(total.Microseconds())/float64(b.N), "us/first-byte")
 		})
 	}
+}
+
+// firstByte GETs url with c, sends the time to its first body byte to
+// firsts, and reads the rest, checking the status and the size.
+func firstByte(c *http.Client, url string, size int64, firsts chan<- time.Duration) error {
+	start := time.Now()
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var one [1]byte
+	if _, err := io.ReadFull(resp.Body, one[:]); err != nil {
+		return err
+	}
+	firsts <- time.Since(start)
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err == nil && (resp.StatusCode != http.StatusOK || n+1 != size) {
+		err = fmt.Errorf("status %d, %d bytes", resp.StatusCode, n+1)
+	}
+	return err
 }
