@@ -511,6 +511,13 @@ func signatureManifest(t testing.TB, src *fakeSource, sigs ...oci.Signature) []b
 	return m
 }
 
+// tagSignedBy attaches, as cosign's .sig tag, one signature of d by k.
+func tagSignedBy(k *signer) func(t *testing.T, src *fakeSource, d digest.Digest) {
+	return func(t *testing.T, src *fakeSource, d digest.Digest) {
+		attachTag(t, src, d, k.sign(t, d, sigOpts{}))
+	}
+}
+
 // attachTag stores sigs under cosign's signature tag of d.
 func attachTag(t testing.TB, src *fakeSource, d digest.Digest, sigs ...oci.Signature) {
 	t.Helper()

@@ -39,76 +39,58 @@ func TestVerifyKeys(t *testing.T) {
 		signer *signer // want Verdict.Signer to name this key
 	}{
 		{
-			name: "ecdsa",
-			rule: keyRule(ecdsaKey),
-			attach: func(t *testing.T, src *fakeSource, d digest.Digest) {
-				attachTag(t, src, d, ecdsaKey.sign(t, d, sigOpts{}))
-			},
-			want: ReasonVerified, signer: ecdsaKey,
+			name:   "ecdsa",
+			rule:   keyRule(ecdsaKey),
+			attach: tagSignedBy(ecdsaKey),
+			want:   ReasonVerified, signer: ecdsaKey,
 		},
 		{
-			name: "ed25519ph, cosign's default",
-			rule: keyRule(ed),
-			attach: func(t *testing.T, src *fakeSource, d digest.Digest) {
-				attachTag(t, src, d, ed.sign(t, d, sigOpts{}))
-			},
-			want: ReasonVerified, signer: ed,
+			name:   "ed25519ph, cosign's default",
+			rule:   keyRule(ed),
+			attach: tagSignedBy(ed),
+			want:   ReasonVerified, signer: ed,
 		},
 		{
-			name: "pure ed25519, older cosign",
-			rule: keyRule(edPure),
-			attach: func(t *testing.T, src *fakeSource, d digest.Digest) {
-				attachTag(t, src, d, edPure.sign(t, d, sigOpts{}))
-			},
-			want: ReasonVerified, signer: edPure,
+			name:   "pure ed25519, older cosign",
+			rule:   keyRule(edPure),
+			attach: tagSignedBy(edPure),
+			want:   ReasonVerified, signer: edPure,
 		},
 		{
-			name: "rsa",
-			rule: keyRule(rsaKey),
-			attach: func(t *testing.T, src *fakeSource, d digest.Digest) {
-				attachTag(t, src, d, rsaKey.sign(t, d, sigOpts{}))
-			},
-			want: ReasonVerified, signer: rsaKey,
+			name:   "rsa",
+			rule:   keyRule(rsaKey),
+			attach: tagSignedBy(rsaKey),
+			want:   ReasonVerified, signer: rsaKey,
 		},
 		{
-			name: "ecdsa p-384, signed with sha-384 as cosign does",
-			rule: keyRule(p384),
-			attach: func(t *testing.T, src *fakeSource, d digest.Digest) {
-				attachTag(t, src, d, p384.sign(t, d, sigOpts{}))
-			},
-			want: ReasonVerified, signer: p384,
+			name:   "ecdsa p-384, signed with sha-384 as cosign does",
+			rule:   keyRule(p384),
+			attach: tagSignedBy(p384),
+			want:   ReasonVerified, signer: p384,
 		},
 		{
-			name: "ecdsa p-521, signed with sha-512 as cosign does",
-			rule: keyRule(p521),
-			attach: func(t *testing.T, src *fakeSource, d digest.Digest) {
-				attachTag(t, src, d, p521.sign(t, d, sigOpts{}))
-			},
-			want: ReasonVerified, signer: p521,
+			name:   "ecdsa p-521, signed with sha-512 as cosign does",
+			rule:   keyRule(p521),
+			attach: tagSignedBy(p521),
+			want:   ReasonVerified, signer: p521,
 		},
 		{
-			name: "ecdsa p-384, signed with sha-256 as cosign before v2.2",
-			rule: keyRule(p384SHA256),
-			attach: func(t *testing.T, src *fakeSource, d digest.Digest) {
-				attachTag(t, src, d, p384SHA256.sign(t, d, sigOpts{}))
-			},
-			want: ReasonVerified, signer: p384SHA256,
+			name:   "ecdsa p-384, signed with sha-256 as cosign before v2.2",
+			rule:   keyRule(p384SHA256),
+			attach: tagSignedBy(p384SHA256),
+			want:   ReasonVerified, signer: p384SHA256,
 		},
 		{
-			name: "rotation: signed by the second key",
-			rule: keyRule(oldKey, newKey),
-			attach: func(t *testing.T, src *fakeSource, d digest.Digest) {
-				attachTag(t, src, d, newKey.sign(t, d, sigOpts{}))
-			},
-			want: ReasonVerified, signer: newKey,
+			name:   "rotation: signed by the second key",
+			rule:   keyRule(oldKey, newKey),
+			attach: tagSignedBy(newKey),
+			want:   ReasonVerified, signer: newKey,
 		},
 		{
-			name: "rotation: old and new key in one file",
-			rule: RuleSpec{Name: "fleet", Repositories: []string{testRegistry + "/fleet/**"}, Keys: []string{oldKey.pubPEM + newKey.pubPEM}},
-			attach: func(t *testing.T, src *fakeSource, d digest.Digest) {
-				attachTag(t, src, d, newKey.sign(t, d, sigOpts{}))
-			},
-			want: ReasonVerified, signer: newKey,
+			name:   "rotation: old and new key in one file",
+			rule:   RuleSpec{Name: "fleet", Repositories: []string{testRegistry + "/fleet/**"}, Keys: []string{oldKey.pubPEM + newKey.pubPEM}},
+			attach: tagSignedBy(newKey),
+			want:   ReasonVerified, signer: newKey,
 		},
 		{
 			name: "one of several signatures verifies",
@@ -139,12 +121,10 @@ func TestVerifyKeys(t *testing.T) {
 			want: ReasonVerified, signer: ecdsaKey,
 		},
 		{
-			name: "wrong key",
-			rule: keyRule(ecdsaKey),
-			attach: func(t *testing.T, src *fakeSource, d digest.Digest) {
-				attachTag(t, src, d, other.sign(t, d, sigOpts{}))
-			},
-			want: ReasonWrongKey,
+			name:   "wrong key",
+			rule:   keyRule(ecdsaKey),
+			attach: tagSignedBy(other),
+			want:   ReasonWrongKey,
 		},
 		{
 			name: "wrong key through referrers",
