@@ -207,6 +207,13 @@ func TestMultiArchIndexServedByteForByte(t *testing.T) {
 	if resp.StatusCode != 200 || digest.FromBytes(body) != a.Digest {
 		t.Errorf("index for a client without index support: %d %s, want the amd64 image %s", resp.StatusCode, digest.FromBytes(body), a.Digest)
 	}
+	// The same for a client that excludes indexes with q=0 and takes
+	// anything else (RFC 9110 section 12.5.1).
+	resp, body = m.get(http.MethodGet, manifestPath("multi", "v1"), "Accept",
+		ocispec.MediaTypeImageIndex+";q=0, application/vnd.docker.distribution.manifest.list.v2+json;q=0, */*")
+	if resp.StatusCode != 200 || digest.FromBytes(body) != a.Digest {
+		t.Errorf("index for a client excluding indexes with q=0: %d %s, want the amd64 image %s", resp.StatusCode, digest.FromBytes(body), a.Digest)
+	}
 	for _, method := range []string{http.MethodGet, http.MethodHead} {
 		resp, body = m.get(method, manifestPath("multi", want.Digest.String()), "Accept", "application/vnd.docker.distribution.manifest.v2+json")
 		if resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != want.Digest.String() || (method == http.MethodGet && string(body) != idx) {

@@ -111,6 +111,17 @@ func TestAccepts(t *testing.T) {
 		{[]string{MediaTypeDockerManifest, MediaTypeOCIManifest + ";q=0.5"}, MediaTypeOCIManifest, true},
 		{[]string{MediaTypeDockerManifest}, MediaTypeOCIIndex, false},
 		{[]string{"*/*"}, MediaTypeOCIIndex, true},
+		{[]string{"application/*"}, MediaTypeOCIIndex, true},
+		{[]string{"text/*"}, MediaTypeOCIIndex, false},
+		// q=0 means "not acceptable" (RFC 9110 section 12.5.1), and the
+		// most specific range decides.
+		{[]string{MediaTypeOCIIndex + ";q=0"}, MediaTypeOCIIndex, false},
+		{[]string{MediaTypeOCIIndex + "; q=0.0, */*"}, MediaTypeOCIIndex, false},
+		{[]string{"*/*;q=0", MediaTypeOCIIndex}, MediaTypeOCIIndex, true},
+		{[]string{"application/*;q=0, */*"}, MediaTypeOCIIndex, false},
+		{[]string{"*/*;q=0"}, MediaTypeOCIIndex, false},
+		{[]string{MediaTypeOCIIndex + ";q=0.001"}, MediaTypeOCIIndex, true},
+		{[]string{MediaTypeOCIIndex + ";q=bogus"}, MediaTypeOCIIndex, true},
 	}
 	for _, tt := range tests {
 		if got := Accepts(tt.accept, tt.mt); got != tt.want {
