@@ -112,6 +112,9 @@ func (s *Server) manifest(w *recorder, r *http.Request, rt ociapi.Route, t proxy
 	h.Set("Content-Type", res.Descriptor.MediaType)
 	h.Set(ociapi.HeaderContentDigest, res.Descriptor.Digest.String())
 	h.Set("ETag", `"`+res.Descriptor.Digest.String()+`"`)
+	if err := ifMatch(r, res.Descriptor.Digest); err != nil {
+		return err
+	}
 	if etagListed(r, res.Descriptor.Digest) {
 		w.WriteHeader(http.StatusNotModified)
 		return nil
@@ -170,6 +173,14 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 		} else if done, err := s.deltaAnswer(w, r, rt, t, acc); done || err != nil {
 			return err
 		}
+	}
+	if err := ifMatch(r, rt.Digest); err != nil {
+		// Only of a blob there is (RFC 9110 section 13.2.1: a request
+		// that fails without its condition fails as it would).
+		if _, _, serr := s.p.StatBlob(r.Context(), t, rt.Digest); serr != nil {
+			return serr
+		}
+		return err
 	}
 	if etagListed(r, rt.Digest) {
 		// The client holds these bytes (a digest names one content): the
@@ -396,6 +407,29 @@ func etagListed(r *http.Request, d digest.Digest) bool {
 		}
 	}
 	return false
+}
+
+// ifMatch evaluates an If-Match header against content whose ETag is its
+// digest d (RFC 9110 section 13.1.1, strong comparison): a request made
+// only for other content (a script that checks that a tag still names the
+// digest it holds) is answered 412, not served what the tag names now.
+// "*" matches any content the mirror serves; without the header there is
+// no condition.
+func ifMatch(r *http.Request, d digest.Digest) error {
+	values := r.Header.Values("If-Match")
+	if len(values) == 0 {
+		return nil
+	}
+	want := `"` + d.String() + `"`
+	for _, v := range values {
+		for _, tag := range strings.Split(v, ",") {
+			if tag = strings.TrimSpace(tag); tag == "*" || tag == want {
+				return nil
+			}
+		}
+	}
+	return ociapi.NewError(http.StatusPreconditionFailed, ociapi.CodeUnknown,
+		"If-Match: the content is "+want+", not one the request names")
 }
 
 // parseRange parses a Range header for content of size bytes. It serves

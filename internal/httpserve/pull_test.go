@@ -897,3 +897,47 @@ func TestIfNoneMatchAnswersNotModified(t *testing.T) {
 		t.Errorf("GET of a blob the repository lacks, with its ETag in If-None-Match: %d, want 404", resp.StatusCode)
 	}
 }
+
+// If-Match holds the request to the content it names (RFC 9110 section
+// 13.1.1): a script that asks for a tag only if it still names the digest
+// it holds gets 412 once the tag moved, and the content while it has not;
+// a blob the repository lacks is still unknown (404, not 412).
+func TestIfMatchPreconditionFails(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 10_000)
+	mdesc, layers := m.fake.Image("app", "v1", layer)
+	etag := func(d digest.Digest) string { return `"` + d.String() + `"` }
+	other := etag(digest.FromString("other"))
+	for _, tt := range []struct {
+		path string
+		d    digest.Digest
+	}{
+		{manifestPath("app", "v1"), mdesc.Digest},
+		{manifestPath("app", mdesc.Digest.String()), mdesc.Digest},
+		{blobPath("app", layers[0].Digest), layers[0].Digest},
+	} {
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			for _, im := range []string{etag(tt.d), other + ", " + etag(tt.d), "*"} {
+				resp, body := m.get(method, tt.path, "If-Match", im)
+				if resp.StatusCode != http.StatusOK || method == http.MethodGet && len(body) == 0 {
+					t.Errorf("%s %s, If-Match %s: %d, %d bytes; want 200 and the content", method, tt.path, im, resp.StatusCode, len(body))
+				}
+			}
+			// A weak validator never matches If-Match (strong comparison).
+			for _, im := range []string{other, "W/" + etag(tt.d)} {
+				resp, body := m.get(method, tt.path, "If-Match", im)
+				if resp.StatusCode != http.StatusPreconditionFailed {
+					t.Errorf("%s %s, If-Match %s: %d, want 412", method, tt.path, im, resp.StatusCode)
+				}
+				if method == http.MethodGet {
+					m.wantCode(resp, body, http.StatusPreconditionFailed, "UNKNOWN")
+				}
+			}
+			m.waitFills()
+		}
+	}
+	missing := digest.FromString("not in the repository")
+	resp, body := m.get(http.MethodGet, blobPath("app", missing), "If-Match", other)
+	m.wantCode(resp, body, http.StatusNotFound, "BLOB_UNKNOWN")
+}
