@@ -82,12 +82,16 @@ type BreakerOpenError struct {
 	// NextProbe is how long until a probe request may go; 0 when a probe
 	// is in flight now.
 	NextProbe time.Duration
+	// ProbeAt is when that is (zero when a probe is in flight). The
+	// message names the time rather than the wait: it is kept, for
+	// instance as a prefetch's last error, and read later.
+	ProbeAt time.Time
 }
 
 func (e *BreakerOpenError) Error() string {
 	if e.NextProbe > 0 {
-		return fmt.Sprintf("upstream unreachable: circuit breaker open after %d consecutive failures, next probe in %s",
-			e.Failures, e.NextProbe.Round(time.Millisecond))
+		return fmt.Sprintf("upstream unreachable: circuit breaker open after %d consecutive failures, next probe at %s",
+			e.Failures, e.ProbeAt.UTC().Format("2006-01-02T15:04:05.000Z"))
 	}
 	return fmt.Sprintf("upstream unreachable: circuit breaker open after %d consecutive failures, probe in flight", e.Failures)
 }
@@ -233,7 +237,7 @@ func (b *breaker) refusal(now time.Time) error {
 	b.refused.Add(1)
 	e := &BreakerOpenError{Failures: b.fails, Since: b.opened}
 	if b.state == BreakerOpen {
-		e.NextProbe = b.probeAt.Sub(now)
+		e.NextProbe, e.ProbeAt = b.probeAt.Sub(now), b.probeAt
 	}
 	return e
 }

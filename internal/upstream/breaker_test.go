@@ -105,6 +105,11 @@ func TestBreakerOpensAfterConsecutiveFailures(t *testing.T) {
 	if e.Failures != 3 || !e.Since.Equal(clk.Now()) || e.NextProbe != time.Second {
 		t.Errorf("refusal = %+v, want 3 failures, since now, next probe in 1s", e)
 	}
+	// The message names the time of the probe, which stays true when it
+	// is read later (a prefetch's last error), not the wait.
+	if want := "next probe at " + clk.Now().Add(time.Second).UTC().Format("2006-01-02T15:04:05.000Z"); !strings.Contains(e.Error(), want) {
+		t.Errorf("refusal message %q, want it to say %q", e.Error(), want)
+	}
 	if got := b.health().Refused; got != 2 {
 		t.Errorf("Refused = %d, want 2 (one check, one allow)", got)
 	}
