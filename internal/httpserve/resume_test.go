@@ -578,6 +578,48 @@ func (p *fullPartial) Write(b []byte) (int, error) {
 	return p.Partial.Write(b)
 }
 
+// While the disk is full, a Range request is served from the blob passed
+// through (a device resuming its download is not refused until there is
+// room): the bytes of the range, verified like the whole blob, so a wrong
+// body never ends a range cleanly either, however early the range ends.
+func TestRangeOfABlobPassedThrough(t *testing.T) {
+	t.Parallel()
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { return fullDisk{FS: fs, limit: 100_000} })
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	path := blobPath("app", layers[0].Digest)
+	if resp, body, err := m.do(http.MethodGet, path); err == nil && resp.StatusCode == http.StatusOK {
+		t.Fatalf("GET with a full disk ended cleanly with %d bytes", len(body))
+	}
+	m.waitFills()
+	for _, tt := range []struct {
+		spec       string
+		start, end int // of the range, end inclusive
+	}{
+		{"bytes=1000-4999", 1000, 4999},
+		{"bytes=0-0", 0, 0},
+		{"bytes=299990-", 299990, 299999},
+		{"bytes=-10", 299990, 299999},
+		{"bytes=100000-200000", 100000, 200000},
+	} {
+		resp, body := m.get(http.MethodGet, path, "Range", tt.spec)
+		want := fmt.Sprintf("bytes %d-%d/%d", tt.start, tt.end, len(layer))
+		if resp.StatusCode != http.StatusPartialContent || resp.Header.Get("Content-Range") != want || !bytes.Equal(body, layer[tt.start:tt.end+1]) {
+			t.Errorf("Range %s while the disk is full: %d, Content-Range %q, %d bytes (equal %v); want 206, %q and the range",
+				tt.spec, resp.StatusCode, resp.Header.Get("Content-Range"), len(body), bytes.Equal(body, layer[tt.start:tt.end+1]), want)
+		}
+	}
+	if _, err := m.store.Stat(context.Background(), layers[0].Digest); err == nil {
+		t.Error("a blob passed through was stored")
+	}
+	corrupt := append([]byte{}, layer...)
+	corrupt[len(corrupt)-1] ^= 1
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, layers[0].Digest.String(), fakeupstream.Body(corrupt, len(corrupt), false)))
+	if resp, body, err := m.do(http.MethodGet, path, "Range", "bytes=0-99"); err == nil && resp.StatusCode == http.StatusPartialContent {
+		t.Errorf("a range of a wrong body passed through ended cleanly (%d bytes)", len(body))
+	}
+}
+
 // A full disk fails the fill at once (resuming does not help), fails the
 // client's transfer, commits nothing, and asks the upstream only once.
 func TestFullDiskFailsTheFill(t *testing.T) {

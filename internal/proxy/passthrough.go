@@ -125,12 +125,17 @@ func (p *Proxy) passThrough(ctx context.Context, t Target, d digest.Digest) (Blo
 	// sending without closing (a cellular link gone silent) would
 	// otherwise hold the client, which nothing else times out, for good.
 	body := stall.NewReader(resp.Body, p.opts.FillStallTimeout)
-	r := &passReader{body: body, dg: dg, size: resp.Size, up: t.Remote.Name, p: p}
+	r := &passReader{body: body, dg: dg, size: resp.Size, up: t.Remote.Name, p: p, last: -1}
 	return BlobResult{Size: resp.Size, Content: r, Cache: CachePass}, nil
 }
 
 // passReader reads an upstream body, hashing it, and returns the final
-// byte only once the whole body matched its digest and size.
+// byte only once the whole body matched its digest and size. It serves one
+// range too (Seek before the first Read, then EndRangeAt): the bytes before
+// it are read and hashed but not returned, and so are those after it, up
+// to the end of the blob, before the range's last byte is returned. A range
+// costs the whole blob from the upstream, as a fill does, and is as
+// verified.
 type passReader struct {
 	body io.ReadCloser
 	dg   *verify.Digester
@@ -139,25 +144,39 @@ type passReader struct {
 	p    *Proxy
 
 	buf      []byte
-	pending  []byte // read from upstream, not yet returned
-	read     int64
+	pending  []byte // read from upstream, not yet returned or passed over; pending[0] is byte pos
+	pos      int64
+	read     int64 // bytes read from upstream
+	start    int64 // the first byte to return
+	last     int64 // the last byte to return, or -1: the blob's last
+	given    bool  // a byte was returned
 	verified bool
 }
 
 func (r *passReader) Read(b []byte) (int, error) {
 	for {
-		if r.verified {
-			if len(r.pending) == 0 {
-				return 0, io.EOF
-			}
-			n := copy(b, r.pending)
-			r.pending = r.pending[n:]
-			return n, nil
+		if skip := min(r.start-r.pos, int64(len(r.pending))); skip > 0 {
+			// Before the range: hashed already, not returned.
+			r.pending, r.pos = r.pending[skip:], r.pos+skip
+			continue
 		}
-		if len(r.pending) > 1 {
-			// Everything but the last byte may go.
-			n := copy(b, r.pending[:len(r.pending)-1])
-			r.pending = r.pending[n:]
+		if r.last >= 0 && r.pos+int64(len(r.pending)) > r.last+1 {
+			// After the range: not needed beyond its hash.
+			r.pending = r.pending[:r.last+1-r.pos]
+		}
+		if r.verified || len(r.pending) > 1 {
+			// Everything but the last byte may go before the blob is
+			// verified: of the blob, or of the range once the rest of
+			// the blob has still to be hashed.
+			avail := r.pending
+			if !r.verified {
+				avail = avail[:len(avail)-1]
+			}
+			if len(avail) == 0 {
+				return 0, io.EOF // verified, everything returned
+			}
+			n := copy(b, avail)
+			r.pending, r.pos, r.given = r.pending[n:], r.pos+int64(n), true
 			return n, nil
 		}
 		if r.buf == nil {
@@ -171,7 +190,9 @@ func (r *passReader) Read(b []byte) (int, error) {
 			if r.size >= 0 && r.read > r.size {
 				return 0, fmt.Errorf("blob: upstream sent more than %d bytes: %w", r.size, errdef.ErrSizeMismatch)
 			}
-			r.pending = append(r.pending, r.buf[:n]...)
+			if r.last < 0 || r.read-int64(n) <= r.last {
+				r.pending = append(r.pending, r.buf[:n]...)
+			}
 		}
 		switch {
 		case err == io.EOF:
@@ -185,16 +206,21 @@ func (r *passReader) Read(b []byte) (int, error) {
 	}
 }
 
-// Seek supports what serving a whole blob needs (the size); a range of a
-// blob that is not stored is not served while the disk is full.
+// EndRangeAt says the reader serves a range whose last byte is at offset
+// end (see fillReader.EndRangeAt).
+func (r *passReader) EndRangeAt(end int64) { r.last = end }
+
+// Seek supports what serving a blob or a range of it needs: the size, and
+// the start of the range before anything was returned.
 func (r *passReader) Seek(offset int64, whence int) (int64, error) {
 	switch {
-	case whence == io.SeekStart && offset == 0 && r.read == 0:
-		return 0, nil
+	case whence == io.SeekStart && offset >= 0 && !r.given && (r.size < 0 || offset <= r.size):
+		r.start = offset
+		return offset, nil
 	case whence == io.SeekEnd && offset == 0 && r.size >= 0:
 		return r.size, nil
 	}
-	return 0, fmt.Errorf("range of a blob passed through while the disk is full: %w", errdef.ErrUnavailable)
+	return 0, fmt.Errorf("seek a blob passed through to %d (whence %d): %w", offset, whence, errdef.ErrUnsupported)
 }
 
 func (r *passReader) Close() error { return r.body.Close() }
