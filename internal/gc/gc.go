@@ -348,6 +348,11 @@ type Evictor interface {
 	Evict(ds []digest.Digest, remove func() error) error
 	// Forget drops evicted content d from memory caches.
 	Forget(d digest.Digest)
+	// UsedSinceFlush returns the content served since access times were
+	// last flushed (the plan flushes them first), and the blobs being
+	// sent now: an image pulled again from the store between the plan
+	// and its deletion stays.
+	UsedSinceFlush() map[digest.Digest]bool
 }
 
 // evictBatch is how many digests one Evict covers: requests for them wait
@@ -369,7 +374,11 @@ func Apply(ctx context.Context, store Store, db DB, plan *Plan, ev Evictor) erro
 	// (the plan was made a while ago: what was pinned or pulled since
 	// then stays), and returns what it forgot.
 	forget := func(batch []digest.Digest, kept map[digest.Digest]bool) ([]digest.Digest, error) {
-		keep, err := keptSince(ctx, store, db, plan, forgotten)
+		var used map[digest.Digest]bool
+		if ev != nil {
+			used = ev.UsedSinceFlush()
+		}
+		keep, err := keptSince(ctx, store, db, plan, forgotten, used)
 		if err != nil {
 			return nil, err
 		}
@@ -440,17 +449,22 @@ func inBatches(ds []digest.Digest, ev Evictor, remove func(batch []digest.Digest
 	return nil
 }
 
-// keptSince returns what must stay of plan now: content pinned, and the
-// content of manifests recorded since the plan was made, or since an
+// keptSince returns what must stay of plan now: content pinned, content
+// used since the plan was made (used), and the content of manifests
+// recorded or served since the plan was made, or recorded again since an
 // earlier batch forgot them (an image pulled or pre-staged meanwhile may
 // share layers with a victim).
-func keptSince(ctx context.Context, store Store, db DB, plan *Plan, forgotten map[digest.Digest]bool) (map[digest.Digest]bool, error) {
+func keptSince(ctx context.Context, store Store, db DB, plan *Plan, forgotten, used map[digest.Digest]bool) (map[digest.Digest]bool, error) {
 	keep, err := db.AllPinned(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("gc: %w", err)
 	}
 	if plan.manifests == nil {
-		return keep, nil // a plan made elsewhere: pins only
+		// A plan made elsewhere: pins only, and what was used since.
+		for d := range used {
+			keep[d] = true
+		}
+		return keep, nil
 	}
 	records, err := db.ManifestDigests(ctx)
 	if err != nil {
@@ -474,11 +488,14 @@ func keptSince(ctx context.Context, store Store, db DB, plan *Plan, forgotten ma
 		}
 	}
 	for d := range records {
-		// New since the plan, or recorded again since an earlier batch
-		// forgot it (a device pulled it again).
-		if !plan.manifests[d] || forgotten[d] {
+		// New since the plan, recorded again since an earlier batch
+		// forgot it, or served since the plan (a device pulled it again).
+		if !plan.manifests[d] || forgotten[d] || used[d] {
 			walk(d)
 		}
+	}
+	for d := range used {
+		keep[d] = true // a blob served since, whatever names it
 	}
 	return keep, nil
 }

@@ -386,7 +386,8 @@ type reRecord struct {
 	batches int
 }
 
-func (r *reRecord) Forget(digest.Digest) {}
+func (r *reRecord) Forget(digest.Digest)                   {}
+func (r *reRecord) UsedSinceFlush() map[digest.Digest]bool { return nil }
 
 func (r *reRecord) Evict(_ []digest.Digest, remove func() error) error {
 	err := remove()
@@ -447,6 +448,7 @@ type noCache struct{}
 func (noCache) FlushAccess(context.Context) error                  { return nil }
 func (noCache) Forget(digest.Digest)                               {}
 func (noCache) Evict(_ []digest.Digest, remove func() error) error { return remove() }
+func (noCache) UsedSinceFlush() map[digest.Digest]bool             { return nil }
 
 // gc and gc --dry-run on a running mirror (Maintainer.RunNow and Plan) use
 // the budget in force after a reload (SetOptions), and report the store's
@@ -495,6 +497,7 @@ type failingCache struct{ err error }
 func (c failingCache) FlushAccess(context.Context) error                { return c.err }
 func (failingCache) Forget(digest.Digest)                               {}
 func (failingCache) Evict(_ []digest.Digest, remove func() error) error { return remove() }
+func (failingCache) UsedSinceFlush() map[digest.Digest]bool             { return nil }
 
 // A replica-id collision (the local access times are written, the shared
 // record is not) still lets gc and the status page plan; another flush

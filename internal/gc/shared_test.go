@@ -147,8 +147,9 @@ type storingCache struct {
 	forgot    []digest.Digest
 }
 
-func (*storingCache) FlushAccess(context.Context) error { return nil }
-func (c *storingCache) Forget(d digest.Digest)          { c.forgot = append(c.forgot, d) }
+func (*storingCache) FlushAccess(context.Context) error      { return nil }
+func (c *storingCache) Forget(d digest.Digest)               { c.forgot = append(c.forgot, d) }
+func (*storingCache) UsedSinceFlush() map[digest.Digest]bool { return nil }
 func (c *storingCache) Evict(_ []digest.Digest, remove func() error) error {
 	if c.meanwhile != nil {
 		c.meanwhile()

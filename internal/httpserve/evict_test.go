@@ -94,6 +94,58 @@ func TestEvictionThroughTheMirror(t *testing.T) {
 	}
 }
 
+// An image pulled again from the store after eviction planned its
+// deletion (the plan was made when it had not been used for long) stays:
+// its manifest and its layer are still stored, served without the
+// upstream, and the plan says nothing was evicted.
+func TestImagePulledBetweenPlanAndDeletionStays(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	desc, layers := m.fake.Image("app", "v1", fakeupstream.Random(t, 300_000))
+	accept := []string{"Accept", ocispec.MediaTypeImageManifest}
+	pull := func(what string) {
+		t.Helper()
+		if resp, body := m.get(http.MethodGet, manifestPath("app", "v1"), accept...); resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: manifest: %d %s", what, resp.StatusCode, body)
+		}
+		if resp, _ := m.get(http.MethodGet, blobPath("app", layers[0].Digest)); resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: layer: %d", what, resp.StatusCode)
+		}
+	}
+	pull("first pull")
+	m.waitFills()
+	m.clock.advance(48 * time.Hour)
+
+	ctx := context.Background()
+	if err := m.proxy.FlushAccess(ctx); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := gc.MakePlan(ctx, m.store, m.db, gc.Options{MaxAge: 24 * time.Hour, Now: m.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Victims) != 1 || plan.Victims[0].Root != desc.Digest {
+		t.Fatalf("eviction plan: %+v, want the image idle for two days", plan.Victims)
+	}
+	pull("pull between the plan and the deletion") // revalidates the tag too
+	before := m.fake.Total()
+	if err := gc.Apply(ctx, m.store, m.db, plan, m.proxy); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []digest.Digest{desc.Digest, layers[0].Digest} {
+		if _, err := m.store.Stat(ctx, d); err != nil {
+			t.Errorf("%s, pulled after the plan, was deleted: %v", d, err)
+		}
+	}
+	if len(plan.Victims) != 0 || len(plan.Delete) != 0 {
+		t.Errorf("after the deletion the plan says %d images, %d digests went; want none", len(plan.Victims), len(plan.Delete))
+	}
+	pull("pull after the deletion")
+	if n := m.fake.Total() - before; n != 0 {
+		t.Errorf("the image pulled during the eviction cost %d upstream requests afterwards, want 0", n)
+	}
+}
+
 func configOf(t *testing.T, manifest []byte) digest.Digest {
 	t.Helper()
 	var m ocispec.Manifest

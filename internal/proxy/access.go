@@ -75,6 +75,25 @@ func (a *accessTracker) drain(now time.Time) map[digest.Digest]time.Time {
 	return out
 }
 
+// used returns the digests touched since the last drain, and every blob
+// being sent.
+func (a *accessTracker) used() map[digest.Digest]bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[digest.Digest]bool, len(a.m)+len(a.sending))
+	for d := range a.m {
+		out[d] = true
+	}
+	for d := range a.sending {
+		out[d] = true
+	}
+	return out
+}
+
+// UsedSinceFlush returns the manifests and blobs served since the last
+// FlushAccess, and the blobs being sent now (gc.Evictor).
+func (p *Proxy) UsedSinceFlush() map[digest.Digest]bool { return p.access.used() }
+
 // FlushAccess writes the access times recorded since the last flush to the
 // metadata store, and records the blobs being sent as used now.
 func (p *Proxy) FlushAccess(ctx context.Context) error {
