@@ -381,6 +381,15 @@ func TestRegionSendsTheSmallestDelta(t *testing.T) {
 	if resp.StatusCode != 226 || !strings.Contains(resp.Header.Get("Registry-Edge-Delta"), deltas[0].Delta.Digest.String()) {
 		t.Errorf("negotiation: %d, delta %s; want 226 with the smaller delta %s", resp.StatusCode, resp.Header.Get("Registry-Edge-Delta"), deltas[0].Delta.Digest)
 	}
+	// The entity tag of a 226 answer is the instance's, the layer's, not
+	// the delta's (RFC 3229: a 226 answer's entity tag is the current
+	// instance's), and the base used is named.
+	if got, want := resp.Header.Get("ETag"), `"`+l3[0].Digest.String()+`"`; got != want {
+		t.Errorf("226 ETag = %s, want the layer's %s", got, want)
+	}
+	if got, want := resp.Header.Get("Delta-Base"), `"`+digest.FromBytes(v2).String()+`"`; got != want {
+		t.Errorf("226 Delta-Base = %s, want %s", got, want)
+	}
 	// A site that states the formats it reads gets a delta only in one of
 	// them; one that reads none of this version's gets the layer in full.
 	for _, tt := range []struct {

@@ -659,7 +659,10 @@ func (s *Server) deltaAnswer(w *recorder, r *http.Request, rt ociapi.Route, t pr
 	h.Set(ociapi.HeaderContentDigest, rt.Digest.String())
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Length", strconv.FormatInt(l.Delta.Size, 10))
-	h.Set("ETag", `"`+l.Delta.Digest.String()+`"`)
+	// The entity tag of the instance, the layer, as in any answer for it
+	// (RFC 3229: that of a 226 answer is the current instance's; the
+	// delta is named in HeaderDelta).
+	h.Set("ETag", `"`+rt.Digest.String()+`"`)
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(upstream.StatusIMUsed)
 	return true, nil
