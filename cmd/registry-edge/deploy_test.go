@@ -5,7 +5,6 @@ import (
 	"debug/elf"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -233,7 +232,7 @@ func TestKubernetesManifest(t *testing.T) {
 	args[2] = conf
 	srv := startRun(t, append(args, "--upstream", "http://127.0.0.1:1")...)
 	for i := 0; i < 250; i++ {
-		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		if resp, err := testClient.Get("http://" + addr + "/healthz"); err == nil {
 			resp.Body.Close()
 			break
 		}

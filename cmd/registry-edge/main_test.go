@@ -25,6 +25,12 @@ import (
 	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
 )
 
+// testClient is the tests' HTTP client. Not http.DefaultClient: with
+// AWS_CA_BUNDLE set, the S3 SDK replaces that shared client's Transport
+// when a serve under test opens a bucket store, which races with requests
+// of tests running in parallel.
+var testClient = &http.Client{}
+
 func runCmd(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
@@ -140,7 +146,7 @@ func TestServeWithFlagsAndShutdown(t *testing.T) {
 	var resp *http.Response
 	var err error
 	for i := 0; i < 100; i++ {
-		if resp, err = http.Get("http://" + addr + "/v2/"); err == nil {
+		if resp, err = testClient.Get("http://" + addr + "/v2/"); err == nil {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -153,7 +159,7 @@ func TestServeWithFlagsAndShutdown(t *testing.T) {
 		t.Errorf("GET /v2/ = %d", resp.StatusCode)
 	}
 	// The upstream on port 1 refuses connections: uncached content is a fast 503.
-	resp, err = http.Get("http://" + addr + "/v2/app/manifests/v1")
+	resp, err = testClient.Get("http://" + addr + "/v2/app/manifests/v1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +320,7 @@ func TestReloadAppliesAccessPolicy(t *testing.T) {
 	srv := startRun(t, "--config", conf, "--listen", addr, "--storage", filepath.Join(dir, "data"), "--upstream", "http://127.0.0.1:1")
 	stderr := srv.stderr
 	status := func() int {
-		resp, err := http.Get("http://" + addr + "/v2/")
+		resp, err := testClient.Get("http://" + addr + "/v2/")
 		if err != nil {
 			return 0
 		}
@@ -389,7 +395,7 @@ func TestReloadNamesAChangedKeyFile(t *testing.T) {
 		return ""
 	}
 	for i := 0; i < 250; i++ { // serving: its SIGHUP handler runs
-		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
+		if resp, err := testClient.Get("http://" + addr + "/v2/"); err == nil {
 			resp.Body.Close()
 			break
 		}
@@ -437,7 +443,7 @@ func TestReloadedBudgetReachesGCAndStatus(t *testing.T) {
 	}
 	statusPage := func() string {
 		t.Helper()
-		resp, err := http.Get(mirror + "/status")
+		resp, err := testClient.Get(mirror + "/status")
 		if err != nil {
 			t.Fatal(err)
 		}
