@@ -1179,3 +1179,80 @@ func TestCompletePartialWithoutCheckpointIsServed(t *testing.T) {
 		})
 	}
 }
+
+// cappedRanges answers every GET of a blob with 206 and at most limit
+// bytes from the byte asked for (0 without a Range): a CDN or object
+// store that caps the length of an answer, as RFC 9110 allows.
+func cappedRanges(blob []byte, limit int) func(http.ResponseWriter, *http.Request, int) bool {
+	return func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		from := 0
+		if spec, ok := strings.CutPrefix(r.Header.Get("Range"), "bytes="); ok {
+			from, _ = strconv.Atoi(strings.TrimSuffix(spec, "-"))
+		}
+		to := min(from+limit, len(blob))
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to-1, len(blob)))
+		w.Header().Set("Content-Length", strconv.Itoa(to-from))
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(blob[from:to])
+		return true
+	}
+}
+
+// An upstream that caps its answers (206 with a Content-Range that ends
+// before the blob does, also to the first request, which asked for no
+// range) sends the blob in slices: the fill takes each and asks at once
+// for the rest, fetching every byte once. Refused, the fill retried the
+// same request with backoff until its deadline and never had the blob.
+func TestCappedRangeAnswersAreContinued(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	path := blobPath("app", d)
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), cappedRanges(layer, 70_000)))
+
+	resp, body, err := m.do(http.MethodGet, path)
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("GET: %v, %d bytes, equal=%v", err, len(body), bytes.Equal(body, layer))
+	}
+	m.waitFills()
+	want := []string{"", "bytes=70000-", "bytes=140000-", "bytes=210000-", "bytes=280000-"}
+	if ranges := m.fake.Ranges(http.MethodGet, path); fmt.Sprint(ranges) != fmt.Sprint(want) {
+		t.Errorf("upstream GETs had Range %q, want %q", ranges, want)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_upstream_fetched_bytes_total", "upstream", "central.test"); got != float64(len(layer)) {
+		t.Errorf("bytes fetched = %v, want exactly the blob's %d", got, len(layer))
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_fill_resumes_total"); got != 0 {
+		t.Errorf("resumes = %v, want 0 (a capped answer is no broken link)", got)
+	}
+	if _, err := m.store.Stat(context.Background(), d); err != nil {
+		t.Errorf("blob not committed: %v", err)
+	}
+}
+
+// An upstream that answers every range with a few bytes would keep a fill
+// asking for as long as its deadline allows: after a few such answers in
+// a row the fill gives up (and keeps what it has).
+func TestTinyRangeAnswersAreBounded(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	path := blobPath("app", d)
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), cappedRanges(layer, 1)))
+
+	resp, body, err := m.do(http.MethodGet, path)
+	if err == nil && resp.StatusCode == http.StatusOK && len(body) == len(layer) {
+		t.Fatalf("GET ended cleanly with %d bytes", len(body))
+	}
+	m.waitFills()
+	if n := m.fake.Count(http.MethodGet, path); n > 20 {
+		t.Errorf("upstream GETs = %d, want a few", n)
+	}
+	if _, err := m.store.Stat(context.Background(), d); err == nil {
+		t.Error("blob committed")
+	}
+}

@@ -436,6 +436,10 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 	wait := resumeMinWait
 	answered := false
 	skipCuts := 0 // attempts in a row cut while the upstream resent bytes on disk
+	// smallRanges counts the answers in a row that an upstream capped at
+	// fewer than minRangeAnswer bytes; capped is set after a capped answer
+	// (the next request continues it: no resume).
+	smallRanges, capped := 0, false
 	// resumeCause is why bytes on disk are being continued ("restart": a
 	// partial from before this fill; "link": a broken transfer), until an
 	// attempt brings more of them.
@@ -455,7 +459,7 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 		}
 		// An attempt the open breaker refuses before it leaves is no resume
 		// to log.
-		if kept := f.keptBytes(); kept > 0 && !upstreamHealth(f.target).Refusing() {
+		if kept := f.keptBytes(); kept > 0 && !capped && !upstreamHealth(f.target).Refusing() {
 			if resumeCause == "" {
 				resumeCause = "link"
 				if attempt == 0 {
@@ -467,6 +471,27 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 		before := f.keptBytes()
 		err := p.fetchOnce(ctx, f, &answered, first)
 		first = nil
+		capped = errors.Is(err, errRangeCapped)
+		if capped {
+			// The upstream sent all it said it would, less than the rest
+			// of the blob (a CDN or object store that caps the length of
+			// an answer): no broken link, ask at once for the rest. An
+			// upstream that sends a few bytes per answer would keep the
+			// fill asking for hours: a few such answers in a row are
+			// allowed, not more.
+			if f.keptBytes()-before < minRangeAnswer {
+				smallRanges++
+			} else {
+				smallRanges = 0
+			}
+			if smallRanges > maxSmallRanges {
+				return fmt.Errorf("blob %s: the upstream answered %d ranges in a row with fewer than %d bytes; giving up at byte %d: %w",
+					f.d, smallRanges, minRangeAnswer, f.keptBytes(), errdef.ErrUnavailable)
+			}
+			skipCuts, wait = 0, resumeMinWait
+			continue
+		}
+		smallRanges = 0
 		if resumeCause != "" && (err == nil || f.keptBytes() > before) {
 			// A resume is counted once it continued the transfer, not
 			// for each try that found the link still down.
@@ -526,6 +551,18 @@ var errCutWhileSkipping = errors.New("cut while the upstream resent bytes on dis
 // maxSkipCuts is how many attempts in a row may break that way before the
 // fill gives up (each one fetched the bytes on disk again, for nothing).
 const maxSkipCuts = 3
+
+// errRangeCapped marks an answer that ended, whole, at the end of a range
+// shorter than the rest of the blob (RFC 9110 allows it): the fill asks
+// again from there.
+var errRangeCapped = errors.New("the upstream's answer ended before the blob")
+
+// An answer capped at fewer than minRangeAnswer bytes is small; more than
+// maxSmallRanges of them in a row make the fill give up.
+const (
+	minRangeAnswer = 64 << 10
+	maxSmallRanges = 8
+)
 
 // jitter returns a duration in [d/2, d).
 func jitter(d time.Duration) time.Duration {
@@ -626,8 +663,10 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 			skip -= int64(n)
 			p.m.FillRefetchedBytes.WithLabelValues(up).Add(float64(n))
 			p.m.UpstreamBytes.WithLabelValues(up).Add(float64(n))
-			if rerr == io.EOF && skip > 0 {
+			if rerr == io.EOF && skip > 0 && resp.End < 0 {
 				// The whole blob, and it ended before the bytes on disk did.
+				// (A body of known length that ends early was cut: a range
+				// always runs past the bytes on disk.)
 				return fmt.Errorf("blob %s: the upstream's blob ended after %d bytes, %d are on disk: %w", f.d, offset-skip, offset, errdef.ErrSizeMismatch)
 			}
 			if rerr != nil && skip > 0 {
@@ -678,8 +717,17 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 			}
 		}
 		if rerr == io.EOF {
-			if known >= 0 && f.keptBytes() < known {
-				return fmt.Errorf("blob %s: upstream body ended after %d of %d bytes: %w", f.d, f.keptBytes(), known, errdef.ErrUnavailable)
+			kept := f.keptBytes()
+			if resp.End >= 0 && kept == resp.End && (known < 0 || kept < known) {
+				// The whole answer, a range that ends before the blob does
+				// (or may: its size is unknown).
+				return fmt.Errorf("blob %s: range up to byte %d: %w", f.d, kept, errRangeCapped)
+			}
+			if known >= 0 && kept < known {
+				return fmt.Errorf("blob %s: upstream body ended after %d of %d bytes: %w", f.d, kept, known, errdef.ErrUnavailable)
+			}
+			if resp.End >= 0 && kept < resp.End {
+				return fmt.Errorf("blob %s: upstream body ended at byte %d, its range at %d: %w", f.d, kept, resp.End, errdef.ErrUnavailable)
 			}
 			return nil
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -23,6 +24,12 @@ type BlobResponse struct {
 	Offset int64
 	// Size is the total size of the blob, -1 if the upstream did not say.
 	Size int64
+	// End is the position after Body's last byte: the end of the range of
+	// a 206 (RFC 9110 lets a server send less than the range asked for:
+	// CDNs and object stores cap the length of an answer, and the caller
+	// asks again for the rest), Size for a 200 (-1 when unknown). Body
+	// ends there even if the upstream sends more.
+	End int64
 	// ETag is the upstream's ETag header, if any.
 	ETag string
 }
@@ -32,9 +39,10 @@ type BlobResponse struct {
 // (without the registry's Authorization header). With offset > 0 it sends
 // "Range: bytes=<offset>-", and "If-Range: <ifRange>" when ifRange is a
 // strong ETag the upstream sent before, and accepts a 206 only with a
-// Content-Range that starts at or before offset and runs to the end of the
-// blob (Offset is where it starts); a 200 means the upstream sent the
-// whole blob (Offset 0). Retries happen only before Body is returned.
+// Content-Range that starts at or before offset and ends after it (Offset
+// is where it starts, End where it ends: not always at the end of the
+// blob); a 200 means the upstream sent the whole blob (Offset 0). Retries
+// happen only before Body is returned.
 func (c *Client) Blob(ctx context.Context, repo string, d digest.Digest, offset int64, ifRange string) (*BlobResponse, error) {
 	op := opInfo{name: "blob", repo: repo, ref: d.String()}
 	if err := checkRepo(repo); err != nil {
@@ -61,28 +69,36 @@ func (c *Client) Blob(ctx context.Context, repo string, d digest.Digest, offset 
 	}
 	switch resp.StatusCode {
 	case http.StatusOK:
-		return &BlobResponse{Body: resp.Body, Offset: 0, Size: resp.ContentLength, ETag: resp.Header.Get("ETag")}, nil
+		return &BlobResponse{Body: resp.Body, Offset: 0, Size: resp.ContentLength, End: resp.ContentLength, ETag: resp.Header.Get("ETag")}, nil
 	case http.StatusPartialContent:
 		start, end, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		switch {
 		// A range that starts before offset is as good as a 200 (the
 		// caller passes over the bytes it has, from Offset on); one that
-		// starts after it would leave a gap.
-		case !ok, start > offset,
-			total >= 0 && end != total-1,
+		// starts after it would leave a gap, and one that ends before it
+		// brings nothing. A range that ends before the blob does is a
+		// capped answer: the caller asks again from End.
+		case !ok, start > offset, end < offset,
 			resp.ContentLength >= 0 && resp.ContentLength != end-start+1:
 			drain(resp.Body)
 			return nil, c.fail(op, fmt.Errorf("206 with Content-Range %q for offset %d: %w",
 				truncate(resp.Header.Get("Content-Range"), 80), offset, errdef.ErrUnavailable))
 		}
-		return &BlobResponse{Body: resp.Body, Offset: start, Size: total, ETag: resp.Header.Get("ETag")}, nil
+		// The body stops at the range's end: bytes an upstream sends past
+		// it (a body without a length) are not the ones it said they are.
+		body := struct {
+			io.Reader
+			io.Closer
+		}{io.LimitReader(resp.Body, end-start+1), resp.Body}
+		return &BlobResponse{Body: body, Offset: start, Size: total, End: end + 1, ETag: resp.Header.Get("ETag")}, nil
 	default:
 		return nil, c.statusError(op, resp)
 	}
 }
 
 // parseContentRange parses "bytes <start>-<end>/<total|*>" (RFC 9110
-// section 14.4). total is -1 when unknown.
+// section 14.4): decimal digits only (no sign, no spaces). total is -1
+// when unknown.
 func parseContentRange(v string) (start, end, total int64, ok bool) {
 	rest, found := strings.CutPrefix(strings.TrimSpace(v), "bytes ")
 	if !found {
@@ -96,6 +112,9 @@ func parseContentRange(v string) (start, end, total int64, ok bool) {
 	if !found {
 		return 0, 0, 0, false
 	}
+	if !digits(s) || !digits(e) || (size != "*" && !digits(size)) {
+		return 0, 0, 0, false
+	}
 	var err error
 	if start, err = strconv.ParseInt(s, 10, 64); err != nil || start < 0 {
 		return 0, 0, 0, false
@@ -104,12 +123,29 @@ func parseContentRange(v string) (start, end, total int64, ok bool) {
 		return 0, 0, 0, false
 	}
 	if size == "*" {
+		if end == math.MaxInt64 { // end+1, the position after it, must be a number
+			return 0, 0, 0, false
+		}
 		return start, end, -1, true
 	}
 	if total, err = strconv.ParseInt(size, 10, 64); err != nil || total <= end {
 		return 0, 0, 0, false
 	}
 	return start, end, total, true
+}
+
+// digits reports whether s is one or more ASCII decimal digits (RFC 9110's
+// 1*DIGIT: strconv.ParseInt also takes a sign).
+func digits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // BlobRange reads bytes [offset, offset+n) of blob d in repo with one

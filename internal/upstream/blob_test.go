@@ -39,6 +39,24 @@ func TestBlob(t *testing.T) {
 		w.WriteHeader(http.StatusPartialContent)
 		_, _ = w.Write(blob[100:200])
 	}
+	// A 206 whose body (no length) runs on past the range it names.
+	overlongRange := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Range", "bytes 100-199/10000")
+		w.WriteHeader(http.StatusPartialContent)
+		_, _ = w.Write(blob[100:])
+	}
+	// The first 100 bytes, to a request that asked for no range.
+	cappedFirst := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Range", "bytes 0-99/10000")
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusPartialContent)
+		_, _ = w.Write(blob[:100])
+	}
+	signedRange := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Range", "bytes +4000-9999/10000")
+		w.WriteHeader(http.StatusPartialContent)
+		_, _ = w.Write(blob[4000:])
+	}
 	tests := []struct {
 		name       string
 		handler    http.HandlerFunc
@@ -47,17 +65,23 @@ func TestBlob(t *testing.T) {
 		wantSize   int64
 		wantETag   string
 		wantErr    error
+		wantEnd    int64 // 0: the blob's end
 	}{
-		{"whole blob", serveContent, 0, 0, 10000, `"` + d.String() + `"`, nil},
-		{"from an offset", serveContent, 4000, 4000, 10000, `"` + d.String() + `"`, nil},
-		{"server ignores Range", ignoreRange, 4000, 0, 10000, "", nil},
-		{"offset past the end", serveContent, 20000, 0, 0, "", errdef.ErrRangeNotSatisfiable},
-		{"206 from an earlier byte", wrongRange, 4000, 0, 10000, "", nil},
-		{"206 from a later byte", partialRange, 50, 0, 0, "", errdef.ErrUnavailable},
-		{"206 not to the end", partialRange, 100, 0, 0, "", errdef.ErrUnavailable},
-		{"If-Range matches", serveContent, 4000, 4000, 10000, `"` + d.String() + `"`, nil},
-		{"If-Range does not match: whole blob", serveContent, 4000, 0, 10000, `"` + d.String() + `"`, nil},
-		{"weak validator is not sent", serveContent, 4000, 4000, 10000, `"` + d.String() + `"`, nil},
+		{"whole blob", serveContent, 0, 0, 10000, `"` + d.String() + `"`, nil, 0},
+		{"from an offset", serveContent, 4000, 4000, 10000, `"` + d.String() + `"`, nil, 0},
+		{"server ignores Range", ignoreRange, 4000, 0, 10000, "", nil, 0},
+		{"offset past the end", serveContent, 20000, 0, 0, "", errdef.ErrRangeNotSatisfiable, 0},
+		{"206 from an earlier byte", wrongRange, 4000, 0, 10000, "", nil, 0},
+		{"206 from a later byte", partialRange, 50, 0, 0, "", errdef.ErrUnavailable, 0},
+		{"206 not to the end (capped)", partialRange, 100, 100, 10000, "", nil, 200},
+		{"206 from an earlier byte, not to the end", partialRange, 150, 100, 10000, "", nil, 200},
+		{"206 that ends before the offset", partialRange, 300, 0, 0, "", errdef.ErrUnavailable, 0},
+		{"206 body longer than its range", overlongRange, 100, 100, 10000, "", nil, 200},
+		{"capped 206 to a request without Range", cappedFirst, 0, 0, 10000, "", nil, 100},
+		{"206 with a sign in Content-Range", signedRange, 4000, 0, 0, "", errdef.ErrUnavailable, 0},
+		{"If-Range matches", serveContent, 4000, 4000, 10000, `"` + d.String() + `"`, nil, 0},
+		{"If-Range does not match: whole blob", serveContent, 4000, 0, 10000, `"` + d.String() + `"`, nil, 0},
+		{"weak validator is not sent", serveContent, 4000, 4000, 10000, `"` + d.String() + `"`, nil, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,11 +109,15 @@ func TestBlob(t *testing.T) {
 			if err != nil {
 				t.Fatalf("read body: %v", err)
 			}
-			if !bytes.Equal(body, blob[tt.wantOffset:]) {
-				t.Errorf("body = %d bytes, want blob[%d:] (%d bytes)", len(body), tt.wantOffset, len(blob)-int(tt.wantOffset))
+			end := tt.wantEnd
+			if end == 0 {
+				end = int64(len(blob))
 			}
-			got := [3]any{resp.Offset, resp.Size, resp.ETag}
-			want := [3]any{tt.wantOffset, tt.wantSize, tt.wantETag}
+			if !bytes.Equal(body, blob[tt.wantOffset:end]) {
+				t.Errorf("body = %d bytes, want blob[%d:%d] (%d bytes)", len(body), tt.wantOffset, end, end-tt.wantOffset)
+			}
+			got := [4]any{resp.Offset, resp.End, resp.Size, resp.ETag}
+			want := [4]any{tt.wantOffset, end, tt.wantSize, tt.wantETag}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("Blob() Offset, Size, ETag mismatch (-want +got):\n%s", diff)
 			}
@@ -182,6 +210,12 @@ func TestParseContentRange(t *testing.T) {
 		{"bytes */100", 0, 0, 0, false},
 		{"items 0-1/2", 0, 0, 0, false},
 		{"bytes -1-5/10", 0, 0, 0, false},
+		{"bytes +1-5/10", 0, 0, 0, false},
+		{"bytes 1-+5/10", 0, 0, 0, false},
+		{"bytes 1-5/+10", 0, 0, 0, false},
+		{"bytes 1- 5/10", 0, 0, 0, false},
+		{"bytes 0-9223372036854775807/*", 0, 0, 0, false},
+		{"bytes 0-9223372036854775806/*", 0, 9223372036854775806, -1, true},
 		{"", 0, 0, 0, false},
 	}
 	for _, tt := range tests {
