@@ -1,6 +1,7 @@
 package blobstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/verify"
 )
 
@@ -45,6 +47,15 @@ type Partial interface {
 	// Suspend checkpoints the partial and closes it, keeping it on disk for
 	// a later Resume.
 	Suspend(meta PartialMeta) error
+	// Rewind is for a partial that failed Verify. When bytes read back
+	// from disk unchecked at a Resume (written after the last checkpoint
+	// by a process that died: after a power loss they may be zeros or
+	// garbage) were hashed, it cuts the data at the last checkpoint taken
+	// before them, checks that the bytes before it still hash to that
+	// checkpoint's state, and closes the partial, kept for a later Resume
+	// from there. It returns the number of bytes kept; 0 when there was
+	// nothing to rewind to, and then the caller cancels the partial.
+	Rewind() (int64, error)
 }
 
 // PartialMeta is what a downloader records with a partial to resume it.
@@ -69,6 +80,16 @@ type partialState struct {
 	Offset    int64         `json:"offset"`
 	HashState []byte        `json:"hashState"`
 	Meta      PartialMeta   `json:"meta"`
+	// Clean, when set, is the last checkpoint before bytes that a Resume
+	// read back from disk unchecked and that HashState covers: where
+	// Rewind goes if the data fails its digest. Absent, no such bytes.
+	Clean *partialPoint `json:"clean,omitempty"`
+}
+
+// partialPoint is a checkpoint's offset and the hash state there.
+type partialPoint struct {
+	Offset    int64  `json:"offset"`
+	HashState []byte `json:"hashState"`
 }
 
 const stateSuffix = ".state"
@@ -151,6 +172,9 @@ type fsPartial struct {
 	// them. Verify hashes them again (see there).
 	trusted int64
 	checked bool // Verify hashed the whole data and it matched
+	// clean is where Rewind cuts the data: the last checkpoint before
+	// bytes read back from disk unchecked, nil if none were.
+	clean *partialPoint
 }
 
 // load restores the digester from the checkpoint, if it is usable, and
@@ -164,6 +188,13 @@ func (p *fsPartial) load() error {
 	if st, ok := p.readState(size); ok {
 		if dg, err := verify.RestoreDigester(p.d, st.HashState, st.Offset); err == nil {
 			p.dg, from, p.meta, p.trusted = dg, st.Offset, st.Meta, st.Offset
+			p.clean = st.Clean
+			if p.clean == nil && size > st.Offset {
+				// The bytes after the checkpoint are hashed below as they
+				// are on disk: right after a kill -9 (the page cache),
+				// maybe not after a power loss.
+				p.clean = &partialPoint{Offset: st.Offset, HashState: st.HashState}
+			}
 		}
 	}
 	if p.dg == nil {
@@ -228,7 +259,7 @@ func (p *fsPartial) Checkpoint(meta PartialMeta) error {
 	if err := p.File.Sync(); err != nil {
 		return fmt.Errorf("blob %s: sync partial: %w", p.d, err)
 	}
-	b, err := json.Marshal(partialState{Digest: p.d, Offset: p.dg.Written(), HashState: hs, Meta: meta})
+	b, err := json.Marshal(partialState{Digest: p.d, Offset: p.dg.Written(), HashState: hs, Meta: meta, Clean: p.clean})
 	if err != nil {
 		return err
 	}
@@ -254,6 +285,46 @@ func (p *fsPartial) Suspend(meta PartialMeta) error {
 		p.File.Close() // releases the lock
 	}
 	return nil
+}
+
+// Rewind implements Partial.
+func (p *fsPartial) Rewind() (int64, error) {
+	c := p.clean
+	if c == nil || c.Offset <= 0 {
+		return 0, nil
+	}
+	// The bytes before the cut must still be the ones the checkpoint
+	// hashed: the same bytes give the same saved state.
+	dg, err := verify.NewDigester(p.d)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := io.Copy(dg, io.NewSectionReader(p.File, 0, c.Offset)); err != nil {
+		return 0, fmt.Errorf("blob %s: read partial: %w", p.d, err)
+	}
+	if hs, err := dg.State(); err != nil || dg.Written() != c.Offset || !bytes.Equal(hs, c.HashState) {
+		return 0, fmt.Errorf("blob %s: the partial's bytes before its checkpoint at %d changed: %w", p.d, c.Offset, errdef.ErrDigestMismatch)
+	}
+	if err := p.File.Truncate(c.Offset); err != nil {
+		return 0, fmt.Errorf("blob %s: cut partial: %w", p.d, err)
+	}
+	if err := p.File.Sync(); err != nil {
+		return 0, fmt.Errorf("blob %s: sync partial: %w", p.d, err)
+	}
+	b, err := json.Marshal(partialState{Digest: p.d, Offset: c.Offset, HashState: c.HashState, Meta: p.meta})
+	if err != nil {
+		return 0, err
+	}
+	if err := writeFileAtomic(p.state, b); err != nil {
+		return 0, fmt.Errorf("blob %s: checkpoint: %w", p.d, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		p.closed = true
+		p.File.Close() // releases the lock
+	}
+	return c.Offset, nil
 }
 
 // Commit implements Ingest: the data moves to its final path and the

@@ -381,3 +381,107 @@ func TestCheckAndQuarantine(t *testing.T) {
 		t.Errorf("quarantined file %s does not hold the corrupted bytes", dst)
 	}
 }
+
+// A power loss can leave the bytes after a partial's last checkpoint as
+// zeros or garbage (the file's length made durable, not its data). They
+// fail the digest; the partial is then cut back to the checkpoint before
+// them, not discarded, also when the process that read them back wrote a
+// checkpoint since (its hash state covers them) and died in turn.
+func TestPartialWithDamagedTailRewindsToCheckpoint(t *testing.T) {
+	s, root := newPartialFS(t)
+	content := randomBytes(t, 200_000)
+	d := digest.FromBytes(content)
+	data := filepath.Join(root, "partial", "sha256-"+d.Encoded())
+
+	p := resume(t, s, d)
+	write(t, p, content[:50_000])
+	if err := p.Checkpoint(PartialMeta{Size: int64(len(content))}); err != nil {
+		t.Fatal(err)
+	}
+	write(t, p, content[50_000:120_000])
+	p.(*fsPartial).File.Close() // power loss: no Suspend...
+	f, err := os.OpenFile(data, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 70_000), 50_000); err != nil { // ...and zeros after the checkpoint
+		t.Fatal(err)
+	}
+	f.Close()
+
+	// The next process takes the zeros for data, checkpoints past them
+	// and is killed.
+	p = resume(t, s, d)
+	write(t, p, content[120_000:150_000])
+	if err := p.Checkpoint(PartialMeta{Size: int64(len(content))}); err != nil {
+		t.Fatal(err)
+	}
+	p.(*fsPartial).File.Close()
+
+	p = resume(t, s, d)
+	if p.Written() != 150_000 {
+		t.Fatalf("resumed at %d, want 150000", p.Written())
+	}
+	write(t, p, content[150_000:])
+	if err := p.Verify(int64(len(content))); !errors.Is(err, errdef.ErrDigestMismatch) {
+		t.Fatalf("Verify of a damaged partial: %v, want ErrDigestMismatch", err)
+	}
+	n, err := p.Rewind()
+	if err != nil || n != 50_000 {
+		t.Fatalf("Rewind() = %d, %v, want 50000, nil", n, err)
+	}
+	if fi, err := os.Stat(data); err != nil || fi.Size() != 50_000 {
+		t.Fatalf("data after Rewind: %v, %v; want 50000 bytes", fi, err)
+	}
+
+	p = resume(t, s, d)
+	if p.Written() != 50_000 || p.Meta().Size != int64(len(content)) {
+		t.Fatalf("resumed at %d with %+v, want 50000 and the checkpoint's meta", p.Written(), p.Meta())
+	}
+	write(t, p, content[50_000:])
+	commitAndCheck(t, s, root, p, content)
+}
+
+// Rewind keeps nothing when no byte was read back unchecked (the wrong
+// bytes came in this process: from the upstream), nor when the bytes
+// before the checkpoint changed too.
+func TestPartialRewindKeepsOnlyCheckedBytes(t *testing.T) {
+	content := randomBytes(t, 100_000)
+	d := digest.FromBytes(content)
+	t.Run("no bytes read back", func(t *testing.T) {
+		s, _ := newPartialFS(t)
+		p := resume(t, s, d)
+		write(t, p, content[:40_000])
+		if err := p.Suspend(PartialMeta{Size: -1}); err != nil {
+			t.Fatal(err)
+		}
+		p = resume(t, s, d)
+		write(t, p, make([]byte, 60_000))
+		if n, err := p.Rewind(); n != 0 || err != nil {
+			t.Errorf("Rewind() = %d, %v, want 0, nil", n, err)
+		}
+		p.Cancel()
+	})
+	t.Run("prefix changed", func(t *testing.T) {
+		s, root := newPartialFS(t)
+		p := resume(t, s, d)
+		write(t, p, content[:40_000])
+		if err := p.Checkpoint(PartialMeta{Size: -1}); err != nil {
+			t.Fatal(err)
+		}
+		write(t, p, content[40_000:60_000])
+		p.(*fsPartial).File.Close()
+		f, err := os.OpenFile(filepath.Join(root, "partial", "sha256-"+d.Encoded()), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt([]byte{content[100] ^ 1}, 100)
+		f.Close()
+		p = resume(t, s, d)
+		write(t, p, content[60_000:])
+		if n, err := p.Rewind(); n != 0 || !errors.Is(err, errdef.ErrDigestMismatch) {
+			t.Errorf("Rewind() = %d, %v, want 0, ErrDigestMismatch", n, err)
+		}
+		p.Cancel()
+	})
+}

@@ -1256,3 +1256,46 @@ func TestTinyRangeAnswersAreBounded(t *testing.T) {
 		t.Error("blob committed")
 	}
 }
+
+// After a power loss the bytes of a partial after its last checkpoint may
+// be zeros (the file's length reached the disk, its data did not). They
+// fail the fill that reads them back; the partial is then kept up to the
+// checkpoint, and the next fill of the blob asks for the bytes from there
+// on, not for the whole blob.
+func TestPartialWithDamagedTailResumesFromItsCheckpoint(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	path := blobPath("app", d)
+	leavePartial(t, m, d, layer[:100_000], int64(len(layer)))
+	f, err := os.OpenFile(filepath.Join(m.root, "partial", "sha256-"+d.Encoded()), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(make([]byte, 50_000)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	if resp, body, err := m.do(http.MethodGet, path); err == nil && resp.StatusCode == http.StatusOK && bytes.Equal(body, layer) {
+		t.Fatal("first GET ended cleanly, on zeros")
+	}
+	m.waitFills()
+	resp, body, err := m.do(http.MethodGet, path)
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("second GET: %v, %d bytes, equal=%v", err, len(body), bytes.Equal(body, layer))
+	}
+	m.waitFills()
+	want := []string{"bytes=150000-", "bytes=100000-"}
+	if ranges := m.fake.Ranges(http.MethodGet, path); fmt.Sprint(ranges) != fmt.Sprint(want) {
+		t.Errorf("upstream GETs had Range %q, want %q", ranges, want)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_fill_refetched_bytes_total", "upstream", "central.test"); got != 50_000+150_000 {
+		t.Errorf("refetched bytes = %v, want 200000 (the zeros and the bytes after them)", got)
+	}
+	if left := m.ingestFiles(); len(left) != 0 {
+		t.Errorf("files left behind: %v", left)
+	}
+}

@@ -325,12 +325,28 @@ func (p *Proxy) runFill(ctx context.Context, f *fill) {
 				kept = f.keptBytes()
 			}
 		} else {
-			if f.keptBytes() > 0 && (errors.Is(err, errdef.ErrDigestMismatch) || errors.Is(err, errdef.ErrSizeMismatch)) {
+			lost := f.keptBytes()
+			if f.part != nil && !keepPartial(err) && lost > 0 {
+				// Bytes that proved wrong: when some were read back from
+				// disk after a crash (a power loss leaves zeros or garbage
+				// after the last checkpoint), the partial is kept up to
+				// the checkpoint before them, not discarded whole.
+				if n, rerr := f.part.Rewind(); rerr != nil {
+					log.LogAttrs(ctx, slog.LevelWarn, "cannot keep the partial download up to its checkpoint", slog.Any("err", rerr))
+				} else if n > 0 {
+					log.LogAttrs(ctx, slog.LevelWarn, "wrong bytes after the partial download's checkpoint; keeping it up to there",
+						slog.Int64("offset", n), slog.Int64("dropped", lost-n))
+					kept, lost = n, lost-n
+				}
+			}
+			if lost > 0 && (errors.Is(err, errdef.ErrDigestMismatch) || errors.Is(err, errdef.ErrSizeMismatch)) {
 				// Received once and thrown away: the next fill fetches
 				// them again (the waste the metric counts).
-				p.m.FillRefetchedBytes.WithLabelValues(f.target.Remote.Name).Add(float64(f.keptBytes()))
+				p.m.FillRefetchedBytes.WithLabelValues(f.target.Remote.Name).Add(float64(lost))
 			}
-			f.ing.Cancel()
+			if kept == 0 {
+				f.ing.Cancel()
+			}
 		}
 	}
 
