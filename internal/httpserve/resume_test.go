@@ -1299,3 +1299,47 @@ func TestPartialWithDamagedTailResumesFromItsCheckpoint(t *testing.T) {
 		t.Errorf("files left behind: %v", left)
 	}
 }
+
+// An upstream that sends its ETag unquoted (no entity-tag: RFC 9110 8.8.3)
+// has it read back as a date in If-Range, which never matches: every
+// resume was answered with the whole blob. Such a value is not sent.
+func TestResumeFromAnUpstreamWithAnUnquotedETag(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	var (
+		mu       sync.Mutex
+		ifRanges []string
+	)
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), func(w http.ResponseWriter, r *http.Request, n int) bool {
+		mu.Lock()
+		ifRanges = append(ifRanges, r.Header.Get("If-Range"))
+		mu.Unlock()
+		w.Header().Set("ETag", d.String())
+		if n == 1 {
+			w.Header().Set("Content-Length", strconv.Itoa(len(layer)))
+			w.Write(layer[:100_000])
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		}
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(layer))
+		return true
+	}))
+
+	resp, body := m.get(http.MethodGet, blobPath("app", d))
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("GET: %d, %d bytes, equal=%v", resp.StatusCode, len(body), bytes.Equal(body, layer))
+	}
+	m.waitFills()
+	mu.Lock()
+	got := fmt.Sprint(ifRanges)
+	mu.Unlock()
+	if want := fmt.Sprint([]string{"", ""}); got != want {
+		t.Errorf("upstream GETs had If-Range %s, want %s", got, want)
+	}
+	if got := metricValue(t, m.metrics, "registry_edge_fill_refetched_bytes_total", "upstream", "central.test"); got != 0 {
+		t.Errorf("refetched bytes = %v, want 0", got)
+	}
+}

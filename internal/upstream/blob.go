@@ -58,8 +58,10 @@ func (c *Client) Blob(ctx context.Context, repo string, d digest.Digest, offset 
 	if offset > 0 {
 		r.header = http.Header{"Range": {"bytes=" + strconv.FormatInt(offset, 10) + "-"}}
 		// A weak validator must not be used with If-Range (RFC 9110
-		// section 13.1.5).
-		if ifRange != "" && !strings.HasPrefix(ifRange, "W/") {
+		// section 13.1.5), nor a value that is no entity-tag (an ETag
+		// sent unquoted): a server reads that as a date, which never
+		// matches, and every resume would get the whole blob again.
+		if strongETag(ifRange) {
 			r.header.Set("If-Range", ifRange)
 		}
 	}
@@ -132,6 +134,20 @@ func parseContentRange(v string) (start, end, total int64, ok bool) {
 		return 0, 0, 0, false
 	}
 	return start, end, total, true
+}
+
+// strongETag reports whether v is a strong entity-tag (RFC 9110 section
+// 8.8.3): DQUOTE *etagc DQUOTE, etagc being %x21 / %x23-7E / obs-text.
+func strongETag(v string) bool {
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return false
+	}
+	for i := 1; i < len(v)-1; i++ {
+		if c := v[i]; c < 0x21 || c == '"' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // digits reports whether s is one or more ASCII decimal digits (RFC 9110's

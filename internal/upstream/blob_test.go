@@ -82,6 +82,7 @@ func TestBlob(t *testing.T) {
 		{"If-Range matches", serveContent, 4000, 4000, 10000, `"` + d.String() + `"`, nil, 0},
 		{"If-Range does not match: whole blob", serveContent, 4000, 0, 10000, `"` + d.String() + `"`, nil, 0},
 		{"weak validator is not sent", serveContent, 4000, 4000, 10000, `"` + d.String() + `"`, nil, 0},
+		{"unquoted validator is not sent", serveContent, 4000, 4000, 10000, `"` + d.String() + `"`, nil, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -92,6 +93,7 @@ func TestBlob(t *testing.T) {
 				"If-Range matches":                    `"` + d.String() + `"`,
 				"If-Range does not match: whole blob": `"sha256:other"`,
 				"weak validator is not sent":          `W/"sha256:other"`,
+				"unquoted validator is not sent":      `sha256:other`,
 			}[tt.name]
 			resp, err := c.Blob(context.Background(), "library/alpine", d, tt.offset, ifRange)
 			if tt.wantErr != nil {
