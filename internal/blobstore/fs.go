@@ -30,6 +30,7 @@ type FS struct {
 	blobs   string
 	ingest  string
 	partial string
+	boot    string // the running boot's id, "" if unknown
 }
 
 var (
@@ -47,6 +48,11 @@ type FSOptions struct {
 	// PartialMaxAge is the time since its last write after which a partial
 	// download is no longer worth resuming and removed.
 	PartialMaxAge time.Duration
+	// BootID identifies the machine's running boot; empty, it is read from
+	// /proc/sys/kernel/random/boot_id (Linux). A partial's checkpoint
+	// records it: bytes written after the last checkpoint of an earlier
+	// boot are not trusted (see Resume).
+	BootID string
 }
 
 // NewFS opens (creating if needed) a store under root and removes ingest
@@ -55,7 +61,13 @@ type FSOptions struct {
 // spare work of a process still running on the same root, and partials
 // that a later request may resume.
 func NewFS(root string, opts FSOptions) (*FS, error) {
-	s := &FS{root: root, blobs: filepath.Join(root, "blobs"), ingest: filepath.Join(root, "ingest"), partial: filepath.Join(root, "partial")}
+	s := &FS{root: root, blobs: filepath.Join(root, "blobs"), ingest: filepath.Join(root, "ingest"), partial: filepath.Join(root, "partial"),
+		boot: opts.BootID}
+	if s.boot == "" {
+		if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
+			s.boot = strings.TrimSpace(string(b))
+		}
+	}
 	for _, dir := range []string{s.blobs, s.ingest, s.partial} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("blob store %s: %w", root, err)

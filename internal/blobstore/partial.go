@@ -80,6 +80,8 @@ type partialState struct {
 	Offset    int64         `json:"offset"`
 	HashState []byte        `json:"hashState"`
 	Meta      PartialMeta   `json:"meta"`
+	// Boot is the id of the machine's boot the checkpoint was written in.
+	Boot string `json:"boot,omitempty"`
 	// Clean, when set, is the last checkpoint before bytes that a Resume
 	// read back from disk unchecked and that HashState covers: where
 	// Rewind goes if the data fails its digest. Absent, no such bytes.
@@ -109,7 +111,8 @@ func (s *FS) Resume(_ context.Context, d digest.Digest) (Partial, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &fsPartial{fsIngest: fsIngest{StagingFile: &StagingFile{File: f}, d: d, final: final}, state: name + stateSuffix, meta: PartialMeta{Size: -1}}
+	p := &fsPartial{fsIngest: fsIngest{StagingFile: &StagingFile{File: f}, d: d, final: final}, state: name + stateSuffix, meta: PartialMeta{Size: -1},
+		boot: s.boot}
 	if err := p.load(); err != nil {
 		f.Close()
 		return nil, err
@@ -175,6 +178,7 @@ type fsPartial struct {
 	// clean is where Rewind cuts the data: the last checkpoint before
 	// bytes read back from disk unchecked, nil if none were.
 	clean *partialPoint
+	boot  string // the running boot's id, recorded with checkpoints
 }
 
 // load restores the digester from the checkpoint, if it is usable, and
@@ -189,6 +193,17 @@ func (p *fsPartial) load() error {
 		if dg, err := verify.RestoreDigester(p.d, st.HashState, st.Offset); err == nil {
 			p.dg, from, p.meta, p.trusted = dg, st.Offset, st.Meta, st.Offset
 			p.clean = st.Clean
+			if size > st.Offset && st.Boot != "" && p.boot != "" && st.Boot != p.boot {
+				// Written after the last checkpoint of an earlier boot
+				// that ended without another: the machine lost power or
+				// crashed, and the file system may have kept the file's
+				// length but not its data (zeros). Those bytes go; the
+				// next checkpoint of this boot stands for what follows.
+				if err := p.cut(st); err != nil {
+					return err
+				}
+				size = st.Offset
+			}
 			if p.clean == nil && size > st.Offset {
 				// The bytes after the checkpoint are hashed below as they
 				// are on disk: right after a kill -9 (the page cache),
@@ -209,6 +224,26 @@ func (p *fsPartial) load() error {
 		return fmt.Errorf("blob %s: read partial: %d of %d bytes: %w", p.d, n, size-from, err)
 	}
 	p.written = size
+	return nil
+}
+
+// cut truncates the data to checkpoint st's offset and records st again
+// as this boot's.
+func (p *fsPartial) cut(st partialState) error {
+	if err := p.File.Truncate(st.Offset); err != nil {
+		return fmt.Errorf("blob %s: cut partial: %w", p.d, err)
+	}
+	if err := p.File.Sync(); err != nil {
+		return fmt.Errorf("blob %s: sync partial: %w", p.d, err)
+	}
+	st.Boot = p.boot
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(p.state, b); err != nil {
+		return fmt.Errorf("blob %s: checkpoint: %w", p.d, err)
+	}
 	return nil
 }
 
@@ -259,7 +294,7 @@ func (p *fsPartial) Checkpoint(meta PartialMeta) error {
 	if err := p.File.Sync(); err != nil {
 		return fmt.Errorf("blob %s: sync partial: %w", p.d, err)
 	}
-	b, err := json.Marshal(partialState{Digest: p.d, Offset: p.dg.Written(), HashState: hs, Meta: meta, Clean: p.clean})
+	b, err := json.Marshal(partialState{Digest: p.d, Offset: p.dg.Written(), HashState: hs, Meta: meta, Boot: p.boot, Clean: p.clean})
 	if err != nil {
 		return err
 	}
@@ -305,18 +340,8 @@ func (p *fsPartial) Rewind() (int64, error) {
 	if hs, err := dg.State(); err != nil || dg.Written() != c.Offset || !bytes.Equal(hs, c.HashState) {
 		return 0, fmt.Errorf("blob %s: the partial's bytes before its checkpoint at %d changed: %w", p.d, c.Offset, errdef.ErrDigestMismatch)
 	}
-	if err := p.File.Truncate(c.Offset); err != nil {
-		return 0, fmt.Errorf("blob %s: cut partial: %w", p.d, err)
-	}
-	if err := p.File.Sync(); err != nil {
-		return 0, fmt.Errorf("blob %s: sync partial: %w", p.d, err)
-	}
-	b, err := json.Marshal(partialState{Digest: p.d, Offset: c.Offset, HashState: c.HashState, Meta: p.meta})
-	if err != nil {
+	if err := p.cut(partialState{Digest: p.d, Offset: c.Offset, HashState: c.HashState, Meta: p.meta}); err != nil {
 		return 0, err
-	}
-	if err := writeFileAtomic(p.state, b); err != nil {
-		return 0, fmt.Errorf("blob %s: checkpoint: %w", p.d, err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

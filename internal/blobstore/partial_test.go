@@ -485,3 +485,58 @@ func TestPartialRewindKeepsOnlyCheckedBytes(t *testing.T) {
 		p.Cancel()
 	})
 }
+
+// Bytes after the last checkpoint of an earlier boot are what a power loss
+// may leave as zeros: a Resume in a later boot cuts them off before any
+// is hashed or read, and resumes from the checkpoint (after a kill -9, in
+// the same boot, they are kept: TestPartialKeepsBytesAfterCheckpoint).
+// The cut is recorded as this boot's: bytes this boot writes after it
+// are kept by its next Resume.
+func TestPartialTailOfAnEarlierBootIsCut(t *testing.T) {
+	root := t.TempDir()
+	open := func(boot string) *FS {
+		s, err := NewFS(root, FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour, BootID: boot})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	content := randomBytes(t, 200_000)
+	d := digest.FromBytes(content)
+	data := filepath.Join(root, "partial", "sha256-"+d.Encoded())
+
+	s := open("boot-1")
+	p := resume(t, s, d)
+	write(t, p, content[:50_000])
+	if err := p.Checkpoint(PartialMeta{Size: int64(len(content))}); err != nil {
+		t.Fatal(err)
+	}
+	write(t, p, content[50_000:120_000])
+	p.(*fsPartial).File.Close() // power loss: the file kept its length, not its data
+	f, err := os.OpenFile(data, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 70_000), 50_000); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	s = open("boot-2")
+	p = resume(t, s, d)
+	if p.Written() != 50_000 {
+		t.Fatalf("resumed at %d in a later boot, want the checkpoint's 50000", p.Written())
+	}
+	if fi, err := os.Stat(data); err != nil || fi.Size() != 50_000 {
+		t.Fatalf("data after the Resume: %v, %v; want 50000 bytes", fi, err)
+	}
+	write(t, p, content[50_000:90_000])
+	p.(*fsPartial).File.Close() // kill -9 in boot 2
+
+	p = resume(t, s, d)
+	if p.Written() != 90_000 {
+		t.Fatalf("resumed at %d in the same boot, want 90000", p.Written())
+	}
+	write(t, p, content[90_000:])
+	commitAndCheck(t, s, root, p, content)
+}
