@@ -1343,3 +1343,57 @@ func TestResumeFromAnUpstreamWithAnUnquotedETag(t *testing.T) {
 		t.Errorf("refetched bytes = %v, want 0", got)
 	}
 }
+
+// checkpointCounter counts the checkpoints of the partials it resumes.
+type checkpointCounter struct {
+	*blobstore.FS
+	n *atomic.Int64
+}
+
+func (s checkpointCounter) Resume(ctx context.Context, d digest.Digest) (blobstore.Partial, error) {
+	p, err := s.FS.Resume(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return countedPartial{Partial: p, n: s.n}, nil
+}
+
+type countedPartial struct {
+	blobstore.Partial
+	n *atomic.Int64
+}
+
+func (p countedPartial) Checkpoint(m blobstore.PartialMeta) error {
+	p.n.Add(1)
+	return p.Partial.Checkpoint(m)
+}
+
+// A fill whose upstream answers in slices that each take less than the
+// checkpoint interval (a capped CDN, a link that drops every few seconds)
+// still checkpoints every interval of the whole fill: the interval was
+// counted from each request's start, and such a fill never made its bytes
+// durable for a resume after a power loss.
+func TestFillOfManyShortAnswersCheckpoints(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int64
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { return checkpointCounter{FS: fs, n: &n} })
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	capped := cappedRanges(layer, 70_000)
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), func(w http.ResponseWriter, r *http.Request, i int) bool {
+		m.clock.advance(3 * time.Second) // each answer takes 3 s of the mirror's clock
+		return capped(w, r, i)
+	}))
+
+	resp, body, err := m.do(http.MethodGet, blobPath("app", d))
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("GET: %v, %d bytes, equal=%v", err, len(body), bytes.Equal(body, layer))
+	}
+	m.waitFills()
+	// Five answers, 15 s: a checkpoint in the answers at 6 s and 12 s
+	// (the first bytes of each, 4 s or more after the one before).
+	if got := n.Load(); got < 2 {
+		t.Errorf("checkpoints = %d, want at least 2", got)
+	}
+}

@@ -61,6 +61,11 @@ type fill struct {
 	// deltaAttempt is set while the fill tries to rebuild its blob from a
 	// delta (and may wait for another fill: its delta blob's).
 	deltaAttempt bool
+	// checkpointed is when the fill last checkpointed its partial, or
+	// started: over all its requests, not each one's (an upstream that
+	// caps its answers, or a link that drops every few seconds, would
+	// otherwise leave no checkpoint at all).
+	checkpointed time.Time
 	// broken is set from a broken transfer until bytes flow again.
 	broken bool
 	// retryNow cuts short the wait of a broken transfer (a token): a
@@ -270,6 +275,7 @@ func (p *Proxy) askWhileOpening(ctx context.Context, f *fill, log *slog.Logger) 
 
 func (p *Proxy) runFill(ctx context.Context, f *fill) {
 	start := time.Now()
+	f.checkpointed = p.now()
 	p.m.FillsInFlight.Inc()
 	defer p.m.FillsInFlight.Dec()
 	log := p.log.With(slog.String("upstream", f.target.Remote.Name), slog.String("repo", f.target.Repo.Name), slog.String("digest", f.d.String()))
@@ -707,7 +713,6 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 			known = limit
 		}
 	}
-	lastCheckpoint := time.Now()
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
@@ -725,11 +730,11 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 			// rarely runs dry) and the first client would wait for the
 			// scheduler to move it, milliseconds on a loaded VM.
 			runtime.Gosched()
-			if f.part != nil && time.Since(lastCheckpoint) >= checkpointEvery {
+			if now := p.now(); f.part != nil && now.Sub(f.checkpointed) >= checkpointEvery {
 				if err := f.part.Checkpoint(blobstore.PartialMeta{Size: size, ETag: f.etag, Repo: f.partRepo}); err != nil {
 					return &localError{err}
 				}
-				lastCheckpoint = time.Now()
+				f.checkpointed = now
 			}
 		}
 		if rerr == io.EOF {
