@@ -23,50 +23,31 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"unicode"
 
+	"github.com/registry-edge/registry-edge/internal/interrupt"
 	"github.com/registry-edge/registry-edge/internal/version"
 )
 
 func main() {
 	ctx, cancel := context.WithCancel(context.Background())
-	sigs := make(chan os.Signal, 1)
+	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	var got atomic.Value // the signal that stopped the work
-	go watchSignals(sigs, &got, cancel, func(s os.Signal) {
+	var w interrupt.Watcher
+	go w.Watch(sigs, cancel, func(s os.Signal) {
 		fmt.Fprintln(os.Stderr, "deltactl: interrupted again: exiting at once")
-		os.Exit(signalStatus(s))
+		os.Exit(interrupt.Status(s))
 	})
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	if code == exitInterrupted {
-		if s, ok := got.Load().(os.Signal); ok {
-			code = signalStatus(s)
-		}
+		code = w.Status()
 	}
 	os.Exit(code)
 }
 
-// watchSignals cancels the work on the first signal and calls force on the
-// second: whoever presses Ctrl-C again wants out now, even when the way out
-// (a cleanup, a request that does not watch the context) hangs.
-func watchSignals(sigs <-chan os.Signal, got *atomic.Value, cancel func(), force func(os.Signal)) {
-	got.Store(<-sigs)
-	cancel()
-	force(<-sigs)
-}
-
-// signalStatus is the exit status a shell reports for a process that s
-// stopped: 130 for SIGINT, 143 for SIGTERM.
-func signalStatus(s os.Signal) int {
-	if s == syscall.SIGTERM {
-		return 128 + int(syscall.SIGTERM)
-	}
-	return exitInterrupted
-}
-
-// exitInterrupted is the exit status after Ctrl-C (128 + SIGINT).
+// exitInterrupted is what run returns for work a signal stopped; main
+// turns it into 130 (Ctrl-C) or 143 (SIGTERM), after the signal.
 const exitInterrupted = 130
 
 const usage = `usage: deltactl COMMAND [flags] ARGS

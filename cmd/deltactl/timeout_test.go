@@ -6,10 +6,8 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -184,34 +182,5 @@ func TestDiffPushFailurePartWay(t *testing.T) {
 	checkFailure(t, r, 1, "published before the failure: sha256:")
 	if !strings.Contains(r.stderr, "(linux/amd64)") || !strings.Contains(r.stderr, "push deltas of") || !strings.Contains(r.stderr, "(linux/arm64)") {
 		t.Errorf("stderr %q should name the failed platform (linux/arm64) and what was published (linux/amd64)", r.stderr)
-	}
-}
-
-func TestSecondSignalForcesExit(t *testing.T) {
-	sigs := make(chan os.Signal, 1)
-	var got atomic.Value
-	cancelled := make(chan struct{})
-	forced := make(chan os.Signal, 1)
-	go watchSignals(sigs, &got, func() { close(cancelled) }, func(s os.Signal) { forced <- s })
-
-	sigs <- os.Interrupt
-	<-cancelled
-	select {
-	case s := <-forced:
-		t.Fatalf("forced after one signal (%v): the work gets its chance to stop cleanly", s)
-	default:
-	}
-	if got.Load() != os.Interrupt {
-		t.Errorf("recorded signal %v, want interrupt", got.Load())
-	}
-	sigs <- syscall.SIGTERM
-	if s := <-forced; s != syscall.SIGTERM {
-		t.Errorf("forced by %v, want the second signal, SIGTERM", s)
-	}
-	if c := signalStatus(syscall.SIGTERM); c != 143 {
-		t.Errorf("status after SIGTERM %d, want 143", c)
-	}
-	if c := signalStatus(os.Interrupt); c != 130 {
-		t.Errorf("status after SIGINT %d, want 130", c)
 	}
 }

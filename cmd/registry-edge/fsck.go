@@ -20,7 +20,8 @@ const fsckUsage = `usage: registry-edge fsck [flags]
 Re-verifies the digest of every blob and manifest in the store and moves the
 ones that no longer match into <storage>/quarantine/, where they are no
 longer served (the next pull fetches them again). Safe while the mirror runs.
-Exit status 1 when anything was quarantined or could not be read.
+Exit status 1 when anything was quarantined or could not be read, 2 on a
+usage error, 130 (Ctrl-C) or 143 (SIGTERM) when interrupted.
 
 flags:
 `

@@ -20,7 +20,8 @@ Asks a running registry-edge to bring its store within storage.maxSize and
 storage.maxAge now (it also does so every minute), or with --dry-run lists what
 would be evicted and why, without deleting anything. Exit status 1 when the
 store is still over budget afterwards (what is left is pinned, or was served
-within storage.minIdle).
+within storage.minIdle), 2 on a usage error, 130 (Ctrl-C) or 143 (SIGTERM)
+when interrupted.
 
 flags:
 `

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -51,5 +53,22 @@ func TestGCSparesRecentImages(t *testing.T) {
 	cfg.Storage.Blobs.Driver = config.BlobsS3
 	if got := gcOptions(cfg).MinIdle; got != sharedMinIdle {
 		t.Errorf("shared bucket, minIdle 0s: MinIdle = %v, want %v", got, sharedMinIdle)
+	}
+}
+
+// gc stopped by Ctrl-C or SIGTERM (here, before its request) exits as
+// deltactl and the other one-shot commands do: 130 (main makes it 143
+// after SIGTERM), one line that says so.
+func TestGCInterrupted(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(gc.Plan{})
+	}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var stdout, stderr bytes.Buffer
+	if code := run(ctx, []string{"gc", "--mirror", srv.URL}, &stdout, &stderr, nil); code != exitInterrupted || stderr.String() != "registry-edge: gc: interrupted\n" {
+		t.Errorf("gc interrupted: exit %d, stderr %q; want %d and %q", code, stderr.String(), exitInterrupted, "registry-edge: gc: interrupted\n")
 	}
 }

@@ -15,9 +15,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"slices"
+	"sync"
 	"syscall"
 	// The time zone database, for prefetch.windows (local times) where
 	// the system has none: the container image is FROM scratch, and
@@ -26,6 +28,7 @@ import (
 	_ "time/tzdata"
 
 	"github.com/registry-edge/registry-edge/internal/config"
+	"github.com/registry-edge/registry-edge/internal/interrupt"
 	"github.com/registry-edge/registry-edge/internal/version"
 )
 
@@ -33,7 +36,9 @@ func main() {
 	ctx, cancel := context.WithCancel(context.Background())
 	stops := make(chan os.Signal, 2)
 	signal.Notify(stops, os.Interrupt, syscall.SIGTERM)
-	go stopOnSignals(stops, cancel, os.Stderr, os.Exit)
+	notice := &stopNotice{stderr: os.Stderr}
+	var w interrupt.Watcher
+	go w.Watch(stops, cancel, func(s os.Signal) { notice.forced(s, os.Exit) })
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -44,26 +49,57 @@ func main() {
 			}
 		}
 	}()
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, notice)
 	signal.Stop(stops)
+	if code == exitInterrupted {
+		code = w.Status()
+	}
 	os.Exit(code)
 }
 
-// stopOnSignals stops the command (cancel) on the first SIGINT or SIGTERM.
-// A second one, while a serve waits for downloads and fills to end (up to
-// shutdownGrace and fillsGrace), exits at once with 128 + the signal's
-// number, as a shell reports a process the signal ended (130 for Ctrl-C,
-// 143 for SIGTERM): what fills received is on disk, and resumed like after
-// a kill -9.
-func stopOnSignals(sigs <-chan os.Signal, cancel context.CancelFunc, stderr io.Writer, exit func(int)) {
-	<-sigs
-	cancel()
-	sig := <-sigs
-	fmt.Fprintf(stderr, "registry-edge: %v again while stopping: exiting at once\n", sig)
-	code := 1
-	if s, ok := sig.(syscall.Signal); ok {
-		code = 128 + int(s)
+// exitInterrupted is what run returns when a signal stopped a one-shot
+// command (prefetch, gc, fsck); main turns it into 130 (Ctrl-C) or 143
+// (SIGTERM), after the signal, as deltactl does. A serve that a signal
+// stops has done what it should: status 0.
+const exitInterrupted = 130
+
+// stopNotice says that a second SIGINT or SIGTERM, while a serve waits for
+// downloads and fills to end (up to shutdownGrace and fillsGrace), exits at
+// once with 128 + the signal's number: what fills received is on disk, and
+// resumed like after a kill -9. While a serve runs it says so through the
+// serve's logger (log.format json: a JSON line), else as one line on
+// stderr.
+type stopNotice struct {
+	stderr io.Writer
+	mu     sync.Mutex
+	log    *slog.Logger
+	flush  func() error // writes out what log buffers
+}
+
+// use makes the notice go through log (nil: back to stderr). A nil
+// notice (tests) does nothing.
+func (n *stopNotice) use(log *slog.Logger, flush func() error) {
+	if n == nil {
+		return
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.log, n.flush = log, flush
+}
+
+// forced says that sig came again, writes out the log lines still
+// buffered, and exits.
+func (n *stopNotice) forced(sig os.Signal, exit func(int)) {
+	code := interrupt.Status(sig)
+	n.mu.Lock()
+	if n.log != nil {
+		n.log.LogAttrs(context.Background(), slog.LevelWarn, "signal again while stopping: exiting at once",
+			slog.String("signal", sig.String()), slog.Int("status", code))
+		_ = n.flush()
+	} else {
+		fmt.Fprintf(n.stderr, "registry-edge: %v again while stopping: exiting at once\n", sig)
+	}
+	n.mu.Unlock()
 	exit(code)
 }
 
@@ -79,7 +115,7 @@ const usage = `usage:
 // errUsage marks a command-line mistake (exit code 2).
 var errUsage = errors.New("usage")
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, notice *stopNotice) int {
 	cmd := "serve"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
@@ -87,7 +123,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch cmd {
 	case "serve":
-		err = serveCmd(ctx, args, stderr)
+		err = serveCmd(ctx, args, stderr, notice)
 	case "check-config":
 		err = checkConfigCmd(args, stdout, stderr)
 	case "prefetch":
@@ -117,14 +153,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-			// Ctrl-C or SIGTERM: say so, not the context's own words.
-			err = fmt.Errorf("%s: interrupted", cmd)
-		}
-		fmt.Fprintf(stderr, "registry-edge: %v\n", err)
 		if errors.Is(err, errUsage) {
+			fmt.Fprintf(stderr, "registry-edge: %v\n", err)
 			return 2
 		}
+		if ctx.Err() != nil && cmd != "serve" {
+			// Ctrl-C or SIGTERM: say so, not the context's own words;
+			// 130 or 143, as deltactl and a shell report it.
+			if errors.Is(err, context.Canceled) {
+				err = fmt.Errorf("%s: interrupted", cmd)
+			}
+			fmt.Fprintf(stderr, "registry-edge: %v\n", err)
+			return exitInterrupted
+		}
+		fmt.Fprintf(stderr, "registry-edge: %v\n", err)
 		return 1
 	}
 	return 0
@@ -162,7 +204,7 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
+func serveCmd(ctx context.Context, args []string, stderr io.Writer, notice *stopNotice) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "YAML config `file` (default: the embedded default config)")
@@ -205,7 +247,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 			return c, err
 		}
 	}
-	return serve(ctx, cfg, reload, stderr)
+	return serve(ctx, cfg, reload, stderr, notice)
 }
 
 // parseFlags parses a subcommand's flags: -h is flag.ErrHelp (exit 0), a

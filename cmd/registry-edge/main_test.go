@@ -34,7 +34,7 @@ var testClient = &http.Client{}
 func runCmd(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	code := run(context.Background(), args, &stdout, &stderr)
+	code := run(context.Background(), args, &stdout, &stderr, nil)
 	return code, stdout.String(), stderr.String()
 }
 
@@ -500,7 +500,7 @@ func startRun(t *testing.T, args ...string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{stderr: &syncbuf.Buffer{}, cancel: cancel, done: make(chan int, 1)}
-	go func() { r.done <- run(ctx, args, new(bytes.Buffer), r.stderr) }()
+	go func() { r.done <- run(ctx, args, new(bytes.Buffer), r.stderr, nil) }()
 	return r
 }
 

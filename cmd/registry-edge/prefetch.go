@@ -20,7 +20,8 @@ and shows their progress until each is complete or failed. The images stay on th
 mirror's prefetch list (pinned, fetched again every prefetch.interval) until
 --remove takes them off. Without IMAGE, shows the progress of everything the
 mirror pre-stages. Exit status: 0 when every image shown is complete, 1
-otherwise, 2 on a usage error.
+otherwise, 2 on a usage error, 130 (Ctrl-C) or 143 (SIGTERM) when the wait
+is interrupted (the mirror goes on).
 
 flags:
 `

@@ -94,7 +94,7 @@ func TestPrefetchCommand(t *testing.T) {
 			srv := httptest.NewServer(admin.New(admin.Options{Prefetcher: pf, Allow: loopback}))
 			defer srv.Close()
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), append([]string{"prefetch", "--mirror", srv.URL, "--interval", "1ms", "--platform", "linux/arm64"}, tt.args...), &stdout, &stderr)
+			code := run(context.Background(), append([]string{"prefetch", "--mirror", srv.URL, "--interval", "1ms", "--platform", "linux/arm64"}, tt.args...), &stdout, &stderr, nil)
 			if code != tt.wantCode {
 				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.wantCode, stdout.String(), stderr.String())
 			}
@@ -123,7 +123,7 @@ func TestPrefetchCommandErrors(t *testing.T) {
 		{[]string{"prefetch", "--mirror", "http://127.0.0.1:1", "org/a"}, 1, "admin API of the mirror"},
 	} {
 		var stdout, stderr bytes.Buffer
-		if code := run(context.Background(), tt.args, &stdout, &stderr); code != tt.code || !strings.Contains(stderr.String(), tt.want) {
+		if code := run(context.Background(), tt.args, &stdout, &stderr, nil); code != tt.code || !strings.Contains(stderr.String(), tt.want) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tt.args, code, stderr.String(), tt.code, tt.want)
 		}
 		if lines := strings.Count(strings.TrimSpace(stderr.String()), "\n"); tt.code == 1 && lines != 0 {
@@ -139,7 +139,7 @@ func TestPrefetchCommandRemove(t *testing.T) {
 	srv := httptest.NewServer(admin.New(admin.Options{Prefetcher: pf, Allow: loopback}))
 	defer srv.Close()
 	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), []string{"prefetch", "--mirror", srv.URL, "--remove", "org/a:1", "org/b:2"}, &stdout, &stderr); code != 0 {
+	if code := run(context.Background(), []string{"prefetch", "--mirror", srv.URL, "--remove", "org/a:1", "org/b:2"}, &stdout, &stderr, nil); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	if len(pf.removed) != 2 || pf.removed[0] != "org/a:1" || pf.removed[1] != "org/b:2" {
@@ -155,7 +155,7 @@ func TestPrefetchCommandEmptyList(t *testing.T) {
 	srv := httptest.NewServer(admin.New(admin.Options{Prefetcher: &scripted{}, Allow: loopback}))
 	defer srv.Close()
 	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), []string{"prefetch", "--mirror", srv.URL}, &stdout, &stderr); code != 0 {
+	if code := run(context.Background(), []string{"prefetch", "--mirror", srv.URL}, &stdout, &stderr, nil); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	if !strings.HasPrefix(stdout.String(), "no image on the mirror's prefetch list") {
@@ -177,7 +177,7 @@ func TestFsckCommand(t *testing.T) {
 		}
 	}
 	var stdout, stderr bytes.Buffer
-	if code := run(ctx, []string{"fsck", "--storage", root}, &stdout, &stderr); code != 0 {
+	if code := run(ctx, []string{"fsck", "--storage", root}, &stdout, &stderr, nil); code != 0 {
 		t.Fatalf("fsck of an intact store: exit %d: %s%s", code, stdout.String(), stderr.String())
 	}
 	d := digest.FromBytes(bad)
@@ -188,7 +188,7 @@ func TestFsckCommand(t *testing.T) {
 	}
 	stdout.Reset()
 	stderr.Reset()
-	if code := run(ctx, []string{"fsck", "--storage", root}, &stdout, &stderr); code != 1 {
+	if code := run(ctx, []string{"fsck", "--storage", root}, &stdout, &stderr, nil); code != 1 {
 		t.Fatalf("fsck of a corrupted store: exit %d, want 1", code)
 	}
 	if !strings.Contains(stdout.String(), "BAD "+d.String()) || !strings.Contains(stdout.String(), "1 bad") {
@@ -201,20 +201,21 @@ func TestFsckCommand(t *testing.T) {
 		t.Errorf("intact content: %v", err)
 	}
 
-	// Interrupted (Ctrl-C): one line that says so, exit 1.
+	// Interrupted (Ctrl-C): one line that says so, exit 130 (main makes
+	// it 143 after SIGTERM), as deltactl.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	stdout.Reset()
 	stderr.Reset()
-	if code := run(cctx, []string{"fsck", "--storage", root}, &stdout, &stderr); code != 1 || stderr.String() != "registry-edge: fsck: interrupted\n" {
-		t.Errorf("fsck interrupted: exit %d, stderr %q; want 1 and %q", code, stderr.String(), "registry-edge: fsck: interrupted\n")
+	if code := run(cctx, []string{"fsck", "--storage", root}, &stdout, &stderr, nil); code != exitInterrupted || stderr.String() != "registry-edge: fsck: interrupted\n" {
+		t.Errorf("fsck interrupted: exit %d, stderr %q; want 130 and %q", code, stderr.String(), "registry-edge: fsck: interrupted\n")
 	}
 
 	// A directory that holds no store is an error, and stays as it was.
 	empty := t.TempDir()
 	stdout.Reset()
 	stderr.Reset()
-	if code := run(ctx, []string{"fsck", "--storage", empty}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "no store at "+empty) {
+	if code := run(ctx, []string{"fsck", "--storage", empty}, &stdout, &stderr, nil); code != 1 || !strings.Contains(stderr.String(), "no store at "+empty) {
 		t.Errorf("fsck of an empty directory: exit %d, stderr %q; want 1 and %q", code, stderr.String(), "no store at "+empty)
 	}
 	if entries, _ := os.ReadDir(empty); len(entries) != 0 {
@@ -243,8 +244,8 @@ func TestPrefetchInterrupted(t *testing.T) {
 		}
 	}()
 	var stdout, stderr bytes.Buffer
-	code := run(ctx, []string{"prefetch", "--mirror", srv.URL, "--interval", "1ms", "org/a:1"}, &stdout, &stderr)
-	if code != 1 || !strings.Contains(stderr.String(), "interrupted: the mirror goes on with the 1 image(s), which stay on its list") {
+	code := run(ctx, []string{"prefetch", "--mirror", srv.URL, "--interval", "1ms", "org/a:1"}, &stdout, &stderr, nil)
+	if code != exitInterrupted || !strings.Contains(stderr.String(), "interrupted: the mirror goes on with the 1 image(s), which stay on its list") {
 		t.Errorf("interrupted prefetch: exit %d, stderr %q", code, stderr.String())
 	}
 }

@@ -50,12 +50,15 @@ type reloadFunc func() (config.Config, error)
 // signal, tests send directly.
 var reloadRequests = make(chan struct{}, 1)
 
-func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.Writer) error {
+func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.Writer, notice *stopNotice) error {
 	logOut := logging.NewBufferedWriter(stderr, 100*time.Millisecond)
 	defer logOut.Close()
 	level := new(slog.LevelVar)
 	level.Set(cfg.Log.Level.Level())
 	log := logging.New(logOut, level, cfg.Log.Format == config.LogFormatJSON)
+	// A second signal while stopping is logged as the rest of the log.
+	notice.use(log, logOut.Flush)
+	defer notice.use(nil, nil)
 
 	// meta.db first: its lock makes this process the only one on
 	// storage.root, so the store may clear what a dead one left there.

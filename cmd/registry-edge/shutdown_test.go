@@ -1,8 +1,9 @@
 package main
 
 import (
-	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/registry-edge/registry-edge/internal/logging"
 	"github.com/registry-edge/registry-edge/internal/testutil/hangnet"
 )
 
@@ -51,37 +53,48 @@ storage:
 	}
 }
 
-// The first SIGINT or SIGTERM stops the command; a second one exits at
-// once, 128 + its number, with one line (TestSecondSignalExitsAtOnce in
-// internal/e2e does it to the built binary).
-func TestStopOnSignals(t *testing.T) {
+// A second SIGINT or SIGTERM while stopping exits at once, 128 + its
+// number, with one line (TestSecondSignalExitsAtOnce in internal/e2e does
+// it to the built binary): plain on stderr outside a serve, and through
+// the serve's logger, in its format, while one runs.
+func TestStopNotice(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
-		first, second os.Signal
-		want          int
+		sig  os.Signal
+		want int
 	}{
-		{syscall.SIGTERM, syscall.SIGTERM, 143},
-		{os.Interrupt, os.Interrupt, 130},
-		{syscall.SIGTERM, os.Interrupt, 130},
+		{syscall.SIGTERM, 143},
+		{os.Interrupt, 130},
 	} {
-		sigs := make(chan os.Signal, 2)
-		ctx, cancel := context.WithCancel(context.Background())
-		exited := make(chan int, 1)
 		var stderr strings.Builder
-		go stopOnSignals(sigs, cancel, &stderr, func(code int) { exited <- code })
-		sigs <- tt.first
-		<-ctx.Done() // the first signal stops the command
-		select {
-		case code := <-exited:
-			t.Fatalf("exited %d on the first signal", code)
-		default:
+		n := &stopNotice{stderr: &stderr}
+		code := -1
+		n.forced(tt.sig, func(c int) { code = c })
+		if code != tt.want {
+			t.Errorf("%v again: exit %d, want %d", tt.sig, code, tt.want)
 		}
-		sigs <- tt.second
-		if code := <-exited; code != tt.want {
-			t.Errorf("%v then %v: exit %d, want %d", tt.first, tt.second, code, tt.want)
+		if want := fmt.Sprintf("registry-edge: %v again while stopping: exiting at once\n", tt.sig); stderr.String() != want {
+			t.Errorf("%v again: stderr %q, want %q", tt.sig, stderr.String(), want)
 		}
-		if want := fmt.Sprintf("registry-edge: %v again while stopping: exiting at once\n", tt.second); stderr.String() != want {
-			t.Errorf("%v then %v: stderr %q, want %q", tt.first, tt.second, stderr.String(), want)
+
+		// log.format json: a JSON line like the others, written out
+		// before the exit although the log buffers.
+		stderr.Reset()
+		buf := logging.NewBufferedWriter(&stderr, time.Hour)
+		n.use(logging.New(buf, slog.LevelInfo, true), buf.Flush)
+		n.forced(tt.sig, func(c int) { code = c })
+		var line struct {
+			Level, Msg, Signal string
+			Status             int
+		}
+		if err := json.Unmarshal([]byte(stderr.String()), &line); err != nil {
+			t.Fatalf("%v again, JSON log: %q is not one JSON line: %v", tt.sig, stderr.String(), err)
+		}
+		if line.Msg != "signal again while stopping: exiting at once" || line.Signal != tt.sig.String() || line.Status != tt.want || line.Level != "WARN" {
+			t.Errorf("%v again, JSON log: %+v", tt.sig, line)
+		}
+		if code != tt.want {
+			t.Errorf("%v again, JSON log: exit %d, want %d", tt.sig, code, tt.want)
 		}
 	}
 }

@@ -79,8 +79,11 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 			if !errors.As(m.proc.err, &ee) || ee.ExitCode() != tt.want {
 				t.Errorf("after a second %v: %v, want exit status %d", tt.sig, m.proc.err, tt.want)
 			}
-			if want := "registry-edge: " + tt.sig.String() + " again while stopping: exiting at once"; !strings.Contains(m.proc.log(), want) {
-				t.Errorf("the log lacks %q", want)
+			// Through the mirror's logger, as the rest of its log.
+			for _, want := range []string{`msg="signal again while stopping: exiting at once"`, "signal=" + tt.sig.String()} {
+				if !strings.Contains(m.proc.log(), want) {
+					t.Errorf("the log lacks %q", want)
+				}
 			}
 		})
 	}
