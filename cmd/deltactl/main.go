@@ -68,7 +68,8 @@ commands:
 
 Run 'deltactl COMMAND --help' for the flags of a command. Exit status: 0 on
 success, 1 on failure, 2 on a usage error, 130 (Ctrl-C) or 143 (SIGTERM) when
-interrupted.
+interrupted; for verify, 1 when the policy denies the image and 2 on any
+failure.
 `
 
 // env is where a command writes: results to stdout, progress and
@@ -132,6 +133,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if u, ok := errors.AsType[*usageError](err); ok {
 		u.printUsage(stderr)
 		return 2
+	}
+	if _, denied := errors.AsType[*deniedError](err); cmd == "verify" && !denied {
+		return exitNoVerdict
 	}
 	return 1
 }

@@ -30,7 +30,9 @@ IMAGE's registry (the sha256-<hex>.sig tag and the OCI referrers).
 
 Exit status 0 when a mirror with that policy would serve every manifest listed
 (verified, covered by a verified index, or a rule in warn or off mode), 1 when
-it would deny one (the verdicts are printed all the same) or on failure.
+it would deny one (the verdicts are printed all the same), 2 when there is no
+verdict (a usage error, an invalid policy file, a registry that cannot be
+read), 130 (Ctrl-C) or 143 (SIGTERM) when interrupted.
 
 flags:
 `
@@ -187,10 +189,20 @@ func verifyCmd(ctx context.Context, e *env, args []string) error {
 		rep.writeTable(e.stdout, top)
 	}
 	if denied > 0 {
-		return fmt.Errorf("%d manifest(s) would be denied", denied)
+		return &deniedError{n: denied}
 	}
 	return nil
 }
+
+// deniedError is verify's verdict that a mirror would deny n manifests:
+// exit status 1. Any other failure of verify gives no verdict: exit
+// status 2 (exitNoVerdict), as grep and diff tell "no" from "trouble".
+type deniedError struct{ n int }
+
+func (d *deniedError) Error() string { return fmt.Sprintf("%d manifest(s) would be denied", d.n) }
+
+// exitNoVerdict is verify's exit status when it could not judge the image.
+const exitNoVerdict = 2
 
 // loadPolicy loads a registry-edge config file and compiles its signature
 // policy; it returns the names of its upstreams too (lower case).

@@ -221,7 +221,7 @@ func TestVerifyIndex(t *testing.T) {
 		if !strings.Contains(r.stdout, "covered by index") || !strings.Contains(r.stdout, "3 manifest(s), all would be served") {
 			t.Errorf("verify table:\n%s", r.stdout)
 		}
-		checkFailure(t, deltactl(t, "verify", "--policy", pol, "--platform", "linux/s390x", repo+":1"), 1, "has no platform linux/s390x")
+		checkNoVerdict(t, deltactl(t, "verify", "--policy", pol, "--platform", "linux/s390x", repo+":1"), "has no platform linux/s390x")
 	})
 
 	t.Run("unsigned index", func(t *testing.T) {
@@ -299,7 +299,8 @@ func TestWrittenRegistry(t *testing.T) {
 }
 
 // TestVerifyPolicyErrors checks policy files that do not give a policy:
-// exit status 1 and the reason, with the field path.
+// exit status 2 (no verdict, not "denied") and the reason, with the field
+// path.
 func TestVerifyPolicyErrors(t *testing.T) {
 	t.Parallel()
 	host := newRegistry(t, false)
@@ -321,7 +322,7 @@ func TestVerifyPolicyErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			r := deltactl(t, "verify", "--policy", tt.file, repo+":1")
-			checkFailure(t, r, 1, tt.want)
+			checkNoVerdict(t, r, tt.want)
 			if r.stdout != "" {
 				t.Errorf("a failure wrote %q to stdout", r.stdout)
 			}
@@ -330,7 +331,8 @@ func TestVerifyPolicyErrors(t *testing.T) {
 }
 
 // TestVerifyFetchError checks that a registry that fails to serve the
-// signatures is a failure (exit 1), not a missing signature.
+// signatures is a failure without a verdict (exit 2), not a missing
+// signature nor a denial (exit 1).
 func TestVerifyFetchError(t *testing.T) {
 	t.Parallel()
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
@@ -351,7 +353,7 @@ func TestVerifyFetchError(t *testing.T) {
 	pol := policyFile(t, strings.ToLower(host)+"/edge/**", "enforce", keyFile)
 
 	r := deltactl(t, "verify", "--policy", pol, repo+":1")
-	checkFailure(t, r, 1, "signatures are private")
+	checkNoVerdict(t, r, "signatures are private")
 	if r.stdout != "" {
 		t.Errorf("a failure wrote %q to stdout", r.stdout)
 	}
@@ -451,4 +453,16 @@ func digestsOf(ms []verifyManifest) []digest.Digest {
 		out = append(out, m.Digest)
 	}
 	return out
+}
+
+// checkNoVerdict checks a verify that could not judge the image: exit
+// status 2, as for a usage error, but the reason alone on stderr, one line.
+func checkNoVerdict(t *testing.T, r result, want string) {
+	t.Helper()
+	if r.code != exitNoVerdict {
+		t.Errorf("exit status %d, want %d (stderr: %s)", r.code, exitNoVerdict, r.stderr)
+	}
+	if !strings.HasPrefix(r.stderr, "deltactl: ") || !strings.Contains(r.stderr, want) || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("stderr %q, want one line \"deltactl: ...%s...\"", r.stderr, want)
+	}
 }
