@@ -189,6 +189,9 @@ type diffLayer struct {
 	SavingPercent float64 `json:"savingPercent"`
 	// Files are the files written with --output-dir.
 	Files *deltaFiles `json:"files,omitempty"`
+	// foreign marks a non-distributable layer: listed, but no one fetches
+	// it from the registry, so the totals leave it out (as plan does).
+	foreign bool
 }
 
 // deltaFiles are the paths of a delta written with --output-dir.
@@ -197,7 +200,8 @@ type deltaFiles struct {
 	Descriptor string `json:"descriptor"`
 }
 
-// diffTotals sum the layers of every platform.
+// diffTotals sum the layers of every platform that are fetched from the
+// registry: not the non-distributable ones (as plan).
 type diffTotals struct {
 	Layers int `json:"layers"`
 	Deltas int `json:"deltas"`
@@ -275,6 +279,9 @@ func (d *differ) run(ctx context.Context, oldRef, newRef name.Reference, oldArg,
 		}
 		rep.Platforms = append(rep.Platforms, dp)
 		for _, l := range dp.Layers {
+			if l.foreign {
+				continue
+			}
 			rep.Totals.Layers++
 			rep.Totals.Size += l.Target.Size
 			if l.Delta != nil {
@@ -316,7 +323,7 @@ func (d *differ) platform(ctx context.Context, oldImg, newImg *image, pm platfor
 		}
 		seen[l.Digest] = true
 		if !distributable(l) {
-			dp.Layers = append(dp.Layers, diffLayer{Index: i, Target: blobOf(l), Bases: []layerdelta.Blob{}, Reason: nonDistributableReason})
+			dp.Layers = append(dp.Layers, diffLayer{Index: i, Target: blobOf(l), Bases: []layerdelta.Blob{}, Reason: nonDistributableReason, foreign: true})
 			continue
 		}
 		bases := selectBases(oldPM.manifest.Layers, inNew, i, d.o.maxBases)

@@ -511,6 +511,15 @@ func TestDiffForeignLayers(t *testing.T) {
 	if len(ls) != 1 || ls[0].Target != base2.Blob() || ls[0].Delta != nil || ls[0].Error != "" || !strings.Contains(ls[0].Reason, "non-distributable") {
 		t.Errorf("diff of a new foreign layer: %+v; want one row, no delta, the reason naming it non-distributable", ls)
 	}
+	// Listed, but not counted: no one fetches it from the registry (plan
+	// leaves it out too).
+	if want := (diffTotals{}); diff.Totals != want {
+		t.Errorf("diff of a new foreign layer: totals %+v, want %+v", diff.Totals, want)
+	}
+	r := mustRun(t, "diff", repo+":2", repo+":3")
+	if !strings.Contains(r.stdout, "\ntotal ") || !strings.HasPrefix(strings.Join(strings.Fields(r.stdout[strings.Index(r.stdout, "\ntotal "):]), " "), "total 0 layer(s) 0 B 0 B") {
+		t.Errorf("diff table of a new foreign layer counts it:\n%s", r.stdout)
+	}
 }
 
 // An index of Windows images holds one windows/amd64 manifest per Windows
