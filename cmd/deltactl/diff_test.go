@@ -595,3 +595,34 @@ func TestPlanLeavesOutForeignLayers(t *testing.T) {
 		t.Errorf("plan of a new foreign base layer: %d layer(s), %d bytes without deltas; want none, less than the %d-byte foreign layer", len(p.Layers), p.Without, base2.Blob().Size)
 	}
 }
+
+// A layer stored as a plain tar gets a tar delta whose recipe is said as
+// what it is, "uncompressed" (not "none"), in diff's table and JSON and in
+// inspect's.
+func TestDiffUncompressedLayerRecipe(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, true)
+	repo := host + "/edge/plain"
+	plain := func(_ testing.TB, tar []byte) []byte { return tar }
+	gen := layergen.New(970, 24, 16<<10)
+	pushImage(t, repo+":1", testImage(t, "amd64", layer(t, plain, gen)))
+	pushImage(t, repo+":2", testImage(t, "amd64", layer(t, plain, gen.Update(971))))
+
+	var diff diffReport
+	mustJSON(t, &diff, "diff", repo+":1", repo+":2")
+	if ls := diff.Platforms[0].Layers; len(ls) != 1 || ls[0].Kind != layerdelta.KindTar || ls[0].Recipe != "uncompressed" {
+		t.Fatalf("diff of an uncompressed layer: %+v; want a tar delta, recipe \"uncompressed\"", ls)
+	}
+	r := mustRun(t, "diff", "--push", repo+":1", repo+":2")
+	if !strings.Contains(r.stdout, "tar: uncompressed") || strings.Contains(r.stdout, "none") {
+		t.Errorf("diff table of an uncompressed layer:\n%s", r.stdout)
+	}
+	var ins inspectReport
+	mustJSON(t, &ins, "inspect", repo+":2")
+	if a := ins.Platforms[0].Artifacts; len(a) != 1 || len(a[0].Deltas) != 1 || a[0].Deltas[0].Recipe != "uncompressed" {
+		t.Errorf("inspect of an uncompressed layer's delta: %+v; want recipe \"uncompressed\"", a)
+	}
+	if r := mustRun(t, "inspect", repo+":2"); !strings.Contains(r.stdout, " uncompressed") || strings.Contains(r.stdout, "none") {
+		t.Errorf("inspect table of an uncompressed layer's delta:\n%s", r.stdout)
+	}
+}

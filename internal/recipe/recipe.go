@@ -146,11 +146,14 @@ type Recipe struct {
 }
 
 // String describes the recipe for tables and logs, e.g.
-// "gzip compress/gzip level -1".
+// "gzip compress/gzip level -1", or "uncompressed" for a layer stored as a
+// plain tar (format none: "none" read as no recipe at all).
 func (r Recipe) String() string {
 	switch {
-	case r.Format == FormatNone || r.Format == "":
-		return string(r.Format)
+	case r.Format == FormatNone:
+		return "uncompressed"
+	case r.Format == "":
+		return ""
 	case r.BlockSize != 0:
 		return fmt.Sprintf("%s %s level %d block %d", r.Format, r.Encoder, r.Level, r.BlockSize)
 	case r.FirstBlock != 0:

@@ -203,6 +203,15 @@ func TestRecipeJSON(t *testing.T) {
 	}
 }
 
+// A plain tar layer's recipe says what it is: "uncompressed", not "none"
+// (which reads as "no recipe"), in deltactl's tables and JSON alike.
+func TestRecipeStringUncompressed(t *testing.T) {
+	t.Parallel()
+	if got, want := (Recipe{Format: FormatNone}).String(), "uncompressed"; got != want {
+		t.Errorf("Recipe{Format: none}.String() = %q, want %q", got, want)
+	}
+}
+
 // TestPgzipStream checks Detect's sequential pgzip against pgzip itself, on
 // small blocks so that there are many of them: block boundaries inside and
 // at the end of writes, an input that ends on a block boundary, blocks
