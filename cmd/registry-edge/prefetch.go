@@ -19,7 +19,8 @@ Asks a running registry-edge to pre-stage IMAGEs ([registry/]repo[:tag|@digest])
 and shows their progress until each is complete or failed. The images stay on the
 mirror's prefetch list (pinned, fetched again every prefetch.interval) until
 --remove takes them off. Without IMAGE, shows the progress of everything the
-mirror pre-stages. Exit status: 0 when every image shown is complete, 1
+mirror pre-stages. --platform, --now and --no-wait apply to IMAGEs being added:
+with --remove or without IMAGE they are a usage error. Exit status: 0 when every image shown is complete, 1
 otherwise, 2 on a usage error, 130 (Ctrl-C) or 143 (SIGTERM) when the wait
 is interrupted (the mirror goes on).
 
@@ -56,6 +57,24 @@ func prefetchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	if *interval <= 0 {
 		return fmt.Errorf("%w: --interval %s: want a positive duration", errUsage, *interval)
+	}
+	// A flag that would do nothing is a mistake: say so rather than
+	// leave the user to believe it applied.
+	var ignored []string
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "platform", "now", "no-wait":
+			if *remove || fs.NArg() == 0 {
+				ignored = append(ignored, "--"+f.Name)
+			}
+		}
+	})
+	if len(ignored) > 0 {
+		why := "without IMAGE (which only shows progress)"
+		if *remove {
+			why = "with --remove"
+		}
+		return fmt.Errorf("%w: %s: no effect %s", errUsage, strings.Join(ignored, ", "), why)
 	}
 	images := make([]prefetch.Image, 0, fs.NArg())
 	for _, arg := range fs.Args() {

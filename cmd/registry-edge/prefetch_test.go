@@ -121,6 +121,11 @@ func TestPrefetchCommandErrors(t *testing.T) {
 		{[]string{"prefetch", "--platform", "arm64", "org/a"}, 2, "want os/arch"},
 		{[]string{"prefetch", "--mirror", "localhost:1", "org/a"}, 2, "want http://host:port"},
 		{[]string{"prefetch", "--mirror", "http://127.0.0.1:1", "org/a"}, 1, "admin API of the mirror"},
+		// Flags that would do nothing: a usage error, not silently ignored.
+		{[]string{"prefetch", "--remove", "--now", "org/a"}, 2, "--now: no effect with --remove"},
+		{[]string{"prefetch", "--remove", "--platform", "linux/arm64", "--no-wait", "org/a"}, 2, "--no-wait, --platform: no effect with --remove"},
+		{[]string{"prefetch", "--platform", "linux/arm64"}, 2, "--platform: no effect without IMAGE"},
+		{[]string{"prefetch", "--no-wait"}, 2, "--no-wait: no effect without IMAGE"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), tt.args, &stdout, &stderr, nil); code != tt.code || !strings.Contains(stderr.String(), tt.want) {
