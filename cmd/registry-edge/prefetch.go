@@ -20,9 +20,9 @@ and shows their progress until each is complete or failed. The images stay on th
 mirror's prefetch list (pinned, fetched again every prefetch.interval) until
 --remove takes them off. Without IMAGE, shows the progress of everything the
 mirror pre-stages. --platform, --now and --no-wait apply to IMAGEs being added:
-with --remove or without IMAGE they are a usage error. Exit status: 0 when every image shown is complete, 1
-otherwise, 2 on a usage error, 130 (Ctrl-C) or 143 (SIGTERM) when the wait
-is interrupted (the mirror goes on).
+with --remove or without IMAGE they are a usage error. Exit status: 0 when
+every image shown is complete, 1 otherwise, 2 on a usage error, 130 (Ctrl-C)
+or 143 (SIGTERM) when the wait is interrupted (the mirror goes on).
 
 flags:
 `
