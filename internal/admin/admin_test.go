@@ -215,6 +215,28 @@ func TestClientNamesTheLikelyCause(t *testing.T) {
 	}
 }
 
+// The mirror's error message (a joined error of several lines, or bytes
+// from something else that answers in the same shape) comes back as one
+// line without control characters: the commands print it as their one
+// error line.
+func TestClientErrorIsOneLine(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(w, `{"error": "images[0]: bad\nimages[1]: \u001b[31mworse\n"}`)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := admin.NewClient(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.GC(context.Background(), true)
+	if want := `admin API: images[0]: bad; images[1]: \x1b[31mworse`; err == nil || err.Error() != want {
+		t.Errorf("GC() error = %v, want %q", err, want)
+	}
+}
+
 // A web page in a browser on an allowed host can make its own host name
 // resolve to the mirror (DNS rebinding): its scripts then read the mirror
 // as their own origin, with no Origin header on a GET. The admin API and
