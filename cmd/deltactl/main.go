@@ -66,10 +66,10 @@ commands:
   verify --policy FILE IMAGE check IMAGE's cosign signatures against the policy of a registry-edge config
   version                    print the version
 
-Run 'deltactl COMMAND --help' for the flags of a command. Exit status: 0 on
-success, 1 on failure, 2 on a usage error, 130 (Ctrl-C) or 143 (SIGTERM) when
-interrupted; for verify, 1 when the policy denies the image and 2 on any
-failure.
+Run 'deltactl COMMAND --help' (or 'deltactl help COMMAND') for the flags of a
+command. Exit status: 0 on success, 1 on failure, 2 on a usage error, 130
+(Ctrl-C) or 143 (SIGTERM) when interrupted; for verify, 1 when the policy
+denies the image and 2 on any failure.
 `
 
 // env is where a command writes: results to stdout, progress and
@@ -107,6 +107,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "version", "--version":
 		err = versionCmd(e, args)
 	case "help", "-h", "-help", "--help":
+		if len(args) > 0 && !strings.HasPrefix(args[len(args)-1], "-") {
+			// "deltactl help diff" is "deltactl diff --help" (an unknown
+			// command is a usage error, not the general usage).
+			return run(ctx, []string{args[len(args)-1], "--help"}, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:

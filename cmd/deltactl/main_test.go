@@ -95,6 +95,14 @@ func TestHelpAndVersion(t *testing.T) {
 	if r := deltactl(t, "help"); r.code != 0 || !strings.Contains(r.stdout, "plan --site-has OLD NEW") {
 		t.Errorf("deltactl help: exit %d, stdout %q", r.code, r.stdout)
 	}
+	// help COMMAND is COMMAND --help, not the general usage with COMMAND
+	// ignored.
+	if r := deltactl(t, "help", "verify"); r.code != 0 || !strings.HasPrefix(r.stdout, "usage: deltactl verify") {
+		t.Errorf("deltactl help verify: exit %d, stdout %q; want 0 and verify's usage", r.code, r.stdout)
+	}
+	if r := deltactl(t, "help", "frobnicate"); r.code != 2 || !strings.Contains(r.stderr, `unknown command "frobnicate"`) {
+		t.Errorf("deltactl help frobnicate: exit %d, stderr %q; want 2 and the unknown command", r.code, r.stderr)
+	}
 	if r := deltactl(t, "diff", "--help"); !strings.Contains(r.stdout, "-max-bases") || !strings.Contains(r.stdout, "-push") || !strings.Contains(r.stdout, "-output-dir") {
 		t.Errorf("deltactl diff --help lacks flags:\n%s", r.stdout)
 	}
