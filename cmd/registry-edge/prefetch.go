@@ -19,8 +19,8 @@ Asks a running registry-edge to pre-stage IMAGEs ([registry/]repo[:tag|@digest])
 and shows their progress until each is complete or failed. The images stay on the
 mirror's prefetch list (pinned, fetched again every prefetch.interval) until
 --remove takes them off. Without IMAGE, shows the progress of everything the
-mirror pre-stages. --platform, --now and --no-wait apply to IMAGEs being added:
-with --remove or without IMAGE they are a usage error. Exit status: 0 when
+mirror pre-stages. --platform, --now, --no-wait and --interval apply to IMAGEs
+being added: with --remove or without IMAGE they are a usage error. Exit status: 0 when
 every image shown is complete, 1 otherwise, 2 on a usage error, 130 (Ctrl-C)
 or 143 (SIGTERM) when the wait is interrupted (the mirror goes on).
 
@@ -63,7 +63,7 @@ func prefetchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var ignored []string
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
-		case "platform", "now", "no-wait":
+		case "platform", "now", "no-wait", "interval":
 			if *remove || fs.NArg() == 0 {
 				ignored = append(ignored, "--"+f.Name)
 			}

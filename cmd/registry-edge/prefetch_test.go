@@ -126,6 +126,7 @@ func TestPrefetchCommandErrors(t *testing.T) {
 		{[]string{"prefetch", "--remove", "--platform", "linux/arm64", "--no-wait", "org/a"}, 2, "--no-wait, --platform: no effect with --remove"},
 		{[]string{"prefetch", "--platform", "linux/arm64"}, 2, "--platform: no effect without IMAGE"},
 		{[]string{"prefetch", "--no-wait"}, 2, "--no-wait: no effect without IMAGE"},
+		{[]string{"prefetch", "--interval", "5s"}, 2, "--interval: no effect without IMAGE"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), tt.args, &stdout, &stderr, nil); code != tt.code || !strings.Contains(stderr.String(), tt.want) {
