@@ -24,8 +24,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"unicode"
 
+	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/interrupt"
 	"github.com/registry-edge/registry-edge/internal/version"
 )
@@ -134,7 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "deltactl: %s\n", msg)
 		return exitInterrupted
 	}
-	fmt.Fprintf(stderr, "deltactl: %s\n", redactURLs(oneLine(err.Error())))
+	fmt.Fprintf(stderr, "deltactl: %s\n", redactURLs(errdef.OneLine(err.Error())))
 	if u, ok := errors.AsType[*usageError](err); ok {
 		u.printUsage(stderr)
 		return 2
@@ -167,28 +167,6 @@ func leadingFlags(args []string) (global, rest []string) {
 		}
 	}
 	return global, args
-}
-
-// oneLine folds a message onto one line: registry error bodies and joined
-// errors may hold newlines, which become "; " (blank lines go). Other
-// control characters, which a registry's answer may hold too (an escape
-// sequence would be run by the terminal), are written as \xNN.
-func oneLine(s string) string {
-	var parts []string
-	for _, l := range strings.Split(s, "\n") {
-		if l = strings.Join(strings.Fields(l), " "); l != "" {
-			parts = append(parts, l)
-		}
-	}
-	var b strings.Builder
-	for _, r := range strings.Join(parts, "; ") {
-		if unicode.IsControl(r) {
-			fmt.Fprintf(&b, "\\x%02x", r)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 const versionUsage = `usage: deltactl version [--format table|json]

@@ -402,21 +402,6 @@ func TestDiffFailureLeavesNoOutputDir(t *testing.T) {
 	}
 }
 
-// Messages of several lines (joined errors, config problems) are folded
-// onto one line with "; " between them.
-func TestOneLine(t *testing.T) {
-	t.Parallel()
-	in := "load config x.yaml: line 2: cache.tagTTL: bad\n\n  line 3:   cache.bogus: unknown  \n"
-	if got, want := oneLine(in), "load config x.yaml: line 2: cache.tagTTL: bad; line 3: cache.bogus: unknown"; got != want {
-		t.Errorf("oneLine = %q, want %q", got, want)
-	}
-	// A registry's message with a terminal escape sequence: shown, not run.
-	in = "GET /v2/x: DENIED: \x1b]0;pwned\x07\x1b[2Jgone"
-	if got, want := oneLine(in), `GET /v2/x: DENIED: \x1b]0;pwned\x07\x1b[2Jgone`; got != want {
-		t.Errorf("oneLine(%q) = %q, want %q", in, got, want)
-	}
-}
-
 // TestFetchFailureClearsProgress checks that a download that fails part-way
 // erases its progress bar, so that the reason after it starts its own line
 // on a terminal.

@@ -277,12 +277,12 @@ func (r verifyReport) writeTable(w io.Writer, top digest.Digest) {
 			served = "no"
 			denied++
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortDigest(m.Digest), platform, m.Rule, m.Mode, verdict, served, oneLine(about))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortDigest(m.Digest), platform, m.Rule, m.Mode, verdict, served, errdef.OneLine(about))
 	}
 	tw.Flush()
 	for _, m := range r.Manifests {
 		if !m.OK && m.CoveredBy == "" && m.Detail != "" {
-			fmt.Fprintf(w, "%s detail: %s\n", shortDigest(m.Digest), oneLine(m.Detail))
+			fmt.Fprintf(w, "%s detail: %s\n", shortDigest(m.Digest), errdef.OneLine(m.Detail))
 		}
 	}
 	what := "all would be served"

@@ -10,8 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
-	"unicode"
 
+	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/gc"
 )
 
@@ -84,7 +84,7 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, out
 		}
 		switch {
 		case json.Unmarshal(b, &e) == nil && e.Error != "":
-			return fmt.Errorf("admin API: %s", oneLine(e.Error))
+			return fmt.Errorf("admin API: %s", errdef.OneLine(e.Error))
 		case resp.StatusCode == http.StatusBadRequest && bytes.Contains(b, []byte("HTTP request to an HTTPS server")):
 			// Go's answer to plain HTTP on a TLS listener.
 			return fmt.Errorf("admin API: the mirror at %s serves HTTPS: use --mirror %s", c.base, strings.Replace(c.base, "http://", "https://", 1))
@@ -110,26 +110,4 @@ func (c *Client) GC(ctx context.Context, dryRun bool) (*gc.Plan, error) {
 		return nil, err
 	}
 	return &plan, nil
-}
-
-// oneLine folds an answer's message onto one line, as the commands print
-// their errors: a joined error's lines become "; ", and other control
-// characters (an escape sequence would be run by the terminal) are
-// written as \xNN.
-func oneLine(s string) string {
-	var parts []string
-	for l := range strings.SplitSeq(s, "\n") {
-		if l = strings.Join(strings.Fields(l), " "); l != "" {
-			parts = append(parts, l)
-		}
-	}
-	var b strings.Builder
-	for _, r := range strings.Join(parts, "; ") {
-		if unicode.IsControl(r) {
-			fmt.Fprintf(&b, "\\x%02x", r)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
