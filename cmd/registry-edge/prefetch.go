@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/registry-edge/registry-edge/internal/admin"
+	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/prefetch"
 )
 
@@ -237,7 +238,7 @@ func describe(s prefetch.Status) string {
 	case prefetch.StateComplete:
 		b += fmt.Sprintf(" (%d blobs, %s, %d referrers)", s.Blobs, mib(s.Bytes), s.Referrers)
 	case prefetch.StateFailed:
-		b += ": " + s.Error
+		b += ": " + errdef.OneLine(s.Error) // one line per image, whatever the upstream said
 	}
 	return b
 }

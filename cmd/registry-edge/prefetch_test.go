@@ -255,3 +255,14 @@ func TestPrefetchInterrupted(t *testing.T) {
 		t.Errorf("interrupted prefetch: exit %d, stderr %q", code, stderr.String())
 	}
 }
+
+// A failed image's line stays one line, whatever its error holds (a joined
+// error, an upstream's message with a terminal escape sequence).
+func TestDescribeFailedImageIsOneLine(t *testing.T) {
+	t.Parallel()
+	got := describe(prefetch.Status{State: prefetch.StateFailed, Image: prefetch.Image{Ref: "central.example/app:v1"},
+		Error: "manifest: 502 from upstream\nDENIED: \x1b[2Jgone"})
+	if want := "failed    central.example/app:v1: manifest: 502 from upstream; DENIED: \\x1b[2Jgone"; got != want {
+		t.Errorf("describe = %q, want %q", got, want)
+	}
+}
