@@ -845,11 +845,32 @@ func TestJoinAnotherRepositorysFill(t *testing.T) {
 	}
 }
 
+// lookupSignal is a store that tells, once armed, when a client looks for
+// blob d in it (the store lookup that precedes joining a running fill).
+type lookupSignal struct {
+	*blobstore.FS
+	d        digest.Digest
+	mu       sync.Mutex
+	armed    bool
+	lookedUp chan struct{}
+}
+
+func (s *lookupSignal) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error) {
+	s.mu.Lock()
+	if s.armed && d == s.d {
+		s.armed = false
+		close(s.lookedUp)
+	}
+	s.mu.Unlock()
+	return s.FS.Open(ctx, d)
+}
+
 // A client of another upstream that finds a fill of the blob running waits
 // for it; if that fill fails, the client's own upstream is asked.
 func TestOtherUpstreamsFailedFillDoesNotFailThisClient(t *testing.T) {
 	t.Parallel()
-	m := newMirror(t)
+	ls := &lookupSignal{lookedUp: make(chan struct{})}
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { ls.FS = fs; return ls })
 	layer := fakeupstream.Random(t, 100_000)
 	_, layers := m.fake.Image("app", "v1", layer)
 	d := layers[0].Digest
@@ -867,8 +888,11 @@ func TestOtherUpstreamsFailedFillDoesNotFailThisClient(t *testing.T) {
 		if _, _, ok := m.proxy.FillProgress(d); ok {
 			break
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // the test's deadline bounds the wait
 	}
+	ls.mu.Lock()
+	ls.d, ls.armed = d, true
+	ls.mu.Unlock()
 	type answer struct {
 		status int
 		body   []byte
@@ -882,7 +906,9 @@ func TestOtherUpstreamsFailedFillDoesNotFailThisClient(t *testing.T) {
 		}
 		done <- a
 	}()
-	time.Sleep(100 * time.Millisecond) // it joins the running fill
+	// The client found the blob not stored while central's fill is held
+	// (it cannot end before release): it finds that fill running.
+	<-ls.lookedUp
 	close(release)
 	if a := <-done; a.status != http.StatusOK || !bytes.Equal(a.body, layer) {
 		t.Fatalf("client of an upstream that holds the blob: %d, %d bytes", a.status, len(a.body))
