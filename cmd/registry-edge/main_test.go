@@ -143,18 +143,9 @@ func TestServeWithFlagsAndShutdown(t *testing.T) {
 	dir := t.TempDir()
 	srv := startRun(t, "--listen", addr, "--storage", dir, "--upstream", "http://127.0.0.1:1")
 	stderr := srv.stderr
-	var resp *http.Response
-	var err error
-	for i := 0; i < 100; i++ {
-		if resp, err = testClient.Get("http://" + addr + "/v2/"); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("mirror did not come up: %v", err)
-	}
+	resp := srv.waitServing(t, testClient, "http://"+addr+"/v2/")
 	resp.Body.Close()
+	var err error
 	if resp.StatusCode != 200 {
 		t.Errorf("GET /v2/ = %d", resp.StatusCode)
 	}
@@ -279,16 +270,7 @@ func TestServeTLS(t *testing.T) {
 	}
 	device := &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true,
 		TLSClientConfig: &tls.Config{RootCAs: serverCA.Pool(), Certificates: []tls.Certificate{pair}}}}
-	var resp *http.Response
-	for i := 0; i < 100; i++ {
-		if resp, err = device.Get("https://" + addr + "/v2/"); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("mirror did not come up over HTTPS: %v\n%s", err, stderr.String())
-	}
+	resp := srv.waitServing(t, device, "https://"+addr+"/v2/")
 	resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" {
 		t.Errorf("GET /v2/ over TLS: %d %s, want 200 HTTP/2.0", resp.StatusCode, resp.Proto)
@@ -329,13 +311,11 @@ func TestReloadAppliesAccessPolicy(t *testing.T) {
 	}
 	waitStatus := func(want int) {
 		t.Helper()
-		for i := 0; i < 200; i++ {
-			if status() == want {
-				return
+		for deadline := time.Now().Add(20 * time.Second); status() != want; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("GET /v2/ never answered %d; log:\n%s", want, stderr.String())
 			}
-			time.Sleep(20 * time.Millisecond)
 		}
-		t.Fatalf("GET /v2/ never answered %d; log:\n%s", want, stderr.String())
 	}
 	waitStatus(200)
 
@@ -349,12 +329,7 @@ func TestReloadAppliesAccessPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	reloadRequests <- struct{}{}
-	for i := 0; i < 200 && !strings.Contains(stderr.String(), "configuration reload failed"); i++ {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !strings.Contains(stderr.String(), "configuration reload failed") {
-		t.Errorf("a broken configuration was not reported:\n%s", stderr.String())
-	}
+	srv.waitLog(t, "configuration reload failed")
 	if got := status(); got != 401 {
 		t.Errorf("after a failed reload GET /v2/ = %d, want the running policy's 401", got)
 	}
@@ -381,7 +356,7 @@ func TestReloadNamesAChangedKeyFile(t *testing.T) {
 	srv := startRun(t, "--config", conf, "--listen", addr, "--storage", filepath.Join(dir, "data"), "--upstream", "http://127.0.0.1:1")
 	reloaded := func(n int) string {
 		t.Helper()
-		for i := 0; i < 250; i++ {
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 			if lines := strings.Split(srv.stderr.String(), "\n"); strings.Count(srv.stderr.String(), "configuration reloaded") >= n {
 				for _, l := range slices.Backward(lines) {
 					if strings.Contains(l, "configuration reloaded") {
@@ -389,18 +364,11 @@ func TestReloadNamesAChangedKeyFile(t *testing.T) {
 					}
 				}
 			}
-			time.Sleep(20 * time.Millisecond)
 		}
 		t.Fatalf("no reload logged; log:\n%s", srv.stderr.String())
 		return ""
 	}
-	for i := 0; i < 250; i++ { // serving: its SIGHUP handler runs
-		if resp, err := testClient.Get("http://" + addr + "/v2/"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	srv.waitServing(t, testClient, "http://"+addr+"/v2/").Body.Close() // its SIGHUP handler runs
 	reloadRequests <- struct{}{}
 	if line := reloaded(1); strings.Contains(line, "signatures") {
 		t.Errorf("nothing changed, yet: %s", line)
@@ -430,16 +398,14 @@ func TestReloadedBudgetReachesGCAndStatus(t *testing.T) {
 	mirror := "http://" + addr
 	dryRun := func() string {
 		t.Helper()
-		var out string
-		for i := 0; i < 200; i++ { // until the mirror listens
-			var code int
-			if code, out, _ = runCmd(t, "gc", "--mirror", mirror, "--dry-run"); code == 0 {
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) { // until the mirror listens
+			if code, out, _ := runCmd(t, "gc", "--mirror", mirror, "--dry-run"); code == 0 {
 				return out
 			}
-			time.Sleep(20 * time.Millisecond)
+			if time.Now().After(deadline) {
+				t.Fatalf("gc --dry-run never succeeded; log:\n%s", srv.stderr.String())
+			}
 		}
-		t.Fatalf("gc --dry-run never succeeded; log:\n%s", srv.stderr.String())
-		return ""
 	}
 	statusPage := func() string {
 		t.Helper()
@@ -462,9 +428,7 @@ func TestReloadedBudgetReachesGCAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	reloadRequests <- struct{}{}
-	for i := 0; i < 200 && !strings.Contains(srv.stderr.String(), "configuration reloaded"); i++ {
-		time.Sleep(20 * time.Millisecond)
-	}
+	srv.waitLog(t, "configuration reloaded")
 	if out := dryRun(); !strings.Contains(out, "budget 3072.0 MiB") {
 		t.Errorf("gc --dry-run after the reload to 3GiB:\n%s", out)
 	}
@@ -510,6 +474,22 @@ func (r *running) waitLog(t *testing.T, want string) {
 	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(r.stderr.String(), want); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no %s in the log:\n%s", want, r.stderr.String())
+		}
+	}
+}
+
+// waitServing waits up to 20 s for a GET of url to be answered and returns
+// the answer; the mirror's start-up is slow on a loaded machine (CI runs
+// -race on two cores), and the deadline only bounds a failure.
+func (r *running) waitServing(t *testing.T, client *http.Client, url string) *http.Response {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := client.Get(url)
+		if err == nil {
+			return resp
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mirror did not answer GET %s: %v; log:\n%s", url, err, r.stderr.String())
 		}
 	}
 }
