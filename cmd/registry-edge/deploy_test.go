@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -231,12 +232,10 @@ func TestKubernetesManifest(t *testing.T) {
 	args := slices.Clone(c.Args)
 	args[2] = conf
 	srv := startRun(t, append(args, "--upstream", "http://127.0.0.1:1")...)
-	for i := 0; i < 250; i++ {
-		if resp, err := testClient.Get("http://" + addr + "/healthz"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	resp := srv.waitServing(t, testClient, "http://"+addr+"/healthz")
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /healthz of serve started with %q: %d", args, resp.StatusCode)
 	}
 	if code := srv.stop(); code != 0 {
 		t.Errorf("serve %q exited %d:\n%s", args, code, srv.stderr.String())
