@@ -104,7 +104,7 @@ func TestAccessLogNamesTheClient(t *testing.T) {
 		// The line is logged as the handler returns, maybe just after the
 		// client has the response.
 		var lines []string
-		for deadline := time.Now().Add(5 * time.Second); len(lines) <= n && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for deadline := time.Now().Add(20 * time.Second); len(lines) <= n && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 			lines = requestLines(log.String())
 		}
 		if len(lines) != n+1 {

@@ -808,7 +808,9 @@ func TestOnlyEvidenceIsStoredAfterAVerification(t *testing.T) {
 	artifact(t, m, "", "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "", chart, &signed)
 	artifact(t, m, "", "application/spdx+json", "", sbom, &signed)
 	pullImage(t, m, "signed", []byte("signed layer"))
-	for i := 0; i < 250 && m.fake.Count(http.MethodGet, blobPath("app", digest.FromBytes(sbom))) == 0; i++ {
+	// The referrers are stored in the background; the deadline only
+	// bounds a failure.
+	for deadline := time.Now().Add(20 * time.Second); m.fake.Count(http.MethodGet, blobPath("app", digest.FromBytes(sbom))) == 0 && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if m.fake.Count(http.MethodGet, blobPath("app", digest.FromBytes(sbom))) == 0 {
