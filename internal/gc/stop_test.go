@@ -18,11 +18,13 @@ import (
 // the maintenance's context as the first batch is evicted.
 type stoppingCache struct {
 	noCache
-	stop context.CancelFunc
-	ctx  context.Context
+	stop    context.CancelFunc
+	ctx     context.Context
+	evicted *bool // set once Evict was called
 }
 
 func (c stoppingCache) Evict([]digest.Digest, func() error) error {
+	*c.evicted = true
 	c.stop()
 	return c.ctx.Err()
 }
@@ -31,14 +33,16 @@ func (c stoppingCache) Evict([]digest.Digest, func() error) error {
 // while it evicts) logs no error: nothing failed, and a routine restart
 // must not page anyone.
 func TestMaintenanceStoppedByShutdownLogsNoError(t *testing.T) {
+	evicted := false
 	for _, tt := range []struct {
-		name  string
-		cache func(context.Context, context.CancelFunc) gc.Cache
+		name     string
+		cache    func(context.Context, context.CancelFunc) gc.Cache
+		evicting bool // the run reaches Evict
 	}{
-		{"while sizing", func(_ context.Context, stop context.CancelFunc) gc.Cache { stop(); return noCache{} }},
+		{"while sizing", func(_ context.Context, stop context.CancelFunc) gc.Cache { stop(); return noCache{} }, false},
 		{"while evicting", func(ctx context.Context, stop context.CancelFunc) gc.Cache {
-			return stoppingCache{stop: stop, ctx: ctx}
-		}},
+			return stoppingCache{stop: stop, ctx: ctx, evicted: &evicted}
+		}, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newSite(t)
@@ -50,6 +54,9 @@ func TestMaintenanceStoppedByShutdownLogsNoError(t *testing.T) {
 			m := &gc.Maintainer{Store: s.store, DB: s.db, Cache: tt.cache(ctx, stop), Options: gc.Options{MaxSize: 4000},
 				Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 			m.RunOnce(ctx)
+			if tt.evicting && !evicted {
+				t.Fatal("the run never came to evict: the case does not test a shutdown while evicting")
+			}
 			if strings.Contains(logs.String(), "level=ERROR") {
 				t.Errorf("a maintenance run stopped by the shutdown logged an error:\n%s", logs.String())
 			}
