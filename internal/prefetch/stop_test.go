@@ -41,9 +41,17 @@ func TestPrefetchStoppedByShutdownIsNotAFailure(t *testing.T) {
 	if out := logs.String(); strings.Contains(out, "level=WARN") || strings.Contains(out, "level=ERROR") {
 		t.Errorf("a pre-stage stopped by the shutdown was logged as a failure:\n%s", out)
 	}
+	listed := false
 	for _, st := range pf.Status() {
-		if st.Ref == "org/app:1" && st.State != prefetch.StatePending {
+		if st.Ref != "org/app:1" {
+			continue
+		}
+		listed = true
+		if st.State != prefetch.StatePending {
 			t.Errorf("state after the stop %q (%s), want %q", st.State, st.Error, prefetch.StatePending)
 		}
+	}
+	if !listed {
+		t.Errorf("org/app:1 is not in the status after the stop: %+v", pf.Status())
 	}
 }
