@@ -156,3 +156,156 @@ func BenchmarkFSPut(b *testing.B) {
 		}
 	}
 }
+
+// alterStored flips a byte of stored blob d under root (bit rot), or cuts
+// it to keep bytes (a power cut on a card that lies about fsync).
+func alterStored(t *testing.T, root string, d digest.Digest, keep int) {
+	t.Helper()
+	p := filepath.Join(root, "blobs", string(d.Algorithm()), d.Encoded()[:2], d.Encoded())
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keep >= 0 {
+		b = b[:keep]
+	} else {
+		b[len(b)/3] ^= 0x01
+	}
+	if err := os.WriteFile(p, b, 0o444); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFSOpenRefusesAlteredContent: a stored file whose bytes changed behind
+// the store's back is never read to a clean end as its digest. Read whole,
+// it fails with ErrDigestMismatch before its last bytes, and is moved to
+// quarantine/ so that the blob is fetched again; a read of a part (a Range)
+// is not checked; fsck's Check does not move it.
+func TestFSOpenRefusesAlteredContent(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		keep int // bytes left, -1: all, one flipped
+	}{{"bit flipped", -1}, {"truncated", 70000}, {"emptied", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			root := t.TempDir()
+			s, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			content := bytes.Repeat([]byte("registry-edge "), 10000)
+			d := digest.FromBytes(content)
+			if err := s.Put(ctx, ocispecDesc(d, len(content)), bytes.NewReader(content)); err != nil {
+				t.Fatal(err)
+			}
+			alterStored(t, root, d, tc.keep)
+
+			if err := s.Check(ctx, d); !errors.Is(err, errdef.ErrDigestMismatch) {
+				t.Fatalf("Check = %v, want ErrDigestMismatch", err)
+			}
+			rc, err := s.Open(ctx, d)
+			if err != nil {
+				t.Fatalf("Open after Check: %v (Check must not move the file)", err)
+			}
+			if tc.keep != 0 {
+				if _, err := rc.Seek(100, io.SeekStart); err != nil {
+					t.Fatal(err)
+				}
+				part := make([]byte, 50)
+				if _, err := io.ReadFull(rc, part); err != nil || !bytes.Equal(part, content[100:150]) {
+					t.Fatalf("range read = %q, %v; want the stored bytes", part, err)
+				}
+			}
+			if _, err := rc.Seek(0, io.SeekStart); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(rc)
+			rc.Close()
+			if !errors.Is(err, errdef.ErrDigestMismatch) {
+				t.Fatalf("read whole: %d bytes, err %v; want ErrDigestMismatch", len(got), err)
+			}
+			if digest.FromBytes(got) == d {
+				t.Fatal("read whole returned the blob's digest from altered bytes")
+			}
+			if _, err := s.Stat(ctx, d); !errors.Is(err, errdef.ErrNotFound) {
+				t.Fatalf("Stat after the failed read = %v, want ErrNotFound", err)
+			}
+			if _, err := os.Stat(filepath.Join(root, "quarantine", "sha256-"+d.Encoded())); err != nil {
+				t.Fatalf("not quarantined: %v", err)
+			}
+			if err := s.Put(ctx, ocispecDesc(d, len(content)), bytes.NewReader(content)); err != nil {
+				t.Fatal(err)
+			}
+			rc, err = s.Open(ctx, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, content) {
+				t.Fatalf("stored again, read whole: %d bytes, %v", len(got), err)
+			}
+		})
+	}
+}
+
+// TestFSOpenChecksAFileReplacedSinceItWasRead: a file read whole and found
+// right is not hashed again while it stays as it was; one put in its place
+// since (an admin restoring a copy, a tool that rewrites files) is.
+func TestFSOpenChecksAFileReplacedSinceItWasRead(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	s, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	content := bytes.Repeat([]byte("registry-edge "), 10000)
+	d := digest.FromBytes(content)
+	if err := s.Put(ctx, ocispecDesc(d, len(content)), bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	readWhole := func() ([]byte, error) {
+		t.Helper()
+		rc, err := s.Open(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		return io.ReadAll(rc)
+	}
+	for range 2 {
+		if got, err := readWhole(); err != nil || !bytes.Equal(got, content) {
+			t.Fatalf("read whole: %d bytes, %v", len(got), err)
+		}
+	}
+	rc, err := s.Open(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rc.(*os.File); !ok {
+		t.Errorf("Open of a file found right = %T, want the file itself (not hashed again)", rc)
+	}
+	rc.Close()
+
+	p := filepath.Join(root, "blobs", "sha256", d.Encoded()[:2], d.Encoded())
+	altered := bytes.Clone(content)
+	altered[len(altered)/2] ^= 0x01
+	tmp := filepath.Join(root, "restored")
+	if err := os.WriteFile(tmp, altered, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readWhole(); !errors.Is(err, errdef.ErrDigestMismatch) {
+		t.Fatalf("read whole after the file was replaced: %d bytes, err %v; want ErrDigestMismatch", len(got), err)
+	}
+	if _, err := s.Stat(ctx, d); !errors.Is(err, errdef.ErrNotFound) {
+		t.Fatalf("Stat = %v, want ErrNotFound", err)
+	}
+}

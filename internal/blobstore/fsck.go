@@ -15,8 +15,8 @@ import (
 // Check hashes stored content d and reports whether it still matches its
 // digest (disk corruption, or a file changed behind the store's back). The
 // error wraps errdef.ErrDigestMismatch when it does not.
-func (s *FS) Check(ctx context.Context, d digest.Digest) error {
-	rc, err := s.Open(ctx, d)
+func (s *FS) Check(_ context.Context, d digest.Digest) error {
+	rc, err := s.openRaw(d)
 	if err != nil {
 		return err
 	}
@@ -43,6 +43,7 @@ func (s *FS) Quarantine(d digest.Digest) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
+	s.forget(d)
 	dst := filepath.Join(dir, string(d.Algorithm())+"-"+d.Encoded())
 	if err := os.Rename(p, dst); err != nil {
 		return "", fmt.Errorf("blob %s: quarantine: %w", d, err)
