@@ -51,8 +51,27 @@ type DB struct {
 	published atomic.Bool
 }
 
-// Open opens or creates the metadata database at path.
-func Open(path string) (*DB, error) {
+// Open opens or creates the metadata database at path. A database bbolt
+// finds damaged (bbolt panics on a page it cannot read: garbage written by
+// a failing SD card, say) is an error that says so and how to start again,
+// not a panic with a stack trace.
+func Open(path string) (db *DB, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			db, err = nil, damaged(path, fmt.Errorf("%v", v))
+		}
+	}()
+	return open(path)
+}
+
+// damaged words a database that cannot be read: moved aside, the mirror
+// starts with an empty one, keeps the stored blobs, and learns tags and
+// links again from the upstream (docs/operations.md, "Corrupted storage").
+func damaged(path string, err error) error {
+	return fmt.Errorf("open metadata %s: the database is damaged (%v): move it aside (mv %s %s.damaged) and start again; stored content is kept, tags and links are learnt again from the upstream", path, err, path, path)
+}
+
+func open(path string) (*DB, error) {
 	if err := removeTornInit(path); err != nil {
 		return nil, fmt.Errorf("open metadata %s: remove the remains of a start that ran out of disk space: %w", path, err)
 	}
@@ -67,6 +86,9 @@ func Open(path string) (*DB, error) {
 			// Half written (the disk is full): nothing to keep, and a
 			// torn file would stop every later start.
 			os.Remove(path)
+		}
+		if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch) {
+			return nil, damaged(path, err)
 		}
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}

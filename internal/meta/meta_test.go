@@ -1,7 +1,9 @@
 package meta
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -613,5 +615,54 @@ func TestForgetPrunesDeltaRecords(t *testing.T) {
 	}
 	if recs, err := db.Deltas(ctx, layers[0]); err != nil || len(recs) != 0 {
 		t.Errorf("Deltas(forgotten layer) = %d records, %v; want none", len(recs), err)
+	}
+}
+
+// A meta.db whose pages after the meta pages were overwritten (a failing
+// SD card), or that holds no database at all, stops Open with an error
+// naming the file and how to start again; bbolt's panic on the damaged
+// page does not escape as a stack trace.
+func TestDamagedDatabaseIsAnError(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		damage func(b []byte) []byte
+	}{
+		{"pages after the meta pages overwritten", func(b []byte) []byte {
+			pageSize := int(binary.NativeEndian.Uint32(b[24:]))
+			for i := 2 * pageSize; i < len(b); i++ {
+				b[i] = 0xab
+			}
+			return b
+		}},
+		{"not a database", func(b []byte) []byte { return bytes.Repeat([]byte{0xab}, len(b)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db, path := openTest(t)
+			if err := db.PutTag(context.Background(), Repo{Registry: "central", Name: "app"}, "v1", TagEntry{Digest: digest.FromString("m"), FetchedAt: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, tc.damage(b), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			db, err = Open(path)
+			if err == nil {
+				db.Close()
+				t.Fatal("Open of a damaged database succeeded")
+			}
+			for _, want := range []string{path, "damaged", "move it aside"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+		})
 	}
 }
