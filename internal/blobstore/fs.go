@@ -145,6 +145,9 @@ func (s *FS) Stat(_ context.Context, d digest.Digest) (Info, error) {
 	if err != nil {
 		return Info{}, notFound(d, err)
 	}
+	if !fi.Mode().IsRegular() {
+		return Info{}, notStored(d, fi)
+	}
 	return Info{Digest: d, Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
@@ -171,6 +174,10 @@ func (s *FS) Open(_ context.Context, d digest.Digest) (io.ReadSeekCloser, error)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("blob %s: %w", d, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, notStored(d, fi)
 	}
 	id, ok := idOf(fi)
 	if ok {
@@ -331,6 +338,13 @@ func openFile(path string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), path), nil
 }
 
+// notStored words something other than a file at a blob's path (a
+// directory an admin made, or a copy made badly): not stored content, so
+// the blob is fetched, and Commit takes the path back if it is empty.
+func notStored(d digest.Digest, fi os.FileInfo) error {
+	return fmt.Errorf("blob %s: not a regular file in the store (%s): %w", d, fi.Mode().Type(), errdef.ErrNotFound)
+}
+
 func notFound(d digest.Digest, err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("blob %s: %w", d, errdef.ErrNotFound)
@@ -468,7 +482,15 @@ func (w *fsIngest) Commit(_ context.Context, size int64) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := os.Rename(w.File.Name(), w.final); err != nil {
+	err := os.Rename(w.File.Name(), w.final)
+	if err != nil {
+		if fi, serr := os.Lstat(w.final); serr == nil && fi.IsDir() && os.Remove(w.final) == nil {
+			// An empty directory in the blob's place: the rename
+			// cannot replace it, and every fill would fail.
+			err = os.Rename(w.File.Name(), w.final)
+		}
+	}
+	if err != nil {
 		os.Remove(w.File.Name())
 		w.File.Close()
 		w.closed = true

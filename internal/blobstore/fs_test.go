@@ -309,3 +309,40 @@ func TestFSOpenChecksAFileReplacedSinceItWasRead(t *testing.T) {
 		t.Fatalf("Stat = %v, want ErrNotFound", err)
 	}
 }
+
+// TestFSDirectoryInABlobsPlace: an empty directory at a blob's path (made
+// by an admin, or a copy gone wrong) is not stored content: Stat and Open
+// say not found, so that the blob is fetched, and the fill's commit takes
+// the path back. Before, Stat reported the directory as the blob, every
+// request for it failed ("is a directory") and no fill could replace it.
+func TestFSDirectoryInABlobsPlace(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	s, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	content := []byte("layer bytes")
+	d := digest.FromBytes(content)
+	if err := os.MkdirAll(filepath.Join(root, "blobs", "sha256", d.Encoded()[:2], d.Encoded()), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Stat(ctx, d); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("Stat = %v, want ErrNotFound", err)
+	}
+	if _, err := s.Open(ctx, d); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("Open = %v, want ErrNotFound", err)
+	}
+	if err := s.Put(ctx, ocispecDesc(d, len(content)), bytes.NewReader(content)); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	rc, err := s.Open(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("read after Put: %q, %v", got, err)
+	}
+}
