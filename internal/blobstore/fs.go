@@ -33,8 +33,8 @@ type FS struct {
 	partial string
 	boot    string // the running boot's id, "" if unknown
 
-	// verified holds the files that this process read whole and found
-	// to match their digests, as they were then (Open).
+	// verified holds the files that this process committed, or read
+	// whole and found to match their digests, as they were then (Open).
 	mu       sync.Mutex
 	verified map[digest.Digest]fileID
 }
@@ -159,12 +159,13 @@ func (s *FS) Stat(_ context.Context, d digest.Digest) (Info, error) {
 // that the blob is fetched again. Reads elsewhere (a Range) are not checked:
 // the store has no digest of a part.
 //
-// A file this process has read whole and found right is not hashed again
-// while it stays as it was then (inode, size, change and modification
-// times, which any write, truncation or replacement changes): hashing
-// (about 0.5 GB/s a core on the benchmark machine) would otherwise halve
-// the rate at which cached layers go out. Bits that rot on the medium
-// without a write are found by the first read after a restart, or by fsck.
+// A file this process committed, or read whole and found right, is not
+// hashed again while it stays as it was then (inode, size, change and
+// modification times, which any write, truncation or replacement changes):
+// hashing (about 0.5 GB/s a core on the benchmark machine) would otherwise
+// halve the rate at which cached layers go out. Bits that rot on the
+// medium without a write are found by the first read after a restart, or
+// by fsck (ADR 0020).
 func (s *FS) Open(_ context.Context, d digest.Digest) (io.ReadSeekCloser, error) {
 	f, err := s.openRaw(d)
 	if err != nil {
@@ -437,11 +438,12 @@ func (s *FS) Ingest(_ context.Context, d digest.Digest) (Ingest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: create ingest: %w", d, err)
 	}
-	return &fsIngest{StagingFile: NewStagingFile(f, dg), d: d, final: final}, nil
+	return &fsIngest{StagingFile: NewStagingFile(f, dg), s: s, d: d, final: final}, nil
 }
 
 type fsIngest struct {
 	*StagingFile // Write, Written, Verify
+	s            *FS
 	d            digest.Digest
 	final        string
 
@@ -497,6 +499,14 @@ func (w *fsIngest) Commit(_ context.Context, size int64) error {
 		return fmt.Errorf("blob %s: commit: %w", w.d, err)
 	}
 	w.closed = true
+	if fi, err := w.File.Stat(); err == nil {
+		// Hashed on its way in: its first read need not hash it again.
+		if id, ok := idOf(fi); ok {
+			w.s.mu.Lock()
+			w.s.verified[w.d] = id
+			w.s.mu.Unlock()
+		}
+	}
 	w.File.Close()
 	syncDir(filepath.Dir(w.final))
 	return nil

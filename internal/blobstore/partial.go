@@ -111,7 +111,7 @@ func (s *FS) Resume(_ context.Context, d digest.Digest) (Partial, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &fsPartial{fsIngest: fsIngest{StagingFile: &StagingFile{File: f}, d: d, final: final}, state: name + stateSuffix, meta: PartialMeta{Size: -1},
+	p := &fsPartial{fsIngest: fsIngest{StagingFile: &StagingFile{File: f}, s: s, d: d, final: final}, state: name + stateSuffix, meta: PartialMeta{Size: -1},
 		boot: s.boot}
 	if err := p.load(); err != nil {
 		f.Close()
