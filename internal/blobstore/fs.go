@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -189,11 +188,7 @@ func (s *FS) Open(_ context.Context, d digest.Digest) (io.ReadSeekCloser, error)
 			return f, nil
 		}
 	}
-	r := &checkedFile{s: s, f: f, d: d, size: fi.Size(), id: id, hasID: ok}
-	if d.Algorithm().Available() {
-		r.h = d.Algorithm().Hash()
-	}
-	return r, nil
+	return &checkedFile{s: s, f: f, d: d, size: fi.Size(), id: id, hasID: ok, check: NewReadCheck(d, fi.Size())}, nil
 }
 
 // OpenLocal gives random access to stored blob d: the file itself,
@@ -215,8 +210,8 @@ func (s *FS) openRaw(d digest.Digest) (*os.File, error) {
 	return f, nil
 }
 
-// checkedFile reads a stored file, hashing what it reads from the start in
-// order; only Read and Seek are offered, so that neither net/http nor
+// checkedFile reads a stored file, checking a read of the whole of it
+// (ReadCheck); only Read and Seek are offered, so that neither net/http nor
 // os.File can bypass it (ADR 0015 keeps sendfile out anyway).
 type checkedFile struct {
 	s    *FS
@@ -228,21 +223,18 @@ type checkedFile struct {
 	// whole and found right.
 	id    fileID
 	hasID bool
-	// h hashes the bytes read from the start, as long as the reads are in
-	// order (hashed of them so far; -1 after a read elsewhere, until a
-	// read from the start again).
-	h      hash.Hash
-	hashed int64
+	check *ReadCheck
 }
 
 func (r *checkedFile) Read(p []byte) (int, error) {
 	if r.off >= r.size {
-		if r.size == 0 && r.h != nil && r.hashed == 0 {
-			if digest.NewDigest(r.d.Algorithm(), r.h) != r.d {
-				r.hashed = -1
-				return 0, r.quarantine() // emptied (a power cut before the data reached the card)
+		if r.size == 0 {
+			// Emptied (a power cut before the data reached the card)?
+			if whole, err := r.check.Saw(0, nil); err != nil {
+				return 0, r.quarantine(err)
+			} else if whole {
+				r.verified()
 			}
-			r.verified()
 		}
 		return 0, io.EOF
 	}
@@ -257,25 +249,12 @@ func (r *checkedFile) Read(p []byte) (int, error) {
 	} else if err == io.EOF {
 		err = nil
 	}
-	if at == 0 && r.h != nil {
-		r.h.Reset()
-		r.hashed = 0
+	whole, cerr := r.check.Saw(at, p[:n])
+	if cerr != nil {
+		return 0, r.quarantine(cerr) // not a byte of the end
 	}
-	switch {
-	case r.h != nil && at == r.hashed:
-		r.h.Write(p[:n])
-		r.hashed += int64(n)
-		if r.hashed == r.size {
-			if digest.NewDigest(r.d.Algorithm(), r.h) != r.d {
-				// Not a byte of the end: a client must not see a
-				// clean end of a wrong blob.
-				r.hashed = -1
-				return 0, r.quarantine()
-			}
-			r.verified()
-		}
-	case at != r.hashed:
-		r.hashed = -1 // a range: not checked
+	if whole {
+		r.verified()
 	}
 	return n, err
 }
@@ -290,36 +269,26 @@ func (r *checkedFile) verified() {
 	r.s.mu.Unlock()
 }
 
-// quarantine moves the file r read out of the store, unless another file
-// (fetched again meanwhile) has taken its place.
-func (r *checkedFile) quarantine() error {
+// quarantine moves the file r read, found wrong (err), out of the store,
+// unless another file (fetched again meanwhile) has taken its place.
+func (r *checkedFile) quarantine(err error) error {
 	p, _ := r.s.path(r.d)
-	if mine, err := r.f.Stat(); err == nil {
-		if now, err := os.Stat(p); err != nil || !os.SameFile(mine, now) {
-			return fmt.Errorf("stored blob %s does not match its digest (already replaced): %w", r.d, errdef.ErrDigestMismatch)
+	if mine, serr := r.f.Stat(); serr == nil {
+		if now, serr := os.Stat(p); serr != nil || !os.SameFile(mine, now) {
+			return fmt.Errorf("%w (already replaced)", err)
 		}
 	}
-	dst, err := r.s.Quarantine(r.d)
-	if err != nil {
-		return fmt.Errorf("stored blob %s does not match its digest (not moved aside: %v): %w", r.d, err, errdef.ErrDigestMismatch)
+	dst, qerr := r.s.Quarantine(r.d)
+	if qerr != nil {
+		return fmt.Errorf("%w (not moved aside: %v)", err, qerr)
 	}
-	return fmt.Errorf("stored blob %s does not match its digest; moved to %s, to be fetched again: %w", r.d, dst, errdef.ErrDigestMismatch)
+	return fmt.Errorf("%w; moved to %s, to be fetched again", err, dst)
 }
 
 func (r *checkedFile) Seek(offset int64, whence int) (int64, error) {
-	var abs int64
-	switch whence {
-	case io.SeekStart:
-		abs = offset
-	case io.SeekCurrent:
-		abs = r.off + offset
-	case io.SeekEnd:
-		abs = r.size + offset
-	default:
-		return 0, fmt.Errorf("seek: whence %d: %w", whence, errdef.ErrInvalid)
-	}
-	if abs < 0 {
-		return 0, fmt.Errorf("seek to %d: %w", abs, errdef.ErrInvalid)
+	abs, err := SeekOffset(r.off, r.size, offset, whence)
+	if err != nil {
+		return 0, err
 	}
 	r.off = abs
 	return abs, nil

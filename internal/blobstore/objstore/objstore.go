@@ -31,7 +31,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -225,11 +224,8 @@ func (s *Store) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, e
 		return nil, err
 	}
 	p, _ := blobPath(d)
-	r := &objReader{ctx: context.WithoutCancel(ctx), d: s.d, path: p, size: info.Size, digest: d, timeout: s.opTimeout}
-	if d.Algorithm().Available() {
-		r.h = d.Algorithm().Hash()
-	}
-	return r, nil
+	return &objReader{ctx: context.WithoutCancel(ctx), d: s.d, path: p, size: info.Size, timeout: s.opTimeout,
+		check: blobstore.NewReadCheck(d, info.Size)}, nil
 }
 
 // Put implements blobstore.Store.
@@ -499,15 +495,11 @@ type objReader struct {
 	d       storagedriver.StorageDriver
 	path    string
 	size    int64
-	digest  digest.Digest
 	timeout time.Duration // for the start of a read, and each wait for bytes
 
-	off int64
-	rc  io.ReadCloser
-	// h hashes the bytes read from the start, as long as the reads are
-	// in order (hashed of them so far); nil after a read elsewhere.
-	h      hash.Hash
-	hashed int64
+	off   int64
+	rc    io.ReadCloser
+	check *blobstore.ReadCheck
 }
 
 func (r *objReader) Read(p []byte) (int, error) {
@@ -545,38 +537,21 @@ func (r *objReader) Read(p []byte) (int, error) {
 	if err == io.EOF && r.off < r.size {
 		err = io.ErrUnexpectedEOF
 	}
-	if r.h != nil && at == r.hashed {
-		r.h.Write(p[:n])
-		r.hashed += int64(n)
-		if r.hashed == r.size && digest.NewDigest(r.digest.Algorithm(), r.h) != r.digest {
-			// Not a byte of the end: a client must not see a clean end
-			// of a wrong blob.
-			r.h = nil
-			if derr := r.d.Delete(r.ctx, r.path); derr != nil && !isNotFound(derr) {
-				return 0, fmt.Errorf("object %s does not match its digest (not removed: %v): %w", r.path, derr, errdef.ErrDigestMismatch)
-			}
-			return 0, fmt.Errorf("object %s does not match its digest; removed, to be fetched again: %w", r.path, errdef.ErrDigestMismatch)
+	if _, cerr := r.check.Saw(at, p[:n]); cerr != nil {
+		// Not a byte of the end: a client must not see a clean end of a
+		// wrong blob.
+		if derr := r.d.Delete(r.ctx, r.path); derr != nil && !isNotFound(derr) {
+			return 0, fmt.Errorf("object %s: %w (not removed: %v)", r.path, cerr, derr)
 		}
-	} else if at != r.hashed {
-		r.h = nil // a range: not checked
+		return 0, fmt.Errorf("object %s: %w; removed, to be fetched again", r.path, cerr)
 	}
 	return n, err
 }
 
 func (r *objReader) Seek(offset int64, whence int) (int64, error) {
-	var abs int64
-	switch whence {
-	case io.SeekStart:
-		abs = offset
-	case io.SeekCurrent:
-		abs = r.off + offset
-	case io.SeekEnd:
-		abs = r.size + offset
-	default:
-		return 0, fmt.Errorf("seek: whence %d: %w", whence, errdef.ErrInvalid)
-	}
-	if abs < 0 {
-		return 0, fmt.Errorf("seek to %d: %w", abs, errdef.ErrInvalid)
+	abs, err := blobstore.SeekOffset(r.off, r.size, offset, whence)
+	if err != nil {
+		return 0, err
 	}
 	if abs != r.off && r.rc != nil {
 		r.rc.Close()
