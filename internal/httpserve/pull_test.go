@@ -849,6 +849,28 @@ func TestManifestTypeFromItsBody(t *testing.T) {
 	}
 }
 
+// etag is the entity tag of content with digest d.
+func etag(d digest.Digest) string { return `"` + d.String() + `"` }
+
+// conditionalTarget is a path of content whose ETag names digest d.
+type conditionalTarget struct {
+	path string
+	d    digest.Digest
+}
+
+// conditionalTargets puts an image app:v1 upstream of m and returns the
+// paths conditional requests are tried on: its manifest by tag and by
+// digest, and its layer.
+func conditionalTargets(t *testing.T, m *mirror) []conditionalTarget {
+	t.Helper()
+	mdesc, layers := m.fake.Image("app", "v1", fakeupstream.Random(t, 10_000))
+	return []conditionalTarget{
+		{manifestPath("app", "v1"), mdesc.Digest},
+		{manifestPath("app", mdesc.Digest.String()), mdesc.Digest},
+		{blobPath("app", layers[0].Digest), layers[0].Digest},
+	}
+}
+
 // A client that names the ETag it holds in If-None-Match gets 304 and no
 // body, for a manifest by tag or digest and for a blob, as from
 // distribution; another ETag gets the content, and a blob the repository
@@ -856,18 +878,8 @@ func TestManifestTypeFromItsBody(t *testing.T) {
 func TestIfNoneMatchAnswersNotModified(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t)
-	layer := fakeupstream.Random(t, 10_000)
-	mdesc, layers := m.fake.Image("app", "v1", layer)
-	etag := func(d digest.Digest) string { return `"` + d.String() + `"` }
 	other := etag(digest.FromString("other"))
-	for _, tt := range []struct {
-		path string
-		d    digest.Digest
-	}{
-		{manifestPath("app", "v1"), mdesc.Digest},
-		{manifestPath("app", mdesc.Digest.String()), mdesc.Digest},
-		{blobPath("app", layers[0].Digest), layers[0].Digest},
-	} {
+	for _, tt := range conditionalTargets(t, m) {
 		for _, method := range []string{http.MethodGet, http.MethodHead} {
 			for _, inm := range []string{etag(tt.d), other + ", W/" + etag(tt.d), "*"} {
 				resp, body := m.get(method, tt.path, "If-None-Match", inm)
@@ -905,18 +917,8 @@ func TestIfNoneMatchAnswersNotModified(t *testing.T) {
 func TestIfMatchPreconditionFails(t *testing.T) {
 	t.Parallel()
 	m := newMirror(t)
-	layer := fakeupstream.Random(t, 10_000)
-	mdesc, layers := m.fake.Image("app", "v1", layer)
-	etag := func(d digest.Digest) string { return `"` + d.String() + `"` }
 	other := etag(digest.FromString("other"))
-	for _, tt := range []struct {
-		path string
-		d    digest.Digest
-	}{
-		{manifestPath("app", "v1"), mdesc.Digest},
-		{manifestPath("app", mdesc.Digest.String()), mdesc.Digest},
-		{blobPath("app", layers[0].Digest), layers[0].Digest},
-	} {
+	for _, tt := range conditionalTargets(t, m) {
 		for _, method := range []string{http.MethodGet, http.MethodHead} {
 			for _, im := range []string{etag(tt.d), other + ", " + etag(tt.d), "*"} {
 				resp, body := m.get(method, tt.path, "If-Match", im)
