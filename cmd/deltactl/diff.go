@@ -26,7 +26,8 @@ Computes the deltas that rebuild the layers of NEW that OLD lacks from layers
 of OLD, for every platform of NEW (or those of --platform) that OLD has too,
 and prints one line per layer: its size, its delta's size and kind, or why it
 has none. OLD and NEW are image references ([registry/]repo[:tag|@digest]) of
-an index or of one image manifest.
+an index or of one image manifest; the platforms of an index include those of
+the indexes nested in it.
 
 The bases of a new layer are the layers of OLD's manifest for the same
 platform that NEW lacks, nearest layer index first, at most --max-bases; when

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -558,24 +559,85 @@ func TestDiffWindowsBuilds(t *testing.T) {
 	}
 }
 
-// An index whose children are indexes is not read (nested indexes are left
-// out): the error says so and names them, so that the user can give one
-// by digest, instead of claiming the index lists no image at all.
-func TestDiffNestedIndexSaysWhy(t *testing.T) {
+// indexOf is an OCI index listing adds (images or indexes).
+func indexOf(adds ...mutate.IndexAddendum) v1.ImageIndex {
+	return mutate.IndexMediaType(mutate.AppendManifests(empty.Index, adds...), types.OCIImageIndex)
+}
+
+// Indexes nested in an index are read (diff, plan, inspect): their
+// platform manifests are NEW's platforms, selected by --platform as for a
+// flat index (arm64/v8 is arm64), and paired with OLD's whatever the
+// nesting of each.
+func TestNestedIndexes(t *testing.T) {
 	t.Parallel()
 	host := newRegistry(t, true)
 	repo := host + "/edge/nested"
-	inner := testIndex(t, testImage(t, "amd64", layer(t, goGzip, layergen.New(1, 4, 4<<10))))
-	outer := mutate.IndexMediaType(mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: inner}), types.OCIImageIndex)
-	pushIndex(t, repo+":inner", inner)
-	pushIndex(t, repo+":outer", outer)
-	d, err := inner.Digest()
-	if err != nil {
-		t.Fatal(err)
+	amdGen, armGen := layergen.New(980, 24, 16<<10), layergen.New(981, 24, 16<<10)
+	oldAMD, oldARM := testImage(t, "amd64", layer(t, goGzip, amdGen)), testImage(t, "arm64", layer(t, goGzip, armGen))
+	newAMD, newARM := testImage(t, "amd64", layer(t, goGzip, amdGen.Update(982))), testImage(t, "arm64", layer(t, goGzip, armGen.Update(983)))
+	// OLD is flat; NEW nests amd64 one index deep and arm64 (its
+	// descriptor says arm64/v8) two deep, next to an attestation.
+	pushIndex(t, repo+":1", testIndex(t, oldAMD, oldARM))
+	armV8 := &v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}
+	attestation := mutate.IndexAddendum{Add: testImage(t, "amd64"), Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "unknown", Architecture: "unknown"}}}
+	armIdx := indexOf(mutate.IndexAddendum{Add: newARM, Descriptor: v1.Descriptor{Platform: armV8}}, attestation)
+	midIdx := indexOf(mutate.IndexAddendum{Add: armIdx})
+	amdIdx := testIndex(t, newAMD)
+	top := indexOf(mutate.IndexAddendum{Add: amdIdx}, mutate.IndexAddendum{Add: midIdx})
+	pushIndex(t, repo+":2", top)
+	d := func(m interface {
+		Digest() (v1.Hash, error)
+		Size() (int64, error)
+	}) digest.Digest {
+		return descriptorOf(t, m).Digest
 	}
-	r := deltactl(t, "diff", repo+":inner", repo+":outer")
-	checkFailure(t, r, 1, "only nested indexes, which are not read (name one by digest: "+d.String()+")")
-	mustRun(t, "diff", repo+":inner", repo+"@"+d.String())
+
+	var diff diffReport
+	mustJSON(t, &diff, "diff", repo+":1", repo+":2")
+	var got []string
+	for _, p := range diff.Platforms {
+		got = append(got, fmt.Sprintf("%s %s from %s, %d layer(s)", p.Platform, p.Manifest, p.From, len(p.Layers)))
+	}
+	want := []string{
+		fmt.Sprintf("linux/amd64 %s from %s, 1 layer(s)", d(newAMD), d(oldAMD)),
+		fmt.Sprintf("linux/arm64/v8 %s from %s, 1 layer(s)", d(newARM), d(oldARM)),
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("diff of a flat and a nested index (-want +got):\n%s", diff)
+	}
+
+	// The other way round: OLD nested, NEW flat; and --platform.
+	var back diffReport
+	mustJSON(t, &back, "diff", "--platform", "linux/arm64/v8", repo+":2", repo+":1")
+	if len(back.Platforms) != 1 || back.Platforms[0].Manifest != d(oldARM) || back.Platforms[0].From != d(newARM) {
+		t.Errorf("diff --platform linux/arm64/v8 of a nested OLD: %+v, want %s from %s", back.Platforms, d(oldARM), d(newARM))
+	}
+	r := deltactl(t, "diff", "--platform", "linux/s390x", repo+":1", repo+":2")
+	checkFailure(t, r, 1, "has no platform linux/s390x (it has linux/amd64, linux/arm64/v8)")
+
+	// plan counts the indexes a site fetches on the way to a platform.
+	var plan planReport
+	mustJSON(t, &plan, "plan", "--platform", "linux/arm64", "--site-has", repo+":1", repo+":2")
+	wantManifests := descriptorOf(t, top).Size + descriptorOf(t, midIdx).Size + descriptorOf(t, armIdx).Size + descriptorOf(t, newARM).Size
+	if len(plan.Platforms) != 1 || plan.Platforms[0].Manifests != wantManifests || plan.Platforms[0].SiteManifest != d(oldARM) {
+		t.Errorf("plan of a nested arm64: %+v; want site manifest %s, %d bytes of manifests (3 indexes and the manifest)", plan.Platforms, d(oldARM), wantManifests)
+	}
+
+	// Published deltas of nested platform manifests are found.
+	mustRun(t, "diff", "--push", repo+":1", repo+":2")
+	var ins inspectReport
+	mustJSON(t, &ins, "inspect", repo+":2")
+	got = nil
+	for _, p := range ins.Platforms {
+		got = append(got, fmt.Sprintf("%s %s: %d artifact(s)", p.Platform, p.Manifest, len(p.Artifacts)))
+	}
+	want = []string{
+		fmt.Sprintf("linux/amd64 %s: 1 artifact(s)", d(newAMD)),
+		fmt.Sprintf("linux/arm64/v8 %s: 1 artifact(s)", d(newARM)),
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("inspect of a nested index (-want +got):\n%s", diff)
+	}
 }
 
 // A site does not download a Windows image's foreign base layer (its

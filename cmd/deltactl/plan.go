@@ -14,8 +14,9 @@ const planUsage = `usage: deltactl plan [flags] --site-has OLD NEW
 Prints the bytes that a site holding OLD downloads to pull NEW, per platform of
 NEW and in total, without and with the deltas published for NEW.
 
-Without deltas: the index (when it differs from OLD's), the platform manifest,
-the config and the layers that OLD's manifest for the same platform lacks.
+Without deltas: the index and those nested in it on the way to the platform
+(but those OLD has), the platform manifest, the config and the layers that
+OLD's manifest for the same platform lacks.
 With deltas: the same, but each such layer that has a published delta whose
 bases are all layers of OLD's manifest (and whose recipe this build can
 replay) counts as its smallest such delta, plus the delta artifact manifests
@@ -147,8 +148,12 @@ func planPlatformOf(oldImg, newImg *image, pm platformManifest, arts []artifact,
 		has[blobOf(oldPM.desc)] = true
 		has[blobOf(oldPM.manifest.Config)] = true
 	}
-	if newImg.index && newImg.desc.Digest != oldImg.desc.Digest {
-		p.Manifests += newImg.desc.Size
+	// The site fetches the index and those nested in it that lead to pm,
+	// but for those it holds.
+	for _, d := range pm.path {
+		if ix := newImg.nestedIndex(d); ix != nil && oldImg.nestedIndex(d) == nil {
+			p.Manifests += ix.desc.Size
+		}
 	}
 	if !has[blobOf(pm.desc)] {
 		p.Manifests += pm.desc.Size

@@ -24,6 +24,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/registry-edge/registry-edge/internal/indexwalk"
 	"github.com/registry-edge/registry-edge/internal/layerdelta"
 	"github.com/registry-edge/registry-edge/internal/stall"
 	"github.com/registry-edge/registry-edge/internal/verify"
@@ -124,9 +125,30 @@ type image struct {
 	ref   name.Reference
 	desc  v1.Descriptor
 	index bool
-	// manifests are the image manifests: the index's (attestations and
-	// nested indexes left out), or the one manifest the reference names.
+	// manifests are the image manifests: the index's and those of the
+	// indexes nested in it, in the order they are listed, depth first
+	// (attestations left out), or the one manifest the reference names.
 	manifests []platformManifest
+	// indexes are the index and those nested in it, in the order they
+	// were read; none for an image manifest.
+	indexes []nestedIndex
+}
+
+// nestedIndex is an index read for an image.
+type nestedIndex struct {
+	desc ocispec.Descriptor
+	body []byte
+	path []digest.Digest // the indexes above it, the top one first
+}
+
+// nestedIndex returns the index d among those read for img, or nil.
+func (img *image) nestedIndex(d digest.Digest) *nestedIndex {
+	for i := range img.indexes {
+		if img.indexes[i].desc.Digest == d {
+			return &img.indexes[i]
+		}
+	}
+	return nil
 }
 
 // platformManifest is one image manifest of an image, for one platform.
@@ -134,6 +156,9 @@ type platformManifest struct {
 	platform v1.Platform
 	desc     v1.Descriptor // media type, digest and size only
 	manifest *v1.Manifest
+	// path is the indexes that list it, the top one first and the one
+	// that lists it last; none for an image manifest named by the reference.
+	path []digest.Digest
 }
 
 // repo returns the repository of the image.
@@ -149,28 +174,28 @@ func (c *client) resolve(ref name.Reference) (*image, error) {
 	switch d.MediaType {
 	case types.OCIImageIndex, types.DockerManifestList:
 		img.index = true
-		idx, err := v1.ParseIndexManifest(bytes.NewReader(d.Manifest))
-		if err != nil {
-			return nil, fmt.Errorf("image %s: index: %w", ref, err)
+		onIndex := func(ix indexwalk.Index) error {
+			img.indexes = append(img.indexes, nestedIndex{desc: ix.Descriptor, body: ix.Body, path: ix.Path})
+			return nil
 		}
-		var nested []string
-		for _, child := range idx.Manifests {
-			if child.MediaType.IsIndex() {
-				nested = append(nested, child.Digest.String())
+		onEntry := func(e indexwalk.Entry) error {
+			child, err := v1Descriptor(e.Descriptor)
+			if err != nil {
+				return err
 			}
 			if !isImageManifest(child.MediaType) || isAttestation(child) {
-				continue
+				return nil
 			}
 			pm, err := c.platformManifest(img.repo(), child, nil)
 			if err != nil {
-				return nil, fmt.Errorf("image %s: %w", ref, err)
+				return err
 			}
+			pm.path = e.Path
 			img.manifests = append(img.manifests, pm)
+			return nil
 		}
-		if len(img.manifests) == 0 && len(nested) > 0 {
-			// Name them: the user can give one by digest.
-			return nil, fmt.Errorf("image %s: the index lists no image manifest, only nested indexes, which are not read (name one by digest: %s)",
-				ref, strings.Join(nested, ", "))
+		if err := indexwalk.Walk(c.ctx, ociDescriptor(img.desc), d.Manifest, c.fetchIndex(img.repo()), onIndex, onEntry); err != nil {
+			return nil, fmt.Errorf("image %s: %w", ref, err)
 		}
 		if len(img.manifests) == 0 {
 			return nil, fmt.Errorf("image %s: the index lists no image manifest", ref)
@@ -218,6 +243,33 @@ func (c *client) platformManifest(repo name.Repository, desc v1.Descriptor, d *r
 		pm.platform = *p
 	}
 	return pm, nil
+}
+
+// fetchIndex returns the fetcher of repo's nested indexes.
+func (c *client) fetchIndex(repo name.Repository) indexwalk.Fetcher {
+	return func(_ context.Context, d ocispec.Descriptor) ([]byte, error) {
+		md, err := remote.Get(repo.Digest(d.Digest.String()), c.opts...)
+		if err != nil {
+			return nil, err
+		}
+		if !md.MediaType.IsIndex() {
+			return nil, fmt.Errorf("listed as an index, it is a %s", md.MediaType)
+		}
+		return md.Manifest, nil
+	}
+}
+
+// v1Descriptor is d as go-containerregistry writes descriptors.
+func v1Descriptor(d ocispec.Descriptor) (v1.Descriptor, error) {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	var out v1.Descriptor
+	if err := json.Unmarshal(b, &out); err != nil {
+		return v1.Descriptor{}, fmt.Errorf("descriptor %s: %w", d.Digest, err)
+	}
+	return out, nil
 }
 
 func isImageManifest(mt types.MediaType) bool {
