@@ -24,8 +24,9 @@ const verifyUsage = `usage: deltactl verify [flags] --policy FILE IMAGE
 
 Checks IMAGE against the signature policy of a registry-edge config file (its
 signatures block), with the mirror's own verification code, and prints the
-verdict for each manifest: the image manifest, or the index and each of its
-platform manifests (those --platform selects). The signatures are read from
+verdict for each manifest: the image manifest, or the index, the indexes nested
+in it on the way to the platforms, and each platform manifest (those --platform
+selects). A verified index covers what it lists, nested indexes included. The signatures are read from
 IMAGE's registry (the sha256-<hex>.sig tag and the OCI referrers).
 
 Exit status 0 when a mirror with that policy would serve every manifest listed
@@ -145,20 +146,47 @@ func verifyCmd(ctx context.Context, e *env, args []string) error {
 	}
 
 	top := digest.Digest(img.desc.Digest.String())
-	var index sigpolicy.Verdict
-	var indexBody []byte
-	if img.index {
-		if index, err = check(top); err != nil {
+	// A verified index covers what it lists, as the mirror has it: an
+	// index nested in it, covered, covers what it lists in turn, and a
+	// signature on a nested index covers only what is below it. trusted
+	// maps each index served as verified (signed or covered) to the
+	// signed index that covers it.
+	trusted := map[digest.Digest]trust{}
+	covered := func(d digest.Digest, path []digest.Digest, v sigpolicy.Verdict, m *verifyManifest) {
+		if v.OK || len(path) == 0 {
+			return
+		}
+		parent := path[len(path)-1]
+		by, ok := trusted[parent]
+		if !ok || !sigpolicy.Covers(parent, img.nestedIndex(parent).body, d) {
+			return
+		}
+		trusted[d] = by
+		m.Allowed, m.CoveredBy = true, by.index
+		m.Signer, m.Signature = by.verdict.Signer, by.verdict.Signature
+		m.Message = fmt.Sprintf("covered by the verified index %s; on its own: %s", by.index, v.Message)
+	}
+	// The indexes a pull of the platforms goes through.
+	onPath := map[digest.Digest]bool{}
+	for _, pm := range pms {
+		for _, d := range pm.path {
+			onPath[d] = true
+		}
+	}
+	for _, ix := range img.indexes {
+		if !onPath[ix.desc.Digest] {
+			continue
+		}
+		v, err := check(ix.desc.Digest)
+		if err != nil {
 			return err
 		}
-		rep.Manifests = append(rep.Manifests, manifestVerdict(index, ""))
-		if index.OK {
-			// The body the index's verdict is about: Covers checks that it
-			// hashes to the index's digest.
-			if indexBody, err = src.Manifest(ctx, rep.Repository, top.String()); err != nil {
-				return err
-			}
+		m := manifestVerdict(v, "")
+		if v.OK {
+			trusted[ix.desc.Digest] = trust{index: ix.desc.Digest, verdict: v}
 		}
+		covered(ix.desc.Digest, ix.path, v, &m)
+		rep.Manifests = append(rep.Manifests, m)
 	}
 	for _, pm := range pms {
 		d := digest.Digest(pm.desc.Digest.String())
@@ -167,11 +195,7 @@ func verifyCmd(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		m := manifestVerdict(v, platformString(pm.platform))
-		if img.index && !v.OK && index.OK && sigpolicy.Covers(top, indexBody, d) {
-			m.Allowed, m.CoveredBy = true, top
-			m.Signer, m.Signature = index.Signer, index.Signature
-			m.Message = fmt.Sprintf("covered by the verified index %s; on its own: %s", top, v.Message)
-		}
+		covered(d, pm.path, v, &m)
 		rep.Manifests = append(rep.Manifests, m)
 	}
 
@@ -192,6 +216,12 @@ func verifyCmd(ctx context.Context, e *env, args []string) error {
 		return &deniedError{n: denied}
 	}
 	return nil
+}
+
+// trust is the signed index that makes an index or manifest served.
+type trust struct {
+	index   digest.Digest
+	verdict sigpolicy.Verdict
 }
 
 // deniedError is verify's verdict that a mirror would deny n manifests:

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
@@ -247,6 +248,75 @@ func TestVerifyIndex(t *testing.T) {
 		checkFailure(t, r, 1, "1 manifest(s) would be denied")
 		if !strings.Contains(r.stdout, "1 would be denied") {
 			t.Errorf("verify table:\n%s", r.stdout)
+		}
+	})
+}
+
+// A signature covers what is below the index it is on, as the mirror
+// serves it: a verified top index covers the indexes nested in it and,
+// through them, their platform manifests; a signature on a nested index
+// covers its own children only, not the top index nor its siblings.
+func TestVerifyNestedIndex(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, true)
+	key := cosigntest.NewKey(t)
+	keyFile := writeFile(t, t.TempDir(), "cosign.pub", key.PublicPEM)
+	pol := policyFile(t, strings.ToLower(host)+"/edge/**", "enforce", keyFile)
+
+	amd := testImage(t, "amd64", layer(t, goGzip, layergen.New(820, 4, 2<<10)))
+	arm := testImage(t, "arm64", layer(t, goGzip, layergen.New(821, 4, 2<<10)))
+	amdIdx, armIdx := testIndex(t, amd), testIndex(t, arm)
+	top := indexOf(mutate.IndexAddendum{Add: amdIdx}, mutate.IndexAddendum{Add: armIdx})
+	dTop, dAmdIdx, dArmIdx, dAmd, dArm := hashDigest(t, top), hashDigest(t, amdIdx), hashDigest(t, armIdx), hashDigest(t, amd), hashDigest(t, arm)
+	row := func(d digest.Digest, platform string, ok bool, coveredBy digest.Digest) verifyManifest {
+		m := verifyManifest{Digest: d, Platform: platform, Rule: "fleet", Mode: sigpolicy.ModeEnforce, OK: ok, Allowed: ok || coveredBy != "", Reason: sigpolicy.ReasonVerified, CoveredBy: coveredBy}
+		if !ok {
+			m.Reason = sigpolicy.ReasonNoSignature
+		}
+		return m
+	}
+
+	t.Run("signed top index", func(t *testing.T) {
+		t.Parallel()
+		repo := host + "/edge/nested-top"
+		pushIndex(t, repo+":1", top)
+		signImage(t, key, repo, dTop)
+		rep := verifyJSON(t, 0, "--policy", pol, repo+":1")
+		want := []verifyManifest{
+			row(dTop, "", true, ""),
+			row(dAmdIdx, "", false, dTop),
+			row(dArmIdx, "", false, dTop),
+			row(dAmd, "linux/amd64", false, dTop),
+			row(dArm, "linux/arm64", false, dTop),
+		}
+		if d := cmp.Diff(want, rep.Manifests, cmpVerdictOutcome); d != "" {
+			t.Errorf("verdicts (-want +got):\n%s", d)
+		}
+		if m := rep.Manifests[4]; m.Signer != rep.Manifests[0].Signer || m.Signer == "" {
+			t.Errorf("covered nested child: signer %q, want the top index's %q", m.Signer, rep.Manifests[0].Signer)
+		}
+	})
+
+	t.Run("signed nested index", func(t *testing.T) {
+		t.Parallel()
+		repo := host + "/edge/nested-inner"
+		pushIndex(t, repo+":1", top)
+		signImage(t, key, repo, dAmdIdx)
+		rep := verifyJSON(t, 1, "--policy", pol, repo+":1")
+		want := []verifyManifest{
+			row(dTop, "", false, ""),
+			row(dAmdIdx, "", true, ""),
+			row(dArmIdx, "", false, ""),
+			row(dAmd, "linux/amd64", false, dAmdIdx),
+			row(dArm, "linux/arm64", false, ""),
+		}
+		if d := cmp.Diff(want, rep.Manifests, cmpVerdictOutcome); d != "" {
+			t.Errorf("verdicts (-want +got):\n%s", d)
+		}
+		// --platform: the indexes on the way to the platform only.
+		rep = verifyJSON(t, 1, "--policy", pol, "--platform", "linux/amd64", repo+":1")
+		if d := cmp.Diff(want[:2:2], rep.Manifests[:min(2, len(rep.Manifests))], cmpVerdictOutcome); d != "" || len(rep.Manifests) != 3 || rep.Manifests[2].CoveredBy != dAmdIdx {
+			t.Errorf("verify --platform linux/amd64: %+v, want the top index, the amd64 index and amd64 covered by it", rep.Manifests)
 		}
 	})
 }

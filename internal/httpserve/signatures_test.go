@@ -198,6 +198,50 @@ func TestSignedIndexCoversChildren(t *testing.T) {
 	}
 }
 
+// A verified index covers an index nested in it, which covers its own
+// children in turn; a signature on a nested index covers what is below it,
+// not the index above it (deltactl verify reports the same: docs/deltactl.md).
+func TestSignedIndexCoversNestedIndexes(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	index := func(tag string, children ...ocispec.Descriptor) ocispec.Descriptor {
+		idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: children}
+		idx.SchemaVersion = 2
+		b, _ := json.Marshal(idx)
+		return m.fake.AddManifest("app", tag, ocispec.MediaTypeImageIndex, b)
+	}
+	child := func(layer string) ocispec.Descriptor {
+		d, _ := m.fake.Image("app", "", []byte(layer))
+		d.Platform = &ocispec.Platform{OS: "linux", Architecture: "amd64"}
+		return d
+	}
+	topChild, innerChild := child("top's child"), child("inner's child")
+	topInner := index("", topChild)
+	top := index("top", topInner)
+	inner := index("", innerChild)
+	index("outer", inner)
+	sign(t, m, key, top.Digest)
+	sign(t, m, key, inner.Digest)
+
+	for _, c := range []struct {
+		ref  string
+		want int
+	}{
+		{"top", http.StatusOK},
+		{topInner.Digest.String(), http.StatusOK},
+		{topChild.Digest.String(), http.StatusOK},
+		{"outer", http.StatusForbidden},
+		{inner.Digest.String(), http.StatusOK},
+		{innerChild.Digest.String(), http.StatusOK},
+	} {
+		resp, body := m.get(http.MethodGet, manifestPath("app", c.ref), "Accept", ocispec.MediaTypeImageIndex+", "+ocispec.MediaTypeImageManifest)
+		if resp.StatusCode != c.want {
+			t.Errorf("GET %s: %d %s, want %d", c.ref, resp.StatusCode, body, c.want)
+		}
+	}
+}
+
 // Layers rebuilt from deltas are trusted only through the digest in a
 // verified manifest: under enforce, a site rebuilds v2's layer from a
 // published delta when v2 is signed; when v2 is not signed, neither its
