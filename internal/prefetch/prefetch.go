@@ -24,6 +24,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/indexwalk"
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/ociapi"
@@ -712,57 +713,9 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) (_
 	var blobs []ocispec.Descriptor
 	chosen := 0          // image manifests of the image's index(es) that the platforms select
 	var offered []string // the platforms of the image's index(es), for the error when none is chosen
-	var walk func(m proxy.ManifestResult, top bool) error
-	walk = func(m proxy.ManifestResult, top bool) error {
+	// contents notes manifest m and its blobs.
+	contents := func(m proxy.ManifestResult, doc manifestDoc) {
 		manifests = append(manifests, m.Descriptor.Digest)
-		var doc struct {
-			MediaType string               `json:"mediaType"`
-			Manifests []ocispec.Descriptor `json:"manifests"`
-			Config    *ocispec.Descriptor  `json:"config"`
-			Layers    []ocispec.Descriptor `json:"layers"`
-			Blobs     []ocispec.Descriptor `json:"blobs"` // artifact manifests
-		}
-		if err := json.Unmarshal(m.Body, &doc); err != nil {
-			return fmt.Errorf("manifest %s: %w: %w", m.Descriptor.Digest, errdef.ErrInvalid, err)
-		}
-		// BuildKit's attestation manifests (provenance, SBOM) are
-		// children of the index too, platform unknown/unknown: one goes
-		// with the image its annotation names.
-		picked := map[digest.Digest]bool{}
-		for _, child := range doc.Manifests {
-			if top && matchPlatform(img.Platforms, child.Platform) {
-				picked[child.Digest] = true
-			}
-		}
-		for _, child := range doc.Manifests {
-			// A nested index (an index whose child is an index) is
-			// walked with the same platforms: its descriptor seldom
-			// names one, its children do.
-			nested := ociapi.IsIndex(child.MediaType)
-			if top && !nested {
-				attests := digest.Digest(child.Annotations[annotationReferenceDigest])
-				if attests != "" {
-					if len(img.Platforms) > 0 && !picked[attests] {
-						continue
-					}
-				} else {
-					if child.Platform != nil && !slices.Contains(offered, platformString(child.Platform)) { // an index of hundreds repeats them
-						offered = append(offered, platformString(child.Platform))
-					}
-					if !picked[child.Digest] {
-						continue
-					}
-					chosen++
-				}
-			}
-			cm, err := pf.p.Manifest(ctx, t, child.Digest.String())
-			if err != nil {
-				return fmt.Errorf("manifest %s: %w", child.Digest, err)
-			}
-			if err := walk(cm, top && nested); err != nil {
-				return err
-			}
-		}
 		if doc.Config != nil && doc.Config.Size > 0 {
 			blobs = append(blobs, *doc.Config)
 		}
@@ -772,7 +725,75 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) (_
 			}
 		}
 		blobs = append(blobs, doc.Blobs...)
-		return nil
+	}
+	fetchIndex := func(ctx context.Context, d ocispec.Descriptor) ([]byte, error) {
+		m, err := pf.p.Manifest(ctx, t, d.Digest.String())
+		if err != nil {
+			return nil, err
+		}
+		manifests = append(manifests, m.Descriptor.Digest)
+		return m.Body, nil
+	}
+	// walk notes m and, for an index, what it lists and the indexes nested
+	// in it list (indexwalk's bounds), only the children that the
+	// platforms pick when pick is set: a nested index's descriptor seldom
+	// names a platform, its children do.
+	walk := func(m proxy.ManifestResult, pick bool) error {
+		doc, err := parseManifestDoc(m)
+		if err != nil {
+			return err
+		}
+		if !ociapi.IsIndex(m.Descriptor.MediaType) && !ociapi.IsIndex(doc.MediaType) && len(doc.Manifests) == 0 {
+			contents(m, doc)
+			return nil
+		}
+		// BuildKit's attestation manifests (provenance, SBOM) are
+		// children of the index too, platform unknown/unknown: one goes
+		// with the image its annotation names.
+		picked := map[digest.Digest]bool{}
+		onIndex := func(ix indexwalk.Index) error {
+			var idx ocispec.Index
+			if err := json.Unmarshal(ix.Body, &idx); err != nil {
+				return fmt.Errorf("manifest %s: %w: %w", ix.Descriptor.Digest, errdef.ErrInvalid, err)
+			}
+			for _, child := range idx.Manifests {
+				if matchPlatform(img.Platforms, child.Platform) {
+					picked[child.Digest] = true
+				}
+			}
+			return nil
+		}
+		onEntry := func(e indexwalk.Entry) error {
+			child := e.Descriptor
+			if pick {
+				attests := digest.Digest(child.Annotations[annotationReferenceDigest])
+				if attests != "" {
+					if len(img.Platforms) > 0 && !picked[attests] {
+						return nil
+					}
+				} else {
+					if child.Platform != nil && !slices.Contains(offered, platformString(child.Platform)) { // an index of hundreds repeats them
+						offered = append(offered, platformString(child.Platform))
+					}
+					if !picked[child.Digest] {
+						return nil
+					}
+					chosen++
+				}
+			}
+			cm, err := pf.p.Manifest(ctx, t, child.Digest.String())
+			if err != nil {
+				return fmt.Errorf("manifest %s: %w", child.Digest, err)
+			}
+			cdoc, err := parseManifestDoc(cm)
+			if err != nil {
+				return err
+			}
+			contents(cm, cdoc)
+			return nil
+		}
+		manifests = append(manifests, m.Descriptor.Digest) // fetchIndex notes the nested ones
+		return indexwalk.Walk(ctx, m.Descriptor, m.Body, fetchIndex, onIndex, onEntry)
 	}
 	if err := walk(top, true); err != nil {
 		return nil, false, err
@@ -833,6 +854,23 @@ func (pf *Prefetcher) fetch(ctx context.Context, img Image, log *slog.Logger) (_
 	}
 	log.LogAttrs(ctx, slog.LevelDebug, "prefetch stored", slog.Int("manifests", len(manifests)), slog.Int("blobs", len(blobs)))
 	return out, stale, nil
+}
+
+// manifestDoc is what a prefetch reads of a manifest.
+type manifestDoc struct {
+	MediaType string               `json:"mediaType"`
+	Manifests []ocispec.Descriptor `json:"manifests"`
+	Config    *ocispec.Descriptor  `json:"config"`
+	Layers    []ocispec.Descriptor `json:"layers"`
+	Blobs     []ocispec.Descriptor `json:"blobs"` // artifact manifests
+}
+
+func parseManifestDoc(m proxy.ManifestResult) (manifestDoc, error) {
+	var doc manifestDoc
+	if err := json.Unmarshal(m.Body, &doc); err != nil {
+		return doc, fmt.Errorf("manifest %s: %w: %w", m.Descriptor.Digest, errdef.ErrInvalid, err)
+	}
+	return doc, nil
 }
 
 // fetchBlobs stores blobs with at most Concurrency fills at once, and keeps

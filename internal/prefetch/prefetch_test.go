@@ -20,6 +20,7 @@ import (
 
 	"github.com/registry-edge/registry-edge/internal/blobstore"
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/indexwalk"
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/prefetch"
 	"github.com/registry-edge/registry-edge/internal/proxy"
@@ -813,6 +814,43 @@ func TestPrefetchPlatformShapes(t *testing.T) {
 			}
 			if s.stored(digest.FromBytes(amdLayer)) {
 				t.Errorf("prefetch of %s: the amd64 layer is stored", tt.want)
+			}
+		})
+	}
+}
+
+// Nested indexes are walked within indexwalk's bounds: an image nested
+// deeper than indexwalk.MaxDepth fails, named, instead of being followed
+// down as far as an upstream's index goes.
+func TestPrefetchNestedIndexDepth(t *testing.T) {
+	t.Parallel()
+	for _, depth := range []int{indexwalk.MaxDepth, indexwalk.MaxDepth + 1} {
+		t.Run(fmt.Sprint(depth), func(t *testing.T) {
+			t.Parallel()
+			s := newSite(t)
+			layer := fakeupstream.Random(t, 1000)
+			d := s.platformImage(t, "org/app", layer)
+			d.Platform = &ocispec.Platform{OS: "linux", Architecture: "amd64"}
+			for i := range depth + 1 { // the top index and depth nested in it
+				idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{d}}
+				idx.SchemaVersion = 2
+				body, _ := json.Marshal(idx)
+				tag := ""
+				if i == depth {
+					tag = "1.0"
+				}
+				d = s.fake.AddManifest("org/app", tag, ocispec.MediaTypeImageIndex, body)
+			}
+			pf, _ := run(t, s, prefetch.Options{Images: []prefetch.Image{{Ref: "org/app:1.0", Platforms: []string{"linux/amd64"}}}})
+			st := waitState(t, pf, "org/app:1.0", prefetch.StateComplete, prefetch.StateFailed)
+			if depth <= indexwalk.MaxDepth {
+				if st.State != prefetch.StateComplete || !s.stored(digest.FromBytes(layer)) {
+					t.Errorf("prefetch of an image %d indexes deep: %+v, want complete with its layer", depth, st)
+				}
+				return
+			}
+			if st.State != prefetch.StateFailed || !strings.Contains(st.Error, "nested more than") {
+				t.Errorf("prefetch of an image %d indexes deep: %s %q, want failed, nested too deep", depth, st.State, st.Error)
 			}
 		})
 	}
