@@ -552,15 +552,14 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 		log.LogAttrs(ctx, slog.LevelWarn, "blob transfer broken; will resume", slog.Int64("offset", f.keptBytes()),
 			slog.Duration("wait", d), slog.Any("err", err))
 		f.setBroken(true)
-		t := time.NewTimer(d)
+		// Recovered is closed when the breaker next closes after an outage,
+		// also one that begins during this wait (nil, never ready, without
+		// a breaker). The wait is on the proxy's clock (Options.After).
 		select {
-		case <-t.C:
+		case <-p.opts.After(d):
 		case <-f.retryNow:
-			t.Stop()
-		case <-upstreamHealth(f.target).Recovered: // nil, never ready, while the breaker is closed
-			t.Stop()
+		case <-upstreamHealth(f.target).Recovered:
 		case <-ctx.Done():
-			t.Stop()
 			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
 		}
 	}

@@ -125,6 +125,10 @@ type Options struct {
 	Metrics     *metrics.Metrics
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// After is the clock's timer: the channel it returns receives once d
+	// has passed on the clock Now reads. A fill waits on it between
+	// resumes of a broken transfer. nil means time.After.
+	After func(d time.Duration) <-chan time.Time
 }
 
 // Proxy serves manifests, blobs, tags and referrers through the cache.
@@ -207,6 +211,9 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.After == nil {
+		opts.After = time.After
 	}
 	if opts.TagNotFound == "" {
 		opts.TagNotFound = TagNotFoundServeCached

@@ -113,9 +113,12 @@ type Health struct {
 	// ProbeDue is set when the breaker is open and its next request
 	// would go as the probe.
 	ProbeDue bool
-	// Recovered, while the breaker is open or half-open, is closed when it
-	// closes again (nil while it is closed): work that waits for the link
-	// can wake when another request proved it back.
+	// Recovered is closed when the breaker next closes after it opened
+	// (nil when the breaker is disabled): work that waits for the link can
+	// wake when another request proved it back. Taken while the breaker is
+	// closed, it waits for the next outage to end, not for any success:
+	// a wait that began before the breaker opened must still end when the
+	// link is back.
 	Recovered <-chan struct{}
 }
 
@@ -197,7 +200,7 @@ type breaker struct {
 	probeAt    time.Time     // open: when the next probe may go
 	probeStart time.Time     // half-open: when the probe left
 	gen        uint64        // incremented for every probe admitted
-	recovered  chan struct{} // open or half-open: closed when it closes
+	recovered  chan struct{} // closed when it next closes after opening; nil until asked for or opened
 
 	refused     atomic.Uint64
 	lastContact atomic.Int64 // unix nanoseconds, 0: never
@@ -347,7 +350,9 @@ func (b *breaker) done(t ticket, o outcome) transition {
 		if b.fails >= b.threshold {
 			b.state = BreakerOpen
 			b.opened = now
-			b.recovered = make(chan struct{})
+			if b.recovered == nil {
+				b.recovered = make(chan struct{})
+			}
 			b.probes = 0
 			b.probeAt = now.Add(b.probeDelay(0))
 			return transition{opened: true, fails: b.fails, nextProbe: b.probeAt.Sub(now)}
@@ -356,15 +361,17 @@ func (b *breaker) done(t ticket, o outcome) transition {
 	return transition{}
 }
 
-// close closes the breaker; b.mu must be held.
+// close closes the breaker; b.mu must be held. Recovered is closed only
+// when the breaker was open or half-open: a success while it is closed
+// ends no outage.
 func (b *breaker) close() {
-	b.state = BreakerClosed
-	b.fails = 0
-	b.probes = 0
-	if b.recovered != nil {
+	if b.state != BreakerClosed && b.recovered != nil {
 		close(b.recovered)
 		b.recovered = nil
 	}
+	b.state = BreakerClosed
+	b.fails = 0
+	b.probes = 0
 }
 
 // open reports whether the breaker is open or half-open: a retry would be
@@ -403,9 +410,11 @@ func (b *breaker) health() Health {
 		b.mu.Lock()
 		h.State = b.state
 		h.ProbeDue = b.state == BreakerOpen && !b.now().Before(b.probeAt)
-		if b.recovered != nil {
-			h.Recovered = b.recovered
+		if b.recovered == nil {
+			// Asked for while closed: the one the next outage's end closes.
+			b.recovered = make(chan struct{})
 		}
+		h.Recovered = b.recovered
 		b.mu.Unlock()
 	}
 	return h

@@ -152,6 +152,51 @@ func TestBreakerProbes(t *testing.T) {
 	}
 }
 
+// Health.Recovered taken while the breaker is closed is closed when the
+// breaker next closes after opening, not by a success while it is closed:
+// a fill whose backoff began before the outage wakes when the link is
+// back, and a fill whose transfers fail while other requests succeed is
+// not woken by each of them.
+func TestBreakerRecoveredTakenWhileClosed(t *testing.T) {
+	t.Parallel()
+	clk := newFakeClock()
+	b := newTestBreaker(clk, 2, time.Second, time.Second)
+	ready := func(c <-chan struct{}) bool {
+		select {
+		case <-c:
+			return true
+		default:
+			return false
+		}
+	}
+	rec := b.health().Recovered
+	if rec == nil {
+		t.Fatal("Recovered = nil while closed, want the channel of the next recovery")
+	}
+	b.done(mustAllow(t, b), outcomeSuccess)
+	b.done(mustAllow(t, b), outcomeFailure)
+	if ready(rec) {
+		t.Fatal("Recovered closed by a success while the breaker was closed")
+	}
+	b.done(mustAllow(t, b), outcomeFailure)
+	wantState(t, b, BreakerOpen)
+	if h := b.health(); h.Recovered != rec {
+		t.Error("opening the breaker replaced the Recovered channel taken while it was closed")
+	}
+	clk.Add(time.Second)
+	b.done(mustAllow(t, b), outcomeSuccess)
+	wantState(t, b, BreakerClosed)
+	if !ready(rec) {
+		t.Fatal("Recovered taken while closed is still open after the breaker opened and closed again")
+	}
+	if next := b.health().Recovered; next == nil || ready(next) {
+		t.Error("after the recovery, Recovered is not a fresh channel for the next one")
+	}
+	if h := newBreaker(BreakerOptions{}, time.Minute, clk.Now).health(); h.Recovered != nil {
+		t.Error("disabled breaker: Recovered != nil")
+	}
+}
+
 func TestBreakerProbeCallerGone(t *testing.T) {
 	t.Parallel()
 	clk := newFakeClock()
