@@ -458,6 +458,7 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 	wait := resumeMinWait
 	answered := false
 	skipCuts := 0 // attempts in a row cut while the upstream resent bytes on disk
+	missed := 0   // answers in a row whose range did not contain the byte asked for
 	// smallRanges counts the answers in a row that an upstream capped at
 	// fewer than minRangeAnswer bytes; capped is set after a capped answer
 	// (the next request continues it: no resume).
@@ -537,6 +538,18 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 		} else {
 			skipCuts = 0
 		}
+		if errors.Is(err, upstream.ErrRangeMissesOffset) {
+			// A 206 of bytes before (or after) the one asked for, such as
+			// the first slice of the blob from a CDN that caches no more:
+			// asking again brings the same answer, until the fill's
+			// deadline (hours). Given up after a few, keeping the partial.
+			if missed++; missed >= maxSkipCuts {
+				return fmt.Errorf("blob %s: the upstream answered %d requests in a row for byte %d with a range that does not contain it; giving up: %w",
+					f.d, missed, f.keptBytes(), err)
+			}
+		} else {
+			missed = 0
+		}
 		// A transfer that made progress resumes at once (a dropped link
 		// that is back); one that made none backs off.
 		var d time.Duration
@@ -570,7 +583,9 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 var errCutWhileSkipping = errors.New("cut while the upstream resent bytes on disk")
 
 // maxSkipCuts is how many attempts in a row may break that way before the
-// fill gives up (each one fetched the bytes on disk again, for nothing).
+// fill gives up (each one fetched the bytes on disk again, for nothing);
+// also how many answers in a row may miss the byte asked for
+// (upstream.ErrRangeMissesOffset).
 const maxSkipCuts = 3
 
 // errRangeCapped marks an answer that ended, whole, at the end of a range

@@ -2,17 +2,27 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	dto "github.com/prometheus/client_model/go"
 
+	"github.com/registry-edge/registry-edge/internal/blobstore"
+	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/meta"
+	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
+	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 )
 
@@ -99,7 +109,8 @@ type breakerFill struct {
 	path   string
 }
 
-func newBreakerFill(t *testing.T, clk *testClock, breaker upstream.BreakerOptions) *breakerFill {
+// opts gives the proxy's options other than its clock.
+func newBreakerFill(t *testing.T, clk *testClock, breaker upstream.BreakerOptions, opts Options) *breakerFill {
 	t.Helper()
 	fake := fakeupstream.New()
 	srv := httptest.NewServer(fake)
@@ -109,7 +120,8 @@ func newBreakerFill(t *testing.T, clk *testClock, breaker upstream.BreakerOption
 		t.Fatal(err)
 	}
 	fs, db := newStoreAndDB(t)
-	p := New(fs, db, nil, Options{Now: clk.Now, After: clk.After, FillTimeout: time.Hour})
+	opts.Now, opts.After, opts.FillTimeout = clk.Now, clk.After, time.Hour
+	p := New(fs, db, nil, opts)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -161,7 +173,7 @@ func waitDone(t *testing.T, f *fill) error {
 func TestFillBackoffWakesWhenAnOutageBeganDuringIt(t *testing.T) {
 	t.Parallel()
 	clk := newTestClock()
-	b := newBreakerFill(t, clk, upstream.BreakerOptions{Failures: 3, MinProbe: time.Second, MaxProbe: time.Second})
+	b := newBreakerFill(t, clk, upstream.BreakerOptions{Failures: 3, MinProbe: time.Second, MaxProbe: time.Second}, Options{})
 	b.fake.Fail(fakeupstream.ForPath(http.MethodGet, b.d.String(), fakeupstream.First(1, fakeupstream.Cut(b.layer, 1000, true))))
 	b.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "3600", 0))
 	f := b.start(t)
@@ -195,5 +207,70 @@ func TestFillBackoffWakesWhenAnOutageBeganDuringIt(t *testing.T) {
 	}
 	if got, want := b.fake.Ranges(http.MethodGet, b.path), []string{"", "bytes=1000-", "bytes=1000-"}; !slices.Equal(got, want) {
 		t.Errorf("upstream GETs of the blob had Range %q, want %q (the cut one, the 503, the resume)", got, want)
+	}
+}
+
+// firstSliceOnly answers every GET of the blob with a 206 of its first n
+// bytes, whatever range was asked for: a CDN that caches only the first
+// slice of a blob.
+func firstSliceOnly(blob []byte, n int) fakeupstream.Fault {
+	return func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-%d/%d", n-1, len(blob)))
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(blob[:n])
+		return true
+	}
+}
+
+// An upstream whose every 206 ends before the byte asked for brings the
+// fill nothing however often it is asked: the fill gives up after a few
+// such answers (an error log naming them, a fill failure), keeping its
+// partial, instead of asking with backoff until storage.fillTimeout.
+func TestRangesThatEndBeforeTheOffsetAreBounded(t *testing.T) {
+	t.Parallel()
+	clk := newTestClock()
+	var logs syncbuf.Buffer
+	m := metrics.New()
+	b := newBreakerFill(t, clk, upstream.BreakerOptions{}, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Metrics: m})
+	const slice = 70_000
+	b.fake.Fail(fakeupstream.ForPath(http.MethodGet, b.d.String(), firstSliceOnly(b.layer, slice)))
+	f := b.start(t)
+
+	done := make(chan error, 1)
+	go func() { done <- f.wait(context.Background()) }()
+	var err error
+	for timers := 0; ; timers++ {
+		if timers > 20 {
+			t.Fatalf("the fill still asks after %d backoffs; upstream GETs: %d", timers, b.fake.Count(http.MethodGet, b.path))
+		}
+		select {
+		case err = <-done:
+		case d := <-clk.armed:
+			clk.advance(d)
+			continue
+		case <-time.After(20 * time.Second):
+			t.Fatal("the fill neither waits nor ends")
+		}
+		break
+	}
+	if !errors.Is(err, upstream.ErrRangeMissesOffset) || !errors.Is(err, errdef.ErrUnavailable) {
+		t.Fatalf("fill error = %v, want ErrRangeMissesOffset and ErrUnavailable", err)
+	}
+	if n := b.fake.Count(http.MethodGet, b.path); n != 1+maxSkipCuts {
+		t.Errorf("upstream GETs = %d, want %d (the first slice, then %d answers missing byte %d)", n, 1+maxSkipCuts, maxSkipCuts, slice)
+	}
+	if !b.p.store.(*blobstore.FS).HasPartial(b.d) {
+		t.Error("the partial download (the first slice) is not kept")
+	}
+	var failures dto.Metric
+	if err := m.FillFailures.WithLabelValues("upstream").Write(&failures); err != nil {
+		t.Fatal(err)
+	}
+	if got := failures.GetCounter().GetValue(); got != 1 {
+		t.Errorf("fill failures (reason upstream) = %v, want 1", got)
+	}
+	if out := logs.String(); !strings.Contains(out, `level=ERROR msg="blob fill failed"`) || !strings.Contains(out, "a range that does not contain it") {
+		t.Errorf("log of the fill does not say why it failed:\n%s", out)
 	}
 }

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -33,6 +34,13 @@ type BlobResponse struct {
 	// ETag is the upstream's ETag header, if any.
 	ETag string
 }
+
+// ErrRangeMissesOffset is in the chain of Blob's error for a 206 whose
+// Content-Range does not contain the offset asked for (it ends before it,
+// or starts after it): such as a CDN that holds only the first slice of a
+// blob and answers every range with it. It matches errdef.ErrUnavailable
+// through the *Error that carries it.
+var ErrRangeMissesOffset = errors.New("the upstream's range does not contain the byte asked for")
 
 // Blob fetches blob d of repo from byte offset on:
 // GET /v2/<repo>/blobs/<d>, following redirects to object storage or a CDN
@@ -80,11 +88,14 @@ func (c *Client) Blob(ctx context.Context, repo string, d digest.Digest, offset 
 		// starts after it would leave a gap, and one that ends before it
 		// brings nothing. A range that ends before the blob does is a
 		// capped answer: the caller asks again from End.
-		case !ok, start > offset, end < offset,
-			resp.ContentLength >= 0 && resp.ContentLength != end-start+1:
+		case !ok, resp.ContentLength >= 0 && resp.ContentLength != end-start+1:
 			drain(resp.Body)
 			return nil, c.fail(op, fmt.Errorf("206 with Content-Range %q for offset %d: %w",
 				truncate(resp.Header.Get("Content-Range"), 80), offset, errdef.ErrUnavailable))
+		case start > offset, end < offset:
+			drain(resp.Body)
+			return nil, c.fail(op, fmt.Errorf("206 with Content-Range %q for offset %d: %w: %w",
+				truncate(resp.Header.Get("Content-Range"), 80), offset, ErrRangeMissesOffset, errdef.ErrUnavailable))
 		}
 		// The body stops at the range's end: bytes an upstream sends past
 		// it (a body without a length) are not the ones it said they are.

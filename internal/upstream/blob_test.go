@@ -72,10 +72,10 @@ func TestBlob(t *testing.T) {
 		{"server ignores Range", ignoreRange, 4000, 0, 10000, "", nil, 0},
 		{"offset past the end", serveContent, 20000, 0, 0, "", errdef.ErrRangeNotSatisfiable, 0},
 		{"206 from an earlier byte", wrongRange, 4000, 0, 10000, "", nil, 0},
-		{"206 from a later byte", partialRange, 50, 0, 0, "", errdef.ErrUnavailable, 0},
+		{"206 from a later byte", partialRange, 50, 0, 0, "", ErrRangeMissesOffset, 0},
 		{"206 not to the end (capped)", partialRange, 100, 100, 10000, "", nil, 200},
 		{"206 from an earlier byte, not to the end", partialRange, 150, 100, 10000, "", nil, 200},
-		{"206 that ends before the offset", partialRange, 300, 0, 0, "", errdef.ErrUnavailable, 0},
+		{"206 that ends before the offset", partialRange, 300, 0, 0, "", ErrRangeMissesOffset, 0},
 		{"206 body longer than its range", overlongRange, 100, 100, 10000, "", nil, 200},
 		{"capped 206 to a request without Range", cappedFirst, 0, 0, 10000, "", nil, 100},
 		{"206 with a sign in Content-Range", signedRange, 4000, 0, 0, "", errdef.ErrUnavailable, 0},
@@ -99,6 +99,9 @@ func TestBlob(t *testing.T) {
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("Blob() error = %v, want %v", err, tt.wantErr)
+				}
+				if errors.Is(err, ErrRangeMissesOffset) && !errors.Is(err, errdef.ErrUnavailable) {
+					t.Errorf("Blob() error = %v, want it to match errdef.ErrUnavailable too", err)
 				}
 				asError(t, err)
 				return
