@@ -62,8 +62,62 @@ type mirror struct {
 // breaker: tests move it while requests, and the background work they
 // start, read it.
 type clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu     sync.Mutex
+	now    time.Time
+	timers []clockTimer
+	armed  chan time.Duration // made by armedTimers
+}
+
+// clockTimer is a timer of After: it fires when advance passes at.
+type clockTimer struct {
+	at time.Time
+	c  chan time.Time
+}
+
+// After is the clock's timer (proxy.Options.After): the channel receives
+// once advance has moved the clock by d.
+func (c *clock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+	} else {
+		c.timers = append(c.timers, clockTimer{at: c.now.Add(d), c: ch})
+	}
+	if c.armed == nil {
+		c.armed = make(chan time.Duration, 1000)
+	}
+	c.armed <- d
+	return ch
+}
+
+func (c *clock) armedTimers() <-chan time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.armed == nil {
+		c.armed = make(chan time.Duration, 1000)
+	}
+	return c.armed
+}
+
+// waitArmed waits until a timer of more than 0 is armed (a fill begins
+// its backoff; one whose transfer made progress resumes after 0) and
+// returns its duration; the limit only turns a hang into a failure.
+func (c *clock) waitArmed(t *testing.T) time.Duration {
+	t.Helper()
+	limit := time.After(20 * time.Second)
+	for {
+		select {
+		case d := <-c.armedTimers():
+			if d > 0 {
+				return d
+			}
+		case <-limit:
+			t.Fatal("no timer armed: the fill does not wait")
+			return 0
+		}
+	}
 }
 
 func (c *clock) Now() time.Time {
@@ -74,8 +128,17 @@ func (c *clock) Now() time.Time {
 
 func (c *clock) advance(d time.Duration) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
-	c.mu.Unlock()
+	kept := c.timers[:0]
+	for _, t := range c.timers {
+		if t.at.After(c.now) {
+			kept = append(kept, t)
+			continue
+		}
+		t.c <- c.now
+	}
+	c.timers = kept
 }
 
 type proxyOptions = proxy.Options

@@ -38,6 +38,9 @@ type offlineSetup struct {
 	revalidateTimeout time.Duration
 	deltas            bool
 	logger            *slog.Logger
+	// fakeTimers puts the fills' backoff on the test's clock: it ends
+	// only when the test advances the clock past it.
+	fakeTimers bool
 }
 
 // offlineMirror is a mirror whose upstream client has a circuit breaker,
@@ -100,11 +103,15 @@ func newOfflineMirror(t *testing.T, s offlineSetup, via ...func(fakeAddr string)
 		h := client.Health()
 		return metrics.UpstreamHealth{LastContact: h.LastContact, BreakerState: int(h.State), Refused: h.Refused}
 	})
-	p := proxy.New(store, db, router, proxy.Options{
+	po := proxy.Options{
 		TagTTL: time.Minute, RevalidateTimeout: s.revalidateTimeout, FillTimeout: time.Minute,
 		Metrics: m, Now: clk.Now, Deltas: s.deltas, DeltaDiscoveryTimeout: 10 * time.Second,
 		Logger: s.logger,
-	})
+	}
+	if s.fakeTimers {
+		po.After = clk.After
+	}
+	p := proxy.New(store, db, router, po)
 	srv := httptest.NewServer(httpserve.New(p, httpserve.Options{Metrics: m}))
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
@@ -483,10 +490,16 @@ func TestHTTPAgeIsNotATagsAge(t *testing.T) {
 // descriptors and its blob path.
 func breakerMirrorWithLayer(t *testing.T) (*offlineMirror, []byte, []ocispec.Descriptor, string) {
 	t.Helper()
-	m := newOfflineMirror(t, offlineSetup{
-		retryMax: 5,
-		breaker:  upstream.BreakerOptions{Failures: 3, MinProbe: time.Minute, MaxProbe: time.Minute},
-	})
+	return breakerMirrorWithLayerOn(t, offlineSetup{})
+}
+
+// breakerMirrorWithLayerOn is breakerMirrorWithLayer with s's other
+// settings (fakeTimers).
+func breakerMirrorWithLayerOn(t *testing.T, s offlineSetup) (*offlineMirror, []byte, []ocispec.Descriptor, string) {
+	t.Helper()
+	s.retryMax = 5
+	s.breaker = upstream.BreakerOptions{Failures: 3, MinProbe: time.Minute, MaxProbe: time.Minute}
+	m := newOfflineMirror(t, s)
 	layer := fakeupstream.Random(t, 100_000)
 	_, layers := m.fake.Image("app", "v1", layer)
 	m.fake.Image("app", "v2", []byte("not here"))
@@ -568,19 +581,42 @@ func TestStreamingFillIsJoinedWithTheBreakerOpen(t *testing.T) {
 }
 
 // linkBackAfterRefusals breaks the link in the middle of a layer being
-// filled (breakLinkMidLayer), waits until the open breaker has refused the
-// fill's resumes n times (each after a longer wait: 0.5, 1, 2, 4 s, then
-// 8 s or more), and brings the link back with the breaker's probe due.
-func linkBackAfterRefusals(t *testing.T, n uint64) (*offlineMirror, []byte, []ocispec.Descriptor, string) {
+// filled (breakLinkMidLayer), on the test's clock (fakeTimers), lets the
+// open breaker refuse the fill's resumes, advancing the clock to the end
+// of each backoff (0.5, 1, 2, 4 s, ...: jittered), until a backoff runs
+// past the breaker's probe time (1 min after it opened), and brings the
+// link back at that time: the probe is due, and the fill still waits.
+func linkBackAfterRefusals(t *testing.T) (*offlineMirror, []byte, []ocispec.Descriptor, string) {
 	t.Helper()
-	m, layer, layers, path := breakerMirrorWithLayer(t)
+	m, layer, layers, path := breakerMirrorWithLayerOn(t, offlineSetup{fakeTimers: true})
 	breakLinkMidLayer(m, layer, layers, path)
-	for m.client.Health().Refused < n {
-		time.Sleep(10 * time.Millisecond) // the test's deadline bounds the wait
+	d := m.clock.waitArmed(t) // the first backoff: the breaker opened before it
+	if h := m.client.Health(); h.State != upstream.BreakerOpen {
+		t.Fatalf("breaker %v when the fill first backs off, want open", h.State)
 	}
-	m.fake.ClearFaults()             // the link is back
-	m.clock.advance(2 * time.Minute) // the breaker's probe is due
+	probeAt := m.clock.Now().Add(time.Minute) // MinProbe = MaxProbe: no jitter
+	for !m.clock.Now().Add(d).After(probeAt) {
+		m.clock.advance(d) // the backoff ends: the open breaker refuses the resume
+		d = m.clock.waitArmed(t)
+	}
+	if h := m.client.Health(); h.Refused < 4 {
+		t.Fatalf("the breaker refused %d resumes, want the fill to have backed off at least 4 times", h.Refused)
+	}
+	m.fake.ClearFaults()                        // the link is back
+	m.clock.advance(probeAt.Sub(m.clock.Now())) // the breaker's probe is due; the fill's backoff is not over
 	return m, layer, layers, path
+}
+
+// waitForFills waits until every fill of m has ended; the limit only turns
+// a fill that never resumes (its backoff is on the test's clock, which
+// the test no longer advances) into a failure.
+func waitForFills(t *testing.T, m *offlineMirror) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := m.proxy.Wait(ctx); err != nil {
+		t.Fatalf("the fill did not resume: %v", err)
+	}
 }
 
 // When the link is back, a fill that waits to resume a broken transfer
@@ -590,49 +626,32 @@ func linkBackAfterRefusals(t *testing.T, n uint64) (*offlineMirror, []byte, []oc
 // next try gets the blob.
 func TestBrokenFillResumesWhenAClientAsksAfterTheLinkIsBack(t *testing.T) {
 	t.Parallel()
-	m, layer, _, path := linkBackAfterRefusals(t, 4)
+	m, layer, _, path := linkBackAfterRefusals(t)
 	resp, body := m.get(http.MethodGet, path)
 	m.wantCode(resp, body, http.StatusServiceUnavailable, "UNAVAILABLE")
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		resp, body := m.get(http.MethodGet, path)
-		if resp.StatusCode == http.StatusOK {
-			if !bytes.Equal(body, layer) {
-				t.Fatalf("the blob after the link came back: %d bytes", len(body))
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the blob still answered %d %s 3 s after the link came back", resp.StatusCode, body)
-		}
-		time.Sleep(50 * time.Millisecond)
+	waitForFills(t, m)
+	resp, body = m.get(http.MethodGet, path)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
+		t.Fatalf("the blob after the link came back: %d, %d bytes", resp.StatusCode, len(body))
 	}
 }
 
 // A fill that waits to resume a broken transfer also tries again as soon as
 // the breaker closes, when no client asks for its blob (its clients gave
 // up, or it is a prefetch): another request's answer proves the link back,
-// and the blob is on disk seconds later, not after the fill's backoff.
+// and the blob is on disk at once, not after the fill's backoff.
 func TestBrokenFillResumesWhenTheBreakerCloses(t *testing.T) {
 	t.Parallel()
-	// After the fifth refusal the fill's backoff is 4 s or more: a resume
-	// at its end is later than the deadline below.
-	m, _, layers, path := linkBackAfterRefusals(t, 5)
+	m, _, layers, path := linkBackAfterRefusals(t)
 	if resp, body := m.get(http.MethodGet, manifestPath("app", "v2")); resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET app:v2 (the probe) = %d %s", resp.StatusCode, body)
 	}
 	if h := m.client.Health(); h.State != upstream.BreakerClosed {
 		t.Fatalf("breaker %v after an answer, want closed", h.State)
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		if _, err := m.store.Stat(context.Background(), layers[0].Digest); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the blob is not stored 3 s after the breaker closed (no client asked for it)")
-		}
-		time.Sleep(20 * time.Millisecond)
+	waitForFills(t, m)
+	if _, err := m.store.Stat(context.Background(), layers[0].Digest); err != nil {
+		t.Fatalf("the blob is not stored after the breaker closed (no client asked for it): %v", err)
 	}
 	if n := m.fake.Count(http.MethodGet, path); n < 2 {
 		t.Errorf("upstream GETs of the blob = %d, want the cut one and the resume", n)
