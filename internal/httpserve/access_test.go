@@ -210,7 +210,7 @@ func TestRateLimitPerClient(t *testing.T) {
 	if ra := resp.Header.Get("Retry-After"); ra == "" || ra == "0" {
 		t.Errorf("Retry-After = %q", ra)
 	}
-	m.clock.advance(2 * time.Second)
+	m.clock.Advance(2 * time.Second)
 	if resp, _ := m.get(http.MethodGet, "/v2/"); resp.StatusCode != http.StatusOK {
 		t.Errorf("after the bucket refilled: %d", resp.StatusCode)
 	}

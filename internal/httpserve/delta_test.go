@@ -770,7 +770,7 @@ func TestDeltaPublishedAfterTheManifestIsFound(t *testing.T) {
 	pullImage(t, m, "v1", s.old)
 	pullImage(t, m, "v2") // the manifest only: no delta published yet
 	m.fake.ClearFaults()  // now it is
-	m.clock.advance(2 * time.Minute)
+	m.clock.Advance(2 * time.Minute)
 	pullImage(t, m, "v2", s.nw)
 	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
 		t.Errorf("applied deltas = %v, want 1", got)
@@ -1086,7 +1086,7 @@ func TestUsableDeltaPublishedAfterAnUnusableOneIsFound(t *testing.T) {
 	pullImage(t, m, "v1", s.old)
 	pullImage(t, m, "v2") // the manifest only: only the unusable delta is published yet
 	m.fake.ClearFaults()  // now the usable one is too
-	m.clock.advance(2 * time.Minute)
+	m.clock.Advance(2 * time.Minute)
 	pullImage(t, m, "v2", s.nw)
 	if got := metricValue(t, m.metrics, "registry_edge_delta_fills_total", "result", "applied"); got != 1 {
 		t.Errorf("applied deltas = %v, want 1", got)

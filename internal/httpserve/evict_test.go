@@ -43,7 +43,7 @@ func TestEvictionThroughTheMirror(t *testing.T) {
 			}
 		}
 		imgs = append(imgs, image{desc.Digest, cfg, layers[0].Digest})
-		m.clock.advance(time.Hour)
+		m.clock.Advance(time.Hour)
 	}
 	m.waitFills()
 
@@ -114,7 +114,7 @@ func TestImagePulledBetweenPlanAndDeletionStays(t *testing.T) {
 	}
 	pull("first pull")
 	m.waitFills()
-	m.clock.advance(48 * time.Hour)
+	m.clock.Advance(48 * time.Hour)
 
 	ctx := context.Background()
 	if err := m.proxy.FlushAccess(ctx); err != nil {
@@ -290,7 +290,7 @@ func TestEvictionDuringAReadLeavesNothingInMemory(t *testing.T) {
 		m.do(http.MethodGet, blobPath("app", layer)) // its outcome is not the point
 	}()
 	<-s.reached
-	m.clock.advance(48 * time.Hour)
+	m.clock.Advance(48 * time.Hour)
 	mt := &gc.Maintainer{Store: m.store, DB: m.db, Cache: m.proxy, Options: gc.Options{MaxAge: time.Hour, Now: m.clock.Now}}
 	if plan := mt.RunOnce(context.Background()); plan == nil || len(plan.Victims) == 0 {
 		t.Fatalf("eviction plan: %+v, want the image", plan)
@@ -329,7 +329,7 @@ func TestReadDuringEvictionLeavesNothingInMemory(t *testing.T) {
 			m.do(http.MethodGet, blobPath("app", layer)) // just before the file goes
 		}
 	}
-	m.clock.advance(48 * time.Hour)
+	m.clock.Advance(48 * time.Hour)
 	mt := &gc.Maintainer{Store: beforeDelete{FS: m.store, hook: hook}, DB: m.db, Cache: m.proxy, Options: gc.Options{MaxAge: time.Hour, Now: m.clock.Now}}
 	if plan := mt.RunOnce(context.Background()); plan == nil || len(plan.Victims) == 0 {
 		t.Fatalf("eviction plan: %+v, want the image", plan)
@@ -358,7 +358,7 @@ func TestServedLayerIsRecordedAsUsed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.clock.advance(time.Hour)
+	m.clock.Advance(time.Hour)
 	if resp, _ := m.get(http.MethodGet, blobPath("app", layers[0].Digest)); resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET the stored layer: %d", resp.StatusCode)
 	}
@@ -398,19 +398,19 @@ func TestLayerBeingSentIsNotEvicted(t *testing.T) {
 	<-s.reached // the layer is being sent
 	release := sync.OnceFunc(func() { close(s.release) })
 	t.Cleanup(func() { release(); <-done }) // also when the test fails
-	m.clock.advance(time.Hour)
+	m.clock.Advance(time.Hour)
 	mt := &gc.Maintainer{Store: m.store, DB: m.db, Cache: m.proxy, Options: gc.Options{MaxSize: 1, MinIdle: 5 * time.Minute, Now: m.clock.Now}}
 	if plan := mt.RunOnce(context.Background()); plan == nil || len(plan.Victims) != 0 || plan.RecentUnits != 1 {
 		t.Fatalf("eviction while the layer is sent: %+v, want the image spared as in use", plan)
 	}
-	m.clock.advance(time.Hour)
+	m.clock.Advance(time.Hour)
 	release()
 	<-done
 	<-s.closed // the mirror is done with the layer
 	if plan := mt.RunOnce(context.Background()); plan == nil || len(plan.Victims) != 0 {
 		t.Fatalf("eviction just after the transfer ended: %+v, want the image spared for storage.minIdle", plan)
 	}
-	m.clock.advance(10 * time.Minute)
+	m.clock.Advance(10 * time.Minute)
 	if plan := mt.RunOnce(context.Background()); plan == nil || len(plan.Victims) != 1 || plan.Victims[0].Root != desc.Digest {
 		t.Fatalf("eviction minIdle after the transfer: %+v, want the image", plan)
 	}

@@ -467,7 +467,7 @@ func TestClientLeavingARevalidationIsNoStaleServe(t *testing.T) {
 	m.fake.Image("app", "v1", []byte("old layer"))
 	pullImage(t, m, "v1", []byte("old layer"))
 	moved, _ := m.fake.Image("app", "v1", []byte("new layer"))
-	m.clock.advance(2 * time.Minute) // past the tag TTL
+	m.clock.Advance(2 * time.Minute) // past the tag TTL
 	unblock := holdGET(t, m, manifestPath("app", moved.Digest.String()))
 	if err := <-leaveManifest(t, m, "v1", manifestPath("app", moved.Digest.String())); !errors.Is(err, context.Canceled) {
 		t.Errorf("client that left: %v, want context.Canceled", err)

@@ -97,7 +97,7 @@ func TestFullDiskServesTags(t *testing.T) {
 	}
 	fillDisk(t, root)
 
-	m.clock.advance(2 * time.Minute) // past the tag TTL: revalidated upstream
+	m.clock.Advance(2 * time.Minute) // past the tag TTL: revalidated upstream
 	failed := 0
 	for _, tag := range append([]string{"v1"}, tags...) {
 		resp, body := m.get(http.MethodGet, manifestPath("app", tag), "Accept", ocispec.MediaTypeImageManifest)
@@ -127,7 +127,7 @@ func TestFullDiskKeepsNoPartial(t *testing.T) {
 	if left := m.ingestFiles(); len(left) != 0 {
 		t.Errorf("after the disk filled up, still on disk: %v", left)
 	}
-	m.clock.advance(2 * time.Minute) // the store is tried again
+	m.clock.Advance(2 * time.Minute) // the store is tried again
 	small := fakeupstream.Random(t, 200_000)
 	_, sl := m.fake.Image("other", "v1", small)
 	resp, body = m.get(http.MethodGet, blobPath("other", sl[0].Digest))

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/testutil/fakeclock"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 )
@@ -33,7 +33,7 @@ type mirror struct {
 	srv      *httptest.Server
 	root     string
 	store    *blobstore.FS
-	clock    *clock
+	clock    *fakeclock.Clock
 	metrics  *metrics.Metrics
 
 	proxy  *proxy.Proxy
@@ -56,89 +56,6 @@ type mirror struct {
 	accessLog io.Writer
 	// server is the handler srv serves.
 	server *httpserve.Server
-}
-
-// clock is a settable clock shared by the proxy and the upstream client's
-// breaker: tests move it while requests, and the background work they
-// start, read it.
-type clock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []clockTimer
-	armed  chan time.Duration // made by armedTimers
-}
-
-// clockTimer is a timer of After: it fires when advance passes at.
-type clockTimer struct {
-	at time.Time
-	c  chan time.Time
-}
-
-// After is the clock's timer (proxy.Options.After): the channel receives
-// once advance has moved the clock by d.
-func (c *clock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-	} else {
-		c.timers = append(c.timers, clockTimer{at: c.now.Add(d), c: ch})
-	}
-	if c.armed == nil {
-		c.armed = make(chan time.Duration, 1000)
-	}
-	c.armed <- d
-	return ch
-}
-
-func (c *clock) armedTimers() <-chan time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.armed == nil {
-		c.armed = make(chan time.Duration, 1000)
-	}
-	return c.armed
-}
-
-// waitArmed waits until a timer of more than 0 is armed (a fill begins
-// its backoff; one whose transfer made progress resumes after 0) and
-// returns its duration; the limit only turns a hang into a failure.
-func (c *clock) waitArmed(t *testing.T) time.Duration {
-	t.Helper()
-	limit := time.After(20 * time.Second)
-	for {
-		select {
-		case d := <-c.armedTimers():
-			if d > 0 {
-				return d
-			}
-		case <-limit:
-			t.Fatal("no timer armed: the fill does not wait")
-			return 0
-		}
-	}
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.timers[:0]
-	for _, t := range c.timers {
-		if t.at.After(c.now) {
-			kept = append(kept, t)
-			continue
-		}
-		t.c <- c.now
-	}
-	c.timers = kept
 }
 
 type proxyOptions = proxy.Options
@@ -177,7 +94,7 @@ func newMirrorOver(t testing.TB, upURL string, wrap func(*blobstore.FS) proxy.St
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	po := proxy.Options{TagTTL: time.Minute, RevalidateTimeout: 2 * time.Second, FillTimeout: time.Minute, Now: clk.Now}
 	for _, o := range opts {
 		o(&po)

@@ -171,7 +171,7 @@ func TestOfflineBlackholedUpstream(t *testing.T) {
 	m.waitFills()
 
 	relay.blackhole(t)
-	m.clock.advance(time.Hour)
+	m.clock.Advance(time.Hour)
 	before := m.fake.Total()
 	// Two revalidations fail by the revalidation timeout, the first on the
 	// connection pooled before the outage, which goes quiet, the next in a

@@ -22,6 +22,7 @@ import (
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/metrics"
 	"github.com/registry-edge/registry-edge/internal/proxy"
+	"github.com/registry-edge/registry-edge/internal/testutil/fakeclock"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
 	"github.com/registry-edge/registry-edge/internal/upstream"
@@ -47,7 +48,7 @@ type offlineSetup struct {
 // whose remote has a staleness policy, and whose clock is shared by both.
 type offlineMirror struct {
 	*mirror
-	clock  *clock
+	clock  *fakeclock.Clock
 	client *upstream.Client
 }
 
@@ -75,7 +76,7 @@ func newOfflineMirror(t *testing.T, s offlineSetup, via ...func(fakeAddr string)
 	for _, f := range via {
 		u = f(up.Listener.Addr().String())
 	}
-	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	client, err := upstream.New(upstream.Options{
 		URL: u, RegistryName: "central.test",
 		ConnectTimeout: s.connectTimeout, ResponseHeaderTimeout: s.responseHeader,
@@ -159,7 +160,7 @@ func TestOfflineSilentUpstreamServesCachedTagWithinRevalidateTimeout(t *testing.
 	if resp, body := m.get(http.MethodGet, manifestPath("app", "v1")); resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET tag: %d %s", resp.StatusCode, body)
 	}
-	m.clock.advance(time.Hour)
+	m.clock.Advance(time.Hour)
 	m.fake.Fail(hang)
 
 	start := time.Now()
@@ -197,7 +198,7 @@ func TestOfflineBreakerStopsUpstreamRequestsUntilProbe(t *testing.T) {
 	m.waitFills()
 	start := m.clock.Now()
 
-	m.clock.advance(time.Hour)
+	m.clock.Advance(time.Hour)
 	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
 	before := m.fake.Total()
 	resp, body := m.get(http.MethodGet, manifestPath("app", "v1"))
@@ -247,7 +248,7 @@ func TestOfflineBreakerStopsUpstreamRequestsUntilProbe(t *testing.T) {
 
 	// At the probe time one request goes through; the upstream is back.
 	m.fake.ClearFaults()
-	m.clock.advance(time.Minute)
+	m.clock.Advance(time.Minute)
 	before = m.fake.Total()
 	resp, body = m.get(http.MethodGet, manifestPath("app", "v1"))
 	if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != mdesc.Digest {
@@ -319,16 +320,16 @@ func TestOfflineBoundedStaleness(t *testing.T) {
 		}
 	}
 
-	m.clock.advance(time.Hour)
+	m.clock.Advance(time.Hour)
 	check("after 1h", map[string]int{"app": 200, "team/releases/svc": 503, "base/os": 200, "team/tool": 200})
 	resp, body := m.get(http.MethodGet, manifestPath("team/releases/svc", "v1"))
 	if msg := errorMessage(t, body); resp.StatusCode != 503 || !strings.Contains(msg, "1h ago") || !strings.Contains(msg, "staleness of 30m") {
 		t.Errorf("GET team/releases/svc:v1 message = %q, want the age (1h) and the limit (30m)", msg)
 	}
 
-	m.clock.advance(2 * time.Hour)
+	m.clock.Advance(2 * time.Hour)
 	check("after 3h", map[string]int{"app": 503, "team/releases/svc": 503, "base/os": 200, "team/tool": 200})
-	m.clock.advance(24 * time.Hour)
+	m.clock.Advance(24 * time.Hour)
 	check("after 27h", map[string]int{"app": 503, "base/os": 200, "team/tool": 503})
 
 	// Content addressed by digest is immutable: always served.
@@ -351,7 +352,7 @@ func TestOfflineBoundedStaleness(t *testing.T) {
 		t.Fatalf("GET app:v1 after recovery: %d", resp.StatusCode)
 	}
 	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
-	m.clock.advance(time.Hour)
+	m.clock.Advance(time.Hour)
 	check("1h after the confirmation", map[string]int{"app": 200})
 }
 
@@ -384,10 +385,10 @@ func TestOutageWarnsOncePerStaleTag(t *testing.T) {
 	pull("v2", 1, http.StatusOK)
 	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
 
-	m.clock.advance(time.Hour)
+	m.clock.Advance(time.Hour)
 	pull("v1", 5, http.StatusOK)
 	pull("v2", 5, http.StatusOK)
-	m.clock.advance(10 * time.Hour)
+	m.clock.Advance(10 * time.Hour)
 	pull("v1", 5, http.StatusOK)
 	if got := warnings("serving stale tag"); got != 2 {
 		t.Errorf("%d warnings \"serving stale tag\" for 15 stale pulls of 2 tags, want 2 (one per tag):\n%s", got, logs.String())
@@ -396,7 +397,7 @@ func TestOutageWarnsOncePerStaleTag(t *testing.T) {
 		t.Errorf("stale tags served metric = %v, want 15 (it counts answers)", got)
 	}
 
-	m.clock.advance(24 * time.Hour)
+	m.clock.Advance(24 * time.Hour)
 	pull("v1", 5, http.StatusServiceUnavailable)
 	if got := warnings("cached tag beyond max staleness"); got != 1 {
 		t.Errorf("%d warnings \"cached tag beyond max staleness\" for 5 refused pulls of a tag, want 1:\n%s", got, logs.String())
@@ -405,10 +406,10 @@ func TestOutageWarnsOncePerStaleTag(t *testing.T) {
 	// The link is back: the tag is confirmed, and the next outage warns
 	// again.
 	m.fake.ClearFaults()
-	m.clock.advance(time.Hour) // the breaker's probe is due
+	m.clock.Advance(time.Hour) // the breaker's probe is due
 	pull("v1", 1, http.StatusOK)
 	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
-	m.clock.advance(time.Hour)
+	m.clock.Advance(time.Hour)
 	pull("v1", 3, http.StatusOK)
 	if got := warnings("serving stale tag"); got != 3 {
 		t.Errorf("%d warnings \"serving stale tag\" after the tag was confirmed and the link lost again, want 3:\n%s", got, logs.String())
@@ -423,7 +424,7 @@ func TestOfflineStalenessIgnoresNotFound(t *testing.T) {
 	m.fake.Image("app", "gone", []byte("x"))
 	m.get(http.MethodGet, manifestPath("app", "gone"))
 	m.fake.DeleteTag("app", "gone")
-	m.clock.advance(48 * time.Hour)
+	m.clock.Advance(48 * time.Hour)
 	if resp, body := m.get(http.MethodGet, manifestPath("app", "gone")); resp.StatusCode != http.StatusOK {
 		t.Errorf("tag deleted upstream, serve-cached: %d %s, want 200", resp.StatusCode, body)
 	}
@@ -446,12 +447,12 @@ func TestMaxStaleHoldsBehindATier(t *testing.T) {
 	}
 
 	region.upstream.Close() // central is down
-	region.clock.advance(10 * time.Minute)
+	region.clock.Advance(10 * time.Minute)
 	resp, _ := region.get(http.MethodHead, manifestPath("app", "v1"), accept...)
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Registry-Edge-Tag-Age") != "600" {
 		t.Fatalf("the region's stale answer: %d, Registry-Edge-Tag-Age %q; want 200, 600", resp.StatusCode, resp.Header.Get("Registry-Edge-Tag-Age"))
 	}
-	site.clock.advance(2 * time.Minute) // past the site's tag TTL, within its maxStale
+	site.clock.Advance(2 * time.Minute) // past the site's tag TTL, within its maxStale
 	resp, body := site.get(http.MethodGet, manifestPath("app", "v1"), accept...)
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(errorMessage(t, body), "more than the allowed staleness of 5m") {
 		t.Errorf("tag confirmed 10m ago behind the tier, maxStale 5m: %d %s, want 503", resp.StatusCode, body)
@@ -480,7 +481,7 @@ func TestHTTPAgeIsNotATagsAge(t *testing.T) {
 		if resp, body := m.get(http.MethodGet, manifestPath("app", "v1"), "Accept", "application/vnd.oci.image.manifest.v1+json"); resp.StatusCode != http.StatusOK {
 			t.Fatalf("pull %d: %d %s", i, resp.StatusCode, body)
 		}
-		m.clock.advance(2 * time.Minute) // past the tag TTL: revalidated
+		m.clock.Advance(2 * time.Minute) // past the tag TTL: revalidated
 	}
 }
 
@@ -590,20 +591,20 @@ func linkBackAfterRefusals(t *testing.T) (*offlineMirror, []byte, []ocispec.Desc
 	t.Helper()
 	m, layer, layers, path := breakerMirrorWithLayerOn(t, offlineSetup{fakeTimers: true})
 	breakLinkMidLayer(m, layer, layers, path)
-	d := m.clock.waitArmed(t) // the first backoff: the breaker opened before it
+	d := m.clock.WaitArmed(t) // the first backoff: the breaker opened before it
 	if h := m.client.Health(); h.State != upstream.BreakerOpen {
 		t.Fatalf("breaker %v when the fill first backs off, want open", h.State)
 	}
 	probeAt := m.clock.Now().Add(time.Minute) // MinProbe = MaxProbe: no jitter
 	for !m.clock.Now().Add(d).After(probeAt) {
-		m.clock.advance(d) // the backoff ends: the open breaker refuses the resume
-		d = m.clock.waitArmed(t)
+		m.clock.Advance(d) // the backoff ends: the open breaker refuses the resume
+		d = m.clock.WaitArmed(t)
 	}
 	if h := m.client.Health(); h.Refused < 4 {
 		t.Fatalf("the breaker refused %d resumes, want the fill to have backed off at least 4 times", h.Refused)
 	}
 	m.fake.ClearFaults()                        // the link is back
-	m.clock.advance(probeAt.Sub(m.clock.Now())) // the breaker's probe is due; the fill's backoff is not over
+	m.clock.Advance(probeAt.Sub(m.clock.Now())) // the breaker's probe is due; the fill's backoff is not over
 	return m, layer, layers, path
 }
 
@@ -731,7 +732,7 @@ func TestOutageWarnsOncePerCachedTagList(t *testing.T) {
 	}
 
 	m.fake.ClearFaults()
-	m.clock.advance(time.Hour) // the breaker's probe is due
+	m.clock.Advance(time.Hour) // the breaker's probe is due
 	list("app", 1)
 	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
 	list("app", 3)

@@ -80,7 +80,7 @@ func TestStaleTagRevalidatesAndFollowsMove(t *testing.T) {
 	if resp, _ := m.get(http.MethodGet, manifestPath("app", "latest")); resp.StatusCode != 200 {
 		t.Fatal(resp.StatusCode)
 	}
-	m.clock.advance(2 * time.Minute) // past the TTL
+	m.clock.Advance(2 * time.Minute) // past the TTL
 	heads := m.fake.Count(http.MethodHead, "/v2/app/manifests/latest")
 	resp, body := m.get(http.MethodGet, manifestPath("app", "latest"))
 	if resp.StatusCode != 200 || digest.FromBytes(body) != v1.Digest {
@@ -91,7 +91,7 @@ func TestStaleTagRevalidatesAndFollowsMove(t *testing.T) {
 	}
 
 	v2, _ := m.fake.Image("app", "latest", []byte("two"))
-	m.clock.advance(2 * time.Minute)
+	m.clock.Advance(2 * time.Minute)
 	resp, body = m.get(http.MethodGet, manifestPath("app", "latest"))
 	if resp.StatusCode != 200 || digest.FromBytes(body) != v2.Digest {
 		t.Fatalf("moved tag: got %s, want %s", digest.FromBytes(body), v2.Digest)
@@ -106,7 +106,7 @@ func TestUpstreamDownServesCachedContent(t *testing.T) {
 	m.get(http.MethodGet, manifestPath("app", "v1"))
 	m.get(http.MethodGet, blobPath("app", layers[0].Digest))
 	m.waitFills()
-	m.clock.advance(time.Hour) // the tag is stale
+	m.clock.Advance(time.Hour) // the tag is stale
 	m.upstream.Close()         // connection refused from now on
 
 	resp, body := m.get(http.MethodGet, manifestPath("app", "v1"))
@@ -134,7 +134,7 @@ func TestUpstream503ForCachedTagServesStale(t *testing.T) {
 	m := newMirror(t)
 	mdesc, _ := m.fake.Image("app", "v1", []byte("x"))
 	m.get(http.MethodGet, manifestPath("app", "v1"))
-	m.clock.advance(time.Hour)
+	m.clock.Advance(time.Hour)
 	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
 	resp, body := m.get(http.MethodGet, manifestPath("app", "v1"))
 	if resp.StatusCode != 200 || digest.FromBytes(body) != mdesc.Digest {
@@ -151,7 +151,7 @@ func TestTagNotFoundPolicy(t *testing.T) {
 			m.fake.Image("app", "gone", []byte("x"))
 			m.get(http.MethodGet, manifestPath("app", "gone"))
 			m.fake.DeleteTag("app", "gone")
-			m.clock.advance(time.Hour)
+			m.clock.Advance(time.Hour)
 			resp, body := m.get(http.MethodGet, manifestPath("app", "gone"))
 			if policy == "serve-cached" {
 				if resp.StatusCode != 200 {
@@ -172,7 +172,7 @@ func TestTagNotFoundPolicy(t *testing.T) {
 				if got := metricValue(t, m.metrics, "registry_edge_upstream_requests_total", "result", "not_found"); got != 1 {
 					t.Errorf("upstream requests answered 404 = %v, want 1", got)
 				}
-				m.clock.advance(time.Hour)
+				m.clock.Advance(time.Hour)
 				m.get(http.MethodGet, manifestPath("app", "gone"))
 				if n := heads() - before; n != 1 {
 					t.Errorf("%d upstream HEADs once the tag TTL passed, want 1", n)
@@ -689,7 +689,7 @@ func TestTagRefusedUpstreamFollowsTagNotFound(t *testing.T) {
 			t.Fatalf("first pull: %d %s", resp.StatusCode, body)
 		}
 		m.fake.Fail(fakeupstream.ForPath("", "/manifests/v1", fakeupstream.Status(status, "", 0)))
-		m.clock.advance(time.Hour)
+		m.clock.Advance(time.Hour)
 		resp, body := m.get(http.MethodGet, manifestPath("app", "v1"))
 		if resp.StatusCode == http.StatusOK {
 			t.Errorf("upstream %d for the tag, tagNotFound not-found: served from the cache", status)
@@ -710,7 +710,7 @@ func TestTagRevalidatedWithGETWhenHEADIsNotAllowed(t *testing.T) {
 	m.get(http.MethodGet, manifestPath("app", "v1"))
 	moved, _ := m.fake.Image("app", "v1", []byte("two"))
 	m.fake.Fail(fakeupstream.ForPath(http.MethodHead, "/manifests/v1", fakeupstream.Status(http.StatusMethodNotAllowed, "", 0)))
-	m.clock.advance(time.Hour)
+	m.clock.Advance(time.Hour)
 	resp, body := m.get(http.MethodGet, manifestPath("app", "v1"), "Accept", ocispec.MediaTypeImageManifest)
 	if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != moved.Digest {
 		t.Errorf("tag moved upstream, HEAD not allowed: %d, digest %s, want %s", resp.StatusCode, digest.FromBytes(body), moved.Digest)
@@ -801,7 +801,7 @@ func TestStaleTagRevalidationIsShared(t *testing.T) {
 		once.Do(func() { <-release }) // the first HEAD waits for the other clients
 		return false
 	}))
-	m.clock.advance(time.Hour)
+	m.clock.Advance(time.Hour)
 	const clients = 8
 	var wg sync.WaitGroup
 	for range clients {

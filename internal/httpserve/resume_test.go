@@ -671,7 +671,7 @@ func TestFullDiskFailsTheFill(t *testing.T) {
 	}
 	// A minute later the store is tried again.
 	m.fake.ClearFaults()
-	m.clock.advance(2 * time.Minute)
+	m.clock.Advance(2 * time.Minute)
 	before := m.fake.Count(http.MethodGet, path)
 	m.do(http.MethodGet, path)
 	m.waitFills()
@@ -1018,7 +1018,7 @@ func TestFullDiskAsksForRoomOnce(t *testing.T) {
 	if n := len(asks); n > 0 {
 		t.Errorf("room asked for %d more times for 20 failed writes, want once", n)
 	}
-	m.clock.advance(2 * time.Minute)
+	m.clock.Advance(2 * time.Minute)
 	m.fake.Image("app", "later", []byte("later"))
 	m.get(http.MethodGet, manifestPath("app", "later"), "Accept", ocispec.MediaTypeImageManifest)
 	<-asks // asked again (the test's deadline bounds the wait)
@@ -1382,7 +1382,7 @@ func TestFillOfManyShortAnswersCheckpoints(t *testing.T) {
 	d := layers[0].Digest
 	capped := cappedRanges(layer, 70_000)
 	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), func(w http.ResponseWriter, r *http.Request, i int) bool {
-		m.clock.advance(3 * time.Second) // each answer takes 3 s of the mirror's clock
+		m.clock.Advance(3 * time.Second) // each answer takes 3 s of the mirror's clock
 		return capped(w, r, i)
 	}))
 

@@ -706,7 +706,7 @@ func TestSignaturePolicyBadUpstream(t *testing.T) {
 		t.Fatalf("signed latest: %d %s", resp.StatusCode, body)
 	}
 	m.fake.Image("app", "latest", []byte("moved, unsigned"))
-	m.clock.advance(2 * time.Minute)
+	m.clock.Advance(2 * time.Minute)
 	if msg := denied("latest"); !strings.Contains(msg, "no_signature") {
 		t.Errorf("moved tag: %q", msg)
 	}

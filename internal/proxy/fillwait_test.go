@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,81 +20,11 @@ import (
 	"github.com/registry-edge/registry-edge/internal/errdef"
 	"github.com/registry-edge/registry-edge/internal/meta"
 	"github.com/registry-edge/registry-edge/internal/metrics"
+	"github.com/registry-edge/registry-edge/internal/testutil/fakeclock"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 	"github.com/registry-edge/registry-edge/internal/testutil/syncbuf"
 	"github.com/registry-edge/registry-edge/internal/upstream"
 )
-
-// testClock is a settable clock with timers (Options.Now and
-// Options.After): a timer fires only when advance passes its deadline.
-type testClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []testTimer
-	armed  chan time.Duration // every After's duration, as it is armed
-}
-
-type testTimer struct {
-	at time.Time
-	c  chan time.Time
-}
-
-func newTestClock() *testClock {
-	return &testClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), armed: make(chan time.Duration, 1000)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-	} else {
-		c.timers = append(c.timers, testTimer{at: c.now.Add(d), c: ch})
-	}
-	c.armed <- d
-	return ch
-}
-
-func (c *testClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.timers[:0]
-	for _, t := range c.timers {
-		if t.at.After(c.now) {
-			kept = append(kept, t)
-			continue
-		}
-		t.c <- c.now
-	}
-	c.timers = kept
-}
-
-// waitArmed waits until a timer of more than 0 is armed (a fill starts
-// its backoff; a transfer that made progress resumes after 0) and returns
-// its duration; the limit only turns a hang into a failure.
-func (c *testClock) waitArmed(t *testing.T) time.Duration {
-	t.Helper()
-	limit := time.After(20 * time.Second)
-	for {
-		select {
-		case d := <-c.armed:
-			if d > 0 {
-				return d
-			}
-		case <-limit:
-			t.Fatal("no timer armed: the fill does not wait")
-			return 0
-		}
-	}
-}
 
 // breakerFill is a proxy on clk in front of a fake upstream, through an
 // upstream client with a circuit breaker on the same clock.
@@ -110,7 +39,7 @@ type breakerFill struct {
 }
 
 // opts gives the proxy's options other than its clock.
-func newBreakerFill(t *testing.T, clk *testClock, breaker upstream.BreakerOptions, opts Options) *breakerFill {
+func newBreakerFill(t *testing.T, clk *fakeclock.Clock, breaker upstream.BreakerOptions, opts Options) *breakerFill {
 	t.Helper()
 	fake := fakeupstream.New()
 	srv := httptest.NewServer(fake)
@@ -172,13 +101,13 @@ func waitDone(t *testing.T, f *fill) error {
 // wait: nil while closed, so it slept through the outage's end.
 func TestFillBackoffWakesWhenAnOutageBeganDuringIt(t *testing.T) {
 	t.Parallel()
-	clk := newTestClock()
+	clk := fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	b := newBreakerFill(t, clk, upstream.BreakerOptions{Failures: 3, MinProbe: time.Second, MaxProbe: time.Second}, Options{})
 	b.fake.Fail(fakeupstream.ForPath(http.MethodGet, b.d.String(), fakeupstream.First(1, fakeupstream.Cut(b.layer, 1000, true))))
 	b.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "3600", 0))
 	f := b.start(t)
 
-	if d := clk.waitArmed(t); d < time.Hour {
+	if d := clk.WaitArmed(t); d < time.Hour {
 		t.Fatalf("backoff = %s, want the upstream's Retry-After (1h)", d)
 	}
 	if h := b.client.Health(); h.State != upstream.BreakerClosed {
@@ -192,7 +121,7 @@ func TestFillBackoffWakesWhenAnOutageBeganDuringIt(t *testing.T) {
 		t.Fatalf("breaker %s after 3 failures, want open", h.State)
 	}
 	b.fake.ClearFaults()     // the link is back
-	clk.advance(time.Second) // the probe is due; the fill's backoff is not over
+	clk.Advance(time.Second) // the probe is due; the fill's backoff is not over
 	if _, err := b.client.Resolve(ctx, "app", "v1", nil); err != nil {
 		t.Fatalf("Resolve() (the probe) error = %v", err)
 	}
@@ -229,7 +158,7 @@ func firstSliceOnly(blob []byte, n int) fakeupstream.Fault {
 // partial, instead of asking with backoff until storage.fillTimeout.
 func TestRangesThatEndBeforeTheOffsetAreBounded(t *testing.T) {
 	t.Parallel()
-	clk := newTestClock()
+	clk := fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	var logs syncbuf.Buffer
 	m := metrics.New()
 	b := newBreakerFill(t, clk, upstream.BreakerOptions{}, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Metrics: m})
@@ -246,8 +175,8 @@ func TestRangesThatEndBeforeTheOffsetAreBounded(t *testing.T) {
 		}
 		select {
 		case err = <-done:
-		case d := <-clk.armed:
-			clk.advance(d)
+		case d := <-clk.Armed():
+			clk.Advance(d)
 			continue
 		case <-time.After(20 * time.Second):
 			t.Fatal("the fill neither waits nor ends")
