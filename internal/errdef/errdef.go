@@ -36,6 +36,10 @@ var (
 	ErrUnsupported = errors.New("unsupported")
 	// ErrAlreadyExists means the content is already present.
 	ErrAlreadyExists = errors.New("already exists")
+	// ErrDamaged means the mirror's own local data (its metadata database)
+	// cannot be read: it was damaged on disk. Only the site admin can
+	// repair it; the request may succeed elsewhere.
+	ErrDamaged = errors.New("local data damaged")
 	// ErrRangeNotSatisfiable means a requested byte range lies outside the content.
 	ErrRangeNotSatisfiable = errors.New("range not satisfiable")
 )

@@ -47,7 +47,7 @@ func index(tx *bolt.Tx, bucket, key []byte, ds ...digest.Digest) error {
 
 // putIndexed stores v under bucket/key and indexes it under ds, in one
 // transaction.
-func putIndexed(db *bolt.DB, bucket, key []byte, v any, ds ...digest.Digest) error {
+func putIndexed(db boltDB, bucket, key []byte, v any, ds ...digest.Digest) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err

@@ -39,7 +39,7 @@ var (
 
 // DB is the metadata store.
 type DB struct {
-	db *bolt.DB
+	db boltDB
 	// shared, if set (Share), holds the records replicas of one bucket
 	// share; replica names this one.
 	shared  Shared
@@ -64,11 +64,9 @@ func Open(path string) (db *DB, err error) {
 	return open(path)
 }
 
-// damaged words a database that cannot be read: moved aside, the mirror
-// starts with an empty one, keeps the stored blobs, and learns tags and
-// links again from the upstream (docs/operations.md, "Corrupted storage").
+// damaged words a database that cannot be opened (DamagedError).
 func damaged(path string, err error) error {
-	return fmt.Errorf("open metadata %s: the database is damaged (%v): move it aside (mv %s %s.damaged) and start again; stored content is kept, tags and links are learnt again from the upstream", path, err, path, path)
+	return &DamagedError{Op: "open metadata", Path: path, Cause: err.Error()}
 }
 
 func open(path string) (*DB, error) {
@@ -77,7 +75,7 @@ func open(path string) (*DB, error) {
 	}
 	_, statErr := os.Stat(path)
 	created := errors.Is(statErr, fs.ErrNotExist)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("open metadata %s: locked by another process (is another registry-edge using this storage root?)", path)
 	}
@@ -92,6 +90,7 @@ func open(path string) (*DB, error) {
 		}
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
+	db := boltDB{DB: bdb, path: path}
 	err = db.Update(func(tx *bolt.Tx) error {
 		if err := checkFormat(tx); err != nil {
 			return err
@@ -124,6 +123,10 @@ func open(path string) (*DB, error) {
 	})
 	if err != nil {
 		db.Close()
+		if de, ok := errors.AsType[*DamagedError](err); ok {
+			de.Op = "open metadata"
+			return nil, de
+		}
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
 	return &DB{db: db}, nil
@@ -213,7 +216,7 @@ func putLink(tx *bolt.Tx, r Repo, d digest.Digest) error {
 	return tx.Bucket(bucketRegistryLinks).Put(registryLinkKey(r.Registry, d), nil)
 }
 
-func get(db *bolt.DB, bucket, key []byte, v any) error {
+func get(db boltDB, bucket, key []byte, v any) error {
 	return db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucket).Get(key)
 		if b == nil {
@@ -223,7 +226,7 @@ func get(db *bolt.DB, bucket, key []byte, v any) error {
 	})
 }
 
-func put(db *bolt.DB, bucket, key []byte, v any) error {
+func put(db boltDB, bucket, key []byte, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err

@@ -137,6 +137,11 @@ func FromError(err error, k Kind) *Error {
 		return &Error{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: "upstream rate limit reached", RetryAfter: retryAfter}
 	case errors.Is(err, errdef.ErrUnavailable):
 		return &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: "upstream registry unreachable", RetryAfter: retryAfter}
+	case errors.Is(err, errdef.ErrDamaged):
+		// The mirror's fault, not the device's, and one the device can
+		// route around (another mirror, the registry itself): 503, and
+		// the log has the file and what to do.
+		return &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: "the mirror's metadata database is damaged (see the mirror's log)"}
 	case errors.Is(err, errdef.ErrUnsupported):
 		return &Error{Status: http.StatusMethodNotAllowed, Code: CodeUnsupported, Message: message(err, "operation not supported by this read-only mirror")}
 	}

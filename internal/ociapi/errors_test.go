@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,6 +43,7 @@ func TestFromError(t *testing.T) {
 		{"unavailable", fmt.Errorf("dial: %w", errdef.ErrUnavailable), KindManifest, 503, CodeUnavailable},
 		{"unsupported", errdef.ErrUnsupported, KindBlob, 405, CodeUnsupported},
 		{"range", errdef.ErrRangeNotSatisfiable, KindBlob, 416, CodeRangeNotSatisfiable},
+		{"metadata damaged", fmt.Errorf("read metadata /var/lib/secret/meta.db: %w", errdef.ErrDamaged), KindManifest, 503, CodeUnavailable},
 		{"unknown", errors.New("disk on fire at /var/lib/secret"), KindBlob, 500, CodeUnknown},
 	}
 	for _, tt := range tests {
@@ -53,6 +55,9 @@ func TestFromError(t *testing.T) {
 			}
 			if tt.name == "unknown" && got.Message != "internal error" {
 				t.Errorf("FromError() message = %q leaks the internal error", got.Message)
+			}
+			if strings.Contains(got.Message, "/var/lib/secret") {
+				t.Errorf("FromError() message = %q leaks a path", got.Message)
 			}
 		})
 	}
