@@ -29,7 +29,7 @@ flags:
 func fsckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fsck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, fsckUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), fsckUsage); fs.PrintDefaults() }
 	cfgPath := fs.String("config", "", "YAML config `file` whose storage.root to check")
 	storage := fs.String("storage", "", "storage `directory` to check (overrides the config)")
 	dryRun := fs.Bool("dry-run", false, "report bad content without moving it")

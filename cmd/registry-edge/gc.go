@@ -29,7 +29,7 @@ flags:
 func gcCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("gc", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, gcUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), gcUsage); fs.PrintDefaults() }
 	addr := fs.String("mirror", "http://127.0.0.1:5000", "`URL` of the mirror (its admin API must be open to this host: admin.allowFrom)")
 	dryRun := fs.Bool("dry-run", false, "only list what would be evicted")
 	format := fs.String("format", "table", "output `format`: table or json")
@@ -37,11 +37,11 @@ func gcCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *format != "table" && *format != "json" {
-		return fmt.Errorf("%w: --format must be table or json", errUsage)
+		return usageErrorf(fs, "--format must be table or json")
 	}
 	c, err := admin.NewClient(*addr)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return usageErrorf(fs, "%v", err)
 	}
 	plan, err := c.GC(ctx, *dryRun)
 	if err != nil {

@@ -115,6 +115,45 @@ const usage = `usage:
 // errUsage marks a command-line mistake (exit code 2).
 var errUsage = errors.New("usage")
 
+// usageError is a command-line mistake (errUsage), or -h (flag.ErrHelp),
+// of the command whose flags are fs: run prints its usage (fs.Usage, which
+// writes to fs.Output()), on stderr above the reason, or, for -h, on
+// stdout.
+type usageError struct {
+	err error
+	fs  *flag.FlagSet
+}
+
+func (u *usageError) Error() string { return u.err.Error() }
+func (u *usageError) Unwrap() error { return u.err }
+
+func (u *usageError) printUsage(w io.Writer) {
+	out := u.fs.Output()
+	u.fs.SetOutput(w)
+	u.fs.Usage()
+	u.fs.SetOutput(out)
+}
+
+// usageErrorf returns a usage error of the command whose flags are fs.
+func usageErrorf(fs *flag.FlagSet, format string, args ...any) error {
+	return &usageError{err: fmt.Errorf("%w: "+format, append([]any{errUsage}, args...)...), fs: fs}
+}
+
+func versionCmd(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: registry-edge version\n\nPrints the version of this binary.")
+	}
+	if err := parseFlags(fs, args, true); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf(fs, "version takes no argument")
+	}
+	fmt.Fprintf(stdout, "registry-edge %s\n", version.String())
+	return nil
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, notice *stopNotice) int {
 	cmd := "serve"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
@@ -133,16 +172,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, notice *s
 	case "fsck":
 		err = fsckCmd(ctx, args, stdout, stderr)
 	case "version":
-		if len(args) == 1 && slices.Contains([]string{"-h", "-help", "--help"}, args[0]) {
-			// As every other command: its help, exit status 0.
-			fmt.Fprintln(stderr, "usage: registry-edge version\n\nPrints the version of this binary.")
-			return 0
-		}
-		if len(args) > 0 {
-			err = fmt.Errorf("%w: version takes no argument", errUsage)
-			break
-		}
-		fmt.Fprintf(stdout, "registry-edge %s\n", version.String())
+		err = versionCmd(args, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
@@ -150,8 +180,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, notice *s
 		return 2
 	}
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+		if u, ok := errors.AsType[*usageError](err); ok {
+			if errors.Is(err, flag.ErrHelp) {
+				// Asked for: the output, as deltactl's.
+				u.printUsage(stdout)
+				return 0
+			}
+			u.printUsage(stderr)
 		}
 		if errors.Is(err, errUsage) {
 			fmt.Fprintf(stderr, "registry-edge: %v\n", err)
@@ -178,7 +213,7 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 	// --config as serve takes it, too.
 	cfgPath := fs.String("config", "", "the config `file` to check (or give it as the argument)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: registry-edge check-config FILE\n\nValidates a config file as serve would load it (secret files are not read); prints \"FILE: ok\" or every error with its field path.")
+		fmt.Fprintln(fs.Output(), "usage: registry-edge check-config FILE\n\nValidates a config file as serve would load it (secret files are not read); prints \"FILE: ok\" or every error with its field path.")
 	}
 	if err := parseFlags(fs, args, true); err != nil {
 		return err
@@ -188,7 +223,7 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 	case path == "" && fs.NArg() == 1:
 		path = fs.Arg(0)
 	case path == "" || fs.NArg() != 0:
-		return fmt.Errorf("%w: check-config takes exactly one FILE", errUsage)
+		return usageErrorf(fs, "check-config takes exactly one FILE")
 	}
 	cfg, err := config.LoadFile(path)
 	if err == nil {
@@ -214,8 +249,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer, notice *stop
 	// serve is the default command, so `registry-edge -h` lands here: show
 	// every command, then serve's flags.
 	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fmt.Fprintln(stderr, "\nflags of serve:")
+		fmt.Fprint(fs.Output(), usage)
+		fmt.Fprintln(fs.Output(), "\nflags of serve:")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args, false); err != nil {
@@ -250,26 +285,26 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer, notice *stop
 	return serve(ctx, cfg, reload, stderr, notice)
 }
 
-// parseFlags parses a subcommand's flags: -h is flag.ErrHelp (exit 0), a
-// bad flag or, unless positional, any argument is a usage error (exit 2).
+// parseFlags parses a subcommand's flags: -h is flag.ErrHelp (exit 0,
+// with the usage on stdout), a bad flag or, unless positional, any
+// argument is a usage error (exit 2, the usage then the reason on stderr).
 func parseFlags(fs *flag.FlagSet, args []string, positional bool) error {
-	// The flag package prints the reason above the usage; run prints it
-	// once, below, where it is seen.
+	// The flag package prints the reason above the usage; run prints the
+	// usage, and the reason once, below, where it is seen.
 	out, usage := fs.Output(), fs.Usage
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	err := fs.Parse(args)
 	fs.SetOutput(out)
 	fs.Usage = usage
+	if errors.Is(err, flag.ErrHelp) {
+		return &usageError{err: err, fs: fs}
+	}
 	if err != nil {
-		fs.Usage()
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return usageErrorf(fs, "%v", err)
 	}
 	if !positional && fs.NArg() != 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+		return usageErrorf(fs, "unexpected argument %q", fs.Arg(0))
 	}
 	return nil
 }

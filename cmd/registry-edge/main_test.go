@@ -83,8 +83,8 @@ func TestCheckConfig(t *testing.T) {
 	if code, _, errOut = runCmd(t, "check-config", "--config", "a.yaml", "b.yaml"); code != 2 {
 		t.Errorf("check-config with --config and FILE = %d %q, want 2", code, errOut)
 	}
-	if code, _, errOut = runCmd(t, "check-config", "-h"); code != 0 || !strings.Contains(errOut, "usage: registry-edge check-config FILE") {
-		t.Errorf("check-config -h = %d %q", code, errOut)
+	if code, out, _ := runCmd(t, "check-config", "-h"); code != 0 || !strings.Contains(out, "usage: registry-edge check-config FILE") {
+		t.Errorf("check-config -h = %d %q", code, out)
 	}
 }
 
@@ -113,8 +113,8 @@ func TestHelpListsCommands(t *testing.T) {
 func TestVersionHelp(t *testing.T) {
 	t.Parallel()
 	for _, h := range []string{"-h", "--help"} {
-		if code, _, errOut := runCmd(t, "version", h); code != 0 || !strings.Contains(errOut, "usage: registry-edge version") {
-			t.Errorf("version %s: exit %d, %q; want 0 and the usage", h, code, errOut)
+		if code, out, _ := runCmd(t, "version", h); code != 0 || !strings.Contains(out, "usage: registry-edge version") {
+			t.Errorf("version %s: exit %d, %q; want 0 and the usage", h, code, out)
 		}
 	}
 }
@@ -530,5 +530,74 @@ func TestUsageOutput(t *testing.T) {
 	}
 	if code, _, errOut := runCmd(t, "version", "foo"); code != 2 || !strings.Contains(errOut, "version takes no argument") {
 		t.Errorf("version foo: exit %d, %q", code, errOut)
+	}
+}
+
+// Help asked for (-h, --help, help) is output: on stdout, exit 0, for
+// every command, as deltactl's; nothing on stderr.
+func TestHelpGoesToStdout(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"-h"}, {"--help"}, {"help"}, {"serve", "-h"}, {"serve", "--help"},
+		{"check-config", "-h"}, {"prefetch", "-h"}, {"gc", "--help"}, {"fsck", "-h"},
+		{"version", "-h"}, {"version", "--help"},
+	} {
+		code, out, errOut := runCmd(t, args...)
+		if code != 0 || !strings.Contains(out, "usage:") || errOut != "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 0, the usage on stdout, nothing on stderr", args, code, out, errOut)
+		}
+	}
+}
+
+// Every usage error, also one found after the flags parsed (a bad
+// --format, a missing argument), exits 2 with the command's usage and
+// then the reason, last, on stderr; nothing on stdout.
+func TestUsageErrorsShowTheUsage(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args   []string
+		usage  string // a line of the command's usage
+		reason string
+	}{
+		{[]string{"serve", "--bogus"}, "flags of serve:", "flag provided but not defined: -bogus"},
+		{[]string{"serve", "extra"}, "flags of serve:", `unexpected argument "extra"`},
+		{[]string{"gc", "--format", "xml"}, "usage: registry-edge gc", "--format must be table or json"},
+		{[]string{"gc", "--mirror", "ftp://x"}, "usage: registry-edge gc", "ftp"},
+		{[]string{"check-config"}, "usage: registry-edge check-config FILE", "check-config takes exactly one FILE"},
+		{[]string{"prefetch", "--interval", "0s", "org/a:1"}, "usage: registry-edge prefetch", "want a positive duration"},
+		{[]string{"prefetch", "--remove"}, "usage: registry-edge prefetch", "--remove needs at least one IMAGE"},
+		{[]string{"fsck", "extra"}, "usage: registry-edge fsck", `unexpected argument "extra"`},
+		{[]string{"version", "foo"}, "usage: registry-edge version", "version takes no argument"},
+	} {
+		code, out, errOut := runCmd(t, tt.args...)
+		lines := strings.Split(strings.TrimSpace(errOut), "\n")
+		if code != 2 || out != "" || !strings.Contains(errOut, tt.usage) || !strings.HasPrefix(lines[len(lines)-1], "registry-edge: ") || !strings.Contains(lines[len(lines)-1], tt.reason) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2, %q then the reason %q last on stderr", tt.args, code, out, errOut, tt.usage, tt.reason)
+		}
+	}
+}
+
+// A storage root that is not a directory, or in which the store's
+// directories cannot be made, is named by its field, as other
+// configuration errors are.
+func TestStorageRootNotADirectory(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	blobsFile := filepath.Join(dir, "root")
+	if err := os.MkdirAll(blobsFile, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(blobsFile, "blobs"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, root := range []string{file, blobsFile} {
+		code, _, errOut := runCmd(t, "serve", "--listen", "127.0.0.1:0", "--storage", root)
+		if code != 1 || !strings.Contains(errOut, "registry-edge: storage.root: ") || !strings.Contains(errOut, "not a directory") {
+			t.Errorf("serve --storage %s: exit %d, stderr %q; want 1 and storage.root: ... not a directory", root, code, errOut)
+		}
 	}
 }

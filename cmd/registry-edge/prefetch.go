@@ -45,7 +45,7 @@ func (p *platformList) Set(v string) error {
 func prefetchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("prefetch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, prefetchUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), prefetchUsage); fs.PrintDefaults() }
 	addr := fs.String("mirror", "http://127.0.0.1:5000", "`URL` of the mirror (its admin API must be open to this host: admin.allowFrom)")
 	var platforms platformList
 	fs.Var(&platforms, "platform", "fetch only this `os/arch[/variant]` of an index (repeatable; default: all)")
@@ -57,7 +57,7 @@ func prefetchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	if *interval <= 0 {
-		return fmt.Errorf("%w: --interval %s: want a positive duration", errUsage, *interval)
+		return usageErrorf(fs, "--interval %s: want a positive duration", *interval)
 	}
 	// A flag that would do nothing is a mistake: say so rather than
 	// leave the user to believe it applied.
@@ -75,25 +75,25 @@ func prefetchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if *remove {
 			why = "with --remove"
 		}
-		return fmt.Errorf("%w: %s: no effect %s", errUsage, strings.Join(ignored, ", "), why)
+		return usageErrorf(fs, "%s: no effect %s", strings.Join(ignored, ", "), why)
 	}
 	images := make([]prefetch.Image, 0, fs.NArg())
 	for _, arg := range fs.Args() {
 		// The mirror lists images in this form: progress is matched by it.
 		ref, err := prefetch.CanonicalRef(arg)
 		if err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
+			return usageErrorf(fs, "%v", err)
 		}
 		images = append(images, prefetch.Image{Ref: ref, Platforms: platforms})
 	}
 	c, err := admin.NewClient(*addr)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return usageErrorf(fs, "%v", err)
 	}
 
 	if *remove {
 		if len(images) == 0 {
-			return fmt.Errorf("%w: --remove needs at least one IMAGE", errUsage)
+			return usageErrorf(fs, "--remove needs at least one IMAGE")
 		}
 		for _, img := range images {
 			if _, err := c.Remove(ctx, img.Ref); err != nil {

@@ -44,7 +44,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (conten
 		// age. Partial downloads are kept for resumes.
 		fs, err := blobstore.NewFS(s.Root, blobstore.FSOptions{TempMaxAge: 0, PartialMaxAge: s.PartialMaxAge.D()})
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("storage.root: %w", err)
 		}
 		if err := fs.CheckWritable(); err != nil {
 			return nil, fmt.Errorf("storage.root: %w", err)
