@@ -19,6 +19,10 @@ import (
 type Client struct {
 	base string
 	hc   *http.Client
+	// timeout bounds a call but an eviction run's, which takes as long as
+	// the store needs (minutes on a bucket) and stops, between batches,
+	// when the caller's context is cancelled (Ctrl-C).
+	timeout time.Duration
 }
 
 // NewClient returns a client of the admin API at base, such as
@@ -28,7 +32,7 @@ func NewClient(base string) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("admin URL %q: want http://host:port", base)
 	}
-	return &Client{base: strings.TrimRight(base, "/"), hc: &http.Client{Timeout: 30 * time.Second}}, nil
+	return &Client{base: strings.TrimRight(base, "/"), hc: &http.Client{}, timeout: 30 * time.Second}, nil
 }
 
 // Prefetch asks the mirror to pre-stage req's images.
@@ -56,6 +60,8 @@ func (c *Client) do(ctx context.Context, method string, body []byte) (PrefetchSt
 
 func (c *Client) doPath(ctx context.Context, method, path string, body []byte) (PrefetchStatus, error) {
 	var st PrefetchStatus
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
 	err := c.call(ctx, method, path, body, &st)
 	return st, err
 }
@@ -99,7 +105,8 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, out
 	return nil
 }
 
-// GC asks the mirror for an eviction run (or only its plan, with dryRun).
+// GC asks the mirror for an eviction run (or only its plan, with dryRun),
+// and waits for it as long as it takes, or until ctx is done.
 func (c *Client) GC(ctx context.Context, dryRun bool) (*gc.Plan, error) {
 	b, err := json.Marshal(GCRequest{DryRun: dryRun})
 	if err != nil {
