@@ -17,8 +17,12 @@ import (
 	"github.com/registry-edge/registry-edge/internal/errdef"
 )
 
-func newFS(t *testing.T) blobstore.Store {
-	s, err := blobstore.NewFS(t.TempDir(), blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
+func newFS(t *testing.T) blobstore.Store { return newFSAt(t, t.TempDir()) }
+
+// newFSAt opens a store under root with an hour's age limits.
+func newFSAt(t *testing.T, root string) *blobstore.FS {
+	t.Helper()
+	s, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,10 +47,7 @@ func ingestFiles(t *testing.T, root string) []string {
 func TestFSIngestReadWhileWriting(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
-	s, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newFSAt(t, root)
 	ctx := context.Background()
 	content := bytes.Repeat([]byte("0123456789"), 1000)
 	d := digest.FromBytes(content)
@@ -91,10 +92,7 @@ func TestFSIngestReadWhileWriting(t *testing.T) {
 func TestFSIngestCommitRejectsWrongDigest(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
-	s, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newFSAt(t, root)
 	ctx := context.Background()
 	d := digest.FromString("expected")
 	ing, err := s.Ingest(ctx, d)
@@ -116,9 +114,7 @@ func TestFSIngestCommitRejectsWrongDigest(t *testing.T) {
 func TestFSStartupCleansStaleIngests(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
-	if _, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
+	newFSAt(t, root)
 	stale := filepath.Join(root, "ingest", "sha256-abc.123")
 	fresh := filepath.Join(root, "ingest", "sha256-def.456")
 	for _, p := range []string{stale, fresh} {
@@ -130,9 +126,7 @@ func TestFSStartupCleansStaleIngests(t *testing.T) {
 	if err := os.Chtimes(stale, old, old); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
+	newFSAt(t, root)
 	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("stale ingest still present: %v", err)
 	}
@@ -197,10 +191,7 @@ func TestFSOpenRefusesAlteredContent(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			root := t.TempDir()
-			s, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := newFSAt(t, root)
 			ctx := context.Background()
 			content := bytes.Repeat([]byte("registry-edge "), 10000)
 			d := digest.FromBytes(content)
@@ -264,10 +255,7 @@ func TestFSOpenRefusesAlteredContent(t *testing.T) {
 func TestFSOpenChecksAFileReplacedSinceItWasRead(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
-	s, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newFSAt(t, root)
 	ctx := context.Background()
 	content := bytes.Repeat([]byte("registry-edge "), 10000)
 	d := digest.FromBytes(content)
@@ -331,10 +319,7 @@ func TestFSOpenChecksAFileReplacedSinceItWasRead(t *testing.T) {
 func TestFSDirectoryInABlobsPlace(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
-	s, err := blobstore.NewFS(root, blobstore.FSOptions{TempMaxAge: time.Hour, PartialMaxAge: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newFSAt(t, root)
 	ctx := context.Background()
 	content := []byte("layer bytes")
 	d := digest.FromBytes(content)
