@@ -134,7 +134,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 		FillTimeout:           cfg.Storage.FillTimeout.D(),
 		FillStallTimeout:      cfg.Storage.FillStallTimeout.D(),
 		ClientStallTimeout:    cfg.Storage.ClientStallTimeout.D(),
-		OnDiskFull:            onDiskFull(cfg, func() { maint.RunOnce(context.Background()) }),
+		OnDiskFull:            onDiskFull(cfg, func(ctx context.Context) { maint.RunOnce(ctx) }),
 		MaxManifestSize:       int64(cfg.Cache.MaxManifestSize),
 		StoreBudget:           func() int64 { return maint.CurrentOptions().MaxSize },
 		TagNotFound:           string(cfg.Cache.TagNotFound),

@@ -203,7 +203,7 @@ func shareMeta(ctx context.Context, cfg config.Config, store contentStore, db *m
 // onDiskFull is what the proxy calls when a write fails for lack of space:
 // eviction, when the blobs are local. With blobs in a bucket the full disk
 // is the local staging one, which deleting objects does not relieve.
-func onDiskFull(cfg config.Config, evict func()) func() {
+func onDiskFull(cfg config.Config, evict func(context.Context)) func(context.Context) {
 	if cfg.Storage.Blobs.Driver == config.BlobsS3 {
 		return nil
 	}

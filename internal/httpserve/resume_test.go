@@ -1001,7 +1001,7 @@ func TestFullDiskAsksForRoomOnce(t *testing.T) {
 	asks := make(chan struct{}, 64)
 	release := make(chan struct{})
 	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { return noRoom{fs} }, func(o *proxy.Options) {
-		o.OnDiskFull = func() {
+		o.OnDiskFull = func(context.Context) {
 			asks <- struct{}{}
 			<-release // an eviction run, still going
 		}
@@ -1022,6 +1022,35 @@ func TestFullDiskAsksForRoomOnce(t *testing.T) {
 	m.fake.Image("app", "later", []byte("later"))
 	m.get(http.MethodGet, manifestPath("app", "later"), "Accept", ocispec.MediaTypeImageManifest)
 	<-asks // asked again (the test's deadline bounds the wait)
+}
+
+// An eviction a full disk started ends with the mirror: Close cancels it
+// and waits for it, so that it does not go on deleting while the store and
+// the metadata close under it.
+func TestFullDiskEvictionStopsWithTheMirror(t *testing.T) {
+	t.Parallel()
+	started := make(chan struct{})
+	var ended atomic.Bool
+	m := newMirrorWrapped(t, func(fs *blobstore.FS) proxy.Store { return noRoom{fs} }, func(o *proxy.Options) {
+		o.OnDiskFull = func(ctx context.Context) {
+			close(started)
+			<-ctx.Done() // an eviction that runs until it is stopped
+			ended.Store(true)
+		}
+	})
+	m.fake.Image("app", "v1", []byte("v1"))
+	if resp, body := m.get(http.MethodGet, manifestPath("app", "v1"), "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+		t.Fatalf("manifest on a full disk: %d %s", resp.StatusCode, body)
+	}
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.proxy.Close(ctx); err != nil {
+		t.Fatalf("Close: %v (the eviction was not stopped)", err)
+	}
+	if !ended.Load() {
+		t.Error("Close returned while the eviction was still running")
+	}
 }
 
 // A body without a length that ends cleanly before the size the blob's

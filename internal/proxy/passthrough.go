@@ -43,9 +43,14 @@ func (p *Proxy) noteWriteError(ctx context.Context, err error) {
 	// Room is asked for once per diskFullFor, and never while it is being
 	// made: every write fails on a full disk, and each ask walks the store.
 	if p.opts.OnDiskFull != nil && first && p.makingRoom.CompareAndSwap(false, true) {
+		if !p.startBackground() {
+			p.makingRoom.Store(false) // closing: no eviction starts now
+			return
+		}
 		go func() {
+			defer p.wg.Done()
 			defer p.makingRoom.Store(false)
-			p.opts.OnDiskFull()
+			p.opts.OnDiskFull(p.closing)
 		}()
 	}
 }

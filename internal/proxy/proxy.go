@@ -77,8 +77,10 @@ type Options struct {
 	// before its request fails.
 	ClientStallTimeout time.Duration
 	// OnDiskFull is called (in its own goroutine) when a write to the store
-	// fails with ENOSPC, to make room; nil does nothing.
-	OnDiskFull func()
+	// fails with ENOSPC, to make room; nil does nothing. Its context ends
+	// when the proxy closes, and Close waits for it to return: an eviction
+	// must not go on deleting while the store and metadata close.
+	OnDiskFull func(context.Context)
 	// MaxManifestSize is the largest manifest accepted from upstream.
 	MaxManifestSize int64
 	// StoreBudget returns the store's byte budget (storage.maxSize), 0 for
