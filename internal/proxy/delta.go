@@ -757,7 +757,34 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 	if r.Err != nil {
 		return layerdelta.Layer{}, r.Err
 	}
-	return r.Val.(layerdelta.Layer), nil
+	l = r.Val.(layerdelta.Layer)
+	if r.Shared {
+		// One computation served every repository that asked for this
+		// layer and bases at once, and stored the delta as a blob of the
+		// first one's: each of the others gets it as its own, for its
+		// lower tier fetches it through that repository.
+		if err := p.adoptDelta(ctx, t, d, l); err != nil {
+			return layerdelta.Layer{}, err
+		}
+	}
+	return l, nil
+}
+
+// adoptDelta makes l, a delta of layer d computed here for another
+// repository, one of t's: linked and recorded. Sound because it is made of
+// blobs t holds: d and bases DeltaFor found linked to t.
+func (p *Proxy) adoptDelta(ctx context.Context, t Target, d digest.Digest, l layerdelta.Layer) error {
+	if ok, err := p.linked(ctx, t, l.Delta.Digest); err != nil || ok {
+		return err
+	}
+	desc, err := l.Descriptor()
+	if err != nil {
+		return err
+	}
+	if err := p.link(ctx, t, l.Delta.Digest); err != nil {
+		return err
+	}
+	return p.recorded(ctx, p.db.AddDelta(ctx, d, meta.DeltaRecord{Repo: t.Repo, Descriptor: desc}))
 }
 
 // maxQueuedDeltas bounds the computations waiting for a worker: past it a
