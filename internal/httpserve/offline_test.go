@@ -591,14 +591,14 @@ func linkBackAfterRefusals(t *testing.T) (*offlineMirror, []byte, []ocispec.Desc
 	t.Helper()
 	m, layer, layers, path := breakerMirrorWithLayerOn(t, offlineSetup{fakeTimers: true})
 	breakLinkMidLayer(m, layer, layers, path)
-	d := m.clock.WaitArmed(t) // the first backoff: the breaker opened before it
+	d := waitBackoff(t, m) // the first backoff: the breaker opened before it
 	if h := m.client.Health(); h.State != upstream.BreakerOpen {
 		t.Fatalf("breaker %v when the fill first backs off, want open", h.State)
 	}
 	probeAt := m.clock.Now().Add(time.Minute) // MinProbe = MaxProbe: no jitter
 	for !m.clock.Now().Add(d).After(probeAt) {
 		m.clock.Advance(d) // the backoff ends: the open breaker refuses the resume
-		d = m.clock.WaitArmed(t)
+		d = waitBackoff(t, m)
 	}
 	if h := m.client.Health(); h.Refused < 4 {
 		t.Fatalf("the breaker refused %d resumes, want the fill to have backed off at least 4 times", h.Refused)
@@ -606,6 +606,18 @@ func linkBackAfterRefusals(t *testing.T) (*offlineMirror, []byte, []ocispec.Desc
 	m.fake.ClearFaults()                        // the link is back
 	m.clock.Advance(probeAt.Sub(m.clock.Now())) // the breaker's probe is due; the fill's backoff is not over
 	return m, layer, layers, path
+}
+
+// waitBackoff waits until the fill arms its backoff on m's clock and
+// returns its length. The fill's client arms its wait for new bytes on the
+// same clock (storage.clientStallTimeout, 2 min here): passed over.
+func waitBackoff(t *testing.T, m *offlineMirror) time.Duration {
+	t.Helper()
+	for {
+		if d := m.clock.WaitArmed(t); d != 2*time.Minute {
+			return d
+		}
+	}
 }
 
 // waitForFills waits until every fill of m has ended; the limit only turns

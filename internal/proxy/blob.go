@@ -92,7 +92,7 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 			return BlobResult{}, fmt.Errorf("blob %s: not all here, and the upstream is unreachable: %w", d, errdef.ErrUnavailable)
 		}
 	}
-	r, err := f.newReader(ctx, p.opts.ClientStallTimeout, p.m.ClientStalls.Inc)
+	r, err := f.newReader(ctx, p.opts.ClientStallTimeout, p.opts.After, p.m.ClientStalls.Inc)
 	if err != nil {
 		return BlobResult{}, err
 	}

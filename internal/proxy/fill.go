@@ -582,6 +582,10 @@ func (p *Proxy) fetchInto(ctx context.Context, f *fill, log *slog.Logger, first 
 // which broke before it had resent the bytes already on disk.
 var errCutWhileSkipping = errors.New("cut while the upstream resent bytes on disk")
 
+// skipPulseEvery is how often at most a fill passing over bytes it has on
+// disk already (an upstream that ignored the range) wakes its readers.
+const skipPulseEvery = time.Second
+
 // maxSkipCuts is how many attempts in a row may break that way before the
 // fill gives up (each one fetched the bytes on disk again, for nothing);
 // also how many answers in a row may miss the byte asked for
@@ -694,9 +698,20 @@ func (p *Proxy) fetchOnce(ctx context.Context, f *fill, answered *bool, first *b
 		log := p.log.With(slog.String("upstream", up), slog.String("digest", f.d.String()))
 		log.LogAttrs(ctx, slog.LevelWarn, "upstream ignored the range; receiving bytes on disk again", slog.Int64("offset", offset),
 			slog.Int64("from", resp.Offset))
+		// Nothing new reaches the readers until the bytes on disk have all
+		// come again, minutes over a cellular link for a large blob: they
+		// are woken now and then while they do, so that they wait on
+		// rather than give up (storage.clientStallTimeout) on a fill that
+		// is making progress. A stalled upstream is the fill's own
+		// FillStallTimeout's to catch.
+		pulsed := p.now()
 		for skip > 0 {
 			n, rerr := body.Read(buf[:min(int64(len(buf)), skip)])
 			skip -= int64(n)
+			if now := p.now(); n > 0 && now.Sub(pulsed) >= skipPulseEvery {
+				f.pulse()
+				pulsed = now
+			}
 			p.m.FillRefetchedBytes.WithLabelValues(up).Add(float64(n))
 			p.m.UpstreamBytes.WithLabelValues(up).Add(float64(n))
 			if rerr == io.EOF && skip > 0 && resp.End < 0 {
@@ -822,6 +837,15 @@ func (f *fill) advance(n int64) {
 	f.mu.Unlock()
 }
 
+// pulse wakes the readers without new bytes: the fill is making progress
+// that they cannot see (it passes over bytes it has already), and their
+// wait for new bytes starts over.
+func (f *fill) pulse() {
+	f.mu.Lock()
+	f.broadcast()
+	f.mu.Unlock()
+}
+
 func (f *fill) markVerified() {
 	f.mu.Lock()
 	f.verified = true
@@ -932,9 +956,10 @@ func (f *fill) wait(ctx context.Context) error {
 }
 
 // newReader waits for the upstream's answer and returns a reader of the
-// growing blob. A read that waits more than stall for new bytes fails and
-// calls onStall.
-func (f *fill) newReader(ctx context.Context, stall time.Duration, onStall func()) (*fillReader, error) {
+// growing blob. A read that waits more than stall (on after, the proxy's
+// clock) with neither new bytes nor other progress of the fill (pulse)
+// fails and calls onStall.
+func (f *fill) newReader(ctx context.Context, stall time.Duration, after func(time.Duration) <-chan time.Time, onStall func()) (*fillReader, error) {
 	// The size comes with the upstream's answer, or once a layer is
 	// rebuilt from a delta: the stall limit applies to that wait too, so
 	// that a device is told to come back rather than held without an
@@ -969,7 +994,7 @@ func (f *fill) newReader(ctx context.Context, stall time.Duration, onStall func(
 			return nil, fmt.Errorf("blob %s: open the fill's file: %w: %v", f.d, errStoreAnswer, err)
 		}
 	}
-	return &fillReader{f: f, ctx: ctx, file: file, size: size, last: -1, stall: stall, onStall: onStall}, nil
+	return &fillReader{f: f, ctx: ctx, file: file, size: size, last: -1, stall: stall, after: after, onStall: onStall}, nil
 }
 
 // fillReader reads a blob while it is being filled. Reads wait for bytes to
@@ -984,8 +1009,8 @@ type fillReader struct {
 	last    int64 // the last byte of the range being read, or -1 (see EndRangeAt)
 	off     int64
 	stall   time.Duration
+	after   func(time.Duration) <-chan time.Time
 	onStall func()
-	timer   *time.Timer
 	done    func() // called once closed (the blob is no longer being sent), if set
 }
 
@@ -1027,16 +1052,20 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		if done || verified {
 			return 0, io.EOF
 		}
-		if r.timer == nil {
-			r.timer = time.NewTimer(r.stall)
-		} else {
-			r.timer.Reset(r.stall)
-		}
+		// Every wake (new bytes, or a pulse of a fill passing over bytes it
+		// has already) starts the wait over.
 		select {
 		case <-wake:
 		case <-r.ctx.Done():
 			return 0, r.ctx.Err()
-		case <-r.timer.C:
+		case <-r.after(r.stall):
+			select {
+			case <-wake:
+				// The fill made progress as the limit passed (this reader
+				// had not run since): no stall.
+				continue
+			default:
+			}
 			if r.onStall != nil {
 				r.onStall()
 			}
@@ -1080,9 +1109,6 @@ func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
 }
 
 func (r *fillReader) Close() error {
-	if r.timer != nil {
-		r.timer.Stop()
-	}
 	if r.done != nil {
 		defer r.done()
 	}

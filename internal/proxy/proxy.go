@@ -129,7 +129,8 @@ type Options struct {
 	Now func() time.Time
 	// After is the clock's timer: the channel it returns receives once d
 	// has passed on the clock Now reads. A fill waits on it between
-	// resumes of a broken transfer. nil means time.After.
+	// resumes of a broken transfer, and a client of a fill waits on it for
+	// new bytes (ClientStallTimeout). nil means time.After.
 	After func(d time.Duration) <-chan time.Time
 }
 
