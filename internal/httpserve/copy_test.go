@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 )
 
 // readFromRecorder is a ResponseWriter with io.ReaderFrom, like net/http's,
@@ -97,5 +99,48 @@ func TestClientThatStopsReadingIsDropped(t *testing.T) {
 	n, err := io.Copy(io.Discard, resp.Body)
 	if err == nil || n >= size {
 		t.Errorf("the stalled client read %d of %d bytes, err %v: want a broken body", n, size, err)
+	}
+}
+
+// Over HTTP/2 a write deadline passes whether or not anything is being
+// written, and resets the stream: an answer waiting for a fill's next
+// bytes (an upstream that pauses: a resume, bytes on disk sent again) for
+// longer than Options.WriteStallTimeout had its client cut, while over
+// HTTP/1.1 the client waits on. The deadline is lifted while the answer
+// waits for the fill: the HTTP/2 client gets the whole blob.
+func TestHTTP2ClientWaitsForAPausedFill(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	const stall = time.Second
+	m.writeStall, m.http2 = stall, true
+	m.restart()
+	layer := fakeupstream.Random(t, 300_000)
+	_, layers := m.fake.Image("app", "v1", layer)
+	d := layers[0].Digest
+	release := make(chan struct{})
+	m.fake.Fail(fakeupstream.ForPath(http.MethodGet, d.String(), fakeupstream.Stall(layer, 100_000, release)))
+
+	resp, err := m.srv.Client().Get(m.srv.URL + blobPath("app", d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s, want HTTP/2 200", resp.Proto, resp.Status)
+	}
+	first := make([]byte, 100_000)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatalf("the bytes before the pause: %v", err)
+	}
+	// The pause: longer than the write stall limit, whatever the machine's
+	// load (only real time passes a write deadline).
+	time.Sleep(2*stall + stall/2)
+	close(release)
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("after a %s pause of the upstream: %v (the stream was reset)", 2*stall+stall/2, err)
+	}
+	if got := append(first, rest...); !bytes.Equal(got, layer) {
+		t.Errorf("got %d bytes, want the layer's %d", len(got), len(layer))
 	}
 }

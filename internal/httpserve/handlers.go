@@ -272,6 +272,11 @@ func (s *Server) blob(w *recorder, r *http.Request, rt ociapi.Route, t proxy.Tar
 	if !fill {
 		w.WriteHeader(status)
 	}
+	if fr, ok := res.Content.(interface{ WhileWaiting(func()) }); ok {
+		// A blob being filled: no write deadline while the answer waits for
+		// its next bytes (the next write sets one again).
+		fr.WhileWaiting(w.liftDeadline)
+	}
 	var n int64
 	switch {
 	case res.Bytes != nil:

@@ -54,6 +54,7 @@ type mirror struct {
 	deltasTo     []netip.Prefix
 	maxDeltaWait time.Duration
 	writeStall   time.Duration
+	http2        bool // serve over TLS with HTTP/2 (clients: m.srv.Client())
 	// accessLog, if set, receives the access log (text lines).
 	accessLog io.Writer
 	// server is the handler srv serves.
@@ -134,6 +135,11 @@ func (m *mirror) start() {
 	m.server = httpserve.New(m.proxy, so)
 	m.srv = httptest.NewUnstartedServer(m.server)
 	m.srv.Config.ConnContext = httpserve.ConnContext // as registry-edge serve does
+	if m.http2 {
+		m.srv.EnableHTTP2 = true
+		m.srv.StartTLS()
+		return
+	}
 	m.srv.Start()
 }
 

@@ -398,6 +398,17 @@ func (w *recorder) extendDeadline() {
 	}
 }
 
+// liftDeadline clears the write deadline while the answer waits for
+// bytes to send. Over HTTP/1.1 a deadline only limits a write in
+// progress; over HTTP/2 it resets the stream when it passes, written to
+// or not, which would cut a client of a fill that pauses (a resume, an
+// upstream that sends again bytes the mirror has) after stall.
+func (w *recorder) liftDeadline() {
+	if w.stall > 0 {
+		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Time{})
+	}
+}
+
 func (w *recorder) WriteHeader(code int) {
 	if !w.wroteHeader {
 		w.status, w.wroteHeader = code, true

@@ -1011,6 +1011,7 @@ type fillReader struct {
 	stall   time.Duration
 	after   func(time.Duration) <-chan time.Time
 	onStall func()
+	waiting func() // called before each wait for the fill's next bytes, if set
 	done    func() // called once closed (the blob is no longer being sent), if set
 }
 
@@ -1052,6 +1053,9 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		if done || verified {
 			return 0, io.EOF
 		}
+		if r.waiting != nil {
+			r.waiting()
+		}
 		// Every wake (new bytes, or a pulse of a fill passing over bytes it
 		// has already) starts the wait over.
 		select {
@@ -1079,6 +1083,12 @@ func (r *fillReader) Read(p []byte) (int, error) {
 // whole blob is verified, so that a client never sees a clean end of a
 // range of a blob that then fails its digest check.
 func (r *fillReader) EndRangeAt(end int64) { r.last = end }
+
+// WhileWaiting has fn called each time a read is about to wait for the
+// fill's next bytes: an HTTP/2 server's write deadline runs while nothing
+// is written, and the answer lifts it there (the wait has its own limit,
+// the stall one).
+func (r *fillReader) WhileWaiting(fn func()) { r.waiting = fn }
 
 // Seek supports http.ServeContent: it needs the size (io.SeekEnd) and the
 // start of a range. Reads past the written bytes wait, so seeking ahead
