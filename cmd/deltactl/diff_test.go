@@ -688,3 +688,46 @@ func TestDiffUncompressedLayerRecipe(t *testing.T) {
 		t.Errorf("inspect table of an uncompressed layer's delta:\n%s", r.stdout)
 	}
 }
+
+// A manifest listed more than once (under two nested indexes, and again in
+// the top one) is one platform of NEW: one row in diff, plan and inspect,
+// its layers counted once in the totals, with its first listing's platform
+// and the path to it.
+func TestManifestListedTwice(t *testing.T) {
+	t.Parallel()
+	host := newRegistry(t, true)
+	repo := host + "/edge/twice"
+	gen := layergen.New(990, 24, 16<<10)
+	oldAMD, newAMD := testImage(t, "amd64", layer(t, goGzip, gen)), testImage(t, "amd64", layer(t, goGzip, gen.Update(991)))
+	pushIndex(t, repo+":1", testIndex(t, oldAMD))
+	first := testIndex(t, newAMD)
+	// The second listing says another variant: the first one's platform
+	// is kept.
+	second := indexOf(mutate.IndexAddendum{Add: newAMD, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64", Variant: "v3"}}})
+	top := indexOf(mutate.IndexAddendum{Add: first}, mutate.IndexAddendum{Add: second}, mutate.IndexAddendum{Add: newAMD})
+	pushIndex(t, repo+":2", top)
+	dNew := descriptorOf(t, newAMD).Digest
+
+	var diff diffReport
+	mustJSON(t, &diff, "diff", repo+":1", repo+":2")
+	if len(diff.Platforms) != 1 || diff.Platforms[0].Platform != "linux/amd64" || diff.Platforms[0].Manifest != dNew {
+		t.Fatalf("diff of a manifest listed three times: platforms %+v, want one, linux/amd64 %s", diff.Platforms, dNew)
+	}
+	if l := diff.Platforms[0].Layers; diff.Totals.Layers != 1 || diff.Totals.Size != l[0].Target.Size {
+		t.Errorf("diff totals %+v, want 1 layer of %d bytes", diff.Totals, l[0].Target.Size)
+	}
+
+	var plan planReport
+	mustJSON(t, &plan, "plan", "--site-has", repo+":1", repo+":2")
+	wantManifests := descriptorOf(t, top).Size + descriptorOf(t, first).Size + descriptorOf(t, newAMD).Size
+	if len(plan.Platforms) != 1 || plan.Platforms[0].Manifests != wantManifests || plan.Totals.Without != plan.Platforms[0].Without {
+		t.Errorf("plan of a manifest listed three times: %+v, totals %+v; want one platform, %d bytes of manifests (the first path's)", plan.Platforms, plan.Totals, wantManifests)
+	}
+
+	mustRun(t, "diff", "--push", repo+":1", repo+":2")
+	var ins inspectReport
+	mustJSON(t, &ins, "inspect", repo+":2")
+	if len(ins.Platforms) != 1 || len(ins.Platforms[0].Artifacts) != 1 {
+		t.Errorf("inspect of a manifest listed three times: %+v, want one platform with one artifact", ins.Platforms)
+	}
+}

@@ -127,7 +127,8 @@ type image struct {
 	index bool
 	// manifests are the image manifests: the index's and those of the
 	// indexes nested in it, in the order they are listed, depth first
-	// (attestations left out), or the one manifest the reference names.
+	// (attestations left out), each once however often it is listed, or
+	// the one manifest the reference names.
 	manifests []platformManifest
 	// indexes are the index and those nested in it, in the order they
 	// were read; none for an image manifest.
@@ -156,9 +157,22 @@ type platformManifest struct {
 	platform v1.Platform
 	desc     v1.Descriptor // media type, digest and size only
 	manifest *v1.Manifest
-	// path is the indexes that list it, the top one first and the one
-	// that lists it last; none for an image manifest named by the reference.
+	// path is the indexes that lead to its first listing, the top one
+	// first and the one that lists it last; none for an image manifest
+	// named by the reference.
 	path []digest.Digest
+	// alsoVia is the paths to its later listings, if any: a pipeline that
+	// lists one manifest in two nested indexes (or twice in one), so that
+	// verify can tell the indexes that list it and their coverage.
+	alsoVia [][]digest.Digest
+}
+
+// paths returns pm's path and those of its later listings.
+func (pm *platformManifest) paths() [][]digest.Digest {
+	if pm.path == nil {
+		return nil
+	}
+	return append([][]digest.Digest{pm.path}, pm.alsoVia...)
 }
 
 // repo returns the repository of the image.
@@ -184,6 +198,14 @@ func (c *client) resolve(ref name.Reference) (*image, error) {
 				return err
 			}
 			if !isImageManifest(child.MediaType) || isAttestation(child) {
+				return nil
+			}
+			// A manifest listed again is the same image: one row in
+			// diff, plan, inspect and verify, one delta pushed, its
+			// bytes counted once. It keeps its first listing's platform
+			// (depth first); a later listing's other platform is ignored.
+			if i := slices.IndexFunc(img.manifests, func(pm platformManifest) bool { return pm.desc.Digest == child.Digest }); i >= 0 {
+				img.manifests[i].alsoVia = append(img.manifests[i].alsoVia, e.Path)
 				return nil
 			}
 			pm, err := c.platformManifest(img.repo(), child, nil)

@@ -152,13 +152,20 @@ func verifyCmd(ctx context.Context, e *env, args []string) error {
 	// maps each index served as verified (signed or covered) to the
 	// signed index that covers it.
 	trusted := map[digest.Digest]trust{}
-	covered := func(d digest.Digest, path []digest.Digest, v sigpolicy.Verdict, m *verifyManifest) {
-		if v.OK || len(path) == 0 {
+	// A manifest listed by several indexes (parents) is covered by any
+	// of them that is trusted, the first in the order listed.
+	covered := func(d digest.Digest, parents []digest.Digest, v sigpolicy.Verdict, m *verifyManifest) {
+		if v.OK {
 			return
 		}
-		parent := path[len(path)-1]
-		by, ok := trusted[parent]
-		if !ok || !sigpolicy.Covers(parent, img.nestedIndex(parent).body, d) {
+		var by trust
+		for _, parent := range parents {
+			if t, ok := trusted[parent]; ok && sigpolicy.Covers(parent, img.nestedIndex(parent).body, d) {
+				by = t
+				break
+			}
+		}
+		if by.index == "" {
 			return
 		}
 		trusted[d] = by
@@ -169,8 +176,10 @@ func verifyCmd(ctx context.Context, e *env, args []string) error {
 	// The indexes a pull of the platforms goes through.
 	onPath := map[digest.Digest]bool{}
 	for _, pm := range pms {
-		for _, d := range pm.path {
-			onPath[d] = true
+		for _, path := range pm.paths() {
+			for _, d := range path {
+				onPath[d] = true
+			}
 		}
 	}
 	for _, ix := range img.indexes {
@@ -185,7 +194,11 @@ func verifyCmd(ctx context.Context, e *env, args []string) error {
 		if v.OK {
 			trusted[ix.desc.Digest] = trust{index: ix.desc.Digest, verdict: v}
 		}
-		covered(ix.desc.Digest, ix.path, v, &m)
+		var parents []digest.Digest
+		if len(ix.path) > 0 {
+			parents = ix.path[len(ix.path)-1:]
+		}
+		covered(ix.desc.Digest, parents, v, &m)
 		rep.Manifests = append(rep.Manifests, m)
 	}
 	for _, pm := range pms {
@@ -195,7 +208,11 @@ func verifyCmd(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		m := manifestVerdict(v, platformString(pm.platform))
-		covered(d, pm.path, v, &m)
+		var parents []digest.Digest
+		for _, path := range pm.paths() {
+			parents = append(parents, path[len(path)-1])
+		}
+		covered(d, parents, v, &m)
 		rep.Manifests = append(rep.Manifests, m)
 	}
 

@@ -319,6 +319,30 @@ func TestVerifyNestedIndex(t *testing.T) {
 			t.Errorf("verify --platform linux/amd64: %+v, want the top index, the amd64 index and amd64 covered by it", rep.Manifests)
 		}
 	})
+
+	// A manifest listed by two nested indexes is one row, covered by the
+	// signed one even when the other lists it first, as the mirror has
+	// it (each verified index records what it covers).
+	t.Run("listed by two nested indexes", func(t *testing.T) {
+		t.Parallel()
+		repo := host + "/edge/nested-twice"
+		signed := testIndex(t, amd, arm)
+		both := indexOf(mutate.IndexAddendum{Add: amdIdx}, mutate.IndexAddendum{Add: signed})
+		dBoth, dSigned := hashDigest(t, both), hashDigest(t, signed)
+		pushIndex(t, repo+":1", both)
+		signImage(t, key, repo, dSigned)
+		rep := verifyJSON(t, 1, "--policy", pol, repo+":1")
+		want := []verifyManifest{
+			row(dBoth, "", false, ""),
+			row(dAmdIdx, "", false, ""),
+			row(dSigned, "", true, ""),
+			row(dAmd, "linux/amd64", false, dSigned),
+			row(dArm, "linux/arm64", false, dSigned),
+		}
+		if d := cmp.Diff(want, rep.Manifests, cmpVerdictOutcome); d != "" {
+			t.Errorf("verdicts (-want +got):\n%s", d)
+		}
+	})
 }
 
 // TestVerifyRegistryName checks which registry name the rules see: the
