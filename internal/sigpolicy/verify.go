@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -284,10 +283,13 @@ func certSigner(cert *x509.Certificate) string {
 	return fmt.Sprintf("%s (issuer %s)", subject, issuer)
 }
 
-// oneLine flattens an error for Verdict.Detail.
+// oneLine is err for Verdict.Detail, folded as the commands print errors
+// (errdef.OneLine): each key's reason in errors.Join's lines stays apart
+// ("; "), and a certificate's or payload's control characters are escaped
+// for the log. A nil err is "".
 func oneLine(err error) string {
 	if err == nil {
 		return ""
 	}
-	return strings.Join(strings.Fields(err.Error()), " ")
+	return errdef.OneLine(err.Error())
 }

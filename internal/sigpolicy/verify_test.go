@@ -231,6 +231,25 @@ func TestVerifyKeys(t *testing.T) {
 	}
 }
 
+// Verdict.Detail folds the reason of each key that failed onto one line as
+// the commands print errors (errdef.OneLine): "; " between them, so where
+// one key's reason ends can be read.
+func TestVerifyDetailOneLine(t *testing.T) {
+	t.Parallel()
+	k1, k2, other := newECDSAKey(t), newECDSAKey(t), newECDSAKey(t)
+	src := newFakeSource()
+	d := src.putImage(t, testRepo)
+	tagSignedBy(other)(t, src, d)
+	v := mustVerify(t, mustNew(t, keyRule(k1, k2)), src, d)
+	checkVerdict(t, v, ReasonWrongKey)
+	fp1, fp2 := fingerprint(t, k1), fingerprint(t, k2)
+	i := strings.Index(v.Detail, "key "+fp1+": ")
+	j := strings.Index(v.Detail, "; key "+fp2+": ")
+	if i != 0 || j < 0 || strings.ContainsAny(v.Detail, "\n\t") {
+		t.Errorf("Verdict.Detail = %q, want \"key %s: ...; key %s: ...\" on one line", v.Detail, fp1, fp2)
+	}
+}
+
 func fingerprint(t *testing.T, s *signer) string {
 	t.Helper()
 	pub, err := s.sv.PublicKey()
