@@ -57,8 +57,10 @@ type Index struct {
 
 // Walk reads the index top (whose body is body) and, depth first and in the
 // order each index lists them, every index nested in it, calling onIndex
-// (if not nil) for each index as it is read and onEntry for each manifest
-// that is not an index. An index deeper than MaxDepth, or more than
+// (if not nil) for each index as it is read and onEntry for each listing
+// of a manifest that is not an index: one listed twice (in one index, or in
+// two) is reported twice, each time with its path, and a caller that wants
+// each manifest once keeps the first. An index deeper than MaxDepth, or more than
 // MaxIndexes of them, is an error wrapping errdef.ErrInvalid; so is a body
 // that is not an index.
 func Walk(ctx context.Context, top ocispec.Descriptor, body []byte, fetch Fetcher, onIndex func(Index) error, onEntry func(Entry) error) error {

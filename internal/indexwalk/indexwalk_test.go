@@ -134,3 +134,19 @@ func TestWalkBounds(t *testing.T) {
 		}
 	})
 }
+
+// A manifest listed twice is reported for each listing, with its path:
+// deltactl verify needs every index that lists it (any of them may cover
+// it), so the walk does not keep only the first.
+func TestWalkReportsEachListing(t *testing.T) {
+	t.Parallel()
+	s := &store{bodies: map[digest.Digest][]byte{}}
+	inner := s.index(t, image("amd64"))
+	entries, _, err := walkAll(s, s.index(t, image("amd64"), inner, image("amd64")))
+	if err != nil {
+		t.Fatalf("Walk() error = %v", err)
+	}
+	if diff := cmp.Diff([]string{"amd64 via 1", "amd64 via 2", "amd64 via 1"}, entries); diff != "" {
+		t.Errorf("Walk() entries (-want +got):\n%s", diff)
+	}
+}
