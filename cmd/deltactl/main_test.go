@@ -49,6 +49,12 @@ func TestUsageErrors(t *testing.T) {
 		{"bad platform", []string{"diff", "--platform", "linux", "a", "b"}, `platform "linux": want os/arch[/variant]`},
 		{"bad platform in a list", []string{"inspect", "--platform", "linux/amd64,/arm64", "a"}, `platform "/arm64"`},
 		{"bad reference", []string{"diff", "a", "Not A Reference"}, "NEW:"},
+		// go-containerregistry's reason names the reference, not what is
+		// wrong with it.
+		{"upper-case repository", []string{"inspect", "registry.example.com/Fleet/App:1"}, "IMAGE: could not parse reference \"registry.example.com/Fleet/App:1\": repository can only contain the characters `abcdefghijklmnopqrstuvwxyz0123456789_-./`: Fleet/App"},
+		{"short digest", []string{"inspect", "registry.example.com/app@sha256:abc"}, "invalid checksum digest length: sha256:abc"},
+		{"bad tag", []string{"diff", "a:1", "a:release 2"}, "NEW: could not parse reference \"a:release 2\": tag can only contain"},
+		{"empty reference", []string{"inspect", ""}, `IMAGE: could not parse reference "": a repository name must be specified`},
 		{"a URL for an image", []string{"inspect", "https://ci:s3cret-Pa55word@registry.example.com/app:1"}, "IMAGE: an image reference has no URL scheme (https://): write [registry/]repository[:tag|@digest] (--insecure allows plain HTTP)"},
 		{"a URL for OLD", []string{"diff", "http://registry.example.com/app:1", "registry.example.com/app:2"}, "OLD: an image reference has no URL scheme (http://)"},
 		{"bad tmp", []string{"diff", "--tmp", "/nonexistent/tmp", "a", "b"}, "--tmp /nonexistent/tmp: not a directory"},

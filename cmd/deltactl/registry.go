@@ -116,7 +116,23 @@ func (c *client) parseRef(s string) (name.Reference, error) {
 		// its Go API (name.Insecure), and s may hold user:password.
 		return nil, fmt.Errorf("an image reference has no URL scheme (%s://): write [registry/]repository[:tag|@digest] (--insecure allows plain HTTP)", scheme)
 	}
-	return name.ParseReference(s, c.nameOpts...)
+	ref, err := name.ParseReference(s, c.nameOpts...)
+	if err == nil {
+		return ref, nil
+	}
+	// go-containerregistry's reason ("could not parse reference: s")
+	// names the reference, not what is wrong with it; parsed as what it
+	// looks like (a digest or a tag reference) it says what.
+	var why error
+	if strings.Contains(s, "@") {
+		_, why = name.NewDigest(s, c.nameOpts...)
+	} else {
+		_, why = name.NewTag(s, c.nameOpts...)
+	}
+	if why == nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("could not parse reference %q: %w", s, why)
 }
 
 // image is a resolved image reference: what it names (an index or an image
