@@ -93,7 +93,7 @@ func diffCmd(ctx context.Context, e *env, args []string) (err error) {
 		return f.usageErr("--level %q: want fastest, default, better or best", *level)
 	}
 	o.level = lv
-	c := newClient(ctx, f.insecure, f.timeout)
+	c := newClient(ctx, f.insecure, f.timeout, &e.creds)
 	oldRef, err := c.parseRef(pos[0])
 	if err != nil {
 		return f.usageErr("OLD: %v", err)

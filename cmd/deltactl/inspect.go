@@ -75,7 +75,7 @@ func inspectCmd(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	c := newClient(ctx, f.insecure, f.timeout)
+	c := newClient(ctx, f.insecure, f.timeout, &e.creds)
 	ref, err := c.parseRef(pos[0])
 	if err != nil {
 		return f.usageErr("IMAGE: %v", err)

@@ -76,6 +76,8 @@ denies the image and 2 on any failure.
 // diagnostics to stderr.
 type env struct {
 	stdout, stderr io.Writer
+	// creds notes the registries the command had no credentials for.
+	creds credentialLog
 }
 
 // run is deltactl: it parses args, runs the command and returns the exit
@@ -134,7 +136,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "deltactl: %s\n", msg)
 		return exitInterrupted
 	}
-	fmt.Fprintf(stderr, "deltactl: %s\n", redactURLs(errdef.OneLine(err.Error())))
+	fmt.Fprintf(stderr, "deltactl: %s%s\n", redactURLs(errdef.OneLine(err.Error())), e.creds.hint(err))
 	if u, ok := errors.AsType[*usageError](err); ok {
 		u.printUsage(stderr)
 		return 2

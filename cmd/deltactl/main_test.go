@@ -269,6 +269,18 @@ func TestCredentials(t *testing.T) {
 	dockerConfig(wrong)
 	r = deltactl(t, "diff", repo+":1", repo+":1")
 	checkFailure(t, r, 1, "UNAUTHORIZED")
+	if strings.Contains(r.stderr, "no credentials") {
+		t.Errorf("a 401 with credentials says there are none: %q", r.stderr)
+	}
+
+	// No credentials for the registry: the reason says so, and how to
+	// give them (the registry's own says "authentication required").
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	r = deltactl(t, "inspect", "--format", "json", repo+":1")
+	checkFailure(t, r, 1, "UNAUTHORIZED: authentication required (no credentials for "+host+" in Docker's config.json: docker login "+host+")")
+	if r.stdout != "" {
+		t.Errorf("a failure wrote %q to stdout", r.stdout)
+	}
 	for _, s := range []string{wrong, secret, base64.StdEncoding.EncodeToString([]byte(user + ":" + wrong))} {
 		if strings.Contains(r.stderr+r.stdout, s) {
 			t.Errorf("a credential is in the output: %q", r.stderr)
@@ -420,7 +432,7 @@ func TestFetchFailureClearsProgress(t *testing.T) {
 	var buf bytes.Buffer
 	p := &progress{w: &buf, on: true, now: time.Now}
 	dir := t.TempDir()
-	bf := newBlobFiles(newClient(t.Context(), false, time.Minute), dir, p)
+	bf := newBlobFiles(newClient(t.Context(), false, time.Minute, nil), dir, p)
 	b := l.Blob()
 	b.Size++ // the registry's blob falls short of it: the download fails at its end
 	if _, err := bf.open(ref(t, repo+":1").Context(), b); err == nil {

@@ -91,7 +91,7 @@ func planCmd(ctx context.Context, e *env, args []string) error {
 	if siteHas == "" {
 		return f.usageErr("--site-has is required")
 	}
-	c := newClient(ctx, f.insecure, f.timeout)
+	c := newClient(ctx, f.insecure, f.timeout, &e.creds)
 	oldRef, err := c.parseRef(siteHas)
 	if err != nil {
 		return f.usageErr("--site-has: %v", err)

@@ -145,7 +145,7 @@ func TestReferrersPageLinkStaysOnItsPath(t *testing.T) {
 		_, _ = w.Write([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`))
 	}))
 	t.Cleanup(s.Close)
-	c := newClient(context.Background(), true, 10*time.Second)
+	c := newClient(context.Background(), true, 10*time.Second, nil)
 	ref, err := name.NewDigest(strings.TrimPrefix(s.URL, "http://")+"/edge/app@"+d.String(), name.Insecure)
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,8 @@ import (
 )
 
 // client talks to registries through go-containerregistry, with the
-// credentials of Docker's config.json (authn.DefaultKeychain).
+// credentials of Docker's config.json (authn.DefaultKeychain, noted in
+// creds if not nil).
 type client struct {
 	nameOpts []name.Option
 	opts     []remote.Option
@@ -45,7 +46,7 @@ type client struct {
 // each wait for a registry: for the answer to a request, and for the next
 // bytes of a body (a registry that accepts connections but answers nothing
 // would otherwise hold deltactl forever).
-func newClient(ctx context.Context, insecure bool, timeout time.Duration) *client {
+func newClient(ctx context.Context, insecure bool, timeout time.Duration, creds *credentialLog) *client {
 	t := remote.DefaultTransport.(*http.Transport).Clone()
 	// Every wait is bounded by timeout, not only the answer's: the dial
 	// and the TLS handshake (go-containerregistry's 30 s and 10 s) too.
@@ -57,13 +58,17 @@ func newClient(ctx context.Context, insecure bool, timeout time.Duration) *clien
 		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // what --insecure asks for
 		nameOpts = append(nameOpts, name.Insecure)
 	}
+	var keychain authn.Keychain = authn.DefaultKeychain
+	if creds != nil {
+		keychain = creds
+	}
 	return &client{
 		ctx:      ctx,
-		refs:     &referrersClient{keychain: authn.DefaultKeychain, rt: stallTransport{t, timeout}},
+		refs:     &referrersClient{keychain: keychain, rt: stallTransport{t, timeout}},
 		nameOpts: nameOpts,
 		opts: []remote.Option{
 			remote.WithContext(ctx),
-			remote.WithAuthFromKeychain(authn.DefaultKeychain),
+			remote.WithAuthFromKeychain(keychain),
 			remote.WithTransport(stallTransport{t, timeout}),
 			remote.WithUserAgent("deltactl/" + version.String()),
 		},

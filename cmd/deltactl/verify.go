@@ -92,7 +92,7 @@ func verifyCmd(ctx context.Context, e *env, args []string) error {
 	if policyFile == "" {
 		return f.usageErr("--policy is required")
 	}
-	c := newClient(ctx, f.insecure, f.timeout)
+	c := newClient(ctx, f.insecure, f.timeout, &e.creds)
 	ref, err := c.parseRef(pos[0])
 	if err != nil {
 		return f.usageErr("IMAGE: %v", err)

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// credentialLog is Docker's config.json (authn.DefaultKeychain), noting the
+// registries it has no credentials for: a 401 from a registry that wants a
+// login is then said to be a missing `docker login`, which the registry's
+// reason ("UNAUTHORIZED: authentication required") does not say.
+type credentialLog struct {
+	mu   sync.Mutex
+	none []string // registries resolved to anonymous, in order first asked
+}
+
+func (l *credentialLog) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	return l.ResolveContext(context.Background(), r)
+}
+
+func (l *credentialLog) ResolveContext(ctx context.Context, r authn.Resource) (authn.Authenticator, error) {
+	a, err := authn.Resolve(ctx, authn.DefaultKeychain, r)
+	if err == nil && a == authn.Anonymous {
+		l.mu.Lock()
+		if !slices.Contains(l.none, r.RegistryStr()) {
+			l.none = append(l.none, r.RegistryStr())
+		}
+		l.mu.Unlock()
+	}
+	return a, err
+}
+
+// hint is what to add to the reason of err: for a 401, the registries the
+// command had no credentials for; else "".
+func (l *credentialLog) hint(err error) string {
+	te, ok := errors.AsType[*transport.Error](err)
+	if !ok || te.StatusCode != http.StatusUnauthorized {
+		return ""
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.none) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (no credentials for %s in Docker's config.json: docker login %s)", strings.Join(l.none, ", "), l.none[0])
+}
