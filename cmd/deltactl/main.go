@@ -136,7 +136,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "deltactl: %s\n", msg)
 		return exitInterrupted
 	}
-	fmt.Fprintf(stderr, "deltactl: %s%s\n", redactURLs(errdef.OneLine(err.Error())), e.creds.hint(err))
+	fmt.Fprintf(stderr, "deltactl: %s%s\n", redactURLs(errdef.OneLine(err.Error())), e.creds.hint(err)+tlsHint(err))
 	if u, ok := errors.AsType[*usageError](err); ok {
 		u.printUsage(stderr)
 		return 2

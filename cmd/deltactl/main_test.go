@@ -305,7 +305,11 @@ func TestInsecure(t *testing.T) {
 	}
 	// Without --insecure, go-containerregistry tries HTTPS, which does not
 	// verify, then plain HTTP, which the server refuses.
-	checkFailure(t, deltactl(t, "inspect", host+"/edge/tls:1"), 1, "failed to verify certificate")
+	r := deltactl(t, "inspect", host+"/edge/tls:1")
+	checkFailure(t, r, 1, "failed to verify certificate")
+	if !strings.HasSuffix(r.stderr, " (--insecure accepts a certificate that does not verify)\n") {
+		t.Errorf("a certificate that does not verify: %q, want the reason to name --insecure", r.stderr)
+	}
 	mustRun(t, "inspect", "--insecure", host+"/edge/tls:1")
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -51,4 +52,14 @@ func (l *credentialLog) hint(err error) string {
 		return ""
 	}
 	return fmt.Sprintf(" (no credentials for %s in Docker's config.json: docker login %s)", strings.Join(l.none, ", "), l.none[0])
+}
+
+// tlsHint is what to add to the reason of err when a registry's
+// certificate did not verify (self-signed, an internal CA): the flag that
+// accepts it, which the TLS error does not name.
+func tlsHint(err error) string {
+	if _, ok := errors.AsType[*tls.CertificateVerificationError](err); !ok {
+		return ""
+	}
+	return " (--insecure accepts a certificate that does not verify)"
 }
