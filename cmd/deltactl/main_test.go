@@ -156,6 +156,14 @@ func TestRegistryErrors(t *testing.T) {
 			if r.stdout != "" {
 				t.Errorf("a failure wrote %q to stdout", r.stdout)
 			}
+			// With --format json too: no JSON (a script's parser gets
+			// nothing, not a half or an empty report), the reason on
+			// stderr.
+			r = deltactl(t, append(tt.args, "--format", "json")...)
+			checkFailure(t, r, 1, tt.want)
+			if r.stdout != "" {
+				t.Errorf("a failure with --format json wrote %q to stdout", r.stdout)
+			}
 		})
 	}
 }
