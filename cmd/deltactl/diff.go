@@ -108,7 +108,7 @@ func diffCmd(ctx context.Context, e *env, args []string) (err error) {
 		// before writing to it (an empty directory tells nothing).
 		_, serr := os.Stat(o.outputDir)
 		if err := os.MkdirAll(o.outputDir, 0o755); err != nil {
-			return err
+			return fmt.Errorf("--output-dir %s: %w", o.outputDir, err)
 		}
 		if errors.Is(serr, fs.ErrNotExist) {
 			defer func() {

@@ -430,6 +430,14 @@ func TestDiffFailureLeavesNoOutputDir(t *testing.T) {
 	if _, err := os.Stat(there); err != nil {
 		t.Errorf("an existing --output-dir was removed: %v", err)
 	}
+	// One that cannot be made fails the command before any request (the
+	// registry is unreachable), naming the flag.
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checkFailure(t, deltactl(t, "diff", "--output-dir", filepath.Join(file, "deltas"), "127.0.0.1:1/edge/x:1", "127.0.0.1:1/edge/x:2"), 1,
+		"--output-dir "+filepath.Join(file, "deltas")+": mkdir "+file+": not a directory")
 }
 
 // TestFetchFailureClearsProgress checks that a download that fails part-way
