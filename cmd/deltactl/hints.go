@@ -21,6 +21,7 @@ import (
 type credentialLog struct {
 	mu   sync.Mutex
 	none []string // registries resolved to anonymous, in order first asked
+	some bool     // whether any registry had credentials
 }
 
 func (l *credentialLog) Resolve(r authn.Resource) (authn.Authenticator, error) {
@@ -29,18 +30,25 @@ func (l *credentialLog) Resolve(r authn.Resource) (authn.Authenticator, error) {
 
 func (l *credentialLog) ResolveContext(ctx context.Context, r authn.Resource) (authn.Authenticator, error) {
 	a, err := authn.Resolve(ctx, authn.DefaultKeychain, r)
-	if err == nil && a == authn.Anonymous {
-		l.mu.Lock()
-		if !slices.Contains(l.none, r.RegistryStr()) {
-			l.none = append(l.none, r.RegistryStr())
-		}
-		l.mu.Unlock()
+	if err != nil {
+		return a, err
 	}
-	return a, err
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case a != authn.Anonymous:
+		l.some = true
+	case !slices.Contains(l.none, r.RegistryStr()):
+		l.none = append(l.none, r.RegistryStr())
+	}
+	return a, nil
 }
 
-// hint is what to add to the reason of err: for a 401, the registries the
-// command had no credentials for; else "".
+// hint is what to add to the reason of err: for a 401, that the command
+// had no credentials for the registry that answered it; else "". A 401
+// from a token service (whose host is not the registry's) is put down to
+// the registries without credentials only when no registry had any: with
+// some, it may be theirs that were refused.
 func (l *credentialLog) hint(err error) string {
 	te, ok := errors.AsType[*transport.Error](err)
 	if !ok || te.StatusCode != http.StatusUnauthorized {
@@ -48,10 +56,16 @@ func (l *credentialLog) hint(err error) string {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.none) == 0 {
+	none := l.none
+	if te.Request != nil && slices.Contains(l.none, te.Request.URL.Host) {
+		none = []string{te.Request.URL.Host}
+	} else if l.some {
 		return ""
 	}
-	return fmt.Sprintf(" (no credentials for %s in Docker's config.json: docker login %s)", strings.Join(l.none, ", "), l.none[0])
+	if len(none) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (no credentials for %s in Docker's config.json: docker login %s)", strings.Join(none, ", "), none[0])
 }
 
 // tlsHint is what to add to the reason of err when a registry's

@@ -280,6 +280,15 @@ func TestCredentials(t *testing.T) {
 	if strings.Contains(r.stderr, "no credentials") {
 		t.Errorf("a 401 with credentials says there are none: %q", r.stderr)
 	}
+	// OLD on a registry without credentials (none needed) does not make
+	// NEW's refused credentials a missing login.
+	open := newRegistry(t, false)
+	pushImage(t, open+"/edge/public:1", img)
+	r = deltactl(t, "diff", open+"/edge/public:1", repo+":1")
+	checkFailure(t, r, 1, "UNAUTHORIZED")
+	if strings.Contains(r.stderr, "no credentials") {
+		t.Errorf("a 401 with credentials names another registry's: %q", r.stderr)
+	}
 
 	// No credentials for the registry: the reason says so, and how to
 	// give them (the registry's own says "authentication required").
