@@ -253,6 +253,12 @@ func (d *differ) run(ctx context.Context, oldRef, newRef name.Reference, oldArg,
 	if err != nil {
 		return nil, err
 	}
+	if d.o.push {
+		// Before minutes of fetching and encoding that would be thrown away.
+		if err := d.c.checkPush(newRef); err != nil {
+			return nil, fmt.Errorf("--push: cannot push to %s: %w", newImg.repo(), err)
+		}
+	}
 	pms, err := newImg.selectPlatforms(d.o.platforms)
 	if err != nil {
 		return nil, err

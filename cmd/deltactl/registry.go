@@ -39,6 +39,8 @@ type client struct {
 	opts     []remote.Option
 	ctx      context.Context
 	refs     *referrersClient
+	keychain authn.Keychain
+	rt       http.RoundTripper
 }
 
 // newClient returns a client; insecure allows plain HTTP and TLS
@@ -64,6 +66,8 @@ func newClient(ctx context.Context, insecure bool, timeout time.Duration, creds 
 	}
 	return &client{
 		ctx:      ctx,
+		keychain: keychain,
+		rt:       stallTransport{t, timeout},
 		refs:     &referrersClient{keychain: keychain, rt: stallTransport{t, timeout}},
 		nameOpts: nameOpts,
 		opts: []remote.Option{
@@ -73,6 +77,14 @@ func newClient(ctx context.Context, insecure bool, timeout time.Duration, creds 
 			remote.WithUserAgent("deltactl/" + version.String()),
 		},
 	}
+}
+
+// checkPush reports whether the credentials may push to ref's repository:
+// it starts a blob upload there (and cancels it), as crane does before a
+// copy, so that a diff --push without the right fails before it fetches
+// and computes anything.
+func (c *client) checkPush(ref name.Reference) error {
+	return remote.CheckPushPermission(ref, c.keychain, c.rt)
 }
 
 // stallTransport fails a response body that sends no bytes for limit.

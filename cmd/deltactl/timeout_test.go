@@ -184,3 +184,38 @@ func TestDiffPushFailurePartWay(t *testing.T) {
 		t.Errorf("stderr %q should name the failed platform (linux/arm64) and what was published (linux/amd64)", r.stderr)
 	}
 }
+
+// diff --push to a repository the credentials may not push to fails at
+// once, naming the repository, before it fetches a layer or computes a
+// delta that it could not publish.
+func TestDiffPushWithoutTheRightFailsFirst(t *testing.T) {
+	t.Parallel()
+	var armed atomic.Bool
+	var layerGets atomic.Int32
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if armed.Load() {
+			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/blobs/uploads/") {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusForbidden)
+				io.WriteString(w, `{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}`)
+				return
+			}
+			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
+				layerGets.Add(1)
+			}
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(s.Close)
+	rel := makeRelease(t, strings.TrimPrefix(s.URL, "http://"))
+	armed.Store(true)
+	r := deltactl(t, "diff", "--push", rel.oldRef, rel.newRef)
+	checkFailure(t, r, 1, "--push: cannot push to ")
+	if !strings.Contains(r.stderr, "DENIED") {
+		t.Errorf("stderr %q should carry the registry's reason", r.stderr)
+	}
+	if n := layerGets.Load(); n != 0 {
+		t.Errorf("%d blobs fetched before the push was refused, want none", n)
+	}
+}
