@@ -3,6 +3,7 @@ package meta
 import (
 	"fmt"
 	"runtime/debug"
+	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -21,6 +22,9 @@ import (
 type boltDB struct {
 	*bolt.DB
 	path string
+	// damage is the first damage a transaction found (DB.Damaged): a
+	// pointer, shared by the copies of this value.
+	damage *atomic.Pointer[DamagedError]
 }
 
 // View runs fn in a read transaction.
@@ -59,7 +63,9 @@ func (b boltDB) Update(fn func(*bolt.Tx) error) (err error) {
 
 func (b boltDB) recoverDamage(op string, err *error) {
 	if v := recover(); v != nil {
-		*err = &DamagedError{Op: op + " metadata", Path: b.path, Cause: fmt.Sprint(v)}
+		de := &DamagedError{Op: op + " metadata", Path: b.path, Cause: fmt.Sprint(v)}
+		b.damage.CompareAndSwap(nil, de)
+		*err = de
 	}
 }
 

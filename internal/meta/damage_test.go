@@ -108,6 +108,39 @@ func TestDamageFoundWhileRunningIsAnError(t *testing.T) {
 	}
 }
 
+// Damage found by one transaction stays reported by Damaged (serve's
+// /readyz fails on it) after transactions that read only intact records
+// succeed; the first one found is kept; a database nothing found damaged
+// reports none, even with its file already damaged.
+func TestDamageIsLatched(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, path := damagedOpenDB(t, func(f *os.File, pageSize int, root uint64) {
+		if _, err := f.WriteAt(bytesOf(0xab, pageSize), int64(root)*int64(pageSize)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer db.Close()
+	r := Repo{Registry: "central", Name: "app"}
+	if _, err := db.Manifest(ctx, digest.FromString("absent")); !errors.Is(err, errdef.ErrNotFound) {
+		t.Fatalf("Manifest() of an intact bucket: %v, want errdef.ErrNotFound", err)
+	}
+	if err := db.Damaged(); err != nil {
+		t.Fatalf("Damaged() before any transaction read the damaged page = %v, want nil", err)
+	}
+	if _, err := db.Tag(ctx, r, "v1"); !errors.Is(err, errdef.ErrDamaged) {
+		t.Fatalf("Tag() on the damaged page: %v, want errdef.ErrDamaged", err)
+	}
+	if _, err := db.Manifest(ctx, digest.FromString("absent")); !errors.Is(err, errdef.ErrNotFound) {
+		t.Fatalf("Manifest() of an intact bucket after the damage: %v, want errdef.ErrNotFound", err)
+	}
+	_ = db.PutTag(ctx, r, "v500", TagEntry{Digest: digest.FromString("new"), FetchedAt: time.Now()})
+	de, ok := errors.AsType[*DamagedError](db.Damaged())
+	if !ok || de.Path != path || de.Op != "read metadata" {
+		t.Errorf("Damaged() after a read found the damage, an intact read and a write = %v, want the read's *DamagedError for %s", db.Damaged(), path)
+	}
+}
+
 func bytesOf(b byte, n int) []byte {
 	s := make([]byte, n)
 	for i := range s {

@@ -90,7 +90,7 @@ func open(path string) (*DB, error) {
 		}
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
-	db := boltDB{DB: bdb, path: path}
+	db := boltDB{DB: bdb, path: path, damage: new(atomic.Pointer[DamagedError])}
 	err = db.Update(func(tx *bolt.Tx) error {
 		if err := checkFormat(tx); err != nil {
 			return err
@@ -130,6 +130,19 @@ func open(path string) (*DB, error) {
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
 	return &DB{db: db}, nil
+}
+
+// Damaged returns the first damage a transaction found in the database
+// since it was opened (a *DamagedError), or nil. It stays: the damaged
+// pages are still there for the next transaction that reads them, whatever
+// the ones that read only intact records did meanwhile, and only the site
+// admin can repair the file (move it aside and start again). serve's
+// /readyz fails on it.
+func (m *DB) Damaged() error {
+	if de := m.db.damage.Load(); de != nil {
+		return de
+	}
+	return nil
 }
 
 // Close notes that this version closed the database (closedLast), then
