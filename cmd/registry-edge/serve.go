@@ -168,6 +168,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 	m.SetPrefetchSource(pf.Progress)
 	hopts := httpserve.Options{Logger: log, Metrics: m, AccessLog: cfg.Log.AccessLog, ServeDeltas: cfg.Deltas.Serve, ServeDeltasTo: cfg.Deltas.ServeToNetworks(),
 		TrustedProxies: cfg.Access.TrustedProxyNetworks(), WriteStallTimeout: cfg.Storage.ClientStallTimeout.D()}
+	hopts.Ready = func() error { return ready(db) }
 	if rl := cfg.Access.RateLimit; rl.RequestsPerSecond > 0 {
 		hopts.RateLimit = access.NewRateLimiter(rl.RequestsPerSecond, rl.Burst, nil)
 	}
@@ -314,6 +315,21 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 			slog.Duration("waited", fillsGrace))
 	case err != nil:
 		log.LogAttrs(context.Background(), slog.LevelWarn, "shutdown incomplete", slog.Any("err", err))
+	}
+	return nil
+}
+
+// ready is serve's /readyz: not ready once a transaction found meta.db
+// damaged. Requests that read a damaged record fail with 503 until the
+// site admin moves the file aside and restarts, and which ones do is up to
+// where the damage is: a load balancer or Kubernetes sends the devices to
+// another replica, or their runtimes fall back to the upstream, rather
+// than to this. A full or unwritable store leaves the mirror ready: it
+// still serves what it holds and passes misses through (docs/metrics.md,
+// "Health").
+func ready(db *meta.DB) error {
+	if de, ok := errors.AsType[*meta.DamagedError](db.Damaged()); ok {
+		return fmt.Errorf("metadata database %s is damaged (the log says what to do)", de.Path)
 	}
 	return nil
 }

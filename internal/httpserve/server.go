@@ -34,8 +34,9 @@ type Options struct {
 	Logger    *slog.Logger
 	Metrics   *metrics.Metrics
 	AccessLog bool
-	// Ready reports whether the server can take traffic (for /readyz); nil
-	// means always.
+	// Ready reports whether the server can take traffic (for /readyz): an
+	// error answers 503 with "not ready: " and the error, which should be
+	// one line a site admin can act on. nil means always ready.
 	Ready func() error
 	// Admin serves /admin/ (the site admin's API); nil answers 404.
 	Admin http.Handler
@@ -155,7 +156,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/readyz":
 		if s.opts.Ready != nil {
 			if err := s.opts.Ready(); err != nil {
-				writeText(w, http.StatusServiceUnavailable, "not ready\n")
+				writeText(w, http.StatusServiceUnavailable, "not ready: "+err.Error()+"\n")
 				return
 			}
 		}
