@@ -21,19 +21,26 @@ type RateLimiter struct {
 	now       func() time.Time
 
 	mu      sync.Mutex
-	clients map[string]*client
-	// sweepAt is the number of clients at which idle ones are forgotten:
-	// twice what the last sweep left, so that sweeping stays linear.
+	clients map[string]*rate.Limiter
+	// sweepAt is the number of clients at which refilled buckets are
+	// forgotten: twice what the last sweep left (at most maxClients), so
+	// that sweeping stays linear.
 	sweepAt int
+	sweptAt time.Time
+	// overflow is the bucket of the addresses that find the table full.
+	overflow *rate.Limiter
 }
 
-type client struct {
-	lim  *rate.Limiter
-	seen time.Time
-}
+// maxClients bounds the buckets kept, about 250 bytes each: a host on the
+// LAN can send from as many IPv6 addresses as it likes, each new one
+// would cost a bucket, and the table would grow until memory runs out.
+// Past it, new addresses share one bucket (so such a host is limited as
+// one client) until sweeps free places.
+const maxClients = 1 << 16
 
-// idleAfter is how long a client's bucket is kept after its last request.
-const idleAfter = 10 * time.Minute
+// fullSweepEvery is how often a full table is swept: each new address
+// would otherwise cost a sweep of maxClients buckets.
+const fullSweepEvery = time.Second
 
 // NewRateLimiter allows each client address perSecond requests per second
 // on average, in bursts of up to burst. now is the clock (nil: time.Now).
@@ -41,7 +48,8 @@ func NewRateLimiter(perSecond float64, burst int, now func() time.Time) *RateLim
 	if now == nil {
 		now = time.Now
 	}
-	return &RateLimiter{perSecond: rate.Limit(perSecond), burst: burst, now: now, clients: map[string]*client{}, sweepAt: minSweep}
+	return &RateLimiter{perSecond: rate.Limit(perSecond), burst: burst, now: now, clients: map[string]*rate.Limiter{}, sweepAt: minSweep,
+		overflow: rate.NewLimiter(rate.Limit(perSecond), burst)}
 }
 
 // RetryAfterError is a refusal with the time after which the client may
@@ -86,17 +94,21 @@ func (l *RateLimiter) Allow(r *http.Request) error {
 	host := clientKey(r)
 	now := l.now()
 	l.mu.Lock()
-	c, ok := l.clients[host]
+	lim, ok := l.clients[host]
 	if !ok {
-		if len(l.clients) >= l.sweepAt {
+		if len(l.clients) >= l.sweepAt && (l.sweepAt < maxClients || now.Sub(l.sweptAt) >= fullSweepEvery) {
 			l.sweep(now)
-			l.sweepAt = max(minSweep, 2*len(l.clients))
+			l.sweptAt = now
+			l.sweepAt = min(max(minSweep, 2*len(l.clients)), maxClients)
 		}
-		c = &client{lim: rate.NewLimiter(l.perSecond, l.burst)}
-		l.clients[host] = c
+		if len(l.clients) < maxClients {
+			lim = rate.NewLimiter(l.perSecond, l.burst)
+			l.clients[host] = lim
+		} else {
+			lim = l.overflow
+		}
 	}
-	c.seen = now
-	res := c.lim.ReserveN(now, 1)
+	res := lim.ReserveN(now, 1)
 	l.mu.Unlock()
 	if d := res.DelayFrom(now); d > 0 {
 		res.CancelAt(now)
@@ -105,10 +117,12 @@ func (l *RateLimiter) Allow(r *http.Request) error {
 	return nil
 }
 
-// sweep forgets clients idle for idleAfter; l.mu is held.
+// sweep forgets the clients whose buckets have refilled: a new bucket is
+// the same. (Forgetting one after a fixed idle time would hand a client
+// whose bucket refills slower than that a full burst early.) l.mu is held.
 func (l *RateLimiter) sweep(now time.Time) {
-	for h, c := range l.clients {
-		if now.Sub(c.seen) > idleAfter {
+	for h, lim := range l.clients {
+		if lim.TokensAt(now) >= float64(l.burst) {
 			delete(l.clients, h)
 		}
 	}
