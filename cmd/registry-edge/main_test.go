@@ -285,6 +285,67 @@ func TestServeTLS(t *testing.T) {
 	}
 }
 
+// SIGHUP (here: a reload request) serves a renewed certificate and
+// verifies devices by a rotated CA bundle at once; a device the bundle no
+// longer verifies is refused with a warning in the log at the default level.
+func TestReloadAppliesRenewedTLSFiles(t *testing.T) {
+	addr := freeAddr(t)
+	dir := t.TempDir()
+	serverCA, deviceCA, newDeviceCA := certs.NewCA(t, "server CA"), certs.NewCA(t, "device CA"), certs.NewCA(t, "device CA 2")
+	cert, key := serverCA.Server(t, "mirror-1")
+	files := map[string][]byte{"tls.crt": cert, "tls.key": key, "devices.pem": deviceCA.PEM}
+	writeAll := func() {
+		t.Helper()
+		for name, b := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	writeAll()
+	conf := filepath.Join(dir, "config.yaml")
+	yaml := fmt.Sprintf("tls:\n  certFile: %s\n  keyFile: %s\n  clientAuth: require\n  clientCAFile: %s\n",
+		filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "devices.pem"))
+	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startRun(t, "--config", conf, "--listen", addr, "--storage", filepath.Join(dir, "data"), "--upstream", "http://127.0.0.1:1")
+	device := func(ca *certs.CA, cn string) *http.Client {
+		c, k := ca.Client(t, cn)
+		pair, err := tls.X509KeyPair(c, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &http.Client{Transport: &http.Transport{DisableKeepAlives: true,
+			TLSClientConfig: &tls.Config{RootCAs: serverCA.Pool(), Certificates: []tls.Certificate{pair}}}}
+	}
+	oldDevice, newDevice := device(deviceCA, "device-1"), device(newDeviceCA, "device-2")
+	resp := srv.waitServing(t, oldDevice, "https://"+addr+"/v2/")
+	resp.Body.Close()
+
+	files["tls.crt"], files["tls.key"] = serverCA.Server(t, "mirror-2")
+	files["devices.pem"] = newDeviceCA.PEM
+	writeAll()
+	reloadRequests <- struct{}{}
+	srv.waitLog(t, "configuration reloaded")
+	resp, err := newDevice.Get("https://" + addr + "/v2/")
+	if err != nil {
+		t.Fatalf("a device of the new CA after the reload: %v\n%s", err, srv.stderr.String())
+	}
+	resp.Body.Close()
+	if cn := resp.TLS.PeerCertificates[0].Subject.CommonName; cn != "mirror-2" {
+		t.Errorf("after the reload the mirror serves %s, want the renewed mirror-2", cn)
+	}
+	if resp, err := oldDevice.Get("https://" + addr + "/v2/"); err == nil {
+		resp.Body.Close()
+		t.Error("a device of the CA taken out of the bundle was served after the reload")
+	}
+	srv.waitLog(t, "TLS client certificate refused")
+	if code := srv.stop(); code != 0 {
+		t.Errorf("serve exit = %d; stderr:\n%s", code, srv.stderr.String())
+	}
+}
+
 // SIGHUP (here: a reload request) applies a changed access policy while
 // serving; a configuration that does not load changes nothing.
 func TestReloadAppliesAccessPolicy(t *testing.T) {

@@ -218,8 +218,9 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	var tlsFiles *tlsserve.Server
 	if cfg.TLS.Enabled() {
-		if srv.TLSConfig, err = tlsserve.Config(tlsserve.Options{
+		if tlsFiles, err = tlsserve.New(tlsserve.Options{
 			CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile,
 			ClientCAFile: cfg.TLS.ClientCAFile, ClientAuth: tlsserve.ClientAuth(cfg.TLS.ClientAuth),
 			Logger: log,
@@ -227,6 +228,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 			ln.Close()
 			return err
 		}
+		srv.TLSConfig, srv.ErrorLog = tlsFiles.Config(), tlsserve.ErrorLog(log)
 	}
 	upstreams := make([]string, len(remotes))
 	for i, r := range remotes {
@@ -276,6 +278,9 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 			case <-pctx.Done():
 				return
 			case <-reloadRequests:
+				if tlsFiles != nil {
+					reloadTLS(pctx, log, tlsFiles)
+				}
 				applyReload(pctx, log, reload, cfg, policy, level, devices, maint)
 			}
 		}
@@ -427,6 +432,19 @@ func gcOptions(cfg config.Config) gc.Options {
 		o.MinIdle = max(o.MinIdle, sharedMinIdle)
 	}
 	return o
+}
+
+// reloadTLS reads the listener's certificate, key and client CA bundle
+// again (SIGHUP), whatever the configuration file holds: a renewal
+// (certbot's deploy hook, say) is served at once, a device CA rotated by
+// replacing the bundle's content applies without a restart. Files that do
+// not load change nothing.
+func reloadTLS(ctx context.Context, log *slog.Logger, t *tlsserve.Server) {
+	if err := t.Reload(); err != nil {
+		log.LogAttrs(ctx, slog.LevelError, "TLS files do not load; serving the previous certificate and client CAs", slog.Any("err", err))
+		return
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, "TLS files reloaded")
 }
 
 // applyReload reads the configuration again and applies what can change

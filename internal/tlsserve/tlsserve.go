@@ -5,11 +5,14 @@
 package tlsserve
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,9 +46,15 @@ type Options struct {
 	Logger     *slog.Logger
 }
 
-// Config returns a TLS configuration serving o's certificate. It fails if
-// the certificate, key or CA bundle cannot be loaded now.
-func Config(o Options) (*tls.Config, error) {
+// Server is the TLS side of the registry listener.
+type Server struct {
+	r   *reloader
+	cfg *tls.Config
+}
+
+// New loads o's certificate, key and client CA bundle. It fails, naming
+// the setting (tls.certFile, ...), if one of them cannot be loaded now.
+func New(o Options) (*Server, error) {
 	if o.CheckEvery <= 0 {
 		o.CheckEvery = 10 * time.Second
 	}
@@ -55,35 +64,70 @@ func Config(o Options) (*tls.Config, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	var mode tls.ClientAuthType
+	switch o.ClientAuth {
+	case "", ClientAuthNone:
+		mode = tls.NoClientCert
+	case ClientAuthVerifyIfGiven:
+		mode = tls.VerifyClientCertIfGiven
+	case ClientAuthRequire:
+		mode = tls.RequireAndVerifyClientCert
+	default:
+		return nil, fmt.Errorf("tls.clientAuth %q: want none, verify-if-given or require: %w", o.ClientAuth, errdef.ErrInvalid)
+	}
 	r := &reloader{o: o}
-	if err := r.load(); err != nil {
+	l, err := r.read()
+	if err != nil {
 		return nil, err
 	}
+	r.apply(l)
 	cfg := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: r.get,
 		NextProtos:     []string{"h2", "http/1.1"},
+		ClientAuth:     mode,
+		ClientCAs:      l.clientCAs,
 	}
-	switch o.ClientAuth {
-	case "", ClientAuthNone:
-	case ClientAuthVerifyIfGiven, ClientAuthRequire:
-		pem, err := os.ReadFile(o.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls client CA: %w", err)
+	if mode != tls.NoClientCert {
+		// Each handshake verifies against the bundle in force, which
+		// Reload may have replaced.
+		base := cfg.Clone()
+		cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			c := base.Clone()
+			c.ClientCAs = r.clientCAs()
+			return c, nil
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls client CA %s: no PEM certificate in it: %w", o.ClientCAFile, errdef.ErrInvalid)
-		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.VerifyClientCertIfGiven
-		if o.ClientAuth == ClientAuthRequire {
-			cfg.ClientAuth = tls.RequireAndVerifyClientCert
-		}
-	default:
-		return nil, fmt.Errorf("tls client auth %q: %w", o.ClientAuth, errdef.ErrInvalid)
 	}
-	return cfg, nil
+	return &Server{r: r, cfg: cfg}, nil
+}
+
+// Config returns a TLS configuration serving o's certificate (New's, for
+// a caller that never reloads).
+func Config(o Options) (*tls.Config, error) {
+	s, err := New(o)
+	if err != nil {
+		return nil, err
+	}
+	return s.Config(), nil
+}
+
+// Config is the listener's TLS configuration.
+func (s *Server) Config() *tls.Config { return s.cfg }
+
+// Reload reads the certificate, key and client CA bundle again now (a
+// SIGHUP after a renewal or a CA rotation need not wait for the next
+// check). If one of them does not load, nothing changes and the error
+// names it.
+func (s *Server) Reload() error {
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	l, err := s.r.read()
+	if err != nil {
+		return err
+	}
+	s.r.apply(l)
+	s.r.checked = s.r.o.Now()
+	return nil
 }
 
 // reloader serves the certificate and reloads it when its files change.
@@ -94,19 +138,75 @@ type reloader struct {
 	cert    *tls.Certificate
 	stamp   [2]time.Time // mod times of cert and key when loaded
 	checked time.Time
+	pool    *x509.CertPool // client CAs; nil without client certificates
 }
 
-func (r *reloader) load() error {
+// loaded is what the files held when read.
+type loaded struct {
+	cert      *tls.Certificate
+	stamp     [2]time.Time
+	clientCAs *x509.CertPool
+}
+
+// read loads the files without changing what is served.
+func (r *reloader) read() (loaded, error) {
+	cert, stamp, err := r.readPair()
+	if err != nil {
+		return loaded{}, err
+	}
+	pool, err := r.readClientCAs()
+	if err != nil {
+		return loaded{}, err
+	}
+	return loaded{cert: cert, stamp: stamp, clientCAs: pool}, nil
+}
+
+// readPair loads the certificate and its key, with their mod times.
+func (r *reloader) readPair() (*tls.Certificate, [2]time.Time, error) {
 	stamp, err := r.stamps()
 	if err != nil {
-		return err
+		return nil, stamp, err
 	}
-	c, err := tls.LoadX509KeyPair(r.o.CertFile, r.o.KeyFile)
+	certPEM, err := os.ReadFile(r.o.CertFile)
 	if err != nil {
-		return fmt.Errorf("tls certificate: %w", err)
+		return nil, stamp, fmt.Errorf("tls.certFile: %w", err)
 	}
-	r.cert, r.stamp = &c, stamp
-	return nil
+	keyPEM, err := os.ReadFile(r.o.KeyFile)
+	if err != nil {
+		return nil, stamp, fmt.Errorf("tls.keyFile: %w", err)
+	}
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, stamp, fmt.Errorf("tls.certFile %s, tls.keyFile %s: %w", r.o.CertFile, r.o.KeyFile, err)
+	}
+	return &c, stamp, nil
+}
+
+// readClientCAs loads the client CA bundle; nil without client
+// certificates.
+func (r *reloader) readClientCAs() (*x509.CertPool, error) {
+	if r.o.ClientAuth == "" || r.o.ClientAuth == ClientAuthNone {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(r.o.ClientCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls.clientCAFile: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tls.clientCAFile %s: no PEM certificate in it: %w", r.o.ClientCAFile, errdef.ErrInvalid)
+	}
+	return pool, nil
+}
+
+func (r *reloader) apply(l loaded) {
+	r.cert, r.stamp, r.pool = l.cert, l.stamp, l.clientCAs
+}
+
+func (r *reloader) clientCAs() *x509.CertPool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pool
 }
 
 func (r *reloader) stamps() ([2]time.Time, error) {
@@ -114,7 +214,7 @@ func (r *reloader) stamps() ([2]time.Time, error) {
 	for i, f := range []string{r.o.CertFile, r.o.KeyFile} {
 		fi, err := os.Stat(f)
 		if err != nil {
-			return out, fmt.Errorf("tls certificate: %w", err)
+			return out, fmt.Errorf("tls.%s: %w", [2]string{"certFile", "keyFile"}[i], err)
 		}
 		out[i] = fi.ModTime()
 	}
@@ -123,6 +223,8 @@ func (r *reloader) stamps() ([2]time.Time, error) {
 
 // get returns the current certificate, reloading it first when the files
 // changed. A new pair that fails to load is logged and the old one kept.
+// The client CA bundle is left to Reload: a bundle caught half-written
+// would refuse devices.
 func (r *reloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -130,14 +232,48 @@ func (r *reloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if now.Sub(r.checked) >= r.o.CheckEvery {
 		r.checked = now
 		if stamp, err := r.stamps(); err == nil && stamp != r.stamp {
-			old := r.cert
-			if err := r.load(); err != nil {
-				r.cert = old
+			if c, stamp, err := r.readPair(); err != nil {
 				r.o.Logger.Error("TLS certificate changed but does not load; serving the previous one", slog.Any("err", err))
 			} else {
+				r.cert, r.stamp = c, stamp
 				r.o.Logger.Info("TLS certificate reloaded", slog.String("cert", r.o.CertFile))
 			}
 		}
 	}
 	return r.cert, nil
+}
+
+// ErrorLog is the http.Server ErrorLog of a TLS listener. A handshake
+// refused over a certificate is a warning naming the client: a device
+// whose certificate the client CA bundle does not verify (or that sends
+// none where one is required) would otherwise fail its pulls with nothing
+// in the log at the default level, and so would a client that does not
+// trust the mirror's certificate (a renewal by another CA). Other lines,
+// connections that close during the handshake (probes, scanners) among
+// them, stay at debug.
+func ErrorLog(l *slog.Logger) *log.Logger {
+	return log.New(errorLog{l}, "", 0)
+}
+
+type errorLog struct{ l *slog.Logger }
+
+// handshakePrefix starts net/http's line for a failed handshake:
+// "http: TLS handshake error from <addr>: <reason>".
+const handshakePrefix = "http: TLS handshake error from "
+
+func (e errorLog) Write(p []byte) (int, error) {
+	line := strings.TrimSuffix(string(p), "\n")
+	addr, reason, ok := strings.Cut(strings.TrimPrefix(line, handshakePrefix), ": ")
+	switch {
+	case !strings.HasPrefix(line, handshakePrefix) || !ok || !strings.Contains(reason, "certificate"):
+		e.l.Log(context.Background(), slog.LevelDebug, line)
+	case strings.HasPrefix(reason, "remote error: "):
+		// The alert the client sent: it refused the mirror's certificate.
+		e.l.LogAttrs(context.Background(), slog.LevelWarn, "TLS client refused the mirror's certificate",
+			slog.String("remote", addr), slog.String("err", reason))
+	default:
+		e.l.LogAttrs(context.Background(), slog.LevelWarn, "TLS client certificate refused",
+			slog.String("remote", addr), slog.String("err", reason))
+	}
+	return len(p), nil
 }

@@ -1,13 +1,16 @@
 package tlsserve
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -175,15 +178,200 @@ func TestConfigErrors(t *testing.T) {
 	write(t, keyFile, key, time.Now())
 	notPEM := filepath.Join(dir, "ca.txt")
 	write(t, notPEM, []byte("hello"), time.Now())
-	for name, o := range map[string]Options{
-		"missing cert":      {CertFile: filepath.Join(dir, "none"), KeyFile: keyFile},
-		"key for the cert":  {CertFile: certFile, KeyFile: certFile},
-		"CA file missing":   {CertFile: certFile, KeyFile: keyFile, ClientAuth: ClientAuthRequire, ClientCAFile: filepath.Join(dir, "none")},
-		"CA file not PEM":   {CertFile: certFile, KeyFile: keyFile, ClientAuth: ClientAuthRequire, ClientCAFile: notPEM},
-		"unknown auth mode": {CertFile: certFile, KeyFile: keyFile, ClientAuth: "maybe"},
+	other, _ := serverCA.Server(t, "other")
+	otherFile := filepath.Join(dir, "other.crt")
+	write(t, otherFile, other, time.Now())
+	// Each error is one line naming the setting to fix.
+	for name, tt := range map[string]struct {
+		o    Options
+		want string
+	}{
+		"missing cert":       {Options{CertFile: filepath.Join(dir, "none"), KeyFile: keyFile}, "tls.certFile: stat " + filepath.Join(dir, "none")},
+		"missing key":        {Options{CertFile: certFile, KeyFile: filepath.Join(dir, "none")}, "tls.keyFile: stat "},
+		"key for the cert":   {Options{CertFile: certFile, KeyFile: certFile}, "tls.certFile " + certFile + ", tls.keyFile " + certFile + ": "},
+		"key of another one": {Options{CertFile: otherFile, KeyFile: keyFile}, "private key does not match public key"},
+		"CA file missing":    {Options{CertFile: certFile, KeyFile: keyFile, ClientAuth: ClientAuthRequire, ClientCAFile: filepath.Join(dir, "none")}, "tls.clientCAFile: open "},
+		"CA file not PEM":    {Options{CertFile: certFile, KeyFile: keyFile, ClientAuth: ClientAuthRequire, ClientCAFile: notPEM}, "tls.clientCAFile " + notPEM + ": no PEM certificate"},
+		"unknown auth mode":  {Options{CertFile: certFile, KeyFile: keyFile, ClientAuth: "maybe"}, `tls.clientAuth "maybe"`},
 	} {
-		if _, err := Config(o); err == nil {
+		_, err := Config(tt.o)
+		switch {
+		case err == nil:
 			t.Errorf("%s: Config succeeded", name)
+		case !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n"):
+			t.Errorf("%s: %v, want one line with %q", name, err, tt.want)
 		}
 	}
+}
+
+// Reload (SIGHUP) serves a renewed certificate and verifies devices by a
+// rotated CA bundle at once, without waiting for the next check of the
+// files; a pair that does not load changes nothing, the bundle included.
+func TestReloadAppliesTheFilesAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	serverCA, deviceCA, newDeviceCA := certs.NewCA(t, "server CA"), certs.NewCA(t, "device CA"), certs.NewCA(t, "device CA 2")
+	cert, key := serverCA.Server(t, "mirror-1")
+	certFile, keyFile, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.pem")
+	t0 := time.Now().Add(-time.Minute)
+	write(t, certFile, cert, t0)
+	write(t, keyFile, key, t0)
+	write(t, caFile, deviceCA.PEM, t0)
+	clk := &clock{now: time.Now()} // never moves: no check of the files is due
+	s, err := New(Options{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile, ClientAuth: ClientAuthRequire, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, s.Config())
+	oldCert, oldKey := deviceCA.Client(t, "device-old")
+	newCert, newKey := newDeviceCA.Client(t, "device-new")
+	// served is the server's name seen by a device of (cert, key), or ""
+	// when the handshake is refused.
+	served := func(cert, key []byte) string {
+		t.Helper()
+		resp, err := client(serverCA, cert, key).Get(url)
+		if err != nil {
+			return ""
+		}
+		resp.Body.Close()
+		return resp.TLS.PeerCertificates[0].Subject.CommonName
+	}
+	if got := served(oldCert, oldKey); got != "mirror-1" {
+		t.Fatalf("served %q to a device of the CA in force, want mirror-1", got)
+	}
+
+	cert2, key2 := serverCA.Server(t, "mirror-2")
+	write(t, certFile, cert2, t0.Add(10*time.Second))
+	write(t, keyFile, key2, t0.Add(10*time.Second))
+	write(t, caFile, newDeviceCA.PEM, t0.Add(10*time.Second))
+	if got := served(oldCert, oldKey); got != "mirror-1" {
+		t.Fatalf("before the reload, and before a check was due, served %q; want mirror-1 still", got)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := served(newCert, newKey); got != "mirror-2" {
+		t.Errorf("after Reload a device of the new CA got %q, want mirror-2", got)
+	}
+	if got := served(oldCert, oldKey); got != "" {
+		t.Errorf("after Reload a device of the CA taken out of the bundle was served (%q)", got)
+	}
+
+	// A new certificate without its key yet, and the old CA back: the
+	// reload fails and neither is applied.
+	cert3, _ := serverCA.Server(t, "mirror-3")
+	write(t, certFile, cert3, t0.Add(20*time.Second))
+	write(t, caFile, deviceCA.PEM, t0.Add(20*time.Second))
+	if err := s.Reload(); err == nil || !strings.Contains(err.Error(), "tls.keyFile") {
+		t.Errorf("Reload of a mismatched pair: %v, want an error naming tls.keyFile", err)
+	}
+	if got := served(newCert, newKey); got != "mirror-2" {
+		t.Errorf("after a failed Reload a device of the CA in force got %q, want mirror-2", got)
+	}
+}
+
+// records is a slog.Handler that hands each record over.
+type records chan slog.Record
+
+func (records) Enabled(context.Context, slog.Level) bool        { return true }
+func (c records) Handle(_ context.Context, r slog.Record) error { c <- r; return nil }
+func (c records) WithAttrs([]slog.Attr) slog.Handler            { return c }
+func (c records) WithGroup(string) slog.Handler                 { return c }
+
+// A handshake refused over a certificate is a warning naming the client
+// and the reason: the admin sees why a device cannot pull. A connection
+// closed during the handshake stays at debug.
+func TestHandshakeRefusalsAreWarnings(t *testing.T) {
+	dir := t.TempDir()
+	serverCA, deviceCA, otherCA := certs.NewCA(t, "server CA"), certs.NewCA(t, "device CA"), certs.NewCA(t, "other CA")
+	cert, key := serverCA.Server(t, "mirror")
+	certFile, keyFile, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.pem")
+	write(t, certFile, cert, time.Now())
+	write(t, keyFile, key, time.Now())
+	write(t, caFile, deviceCA.PEM, time.Now())
+	cfg, err := Config(Options{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile, ClientAuth: ClientAuthRequire})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := make(records, 16)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{TLSConfig: cfg, ErrorLog: ErrorLog(slog.New(recs)), Handler: http.NotFoundHandler()}
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+	addr := ln.Addr().String()
+	next := func() slog.Record {
+		t.Helper()
+		select {
+		case r := <-recs:
+			return r
+		case <-time.After(10 * time.Second):
+			t.Fatal("no log record for the refused handshake")
+			return slog.Record{}
+		}
+	}
+	attr := func(r slog.Record, key string) string {
+		var v string
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == key {
+				v = a.Value.String()
+			}
+			return true
+		})
+		return v
+	}
+	strangerCert, strangerKey := otherCA.Client(t, "stranger")
+	stranger, _ := tls.X509KeyPair(strangerCert, strangerKey)
+	for _, tt := range []struct {
+		name  string
+		dial  func() error
+		level slog.Level
+		msg   string
+		err   string
+	}{
+		{"a probe that connects and closes", func() error {
+			c, err := net.Dial("tcp", addr)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}, slog.LevelDebug, "", ""},
+		{"a device certificate of another CA", func() error {
+			return handshake(addr, &tls.Config{RootCAs: serverCA.Pool(),
+				GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &stranger, nil }})
+		}, slog.LevelWarn, "TLS client certificate refused", "unknown authority"},
+		{"no device certificate", func() error {
+			return handshake(addr, &tls.Config{RootCAs: serverCA.Pool()})
+		}, slog.LevelWarn, "TLS client certificate refused", "didn't provide a certificate"},
+		{"a client that does not trust the mirror", func() error {
+			return handshake(addr, &tls.Config{RootCAs: otherCA.Pool()})
+		}, slog.LevelWarn, "TLS client refused the mirror's certificate", "certificate"},
+	} {
+		tt.dial()
+		r := next()
+		if r.Level != tt.level {
+			t.Errorf("%s: logged at %s (%q), want %s", tt.name, r.Level, r.Message, tt.level)
+			continue
+		}
+		if tt.level == slog.LevelDebug {
+			continue
+		}
+		if r.Message != tt.msg || !strings.Contains(attr(r, "err"), tt.err) || !strings.HasPrefix(attr(r, "remote"), "127.0.0.1:") {
+			t.Errorf("%s: logged %q remote=%q err=%q; want %q naming the client and %q", tt.name, r.Message, attr(r, "remote"), attr(r, "err"), tt.msg, tt.err)
+		}
+	}
+}
+
+// handshake runs a TLS handshake and reads until the server has decided
+// (in TLS 1.3 a refused client certificate shows at the first read).
+func handshake(addr string, cfg *tls.Config) error {
+	c, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	return err
 }
