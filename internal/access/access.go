@@ -83,21 +83,21 @@ func New(o Options) (*Policy, error) {
 		for _, pat := range r.Repositories {
 			g, err := glob.Compile(pat)
 			if err != nil {
-				return nil, fmt.Errorf("access rule %d: repository pattern %q: %w: %w", i, pat, err, errdef.ErrInvalid)
+				return nil, fmt.Errorf("access.rules[%d].repositories: pattern %q: %w: %w", i, pat, err, errdef.ErrInvalid)
 			}
 			gs = append(gs, g)
 		}
 		p.repos = append(p.repos, gs)
 		for _, pat := range append(append([]string{}, r.Users...), r.Certs...) {
 			if _, err := path.Match(pat, ""); err != nil {
-				return nil, fmt.Errorf("access rule %d: pattern %q: %w", i, pat, errdef.ErrInvalid)
+				return nil, fmt.Errorf("access.rules[%d]: pattern %q: %w", i, pat, errdef.ErrInvalid)
 			}
 		}
 	}
 	if o.HtpasswdFile != "" {
 		b, err := os.ReadFile(o.HtpasswdFile)
 		if err != nil {
-			return nil, fmt.Errorf("access htpasswd: %w", err)
+			return nil, fmt.Errorf("access.htpasswd: %w", err)
 		}
 		sc := bufio.NewScanner(bytes.NewReader(b))
 		for n := 1; sc.Scan(); n++ {
@@ -107,10 +107,10 @@ func New(o Options) (*Policy, error) {
 			}
 			user, hash, ok := strings.Cut(line, ":")
 			if !ok || user == "" {
-				return nil, fmt.Errorf("access htpasswd %s line %d: want user:hash: %w", o.HtpasswdFile, n, errdef.ErrInvalid)
+				return nil, fmt.Errorf("access.htpasswd %s line %d: want user:hash: %w", o.HtpasswdFile, n, errdef.ErrInvalid)
 			}
 			if _, err := bcrypt.Cost([]byte(hash)); err != nil {
-				return nil, fmt.Errorf("access htpasswd %s line %d (user %s): only bcrypt hashes are supported (htpasswd -B): %w", o.HtpasswdFile, n, user, errdef.ErrInvalid)
+				return nil, fmt.Errorf("access.htpasswd %s line %d (user %s): only bcrypt hashes are supported (htpasswd -B): %w", o.HtpasswdFile, n, user, errdef.ErrInvalid)
 			}
 			p.users[user] = []byte(hash)
 		}
@@ -124,7 +124,7 @@ func New(o Options) (*Policy, error) {
 	if len(p.users) > 0 {
 		d, err := bcrypt.GenerateFromPassword([]byte("registry-edge: no such user"), cost)
 		if err != nil {
-			return nil, fmt.Errorf("access htpasswd: %w", err)
+			return nil, fmt.Errorf("access.htpasswd: %w", err)
 		}
 		p.dummy = d
 	}

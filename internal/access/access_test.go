@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,17 +133,26 @@ func TestNewErrors(t *testing.T) {
 	os.WriteFile(md5, []byte("alice:$apr1$abc$def\n"), 0o600)
 	noColon := filepath.Join(dir, "nocolon")
 	os.WriteFile(noColon, []byte("alice\n"), 0o600)
-	for name, o := range map[string]Options{
-		"missing file":     {HtpasswdFile: filepath.Join(dir, "none")},
-		"not bcrypt":       {HtpasswdFile: md5},
-		"malformed line":   {HtpasswdFile: noColon},
-		"bad rule pattern": {Rules: []Rule{{Repositories: []string{"a/["}}}},
-		"upper case":       {Rules: []Rule{{Repositories: []string{"Private/*"}}}},
-		"leading slash":    {Rules: []Rule{{Repositories: []string{"/private/*"}}}},
-		"trailing slash":   {Rules: []Rule{{Repositories: []string{"private/"}}}},
+	// Each error names the setting (a reload's log line says what to fix).
+	for name, tt := range map[string]struct {
+		o    Options
+		want string
+	}{
+		"missing file":     {Options{HtpasswdFile: filepath.Join(dir, "none")}, "access.htpasswd: open "},
+		"not bcrypt":       {Options{HtpasswdFile: md5}, "access.htpasswd " + md5 + " line 1 (user alice): only bcrypt"},
+		"malformed line":   {Options{HtpasswdFile: noColon}, "access.htpasswd " + noColon + " line 1: want user:hash"},
+		"bad rule pattern": {Options{Rules: []Rule{{Repositories: []string{"a/["}}}}, "access.rules[0].repositories: "},
+		"upper case":       {Options{Rules: []Rule{{Repositories: []string{"Private/*"}}}}, "access.rules[0].repositories: "},
+		"leading slash":    {Options{Rules: []Rule{{Repositories: []string{"/private/*"}}}}, "access.rules[0].repositories: "},
+		"trailing slash":   {Options{Rules: []Rule{{Repositories: []string{"private/"}}}}, "access.rules[0].repositories: "},
+		"bad user pattern": {Options{Rules: []Rule{{Repositories: []string{"a/*"}, Users: []string{"["}}}}, "access.rules[0]: pattern"},
 	} {
-		if _, err := New(o); err == nil {
+		_, err := New(tt.o)
+		switch {
+		case err == nil:
 			t.Errorf("%s: New succeeded", name)
+		case !strings.Contains(err.Error(), tt.want):
+			t.Errorf("%s: %v, want %q", name, err, tt.want)
 		}
 	}
 }
