@@ -81,6 +81,7 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	r.apply(l)
+	r.warnExpiry(o.Now())
 	cfg := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: r.get,
@@ -127,6 +128,8 @@ func (s *Server) Reload() error {
 	}
 	s.r.apply(l)
 	s.r.checked = s.r.o.Now()
+	s.r.warned = time.Time{}
+	s.r.warnExpiry(s.r.checked)
 	return nil
 }
 
@@ -139,6 +142,29 @@ type reloader struct {
 	stamp   [2]time.Time // mod times of cert and key when loaded
 	checked time.Time
 	pool    *x509.CertPool // client CAs; nil without client certificates
+	warned  time.Time      // last warning that the certificate expires
+}
+
+// expiryWarning is how long before its expiry the served certificate is
+// warned about (at most once a day): a renewal that fails (certbot's timer
+// broken, cert-manager's issuer gone) shows in the log while there is
+// time, not as every device refusing the mirror. Let's Encrypt renews 30
+// days ahead.
+const expiryWarning = 14 * 24 * time.Hour
+
+// warnExpiry warns when the served certificate expires within
+// expiryWarning; r.mu is held.
+func (r *reloader) warnExpiry(now time.Time) {
+	leaf := r.cert.Leaf
+	if leaf == nil || leaf.NotAfter.Sub(now) > expiryWarning || now.Sub(r.warned) < 24*time.Hour {
+		return
+	}
+	r.warned = now
+	msg := "TLS certificate expires soon; renew it"
+	if !now.Before(leaf.NotAfter) {
+		msg = "TLS certificate has expired; clients refuse the mirror until it is renewed"
+	}
+	r.o.Logger.Warn(msg, slog.String("cert", r.o.CertFile), slog.Time("not_after", leaf.NotAfter))
 }
 
 // loaded is what the files held when read.
@@ -236,9 +262,11 @@ func (r *reloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 				r.o.Logger.Error("TLS certificate changed but does not load; serving the previous one", slog.Any("err", err))
 			} else {
 				r.cert, r.stamp = c, stamp
+				r.warned = time.Time{}
 				r.o.Logger.Info("TLS certificate reloaded", slog.String("cert", r.o.CertFile))
 			}
 		}
+		r.warnExpiry(now)
 	}
 	return r.cert, nil
 }

@@ -375,3 +375,75 @@ func handshake(addr string, cfg *tls.Config) error {
 	_, err = c.Read(make([]byte, 1))
 	return err
 }
+
+// The served certificate is warned about from 14 days before it expires,
+// once a day, and differently once it has expired: a renewal that stopped
+// working shows in the log before devices refuse the mirror.
+func TestWarnsOfExpiry(t *testing.T) {
+	dir := t.TempDir()
+	serverCA := certs.NewCA(t, "server CA")
+	cert, key := serverCA.Server(t, "mirror")
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	write(t, certFile, cert, time.Now())
+	write(t, keyFile, key, time.Now())
+	pair, err := tls.X509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notAfter := pair.Leaf.NotAfter
+	warnings := func(recs records) []string {
+		var out []string
+		for {
+			select {
+			case r := <-recs:
+				if r.Level == slog.LevelWarn {
+					out = append(out, r.Message)
+				}
+			default:
+				return out
+			}
+		}
+	}
+
+	recs := make(records, 16)
+	clk := &clock{now: notAfter.Add(-30 * 24 * time.Hour)}
+	if _, err := New(Options{CertFile: certFile, KeyFile: keyFile, Now: clk.Now, Logger: slog.New(recs)}); err != nil {
+		t.Fatal(err)
+	}
+	if w := warnings(recs); len(w) != 0 {
+		t.Errorf("30 days before expiry: %q, want no warning", w)
+	}
+
+	clk = &clock{now: notAfter.Add(-10 * 24 * time.Hour)}
+	s, err := New(Options{CertFile: certFile, KeyFile: keyFile, Now: clk.Now, Logger: slog.New(recs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := warnings(recs); len(w) != 1 || !strings.Contains(w[0], "expires soon") {
+		t.Errorf("10 days before expiry, at start: %q, want one warning that it expires soon", w)
+	}
+	url := serve(t, s.Config())
+	get := func() {
+		t.Helper()
+		resp, err := client(serverCA, nil, nil).Get(url) // checks the certificate on real time: valid
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	clk.add(time.Hour)
+	get()
+	if w := warnings(recs); len(w) != 0 {
+		t.Errorf("an hour later: %q, want no second warning the same day", w)
+	}
+	clk.add(25 * time.Hour)
+	get()
+	if w := warnings(recs); len(w) != 1 || !strings.Contains(w[0], "expires soon") {
+		t.Errorf("a day later: %q, want the warning again", w)
+	}
+	clk.add(10 * 24 * time.Hour)
+	s.Reload() // the client would refuse the expired certificate: no handshake
+	if w := warnings(recs); len(w) != 1 || !strings.Contains(w[0], "has expired") {
+		t.Errorf("after expiry: %q, want a warning that it has expired", w)
+	}
+}
