@@ -51,7 +51,7 @@ func TestReadyzFailsOnceMetadataIsDamaged(t *testing.T) {
 	if code, body := get("/v2/team/app/manifests/v1"); code != http.StatusServiceUnavailable {
 		t.Fatalf("GET manifest with meta.db damaged = %d %s, want 503", code, body)
 	}
-	want := "not ready: metadata database " + path + " is damaged (the log says what to do)\n"
+	want := "not ready: the metadata database (meta.db) is damaged (the log says what to do)\n"
 	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || body != want {
 		t.Errorf("/readyz after the damage was found = %d %q, want 503 %q", code, body, want)
 	}

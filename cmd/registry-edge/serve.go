@@ -333,8 +333,9 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 // still serves what it holds and passes misses through (docs/metrics.md,
 // "Health").
 func ready(db *meta.DB) error {
-	if de, ok := errors.AsType[*meta.DamagedError](db.Damaged()); ok {
-		return fmt.Errorf("metadata database %s is damaged (the log says what to do)", de.Path)
+	// The file's path is in the log, not in an answer any client can read.
+	if _, ok := errors.AsType[*meta.DamagedError](db.Damaged()); ok {
+		return errors.New("the metadata database (meta.db) is damaged (the log says what to do)")
 	}
 	return nil
 }
