@@ -86,7 +86,7 @@ func TestLoadS3BlobsInvalid(t *testing.T) {
 		{"relative root", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, rootDirectory: site}}\n", []string{"storage.blobs.s3.rootDirectory"}},
 		{"small chunks", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, chunkSize: 1MiB}}\n", []string{"storage.blobs.s3.chunkSize", "5MiB"}},
 		{"s3 without driver", "storage:\n  blobs: {s3: {bucket: b}}\n", []string{"storage.blobs.s3", "driver: s3"}},
-		{"unknown s3 key", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, endpoint: x}}\n", []string{"field endpoint not found"}},
+		{"unknown s3 key", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, endpoint: x}}\n", []string{`unknown key "endpoint" (the keys here: `, "regionEndpoint"}},
 		{"redirect endpoint without redirect", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, redirectEndpoint: https://s3.example.com}}\n", []string{"storage.blobs.s3.redirectEndpoint", "redirect is false"}},
 		{"bad redirect endpoint", "storage:\n  blobs: {driver: s3, s3: {bucket: b, region: r, redirect: true, redirectEndpoint: s3.example.com}}\n", []string{"storage.blobs.s3.redirectEndpoint", "http:// or https://"}},
 		{"replica without s3", "storage:\n  blobs: {replica: {id: a}}\n", []string{"storage.blobs.replica", "driver: s3"}},

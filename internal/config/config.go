@@ -16,10 +16,12 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -615,11 +617,114 @@ func withPaths(err error, b []byte) error {
 			continue
 		}
 		n, _ := strconv.Atoi(m[1])
+		rest := unknownKey(e[len(m[0]):])
 		if p := paths[n]; p != "" {
-			out.Errors[i] = m[0] + p + ": " + e[len(m[0]):]
+			rest = p + ": " + rest
 		}
+		out.Errors[i] = m[0] + rest
 	}
 	return out
+}
+
+// yamlUnknown is the YAML decoder's error for a key that no field has.
+var yamlUnknown = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
+
+// unknownKey rewrites the decoder's "field X not found in type config.T",
+// which names a Go type a site admin never sees, as what to do about it:
+// the key that is close to it (a typo, a case slip), or the keys there are.
+func unknownKey(e string) string {
+	m := yamlUnknown.FindStringSubmatch(e)
+	if m == nil {
+		return e
+	}
+	key, known := m[1], yamlKeys()[m[2]]
+	if known == nil {
+		// A method-less copy of a type, declared where the type decodes
+		// itself (Upstream's "upstream"), has the same keys.
+		for name, ks := range yamlKeys() {
+			if strings.EqualFold(name, m[2]) {
+				known = ks
+			}
+		}
+	}
+	if len(known) == 0 {
+		return fmt.Sprintf("unknown key %q", key)
+	}
+	for _, k := range known {
+		// A slip of a key or two (one more per five letters), not any
+		// short key to any other ("foo" is not "log").
+		if strings.EqualFold(k, key) || editDistance(k, key) <= 1+len(key)/5 {
+			return fmt.Sprintf("unknown key %q (did you mean %q?)", key, k)
+		}
+	}
+	return fmt.Sprintf("unknown key %q (the keys here: %s)", key, strings.Join(known, ", "))
+}
+
+// yamlKeys maps the name of each struct type a configuration is decoded
+// into, as the decoder's errors write it ("config.Storage"), to its keys.
+var yamlKeys = sync.OnceValue(func() map[string][]string {
+	keys := map[string][]string{}
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		switch t.Kind() {
+		case reflect.Pointer, reflect.Slice, reflect.Array, reflect.Map:
+			walk(t.Elem())
+			return
+		case reflect.Struct:
+		default:
+			return
+		}
+		if _, seen := keys[t.String()]; seen {
+			return
+		}
+		keys[t.String()] = nil // before the fields: a type may contain itself
+		var names []string
+		var fields func(t reflect.Type)
+		fields = func(t reflect.Type) {
+			for f := range t.Fields() {
+				name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+				switch {
+				case name == "-":
+					continue
+				case strings.Contains(opts, "inline"):
+					fields(f.Type)
+					continue
+				case name == "":
+					if !f.IsExported() {
+						continue
+					}
+					name = strings.ToLower(f.Name) // the decoder's default
+				}
+				names = append(names, name)
+				walk(f.Type)
+			}
+		}
+		fields(t)
+		keys[t.String()] = names
+	}
+	walk(reflect.TypeFor[Config]())
+	return keys
+})
+
+// editDistance is the Levenshtein distance of a and b (short keys).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // linePaths maps the lines of YAML document b to the field path of the one

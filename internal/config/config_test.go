@@ -194,10 +194,11 @@ upstreams:
 		in   string
 		want []string // substrings, all of which must appear
 	}{
-		{"unknown top-level key", "listen: :5000\nlisten_addr: :6000\n", []string{"line 2", "field listen_addr not found"}},
-		{"unknown nested key", "storage:\n  rot: /data\n", []string{"line 2", "field rot not found"}},
-		{"unknown upstream key", two + "    retries: 3\n", []string{"line 5", "field retries not found"}},
-		{"unknown key in upstream auth", two + "    auth: {user: x}\n", []string{"line 5", "field user not found"}},
+		{"unknown top-level key", "listen: :5000\nlisten_addr: :6000\n", []string{"line 2", `listen_addr: unknown key "listen_addr" (the keys here: listen, storage, `}},
+		{"unknown nested key", "storage:\n  rot: /data\n", []string{"line 2", `storage.rot: unknown key "rot" (did you mean "root"?)`}},
+		{"unknown upstream key", two + "    retries: 3\n", []string{"line 5", `upstreams[0].retries: unknown key "retries" (the keys here: registry, url, default, dockerHubLibrary, auth, tls, timeouts, retry, offline, breaker)`}},
+		{"misspelled key", "cache:\n  tagttl: 5m\n  revalidateTimout: 1s\n", []string{`line 2: cache.tagttl: unknown key "tagttl" (did you mean "tagTTL"?)`, `line 3: cache.revalidateTimout: unknown key "revalidateTimout" (did you mean "revalidateTimeout"?)`}},
+		{"unknown key in upstream auth", two + "    auth: {user: x}\n", []string{"line 5", `unknown key "user" (the keys here: `, "username"}},
 		{"bad duration", "cache:\n  tagTTL: 5\n", []string{"line 2", `invalid duration "5"`}},
 		{"bad size", "cache:\n  maxManifestSize: 4MB2\n", []string{"line 2", `invalid size "4MB2"`}},
 		{"bad level", "log: {level: verbose}\n", []string{"line 1", "debug, info, warn, error"}},
@@ -210,7 +211,7 @@ upstreams:
 		{"a document after an empty one", "listen: :1\n---\n---\nlisten: :2\n", []string{"line 4", "more than one YAML document"}},
 		{"a configuration after an empty first document", "---\n---\nlisten: :2\n", []string{"line 3", "more than one YAML document"}},
 		{"syntax error", "listen: [\n", []string{"line"}},
-		{"several errors at once", "foo: 1\ncache: {tagTTL: x}\n", []string{"line 1: foo: field foo", "line 2: cache: invalid duration"}},
+		{"several errors at once", "foo: 1\ncache: {tagTTL: x}\n", []string{`line 1: foo: unknown key "foo" (the keys here: listen, `, "line 2: cache: invalid duration"}},
 
 		{"bad listen", "listen: 5000\n", []string{"listen: want host:port"}},
 		{"bad prefetch list", "prefetch:\n  images:\n    - {ref: UPPER/app}\n    - {ref: org/app, platforms: [arm64]}\n    - {ref: org/app:latest}\n  windows: [22-06]\n  concurrency: 0\n  interval: 0s\n",
@@ -372,7 +373,7 @@ func TestLoadDecodeErrorsOnePerLine(t *testing.T) {
 	}
 	lines := strings.Split(err.Error(), "\n")
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "line 2: cache.tagTTL: invalid duration") ||
-		!strings.HasPrefix(lines[1], "line 3: cache.bogus: field bogus not found") {
+		!strings.HasPrefix(lines[1], `line 3: cache.bogus: unknown key "bogus"`) {
 		t.Errorf("Load error = %q, want one line per problem, each with its line and field path", err)
 	}
 	if !errors.Is(err, errdef.ErrInvalid) {
