@@ -98,7 +98,7 @@ func newMirrorOver(t testing.TB, upURL string, wrap func(*blobstore.FS) proxy.St
 		t.Fatal(err)
 	}
 	clk := fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	po := proxy.Options{TagTTL: time.Minute, RevalidateTimeout: 2 * time.Second, FillTimeout: time.Minute, Now: clk.Now}
+	po := proxy.Options{TagTTL: time.Minute, RevalidateTimeout: 2 * time.Second, FillTimeout: time.Minute, Now: clk.Now, Elapsed: clk.Elapsed}
 	for _, o := range opts {
 		o(&po)
 	}

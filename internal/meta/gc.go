@@ -212,6 +212,48 @@ func (m *DB) touch(at map[digest.Digest]time.Time) error {
 	})
 }
 
+// Restamp records access times over what is stored (the wall clock was
+// stepped: they are the same accesses, measured again in its new frame),
+// and brings every other stored time later than now down to now: written
+// before the clock was stepped back, it would be the newest for as long as
+// the step, never idle and never evicted. With a shared store, it then
+// publishes all of this replica's access times.
+func (m *DB) Restamp(ctx context.Context, at map[digest.Digest]time.Time, now time.Time) error {
+	err := m.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketAccess)
+		if err != nil {
+			return err
+		}
+		var v [8]byte
+		binary.BigEndian.PutUint64(v[:], uint64(now.Unix()))
+		var later [][]byte
+		if err := b.ForEach(func(k, old []byte) error {
+			if _, ok := at[digest.Digest(k)]; !ok && len(old) == 8 && int64(binary.BigEndian.Uint64(old)) > now.Unix() {
+				later = append(later, bytes.Clone(k))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range later {
+			if err := b.Put(k, v[:]); err != nil {
+				return err
+			}
+		}
+		for d, t := range at {
+			binary.BigEndian.PutUint64(v[:], uint64(t.Unix()))
+			if err := b.Put([]byte(d), v[:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || m.shared == nil {
+		return err
+	}
+	return m.publishAccess(ctx)
+}
+
 // AccessTimes returns every recorded access time: with a shared store, the
 // latest any replica published.
 func (m *DB) AccessTimes(ctx context.Context) (map[digest.Digest]time.Time, error) {

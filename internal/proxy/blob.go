@@ -51,12 +51,12 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 		ended := p.endedFills()
 		res, err := p.localBlob(ctx, t, d)
 		if err == nil {
-			p.access.touch(d, p.now()) // in use: not evicted under a pull (gc.Options.MinIdle)
+			p.access.touch(d) // in use: not evicted under a pull (gc.Options.MinIdle)
 			if res.Content != nil && res.Bytes == nil {
 				// From the store: a transfer that may last hours. (One
 				// from memory is a single write; its request's touch
 				// covers it.)
-				res.Content = sentBlob{ReadSeekCloser: res.Content, done: p.access.send(d, p.now)}
+				res.Content = sentBlob{ReadSeekCloser: res.Content, done: p.access.send(d)}
 			}
 		}
 		if err == nil || !errors.Is(err, errNotStored) || attempt == 2 {
@@ -97,7 +97,7 @@ func (p *Proxy) Blob(ctx context.Context, t Target, d digest.Digest) (BlobResult
 		return BlobResult{}, err
 	}
 	// Once committed, the blob may be evicted: not while it is sent.
-	r.done = p.access.send(d, p.now)
+	r.done = p.access.send(d)
 	cache := CacheFill
 	if created {
 		cache = CacheMiss

@@ -44,7 +44,7 @@ func (p *Proxy) Manifest(ctx context.Context, t Target, ref string) (ManifestRes
 	if err != nil {
 		return ManifestResult{}, err
 	}
-	p.access.touch(res.Descriptor.Digest, p.now())
+	p.access.touch(res.Descriptor.Digest)
 	return res, nil
 }
 

@@ -127,6 +127,13 @@ type Options struct {
 	Metrics     *metrics.Metrics
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Elapsed is the time passed since an arbitrary start, on a clock that
+	// steps of the wall clock do not move (NTP setting the time of a
+	// gateway that booted without an RTC). Access times are measured on
+	// it and written in the wall clock's frame of their flush, so a step
+	// does not age (or rejuvenate) them. nil: Now's monotonic reading
+	// (time.Now has one).
+	Elapsed func() time.Duration
 	// After is the clock's timer: the channel it returns receives once d
 	// has passed on the clock Now reads. A fill waits on it between
 	// resumes of a broken transfer, and a client of a fill waits on it for
@@ -218,6 +225,10 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 	if opts.After == nil {
 		opts.After = time.After
 	}
+	if opts.Elapsed == nil {
+		start, now := opts.Now(), opts.Now
+		opts.Elapsed = func() time.Duration { return now().Sub(start) }
+	}
 	if opts.TagNotFound == "" {
 		opts.TagNotFound = TagNotFoundServeCached
 	}
@@ -264,6 +275,7 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 		hot:          newHotCache(hotTotalMax),
 		links:        newLinkCache(),
 		evictions:    newEvictGuard(),
+		access:       accessTracker{elapsed: opts.Elapsed},
 		closing:      closing, close: cancel,
 	}
 	if at, asked, err := db.State(context.Background(), meta.StateDeltasAsked); err == nil && asked && p.now().Sub(at) < deltasAskedFor {

@@ -14,6 +14,7 @@ import (
 type Clock struct {
 	mu     sync.Mutex
 	now    time.Time
+	mono   time.Duration // moved by Advance, not by Step
 	timers []timer
 	armed  chan time.Duration // every After's duration, as it is armed
 }
@@ -58,6 +59,7 @@ func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
+	c.mono += d
 	kept := c.timers[:0]
 	for _, t := range c.timers {
 		if t.at.After(c.now) {
@@ -67,6 +69,27 @@ func (c *Clock) Advance(d time.Duration) {
 		t.c <- c.now
 	}
 	c.timers = kept
+}
+
+// Step sets the wall clock d later (earlier if negative) without time
+// passing, as NTP does on a gateway that booted without an RTC: Now
+// moves, Elapsed does not, and no timer fires (Go's timers run on the
+// monotonic clock).
+func (c *Clock) Step(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	for i := range c.timers {
+		c.timers[i].at = c.timers[i].at.Add(d)
+	}
+}
+
+// Elapsed is the clock's monotonic reading: the time Advance has moved
+// it by, steps not counted (a proxy's Options.Elapsed).
+func (c *Clock) Elapsed() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mono
 }
 
 // Armed receives the duration of every timer After arms (up to 1000 not
