@@ -10,6 +10,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/registry-edge/registry-edge/internal/gc"
+	"github.com/registry-edge/registry-edge/internal/sigpolicy"
+	"github.com/registry-edge/registry-edge/internal/testutil/cosigntest"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
 )
 
@@ -119,5 +121,46 @@ func TestClockStepBackDoesNotKeepAccessesForever(t *testing.T) {
 				t.Fatalf("victims %+v, want only app-ahead %s (app-recent is %s)", plan.Victims, ahead, recent)
 			}
 		})
+	}
+}
+
+// A tag fetched while the clock ran years ahead is not fresh for years
+// after NTP sets the clock back: once storage's tag TTL (a minute here) has
+// passed, a pull asks the upstream again, and learns where the tag moved.
+func TestClockStepBackDoesNotKeepATagFresh(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	m.clock.Step(threeYears)
+	pullStepped(t, m, "app")
+	m.clock.Step(-threeYears) // NTP
+	m.clock.Advance(2 * time.Minute)
+	moved, _ := m.fake.Image("app", "v1", fakeupstream.Random(t, 1000))
+	resp, body := m.get(http.MethodGet, manifestPath("app", "v1"), "Accept", ocispec.MediaTypeImageManifest)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("pull after the step: %d %s", resp.StatusCode, body)
+	}
+	if got := digest.Digest(resp.Header.Get("Docker-Content-Digest")); got != moved.Digest {
+		t.Errorf("app:v1 served as %s two minutes after the step back, want %s, where the upstream moved it", got, moved.Digest)
+	}
+}
+
+// An image refused while the clock ran years ahead (not signed yet) is not
+// refused for years after NTP sets the clock back: once the minute a
+// refusal is remembered has passed, it is verified again, and served once
+// signed.
+func TestClockStepBackDoesNotKeepARefusal(t *testing.T) {
+	t.Parallel()
+	key := cosigntest.NewKey(t)
+	m := newMirror(t, withPolicy(t, sigpolicy.ModeEnforce, key))
+	img, _ := m.fake.Image("app", "late", []byte("signed late"))
+	path := manifestPath("app", img.Digest.String())
+	m.clock.Step(threeYears)
+	resp, body := m.get(http.MethodGet, path, "Accept", ocispec.MediaTypeImageManifest)
+	deniedMessage(t, resp, body)
+	sign(t, m, key, img.Digest)
+	m.clock.Step(-threeYears) // NTP
+	m.clock.Advance(2 * time.Minute)
+	if resp, body := m.get(http.MethodGet, path, "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
+		t.Errorf("signed image two minutes after the step back: %d %s, want 200", resp.StatusCode, body)
 	}
 }

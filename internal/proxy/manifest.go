@@ -250,12 +250,12 @@ func (p *Proxy) manifestByTag(ctx context.Context, t Target, tag string) (Manife
 		}
 		return p.fetchTag(ctx, t, tag)
 	}
-	if p.now().Sub(e.GoneAt) < p.opts.TagTTL {
+	if p.within(e.GoneAt, p.opts.TagTTL) {
 		// The upstream said a moment ago it no longer has the tag: no
 		// request per pull to hear it again.
 		return p.serveGone(ctx, t, tag, e, nil)
 	}
-	if _, old := p.beyondMaxStale(t, e.Confirmed()); p.now().Sub(e.FetchedAt) < p.opts.TagTTL && !old {
+	if _, old := p.beyondMaxStale(t, e.Confirmed()); p.within(e.FetchedAt, p.opts.TagTTL) && !old {
 		if res, err := p.localManifest(ctx, t, e.Digest); err == nil {
 			res.Age = p.ageOf(e)
 			return res, nil

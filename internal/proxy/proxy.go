@@ -284,6 +284,15 @@ func New(store Store, db *meta.DB, router *Router, opts Options) *Proxy {
 	return p
 }
 
+// within reports whether at, a wall time recorded earlier, is less than ttl
+// ago. A time after now was recorded before the wall clock was stepped back
+// (one that ran ahead, set by NTP): it is not, or it would count as fresh
+// for as long as the step, years maybe.
+func (p *Proxy) within(at time.Time, ttl time.Duration) bool {
+	age := p.now().Sub(at)
+	return age >= 0 && age < ttl
+}
+
 // deltasAskedFor is how long after the last delta request of a lower tier
 // a restarted mirror still precomputes deltas.
 const deltasAskedFor = 30 * 24 * time.Hour

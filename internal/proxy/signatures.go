@@ -170,7 +170,7 @@ func (p *Proxy) verdict(ctx context.Context, t Target, m sigpolicy.Match, d dige
 		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
 		return meta.Verdict{OK: true, Reason: string(sigpolicy.ReasonVerified), Message: "covered by a verified index", At: p.now()}, nil
 	}
-	if recErr == nil && p.now().Sub(rec.At) < negativeVerdictTTL {
+	if recErr == nil && p.within(rec.At, negativeVerdictTTL) {
 		p.m.Signatures.Cache.WithLabelValues("hit").Inc()
 		return rec, nil
 	}

@@ -113,7 +113,7 @@ type freshReferrersKey struct{}
 
 func (p *Proxy) referrers(ctx context.Context, t Target, d digest.Digest) ([]byte, string, error) {
 	rec, recErr := p.db.Referrers(ctx, t.Repo, d)
-	if recErr == nil && p.now().Sub(rec.FetchedAt) < p.opts.TagTTL && ctx.Value(freshReferrersKey{}) == nil {
+	if recErr == nil && p.within(rec.FetchedAt, p.opts.TagTTL) && ctx.Value(freshReferrersKey{}) == nil {
 		if body, err := p.readStoredAtMost(ctx, rec.Digest, -1, upstream.MaxReferrersSize); err == nil {
 			return body, CacheHit, nil
 		}
