@@ -149,9 +149,19 @@ func (p *Proxy) FlushAccess(ctx context.Context) error {
 // signature trust included (its records went with it). The repository
 // links cache is cleared as a whole (it refills from metadata).
 func (p *Proxy) Forget(d digest.Digest) {
+	p.access.forget(d)
 	p.hot.remove(d)
 	p.links.clear()
 	p.verified.forget(d)
+}
+
+// forget drops d from the accesses of this run: evicted, it is not
+// written again after a step of the clock, and the run's record stays as
+// large as the store, not as everything the process ever served.
+func (a *accessTracker) forget(d digest.Digest) {
+	a.mu.Lock()
+	delete(a.run, d)
+	a.mu.Unlock()
 }
 
 // sentBlob is stored content being sent to a client: in use until closed.
