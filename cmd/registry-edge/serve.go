@@ -228,7 +228,7 @@ func serve(ctx context.Context, cfg config.Config, reload reloadFunc, stderr io.
 			ln.Close()
 			return err
 		}
-		srv.TLSConfig, srv.ErrorLog = tlsFiles.Config(), tlsserve.ErrorLog(log)
+		srv.TLSConfig, srv.ErrorLog = tlsFiles.Config(), tlsFiles.ErrorLog()
 	}
 	upstreams := make([]string, len(remotes))
 	for i, r := range remotes {

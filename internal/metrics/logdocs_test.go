@@ -35,6 +35,7 @@ var operationsLogMessages = []string{
 	"manifest denied by the signature policy",
 	"manifest denied: its signatures cannot be verified",
 	"signature verification failed",
+	"TLS client certificate refused",
 }
 
 // sourceStrings returns the string literals of the Go files under dirs,
@@ -81,6 +82,8 @@ var otherLogMessages = map[string][]string{
 		"delta setting without effect",
 		"upstream token server over plain HTTP on another host",
 		"upstream token server does not take the identity token",
+		"TLS client certificate refused",
+		"TLS client refused the mirror's certificate",
 	},
 	"docs/deltas.md": {
 		"layer rebuilt from a delta",

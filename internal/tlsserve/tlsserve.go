@@ -11,12 +11,15 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/registry-edge/registry-edge/internal/errdef"
+	"github.com/registry-edge/registry-edge/internal/logging"
 )
 
 // ClientAuth says what the listener asks of clients.
@@ -271,19 +274,29 @@ func (r *reloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return r.cert, nil
 }
 
-// ErrorLog is the http.Server ErrorLog of a TLS listener. A handshake
+// ErrorLog is the http.Server ErrorLog of the listener. A handshake
 // refused over a certificate is a warning naming the client: a device
 // whose certificate the client CA bundle does not verify (or that sends
 // none where one is required) would otherwise fail its pulls with nothing
 // in the log at the default level, and so would a client that does not
-// trust the mirror's certificate (a renewal by another CA). Other lines,
-// connections that close during the handshake (probes, scanners) among
-// them, stay at debug.
-func ErrorLog(l *slog.Logger) *log.Logger {
-	return log.New(errorLog{l}, "", 0)
+// trust the mirror's certificate (a renewal by another CA). Such a device
+// retries every few seconds, forever, so the same refusal of the same
+// client address is a warning once per refusalEvery, carrying the count
+// of those left out, which are debug lines. Other lines, connections that
+// close during the handshake (probes, scanners) among them, stay at debug.
+func (s *Server) ErrorLog() *log.Logger {
+	return log.New(errorLog{l: s.r.o.Logger, limit: logging.NewLimiter(refusalEvery, s.r.o.Now)}, "", 0)
 }
 
-type errorLog struct{ l *slog.Logger }
+// refusalEvery is how often one refusal of one client is logged: a broken
+// device shows within minutes of a look at the log, and costs some 150
+// lines a day rather than one every few seconds.
+const refusalEvery = 10 * time.Minute
+
+type errorLog struct {
+	l     *slog.Logger
+	limit *logging.Limiter
+}
 
 // handshakePrefix starts net/http's line for a failed handshake:
 // "http: TLS handshake error from <addr>: <reason>".
@@ -292,16 +305,43 @@ const handshakePrefix = "http: TLS handshake error from "
 func (e errorLog) Write(p []byte) (int, error) {
 	line := strings.TrimSuffix(string(p), "\n")
 	addr, reason, ok := strings.Cut(strings.TrimPrefix(line, handshakePrefix), ": ")
-	switch {
-	case !strings.HasPrefix(line, handshakePrefix) || !ok || !strings.Contains(reason, "certificate"):
+	if !strings.HasPrefix(line, handshakePrefix) || !ok || !strings.Contains(reason, "certificate") {
 		e.l.Log(context.Background(), slog.LevelDebug, line)
-	case strings.HasPrefix(reason, "remote error: "):
-		// The alert the client sent: it refused the mirror's certificate.
-		e.l.LogAttrs(context.Background(), slog.LevelWarn, "TLS client refused the mirror's certificate",
-			slog.String("remote", addr), slog.String("err", reason))
-	default:
-		e.l.LogAttrs(context.Background(), slog.LevelWarn, "TLS client certificate refused",
-			slog.String("remote", addr), slog.String("err", reason))
+		return len(p), nil
 	}
+	msg := "TLS client certificate refused"
+	if strings.HasPrefix(reason, "remote error: ") {
+		// The alert the client sent: it refused the mirror's certificate.
+		msg = "TLS client refused the mirror's certificate"
+	}
+	attrs := []slog.Attr{slog.String("remote", addr), slog.String("err", reason)}
+	more, ok := e.limit.Allow(refusalKey(msg, addr, reason))
+	if !ok {
+		e.l.LogAttrs(context.Background(), slog.LevelDebug, msg, attrs...)
+		return len(p), nil
+	}
+	e.l.LogAttrs(context.Background(), slog.LevelWarn, msg, append(attrs, more...)...)
 	return len(p), nil
+}
+
+// refusalKey identifies a refusal of a client however often it recurs:
+// the client's address without its port (each retry comes from another),
+// and the reason without its digits, since the reason for an expired
+// certificate names the current time ("x509: certificate has expired or
+// is not yet valid: current time 2026-...").
+func refusalKey(msg, addr, reason string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		host = a.Unmap().WithZone("").String()
+	}
+	reason = strings.Map(func(r rune) rune {
+		if '0' <= r && r <= '9' {
+			return -1
+		}
+		return r
+	}, reason)
+	return msg + "\x00" + host + "\x00" + reason
 }

@@ -3,6 +3,7 @@ package tlsserve
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -277,50 +278,76 @@ func (c records) Handle(_ context.Context, r slog.Record) error { c <- r; return
 func (c records) WithAttrs([]slog.Attr) slog.Handler            { return c }
 func (c records) WithGroup(string) slog.Handler                 { return c }
 
-// A handshake refused over a certificate is a warning naming the client
-// and the reason: the admin sees why a device cannot pull. A connection
-// closed during the handshake stays at debug.
-func TestHandshakeRefusalsAreWarnings(t *testing.T) {
+// refusingServer is a mirror that requires device certificates of
+// deviceCA, on the clock clk, and hands over what it logs.
+type refusingServer struct {
+	addr                      string
+	errorLog                  *log.Logger // the listener's
+	serverCA, deviceCA, other *certs.CA
+	clk                       *clock
+	recs                      records
+}
+
+func newRefusingServer(t *testing.T) *refusingServer {
+	t.Helper()
 	dir := t.TempDir()
-	serverCA, deviceCA, otherCA := certs.NewCA(t, "server CA"), certs.NewCA(t, "device CA"), certs.NewCA(t, "other CA")
-	cert, key := serverCA.Server(t, "mirror")
+	rs := &refusingServer{serverCA: certs.NewCA(t, "server CA"), deviceCA: certs.NewCA(t, "device CA"), other: certs.NewCA(t, "other CA"),
+		clk: &clock{now: time.Now()}, recs: make(records, 16)}
+	cert, key := rs.serverCA.Server(t, "mirror")
 	certFile, keyFile, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.pem")
 	write(t, certFile, cert, time.Now())
 	write(t, keyFile, key, time.Now())
-	write(t, caFile, deviceCA.PEM, time.Now())
-	cfg, err := Config(Options{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile, ClientAuth: ClientAuthRequire})
+	write(t, caFile, rs.deviceCA.PEM, time.Now())
+	s, err := New(Options{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile, ClientAuth: ClientAuthRequire,
+		Now: rs.clk.Now, Logger: slog.New(rs.recs)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs := make(records, 16)
+	for len(rs.recs) > 0 {
+		<-rs.recs // the test certificate expires within days: a warning, once a day
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{TLSConfig: cfg, ErrorLog: ErrorLog(slog.New(recs)), Handler: http.NotFoundHandler()}
+	rs.errorLog = s.ErrorLog()
+	srv := &http.Server{TLSConfig: s.Config(), ErrorLog: rs.errorLog, Handler: http.NotFoundHandler()}
 	go srv.ServeTLS(ln, "", "")
 	t.Cleanup(func() { srv.Close() })
-	addr := ln.Addr().String()
-	next := func() slog.Record {
-		t.Helper()
-		select {
-		case r := <-recs:
-			return r
-		case <-time.After(10 * time.Second):
-			t.Fatal("no log record for the refused handshake")
-			return slog.Record{}
+	rs.addr = ln.Addr().String()
+	return rs
+}
+
+// next is the next record logged.
+func (rs *refusingServer) next(t *testing.T) slog.Record {
+	t.Helper()
+	select {
+	case r := <-rs.recs:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("no log record for the refused handshake")
+		return slog.Record{}
+	}
+}
+
+func attr(r slog.Record, key string) string {
+	var v string
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == key {
+			v = a.Value.String()
 		}
-	}
-	attr := func(r slog.Record, key string) string {
-		var v string
-		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == key {
-				v = a.Value.String()
-			}
-			return true
-		})
-		return v
-	}
+		return true
+	})
+	return v
+}
+
+// A handshake refused over a certificate is a warning naming the client
+// and the reason: the admin sees why a device cannot pull. A connection
+// closed during the handshake stays at debug.
+func TestHandshakeRefusalsAreWarnings(t *testing.T) {
+	rs := newRefusingServer(t)
+	addr, serverCA, otherCA := rs.addr, rs.serverCA, rs.other
+	next := func() slog.Record { t.Helper(); return rs.next(t) }
 	strangerCert, strangerKey := otherCA.Client(t, "stranger")
 	stranger, _ := tls.X509KeyPair(strangerCert, strangerKey)
 	for _, tt := range []struct {
@@ -359,6 +386,61 @@ func TestHandshakeRefusalsAreWarnings(t *testing.T) {
 		}
 		if r.Message != tt.msg || !strings.Contains(attr(r, "err"), tt.err) || !strings.HasPrefix(attr(r, "remote"), "127.0.0.1:") {
 			t.Errorf("%s: logged %q remote=%q err=%q; want %q naming the client and %q", tt.name, r.Message, attr(r, "remote"), attr(r, "err"), tt.msg, tt.err)
+		}
+	}
+}
+
+// A device retrying with a refused certificate every few seconds, forever,
+// gets one warning per 10 minutes, not one per attempt (a flood on a small
+// gateway's journal), and the next warning says how many were left out
+// since the last; another reason, or another client, is warned about at
+// once.
+func TestRepeatedRefusalsAreLoggedOncePerInterval(t *testing.T) {
+	rs := newRefusingServer(t)
+	start := rs.clk.Now()
+	strangerCert, strangerKey := rs.other.Client(t, "stranger")
+	stranger, _ := tls.X509KeyPair(strangerCert, strangerKey)
+	withStranger := &tls.Config{RootCAs: rs.serverCA.Pool(),
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &stranger, nil }}
+	withNone := &tls.Config{RootCAs: rs.serverCA.Pool()}
+	// expired is net/http's line for a device whose certificate expired,
+	// at the second given: the reason names the current time.
+	expired := func(port, sec int) string {
+		return fmt.Sprintf("http: TLS handshake error from 10.0.0.7:%d: tls: failed to verify certificate: x509: certificate has expired or is not yet valid: current time 2026-11-25T12:00:%02dZ is after 2026-11-01T00:00:00Z", port, sec)
+	}
+	type want struct {
+		level      slog.Level
+		suppressed string
+		since      time.Time
+	}
+	for i, step := range []struct {
+		name    string
+		advance time.Duration
+		refuse  func()
+		want    want
+	}{
+		{"first refusal", 0, func() { handshake(rs.addr, withStranger) }, want{level: slog.LevelWarn}},
+		{"again", 5 * time.Second, func() { handshake(rs.addr, withStranger) }, want{level: slog.LevelDebug}},
+		{"and again", 5 * time.Second, func() { handshake(rs.addr, withStranger) }, want{level: slog.LevelDebug}},
+		{"another reason", 0, func() { handshake(rs.addr, withNone) }, want{level: slog.LevelWarn}},
+		{"10 minutes after the first", 10*time.Minute - 10*time.Second, func() { handshake(rs.addr, withStranger) },
+			want{slog.LevelWarn, "2", start}},
+		{"another client, expired", 0, func() { rs.errorLog.Print(expired(40000, 5)) }, want{level: slog.LevelWarn}},
+		{"expired again, a second later", time.Second, func() { rs.errorLog.Print(expired(40001, 6)) }, want{level: slog.LevelDebug}},
+	} {
+		rs.clk.add(step.advance)
+		step.refuse()
+		r := rs.next(t)
+		got := want{level: r.Level, suppressed: attr(r, "suppressed")}
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "since" {
+				got.since = a.Value.Time()
+			}
+			return true
+		})
+		if got.level != step.want.level || got.suppressed != step.want.suppressed || !got.since.Equal(step.want.since) {
+			t.Errorf("step %d, %s: logged %q at %s suppressed=%q since=%v; want %s suppressed=%q since=%v",
+				i, step.name, r.Message, got.level, got.suppressed, got.since, step.want.level, step.want.suppressed, step.want.since)
 		}
 	}
 }
