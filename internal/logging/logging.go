@@ -1,6 +1,7 @@
 // Package logging builds the process's slog handler from configuration.
 // Components never create loggers of their own: they take a *slog.Logger
-// from their constructor.
+// from their constructor. Limiter keeps an event a client repeats forever
+// to one line per interval.
 package logging
 
 import (
