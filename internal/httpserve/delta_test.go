@@ -1460,6 +1460,12 @@ func mustParseURL(t *testing.T, s string) *url.URL {
 func TestHugePreferredWaitIsTheLongestWait(t *testing.T) {
 	t.Parallel()
 	region := newMirror(t, withDeltas)
+	// The longest wait, long enough for the computation on a loaded
+	// machine (the default, 20 s, is not under -race with every test of
+	// the package running): a wait read as negative or zero still answers
+	// 202 at once.
+	region.maxDeltaWait = 10 * time.Minute
+	region.restart()
 	v1 := layergen.New(52, 60, 16<<10)
 	old, nw := layergen.Gzip(v1.Tar(), -1), layergen.Gzip(v1.Update(53).Tar(), -1)
 	region.fake.Image("app", "v1", old)

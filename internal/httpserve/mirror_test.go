@@ -12,7 +12,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -57,6 +59,8 @@ type mirror struct {
 	http2        bool // serve over TLS with HTTP/2 (clients: m.srv.Client())
 	// accessLog, if set, receives the access log (text lines).
 	accessLog io.Writer
+	// served tracks the requests of do to their end in the handler.
+	served served
 	// server is the handler srv serves.
 	server *httpserve.Server
 }
@@ -133,7 +137,8 @@ func (m *mirror) start() {
 		so.AccessLog, so.Logger = true, slog.New(slog.NewTextHandler(m.accessLog, nil))
 	}
 	m.server = httpserve.New(m.proxy, so)
-	m.srv = httptest.NewUnstartedServer(m.server)
+	m.srv = httptest.NewUnstartedServer(&m.served)
+	m.served.h = m.server
 	m.srv.Config.ConnContext = httpserve.ConnContext // as registry-edge serve does
 	if m.http2 {
 		m.srv.EnableHTTP2 = true
@@ -178,13 +183,70 @@ func (m *mirror) do(method, path string, hdr ...string) (*http.Response, []byte,
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
+	ended := m.served.track(req)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
+	if err == nil {
+		// The client has the whole answer before the handler has
+		// returned: what it counts and logs after the body (served bytes,
+		// the access log line) is there once do returns.
+		select {
+		case <-ended:
+		case <-time.After(30 * time.Second):
+			m.t.Errorf("%s %s: the handler had not returned 30 s after its answer was read", method, path)
+		}
+	}
 	return resp, body, err
+}
+
+// served is the mirror's handler, which tells do when a request it sent
+// has ended in the handler.
+type served struct {
+	h    http.Handler
+	mu   sync.Mutex
+	n    int
+	ends map[string]chan struct{}
+}
+
+// track marks req to be followed, and returns what is closed when the
+// handler has returned from it.
+func (s *served) track(req *http.Request) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.h == nil {
+		panic("the mirror's server does not serve through its served handler")
+	}
+	s.n++
+	id := strconv.Itoa(s.n)
+	if s.ends == nil {
+		s.ends = map[string]chan struct{}{}
+	}
+	ch := make(chan struct{})
+	s.ends[id] = ch
+	req.Header.Set(trackHeader, id)
+	return ch
+}
+
+const trackHeader = "X-Test-Request"
+
+func (s *served) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get(trackHeader)
+	if id == "" {
+		s.h.ServeHTTP(w, r)
+		return
+	}
+	s.mu.Lock()
+	ch := s.ends[id]
+	delete(s.ends, id)
+	s.mu.Unlock()
+	if ch != nil {
+		defer close(ch)
+	}
+	s.h.ServeHTTP(w, r)
 }
 
 // get is do for requests that must succeed at the transport level.

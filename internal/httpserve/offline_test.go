@@ -113,7 +113,10 @@ func newOfflineMirror(t *testing.T, s offlineSetup, via ...func(fakeAddr string)
 		po.After = clk.After
 	}
 	p := proxy.New(store, db, router, po)
-	srv := httptest.NewServer(httpserve.New(p, httpserve.Options{Metrics: m}))
+	mm := &mirror{t: t, fake: fake, upstream: up, root: root, store: store, metrics: m, proxy: p, db: db, router: router}
+	mm.served.h = httpserve.New(p, httpserve.Options{Metrics: m})
+	srv := httptest.NewServer(&mm.served)
+	mm.srv = srv
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
 		srv.Close()
@@ -125,7 +128,7 @@ func newOfflineMirror(t *testing.T, s offlineSetup, via ...func(fakeAddr string)
 		db.Close()
 	})
 	return &offlineMirror{
-		mirror: &mirror{t: t, fake: fake, upstream: up, srv: srv, root: root, store: store, metrics: m, proxy: p, db: db, router: router},
+		mirror: mm,
 		clock:  clk, client: client,
 	}
 }
