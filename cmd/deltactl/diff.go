@@ -39,7 +39,8 @@ smaller delta is kept.
 --push publishes, for each platform manifest of NEW that got a delta, the
 deltas and an artifact manifest (artifact type
 application/vnd.registry-edge.layer-deltas.v1) whose subject is that manifest,
-in NEW's repository: a registry-edge mirror finds them as referrers.
+in NEW's repository: a registry-edge mirror finds them as referrers. The
+right to push there is checked before any layer is fetched.
 --output-dir writes each delta as DIR/<hex>.delta with its descriptor in
 DIR/<hex>.json, for 'deltactl apply'.
 
