@@ -13,9 +13,10 @@ import (
 // otherwise flood a small gateway's journal and bury other warnings.
 //
 // Its memory is bounded: a key not seen for an interval is forgotten, with
-// the count of its events left out (its next event is logged anyway), and past maxKeys keys, new ones share a
-// single entry, so a LAN host sending from ever new IPv6 addresses gets
-// one line per interval, not one per address.
+// the count of its events left out (its next event is logged anyway), and
+// past maxKeys keys, new ones share a single entry, so a LAN host sending
+// from ever new IPv6 addresses gets one line per interval, not one per
+// address.
 type Limiter struct {
 	every time.Duration
 	now   func() time.Time
