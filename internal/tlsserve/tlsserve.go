@@ -2,6 +2,10 @@
 // a certificate and key read from files and reloaded when they change (so
 // a renewed certificate is picked up without a restart), HTTP/2, and
 // optional client certificates (mTLS) checked against a CA bundle.
+// Server.Reload reads the certificate, key and bundle again at once (the
+// mirror's SIGHUP), Server.ErrorLog turns refused handshakes into warnings
+// naming the client (rate-limited), and a certificate close to its expiry
+// is warned about.
 package tlsserve
 
 import (
@@ -35,7 +39,7 @@ const (
 	ClientAuthRequire ClientAuth = "require"
 )
 
-// Options configures Config.
+// Options configures New (and Config).
 type Options struct {
 	CertFile, KeyFile string
 	// ClientCAFile is a PEM bundle of the CAs that sign client
