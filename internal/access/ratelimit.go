@@ -68,7 +68,8 @@ func (e *RetryAfterError) RetryAfter() time.Duration { return e.After }
 // Is makes the error match errdef.ErrTooManyRequests.
 func (e *RetryAfterError) Is(target error) bool { return target == errdef.ErrTooManyRequests }
 
-// minSweep is the fewest clients at which idle ones are forgotten.
+// minSweep is the fewest clients at which those whose buckets have
+// refilled are forgotten.
 const minSweep = 4096
 
 // clientKey is the bucket r's client draws from: its address, an
