@@ -25,6 +25,11 @@ const maxDeltasPerLayer = 16
 type DeltaRecord struct {
 	Repo       Repo               `json:"repo"`
 	Descriptor ocispec.Descriptor `json:"descriptor"`
+	// Computed marks a delta this mirror (or a replica) computed from the
+	// layer and bases it holds, as opposed to one published upstream: its
+	// bytes derive from those blobs alone, so any repository holding them
+	// may be given it.
+	Computed bool `json:"computed,omitempty"`
 }
 
 // Deltas returns the deltas known to rebuild layer d, newest first; with a

@@ -687,12 +687,15 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 		held[c.Digest] = true
 	}
 	// The smallest delta computed before against bases the requester
-	// holds.
+	// holds: for this repository, or computed here for another (the same
+	// base layers under several applications' images), then this one's
+	// too.
 	if recs, err := p.db.Deltas(ctx, d); err == nil {
 		var best layerdelta.Layer
+		var bestRepo meta.Repo
 		for _, rec := range recs {
 			l, err := layerdelta.ParseDescriptor(rec.Descriptor)
-			if err != nil || rec.Repo != t.Repo {
+			if err != nil || rec.Repo != t.Repo && !rec.Computed {
 				continue
 			}
 			if l.Usable(func(b layerdelta.Blob) bool { return held[b.Digest] }) != nil || p.opts.DeltaMinimums.NotWorth(l.Target.Size, l.Delta.Size) != "" {
@@ -702,10 +705,15 @@ func (p *Proxy) DeltaFor(ctx context.Context, t Target, d digest.Digest, offered
 				continue
 			}
 			if _, err := p.store.Stat(ctx, l.Delta.Digest); err == nil {
-				best = l
+				best, bestRepo = l, rec.Repo
 			}
 		}
 		if best.Delta.Digest != "" {
+			if bestRepo != t.Repo {
+				if err := p.adoptDelta(ctx, t, d, best); err != nil {
+					return layerdelta.Layer{}, err
+				}
+			}
 			return best, nil
 		}
 	}
@@ -784,7 +792,7 @@ func (p *Proxy) adoptDelta(ctx context.Context, t Target, d digest.Digest, l lay
 	if err := p.link(ctx, t, l.Delta.Digest); err != nil {
 		return err
 	}
-	return p.recorded(ctx, p.db.AddDelta(ctx, d, meta.DeltaRecord{Repo: t.Repo, Descriptor: desc}))
+	return p.recorded(ctx, p.db.AddDelta(ctx, d, meta.DeltaRecord{Repo: t.Repo, Descriptor: desc, Computed: true}))
 }
 
 // maxQueuedDeltas bounds the computations waiting for a worker: past it a
@@ -885,7 +893,7 @@ func (p *Proxy) computeDelta(ctx context.Context, t Target, target layerdelta.Bl
 	if err != nil {
 		return layerdelta.Layer{}, err
 	}
-	if err := p.db.AddDelta(ctx, target.Digest, meta.DeltaRecord{Repo: t.Repo, Descriptor: desc}); err != nil {
+	if err := p.db.AddDelta(ctx, target.Digest, meta.DeltaRecord{Repo: t.Repo, Descriptor: desc, Computed: true}); err != nil {
 		return layerdelta.Layer{}, err
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "computed a delta for a lower tier", slog.Int64("size", target.Size),
