@@ -3,6 +3,7 @@ package httpserve_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/registry-edge/registry-edge/internal/gc"
+	"github.com/registry-edge/registry-edge/internal/proxy"
 	"github.com/registry-edge/registry-edge/internal/sigpolicy"
 	"github.com/registry-edge/registry-edge/internal/testutil/cosigntest"
 	"github.com/registry-edge/registry-edge/internal/testutil/fakeupstream"
@@ -162,5 +164,26 @@ func TestClockStepBackDoesNotKeepARefusal(t *testing.T) {
 	m.clock.Advance(2 * time.Minute)
 	if resp, body := m.get(http.MethodGet, path, "Accept", ocispec.MediaTypeImageManifest); resp.StatusCode != http.StatusOK {
 		t.Errorf("signed image two minutes after the step back: %d %s, want 200", resp.StatusCode, body)
+	}
+}
+
+// A tag confirmed while the clock ran ahead has an unknown age once NTP
+// sets the clock back: with the upstream down it is not served past the
+// staleness limit as if it had just been confirmed, and the refusal says
+// why.
+func TestClockStepBackDoesNotLiftMaxStale(t *testing.T) {
+	t.Parallel()
+	m := newOfflineMirror(t, offlineSetup{staleness: proxy.Staleness{MaxStale: 30 * time.Minute}})
+	m.clock.Step(threeYears) // booted with a clock years ahead
+	m.fake.Image("app", "v1", []byte("layer"))
+	if resp, body := m.get(http.MethodGet, manifestPath("app", "v1")); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET app:v1: %d %s", resp.StatusCode, body)
+	}
+	m.clock.Step(-threeYears) // NTP
+	m.fake.Fail(fakeupstream.Status(http.StatusServiceUnavailable, "", 0))
+	resp, body := m.get(http.MethodGet, manifestPath("app", "v1"))
+	m.wantCode(resp, body, http.StatusServiceUnavailable, "UNAVAILABLE")
+	if msg := errorMessage(t, body); !strings.Contains(msg, "clock") || !strings.Contains(msg, "limit of 30m") {
+		t.Errorf("GET app:v1 message = %q, want it to say the tag's age is unknown (the clock was set back) and name the limit", msg)
 	}
 }

@@ -472,10 +472,14 @@ func (p *Proxy) serveGone(ctx context.Context, t Target, tag string, e meta.TagE
 var errTierStale = errors.New("the upstream answered from a cache older than that")
 
 // beyondMaxStale returns the staleness limit of t's repository, and
-// whether a tag confirmed at its origin at confirmed is older than it.
+// whether a tag confirmed at its origin at confirmed is older than it. A
+// confirmation after now (recorded while the clock ran ahead, before NTP
+// set it back) is of unknown age: beyond any limit, as a tag is not fresh
+// then either (within).
 func (p *Proxy) beyondMaxStale(t Target, confirmed time.Time) (time.Duration, bool) {
 	limit := t.Remote.Staleness.MaxStaleFor(t.Repo.Name)
-	return limit, limit > 0 && p.now().Sub(confirmed) > limit
+	age := p.now().Sub(confirmed)
+	return limit, limit > 0 && (age > limit || age < 0)
 }
 
 // registryJSONType reports whether mt is a vendor JSON type (such as the

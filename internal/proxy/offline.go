@@ -65,8 +65,19 @@ type StaleTagError struct {
 }
 
 func (e *StaleTagError) Error() string {
-	return fmt.Sprintf("tag %s:%s: last confirmed by the upstream %s ago, beyond max staleness %s: %v",
-		e.Repo, e.Tag, shortDuration(e.Age.Round(time.Second)), shortDuration(e.MaxStale), e.Err)
+	return fmt.Sprintf("tag %s:%s: %s: %v", e.Repo, e.Tag, e.stale(), e.Err)
+}
+
+// stale says how the tag's last confirmation compares with the limit: its
+// age beyond it, or an age that is not known (a confirmation after now,
+// recorded while the clock ran ahead).
+func (e *StaleTagError) stale() string {
+	if e.Age < 0 {
+		return fmt.Sprintf("last confirmed by the upstream at a time after this mirror's clock (which was set back since), so its staleness is unknown and the limit of %s cannot be met",
+			shortDuration(e.MaxStale))
+	}
+	return fmt.Sprintf("last confirmed by the upstream %s ago, more than the allowed staleness of %s",
+		shortDuration(e.Age.Round(time.Second)), shortDuration(e.MaxStale))
 }
 
 // Unwrap returns the envelope entry clients see, errdef.ErrUnavailable and
@@ -84,8 +95,7 @@ func (e *StaleTagError) envelope() *ociapi.Error {
 		why = "the upstream could not confirm it"
 	}
 	return ociapi.NewError(http.StatusServiceUnavailable, ociapi.CodeUnavailable, fmt.Sprintf(
-		"cached tag %s was last confirmed by the upstream %s ago, more than the allowed staleness of %s, and %s",
-		e.Tag, shortDuration(e.Age.Round(time.Second)), shortDuration(e.MaxStale), why))
+		"cached tag %s was %s, and %s", e.Tag, e.stale(), why))
 }
 
 // shortDuration formats d without trailing zero units: "24h" rather than
