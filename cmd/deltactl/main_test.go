@@ -187,6 +187,10 @@ func TestRegistryAnswersInTheReason(t *testing.T) {
 			w.Header().Set("Content-Type", "text/html")
 			w.WriteHeader(http.StatusForbidden) // a proxy's page (a 5xx is tried again)
 			io.WriteString(w, page)
+		case strings.HasSuffix(r.URL.Path, "/manifests/detailed"):
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			io.WriteString(w, `{"errors":[{"code":"DENIED","message":"requested access to the resource is denied","detail":[{"Type":"repository","Name":"edge/app","Action":"pull"}]}]}`)
 		case strings.HasSuffix(r.URL.Path, "/manifests/escape"):
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusForbidden)
@@ -209,6 +213,8 @@ func TestRegistryAnswersInTheReason(t *testing.T) {
 		{"inspect, error page", []string{"inspect", repo + ":broken"}, "403 Forbidden: <html>; <body>; <p>upstream connect error"},
 		{"diff, error page", []string{"diff", repo + ":broken", repo + ":1"}, "403 Forbidden"},
 		{"inspect, escape sequence", []string{"inspect", repo + ":escape"}, `DENIED: \x1b]0;pwned\x07\x1b[2Jdenied`},
+		// The envelope's detail as its JSON, not as a Go map ("[map[Action:pull ...]]").
+		{"inspect, detail", []string{"inspect", repo + ":detailed"}, `DENIED: requested access to the resource is denied; [{"Type":"repository","Name":"edge/app","Action":"pull"}]`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

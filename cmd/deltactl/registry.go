@@ -119,11 +119,52 @@ const (
 func shortenErrorPage(resp *http.Response) {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody)) // an error on the way ends the body
 	resp.Body.Close()
-	if len(b) > maxErrorPage && !json.Valid(b) {
+	switch {
+	case json.Valid(b):
+		b = detailsAsJSON(b)
+	case len(b) > maxErrorPage:
 		b = append([]byte(strings.ToValidUTF8(string(b[:maxErrorPage]), "")), "..."...)
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(b))
 	resp.ContentLength = int64(len(b))
+}
+
+// detailsAsJSON returns the OCI error envelope b with each error's detail
+// made a string of its JSON: go-containerregistry quotes a detail with
+// Go's %v, which prints the JSON object a registry sends (distribution's
+// access list of a 401 or 403) as "[map[Action:pull Name:...]]". Anything
+// else comes back as it is.
+func detailsAsJSON(b []byte) []byte {
+	var env struct {
+		Errors []map[string]json.RawMessage `json:"errors"`
+	}
+	if json.Unmarshal(b, &env) != nil || len(env.Errors) == 0 {
+		return b
+	}
+	changed := false
+	for _, e := range env.Errors {
+		d, ok := e["detail"]
+		if !ok || len(d) == 0 || d[0] == '"' || string(d) == "null" {
+			continue
+		}
+		var compact bytes.Buffer
+		if json.Compact(&compact, d) != nil {
+			continue
+		}
+		s, err := json.Marshal(compact.String())
+		if err != nil {
+			continue
+		}
+		e["detail"], changed = s, true
+	}
+	if !changed {
+		return b
+	}
+	out, err := json.Marshal(env)
+	if err != nil {
+		return b
+	}
+	return out
 }
 
 // parseRef parses an image reference ([registry/]repo[:tag|@digest]).
