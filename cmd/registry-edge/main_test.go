@@ -255,13 +255,7 @@ func TestServeTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	conf := filepath.Join(dir, "config.yaml")
-	yaml := fmt.Sprintf("tls:\n  certFile: %s\n  keyFile: %s\n  clientAuth: require\n  clientCAFile: %s\n",
-		filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "devices.pem"))
-	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv := startRun(t, "--config", conf, "--listen", addr, "--storage", filepath.Join(dir, "data"), "--upstream", "http://127.0.0.1:1")
+	srv := startWithDeviceCerts(t, dir, addr)
 	stderr := srv.stderr
 	devCert, devKey := deviceCA.Client(t, "device-1")
 	pair, err := tls.X509KeyPair(devCert, devKey)
@@ -303,13 +297,7 @@ func TestReloadAppliesRenewedTLSFiles(t *testing.T) {
 		}
 	}
 	writeAll()
-	conf := filepath.Join(dir, "config.yaml")
-	yaml := fmt.Sprintf("tls:\n  certFile: %s\n  keyFile: %s\n  clientAuth: require\n  clientCAFile: %s\n",
-		filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "devices.pem"))
-	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv := startRun(t, "--config", conf, "--listen", addr, "--storage", filepath.Join(dir, "data"), "--upstream", "http://127.0.0.1:1")
+	srv := startWithDeviceCerts(t, dir, addr)
 	device := func(ca *certs.CA, cn string) *http.Client {
 		c, k := ca.Client(t, cn)
 		pair, err := tls.X509KeyPair(c, k)
@@ -521,6 +509,19 @@ type running struct {
 }
 
 // startRun calls run with args in a goroutine, as main would.
+// startWithDeviceCerts serves on addr, over TLS with tls.crt and tls.key in
+// dir, requiring device certificates of the CA bundle devices.pem there.
+func startWithDeviceCerts(t *testing.T, dir, addr string) *running {
+	t.Helper()
+	conf := filepath.Join(dir, "config.yaml")
+	yaml := fmt.Sprintf("tls:\n  certFile: %s\n  keyFile: %s\n  clientAuth: require\n  clientCAFile: %s\n",
+		filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "devices.pem"))
+	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startRun(t, "--config", conf, "--listen", addr, "--storage", filepath.Join(dir, "data"), "--upstream", "http://127.0.0.1:1")
+}
+
 func startRun(t *testing.T, args ...string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -29,6 +29,17 @@ func write(t *testing.T, path string, b []byte, mtime time.Time) {
 	}
 }
 
+// writeServerPair writes a server certificate for cn, signed by ca, and
+// its key to tls.crt and tls.key in dir, with modification time mtime.
+func writeServerPair(t *testing.T, dir string, ca *certs.CA, cn string, mtime time.Time) (certFile, keyFile string, cert, key []byte) {
+	t.Helper()
+	cert, key = ca.Server(t, cn)
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	write(t, certFile, cert, mtime)
+	write(t, keyFile, key, mtime)
+	return certFile, keyFile, cert, key
+}
+
 type clock struct {
 	mu  sync.Mutex
 	now time.Time
@@ -73,11 +84,8 @@ func client(roots *certs.CA, cert, key []byte) *http.Client {
 func TestServesAndReloadsCertificate(t *testing.T) {
 	dir := t.TempDir()
 	serverCA := certs.NewCA(t, "server CA")
-	cert, key := serverCA.Server(t, "mirror-1")
-	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	t0 := time.Now().Add(-time.Minute)
-	write(t, certFile, cert, t0)
-	write(t, keyFile, key, t0)
+	certFile, keyFile, _, _ := writeServerPair(t, dir, serverCA, "mirror-1", t0)
 	clk := &clock{now: time.Now()}
 	cfg, err := Config(Options{CertFile: certFile, KeyFile: keyFile, Now: clk.Now, CheckEvery: time.Second})
 	if err != nil {
@@ -173,10 +181,7 @@ func TestClientCertificates(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	serverCA := certs.NewCA(t, "server CA")
-	cert, key := serverCA.Server(t, "mirror")
-	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	write(t, certFile, cert, time.Now())
-	write(t, keyFile, key, time.Now())
+	certFile, keyFile, _, _ := writeServerPair(t, dir, serverCA, "mirror", time.Now())
 	notPEM := filepath.Join(dir, "ca.txt")
 	write(t, notPEM, []byte("hello"), time.Now())
 	other, _ := serverCA.Server(t, "other")
@@ -464,10 +469,7 @@ func handshake(addr string, cfg *tls.Config) error {
 func TestWarnsOfExpiry(t *testing.T) {
 	dir := t.TempDir()
 	serverCA := certs.NewCA(t, "server CA")
-	cert, key := serverCA.Server(t, "mirror")
-	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	write(t, certFile, cert, time.Now())
-	write(t, keyFile, key, time.Now())
+	certFile, keyFile, cert, key := writeServerPair(t, dir, serverCA, "mirror", time.Now())
 	pair, err := tls.X509KeyPair(cert, key)
 	if err != nil {
 		t.Fatal(err)
