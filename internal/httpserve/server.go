@@ -388,6 +388,8 @@ type recorder struct {
 	wroteHeader bool
 	// stall is how long each write may wait for the client (0: no limit).
 	stall time.Duration
+	// deadline is set while a write deadline is armed (see liftDeadline).
+	deadline bool
 }
 
 // extendDeadline gives the next write stall to finish: a client that takes
@@ -396,6 +398,7 @@ type recorder struct {
 func (w *recorder) extendDeadline() {
 	if w.stall > 0 {
 		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.stall))
+		w.deadline = true
 	}
 }
 
@@ -405,8 +408,10 @@ func (w *recorder) extendDeadline() {
 // or not, which would cut a client of a fill that pauses (a resume, an
 // upstream that sends again bytes the mirror has) after stall.
 func (w *recorder) liftDeadline() {
-	if w.stall > 0 {
+	// Once per armed deadline: a fill's readers wait for every chunk.
+	if w.deadline {
 		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Time{})
+		w.deadline = false
 	}
 }
 
